@@ -1,0 +1,297 @@
+//! Device connection strings: `HostName=…;DeviceId=…;SharedAccessKey=…` and their variants (reference §3).
+//!
+//! Parsing splits on `;`, then each pair on its first `=` (keys and signatures contain `=`), trims spaces and
+//! tolerates empty segments such as a trailing `;`. Every error names the field and what is wrong with it.
+
+use core::fmt;
+use thiserror::Error;
+
+use crate::sas::{DeviceKey, KeyError, ResourceUri, SasParseError, SasToken};
+
+/// How the device proves who it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// A symmetric key; tokens are computed from it.
+    Key(DeviceKey),
+    /// A ready-made token (`SharedAccessSignature=SharedAccessSignature sr=…`).
+    Token(SasToken),
+    /// X.509 client certificate (`x509=true`); no password is sent.
+    X509,
+}
+
+/// A parsed device (or module) connection string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionString {
+    pub host_name: String,
+    pub device_id: String,
+    pub module_id: Option<String>,
+    /// Policy name, when the key is a shared access policy key (tokens then carry `skn`).
+    pub key_name: Option<String>,
+    pub credential: Credential,
+    /// Host to connect to instead of `host_name` (an Edge gateway or the local emulator); the user name and the
+    /// SAS audience still use `host_name`.
+    pub gateway_host_name: Option<String>,
+}
+
+/// Why a connection string was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ConnectionStringError {
+    #[error("the connection string is empty")]
+    Empty,
+    #[error("'{0}' is not a Key=Value pair")]
+    NotAPair(String),
+    #[error("HostName is missing (expected HostName=<hub>.azure-devices.net)")]
+    MissingHostName,
+    #[error("DeviceId is missing (this is a device connection string, expected DeviceId=<id>)")]
+    MissingDeviceId,
+    #[error("{0} is given twice")]
+    Duplicate(String),
+    #[error("unknown key '{0}' (known: HostName, DeviceId, ModuleId, SharedAccessKey, SharedAccessKeyName, SharedAccessSignature, GatewayHostName, x509)")]
+    UnknownKey(String),
+    #[error("{0} is empty")]
+    EmptyValue(String),
+    #[error("both SharedAccessKey and SharedAccessSignature are given; use one")]
+    KeyAndSignature,
+    #[error("no credential: give SharedAccessKey, SharedAccessSignature or x509=true")]
+    MissingCredential,
+    #[error("SharedAccessKey: {0}")]
+    BadKey(KeyError),
+    #[error("SharedAccessSignature: {0}")]
+    BadSignature(SasParseError),
+    #[error("{field}: '{value}' contains '{ch}', which is not allowed")]
+    BadCharacter { field: &'static str, value: String, ch: char },
+    #[error("x509: expected 'true', got '{0}'")]
+    BadX509(String),
+}
+
+const KEYS: [&str; 8] = [
+    "HostName",
+    "DeviceId",
+    "ModuleId",
+    "SharedAccessKey",
+    "SharedAccessKeyName",
+    "SharedAccessSignature",
+    "GatewayHostName",
+    "x509",
+];
+
+impl ConnectionString {
+    /// Parses a device or module connection string.
+    pub fn parse(s: &str) -> Result<Self, ConnectionStringError> {
+        use ConnectionStringError as E;
+        if s.trim().is_empty() {
+            return Err(E::Empty);
+        }
+        let mut values: [Option<String>; 8] = Default::default();
+        for part in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+            let (k, v) = part.split_once('=').ok_or_else(|| E::NotAPair(part.to_owned()))?;
+            let (k, v) = (k.trim(), v.trim());
+            let i = KEYS
+                .iter()
+                .position(|known| known.eq_ignore_ascii_case(k))
+                .ok_or_else(|| E::UnknownKey(k.to_owned()))?;
+            if v.is_empty() {
+                return Err(E::EmptyValue(KEYS[i].to_owned()));
+            }
+            if values[i].replace(v.to_owned()).is_some() {
+                return Err(E::Duplicate(KEYS[i].to_owned()));
+            }
+        }
+        let [host, device, module, key, key_name, sig, gateway, x509] = values;
+        let host_name = host.ok_or(E::MissingHostName)?;
+        check_chars("HostName", &host_name, "/ ?#")?;
+        let device_id = device.ok_or(E::MissingDeviceId)?;
+        check_chars("DeviceId", &device_id, "/ ?#+")?;
+        if let Some(m) = &module {
+            check_chars("ModuleId", m, "/ ?#+")?;
+        }
+        if let Some(g) = &gateway {
+            check_chars("GatewayHostName", g, "/ ?#")?;
+        }
+        let credential = match (key, sig, x509) {
+            (Some(_), Some(_), _) => return Err(E::KeyAndSignature),
+            (Some(k), None, _) => Credential::Key(DeviceKey::from_base64(&k).map_err(E::BadKey)?),
+            (None, Some(t), _) => Credential::Token(SasToken::parse(&t).map_err(E::BadSignature)?),
+            (None, None, Some(x)) if x.eq_ignore_ascii_case("true") => Credential::X509,
+            (None, None, Some(x)) => return Err(E::BadX509(x)),
+            (None, None, None) => return Err(E::MissingCredential),
+        };
+        Ok(ConnectionString {
+            host_name,
+            device_id,
+            module_id: module,
+            key_name,
+            credential,
+            gateway_host_name: gateway,
+        })
+    }
+
+    /// The host to open the transport to: the gateway when one is given, else the hub.
+    pub fn connect_host(&self) -> &str {
+        self.gateway_host_name.as_deref().unwrap_or(&self.host_name)
+    }
+
+    /// The resource a token for this identity must name.
+    pub fn resource_uri(&self) -> ResourceUri {
+        ResourceUri::for_identity(&self.host_name, &self.device_id, self.module_id.as_deref())
+    }
+
+    /// The MQTT password: a fresh token valid until `expiry` (Unix seconds) when the string has a key, the given
+    /// token when it has one, `None` for X.509.
+    pub fn password(&self, expiry: u64) -> Option<SasToken> {
+        match &self.credential {
+            Credential::Key(k) => Some(SasToken::sign(k, &self.resource_uri(), expiry, self.key_name.as_deref())),
+            Credential::Token(t) => Some(t.clone()),
+            Credential::X509 => None,
+        }
+    }
+
+    /// The string with the key or token replaced by `***`, safe to log or show.
+    pub fn redacted(&self) -> String {
+        let mut c = self.clone();
+        c.credential = Credential::X509;
+        let mut s = c.to_string();
+        s = s.replace(";x509=true", "");
+        match &self.credential {
+            Credential::Key(_) => s + ";SharedAccessKey=***",
+            Credential::Token(_) => s + ";SharedAccessSignature=***",
+            Credential::X509 => s + ";x509=true",
+        }
+    }
+}
+
+fn check_chars(field: &'static str, value: &str, forbidden: &str) -> Result<(), ConnectionStringError> {
+    match value.chars().find(|c| forbidden.contains(*c) || c.is_control()) {
+        Some(ch) => Err(ConnectionStringError::BadCharacter { field, value: value.to_owned(), ch }),
+        None => Ok(()),
+    }
+}
+
+impl core::str::FromStr for ConnectionString {
+    type Err = ConnectionStringError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+impl fmt::Display for ConnectionString {
+    /// The canonical form, in the order the Azure portal shows: HostName, DeviceId, ModuleId, key or token.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HostName={};DeviceId={}", self.host_name, self.device_id)?;
+        if let Some(m) = &self.module_id {
+            write!(f, ";ModuleId={m}")?;
+        }
+        if let Some(n) = &self.key_name {
+            write!(f, ";SharedAccessKeyName={n}")?;
+        }
+        match &self.credential {
+            Credential::Key(k) => write!(f, ";SharedAccessKey={}", k.to_base64())?,
+            Credential::Token(t) => write!(f, ";SharedAccessSignature={t}")?,
+            Credential::X509 => f.write_str(";x509=true")?,
+        }
+        if let Some(g) = &self.gateway_host_name {
+            write!(f, ";GatewayHostName={g}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use ConnectionStringError as E;
+
+    const KEY: &str = "+XLy+MVZ+aTeOnVzN2kLeB16O+kSxmz6g3rS6fAf6rw=";
+
+    #[test]
+    fn parses_device_string_with_spaces_and_trailing_semicolon() {
+        let c = ConnectionString::parse(&format!(
+            " HostName = h.azure-devices.net ; DeviceId=dev1;SharedAccessKey={KEY}; "
+        ))
+        .unwrap();
+        assert_eq!(c.host_name, "h.azure-devices.net");
+        assert_eq!(c.device_id, "dev1");
+        assert_eq!(c.credential, Credential::Key(DeviceKey::from_base64(KEY).unwrap()));
+        assert_eq!(c.connect_host(), "h.azure-devices.net");
+        assert_eq!(c.to_string(), format!("HostName=h.azure-devices.net;DeviceId=dev1;SharedAccessKey={KEY}"));
+    }
+
+    #[test]
+    fn parses_module_gateway_and_token_strings() {
+        let c = ConnectionString::parse(&format!(
+            "HostName=h;DeviceId=d;ModuleId=m;SharedAccessKey={KEY};GatewayHostName=localhost"
+        ))
+        .unwrap();
+        assert_eq!(c.module_id.as_deref(), Some("m"));
+        assert_eq!(c.connect_host(), "localhost");
+        assert_eq!(c.resource_uri().to_string(), "h/devices/d/modules/m");
+        let t = "SharedAccessSignature sr=h%2Fdevices%2Fd&sig=abc%3D&se=99";
+        let c = ConnectionString::parse(&format!("HostName=h;DeviceId=d;SharedAccessSignature={t}")).unwrap();
+        assert_eq!(c.password(0).unwrap().to_string(), t);
+        let c = ConnectionString::parse("HostName=h;DeviceId=d;x509=true").unwrap();
+        assert_eq!(c.password(0), None);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            ("", E::Empty),
+            ("DeviceId=d;SharedAccessKey=a2V5", E::MissingHostName),
+            ("HostName=h;SharedAccessKey=a2V5", E::MissingDeviceId),
+            ("HostName=h;HostName=g;DeviceId=d", E::Duplicate("HostName".into())),
+            ("HostName=h;DeviceId=d;Foo=1", E::UnknownKey("Foo".into())),
+            ("HostName=h;DeviceId=d;SharedAccessKey=a2V5;SharedAccessSignature=x", E::KeyAndSignature),
+            ("HostName=h;DeviceId=d", E::MissingCredential),
+            ("HostName=h;DeviceId=;SharedAccessKey=a2V5", E::EmptyValue("DeviceId".into())),
+            ("HostName=h;DeviceId", E::NotAPair("DeviceId".into())),
+        ];
+        for (input, want) in cases {
+            assert_eq!(ConnectionString::parse(input), Err(want), "{input}");
+        }
+        let e = ConnectionString::parse("HostName=h;DeviceId=d;SharedAccessKey=not base64!").unwrap_err();
+        assert!(matches!(e, E::BadKey(KeyError::NotBase64(_))));
+        assert!(e.to_string().starts_with("SharedAccessKey: the key is not valid base64"), "{e}");
+        let e = ConnectionString::parse("HostName=h;DeviceId=a/b;SharedAccessKey=a2V5").unwrap_err();
+        assert_eq!(e.to_string(), "DeviceId: 'a/b' contains '/', which is not allowed");
+        let e = ConnectionString::parse("HostName=h;DeviceId=d;SharedAccessSignature=sr=1").unwrap_err();
+        assert!(matches!(e, E::BadSignature(SasParseError::MissingPrefix)));
+    }
+
+    #[test]
+    fn password_signs_for_the_identity() {
+        let c = ConnectionString::parse(&format!(
+            "HostName=iot-hub-for-test.azure-devices.net;DeviceId=iot-device-for-test;SharedAccessKey={KEY}"
+        ))
+        .unwrap();
+        let t = c.password(1471940363).unwrap();
+        assert_eq!(t.signature(), "SIumZ1ACqqPJZ2okHDlW9MSYKykEpqsQY3z6FMOICd4=");
+    }
+
+    #[test]
+    fn redacted_hides_the_key() {
+        let c = ConnectionString::parse(&format!("HostName=h;DeviceId=d;SharedAccessKey={KEY}")).unwrap();
+        assert_eq!(c.redacted(), "HostName=h;DeviceId=d;SharedAccessKey=***");
+    }
+
+    fn id() -> impl Strategy<Value = String> {
+        "[A-Za-z0-9][A-Za-z0-9\\-.:_=!*'()$@,%]{0,40}".prop_map(|s| s)
+    }
+
+    proptest! {
+        #[test]
+        fn display_then_parse_round_trips(
+            host in "[a-z0-9][a-z0-9.-]{0,30}",
+            device in id(),
+            module in proptest::option::of(id()),
+            key in proptest::collection::vec(any::<u8>(), 1..64),
+            gateway in proptest::option::of("[a-z0-9][a-z0-9.-]{0,20}"),
+        ) {
+            let c = ConnectionString {
+                host_name: host, device_id: device, module_id: module, key_name: None,
+                credential: Credential::Key(DeviceKey::from_bytes(key)), gateway_host_name: gateway,
+            };
+            prop_assert_eq!(ConnectionString::parse(&c.to_string()).unwrap(), c);
+        }
+    }
+}

@@ -1,0 +1,920 @@
+use bytes::{Bytes, BytesMut};
+use core::time::Duration;
+use mqttbytes::v4::{
+    ConnAck, Connect, ConnectReturnCode, LastWill, Login, Packet, PubAck, PubRel, Publish, Subscribe, SubscribeFilter,
+    SubscribeReasonCode, Unsubscribe,
+};
+use mqttbytes::QoS;
+use std::collections::{BTreeMap, VecDeque};
+use thiserror::Error;
+
+use crate::packet::{self, Framer};
+use crate::property_bag::PropertyBag;
+use crate::time::Instant;
+use crate::topic::{DeviceIdentity, DeviceTopic, HubTopic, RequestId, TopicFilter};
+use crate::username::Username;
+
+/// Static settings of a device session.
+#[derive(Debug, Clone)]
+pub struct DeviceConfig {
+    /// Hub host name as it appears in the user name (the connection string's HostName, never the gateway).
+    pub host_name: String,
+    pub identity: DeviceIdentity,
+    pub api_version: String,
+    /// IoT Plug and Play model id, sent in the user name.
+    pub model_id: Option<String>,
+    /// Product string sent as `DeviceClientType`.
+    pub client_type: Option<String>,
+    /// CleanSession flag; the SDKs use `false`, so IoT Hub keeps subscriptions and queues C2D while offline.
+    pub clean_session: bool,
+    /// MQTT keep-alive; zero disables PINGREQ.
+    pub keep_alive: Duration,
+    /// How long to wait for PINGRESP before calling the connection dead.
+    pub ping_timeout: Duration,
+    /// How long to wait for CONNACK.
+    pub connect_timeout: Duration,
+    /// How long a twin request may go unanswered.
+    pub request_timeout: Duration,
+    /// Acknowledge C2D messages as soon as they are reported; otherwise call [`DeviceSession::ack_c2d`].
+    pub auto_ack_c2d: bool,
+    /// Most QoS 1 publishes awaiting PUBACK at once; further ones wait in order.
+    pub max_inflight: usize,
+    /// Most QoS 1 publishes kept (in flight plus waiting) before [`SendError::QueueFull`].
+    pub max_queued: usize,
+    /// Largest packet accepted from the hub.
+    pub max_incoming_packet: usize,
+}
+
+impl DeviceConfig {
+    /// Defaults for `identity` on `host_name`: CleanSession 0, keep-alive 60 s, 30 s timeouts.
+    pub fn new(host_name: impl Into<String>, identity: DeviceIdentity) -> Self {
+        DeviceConfig {
+            host_name: host_name.into(),
+            identity,
+            api_version: crate::API_VERSION.into(),
+            model_id: None,
+            client_type: None,
+            clean_session: false,
+            keep_alive: Duration::from_secs(60),
+            ping_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(30),
+            auto_ack_c2d: true,
+            max_inflight: 64,
+            max_queued: 10_000,
+            max_incoming_packet: 1024 * 1024,
+        }
+    }
+
+    /// The CONNECT user name.
+    pub fn username(&self) -> Username {
+        let mut u = Username::new(self.host_name.clone(), self.identity.clone());
+        u.api_version = Some(self.api_version.clone());
+        u.model_id = self.model_id.clone();
+        u.client_type = self.client_type.clone();
+        u
+    }
+}
+
+/// QoS for telemetry. IoT Hub closes the connection on a QoS 2 PUBLISH, so choosing it has to be explicit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TelemetryQos {
+    AtMostOnce,
+    AtLeastOnce,
+    /// QoS 2: IoT Hub will close the connection. Useful to test a hub's or a gateway's behaviour.
+    ExactlyOnceHubWillClose,
+}
+
+impl TelemetryQos {
+    fn mqtt(self) -> QoS {
+        match self {
+            TelemetryQos::AtMostOnce => QoS::AtMostOnce,
+            TelemetryQos::AtLeastOnce => QoS::AtLeastOnce,
+            TelemetryQos::ExactlyOnceHubWillClose => QoS::ExactlyOnce,
+        }
+    }
+}
+
+/// A device-to-cloud message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Telemetry {
+    pub properties: PropertyBag,
+    pub payload: Bytes,
+    pub qos: TelemetryQos,
+    pub retain: bool,
+}
+
+impl Telemetry {
+    /// A QoS 1 message without properties.
+    pub fn new(payload: impl Into<Bytes>) -> Self {
+        Telemetry {
+            properties: PropertyBag::new(),
+            payload: payload.into(),
+            qos: TelemetryQos::AtLeastOnce,
+            retain: false,
+        }
+    }
+    /// Size as IoT Hub counts it: body plus property names and values.
+    pub fn size(&self) -> usize {
+        self.payload.len() + self.properties.size()
+    }
+}
+
+/// The MQTT Will: published by the hub as telemetry (`iothub-MessageType: Will`) if the connection drops uncleanly.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Will {
+    pub properties: PropertyBag,
+    pub payload: Bytes,
+    pub qos: QoS,
+}
+
+/// Per-connection options of [`DeviceSession::connect`].
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    /// The SAS token string (`SharedAccessSignature sr=…`), or `None` for X.509.
+    pub password: Option<String>,
+    pub will: Option<Will>,
+}
+
+/// A local handle for a telemetry message, reported back in [`Event::TelemetryAcked`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PublishId(pub u64);
+
+/// Identifies a received QoS 1 C2D message for [`DeviceSession::ack_c2d`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AckToken {
+    pkid: u16,
+    epoch: u64,
+}
+
+/// A CONNACK refusal and what IoT Hub means by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectRefusal(pub u8);
+
+impl ConnectRefusal {
+    /// A sentence a user can act on.
+    pub fn meaning(&self) -> &'static str {
+        match self.0 {
+            1 => "unacceptable protocol version: the hub only speaks MQTT 3.1.1 here",
+            2 => "identifier rejected: the client id is not acceptable",
+            3 => "server unavailable: the device is disabled, or the hub has a problem",
+            4 => "bad user name or password",
+            5 => "not authorized: the SAS token is wrong, expired or for another device, or the device does not exist",
+            _ => "refused for an unknown reason",
+        }
+    }
+}
+
+impl core::fmt::Display for ConnectRefusal {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "CONNACK 0x{:02x}: {}", self.0, self.meaning())
+    }
+}
+
+/// Why the connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LostReason {
+    /// The transport closed (the hub closed it, or the network failed); the driver's description.
+    TransportClosed(String),
+    /// No PINGRESP within the ping timeout.
+    KeepAliveTimeout,
+    /// No CONNACK within the connect timeout.
+    ConnackTimeout,
+    /// The hub refused the connection.
+    Refused(ConnectRefusal),
+    /// The hub sent something that breaks MQTT or IoT Hub's protocol; the driver must close the transport.
+    ProtocolViolation(String),
+    /// [`DeviceSession::disconnect`] was called.
+    Disconnected,
+}
+
+impl core::fmt::Display for LostReason {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            LostReason::TransportClosed(why) => write!(f, "the connection was closed ({why})"),
+            LostReason::KeepAliveTimeout => f.write_str("no answer to a keep-alive ping: the connection is dead"),
+            LostReason::ConnackTimeout => f.write_str("the hub did not answer CONNECT in time"),
+            LostReason::Refused(r) => write!(f, "the hub refused the connection: {r}"),
+            LostReason::ProtocolViolation(why) => write!(f, "protocol violation by the hub: {why}"),
+            LostReason::Disconnected => f.write_str("disconnected"),
+        }
+    }
+}
+
+/// The kind of a correlated request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    TwinGet,
+    TwinPatchReported,
+}
+
+/// Why a request got no response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestFailure {
+    TimedOut,
+    ConnectionLost,
+}
+
+/// A cloud-to-device message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct C2dMessage {
+    pub properties: PropertyBag,
+    pub payload: Bytes,
+    /// Set when the hub redelivers a message (DUP flag).
+    pub redelivered: bool,
+    /// Present for QoS 1 deliveries; the hub completes the message when it is acknowledged.
+    pub ack: Option<AckToken>,
+}
+
+/// Result of one filter of a SUBSCRIBE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Granted {
+    Qos(QoS),
+    Refused,
+}
+
+/// What happened, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Connected {
+        session_present: bool,
+    },
+    TelemetryAcked {
+        id: PublishId,
+        sent_at: Instant,
+    },
+    C2d(C2dMessage),
+    MethodRequest {
+        name: String,
+        rid: RequestId,
+        payload: Bytes,
+    },
+    TwinResponse {
+        rid: RequestId,
+        kind: RequestKind,
+        status: u16,
+        version: Option<u64>,
+        body: Bytes,
+    },
+    DesiredPropertiesPatch {
+        version: Option<u64>,
+        body: Bytes,
+    },
+    RequestFailed {
+        rid: RequestId,
+        kind: RequestKind,
+        reason: RequestFailure,
+    },
+    Subscribed {
+        results: Vec<(TopicFilter, Granted)>,
+    },
+    Unsubscribed {
+        filters: Vec<TopicFilter>,
+    },
+    /// A publish on a topic the session does not know (reported, acknowledged, not fatal).
+    UnknownPublish {
+        topic: String,
+        payload: Bytes,
+    },
+    /// The connection ended. `likely_cause` names something this device sent shortly before that IoT Hub
+    /// forbids, when there was one.
+    ConnectionLost {
+        reason: LostReason,
+        likely_cause: Option<String>,
+    },
+}
+
+/// Why a command was refused. Nothing was sent.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum SendError {
+    #[error("not connected")]
+    NotConnected,
+    #[error("the message is {size} bytes; IoT Hub accepts at most {max} (body plus properties)")]
+    TooLarge { size: usize, max: usize },
+    #[error("{0} messages are already waiting for acknowledgement")]
+    QueueFull(usize),
+    #[error("a method response body must be JSON or empty")]
+    NotJson,
+    #[error(transparent)]
+    Encode(#[from] packet::EncodeError),
+}
+
+/// Why input was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum InputError {
+    #[error("bytes arrived while no connection is open")]
+    NotConnected,
+    #[error("protocol violation by the hub: {0}")]
+    Violation(String),
+}
+
+/// The connection state. Data that outlives a connection lives in [`DeviceSession`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum State {
+    Disconnected,
+    Connecting { deadline: Instant },
+    Connected { since: Instant, session_present: bool },
+}
+
+#[derive(Debug, Clone)]
+struct Outgoing {
+    id: PublishId,
+    publish: Publish,
+    /// Sent at least once on some connection.
+    sent: bool,
+    /// Sent on the current connection (awaiting PUBACK there).
+    in_flight: bool,
+    sent_at: Instant,
+}
+
+#[derive(Debug, Clone)]
+struct PendingRequest {
+    kind: RequestKind,
+    deadline: Instant,
+}
+
+/// How long after sending something the hub forbids a close is blamed on it.
+const BLAME_WINDOW: Duration = Duration::from_secs(10);
+
+/// The device side of a connection. See the [module docs](crate::device).
+#[derive(Debug)]
+pub struct DeviceSession {
+    config: DeviceConfig,
+    state: State,
+    framer: Framer,
+    transmit: BytesMut,
+    events: VecDeque<Event>,
+    /// QoS 1/2 telemetry not yet acknowledged, in send order.
+    outgoing: VecDeque<Outgoing>,
+    next_publish_id: u64,
+    next_pkid: u16,
+    /// SUBSCRIBE/UNSUBSCRIBE awaiting their ack, by packet id.
+    pending_subs: BTreeMap<u16, Vec<TopicFilter>>,
+    pending_unsubs: BTreeMap<u16, Vec<TopicFilter>>,
+    /// Outstanding twin requests by `$rid`.
+    requests: BTreeMap<RequestId, PendingRequest>,
+    next_rid: u64,
+    /// Received QoS 1 packet ids in arrival order, with whether the app acknowledged them; PUBACKs go out in
+    /// this order ([MQTT-4.6.0-2]; IoT Hub disconnects on out-of-order PUBACK).
+    to_ack: VecDeque<(u16, bool)>,
+    /// Incremented per connection so stale [`AckToken`]s are ignored.
+    epoch: u64,
+    last_sent: Instant,
+    ping_deadline: Option<Instant>,
+    /// Something forbidden we sent, and when.
+    blame: Option<(Instant, String)>,
+}
+
+impl DeviceSession {
+    /// A disconnected session.
+    pub fn new(config: DeviceConfig) -> Self {
+        let framer = Framer::new(config.max_incoming_packet);
+        DeviceSession {
+            config,
+            state: State::Disconnected,
+            framer,
+            transmit: BytesMut::new(),
+            events: VecDeque::new(),
+            outgoing: VecDeque::new(),
+            next_publish_id: 1,
+            next_pkid: 1,
+            pending_subs: BTreeMap::new(),
+            pending_unsubs: BTreeMap::new(),
+            requests: BTreeMap::new(),
+            next_rid: 1,
+            to_ack: VecDeque::new(),
+            epoch: 0,
+            last_sent: Instant(0),
+            ping_deadline: None,
+            blame: None,
+        }
+    }
+
+    pub fn config(&self) -> &DeviceConfig {
+        &self.config
+    }
+    /// Mutable settings; changes apply from the next [`connect`](Self::connect).
+    pub fn config_mut(&mut self) -> &mut DeviceConfig {
+        &mut self.config
+    }
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+    pub fn is_connected(&self) -> bool {
+        matches!(self.state, State::Connected { .. })
+    }
+    /// QoS 1 telemetry not yet acknowledged (in flight or waiting).
+    pub fn unacked(&self) -> usize {
+        self.outgoing.len()
+    }
+
+    // ---- commands -------------------------------------------------------------------------------------------
+
+    /// Starts a connection on a freshly opened transport: queues CONNECT.
+    pub fn connect(&mut self, now: Instant, options: ConnectOptions) -> Result<(), SendError> {
+        let mut connect = Connect::new(self.config.identity.client_id());
+        connect.clean_session = self.config.clean_session;
+        connect.keep_alive = self.config.keep_alive.as_secs().min(u16::MAX as u64) as u16;
+        // mqttbytes only writes non-empty fields; an X.509 device sends the user name alone.
+        connect.login = Some(Login {
+            username: self.config.username().to_string(),
+            password: options.password.unwrap_or_default(),
+        });
+        if let Some(w) = options.will {
+            let topic = DeviceTopic::Telemetry { identity: self.config.identity.clone(), properties: w.properties };
+            connect.last_will =
+                Some(LastWill { topic: topic.to_string(), message: w.payload, qos: w.qos, retain: false });
+        }
+        // Start the connection from a clean slate; what outlives connections stays.
+        self.framer = Framer::new(self.config.max_incoming_packet);
+        self.transmit.clear();
+        self.to_ack.clear();
+        self.pending_subs.clear();
+        self.pending_unsubs.clear();
+        self.ping_deadline = None;
+        self.blame = None;
+        self.epoch += 1;
+        for o in &mut self.outgoing {
+            o.in_flight = false;
+        }
+        self.encode(&Packet::Connect(connect), now)?;
+        self.state = State::Connecting { deadline: now + self.config.connect_timeout };
+        Ok(())
+    }
+
+    /// Sends telemetry. QoS 1 messages are kept until acknowledged and survive reconnects; they may be queued
+    /// while disconnected. QoS 0 needs a connection.
+    pub fn send_telemetry(&mut self, now: Instant, msg: Telemetry) -> Result<PublishId, SendError> {
+        let size = msg.size();
+        if size > crate::MAX_TELEMETRY_SIZE {
+            return Err(SendError::TooLarge { size, max: crate::MAX_TELEMETRY_SIZE });
+        }
+        let topic = DeviceTopic::Telemetry { identity: self.config.identity.clone(), properties: msg.properties };
+        let mut publish = Publish::from_bytes(topic.to_string(), msg.qos.mqtt(), msg.payload);
+        publish.retain = msg.retain;
+        if publish.topic.len() > u16::MAX as usize {
+            return Err(packet::EncodeError::StringTooLong("topic", publish.topic.len()).into());
+        }
+        let id = PublishId(self.next_publish_id);
+        if msg.qos == TelemetryQos::AtMostOnce {
+            if !self.is_connected() {
+                return Err(SendError::NotConnected);
+            }
+            self.next_publish_id += 1;
+            self.encode(&Packet::Publish(publish), now)?;
+            return Ok(id);
+        }
+        if self.outgoing.len() >= self.config.max_queued {
+            return Err(SendError::QueueFull(self.outgoing.len()));
+        }
+        self.next_publish_id += 1;
+        if msg.qos == TelemetryQos::ExactlyOnceHubWillClose {
+            self.blame = Some((now, "a QoS 2 publish, which IoT Hub does not support".into()));
+        } else if !topic_is_ascii(&publish.topic) {
+            self.blame = Some((now, "non-ASCII property names or values, which IoT Hub does not accept".into()));
+        }
+        self.outgoing.push_back(Outgoing { id, publish, sent: false, in_flight: false, sent_at: now });
+        self.pump(now)?;
+        Ok(id)
+    }
+
+    /// Subscribes to the given filters.
+    pub fn subscribe(&mut self, now: Instant, filters: &[TopicFilter]) -> Result<(), SendError> {
+        if !self.is_connected() {
+            return Err(SendError::NotConnected);
+        }
+        let pkid = self.alloc_pkid();
+        let subs = filters
+            .iter()
+            .map(|f| SubscribeFilter::new(f.to_filter(&self.config.identity), QoS::AtLeastOnce))
+            .collect::<Vec<_>>();
+        let mut sub = Subscribe::new_many(subs);
+        sub.pkid = pkid;
+        self.encode(&Packet::Subscribe(sub), now)?;
+        self.pending_subs.insert(pkid, filters.to_vec());
+        Ok(())
+    }
+
+    /// Unsubscribes from the given filters.
+    pub fn unsubscribe(&mut self, now: Instant, filters: &[TopicFilter]) -> Result<(), SendError> {
+        if !self.is_connected() {
+            return Err(SendError::NotConnected);
+        }
+        let pkid = self.alloc_pkid();
+        let mut u = Unsubscribe { pkid, topics: filters.iter().map(|f| f.to_filter(&self.config.identity)).collect() };
+        u.pkid = pkid;
+        self.encode(&Packet::Unsubscribe(u), now)?;
+        self.pending_unsubs.insert(pkid, filters.to_vec());
+        Ok(())
+    }
+
+    /// Answers a direct method request. The body must be JSON or empty (IoT Hub fails the call otherwise).
+    pub fn respond_to_method(
+        &mut self,
+        now: Instant,
+        rid: &RequestId,
+        status: u16,
+        body: &[u8],
+    ) -> Result<(), SendError> {
+        if !self.is_connected() {
+            return Err(SendError::NotConnected);
+        }
+        if !body.is_empty() && !looks_like_json(body) {
+            return Err(SendError::NotJson);
+        }
+        let topic = DeviceTopic::MethodResponse { status, rid: rid.clone() };
+        self.encode(&Packet::Publish(Publish::new(topic.to_string(), QoS::AtMostOnce, body.to_vec())), now)?;
+        Ok(())
+    }
+
+    /// Requests the twin; the answer is an [`Event::TwinResponse`] with the returned id.
+    pub fn get_twin(&mut self, now: Instant) -> Result<RequestId, SendError> {
+        self.request(now, RequestKind::TwinGet, Bytes::new())
+    }
+
+    /// Patches reported properties with a JSON object; answered by [`Event::TwinResponse`] (204, new version).
+    pub fn patch_reported(&mut self, now: Instant, patch: impl Into<Bytes>) -> Result<RequestId, SendError> {
+        let patch = patch.into();
+        if !looks_like_json(&patch) {
+            return Err(SendError::NotJson);
+        }
+        self.request(now, RequestKind::TwinPatchReported, patch)
+    }
+
+    /// Acknowledges a C2D message received with `auto_ack_c2d` off. PUBACKs still leave in arrival order.
+    pub fn ack_c2d(&mut self, now: Instant, token: AckToken) -> Result<(), SendError> {
+        if token.epoch != self.epoch || !self.is_connected() {
+            // The connection it came on is gone; the hub will redeliver it.
+            return Err(SendError::NotConnected);
+        }
+        if let Some(slot) = self.to_ack.iter_mut().find(|(p, done)| *p == token.pkid && !*done) {
+            slot.1 = true;
+        }
+        self.flush_acks(now)
+    }
+
+    /// Closes the connection cleanly: queues DISCONNECT (the hub then does not publish the Will).
+    pub fn disconnect(&mut self, now: Instant) {
+        if !matches!(self.state, State::Disconnected) {
+            // Encoding DISCONNECT cannot fail.
+            let _ = self.encode(&Packet::Disconnect, now);
+            self.lose(LostReason::Disconnected, now);
+        }
+    }
+
+    // ---- inputs ---------------------------------------------------------------------------------------------
+
+    /// Feeds bytes received from the transport (any split, any number of packets).
+    ///
+    /// On a protocol violation the session is already disconnected (an [`Event::ConnectionLost`] is queued) and
+    /// the driver must close the transport.
+    pub fn handle_input(&mut self, now: Instant, data: &[u8]) -> Result<(), InputError> {
+        if matches!(self.state, State::Disconnected) {
+            return Err(InputError::NotConnected);
+        }
+        self.framer.push(data);
+        loop {
+            let packet = match self.framer.next_packet() {
+                Ok(Some(p)) => p,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(self.violation(now, e.to_string())),
+            };
+            if let Err(why) = self.handle_packet(now, packet) {
+                return Err(self.violation(now, why));
+            }
+            if matches!(self.state, State::Disconnected) {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The transport closed (or failed to open).
+    pub fn handle_transport_closed(&mut self, now: Instant, why: impl Into<String>) {
+        if !matches!(self.state, State::Disconnected) {
+            self.lose(LostReason::TransportClosed(why.into()), now);
+        }
+    }
+
+    /// Runs timers due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let expired: Vec<RequestId> =
+            self.requests.iter().filter(|(_, r)| r.deadline <= now).map(|(rid, _)| rid.clone()).collect();
+        for rid in expired {
+            if let Some(r) = self.requests.remove(&rid) {
+                self.events.push_back(Event::RequestFailed { rid, kind: r.kind, reason: RequestFailure::TimedOut });
+            }
+        }
+        match self.state {
+            State::Connecting { deadline } if now >= deadline => self.lose(LostReason::ConnackTimeout, now),
+            State::Connected { .. } => {
+                if let Some(deadline) = self.ping_deadline {
+                    if now >= deadline {
+                        self.lose(LostReason::KeepAliveTimeout, now);
+                    }
+                } else if let Some(due) = self.ping_due() {
+                    if now >= due {
+                        // Encoding PINGREQ cannot fail.
+                        let _ = self.encode(&Packet::PingReq, now);
+                        self.ping_deadline = Some(now + self.config.ping_timeout);
+                    }
+                }
+            }
+            State::Connecting { .. } | State::Disconnected => {}
+        }
+    }
+
+    // ---- outputs --------------------------------------------------------------------------------------------
+
+    /// Bytes to write to the transport, if any.
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        if self.transmit.is_empty() {
+            None
+        } else {
+            Some(self.transmit.split().freeze())
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let conn = match self.state {
+            State::Connecting { deadline } => Some(deadline),
+            State::Connected { .. } => self.ping_deadline.or_else(|| self.ping_due()),
+            State::Disconnected => None,
+        };
+        let req = self.requests.values().map(|r| r.deadline).min();
+        match (conn, req) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    // ---- internals ------------------------------------------------------------------------------------------
+
+    fn ping_due(&self) -> Option<Instant> {
+        (!self.config.keep_alive.is_zero()).then(|| self.last_sent + self.config.keep_alive)
+    }
+
+    fn encode(&mut self, packet: &Packet, now: Instant) -> Result<(), packet::EncodeError> {
+        packet::encode(packet, &mut self.transmit)?;
+        self.last_sent = now;
+        Ok(())
+    }
+
+    fn alloc_pkid(&mut self) -> u16 {
+        loop {
+            let id = self.next_pkid;
+            self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(1);
+            let used = self.outgoing.iter().any(|o| o.sent && o.publish.pkid == id)
+                || self.pending_subs.contains_key(&id)
+                || self.pending_unsubs.contains_key(&id);
+            if !used {
+                return id;
+            }
+        }
+    }
+
+    /// Sends waiting QoS 1/2 publishes while the in-flight window has room.
+    fn pump(&mut self, now: Instant) -> Result<(), SendError> {
+        if !self.is_connected() {
+            return Ok(());
+        }
+        let resumed = !self.config.clean_session;
+        let mut in_flight = self.outgoing.iter().filter(|o| o.in_flight).count();
+        for i in 0..self.outgoing.len() {
+            if in_flight >= self.config.max_inflight {
+                break;
+            }
+            if self.outgoing[i].in_flight {
+                continue;
+            }
+            if !self.outgoing[i].sent {
+                let pkid = self.alloc_pkid();
+                self.outgoing[i].publish.pkid = pkid;
+            }
+            let mut p = self.outgoing[i].publish.clone();
+            // [MQTT-4.4.0-1] re-sent with DUP when the session is kept (CleanSession 0); with CleanSession 1 the
+            // hub forgot it, so it goes out as a first delivery (still at least once: nothing is dropped).
+            p.dup = self.outgoing[i].sent && resumed;
+            packet::encode(&Packet::Publish(p), &mut self.transmit)?;
+            self.last_sent = now;
+            let o = &mut self.outgoing[i];
+            o.sent = true;
+            o.in_flight = true;
+            o.sent_at = now;
+            in_flight += 1;
+        }
+        Ok(())
+    }
+
+    fn request(&mut self, now: Instant, kind: RequestKind, body: Bytes) -> Result<RequestId, SendError> {
+        if !self.is_connected() {
+            return Err(SendError::NotConnected);
+        }
+        let rid = RequestId(self.next_rid.to_string());
+        self.next_rid += 1;
+        let topic = match kind {
+            RequestKind::TwinGet => DeviceTopic::TwinGet { rid: rid.clone() },
+            RequestKind::TwinPatchReported => DeviceTopic::TwinPatchReported { rid: rid.clone() },
+        };
+        self.encode(&Packet::Publish(Publish::from_bytes(topic.to_string(), QoS::AtMostOnce, body)), now)?;
+        self.requests.insert(rid.clone(), PendingRequest { kind, deadline: now + self.config.request_timeout });
+        Ok(rid)
+    }
+
+    fn flush_acks(&mut self, now: Instant) -> Result<(), SendError> {
+        while let Some(&(pkid, true)) = self.to_ack.front() {
+            self.to_ack.pop_front();
+            self.encode(&Packet::PubAck(PubAck::new(pkid)), now)?;
+        }
+        Ok(())
+    }
+
+    fn violation(&mut self, now: Instant, why: String) -> InputError {
+        self.lose(LostReason::ProtocolViolation(why.clone()), now);
+        InputError::Violation(why)
+    }
+
+    fn lose(&mut self, reason: LostReason, now: Instant) {
+        self.state = State::Disconnected;
+        self.ping_deadline = None;
+        for o in &mut self.outgoing {
+            o.in_flight = false;
+        }
+        for (rid, r) in std::mem::take(&mut self.requests) {
+            self.events.push_back(Event::RequestFailed { rid, kind: r.kind, reason: RequestFailure::ConnectionLost });
+        }
+        let likely_cause = match (&reason, self.blame.take()) {
+            (LostReason::TransportClosed(_), Some((at, what))) if now.saturating_since(at) <= BLAME_WINDOW => {
+                Some(what)
+            }
+            _ => None,
+        };
+        self.events.push_back(Event::ConnectionLost { reason, likely_cause });
+    }
+
+    fn handle_packet(&mut self, now: Instant, packet: Packet) -> Result<(), String> {
+        match (&self.state, packet) {
+            (State::Connecting { .. }, Packet::ConnAck(ConnAck { session_present, code })) => {
+                if code != ConnectReturnCode::Success {
+                    self.lose(LostReason::Refused(ConnectRefusal(code as u8)), now);
+                    return Ok(());
+                }
+                let session_present = session_present && !self.config.clean_session;
+                self.state = State::Connected { since: now, session_present };
+                self.events.push_back(Event::Connected { session_present });
+                self.pump(now).map_err(|e| e.to_string())
+            }
+            (State::Connecting { .. }, other) => Err(format!("[MQTT-3.2.0-1] expected CONNACK first, got {other:?}")),
+            (State::Connected { .. }, Packet::PubAck(PubAck { pkid })) => {
+                match self
+                    .outgoing
+                    .iter()
+                    .position(|o| o.in_flight && o.publish.pkid == pkid && o.publish.qos == QoS::AtLeastOnce)
+                {
+                    Some(i) => {
+                        if let Some(o) = self.outgoing.remove(i) {
+                            self.events.push_back(Event::TelemetryAcked { id: o.id, sent_at: o.sent_at });
+                        }
+                        self.pump(now).map_err(|e| e.to_string())
+                    }
+                    None => Err(format!("PUBACK for packet id {pkid}, which is not in flight")),
+                }
+            }
+            (State::Connected { .. }, Packet::PubRec(r)) => {
+                if !self.outgoing.iter().any(|o| o.in_flight && o.publish.pkid == r.pkid) {
+                    return Err(format!("PUBREC for packet id {}, which is not in flight", r.pkid));
+                }
+                self.encode(&Packet::PubRel(PubRel::new(r.pkid)), now).map_err(|e| e.to_string())
+            }
+            (State::Connected { .. }, Packet::PubComp(c)) => {
+                match self.outgoing.iter().position(|o| o.in_flight && o.publish.pkid == c.pkid) {
+                    Some(i) => {
+                        if let Some(o) = self.outgoing.remove(i) {
+                            self.events.push_back(Event::TelemetryAcked { id: o.id, sent_at: o.sent_at });
+                        }
+                        self.pump(now).map_err(|e| e.to_string())
+                    }
+                    None => Err(format!("PUBCOMP for packet id {}, which is not in flight", c.pkid)),
+                }
+            }
+            (State::Connected { .. }, Packet::SubAck(ack)) => {
+                let filters =
+                    self.pending_subs.remove(&ack.pkid).ok_or(format!("SUBACK for unknown packet id {}", ack.pkid))?;
+                if filters.len() != ack.return_codes.len() {
+                    return Err(format!(
+                        "[MQTT-3.9.3-1] SUBACK has {} codes for {} filters",
+                        ack.return_codes.len(),
+                        filters.len()
+                    ));
+                }
+                let results = filters
+                    .into_iter()
+                    .zip(ack.return_codes)
+                    .map(|(f, c)| {
+                        (
+                            f,
+                            match c {
+                                SubscribeReasonCode::Success(q) => Granted::Qos(q),
+                                SubscribeReasonCode::Failure => Granted::Refused,
+                            },
+                        )
+                    })
+                    .collect();
+                self.events.push_back(Event::Subscribed { results });
+                Ok(())
+            }
+            (State::Connected { .. }, Packet::UnsubAck(ack)) => {
+                let filters = self
+                    .pending_unsubs
+                    .remove(&ack.pkid)
+                    .ok_or(format!("UNSUBACK for unknown packet id {}", ack.pkid))?;
+                self.events.push_back(Event::Unsubscribed { filters });
+                Ok(())
+            }
+            (State::Connected { .. }, Packet::PingResp) => {
+                self.ping_deadline = None;
+                Ok(())
+            }
+            (State::Connected { .. }, Packet::Publish(p)) => self.handle_publish(now, p),
+            (State::Connected { .. }, other) => Err(format!("a server never sends {other:?} to a client")),
+            (State::Disconnected, _) => Ok(()),
+        }
+    }
+
+    fn handle_publish(&mut self, now: Instant, p: Publish) -> Result<(), String> {
+        if p.qos == QoS::ExactlyOnce {
+            return Err("IoT Hub never publishes at QoS 2".into());
+        }
+        let acked_now = match HubTopic::parse(&p.topic) {
+            Ok(HubTopic::C2d { properties, .. }) => {
+                let ack = (p.qos == QoS::AtLeastOnce).then_some(AckToken { pkid: p.pkid, epoch: self.epoch });
+                self.events.push_back(Event::C2d(C2dMessage {
+                    properties,
+                    payload: p.payload,
+                    redelivered: p.dup,
+                    ack,
+                }));
+                self.config.auto_ack_c2d
+            }
+            Ok(HubTopic::MethodRequest { name, rid }) => {
+                self.events.push_back(Event::MethodRequest { name, rid, payload: p.payload });
+                true
+            }
+            Ok(HubTopic::TwinResponse { status, rid, version }) => {
+                match self.requests.remove(&rid) {
+                    Some(r) => self.events.push_back(Event::TwinResponse {
+                        rid,
+                        kind: r.kind,
+                        status,
+                        version,
+                        body: p.payload,
+                    }),
+                    // A late answer to a request that already timed out.
+                    None => self.events.push_back(Event::UnknownPublish { topic: p.topic, payload: p.payload }),
+                }
+                true
+            }
+            Ok(HubTopic::TwinDesired { version }) => {
+                self.events.push_back(Event::DesiredPropertiesPatch { version, body: p.payload });
+                true
+            }
+            Ok(HubTopic::DpsResponse { .. }) | Err(_) => {
+                self.events.push_back(Event::UnknownPublish { topic: p.topic, payload: p.payload });
+                true
+            }
+        };
+        if p.qos == QoS::AtLeastOnce {
+            self.to_ack.push_back((p.pkid, acked_now));
+            self.flush_acks(now).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+fn topic_is_ascii(topic: &str) -> bool {
+    // Property bags are percent-encoded, so non-ASCII shows up as %C2..%F4 lead bytes.
+    !["%C", "%D", "%E", "%F"].iter().any(|p| topic.contains(p))
+}
+
+/// A cheap structural check: the body starts like a JSON value. The hub only needs it to be JSON; a full parser
+/// is not worth its size in the wasm bundle.
+fn looks_like_json(body: &[u8]) -> bool {
+    let s = match core::str::from_utf8(body) {
+        Ok(s) => s.trim(),
+        Err(_) => return false,
+    };
+    let (first, last) = match (s.chars().next(), s.chars().last()) {
+        (Some(f), Some(l)) => (f, l),
+        _ => return false,
+    };
+    matches!((first, last), ('{', '}') | ('[', ']') | ('"', '"'))
+        || s == "null"
+        || s == "true"
+        || s == "false"
+        || s.parse::<f64>().is_ok()
+}
