@@ -1,1 +1,37 @@
-fn main() {}
+//! `cargo xtask`: the project's commands.
+//!
+//! - `cargo xtask test`  — installs what is missing (idempotent), then runs every check and test.
+//! - `cargo xtask setup` — only the installs.
+//! - `cargo xtask demo`  — builds the web app, starts the emulator serving it with a demo device, prints the URL
+//!   and the connection string.
+//!
+//! Tools the build needs and nobody may download at build time (this network reaches only crates.io, npm, PyPI
+//! and Debian) are installed from those registries at pinned versions; see [`setup`].
+
+mod setup;
+mod util;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test::run(&args[1..]),
+        Some("setup") => setup::run(),
+        Some("demo") => demo::run(&args[1..]),
+        _ => {
+            eprintln!("usage: cargo xtask <test|setup|demo>\n\n  test   install what is missing, then run every check and test\n  setup  only install what is missing\n  demo   build the app and run the emulator with a demo device");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+mod demo;
+mod test;

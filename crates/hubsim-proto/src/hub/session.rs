@@ -264,6 +264,10 @@ impl HubSession {
     pub fn subscription(&self, f: &TopicFilter) -> Option<QoS> {
         self.subscriptions.get(f).copied()
     }
+    /// All subscriptions with their granted QoS.
+    pub fn subscriptions(&self) -> Vec<(TopicFilter, QoS)> {
+        self.subscriptions.iter().map(|(f, q)| (f.clone(), *q)).collect()
+    }
     /// C2D deliveries awaiting PUBACK.
     pub fn c2d_in_flight(&self) -> usize {
         self.c2d_in_flight.len()
@@ -378,6 +382,25 @@ impl HubSession {
         let pkid = (qos == QoS::AtLeastOnce).then_some(p.pkid);
         self.send(&Packet::Publish(p));
         Some(pkid)
+    }
+
+    /// Re-sends an unacknowledged QoS 1 C2D delivery with DUP and its original packet id (its lock expired).
+    pub fn redeliver_c2d(&mut self, pkid: u16, properties: PropertyBag, payload: Bytes) -> bool {
+        let State::Connected { identity, .. } = &self.state else { return false };
+        if !self.c2d_in_flight.contains(&pkid) {
+            return false;
+        }
+        let topic = HubTopic::C2d { identity: DeviceIdentity::device(identity.device_id.clone()), properties }.to_string();
+        let mut p = Publish::from_bytes(topic, QoS::AtLeastOnce, payload);
+        p.pkid = pkid;
+        p.dup = true;
+        self.send(&Packet::Publish(p));
+        true
+    }
+
+    /// Forgets an in-flight C2D delivery (the message was dead-lettered); a later PUBACK for it is ignored.
+    pub fn abandon_c2d(&mut self, pkid: u16) {
+        self.c2d_in_flight.retain(|p| *p != pkid);
     }
 
     /// Sends a direct method request (QoS 0). False if the device is not subscribed to methods.

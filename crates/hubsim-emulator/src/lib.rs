@@ -1,0 +1,185 @@
+//! # hubsim emulator
+//!
+//! A local Azure IoT Hub: MQTT over TLS (8883) and MQTT over WebSocket over TLS (443, `/$iothub/websocket`) for
+//! devices, a JSON service API on HTTP (8080), and the web app. The protocol rules live in `hubsim-proto`'s
+//! `HubSession`; this crate is the tokio layer around it: listeners ([`start`]), one task per connection
+//! ([`conn`]), shared state ([`hub`]) and the embedded database ([`store`]).
+
+pub mod api;
+pub mod conn;
+pub mod hub;
+pub mod model;
+pub mod store;
+pub mod timefmt;
+pub mod tls;
+
+use anyhow::{Context, Result};
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+use crate::api::AppState;
+use crate::hub::{Hub, Settings};
+
+/// How to run the emulator.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub host_name: String,
+    /// Address every listener binds to.
+    pub bind: IpAddr,
+    pub mqtt_port: u16,
+    pub ws_port: u16,
+    pub http_port: u16,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub web_dir: Option<PathBuf>,
+    /// `mqtt-retain` (default) or `x-opt-retain`.
+    pub retain_property: String,
+}
+
+impl Config {
+    /// Defaults: data in `dir`, host `localhost`, loopback, ports 8883/443/8080.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Config {
+            data_dir: dir.into(),
+            host_name: "localhost".into(),
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            mqtt_port: 8883,
+            ws_port: 443,
+            http_port: 8080,
+            tls_cert: None,
+            tls_key: None,
+            web_dir: None,
+            retain_property: "mqtt-retain".into(),
+        }
+    }
+}
+
+/// A started emulator.
+pub struct Running {
+    pub mqtt_addr: SocketAddr,
+    pub ws_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    /// The generated CA certificate to trust, if the certificate was generated.
+    pub ca_path: Option<PathBuf>,
+    pub hub: Arc<Hub>,
+    tasks: JoinSet<()>,
+}
+
+impl Running {
+    /// Stops accepting and closes every connection (their Wills are published).
+    pub async fn shutdown(mut self) {
+        self.hub.close_all(hubsim_proto::hub::CloseReason::ServerShutdown);
+        // Give connection tasks a moment to write their close records.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.tasks.shutdown().await;
+    }
+}
+
+/// Binds every listener and starts serving. Port 0 picks a free port (see the addresses in [`Running`]).
+pub async fn start(config: Config) -> Result<Running> {
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let tls = tls::load(&config.data_dir, &config.host_name, config.tls_cert.as_deref(), config.tls_key.as_deref())?;
+    let store = store::Store::open(&config.data_dir.join("hubsim.redb")).context("opening the database")?;
+    let mut settings = Settings::new(config.host_name.clone());
+    settings.protocol.retain_property = config.retain_property.clone();
+    let hub = Arc::new(Hub::new(settings, store));
+    hub.startup().await?;
+
+    let bind = |port| SocketAddr::new(config.bind, port);
+    let mqtt = TcpListener::bind(bind(config.mqtt_port)).await.with_context(|| format!("binding MQTT port {}", config.mqtt_port))?;
+    let wss = TcpListener::bind(bind(config.ws_port)).await.with_context(|| format!("binding WebSocket port {}", config.ws_port))?;
+    let http = TcpListener::bind(bind(config.http_port)).await.with_context(|| format!("binding HTTP port {}", config.http_port))?;
+    let (mqtt_addr, ws_addr, http_addr) = (mqtt.local_addr()?, wss.local_addr()?, http.local_addr()?);
+    let plain_ws = config.bind.is_loopback();
+    let info = serde_json::json!({
+        "hostName": config.host_name,
+        "mqttPort": mqtt_addr.port(),
+        "wsPort": ws_addr.port(),
+        "httpPort": http_addr.port(),
+        "plainWebSocket": plain_ws,
+        "version": env!("CARGO_PKG_VERSION"),
+    });
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config);
+    let mut tasks = JoinSet::new();
+
+    tasks.spawn(accept_mqtt(mqtt, acceptor.clone(), hub.clone()));
+    let tls_router = api::router(AppState { hub: hub.clone(), websocket: true, transport: "wss", info: info.clone() }, config.web_dir.clone());
+    tasks.spawn(accept_https(wss, acceptor, tls_router));
+    let http_router = api::router(AppState { hub: hub.clone(), websocket: plain_ws, transport: "ws", info }, config.web_dir.clone());
+    tasks.spawn(async move {
+        if let Err(e) = axum::serve(http, http_router.into_make_service_with_connect_info::<SocketAddr>()).await {
+            tracing::error!("HTTP server stopped: {e}");
+        }
+    });
+    Ok(Running { mqtt_addr, ws_addr, http_addr, ca_path: tls.ca_path, hub, tasks })
+}
+
+/// Runs until `shutdown` completes.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
+    let running = start(config).await?;
+    shutdown.await;
+    running.shutdown().await;
+    Ok(())
+}
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn accept_mqtt(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, hub: Arc<Hub>) {
+    loop {
+        let (tcp, remote) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let (acceptor, hub) = (acceptor.clone(), hub.clone());
+        tokio::spawn(async move {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => conn::serve(hub, conn::Transport::Stream(Box::new(tls)), "mqtt", remote.to_string()).await,
+                Ok(Err(e)) => tracing::info!(%remote, "TLS handshake failed: {e}"),
+                Err(_) => tracing::info!(%remote, "TLS handshake timed out"),
+            }
+        });
+    }
+}
+
+async fn accept_https(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, router: axum::Router) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::service::TowerToHyperService;
+    loop {
+        let (tcp, remote) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let router = router.clone().layer(axum::Extension(axum::extract::ConnectInfo(remote)));
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => return tracing::info!(%remote, "TLS handshake failed: {e}"),
+                Err(_) => return tracing::info!(%remote, "TLS handshake timed out"),
+            };
+            let service = TowerToHyperService::new(router);
+            if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                .await
+            {
+                tracing::debug!(%remote, "HTTPS connection ended: {e}");
+            }
+        });
+    }
+}

@@ -1,0 +1,206 @@
+//! The records the emulator keeps, as they are stored and as the service API shows them (JSON).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A device identity in the registry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Device {
+    pub device_id: String,
+    pub generation_id: String,
+    /// `enabled` or `disabled`.
+    pub status: String,
+    pub authentication: Authentication,
+    pub created_time: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Authentication {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub symmetric_key: SymmetricKey,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SymmetricKey {
+    pub primary_key: String,
+    pub secondary_key: String,
+}
+
+impl Device {
+    pub fn enabled(&self) -> bool {
+        self.status == "enabled"
+    }
+}
+
+/// Desired and reported properties with their versions.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Twin {
+    pub desired: Value,
+    pub reported: Value,
+    pub desired_version: u64,
+    pub reported_version: u64,
+}
+
+impl Default for Twin {
+    fn default() -> Self {
+        Twin { desired: Value::Object(Default::default()), reported: Value::Object(Default::default()), desired_version: 1, reported_version: 1 }
+    }
+}
+
+impl Twin {
+    /// `{"desired":{…,"$version":n},"reported":{…,"$version":m}}`, the body of a twin GET over MQTT.
+    pub fn mqtt_document(&self) -> Value {
+        let mut d = self.desired.clone();
+        let mut r = self.reported.clone();
+        if let Value::Object(m) = &mut d {
+            m.insert("$version".into(), self.desired_version.into());
+        }
+        if let Value::Object(m) = &mut r {
+            m.insert("$version".into(), self.reported_version.into());
+        }
+        serde_json::json!({ "desired": d, "reported": r })
+    }
+
+    /// The service API's view of the twin.
+    pub fn service_document(&self, device_id: &str) -> Value {
+        let doc = self.mqtt_document();
+        serde_json::json!({
+            "deviceId": device_id,
+            "version": self.desired_version + self.reported_version,
+            "properties": doc,
+        })
+    }
+}
+
+/// Applies a JSON merge patch (RFC 7386: `null` deletes) to `target`.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(p) => {
+            if !target.is_object() {
+                *target = Value::Object(Default::default());
+            }
+            if let Value::Object(t) = target {
+                for (k, v) in p {
+                    if k.starts_with('$') {
+                        continue;
+                    }
+                    if v.is_null() {
+                        t.remove(k);
+                    } else {
+                        merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                    }
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
+}
+
+/// A queued cloud-to-device message.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct C2dMessage {
+    pub seq: u64,
+    pub device_id: String,
+    pub message_id: String,
+    pub correlation_id: Option<String>,
+    pub user_id: Option<String>,
+    pub content_type: Option<String>,
+    pub content_encoding: Option<String>,
+    /// `none`, `positive`, `negative` or `full`.
+    pub ack: String,
+    pub properties: Vec<(String, Option<String>)>,
+    #[serde(with = "b64")]
+    pub body: Vec<u8>,
+    pub enqueued_ms: u64,
+    pub expiry_ms: u64,
+    pub delivery_count: u32,
+    pub lock_until_ms: Option<u64>,
+}
+
+/// A device-to-cloud event as stored and streamed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EventRecord {
+    pub seq: u64,
+    pub device_id: String,
+    pub module_id: Option<String>,
+    /// The body as text when it is UTF-8.
+    pub body: Option<String>,
+    #[serde(with = "b64")]
+    pub body_base64: Vec<u8>,
+    pub system_properties: serde_json::Map<String, Value>,
+    pub application_properties: serde_json::Map<String, Value>,
+    pub enqueued_time: String,
+}
+
+/// One entry of the connection log.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionRecord {
+    pub seq: u64,
+    pub time: String,
+    /// `deviceConnect`, `deviceDisconnect` or `connectRefused`.
+    pub operation: String,
+    pub device_id: Option<String>,
+    pub module_id: Option<String>,
+    /// `mqtt` (TLS) or `ws` (WebSocket).
+    pub transport: String,
+    pub remote: String,
+    /// IoT Hub result code (0 for success and clean disconnects).
+    pub result_type: u32,
+    /// Machine-friendly reason, e.g. `qos2-publish`.
+    pub reason: String,
+    pub description: String,
+}
+
+/// A delivery feedback record (`iothub-ack`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FeedbackRecord {
+    pub seq: u64,
+    pub original_message_id: String,
+    pub device_id: String,
+    /// `Success`, `Expired`, `DeliveryCountExceeded`, `Rejected` or `Purged`.
+    pub status_code: String,
+    pub description: String,
+    pub enqueued_time_utc: String,
+}
+
+/// Serde helper: bytes as standard base64 strings.
+pub mod b64 {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(v))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        STANDARD.decode(s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn merge_patch_deletes_with_null_and_ignores_metadata() {
+        let mut t = json!({"a": 1, "b": {"c": 2, "d": 3}});
+        merge_patch(&mut t, &json!({"a": null, "b": {"c": 5}, "e": [1], "$version": 9}));
+        assert_eq!(t, json!({"b": {"c": 5, "d": 3}, "e": [1]}));
+    }
+
+    #[test]
+    fn mqtt_document_is_unwrapped_with_versions() {
+        let tw = Twin { desired: json!({"x": 1}), reported: json!({}), desired_version: 3, reported_version: 7 };
+        assert_eq!(tw.mqtt_document(), json!({"desired": {"x": 1, "$version": 3}, "reported": {"$version": 7}}));
+    }
+}

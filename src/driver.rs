@@ -1,0 +1,244 @@
+//! The only owner of the browser's `WebSocket`: it drives a [`DeviceSession`] over it.
+//!
+//! After every input (socket open, bytes, close, timer) and every command it flushes what the session wants to
+//! transmit, re-arms the single timer from `poll_timeout`, and hands the session's events to the app — the quinn
+//! `ConnectionDriver` pattern in miniature. Events are collected while the session is borrowed and delivered
+//! after the borrow ends, so an event handler may call straight back into the driver.
+
+use gloo::timers::callback::Timeout;
+use hubsim_proto::device::{ConnectOptions, DeviceConfig, DeviceSession, Event, State};
+use hubsim_proto::time::Instant;
+use js_sys::{ArrayBuffer, Uint8Array};
+use std::cell::RefCell;
+use std::rc::{Rc, Weak};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
+
+/// What the driver reports to the app.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DriverEvent {
+    /// The WebSocket opened and CONNECT was sent.
+    TransportOpen,
+    /// Something the session reported.
+    Session(Event),
+}
+
+/// Milliseconds on the page's monotonic clock.
+pub fn now() -> Instant {
+    let ms = web_sys::window().and_then(|w| w.performance()).map(|p| p.now()).unwrap_or_default();
+    Instant::from_millis(ms as u64)
+}
+
+type Handler = Rc<dyn Fn(DriverEvent)>;
+
+struct Inner {
+    session: DeviceSession,
+    ws: Option<WebSocket>,
+    timer: Option<Timeout>,
+    pending_connect: Option<ConnectOptions>,
+    handler: Handler,
+    // The JS callbacks must live as long as the socket.
+    _callbacks: Vec<Closure<dyn FnMut(JsValue)>>,
+}
+
+/// A device connection in the browser. Cheap to clone; all clones drive the same session.
+#[derive(Clone)]
+pub struct Driver {
+    inner: Rc<RefCell<Inner>>,
+}
+
+impl PartialEq for Driver {
+    fn eq(&self, other: &Self) -> bool {
+        Rc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl Driver {
+    /// A disconnected driver for `config`, reporting to `handler`.
+    pub fn new(config: DeviceConfig, handler: impl Fn(DriverEvent) + 'static) -> Driver {
+        Driver {
+            inner: Rc::new(RefCell::new(Inner {
+                session: DeviceSession::new(config),
+                ws: None,
+                timer: None,
+                pending_connect: None,
+                handler: Rc::new(handler),
+                _callbacks: Vec::new(),
+            })),
+        }
+    }
+
+    /// Opens `url` with subprotocol `mqtt` and connects with `options` once the socket is open.
+    pub fn connect(&self, url: &str, options: ConnectOptions) -> Result<(), String> {
+        self.close_socket();
+        let ws = WebSocket::new_with_str(url, "mqtt").map_err(|e| describe_js(&e))?;
+        ws.set_binary_type(BinaryType::Arraybuffer);
+        let weak = Rc::downgrade(&self.inner);
+        let on_open = callback(&weak, |d, _| d.on_open());
+        let on_message = callback(&weak, |d, ev| {
+            if let Some(buf) = ev.dyn_ref::<MessageEvent>().and_then(|m| m.data().dyn_into::<ArrayBuffer>().ok()) {
+                d.on_bytes(&Uint8Array::new(&buf).to_vec());
+            }
+        });
+        let on_close = callback(&weak, |d, ev| {
+            let why = match ev.dyn_ref::<CloseEvent>() {
+                Some(c) if !c.reason().is_empty() => format!("WebSocket closed, code {}: {}", c.code(), c.reason()),
+                Some(c) => format!("WebSocket closed, code {}", c.code()),
+                None => "WebSocket closed".into(),
+            };
+            d.on_closed(why);
+        });
+        ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+        ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+        let mut inner = self.inner.borrow_mut();
+        inner.ws = Some(ws);
+        inner.pending_connect = Some(options);
+        inner._callbacks = vec![on_open, on_message, on_close];
+        Ok(())
+    }
+
+    /// Runs a command on the session, then flushes.
+    pub fn with_session<R>(&self, f: impl FnOnce(&mut DeviceSession, Instant) -> R) -> R {
+        let r = {
+            let mut inner = self.inner.borrow_mut();
+            f(&mut inner.session, now())
+        };
+        self.flush();
+        r
+    }
+
+    /// Reads session state without flushing.
+    pub fn peek<R>(&self, f: impl FnOnce(&DeviceSession) -> R) -> R {
+        f(&self.inner.borrow().session)
+    }
+
+    /// Sends DISCONNECT and closes the socket.
+    pub fn disconnect(&self) {
+        self.with_session(|s, now| s.disconnect(now));
+        self.close_socket();
+    }
+
+    fn close_socket(&self) {
+        let ws = {
+            let mut inner = self.inner.borrow_mut();
+            inner.timer = None;
+            inner.pending_connect = None;
+            inner.ws.take()
+        };
+        if let Some(ws) = ws {
+            ws.set_onopen(None);
+            ws.set_onmessage(None);
+            ws.set_onclose(None);
+            let _ = ws.close();
+        }
+        // A socket closed by us is a loss the session must know about too.
+        self.with_session(|s, now| s.handle_transport_closed(now, "closed by the app"));
+    }
+
+    fn on_open(&self) {
+        {
+            let mut inner = self.inner.borrow_mut();
+            let options = inner.pending_connect.take().unwrap_or_default();
+            if let Err(e) = inner.session.connect(now(), options) {
+                web_sys::console::error_1(&format!("cannot encode CONNECT: {e}").into());
+            }
+        }
+        self.emit(vec![DriverEvent::TransportOpen]);
+        self.flush();
+    }
+
+    fn on_bytes(&self, data: &[u8]) {
+        {
+            let mut inner = self.inner.borrow_mut();
+            // A violation is reported as an event; the flush below closes the socket.
+            let _ = inner.session.handle_input(now(), data);
+        }
+        self.flush();
+    }
+
+    fn on_closed(&self, why: String) {
+        {
+            let mut inner = self.inner.borrow_mut();
+            inner.ws = None;
+            inner.timer = None;
+            inner._callbacks.clear();
+            inner.session.handle_transport_closed(now(), why);
+        }
+        self.flush();
+    }
+
+    fn on_timer(&self) {
+        {
+            let mut inner = self.inner.borrow_mut();
+            inner.timer = None;
+            inner.session.handle_timeout(now());
+        }
+        self.flush();
+    }
+
+    /// Writes pending bytes, closes the socket if the session gave up, re-arms the timer, delivers events.
+    fn flush(&self) {
+        let mut events = Vec::new();
+        let mut dead_socket = None;
+        {
+            let mut inner = self.inner.borrow_mut();
+            while let Some(bytes) = inner.session.poll_transmit() {
+                if let Some(ws) = &inner.ws {
+                    if ws.ready_state() == WebSocket::OPEN {
+                        let _ = ws.send_with_u8_array(&bytes);
+                    }
+                }
+            }
+            if matches!(inner.session.state(), State::Disconnected) && inner.pending_connect.is_none() {
+                dead_socket = inner.ws.take();
+            }
+            inner.timer = inner.session.poll_timeout().map(|at| {
+                let delay = at.as_millis().saturating_sub(now().as_millis()).min(u32::MAX as u64) as u32;
+                let weak = Rc::downgrade(&self.inner);
+                Timeout::new(delay, move || {
+                    if let Some(inner) = weak.upgrade() {
+                        Driver { inner }.on_timer();
+                    }
+                })
+            });
+            while let Some(e) = inner.session.poll_event() {
+                events.push(DriverEvent::Session(e));
+            }
+        }
+        if let Some(ws) = dead_socket {
+            ws.set_onclose(None);
+            ws.set_onmessage(None);
+            let _ = ws.close();
+        }
+        self.emit(events);
+    }
+
+    fn emit(&self, events: Vec<DriverEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        let handler = self.inner.borrow().handler.clone();
+        for e in events {
+            handler(e);
+        }
+    }
+}
+
+fn callback(weak: &Weak<RefCell<Inner>>, f: impl Fn(&Driver, JsValue) + 'static) -> Closure<dyn FnMut(JsValue)> {
+    let weak = weak.clone();
+    Closure::new(move |ev: JsValue| {
+        if let Some(inner) = weak.upgrade() {
+            f(&Driver { inner }, ev);
+        }
+    })
+}
+
+/// A JS exception as text.
+pub fn describe_js(v: &JsValue) -> String {
+    v.dyn_ref::<js_sys::Error>()
+        .map(|e| String::from(e.message()))
+        .or_else(|| v.as_string())
+        .unwrap_or_else(|| format!("{v:?}"))
+}

@@ -1,0 +1,65 @@
+//! Small helpers for running commands.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+pub type Result<T = ()> = std::result::Result<T, String>;
+
+/// The repository root (the parent of `xtask/`).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Prints a step header.
+pub fn step(name: &str) {
+    eprintln!("\n==> {name}");
+}
+
+/// Runs `cmd`, failing with its description when it does not succeed.
+pub fn run(cmd: &mut Command) -> Result {
+    let t = Instant::now();
+    let desc = describe(cmd);
+    eprintln!("$ {desc}");
+    let status = cmd.status().map_err(|e| format!("cannot start `{desc}`: {e}"))?;
+    eprintln!("   ({:.1} s)", t.elapsed().as_secs_f64());
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{desc}` failed ({status})"))
+    }
+}
+
+/// Runs `cmd` and returns its stdout, or `None` if it cannot run or fails.
+pub fn output(cmd: &mut Command) -> Option<String> {
+    let out = cmd.output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+pub fn describe(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program().to_string_lossy().into_owned())
+        .chain(cmd.get_args().map(|a| a.to_string_lossy().into_owned()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `cargo` with the repository as working directory.
+pub fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+/// A command with `~/.cargo/bin` and `/usr/local/bin` first on PATH, where the installs go.
+pub fn tool(name: &str) -> Command {
+    let mut c = Command::new(name);
+    c.env("PATH", path_with_tools());
+    c.current_dir(root());
+    c
+}
+
+pub fn path_with_tools() -> String {
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let path = std::env::var("PATH").unwrap_or_default();
+    format!("{home}/.cargo/bin:/usr/local/bin:{path}")
+}
