@@ -56,7 +56,9 @@ pub fn router(state: AppState, web_dir: Option<PathBuf>) -> Router {
         .with_state(state);
     match web_dir {
         Some(dir) if dir.is_dir() => r.fallback_service(tower_http::services::ServeDir::new(dir)),
-        _ => r.fallback(|| async { (StatusCode::NOT_FOUND, Json(error_json(404000, "no such endpoint (and no web app folder is served)"))) }),
+        _ => r.fallback(|| async {
+            (StatusCode::NOT_FOUND, Json(error_json(404000, "no such endpoint (and no web app folder is served)")))
+        }),
     }
 }
 
@@ -64,9 +66,12 @@ impl IntoResponse for ServiceError {
     fn into_response(self) -> Response {
         match self {
             ServiceError::Api { status, code, message } => {
-                (StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST), Json(error_json(code, &message))).into_response()
+                (StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST), Json(error_json(code, &message)))
+                    .into_response()
             }
-            ServiceError::Store(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(error_json(500001, &e.to_string()))).into_response(),
+            ServiceError::Store(e) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, Json(error_json(500001, &e.to_string()))).into_response()
+            }
         }
     }
 }
@@ -80,7 +85,11 @@ async fn websocket(
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     if !s.websocket {
-        return (StatusCode::FORBIDDEN, "MQTT over plain WebSocket is only served on a loopback address; use the TLS WebSocket port").into_response();
+        return (
+            StatusCode::FORBIDDEN,
+            "MQTT over plain WebSocket is only served on a loopback address; use the TLS WebSocket port",
+        )
+            .into_response();
     }
     // IoT Hub answers HTTP 400 to a handshake without the `mqtt` subprotocol (reference §1).
     let has_mqtt = headers
@@ -127,7 +136,11 @@ struct PutDevice {
 async fn put_device(State(s): State<AppState>, Path(id): Path<String>, body: Option<Json<PutDevice>>) -> ApiResult {
     let body = body.map(|Json(b)| b).unwrap_or_default();
     let key = |name: &str| {
-        body.authentication.as_ref().and_then(|a| a.pointer(&format!("/symmetricKey/{name}"))).and_then(Value::as_str).map(str::to_owned)
+        body.authentication
+            .as_ref()
+            .and_then(|a| a.pointer(&format!("/symmetricKey/{name}")))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
     };
     let enabled = body.status.as_deref() != Some("disabled");
     if s.hub.store.device(&id)?.is_some() {
@@ -156,7 +169,10 @@ async fn enable_device(State(s): State<AppState>, Path(id): Path<String>) -> Api
 
 async fn close_device(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
     s.hub.get_device(&id)?;
-    let closed = s.hub.close_connection(&id, hubsim_proto::hub::CloseReason::ClosedByService("closed through the service API".into()));
+    let closed = s.hub.close_connection(
+        &id,
+        hubsim_proto::hub::CloseReason::ClosedByService("closed through the service API".into()),
+    );
     Ok(Json(json!({ "closed": closed })).into_response())
 }
 
@@ -176,7 +192,10 @@ async fn get_twin(State(s): State<AppState>, Path(id): Path<String>) -> ApiResul
 }
 
 async fn patch_twin(State(s): State<AppState>, Path(id): Path<String>, Json(body): Json<Value>) -> ApiResult {
-    let desired = body.pointer("/properties/desired").cloned().ok_or_else(|| ServiceError::new(400, 400004, "expected {\"properties\":{\"desired\":{…}}}"))?;
+    let desired = body
+        .pointer("/properties/desired")
+        .cloned()
+        .ok_or_else(|| ServiceError::new(400, 400004, "expected {\"properties\":{\"desired\":{…}}}"))?;
     let t = s.hub.patch_desired(&id, desired).await?;
     Ok(Json(t.service_document(&id)).into_response())
 }
@@ -233,7 +252,9 @@ fn sse<T: serde::Serialize + Clone + Send + 'static>(
 
 async fn events_stream(State(s): State<AppState>, Query(q): Query<PageQuery>) -> impl IntoResponse {
     let device = q.device;
-    sse(s.hub.events.subscribe(), move |e: &crate::model::EventRecord| device.as_ref().is_none_or(|d| *d == e.device_id))
+    sse(s.hub.events.subscribe(), move |e: &crate::model::EventRecord| {
+        device.as_ref().is_none_or(|d| *d == e.device_id)
+    })
 }
 
 async fn connections_stream(State(s): State<AppState>, Query(q): Query<PageQuery>) -> impl IntoResponse {

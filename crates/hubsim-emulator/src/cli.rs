@@ -237,21 +237,35 @@ fn dispatch(cmd: Command) -> Result<()> {
         Command::Connections(a) => stream(a, "connections", print_connection),
         Command::Method(MethodCmd::Invoke { id, name, payload, timeout, hub }) => {
             let payload: Value = serde_json::from_str(&payload).context("--payload must be JSON")?;
-            let r = call(&hub, "POST", &format!("/twins/{id}/methods"), Some(json!({"methodName": name, "payload": payload, "responseTimeoutInSeconds": timeout})))?;
+            let r = call(
+                &hub,
+                "POST",
+                &format!("/twins/{}/methods", seg(&id)),
+                Some(json!({"methodName": name, "payload": payload, "responseTimeoutInSeconds": timeout})),
+            )?;
             println!("status: {}", r["status"]);
             println!("payload: {}", r["payload"]);
             Ok(())
         }
-        Command::Twin(TwinCmd::Show { id, hub }) => print_json(&call(&hub, "GET", &format!("/twins/{id}"), None)?),
+        Command::Twin(TwinCmd::Show { id, hub }) => {
+            print_json(&call(&hub, "GET", &format!("/twins/{}", seg(&id)), None)?)
+        }
         Command::Twin(TwinCmd::SetDesired { id, json: j, hub }) => {
             let desired: Value = serde_json::from_str(&j).context("the desired patch must be JSON")?;
-            print_json(&call(&hub, "PATCH", &format!("/twins/{id}"), Some(json!({"properties": {"desired": desired}})))?)
+            print_json(&call(
+                &hub,
+                "PATCH",
+                &format!("/twins/{}", seg(&id)),
+                Some(json!({"properties": {"desired": desired}})),
+            )?)
         }
         Command::Sas(a) => {
             let cs = ConnectionString::parse(&a.connection_string).map_err(|e| anyhow!("connection string: {e}"))?;
             let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
             let expiry = a.expiry.unwrap_or(now + a.ttl.unwrap_or(3600));
-            let token = cs.password(expiry).ok_or_else(|| anyhow!("this connection string uses X.509; there is no SAS token to make"))?;
+            let token = cs
+                .password(expiry)
+                .ok_or_else(|| anyhow!("this connection string uses X.509; there is no SAS token to make"))?;
             println!("{token}");
             Ok(())
         }
@@ -259,7 +273,9 @@ fn dispatch(cmd: Command) -> Result<()> {
 }
 
 fn serve(a: ServeArgs) -> Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
     let web_dir = a.web_dir.clone().or_else(|| Some(PathBuf::from("dist")).filter(|d| d.join("index.html").exists()));
     let config = Config {
         data_dir: a.data.clone(),
@@ -272,6 +288,7 @@ fn serve(a: ServeArgs) -> Result<()> {
         tls_key: a.tls_key.clone(),
         web_dir: web_dir.clone(),
         retain_property: a.retain_property.clone(),
+        ..Config::new(&a.data)
     };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
@@ -336,15 +353,22 @@ fn call(hub: &HubArg, method: &str, path: &str, body: Option<Value>) -> Result<V
         ("PATCH", b) => agent.patch(&url).send_json(b.unwrap_or(Value::Null)),
         _ => bail!("internal: unsupported method {method}"),
     };
-    let mut resp = resp.map_err(|e| anyhow!("cannot reach the emulator at {}: {e} (is `hubsim serve` running? see --hub)", hub.hub))?;
+    let mut resp = resp
+        .map_err(|e| anyhow!("cannot reach the emulator at {}: {e} (is `hubsim serve` running? see --hub)", hub.hub))?;
     let status = resp.status().as_u16();
     let text = resp.body_mut().read_to_string().unwrap_or_default();
-    let value: Value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+    let value: Value =
+        if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
     if status >= 400 {
         let msg = value.get("message").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| value.to_string());
         bail!("{msg} (HTTP {status})");
     }
     Ok(value)
+}
+
+/// A device id as a URL path segment.
+fn seg(id: &str) -> String {
+    hubsim_proto::percent::encode(id)
 }
 
 fn print_json(v: &Value) -> Result<()> {
@@ -355,14 +379,17 @@ fn print_json(v: &Value) -> Result<()> {
 fn device(cmd: DeviceCmd) -> Result<()> {
     match cmd {
         DeviceCmd::Create { id, primary_key, secondary_key, hub } => {
+            if !hubsim_emulator::hub::valid_device_id(&id) {
+                bail!("'{id}' is not a valid device id: use 1–128 of A–Z a–z 0–9 and -.%_*?!(),:=@$'");
+            }
             let mut auth = json!({});
             if primary_key.is_some() || secondary_key.is_some() {
                 auth = json!({"symmetricKey": {"primaryKey": primary_key, "secondaryKey": secondary_key}});
             }
-            if call(&hub, "GET", &format!("/devices/{id}"), None).is_ok() {
+            if call(&hub, "GET", &format!("/devices/{}", seg(&id)), None).is_ok() {
                 bail!("device '{id}' already exists");
             }
-            let d = call(&hub, "PUT", &format!("/devices/{id}"), Some(json!({"authentication": auth})))?;
+            let d = call(&hub, "PUT", &format!("/devices/{}", seg(&id)), Some(json!({"authentication": auth})))?;
             println!("{}", d["connectionString"].as_str().unwrap_or_default());
             Ok(())
         }
@@ -382,19 +409,19 @@ fn device(cmd: DeviceCmd) -> Result<()> {
             }
             Ok(())
         }
-        DeviceCmd::Show { id, hub } => print_json(&call(&hub, "GET", &format!("/devices/{id}"), None)?),
+        DeviceCmd::Show { id, hub } => print_json(&call(&hub, "GET", &format!("/devices/{}", seg(&id)), None)?),
         DeviceCmd::Disable { id, hub } => {
-            call(&hub, "POST", &format!("/devices/{id}/disable"), None)?;
+            call(&hub, "POST", &format!("/devices/{}/disable", seg(&id)), None)?;
             println!("device '{id}' disabled");
             Ok(())
         }
         DeviceCmd::Enable { id, hub } => {
-            call(&hub, "POST", &format!("/devices/{id}/enable"), None)?;
+            call(&hub, "POST", &format!("/devices/{}/enable", seg(&id)), None)?;
             println!("device '{id}' enabled");
             Ok(())
         }
         DeviceCmd::Delete { id, hub } => {
-            call(&hub, "DELETE", &format!("/devices/{id}"), None)?;
+            call(&hub, "DELETE", &format!("/devices/{}", seg(&id)), None)?;
             println!("device '{id}' deleted");
             Ok(())
         }
@@ -412,7 +439,7 @@ fn c2d_send(s: C2dSend) -> Result<()> {
         "contentType": s.content_type, "contentEncoding": s.content_encoding, "ack": s.ack,
         "ttlSeconds": s.ttl, "properties": props,
     });
-    let r = call(&s.hub, "POST", &format!("/devices/{}/messages/devicebound", s.id), Some(body))?;
+    let r = call(&s.hub, "POST", &format!("/devices/{}/messages/devicebound", seg(&s.id)), Some(body))?;
     println!("queued message {}", r["messageId"].as_str().unwrap_or(""));
     Ok(())
 }
@@ -434,7 +461,11 @@ fn stream(a: StreamArgs, what: &str, print: fn(&Value, bool)) -> Result<()> {
     if !a.follow {
         return Ok(());
     }
-    let url = format!("{}/{what}/stream?{}", a.hub.hub.trim_end_matches('/'), a.device.map(|d| format!("device={d}")).unwrap_or_default());
+    let url = format!(
+        "{}/{what}/stream?{}",
+        a.hub.hub.trim_end_matches('/'),
+        a.device.map(|d| format!("device={d}")).unwrap_or_default()
+    );
     let mut resp = ureq::get(&url).call().map_err(|e| anyhow!("cannot follow {url}: {e}"))?;
     let reader = BufReader::new(resp.body_mut().as_reader());
     for line in reader.lines() {
@@ -459,7 +490,12 @@ fn print_event(v: &Value, as_json: bool) {
         });
         println!("{out}");
     } else {
-        println!("{} {} {}", v["enqueuedTime"].as_str().unwrap_or(""), v["deviceId"].as_str().unwrap_or(""), v["body"].as_str().unwrap_or("<binary>"));
+        println!(
+            "{} {} {}",
+            v["enqueuedTime"].as_str().unwrap_or(""),
+            v["deviceId"].as_str().unwrap_or(""),
+            v["body"].as_str().unwrap_or("<binary>")
+        );
         for (k, val) in v["applicationProperties"].as_object().into_iter().flatten() {
             println!("    {k}: {}", val.as_str().map(str::to_owned).unwrap_or_else(|| val.to_string()));
         }

@@ -42,7 +42,9 @@ impl Transport {
                     None | Some(Ok(Message::Close(_))) => return Ok(None),
                     Some(Ok(Message::Binary(b))) => return Ok(Some(b)),
                     // [MQTT-6.0.0-1] MQTT control packets must be sent in binary data frames.
-                    Some(Ok(Message::Text(_))) => return Err("[MQTT-6.0.0-1] a text WebSocket frame; MQTT needs binary frames".into()),
+                    Some(Ok(Message::Text(_))) => {
+                        return Err("[MQTT-6.0.0-1] a text WebSocket frame; MQTT needs binary frames".into())
+                    }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                     Some(Err(e)) => return Err(e.to_string()),
                 }
@@ -181,11 +183,17 @@ impl Ctx {
                         self.conn_id = self.hub.register(&id, self.cmd_tx.clone());
                         self.connected = true;
                         session.accept(self.hub.now(), adm.session_present, adm.restored, adm.token_expiry);
-                        self.log("deviceConnect", 0, "connected", format!(
+                        self.log(
+                            "deviceConnect",
+                            0,
+                            "connected",
+                            format!(
                             "connected over {} (CleanSession {}, keep-alive {} s, session present {}, api-version {})",
                             self.kind, req.clean_session as u8, req.keep_alive.as_secs(), adm.session_present,
                             req.username.api_version.as_deref().unwrap_or("none")
-                        )).await;
+                        ),
+                        )
+                        .await;
                         self.deliver_c2d(session).await;
                     }
                     Err((code, why)) => session.refuse(code, why),
@@ -198,7 +206,9 @@ impl Ctx {
                             session.ack_telemetry(pkid);
                         }
                     }
-                    Err(e) => session.close(CloseReason::ClosedByService(format!("the event could not be stored: {e}"))),
+                    Err(e) => {
+                        session.close(CloseReason::ClosedByService(format!("the event could not be stored: {e}")))
+                    }
                 }
             }
             HubEvent::Subscribed(filters) => {
@@ -232,10 +242,22 @@ impl Ctx {
     async fn patch_reported(&mut self, session: &mut HubSession, rid: RequestId, patch: Bytes) {
         let value: serde_json::Value = match serde_json::from_slice(&patch) {
             Ok(v @ serde_json::Value::Object(_)) => v,
-            _ => return session.twin_response(&rid, 400, None, error_body(400004, "the reported patch must be a JSON object")),
+            _ => {
+                return session.twin_response(
+                    &rid,
+                    400,
+                    None,
+                    error_body(400004, "the reported patch must be a JSON object"),
+                )
+            }
         };
         if patch.len() > 32 * 1024 {
-            return session.twin_response(&rid, 400, None, error_body(400004, "reported properties are limited to 32 KB"));
+            return session.twin_response(
+                &rid,
+                400,
+                None,
+                error_body(400004, "reported properties are limited to 32 KB"),
+            );
         }
         match self.hub.patch_reported(self.device(), value).await {
             Ok(v) => session.twin_response(&rid, 204, Some(v), Bytes::new()),
@@ -299,7 +321,8 @@ impl Ctx {
     /// Redelivers (with DUP) C2D messages whose lock expired without a PUBACK.
     async fn expire_locks(&mut self, session: &mut HubSession) {
         let now = TokioInstant::now();
-        let due: Vec<(u16, u64)> = self.c2d.iter().filter(|(_, (_, t))| *t <= now).map(|(p, (s, _))| (*p, *s)).collect();
+        let due: Vec<(u16, u64)> =
+            self.c2d.iter().filter(|(_, (_, t))| *t <= now).map(|(p, (s, _))| (*p, *s)).collect();
         for (pkid, seq) in due {
             match self.hub.c2d_relock(self.device(), seq).await {
                 Ok(Some(m)) => {

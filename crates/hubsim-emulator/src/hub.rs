@@ -23,7 +23,9 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::model::{merge_patch, Authentication, C2dMessage, ConnectionRecord, Device, EventRecord, FeedbackRecord, SymmetricKey, Twin};
+use crate::model::{
+    merge_patch, Authentication, C2dMessage, ConnectionRecord, Device, EventRecord, FeedbackRecord, SymmetricKey, Twin,
+};
 use crate::store::{Store, StoreError, Tx};
 use crate::timefmt::{iso8601, unix_ms};
 
@@ -77,8 +79,15 @@ pub enum ConnCmd {
     Close(CloseReason),
     /// New C2D messages may be deliverable.
     C2dAvailable,
-    Method { name: String, payload: Bytes, reply: oneshot::Sender<MethodReply> },
-    Desired { version: u64, body: Bytes },
+    Method {
+        name: String,
+        payload: Bytes,
+        reply: oneshot::Sender<MethodReply>,
+    },
+    Desired {
+        version: u64,
+        body: Bytes,
+    },
 }
 
 /// A device's answer to a method call.
@@ -205,17 +214,28 @@ impl Hub {
     pub async fn authenticate(&self, req: &ConnectRequest) -> Result<Admitted, (ConnectReturnCode, String)> {
         let internal = |e: StoreError| (ConnectReturnCode::ServiceUnavailable, e.to_string());
         if let Some(m) = &req.identity.module_id {
-            return Err((ConnectReturnCode::NotAuthorized, format!("module identities are not supported by the emulator (module '{m}')")));
+            return Err((
+                ConnectReturnCode::NotAuthorized,
+                format!("module identities are not supported by the emulator (module '{m}')"),
+            ));
         }
         let id = req.identity.device_id.clone();
-        let device = self.store.device(&id).map_err(internal)?.ok_or((ConnectReturnCode::NotAuthorized, format!("device '{id}' is not registered")))?;
+        let device = self
+            .store
+            .device(&id)
+            .map_err(internal)?
+            .ok_or((ConnectReturnCode::NotAuthorized, format!("device '{id}' is not registered")))?;
         if !device.enabled() {
             return Err((ConnectReturnCode::ServiceUnavailable, format!("device '{id}' is disabled")));
         }
         if req.token.policy().is_some() {
-            return Err((ConnectReturnCode::NotAuthorized, "tokens signed with a shared access policy (skn) are not supported; use the device key".into()));
+            return Err((
+                ConnectReturnCode::NotAuthorized,
+                "tokens signed with a shared access policy (skn) are not supported; use the device key".into(),
+            ));
         }
-        let keys = [&device.authentication.symmetric_key.primary_key, &device.authentication.symmetric_key.secondary_key];
+        let keys =
+            [&device.authentication.symmetric_key.primary_key, &device.authentication.symmetric_key.secondary_key];
         let keys: Vec<DeviceKey> = keys.iter().filter_map(|k| DeviceKey::from_base64(k).ok()).collect();
         let refs: Vec<&DeviceKey> = keys.iter().collect();
         let resource = ResourceUri::Device { host: self.settings.host_name.clone(), device_id: id.clone() };
@@ -246,7 +266,9 @@ impl Hub {
             .clone()
             .unwrap_or_default()
             .into_iter()
-            .filter_map(|(f, q)| filter_from_name(&f).map(|f| (f, if q == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce })))
+            .filter_map(|(f, q)| {
+                filter_from_name(&f).map(|f| (f, if q == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce }))
+            })
             .collect();
         Ok(Admitted { session_present: stored.is_some(), restored, token_expiry, generation_id: device.generation_id })
     }
@@ -278,7 +300,12 @@ impl Hub {
     }
 
     /// Stores a telemetry message durably and publishes it on the event stream.
-    pub async fn store_telemetry(&self, m: ReceivedTelemetry, generation_id: &str, model_id: Option<String>) -> Result<EventRecord, StoreError> {
+    pub async fn store_telemetry(
+        &self,
+        m: ReceivedTelemetry,
+        generation_id: &str,
+        model_id: Option<String>,
+    ) -> Result<EventRecord, StoreError> {
         let now = unix_ms();
         let mut sys = Map::new();
         let mut app = Map::new();
@@ -308,7 +335,10 @@ impl Hub {
         if let Some(mid) = &m.identity.module_id {
             sys.insert("iothub-connection-module-id".into(), mid.clone().into());
         }
-        sys.insert("iothub-connection-auth-method".into(), r#"{"scope":"device","type":"sas","issuer":"iothub"}"#.into());
+        sys.insert(
+            "iothub-connection-auth-method".into(),
+            r#"{"scope":"device","type":"sas","issuer":"iothub"}"#.into(),
+        );
         sys.insert("iothub-connection-auth-generation-id".into(), generation_id.into());
         sys.insert("iothub-enqueuedtime".into(), iso8601(now).into());
         sys.insert("iothub-message-source".into(), "Telemetry".into());
@@ -456,9 +486,19 @@ impl Hub {
     // ---- service side ---------------------------------------------------------------------------------------
 
     /// Creates a device (keys generated unless given), or fails if it exists.
-    pub async fn create_device(&self, id: &str, primary: Option<String>, secondary: Option<String>, enabled: bool) -> Result<Device, ServiceError> {
+    pub async fn create_device(
+        &self,
+        id: &str,
+        primary: Option<String>,
+        secondary: Option<String>,
+        enabled: bool,
+    ) -> Result<Device, ServiceError> {
         if !valid_device_id(id) {
-            return Err(ServiceError::new(400, 400006, format!("'{id}' is not a valid device id (1–128 of A–Z a–z 0–9 -.%_*?!(),:=@$')")));
+            return Err(ServiceError::new(
+                400,
+                400006,
+                format!("'{id}' is not a valid device id (1–128 of A–Z a–z 0–9 -.%_*?!(),:=@$')"),
+            ));
         }
         for k in [&primary, &secondary].into_iter().flatten() {
             DeviceKey::from_base64(k).map_err(|e| ServiceError::new(400, 400004, format!("key: {e}")))?;
@@ -469,7 +509,10 @@ impl Hub {
             status: if enabled { "enabled" } else { "disabled" }.into(),
             authentication: Authentication {
                 kind: "sas".into(),
-                symmetric_key: SymmetricKey { primary_key: primary.unwrap_or_else(random_key), secondary_key: secondary.unwrap_or_else(random_key) },
+                symmetric_key: SymmetricKey {
+                    primary_key: primary.unwrap_or_else(random_key),
+                    secondary_key: secondary.unwrap_or_else(random_key),
+                },
             },
             created_time: iso8601(unix_ms()),
         };
@@ -496,7 +539,10 @@ impl Hub {
 
     /// The device's connection string (for the hub's HostName).
     pub fn connection_string(&self, d: &Device) -> String {
-        format!("HostName={};DeviceId={};SharedAccessKey={}", self.settings.host_name, d.device_id, d.authentication.symmetric_key.primary_key)
+        format!(
+            "HostName={};DeviceId={};SharedAccessKey={}",
+            self.settings.host_name, d.device_id, d.authentication.symmetric_key.primary_key
+        )
     }
 
     /// Enables or disables a device; disabling closes its connection.
@@ -544,16 +590,26 @@ impl Hub {
     pub async fn send_c2d(&self, id: &str, req: SendC2d) -> Result<C2dMessage, ServiceError> {
         self.get_device(id)?;
         let body = match (&req.body_base64, &req.body) {
-            (Some(b), _) => STANDARD.decode(b).map_err(|e| ServiceError::new(400, 400004, format!("bodyBase64: {e}")))?,
+            (Some(b), _) => {
+                STANDARD.decode(b).map_err(|e| ServiceError::new(400, 400004, format!("bodyBase64: {e}")))?
+            }
             (None, Some(t)) => t.clone().into_bytes(),
             (None, None) => Vec::new(),
         };
         if body.len() > 64 * 1024 {
-            return Err(ServiceError::new(400, 400005, format!("the message is {} bytes; C2D messages are at most 64 KB", body.len())));
+            return Err(ServiceError::new(
+                400,
+                400005,
+                format!("the message is {} bytes; C2D messages are at most 64 KB", body.len()),
+            ));
         }
         let ack = req.ack.clone().unwrap_or_else(|| "none".into()).to_ascii_lowercase();
         if !["none", "positive", "negative", "full"].contains(&ack.as_str()) {
-            return Err(ServiceError::new(400, 400004, format!("ack must be none, positive, negative or full, not '{ack}'")));
+            return Err(ServiceError::new(
+                400,
+                400004,
+                format!("ack must be none, positive, negative or full, not '{ack}'"),
+            ));
         }
         let mut properties = Vec::new();
         for (k, v) in &req.properties {
@@ -596,7 +652,15 @@ impl Hub {
                 Ok(Ok(msg))
             })
             .await?;
-        let msg = stored.map_err(|n| ServiceError::new(403, 403004, format!("the queue of device '{id}' is full ({n} messages, the limit is {max}); it must receive some first")))?;
+        let msg = stored.map_err(|n| {
+            ServiceError::new(
+                403,
+                403004,
+                format!(
+                    "the queue of device '{id}' is full ({n} messages, the limit is {max}); it must receive some first"
+                ),
+            )
+        })?;
         if let Some(tx) = self.conn_tx(id) {
             let _ = tx.send(ConnCmd::C2dAvailable);
         }
@@ -604,7 +668,13 @@ impl Hub {
     }
 
     /// Invokes a direct method and waits for the device's answer.
-    pub async fn invoke_method(&self, id: &str, name: &str, payload: Value, timeout: Duration) -> Result<(u16, Value), ServiceError> {
+    pub async fn invoke_method(
+        &self,
+        id: &str,
+        name: &str,
+        payload: Value,
+        timeout: Duration,
+    ) -> Result<(u16, Value), ServiceError> {
         if !(5..=300).contains(&timeout.as_secs()) {
             return Err(ServiceError::new(400, 400004, "responseTimeoutInSeconds must be between 5 and 300"));
         }
@@ -612,20 +682,26 @@ impl Hub {
             return Err(ServiceError::new(400, 400004, format!("'{name}' is not a valid method name")));
         }
         self.get_device(id)?;
-        let not_online = || ServiceError::new(404, 404103, format!("device '{id}' is not online for methods: it is not connected or not subscribed to $iothub/methods/POST/#"));
+        let not_online = || {
+            ServiceError::new(404, 404103, format!("device '{id}' is not online for methods: it is not connected or not subscribed to $iothub/methods/POST/#"))
+        };
         let tx = self.conn_tx(id).ok_or_else(not_online)?;
         let (reply, rx) = oneshot::channel();
         let body = if payload.is_null() { Bytes::new() } else { Bytes::from(payload.to_string()) };
         tx.send(ConnCmd::Method { name: name.to_owned(), payload: body, reply }).map_err(|_| not_online())?;
         match tokio::time::timeout(timeout, rx).await {
-            Err(_) => Err(ServiceError::new(504, 504101, format!("the device did not answer within {} s", timeout.as_secs()))),
+            Err(_) => {
+                Err(ServiceError::new(504, 504101, format!("the device did not answer within {} s", timeout.as_secs())))
+            }
             Ok(Err(_)) => Err(ServiceError::new(404, 404103, format!("device '{id}' disconnected before answering"))),
             Ok(Ok(MethodReply::NotSubscribed)) => Err(not_online()),
             Ok(Ok(MethodReply::Response { status, payload })) => {
                 let value = if payload.is_empty() {
                     Value::Null
                 } else {
-                    serde_json::from_slice(&payload).map_err(|_| ServiceError::new(502, 502001, "the device answered with a body that is not JSON"))?
+                    serde_json::from_slice(&payload).map_err(|_| {
+                        ServiceError::new(502, 502001, "the device answered with a body that is not JSON")
+                    })?
                 };
                 Ok((status, value))
             }
@@ -683,7 +759,6 @@ impl Hub {
             })
             .await
     }
-
 }
 
 fn dead_letter(tx: &mut Tx<'_>, m: &C2dMessage, status: &str, why: &str) -> Result<(), StoreError> {
@@ -757,9 +832,15 @@ pub fn c2d_properties(m: &C2dMessage) -> hubsim_proto::PropertyBag {
 pub fn device_json(hub: &Hub, d: &Device) -> Value {
     let mut v = serde_json::to_value(d).unwrap_or(Value::Null);
     if let Value::Object(m) = &mut v {
-        m.insert("connectionState".into(), if hub.is_connected(&d.device_id) { "Connected" } else { "Disconnected" }.into());
+        m.insert(
+            "connectionState".into(),
+            if hub.is_connected(&d.device_id) { "Connected" } else { "Disconnected" }.into(),
+        );
         m.insert("connectionString".into(), hub.connection_string(d).into());
-        m.insert("cloudToDeviceMessageCount".into(), hub.store.c2d_queue(&d.device_id).map(|q| q.len()).unwrap_or(0).into());
+        m.insert(
+            "cloudToDeviceMessageCount".into(),
+            hub.store.c2d_queue(&d.device_id).map(|q| q.len()).unwrap_or(0).into(),
+        );
     }
     v
 }

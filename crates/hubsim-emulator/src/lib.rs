@@ -40,6 +40,10 @@ pub struct Config {
     pub web_dir: Option<PathBuf>,
     /// `mqtt-retain` (default) or `x-opt-retain`.
     pub retain_property: String,
+    /// Protocol limits and timeouts (IoT Hub's by default; tests shorten them).
+    pub protocol: hubsim_proto::HubConfig,
+    /// How long a delivered C2D message stays locked waiting for PUBACK (IoT Hub: 60 s).
+    pub c2d_lock: Duration,
 }
 
 impl Config {
@@ -56,6 +60,8 @@ impl Config {
             tls_key: None,
             web_dir: None,
             retain_property: "mqtt-retain".into(),
+            protocol: hubsim_proto::HubConfig::default(),
+            c2d_lock: Duration::from_secs(60),
         }
     }
 }
@@ -87,14 +93,22 @@ pub async fn start(config: Config) -> Result<Running> {
     let tls = tls::load(&config.data_dir, &config.host_name, config.tls_cert.as_deref(), config.tls_key.as_deref())?;
     let store = store::Store::open(&config.data_dir.join("hubsim.redb")).context("opening the database")?;
     let mut settings = Settings::new(config.host_name.clone());
+    settings.protocol = config.protocol.clone();
     settings.protocol.retain_property = config.retain_property.clone();
+    settings.c2d_lock = config.c2d_lock;
     let hub = Arc::new(Hub::new(settings, store));
     hub.startup().await?;
 
     let bind = |port| SocketAddr::new(config.bind, port);
-    let mqtt = TcpListener::bind(bind(config.mqtt_port)).await.with_context(|| format!("binding MQTT port {}", config.mqtt_port))?;
-    let wss = TcpListener::bind(bind(config.ws_port)).await.with_context(|| format!("binding WebSocket port {}", config.ws_port))?;
-    let http = TcpListener::bind(bind(config.http_port)).await.with_context(|| format!("binding HTTP port {}", config.http_port))?;
+    let mqtt = TcpListener::bind(bind(config.mqtt_port))
+        .await
+        .with_context(|| format!("binding MQTT port {}", config.mqtt_port))?;
+    let wss = TcpListener::bind(bind(config.ws_port))
+        .await
+        .with_context(|| format!("binding WebSocket port {}", config.ws_port))?;
+    let http = TcpListener::bind(bind(config.http_port))
+        .await
+        .with_context(|| format!("binding HTTP port {}", config.http_port))?;
     let (mqtt_addr, ws_addr, http_addr) = (mqtt.local_addr()?, wss.local_addr()?, http.local_addr()?);
     let plain_ws = config.bind.is_loopback();
     let info = serde_json::json!({
@@ -109,9 +123,13 @@ pub async fn start(config: Config) -> Result<Running> {
     let mut tasks = JoinSet::new();
 
     tasks.spawn(accept_mqtt(mqtt, acceptor.clone(), hub.clone()));
-    let tls_router = api::router(AppState { hub: hub.clone(), websocket: true, transport: "wss", info: info.clone() }, config.web_dir.clone());
+    let tls_router = api::router(
+        AppState { hub: hub.clone(), websocket: true, transport: "wss", info: info.clone() },
+        config.web_dir.clone(),
+    );
     tasks.spawn(accept_https(wss, acceptor, tls_router));
-    let http_router = api::router(AppState { hub: hub.clone(), websocket: plain_ws, transport: "ws", info }, config.web_dir.clone());
+    let http_router =
+        api::router(AppState { hub: hub.clone(), websocket: plain_ws, transport: "ws", info }, config.web_dir.clone());
     tasks.spawn(async move {
         if let Err(e) = axum::serve(http, http_router.into_make_service_with_connect_info::<SocketAddr>()).await {
             tracing::error!("HTTP server stopped: {e}");
@@ -144,7 +162,9 @@ async fn accept_mqtt(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor,
         let (acceptor, hub) = (acceptor.clone(), hub.clone());
         tokio::spawn(async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => conn::serve(hub, conn::Transport::Stream(Box::new(tls)), "mqtt", remote.to_string()).await,
+                Ok(Ok(tls)) => {
+                    conn::serve(hub, conn::Transport::Stream(Box::new(tls)), "mqtt", remote.to_string()).await
+                }
                 Ok(Err(e)) => tracing::info!(%remote, "TLS handshake failed: {e}"),
                 Err(_) => tracing::info!(%remote, "TLS handshake timed out"),
             }

@@ -47,7 +47,12 @@ pub struct Twin {
 
 impl Default for Twin {
     fn default() -> Self {
-        Twin { desired: Value::Object(Default::default()), reported: Value::Object(Default::default()), desired_version: 1, reported_version: 1 }
+        Twin {
+            desired: Value::Object(Default::default()),
+            reported: Value::Object(Default::default()),
+            desired_version: 1,
+            reported_version: 1,
+        }
     }
 }
 

@@ -90,7 +90,11 @@ impl Store {
 
     // ---- reads (no writer round trip) -----------------------------------------------------------------------
 
-    fn read_json<T: DeserializeOwned>(&self, table: TableDefinition<&str, &[u8]>, key: &str) -> Result<Option<T>, StoreError> {
+    fn read_json<T: DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
         let r = self.db.begin_read().map_err(err)?;
         let t = r.open_table(table).map_err(err)?;
         match t.get(key).map_err(err)? {
@@ -125,7 +129,13 @@ impl Store {
         range.map(|e| e.map_err(err).and_then(|(_, v)| from_bytes(v.value()))).collect()
     }
 
-    fn page<T: DeserializeOwned>(&self, table: TableDefinition<u64, &[u8]>, after: u64, limit: usize, keep: impl Fn(&T) -> bool) -> Result<Vec<T>, StoreError> {
+    fn page<T: DeserializeOwned>(
+        &self,
+        table: TableDefinition<u64, &[u8]>,
+        after: u64,
+        limit: usize,
+        keep: impl Fn(&T) -> bool,
+    ) -> Result<Vec<T>, StoreError> {
         let r = self.db.begin_read().map_err(err)?;
         let t = r.open_table(table).map_err(err)?;
         let mut out = Vec::new();
@@ -146,8 +156,15 @@ impl Store {
         self.page(EVENTS, after, limit, |e: &EventRecord| device.is_none_or(|d| e.device_id == d))
     }
 
-    pub fn connections(&self, after: u64, limit: usize, device: Option<&str>) -> Result<Vec<ConnectionRecord>, StoreError> {
-        self.page(CONNLOG, after, limit, |e: &ConnectionRecord| device.is_none_or(|d| e.device_id.as_deref() == Some(d)))
+    pub fn connections(
+        &self,
+        after: u64,
+        limit: usize,
+        device: Option<&str>,
+    ) -> Result<Vec<ConnectionRecord>, StoreError> {
+        self.page(CONNLOG, after, limit, |e: &ConnectionRecord| {
+            device.is_none_or(|d| e.device_id.as_deref() == Some(d))
+        })
     }
 
     pub fn feedback(&self, after: u64, limit: usize) -> Result<Vec<FeedbackRecord>, StoreError> {
@@ -166,7 +183,11 @@ impl Tx<'_> {
         self.0.open_table(table).map_err(err)?.insert(key, b.as_slice()).map_err(err)?;
         Ok(())
     }
-    fn get<T: DeserializeOwned>(&mut self, table: TableDefinition<&str, &[u8]>, key: &str) -> Result<Option<T>, StoreError> {
+    fn get<T: DeserializeOwned>(
+        &mut self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
         let t = self.0.open_table(table).map_err(err)?;
         let v = t.get(key).map_err(err)?;
         v.map(|v| from_bytes(v.value())).transpose()

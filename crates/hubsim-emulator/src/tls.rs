@@ -44,7 +44,8 @@ pub fn load(data_dir: &Path, host_name: &str, cert: Option<&Path>, key: Option<&
     if chain.is_empty() {
         return Err(anyhow!("{} holds no certificate", cert_path.display()));
     }
-    let key = PrivateKeyDer::from_pem_file(&key_path).with_context(|| format!("reading the key {}", key_path.display()))?;
+    let key =
+        PrivateKeyDer::from_pem_file(&key_path).with_context(|| format!("reading the key {}", key_path.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])?

@@ -390,7 +390,8 @@ impl HubSession {
         if !self.c2d_in_flight.contains(&pkid) {
             return false;
         }
-        let topic = HubTopic::C2d { identity: DeviceIdentity::device(identity.device_id.clone()), properties }.to_string();
+        let topic =
+            HubTopic::C2d { identity: DeviceIdentity::device(identity.device_id.clone()), properties }.to_string();
         let mut p = Publish::from_bytes(topic, QoS::AtLeastOnce, payload);
         p.pkid = pkid;
         p.dup = true;
