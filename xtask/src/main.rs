@@ -8,6 +8,8 @@
 //! Tools the build needs and nobody may download at build time (this network reaches only crates.io, npm, PyPI
 //! and Debian) are installed from those registries at pinned versions; see [`setup`].
 
+mod emulator;
+mod post_build;
 mod setup;
 mod util;
 
@@ -19,6 +21,7 @@ fn main() -> ExitCode {
         Some("test") => test::run(&args[1..]),
         Some("setup") => setup::run(),
         Some("demo") => demo::run(&args[1..]),
+        Some("post-build") => post_build::run(),
         _ => {
             eprintln!("usage: cargo xtask <test|setup|demo>\n\n  test   install what is missing, then run every check and test\n  setup  only install what is missing\n  demo   build the app and run the emulator with a demo device");
             return ExitCode::from(2);

@@ -132,3 +132,25 @@ fn wasm_opt() -> Result {
     }
     Ok(())
 }
+
+/// The Python virtual environment with the official Azure IoT device SDK (for the SDK conformance check).
+pub fn venv_dir() -> std::path::PathBuf {
+    crate::util::root().join("target").join("pyvenv")
+}
+
+pub fn venv_python() -> std::path::PathBuf {
+    venv_dir().join("bin").join("python")
+}
+
+/// Creates the venv and installs `tests/sdk/requirements.txt` unless the SDK already imports.
+pub fn python_venv() -> Result {
+    let py = venv_python();
+    if output(Command::new(&py).args(["-c", "import azure.iot.device"])).is_some() {
+        eprintln!("   python venv with azure-iot-device already installed");
+        return Ok(());
+    }
+    sh(Command::new("python3").args(["-m", "venv"]).arg(venv_dir()))?;
+    sh(Command::new(&py)
+        .args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "-r"])
+        .arg(crate::util::root().join("tests/sdk/requirements.txt")))
+}

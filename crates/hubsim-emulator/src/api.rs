@@ -53,13 +53,29 @@ pub fn router(state: AppState, web_dir: Option<PathBuf>) -> Router {
         .route("/connections", get(connections))
         .route("/connections/stream", get(connections_stream))
         .route("/feedback", get(feedback))
-        .with_state(state);
+        .with_state(state)
+        .layer(loopback_cors());
     match web_dir {
         Some(dir) if dir.is_dir() => r.fallback_service(tower_http::services::ServeDir::new(dir)),
         _ => r.fallback(|| async {
             (StatusCode::NOT_FOUND, Json(error_json(404000, "no such endpoint (and no web app folder is served)")))
         }),
     }
+}
+
+/// Pages served from another loopback origin (`trunk serve`, the browser tests) may call the service API; other
+/// web sites may not, so a page on the internet cannot drive a developer's local emulator.
+fn loopback_cors() -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::predicate(|origin, _| {
+            let o = origin.to_str().unwrap_or("");
+            let host = o.strip_prefix("http://").or_else(|| o.strip_prefix("https://")).unwrap_or("");
+            let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+            matches!(host, "localhost" | "127.0.0.1" | "[::1]")
+        }))
+        .allow_methods([axum::http::Method::GET, axum::http::Method::POST, axum::http::Method::PUT, axum::http::Method::PATCH, axum::http::Method::DELETE])
+        .allow_headers([axum::http::header::CONTENT_TYPE])
 }
 
 impl IntoResponse for ServiceError {

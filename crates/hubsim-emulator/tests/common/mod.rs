@@ -145,14 +145,14 @@ pub enum Via {
 }
 
 pub enum ClientTransport {
-    Tls(TlsStream<TcpStream>),
+    Tls(Box<TlsStream<TcpStream>>),
     Ws(Box<WebSocketStream<TlsStream<TcpStream>>>),
 }
 
 impl ClientTransport {
     pub async fn open(emu: &impl Endpoint, via: Via) -> ClientTransport {
         match via {
-            Via::Mqtt => ClientTransport::Tls(tls_stream(emu, emu.mqtt_addr()).await),
+            Via::Mqtt => ClientTransport::Tls(Box::new(tls_stream(emu, emu.mqtt_addr()).await)),
             Via::Wss => {
                 let tls = tls_stream(emu, emu.ws_addr()).await;
                 let mut req =

@@ -1,0 +1,66 @@
+//! The activity log: every connection event, sent and received message in order, filterable, exportable.
+
+use web_sys::{HtmlInputElement, HtmlSelectElement};
+use yew::prelude::*;
+
+use super::use_app;
+use crate::state::Action;
+use crate::util;
+
+#[component]
+pub fn ActivityLog() -> Html {
+    let app = use_app();
+    let kind = use_state(String::new);
+    let text = use_state(String::new);
+    let on_kind = {
+        let kind = kind.clone();
+        Callback::from(move |e: Event| kind.set(e.target_unchecked_into::<HtmlSelectElement>().value()))
+    };
+    let on_text = {
+        let text = text.clone();
+        Callback::from(move |e: InputEvent| text.set(e.target_unchecked_into::<HtmlInputElement>().value()))
+    };
+    let export = {
+        let app = app.clone();
+        Callback::from(move |_| {
+            let items: Vec<String> = app
+                .log
+                .iter()
+                .rev()
+                .map(|l| format!("{{\"time\":{},\"kind\":{},\"text\":{}}}", util::json_string(&l.time), util::json_string(l.kind), util::json_string(&l.text)))
+                .collect();
+            util::download("hubsim-activity.json", "application/json", &format!("[\n{}\n]\n", items.join(",\n")));
+        })
+    };
+    let clear = {
+        let app = app.clone();
+        Callback::from(move |_| app.dispatch(Action::ClearLog))
+    };
+    let needle = text.to_lowercase();
+    let lines = app
+        .log
+        .iter()
+        .filter(|l| kind.is_empty() || l.kind == kind.as_str())
+        .filter(|l| needle.is_empty() || l.text.to_lowercase().contains(&needle))
+        .map(|l| html! { <li key={l.seq} class={l.kind}><time>{ &l.time }</time>{" "}<span class="tag">{ l.kind }</span>{" "}{ &l.text }</li> });
+    html! {
+        <section class="panel log" aria-labelledby="log-h">
+            <h2 id="log-h">{"Activity"}</h2>
+            <div class="row">
+                <label>{"Show"}
+                    <select onchange={on_kind}>
+                        <option value="">{"everything"}</option>
+                        <option value="connection">{"connection"}</option>
+                        <option value="sent">{"sent"}</option>
+                        <option value="received">{"received"}</option>
+                        <option value="error">{"errors"}</option>
+                    </select>
+                </label>
+                <label>{"Filter"}<input type="search" oninput={on_text} /></label>
+                <button type="button" onclick={export}>{"Export JSON"}</button>
+                <button type="button" onclick={clear}>{"Clear log"}</button>
+            </div>
+            <ol class="lines" aria-label="Activity log">{ for lines }</ol>
+        </section>
+    }
+}

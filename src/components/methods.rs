@@ -1,0 +1,62 @@
+//! Direct methods: the calls received and the configured answer per method name (default 200 and `{}`).
+
+use web_sys::{HtmlInputElement, HtmlTextAreaElement};
+use yew::prelude::*;
+
+use super::use_app;
+use crate::state::{Action, MethodAnswer};
+use crate::util;
+
+#[component]
+pub fn Methods() -> Html {
+    let app = use_app();
+    let name = use_node_ref();
+    let status = use_node_ref();
+    let payload = use_node_ref();
+    let error = use_state(String::new);
+    let save = {
+        let (app, name, status, payload, error) = (app.clone(), name.clone(), status.clone(), payload.clone(), error.clone());
+        Callback::from(move |e: SubmitEvent| {
+            e.prevent_default();
+            let n = name.cast::<HtmlInputElement>().map(|i| i.value()).unwrap_or_default();
+            let st = status.cast::<HtmlInputElement>().map(|i| i.value()).unwrap_or_default();
+            let p = payload.cast::<HtmlTextAreaElement>().map(|i| i.value()).unwrap_or_default();
+            if n.trim().is_empty() {
+                return error.set("name the method".into());
+            }
+            let Ok(st) = st.trim().parse::<u16>() else { return error.set("the status must be a number, e.g. 200".into()) };
+            if !p.trim().is_empty() && !util::is_json(&p) {
+                return error.set("the response payload must be JSON (or empty)".into());
+            }
+            error.set(String::new());
+            app.dispatch(Action::SetAnswer(MethodAnswer { name: n.trim().into(), status: st, payload: p }));
+        })
+    };
+    let answers = app.answers.iter().map(|a| {
+        let (app, n) = (app.clone(), a.name.clone());
+        html! {
+            <li key={a.name.clone()}>
+                <code>{ format!("{} → {} {}", a.name, a.status, a.payload) }</code>
+                <button type="button" aria-label={format!("Remove answer for {}", a.name)} onclick={Callback::from(move |_| app.dispatch(Action::RemoveAnswer(n.clone())))}>{"✕"}</button>
+            </li>
+        }
+    });
+    let calls = app.methods.iter().map(|m| {
+        html! { <li key={m.seq}><time>{ &m.time }</time>{" "}<b>{ &m.name }</b>{ format!("({}) → {} {}", m.payload, m.status, m.response) }</li> }
+    });
+    html! {
+        <section class="panel" aria-labelledby="methods-h">
+            <h2 id="methods-h">{"Direct methods"}</h2>
+            <form class="row wrap" onsubmit={save}>
+                <label>{"Method name"}<input ref={name} placeholder="reboot" /></label>
+                <label>{"Response status"}<input ref={status} value="200" inputmode="numeric" /></label>
+                <label class="grow">{"Response payload"}<textarea ref={payload} rows="1" value="{}" /></label>
+                <button type="submit">{"Save answer"}</button>
+            </form>
+            if !error.is_empty() { <p class="field-error" role="alert">{ (*error).clone() }</p> }
+            <ul class="answers">{ for answers }</ul>
+            <p class="note">{"Unlisted methods are answered 200 with {}."}</p>
+            <ol class="calls" aria-label="Method calls">{ for calls }</ol>
+        </section>
+    }
+}

@@ -1,0 +1,56 @@
+//! The always-visible connection status (role `status`), the token countdown and the traffic counters.
+
+use gloo::timers::callback::Interval;
+use yew::prelude::*;
+
+use super::use_app;
+use crate::state::ConnStatus;
+use crate::util;
+
+fn mmss(secs: i64) -> String {
+    if secs < 0 {
+        return "expired".into();
+    }
+    format!("{}:{:02}", secs / 60, secs % 60)
+}
+
+#[component]
+pub fn StatusBar() -> Html {
+    let app = use_app();
+    // Re-render every second for the countdowns.
+    let tick = use_state(|| 0u32);
+    {
+        let tick = tick.clone();
+        use_effect_with((), move |_| {
+            let i = Interval::new(1000, move || tick.set(tick.wrapping_add(1)));
+            move || drop(i)
+        });
+    }
+    let (class, text, hint) = match &app.status {
+        ConnStatus::Connected { since, session_present } => {
+            ("ok", format!("Connected since {since}{}", if *session_present { " (session resumed)" } else { "" }), None)
+        }
+        ConnStatus::Connecting { attempt } => ("busy", format!("Connecting… (attempt {attempt})"), None),
+        ConnStatus::Reconnecting { at_ms, reason, hint, .. } => {
+            let secs = ((at_ms - js_sys::Date::now()) / 1000.0).ceil().max(0.0);
+            ("warn", format!("Reconnecting in {secs} s — {reason}"), hint.clone())
+        }
+        ConnStatus::Disconnected { reason: Some(r), hint } => ("err", format!("Disconnected — {r}"), hint.clone()),
+        ConnStatus::Disconnected { reason: None, .. } => ("idle", "Disconnected".to_owned(), None),
+    };
+    let token = app.token_expiry.map(|t| mmss(t as i64 - util::unix_now() as i64));
+    html! {
+        <header class="statusbar">
+            <div class={classes!("status", class)} role="status" aria-live="polite">
+                <span class="dot" aria-hidden="true"></span>{ text }
+            </div>
+            if let Some(h) = hint { <div class="hint" role="alert">{ h }</div> }
+            <div class="counters">
+                if let Some(t) = token { <span title="The token is renewed automatically before it expires">{"token expires in "}<b>{ t }</b></span> }
+                <span>{"sent "}<b>{ app.sent }</b></span>
+                <span>{"acknowledged "}<b>{ app.acked }</b></span>
+                <span>{"pending "}<b>{ app.pending() }</b></span>
+            </div>
+        </header>
+    }
+}

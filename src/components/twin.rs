@@ -1,0 +1,45 @@
+//! The device twin: get it, show desired and reported, send a reported patch, watch desired updates.
+
+use web_sys::HtmlTextAreaElement;
+use yew::prelude::*;
+
+use super::{use_app, use_controller};
+
+#[component]
+pub fn Twin() -> Html {
+    let app = use_app();
+    let ctl = use_controller();
+    let patch = use_node_ref();
+    let get = {
+        let ctl = ctl.clone();
+        Callback::from(move |_| ctl.0.get_twin())
+    };
+    let send = {
+        let (ctl, patch) = (ctl.clone(), patch.clone());
+        Callback::from(move |e: SubmitEvent| {
+            e.prevent_default();
+            if let Some(t) = patch.cast::<HtmlTextAreaElement>() {
+                ctl.0.patch_reported(&t.value());
+            }
+        })
+    };
+    let connected = app.is_connected();
+    html! {
+        <section class="panel" aria-labelledby="twin-h">
+            <h2 id="twin-h">{"Device twin"}</h2>
+            <button type="button" onclick={get} disabled={!connected}>{"Get twin"}</button>
+            <div class="grid2">
+                <div><h3>{"Desired"}</h3><pre aria-label="Desired properties">{ &app.twin_desired }</pre></div>
+                <div><h3>{"Reported"}</h3><pre aria-label="Reported properties">{ &app.twin_reported }</pre></div>
+            </div>
+            <form onsubmit={send}>
+                <label for="reported">{"Reported patch"}</label>
+                <textarea id="reported" ref={patch} rows="3" value="{\"firmwareVersion\": \"1.0.0\"}" />
+                <button type="submit" disabled={!connected}>{"Send reported patch"}</button>
+                if !app.twin_version.is_empty() { <span class="ok-text">{ format!(" saved as version {}", app.twin_version) }</span> }
+            </form>
+            <h3>{"Desired property updates"}</h3>
+            <ol class="calls" aria-label="Desired property updates">{ for app.desired_updates.iter().map(|u| html! { <li><code>{ u }</code></li> }) }</ol>
+        </section>
+    }
+}

@@ -1,0 +1,89 @@
+//! Small browser helpers: clocks, ids, JSON (through the browser's own `JSON`, so no JSON library ships in the
+//! bundle), clipboard and downloads.
+
+use wasm_bindgen::JsValue;
+
+/// Unix seconds from the browser clock.
+pub fn unix_now() -> u64 {
+    (js_sys::Date::now() / 1000.0) as u64
+}
+
+/// Local wall-clock time `HH:MM:SS`.
+pub fn clock_time() -> String {
+    let d = js_sys::Date::new_0();
+    format!("{:02}:{:02}:{:02}", d.get_hours(), d.get_minutes(), d.get_seconds())
+}
+
+/// ISO 8601 UTC now (for `$.ctime`).
+pub fn iso_now() -> String {
+    String::from(js_sys::Date::new_0().to_iso_string())
+}
+
+/// A random UUID v4 (for message ids).
+pub fn uuid() -> String {
+    let mut b = [0u8; 16];
+    let ok = web_sys::window().and_then(|w| w.crypto().ok()).map(|c| c.get_random_values_with_u8_array(&mut b).is_ok()).unwrap_or(false);
+    if !ok {
+        for x in b.iter_mut() {
+            *x = (js_sys::Math::random() * 256.0) as u8;
+        }
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+/// `Ok(pretty)` if `text` is JSON, `Err(message)` otherwise.
+pub fn json_pretty(text: &str) -> Result<String, String> {
+    let v = js_sys::JSON::parse(text).map_err(|e| crate::driver::describe_js(&e))?;
+    js_sys::JSON::stringify_with_replacer_and_space(&v, &JsValue::NULL, &JsValue::from_f64(2.0))
+        .map(String::from)
+        .map_err(|e| crate::driver::describe_js(&e))
+}
+
+/// True if `text` parses as JSON.
+pub fn is_json(text: &str) -> bool {
+    js_sys::JSON::parse(text).is_ok()
+}
+
+/// A JSON string literal.
+pub fn json_string(s: &str) -> String {
+    js_sys::JSON::stringify(&JsValue::from_str(s)).map(String::from).unwrap_or_else(|_| "\"\"".into())
+}
+
+/// Copies text to the clipboard.
+pub fn copy(text: &str) {
+    if let Some(w) = web_sys::window() {
+        let _ = w.navigator().clipboard().write_text(text);
+    }
+}
+
+/// Offers `content` as a file download.
+pub fn download(name: &str, mime: &str, content: &str) {
+    let Some(doc) = web_sys::window().and_then(|w| w.document()) else { return };
+    let parts = js_sys::Array::of1(&JsValue::from_str(content));
+    let opts = web_sys::BlobPropertyBag::new();
+    opts.set_type(mime);
+    let Ok(blob) = web_sys::Blob::new_with_str_sequence_and_options(&parts, &opts) else { return };
+    let Ok(url) = web_sys::Url::create_object_url_with_blob(&blob) else { return };
+    if let Ok(a) = doc.create_element("a") {
+        let _ = a.set_attribute("href", &url);
+        let _ = a.set_attribute("download", name);
+        if let Ok(a) = wasm_bindgen::JsCast::dyn_into::<web_sys::HtmlElement>(a) {
+            a.click();
+        }
+    }
+    let _ = web_sys::Url::revoke_object_url(&url);
+}
+
+/// Body for display: pretty JSON, text, or hex for binary.
+pub fn describe_body(bytes: &[u8]) -> (String, &'static str) {
+    match std::str::from_utf8(bytes) {
+        Ok(t) if !t.chars().any(|c| c.is_control() && !c.is_whitespace()) => match json_pretty(t) {
+            Ok(p) if t.trim_start().starts_with(['{', '[']) => (p, "json"),
+            _ => (t.to_owned(), "text"),
+        },
+        _ => (bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" "), "hex"),
+    }
+}
