@@ -48,7 +48,10 @@ pub fn plan(s: &Settings) -> Result<Plan, Vec<FieldError>> {
         }
     } else {
         if s.host.trim().is_empty() {
-            errors.push(err("host", "the hub host name is required (e.g. myhub.azure-devices.net), or paste a connection string".into()));
+            errors.push(err(
+                "host",
+                "the hub host name is required (e.g. myhub.azure-devices.net), or paste a connection string".into(),
+            ));
         }
         if s.device_id.trim().is_empty() {
             errors.push(err("device_id", "the device id is required".into()));
@@ -74,11 +77,14 @@ pub fn plan(s: &Settings) -> Result<Plan, Vec<FieldError>> {
     };
     if let Some(cs) = &cs {
         if cs.credential == Credential::X509 {
-            errors.push(err("connection_string", "X.509 certificates cannot be used from a browser; use a SAS key".into()));
+            errors.push(err(
+                "connection_string",
+                "X.509 certificates cannot be used from a browser; use a SAS key".into(),
+            ));
         }
     }
     let endpoint = s.endpoint.trim();
-    if !endpoint.is_empty() && !(endpoint.starts_with("ws://") || endpoint.starts_with("wss://")) {
+    if !(endpoint.is_empty() || endpoint.starts_with("ws://") || endpoint.starts_with("wss://")) {
         errors.push(err("endpoint", "the endpoint must be a ws:// or wss:// URL".into()));
     }
     if s.token_ttl_secs < 10 {
@@ -218,13 +224,17 @@ impl Controller {
                 return;
             }
         };
-        let key = format!("{}|{}|{:?}|{}", plan.cs.host_name, plan.cs.device_id, plan.cs.module_id, settings.clean_session);
+        let key =
+            format!("{}|{}|{:?}|{}", plan.cs.host_name, plan.cs.device_id, plan.cs.module_id, settings.clean_session);
         let needs_new = self.inner.borrow().driver_key != key;
         if needs_new {
             if let Some(old) = self.inner.borrow_mut().driver.take() {
                 old.disconnect();
             }
-            let mut cfg = DeviceConfig::new(plan.cs.host_name.clone(), DeviceIdentity { device_id: plan.cs.device_id.clone(), module_id: plan.cs.module_id.clone() });
+            let mut cfg = DeviceConfig::new(
+                plan.cs.host_name.clone(),
+                DeviceIdentity { device_id: plan.cs.device_id.clone(), module_id: plan.cs.module_id.clone() },
+            );
             cfg.client_type = Some(format!("hubsim-web/{}", env!("CARGO_PKG_VERSION")));
             let weak = self.me.borrow().clone();
             let driver = Driver::new(cfg, move |ev| {
@@ -267,7 +277,11 @@ impl Controller {
             let c = sess.config_mut();
             c.clean_session = s.clean_session;
             c.keep_alive = Duration::from_secs(s.keep_alive_secs as u64);
-            c.api_version = if s.api_version.trim().is_empty() { hubsim_proto::API_VERSION.into() } else { s.api_version.trim().into() };
+            c.api_version = if s.api_version.trim().is_empty() {
+                hubsim_proto::API_VERSION.into()
+            } else {
+                s.api_version.trim().into()
+            };
             c.model_id = Some(s.model_id.trim().to_owned()).filter(|m| !m.is_empty());
         });
         let expiry = util::unix_now() + s.token_ttl_secs as u64;
@@ -412,7 +426,8 @@ impl Controller {
                 self.inner.borrow_mut().attempt = 0;
                 self.status(ConnStatus::Connected { since: util::clock_time(), session_present });
                 if let Some(d) = self.driver() {
-                    let filters = [TopicFilter::C2d, TopicFilter::Methods, TopicFilter::TwinResponses, TopicFilter::TwinDesired];
+                    let filters =
+                        [TopicFilter::C2d, TopicFilter::Methods, TopicFilter::TwinResponses, TopicFilter::TwinDesired];
                     if let Err(e) = d.with_session(|s, now| s.subscribe(now, &filters)) {
                         self.log("error", format!("subscribe: {e}"));
                     }
@@ -422,13 +437,26 @@ impl Controller {
             Event::C2d(m) => {
                 let (body, kind) = util::describe_body(&m.payload);
                 let system = m.properties.system_properties().map(|(k, v)| (k.wire_name(), v.to_owned())).collect();
-                let application = m.properties.application.iter().map(|(k, v)| (k.clone(), v.clone().unwrap_or_default())).collect();
-                self.dispatch.dispatch(Action::C2d(InboxItem { seq: 0, time: util::clock_time(), body, body_kind: kind, system, application, redelivered: m.redelivered }));
+                let application =
+                    m.properties.application.iter().map(|(k, v)| (k.clone(), v.clone().unwrap_or_default())).collect();
+                self.dispatch.dispatch(Action::C2d(InboxItem {
+                    seq: 0,
+                    time: util::clock_time(),
+                    body,
+                    body_kind: kind,
+                    system,
+                    application,
+                    redelivered: m.redelivered,
+                }));
             }
             Event::MethodRequest { name, rid, payload } => {
                 let (status, response) = {
                     let i = self.inner.borrow();
-                    i.answers.iter().find(|a| a.name == name).map(|a| (a.status, a.payload.clone())).unwrap_or((200, "{}".into()))
+                    i.answers
+                        .iter()
+                        .find(|a| a.name == name)
+                        .map(|a| (a.status, a.payload.clone()))
+                        .unwrap_or((200, "{}".into()))
                 };
                 let body = if response.trim().is_empty() { String::new() } else { response.clone() };
                 if let Some(d) = self.driver() {
@@ -437,7 +465,14 @@ impl Controller {
                     }
                 }
                 let payload = String::from_utf8_lossy(&payload).into_owned();
-                self.dispatch.dispatch(Action::Method(MethodCall { seq: 0, time: util::clock_time(), name, payload, status, response }));
+                self.dispatch.dispatch(Action::Method(MethodCall {
+                    seq: 0,
+                    time: util::clock_time(),
+                    name,
+                    payload,
+                    status,
+                    response,
+                }));
             }
             Event::TwinResponse { kind: RequestKind::TwinGet, status: 200, body, .. } => {
                 let text = String::from_utf8_lossy(&body).into_owned();
@@ -445,11 +480,18 @@ impl Controller {
                     js_sys::JSON::parse(&text)
                         .ok()
                         .and_then(|v| js_sys::Reflect::get(&v, &name.into()).ok())
-                        .and_then(|v| js_sys::JSON::stringify_with_replacer_and_space(&v, &wasm_bindgen::JsValue::NULL, &2.into()).ok())
+                        .and_then(|v| {
+                            js_sys::JSON::stringify_with_replacer_and_space(&v, &wasm_bindgen::JsValue::NULL, &2.into())
+                                .ok()
+                        })
                         .map(String::from)
                         .unwrap_or_default()
                 };
-                self.dispatch.dispatch(Action::Twin { desired: part("desired"), reported: part("reported"), version: String::new() });
+                self.dispatch.dispatch(Action::Twin {
+                    desired: part("desired"),
+                    reported: part("reported"),
+                    version: String::new(),
+                });
                 self.log("received", "twin document");
             }
             Event::TwinResponse { kind: RequestKind::TwinPatchReported, status: 204, version, .. } => {
@@ -457,17 +499,22 @@ impl Controller {
                 self.log("received", format!("reported properties saved, version {v}"));
                 self.dispatch.dispatch(Action::ReportedSaved(v));
             }
-            Event::TwinResponse { status, body, .. } => {
-                self.log("error", format!("twin request failed with status {status}: {}", String::from_utf8_lossy(&body)))
+            Event::TwinResponse { status, body, .. } => self
+                .log("error", format!("twin request failed with status {status}: {}", String::from_utf8_lossy(&body))),
+            Event::DesiredPropertiesPatch { body, .. } => {
+                self.dispatch.dispatch(Action::Desired(String::from_utf8_lossy(&body).into_owned()))
             }
-            Event::DesiredPropertiesPatch { body, .. } => self.dispatch.dispatch(Action::Desired(String::from_utf8_lossy(&body).into_owned())),
-            Event::RequestFailed { rid, kind, reason } => self.log("error", format!("{kind:?} request {rid} failed: {reason:?}")),
+            Event::RequestFailed { rid, kind, reason } => {
+                self.log("error", format!("{kind:?} request {rid} failed: {reason:?}"))
+            }
             Event::Subscribed { results } => {
                 let text = results.iter().map(|(f, g)| format!("{f:?} → {g:?}")).collect::<Vec<_>>().join(", ");
                 self.log("connection", format!("subscribed: {text}"));
             }
             Event::Unsubscribed { filters } => self.log("connection", format!("unsubscribed {filters:?}")),
-            Event::UnknownPublish { topic, .. } => self.log("received", format!("publish on an unexpected topic {topic}")),
+            Event::UnknownPublish { topic, .. } => {
+                self.log("received", format!("publish on an unexpected topic {topic}"))
+            }
             Event::ConnectionLost { reason, likely_cause } => {
                 let (user, renewing) = {
                     let i = self.inner.borrow();

@@ -128,7 +128,11 @@ impl AppState {
 
     /// The configured answer for a method name (default 200 and `{}`).
     pub fn answer_for(&self, name: &str) -> (u16, String) {
-        self.answers.iter().find(|a| a.name == name).map(|a| (a.status, a.payload.clone())).unwrap_or((200, "{}".into()))
+        self.answers
+            .iter()
+            .find(|a| a.name == name)
+            .map(|a| (a.status, a.payload.clone()))
+            .unwrap_or((200, "{}".into()))
     }
 }
 
@@ -171,11 +175,17 @@ impl Reducible for AppState {
                 let text = match &st {
                     ConnStatus::Connected { .. } => "connected".to_owned(),
                     ConnStatus::Connecting { attempt } => format!("connecting (attempt {attempt})"),
-                    ConnStatus::Disconnected { reason, .. } => format!("disconnected{}", reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default()),
+                    ConnStatus::Disconnected { reason, .. } => {
+                        format!("disconnected{}", reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default())
+                    }
                     ConnStatus::Reconnecting { reason, .. } => format!("connection lost: {reason}"),
                 };
                 s.next_seq += 1;
-                push_bounded(&mut s.log, LogEntry { seq: s.next_seq, time: now, kind: "connection", text: text.clone() }, MAX_LOG);
+                push_bounded(
+                    &mut s.log,
+                    LogEntry { seq: s.next_seq, time: now, kind: "connection", text: text.clone() },
+                    MAX_LOG,
+                );
                 s.announcement = text;
                 s.status = st;
             }
@@ -185,9 +195,14 @@ impl Reducible for AppState {
             Action::C2d(mut item) => {
                 s.next_seq += 1;
                 item.seq = s.next_seq;
-                s.announcement = format!("new cloud-to-device message: {}", item.body.chars().take(60).collect::<String>());
+                s.announcement =
+                    format!("new cloud-to-device message: {}", item.body.chars().take(60).collect::<String>());
                 s.next_seq += 1;
-                push_bounded(&mut s.log, LogEntry { seq: s.next_seq, time: now, kind: "received", text: format!("C2D {}", item.body) }, MAX_LOG);
+                push_bounded(
+                    &mut s.log,
+                    LogEntry { seq: s.next_seq, time: now, kind: "received", text: format!("C2D {}", item.body) },
+                    MAX_LOG,
+                );
                 push_bounded(&mut s.inbox, item, MAX_INBOX);
                 s.unread += 1;
             }
@@ -217,7 +232,16 @@ impl Reducible for AppState {
             Action::ReportedSaved(v) => s.twin_version = v,
             Action::Desired(patch) => {
                 s.next_seq += 1;
-                push_bounded(&mut s.log, LogEntry { seq: s.next_seq, time: now.clone(), kind: "received", text: format!("desired properties {patch}") }, MAX_LOG);
+                push_bounded(
+                    &mut s.log,
+                    LogEntry {
+                        seq: s.next_seq,
+                        time: now.clone(),
+                        kind: "received",
+                        text: format!("desired properties {patch}"),
+                    },
+                    MAX_LOG,
+                );
                 push_bounded(&mut s.desired_updates, format!("{now} {patch}"), 50);
             }
             Action::Log(kind, text) => {

@@ -22,7 +22,10 @@ pub fn iso_now() -> String {
 /// A random UUID v4 (for message ids).
 pub fn uuid() -> String {
     let mut b = [0u8; 16];
-    let ok = web_sys::window().and_then(|w| w.crypto().ok()).map(|c| c.get_random_values_with_u8_array(&mut b).is_ok()).unwrap_or(false);
+    let ok = web_sys::window()
+        .and_then(|w| w.crypto().ok())
+        .map(|c| c.get_random_values_with_u8_array(&mut b).is_ok())
+        .unwrap_or(false);
     if !ok {
         for x in b.iter_mut() {
             *x = (js_sys::Math::random() * 256.0) as u8;

@@ -27,7 +27,14 @@ pub fn ActivityLog() -> Html {
                 .log
                 .iter()
                 .rev()
-                .map(|l| format!("{{\"time\":{},\"kind\":{},\"text\":{}}}", util::json_string(&l.time), util::json_string(l.kind), util::json_string(&l.text)))
+                .map(|l| {
+                    format!(
+                        "{{\"time\":{},\"kind\":{},\"text\":{}}}",
+                        util::json_string(&l.time),
+                        util::json_string(l.kind),
+                        util::json_string(&l.text)
+                    )
+                })
                 .collect();
             util::download("hubsim-activity.json", "application/json", &format!("[\n{}\n]\n", items.join(",\n")));
         })
@@ -49,11 +56,9 @@ pub fn ActivityLog() -> Html {
             <div class="row">
                 <label>{"Show"}
                     <select onchange={on_kind}>
-                        <option value="">{"everything"}</option>
-                        <option value="connection">{"connection"}</option>
-                        <option value="sent">{"sent"}</option>
-                        <option value="received">{"received"}</option>
-                        <option value="error">{"errors"}</option>
+                        { for [("", "everything"), ("connection", "connection"), ("sent", "sent"), ("received", "received"), ("error", "errors")]
+                            .iter()
+                            .map(|(v, label)| html! { <option value={*v} selected={kind.as_str() == *v}>{ *label }</option> }) }
                     </select>
                 </label>
                 <label>{"Filter"}<input type="search" oninput={on_text} /></label>

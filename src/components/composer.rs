@@ -40,23 +40,35 @@ pub fn Composer() -> Html {
     };
     let add = {
         let app = app.clone();
-        Callback::from(move |_| app.dispatch(Action::Settings(Box::new(|s| s.properties.push((String::new(), String::new()))))))
+        Callback::from(move |_| {
+            app.dispatch(Action::Settings(Box::new(|s| s.properties.push((String::new(), String::new())))))
+        })
     };
     let rows = s.properties.iter().enumerate().map(|(i, (k, v))| {
         let (a1, a2, a3) = (app.clone(), app.clone(), app.clone());
         let name = Callback::from(move |e: InputEvent| {
             let v = e.target_unchecked_into::<HtmlInputElement>().value();
-            a1.dispatch(Action::Settings(Box::new(move |s| if let Some(p) = s.properties.get_mut(i) { p.0 = v })));
+            a1.dispatch(Action::Settings(Box::new(move |s| {
+                if let Some(p) = s.properties.get_mut(i) {
+                    p.0 = v
+                }
+            })));
         });
         let value = Callback::from(move |e: InputEvent| {
             let v = e.target_unchecked_into::<HtmlInputElement>().value();
-            a2.dispatch(Action::Settings(Box::new(move |s| if let Some(p) = s.properties.get_mut(i) { p.1 = v })));
+            a2.dispatch(Action::Settings(Box::new(move |s| {
+                if let Some(p) = s.properties.get_mut(i) {
+                    p.1 = v
+                }
+            })));
         });
-        let remove = Callback::from(move |_| a3.dispatch(Action::Settings(Box::new(move |s| {
-            if i < s.properties.len() {
-                s.properties.remove(i);
-            }
-        }))));
+        let remove = Callback::from(move |_| {
+            a3.dispatch(Action::Settings(Box::new(move |s| {
+                if i < s.properties.len() {
+                    s.properties.remove(i);
+                }
+            })))
+        });
         html! {
             <li class="prop-row" key={i}>
                 <input aria-label="Property name" placeholder="name" value={k.clone()} oninput={name} />

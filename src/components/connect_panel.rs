@@ -15,10 +15,16 @@ pub fn ConnectPanel() -> Html {
     // Inline validation: explained next to the field before any connection attempt.
     let errors = plan(s).err().unwrap_or_default();
     let attempted = use_state(|| false);
-    let touched = *attempted || !s.connection_string.is_empty() || !s.host.is_empty() || !s.device_id.is_empty() || !s.key.is_empty();
+    let touched = *attempted
+        || !s.connection_string.is_empty()
+        || !s.host.is_empty()
+        || !s.device_id.is_empty()
+        || !s.key.is_empty();
     let error_for = |field: &str| -> Html {
         match errors.iter().find(|e| e.field == field) {
-            Some(e) if touched || field == "endpoint" => html! { <p class="field-error" id={format!("err-{field}")} role="alert">{ &e.message }</p> },
+            Some(e) if touched || field == "endpoint" => {
+                html! { <p class="field-error" id={format!("err-{field}")} role="alert">{ &e.message }</p> }
+            }
             _ => html! {},
         }
     };

@@ -15,7 +15,8 @@ pub fn Methods() -> Html {
     let payload = use_node_ref();
     let error = use_state(String::new);
     let save = {
-        let (app, name, status, payload, error) = (app.clone(), name.clone(), status.clone(), payload.clone(), error.clone());
+        let (app, name, status, payload, error) =
+            (app.clone(), name.clone(), status.clone(), payload.clone(), error.clone());
         Callback::from(move |e: SubmitEvent| {
             e.prevent_default();
             let n = name.cast::<HtmlInputElement>().map(|i| i.value()).unwrap_or_default();
@@ -24,7 +25,9 @@ pub fn Methods() -> Html {
             if n.trim().is_empty() {
                 return error.set("name the method".into());
             }
-            let Ok(st) = st.trim().parse::<u16>() else { return error.set("the status must be a number, e.g. 200".into()) };
+            let Ok(st) = st.trim().parse::<u16>() else {
+                return error.set("the status must be a number, e.g. 200".into());
+            };
             if !p.trim().is_empty() && !util::is_json(&p) {
                 return error.set("the response payload must be JSON (or empty)".into());
             }

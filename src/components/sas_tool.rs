@@ -2,7 +2,7 @@
 
 use yew::prelude::*;
 
-use super::{use_app, on_text};
+use super::{on_text, use_app};
 use crate::controller::sas_token;
 use crate::util;
 

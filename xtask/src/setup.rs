@@ -154,3 +154,16 @@ pub fn python_venv() -> Result {
         .args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "-r"])
         .arg(crate::util::root().join("tests/sdk/requirements.txt")))
 }
+
+/// `npm ci` of the Playwright project (no browser download: the tests use Debian's Chromium).
+pub fn e2e_node_modules() -> Result {
+    let dir = crate::util::root().join("tests/e2e");
+    if dir.join("node_modules/@playwright/test/package.json").exists() {
+        eprintln!("   tests/e2e node_modules already installed");
+        return Ok(());
+    }
+    sh(Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(dir)
+        .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1"))
+}

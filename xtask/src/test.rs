@@ -8,6 +8,7 @@ pub fn run(args: &[String]) -> Result {
     if !args.iter().any(|a| a == "--no-setup") {
         crate::setup::run()?;
         crate::setup::python_venv()?;
+        crate::setup::e2e_node_modules()?;
     }
 
     step("format");
@@ -34,12 +35,16 @@ pub fn run(args: &[String]) -> Result {
     step("hubsim-proto builds for wasm32-unknown-unknown");
     sh(cargo().args(["build", "-p", "hubsim-proto", "--target", "wasm32-unknown-unknown", "--locked"]))?;
 
-    // One emulator on IoT Hub's real ports (the Python SDK cannot be told otherwise), fresh data each run.
+    step("web app: trunk build --release");
+    sh(tool("trunk").args(["build", "--release"]).current_dir(root()))?;
+
+    // One emulator on IoT Hub's real ports (the Python SDK cannot be told otherwise), fresh data each run,
+    // serving the built app for the browser tests.
     step("start the emulator on 8883 / 443 for the SDK and browser tests");
     let bin = emulator::build(false)?;
     let data = root().join("target").join("xtask-emulator");
     let _ = std::fs::remove_dir_all(&data);
-    let emu = Emulator::start(&bin, &data, &["--http-port", "0", "--demo-device", "pydev"])?;
+    let emu = Emulator::start(&bin, &data, &["--http-port", "0", "--demo-device", "pydev", "--web-dir", "dist"])?;
 
     step("official Azure IoT Python SDK (azure-iot-device) over MQTT/TLS and MQTT/WebSocket");
     sh(Command::new(crate::setup::venv_python())
@@ -55,8 +60,10 @@ pub fn run(args: &[String]) -> Result {
         .env("HUBSIM_TEST_HTTP", &emu.http)
         .env("HUBSIM_TEST_WS", &emu.ws_plain))?;
 
-    step("web app: trunk build --release");
-    sh(tool("trunk").args(["build", "--release"]).current_dir(root()))?;
+    step("web app: end-to-end tests of the built app in Chromium (Playwright)");
+    let _ = std::fs::remove_dir_all(root().join("target/e2e-screenshots"));
+    sh(tool("npx").args(["playwright", "test"]).current_dir(root().join("tests/e2e")).env("HUBSIM_HTTP", &emu.http))?;
+    eprintln!("   screenshots of the main states: target/e2e-screenshots/");
 
     drop(emu);
     eprintln!("\nall checks and tests passed");

@@ -74,7 +74,13 @@ fn loopback_cors() -> tower_http::cors::CorsLayer {
             let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
             matches!(host, "localhost" | "127.0.0.1" | "[::1]")
         }))
-        .allow_methods([axum::http::Method::GET, axum::http::Method::POST, axum::http::Method::PUT, axum::http::Method::PATCH, axum::http::Method::DELETE])
+        .allow_methods([
+            axum::http::Method::GET,
+            axum::http::Method::POST,
+            axum::http::Method::PUT,
+            axum::http::Method::PATCH,
+            axum::http::Method::DELETE,
+        ])
         .allow_headers([axum::http::header::CONTENT_TYPE])
 }
 

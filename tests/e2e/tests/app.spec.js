@@ -1,0 +1,116 @@
+// The hubsim web app, built with trunk and served by the emulator, driven in Debian's headless Chromium.
+const { test, expect } = require('@playwright/test');
+const { api, newDevice, connect, shot, until } = require('./helpers');
+
+test('an invalid connection string is explained next to the field', async ({ page }) => {
+  await page.goto('/');
+  await page.getByLabel('Connection string').fill('HostName=myhub.azure-devices.net;SharedAccessKey=abc');
+  await expect(page.getByRole('alert').first()).toContainText('DeviceId is missing');
+  await page.getByLabel('Connection string').fill('HostName=h;DeviceId=d;SharedAccessKey=not base64!');
+  await expect(page.getByRole('alert').first()).toContainText('SharedAccessKey: the key is not valid base64');
+  await expect(page.getByLabel('Connection string')).toHaveAttribute('aria-invalid', 'true');
+  await page.getByRole('button', { name: 'Connect', exact: true }).click();
+  await expect(page.getByRole('status')).toContainText('Disconnected');
+  await shot(page, 'invalid-connection-string');
+});
+
+test('connects and sends telemetry with application properties and content type', async ({ page }) => {
+  const dev = await newDevice('e2e-telemetry');
+  await connect(page, dev.cs);
+  await shot(page, 'connected');
+  await page.getByLabel('Payload', { exact: true }).fill('{"temperature": 30.5, "source": "e2e"}');
+  await page.getByLabel('Property value').first().fill('true');
+  await page.getByRole('button', { name: 'Add property' }).click();
+  await page.getByLabel('Property name').nth(1).fill('site name');
+  await page.getByLabel('Property value').nth(1).fill('Plant #7 / Line:3');
+  await page.getByLabel('Correlation ID').fill('corr-42');
+  await expect(page.getByLabel('Topic preview')).toContainText('site%20name=Plant%20%237%20%2F%20Line%3A3');
+  await page.getByRole('button', { name: 'Send', exact: true }).click();
+  const ev = await until(async () => (await api('GET', `/events?device=${dev.id}`))[0], 'the event');
+  expect(JSON.parse(ev.body)).toEqual({ temperature: 30.5, source: 'e2e' });
+  expect(ev.systemProperties['content-type']).toBe('application/json');
+  expect(ev.systemProperties['content-encoding']).toBe('utf-8');
+  expect(ev.systemProperties['correlation-id']).toBe('corr-42');
+  expect(ev.systemProperties['message-id']).toMatch(/^[0-9a-f-]{36}$/);
+  expect(ev.applicationProperties).toEqual({ alert: 'true', 'site name': 'Plant #7 / Line:3' });
+  await expect(page.locator('.counters')).toContainText('acknowledged 1');
+  await shot(page, 'telemetry-sent');
+});
+
+test('a C2D message appears in the inbox with all its properties', async ({ page }) => {
+  const dev = await newDevice('e2e-c2d');
+  await connect(page, dev.cs);
+  await until(async () => (await api('GET', `/devices/${dev.id}`)).connectionState === 'Connected', 'connected');
+  await api('POST', `/devices/${dev.id}/messages/devicebound`, {
+    body: '{"command":"open valve"}', messageId: 'msg-77', correlationId: 'c-77',
+    contentType: 'application/json', contentEncoding: 'utf-8', ack: 'full',
+    properties: { priority: 'high', 'zone name': 'north & east' },
+  });
+  const inbox = page.getByRole('region', { name: 'Cloud-to-device messages' });
+  await expect(inbox).toContainText('"command": "open valve"');
+  for (const line of ['$.mid: msg-77', '$.cid: c-77', '$.ct: application/json', '$.ce: utf-8',
+    '$.to: /devices/' + dev.id + '/messages/devicebound', 'iothub-ack: full', 'priority: high', 'zone name: north & east']) {
+    await expect(inbox).toContainText(line);
+  }
+  await expect(inbox).toContainText('$.exp: ');
+  await shot(page, 'c2d-inbox');
+});
+
+test('a direct method gets the configured response', async ({ page }) => {
+  const dev = await newDevice('e2e-method');
+  await connect(page, dev.cs);
+  await page.getByLabel('Method name').fill('reboot');
+  await page.getByLabel('Response status').fill('202');
+  await page.getByLabel('Response payload').fill('{"rebooting": true, "in": 5}');
+  await page.getByRole('button', { name: 'Save answer' }).click();
+  await until(async () => (await api('GET', `/devices/${dev.id}`)).connectionState === 'Connected', 'connected');
+  // The subscription to methods follows CONNACK; retry until the device is online for methods.
+  const r = await until(async () => {
+    try {
+      return await api('POST', `/twins/${dev.id}/methods`, { methodName: 'reboot', payload: { delay: 1 }, responseTimeoutInSeconds: 10 });
+    } catch (e) {
+      if (String(e).includes('404103')) return null;
+      throw e;
+    }
+  }, 'the method answer');
+  expect(r).toEqual({ status: 202, payload: { rebooting: true, in: 5 } });
+  await expect(page.getByLabel('Method calls')).toContainText('reboot');
+  const other = await api('POST', `/twins/${dev.id}/methods`, { methodName: 'ping', responseTimeoutInSeconds: 10 });
+  expect(other).toEqual({ status: 200, payload: {} });
+  await shot(page, 'method');
+});
+
+test('a short-lived token is renewed without losing messages', async ({ page }) => {
+  test.setTimeout(90_000);
+  const dev = await newDevice('e2e-renew');
+  await connect(page, dev.cs, { ttl: 10 });
+  await page.getByLabel('Every (ms)').fill('400');
+  await page.getByLabel('Every (ms)').blur();
+  await page.getByLabel('Times (0 = until stopped)').fill('40');
+  await page.getByLabel('Times (0 = until stopped)').blur();
+  await page.getByRole('button', { name: 'Start' }).click();
+  // 40 messages at 400 ms span 16 s: the 10 s token is renewed (at 8 s) while sending.
+  const events = await until(async () => {
+    const e = await api('GET', `/events?device=${dev.id}&limit=1000`);
+    return new Set(e.map((x) => x.systemProperties['message-id'])).size >= 40 ? e : null;
+  }, '40 distinct messages', 60_000);
+  const ids = new Set(events.map((x) => x.systemProperties['message-id']));
+  expect(ids.size).toBe(40);
+  const log = await api('GET', `/connections?device=${dev.id}`);
+  const connects = log.filter((r) => r.operation === 'deviceConnect').length;
+  expect(connects).toBeGreaterThanOrEqual(2);
+  expect(log.some((r) => r.reason === 'token-expired')).toBe(false);
+  await expect(page.locator('.counters')).toContainText('pending 0');
+  await expect(page.getByRole('status')).toContainText('Connected');
+  await shot(page, 'token-renewed');
+});
+
+test('QoS 2 is explained when the hub closes the connection', async ({ page }) => {
+  const dev = await newDevice('e2e-qos2');
+  await connect(page, dev.cs);
+  await page.getByLabel('QoS').selectOption('2');
+  await expect(page.getByText('IoT Hub does not support QoS 2')).toBeVisible();
+  await page.getByRole('button', { name: 'Send', exact: true }).click();
+  await expect(page.getByRole('alert').filter({ hasText: 'likely cause' })).toContainText('QoS 2');
+  await shot(page, 'qos2-hint');
+});
