@@ -9,6 +9,7 @@
 //! and Debian) are installed from those registries at pinned versions; see [`setup`].
 
 mod emulator;
+mod fuzz;
 mod post_build;
 mod setup;
 mod util;
@@ -22,8 +23,9 @@ fn main() -> ExitCode {
         Some("setup") => setup::run(),
         Some("demo") => demo::run(&args[1..]),
         Some("post-build") => post_build::run(),
+        Some("fuzz") => fuzz::run_fuzz(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <test|setup|demo>\n\n  test   install what is missing, then run every check and test\n  setup  only install what is missing\n  demo   build the app and run the emulator with a demo device");
+            eprintln!("usage: cargo xtask <test|setup|demo|bench|fuzz>\n\n  test   install what is missing, then run every check and test\n  setup  only install what is missing\n  demo   build the app and run the emulator with a demo device\n  bench  run the benchmarks, write BENCHMARKS.md and target/bench/results.json\n  fuzz   long fuzzing runs: fuzz --minutes N");
             return ExitCode::from(2);
         }
     };

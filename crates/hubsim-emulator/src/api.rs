@@ -32,6 +32,8 @@ pub struct AppState {
     pub transport: &'static str,
     /// Public facts for the web app (`/hubsim-emulator.json`).
     pub info: Value,
+    /// The generated CA certificate (public), served at `/ca.pem` so clients can trust the emulator.
+    pub ca_pem: Option<Arc<String>>,
 }
 
 /// Builds the router; `web_dir` is served for everything else.
@@ -40,6 +42,7 @@ pub fn router(state: AppState, web_dir: Option<PathBuf>) -> Router {
         .route("/$iothub/websocket", get(websocket))
         .route("/health", get(|| async { "ok" }))
         .route("/hubsim-emulator.json", get(info))
+        .route("/ca.pem", get(ca_pem))
         .route("/devices", get(list_devices))
         .route("/devices/{id}", get(get_device).put(put_device).delete(delete_device))
         .route("/devices/{id}/disable", post(disable_device))
@@ -132,6 +135,19 @@ async fn websocket(
     ws.protocols(["mqtt"])
         .max_message_size(1024 * 1024)
         .on_upgrade(move |socket| conn::serve(hub, Transport::WebSocket(Box::new(socket)), kind, remote.to_string()))
+}
+
+async fn ca_pem(State(s): State<AppState>) -> Response {
+    match &s.ca_pem {
+        Some(pem) => {
+            ([(axum::http::header::CONTENT_TYPE, "application/x-pem-file")], pem.as_str().to_owned()).into_response()
+        }
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(error_json(404000, "the emulator uses a certificate you supplied; no CA is served")),
+        )
+            .into_response(),
+    }
 }
 
 async fn info(State(s): State<AppState>) -> Json<Value> {

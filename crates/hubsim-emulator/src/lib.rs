@@ -6,9 +6,11 @@
 //! ([`conn`]), shared state ([`hub`]) and the embedded database ([`store`]).
 
 pub mod api;
+pub mod client;
 pub mod conn;
 pub mod hub;
 pub mod model;
+pub mod simulate;
 pub mod store;
 pub mod timefmt;
 pub mod tls;
@@ -119,17 +121,20 @@ pub async fn start(config: Config) -> Result<Running> {
         "plainWebSocket": plain_ws,
         "version": env!("CARGO_PKG_VERSION"),
     });
+    let ca_pem = tls.ca_path.as_ref().and_then(|p| std::fs::read_to_string(p).ok()).map(Arc::new);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.config);
     let mut tasks = JoinSet::new();
 
     tasks.spawn(accept_mqtt(mqtt, acceptor.clone(), hub.clone()));
     let tls_router = api::router(
-        AppState { hub: hub.clone(), websocket: true, transport: "wss", info: info.clone() },
+        AppState { hub: hub.clone(), websocket: true, transport: "wss", info: info.clone(), ca_pem: ca_pem.clone() },
         config.web_dir.clone(),
     );
     tasks.spawn(accept_https(wss, acceptor, tls_router));
-    let http_router =
-        api::router(AppState { hub: hub.clone(), websocket: plain_ws, transport: "ws", info }, config.web_dir.clone());
+    let http_router = api::router(
+        AppState { hub: hub.clone(), websocket: plain_ws, transport: "ws", info, ca_pem },
+        config.web_dir.clone(),
+    );
     tasks.spawn(async move {
         if let Err(e) = axum::serve(http, http_router.into_make_service_with_connect_info::<SocketAddr>()).await {
             tracing::error!("HTTP server stopped: {e}");

@@ -293,15 +293,21 @@ impl HubSession {
                 }
                 Ok(None) => return,
                 Err(packet::FrameError::TooLarge(n, _)) => return self.close(CloseReason::MessageTooLarge(n)),
-                Err(e) => return self.close(CloseReason::ProtocolViolation(format!("malformed packet: {e}"))),
+                Err(e) => return self.close(CloseReason::ProtocolViolation(e.to_string())),
             }
         }
     }
 
     /// The transport closed.
     pub fn handle_transport_closed(&mut self, why: impl Into<String>) {
-        if !self.is_closed() {
-            self.close(CloseReason::TransportClosed(why.into()));
+        if self.is_closed() {
+            return;
+        }
+        match self.framer.buffered() {
+            0 => self.close(CloseReason::TransportClosed(why.into())),
+            n => self.close(CloseReason::ProtocolViolation(format!(
+                "truncated packet: the connection closed with {n} bytes of an incomplete packet"
+            ))),
         }
     }
 

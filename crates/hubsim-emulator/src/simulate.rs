@@ -1,0 +1,326 @@
+//! `hubsim simulate`: many devices from hubsim-proto's `DeviceSession` over TLS or WSS, against the emulator or a
+//! real IoT Hub. It sends telemetry with properties at a rate, answers direct methods, acknowledges C2D, reconnects
+//! after a loss (re-sending what was not acknowledged), prints a live line and a final JSON summary.
+
+use anyhow::{anyhow, bail, Context, Result};
+use bytes::Bytes;
+use hubsim_proto::conn_str::ConnectionString;
+use hubsim_proto::device::{ConnectOptions, DeviceConfig, DeviceSession, Event, PublishId, Telemetry, TelemetryQos};
+use hubsim_proto::property_bag::SystemProperty;
+use hubsim_proto::topic::{DeviceIdentity, TopicFilter};
+use hubsim_proto::Instant;
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::client::{tls_config, ClientTransport, Via};
+
+/// What to simulate.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub devices: Vec<ConnectionString>,
+    /// Host and ports to connect to (default: the connection string's gateway or hub, 8883/443).
+    pub host: Option<String>,
+    pub mqtt_port: u16,
+    pub ws_port: u16,
+    pub ca_pem: Option<Vec<u8>>,
+    pub via: Via,
+    /// Messages per second per device; 0 sends as fast as the in-flight window allows.
+    pub rate: f64,
+    /// Messages per device; 0 means until the duration ends.
+    pub count: u64,
+    pub qos: u8,
+    pub size: usize,
+    pub duration: Option<Duration>,
+    /// Print the live line on stderr.
+    pub live: bool,
+}
+
+/// Counters shared by every device task.
+#[derive(Default)]
+pub struct Stats {
+    pub connected: AtomicU64,
+    pub sent: AtomicU64,
+    pub acked: AtomicU64,
+    pub errors: AtomicU64,
+    pub reconnects: AtomicU64,
+    pub c2d: AtomicU64,
+    pub methods: AtomicU64,
+    latencies_us: Mutex<Vec<u32>>,
+}
+
+impl Stats {
+    fn latency(&self, us: u32) {
+        if let Ok(mut l) = self.latencies_us.lock() {
+            l.push(us);
+        }
+    }
+
+    /// (p50, p99, max) in milliseconds over all acknowledgements so far.
+    pub fn percentiles(&self) -> (f64, f64, f64) {
+        let mut v = self.latencies_us.lock().map(|l| l.clone()).unwrap_or_default();
+        if v.is_empty() {
+            return (0.0, 0.0, 0.0);
+        }
+        v.sort_unstable();
+        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0;
+        (at(0.5), at(0.99), at(1.0))
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Runs the simulation and returns the summary.
+pub async fn run(cfg: SimConfig) -> Result<serde_json::Value> {
+    if cfg.devices.is_empty() {
+        bail!("no devices to simulate");
+    }
+    let tls = tls_config(cfg.ca_pem.as_deref())?;
+    let stats = Arc::new(Stats::default());
+    let start = tokio::time::Instant::now();
+    let deadline = cfg.duration.map(|d| start + d);
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, cs) in cfg.devices.iter().enumerate() {
+        let (cfg, cs, tls, stats) = (cfg.clone(), cs.clone(), tls.clone(), stats.clone());
+        tasks.spawn(async move {
+            // Spread connection attempts a little so 1000 devices do not open in the same millisecond.
+            tokio::time::sleep(Duration::from_micros((i as u64 % 1000) * 200)).await;
+            device(cfg, cs, tls, stats, deadline).await
+        });
+    }
+    let live = {
+        let (stats, n, on) = (stats.clone(), cfg.devices.len(), cfg.live);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut last = (tokio::time::Instant::now(), 0u64);
+            loop {
+                tick.tick().await;
+                let acked = stats.acked.load(Ordering::Relaxed);
+                let now = tokio::time::Instant::now();
+                let rate = (acked - last.1) as f64 / now.duration_since(last.0).as_secs_f64().max(1e-3);
+                last = (now, acked);
+                let (p50, p99, _) = stats.percentiles();
+                if on {
+                    eprintln!(
+                        "connected {}/{n}  sent {}  acked {acked}  errors {}  {:.0} msg/s  ack p50 {p50:.1} ms p99 {p99:.1} ms",
+                        stats.connected.load(Ordering::Relaxed),
+                        stats.sent.load(Ordering::Relaxed),
+                        stats.errors.load(Ordering::Relaxed),
+                        rate
+                    );
+                }
+            }
+        })
+    };
+    let mut failures = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        match r {
+            Ok(Err(e)) => failures.push(e.to_string()),
+            Err(e) => failures.push(e.to_string()),
+            Ok(Ok(())) => {}
+        }
+    }
+    live.abort();
+    let elapsed = start.elapsed().as_secs_f64();
+    let (p50, p99, max) = stats.percentiles();
+    let acked = stats.acked.load(Ordering::Relaxed);
+    failures.sort();
+    failures.dedup();
+    Ok(json!({
+        "devices": cfg.devices.len(),
+        "transport": if cfg.via == Via::Mqtt { "mqtt" } else { "ws" },
+        "qos": cfg.qos,
+        "sizeBytes": cfg.size,
+        "sent": stats.sent.load(Ordering::Relaxed),
+        "acknowledged": acked,
+        "errors": stats.errors.load(Ordering::Relaxed),
+        "reconnects": stats.reconnects.load(Ordering::Relaxed),
+        "c2dReceived": stats.c2d.load(Ordering::Relaxed),
+        "methodsAnswered": stats.methods.load(Ordering::Relaxed),
+        "durationSecs": elapsed,
+        "msgsPerSec": if elapsed > 0.0 { acked as f64 / elapsed } else { 0.0 },
+        "ackLatencyMs": { "p50": p50, "p99": p99, "max": max },
+        "failures": failures.into_iter().take(10).collect::<Vec<_>>(),
+    }))
+}
+
+fn payload(seq: u64, size: usize) -> Bytes {
+    let mut s = format!("{{\"seq\":{seq},\"temperature\":21.5,\"pad\":\"");
+    let close = "\"}";
+    while s.len() + close.len() < size {
+        s.push('x');
+    }
+    s.push_str(close);
+    Bytes::from(s)
+}
+
+/// One simulated device until its count is sent and acknowledged or the deadline passes.
+async fn device(
+    cfg: SimConfig,
+    cs: ConnectionString,
+    tls: Arc<rustls::ClientConfig>,
+    stats: Arc<Stats>,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<()> {
+    let host = cfg.host.clone().unwrap_or_else(|| cs.connect_host().to_owned());
+    let port = if cfg.via == Via::Mqtt { cfg.mqtt_port } else { cfg.ws_port };
+    let identity = DeviceIdentity { device_id: cs.device_id.clone(), module_id: cs.module_id.clone() };
+    let mut dc = DeviceConfig::new(cs.host_name.clone(), identity);
+    dc.client_type = Some(format!("hubsim-simulate/{}", env!("CARGO_PKG_VERSION")));
+    dc.keep_alive = Duration::from_secs(60);
+    let mut session = DeviceSession::new(dc);
+    let t0 = std::time::Instant::now();
+    let now = || Instant::from_millis(t0.elapsed().as_millis() as u64);
+    let mut sent_at: HashMap<PublishId, std::time::Instant> = HashMap::new();
+    let (mut queued, mut acked) = (0u64, 0u64);
+    let mut attempt = 0u32;
+    let interval = (cfg.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / cfg.rate));
+    let mut next_send = tokio::time::Instant::now();
+    let mut buf = vec![0u8; 64 * 1024];
+    let done = |queued: u64, acked: u64| cfg.count > 0 && queued >= cfg.count && acked >= queued;
+    loop {
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) || done(queued, acked) {
+            session.disconnect(now());
+            return Ok(());
+        }
+        // (Re)connect.
+        let mut t = match ClientTransport::open(tls.clone(), &host, port, cfg.via).await {
+            Ok(t) => t,
+            Err(e) => {
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+                attempt += 1;
+                if attempt > 20 {
+                    return Err(e.context(format!("device {} gave up", cs.device_id)));
+                }
+                tokio::time::sleep(Duration::from_millis(100 * 2u64.pow(attempt.min(6)))).await;
+                continue;
+            }
+        };
+        let token = cs.password(unix_now() + 3600).map(|t| t.to_string());
+        session.connect(now(), ConnectOptions { password: token, will: None })?;
+        let mut subscribed = false;
+        let mut connected = false;
+        'conn: loop {
+            while let Some(b) = session.poll_transmit() {
+                if t.send(b).await.is_err() {
+                    session.handle_transport_closed(now(), "write failed");
+                }
+            }
+            while let Some(ev) = session.poll_event() {
+                match ev {
+                    Event::Connected { .. } => {
+                        connected = true;
+                        attempt = 0;
+                        stats.connected.fetch_add(1, Ordering::Relaxed);
+                        if !subscribed {
+                            session.subscribe(now(), &[TopicFilter::C2d, TopicFilter::Methods])?;
+                            subscribed = true;
+                        }
+                    }
+                    Event::TelemetryAcked { id, .. } => {
+                        acked += 1;
+                        stats.acked.fetch_add(1, Ordering::Relaxed);
+                        if let Some(at) = sent_at.remove(&id) {
+                            stats.latency(at.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                        }
+                    }
+                    Event::C2d(_) => {
+                        stats.c2d.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Event::MethodRequest { rid, .. } => {
+                        stats.methods.fetch_add(1, Ordering::Relaxed);
+                        session.respond_to_method(now(), &rid, 200, b"{}")?;
+                    }
+                    Event::ConnectionLost { reason, .. } => {
+                        if connected {
+                            stats.connected.fetch_sub(1, Ordering::Relaxed);
+                        }
+                        if let hubsim_proto::device::LostReason::Refused(r) = &reason {
+                            return Err(anyhow!("device {}: {r}", cs.device_id));
+                        }
+                        stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                        break 'conn;
+                    }
+                    _ => {}
+                }
+            }
+            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) || done(queued, acked) {
+                if connected {
+                    stats.connected.fetch_sub(1, Ordering::Relaxed);
+                }
+                session.disconnect(now());
+                while let Some(b) = session.poll_transmit() {
+                    let _ = t.send(b).await;
+                }
+                return Ok(());
+            }
+            // Send when due and the window has room.
+            let window_full = session.unacked() >= session.config().max_inflight;
+            if connected
+                && (cfg.count == 0 || queued < cfg.count)
+                && !window_full
+                && tokio::time::Instant::now() >= next_send
+            {
+                let mut m = Telemetry::new(payload(queued, cfg.size));
+                m.qos = if cfg.qos == 0 { TelemetryQos::AtMostOnce } else { TelemetryQos::AtLeastOnce };
+                m.properties.set_system(SystemProperty::ContentType, "application/json");
+                m.properties.set_system(SystemProperty::ContentEncoding, "utf-8");
+                m.properties.set_system(SystemProperty::MessageId, format!("{}-{queued}", cs.device_id));
+                m.properties.push("sim-seq", queued.to_string());
+                match session.send_telemetry(now(), m) {
+                    Ok(id) => {
+                        queued += 1;
+                        stats.sent.fetch_add(1, Ordering::Relaxed);
+                        if cfg.qos == 0 {
+                            acked += 1;
+                            stats.acked.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            sent_at.insert(id, std::time::Instant::now());
+                        }
+                    }
+                    Err(_) => {
+                        stats.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                next_send = match interval {
+                    Some(i) => next_send.max(tokio::time::Instant::now() - i) + i,
+                    None => tokio::time::Instant::now(),
+                };
+                continue;
+            }
+            let timer = session.poll_timeout().map(|at| {
+                tokio::time::Instant::now() + Duration::from_millis(at.as_millis().saturating_sub(now().as_millis()))
+            });
+            let send_wake = (connected && (cfg.count == 0 || queued < cfg.count) && !window_full).then_some(next_send);
+            let wake = [timer, send_wake, deadline].into_iter().flatten().min();
+            tokio::select! {
+                r = t.recv(&mut buf) => match r {
+                    Some(b) => { let _ = session.handle_input(now(), &b); }
+                    None => session.handle_transport_closed(now(), "closed by the hub"),
+                },
+                _ = sleep_until(wake) => session.handle_timeout(now()),
+            }
+        }
+    }
+}
+
+async fn sleep_until(t: Option<tokio::time::Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Reads connection strings, one per line (blank lines and `#` comments skipped).
+pub fn read_connection_strings(text: &str) -> Result<Vec<ConnectionString>> {
+    text.lines()
+        .map(str::trim)
+        .enumerate()
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+        .map(|(i, l)| ConnectionString::parse(l).with_context(|| format!("line {}", i + 1)))
+        .collect()
+}
