@@ -419,6 +419,10 @@ impl Controller {
     fn on_event(&self, ev: DriverEvent) {
         let ev = match ev {
             DriverEvent::TransportOpen => return self.log("connection", "WebSocket open, sending CONNECT"),
+            DriverEvent::TransportFailed(why) => {
+                let url = self.inner.borrow().plan.as_ref().map(|p| p.url.clone()).unwrap_or_default();
+                return self.lost(format!("cannot open {url} ({why})"), None, true);
+            }
             DriverEvent::Session(e) => e,
         };
         match ev {

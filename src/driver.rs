@@ -20,6 +20,8 @@ use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
 pub enum DriverEvent {
     /// The WebSocket opened and CONNECT was sent.
     TransportOpen,
+    /// The WebSocket closed before it opened (host unreachable, handshake refused); the session never started.
+    TransportFailed(String),
     /// Something the session reported.
     Session(Event),
 }
@@ -159,12 +161,17 @@ impl Driver {
     }
 
     fn on_closed(&self, why: String) {
-        {
+        let never_opened = {
             let mut inner = self.inner.borrow_mut();
             inner.ws = None;
             inner.timer = None;
             inner._callbacks.clear();
-            inner.session.handle_transport_closed(now(), why);
+            let never_opened = inner.pending_connect.take().is_some();
+            inner.session.handle_transport_closed(now(), why.clone());
+            never_opened
+        };
+        if never_opened {
+            self.emit(vec![DriverEvent::TransportFailed(why)]);
         }
         self.flush();
     }
