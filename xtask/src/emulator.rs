@@ -79,6 +79,11 @@ impl Emulator {
         })
     }
 
+    /// The emulator's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Waits for the emulator to exit (the demo).
     pub fn wait(mut self) -> Result {
         self.child.wait().map_err(|e| e.to_string())?;

@@ -8,6 +8,8 @@
 //! Tools the build needs and nobody may download at build time (this network reaches only crates.io, npm, PyPI
 //! and Debian) are installed from those registries at pinned versions; see [`setup`].
 
+mod bench;
+mod bench_report;
 mod emulator;
 mod fuzz;
 mod post_build;
@@ -24,6 +26,7 @@ fn main() -> ExitCode {
         Some("demo") => demo::run(&args[1..]),
         Some("post-build") => post_build::run(),
         Some("fuzz") => fuzz::run_fuzz(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
         _ => {
             eprintln!("usage: cargo xtask <test|setup|demo|bench|fuzz>\n\n  test   install what is missing, then run every check and test\n  setup  only install what is missing\n  demo   build the app and run the emulator with a demo device\n  bench  run the benchmarks, write BENCHMARKS.md and target/bench/results.json\n  fuzz   long fuzzing runs: fuzz --minutes N");
             return ExitCode::from(2);

@@ -44,6 +44,7 @@ pub fn router(state: AppState, web_dir: Option<PathBuf>) -> Router {
         .route("/hubsim-emulator.json", get(info))
         .route("/ca.pem", get(ca_pem))
         .route("/devices", get(list_devices))
+        .route("/devices-bulk", post(bulk_devices))
         .route("/devices/{id}", get(get_device).put(put_device).delete(delete_device))
         .route("/devices/{id}/disable", post(disable_device))
         .route("/devices/{id}/enable", post(enable_device))
@@ -156,6 +157,23 @@ async fn info(State(s): State<AppState>) -> Json<Value> {
 
 async fn list_devices(State(s): State<AppState>) -> ApiResult {
     let list: Vec<Value> = s.hub.store.devices()?.iter().map(|d| device_json(&s.hub, d)).collect();
+    Ok(Json(list).into_response())
+}
+
+#[derive(Deserialize)]
+struct Bulk {
+    prefix: String,
+    count: usize,
+}
+
+/// hubsim extension for load tests: makes sure `{prefix}-0 … {prefix}-{count-1}` exist (one transaction) and
+/// returns their connection strings in order.
+async fn bulk_devices(State(s): State<AppState>, Json(b): Json<Bulk>) -> ApiResult {
+    if b.count > 100_000 {
+        return Err(ServiceError::new(400, 400004, "at most 100000 devices per call"));
+    }
+    let devices = s.hub.ensure_devices(&b.prefix, b.count).await?;
+    let list: Vec<String> = devices.iter().map(|d| s.hub.connection_string(d)).collect();
     Ok(Json(list).into_response())
 }
 

@@ -533,6 +533,43 @@ impl Hub {
         Ok(device)
     }
 
+    /// Creates `{prefix}-0 … {prefix}-{count-1}` where missing, in one transaction; returns them in order.
+    pub async fn ensure_devices(&self, prefix: &str, count: usize) -> Result<Vec<Device>, ServiceError> {
+        let ids: Vec<String> = (0..count).map(|i| format!("{prefix}-{i}")).collect();
+        if let Some(bad) = ids.iter().find(|id| !valid_device_id(id)) {
+            return Err(ServiceError::new(400, 400006, format!("'{bad}' is not a valid device id")));
+        }
+        let fresh: Vec<Device> = ids
+            .iter()
+            .map(|id| Device {
+                device_id: id.clone(),
+                generation_id: format!("{}", unix_ms()),
+                status: "enabled".into(),
+                authentication: Authentication {
+                    kind: "sas".into(),
+                    symmetric_key: SymmetricKey { primary_key: random_key(), secondary_key: random_key() },
+                },
+                created_time: iso8601(unix_ms()),
+            })
+            .collect();
+        Ok(self
+            .store
+            .write(move |tx| {
+                let mut out = Vec::with_capacity(fresh.len());
+                for d in fresh {
+                    match tx.device(&d.device_id)? {
+                        Some(existing) => out.push(existing),
+                        None => {
+                            tx.put_device(&d)?;
+                            out.push(d);
+                        }
+                    }
+                }
+                Ok(out)
+            })
+            .await?)
+    }
+
     pub fn get_device(&self, id: &str) -> Result<Device, ServiceError> {
         self.store.device(id)?.ok_or_else(|| ServiceError::device_not_found(id))
     }

@@ -1,0 +1,111 @@
+// Browser benchmarks for `cargo xtask bench` (not part of the tests). Prints one JSON object.
+//   HUBSIM_HTTP   the emulator serving the built app
+//   MQTT_JS       path of mqtt.js's browser build (dist/mqtt.min.js)
+//   BENCH_N       messages for the throughput runs (default 5000)
+// Everything runs in Debian's headless Chromium against the local emulator over plain WebSocket on loopback.
+const { chromium } = require('@playwright/test');
+
+const HTTP = process.env.HUBSIM_HTTP;
+const WS = HTTP.replace('http://', 'ws://') + '/$iothub/websocket';
+const MQTT_JS = process.env.MQTT_JS;
+const N = Number(process.env.BENCH_N || 5000);
+const FLEET_STEPS = (process.env.BENCH_FLEET || '50,100,200,400,800').split(',').map(Number);
+
+async function api(method, p, body) {
+  const r = await fetch(HTTP + p, { method, headers: { 'content-type': 'application/json' }, body: body && JSON.stringify(body) });
+  const t = await r.text();
+  if (!r.ok) throw new Error(`${method} ${p}: ${r.status} ${t}`);
+  return t ? JSON.parse(t) : null;
+}
+
+const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]; };
+
+async function appPage(browser) {
+  const ctx = await browser.newContext({ bypassCSP: true });
+  const page = await ctx.newPage();
+  await page.goto(HTTP + '/');
+  await page.waitForFunction(() => window.wasmBindings && window.wasmBindings.bench_publish);
+  return { ctx, page };
+}
+
+async function main() {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM_PATH || '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--no-first-run'],
+  });
+  const out = {};
+  try {
+    // Throughput: hubsim's wasm DeviceSession driver, then mqtt.js, in one page, same emulator, topic, properties, QoS.
+    const [hs, mj] = await api('POST', '/devices-bulk', { prefix: 'bench-browser', count: 2 });
+    const mjId = /DeviceId=([^;]+)/.exec(mj)[1];
+    const { ctx, page } = await appPage(browser);
+    await page.addScriptTag({ path: MQTT_JS });
+    const payload = '{"temperature":21.5,"pad":"' + 'x'.repeat(256 - 30) + '"}';
+    const topic = `devices/${mjId}/messages/events/%24.ct=application%2Fjson&alert=false`;
+    const token = process.env.MQTT_JS_TOKEN;
+    const runHubsim = (n) => page.evaluate(([ws, cs, n]) => window.wasmBindings.bench_publish(ws, cs, n, 256), [WS, hs, n]);
+    const runMqttJs = (n) => page.evaluate(async ([url, id, password, topic, payload, n]) => {
+      const c = mqtt.connect(url, { clientId: id, username: `localhost/${id}/?api-version=2021-04-12`, password,
+        protocolVersion: 4, clean: false, keepalive: 60, reconnectPeriod: 0 });
+      await new Promise((res, rej) => { c.on('connect', res); c.on('error', rej); });
+      const t0 = performance.now();
+      await Promise.all(Array.from({ length: n }, () => c.publishAsync(topic, payload, { qos: 1 })));
+      const ms = performance.now() - t0;
+      await c.endAsync();
+      return ms;
+    }, [WS, mjId, token, topic, payload, n]);
+    await runHubsim(200); // warm-up (JIT, emulator)
+    await runMqttJs(200);
+    const hubsimRuns = [], mqttRuns = [];
+    for (let i = 0; i < 3; i++) {
+      hubsimRuns.push(N / (await runHubsim(N)) * 1000);
+      mqttRuns.push(N / (await runMqttJs(N)) * 1000);
+    }
+    out.throughput = { messages: N, payloadBytes: 256, qos: 1, hubsimMsgsPerSec: median(hubsimRuns), mqttJsMsgsPerSec: median(mqttRuns),
+      hubsimRuns, mqttJsRuns: mqttRuns };
+    out.throughput.ratio = out.throughput.hubsimMsgsPerSec / out.throughput.mqttJsMsgsPerSec;
+    await ctx.close();
+
+    // Time to connected: navigation start to CONNACK processed, median of 10 fresh page loads.
+    const [tc] = await api('POST', '/devices-bulk', { prefix: 'bench-connect', count: 1 });
+    const times = [];
+    for (let i = 0; i < 10; i++) {
+      const ctx = await browser.newContext();
+      const page = await ctx.newPage();
+      await page.goto(HTTP + '/');
+      await page.waitForFunction(() => window.wasmBindings && window.wasmBindings.bench_connect);
+      times.push(await page.evaluate(([ws, cs]) => window.wasmBindings.bench_connect(ws, cs), [WS, tc]));
+      await ctx.close();
+    }
+    out.timeToConnected = { medianMs: median(times), runsMs: times };
+
+    // Devices per tab: one WebSocket each, 1 message/s each, UI responsiveness from requestAnimationFrame gaps.
+    out.devicesPerTab = { steps: [] };
+    for (const n of FLEET_STEPS) {
+      const css = await api('POST', '/devices-bulk', { prefix: `tab${n}`, count: n });
+      const { ctx, page } = await appPage(browser);
+      const connected = await page.evaluate(([ws, css]) => window.wasmBindings.bench_fleet(ws, css), [WS, css]);
+      const frames = await page.evaluate(() => new Promise((res) => {
+        const gaps = []; let last = performance.now(); const end = last + 5000;
+        function f(t) { gaps.push(t - last); last = t; if (t < end) requestAnimationFrame(f); else res(gaps); }
+        requestAnimationFrame(f);
+      }));
+      const [sent, acked] = await page.evaluate(() => window.wasmBindings.bench_fleet_counts());
+      await page.evaluate(() => window.wasmBindings.bench_fleet_stop());
+      await ctx.close();
+      const sorted = frames.slice(1).sort((a, b) => a - b);
+      const p95 = sorted[Math.floor(sorted.length * 0.95)] || 0;
+      const step = { devices: n, connected, frameP95Ms: p95, frameMaxMs: sorted[sorted.length - 1] || 0, sent, acked };
+      out.devicesPerTab.steps.push(step);
+      if (connected < n || p95 > 50) { out.devicesPerTab.limitReachedAt = n; break; }
+    }
+    const ok = out.devicesPerTab.steps.filter((s) => s.connected === s.devices && s.frameP95Ms <= 50);
+    out.devicesPerTab.largestResponsive = ok.length ? ok[ok.length - 1].devices : 0;
+  } finally {
+    await browser.close();
+  }
+  console.log(JSON.stringify(out));
+}
+
+main().catch((e) => { console.error(e); process.exit(1); });

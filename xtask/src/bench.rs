@@ -1,0 +1,301 @@
+//! `cargo xtask bench`: every figure of BENCHMARKS.md, each measured beside the tool a user would pick instead,
+//! in one run on this machine. Writes `BENCHMARKS.md` and `target/bench/results.json`. Not part of the tests.
+
+use crate::emulator::{self, Emulator};
+use crate::util::{output, root, run as sh, step, tool, Result};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const MQTT_JS: &str = "mqtt@5.16.0";
+const PAHO: &str = "paho-mqtt@1.1.0";
+
+fn gz(path: &Path) -> Result<(u64, u64)> {
+    let raw = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?.len();
+    let z =
+        Command::new("sh").arg("-c").arg("gzip -9 -c \"$0\" | wc -c").arg(path).output().map_err(|e| e.to_string())?;
+    let gz = String::from_utf8_lossy(&z.stdout).trim().parse().map_err(|_| "gzip failed")?;
+    Ok((raw, gz))
+}
+
+/// (user+system CPU seconds, current RSS KiB, peak RSS KiB) of a process.
+fn proc_stats(pid: u32) -> (f64, u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+    let ticks: f64 = fields.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (ticks / 100.0, kib("VmRSS:"), kib("VmHWM:"))
+}
+
+/// Runs `hubsim simulate` and returns its JSON summary with the CPU and memory of `server_pid` during the run.
+fn simulate(bin: &Path, args: &[String], server_pid: u32) -> Result<(String, f64, u64)> {
+    let (cpu0, _, _) = proc_stats(server_pid);
+    let t = Instant::now();
+    let out = Command::new(bin)
+        .arg("simulate")
+        .args(args)
+        .arg("--quiet")
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| e.to_string())?;
+    let secs = t.elapsed().as_secs_f64();
+    let (cpu1, _, peak) = proc_stats(server_pid);
+    if !out.status.success() {
+        return Err(format!("simulate failed: {}", String::from_utf8_lossy(&out.stdout)));
+    }
+    Ok((String::from_utf8_lossy(&out.stdout).into_owned(), (cpu1 - cpu0) / secs * 100.0, peak))
+}
+
+/// Connects `n` idle devices and returns (connected, server RSS growth per connection in KiB).
+fn idle(bin: &Path, args: &[String], n: usize, server_pid: u32) -> Result<(usize, f64)> {
+    let (_, before, _) = proc_stats(server_pid);
+    let mut child = Command::new(bin)
+        .arg("simulate")
+        .args(args)
+        .args(["--rate", "0.001", "--duration", "150"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let lines = BufReader::new(child.stderr.take().ok_or("no stderr")?).lines();
+    let start = Instant::now();
+    let mut best = 0usize;
+    let mut stable = 0;
+    for line in lines.map_while(std::result::Result::ok) {
+        if let Some(c) =
+            line.strip_prefix("connected ").and_then(|r| r.split('/').next()).and_then(|c| c.parse::<usize>().ok())
+        {
+            stable = if c == best { stable + 1 } else { 0 };
+            best = best.max(c);
+            if c >= n || stable >= 10 || start.elapsed() > Duration::from_secs(140) {
+                break;
+            }
+        }
+    }
+    // Let the server settle, then sample.
+    std::thread::sleep(Duration::from_secs(2));
+    let (_, after, _) = proc_stats(server_pid);
+    let _ = child.kill();
+    let _ = child.wait();
+    let per = if best > 0 { (after.saturating_sub(before)) as f64 / best as f64 } else { 0.0 };
+    Ok((best, per))
+}
+
+/// The connection strings of `{prefix}-0…{count-1}` (created if missing) through the emulator's bulk endpoint.
+fn bulk(http: &str, prefix: &str, count: usize) -> Result<Vec<String>> {
+    let out = output(
+        Command::new("curl")
+            .args(["-s", "-X", "POST", "-H", "content-type: application/json", "-d"])
+            .arg(json!({"prefix": prefix, "count": count}).to_string())
+            .arg(format!("{http}/devices-bulk")),
+    )
+    .ok_or("cannot reach the emulator's bulk endpoint")?;
+    serde_json::from_str(&out).map_err(|e| format!("bulk endpoint: {e}"))
+}
+
+pub fn run(args: &[String]) -> Result {
+    let idle_n: usize = args
+        .iter()
+        .position(|a| a == "--idle")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    crate::setup::run()?;
+    crate::setup::e2e_node_modules()?;
+    crate::setup::apt(&["mosquitto"])?;
+    let dir = root().join("target/bench");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    // Children inherit a file-descriptor limit large enough for 10 000 connections on each side.
+    let _ = Command::new("prlimit").arg(format!("--pid={}", std::process::id())).arg("--nofile=400000:400000").status();
+
+    step("bundle size: the web app vs mqtt.js and paho-mqtt browser builds");
+    sh(tool("trunk").args(["build", "--release"]).current_dir(root()))?;
+    let mut bundle = Vec::new();
+    let (mut total_raw, mut total_gz) = (0, 0);
+    for e in std::fs::read_dir(root().join("dist")).map_err(|e| e.to_string())? {
+        let p = e.map_err(|e| e.to_string())?.path();
+        let (raw, z) = gz(&p)?;
+        total_raw += raw;
+        total_gz += z;
+        bundle.push((p.file_name().unwrap_or_default().to_string_lossy().into_owned(), raw, z));
+    }
+    bundle.sort();
+    let npm = dir.join("npm");
+    if !npm.join("node_modules/mqtt/dist/mqtt.min.js").exists() || !npm.join("node_modules/paho-mqtt").exists() {
+        std::fs::create_dir_all(&npm).map_err(|e| e.to_string())?;
+        sh(Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&npm)
+            .args([MQTT_JS, PAHO]))?;
+    }
+    let mqtt_js = npm.join("node_modules/mqtt/dist/mqtt.min.js");
+    let (mq_raw, mq_gz) = gz(&mqtt_js)?;
+    let (paho_raw, paho_gz) = gz(&npm.join("node_modules/paho-mqtt/paho-mqtt-min.js"))?;
+
+    step("start the release emulator");
+    let bin = emulator::build(true)?;
+    let data = dir.join("emulator");
+    let _ = std::fs::remove_dir_all(&data);
+    let emu =
+        Emulator::start(&bin, &data, &["--mqtt-port", "0", "--ws-port", "0", "--http-port", "0", "--web-dir", "dist"])?;
+    let (_, rss_start, _) = proc_stats(emu.pid());
+
+    step("emulator throughput: 100 devices at QoS 1, hubsim emulator vs mosquitto (TLS, same certificate)");
+    let load = |extra: &[&str]| -> Vec<String> {
+        ["--rate", "0", "--duration", "15", "--size", "256", "--qos", "1"]
+            .iter()
+            .chain(extra)
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let (hub_sum, hub_cpu, hub_peak) =
+        simulate(&bin, &load(&["--hub", &emu.http, "--devices", "100", "--prefix", "load"]), emu.pid())?;
+    eprintln!("{hub_sum}");
+    // The same 100 devices' connection strings, for mosquitto.
+    let css = bulk(&emu.http, "load", 100)?;
+    let cs_file = dir.join("devices.txt");
+    std::fs::write(&cs_file, css.join("\n")).map_err(|e| e.to_string())?;
+    let mosq = Mosquitto::start(&dir, &data)?;
+    let mq_args = |extra: &[&str]| -> Vec<String> {
+        let mut a = vec![
+            "--host".into(),
+            "localhost".into(),
+            "--mqtt-port".into(),
+            mosq.port.to_string(),
+            "--ca".into(),
+            data.join("ca.pem").display().to_string(),
+        ];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let mut margs = mq_args(&["--connection-strings", &cs_file.display().to_string()]);
+    margs.extend(load(&[]));
+    let (mosq_sum, mosq_cpu, mosq_peak) = simulate(&bin, &margs, mosq.pid())?;
+    eprintln!("{mosq_sum}");
+
+    step(&format!("idle connections: {idle_n} devices, memory per connection"));
+    let idle_hub = idle(
+        &bin,
+        &["--hub".into(), emu.http.clone(), "--devices".into(), idle_n.to_string(), "--prefix".into(), "idle".into()],
+        idle_n,
+        emu.pid(),
+    )?;
+    let idle_css = bulk(&emu.http, "idle", idle_n)?;
+    let idle_file = dir.join("idle.txt");
+    std::fs::write(&idle_file, idle_css.join("\n")).map_err(|e| e.to_string())?;
+    let idle_mosq =
+        idle(&bin, &mq_args(&["--connection-strings", &idle_file.display().to_string()]), idle_n, mosq.pid())?;
+    drop(mosq);
+
+    step("browser: throughput vs mqtt.js, time to connected, devices per tab (headless Chromium)");
+    let token = output(Command::new(&bin).args([
+        "sas",
+        "--ttl",
+        "3600",
+        "--connection-string",
+        css.get(1).map(String::as_str).unwrap_or_default(),
+    ]))
+    .unwrap_or_default();
+    // mqtt.js uses device load-1 by id; hubsim uses bench-browser devices made by the script.
+    let browser = output(
+        tool("node")
+            .arg(root().join("tests/e2e/bench/browser-bench.js"))
+            .current_dir(root().join("tests/e2e"))
+            .env("HUBSIM_HTTP", &emu.http)
+            .env("MQTT_JS", &mqtt_js)
+            .env("MQTT_JS_TOKEN", token.trim()),
+    )
+    .unwrap_or_else(|| "{}".into());
+    let (_, rss_end, rss_peak) = proc_stats(emu.pid());
+    drop(emu);
+
+    let parse = |t: &str| serde_json::from_str::<Value>(t).unwrap_or(Value::Null);
+    let results = json!({
+        "date": output(Command::new("date").arg("-u").arg("+%Y-%m-%d %H:%M UTC")).unwrap_or_default().trim(),
+        "machine": format!("{} cores, {}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            output(Command::new("sh").arg("-c").arg("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2")).unwrap_or_default().trim()),
+        "bundle": {
+            "files": bundle.iter().map(|(n, r, z)| json!({"name": n, "raw": r, "gzip": z})).collect::<Vec<_>>(),
+            "totalRaw": total_raw, "totalGzip": total_gz,
+            "mqttJs": {"version": MQTT_JS, "raw": mq_raw, "gzip": mq_gz},
+            "pahoMqtt": {"version": PAHO, "raw": paho_raw, "gzip": paho_gz},
+        },
+        "emulatorThroughput": {
+            "hubsim": parse(&hub_sum), "hubsimCpuPercent": hub_cpu, "hubsimPeakRssKiB": hub_peak,
+            "mosquitto": parse(&mosq_sum), "mosquittoCpuPercent": mosq_cpu, "mosquittoPeakRssKiB": mosq_peak,
+        },
+        "idle": {
+            "devices": idle_n,
+            "hubsimConnected": idle_hub.0, "hubsimKiBPerConnection": idle_hub.1,
+            "mosquittoConnected": idle_mosq.0, "mosquittoKiBPerConnection": idle_mosq.1,
+        },
+        "emulatorRssKiB": {"start": rss_start, "end": rss_end, "peak": rss_peak},
+        "browser": parse(&browser),
+    });
+    let text = serde_json::to_string_pretty(&results).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("results.json"), &text).map_err(|e| e.to_string())?;
+    std::fs::write(root().join("BENCHMARKS.md"), crate::bench_report::render(&results)).map_err(|e| e.to_string())?;
+    eprintln!("\nwrote BENCHMARKS.md and target/bench/results.json");
+    Ok(())
+}
+
+/// Debian's mosquitto with a TLS listener using the emulator's certificate.
+struct Mosquitto {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Mosquitto {
+    fn start(dir: &Path, emu_data: &Path) -> Result<Mosquitto> {
+        let port = 28884;
+        let conf = dir.join("mosquitto.conf");
+        let cert: PathBuf = emu_data.join("server.pem");
+        std::fs::write(
+            &conf,
+            format!(
+                "user root\nper_listener_settings false\nallow_anonymous true\npersistence false\nlog_type none\nmax_queued_messages 100000\nlistener {port} 127.0.0.1\ncertfile {}\nkeyfile {}\nmax_connections -1\n",
+                cert.display(),
+                emu_data.join("server.key").display()
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("mosquitto: {e}"))?;
+        // Wait until it listens.
+        let t = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if t.elapsed() > Duration::from_secs(10) {
+                return Err("mosquitto did not start listening".into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Mosquitto { child, port })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,161 @@
+//! Renders BENCHMARKS.md from the results of `cargo xtask bench`.
+
+use serde_json::Value;
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(0.0)
+}
+
+fn kb(bytes: f64) -> String {
+    format!("{:.1} KB", bytes / 1024.0)
+}
+
+fn goal(met: bool) -> &'static str {
+    if met {
+        "met"
+    } else {
+        "**missed**"
+    }
+}
+
+pub fn render(r: &Value) -> String {
+    let mut md = String::new();
+    let mut line = |s: String| {
+        md.push_str(&s);
+        md.push('\n');
+    };
+    line("# Benchmarks".into());
+    line(String::new());
+    line(format!(
+        "Measured by `cargo xtask bench` on {} ({}), every pair in the same run on the same machine and build. Raw figures: `target/bench/results.json`.",
+        r["date"].as_str().unwrap_or("?"),
+        r["machine"].as_str().unwrap_or("?")
+    ));
+    line(String::new());
+
+    // Bundle
+    let b = &r["bundle"];
+    let total = f(&b["totalGzip"]);
+    let mq = f(&b["mqttJs"]["gzip"]);
+    let paho = f(&b["pahoMqtt"]["gzip"]);
+    line("## 1. Bundle size (gzip -9)".into());
+    line(String::new());
+    line("| file | raw | gzip |".into());
+    line("|---|---:|---:|".into());
+    for file in b["files"].as_array().into_iter().flatten() {
+        line(format!(
+            "| hubsim `{}` | {} | {} |",
+            file["name"].as_str().unwrap_or(""),
+            kb(f(&file["raw"])),
+            kb(f(&file["gzip"]))
+        ));
+    }
+    line(format!("| **hubsim, whole app** | {} | **{}** |", kb(f(&b["totalRaw"])), kb(total)));
+    line(format!(
+        "| {} `dist/mqtt.min.js` (an MQTT client only) | {} | {} |",
+        b["mqttJs"]["version"].as_str().unwrap_or(""),
+        kb(f(&b["mqttJs"]["raw"])),
+        kb(mq)
+    ));
+    line(format!(
+        "| {} `paho-mqtt-min.js` (an MQTT client only) | {} | {} |",
+        b["pahoMqtt"]["version"].as_str().unwrap_or(""),
+        kb(f(&b["pahoMqtt"]["raw"])),
+        kb(paho)
+    ));
+    line(String::new());
+    line(format!(
+        "The whole hubsim app (UI, MQTT, SAS, property bags) is {:.2}× the size of mqtt.js's client alone and {:.1}× paho's. Goal ≤ 150 KB gzipped: {}{}.",
+        total / mq.max(1.0),
+        total / paho.max(1.0),
+        goal(total <= 150.0 * 1024.0),
+        if total > 150.0 * 1024.0 { format!(", over by {}", kb(total - 150.0 * 1024.0)) } else { String::new() }
+    ));
+    line(String::new());
+
+    // Browser
+    let br = &r["browser"];
+    line(
+        "## 2. Browser throughput (QoS 1, 256-byte JSON, two properties, one page, local emulator over WebSocket)"
+            .into(),
+    );
+    line(String::new());
+    let t = &br["throughput"];
+    let ratio = f(&t["ratio"]);
+    line("| client | msgs/s (median of 3) | runs |".into());
+    line("|---|---:|---|".into());
+    line(format!("| hubsim wasm `DeviceSession` driver | {:.0} | {} |", f(&t["hubsimMsgsPerSec"]), t["hubsimRuns"]));
+    line(format!("| mqtt.js (browser build) | {:.0} | {} |", f(&t["mqttJsMsgsPerSec"]), t["mqttJsRuns"]));
+    line(String::new());
+    line(format!(
+        "Ratio hubsim / mqtt.js: **{ratio:.2}×** over {} messages. Goal ≥ 1.5×: {}.",
+        t["messages"],
+        goal(ratio >= 1.5)
+    ));
+    line(String::new());
+    line("## 3. Time to connected (navigation start → CONNACK processed, headless Chromium, local emulator)".into());
+    line(String::new());
+    line(format!(
+        "Median of 10 fresh page loads: **{:.0} ms** (runs: {}).",
+        f(&br["timeToConnected"]["medianMs"]),
+        br["timeToConnected"]["runsMs"]
+    ));
+    line(String::new());
+    line("## 4. Devices per tab (one WebSocket each, 1 msg/s each, frame gaps over 5 s)".into());
+    line(String::new());
+    line("| devices | connected | frame p95 | frame max | sent | acknowledged |".into());
+    line("|---:|---:|---:|---:|---:|---:|".into());
+    for s in br["devicesPerTab"]["steps"].as_array().into_iter().flatten() {
+        line(format!(
+            "| {} | {} | {:.1} ms | {:.1} ms | {} | {} |",
+            s["devices"],
+            s["connected"],
+            f(&s["frameP95Ms"]),
+            f(&s["frameMaxMs"]),
+            s["sent"],
+            s["acked"]
+        ));
+    }
+    line(String::new());
+    line(format!(
+        "Largest fleet with every device connected and frame p95 ≤ 50 ms: **{}**{}.",
+        br["devicesPerTab"]["largestResponsive"],
+        match br["devicesPerTab"]["limitReachedAt"].as_u64() {
+            Some(n) => format!("; the next step ({n}) hit a limit (see the row: connections refused by the browser, or frames over 50 ms)"),
+            None => "; no limit was hit in the steps tried".into(),
+        }
+    ));
+    line(String::new());
+
+    // Emulator
+    let e = &r["emulatorThroughput"];
+    let h = &e["hubsim"];
+    let m = &e["mosquitto"];
+    let er = f(&h["msgsPerSec"]) / f(&m["msgsPerSec"]).max(1e-9);
+    line("## 5. Emulator throughput and latency (`hubsim simulate`, 100 devices, QoS 1, 256 bytes, 15 s, TLS)".into());
+    line(String::new());
+    line("| server | msgs/s | PUBACK p50 | p99 | CPU (of one core) | peak RSS | durable |".into());
+    line("|---|---:|---:|---:|---:|---:|---|".into());
+    line(format!(
+        "| hubsim emulator | {:.0} | {:.1} ms | {:.1} ms | {:.0} % | {:.1} MB | yes: PUBACK after fsync (group commit) |",
+        f(&h["msgsPerSec"]), f(&h["ackLatencyMs"]["p50"]), f(&h["ackLatencyMs"]["p99"]), f(&e["hubsimCpuPercent"]), f(&e["hubsimPeakRssKiB"]) / 1024.0
+    ));
+    line(format!(
+        "| mosquitto (Debian) | {:.0} | {:.1} ms | {:.1} ms | {:.0} % | {:.1} MB | no (`persistence false`; it stores nothing) |",
+        f(&m["msgsPerSec"]), f(&m["ackLatencyMs"]["p50"]), f(&m["ackLatencyMs"]["p99"]), f(&e["mosquittoCpuPercent"]), f(&e["mosquittoPeakRssKiB"]) / 1024.0
+    ));
+    line(String::new());
+    line(format!("Ratio hubsim / mosquitto: **{er:.2}×**. Goal ≥ 1.0× while persisting events: {}.", goal(er >= 1.0)));
+    line("The load generator runs on the same 2 cores, so both servers share the machine with it.".into());
+    line(String::new());
+
+    let i = &r["idle"];
+    line(format!("## 6. Idle connections ({} devices over TLS)", i["devices"]));
+    line(String::new());
+    line("| server | connected | RSS per connection |".into());
+    line("|---|---:|---:|".into());
+    line(format!("| hubsim emulator | {} | {:.1} KiB |", i["hubsimConnected"], f(&i["hubsimKiBPerConnection"])));
+    line(format!("| mosquitto | {} | {:.1} KiB |", i["mosquittoConnected"], f(&i["mosquittoKiBPerConnection"])));
+    line(String::new());
+    md
+}
