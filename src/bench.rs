@@ -65,9 +65,12 @@ pub fn bench_publish(url: String, connection_string: String, n: u32, size: u32) 
                     if let Some(d) = st.driver.clone() {
                         let n = st.n;
                         drop(st);
-                        for _ in 0..n {
-                            let _ = d.with_session(|s, now| s.send_telemetry(now, message(size as usize)));
-                        }
+                        // All publishes in one command: the session's transmit buffer coalesces them.
+                        d.with_session(|s, now| {
+                            for _ in 0..n {
+                                let _ = s.send_telemetry(now, message(size as usize));
+                            }
+                        });
                     }
                 }
                 DriverEvent::Session(Event::TelemetryAcked { .. }) => {

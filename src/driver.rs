@@ -38,6 +38,8 @@ struct Inner {
     session: DeviceSession,
     ws: Option<WebSocket>,
     timer: Option<Timeout>,
+    /// When `timer` fires; re-arming is skipped while the deadline is unchanged (most inputs do not move it).
+    timer_at: Option<Instant>,
     pending_connect: Option<ConnectOptions>,
     handler: Handler,
     // The JS callbacks must live as long as the socket.
@@ -64,6 +66,7 @@ impl Driver {
                 session: DeviceSession::new(config),
                 ws: None,
                 timer: None,
+                timer_at: None,
                 pending_connect: None,
                 handler: Rc::new(handler),
                 _callbacks: Vec::new(),
@@ -180,6 +183,7 @@ impl Driver {
         {
             let mut inner = self.inner.borrow_mut();
             inner.timer = None;
+            inner.timer_at = None;
             inner.session.handle_timeout(now());
         }
         self.flush();
@@ -201,15 +205,19 @@ impl Driver {
             if matches!(inner.session.state(), State::Disconnected) && inner.pending_connect.is_none() {
                 dead_socket = inner.ws.take();
             }
-            inner.timer = inner.session.poll_timeout().map(|at| {
-                let delay = at.as_millis().saturating_sub(now().as_millis()).min(u32::MAX as u64) as u32;
-                let weak = Rc::downgrade(&self.inner);
-                Timeout::new(delay, move || {
-                    if let Some(inner) = weak.upgrade() {
-                        Driver { inner }.on_timer();
-                    }
-                })
-            });
+            let next = inner.session.poll_timeout();
+            if next != inner.timer_at || (next.is_some() && inner.timer.is_none()) {
+                inner.timer_at = next;
+                inner.timer = next.map(|at| {
+                    let delay = at.as_millis().saturating_sub(now().as_millis()).min(i32::MAX as u64) as u32;
+                    let weak = Rc::downgrade(&self.inner);
+                    Timeout::new(delay, move || {
+                        if let Some(inner) = weak.upgrade() {
+                            Driver { inner }.on_timer();
+                        }
+                    })
+                });
+            }
             while let Some(e) = inner.session.poll_event() {
                 events.push(DriverEvent::Session(e));
             }

@@ -88,6 +88,21 @@ async fn new_device(id: &str) -> DeviceKey {
     DeviceKey::from_base64(&field(&d, &["authentication", "symmetricKey", "primaryKey"])).unwrap()
 }
 
+fn token(key: &DeviceKey, id: &str) -> String {
+    let r = ResourceUri::Device { host: "localhost".into(), device_id: id.into() };
+    SasToken::sign(key, &r, (js_sys::Date::now() / 1000.0) as u64 + 600, None).to_string()
+}
+
+/// A fresh device, connected through a driver over the browser's WebSocket.
+async fn connected(prefix: &str) -> (String, Driver, mpsc::UnboundedReceiver<DriverEvent>) {
+    let id = unique(prefix);
+    let key = new_device(&id).await;
+    let (d, mut rx) = driver(&id);
+    d.connect(ws(), hubsim_proto::device::ConnectOptions { password: Some(token(&key, &id)), will: None }).unwrap();
+    expect(&mut rx, "CONNACK", |e| matches!(e, Event::Connected { .. })).await;
+    (id, d, rx)
+}
+
 fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", js_sys::Date::now() as u64)
 }
@@ -139,17 +154,7 @@ fn settings_round_trip_and_share_links_never_carry_the_key() {
 
 #[wasm_bindgen_test]
 async fn telemetry_over_the_browser_websocket_reaches_the_emulator() {
-    let id = unique("wasm-tel");
-    let key = new_device(&id).await;
-    let (d, mut rx) = driver(&id);
-    let token = SasToken::sign(
-        &key,
-        &ResourceUri::Device { host: "localhost".into(), device_id: id.clone() },
-        (js_sys::Date::now() / 1000.0) as u64 + 600,
-        None,
-    );
-    d.connect(ws(), hubsim_proto::device::ConnectOptions { password: Some(token.to_string()), will: None }).unwrap();
-    expect(&mut rx, "CONNACK", |e| matches!(e, Event::Connected { .. })).await;
+    let (id, d, mut rx) = connected("wasm-tel").await;
     let mut m = Telemetry::new(&b"{\"from\":\"wasm\"}"[..]);
     m.properties.set_system(SystemProperty::ContentType, "application/json");
     m.properties.push("browser", "chromium");
@@ -163,17 +168,7 @@ async fn telemetry_over_the_browser_websocket_reaches_the_emulator() {
 
 #[wasm_bindgen_test]
 async fn c2d_with_properties_arrives_through_the_browser_websocket() {
-    let id = unique("wasm-c2d");
-    let key = new_device(&id).await;
-    let (d, mut rx) = driver(&id);
-    let token = SasToken::sign(
-        &key,
-        &ResourceUri::Device { host: "localhost".into(), device_id: id.clone() },
-        (js_sys::Date::now() / 1000.0) as u64 + 600,
-        None,
-    );
-    d.connect(ws(), hubsim_proto::device::ConnectOptions { password: Some(token.to_string()), will: None }).unwrap();
-    expect(&mut rx, "CONNACK", |e| matches!(e, Event::Connected { .. })).await;
+    let (id, d, mut rx) = connected("wasm-c2d").await;
     d.with_session(|s, now| s.subscribe(now, &[TopicFilter::C2d])).unwrap();
     expect(&mut rx, "SUBACK", |e| matches!(e, Event::Subscribed { .. })).await;
     api(
@@ -195,13 +190,7 @@ async fn a_refused_connection_is_reported_with_its_meaning() {
     new_device(&id).await;
     let (d, mut rx) = driver(&id);
     let wrong = DeviceKey::from_base64("d3Jvbmcga2V5").unwrap();
-    let token = SasToken::sign(
-        &wrong,
-        &ResourceUri::Device { host: "localhost".into(), device_id: id.clone() },
-        (js_sys::Date::now() / 1000.0) as u64 + 600,
-        None,
-    );
-    d.connect(ws(), hubsim_proto::device::ConnectOptions { password: Some(token.to_string()), will: None }).unwrap();
+    d.connect(ws(), hubsim_proto::device::ConnectOptions { password: Some(token(&wrong, &id)), will: None }).unwrap();
     let Event::ConnectionLost { reason, .. } =
         expect(&mut rx, "refusal", |e| matches!(e, Event::ConnectionLost { .. })).await
     else {

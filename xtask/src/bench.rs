@@ -214,7 +214,8 @@ pub fn run(args: &[String]) -> Result {
             .current_dir(root().join("tests/e2e"))
             .env("HUBSIM_HTTP", &emu.http)
             .env("MQTT_JS", &mqtt_js)
-            .env("MQTT_JS_TOKEN", token.trim()),
+            .env("MQTT_JS_TOKEN", token.trim())
+            .stderr(Stdio::inherit()),
     )
     .unwrap_or_else(|| "{}".into());
     let (_, rss_end, rss_peak) = proc_stats(emu.pid());

@@ -155,15 +155,25 @@ pub fn python_venv() -> Result {
         .arg(crate::util::root().join("tests/sdk/requirements.txt")))
 }
 
-/// `npm ci` of the Playwright project (no browser download: the tests use Debian's Chromium).
-pub fn e2e_node_modules() -> Result {
-    let dir = crate::util::root().join("tests/e2e");
-    if dir.join("node_modules/@playwright/test/package.json").exists() {
-        eprintln!("   tests/e2e node_modules already installed");
+/// `npm ci` in `dir` unless `marker` (a file under node_modules) exists.
+fn npm_ci(dir: &str, marker: &str) -> Result {
+    let dir = crate::util::root().join(dir);
+    if dir.join("node_modules").join(marker).exists() {
+        eprintln!("   {} node_modules already installed", dir.display());
         return Ok(());
     }
     sh(Command::new("npm")
         .args(["ci", "--no-audit", "--no-fund"])
         .current_dir(dir)
         .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1"))
+}
+
+/// The Playwright project (no browser download: the tests use Debian's Chromium).
+pub fn e2e_node_modules() -> Result {
+    npm_ci("tests/e2e", "@playwright/test/package.json")
+}
+
+/// The official Azure IoT Node.js device SDK, for the SDK conformance check.
+pub fn sdk_node_modules() -> Result {
+    npm_ci("tests/sdk", "azure-iot-device-mqtt/package.json")
 }

@@ -350,7 +350,7 @@ fn serve(a: ServeArgs) -> Result<()> {
                 None => running.hub.create_device(id, None, None, true).await.map_err(|e| anyhow!("{e}"))?,
             };
             println!("demo device:    {id}");
-            println!("connection string:\n  {};GatewayHostName={}", running.hub.connection_string(&d), a.host_name);
+            println!("connection string:\n  {}", running.hub.connection_string_with_gateway(&d, Some(&a.host_name)));
         }
         let _ = std::io::stdout().flush();
         shutdown_signal().await;

@@ -6,6 +6,7 @@
 
 use axum::extract::ws::{Message, WebSocket};
 use bytes::Bytes;
+use futures_util::stream::FuturesOrdered;
 use futures_util::{SinkExt, StreamExt};
 use hubsim_proto::hub::{CloseReason, HubEvent, HubSession};
 use hubsim_proto::topic::{RequestId, TopicFilter};
@@ -71,6 +72,9 @@ impl Transport {
     }
 }
 
+/// A telemetry write in progress: the packet id to PUBACK once the write is durable.
+type PendingAck = std::pin::Pin<Box<dyn std::future::Future<Output = (Option<u16>, Result<(), String>)> + Send>>;
+
 struct Ctx {
     hub: Arc<Hub>,
     kind: &'static str,
@@ -105,6 +109,9 @@ pub async fn serve(hub: Arc<Hub>, mut transport: Transport, kind: &'static str, 
         methods: HashMap::new(),
         connected: false,
     };
+    // Telemetry writes in flight, in arrival order: the store commits them in groups and PUBACKs leave in order,
+    // each only after its write is durable. One connection can have many writes in one commit.
+    let mut acks: FuturesOrdered<PendingAck> = FuturesOrdered::new();
     let mut buf = vec![0u8; 16 * 1024];
     let mut closed = None;
     loop {
@@ -112,7 +119,7 @@ pub async fn serve(hub: Arc<Hub>, mut transport: Transport, kind: &'static str, 
             if let HubEvent::Closed { reason, will } = ev {
                 closed = Some((reason, will));
             } else {
-                ctx.handle(&mut session, ev).await;
+                ctx.handle(&mut session, ev, &mut acks).await;
             }
         }
         let mut write_failed = None;
@@ -137,6 +144,14 @@ pub async fn serve(hub: Arc<Hub>, mut transport: Transport, kind: &'static str, 
                 Err(e) => session.handle_transport_closed(e),
             },
             Some(cmd) = cmd_rx.recv() => ctx.command(&mut session, cmd).await,
+            Some((ack, stored)) = acks.next(), if !acks.is_empty() => match stored {
+                Ok(()) => {
+                    if let Some(pkid) = ack {
+                        session.ack_telemetry(pkid);
+                    }
+                }
+                Err(e) => session.close(CloseReason::ClosedByService(format!("the event could not be stored: {e}"))),
+            },
             _ = sleep_until(timer) => {
                 session.handle_timeout(hub.now());
                 ctx.expire_locks(&mut session).await;
@@ -144,6 +159,8 @@ pub async fn serve(hub: Arc<Hub>, mut transport: Transport, kind: &'static str, 
         }
     }
     transport.close().await;
+    // Store what was received before the close (it was never acknowledged, so the device may send it again).
+    while acks.next().await.is_some() {}
     if let Some((reason, will)) = closed {
         ctx.finish(reason, will).await;
     }
@@ -170,7 +187,7 @@ impl Ctx {
         self.device.as_deref().unwrap_or("")
     }
 
-    async fn handle(&mut self, session: &mut HubSession, ev: HubEvent) {
+    async fn handle(&mut self, session: &mut HubSession, ev: HubEvent, acks: &mut FuturesOrdered<PendingAck>) {
         match ev {
             HubEvent::Authenticate(req) => {
                 let id = req.identity.device_id.clone();
@@ -200,16 +217,12 @@ impl Ctx {
                 }
             }
             HubEvent::Telemetry { message, ack } => {
-                match self.hub.store_telemetry(message, &self.generation_id, self.model_id.clone()).await {
-                    Ok(_) => {
-                        if let Some(pkid) = ack {
-                            session.ack_telemetry(pkid);
-                        }
-                    }
-                    Err(e) => {
-                        session.close(CloseReason::ClosedByService(format!("the event could not be stored: {e}")))
-                    }
-                }
+                let (hub, generation, model) = (self.hub.clone(), self.generation_id.clone(), self.model_id.clone());
+                acks.push_back(Box::pin(async move {
+                    let r =
+                        hub.store_telemetry(message, &generation, model).await.map(|_| ()).map_err(|e| e.to_string());
+                    (ack, r)
+                }));
             }
             HubEvent::Subscribed(filters) => {
                 self.persist_subscriptions(session).await;

@@ -574,12 +574,24 @@ impl Hub {
         self.store.device(id)?.ok_or_else(|| ServiceError::device_not_found(id))
     }
 
-    /// The device's connection string (for the hub's HostName).
+    /// The device's connection string (for the hub's HostName), formatted by the core.
     pub fn connection_string(&self, d: &Device) -> String {
-        format!(
-            "HostName={};DeviceId={};SharedAccessKey={}",
-            self.settings.host_name, d.device_id, d.authentication.symmetric_key.primary_key
-        )
+        self.connection_string_with_gateway(d, None)
+    }
+
+    /// Like [`connection_string`](Self::connection_string), with a `GatewayHostName` to connect to.
+    pub fn connection_string_with_gateway(&self, d: &Device, gateway: Option<&str>) -> String {
+        let key = DeviceKey::from_base64(&d.authentication.symmetric_key.primary_key)
+            .unwrap_or_else(|_| DeviceKey::from_bytes(d.authentication.symmetric_key.primary_key.as_bytes().to_vec()));
+        hubsim_proto::ConnectionString {
+            host_name: self.settings.host_name.clone(),
+            device_id: d.device_id.clone(),
+            module_id: None,
+            key_name: None,
+            credential: hubsim_proto::conn_str::Credential::Key(key),
+            gateway_host_name: gateway.map(str::to_owned),
+        }
+        .to_string()
     }
 
     /// Enables or disables a device; disabling closes its connection.

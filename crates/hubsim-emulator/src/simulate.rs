@@ -83,15 +83,9 @@ pub async fn run(cfg: SimConfig) -> Result<serde_json::Value> {
     let stats = Arc::new(Stats::default());
     let start = tokio::time::Instant::now();
     let deadline = cfg.duration.map(|d| start + d);
+    // At most 64 TLS handshakes at once: thousands at the same instant would only time each other out.
+    let connecting = Arc::new(tokio::sync::Semaphore::new(64));
     let mut tasks = tokio::task::JoinSet::new();
-    for (i, cs) in cfg.devices.iter().enumerate() {
-        let (cfg, cs, tls, stats) = (cfg.clone(), cs.clone(), tls.clone(), stats.clone());
-        tasks.spawn(async move {
-            // Spread connection attempts a little so 1000 devices do not open in the same millisecond.
-            tokio::time::sleep(Duration::from_micros((i as u64 % 1000) * 200)).await;
-            device(cfg, cs, tls, stats, deadline).await
-        });
-    }
     let live = {
         let (stats, n, on) = (stats.clone(), cfg.devices.len(), cfg.live);
         tokio::spawn(async move {
@@ -116,6 +110,11 @@ pub async fn run(cfg: SimConfig) -> Result<serde_json::Value> {
             }
         })
     };
+    for cs in &cfg.devices {
+        let (cfg, cs, tls, stats, connecting) =
+            (cfg.clone(), cs.clone(), tls.clone(), stats.clone(), connecting.clone());
+        tasks.spawn(async move { device(cfg, cs, tls, stats, deadline, connecting).await });
+    }
     let mut failures = Vec::new();
     while let Some(r) = tasks.join_next().await {
         match r {
@@ -165,6 +164,7 @@ async fn device(
     tls: Arc<rustls::ClientConfig>,
     stats: Arc<Stats>,
     deadline: Option<tokio::time::Instant>,
+    connecting: Arc<tokio::sync::Semaphore>,
 ) -> Result<()> {
     let host = cfg.host.clone().unwrap_or_else(|| cs.connect_host().to_owned());
     let port = if cfg.via == Via::Mqtt { cfg.mqtt_port } else { cfg.ws_port };
@@ -188,7 +188,10 @@ async fn device(
             return Ok(());
         }
         // (Re)connect.
-        let mut t = match ClientTransport::open(tls.clone(), &host, port, cfg.via).await {
+        let permit = connecting.acquire().await.map_err(|e| anyhow!("{e}"))?;
+        let opened = ClientTransport::open(tls.clone(), &host, port, cfg.via).await;
+        drop(permit);
+        let mut t = match opened {
             Ok(t) => t,
             Err(e) => {
                 stats.errors.fetch_add(1, Ordering::Relaxed);

@@ -286,7 +286,7 @@ impl Tx<'_> {
 fn writer_loop(db: &Database, rx: mpsc::Receiver<(Op, Reply)>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
-        while batch.len() < 512 {
+        while batch.len() < 4096 {
             match rx.try_recv() {
                 Ok(op) => batch.push(op),
                 Err(_) => break,

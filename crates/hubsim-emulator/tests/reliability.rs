@@ -79,16 +79,10 @@ async fn no_loss_across_100_transport_cuts() {
     println!("no-loss: {N} messages, {CUTS} cuts, {reconnects} reconnects, {duplicates} duplicates (at-least-once)");
 }
 
-fn bytes(p: Packet) -> Vec<u8> {
-    let mut b = bytes::BytesMut::new();
-    hubsim_proto::packet::encode(&p, &mut b).unwrap();
-    b.to_vec()
-}
-
 fn publish(topic: &str, payload: Vec<u8>) -> Vec<u8> {
     let mut p = Publish::new(topic, QoS::AtLeastOnce, payload);
     p.pkid = 1;
-    bytes(Packet::Publish(p))
+    wire(Packet::Publish(p))
 }
 
 /// A PUBLISH whose topic bytes are not UTF-8 (mqttbytes cannot encode one, so it is built by hand).
@@ -110,7 +104,7 @@ async fn bad_input_tour() {
     let connect_bytes = {
         let mut c = Connect::new("bad");
         c.login = Some(Login::new("localhost/bad/?api-version=2021-04-12", &token(&bad_key, "bad", 3600)));
-        bytes(Packet::Connect(c))
+        wire(Packet::Connect(c))
     };
     // (what is sent after CONNECT, whether to send CONNECT first, close our side after sending, expected reason)
     let cases: Vec<(&str, Vec<u8>, bool, bool, &str)> = vec![

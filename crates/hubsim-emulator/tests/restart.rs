@@ -27,9 +27,7 @@ async fn acknowledged_state_survives_kill_9() {
             acked += 1;
         }
     }
-    let now = dev.now();
-    dev.session.disconnect(now);
-    dev.flush().await;
+    dev.disconnect().await;
     let r = p
         .api(
             "POST",

@@ -185,8 +185,7 @@ async fn oversize_message_closes_the_connection() {
         vec![b'x'; 300 * 1024],
     );
     p.pkid = 1;
-    let mut b = bytes::BytesMut::new();
-    hubsim_proto::packet::encode(&hubsim_proto::mqttbytes::v4::Packet::Publish(p), &mut b).unwrap();
+    let b = wire(hubsim_proto::mqttbytes::v4::Packet::Publish(p));
     let t = d.transport.as_mut().unwrap();
     t.send(&b).await;
     while t.recv().await.is_some() {}
@@ -222,8 +221,7 @@ async fn raw_publish_closes(topic: &str, reason: &str) {
     let mut d = TestDevice::new("d1", key, Via::Wss);
     d.connect(&emu).await;
     let p = hubsim_proto::mqttbytes::v4::Publish::new(topic, QoS::AtMostOnce, b"x".to_vec());
-    let mut b = bytes::BytesMut::new();
-    hubsim_proto::packet::encode(&hubsim_proto::mqttbytes::v4::Packet::Publish(p), &mut b).unwrap();
+    let b = wire(hubsim_proto::mqttbytes::v4::Packet::Publish(p));
     let t = d.transport.as_mut().unwrap();
     t.send(&b).await;
     while t.recv().await.is_some() {}
@@ -271,15 +269,13 @@ async fn subscriptions_grant_qos1_for_qos2_and_unknown_filters_close() {
     // DeviceSession asks for QoS 1; ask for QoS 2 by hand.
     let mut s = hubsim_proto::mqttbytes::v4::Subscribe::new("devices/d1/messages/devicebound/#", QoS::ExactlyOnce);
     s.pkid = 42;
-    let mut b = bytes::BytesMut::new();
-    hubsim_proto::packet::encode(&hubsim_proto::mqttbytes::v4::Packet::Subscribe(s), &mut b).unwrap();
+    let b = wire(hubsim_proto::mqttbytes::v4::Packet::Subscribe(s));
     let t = d.transport.as_mut().unwrap();
     t.send(&b).await;
     assert_eq!(t.recv().await.unwrap(), vec![0x90, 0x03, 0x00, 42, 0x01]);
     let mut bad = hubsim_proto::mqttbytes::v4::Subscribe::new("devices/d2/messages/devicebound/#", QoS::AtLeastOnce);
     bad.pkid = 43;
-    let mut b = bytes::BytesMut::new();
-    hubsim_proto::packet::encode(&hubsim_proto::mqttbytes::v4::Packet::Subscribe(bad), &mut b).unwrap();
+    let b = wire(hubsim_proto::mqttbytes::v4::Packet::Subscribe(bad));
     t.send(&b).await;
     assert_eq!(t.recv().await, None, "closed, no SUBACK 0x80");
     let rec = emu.wait_log(|r| r.operation == "deviceDisconnect").await;
@@ -356,9 +352,7 @@ async fn clean_session_0_keeps_the_subscription_and_delivers_on_reconnect_before
     let mut d = TestDevice::new("d1", key.clone(), Via::Mqtt);
     assert!(!d.connect(&emu).await);
     d.subscribe(&[TopicFilter::C2d]).await;
-    let now = d.now();
-    d.session.disconnect(now);
-    d.flush().await;
+    d.disconnect().await;
     emu.wait_log(|r| r.operation == "deviceDisconnect").await;
     emu.hub().send_c2d("d1", c2d("while away")).await.unwrap();
     let mut d = TestDevice::new("d1", key, Via::Wss);
@@ -374,9 +368,7 @@ async fn clean_session_1_drops_the_session_and_waits_for_a_subscription() {
     let mut d = TestDevice::new("d1", key.clone(), Via::Mqtt);
     d.connect(&emu).await;
     d.subscribe(&[TopicFilter::C2d]).await;
-    let now = d.now();
-    d.session.disconnect(now);
-    d.flush().await;
+    d.disconnect().await;
     emu.wait_log(|r| r.operation == "deviceDisconnect").await;
     emu.hub().send_c2d("d1", c2d("queued")).await.unwrap();
     let mut d = TestDevice::new("d1", key.clone(), Via::Mqtt);
@@ -387,9 +379,7 @@ async fn clean_session_1_drops_the_session_and_waits_for_a_subscription() {
     let Event::C2d(m) = d.expect("C2D", |e| matches!(e, Event::C2d(_))).await else { unreachable!() };
     assert_eq!(&m.payload[..], b"queued");
     // And the stored session is gone: a CleanSession 0 connection now finds none.
-    let now = d.now();
-    d.session.disconnect(now);
-    d.flush().await;
+    d.disconnect().await;
     let mut d = TestDevice::new("d1", key, Via::Mqtt);
     assert!(!d.connect(&emu).await);
 }

@@ -8,7 +8,7 @@ const { chromium } = require('@playwright/test');
 const HTTP = process.env.HUBSIM_HTTP;
 const WS = HTTP.replace('http://', 'ws://') + '/$iothub/websocket';
 const MQTT_JS = process.env.MQTT_JS;
-const N = Number(process.env.BENCH_N || 5000);
+const N = Number(process.env.BENCH_N || 2000);
 const FLEET_STEPS = (process.env.BENCH_FLEET || '50,100,200,400,800').split(',').map(Number);
 
 async function api(method, p, body) {

@@ -111,6 +111,13 @@ impl Emu {
     }
 }
 
+/// The wire bytes of a packet (for sending what DeviceSession would refuse to).
+pub fn wire(p: hubsim_proto::mqttbytes::v4::Packet) -> Vec<u8> {
+    let mut b = bytes::BytesMut::new();
+    hubsim_proto::packet::encode(&p, &mut b).unwrap();
+    b.to_vec()
+}
+
 pub fn now_unix() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
@@ -331,6 +338,13 @@ impl TestDevice {
             Event::ConnectionLost { reason, .. } => reason,
             _ => unreachable!(),
         }
+    }
+
+    /// Sends DISCONNECT (a clean close: no Will, the stored session stays).
+    pub async fn disconnect(&mut self) {
+        let now = self.now();
+        self.session.disconnect(now);
+        self.flush().await;
     }
 
     pub async fn subscribe(&mut self, filters: &[hubsim_proto::topic::TopicFilter]) -> Event {
