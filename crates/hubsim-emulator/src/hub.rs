@@ -363,7 +363,9 @@ impl Hub {
                 Ok(rec)
             })
             .await?;
-        let _ = self.events.send(rec.clone());
+        if self.events.receiver_count() > 0 {
+            let _ = self.events.send(rec.clone());
+        }
         Ok(rec)
     }
 
