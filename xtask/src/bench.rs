@@ -63,7 +63,7 @@ fn idle(bin: &Path, args: &[String], n: usize, server_pid: u32) -> Result<(usize
     let mut child = Command::new(bin)
         .arg("simulate")
         .args(args)
-        .args(["--rate", "0.001", "--duration", "150"])
+        .args(["--rate", "0.001", "--duration", "320"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -78,7 +78,7 @@ fn idle(bin: &Path, args: &[String], n: usize, server_pid: u32) -> Result<(usize
         {
             stable = if c == best { stable + 1 } else { 0 };
             best = best.max(c);
-            if c >= n || stable >= 10 || start.elapsed() > Duration::from_secs(140) {
+            if c >= n || stable >= 20 || start.elapsed() > Duration::from_secs(300) {
                 break;
             }
         }
