@@ -199,15 +199,10 @@ pub fn run(args: &[String]) -> Result {
     drop(mosq);
 
     step("browser: throughput vs mqtt.js, time to connected, devices per tab (headless Chromium)");
-    let token = output(Command::new(&bin).args([
-        "sas",
-        "--ttl",
-        "3600",
-        "--connection-string",
-        css.get(1).map(String::as_str).unwrap_or_default(),
-    ]))
-    .unwrap_or_default();
-    // mqtt.js uses device load-1 by id; hubsim uses bench-browser devices made by the script.
+    // The script connects mqtt.js as bench-browser-1 (and hubsim as bench-browser-0); mqtt.js gets its token here.
+    let browser_devices = bulk(&emu.http, "bench-browser", 2)?;
+    let token = output(Command::new(&bin).args(["sas", "--ttl", "3600", "--connection-string", &browser_devices[1]]))
+        .ok_or("hubsim sas failed")?;
     let browser = output(
         tool("node")
             .arg(root().join("tests/e2e/bench/browser-bench.js"))

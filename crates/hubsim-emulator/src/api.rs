@@ -46,6 +46,7 @@ pub fn router(state: AppState, web_dir: Option<PathBuf>) -> Router {
         .route("/devices", get(list_devices))
         .route("/devices-bulk", post(bulk_devices))
         .route("/devices/{id}", get(get_device).put(put_device).delete(delete_device))
+        .route("/devices/{id}/modules/{module}", get(get_module).put(put_module))
         .route("/devices/{id}/disable", post(disable_device))
         .route("/devices/{id}/enable", post(enable_device))
         .route("/devices/{id}/close", post(close_device))
@@ -206,6 +207,20 @@ async fn put_device(State(s): State<AppState>, Path(id): Path<String>, body: Opt
     }
     let d = s.hub.create_device(&id, key("primaryKey"), key("secondaryKey"), enabled).await?;
     Ok((StatusCode::OK, Json(device_json(&s.hub, &d))).into_response())
+}
+
+async fn put_module(State(s): State<AppState>, Path((id, module)): Path<(String, String)>) -> ApiResult {
+    let name = format!("{id}/{module}");
+    let d = match s.hub.store.device(&name)? {
+        Some(d) => d,
+        None => s.hub.create_module(&id, &module).await?,
+    };
+    Ok(Json(device_json(&s.hub, &d)).into_response())
+}
+
+async fn get_module(State(s): State<AppState>, Path((id, module)): Path<(String, String)>) -> ApiResult {
+    let d = s.hub.get_device(&format!("{id}/{module}"))?;
+    Ok(Json(device_json(&s.hub, &d)).into_response())
 }
 
 async fn delete_device(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {

@@ -134,9 +134,12 @@ struct ServeArgs {
 
 #[derive(Subcommand)]
 enum DeviceCmd {
-    /// Create a device and print its connection string.
+    /// Create a device (or, with --module, a module of an existing device) and print its connection string.
     Create {
         id: String,
+        /// Create a module identity of device ID instead.
+        #[arg(long)]
+        module: Option<String>,
         #[arg(long)]
         primary_key: Option<String>,
         #[arg(long)]
@@ -428,7 +431,12 @@ fn print_json(v: &Value) -> Result<()> {
 
 fn device(cmd: DeviceCmd) -> Result<()> {
     match cmd {
-        DeviceCmd::Create { id, primary_key, secondary_key, hub } => {
+        DeviceCmd::Create { id, module: Some(m), hub, .. } => {
+            let d = call(&hub, "PUT", &format!("/devices/{}/modules/{}", seg(&id), seg(&m)), None)?;
+            println!("{}", d["connectionString"].as_str().unwrap_or_default());
+            Ok(())
+        }
+        DeviceCmd::Create { id, module: None, primary_key, secondary_key, hub } => {
             if !hubsim_emulator::hub::valid_device_id(&id) {
                 bail!("'{id}' is not a valid device id: use 1–128 of A–Z a–z 0–9 and -.%_*?!(),:=@$'");
             }

@@ -190,7 +190,8 @@ impl Ctx {
     async fn handle(&mut self, session: &mut HubSession, ev: HubEvent, acks: &mut FuturesOrdered<PendingAck>) {
         match ev {
             HubEvent::Authenticate(req) => {
-                let id = req.identity.device_id.clone();
+                // The registry name: `{device}` or `{device}/{module}`.
+                let id = req.identity.to_string();
                 self.device = Some(id.clone());
                 self.model_id = req.username.model_id.clone();
                 self.clean_session = req.clean_session;

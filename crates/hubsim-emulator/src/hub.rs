@@ -213,13 +213,8 @@ impl Hub {
     /// Checks a CONNECT against the registry and sets up the stored session.
     pub async fn authenticate(&self, req: &ConnectRequest) -> Result<Admitted, (ConnectReturnCode, String)> {
         let internal = |e: StoreError| (ConnectReturnCode::ServiceUnavailable, e.to_string());
-        if let Some(m) = &req.identity.module_id {
-            return Err((
-                ConnectReturnCode::NotAuthorized,
-                format!("module identities are not supported by the emulator (module '{m}')"),
-            ));
-        }
-        let id = req.identity.device_id.clone();
+        // Modules are registry records named `{device}/{module}` (a name no device id can have).
+        let id = req.identity.to_string();
         let device = self
             .store
             .device(&id)
@@ -238,7 +233,11 @@ impl Hub {
             [&device.authentication.symmetric_key.primary_key, &device.authentication.symmetric_key.secondary_key];
         let keys: Vec<DeviceKey> = keys.iter().filter_map(|k| DeviceKey::from_base64(k).ok()).collect();
         let refs: Vec<&DeviceKey> = keys.iter().collect();
-        let resource = ResourceUri::Device { host: self.settings.host_name.clone(), device_id: id.clone() };
+        let resource = ResourceUri::for_identity(
+            &self.settings.host_name,
+            &req.identity.device_id,
+            req.identity.module_id.as_deref(),
+        );
         let now_s = unix_ms() / 1000;
         req.token.verify(&refs, &resource, now_s).map_err(|e| (ConnectReturnCode::NotAuthorized, e.to_string()))?;
         let expiry = req.token.expiry();
@@ -502,6 +501,16 @@ impl Hub {
                 format!("'{id}' is not a valid device id (1–128 of A–Z a–z 0–9 -.%_*?!(),:=@$')"),
             ));
         }
+        self.create_record(id, primary, secondary, enabled).await
+    }
+
+    async fn create_record(
+        &self,
+        id: &str,
+        primary: Option<String>,
+        secondary: Option<String>,
+        enabled: bool,
+    ) -> Result<Device, ServiceError> {
         for k in [&primary, &secondary].into_iter().flatten() {
             DeviceKey::from_base64(k).map_err(|e| ServiceError::new(400, 400004, format!("key: {e}")))?;
         }
@@ -533,6 +542,15 @@ impl Hub {
             return Err(ServiceError::new(409, 409001, format!("device '{id}' already exists")));
         }
         Ok(device)
+    }
+
+    /// Creates a module identity of an existing device (its own keys, its own twin, telemetry on the module topic).
+    pub async fn create_module(&self, device: &str, module: &str) -> Result<Device, ServiceError> {
+        self.get_device(device)?;
+        if !valid_device_id(module) {
+            return Err(ServiceError::new(400, 400006, format!("'{module}' is not a valid module id")));
+        }
+        self.create_record(&format!("{device}/{module}"), None, None, true).await
     }
 
     /// Creates `{prefix}-0 … {prefix}-{count-1}` where missing, in one transaction; returns them in order.
@@ -585,10 +603,14 @@ impl Hub {
     pub fn connection_string_with_gateway(&self, d: &Device, gateway: Option<&str>) -> String {
         let key = DeviceKey::from_base64(&d.authentication.symmetric_key.primary_key)
             .unwrap_or_else(|_| DeviceKey::from_bytes(d.authentication.symmetric_key.primary_key.as_bytes().to_vec()));
+        let (device_id, module_id) = match d.device_id.split_once('/') {
+            Some((dev, m)) => (dev.to_owned(), Some(m.to_owned())),
+            None => (d.device_id.clone(), None),
+        };
         hubsim_proto::ConnectionString {
             host_name: self.settings.host_name.clone(),
-            device_id: d.device_id.clone(),
-            module_id: None,
+            device_id,
+            module_id,
             key_name: None,
             credential: hubsim_proto::conn_str::Credential::Key(key),
             gateway_host_name: gateway.map(str::to_owned),

@@ -521,3 +521,34 @@ async fn websocket_needs_the_mqtt_subprotocol() {
         other => panic!("expected HTTP 400, got {:?}", other.map(|(_, r)| r.status())),
     }
 }
+
+#[tokio::test]
+async fn a_module_identity_sends_telemetry_on_the_module_topic() {
+    let emu = Emu::start().await;
+    emu.device("edge1").await;
+    let m = emu.hub().create_module("edge1", "filter").await.unwrap();
+    let cs = hubsim_proto::ConnectionString::parse(&emu.hub().connection_string(&m)).unwrap();
+    assert_eq!(cs.module_id.as_deref(), Some("filter"));
+    let hubsim_proto::conn_str::Credential::Key(key) = cs.credential.clone() else { panic!() };
+    let mut d = TestDevice::new("edge1", key, Via::Mqtt);
+    d.session = hubsim_proto::DeviceSession::new(hubsim_proto::DeviceConfig::new(
+        "localhost",
+        hubsim_proto::DeviceIdentity::module("edge1", "filter"),
+    ));
+    let token = cs.password(now_unix() + 600).unwrap().to_string();
+    assert!(matches!(d.connect_with(&emu, token, None).await, Event::Connected { .. }));
+    let mut msg = Telemetry::new("from the module");
+    msg.properties.push("stage", "filtered");
+    d.send(msg).await;
+    d.expect("PUBACK", |e| matches!(e, Event::TelemetryAcked { .. })).await;
+    let ev = &emu.wait_events("edge1", 1).await[0];
+    assert_eq!(ev.module_id.as_deref(), Some("filter"));
+    assert_eq!(ev.system_properties["iothub-connection-module-id"], "filter");
+    // The connection is logged as the module, and the module may not use the device's telemetry topic.
+    let rec = emu.wait_log(|r| r.operation == "deviceConnect").await;
+    assert_eq!(rec.device_id.as_deref(), Some("edge1/filter"));
+    let p = hubsim_proto::mqttbytes::v4::Publish::new("devices/edge1/messages/events/", QoS::AtMostOnce, b"x".to_vec());
+    let t = d.transport.as_mut().unwrap();
+    t.send(&wire(hubsim_proto::mqttbytes::v4::Packet::Publish(p))).await;
+    assert_eq!(tokio::time::timeout(WAIT, t.recv()).await.unwrap(), None);
+}
