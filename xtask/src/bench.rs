@@ -105,6 +105,14 @@ fn bulk(http: &str, prefix: &str, count: usize) -> Result<Vec<String>> {
 }
 
 pub fn run(args: &[String]) -> Result {
+    if args.iter().any(|a| a == "--report-only") {
+        // Re-render BENCHMARKS.md from the last results.json.
+        let text = std::fs::read_to_string(root().join("target/bench/results.json"))
+            .map_err(|e| format!("results.json: {e}"))?;
+        let results: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        return std::fs::write(root().join("BENCHMARKS.md"), crate::bench_report::render(&results))
+            .map_err(|e| e.to_string());
+    }
     let idle_n: usize = args
         .iter()
         .position(|a| a == "--idle")
@@ -235,6 +243,7 @@ pub fn run(args: &[String]) -> Result {
             "devices": idle_n,
             "hubsimConnected": idle_hub.0, "hubsimKiBPerConnection": idle_hub.1,
             "mosquittoConnected": idle_mosq.0, "mosquittoKiBPerConnection": idle_mosq.1,
+            "fdLimit": output(Command::new("sh").arg("-c").arg("ulimit -n")).and_then(|v| v.trim().parse::<u64>().ok()),
         },
         "emulatorRssKiB": {"start": rss_start, "end": rss_end, "peak": rss_peak},
         "browser": parse(&browser),

@@ -125,7 +125,10 @@ pub fn render(r: &Value) -> String {
             None => "; no limit was hit in the steps tried".into(),
         }
     ));
-    line(String::new());
+    if br["devicesPerTab"]["steps"].as_array().into_iter().flatten().any(|s| s["connected"].as_u64() == Some(255)) {
+        line("Chromium opens at most 255 WebSockets per browser profile and refuses the rest: that is the browser's limit, reached with frames still at one per display refresh; beyond it a page needs one device per tab or a shared connection (the native `hubsim simulate` has no such limit).".into());
+        line(String::new());
+    }
 
     // Emulator
     let e = &r["emulatorThroughput"];
@@ -157,6 +160,14 @@ pub fn render(r: &Value) -> String {
     line(format!("| hubsim emulator | {} | {:.1} KiB |", i["hubsimConnected"], f(&i["hubsimKiBPerConnection"])));
     line(format!("| mosquitto | {} | {:.1} KiB |", i["mosquittoConnected"], f(&i["mosquittoKiBPerConnection"])));
     line(String::new());
+    if i["hubsimConnected"].as_u64() < i["devices"].as_u64() {
+        line(format!(
+            "The load generator stopped gaining connections at about {} for both servers on this machine (it and the server share 2 cores and a {}-file descriptor limit), so RSS per connection is measured at that count: the growth of the server's RSS from before the devices connected, divided by the connections held. Ratio hubsim / mosquitto: {:.2}×.",
+            i["hubsimConnected"], i["fdLimit"].as_u64().map_or("fixed".to_owned(), |n| n.to_string()),
+            f(&i["hubsimKiBPerConnection"]) / f(&i["mosquittoKiBPerConnection"]).max(1e-9)
+        ));
+        line(String::new());
+    }
 
     line("## Where a goal is missed: why, and what would close it".into());
     line(String::new());
