@@ -110,9 +110,11 @@ pub async fn run(cfg: SimConfig) -> Result<serde_json::Value> {
             }
         })
     };
+    // One shared copy: cloning the config (with every device's connection string) per device is quadratic.
+    let shared = Arc::new(cfg.clone());
     for cs in &cfg.devices {
         let (cfg, cs, tls, stats, connecting) =
-            (cfg.clone(), cs.clone(), tls.clone(), stats.clone(), connecting.clone());
+            (shared.clone(), cs.clone(), tls.clone(), stats.clone(), connecting.clone());
         tasks.spawn(async move { device(cfg, cs, tls, stats, deadline, connecting).await });
     }
     let mut failures = Vec::new();
@@ -159,7 +161,7 @@ fn payload(seq: u64, size: usize) -> Bytes {
 
 /// One simulated device until its count is sent and acknowledged or the deadline passes.
 async fn device(
-    cfg: SimConfig,
+    cfg: Arc<SimConfig>,
     cs: ConnectionString,
     tls: Arc<rustls::ClientConfig>,
     stats: Arc<Stats>,
@@ -180,7 +182,7 @@ async fn device(
     let mut attempt = 0u32;
     let interval = (cfg.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / cfg.rate));
     let mut next_send = tokio::time::Instant::now();
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; 16 * 1024];
     let done = |queued: u64, acked: u64| cfg.count > 0 && queued >= cfg.count && acked >= queued;
     loop {
         if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) || done(queued, acked) {
