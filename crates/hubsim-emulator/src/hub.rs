@@ -398,22 +398,11 @@ impl Hub {
             .write(move |tx| {
                 let now = unix_ms();
                 let mut out = Vec::new();
-                for mut m in tx.c2d_queue(&id)? {
+                for m in tx.c2d_queue(&id)? {
                     if exclude.contains(&m.seq) || m.lock_until_ms.is_some_and(|l| l > now) {
                         continue;
                     }
-                    if m.expiry_ms <= now {
-                        dead_letter(tx, &m, "Expired", "the message expired before it was completed")?;
-                        continue;
-                    }
-                    if m.delivery_count >= max {
-                        dead_letter(tx, &m, "DeliveryCountExceeded", "the maximum delivery count was reached")?;
-                        continue;
-                    }
-                    m.delivery_count += 1;
-                    m.lock_until_ms = Some(now + lock);
-                    tx.put_c2d(&m)?;
-                    out.push(m);
+                    out.extend(lock_for_delivery(tx, m, now, lock, max)?);
                 }
                 Ok(out)
             })
@@ -426,21 +415,9 @@ impl Hub {
         let lock = self.settings.c2d_lock.as_millis() as u64;
         let max = self.settings.c2d_max_delivery_count;
         self.store
-            .write(move |tx| {
-                let now = unix_ms();
-                let Some(mut m) = tx.get_c2d(&id, seq)? else { return Ok(None) };
-                if m.expiry_ms <= now {
-                    dead_letter(tx, &m, "Expired", "the message expired before it was completed")?;
-                    return Ok(None);
-                }
-                if m.delivery_count >= max {
-                    dead_letter(tx, &m, "DeliveryCountExceeded", "the maximum delivery count was reached")?;
-                    return Ok(None);
-                }
-                m.delivery_count += 1;
-                m.lock_until_ms = Some(now + lock);
-                tx.put_c2d(&m)?;
-                Ok(Some(m))
+            .write(move |tx| match tx.get_c2d(&id, seq)? {
+                Some(m) => lock_for_delivery(tx, m, unix_ms(), lock, max),
+                None => Ok(None),
             })
             .await
     }
@@ -832,6 +809,29 @@ impl Hub {
             })
             .await
     }
+}
+
+/// Counts a delivery and locks the message for `lock` ms; an expired message, or one that reached the maximum
+/// delivery count, is dead-lettered instead (`None`).
+fn lock_for_delivery(
+    tx: &mut Tx<'_>,
+    mut m: C2dMessage,
+    now: u64,
+    lock: u64,
+    max: u32,
+) -> Result<Option<C2dMessage>, StoreError> {
+    if m.expiry_ms <= now {
+        dead_letter(tx, &m, "Expired", "the message expired before it was completed")?;
+        return Ok(None);
+    }
+    if m.delivery_count >= max {
+        dead_letter(tx, &m, "DeliveryCountExceeded", "the maximum delivery count was reached")?;
+        return Ok(None);
+    }
+    m.delivery_count += 1;
+    m.lock_until_ms = Some(now + lock);
+    tx.put_c2d(&m)?;
+    Ok(Some(m))
 }
 
 fn dead_letter(tx: &mut Tx<'_>, m: &C2dMessage, status: &str, why: &str) -> Result<(), StoreError> {

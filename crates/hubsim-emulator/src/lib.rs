@@ -153,7 +153,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-async fn accept_mqtt(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, hub: Arc<Hub>) {
+/// Accepts TCP connections and runs each TLS handshake (bounded in time) in its own task, handing the
+/// established stream to `serve`. A failed accept or handshake is logged; the loop goes on.
+async fn accept_tls<F, Fut>(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, serve: F)
+where
+    F: Fn(tokio_rustls::server::TlsStream<tokio::net::TcpStream>, SocketAddr) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     loop {
         let (tcp, remote) = match listener.accept().await {
             Ok(x) => x,
@@ -164,12 +170,10 @@ async fn accept_mqtt(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor,
             }
         };
         let _ = tcp.set_nodelay(true);
-        let (acceptor, hub) = (acceptor.clone(), hub.clone());
+        let (acceptor, serve) = (acceptor.clone(), serve.clone());
         tokio::spawn(async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => {
-                    conn::serve(hub, conn::Transport::Stream(Box::new(tls)), "mqtt", remote.to_string()).await
-                }
+                Ok(Ok(tls)) => serve(tls, remote).await,
                 Ok(Err(e)) => tracing::info!(%remote, "TLS handshake failed: {e}"),
                 Err(_) => tracing::info!(%remote, "TLS handshake timed out"),
             }
@@ -177,27 +181,20 @@ async fn accept_mqtt(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor,
     }
 }
 
+async fn accept_mqtt(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, hub: Arc<Hub>) {
+    accept_tls(listener, acceptor, move |tls, remote| {
+        let hub = hub.clone();
+        async move { conn::serve(hub, conn::Transport::Stream(Box::new(tls)), "mqtt", remote.to_string()).await }
+    })
+    .await
+}
+
 async fn accept_https(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, router: axum::Router) {
     use hyper_util::rt::{TokioExecutor, TokioIo};
     use hyper_util::service::TowerToHyperService;
-    loop {
-        let (tcp, remote) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
+    accept_tls(listener, acceptor, move |tls, remote| {
         let router = router.clone().layer(axum::Extension(axum::extract::ConnectInfo(remote)));
-        tokio::spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => return tracing::info!(%remote, "TLS handshake failed: {e}"),
-                Err(_) => return tracing::info!(%remote, "TLS handshake timed out"),
-            };
+        async move {
             let service = TowerToHyperService::new(router);
             if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection_with_upgrades(TokioIo::new(tls), service)
@@ -205,6 +202,7 @@ async fn accept_https(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor
             {
                 tracing::debug!(%remote, "HTTPS connection ended: {e}");
             }
-        });
-    }
+        }
+    })
+    .await
 }
