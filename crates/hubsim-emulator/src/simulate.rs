@@ -12,7 +12,7 @@ use hubsim_proto::Instant;
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::client::{tls_config, ClientTransport, Via};
@@ -48,25 +48,63 @@ pub struct Stats {
     pub reconnects: AtomicU64,
     pub c2d: AtomicU64,
     pub methods: AtomicU64,
-    latencies_us: Mutex<Vec<u32>>,
+    latency: Latency,
 }
 
 impl Stats {
     fn latency(&self, us: u32) {
-        if let Ok(mut l) = self.latencies_us.lock() {
-            l.push(us);
-        }
+        self.latency.record(us);
     }
 
     /// (p50, p99, max) in milliseconds over all acknowledgements so far.
     pub fn percentiles(&self) -> (f64, f64, f64) {
-        let mut v = self.latencies_us.lock().map(|l| l.clone()).unwrap_or_default();
-        if v.is_empty() {
+        self.latency.percentiles()
+    }
+}
+
+/// Acknowledgement latencies as a histogram with 1 % wide logarithmic buckets: recording is one atomic add, and
+/// the live line reads percentiles without copying or sorting every sample of a long run.
+struct Latency {
+    counts: Vec<AtomicU64>,
+    max_us: AtomicU64,
+}
+
+const GROWTH: f64 = 1.01;
+const BUCKETS: usize = 2400; // 1.01^2400 µs is far beyond any timeout
+
+impl Default for Latency {
+    fn default() -> Self {
+        Latency { counts: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(), max_us: AtomicU64::new(0) }
+    }
+}
+
+impl Latency {
+    fn record(&self, us: u32) {
+        let i = ((us.max(1) as f64).ln() / GROWTH.ln()) as usize;
+        self.counts[i.min(BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
+        self.max_us.fetch_max(us as u64, Ordering::Relaxed);
+    }
+
+    /// (p50, p99, max) in milliseconds; a percentile is its bucket's upper bound (within 1 %), never above max.
+    fn percentiles(&self) -> (f64, f64, f64) {
+        let counts: Vec<u64> = self.counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        let total: u64 = counts.iter().sum();
+        let max = self.max_us.load(Ordering::Relaxed) as f64;
+        if total == 0 {
             return (0.0, 0.0, 0.0);
         }
-        v.sort_unstable();
-        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0;
-        (at(0.5), at(0.99), at(1.0))
+        let at = |q: f64| {
+            let rank = ((q * total as f64).ceil() as u64).max(1);
+            let mut seen = 0;
+            for (i, c) in counts.iter().enumerate() {
+                seen += c;
+                if seen >= rank {
+                    return GROWTH.powi(i as i32 + 1).min(max) / 1000.0;
+                }
+            }
+            max / 1000.0
+        };
+        (at(0.5), at(0.99), max / 1000.0)
     }
 }
 
