@@ -13,6 +13,7 @@ pub mod twin;
 use crate::controller::ControllerHandle;
 use crate::settings::Settings;
 use crate::state::{Action, AppContext};
+use wasm_bindgen::JsCast;
 use web_sys::{HtmlInputElement, HtmlSelectElement, HtmlTextAreaElement};
 use yew::prelude::*;
 
@@ -28,20 +29,25 @@ pub fn use_controller() -> ControllerHandle {
     use_context::<ControllerHandle>().expect("ControllerHandle is provided by App")
 }
 
+/// The value of the input, textarea or select an event came from.
+fn field_value(e: &Event) -> Option<String> {
+    let t = e.target()?;
+    if let Some(i) = t.dyn_ref::<HtmlInputElement>() {
+        Some(i.value())
+    } else if let Some(a) = t.dyn_ref::<HtmlTextAreaElement>() {
+        Some(a.value())
+    } else {
+        t.dyn_ref::<HtmlSelectElement>().map(HtmlSelectElement::value)
+    }
+}
+
 /// A callback that writes the text of an input, textarea or select into the settings.
 pub fn on_text(app: &AppContext, set: fn(&mut Settings, String)) -> Callback<Event> {
     let app = app.clone();
     Callback::from(move |e: Event| {
-        let v = if let Some(i) = e.target_dyn_into::<HtmlInputElement>() {
-            i.value()
-        } else if let Some(t) = e.target_dyn_into::<HtmlTextAreaElement>() {
-            t.value()
-        } else if let Some(s) = e.target_dyn_into::<HtmlSelectElement>() {
-            s.value()
-        } else {
-            return;
-        };
-        app.dispatch(Action::Settings(Box::new(move |s| set(s, v))));
+        if let Some(v) = field_value(&e) {
+            app.dispatch(Action::Settings(Box::new(move |s| set(s, v))));
+        }
     })
 }
 
@@ -49,14 +55,9 @@ pub fn on_text(app: &AppContext, set: fn(&mut Settings, String)) -> Callback<Eve
 pub fn on_input(app: &AppContext, set: fn(&mut Settings, String)) -> Callback<InputEvent> {
     let app = app.clone();
     Callback::from(move |e: InputEvent| {
-        let v = if let Some(i) = e.target_dyn_into::<HtmlInputElement>() {
-            i.value()
-        } else if let Some(t) = e.target_dyn_into::<HtmlTextAreaElement>() {
-            t.value()
-        } else {
-            return;
-        };
-        app.dispatch(Action::Settings(Box::new(move |s| set(s, v))));
+        if let Some(v) = field_value(&e) {
+            app.dispatch(Action::Settings(Box::new(move |s| set(s, v))));
+        }
     })
 }
 

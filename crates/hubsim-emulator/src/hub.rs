@@ -34,7 +34,7 @@ use crate::timefmt::{iso8601, unix_ms};
 pub struct Settings {
     /// HostName in connection strings and SAS audiences.
     pub host_name: String,
-    /// Port a device should connect to, for the GatewayHostName hint in printed connection strings.
+    /// Most C2D messages queued per device (IoT Hub: 50).
     pub c2d_max_queue: usize,
     pub c2d_default_ttl: Duration,
     pub c2d_max_delivery_count: u32,
@@ -454,11 +454,6 @@ impl Hub {
                 Ok(())
             })
             .await
-    }
-
-    /// Earliest lock expiry among a device's queued messages (for the redelivery timer).
-    pub fn c2d_next_unlock(&self, device: &str) -> Option<u64> {
-        self.store.c2d_queue(device).ok()?.iter().filter_map(|m| m.lock_until_ms).min()
     }
 
     // ---- service side ---------------------------------------------------------------------------------------

@@ -84,9 +84,8 @@ pub enum TopicError {
 }
 
 /// Parses the `?k=v&…` query of twin, method and DPS topics into decoded pairs.
-fn query(topic: &str, q: &str) -> Result<Vec<(String, String)>, TopicError> {
+fn query(q: &str) -> Result<Vec<(String, String)>, TopicError> {
     let bag = PropertyBag::parse(q)?;
-    let _ = topic;
     let mut out: Vec<(String, String)> = bag.system_properties().map(|(k, v)| (k.wire_name(), v.to_owned())).collect();
     out.extend(bag.application.into_iter().map(|(k, v)| (k, v.unwrap_or_default())));
     Ok(out)
@@ -154,21 +153,21 @@ impl DeviceTopic {
             return Ok(DeviceTopic::Telemetry { identity: ident, properties: PropertyBag::parse(bag)? });
         }
         if let Some(q) = topic.strip_prefix("$iothub/twin/GET/") {
-            return Ok(DeviceTopic::TwinGet { rid: rid_of(topic, &query(topic, strip_q(topic, q)?)?)? });
+            return Ok(DeviceTopic::TwinGet { rid: rid_of(topic, &query(strip_q(topic, q)?)?)? });
         }
         if let Some(q) = topic.strip_prefix("$iothub/twin/PATCH/properties/reported/") {
-            return Ok(DeviceTopic::TwinPatchReported { rid: rid_of(topic, &query(topic, strip_q(topic, q)?)?)? });
+            return Ok(DeviceTopic::TwinPatchReported { rid: rid_of(topic, &query(strip_q(topic, q)?)?)? });
         }
         if let Some(rest) = topic.strip_prefix("$iothub/methods/res/") {
             let (status, q) = rest.split_once('/').ok_or_else(|| TopicError::Unknown(topic.to_owned()))?;
             let status = status_of(topic, status)?;
-            return Ok(DeviceTopic::MethodResponse { status, rid: rid_of(topic, &query(topic, strip_q(topic, q)?)?)? });
+            return Ok(DeviceTopic::MethodResponse { status, rid: rid_of(topic, &query(strip_q(topic, q)?)?)? });
         }
         if let Some(q) = topic.strip_prefix("$dps/registrations/PUT/iotdps-register/") {
-            return Ok(DeviceTopic::DpsRegister { rid: rid_of(topic, &query(topic, strip_q(topic, q)?)?)? });
+            return Ok(DeviceTopic::DpsRegister { rid: rid_of(topic, &query(strip_q(topic, q)?)?)? });
         }
         if let Some(q) = topic.strip_prefix("$dps/registrations/GET/iotdps-get-operationstatus/") {
-            let pairs = query(topic, strip_q(topic, q)?)?;
+            let pairs = query(strip_q(topic, q)?)?;
             let operation_id =
                 find(&pairs, "operationId").ok_or_else(|| TopicError::Unknown(topic.to_owned()))?.to_owned();
             return Ok(DeviceTopic::DpsOperationStatus { rid: rid_of(topic, &pairs)?, operation_id });
@@ -249,12 +248,12 @@ impl HubTopic {
         }
         if let Some(rest) = topic.strip_prefix("$iothub/methods/POST/") {
             let (name, q) = rest.split_once('/').ok_or_else(unknown)?;
-            let pairs = query(topic, strip_q(topic, q)?)?;
+            let pairs = query(strip_q(topic, q)?)?;
             return Ok(HubTopic::MethodRequest { name: name.to_owned(), rid: rid_of(topic, &pairs)? });
         }
         if let Some(rest) = topic.strip_prefix("$iothub/twin/res/") {
             let (status, q) = rest.split_once('/').ok_or_else(unknown)?;
-            let pairs = query(topic, strip_q(topic, q)?)?;
+            let pairs = query(strip_q(topic, q)?)?;
             return Ok(HubTopic::TwinResponse {
                 status: status_of(topic, status)?,
                 rid: rid_of(topic, &pairs)?,
@@ -263,7 +262,7 @@ impl HubTopic {
         }
         if let Some(q) = topic.strip_prefix("$iothub/twin/PATCH/properties/desired/") {
             let pairs = match q.strip_prefix('?') {
-                Some(q) => query(topic, q)?,
+                Some(q) => query(q)?,
                 None if q.is_empty() => Vec::new(),
                 None => return Err(unknown()),
             };
@@ -271,7 +270,7 @@ impl HubTopic {
         }
         if let Some(rest) = topic.strip_prefix("$dps/registrations/res/") {
             let (status, q) = rest.split_once('/').ok_or_else(unknown)?;
-            let pairs = query(topic, strip_q(topic, q)?)?;
+            let pairs = query(strip_q(topic, q)?)?;
             let retry_after = find(&pairs, "retry-after").and_then(|v| v.parse().ok());
             return Ok(HubTopic::DpsResponse {
                 status: status_of(topic, status)?,

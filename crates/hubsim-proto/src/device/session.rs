@@ -501,8 +501,7 @@ impl DeviceSession {
             return Err(SendError::NotConnected);
         }
         let pkid = self.alloc_pkid();
-        let mut u = Unsubscribe { pkid, topics: filters.iter().map(|f| f.to_filter(&self.config.identity)).collect() };
-        u.pkid = pkid;
+        let u = Unsubscribe { pkid, topics: filters.iter().map(|f| f.to_filter(&self.config.identity)).collect() };
         self.encode(&Packet::Unsubscribe(u), now)?;
         self.pending_unsubs.insert(pkid, filters.to_vec());
         Ok(())
