@@ -8,6 +8,7 @@
 //! - [`percent`]: the RFC 3986 percent-encoding IoT Hub uses in property bags and SAS audiences.
 //! - [`property_bag`]: `k=v&…` bags with typed system properties (`$.mid`, `$.ct`, …).
 //! - [`topic`]: every device-side topic name and subscription filter, built and parsed.
+//! - [`endpoint`]: ports, the WebSocket path and subprotocol, the WebSocket URL.
 //! - [`username`]: the MQTT CONNECT user name (`{host}/{device}/?api-version=…`), including legacy forms.
 //! - [`device`]: [`DeviceSession`], the device side of a connection as a state machine.
 //! - [`hub`]: [`HubSession`], the hub side of one connection, used by the emulator.
@@ -18,6 +19,7 @@
 
 pub mod conn_str;
 pub mod device;
+pub mod endpoint;
 pub mod hub;
 pub mod packet;
 pub mod percent;

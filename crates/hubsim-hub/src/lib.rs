@@ -6,11 +6,10 @@
 //! ([`conn`]), shared state ([`hub`]) and the embedded database ([`store`]).
 
 pub mod api;
-pub mod client;
 pub mod conn;
 pub mod hub;
+mod listener;
 pub mod model;
-pub mod simulate;
 pub mod store;
 pub mod timefmt;
 pub mod tls;
@@ -23,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use crate::api::AppState;
 use crate::hub::{Hub, Settings};
@@ -68,6 +68,9 @@ impl Config {
     }
 }
 
+/// How long shutdown waits for connection tasks to write their close records before giving up on them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 /// A started emulator.
 pub struct Running {
     pub mqtt_addr: SocketAddr,
@@ -76,16 +79,33 @@ pub struct Running {
     /// The generated CA certificate to trust, if the certificate was generated.
     pub ca_path: Option<PathBuf>,
     pub hub: Arc<Hub>,
-    tasks: JoinSet<()>,
+    /// The accept loops.
+    listeners: JoinSet<()>,
+    stop: CancellationToken,
 }
 
 impl Running {
-    /// Stops accepting and closes every connection (their Wills are published).
+    /// Stops accepting, closes every connection (publishing their Wills) and waits until every connection task
+    /// has written its close record (at most [`SHUTDOWN_GRACE`]).
     pub async fn shutdown(mut self) {
+        self.stop.cancel();
         self.hub.close_all(hubsim_proto::hub::CloseReason::ServerShutdown);
-        // Give connection tasks a moment to write their close records.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        self.tasks.shutdown().await;
+        self.hub.tasks.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.hub.tasks.wait()).await.is_err() {
+            tracing::warn!(
+                left = self.hub.tasks.len(),
+                "connection tasks did not finish within {} s; stopping anyway",
+                SHUTDOWN_GRACE.as_secs()
+            );
+        }
+        // The plain HTTP server may still hold Server-Sent Event streams open; they end here.
+        self.listeners.shutdown().await;
+    }
+
+    /// Serves until `signal` completes, then shuts down.
+    pub async fn serve_until(self, signal: impl Future<Output = ()>) {
+        signal.await;
+        self.shutdown().await;
     }
 }
 
@@ -123,86 +143,25 @@ pub async fn start(config: Config) -> Result<Running> {
     });
     let ca_pem = tls.ca_path.as_ref().and_then(|p| std::fs::read_to_string(p).ok()).map(Arc::new);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.config);
-    let mut tasks = JoinSet::new();
+    let stop = CancellationToken::new();
+    let mut listeners = JoinSet::new();
 
-    tasks.spawn(accept_mqtt(mqtt, acceptor.clone(), hub.clone()));
+    listeners.spawn(listener::accept_mqtt(mqtt, acceptor.clone(), hub.clone(), stop.clone()));
     let tls_router = api::router(
         AppState { hub: hub.clone(), websocket: true, transport: "wss", info: info.clone(), ca_pem: ca_pem.clone() },
         config.web_dir.clone(),
     );
-    tasks.spawn(accept_https(wss, acceptor, tls_router));
+    listeners.spawn(listener::accept_https(wss, acceptor, tls_router, hub.clone(), stop.clone()));
     let http_router = api::router(
         AppState { hub: hub.clone(), websocket: plain_ws, transport: "ws", info, ca_pem },
         config.web_dir.clone(),
     );
-    tasks.spawn(async move {
-        if let Err(e) = axum::serve(http, http_router.into_make_service_with_connect_info::<SocketAddr>()).await {
-            tracing::error!("HTTP server stopped: {e}");
-        }
-    });
-    Ok(Running { mqtt_addr, ws_addr, http_addr, ca_path: tls.ca_path, hub, tasks })
+    listeners.spawn(listener::serve_http(http, http_router, stop.clone()));
+    Ok(Running { mqtt_addr, ws_addr, http_addr, ca_path: tls.ca_path, hub, listeners, stop })
 }
 
 /// Runs until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
-    let running = start(config).await?;
-    shutdown.await;
-    running.shutdown().await;
+    start(config).await?.serve_until(shutdown).await;
     Ok(())
-}
-
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Accepts TCP connections and runs each TLS handshake (bounded in time) in its own task, handing the
-/// established stream to `serve`. A failed accept or handshake is logged; the loop goes on.
-async fn accept_tls<F, Fut>(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, serve: F)
-where
-    F: Fn(tokio_rustls::server::TlsStream<tokio::net::TcpStream>, SocketAddr) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    loop {
-        let (tcp, remote) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
-        let (acceptor, serve) = (acceptor.clone(), serve.clone());
-        tokio::spawn(async move {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => serve(tls, remote).await,
-                Ok(Err(e)) => tracing::info!(%remote, "TLS handshake failed: {e}"),
-                Err(_) => tracing::info!(%remote, "TLS handshake timed out"),
-            }
-        });
-    }
-}
-
-async fn accept_mqtt(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, hub: Arc<Hub>) {
-    accept_tls(listener, acceptor, move |tls, remote| {
-        let hub = hub.clone();
-        async move { conn::serve(hub, conn::Transport::Stream(Box::new(tls)), "mqtt", remote.to_string()).await }
-    })
-    .await
-}
-
-async fn accept_https(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, router: axum::Router) {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use hyper_util::service::TowerToHyperService;
-    accept_tls(listener, acceptor, move |tls, remote| {
-        let router = router.clone().layer(axum::Extension(axum::extract::ConnectInfo(remote)));
-        async move {
-            let service = TowerToHyperService::new(router);
-            if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection_with_upgrades(TokioIo::new(tls), service)
-                .await
-            {
-                tracing::debug!(%remote, "HTTPS connection ended: {e}");
-            }
-        }
-    })
-    .await
 }

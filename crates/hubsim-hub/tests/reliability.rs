@@ -1,13 +1,11 @@
 //! Tests that try hard to break the emulator: lossless delivery across 100 transport cuts, and a tour of bad
 //! input, each closing only the offending connection with the right logged reason.
 
-mod common;
-
-use common::*;
 use hubsim_proto::device::{Event, Telemetry};
 use hubsim_proto::mqttbytes::v4::{Connect, Login, Packet, Publish};
 use hubsim_proto::mqttbytes::QoS;
 use hubsim_proto::property_bag::SystemProperty;
+use hubsim_testkit::*;
 use std::collections::HashMap;
 
 fn numbered(i: u32) -> Telemetry {
@@ -24,7 +22,7 @@ async fn no_loss_across_100_transport_cuts() {
     let key = emu.device("chaos").await;
     let mut d = TestDevice::new("chaos", key, Via::Mqtt);
     // A small window, so acknowledgements arrive a few at a time and the cuts fall mid-stream.
-    d.session.config_mut().max_inflight = 8;
+    d.session_mut().config_mut().max_inflight = 8;
     d.connect(&emu).await;
     let (mut next, mut acked, mut cuts, mut reconnects) = (0u32, 0u32, 0u32, 0u32);
     // Acks since the last reconnect; a cut waits for the previous one to be noticed.
@@ -32,7 +30,7 @@ async fn no_loss_across_100_transport_cuts() {
     let started = std::time::Instant::now();
     while acked < N {
         assert!(started.elapsed() < std::time::Duration::from_secs(120), "bounded: {acked}/{N} after 2 minutes");
-        while next < N && d.session.unacked() < 8 {
+        while next < N && d.session_mut().unacked() < 8 {
             d.send(numbered(next)).await;
             next += 1;
         }
@@ -51,9 +49,9 @@ async fn no_loss_across_100_transport_cuts() {
                         ));
                     } else {
                         // ...or drop the socket from the device side, mid-stream.
-                        d.transport.take();
+                        d.take_transport();
                         let now = d.now();
-                        d.session.handle_transport_closed(now, "socket dropped by the test");
+                        d.session_mut().handle_transport_closed(now, "socket dropped by the test");
                     }
                 }
             }
@@ -99,7 +97,7 @@ async fn bad_input_tour() {
     let emu = Emu::start().await;
     let key = emu.device("good").await;
     let bad_key = emu.device("bad").await;
-    let mut good = TestDevice::new("good", key, Via::Wss);
+    let mut good = TestDevice::new("good", key, Via::Ws);
     good.connect(&emu).await;
     let connect_bytes = {
         let mut c = Connect::new("bad");
@@ -136,19 +134,19 @@ async fn bad_input_tour() {
     ];
     for (name, payload, login_first, half_close, reason) in cases {
         let before = emu.hub().store.connections(0, 100_000, None).unwrap().last().map_or(0, |r| r.seq);
-        let mut t = ClientTransport::open(&emu, Via::Mqtt).await;
+        let mut t = open_raw(&emu, Via::Mqtt).await;
         if login_first {
-            t.send(&connect_bytes).await;
-            assert_eq!(t.recv().await.unwrap(), vec![0x20, 0x02, 0x00, 0x00], "{name}: CONNACK");
+            t.send_raw(&connect_bytes).await;
+            assert_eq!(t.recv_raw().await.unwrap(), vec![0x20, 0x02, 0x00, 0x00], "{name}: CONNACK");
         }
-        t.send(&payload).await;
+        t.send_raw(&payload).await;
         if half_close {
-            if let ClientTransport::Tls(s) = &mut t {
+            if let hubsim_device::Transport::Tls(s) = &mut t {
                 use tokio::io::AsyncWriteExt;
                 s.shutdown().await.unwrap();
             }
         }
-        let closed = tokio::time::timeout(WAIT, async { while t.recv().await.is_some() {} }).await;
+        let closed = tokio::time::timeout(WAIT, async { while t.recv_raw().await.is_some() {} }).await;
         assert!(closed.is_ok(), "{name}: the connection was not closed");
         let op = if login_first { "deviceDisconnect" } else { "connectRefused" };
         let rec = emu.wait_log(|r| r.seq > before && r.operation == op).await;

@@ -1,16 +1,14 @@
 //! Every hub rule of the emulator, checked with real TLS and WSS sockets on 127.0.0.1 and hubsim-proto's
 //! DeviceSession as the client.
 
-mod common;
-
 use bytes::Bytes;
-use common::*;
-use hubsim_emulator::hub::SendC2d;
+use hubsim_hub::hub::SendC2d;
 use hubsim_proto::device::{Event, Granted, LostReason, RequestKind, Telemetry, TelemetryQos, Will};
 use hubsim_proto::mqttbytes::QoS;
 use hubsim_proto::property_bag::{PropertyBag, SystemProperty};
 use hubsim_proto::sas::DeviceKey;
 use hubsim_proto::topic::TopicFilter;
+use hubsim_testkit::*;
 use serde_json::json;
 use std::time::Duration;
 
@@ -42,7 +40,7 @@ async fn telemetry_over_tls() {
 
 #[tokio::test]
 async fn telemetry_over_websocket() {
-    connect_both_transports(Via::Wss).await;
+    connect_both_transports(Via::Ws).await;
 }
 
 #[tokio::test]
@@ -102,7 +100,7 @@ async fn a_new_connection_closes_the_old_one() {
     let key = emu.device("d1").await;
     let mut a = TestDevice::new("d1", key.clone(), Via::Mqtt);
     a.connect(&emu).await;
-    let mut b = TestDevice::new("d1", key, Via::Wss);
+    let mut b = TestDevice::new("d1", key, Via::Ws);
     b.connect(&emu).await;
     a.expect_closed().await;
     let rec = emu.wait_log(|r| r.operation == "deviceDisconnect").await;
@@ -117,12 +115,12 @@ async fn keep_alive_timeout_is_one_and_a_half_times_the_client_value() {
     let emu = Emu::start().await;
     let key = emu.device("d1").await;
     let mut d = TestDevice::new("d1", key, Via::Mqtt);
-    d.session.config_mut().keep_alive = Duration::from_secs(1);
+    d.session_mut().config_mut().keep_alive = Duration::from_secs(1);
     d.connect(&emu).await;
     // Stay silent: never run the session's timers, just wait for the hub to close.
     let t0 = std::time::Instant::now();
-    let mut t = d.transport.take().unwrap();
-    assert!(tokio::time::timeout(WAIT, t.recv()).await.unwrap().is_none());
+    let mut t = d.take_transport().unwrap();
+    assert!(tokio::time::timeout(WAIT, t.recv_raw()).await.unwrap().is_none());
     let waited = t0.elapsed();
     assert!(waited >= Duration::from_millis(1400) && waited < Duration::from_secs(4), "{waited:?}");
     let rec = emu.wait_log(|r| r.operation == "deviceDisconnect").await;
@@ -133,18 +131,18 @@ async fn keep_alive_timeout_is_one_and_a_half_times_the_client_value() {
 async fn pings_keep_a_quiet_device_connected() {
     let emu = Emu::start().await;
     let key = emu.device("d1").await;
-    let mut d = TestDevice::new("d1", key, Via::Wss);
-    d.session.config_mut().keep_alive = Duration::from_secs(1);
+    let mut d = TestDevice::new("d1", key, Via::Ws);
+    d.session_mut().config_mut().keep_alive = Duration::from_secs(1);
     d.connect(&emu).await;
     assert_eq!(d.next_event_within(Duration::from_secs(4)).await, None, "no loss while pinging");
-    assert!(d.session.is_connected());
+    assert!(d.session_mut().is_connected());
 }
 
 #[tokio::test]
 async fn connect_must_arrive_in_time() {
     let emu = Emu::start_with(|c| c.protocol.connect_timeout = Duration::from_millis(500)).await;
-    let mut t = ClientTransport::open(&emu, Via::Mqtt).await;
-    assert!(tokio::time::timeout(WAIT, t.recv()).await.unwrap().is_none());
+    let mut t = open_raw(&emu, Via::Mqtt).await;
+    assert!(tokio::time::timeout(WAIT, t.recv_raw()).await.unwrap().is_none());
     let rec = emu.wait_log(|r| r.operation == "connectRefused").await;
     assert_eq!(rec.reason, "connect-timeout");
 }
@@ -153,7 +151,7 @@ async fn misuse_closes(publish: Telemetry, reason: &str) {
     let emu = Emu::start().await;
     let key = emu.device("d1").await;
     let key2 = emu.device("d2").await;
-    let mut other = TestDevice::new("d2", key2, Via::Wss);
+    let mut other = TestDevice::new("d2", key2, Via::Ws);
     other.connect(&emu).await;
     let mut d = TestDevice::new("d1", key, Via::Mqtt);
     d.connect(&emu).await;
@@ -186,9 +184,9 @@ async fn oversize_message_closes_the_connection() {
     );
     p.pkid = 1;
     let b = wire(hubsim_proto::mqttbytes::v4::Packet::Publish(p));
-    let t = d.transport.as_mut().unwrap();
-    t.send(&b).await;
-    while t.recv().await.is_some() {}
+    let t = d.transport_mut().unwrap();
+    t.send_raw(&b).await;
+    while t.recv_raw().await.is_some() {}
     let rec = emu.wait_log(|r| r.operation == "deviceDisconnect").await;
     assert_eq!(rec.reason, "message-too-large");
 }
@@ -218,13 +216,13 @@ async fn retain_property_name_is_configurable() {
 async fn raw_publish_closes(topic: &str, reason: &str) {
     let emu = Emu::start().await;
     let key = emu.device("d1").await;
-    let mut d = TestDevice::new("d1", key, Via::Wss);
+    let mut d = TestDevice::new("d1", key, Via::Ws);
     d.connect(&emu).await;
     let p = hubsim_proto::mqttbytes::v4::Publish::new(topic, QoS::AtMostOnce, b"x".to_vec());
     let b = wire(hubsim_proto::mqttbytes::v4::Packet::Publish(p));
-    let t = d.transport.as_mut().unwrap();
-    t.send(&b).await;
-    while t.recv().await.is_some() {}
+    let t = d.transport_mut().unwrap();
+    t.send_raw(&b).await;
+    while t.recv_raw().await.is_some() {}
     let rec = emu.wait_log(|r| r.operation == "deviceDisconnect").await;
     assert_eq!(rec.reason, reason, "{topic}: {}", rec.description);
 }
@@ -253,7 +251,7 @@ async fn will_is_published_as_telemetry_on_an_unclean_close() {
     props.push("state", "lost");
     let will = Will { properties: props, payload: Bytes::from_static(b"gone"), qos: QoS::AtLeastOnce };
     assert!(matches!(d.connect_with(&emu, token(&key, "d1", 3600), Some(will)).await, Event::Connected { .. }));
-    d.transport.take().unwrap().kill();
+    drop(d.take_transport().unwrap());
     let ev = &emu.wait_events("d1", 1).await[0];
     assert_eq!(ev.body.as_deref(), Some("gone"));
     assert_eq!(ev.application_properties["iothub-MessageType"], "Will");
@@ -270,14 +268,14 @@ async fn subscriptions_grant_qos1_for_qos2_and_unknown_filters_close() {
     let mut s = hubsim_proto::mqttbytes::v4::Subscribe::new("devices/d1/messages/devicebound/#", QoS::ExactlyOnce);
     s.pkid = 42;
     let b = wire(hubsim_proto::mqttbytes::v4::Packet::Subscribe(s));
-    let t = d.transport.as_mut().unwrap();
-    t.send(&b).await;
-    assert_eq!(t.recv().await.unwrap(), vec![0x90, 0x03, 0x00, 42, 0x01]);
+    let t = d.transport_mut().unwrap();
+    t.send_raw(&b).await;
+    assert_eq!(t.recv_raw().await.unwrap(), vec![0x90, 0x03, 0x00, 42, 0x01]);
     let mut bad = hubsim_proto::mqttbytes::v4::Subscribe::new("devices/d2/messages/devicebound/#", QoS::AtLeastOnce);
     bad.pkid = 43;
     let b = wire(hubsim_proto::mqttbytes::v4::Packet::Subscribe(bad));
-    t.send(&b).await;
-    assert_eq!(t.recv().await, None, "closed, no SUBACK 0x80");
+    t.send_raw(&b).await;
+    assert_eq!(t.recv_raw().await, None, "closed, no SUBACK 0x80");
     let rec = emu.wait_log(|r| r.operation == "deviceDisconnect").await;
     assert_eq!(rec.reason, "bad-subscription");
 }
@@ -290,7 +288,7 @@ fn c2d(body: &str) -> SendC2d {
 async fn c2d_is_delivered_with_every_property_and_completed_by_puback() {
     let emu = Emu::start().await;
     let key = emu.device("d1").await;
-    let mut d = TestDevice::new("d1", key, Via::Wss);
+    let mut d = TestDevice::new("d1", key, Via::Ws);
     d.connect(&emu).await;
     let sub = d.subscribe(&[TopicFilter::C2d]).await;
     assert_eq!(sub, Event::Subscribed { results: vec![(TopicFilter::C2d, Granted::Qos(QoS::AtLeastOnce))] });
@@ -341,7 +339,7 @@ async fn the_51st_queued_message_is_refused() {
         emu.hub().send_c2d("d1", c2d(&i.to_string())).await.unwrap();
     }
     let e = emu.hub().send_c2d("d1", c2d("51")).await.unwrap_err();
-    assert!(matches!(&e, hubsim_emulator::hub::ServiceError::Api { status: 403, code: 403004, .. }), "{e}");
+    assert!(matches!(&e, hubsim_hub::hub::ServiceError::Api { status: 403, code: 403004, .. }), "{e}");
     assert!(e.to_string().contains("full"));
 }
 
@@ -355,7 +353,7 @@ async fn clean_session_0_keeps_the_subscription_and_delivers_on_reconnect_before
     d.disconnect().await;
     emu.wait_log(|r| r.operation == "deviceDisconnect").await;
     emu.hub().send_c2d("d1", c2d("while away")).await.unwrap();
-    let mut d = TestDevice::new("d1", key, Via::Wss);
+    let mut d = TestDevice::new("d1", key, Via::Ws);
     assert!(d.connect(&emu).await, "session present");
     let Event::C2d(m) = d.expect("C2D", |e| matches!(e, Event::C2d(_))).await else { unreachable!() };
     assert_eq!(&m.payload[..], b"while away");
@@ -372,7 +370,7 @@ async fn clean_session_1_drops_the_session_and_waits_for_a_subscription() {
     emu.wait_log(|r| r.operation == "deviceDisconnect").await;
     emu.hub().send_c2d("d1", c2d("queued")).await.unwrap();
     let mut d = TestDevice::new("d1", key.clone(), Via::Mqtt);
-    d.session.config_mut().clean_session = true;
+    d.session_mut().config_mut().clean_session = true;
     assert!(!d.connect(&emu).await, "no session present with CleanSession 1");
     assert_eq!(d.next_event_within(Duration::from_millis(500)).await, None, "nothing before SUBSCRIBE");
     d.subscribe(&[TopicFilter::C2d]).await;
@@ -389,7 +387,7 @@ async fn unacknowledged_c2d_is_redelivered_with_dup_then_dead_lettered() {
     let emu = Emu::start_with(|c| c.c2d_lock = Duration::from_millis(300)).await;
     let key = emu.device("d1").await;
     let mut d = TestDevice::new("d1", key, Via::Mqtt);
-    d.session.config_mut().auto_ack_c2d = false;
+    d.session_mut().config_mut().auto_ack_c2d = false;
     d.connect(&emu).await;
     d.subscribe(&[TopicFilter::C2d]).await;
     emu.hub()
@@ -411,10 +409,10 @@ async fn unacknowledged_c2d_is_redelivered_with_dup_then_dead_lettered() {
 async fn direct_methods_round_trip_and_404_when_not_subscribed() {
     let emu = Emu::start().await;
     let key = emu.device("d1").await;
-    let mut d = TestDevice::new("d1", key, Via::Wss);
+    let mut d = TestDevice::new("d1", key, Via::Ws);
     d.connect(&emu).await;
     let e = emu.hub().invoke_method("d1", "reboot", json!({}), Duration::from_secs(5)).await.unwrap_err();
-    assert!(matches!(e, hubsim_emulator::hub::ServiceError::Api { status: 404, code: 404103, .. }));
+    assert!(matches!(e, hubsim_hub::hub::ServiceError::Api { status: 404, code: 404103, .. }));
     d.subscribe(&[TopicFilter::Methods]).await;
     let hub = emu.r().hub.clone();
     let call =
@@ -429,7 +427,7 @@ async fn direct_methods_round_trip_and_404_when_not_subscribed() {
     assert_eq!(name, "reboot");
     assert_eq!(serde_json::from_slice::<serde_json::Value>(&payload).unwrap(), json!({"delay": 3}));
     let now = d.now();
-    d.session.respond_to_method(now, &rid, 202, b"{\"rebooting\":true}").unwrap();
+    d.session_mut().respond_to_method(now, &rid, 202, b"{\"rebooting\":true}").unwrap();
     d.flush().await;
     let (status, body) = call.await.unwrap().unwrap();
     assert_eq!((status, body), (202, json!({"rebooting": true})));
@@ -440,9 +438,9 @@ async fn method_timeout_and_offline_device() {
     let emu = Emu::start().await;
     emu.device("d1").await;
     let e = emu.hub().invoke_method("d1", "x", json!(null), Duration::from_secs(5)).await.unwrap_err();
-    assert!(matches!(e, hubsim_emulator::hub::ServiceError::Api { code: 404103, .. }));
+    assert!(matches!(e, hubsim_hub::hub::ServiceError::Api { code: 404103, .. }));
     let e = emu.hub().invoke_method("d1", "x", json!(null), Duration::from_secs(1)).await.unwrap_err();
-    assert!(matches!(e, hubsim_emulator::hub::ServiceError::Api { status: 400, .. }), "timeout below 5 s is refused");
+    assert!(matches!(e, hubsim_hub::hub::ServiceError::Api { status: 400, .. }), "timeout below 5 s is refused");
 }
 
 #[tokio::test]
@@ -454,7 +452,7 @@ async fn twin_get_reported_patch_and_desired_push() {
     d.connect(&emu).await;
     d.subscribe(&[TopicFilter::TwinResponses, TopicFilter::TwinDesired]).await;
     let now = d.now();
-    d.session.get_twin(now).unwrap();
+    d.session_mut().get_twin(now).unwrap();
     d.flush().await;
     let Event::TwinResponse { status, body, kind: RequestKind::TwinGet, .. } =
         d.expect("twin", |e| matches!(e, Event::TwinResponse { .. })).await
@@ -467,7 +465,7 @@ async fn twin_get_reported_patch_and_desired_push() {
     assert_eq!(doc["desired"]["$version"], 2);
     assert_eq!(doc["reported"]["$version"], 1);
     let now = d.now();
-    d.session.patch_reported(now, &b"{\"fw\":\"1.2\"}"[..]).unwrap();
+    d.session_mut().patch_reported(now, &b"{\"fw\":\"1.2\"}"[..]).unwrap();
     d.flush().await;
     let Event::TwinResponse { status, version, .. } =
         d.expect("patch", |e| matches!(e, Event::TwinResponse { .. })).await
@@ -486,7 +484,7 @@ async fn twin_get_reported_patch_and_desired_push() {
     let patch: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(patch, json!({"interval": 10, "$version": 3}));
     let now = d.now();
-    d.session.patch_reported(now, &b"[1,2]"[..]).unwrap();
+    d.session_mut().patch_reported(now, &b"[1,2]"[..]).unwrap();
     d.flush().await;
     let Event::TwinResponse { status, .. } = d.expect("400", |e| matches!(e, Event::TwinResponse { .. })).await else {
         unreachable!()
@@ -501,9 +499,9 @@ async fn malformed_bytes_close_only_that_connection() {
     let mut good = TestDevice::new("d1", key, Via::Mqtt);
     good.connect(&emu).await;
     for bad in [&[0x10u8, 0x02, 0x00, 0x00][..], &[0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01], &[0x82, 0x00], &[0xF0, 0x00]] {
-        let mut t = ClientTransport::open(&emu, Via::Mqtt).await;
-        t.send(bad).await;
-        assert_eq!(tokio::time::timeout(WAIT, t.recv()).await.unwrap(), None);
+        let mut t = open_raw(&emu, Via::Mqtt).await;
+        t.send_raw(bad).await;
+        assert_eq!(tokio::time::timeout(WAIT, t.recv_raw()).await.unwrap(), None);
     }
     emu.wait_log(|r| r.reason == "protocol-violation").await;
     good.send(Telemetry::new("fine")).await;
@@ -530,11 +528,11 @@ async fn a_module_identity_sends_telemetry_on_the_module_topic() {
     let cs = hubsim_proto::ConnectionString::parse(&emu.hub().connection_string(&m)).unwrap();
     assert_eq!(cs.module_id.as_deref(), Some("filter"));
     let hubsim_proto::conn_str::Credential::Key(key) = cs.credential.clone() else { panic!() };
-    let mut d = TestDevice::new("edge1", key, Via::Mqtt);
-    d.session = hubsim_proto::DeviceSession::new(hubsim_proto::DeviceConfig::new(
-        "localhost",
-        hubsim_proto::DeviceIdentity::module("edge1", "filter"),
-    ));
+    let mut d = TestDevice::with_config(
+        hubsim_proto::DeviceConfig::new("localhost", hubsim_proto::DeviceIdentity::module("edge1", "filter")),
+        key,
+        Via::Mqtt,
+    );
     let token = cs.password(now_unix() + 600).unwrap().to_string();
     assert!(matches!(d.connect_with(&emu, token, None).await, Event::Connected { .. }));
     let mut msg = Telemetry::new("from the module");
@@ -548,7 +546,7 @@ async fn a_module_identity_sends_telemetry_on_the_module_topic() {
     let rec = emu.wait_log(|r| r.operation == "deviceConnect").await;
     assert_eq!(rec.device_id.as_deref(), Some("edge1/filter"));
     let p = hubsim_proto::mqttbytes::v4::Publish::new("devices/edge1/messages/events/", QoS::AtMostOnce, b"x".to_vec());
-    let t = d.transport.as_mut().unwrap();
-    t.send(&wire(hubsim_proto::mqttbytes::v4::Packet::Publish(p))).await;
-    assert_eq!(tokio::time::timeout(WAIT, t.recv()).await.unwrap(), None);
+    let t = d.transport_mut().unwrap();
+    t.send_raw(&wire(hubsim_proto::mqttbytes::v4::Packet::Publish(p))).await;
+    assert_eq!(tokio::time::timeout(WAIT, t.recv_raw()).await.unwrap(), None);
 }

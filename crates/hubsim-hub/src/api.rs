@@ -20,7 +20,8 @@ use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::StreamExt as _;
 
 use crate::conn::{self, Transport};
-use crate::hub::{device_json, error_json, Hub, SendC2d, ServiceError};
+use crate::hub::{error_json, Hub, SendC2d, ServiceError};
+use crate::model::Device;
 
 /// What the router needs.
 #[derive(Clone)]
@@ -134,9 +135,10 @@ async fn websocket(
     };
     let hub = s.hub.clone();
     let kind = s.transport;
-    ws.protocols(["mqtt"])
-        .max_message_size(1024 * 1024)
-        .on_upgrade(move |socket| conn::serve(hub, Transport::WebSocket(Box::new(socket)), kind, remote.to_string()))
+    ws.protocols(["mqtt"]).max_message_size(1024 * 1024).on_upgrade(move |socket| {
+        let tracked = hub.tasks.clone();
+        tracked.track_future(conn::serve(hub, Transport::WebSocket(Box::new(socket)), kind, remote.to_string()))
+    })
 }
 
 async fn ca_pem(State(s): State<AppState>) -> Response {
@@ -333,4 +335,21 @@ async fn connections_stream(State(s): State<AppState>, Query(q): Query<PageQuery
     sse(s.hub.connlog.subscribe(), move |e: &crate::model::ConnectionRecord| {
         device.as_ref().is_none_or(|d| e.device_id.as_deref() == Some(d.as_str()))
     })
+}
+
+/// JSON of a device for the API, with its connection string and state.
+pub fn device_json(hub: &Hub, d: &Device) -> Value {
+    let mut v = serde_json::to_value(d).unwrap_or(Value::Null);
+    if let Value::Object(m) = &mut v {
+        m.insert(
+            "connectionState".into(),
+            if hub.is_connected(&d.device_id) { "Connected" } else { "Disconnected" }.into(),
+        );
+        m.insert("connectionString".into(), hub.connection_string(d).into());
+        m.insert(
+            "cloudToDeviceMessageCount".into(),
+            hub.store.c2d_queue(&d.device_id).map(|q| q.len()).unwrap_or(0).into(),
+        );
+    }
+    v
 }

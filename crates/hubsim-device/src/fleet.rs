@@ -2,20 +2,44 @@
 //! real IoT Hub. It sends telemetry with properties at a rate, answers direct methods, acknowledges C2D, reconnects
 //! after a loss (re-sending what was not acknowledged), prints a live line and a final JSON summary.
 
-use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
-use hubsim_proto::conn_str::ConnectionString;
-use hubsim_proto::device::{ConnectOptions, DeviceConfig, DeviceSession, Event, PublishId, Telemetry, TelemetryQos};
+use hubsim_proto::conn_str::{ConnectionString, ConnectionStringError};
+use hubsim_proto::device::{ConnectOptions, DeviceConfig, Event, LostReason, PublishId, Telemetry, TelemetryQos};
 use hubsim_proto::property_bag::SystemProperty;
-use hubsim_proto::topic::{DeviceIdentity, TopicFilter};
-use hubsim_proto::Instant;
+use hubsim_proto::topic::TopicFilter;
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use thiserror::Error;
 
-use crate::client::{tls_config, ClientTransport, Via};
+use crate::driver::Driver;
+use crate::transport::{tls_config, Transport, TransportError, Via};
+
+/// Failed connection attempts in a row after which a device gives up.
+const MAX_ATTEMPTS: u32 = 20;
+/// Lifetime of the tokens the fleet signs, seconds.
+const TOKEN_LIFETIME_SECS: u64 = 3600;
+
+/// Why a simulation, or one of its devices, failed.
+#[derive(Debug, Error)]
+pub enum FleetError {
+    #[error("no devices to simulate")]
+    NoDevices,
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("device {device} gave up after {MAX_ATTEMPTS} failed connection attempts: {source}")]
+    GaveUp { device: String, source: TransportError },
+    #[error("device {device}: the hub refused the connection: {reason}")]
+    Refused { device: String, reason: String },
+    #[error("device {device}: {message}")]
+    Session { device: String, message: String },
+    #[error("line {line}: {source}")]
+    ConnectionString { line: usize, source: ConnectionStringError },
+    #[error("the simulation was stopped")]
+    Stopped,
+}
 
 /// What to simulate.
 #[derive(Debug, Clone)]
@@ -113,9 +137,9 @@ fn unix_now() -> u64 {
 }
 
 /// Runs the simulation and returns the summary.
-pub async fn run(cfg: SimConfig) -> Result<serde_json::Value> {
+pub async fn run(cfg: SimConfig) -> Result<serde_json::Value, FleetError> {
     if cfg.devices.is_empty() {
-        bail!("no devices to simulate");
+        return Err(FleetError::NoDevices);
     }
     let tls = tls_config(cfg.ca_pem.as_deref())?;
     let stats = Arc::new(Stats::default());
@@ -205,116 +229,60 @@ async fn device(
     stats: Arc<Stats>,
     deadline: Option<tokio::time::Instant>,
     connecting: Arc<tokio::sync::Semaphore>,
-) -> Result<()> {
+) -> Result<(), FleetError> {
     let host = cfg.host.clone().unwrap_or_else(|| cs.connect_host().to_owned());
     let port = if cfg.via == Via::Mqtt { cfg.mqtt_port } else { cfg.ws_port };
-    let identity = DeviceIdentity { device_id: cs.device_id.clone(), module_id: cs.module_id.clone() };
-    let mut dc = DeviceConfig::new(cs.host_name.clone(), identity);
+    let mut dc = DeviceConfig::new(cs.host_name.clone(), cs.identity());
     dc.client_type = Some(format!("hubsim-simulate/{}", env!("CARGO_PKG_VERSION")));
     dc.keep_alive = Duration::from_secs(60);
-    let mut session = DeviceSession::new(dc);
-    let t0 = std::time::Instant::now();
-    let now = || Instant::from_millis(t0.elapsed().as_millis() as u64);
+    let mut d = Driver::new(dc);
     let mut sent_at: HashMap<PublishId, std::time::Instant> = HashMap::new();
     let (mut queued, mut acked) = (0u64, 0u64);
     let mut attempt = 0u32;
     let interval = (cfg.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / cfg.rate));
     let mut next_send = tokio::time::Instant::now();
-    let mut buf = vec![0u8; 16 * 1024];
     let done = |queued: u64, acked: u64| cfg.count > 0 && queued >= cfg.count && acked >= queued;
+    let over = || deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
     loop {
-        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) || done(queued, acked) {
-            session.disconnect(now());
+        if over() || done(queued, acked) {
+            d.disconnect().await;
             return Ok(());
         }
         // (Re)connect.
-        let permit = connecting.acquire().await.map_err(|e| anyhow!("{e}"))?;
-        let opened = ClientTransport::open(tls.clone(), &host, port, cfg.via).await;
+        let permit = connecting.acquire().await.map_err(|_| FleetError::Stopped)?;
+        let opened = Transport::open(tls.clone(), &host, port, cfg.via).await;
         drop(permit);
-        let mut t = match opened {
+        let t = match opened {
             Ok(t) => t,
             Err(e) => {
                 stats.errors.fetch_add(1, Ordering::Relaxed);
                 attempt += 1;
-                if attempt > 20 {
-                    return Err(e.context(format!("device {} gave up", cs.device_id)));
+                if attempt > MAX_ATTEMPTS {
+                    return Err(FleetError::GaveUp { device: cs.device_id.clone(), source: e });
                 }
                 tokio::time::sleep(Duration::from_millis(100 * 2u64.pow(attempt.min(6)))).await;
                 continue;
             }
         };
-        let token = cs.password(unix_now() + 3600).map(|t| t.to_string());
-        session.connect(now(), ConnectOptions { password: token, will: None })?;
-        let mut subscribed = false;
+        let password = cs.password(unix_now() + TOKEN_LIFETIME_SECS).map(|t| t.to_string());
+        d.connect(t, ConnectOptions { password, will: None })
+            .await
+            .map_err(|e| FleetError::Session { device: cs.device_id.clone(), message: e.to_string() })?;
         let mut connected = false;
         'conn: loop {
-            while let Some(b) = session.poll_transmit() {
-                if t.send(b).await.is_err() {
-                    session.handle_transport_closed(now(), "write failed");
-                }
-            }
-            while let Some(ev) = session.poll_event() {
-                match ev {
-                    Event::Connected { .. } => {
-                        connected = true;
-                        attempt = 0;
-                        stats.connected.fetch_add(1, Ordering::Relaxed);
-                        if !subscribed {
-                            session.subscribe(now(), &[TopicFilter::C2d, TopicFilter::Methods])?;
-                            subscribed = true;
-                        }
-                    }
-                    Event::TelemetryAcked { id, .. } => {
-                        acked += 1;
-                        stats.acked.fetch_add(1, Ordering::Relaxed);
-                        if let Some(at) = sent_at.remove(&id) {
-                            stats.latency(at.elapsed().as_micros().min(u32::MAX as u128) as u32);
-                        }
-                    }
-                    Event::C2d(_) => {
-                        stats.c2d.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Event::MethodRequest { rid, .. } => {
-                        stats.methods.fetch_add(1, Ordering::Relaxed);
-                        session.respond_to_method(now(), &rid, 200, b"{}")?;
-                    }
-                    Event::ConnectionLost { reason, .. } => {
-                        if connected {
-                            stats.connected.fetch_sub(1, Ordering::Relaxed);
-                        }
-                        if let hubsim_proto::device::LostReason::Refused(r) = &reason {
-                            return Err(anyhow!("device {}: {r}", cs.device_id));
-                        }
-                        stats.reconnects.fetch_add(1, Ordering::Relaxed);
-                        break 'conn;
-                    }
-                    _ => {}
-                }
-            }
-            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) || done(queued, acked) {
-                if connected {
-                    stats.connected.fetch_sub(1, Ordering::Relaxed);
-                }
-                session.disconnect(now());
-                while let Some(b) = session.poll_transmit() {
-                    let _ = t.send(b).await;
-                }
-                return Ok(());
-            }
             // Send when due and the window has room.
-            let window_full = session.unacked() >= session.config().max_inflight;
-            if connected
+            let can_send = connected
                 && (cfg.count == 0 || queued < cfg.count)
-                && !window_full
-                && tokio::time::Instant::now() >= next_send
-            {
+                && d.session().unacked() < d.session().config().max_inflight;
+            if can_send && tokio::time::Instant::now() >= next_send {
                 let mut m = Telemetry::new(payload(queued, cfg.size));
                 m.qos = if cfg.qos == 0 { TelemetryQos::AtMostOnce } else { TelemetryQos::AtLeastOnce };
                 m.properties.set_system(SystemProperty::ContentType, "application/json");
                 m.properties.set_system(SystemProperty::ContentEncoding, "utf-8");
                 m.properties.set_system(SystemProperty::MessageId, format!("{}-{queued}", cs.device_id));
                 m.properties.push("sim-seq", queued.to_string());
-                match session.send_telemetry(now(), m) {
+                let now = d.now();
+                match d.session_mut().send_telemetry(now, m) {
                     Ok(id) => {
                         queued += 1;
                         stats.sent.fetch_add(1, Ordering::Relaxed);
@@ -329,41 +297,70 @@ async fn device(
                         stats.errors.fetch_add(1, Ordering::Relaxed);
                     }
                 }
+                d.flush().await;
                 next_send = match interval {
                     Some(i) => next_send.max(tokio::time::Instant::now() - i) + i,
                     None => tokio::time::Instant::now(),
                 };
                 continue;
             }
-            let timer = session.poll_timeout().map(|at| {
-                tokio::time::Instant::now() + Duration::from_millis(at.as_millis().saturating_sub(now().as_millis()))
-            });
-            let send_wake = (connected && (cfg.count == 0 || queued < cfg.count) && !window_full).then_some(next_send);
-            let wake = [timer, send_wake, deadline].into_iter().flatten().min();
-            tokio::select! {
-                r = t.recv(&mut buf) => match r {
-                    Some(b) => { let _ = session.handle_input(now(), &b); }
-                    None => session.handle_transport_closed(now(), "closed by the hub"),
-                },
-                _ = sleep_until(wake) => session.handle_timeout(now()),
+            if over() || done(queued, acked) {
+                if connected {
+                    stats.connected.fetch_sub(1, Ordering::Relaxed);
+                }
+                d.disconnect().await;
+                return Ok(());
+            }
+            let wake = [can_send.then_some(next_send), deadline].into_iter().flatten().min();
+            let Some(ev) = d.next_event(wake).await else { continue };
+            let now = d.now();
+            match ev {
+                Event::Connected { .. } => {
+                    connected = true;
+                    attempt = 0;
+                    stats.connected.fetch_add(1, Ordering::Relaxed);
+                    d.session_mut()
+                        .subscribe(now, &[TopicFilter::C2d, TopicFilter::Methods])
+                        .map_err(|e| FleetError::Session { device: cs.device_id.clone(), message: e.to_string() })?;
+                }
+                Event::TelemetryAcked { id, .. } => {
+                    acked += 1;
+                    stats.acked.fetch_add(1, Ordering::Relaxed);
+                    if let Some(at) = sent_at.remove(&id) {
+                        stats.latency(at.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                    }
+                }
+                Event::C2d(_) => {
+                    stats.c2d.fetch_add(1, Ordering::Relaxed);
+                }
+                Event::MethodRequest { rid, .. } => {
+                    stats.methods.fetch_add(1, Ordering::Relaxed);
+                    // A failed answer means the connection just went; the loss event follows.
+                    let _ = d.session_mut().respond_to_method(now, &rid, 200, b"{}");
+                }
+                Event::ConnectionLost { reason, .. } => {
+                    if connected {
+                        stats.connected.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    if let LostReason::Refused(r) = &reason {
+                        return Err(FleetError::Refused { device: cs.device_id.clone(), reason: r.to_string() });
+                    }
+                    stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                    break 'conn;
+                }
+                // Twin responses, SUBACKs and the like need nothing from a load generator.
+                _ => {}
             }
         }
     }
 }
 
-async fn sleep_until(t: Option<tokio::time::Instant>) {
-    match t {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Reads connection strings, one per line (blank lines and `#` comments skipped).
-pub fn read_connection_strings(text: &str) -> Result<Vec<ConnectionString>> {
+pub fn read_connection_strings(text: &str) -> Result<Vec<ConnectionString>, FleetError> {
     text.lines()
         .map(str::trim)
         .enumerate()
         .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
-        .map(|(i, l)| ConnectionString::parse(l).with_context(|| format!("line {}", i + 1)))
+        .map(|(i, l)| ConnectionString::parse(l).map_err(|e| FleetError::ConnectionString { line: i + 1, source: e }))
         .collect()
 }
