@@ -11,6 +11,7 @@
 //! - [`username`]: the MQTT CONNECT user name (`{host}/{device}/?api-version=…`), including legacy forms.
 //! - [`device`]: [`DeviceSession`], the device side of a connection as a state machine.
 //! - [`hub`]: [`HubSession`], the hub side of one connection, used by the emulator.
+//! - [`provisioning`]: DPS over MQTT: the DPS JSON bodies.
 //!
 //! The crate does no I/O, spawns nothing and never reads a clock: time is always an argument
 //! ([`Instant`] in milliseconds on the caller's monotonic clock, Unix seconds for token expiry). It builds for
@@ -22,6 +23,7 @@ pub mod hub;
 pub mod packet;
 pub mod percent;
 pub mod property_bag;
+pub mod provisioning;
 pub mod sas;
 pub mod time;
 pub mod topic;
