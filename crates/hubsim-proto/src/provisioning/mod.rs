@@ -20,7 +20,20 @@
 //!   Embedded C SDK treats a body without both as failed (`az_iot_provisioning_client.c`). Status 429 and 5xx are
 //!   retried after `retry-after` (default 2 s, Python `provisioning/pipeline/constant.py`), other ≥ 300 are fatal.
 
+pub mod device;
 pub mod json;
+pub mod service;
+#[cfg(test)]
+mod tests;
+
+// Each session has its own `State`, reached as `device::State` and `service::State`.
+pub use device::{
+    Assignment, Awaited, EnrollmentKey, Progress, ProvisioningConfig, ProvisioningError, ProvisioningEvent,
+    ProvisioningSession, Registration, StartError,
+};
+pub use service::{
+    is_dps_username, sniff_endpoint, DpsConfig, DpsConnectRequest, DpsEvent, DpsSession, Endpoint, RespondError,
+};
 
 use core::fmt;
 use thiserror::Error;
