@@ -21,6 +21,7 @@ use std::collections::VecDeque;
 use thiserror::Error;
 
 use super::{check_payload, json, ErrorBody, OperationResponse, RegisterRequest, RegistrationStatus};
+use crate::conn_str::{ConnectionString, Credential};
 use crate::device::{ConnectRefusal, InputError};
 use crate::packet::{self, Framer};
 use crate::sas::{DeviceKey, ResourceUri, SasToken};
@@ -133,6 +134,21 @@ pub struct Assignment {
     pub substatus: Option<String>,
     /// Custom data returned by the allocation (JSON text).
     pub payload: Option<String>,
+}
+
+impl Assignment {
+    /// The device connection string for the assigned hub, with the key the device registered with
+    /// ([`ProvisioningSession::device_key`]), as `hubsim provision` prints it.
+    pub fn connection_string(&self, key: &DeviceKey) -> ConnectionString {
+        ConnectionString {
+            host_name: self.assigned_hub.clone(),
+            device_id: self.device_id.clone(),
+            module_id: None,
+            key_name: None,
+            credential: Credential::Key(key.clone()),
+            gateway_host_name: None,
+        }
+    }
 }
 
 /// How a registration that DPS answered ended.

@@ -438,6 +438,11 @@ fn group_enrollment_derives_the_reference_key_and_token() {
     let mut p = Pair::new(group.clone(), group, vec![Answer::Result(Box::new(assigned_state()))]);
     assert_eq!(p.run(), Ok(expected_assignment()));
     assert_eq!(p.dev.device_key().to_base64(), "Jsm0lyGpjaVYVP2g3FnmnmG9dI/9qU24wNoykUmermc=");
+    let Some(Ok(Registration::Assigned(a))) = p.dev.result() else { panic!() };
+    assert_eq!(
+        a.connection_string(p.dev.device_key()).to_string(),
+        format!("HostName=hub.local;DeviceId={REG};SharedAccessKey=Jsm0lyGpjaVYVP2g3FnmnmG9dI/9qU24wNoykUmermc=")
+    );
     let Packet::Connect(c) = &p.dev_wire[0] else { panic!() };
     assert_eq!(
         c.login.as_ref().unwrap().password,
@@ -726,4 +731,57 @@ proptest! {
         let err = ErrorBody { error_code: code.unwrap_or(0), message: msg.unwrap_or_default(), tracking_id: None, timestamp_utc: None };
         prop_assert_eq!(ErrorBody::parse(err.to_json().as_bytes()).unwrap(), err);
     }
+}
+
+#[test]
+fn a_long_retry_after_keeps_the_connection_alive_with_pings() {
+    let mut p = Pair::individual(vec![Answer::Assigning(150), Answer::Result(Box::new(assigned_state()))]);
+    assert_eq!(p.run(), Ok(expected_assignment()));
+    assert_eq!(p.dev_wire.iter().filter(|pk| **pk == Packet::PingReq).count(), 2, "at 60 s and 120 s");
+    assert_eq!(p.dps_wire.iter().filter(|pk| **pk == Packet::PingResp).count(), 2);
+    assert_eq!(p.request_times(), vec![T0, T0 + Duration::from_secs(150)]);
+}
+
+#[test]
+fn cancel_and_transport_loss_end_the_registration() {
+    let mut p = Pair::individual(vec![Answer::Assigning(10)]);
+    p.dev.start(T0, EXPIRY).unwrap();
+    p.pump();
+    p.dev.cancel(p.now);
+    p.pump();
+    assert_eq!(p.dev.result(), Some(&Err(ProvisioningError::Cancelled)));
+    assert_eq!(p.dps_closed(), Some(&CloseReason::ClientDisconnected));
+    let mut p = Pair::individual(vec![Answer::Silence]);
+    p.dev.start(T0, EXPIRY).unwrap();
+    p.pump();
+    p.dev.handle_transport_closed(p.now, "reset by peer");
+    assert_eq!(p.dev.result(), Some(&Err(ProvisioningError::TransportClosed("reset by peer".into()))));
+    assert_eq!(p.dev.poll_transmit(), None, "no DISCONNECT on a closed transport");
+}
+
+#[test]
+fn dps_reads_packets_that_arrived_behind_connect_once_accepted() {
+    let mut wire = connect_bytes(REG, &dps_username(), &token());
+    let mut sub = Subscribe::new("$dps/registrations/res/#", QoS::AtLeastOnce);
+    sub.pkid = 1;
+    let mut b = BytesMut::new();
+    encode(&Packet::Subscribe(sub), &mut b).unwrap();
+    wire.extend_from_slice(&b);
+    let body = format!(r#"{{"registrationId":"{REG}"}}"#);
+    wire.extend(publish_bytes("$dps/registrations/PUT/iotdps-register/?$rid=r1", QoS::AtLeastOnce, &body));
+    let mut s = DpsSession::new(DpsConfig::default(), T0);
+    s.handle_input(T0, &wire);
+    assert!(matches!(events(&mut s).as_slice(), [DpsEvent::Authenticate(_)]));
+    s.accept(T0);
+    assert_eq!(
+        events(&mut s),
+        vec![DpsEvent::RegisterRequested {
+            rid: RequestId("r1".into()),
+            registration_id: REG.into(),
+            payload_raw: None
+        }]
+    );
+    s.respond_assigning(&RequestId("r1".into()), OP, 2).unwrap();
+    let out = decode_all(&s.poll_transmit().unwrap());
+    assert_eq!(out.len(), 4, "CONNACK, SUBACK, PUBACK, response: {out:?}");
 }
