@@ -188,7 +188,7 @@ impl fmt::Display for Awaited {
 /// Why a registration ended without an answer from DPS.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ProvisioningError {
-    #[error("DPS refused the connection: {0}")]
+    #[error("DPS refused the connection (CONNACK 0x{:02x}){}", .0 .0, refusal_hint(.0))]
     Refused(ConnectRefusal),
     #[error("[DPS-MQTT] DPS refused the subscription to $dps/registrations/res/#")]
     SubscriptionRefused,
@@ -204,6 +204,16 @@ pub enum ProvisioningError {
     Violation(String),
     #[error("the registration was cancelled")]
     Cancelled,
+}
+
+fn refusal_hint(r: &ConnectRefusal) -> &'static str {
+    match r.0 {
+        4 | 5 => {
+            ": the key, the ID scope or the registration id is wrong, the token expired, or there is no enrollment"
+        }
+        3 => ": the service is unavailable",
+        _ => "",
+    }
 }
 
 /// What happened, in order.

@@ -518,8 +518,11 @@ pub fn sniff_endpoint(first_bytes: &[u8], max_packet: usize) -> Endpoint {
 }
 
 /// True for a DPS CONNECT user name, `{idScope}/registrations/{registrationId}/api-version=…`.
+///
+/// The hub form of a module named `x` of a device named `registrations` has the same path, but its host is a
+/// DNS name, while an ID scope never has a dot (`0ne00000A0A`), so the host tells them apart.
 pub fn is_dps_username(username: &str) -> bool {
-    Username::parse(username).is_ok_and(|u| u.dps)
+    Username::parse(username).is_ok_and(|u| u.dps && !u.host.contains('.'))
 }
 
 fn name(p: &Packet) -> &'static str {

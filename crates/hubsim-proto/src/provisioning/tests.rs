@@ -293,7 +293,9 @@ fn wrong_key_is_refused_with_0x05_and_a_typed_failure() {
     let good = EnrollmentKey::Individual(DeviceKey::from_base64(KEY).unwrap());
     let bad = EnrollmentKey::Individual(DeviceKey::from_base64("d3Jvbmc=").unwrap());
     let mut p = Pair::new(bad, good, vec![]);
-    assert_eq!(p.run(), Err(ProvisioningError::Refused(ConnectRefusal(5))));
+    let err = p.run().unwrap_err();
+    assert_eq!(err, ProvisioningError::Refused(ConnectRefusal(5)));
+    assert!(err.to_string().starts_with("DPS refused the connection (CONNACK 0x05): the key, the ID scope"), "{err}");
     assert!(matches!(p.dps_closed(), Some(CloseReason::Refused { code: 5, .. })));
     assert_eq!(p.progress(), vec![Progress::Connecting]);
     // No goodbye after a refusal: DPS closes the transport.
@@ -653,6 +655,8 @@ fn sniffing_tells_dps_from_hub_connects() {
     assert_eq!(sniff_endpoint(&[0xF0, 0x00], 1 << 16), Endpoint::Hub);
     assert!(is_dps_username("0ne1/registrations/r/api-version=2019-03-31"));
     assert!(!is_dps_username("h.azure-devices.net/d/?api-version=2021-04-12"));
+    // Module `x` of device `registrations` on a hub.
+    assert!(!is_dps_username("h.azure-devices.net/registrations/x/?api-version=2021-04-12"));
 }
 
 #[test]
