@@ -8,8 +8,9 @@
 //!
 //! The wire format is the one the official SDKs speak, checked against their code:
 //! - CONNECT: ClientId `{registrationId}`, user name `{idScope}/registrations/{registrationId}/api-version=2019-03-31
-//!   &ClientVersion={ua}` (no `?`), password a `skn=registration` token for `{idScope}/registrations/{id}`,
-//!   CleanSession 1 (Node `provisioning/transport/mqtt/src/mqtt.ts`; Python `pipeline_stages_provisioning_mqtt.py`).
+//!   &ClientVersion={ua}` (no `?`), password a SAS token for `{idScope}/registrations/{id}` with `skn=registration`
+//!   (Python sends no `skn`), CleanSession 1 (Node `provisioning/transport/mqtt/src/mqtt.ts`; Python
+//!   `pipeline_stages_provisioning_mqtt.py`).
 //! - SUBSCRIBE `$dps/registrations/res/#`; register `$dps/registrations/PUT/iotdps-register/?$rid={rid}` with
 //!   `{"registrationId":…[,"payload":…]}`; poll `$dps/registrations/GET/iotdps-get-operationstatus/?$rid={rid}
 //!   &operationId={id}` (body `" "`).

@@ -423,10 +423,13 @@ impl DpsSession {
         if login.password.is_empty() {
             return self.refuse(ConnectReturnCode::NotAuthorized, "no SAS token (X.509 attestation is not supported)");
         }
+        // Node and the Embedded C SDK sign with skn=registration; the Python SDK sends no skn at all
+        // (`abstract_provisioning_device_client.py`: `RenewableSasToken(uri, signing_mechanism)`), so both pass.
         let token = match SasToken::parse(&login.password) {
-            Ok(t) if t.policy() == Some(super::DPS_POLICY) => t,
-            Ok(_) => {
-                return self.refuse(ConnectReturnCode::NotAuthorized, "[DPS-MQTT] a DPS token carries skn=registration")
+            Ok(t) if matches!(t.policy(), None | Some(super::DPS_POLICY)) => t,
+            Ok(t) => {
+                let why = format!("[DPS-MQTT] a DPS token has skn=registration or none, not skn={:?}", t.policy());
+                return self.refuse(ConnectReturnCode::NotAuthorized, why);
             }
             Err(e) => return self.refuse(ConnectReturnCode::NotAuthorized, format!("password: {e}")),
         };

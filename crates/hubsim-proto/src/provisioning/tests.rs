@@ -549,13 +549,31 @@ fn publish_bytes(topic: &str, qos: QoS, body: &str) -> Vec<u8> {
 }
 
 #[test]
+fn dps_passes_python_tokens_without_skn_to_authentication() {
+    let key = DeviceKey::from_base64(KEY).unwrap();
+    let r = crate::sas::ResourceUri::Registration { id_scope: SCOPE.into(), registration_id: REG.into() };
+    let python = SasToken::sign(&key, &r, EXPIRY, None).to_string();
+    let mut s = DpsSession::new(DpsConfig::default(), T0);
+    s.handle_input(T0, &connect_bytes(REG, &dps_username(), &python));
+    match events(&mut s).as_slice() {
+        [DpsEvent::Authenticate(req)] => assert_eq!(req.token.verify(&[&key], &req.resource(), EXPIRY), Ok(())),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn dps_refuses_connects_it_cannot_serve() {
     let hub_user = "hub.local/dev1/?api-version=2021-04-12";
     for (client, user, password, why) in [
         (REG, hub_user.to_owned(), token(), "IoT Hub"),
         ("other", dps_username(), token(), "client id"),
         (REG, dps_username(), String::new(), "X.509"),
-        (REG, dps_username(), "SharedAccessSignature sr=a&sig=b&se=1".into(), "skn=registration"),
+        (
+            REG,
+            dps_username(),
+            "SharedAccessSignature sr=a&sig=b&se=1&skn=iothubowner".into(),
+            "skn=registration or none",
+        ),
     ] {
         let mut s = DpsSession::new(DpsConfig::default(), T0);
         s.handle_input(T0, &connect_bytes(client, &user, &password));
