@@ -698,7 +698,9 @@ proptest! {
     #![proptest_config(fuzz_config())]
 
     #[test]
-    fn arbitrary_bytes_never_panic_either_session(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..8)) {
+    fn arbitrary_bytes_never_panic_either_session(
+        chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..8),
+    ) {
         let mut dps = DpsSession::new(DpsConfig::default(), T0);
         dps.handle_input(T0, &connect_bytes(REG, &dps_username(), &token()));
         dps.accept(T0);
@@ -723,7 +725,11 @@ proptest! {
     }
 
     #[test]
-    fn dps_answers_to_arbitrary_dps_topics_never_panic(status in 0u16..700, rid in "[0-9a-z%$&=]{0,8}", body in "\\PC{0,80}") {
+    fn dps_answers_to_arbitrary_dps_topics_never_panic(
+        status in 0u16..700,
+        rid in "[0-9a-z%$&=]{0,8}",
+        body in "\\PC{0,80}",
+    ) {
         let mut dev = ProvisioningSession::new(
             ProvisioningConfig::new(SCOPE, REG),
             &EnrollmentKey::Individual(DeviceKey::from_base64(KEY).unwrap()),
@@ -731,26 +737,34 @@ proptest! {
         dev.start(T0, EXPIRY).unwrap();
         let mut wire = BytesMut::new();
         encode(&Packet::ConnAck(mqttbytes::v4::ConnAck::new(ConnectReturnCode::Success, false)), &mut wire).unwrap();
-        encode(&Packet::SubAck(mqttbytes::v4::SubAck::new(1, vec![mqttbytes::v4::SubscribeReasonCode::Success(QoS::AtLeastOnce)])), &mut wire).unwrap();
+        let granted = vec![mqttbytes::v4::SubscribeReasonCode::Success(QoS::AtLeastOnce)];
+        encode(&Packet::SubAck(mqttbytes::v4::SubAck::new(1, granted)), &mut wire).unwrap();
         let topic = format!("$dps/registrations/res/{status}/?$rid={rid}");
         encode(&Packet::Publish(Publish::new(topic, QoS::AtMostOnce, body.into_bytes())), &mut wire).unwrap();
         let _ = dev.handle_input(T0, &wire);
     }
 
     #[test]
-    fn bodies_round_trip(reg in any::<String>(), hub in proptest::option::of(any::<String>()), msg in proptest::option::of(any::<String>()),
-                         code in proptest::option::of(any::<u64>()), payload in proptest::option::of(any::<String>())) {
+    fn bodies_round_trip(
+        reg in any::<String>(),
+        hub in proptest::option::of(any::<String>()),
+        msg in proptest::option::of(any::<String>()),
+        code in proptest::option::of(any::<u64>()),
+        payload in proptest::option::of(any::<String>()),
+    ) {
         let mut state = RegistrationState::new(reg.clone(), RegistrationStatus::Failed);
         state.assigned_hub = hub;
         state.error_message = msg.clone();
         state.error_code = code;
         // A JSON string is a valid payload, and it carries arbitrary text.
         state.payload = payload.map(|p| { let mut s = String::new(); json::write_string(&mut s, &p); s });
-        let resp = OperationResponse { operation_id: reg.clone(), status: RegistrationStatus::Failed, registration_state: Some(state) };
+        let status = RegistrationStatus::Failed;
+        let resp = OperationResponse { operation_id: reg.clone(), status, registration_state: Some(state) };
         prop_assert_eq!(OperationResponse::parse(resp.to_json().as_bytes()).unwrap(), resp);
-        let req = RegisterRequest { registration_id: reg, payload: None };
+        let req = RegisterRequest { registration_id: reg.clone(), payload: None };
         prop_assert_eq!(RegisterRequest::parse(req.to_json().as_bytes()).unwrap(), req);
-        let err = ErrorBody { error_code: code.unwrap_or(0), message: msg.unwrap_or_default(), tracking_id: None, timestamp_utc: None };
+        let mut err = ErrorBody::new(code.unwrap_or(0), msg.unwrap_or_default());
+        err.tracking_id = Some(reg);
         prop_assert_eq!(ErrorBody::parse(err.to_json().as_bytes()).unwrap(), err);
     }
 }
