@@ -725,10 +725,34 @@ proptest! {
     }
 
     #[test]
-    fn dps_answers_to_arbitrary_dps_topics_never_panic(
-        status in 0u16..700,
-        rid in "[0-9a-z%$&=]{0,8}",
-        body in "\\PC{0,80}",
+    fn arbitrary_dps_answers_never_panic_the_device(
+        answers in proptest::collection::vec((
+            prop_oneof![Just(200u16), Just(202), Just(429), Just(503), 0u16..700],
+            prop_oneof![Just("1".to_owned()), Just("2".to_owned()), "[0-9a-z%$&=]{0,8}"],
+            proptest::option::of(0u64..5),
+            prop_oneof![
+                "\\PC{0,80}",
+                (
+                    prop_oneof![
+                        Just("assigning".to_owned()),
+                        Just("assigned".to_owned()),
+                        Just("failed".to_owned()),
+                        "[a-zA-Z]{0,10}",
+                    ],
+                    proptest::option::of("[a-z.]{0,10}"),
+                    proptest::option::of("[a-z]{0,5}"),
+                    proptest::option::of(any::<u64>()),
+                ).prop_map(|(status, hub, device, code)| {
+                    let mut w = json::ObjectWriter::new();
+                    let mut st = json::ObjectWriter::new();
+                    st.opt_string("assignedHub", hub.as_deref()).opt_string("deviceId", device.as_deref())
+                        .string("status", &status);
+                    if let Some(c) = code { st.number("errorCode", c); }
+                    w.string("operationId", "op").string("status", &status).raw("registrationState", &st.finish());
+                    w.finish()
+                }),
+            ],
+        ), 1..6),
     ) {
         let mut dev = ProvisioningSession::new(
             ProvisioningConfig::new(SCOPE, REG),
@@ -739,9 +763,20 @@ proptest! {
         encode(&Packet::ConnAck(mqttbytes::v4::ConnAck::new(ConnectReturnCode::Success, false)), &mut wire).unwrap();
         let granted = vec![mqttbytes::v4::SubscribeReasonCode::Success(QoS::AtLeastOnce)];
         encode(&Packet::SubAck(mqttbytes::v4::SubAck::new(1, granted)), &mut wire).unwrap();
-        let topic = format!("$dps/registrations/res/{status}/?$rid={rid}");
-        encode(&Packet::Publish(Publish::new(topic, QoS::AtMostOnce, body.into_bytes())), &mut wire).unwrap();
         let _ = dev.handle_input(T0, &wire);
+        let mut now = T0;
+        for (status, rid, retry, body) in answers {
+            let topic = HubTopic::DpsResponse { status, rid: RequestId(rid), retry_after: retry }.to_string();
+            let mut wire = BytesMut::new();
+            encode(&Packet::Publish(Publish::new(topic, QoS::AtMostOnce, body.into_bytes())), &mut wire).unwrap();
+            let _ = dev.handle_input(now, &wire);
+            if let Some(t) = dev.poll_timeout() {
+                now = t.max(now);
+                dev.handle_timeout(now);
+            }
+            while dev.poll_transmit().is_some() {}
+        }
+        while dev.poll_event().is_some() {}
     }
 
     #[test]
