@@ -780,6 +780,48 @@ proptest! {
     }
 
     #[test]
+    fn arbitrary_device_requests_and_answers_never_panic_dps(
+        steps in proptest::collection::vec((0u8..6, "[0-9a-z%$&=]{0,6}", "\\PC{0,60}", 0u16..700, 0u8..3), 1..10),
+    ) {
+        let mut s = DpsSession::new(DpsConfig::default(), T0);
+        s.handle_input(T0, &connect_bytes(REG, &dps_username(), &token()));
+        s.accept(T0);
+        for (i, (kind, rid, text, status, qos)) in steps.into_iter().enumerate() {
+            let now = T0 + Duration::from_secs(i as u64 * 20);
+            let qos = [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce][qos as usize];
+            let rid_id = RequestId(rid.clone());
+            match kind {
+                0 => {
+                    let topic = format!("$dps/registrations/PUT/iotdps-register/?$rid={rid}");
+                    s.handle_input(now, &publish_bytes(&topic, qos, &text))
+                }
+                1 => {
+                    let topic = format!("$dps/registrations/GET/iotdps-get-operationstatus/?$rid={rid}&operationId={text}");
+                    s.handle_input(now, &publish_bytes(&topic, qos, " "))
+                }
+                2 => {
+                    let filter = if text.is_empty() { "$dps/registrations/res/#".to_owned() } else { text };
+                    let mut sub = Subscribe::new(filter, qos);
+                    sub.pkid = 5;
+                    let mut b = BytesMut::new();
+                    let _ = encode(&Packet::Subscribe(sub), &mut b);
+                    s.handle_input(now, &b);
+                }
+                3 => { let _ = s.respond_assigning(&rid_id, &text, status as u64); }
+                4 => { let _ = s.respond_error(&rid_id, status, &ErrorBody::new(status as u64, text), Some(1)); }
+                _ => {
+                    let mut state = RegistrationState::new(REG, RegistrationStatus::Assigned);
+                    state.payload = Some(text);
+                    let _ = s.respond_result(&rid_id, OP, &state);
+                }
+            }
+            s.handle_timeout(now);
+            while s.poll_transmit().is_some() {}
+            while s.poll_event().is_some() {}
+        }
+    }
+
+    #[test]
     fn bodies_round_trip(
         reg in any::<String>(),
         hub in proptest::option::of(any::<String>()),
