@@ -430,7 +430,7 @@ fn distribution_entries(spec: &str) -> Vec<(String, &str)> {
 /// Standard base64 with padding, as .NET's `Convert.FromBase64String` (whitespace ignored).
 fn base64_decode(s: &str) -> Option<Vec<u8>> {
     let chars: Vec<u8> = s.bytes().filter(|c| !c.is_ascii_whitespace()).collect();
-    if chars.len() % 4 != 0 {
+    if !chars.len().is_multiple_of(4) {
         return None;
     }
     let pad = chars.iter().rev().take_while(|c| **c == b'=').count();

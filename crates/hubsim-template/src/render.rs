@@ -42,13 +42,37 @@ pub struct DeviceState {
     device_id: String,
     rng: Rng,
     iteration: u64,
+    /// Last value of each variable, and the variable names they belong to (see `sync`).
     values: Vec<Option<Out>>,
+    names: Vec<String>,
 }
 
 impl DeviceState {
     /// A fresh device. Use [`crate::device_seed`]`(run_seed, id)` for a different, reproducible stream per device.
     pub fn new(device_id: impl Into<String>, seed: u64) -> Self {
-        DeviceState { device_id: device_id.into(), rng: Rng::new(seed), iteration: 0, values: Vec::new() }
+        DeviceState {
+            device_id: device_id.into(),
+            rng: Rng::new(seed),
+            iteration: 0,
+            values: Vec::new(),
+            names: Vec::new(),
+        }
+    }
+
+    /// Lines the stored values up with `vars`: a state may be used with an edited configuration (the
+    /// app's variables editor); a variable keeps its value when its name is kept, others start afresh.
+    fn sync(&mut self, vars: &[crate::Variable]) {
+        if self.names.len() == vars.len() && self.names.iter().zip(vars).all(|(n, v)| *n == v.name) {
+            return;
+        }
+        let mut values = vec![None; vars.len()];
+        for (i, v) in vars.iter().enumerate() {
+            if let Some(j) = self.names.iter().position(|n| *n == v.name) {
+                values[i] = self.values[j].take();
+            }
+        }
+        self.values = values;
+        self.names = vars.iter().map(|v| v.name.clone()).collect();
     }
     pub fn device_id(&self) -> &str {
         &self.device_id
@@ -171,7 +195,7 @@ impl Config {
     /// Errors only when a header is configured and its rendering is not a JSON object of scalars.
     /// The body is not checked: call [`Rendered::check_json`] when it is meant to be JSON.
     pub fn render(&self, state: &mut DeviceState, ctx: &RenderContext) -> Result<Rendered, RenderError> {
-        state.values.resize(self.variables.len(), None);
+        state.sync(&self.variables);
         let payload_index = self.choose_payload(state);
         let builtins = Builtins::new(state, ctx);
         let body = match &self.payloads[payload_index].kind {
