@@ -150,7 +150,7 @@ impl Config {
         header: Option<Template>,
         intervals: Intervals,
     ) -> Config {
-        payloads.sort_by_key(|p| std::cmp::Reverse(p.distribution));
+        crate::insertion_sort_by(&mut payloads, |a, b| a.distribution > b.distribution);
         let mut seq_refs = Vec::new();
         for v in &variables {
             if let Kind::Sequence { values } = &v.kind {
@@ -327,7 +327,7 @@ fn flatten_like_dotnet(v: &Value) -> Value {
                 return;
             }
         };
-        children.sort_by(|a, b| dotnet_key_cmp(&a.0, &b.0));
+        crate::insertion_sort_by(&mut children, |a, b| dotnet_key_cmp(&a.0, &b.0) == Ordering::Less);
         for (k, child) in children {
             let key = if prefix.is_empty() { k } else { [prefix, ":", &k].concat() };
             walk(child, &key, out);

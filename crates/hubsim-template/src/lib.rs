@@ -59,3 +59,15 @@ pub use render::{check_json, DeviceState, RenderContext, RenderError, Rendered};
 pub use rng::device_seed;
 pub use template::{Builtin, Template, TemplateError, TemplateErrorKind};
 pub use variable::{Kind, TimeFormat, Variable};
+
+/// Stable insertion sort. Our lists are a handful of items, and each `slice::sort_by` instantiation
+/// (driftsort) costs about 3 KB of wasm; this costs a few hundred bytes.
+pub(crate) fn insertion_sort_by<T>(v: &mut [T], mut less: impl FnMut(&T, &T) -> bool) {
+    for i in 1..v.len() {
+        let mut j = i;
+        while j > 0 && less(&v[j], &v[j - 1]) {
+            v.swap(j, j - 1);
+            j -= 1;
+        }
+    }
+}

@@ -129,7 +129,7 @@ impl Template {
             .filter(|(_, v)| !v.name.chars().all(is_name_char))
             .map(|(i, v)| (v.name.as_str(), i))
             .collect();
-        odd.sort_by_key(|(n, _)| std::cmp::Reverse(n.len()));
+        crate::insertion_sort_by(&mut odd, |a, b| a.0.len() > b.0.len());
 
         let mut parts = Vec::new();
         let mut lit = String::new();
