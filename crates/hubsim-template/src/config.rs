@@ -133,13 +133,16 @@ impl Config {
 
     /// Builds from parts; payloads are sorted by distribution (largest first). Template payloads and the
     /// header must have been parsed with the same `variables` (their placeholders index that list).
-    /// Errors: a distribution outside 1-100, or several payloads adding up to less than 100.
+    /// Errors: no payload, a distribution outside 1-100, or several payloads adding up to less than 100.
     pub fn from_parts(
         variables: Vec<Variable>,
         payloads: Vec<Payload>,
         header: Option<Template>,
         intervals: Intervals,
     ) -> Result<Config, ConfigError> {
+        if payloads.is_empty() {
+            return Err(ConfigError::Missing { field: "Payloads".into(), kind: "a configuration" });
+        }
         check_distribution(&payloads, "Payloads")?;
         Ok(Self::assemble(variables, payloads, header, intervals))
     }

@@ -264,7 +264,11 @@ impl Config {
         let n = state.iteration;
         for (i, v) in vars.iter().enumerate() {
             if let Kind::Sequence { values } = &v.kind {
-                let val = &values[(n % values.len() as u64) as usize];
+                // A hand-built Kind may have no values; parsed ones always have some.
+                let Some(val) = values.get((n % values.len().max(1) as u64) as usize) else {
+                    next[i] = Some(Out::Text(String::new()));
+                    continue;
+                };
                 next[i] = Some(match val.as_str().and_then(|s| self.resolve(s, &next, builtins)) {
                     Some((out, j)) => {
                         if let Some(j) = j {

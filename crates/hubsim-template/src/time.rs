@@ -75,7 +75,7 @@ pub fn iso_utc_ms(unix_ms: i64) -> String {
 /// `offset_min` is minutes east of UTC (UTC+01:00 is `60`; JavaScript's `getTimezoneOffset()` is the negation).
 pub fn iso_local(unix_ms: i64, offset_min: i32) -> String {
     let mut s = String::with_capacity(33);
-    push_datetime(&mut s, unix_ms + i64::from(offset_min) * 60_000, true);
+    push_datetime(&mut s, unix_ms.saturating_add(i64::from(offset_min) * 60_000), true);
     s.push(if offset_min < 0 { '-' } else { '+' });
     let off = i64::from(offset_min.unsigned_abs());
     push_num(&mut s, off / 60, 2);
@@ -86,7 +86,7 @@ pub fn iso_local(unix_ms: i64, offset_min: i32) -> String {
 
 /// .NET ticks of a wall-clock time given as Unix ms plus an offset in minutes.
 pub fn ticks(unix_ms: i64, offset_min: i32) -> i64 {
-    (unix_ms + i64::from(offset_min) * 60_000).saturating_mul(10_000).saturating_add(UNIX_EPOCH_TICKS)
+    unix_ms.saturating_add(i64::from(offset_min) * 60_000).saturating_mul(10_000).saturating_add(UNIX_EPOCH_TICKS)
 }
 
 #[cfg(test)]
@@ -104,6 +104,13 @@ mod tests {
         assert_eq!(iso_local(T, -330), "2019-11-19T04:40:11.5090000-05:30");
         assert_eq!(ticks(T, 0), 637_097_550_115_090_000);
         assert_eq!(ticks(T, 60), 637_097_550_115_090_000 + 36_000_000_000);
+    }
+
+    #[test]
+    fn extreme_times_do_not_overflow() {
+        assert_eq!(ticks(i64::MAX, 60), i64::MAX);
+        assert!(iso_local(i64::MAX, 60).ends_with("+01:00"));
+        assert!(iso_utc(i64::MIN).ends_with('Z'));
     }
 
     #[test]

@@ -278,6 +278,83 @@ impl Variable {
     }
 }
 
+impl Variable {
+    /// The declaration as JSON, in the form [`Variable::from_json`] reads back to an equal variable
+    /// (ITS keys for ITS kinds, so the result also loads in ITS). For the app's variable editor and exports.
+    pub fn to_json(&self) -> Value {
+        let mut o = Object::new();
+        let mut put = |k: &str, v: Value| o.insert(k.to_owned(), v);
+        let num = |x: f64| {
+            Value::Number(if x.fract() == 0.0 && x.abs() < 9.0e15 { Number::Int(x as i64) } else { Number::Float(x) })
+        };
+        let yes = || Value::Bool(true);
+        put("name", Value::String(self.name.clone()));
+        match &self.kind {
+            Kind::Sequence { values } => {
+                put("sequence", yes());
+                put("values", Value::Array(values.clone()));
+            }
+            Kind::RandomInt { range } => {
+                put("random", yes());
+                if let Some((lo, hi)) = range {
+                    put("min", num(*lo as f64));
+                    put("max", num(*hi as f64));
+                }
+            }
+            Kind::RandomDouble { range } => {
+                put("randomDouble", yes());
+                if let Some((lo, hi)) = range {
+                    put("min", num(*lo));
+                    put("max", num(*hi));
+                }
+            }
+            Kind::RandomString { len } => put("customLengthString", num(*len as f64)),
+            Kind::Walk { start, step, min, max } => {
+                put("walk", yes());
+                put("start", num(*start));
+                put("step", num(*step));
+                put("min", num(*min));
+                put("max", num(*max));
+            }
+            Kind::Sine { period_ms, amplitude, offset, noise } => {
+                put("sine", yes());
+                put("period", num(*period_ms));
+                put("amplitude", num(*amplitude));
+                put("offset", num(*offset));
+                put("noise", num(*noise));
+            }
+            Kind::Bool { probability } => put("probability", num(*probability)),
+            Kind::Timestamp { jitter_ms, format } => {
+                put("timestamp", yes());
+                put("jitter", num(*jitter_ms as f64));
+                let f = match format {
+                    TimeFormat::Iso => "iso",
+                    TimeFormat::EpochMs => "epochMs",
+                    TimeFormat::Epoch => "epoch",
+                };
+                put("format", Value::String(f.into()));
+            }
+            Kind::Pick { values, weights } => {
+                put("values", Value::Array(values.clone()));
+                if !weights.is_empty() {
+                    put("weights", Value::Array(weights.iter().map(|w| num(*w)).collect()));
+                }
+            }
+            Kind::Counter { start, step, max } => {
+                put("min", num(*start as f64));
+                put("step", num(*step as f64));
+                if *max != i32::MAX as f64 {
+                    put("max", num(*max));
+                }
+            }
+        }
+        if let Some(d) = self.decimals {
+            put("decimals", num(f64::from(d)));
+        }
+        Value::Object(o)
+    }
+}
+
 /// A generated value, kept per device between renders (counters and walks continue from it).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Out {
@@ -335,8 +412,11 @@ impl Variable {
             Kind::RandomString { len } => {
                 Out::Text((0..*len).map(|_| ALPHANUMERIC[rng.below(62) as usize] as char).collect())
             }
+            // max/min rather than clamp: clamp panics when min > max, which a hand-built Kind may have.
             Kind::Walk { start, step, min, max } => match prev {
-                Some(Out::Float(p, _)) => Out::Float((p + (rng.next_f64() * 2.0 - 1.0) * step).clamp(*min, *max), dec),
+                Some(Out::Float(p, _)) => {
+                    Out::Float((p + (rng.next_f64() * 2.0 - 1.0) * step).max(*min).min(*max), dec)
+                }
                 _ => Out::Float(*start, dec),
             },
             Kind::Sine { period_ms, amplitude, offset, noise } => {
@@ -349,9 +429,10 @@ impl Variable {
             }
             Kind::Bool { probability } => Out::Bool(rng.next_f64() < *probability),
             Kind::Timestamp { jitter_ms, format } => {
-                let t = now_ms.saturating_add(rng.range_i64(-jitter_ms, jitter_ms + 1));
+                let j = (*jitter_ms).clamp(0, 86_400_000);
+                let t = now_ms.saturating_add(rng.range_i64(-j, j + 1));
                 let t = match prev {
-                    Some(Out::Time(p, _)) if t <= *p => p + 1,
+                    Some(Out::Time(p, _)) if t <= *p => p.saturating_add(1),
                     _ => t,
                 };
                 Out::Time(t, *format)
@@ -369,7 +450,7 @@ impl Variable {
                         })
                         .unwrap_or(values.len() - 1)
                 };
-                Out::from_value(&values[i], dec)
+                values.get(i).map_or(Out::Text(String::new()), |v| Out::from_value(v, dec))
             }
             Kind::Counter { start, step, max } => match prev {
                 Some(Out::Int(p)) if (*p as f64) > max - *step as f64 => Out::Int(*start),
@@ -562,6 +643,58 @@ mod tests {
         );
         let secs = var("{name: 'Ts', timestamp: true, format: 'epoch'}");
         assert_eq!(texts(&secs, 1, 3, |_| 1_574_158_211_509), ["1574158211"]);
+    }
+
+    #[test]
+    fn to_json_reads_back_to_the_same_variable() {
+        for decl in [
+            "{name: 'a', sequence: true, values: ['$.C', 1, [2]]}",
+            "{name: 'b', random: true, min: 23, max: 25}",
+            "{name: 'c', random: true}",
+            "{name: 'd', randomDouble: true, min: 0.22, max: 1.25, decimals: 3}",
+            "{name: 'e', customLengthString: 8}",
+            "{name: 'f', walk: true, start: 21, step: 0.5, min: 15, max: 30}",
+            "{name: 'g', sine: true, period: 60000, amplitude: 5, offset: 20, noise: 0.25}",
+            "{name: 'h', probability: 0.1}",
+            "{name: 'i', timestamp: true, jitter: 250, format: 'epochMs'}",
+            "{name: 'j', values: ['on', 'off'], weights: [3, 1.5]}",
+            "{name: 'k', values: ['on', 'off']}",
+            "{name: 'l', min: 100, max: 102, step: 2}",
+            "{name: 'm'}",
+        ] {
+            let v = var(decl);
+            let json = v.to_json();
+            assert_eq!(Variable::from_json(&json, "v").unwrap(), v, "{decl} -> {json}");
+        }
+        assert_eq!(
+            var("{name: 'b', random: true, min: 23, max: 25}").to_json().to_string(),
+            r#"{"name":"b","random":true,"min":23,"max":25}"#
+        );
+    }
+
+    #[test]
+    fn hand_built_kinds_never_panic() {
+        let mut rng = Rng::new(1);
+        for kind in [
+            Kind::Sequence { values: vec![] },
+            Kind::Pick { values: vec![], weights: vec![] },
+            Kind::Pick { values: vec![Value::Null], weights: vec![1.0, 2.0, 3.0] },
+            Kind::Walk { start: 0.0, step: 1.0, min: 5.0, max: 1.0 },
+            Kind::Sine { period_ms: 0.0, amplitude: 1.0, offset: 0.0, noise: 0.0 },
+            Kind::Timestamp { jitter_ms: -5, format: TimeFormat::Iso },
+            Kind::Timestamp { jitter_ms: i64::MIN, format: TimeFormat::Epoch },
+            Kind::Timestamp { jitter_ms: i64::MAX, format: TimeFormat::EpochMs },
+            Kind::RandomInt { range: Some((i64::MIN, i64::MAX)) },
+            Kind::RandomString { len: 3 },
+        ] {
+            let v = Variable { name: "x".into(), kind, decimals: Some(200) };
+            let mut prev = None;
+            for _ in 0..3 {
+                let o = v.next(prev.as_ref(), &mut rng, i64::MAX);
+                o.write(&mut String::new());
+                prev = Some(o);
+            }
+        }
     }
 
     #[test]

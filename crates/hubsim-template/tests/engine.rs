@@ -113,6 +113,27 @@ fn header_error_when_first_message_is_fix_and_the_placeholder_is_bare() {
     );
 }
 
+#[test]
+fn hand_built_configurations_are_checked_or_render_safely() {
+    use hubsim_template::{Intervals, Kind, Payload, PayloadKind, Template};
+    let err = Config::from_parts(vec![], vec![], None, Intervals::default()).unwrap_err();
+    assert_eq!(err.to_string(), "Payloads: missing (needed by a configuration)");
+
+    let vars = vec![Variable { name: "S".into(), kind: Kind::Sequence { values: vec![] }, decimals: None }];
+    let t = Template::parse("[$.S]", &vars).unwrap();
+    let fix = Payload { distribution: 40, device_id: None, kind: PayloadKind::Fix(b"f".to_vec()) };
+    let tpl = Payload { distribution: 60, device_id: None, kind: PayloadKind::Template(t) };
+    let config = Config::from_parts(vars, vec![fix, tpl], None, Intervals::default()).unwrap();
+    // Sorted by distribution, largest first.
+    assert!(matches!(config.payloads()[0].kind, PayloadKind::Template(_)));
+    let mut st = DeviceState::new("d", 3);
+    let cx = RenderContext { now_unix_ms: 0, local_offset_min: 0, machine_name: "m" };
+    for _ in 0..20 {
+        let r = config.render(&mut st, &cx).unwrap();
+        assert!(r.body == b"f" || r.body == b"[]", "{:?}", r.body);
+    }
+}
+
 proptest! {
     #[test]
     fn text_without_placeholders_renders_to_itself(text in any::<String>().prop_filter("no $.", |t| !t.contains("$.")), seed: u64, now: i64) {
