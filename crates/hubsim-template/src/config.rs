@@ -8,7 +8,7 @@
 //!   template|value}` where `template`/`value` is a string or a JSON object. ITS flattens an object into
 //!   one level of string values, nested keys joined with `:` and sorted as .NET configuration sorts keys;
 //!   so does this loader, so such payloads render byte for byte as ITS sends them.
-//! * Otherwise `Template` (default `{"deviceId": "$.DeviceId", "time": "$.Time", "counter": $.Counter}`)
+//! * Otherwise `Template` (a string; hubsim also takes an object, used as its compact JSON; default `{"deviceId": "$.DeviceId", "time": "$.Time", "counter": $.Counter}`)
 //!   and `PayloadDistribution`, e.g. `"fixSize(10, 12) template(25, default) fix(65, aaaaBBBBBCCC)"`:
 //!   `fixSize(p, n)` is n zero bytes, `fix(p, base64)` fixed bytes, `template(p)` / `template(p, default)`
 //!   the `Template`, `template(p, key)` the template stored under another top-level key.
@@ -73,15 +73,20 @@ pub enum PayloadKind {
 /// One payload with its share of messages (percent, 1-100) and an optional owning device.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Payload {
+    /// Percentage of messages, 1-100.
     pub distribution: u8,
+    /// When set, this device always gets this payload (ITS `deviceId`).
     pub device_id: Option<String>,
+    /// What is sent.
     pub kind: PayloadKind,
 }
 
 /// Milliseconds between messages, cycled per device (ITS `Intervals`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Intervals {
+    /// For devices without their own list (ITS default: 1000 ms). Never empty.
     pub default_ms: Vec<u32>,
+    /// `(device id, list)` pairs, in file order.
     pub per_device: Vec<(String, Vec<u32>)>,
 }
 
@@ -223,15 +228,19 @@ impl Config {
         Ok(Self::assemble(variables, payloads, header, intervals))
     }
 
+    /// Declared variables in declaration order (placeholders index this list).
     pub fn variables(&self) -> &[Variable] {
         &self.variables
     }
+    /// Payloads sorted by distribution, largest first; never empty.
     pub fn payloads(&self) -> &[Payload] {
         &self.payloads
     }
+    /// The header template, whose rendering gives the application properties.
     pub fn header(&self) -> Option<&Template> {
         self.header.as_ref()
     }
+    /// Send intervals (ms) from the ITS `Intervals` setting; the engine itself does not schedule.
     pub fn intervals(&self) -> &Intervals {
         &self.intervals
     }
@@ -343,9 +352,12 @@ fn flatten_like_dotnet(v: &Value) -> Value {
 
 fn simple_payloads(root: &Object, vars: &[Variable]) -> Result<Vec<Payload>, ConfigError> {
     let get = |k: &str| root.get_ignore_case(k).and_then(Value::as_str).filter(|s| !s.trim().is_empty());
-    let default_template = || match get("Template") {
-        Some(t) => template(t, vars, "Template"),
-        None => template(ITS_DEFAULT_TEMPLATE, vars, "Template"),
+    let default_template = || match (get("Template"), root.get_ignore_case("Template")) {
+        (Some(t), _) => template(t, vars, "Template"),
+        // hubsim extension: a template written as a JSON object is used as its compact text
+        // (ITS ignores it and falls back to its default template).
+        (None, Some(v @ Value::Object(_))) => template(&v.to_string(), vars, "Template"),
+        _ => template(ITS_DEFAULT_TEMPLATE, vars, "Template"),
     };
     let mut payloads = Vec::new();
     if let Some(spec) = root.get_ignore_case("PayloadDistribution").and_then(Value::as_str) {

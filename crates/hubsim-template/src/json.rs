@@ -67,6 +67,7 @@ pub struct Object {
 }
 
 impl Object {
+    /// An empty object.
     pub fn new() -> Self {
         Self::default()
     }
@@ -85,12 +86,15 @@ impl Object {
             None => self.entries.push((key, value)),
         }
     }
+    /// Entries in document order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
         self.entries.iter().map(|(k, v)| (k.as_str(), v))
     }
+    /// Number of entries.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
+    /// True if there is no entry.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -106,31 +110,44 @@ impl FromIterator<(String, Value)> for Object {
     }
 }
 
+/// Typed views: each returns `None` when the value is of another kind.
 impl Value {
+    /// The text of a string.
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Value::String(s) => Some(s),
             _ => None,
         }
     }
+    /// Any number as an `f64`.
     pub fn as_f64(&self) -> Option<f64> {
         match self {
             Value::Number(n) => Some(n.as_f64()),
             _ => None,
         }
     }
+    /// An integer that fits in an `i64` (not a float, even a whole one).
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Value::Number(Number::Int(i)) => Some(*i),
+            _ => None,
+        }
+    }
+    /// A boolean.
     pub fn as_bool(&self) -> Option<bool> {
         match self {
             Value::Bool(b) => Some(*b),
             _ => None,
         }
     }
+    /// The items of an array.
     pub fn as_array(&self) -> Option<&[Value]> {
         match self {
             Value::Array(a) => Some(a),
             _ => None,
         }
     }
+    /// The entries of an object.
     pub fn as_object(&self) -> Option<&Object> {
         match self {
             Value::Object(o) => Some(o),
@@ -626,6 +643,12 @@ mod tests {
             ])
         );
         assert_eq!(v.get("a").unwrap().as_str(), Some("x\tyé😀"));
+        let b = v.get("b").unwrap().as_array().unwrap();
+        assert_eq!(
+            (b[0].as_i64(), b[1].as_i64(), b[1].as_f64(), b[3].as_bool()),
+            (Some(1), None, Some(-2.5), Some(true))
+        );
+        assert_eq!(v.get("c").unwrap().as_object().map(Object::len), Some(0));
         assert_eq!(to_string(&v), r#"{"b":[1,-2.5,300.0,true,false,null],"a":"x\tyé😀","c":{}}"#);
     }
 

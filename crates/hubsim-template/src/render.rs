@@ -74,6 +74,7 @@ impl DeviceState {
         self.values = values;
         self.names = vars.iter().map(|v| v.name.clone()).collect();
     }
+    /// The id that `$.DeviceId` renders.
     pub fn device_id(&self) -> &str {
         &self.device_id
     }

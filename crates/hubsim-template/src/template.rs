@@ -34,6 +34,7 @@ pub enum Builtin {
 }
 
 impl Builtin {
+    /// Every built-in, in ITS's order.
     pub const ALL: [Builtin; 8] = [
         Builtin::DeviceId,
         Builtin::Guid,
@@ -45,6 +46,7 @@ impl Builtin {
         Builtin::IterationNumber,
     ];
 
+    /// The placeholder name, as in `$.DeviceId`.
     pub fn name(self) -> &'static str {
         match self {
             Builtin::DeviceId => "DeviceId",
@@ -186,6 +188,7 @@ impl Template {
         &self.source
     }
 
+    /// Text and placeholders in order; adjacent text is merged.
     pub fn parts(&self) -> &[Part] {
         &self.parts
     }

@@ -296,6 +296,14 @@ fn default_template_and_counter_when_nothing_is_configured() {
 }
 
 #[test]
+fn template_and_header_written_as_objects_are_a_hubsim_extension() {
+    let c = its(r#"{Template: {id: "$.DeviceId", n: "$.Counter"}, Header: {n: "$.Counter"}}"#);
+    let r = &render_n(&c, "sim000001", 1)[0];
+    assert_eq!(r.text().unwrap(), r#"{"id":"sim000001","n":"1"}"#);
+    assert_eq!(r.properties, [("n".to_owned(), "1".to_owned())]);
+}
+
+#[test]
 fn header_template_becomes_application_properties() {
     // SenderBaseTest.When_SendMessageAsync_With_Header_Property_Is_Added, plus placeholders.
     let c = its(r#"{Header: '{ "myPropertyKey": "My Propert Value", "n": $.Counter, "src": "$.MachineName" }'}"#);
