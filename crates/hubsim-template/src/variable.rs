@@ -420,7 +420,9 @@ impl Variable {
                 _ => Out::Float(*start, dec),
             },
             Kind::Sine { period_ms, amplitude, offset, noise } => {
-                let phase = (now_ms as f64).rem_euclid(*period_ms) / period_ms;
+                // q - floor(q) rather than rem_euclid: floor is one wasm instruction, fmod is libm code.
+                let q = now_ms as f64 / period_ms;
+                let phase = q - q.floor();
                 let mut v = offset + amplitude * sin_turns(phase);
                 if *noise > 0.0 {
                     v += (rng.next_f64() * 2.0 - 1.0) * noise;
