@@ -28,9 +28,11 @@
 //! a suggestion instead of text left in the message; `$.X` in `values` is resolved for picks as it is for
 //! sequences (so `values: ["$.DeviceId"]` works); booleans print `true`/`false` (.NET prints `True`);
 //! doubles print in Rust's shortest form, which never uses an exponent where .NET writes `1E-05`; distribution
-//! mistakes that ITS logs and skips are load errors. Not supported: `PartitionKey` (Event Hubs only),
-//! `DuplicateEveryNEvents`, `FixPayload`/`FixPayloadSize` settings and device lists (these are the runner's,
-//! not the template's); relaxed-JSON oddities of Newtonsoft (hex numbers, `NaN`, `new Date()`).
+//! mistakes that ITS logs and skips are load errors. Not supported: `PartitionKey` (Event Hubs only);
+//! the runner's settings (`DuplicateEveryNEvents`, `DeviceCount`/`DeviceList`/`DevicePrefix`, `MessageCount`:
+//! scheduling belongs to the app and `hubsim simulate`, though [`Intervals`] are read); the README's
+//! `FixPayload`/`FixPayloadSize` settings, which ITS's loader never reads (use `PayloadDistribution`'s
+//! `fix`/`fixSize`); Newtonsoft's relaxed-JSON oddities (hex numbers, `NaN`, `new Date()`).
 //!
 //! hubsim additions: bounded random walk, sine, weighted pick, boolean with probability, increasing
 //! timestamp with jitter, `decimals`, per-device seeds ([`device_seed`]).

@@ -162,6 +162,67 @@ proptest! {
     }
 }
 
+/// Variable declarations built from the keys the loader knows, with values of any JSON kind.
+fn declaration() -> impl Strategy<Value = String> {
+    let key = prop::sample::select(vec![
+        "random",
+        "randomDouble",
+        "sequence",
+        "values",
+        "weights",
+        "min",
+        "max",
+        "step",
+        "start",
+        "customLengthString",
+        "walk",
+        "sine",
+        "period",
+        "amplitude",
+        "offset",
+        "noise",
+        "probability",
+        "timestamp",
+        "jitter",
+        "format",
+        "decimals",
+    ]);
+    let value = prop_oneof![
+        Just("true".to_owned()),
+        Just("false".to_owned()),
+        (-1e6f64..1e6).prop_map(|f| f.to_string()),
+        (-5i64..50).prop_map(|i| i.to_string()),
+        Just("'epochMs'".to_owned()),
+        Just("['$.DeviceId', '$.A', 1, 'x']".to_owned()),
+        Just("[1, 0, 2, 3]".to_owned()),
+        Just("[]".to_owned()),
+        Just("null".to_owned()),
+        Just("1e999".to_owned()),
+    ];
+    prop::collection::vec((key, value), 0..6).prop_map(|kv| {
+        let body: Vec<String> = kv.into_iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        body.join(", ")
+    })
+}
+
+proptest! {
+    #[test]
+    fn any_accepted_declaration_renders_without_panicking(a in declaration(), b in declaration(), seed: u64, now in -1i64 << 50..1i64 << 50) {
+        let text = format!("{{Template: '$.A|$.B|$.Guid', Header: '{{\"a\": \"$.A\"}}', Variables: [{{name: 'A', {a}}}, {{name: 'B', {b}}}]}}");
+        if let Ok(config) = Config::parse_its(&text) {
+            let mut st = DeviceState::new("d", seed);
+            for i in 0..5 {
+                let cx = RenderContext { now_unix_ms: now + i * 1000, local_offset_min: -90, machine_name: "m" };
+                let r = config.render(&mut st, &cx);
+                // The header quotes $.A, so it is JSON unless A's value itself contains a quote or newline.
+                if let Ok(r) = r {
+                    prop_assert!(r.text().unwrap().ends_with(|c: char| c.is_ascii_hexdigit()));
+                }
+            }
+        }
+    }
+}
+
 fn json_value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(Value::Null),
