@@ -28,7 +28,9 @@
 //! a suggestion instead of text left in the message; `$.X` in `values` is resolved for picks as it is for
 //! sequences (so `values: ["$.DeviceId"]` works); booleans print `true`/`false` (.NET prints `True`);
 //! doubles print in Rust's shortest form, which never uses an exponent where .NET writes `1E-05`; distribution
-//! mistakes that ITS logs and skips are load errors. Not supported: `PartitionKey` (Event Hubs only);
+//! mistakes that ITS logs and skips are load errors; a `Template` or `Header` written as a JSON object is
+//! used as its JSON text (ITS ignores them); random values come from a seeded xoshiro256** rather than
+//! .NET's `Random`, so runs are reproducible but never repeat ITS's numbers. Not supported: `PartitionKey` (Event Hubs only);
 //! the runner's settings (`DuplicateEveryNEvents`, `DeviceCount`/`DeviceList`/`DevicePrefix`, `MessageCount`:
 //! scheduling belongs to the app and `hubsim simulate`, though [`Intervals`] are read); the README's
 //! `FixPayload`/`FixPayloadSize` settings, which ITS's loader never reads (use `PayloadDistribution`'s
