@@ -647,6 +647,53 @@ mod tests {
         assert_eq!(texts(&secs, 1, 3, |_| 1_574_158_211_509), ["1574158211"]);
     }
 
+    /// Exact sequences for seed 1 at t = 0, 1000, 2000... ms. They pin the generator algorithms: a change
+    /// here changes every user's "reproducible" run, so it must be deliberate.
+    #[test]
+    fn golden_sequences_for_seed_1() {
+        let golden: [(&str, [&str; 10]); 9] = [
+            (
+                "{name: 'a', random: true, min: 23, max: 26}",
+                ["25", "24", "24", "24", "25", "23", "23", "24", "25", "24"],
+            ),
+            (
+                "{name: 'b', randomDouble: true, min: 0.22, max: 1.25, decimals: 3}",
+                ["0.944", "0.756", "0.811", "0.623", "0.938", "0.368", "0.293", "0.613", "1.113", "0.788"],
+            ),
+            (
+                "{name: 'c', customLengthString: 5}",
+                ["RGJyR", "iex1I", "575PL", "3eEcd", "CELvz", "ny0U8", "a2AyO", "opZxD", "fbENt", "BFF7A"],
+            ),
+            (
+                "{name: 'd', values: ['on', 'off', 'idle']}",
+                ["idle", "off", "off", "off", "idle", "on", "on", "off", "idle", "off"],
+            ),
+            (
+                "{name: 'e', values: ['ok', 'warn'], weights: [3, 1]}",
+                ["ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "warn", "ok"],
+            ),
+            (
+                "{name: 'f', walk: true, start: 20, step: 1, min: 19, max: 22, decimals: 2}",
+                ["20.00", "20.41", "20.45", "20.59", "20.38", "20.77", "20.06", "19.20", "19.00", "19.73"],
+            ),
+            (
+                "{name: 'g', sine: true, period: 6000, amplitude: 1, offset: 5, noise: 0.1, decimals: 3}",
+                ["5.041", "5.870", "5.881", "4.978", "4.173", "4.063", "4.914", "5.842", "5.939", "5.010"],
+            ),
+            (
+                "{name: 'h', probability: 0.5}",
+                ["false", "false", "false", "true", "false", "true", "true", "true", "false", "false"],
+            ),
+            (
+                "{name: 'i', timestamp: true, jitter: 400, format: 'epochMs'}",
+                ["163", "1016", "2059", "2913", "4158", "4715", "5656", "6905", "8294", "9041"],
+            ),
+        ];
+        for (decl, want) in golden {
+            assert_eq!(texts(&var(decl), 10, 1, |i| i as i64 * 1000), want, "{decl}");
+        }
+    }
+
     #[test]
     fn to_json_reads_back_to_the_same_variable() {
         for decl in [

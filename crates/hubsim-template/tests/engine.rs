@@ -244,3 +244,13 @@ fn json_value() -> impl Strategy<Value = Value> {
         ]
     })
 }
+
+#[test]
+fn golden_guids_for_seed_1() {
+    let c = Config::parse_its("{Template: '$.Guid $.IterationNumber'}").unwrap();
+    let mut st = DeviceState::new("d", 1);
+    let cx = RenderContext { now_unix_ms: 0, local_offset_min: 0, machine_name: "m" };
+    let got: Vec<String> = (0..2).map(|_| c.render(&mut st, &cx).unwrap().text().unwrap().to_owned()).collect();
+    // Version-4 GUIDs (the '4' and the variant digit 8-b), one per message, pinned for seed 1.
+    assert_eq!(got, ["b3f2af6d-0fc7-40c5-853b-559647364cea 0", "92f89756-082a-4514-a42e-1c7bc266a3a7 1"]);
+}
