@@ -105,7 +105,9 @@ fn suggestion_text(s: &Option<String>) -> String {
     }
 }
 
-/// A template error at a 1-based line and column (characters) of the template text.
+/// A template error at a 1-based line and column (characters) of the template text. For a template held
+/// in a configuration string the position is within that string's value (after JSON unescaping, so `\n`
+/// starts a new line); [`crate::ConfigError::Template`] names the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("line {line}, col {col}: {kind}")]
 pub struct TemplateError {
