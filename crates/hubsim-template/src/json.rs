@@ -6,7 +6,8 @@
 //! * [`parse`] accepts exactly RFC 8259 JSON (used to check a rendered body before it is sent).
 //! * [`parse_relaxed`] also accepts what Newtonsoft.Json and .NET's configuration reader accept in
 //!   Iot-Telemetry-Simulator configurations: a UTF-8 byte order mark, `//` and `/* */` comments,
-//!   unquoted property names made of letters, digits, `_` and `$`, single-quoted strings and
+//!   unquoted property names made of letters, digits, `_` and `$` (any non-ASCII character counts as a
+//!   letter), single-quoted strings and
 //!   trailing commas. (Newtonsoft's hex numbers, `NaN`, `undefined` and `new Date(..)` are not accepted.)
 //! * [`to_string`] writes compact JSON (no spaces), escaping only what RFC 8259 requires.
 //!
@@ -482,11 +483,12 @@ impl<'a> Parser<'a> {
             Some(b'\'') => Err((self.i, JsonErrorKind::SingleQuote)),
             None => Err((self.i, JsonErrorKind::UnexpectedEnd)),
             Some(_) => {
-                // Newtonsoft's unquoted property names: letters, digits, '_' and '$'.
+                // Newtonsoft's unquoted property names: letters, digits, '_' and '$'. Any non-ASCII
+                // character counts as a letter here: Unicode's tables would cost ~3 KB of wasm.
                 let start = self.i;
                 let len: usize = self.text[start..]
                     .chars()
-                    .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '$')
+                    .take_while(|c| c.is_ascii_alphanumeric() || !c.is_ascii() || *c == '_' || *c == '$')
                     .map(char::len_utf8)
                     .sum();
                 if len == 0 {

@@ -1,6 +1,6 @@
 //! Template text with `$.Name` placeholders, resolved against the built-ins and the declared variables.
 //!
-//! A placeholder is `$.` followed by a name of letters, digits and `_` (the longest such run). Declared
+//! A placeholder is `$.` followed by a name of ASCII letters, digits and `_` (the longest such run). Declared
 //! variables shadow built-ins of the same name, as in ITS (its value dictionary is filled built-ins first).
 //! A declared name containing other characters (ITS allows any name) is matched literally, longest first.
 //! `$.` not followed by a name character is plain text.
@@ -116,8 +116,10 @@ pub struct TemplateError {
     pub kind: TemplateErrorKind,
 }
 
+/// ASCII only: `$.Temp°C` is the placeholder `Temp` followed by text. A declared name with other
+/// characters (`Température`) is still found, by the literal match above.
 fn is_name_char(c: char) -> bool {
-    c.is_alphanumeric() || c == '_'
+    c.is_ascii_alphanumeric() || c == '_'
 }
 
 impl Template {
@@ -283,10 +285,17 @@ mod tests {
 
     #[test]
     fn declared_names_shadow_builtins_and_odd_names_match_literally() {
-        let t = Template::parse("$.Time $.my-var.x", &vars(&["Time", "my-var"])).unwrap();
+        let t = Template::parse(
+            "$.Time $.my-var.x $.Température $.Temp°C",
+            &vars(&["Time", "my-var", "Température", "Temp"]),
+        )
+        .unwrap();
         assert_eq!(t.parts()[0], Part::Placeholder { slot: Slot::Var(0), name: "Time".into() });
         assert_eq!(t.parts()[2], Part::Placeholder { slot: Slot::Var(1), name: "my-var".into() });
-        assert_eq!(t.parts()[3], Part::Text(".x".into()));
+        assert_eq!(t.parts()[3], Part::Text(".x ".into()));
+        assert_eq!(t.parts()[4], Part::Placeholder { slot: Slot::Var(2), name: "Température".into() });
+        assert_eq!(t.parts()[6], Part::Placeholder { slot: Slot::Var(3), name: "Temp".into() });
+        assert_eq!(t.parts()[7], Part::Text("°C".into()));
     }
 
     #[test]
