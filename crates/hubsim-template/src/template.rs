@@ -296,6 +296,10 @@ mod tests {
         assert_eq!(t.parts()[4], Part::Placeholder { slot: Slot::Var(2), name: "Température".into() });
         assert_eq!(t.parts()[6], Part::Placeholder { slot: Slot::Var(3), name: "Temp".into() });
         assert_eq!(t.parts()[7], Part::Text("°C".into()));
+        assert!(!t.is_fixed());
+        let fixed = Template::parse("{\"price\": \"$.\", \"a\": 1}", &[]).unwrap();
+        assert!(fixed.is_fixed());
+        assert_eq!(fixed.parts(), [Part::Text(fixed.source().into())]);
     }
 
     #[test]
