@@ -230,7 +230,7 @@ fn feedback(tx: &mut Tx<'_>, m: &C2dMessage, status: &str, why: &str) -> Result<
 pub fn c2d_properties(m: &C2dMessage) -> hubsim_proto::PropertyBag {
     let mut bag = hubsim_proto::PropertyBag::new();
     bag.set_system(SystemProperty::MessageId, m.message_id.clone());
-    bag.set_system(SystemProperty::To, format!("/devices/{}/messages/devicebound", m.device_id));
+    bag.set_system(SystemProperty::To, hubsim_proto::DeviceIdentity::device(&m.device_id).c2d_to());
     if let Some(v) = &m.correlation_id {
         bag.set_system(SystemProperty::CorrelationId, v.clone());
     }
