@@ -11,7 +11,7 @@ mod methods;
 pub mod policy;
 mod registry;
 mod telemetry;
-mod twin;
+pub mod twin;
 
 pub use auth::{filter_name, Admitted};
 pub use c2d::{c2d_properties, SendC2d};
