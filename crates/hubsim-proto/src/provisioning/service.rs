@@ -18,10 +18,9 @@ use mqttbytes::{Protocol, QoS};
 use std::collections::{BTreeSet, VecDeque};
 use thiserror::Error;
 
-use super::{
-    check_payload, json, ErrorBody, OperationResponse, RegisterRequest, RegistrationState, RegistrationStatus,
-};
+use super::{check_payload, ErrorBody, OperationResponse, RegisterRequest, RegistrationState, RegistrationStatus};
 use crate::hub::CloseReason;
+use crate::json;
 use crate::packet::{self, Framer};
 use crate::sas::{ResourceUri, SasToken};
 use crate::time::Instant;
