@@ -148,7 +148,8 @@ pub fn check_payload(payload: &str) -> Result<(), json::JsonError> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegisterRequest {
     pub registration_id: String,
-    /// Custom allocation data as JSON text, e.g. `{"modelId":"dtmi:…"}` for IoT Plug and Play.
+    /// Custom allocation data as JSON text, e.g. `{"modelId":"dtmi:…"}` for IoT Plug and Play; compact when read
+    /// from a body.
     pub payload: Option<String>,
 }
 
@@ -185,7 +186,7 @@ pub struct RegistrationState {
     pub created_utc: Option<String>,
     pub last_updated_utc: Option<String>,
     pub etag: Option<String>,
-    /// Custom data returned to the device, as JSON text.
+    /// Custom data returned to the device, as JSON text (compact when read from a body).
     pub payload: Option<String>,
 }
 
