@@ -6,11 +6,13 @@
 //! `hubsim simulate --model FILE` alike:
 //!
 //! - [`Model`] ([`model`], [`parse`]): DTDL v2 and v3 Interfaces with Telemetry, Properties, Commands,
-//!   Components and every schema kind, parsed from pasted JSON; errors name the element and the reason,
+//!   Components and every schema kind (plus IoT Central's `geopoint` and `vector`), parsed from pasted JSON;
+//!   semantic types and units kept for display; errors name the element and the reason,
 //!   e.g. `contents[2] (Property "targetTemperature"): schema "doubel" is not a DTDL schema`.
 //! - [`values`]: a default value for any schema and validation of received values.
 //! - [`pnp`]: the conventions: `$.sub` on component telemetry, the `{"__t": "c"}` component wrapper, the
-//!   writable-property acknowledgement, desired patches read per property, `component*command` names.
+//!   writable-property acknowledgement, desired patches read per property (and those still unacknowledged
+//!   after a reconnection), `component*command` names, read-only properties' initial report.
 //! - [`telemetry`]: one `hubsim_template::Config` per interface, generators chosen per schema.
 //! - [`builtin`]: the models that ship with hubsim.
 //!

@@ -167,6 +167,59 @@ pub struct Semantics {
     pub unit: Option<String>,
 }
 
+impl Semantics {
+    /// The unit as a symbol for display (`degreeCelsius` gives `°C`); units without a common symbol give
+    /// their DTDL name. Symbols are ours; the unit names are those of DTDL v2 "Semantic Type" and the v3
+    /// QuantitativeTypes extension.
+    pub fn unit_symbol(&self) -> Option<&str> {
+        let unit = self.unit.as_deref()?;
+        const SYMBOLS: &[(&str, &str)] = &[
+            ("degreeCelsius", "°C"),
+            ("degreeFahrenheit", "°F"),
+            ("kelvin", "K"),
+            ("percent", "%"),
+            ("partsPerMillion", "ppm"),
+            ("metre", "m"),
+            ("kilometre", "km"),
+            ("centimetre", "cm"),
+            ("millimetre", "mm"),
+            ("metrePerSecond", "m/s"),
+            ("kilometrePerHour", "km/h"),
+            ("pascal", "Pa"),
+            ("kilopascal", "kPa"),
+            ("millibar", "mbar"),
+            ("hertz", "Hz"),
+            ("volt", "V"),
+            ("millivolt", "mV"),
+            ("ampere", "A"),
+            ("milliampere", "mA"),
+            ("watt", "W"),
+            ("kilowatt", "kW"),
+            ("kilowattHour", "kWh"),
+            ("joule", "J"),
+            ("byte", "B"),
+            ("kibibyte", "KiB"),
+            ("mebibyte", "MiB"),
+            ("gibibyte", "GiB"),
+            ("kibibit", "Kibit"),
+            ("second", "s"),
+            ("millisecond", "ms"),
+            ("minute", "min"),
+            ("hour", "h"),
+            ("lux", "lx"),
+            ("gram", "g"),
+            ("kilogram", "kg"),
+            ("litre", "L"),
+            ("newton", "N"),
+            ("degreeOfArc", "°"),
+            ("radian", "rad"),
+            ("revolutionPerMinute", "rpm"),
+            ("decibel", "dB"),
+        ];
+        Some(SYMBOLS.iter().find(|(name, _)| *name == unit).map_or(unit, |(_, symbol)| symbol))
+    }
+}
+
 /// Data a device emits (section "Telemetry").
 #[derive(Debug, Clone, PartialEq)]
 pub struct Telemetry {

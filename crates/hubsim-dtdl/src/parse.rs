@@ -67,6 +67,8 @@ pub enum ModelErrorKind {
     UnknownSchema(String),
     #[error("schema \"{0}\" is not defined in this interface's \"schemas\"")]
     UndefinedSchema(String),
+    #[error("schema \"{0}\" is a geospatial (GeoJSON) schema, which hubsim does not simulate")]
+    Geospatial(String),
     #[error("@type {0} is not a complex schema (Array, Enum, Map or Object)")]
     UnknownComplexSchema(String),
     #[error("complex schemas nest deeper than {MAX_SCHEMA_DEPTH} levels")]
@@ -171,6 +173,8 @@ struct Raw<'a> {
     obj: &'a Object,
     id: String,
     version: DtdlVersion,
+    /// The IoT Central extension's context is present (`geopoint` and `vector` schemas).
+    iot_central: bool,
     /// Error prefix: `"{id}, "` when there are several interfaces, else empty.
     label: String,
 }
@@ -185,13 +189,34 @@ fn collect<'a>(doc: &'a Value, doc_at: &str, out: &mut Vec<Raw<'a>>) -> Result<(
     let doc_context = items.iter().find_map(|(_, v)| v.get("@context"));
     for (at, v) in items {
         let Some(obj) = v.as_object() else { return err(&at, ModelErrorKind::NotAModel) };
-        let version = match obj.get("@context").or(doc_context) {
-            None => return err(&at, ModelErrorKind::Missing("@context")),
-            Some(c) => context_version(c).map_err(|kind| ModelError { at: at.clone(), kind })?,
+        let Some(context) = obj.get("@context").or(doc_context) else {
+            return err(&at, ModelErrorKind::Missing("@context"));
         };
-        out.push(Raw { obj, id: interface_id(obj, &at, version)?, version, label: String::new() });
+        let version = context_version(context).map_err(|kind| ModelError { at: at.clone(), kind })?;
+        let iot_central = match context {
+            Value::Array(a) => a.iter().any(|c| c.as_str() == Some(IOT_CENTRAL_CONTEXT)),
+            c => c.as_str() == Some(IOT_CENTRAL_CONTEXT),
+        };
+        out.push(Raw { obj, id: interface_id(obj, &at, version)?, version, iot_central, label: String::new() });
     }
     Ok(())
+}
+
+/// The IoT Central extension (DTDL/v2/DTDL.iotcentral.v2.md) adds the schemas `geopoint` (`lat`, `lon`, `alt`)
+/// and `vector` (`x`, `y`, `z`), all doubles (Plug and Play payloads doc, "Complex types").
+const IOT_CENTRAL_CONTEXT: &str = "dtmi:iotcentral:context;2";
+
+/// The geospatial schema terms (DTDL v2/v3, section "Geospatial Schemas"); their IRIs start with
+/// `dtmi:standard:schema:geospatial:`.
+const GEOSPATIAL: [&str; 6] = ["point", "multiPoint", "lineString", "multiLineString", "polygon", "multiPolygon"];
+
+fn doubles(names: &[&str]) -> Schema {
+    Schema::Object(
+        names
+            .iter()
+            .map(|n| Field { name: (*n).to_owned(), display_name: None, schema: Schema::Primitive(Primitive::Double) })
+            .collect(),
+    )
 }
 
 fn context_version(c: &Value) -> Result<DtdlVersion, ModelErrorKind> {
@@ -326,6 +351,7 @@ struct Reader<'r, 'a> {
 /// Where schema references resolve and what the surrounding element allows.
 struct Env<'a> {
     version: DtdlVersion,
+    iot_central: bool,
     /// The interface's `schemas`: (`@id`, definition, error path).
     schemas: Vec<(&'a str, &'a Value, String)>,
     /// Inside a Property's schema (DTDL v2 forbids Array there).
@@ -377,6 +403,7 @@ impl<'a> Reader<'_, 'a> {
                         obj: o,
                         id: interface_id(o, &here, raw.version)?,
                         version: raw.version,
+                        iot_central: raw.iot_central,
                         label: raw.label.clone(),
                     };
                     &base_raw
@@ -410,7 +437,8 @@ impl<'a> Reader<'_, 'a> {
             iface.components.extend(inherited.components);
         }
 
-        let mut env = Env { version: raw.version, schemas: Vec::new(), in_property: false };
+        let mut env =
+            Env { version: raw.version, iot_central: raw.iot_central, schemas: Vec::new(), in_property: false };
         match obj.get("schemas") {
             None => {}
             Some(Value::Array(list)) => {
@@ -507,6 +535,7 @@ impl<'a> Reader<'_, 'a> {
                                 obj: o,
                                 id: interface_id(o, &inner, raw.version)?,
                                 version: raw.version,
+                                iot_central: raw.iot_central,
                                 label: format!("{inner}, "),
                             };
                             &inline
@@ -561,7 +590,14 @@ impl<'a> Reader<'_, 'a> {
                     })?;
                     return self.complex(o, at, env, depth);
                 }
-                if s.starts_with("dtmi:") {
+                match s.as_str() {
+                    "geopoint" if env.iot_central => return Ok(doubles(&["lat", "lon", "alt"])),
+                    "vector" if env.iot_central => return Ok(doubles(&["x", "y", "z"])),
+                    _ => {}
+                }
+                if GEOSPATIAL.contains(&s.as_str()) || s.starts_with("dtmi:standard:schema:geospatial:") {
+                    err(holder, ModelErrorKind::Geospatial(s.clone()))
+                } else if s.starts_with("dtmi:") {
                     err(holder, ModelErrorKind::UndefinedSchema(s.clone()))
                 } else {
                     err(holder, ModelErrorKind::UnknownSchema(s.clone()))

@@ -67,6 +67,30 @@ pub fn reported_patch(component: Option<&str>, property: &str, value: Value) -> 
     wrap_component(component, o)
 }
 
+/// The reported patch a device sends on its first connection: every read-only property of every
+/// interface at its schema's default value (see [`crate::default_value`]), components wrapped. Writable
+/// properties are left out: they are answered from the desired state (or with [`Ack::initial`]).
+pub fn read_only_defaults(model: &Model) -> Value {
+    let mut patch = Object::new();
+    for (component, iface) in model.interfaces() {
+        let props: Object = iface
+            .properties
+            .iter()
+            .filter(|p| !p.writable)
+            .map(|p| (p.name.clone(), crate::values::default_value(&p.schema)))
+            .collect();
+        if props.is_empty() {
+            continue;
+        }
+        if let Value::Object(o) = wrap_component(component, props) {
+            for (k, v) in o.iter() {
+                patch.insert(k.to_owned(), v.clone());
+            }
+        }
+    }
+    Value::Object(patch)
+}
+
 /// A writable property's acknowledgement.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ack {

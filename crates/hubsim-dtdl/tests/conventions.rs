@@ -246,3 +246,15 @@ fn default_values_per_schema() {
         Value::Object(obj(r#"{"interval":0,"name":"","channels":[]}"#))
     );
 }
+
+#[test]
+fn read_only_properties_start_at_their_defaults() {
+    assert_eq!(
+        pnp::read_only_defaults(&controller()).to_string(),
+        concat!(
+            r#"{"serialNumber":"","thermostat1":{"__t":"c","maxTempSinceLastReboot":0.0},"#,
+            r#""thermostat2":{"__t":"c","maxTempSinceLastReboot":0.0},"deviceInformation":{"__t":"c","manufacturer":"","#,
+            r#""model":"","swVersion":"","osName":"","processorArchitecture":"","processorManufacturer":"","totalStorage":0.0,"totalMemory":0.0}}"#
+        )
+    );
+}

@@ -254,3 +254,33 @@ fn dtmi_forms_per_version() {
         assert!(is_dtmi(ok, DtdlVersion::V3), "{ok}");
     }
 }
+
+#[test]
+fn iot_central_schemas_and_geospatial_terms() {
+    let doc = r#"{"@context": ["dtmi:iotcentral:context;2", "dtmi:dtdl:context;2"], "@id": "dtmi:test:D;1", "@type": "Interface",
+        "contents": [{"@type": ["Telemetry", "Location"], "name": "where", "schema": "geopoint"},
+                     {"@type": "Telemetry", "name": "accel", "schema": "vector"}]}"#;
+    let m = Model::parse(doc).unwrap();
+    let shapes: Vec<String> =
+        m.root.telemetry.iter().map(|t| hubsim_dtdl::default_value(&t.schema).to_string()).collect();
+    assert_eq!(shapes, [r#"{"lat":0.0,"lon":0.0,"alt":0.0}"#, r#"{"x":0.0,"y":0.0,"z":0.0}"#]);
+    // Without the IoT Central context, "vector" is no schema; geospatial schemas are named as such.
+    assert_eq!(
+        error(&v2(r#"{"@type": "Telemetry", "name": "accel", "schema": "vector"}"#)),
+        r#"contents[0] (Telemetry "accel"): schema "vector" is not a DTDL schema"#
+    );
+    assert_eq!(
+        error(&v2(r#"{"@type": "Telemetry", "name": "at", "schema": "point"}"#)),
+        r#"contents[0] (Telemetry "at"): schema "point" is a geospatial (GeoJSON) schema, which hubsim does not simulate"#
+    );
+}
+
+#[test]
+fn units_display_as_symbols() {
+    let m = builtin::TEMPERATURE_CONTROLLER.load().unwrap();
+    let unit = |c: Option<&str>| m.interface(c).unwrap().telemetry[0].semantics.unit_symbol().map(str::to_owned);
+    assert_eq!((unit(None), unit(Some("thermostat1"))), (Some("KiB".into()), Some("°C".into())));
+    let odd = hubsim_dtdl::Semantics { types: vec![], unit: Some("tonOfRefrigeration".into()) };
+    assert_eq!(odd.unit_symbol(), Some("tonOfRefrigeration"));
+    assert_eq!(hubsim_dtdl::Semantics::default().unit_symbol(), None);
+}
