@@ -326,6 +326,29 @@ fn check_name(v: Option<&Value>, at: &str, version: DtdlVersion) -> Result<Strin
     }
 }
 
+/// The path of member `i` of the list `list` under `at` (`….fields[1] ("x")`) and its checked name, which
+/// `taken` must not already hold.
+fn member(
+    at: &str,
+    list: &str,
+    i: usize,
+    v: &Value,
+    version: DtdlVersion,
+    taken: impl Fn(&str) -> bool,
+) -> Result<(String, String), ModelError> {
+    let mut here = format!("{at}.{list}[{i}]");
+    if let Some(n) = v.get("name").and_then(Value::as_str) {
+        here.push_str(" (\"");
+        here.push_str(n);
+        here.push_str("\")");
+    }
+    let name = check_name(v.get("name"), &here, version)?;
+    if taken(&name) {
+        return err(&here, ModelErrorKind::DuplicateName(name));
+    }
+    Ok((here, name))
+}
+
 /// A localizable string: the string, or the `en` (else first) entry of a language map.
 fn localized(v: Option<&Value>) -> Option<String> {
     match v? {
@@ -658,16 +681,7 @@ impl<'a> Reader<'_, 'a> {
                 }
                 let mut out: Vec<Field> = Vec::with_capacity(fields.len());
                 for (i, f) in fields.iter().enumerate() {
-                    let mut here = format!("{at}.fields[{i}]");
-                    if let Some(n) = f.get("name").and_then(Value::as_str) {
-                        here.push_str(" (\"");
-                        here.push_str(n);
-                        here.push_str("\")");
-                    }
-                    let name = check_name(f.get("name"), &here, env.version)?;
-                    if out.iter().any(|x| x.name == name) {
-                        return err(&here, ModelErrorKind::DuplicateName(name));
-                    }
+                    let (here, name) = member(at, "fields", i, f, env.version, |n| out.iter().any(|x| x.name == n))?;
                     let schema = self.schema(f.get("schema"), "schema", &here, env, depth + 1)?;
                     out.push(Field { name, display_name: localized(f.get("displayName")), schema });
                 }
@@ -690,16 +704,8 @@ impl<'a> Reader<'_, 'a> {
                 }
                 let mut out: Vec<EnumValue> = Vec::with_capacity(values.len());
                 for (i, ev) in values.iter().enumerate() {
-                    let mut here = format!("{at}.enumValues[{i}]");
-                    if let Some(n) = ev.get("name").and_then(Value::as_str) {
-                        here.push_str(" (\"");
-                        here.push_str(n);
-                        here.push_str("\")");
-                    }
-                    let name = check_name(ev.get("name"), &here, env.version)?;
-                    if out.iter().any(|x| x.name == name) {
-                        return err(&here, ModelErrorKind::DuplicateName(name));
-                    }
+                    let (here, name) =
+                        member(at, "enumValues", i, ev, env.version, |n| out.iter().any(|x| x.name == n))?;
                     let value = match (ev.get("enumValue"), string_values) {
                         (None, _) => return err(&here, ModelErrorKind::Missing("enumValue")),
                         (Some(Value::String(s)), true) => EnumLiteral::Str(s.clone()),
