@@ -160,13 +160,17 @@ pub struct DesiredPatch {
     pub version: Option<i64>,
     /// Values for the model's writable properties, in document order.
     pub updates: Vec<DesiredUpdate>,
+    /// Writable properties set to `null`, which removes a desired value from the twin (a component set to
+    /// `null` removes all of its own): (component, property).
+    pub removed: Vec<(Option<String>, String)>,
     /// Keys that are not writable properties of the model: (component, key).
     pub ignored: Vec<(Option<String>, String)>,
 }
 
 /// Reads a desired-properties document (the twin's `desired` section) or patch (`$iothub/twin/PATCH/...`).
 /// A key naming one of the model's components whose value is an object is that component's section; other
-/// keys are the default component's. Keys starting with `$` and the `__t` marker are skipped.
+/// keys are the default component's. Keys starting with `$` and the `__t` marker are skipped; `null`
+/// removes a value (twin patch semantics).
 pub fn parse_desired(model: &Model, patch: &Value) -> DesiredPatch {
     let mut out = DesiredPatch { version: patch.get("$version").and_then(Value::as_i64), ..DesiredPatch::default() };
     let Some(top) = patch.as_object() else { return out };
@@ -174,8 +178,12 @@ pub fn parse_desired(model: &Model, patch: &Value) -> DesiredPatch {
         if key.starts_with('$') || key == COMPONENT_MARKER_KEY {
             continue;
         }
-        match (model.root.component(key), value.as_object()) {
-            (Some(c), Some(section)) => {
+        match (model.root.component(key), value) {
+            (Some(c), Value::Null) => {
+                let writable = c.interface.properties.iter().filter(|p| p.writable);
+                out.removed.extend(writable.map(|p| (Some(c.name.clone()), p.name.clone())));
+            }
+            (Some(c), Value::Object(section)) => {
                 for (k, v) in section.iter() {
                     if k.starts_with('$') || k == COMPONENT_MARKER_KEY {
                         continue;
@@ -197,6 +205,7 @@ fn push_update(
     value: &Value,
 ) {
     match p.filter(|p| p.writable) {
+        Some(_) if *value == Value::Null => out.removed.push((component.map(str::to_owned), key.to_owned())),
         Some(p) => out.updates.push(DesiredUpdate {
             component: component.map(str::to_owned),
             property: key.to_owned(),

@@ -98,6 +98,21 @@ fn desired_patches_are_read_per_property_and_component() {
 }
 
 #[test]
+fn null_removes_desired_values() {
+    let m = controller();
+    let d = pnp::parse_desired(
+        &m,
+        &parse(r#"{"thermostat1": {"targetTemperature": null}, "thermostat2": null, "$version": 8}"#).unwrap(),
+    );
+    assert_eq!(d.updates, []);
+    let removed = [
+        (Some("thermostat1".to_owned()), "targetTemperature".to_owned()),
+        (Some("thermostat2".to_owned()), "targetTemperature".to_owned()),
+    ];
+    assert_eq!(d.removed, removed);
+}
+
+#[test]
 fn default_component_desired_values_from_the_conventions_doc() {
     let m = builtin::THERMOSTAT.load().unwrap();
     let d = pnp::parse_desired(&m, &parse(r#"{"targetTemperature": 21.3, "$version": 3}"#).unwrap());
