@@ -4,7 +4,7 @@
 //! asks DPS which hub to use. [`ProvisioningSession`] is that device, [`DpsSession`] is the emulator's DPS for one
 //! connection; both are sans-IO state machines in the style of [`DeviceSession`](crate::DeviceSession) and
 //! [`HubSession`](crate::HubSession). This module also owns the DPS JSON bodies: [`RegisterRequest`] (what a device
-//! sends), [`OperationResponse`] and [`ErrorBody`] (what DPS answers), read and written with the core's [`json`](crate::json).
+//! sends), [`OperationResponse`] and [`ErrorBody`] (what DPS answers), read and written with the core's [`json`].
 //!
 //! The wire format is the one the official SDKs speak, checked against their code:
 //! - CONNECT: ClientId `{registrationId}`, user name `{idScope}/registrations/{registrationId}/api-version=2019-03-31
