@@ -126,8 +126,9 @@ impl Model {
     }
 
     /// Parses a model document; component and `extends` interfaces not in it are looked up in
-    /// `dependencies` (each one document: an Interface or an array). The device's interface is the first
-    /// one of `text` that no other interface of `text` uses as a component or base.
+    /// `dependencies` (each one document: an Interface or an array; an interface already defined earlier is
+    /// skipped). The device's interface is the first one of `text` that no other interface of `text` uses as a
+    /// component or base.
     pub fn parse_with(text: &str, dependencies: &[&str]) -> Result<Model, ModelError> {
         let main = read(text, "")?;
         let deps: Vec<Value> = dependencies
@@ -143,6 +144,16 @@ impl Model {
         }
         if main_count == 0 {
             return err("", ModelErrorKind::Empty);
+        }
+        // A dependency may repeat an interface the document (or an earlier dependency) defines: the first
+        // definition is used. Within the document itself, a repeated id is an error.
+        let mut i = main_count;
+        while i < raws.len() {
+            if raws[..i].iter().any(|r| r.id == raws[i].id) {
+                raws.remove(i);
+            } else {
+                i += 1;
+            }
         }
         let several = raws.len() > 1;
         for i in 0..raws.len() {

@@ -58,6 +58,18 @@ fn public_samples_load_as_one_array_in_any_order() {
 }
 
 #[test]
+fn dependencies_may_repeat_what_the_document_defines() {
+    let doc = format!("[{CONTROLLER_2},{THERMOSTAT_1}]");
+    let m = Model::parse_with(&doc, &[THERMOSTAT_1, THERMOSTAT_2, DEVICE_INFO, THERMOSTAT_2]).unwrap();
+    assert_eq!(m.root.components.len(), 3);
+    let twice = format!("[{THERMOSTAT_1},{THERMOSTAT_1}]");
+    assert_eq!(
+        Model::parse(&twice).unwrap_err().to_string(),
+        r#"dtmi:com:example:Thermostat;1: interface "dtmi:com:example:Thermostat;1" is defined twice"#
+    );
+}
+
+#[test]
 fn a_missing_dependency_is_named() {
     let e = Model::parse_with(CONTROLLER_2, &[THERMOSTAT_1, DEVICE_INFO]).unwrap_err();
     assert_eq!(
