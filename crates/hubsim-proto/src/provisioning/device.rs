@@ -20,9 +20,10 @@ use mqttbytes::QoS;
 use std::collections::VecDeque;
 use thiserror::Error;
 
-use super::{check_payload, json, ErrorBody, OperationResponse, RegisterRequest, RegistrationStatus};
+use super::{check_payload, ErrorBody, OperationResponse, RegisterRequest, RegistrationStatus};
 use crate::conn_str::{ConnectionString, Credential};
 use crate::device::{ConnectRefusal, InputError};
+use crate::json;
 use crate::packet::{self, Framer};
 use crate::sas::{DeviceKey, ResourceUri, SasToken};
 use crate::time::Instant;

@@ -18,10 +18,9 @@ use mqttbytes::{Protocol, QoS};
 use std::collections::{BTreeSet, VecDeque};
 use thiserror::Error;
 
-use super::{
-    check_payload, json, ErrorBody, OperationResponse, RegisterRequest, RegistrationState, RegistrationStatus,
-};
+use super::{check_payload, ErrorBody, OperationResponse, RegisterRequest, RegistrationState, RegistrationStatus};
 use crate::hub::CloseReason;
+use crate::json;
 use crate::packet::{self, Framer};
 use crate::sas::{ResourceUri, SasToken};
 use crate::time::Instant;
@@ -72,7 +71,8 @@ pub enum DpsEvent {
     /// Verify the token (individual key, or the key derived from the group key), then [`DpsSession::accept`] or
     /// [`DpsSession::refuse`] (0x05 for a bad token, as the real service).
     Authenticate(Box<DpsConnectRequest>),
-    /// Start or look up a registration, then answer `rid` with a `respond_*` command.
+    /// Start or look up a registration, then answer `rid` with a `respond_*` command. `payload_raw` is the
+    /// device's custom payload as compact JSON text (re-serialized, not the bytes the device sent).
     RegisterRequested { rid: RequestId, registration_id: String, payload_raw: Option<String> },
     /// Report the operation's status, answering `rid`.
     StatusRequested { rid: RequestId, operation_id: String },

