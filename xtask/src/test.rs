@@ -12,6 +12,9 @@ pub fn run(args: &[String]) -> Result {
         crate::setup::sdk_node_modules()?;
     }
 
+    step("invariants (cargo xtask tidy)");
+    crate::tidy::run()?;
+
     step("format");
     sh(cargo().args(["fmt", "--all", "--check"]))?;
 
