@@ -2,6 +2,10 @@
 //!
 //! [`Framer`] accumulates bytes exactly as they arrive (split at any boundary, several packets per chunk) and
 //! yields whole packets, refusing one whose remaining length exceeds the configured maximum before reading it.
+//! It also checks what mqttbytes does not: the reserved fixed-header flags of every packet ([MQTT-2.2.2-2]).
+//! [`ConnectHeader::inspect`] reads a CONNECT's variable header from the raw frame before mqttbytes decodes it,
+//! because mqttbytes refuses some CONNECTs (protocol level 3, name `MQIsdp`) for which MQTT 3.1.1 requires a
+//! CONNACK, and accepts others (reserved flag set, password without user name) that it requires closing on.
 //! [`encode`] writes a packet after checking what mqttbytes does not: strings longer than 65 535 bytes, which it
 //! would silently truncate.
 
@@ -14,8 +18,67 @@ use thiserror::Error;
 pub enum FrameError {
     #[error("[MQTT-2.2.3] packet of {0} bytes exceeds the {1}-byte limit")]
     TooLarge(usize, usize),
+    #[error("[MQTT-2.2.2-2] {packet} with reserved fixed-header flags {flags:#06b}")]
+    ReservedFlags { packet: &'static str, flags: u8 },
     #[error("malformed packet: {0:?}")]
     Malformed(mqttbytes::Error),
+}
+
+/// The name of an MQTT control packet type (the high nibble of the first byte).
+pub fn packet_name(byte1: u8) -> &'static str {
+    match byte1 >> 4 {
+        1 => "CONNECT",
+        2 => "CONNACK",
+        3 => "PUBLISH",
+        4 => "PUBACK",
+        5 => "PUBREC",
+        6 => "PUBREL",
+        7 => "PUBCOMP",
+        8 => "SUBSCRIBE",
+        9 => "SUBACK",
+        10 => "UNSUBSCRIBE",
+        11 => "UNSUBACK",
+        12 => "PINGREQ",
+        13 => "PINGRESP",
+        14 => "DISCONNECT",
+        _ => "a reserved packet type",
+    }
+}
+
+/// The name of a decoded packet, for messages.
+pub fn name(p: &Packet) -> &'static str {
+    match p {
+        Packet::Connect(_) => "CONNECT",
+        Packet::ConnAck(_) => "CONNACK",
+        Packet::Publish(_) => "PUBLISH",
+        Packet::PubAck(_) => "PUBACK",
+        Packet::PubRec(_) => "PUBREC",
+        Packet::PubRel(_) => "PUBREL",
+        Packet::PubComp(_) => "PUBCOMP",
+        Packet::Subscribe(_) => "SUBSCRIBE",
+        Packet::SubAck(_) => "SUBACK",
+        Packet::Unsubscribe(_) => "UNSUBSCRIBE",
+        Packet::UnsubAck(_) => "UNSUBACK",
+        Packet::PingReq => "PINGREQ",
+        Packet::PingResp => "PINGRESP",
+        Packet::Disconnect => "DISCONNECT",
+    }
+}
+
+/// [MQTT-2.2.2-2]: the flags PUBREL, SUBSCRIBE and UNSUBSCRIBE must carry 0b0010, PUBLISH's are its own, every other
+/// packet's are 0. mqttbytes ignores them.
+pub fn check_flags(byte1: u8) -> Result<(), FrameError> {
+    let flags = byte1 & 0x0F;
+    let expected = match byte1 >> 4 {
+        3 => return Ok(()),
+        6 | 8 | 10 => 0b0010,
+        _ => 0,
+    };
+    if flags == expected {
+        Ok(())
+    } else {
+        Err(FrameError::ReservedFlags { packet: packet_name(byte1), flags })
+    }
 }
 
 /// Reassembles packets from a byte stream.
@@ -41,10 +104,33 @@ impl Framer {
         self.buf.len()
     }
 
-    /// The next whole packet, `Ok(None)` if more bytes are needed.
-    pub fn next_packet(&mut self) -> Result<Option<Packet>, FrameError> {
+    /// The bytes of the next whole packet (fixed header included) without consuming them, `Ok(None)` if more bytes
+    /// are needed.
+    pub fn peek(&self) -> Result<Option<&[u8]>, FrameError> {
         if self.buf.is_empty() {
             return Ok(None);
+        }
+        match mqttbytes::check(self.buf.iter(), self.max_packet) {
+            Ok(h) => Ok(Some(&self.buf[..h.frame_length()])),
+            Err(mqttbytes::Error::InsufficientBytes(_)) => Ok(None),
+            Err(mqttbytes::Error::PayloadSizeLimitExceeded(n)) => Err(FrameError::TooLarge(n, self.max_packet)),
+            Err(e) => Err(FrameError::Malformed(e)),
+        }
+    }
+
+    /// Drops the next whole packet, if there is one.
+    pub fn skip(&mut self) {
+        if let Ok(Some(frame)) = self.peek() {
+            let n = frame.len();
+            let _ = self.buf.split_to(n);
+        }
+    }
+
+    /// The next whole packet, `Ok(None)` if more bytes are needed.
+    pub fn next_packet(&mut self) -> Result<Option<Packet>, FrameError> {
+        match self.peek()? {
+            None => return Ok(None),
+            Some(frame) => check_flags(frame[0])?,
         }
         match mqttbytes::v4::read(&mut self.buf, self.max_packet) {
             Ok(p) => Ok(Some(p)),
@@ -52,6 +138,105 @@ impl Framer {
             Err(mqttbytes::Error::PayloadSizeLimitExceeded(n)) => Err(FrameError::TooLarge(n, self.max_packet)),
             Err(e) => Err(FrameError::Malformed(e)),
         }
+    }
+}
+
+/// A CONNECT's variable header, read from the raw frame ([MQTT-3.1.2]) before mqttbytes decodes the payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectHeader {
+    pub level: u8,
+    /// The connect flags byte: user name, password, Will retain, Will QoS (2 bits), Will, CleanSession, reserved.
+    pub flags: u8,
+    pub keep_alive: u16,
+}
+
+/// Why a CONNECT's variable header is not one IoT Hub accepts. Only [`UnsupportedLevel`] is answered with a
+/// CONNACK (0x01); on the others MQTT 3.1.1 has the server close without one ([MQTT-3.1.4-1]).
+///
+/// [`UnsupportedLevel`]: ConnectHeaderError::UnsupportedLevel
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ConnectHeaderError {
+    #[error(
+        "[MQTT-3.1.2-2] protocol {name:?} level {level} is not supported: IoT Hub speaks MQTT 3.1.1 (\"MQTT\", level 4)"
+    )]
+    UnsupportedLevel { name: String, level: u8 },
+    #[error("[MQTT-3.1.2-1] protocol name {0:?} is not \"MQTT\"")]
+    ProtocolName(String),
+    #[error("[MQTT-3.1.2-3] the reserved CONNECT flag is set")]
+    ReservedFlag,
+    #[error("[MQTT-3.1.2-13] Will QoS {0} without the Will flag")]
+    WillQosWithoutWill(u8),
+    #[error("[MQTT-3.1.2-14] Will QoS 3 is not a QoS")]
+    WillQos3,
+    #[error("[MQTT-3.1.2-15] Will Retain without the Will flag")]
+    WillRetainWithoutWill,
+    #[error("[MQTT-3.1.2-22] the password flag is set without the user name flag")]
+    PasswordWithoutUsername,
+    #[error("[MQTT-3.1.2] the CONNECT variable header is truncated")]
+    Truncated,
+}
+
+/// Connect flag bits ([MQTT-3.1.2], figure 3.4).
+pub mod connect_flags {
+    pub const USERNAME: u8 = 0x80;
+    pub const PASSWORD: u8 = 0x40;
+    pub const WILL_RETAIN: u8 = 0x20;
+    pub const WILL_QOS: u8 = 0x18;
+    pub const WILL: u8 = 0x04;
+    pub const CLEAN_SESSION: u8 = 0x02;
+    pub const RESERVED: u8 = 0x01;
+}
+
+impl ConnectHeader {
+    /// Reads and checks the variable header of the CONNECT `frame` (fixed header included), in the order
+    /// MQTT 3.1.1 gives: protocol name and level first (a different protocol may lay out the rest differently),
+    /// then the flags.
+    pub fn inspect(frame: &[u8]) -> Result<ConnectHeader, ConnectHeaderError> {
+        use connect_flags::*;
+        // Fixed header: one byte, then 1–4 bytes of remaining length (continuation bit 0x80).
+        let len_bytes =
+            frame.iter().skip(1).take(4).position(|b| b & 0x80 == 0).ok_or(ConnectHeaderError::Truncated)?;
+        let vh = frame.get(2 + len_bytes..).ok_or(ConnectHeaderError::Truncated)?;
+        let name_len = match vh {
+            [a, b, ..] => u16::from_be_bytes([*a, *b]) as usize,
+            _ => return Err(ConnectHeaderError::Truncated),
+        };
+        let name = vh.get(2..2 + name_len).ok_or(ConnectHeaderError::Truncated)?;
+        let name = String::from_utf8_lossy(name).into_owned();
+        let rest = &vh[2 + name_len..];
+        let level = *rest.first().ok_or(ConnectHeaderError::Truncated)?;
+        match (name.as_str(), level) {
+            ("MQTT", 4) => {}
+            // MQTT 3.1 names itself "MQIsdp"; its clients understand CONNACK 0x01 (same code in 3.1).
+            ("MQTT", _) | ("MQIsdp", 3) => return Err(ConnectHeaderError::UnsupportedLevel { name, level }),
+            _ => return Err(ConnectHeaderError::ProtocolName(name)),
+        }
+        let (flags, keep_alive) = match rest {
+            [_, f, k1, k2, ..] => (*f, u16::from_be_bytes([*k1, *k2])),
+            _ => return Err(ConnectHeaderError::Truncated),
+        };
+        if flags & RESERVED != 0 {
+            return Err(ConnectHeaderError::ReservedFlag);
+        }
+        let will_qos = (flags & WILL_QOS) >> 3;
+        if flags & WILL == 0 {
+            if will_qos != 0 {
+                return Err(ConnectHeaderError::WillQosWithoutWill(will_qos));
+            }
+            if flags & WILL_RETAIN != 0 {
+                return Err(ConnectHeaderError::WillRetainWithoutWill);
+            }
+        } else if will_qos == 3 {
+            return Err(ConnectHeaderError::WillQos3);
+        }
+        if flags & PASSWORD != 0 && flags & USERNAME == 0 {
+            return Err(ConnectHeaderError::PasswordWithoutUsername);
+        }
+        Ok(ConnectHeader { level, flags, keep_alive })
+    }
+
+    pub fn clean_session(&self) -> bool {
+        self.flags & connect_flags::CLEAN_SESSION != 0
     }
 }
 
