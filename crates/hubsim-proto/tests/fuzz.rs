@@ -84,11 +84,11 @@ fn drive_hub(chunks: &[Vec<u8>], authenticate: bool) {
         hub.handle_input(Instant(t), c);
         while let Some(ev) = hub.poll_event() {
             match ev {
-                HubEvent::Authenticate(_) if authenticate => hub.accept(Instant(t), false, vec![], None),
+                HubEvent::Authenticate(_) if authenticate => hub.accept(Instant(t), false, vec![], None).unwrap(),
                 HubEvent::Authenticate(_) => {
-                    hub.refuse(hubsim_proto::mqttbytes::v4::ConnectReturnCode::NotAuthorized, "no")
+                    hub.refuse(hubsim_proto::mqttbytes::v4::ConnectReturnCode::NotAuthorized, "no").unwrap()
                 }
-                HubEvent::Telemetry { ack: Some(p), .. } => hub.ack_telemetry(p),
+                HubEvent::Telemetry { ack: Some(p), .. } => hub.ack_publish(p).unwrap(),
                 HubEvent::Closed { .. } => closed += 1,
                 _ => {}
             }

@@ -12,7 +12,7 @@ use crate::topic::{DeviceIdentity, RequestId, TopicFilter};
 use bytes::Bytes;
 use bytes::BytesMut;
 use core::time::Duration;
-use mqttbytes::v4::{Connect, Login, Packet, Publish, Subscribe};
+use mqttbytes::v4::{Connect, ConnectReturnCode, Login, Packet, Publish, Subscribe};
 use mqttbytes::QoS;
 
 const T0: Instant = Instant(0);
@@ -60,17 +60,32 @@ impl Pair {
                     HubEvent::Authenticate(req) => {
                         let r = ResourceUri::for_identity("hub.local", &req.identity.device_id, None);
                         match req.token.verify(&[&self.key], &r, self.now.as_millis() / 1000) {
-                            Ok(()) => self.hub.accept(
-                                self.now,
-                                !self.stored.is_empty() && !req.clean_session,
-                                self.stored.clone(),
-                                None,
-                            ),
-                            Err(e) => self.hub.refuse(mqttbytes::v4::ConnectReturnCode::NotAuthorized, e.to_string()),
+                            Ok(()) => self
+                                .hub
+                                .accept(
+                                    self.now,
+                                    !self.stored.is_empty() && !req.clean_session,
+                                    self.stored.clone(),
+                                    None,
+                                )
+                                .unwrap(),
+                            Err(e) => {
+                                self.hub.refuse(mqttbytes::v4::ConnectReturnCode::NotAuthorized, e.to_string()).unwrap()
+                            }
                         }
                     }
-                    HubEvent::Telemetry { ack: Some(pkid), .. } => self.hub.ack_telemetry(*pkid),
-                    _ => {}
+                    // The "store" is instant here: every held PUBACK is released at once.
+                    HubEvent::Telemetry { ack: Some(pkid), .. }
+                    | HubEvent::TwinPatchReported { ack: Some(pkid), .. }
+                    | HubEvent::MethodResponse { ack: Some(pkid), .. } => self.hub.ack_publish(*pkid).unwrap(),
+                    HubEvent::Telemetry { ack: None, .. }
+                    | HubEvent::TwinPatchReported { ack: None, .. }
+                    | HubEvent::MethodResponse { ack: None, .. }
+                    | HubEvent::Subscribed(_)
+                    | HubEvent::Unsubscribed(_)
+                    | HubEvent::C2dCompleted(_)
+                    | HubEvent::TwinGet { .. }
+                    | HubEvent::Closed { .. } => {}
                 }
                 self.hub_events.push(ev);
                 moved = true;
@@ -138,7 +153,7 @@ fn wrong_key_is_refused_with_0x05() {
     let token = p.token(&other, 3600);
     p.dev.connect(p.now, ConnectOptions { password: Some(token), will: None }).unwrap();
     p.pump();
-    assert!(matches!(p.closed(), Some(CloseReason::Refused { code: 5, .. })));
+    assert!(matches!(p.closed(), Some(CloseReason::Refused(r)) if r.code() == ConnectReturnCode::NotAuthorized));
     assert!(
         matches!(&p.dev_events[0], Event::ConnectionLost { reason: device::LostReason::Refused(r), .. } if r.0 == 5)
     );
@@ -165,10 +180,9 @@ fn connect_refusals() {
         hub.handle_input(T0, &raw_connect(cid, user, pass));
         let out = hub.poll_transmit().unwrap();
         assert_eq!(&out[..], &[0x20, 0x02, 0x00, 0x05], "{cid} {user}");
-        let Some(HubEvent::Closed { reason: CloseReason::Refused { code: 5, why }, .. }) = hub.poll_event() else {
-            panic!()
-        };
-        assert!(why.contains(why_part), "{why}");
+        let Some(HubEvent::Closed { reason: CloseReason::Refused(why), .. }) = hub.poll_event() else { panic!() };
+        assert_eq!(why.code(), ConnectReturnCode::NotAuthorized);
+        assert!(why.to_string().contains(why_part), "{why}");
     }
 }
 
@@ -176,9 +190,14 @@ fn connect_refusals() {
 fn first_packet_must_be_connect_and_must_arrive_in_time() {
     let mut hub = HubSession::new(HubConfig::default(), T0);
     hub.handle_input(T0, &[0xC0, 0x00]);
-    assert!(
-        matches!(hub.poll_event(), Some(HubEvent::Closed { reason: CloseReason::ProtocolViolation(w), .. }) if w.contains("MQTT-3.1.0-1"))
+    assert_eq!(
+        hub.poll_event(),
+        Some(HubEvent::Closed {
+            reason: CloseReason::ProtocolViolation(Violation::FirstPacketNotConnect("PINGREQ")),
+            will: None
+        })
     );
+    assert_eq!(hub.poll_transmit(), None, "no CONNACK");
     let mut hub = HubSession::new(HubConfig::default(), T0);
     assert_eq!(hub.poll_timeout(), Some(T0 + Duration::from_secs(30)));
     hub.handle_timeout(T0 + Duration::from_secs(30));
@@ -207,8 +226,8 @@ fn connected_hub() -> HubSession {
         &raw_connect("dev1", "hub.local/dev1/?api-version=2021-04-12", "SharedAccessSignature sr=a&sig=b&se=1"),
     );
     assert!(matches!(hub.poll_event(), Some(HubEvent::Authenticate(_))));
-    hub.accept(T0, false, vec![], None);
-    hub.poll_transmit();
+    hub.accept(T0, false, vec![], None).unwrap();
+    assert_eq!(hub.poll_transmit().as_deref(), Some(&[0x20, 0x02, 0x00, 0x00][..]));
     hub
 }
 
@@ -281,7 +300,10 @@ fn c2d_round_trip_and_out_of_order_puback_closes() {
     let mut props = PropertyBag::new();
     props.set_system(SystemProperty::MessageId, "m1").set_system(SystemProperty::Ack, "full");
     props.push("k", "v w");
-    let pkid = p.hub.deliver_c2d(props.clone(), Bytes::from_static(b"hello"), false).unwrap().unwrap();
+    let C2dDelivery::AwaitingAck(pkid) = p.hub.deliver_c2d(props.clone(), Bytes::from_static(b"hello"), false).unwrap()
+    else {
+        panic!()
+    };
     p.pump();
     assert!(p
         .dev_events
@@ -291,20 +313,21 @@ fn c2d_round_trip_and_out_of_order_puback_closes() {
 
     let mut hub = connected_hub();
     hub.handle_input(T0, &subscribe_bytes(&[("devices/dev1/messages/devicebound/#", QoS::AtLeastOnce)]));
-    let a = hub.deliver_c2d(PropertyBag::new(), Bytes::new(), false).unwrap().unwrap();
-    let b = hub.deliver_c2d(PropertyBag::new(), Bytes::new(), false).unwrap().unwrap();
+    let Ok(C2dDelivery::AwaitingAck(a)) = hub.deliver_c2d(PropertyBag::new(), Bytes::new(), false) else { panic!() };
+    let Ok(C2dDelivery::AwaitingAck(b)) = hub.deliver_c2d(PropertyBag::new(), Bytes::new(), false) else { panic!() };
     assert_ne!(a, b);
     hub.handle_input(T0, &[0x40, 0x02, 0x00, b as u8]);
     let ev: Vec<HubEvent> = std::iter::from_fn(|| hub.poll_event()).collect();
     assert!(
-        matches!(ev.last(), Some(HubEvent::Closed { reason: CloseReason::ProtocolViolation(w), .. }) if w.contains("MQTT-4.6.0-2"))
+        matches!(ev.last(), Some(HubEvent::Closed { reason: CloseReason::ProtocolViolation(w), .. }) if w.to_string().contains("MQTT-4.6.0-2"))
     );
 }
 
 #[test]
 fn c2d_not_delivered_without_subscription() {
     let mut hub = connected_hub();
-    assert_eq!(hub.deliver_c2d(PropertyBag::new(), Bytes::new(), false), None);
+    assert_eq!(hub.deliver_c2d(PropertyBag::new(), Bytes::new(), false), Ok(C2dDelivery::NotSubscribed));
+    assert_eq!(hub.poll_transmit(), None);
 }
 
 #[test]
@@ -322,7 +345,7 @@ fn keep_alive_is_one_and_a_half_times_capped() {
     encode(&Packet::Connect(c), &mut b).unwrap();
     hub.handle_input(T0, &b);
     hub.poll_event();
-    hub.accept(T0, false, vec![], None);
+    hub.accept(T0, false, vec![], None).unwrap();
     assert_eq!(hub.poll_timeout(), Some(T0 + Duration::from_secs(1767)));
     hub.handle_timeout(T0 + Duration::from_secs(1766));
     assert_eq!(hub.poll_event(), None);
@@ -355,7 +378,7 @@ fn token_expiry_closes() {
         &raw_connect("dev1", "hub.local/dev1/?api-version=2021-04-12", "SharedAccessSignature sr=a&sig=b&se=1"),
     );
     hub.poll_event();
-    hub.accept(T0, false, vec![], Some(T0 + Duration::from_secs(5)));
+    hub.accept(T0, false, vec![], Some(T0 + Duration::from_secs(5))).unwrap();
     assert_eq!(hub.poll_timeout(), Some(T0 + Duration::from_secs(5)));
     hub.handle_timeout(T0 + Duration::from_secs(5));
     assert!(matches!(hub.poll_event(), Some(HubEvent::Closed { reason: CloseReason::TokenExpired, .. })));
@@ -397,7 +420,7 @@ fn methods_and_twin_through_the_pair() {
     p.connect();
     p.dev.subscribe(p.now, &[TopicFilter::Methods, TopicFilter::TwinResponses, TopicFilter::TwinDesired]).unwrap();
     p.pump();
-    assert!(p.hub.send_method_request("reboot", &RequestId("9".into()), Bytes::from_static(b"{}")));
+    assert_eq!(p.hub.send_method_request("reboot", &RequestId("9".into()), Bytes::from_static(b"{}")), Ok(true));
     p.pump();
     let Some(Event::MethodRequest { rid, .. }) =
         p.dev_events.iter().rev().find(|e| matches!(e, Event::MethodRequest { .. })).cloned()
@@ -409,16 +432,19 @@ fn methods_and_twin_through_the_pair() {
     assert!(p.hub_events.contains(&HubEvent::MethodResponse {
         rid: RequestId("9".into()),
         status: 201,
-        payload: Bytes::from_static(b"{\"done\":true}")
+        payload: Bytes::from_static(b"{\"done\":true}"),
+        ack: None,
     }));
 
     let rid = p.dev.patch_reported(p.now, &b"{\"a\":1}"[..]).unwrap();
     p.pump();
-    assert!(p
-        .hub_events
-        .contains(&HubEvent::TwinPatchReported { rid: rid.clone(), patch: Bytes::from_static(b"{\"a\":1}") }));
-    p.hub.twin_response(&rid, 204, Some(2), Bytes::new());
-    assert!(p.hub.push_desired(5, Bytes::from_static(b"{\"x\":1,\"$version\":5}")));
+    assert!(p.hub_events.contains(&HubEvent::TwinPatchReported {
+        rid: rid.clone(),
+        patch: Bytes::from_static(b"{\"a\":1}"),
+        ack: None
+    }));
+    assert_eq!(p.hub.twin_response(&rid, 204, Some(2), Bytes::new()), Ok(true));
+    assert_eq!(p.hub.push_desired(5, Bytes::from_static(b"{\"x\":1,\"$version\":5}")), Ok(true));
     p.pump();
     assert!(p.dev_events.iter().any(|e| matches!(e, Event::TwinResponse { status: 204, version: Some(2), .. })));
     assert!(p.dev_events.iter().any(|e| matches!(e, Event::DesiredPropertiesPatch { version: Some(5), .. })));
@@ -431,7 +457,10 @@ fn clean_session_zero_restores_subscriptions() {
     p.connect();
     assert_eq!(p.dev_events[0], Event::Connected { session_present: true });
     // Delivered before the device subscribes again.
-    assert!(p.hub.deliver_c2d(PropertyBag::new(), Bytes::from_static(b"queued"), false).is_some());
+    assert!(matches!(
+        p.hub.deliver_c2d(PropertyBag::new(), Bytes::from_static(b"queued"), false),
+        Ok(C2dDelivery::AwaitingAck(_))
+    ));
 }
 
 #[test]
