@@ -86,7 +86,7 @@ fn connect_sends_iothub_identity_and_reports_session_present() {
     assert_eq!(login.password, "SharedAccessSignature sr=a&sig=b&se=1");
     let will = c.last_will.as_ref().unwrap();
     assert_eq!(will.topic, "devices/dev1/messages/events/reason=gone");
-    assert!(matches!(s.state(), State::Connecting { .. }));
+    assert!(s.is_connecting());
     s.handle_input(T0, &connack(true, ConnectReturnCode::Success)).unwrap();
     assert_eq!(events(&mut s), vec![Event::Connected { session_present: true }]);
 }
@@ -103,7 +103,7 @@ fn refusal_codes_are_explained() {
         let Event::ConnectionLost { reason: LostReason::Refused(r), .. } = &ev[0] else { panic!("{ev:?}") };
         assert_eq!(r.0, code as u8);
         assert!(r.to_string().contains(word), "{r}");
-        assert_eq!(s.state(), &State::Disconnected);
+        assert!(s.is_disconnected());
     }
 }
 
