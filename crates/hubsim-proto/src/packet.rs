@@ -20,7 +20,7 @@ pub enum FrameError {
     TooLarge(usize, usize),
     #[error("[MQTT-2.2.2-2] {packet} with reserved fixed-header flags {flags:#06b}")]
     ReservedFlags { packet: &'static str, flags: u8 },
-    #[error("malformed packet: {0:?}")]
+    #[error("[MQTT-4.8.0-1] malformed packet: {0:?}")]
     Malformed(mqttbytes::Error),
 }
 

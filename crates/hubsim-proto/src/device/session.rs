@@ -393,6 +393,17 @@ struct PendingRequest {
 const BLAME_WINDOW: Duration = Duration::from_secs(10);
 
 /// The device side of a connection. See the [module docs](crate::device).
+///
+/// ```text
+///                connect()                CONNACK 0
+///  Disconnected ───────────▶ Connecting ───────────▶ Connected
+///       ▲                      │  CONNACK ≠ 0,           │ disconnect(), transport closed,
+///       │                      │  CONNACK timeout,       │ no PINGRESP, protocol violation
+///       └──────────────────────┴─────────────────────────┘
+/// ```
+///
+/// Input is read only while `Connecting` (CONNACK first, [MQTT-3.2.0-1]) or `Connected`; every packet a server
+/// may not send, and every acknowledgement of something not in flight, is a typed [`HubViolation`].
 #[derive(Debug)]
 pub struct DeviceSession {
     config: DeviceConfig,

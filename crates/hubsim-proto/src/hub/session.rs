@@ -330,11 +330,13 @@ impl HubSession {
         restored: Vec<(TopicFilter, QoS)>,
         token_expiry: Option<Instant>,
     ) -> Result<(), CommandError> {
-        let State::Authenticating { request, will } = std::mem::replace(&mut self.state, State::Closed) else {
-            let state = std::mem::replace(&mut self.state, State::Closed);
-            let err = CommandError::NotAuthenticating { command: "accept()", state: state.name() };
-            self.state = state;
-            return Err(err);
+        let (request, will) = match std::mem::replace(&mut self.state, State::Closed) {
+            State::Authenticating { request, will } => (request, will),
+            other => {
+                let err = CommandError::NotAuthenticating { command: "accept()", state: other.name() };
+                self.state = other;
+                return Err(err);
+            }
         };
         // Keep-alive 0 or above the cap is replaced by the cap (protocol gateway DeriveKeepAliveTimeout).
         let keep_alive = if request.keep_alive.is_zero() {
