@@ -464,17 +464,39 @@ fn clean_session_zero_restores_subscriptions() {
 }
 
 #[test]
-fn arbitrary_bytes_never_panic_the_hub() {
+fn arbitrary_bytes_keep_the_hub_s_output_well_formed() {
     use proptest::prelude::*;
+    let decode = |hub: &mut HubSession| {
+        let mut f = crate::packet::Framer::new(1 << 20);
+        while let Some(b) = hub.poll_transmit() {
+            f.push(&b);
+        }
+        let packets: Vec<Packet> = std::iter::from_fn(|| f.next_packet().unwrap()).collect();
+        assert_eq!(f.buffered(), 0);
+        packets
+    };
     proptest!(|(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..8))| {
+        // An accepted connection never sends a second CONNACK, whatever arrives.
         let mut hub = connected_hub();
         for c in &chunks {
             hub.handle_input(T0, c);
         }
+        prop_assert!(!decode(&mut hub).iter().any(|p| matches!(p, Packet::ConnAck(_))));
+        // A fresh one answers with at most one packet before authentication, and only a CONNACK refusal.
         let mut fresh = HubSession::new(HubConfig::default(), T0);
         for c in &chunks {
             fresh.handle_input(T0, c);
         }
+        let out = decode(&mut fresh);
+        prop_assert!(out.len() <= 1, "{:?}", out);
+        if let Some(p) = out.first() {
+            let Packet::ConnAck(c) = p else { panic!("{p:?}") };
+            prop_assert_ne!(c.code, ConnectReturnCode::Success);
+            prop_assert!(fresh.is_closed());
+        }
+        let events: Vec<HubEvent> = std::iter::from_fn(|| fresh.poll_event()).collect();
+        prop_assert!(events.len() <= 1, "{:?}", events);
+        prop_assert_eq!(events.is_empty(), !fresh.is_closed() && !fresh.is_authenticating());
     });
 }
 
