@@ -300,6 +300,8 @@ pub enum SendError {
     NotJson,
     #[error("API misuse: this C2D message was already acknowledged")]
     UnknownAck,
+    #[error("API misuse: connect() while a connection is open; disconnect() or report the transport's close first")]
+    AlreadyConnected,
     #[error(transparent)]
     Encode(#[from] packet::EncodeError),
 }
@@ -497,8 +499,12 @@ impl DeviceSession {
 
     // ---- commands -------------------------------------------------------------------------------------------
 
-    /// Starts a connection on a freshly opened transport: queues CONNECT.
+    /// Starts a connection on a freshly opened transport: queues CONNECT. Only valid while disconnected: on an
+    /// open connection a second CONNECT breaks [MQTT-3.1.0-2].
     pub fn connect(&mut self, now: Instant, options: ConnectOptions) -> Result<(), SendError> {
+        if !self.is_disconnected() {
+            return Err(SendError::AlreadyConnected);
+        }
         let mut connect = Connect::new(self.config.identity.client_id());
         connect.clean_session = self.config.clean_session;
         connect.keep_alive = self.config.keep_alive.as_secs().min(u16::MAX as u64) as u16;

@@ -414,15 +414,21 @@ fn state_is_observed_through_methods() {
     assert!(s.is_disconnected() && !s.is_connecting() && !s.is_connected());
     assert_eq!(s.connected_since(), None);
     s.connect(T0, ConnectOptions::default()).unwrap();
+    assert!(matches!(&sent(&mut s)[..], [Packet::Connect(_)]));
     assert!(s.is_connecting());
     let later = T0 + Duration::from_secs(2);
     s.handle_input(later, &connack(true, ConnectReturnCode::Success)).unwrap();
     assert!(s.is_connected());
     assert_eq!(s.connected_since(), Some(later));
     assert_eq!(s.session_present(), Some(true), "CleanSession 0 by default");
+    assert_eq!(s.connect(later, ConnectOptions::default()), Err(SendError::AlreadyConnected));
+    assert_eq!(sent(&mut s), vec![], "no second CONNECT");
+    assert!(s.is_connected());
     s.disconnect(later);
     assert!(s.is_disconnected());
     assert_eq!(s.session_present(), None);
+    s.connect(later, ConnectOptions::default()).unwrap();
+    assert!(s.is_connecting());
 }
 
 #[test]

@@ -241,31 +241,39 @@ impl HubSession {
         self.process(now);
     }
 
-    /// Reads packets while the state reads them: CONNECT is inspected raw before mqttbytes decodes it.
+    /// Reads packets while the state reads them. The first frame must be a CONNECT ([MQTT-3.1.0-1]); its header
+    /// is inspected raw before mqttbytes decodes it, and a CONNECT frame on an accepted connection is refused
+    /// before decoding too ([MQTT-3.1.0-2]), so what mqttbytes would refuse still gets the spec's answer.
     fn process(&mut self, now: Instant) {
         loop {
-            let awaiting_connect = match self.state {
-                State::AwaitingConnect { .. } => true,
-                State::Connected { .. } => false,
+            // `None` while awaiting CONNECT, the identity once connected.
+            let identity = match &self.state {
+                State::AwaitingConnect { .. } => None,
+                State::Connected { identity, .. } => Some(identity.clone()),
                 // Input waits for accept()/refuse(); nothing is read after the close.
                 State::Authenticating { .. } | State::Closed => return,
             };
-            let header = match self.framer.peek() {
+            let frame = match self.framer.peek() {
                 Ok(None) => return,
-                Ok(Some(frame)) if frame[0] >> 4 != 1 => None,
-                Ok(Some(frame)) => Some(packet::check_flags(frame[0]).map(|()| ConnectHeader::inspect(frame))),
+                Ok(Some(frame)) => frame,
                 Err(packet::FrameError::TooLarge(n, _)) => return self.close(CloseReason::MessageTooLarge(n)),
                 Err(e) => return self.violation(Violation::Frame(e)),
             };
-            let header = match header {
-                None => None,
-                Some(_) if !awaiting_connect => return self.violation(Violation::SecondConnect),
-                Some(Err(e)) => return self.violation(Violation::Frame(e)),
-                Some(Ok(Err(ConnectHeaderError::UnsupportedLevel { name, level }))) => {
-                    return self.reject(Refusal::ProtocolLevel { name, level })
+            let is_connect = frame[0] >> 4 == 1;
+            let header = match (&identity, is_connect) {
+                (None, false) => {
+                    return self.violation(Violation::FirstPacketNotConnect(packet::packet_name(frame[0])))
                 }
-                Some(Ok(Err(e))) => return self.violation(Violation::ConnectHeader(e)),
-                Some(Ok(Ok(h))) => Some(h),
+                (Some(_), true) => return self.violation(Violation::SecondConnect),
+                (Some(_), false) => None,
+                (None, true) => match packet::check_flags(frame[0]).map(|()| ConnectHeader::inspect(frame)) {
+                    Ok(Ok(h)) => Some(h),
+                    Err(e) => return self.violation(Violation::Frame(e)),
+                    Ok(Err(ConnectHeaderError::UnsupportedLevel { name, level })) => {
+                        return self.reject(Refusal::ProtocolLevel { name, level })
+                    }
+                    Ok(Err(e)) => return self.violation(Violation::ConnectHeader(e)),
+                },
             };
             let packet = match self.framer.next_packet() {
                 Ok(Some(p)) => p,
@@ -274,14 +282,11 @@ impl HubSession {
                 Err(e) => return self.violation(Violation::Frame(e)),
             };
             self.last_received = now;
-            match (header, packet) {
-                (Some(h), Packet::Connect(c)) => self.handle_connect(c, &h),
-                (None, p) if awaiting_connect => {
-                    return self.violation(Violation::FirstPacketNotConnect(packet::name(&p)))
-                }
-                (None, p) => self.handle_packet(p),
-                // The frame was a CONNECT, so mqttbytes decoded a CONNECT (or failed above).
-                (Some(_), p) => return self.violation(Violation::FirstPacketNotConnect(packet::name(&p))),
+            match (identity, header, packet) {
+                (None, Some(h), Packet::Connect(c)) => self.handle_connect(c, &h),
+                (Some(identity), None, p) => self.handle_packet(identity, p),
+                // A CONNECT frame decodes to a CONNECT, and only a CONNECT frame has a header.
+                (_, _, p) => return self.violation(Violation::FirstPacketNotConnect(packet::name(&p))),
             }
         }
     }
@@ -561,15 +566,15 @@ impl HubSession {
     }
 
     /// A packet on an accepted connection.
-    fn handle_packet(&mut self, packet: Packet) {
+    fn handle_packet(&mut self, identity: DeviceIdentity, packet: Packet) {
         match packet {
-            Packet::Publish(p) => self.handle_publish(p),
-            Packet::Subscribe(s) => self.handle_subscribe(s),
-            Packet::Unsubscribe(u) => self.handle_unsubscribe(u),
+            Packet::Publish(p) => self.handle_publish(identity, p),
+            Packet::Subscribe(s) => self.handle_subscribe(identity, s),
+            Packet::Unsubscribe(u) => self.handle_unsubscribe(identity, u),
             Packet::PubAck(PubAck { pkid }) => self.handle_puback(pkid),
             Packet::PingReq => self.send(&Packet::PingResp),
             Packet::Disconnect => self.close(CloseReason::ClientDisconnected),
-            // process() answers a CONNECT frame before it is decoded; kept for completeness.
+            // process() refuses a CONNECT frame before decoding it; this arm only keeps the match total.
             Packet::Connect(_) => self.violation(Violation::SecondConnect),
             p @ (Packet::ConnAck(_)
             | Packet::SubAck(_)
@@ -581,8 +586,7 @@ impl HubSession {
         }
     }
 
-    fn handle_subscribe(&mut self, s: Subscribe) {
-        let Ok(identity) = self.require_connected("SUBSCRIBE") else { return };
+    fn handle_subscribe(&mut self, identity: DeviceIdentity, s: Subscribe) {
         if s.filters.is_empty() {
             return self.violation(Violation::EmptySubscribe);
         }
@@ -606,8 +610,7 @@ impl HubSession {
         self.events.push_back(HubEvent::Subscribed(granted));
     }
 
-    fn handle_unsubscribe(&mut self, u: Unsubscribe) {
-        let Ok(identity) = self.require_connected("UNSUBSCRIBE") else { return };
+    fn handle_unsubscribe(&mut self, identity: DeviceIdentity, u: Unsubscribe) {
         if u.topics.is_empty() {
             return self.violation(Violation::EmptyUnsubscribe);
         }
@@ -697,8 +700,7 @@ impl HubSession {
         self.state = State::Authenticating { request: Box::new(request), will: will.map(Box::new) };
     }
 
-    fn handle_publish(&mut self, p: Publish) {
-        let Ok(identity) = self.require_connected("PUBLISH") else { return };
+    fn handle_publish(&mut self, identity: DeviceIdentity, p: Publish) {
         let ack = match p.qos {
             QoS::ExactlyOnce => return self.close(CloseReason::Qos2Publish),
             QoS::AtMostOnce => None,
