@@ -118,14 +118,6 @@ impl Framer {
         }
     }
 
-    /// Drops the next whole packet, if there is one.
-    pub fn skip(&mut self) {
-        if let Ok(Some(frame)) = self.peek() {
-            let n = frame.len();
-            let _ = self.buf.split_to(n);
-        }
-    }
-
     /// The next whole packet, `Ok(None)` if more bytes are needed.
     pub fn next_packet(&mut self) -> Result<Option<Packet>, FrameError> {
         match self.peek()? {
@@ -144,6 +136,8 @@ impl Framer {
 /// A CONNECT's variable header, read from the raw frame ([MQTT-3.1.2]) before mqttbytes decodes the payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectHeader {
+    /// The fixed header's remaining length: variable header plus payload.
+    pub remaining_len: usize,
     pub level: u8,
     /// The connect flags byte: user name, password, Will retain, Will QoS (2 bits), Will, CleanSession, reserved.
     pub flags: u8,
@@ -174,6 +168,8 @@ pub enum ConnectHeaderError {
     PasswordWithoutUsername,
     #[error("[MQTT-3.1.2] the CONNECT variable header is truncated")]
     Truncated,
+    #[error("[MQTT-3.1.3-1] {0} bytes after the last CONNECT payload field the flags announce")]
+    TrailingBytes(usize),
 }
 
 /// Connect flag bits ([MQTT-3.1.2], figure 3.4).
@@ -197,6 +193,7 @@ impl ConnectHeader {
         let len_bytes =
             frame.iter().skip(1).take(4).position(|b| b & 0x80 == 0).ok_or(ConnectHeaderError::Truncated)?;
         let vh = frame.get(2 + len_bytes..).ok_or(ConnectHeaderError::Truncated)?;
+        let remaining_len = vh.len();
         let name_len = match vh {
             [a, b, ..] => u16::from_be_bytes([*a, *b]) as usize,
             _ => return Err(ConnectHeaderError::Truncated),
@@ -232,11 +229,32 @@ impl ConnectHeader {
         if flags & PASSWORD != 0 && flags & USERNAME == 0 {
             return Err(ConnectHeaderError::PasswordWithoutUsername);
         }
-        Ok(ConnectHeader { level, flags, keep_alive })
+        Ok(ConnectHeader { remaining_len, level, flags, keep_alive })
     }
 
     pub fn clean_session(&self) -> bool {
         self.flags & connect_flags::CLEAN_SESSION != 0
+    }
+
+    /// Checks that the payload mqttbytes decoded is exactly what the flags announce, in the order of
+    /// [MQTT-3.1.3-1]; mqttbytes ignores bytes after the last field.
+    pub fn check_payload(&self, c: &mqttbytes::v4::Connect) -> Result<(), ConnectHeaderError> {
+        use connect_flags::*;
+        let (user, pass) = c.login.as_ref().map_or((0, 0), |l| (l.username.len(), l.password.len()));
+        let mut expected = 10 + 2 + c.client_id.len();
+        if let Some(w) = &c.last_will {
+            expected += 2 + w.topic.len() + 2 + w.message.len();
+        }
+        if self.flags & USERNAME != 0 {
+            expected += 2 + user;
+        }
+        if self.flags & PASSWORD != 0 {
+            expected += 2 + pass;
+        }
+        match self.remaining_len - expected.min(self.remaining_len) {
+            0 => Ok(()),
+            extra => Err(ConnectHeaderError::TrailingBytes(extra)),
+        }
     }
 }
 
@@ -350,6 +368,51 @@ mod tests {
         let mut f = Framer::new(100);
         f.push(&[0xF0, 0x00]); // reserved packet type 15
         assert!(matches!(f.next_packet(), Err(FrameError::Malformed(_))));
+    }
+
+    #[test]
+    fn reserved_fixed_header_flags_are_refused() {
+        // PUBREL, SUBSCRIBE and UNSUBSCRIBE carry 0b0010; the others 0; PUBLISH's are its own.
+        for ok in [0x10u8, 0x20, 0x30, 0x3B, 0x40, 0x62, 0x82, 0xA2, 0xC0, 0xE0] {
+            assert_eq!(check_flags(ok), Ok(()), "{ok:#04x}");
+        }
+        assert_eq!(check_flags(0x60), Err(FrameError::ReservedFlags { packet: "PUBREL", flags: 0 }));
+        assert_eq!(check_flags(0xC1), Err(FrameError::ReservedFlags { packet: "PINGREQ", flags: 1 }));
+        let mut f = Framer::new(100);
+        f.push(&[0x80, 0x05, 0x00, 0x01, 0x00, 0x01, b'a']); // SUBSCRIBE with flags 0
+        assert_eq!(f.next_packet(), Err(FrameError::ReservedFlags { packet: "SUBSCRIBE", flags: 0 }));
+    }
+
+    #[test]
+    fn peek_shows_a_whole_frame_without_consuming_it() {
+        let mut f = Framer::new(100);
+        f.push(&[0xC0]);
+        assert_eq!(f.peek(), Ok(None));
+        f.push(&[0x00, 0xD0]);
+        assert_eq!(f.peek(), Ok(Some(&[0xC0, 0x00][..])));
+        assert_eq!(f.next_packet(), Ok(Some(Packet::PingReq)));
+        assert_eq!(f.buffered(), 1);
+    }
+
+    #[test]
+    fn connect_header_inspection() {
+        let h = ConnectHeader::inspect(b"\x10\x10\x00\x04MQTT\x04\xc2\x00\x3c\x00\x04dev1").unwrap();
+        assert_eq!(h, ConnectHeader { remaining_len: 16, level: 4, flags: 0xC2, keep_alive: 60 });
+        assert!(h.clean_session());
+        // A two-byte remaining length.
+        let mut long = vec![0x10, 0x8E, 0x01, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x00, 0x00, 0x00, 0x00, 0x82];
+        long.extend(std::iter::repeat_n(b'a', 0x82));
+        assert_eq!(ConnectHeader::inspect(&long).unwrap().remaining_len, 142);
+        let mut c = Connect::new("a".repeat(0x82));
+        c.clean_session = false;
+        assert_eq!(bytes_of(&[Packet::Connect(c.clone())])[..3], long[..3], "same fixed header as mqttbytes writes");
+        let h = ConnectHeader::inspect(&long).unwrap();
+        assert_eq!(h.check_payload(&c), Ok(()));
+        assert_eq!(
+            ConnectHeader::inspect(b"\x10\x0a\x00\x06MQIsdp\x04\x02"),
+            Err(ConnectHeaderError::ProtocolName("MQIsdp".into()))
+        );
+        assert_eq!(ConnectHeader::inspect(b"\x10\x08\x00\x04MQTT\x04\x02"), Err(ConnectHeaderError::Truncated));
     }
 
     #[test]

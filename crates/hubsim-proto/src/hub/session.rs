@@ -296,9 +296,10 @@ impl HubSession {
         if self.is_closed() {
             return;
         }
-        match self.framer.buffered() {
-            0 => self.close(CloseReason::TransportClosed(why.into())),
-            n => self.violation(Violation::Truncated(n)),
+        // Whole packets still waiting (behind an authentication) are not a truncation.
+        match (self.framer.buffered(), self.framer.peek()) {
+            (0, _) | (_, Ok(Some(_))) => self.close(CloseReason::TransportClosed(why.into())),
+            (n, Ok(None) | Err(_)) => self.violation(Violation::Truncated(n)),
         }
     }
 
@@ -649,6 +650,9 @@ impl HubSession {
     }
 
     fn handle_connect(&mut self, c: Connect, header: &ConnectHeader) {
+        if let Err(e) = header.check_payload(&c) {
+            return self.violation(Violation::ConnectHeader(e));
+        }
         let identity = match client_identity(&c.client_id, header.clean_session()) {
             Ok(i) => i,
             Err(r) => return self.reject(r),

@@ -565,6 +565,8 @@ fn connect_validation_wire_table() {
                 9,
             )))),
         ),
+        // [MQTT-3.1.3-1] bytes after the fields the flags announce (mqttbytes would ignore them).
+        ("trailing byte", b"\x10\x11\x00\x04MQTT\x04\x02\x00\x3c\x00\x04dev1X", b"", header(H::TrailingBytes(1))),
         // [MQTT-3.1.3-8] empty ClientId with CleanSession 0: CONNACK 0x02.
         (
             "empty client id, session",
@@ -855,4 +857,22 @@ fn commands_after_close_are_refused() {
     assert_eq!(hub.poll_timeout(), None);
     hub.handle_input(T0, &[0xC0, 0x00]);
     assert_eq!(hub.poll_transmit(), None, "nothing is read after the close");
+}
+
+#[test]
+fn a_close_behind_a_pending_authentication_is_not_a_truncation() {
+    let mut input =
+        raw_connect("dev1", "hub.local/dev1/?api-version=2021-04-12", "SharedAccessSignature sr=a&sig=b&se=1");
+    input.extend(publish_with_id("devices/dev1/messages/events/", 1, b"x"));
+    let mut hub = HubSession::new(HubConfig::default(), T0);
+    hub.handle_input(T0, &input);
+    hub.handle_transport_closed("reset");
+    let ev: Vec<HubEvent> = std::iter::from_fn(|| hub.poll_event()).collect();
+    assert_eq!(closed_with(&ev[1..]), &CloseReason::TransportClosed("reset".into()));
+
+    let mut hub = connected_hub();
+    hub.handle_input(T0, &publish_with_id("devices/dev1/messages/events/", 1, b"x")[..5]);
+    hub.handle_transport_closed("reset");
+    let ev: Vec<HubEvent> = std::iter::from_fn(|| hub.poll_event()).collect();
+    assert_eq!(closed_with(&ev), &CloseReason::ProtocolViolation(Violation::Truncated(5)));
 }
