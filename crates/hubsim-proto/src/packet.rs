@@ -166,7 +166,7 @@ pub enum ConnectHeaderError {
     WillRetainWithoutWill,
     #[error("[MQTT-3.1.2-22] the password flag is set without the user name flag")]
     PasswordWithoutUsername,
-    #[error("[MQTT-3.1.2] the CONNECT variable header is truncated")]
+    #[error("[MQTT-3.1.4-1] the CONNECT variable header is truncated (MQTT 3.1.1 §3.1.2)")]
     Truncated,
     #[error("[MQTT-3.1.3-1] {0} bytes after the last CONNECT payload field the flags announce")]
     TrailingBytes(usize),

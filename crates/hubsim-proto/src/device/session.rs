@@ -324,18 +324,18 @@ pub enum HubViolation {
     Frame(packet::FrameError),
     #[error("[MQTT-3.2.0-1] the first packet from the server must be CONNACK, got {0}")]
     ExpectedConnAck(&'static str),
-    #[error("[MQTT-3.2.0-1] a second CONNACK")]
+    #[error("[MQTT-3.1.0-2] a second CONNACK: it answers the connection's only CONNECT")]
     SecondConnAck,
     /// CONNECT, SUBSCRIBE, UNSUBSCRIBE, PINGREQ and DISCONNECT go from client to server only in MQTT 3.1.1.
-    #[error("a server never sends {0} to a client")]
+    #[error("a server never sends {0} to a client (MQTT 3.1.1 §2.2.1, table 2.1)")]
     NotFromServer(&'static str),
-    #[error("[MQTT-4.3.2] PUBACK for packet id {0}, which is not in flight")]
+    #[error("PUBACK for packet id {0}, which is not in flight (MQTT 3.1.1 §4.3.2)")]
     UnknownPubAck(u16),
-    #[error("[MQTT-4.3.3] PUBREC for packet id {0}, which is not in flight")]
+    #[error("PUBREC for packet id {0}, which is not in flight (MQTT 3.1.1 §4.3.3)")]
     UnknownPubRec(u16),
-    #[error("[MQTT-4.3.3] PUBCOMP for packet id {0}, which is not in flight")]
+    #[error("PUBCOMP for packet id {0}, which is not in flight (MQTT 3.1.1 §4.3.3)")]
     UnknownPubComp(u16),
-    #[error("[MQTT-4.3.3] PUBREL for packet id {0}: IoT Hub never publishes at QoS 2")]
+    #[error("PUBREL for packet id {0}: it answers a PUBREC, and IoT Hub never publishes at QoS 2 (MQTT 3.1.1 §4.3.3)")]
     UnexpectedPubRel(u16),
     #[error("[MQTT-3.8.4-2] SUBACK for packet id {0}, which no SUBSCRIBE awaits")]
     UnknownSubAck(u16),

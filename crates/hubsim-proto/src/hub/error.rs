@@ -131,21 +131,21 @@ pub enum Refusal {
     #[error("[MQTT-3.1.3-9] ClientId {0:?} is not a device id or device/module id (printable ASCII, 1–128 each)")]
     BadClientId(String),
     /// CONNACK 0x05 from here on: IoT Hub answers every authentication failure with it (reference §2).
-    #[error("no user name and password: IoT Hub authenticates every connection")]
+    #[error("no user name and password: IoT Hub authenticates every connection (reference §2)")]
     NoCredentials,
     #[error(transparent)]
     Username(UsernameError),
-    #[error("this is an IoT Hub endpoint, not DPS")]
+    #[error("this is an IoT Hub endpoint, not DPS (reference §2, §9)")]
     DpsUsername,
     /// IoT Hub requires ClientId = the identity in the user name (reference §2, protocol gateway).
-    #[error("client id '{client_id}' does not match '{username}' in the user name")]
+    #[error("client id '{client_id}' does not match '{username}' in the user name (reference §2)")]
     ClientIdMismatch { client_id: String, username: String },
-    #[error("no SAS token (X.509 authentication is not supported)")]
+    #[error("no SAS token (X.509 authentication is not supported by hubsim; reference §2)")]
     NoToken,
     #[error("password: {0}")]
     Token(SasParseError),
     /// IoT Hub accepts only the telemetry topic as Will topic (reference §2, Will message).
-    #[error("the Will topic must be the telemetry topic")]
+    #[error("the Will topic must be the telemetry topic (reference §2, Will message)")]
     WillTopicNotTelemetry,
     #[error("Will topic: {0}")]
     WillTopic(TopicError),
@@ -203,7 +203,7 @@ pub enum Violation {
     SecondConnect,
     /// CONNACK, SUBACK, UNSUBACK, PINGRESP go from server to client only; PUBREC, PUBREL, PUBCOMP belong to
     /// QoS 2, which IoT Hub neither sends nor accepts.
-    #[error("a device may not send {0} to IoT Hub")]
+    #[error("a device may not send {0} to IoT Hub (MQTT 3.1.1 §2.2.1, table 2.1; no QoS 2, [MQTT-3.3.1-4])")]
     NotFromDevice(&'static str),
     #[error("[MQTT-2.3.1-1] {0} with packet id 0")]
     PacketIdZero(&'static str),
@@ -211,7 +211,7 @@ pub enum Violation {
     PacketIdInUse(u16),
     #[error("[MQTT-4.6.0-2] PUBACK {pkid} out of order (expected {expected} first)")]
     PubAckOutOfOrder { pkid: u16, expected: u16 },
-    #[error("[MQTT-4.3.2] PUBACK for packet id {0}, which the hub did not send")]
+    #[error("PUBACK for packet id {0}, which answers no PUBLISH of the hub (MQTT 3.1.1 §4.3.2)")]
     UnknownPubAck(u16),
     #[error("[MQTT-3.8.3-3] SUBSCRIBE without filters")]
     EmptySubscribe,

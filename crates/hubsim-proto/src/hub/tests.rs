@@ -625,7 +625,7 @@ fn connect_validation_wire_table() {
             assert!(hub.is_closed(), "{name}");
             // The reason cites its rule.
             let text = reason.to_string();
-            assert!(text.contains("[MQTT-") || text.contains("IoT Hub") || text.contains("credentials"), "{text}");
+            assert!(text.contains("[MQTT-") || text.contains("reference §"), "{text}");
         }
     }
 }
