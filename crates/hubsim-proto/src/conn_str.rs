@@ -7,6 +7,7 @@ use core::fmt;
 use thiserror::Error;
 
 use crate::sas::{DeviceKey, KeyError, ResourceUri, SasParseError, SasToken};
+use crate::topic::DeviceIdentity;
 
 /// How the device proves who it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,6 +130,11 @@ impl ConnectionString {
     /// The host to open the transport to: the gateway when one is given, else the hub.
     pub fn connect_host(&self) -> &str {
         self.gateway_host_name.as_deref().unwrap_or(&self.host_name)
+    }
+
+    /// The device or module identity the string names.
+    pub fn identity(&self) -> DeviceIdentity {
+        DeviceIdentity { device_id: self.device_id.clone(), module_id: self.module_id.clone() }
     }
 
     /// The resource a token for this identity must name.

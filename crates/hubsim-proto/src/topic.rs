@@ -17,6 +17,12 @@ pub struct DeviceIdentity {
     pub module_id: Option<String>,
 }
 
+/// Whether `id` is a valid device or module id: 1–128 ASCII letters, digits and `-.%_*?!(),:=@$'` (IoT Hub's
+/// identity registry rule, "Device identity properties" in the identity-registry doc).
+pub fn is_valid_device_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_alphanumeric() || "-.%_*?!(),:=@$'".contains(c))
+}
+
 impl DeviceIdentity {
     /// A device identity.
     pub fn device(id: impl Into<String>) -> Self {
