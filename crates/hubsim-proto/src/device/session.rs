@@ -315,6 +315,9 @@ pub enum InputError {
     Violation(HubViolation),
     #[error("internal error: {0}")]
     Encode(packet::EncodeError),
+    /// The provisioning client's violations (`provisioning::device`), in its words until it types them.
+    #[error("protocol violation by DPS: {0}")]
+    DpsViolation(String),
 }
 
 /// Bytes from the hub that break MQTT 3.1.1 or IoT Hub's protocol; the device closes the connection.

@@ -45,6 +45,8 @@ pub enum CloseReason {
     WrongTopic(TopicError),
     #[error("publish to a topic IoT Hub does not accept: '{0}' is a DPS topic; this is IoT Hub")]
     DpsTopicOnHub(String),
+    #[error("publish to a topic DPS does not accept: '{0}' is an IoT Hub topic; this is DPS")]
+    HubTopicOnDps(String),
     #[error("message of {0} bytes exceeds IoT Hub's 256 KB limit")]
     MessageTooLarge(usize),
     #[error("subscription IoT Hub does not offer: {0}")]
@@ -82,6 +84,7 @@ impl CloseReason {
             CloseReason::Qos2Publish
             | CloseReason::WrongTopic(_)
             | CloseReason::DpsTopicOnHub(_)
+            | CloseReason::HubTopicOnDps(_)
             | CloseReason::BadSubscription(_)
             | CloseReason::ProtocolViolation(_) => 400004,
         }
@@ -101,7 +104,7 @@ impl CloseReason {
             CloseReason::DeviceDisabled => "device-disabled",
             CloseReason::ServerShutdown => "server-shutdown",
             CloseReason::Qos2Publish => "qos2-publish",
-            CloseReason::WrongTopic(_) | CloseReason::DpsTopicOnHub(_) => "wrong-topic",
+            CloseReason::WrongTopic(_) | CloseReason::DpsTopicOnHub(_) | CloseReason::HubTopicOnDps(_) => "wrong-topic",
             CloseReason::MessageTooLarge(_) => "message-too-large",
             CloseReason::BadSubscription(_) => "bad-subscription",
             CloseReason::ProtocolViolation(_) => "protocol-violation",
@@ -188,6 +191,9 @@ pub enum SubscriptionError {
     Filter(TopicError),
     #[error("more than {0} subscriptions")]
     TooMany(usize),
+    /// DPS offers one filter (reference §9).
+    #[error("'{0}' is not $dps/registrations/res/#")]
+    NotDpsResponses(String),
 }
 
 /// Bytes from the device that break MQTT 3.1.1 or IoT Hub's dialect; the hub closes without an answer.
@@ -203,7 +209,7 @@ pub enum Violation {
     SecondConnect,
     /// CONNACK, SUBACK, UNSUBACK, PINGRESP go from server to client only; PUBREC, PUBREL, PUBCOMP belong to
     /// QoS 2, which IoT Hub neither sends nor accepts.
-    #[error("a device may not send {0} to IoT Hub (MQTT 3.1.1 §2.2.1, table 2.1; no QoS 2, [MQTT-3.3.1-4])")]
+    #[error("a device may not send {0} here (MQTT 3.1.1 §2.2.1, table 2.1; no QoS 2, [MQTT-3.3.1-4])")]
     NotFromDevice(&'static str),
     #[error("[MQTT-2.3.1-1] {0} with packet id 0")]
     PacketIdZero(&'static str),
