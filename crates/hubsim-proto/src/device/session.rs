@@ -229,6 +229,17 @@ pub struct C2dMessage {
     pub ack: Option<AckToken>,
 }
 
+/// Why a publish from the hub was reported as [`Event::UnknownPublish`].
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum UnexpectedPublish {
+    #[error("a twin response to request {0}, which is not outstanding (it timed out, or was never sent)")]
+    LateTwinResponse(RequestId),
+    #[error("a DPS response on an IoT Hub connection")]
+    DpsResponse,
+    #[error(transparent)]
+    Topic(crate::topic::TopicError),
+}
+
 /// Result of one filter of a SUBSCRIBE.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Granted {
@@ -274,10 +285,11 @@ pub enum Event {
     Unsubscribed {
         filters: Vec<TopicFilter>,
     },
-    /// A publish on a topic the session does not know (reported, acknowledged, not fatal).
+    /// A publish on a topic the session does not expect (reported, acknowledged, not fatal).
     UnknownPublish {
         topic: String,
         payload: Bytes,
+        why: UnexpectedPublish,
     },
     /// The connection ended. `likely_cause` names something this device sent shortly before that IoT Hub
     /// forbids, when there was one.
@@ -981,7 +993,11 @@ impl DeviceSession {
                         body: p.payload,
                     }),
                     // A late answer to a request that already timed out.
-                    None => self.events.push_back(Event::UnknownPublish { topic: p.topic, payload: p.payload }),
+                    None => self.events.push_back(Event::UnknownPublish {
+                        topic: p.topic,
+                        payload: p.payload,
+                        why: UnexpectedPublish::LateTwinResponse(rid),
+                    }),
                 }
                 true
             }
@@ -989,8 +1005,14 @@ impl DeviceSession {
                 self.events.push_back(Event::DesiredPropertiesPatch { version, body: p.payload });
                 true
             }
-            Ok(HubTopic::DpsResponse { .. }) | Err(_) => {
-                self.events.push_back(Event::UnknownPublish { topic: p.topic, payload: p.payload });
+            Ok(HubTopic::DpsResponse { .. }) => {
+                let why = UnexpectedPublish::DpsResponse;
+                self.events.push_back(Event::UnknownPublish { topic: p.topic, payload: p.payload, why });
+                true
+            }
+            Err(e) => {
+                let why = UnexpectedPublish::Topic(e);
+                self.events.push_back(Event::UnknownPublish { topic: p.topic, payload: p.payload, why });
                 true
             }
         };

@@ -476,3 +476,29 @@ fn disconnect_sends_disconnect() {
     assert!(matches!(&events(&mut s)[..], [Event::ConnectionLost { reason: LostReason::Disconnected, .. }]));
     assert_eq!(s.handle_input(T0, &[0xD0, 0]), Err(InputError::NotConnected));
 }
+
+#[test]
+fn unexpected_publishes_are_reported_with_why_and_still_acknowledged() {
+    let mut s = connected(config());
+    let mut odd = Publish::new("sensors/x", QoS::AtLeastOnce, b"1".to_vec());
+    odd.pkid = 4;
+    let late = Publish::new("$iothub/twin/res/200/?$rid=77", QoS::AtMostOnce, b"{}".to_vec());
+    s.handle_input(T0, &wire(&[Packet::Publish(odd), Packet::Publish(late)])).unwrap();
+    assert_eq!(
+        events(&mut s),
+        vec![
+            Event::UnknownPublish {
+                topic: "sensors/x".into(),
+                payload: Bytes::from_static(b"1"),
+                why: UnexpectedPublish::Topic(crate::topic::TopicError::Unknown("sensors/x".into())),
+            },
+            Event::UnknownPublish {
+                topic: "$iothub/twin/res/200/?$rid=77".into(),
+                payload: Bytes::from_static(b"{}"),
+                why: UnexpectedPublish::LateTwinResponse(crate::topic::RequestId("77".into())),
+            },
+        ]
+    );
+    assert_eq!(sent(&mut s), vec![Packet::PubAck(PubAck::new(4))]);
+    assert!(s.is_connected());
+}
