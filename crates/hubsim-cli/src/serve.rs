@@ -10,13 +10,13 @@ use std::path::{Path, PathBuf};
 
 use crate::args::ServeArgs;
 
-pub fn run(a: ServeArgs) -> Result<()> {
+pub fn run(a: ServeArgs, data: &Path) -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let web_dir = a.web_dir.clone().or_else(|| Some(PathBuf::from("dist")).filter(|d| d.join("index.html").exists()));
     let config = Config {
-        data_dir: a.data.clone(),
+        data_dir: data.to_path_buf(),
         host_name: a.host_name.clone(),
         bind: a.bind,
         mqtt_port: a.mqtt_port,
@@ -26,8 +26,21 @@ pub fn run(a: ServeArgs) -> Result<()> {
         tls_key: a.tls_key.clone(),
         web_dir: web_dir.clone(),
         retain_property: a.retain_property.clone(),
-        ..Config::new(&a.data)
+        access: hubsim_hub::api::Access {
+            allowed_hosts: a.allow_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            allowed_origins: a.allow_origins.clone(),
+        },
+        ..Config::new(data)
     };
+    if !a.bind.is_loopback() {
+        eprintln!(
+            "warning: --bind {} makes the emulator reachable from other machines: its MQTT ports (devices with valid \
+             keys), the service API (anyone holding a policy key: every device key, C2D, methods, twins) and the web \
+             app. Keep the policy keys in {} secret and see SECURITY.md.",
+            a.bind,
+            data.join("policies.json").display()
+        );
+    }
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let running = hubsim_hub::start(config).await?;
@@ -42,11 +55,20 @@ pub fn run(a: ServeArgs) -> Result<()> {
             None => None,
         };
         if let Some(path) = &a.ready_file {
-            let info = ready_json(&running, &a, demo.as_ref());
+            let mut info = ready_json(&running, &a, demo.as_ref());
+            info["serviceConnectionString"] =
+                json!(running.hub.policies.connection_string(&a.host_name, "iothubowner").map(|cs| cs.to_string()));
             write_private_atomically(path, &serde_json::to_vec_pretty(&info)?)
                 .with_context(|| format!("writing the ready file {}", path.display()))?;
         }
+        let owner = running
+            .hub
+            .policies
+            .connection_string(&a.host_name, "iothubowner")
+            .map(|cs| cs.to_string())
+            .unwrap_or_default();
         banner(&running, &a, web_dir.as_ref());
+        println!("  service connection string (iothubowner; for --login and the service SDKs):\n    {owner}");
         if let Some((id, cs)) = &demo {
             println!("demo device:    {id}");
             println!("connection string:\n  {cs}");

@@ -291,6 +291,9 @@ impl Ctx {
         }
         let _ = match self.hub.patch_reported(self.device(), value).await {
             Ok(v) => session.twin_response(&rid, 204, Some(v), Bytes::new()),
+            Err(crate::hub::twin::ReportedError::Invalid(e)) => {
+                session.twin_response(&rid, 400, None, error_body(400004, &e.to_string()))
+            }
             Err(e) => session.twin_response(&rid, 500, None, error_body(500001, &e.to_string())),
         };
     }

@@ -46,6 +46,8 @@ pub struct Config {
     pub protocol: hubsim_proto::HubConfig,
     /// How long a delivered C2D message stays locked waiting for PUBACK (IoT Hub: 60 s).
     pub c2d_lock: Duration,
+    /// Extra host names and web origins the HTTP listeners accept (see [`api::Access`]).
+    pub access: api::Access,
 }
 
 impl Config {
@@ -64,6 +66,7 @@ impl Config {
             retain_property: "mqtt-retain".into(),
             protocol: hubsim_proto::HubConfig::default(),
             c2d_lock: Duration::from_secs(60),
+            access: api::Access::default(),
         }
     }
 }
@@ -118,7 +121,8 @@ pub async fn start(config: Config) -> Result<Running> {
     settings.protocol = config.protocol.clone();
     settings.protocol.retain_property = config.retain_property.clone();
     settings.c2d_lock = config.c2d_lock;
-    let hub = Arc::new(Hub::new(settings, store));
+    let policies = hub::policy::Policies::load_or_create(&config.data_dir)?;
+    let hub = Arc::new(Hub::new(settings, store, policies));
     hub.startup().await?;
 
     let bind = |port| SocketAddr::new(config.bind, port);
@@ -147,13 +151,22 @@ pub async fn start(config: Config) -> Result<Running> {
     let mut listeners = JoinSet::new();
 
     listeners.spawn(listener::accept_mqtt(mqtt, acceptor.clone(), hub.clone(), stop.clone()));
+    let access = Arc::new(config.access.clone());
     let tls_router = api::router(
-        AppState { hub: hub.clone(), websocket: true, transport: "wss", info: info.clone(), ca_pem: ca_pem.clone() },
+        AppState {
+            hub: hub.clone(),
+            websocket: true,
+            transport: "wss",
+            info: info.clone(),
+            ca_pem: ca_pem.clone(),
+            access: access.clone(),
+            scheme: "https",
+        },
         config.web_dir.clone(),
     );
     listeners.spawn(listener::accept_https(wss, acceptor, tls_router, hub.clone(), stop.clone()));
     let http_router = api::router(
-        AppState { hub: hub.clone(), websocket: plain_ws, transport: "ws", info, ca_pem },
+        AppState { hub: hub.clone(), websocket: plain_ws, transport: "ws", info, ca_pem, access, scheme: "http" },
         config.web_dir.clone(),
     );
     listeners.spawn(listener::serve_http(http, http_router, stop.clone()));

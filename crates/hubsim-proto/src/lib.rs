@@ -32,7 +32,7 @@ pub mod time;
 pub mod topic;
 pub mod username;
 
-pub use conn_str::{ConnectionString, ConnectionStringError};
+pub use conn_str::{ConnectionString, ConnectionStringError, ServiceConnectionString};
 pub use device::{DeviceConfig, DeviceSession};
 pub use hub::{HubConfig, HubSession};
 pub use property_bag::{PropertyBag, SystemProperty};

@@ -111,11 +111,26 @@ impl Hub {
             (None, Some(t)) => t.clone().into_bytes(),
             (None, None) => Vec::new(),
         };
-        if body.len() > 64 * 1024 {
+        // IoT Hub's limit covers the body and the properties together (C2D doc: "maximum size 64 KB").
+        let props_size: usize = req.properties.iter().map(|(k, v)| k.len() + v.as_str().map_or(8, str::len)).sum();
+        let system_size: usize =
+            [&req.message_id, &req.correlation_id, &req.user_id, &req.content_type, &req.content_encoding]
+                .iter()
+                .map(|v| v.as_ref().map_or(0, |s| s.len()))
+                .sum();
+        let total = body.len() + props_size + system_size;
+        if total > MAX_C2D_SIZE {
             return Err(ServiceError::new(
                 400,
                 400005,
-                format!("the message is {} bytes; C2D messages are at most 64 KB", body.len()),
+                format!("the message is {total} bytes with its properties; C2D messages are at most 64 KB"),
+            ));
+        }
+        if let Some(bad) = req.properties.keys().find(|k| k.is_empty() || k.chars().any(char::is_control)) {
+            return Err(ServiceError::new(
+                400,
+                400004,
+                format!("property name '{}' is empty or has control characters", super::truncate(bad, 64)),
             ));
         }
         let ack = req.ack.clone().unwrap_or_else(|| "none".into()).to_ascii_lowercase();
@@ -136,7 +151,17 @@ impl Hub {
             properties.push((k.clone(), v));
         }
         let now = unix_ms();
-        let ttl = req.ttl_seconds.map(Duration::from_secs).unwrap_or(self.settings.c2d_default_ttl);
+        let ttl = match req.ttl_seconds {
+            Some(s) if (1..=MAX_C2D_TTL_SECS).contains(&s) => Duration::from_secs(s),
+            Some(s) => {
+                return Err(ServiceError::new(
+                    400,
+                    400004,
+                    format!("ttlSeconds must be 1 to {MAX_C2D_TTL_SECS} (IoT Hub's two days), not {s}"),
+                ))
+            }
+            None => self.settings.c2d_default_ttl,
+        };
         let mut msg = C2dMessage {
             seq: 0,
             device_id: id.to_owned(),
@@ -182,6 +207,11 @@ impl Hub {
         Ok(msg)
     }
 }
+
+/// Largest C2D message, body and properties, bytes (IoT Hub: 64 KB).
+pub const MAX_C2D_SIZE: usize = 64 * 1024;
+/// Longest C2D time to live, seconds (IoT Hub: two days).
+pub const MAX_C2D_TTL_SECS: u64 = 2 * 24 * 3600;
 
 /// Counts a delivery and locks the message for `lock` ms; an expired message, or one that reached the maximum
 /// delivery count, is dead-lettered instead (`None`).
@@ -230,7 +260,7 @@ fn feedback(tx: &mut Tx<'_>, m: &C2dMessage, status: &str, why: &str) -> Result<
 pub fn c2d_properties(m: &C2dMessage) -> hubsim_proto::PropertyBag {
     let mut bag = hubsim_proto::PropertyBag::new();
     bag.set_system(SystemProperty::MessageId, m.message_id.clone());
-    bag.set_system(SystemProperty::To, format!("/devices/{}/messages/devicebound", m.device_id));
+    bag.set_system(SystemProperty::To, hubsim_proto::DeviceIdentity::device(&m.device_id).c2d_to());
     if let Some(v) = &m.correlation_id {
         bag.set_system(SystemProperty::CorrelationId, v.clone());
     }

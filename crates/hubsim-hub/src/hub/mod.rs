@@ -8,9 +8,10 @@ mod auth;
 mod c2d;
 mod error;
 mod methods;
+pub mod policy;
 mod registry;
 mod telemetry;
-mod twin;
+pub mod twin;
 
 pub use auth::{filter_name, Admitted};
 pub use c2d::{c2d_properties, SendC2d};
@@ -90,6 +91,8 @@ struct ConnEntry {
 pub struct Hub {
     pub settings: Settings,
     pub store: Store,
+    /// The shared access policies that authorize service calls (and device tokens with `skn`).
+    pub policies: policy::Policies,
     conns: Mutex<HashMap<String, ConnEntry>>,
     next_conn: AtomicU64,
     pub(crate) next_rid: AtomicU64,
@@ -114,10 +117,11 @@ pub(crate) fn random_id() -> String {
 }
 
 impl Hub {
-    pub fn new(settings: Settings, store: Store) -> Hub {
+    pub fn new(settings: Settings, store: Store, policies: policy::Policies) -> Hub {
         Hub {
             settings,
             store,
+            policies,
             conns: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             next_rid: AtomicU64::new(1),
@@ -194,4 +198,17 @@ impl Hub {
             let _ = tx.send(ConnCmd::Close(reason.clone()));
         }
     }
+}
+
+/// `s` cut to at most `max` bytes (on a character boundary) with the original length noted, for text a peer
+/// chose that goes into records, logs and error messages.
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…({} bytes)", &s[..end], s.len())
 }

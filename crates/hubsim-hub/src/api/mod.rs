@@ -19,6 +19,10 @@ use std::time::Duration;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::StreamExt as _;
 
+mod guard;
+
+pub use guard::{required, Access};
+
 use crate::conn::{self, Transport};
 use crate::hub::{error_json, Hub, SendC2d, ServiceError};
 use crate::model::Device;
@@ -35,6 +39,10 @@ pub struct AppState {
     pub info: Value,
     /// The generated CA certificate (public), served at `/ca.pem` so clients can trust the emulator.
     pub ca_pem: Option<Arc<String>>,
+    /// Extra hosts and origins allowed.
+    pub access: Arc<Access>,
+    /// `https` or `http`, for the same-origin check.
+    pub scheme: &'static str,
 }
 
 /// Builds the router; `web_dir` is served for everything else.
@@ -59,26 +67,27 @@ pub fn router(state: AppState, web_dir: Option<PathBuf>) -> Router {
         .route("/connections", get(connections))
         .route("/connections/stream", get(connections_stream))
         .route("/feedback", get(feedback))
-        .with_state(state)
-        .layer(loopback_cors());
-    match web_dir {
+        .with_state(state.clone());
+    let r = match web_dir {
         Some(dir) if dir.is_dir() => r.fallback_service(tower_http::services::ServeDir::new(dir)),
         _ => r.fallback(|| async {
             (StatusCode::NOT_FOUND, Json(error_json(404000, "no such endpoint (and no web app folder is served)")))
         }),
-    }
+    };
+    let gate = guard::Gate { hub: state.hub.clone(), access: state.access.clone(), scheme: state.scheme };
+    // Layers run outside-in: CORS answers preflights, then the gate checks Host, Origin and Authorization.
+    r.layer(axum::middleware::from_fn_with_state(gate, guard::check)).layer(cors(&state.access))
 }
 
-/// Pages served from another loopback origin (`trunk serve`, the browser tests) may call the service API; other
-/// web sites may not, so a page on the internet cannot drive a developer's local emulator.
-fn loopback_cors() -> tower_http::cors::CorsLayer {
+/// Cross-origin reads are allowed only for the origins the user listed (`--allow-origin`); the server's own
+/// origin needs no CORS. Browsers then refuse every other page's cross-origin calls before they are sent.
+fn cors(access: &Access) -> tower_http::cors::CorsLayer {
     use tower_http::cors::{AllowOrigin, CorsLayer};
+    let allowed = access.allowed_origins.clone();
     CorsLayer::new()
-        .allow_origin(AllowOrigin::predicate(|origin, _| {
+        .allow_origin(AllowOrigin::predicate(move |origin, _| {
             let o = origin.to_str().unwrap_or("");
-            let host = o.strip_prefix("http://").or_else(|| o.strip_prefix("https://")).unwrap_or("");
-            let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
-            matches!(host, "localhost" | "127.0.0.1" | "[::1]")
+            allowed.iter().any(|a| guard::origin_matches(a, o))
         }))
         .allow_methods([
             axum::http::Method::GET,
@@ -87,7 +96,7 @@ fn loopback_cors() -> tower_http::cors::CorsLayer {
             axum::http::Method::PATCH,
             axum::http::Method::DELETE,
         ])
-        .allow_headers([axum::http::header::CONTENT_TYPE])
+        .allow_headers([axum::http::header::CONTENT_TYPE, axum::http::header::AUTHORIZATION])
 }
 
 impl IntoResponse for ServiceError {
@@ -166,16 +175,32 @@ async fn list_devices(State(s): State<AppState>) -> ApiResult {
 #[derive(Deserialize)]
 struct Bulk {
     prefix: String,
-    count: usize,
+    #[serde(default)]
+    start: u64,
+    count: u64,
 }
 
-/// hubsim extension for load tests: makes sure `{prefix}-0 … {prefix}-{count-1}` exist (one transaction) and
-/// returns their connection strings in order.
+/// Devices per bulk call: IoT Hub's bulk registry operations take at most 100 devices per call.
+pub const MAX_BULK: u64 = 100;
+
+/// hubsim extension for load tests: makes sure `{prefix}-{start} … {prefix}-{start+count-1}` exist (one
+/// transaction, at most [`MAX_BULK`]) and returns their connection strings in order. Everything is validated
+/// before a single id is built.
 async fn bulk_devices(State(s): State<AppState>, Json(b): Json<Bulk>) -> ApiResult {
-    if b.count > 100_000 {
-        return Err(ServiceError::new(400, 400004, "at most 100000 devices per call"));
+    if b.count == 0 || b.count > MAX_BULK {
+        return Err(ServiceError::new(400, 400004, format!("count must be 1 to {MAX_BULK} (IoT Hub's bulk limit)")));
     }
-    let devices = s.hub.ensure_devices(&b.prefix, b.count).await?;
+    let last = b.start.checked_add(b.count - 1).ok_or_else(|| ServiceError::new(400, 400004, "start is too large"))?;
+    // The longest id decides: the prefix plus '-' plus the largest index must be a valid device id.
+    let longest = format!("{}-{last}", b.prefix);
+    if !hubsim_proto::topic::is_valid_device_id(&longest) {
+        return Err(ServiceError::new(
+            400,
+            400006,
+            "prefix: the ids '{prefix}-{n}' must be valid device ids (1–128 of A–Z a–z 0–9 -.%_*?!(),:=@$')",
+        ));
+    }
+    let devices = s.hub.ensure_devices(&b.prefix, b.start..=last).await?;
     let list: Vec<String> = devices.iter().map(|d| s.hub.connection_string(d)).collect();
     Ok(Json(list).into_response())
 }
@@ -212,7 +237,7 @@ async fn put_device(State(s): State<AppState>, Path(id): Path<String>, body: Opt
 }
 
 async fn put_module(State(s): State<AppState>, Path((id, module)): Path<(String, String)>) -> ApiResult {
-    let name = format!("{id}/{module}");
+    let name = hubsim_proto::DeviceIdentity::module(&id, &module).client_id();
     let d = match s.hub.store.device(&name)? {
         Some(d) => d,
         None => s.hub.create_module(&id, &module).await?,
@@ -221,7 +246,7 @@ async fn put_module(State(s): State<AppState>, Path((id, module)): Path<(String,
 }
 
 async fn get_module(State(s): State<AppState>, Path((id, module)): Path<(String, String)>) -> ApiResult {
-    let d = s.hub.get_device(&format!("{id}/{module}"))?;
+    let d = s.hub.get_device(&hubsim_proto::DeviceIdentity::module(&id, &module).client_id())?;
     Ok(Json(device_json(&s.hub, &d)).into_response())
 }
 
