@@ -8,7 +8,7 @@ use axum::extract::ws::{Message, WebSocket};
 use bytes::Bytes;
 use futures_util::stream::FuturesOrdered;
 use futures_util::{SinkExt, StreamExt};
-use hubsim_proto::hub::{CloseReason, HubEvent, HubSession};
+use hubsim_proto::hub::{C2dDelivery, CloseReason, HubEvent, HubSession};
 use hubsim_proto::topic::{RequestId, TopicFilter};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -147,14 +147,16 @@ pub async fn serve(hub: Arc<Hub>, mut transport: Transport, kind: &'static str, 
             Some((ack, stored)) = acks.next(), if !acks.is_empty() => match stored {
                 Ok(()) => {
                     if let Some(pkid) = ack {
-                        session.ack_telemetry(pkid);
+                        ack_publish(&mut session, pkid);
                     }
                 }
                 Err(e) => session.close(CloseReason::ClosedByService(format!("the event could not be stored: {e}"))),
             },
             _ = sleep_until(timer) => {
                 session.handle_timeout(hub.now());
-                ctx.expire_locks(&mut session).await;
+                if !session.is_closed() {
+                    ctx.expire_locks(&mut session).await;
+                }
             }
         }
     }
@@ -200,7 +202,11 @@ impl Ctx {
                         self.generation_id = adm.generation_id;
                         self.conn_id = self.hub.register(&id, self.cmd_tx.clone());
                         self.connected = true;
-                        session.accept(self.hub.now(), adm.session_present, adm.restored, adm.token_expiry);
+                        if let Err(e) =
+                            session.accept(self.hub.now(), adm.session_present, adm.restored, adm.token_expiry)
+                        {
+                            tracing::error!("{e}");
+                        }
                         self.log(
                             "deviceConnect",
                             0,
@@ -214,7 +220,11 @@ impl Ctx {
                         .await;
                         self.deliver_c2d(session).await;
                     }
-                    Err((code, why)) => session.refuse(code, why),
+                    Err((code, why)) => {
+                        if let Err(e) = session.refuse(code, why) {
+                            tracing::error!("{e}");
+                        }
+                    }
                 }
             }
             HubEvent::Telemetry { message, ack } => {
@@ -239,16 +249,28 @@ impl Ctx {
                     }
                 }
             }
-            HubEvent::MethodResponse { rid, status, payload } => {
+            HubEvent::MethodResponse { rid, status, payload, ack } => {
+                // Handed to the waiting service call (or dropped, if it gave up): then the PUBACK.
                 if let Some(w) = self.methods.remove(&rid.0) {
                     let _ = w.send(MethodReply::Response { status, payload });
                 }
+                if let Some(pkid) = ack {
+                    ack_publish(session, pkid);
+                }
             }
-            HubEvent::TwinGet { rid } => match self.hub.store.twin(self.device()) {
-                Ok(t) => session.twin_response(&rid, 200, None, Bytes::from(t.mqtt_document().to_string())),
-                Err(e) => session.twin_response(&rid, 500, None, error_body(500001, &e.to_string())),
-            },
-            HubEvent::TwinPatchReported { rid, patch } => self.patch_reported(session, rid, patch).await,
+            HubEvent::TwinGet { rid } => {
+                let _ = match self.hub.store.twin(self.device()) {
+                    Ok(t) => session.twin_response(&rid, 200, None, Bytes::from(t.mqtt_document().to_string())),
+                    Err(e) => session.twin_response(&rid, 500, None, error_body(500001, &e.to_string())),
+                };
+            }
+            HubEvent::TwinPatchReported { rid, patch, ack } => {
+                // PUBACK once the store write finished (the response tells the device how it went).
+                self.patch_reported(session, rid, patch).await;
+                if let Some(pkid) = ack {
+                    ack_publish(session, pkid);
+                }
+            }
             HubEvent::Closed { .. } => {}
         }
     }
@@ -257,29 +279,23 @@ impl Ctx {
         let value: serde_json::Value = match serde_json::from_slice(&patch) {
             Ok(v @ serde_json::Value::Object(_)) => v,
             _ => {
-                return session.twin_response(
-                    &rid,
-                    400,
-                    None,
-                    error_body(400004, "the reported patch must be a JSON object"),
-                )
+                let body = error_body(400004, "the reported patch must be a JSON object");
+                let _ = session.twin_response(&rid, 400, None, body);
+                return;
             }
         };
         if patch.len() > 32 * 1024 {
-            return session.twin_response(
-                &rid,
-                400,
-                None,
-                error_body(400004, "reported properties are limited to 32 KB"),
-            );
+            let _ =
+                session.twin_response(&rid, 400, None, error_body(400004, "reported properties are limited to 32 KB"));
+            return;
         }
-        match self.hub.patch_reported(self.device(), value).await {
+        let _ = match self.hub.patch_reported(self.device(), value).await {
             Ok(v) => session.twin_response(&rid, 204, Some(v), Bytes::new()),
             Err(crate::hub::twin::ReportedError::Invalid(e)) => {
                 session.twin_response(&rid, 400, None, error_body(400004, &e.to_string()))
             }
             Err(e) => session.twin_response(&rid, 500, None, error_body(500001, &e.to_string())),
-        }
+        };
     }
 
     async fn persist_subscriptions(&self, session: &HubSession) {
@@ -297,14 +313,14 @@ impl Ctx {
             ConnCmd::C2dAvailable => self.deliver_c2d(session).await,
             ConnCmd::Method { name, payload, reply } => {
                 let rid = self.hub.next_rid();
-                if session.send_method_request(&name, &RequestId(rid.clone()), payload) {
+                if session.send_method_request(&name, &RequestId(rid.clone()), payload) == Ok(true) {
                     self.methods.insert(rid, reply);
                 } else {
                     let _ = reply.send(MethodReply::NotSubscribed);
                 }
             }
             ConnCmd::Desired { version, body } => {
-                session.push_desired(version, body);
+                let _ = session.push_desired(version, body);
             }
         }
     }
@@ -322,14 +338,14 @@ impl Ctx {
         let mut unsent = Vec::new();
         for m in msgs {
             match session.deliver_c2d(c2d_properties(&m), Bytes::from(m.body.clone()), m.delivery_count > 1) {
-                Some(Some(pkid)) => {
+                Ok(C2dDelivery::AwaitingAck(pkid)) => {
                     self.c2d.insert(pkid, (m.seq, TokioInstant::now() + self.hub.settings.c2d_lock));
                 }
                 // QoS 0: completed on send.
-                Some(None) => {
+                Ok(C2dDelivery::Completed) => {
                     let _ = self.hub.c2d_complete(self.device(), m.seq).await;
                 }
-                None => unsent.push(m.seq),
+                Ok(C2dDelivery::NotSubscribed) | Err(_) => unsent.push(m.seq),
             }
         }
         let _ = self.hub.c2d_release(self.device(), unsent).await;
@@ -343,11 +359,13 @@ impl Ctx {
         for (pkid, seq) in due {
             match self.hub.c2d_relock(self.device(), seq).await {
                 Ok(Some(m)) => {
-                    session.redeliver_c2d(pkid, c2d_properties(&m), Bytes::from(m.body));
+                    if let Err(e) = session.redeliver_c2d(pkid, c2d_properties(&m), Bytes::from(m.body)) {
+                        tracing::error!("{e}");
+                    }
                     self.c2d.insert(pkid, (seq, now + self.hub.settings.c2d_lock));
                 }
                 Ok(None) => {
-                    session.abandon_c2d(pkid);
+                    let _ = session.abandon_c2d(pkid);
                     self.c2d.remove(&pkid);
                 }
                 Err(e) => tracing::error!("cannot relock C2D message {seq}: {e}"),
@@ -387,6 +405,13 @@ impl Ctx {
                 description,
             })
             .await;
+    }
+}
+
+/// Releases a PUBACK held for a write that is now done; a refusal is a bug in this task, logged.
+fn ack_publish(session: &mut HubSession, pkid: u16) {
+    if let Err(e) = session.ack_publish(pkid) {
+        tracing::error!("{e}");
     }
 }
 

@@ -524,7 +524,7 @@ impl ProvisioningSession {
 
     fn violation(&mut self, now: Instant, why: String) -> InputError {
         self.finish(now, Err(ProvisioningError::Violation(why.clone())));
-        InputError::Violation(why)
+        InputError::DpsViolation(why)
     }
 
     /// Ends the registration, saying goodbye first if the connection is up.
