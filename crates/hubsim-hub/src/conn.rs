@@ -13,10 +13,10 @@ use hubsim_proto::topic::{RequestId, TopicFilter};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::Instant as TokioInstant;
 
-use crate::hub::{c2d_properties, ConnCmd, Hub, MethodReply};
+use crate::hub::{c2d_properties, ConnCmd, ConnHandle, Hub, MethodReply};
 use crate::model::ConnectionRecord;
 
 /// A byte transport under MQTT.
@@ -72,8 +72,14 @@ impl Transport {
     }
 }
 
-/// A telemetry write in progress: the packet id to PUBACK once the write is durable.
-type PendingAck = std::pin::Pin<Box<dyn std::future::Future<Output = (Option<u16>, Result<(), String>)> + Send>>;
+/// A telemetry write in progress: the packet id to PUBACK once the write is durable, and the bytes it holds.
+type PendingAck = std::pin::Pin<Box<dyn std::future::Future<Output = (Option<u16>, usize, Result<(), String>)> + Send>>;
+
+/// Telemetry writes in flight per connection before the task stops reading from the device (back-pressure:
+/// the device's TCP window fills and it waits, as with a slow hub). IoT Hub SDKs keep far fewer in flight.
+pub const MAX_PENDING_WRITES: usize = 128;
+/// Bytes of telemetry in flight per connection before the task stops reading (1 MiB).
+pub const MAX_PENDING_BYTES: usize = 1024 * 1024;
 
 struct Ctx {
     hub: Arc<Hub>,
@@ -84,7 +90,7 @@ struct Ctx {
     generation_id: String,
     model_id: Option<String>,
     clean_session: bool,
-    cmd_tx: mpsc::UnboundedSender<ConnCmd>,
+    handle: ConnHandle,
     /// C2D packet id → queue sequence, with the lock deadline.
     c2d: HashMap<u16, (u64, TokioInstant)>,
     methods: HashMap<String, oneshot::Sender<MethodReply>>,
@@ -94,7 +100,7 @@ struct Ctx {
 /// Serves one connection until it closes.
 pub async fn serve(hub: Arc<Hub>, mut transport: Transport, kind: &'static str, remote: String) {
     let mut session = HubSession::new(hub.settings.protocol.clone(), hub.now());
-    let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel();
+    let (handle, mut cmd_rx, mut close_rx) = ConnHandle::new();
     let mut ctx = Ctx {
         hub: hub.clone(),
         kind,
@@ -104,7 +110,7 @@ pub async fn serve(hub: Arc<Hub>, mut transport: Transport, kind: &'static str, 
         generation_id: String::new(),
         model_id: None,
         clean_session: true,
-        cmd_tx,
+        handle,
         c2d: HashMap::new(),
         methods: HashMap::new(),
         connected: false,
@@ -112,6 +118,7 @@ pub async fn serve(hub: Arc<Hub>, mut transport: Transport, kind: &'static str, 
     // Telemetry writes in flight, in arrival order: the store commits them in groups and PUBACKs leave in order,
     // each only after its write is durable. One connection can have many writes in one commit.
     let mut acks: FuturesOrdered<PendingAck> = FuturesOrdered::new();
+    let mut pending_bytes = 0usize;
     let mut buf = vec![0u8; 16 * 1024];
     let mut closed = None;
     loop {
@@ -119,14 +126,26 @@ pub async fn serve(hub: Arc<Hub>, mut transport: Transport, kind: &'static str, 
             if let HubEvent::Closed { reason, will } = ev {
                 closed = Some((reason, will));
             } else {
-                ctx.handle(&mut session, ev, &mut acks).await;
+                ctx.handle(&mut session, ev, &mut acks, &mut pending_bytes).await;
             }
         }
         let mut write_failed = None;
         while let Some(bytes) = session.poll_transmit() {
-            if let Err(e) = transport.send(bytes).await {
-                write_failed = Some(e);
-                break;
+            // A device that stops reading must not hold this task: keep-alive, expiry, disable and replacement
+            // all need it to run.
+            match tokio::time::timeout(hub.settings.write_timeout, transport.send(bytes)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    write_failed = Some(e);
+                    break;
+                }
+                Err(_) => {
+                    write_failed = Some(format!(
+                        "a write took longer than {} s: the device is not reading",
+                        hub.settings.write_timeout.as_secs_f32()
+                    ));
+                    break;
+                }
             }
         }
         if let Some(e) = write_failed {
@@ -137,15 +156,22 @@ pub async fn serve(hub: Arc<Hub>, mut transport: Transport, kind: &'static str, 
             break;
         }
         let timer = ctx.next_deadline(&session);
+        let room = acks.len() < MAX_PENDING_WRITES && pending_bytes < MAX_PENDING_BYTES;
         tokio::select! {
-            r = transport.recv(&mut buf) => match r {
+            r = transport.recv(&mut buf), if room => match r {
                 Ok(Some(b)) => session.handle_input(hub.now(), &b),
                 Ok(None) => session.handle_transport_closed("the device closed the connection"),
                 Err(e) => session.handle_transport_closed(e),
             },
             Some(cmd) = cmd_rx.recv() => ctx.command(&mut session, cmd).await,
-            Some((ack, stored)) = acks.next(), if !acks.is_empty() => match stored {
+            Ok(()) = close_rx.changed() => {
+                if let Some(reason) = close_rx.borrow_and_update().clone() {
+                    session.close(reason);
+                }
+            }
+            Some((ack, size, stored)) = acks.next(), if !acks.is_empty() => match stored {
                 Ok(()) => {
+                    pending_bytes -= size;
                     if let Some(pkid) = ack {
                         ack_publish(&mut session, pkid);
                     }
@@ -189,7 +215,13 @@ impl Ctx {
         self.device.as_deref().unwrap_or("")
     }
 
-    async fn handle(&mut self, session: &mut HubSession, ev: HubEvent, acks: &mut FuturesOrdered<PendingAck>) {
+    async fn handle(
+        &mut self,
+        session: &mut HubSession,
+        ev: HubEvent,
+        acks: &mut FuturesOrdered<PendingAck>,
+        pending_bytes: &mut usize,
+    ) {
         match ev {
             HubEvent::Authenticate(req) => {
                 // The registry name: `{device}` or `{device}/{module}`.
@@ -200,7 +232,7 @@ impl Ctx {
                 match self.hub.authenticate(&req).await {
                     Ok(adm) => {
                         self.generation_id = adm.generation_id;
-                        self.conn_id = self.hub.register(&id, self.cmd_tx.clone());
+                        self.conn_id = self.hub.register(&id, self.handle.clone());
                         self.connected = true;
                         if let Err(e) =
                             session.accept(self.hub.now(), adm.session_present, adm.restored, adm.token_expiry)
@@ -229,10 +261,12 @@ impl Ctx {
             }
             HubEvent::Telemetry { message, ack } => {
                 let (hub, generation, model) = (self.hub.clone(), self.generation_id.clone(), self.model_id.clone());
+                let size = message.payload.len();
+                *pending_bytes += size;
                 acks.push_back(Box::pin(async move {
                     let r =
                         hub.store_telemetry(message, &generation, model).await.map(|_| ()).map_err(|e| e.to_string());
-                    (ack, r)
+                    (ack, size, r)
                 }));
             }
             HubEvent::Subscribed(filters) => {
@@ -309,7 +343,6 @@ impl Ctx {
 
     async fn command(&mut self, session: &mut HubSession, cmd: ConnCmd) {
         match cmd {
-            ConnCmd::Close(reason) => session.close(reason),
             ConnCmd::C2dAvailable => self.deliver_c2d(session).await,
             ConnCmd::Method { name, payload, reply } => {
                 let rid = self.hub.next_rid();
@@ -387,24 +420,32 @@ impl Ctx {
             }
         }
         let op = if self.connected { "deviceDisconnect" } else { "connectRefused" };
+        if self.device.is_none() {
+            // No valid CONNECT arrived (a bad CONNECT, junk, a port scan, a closed socket): shown live, never
+            // stored, so a stream of junk connections cannot grow the connection log.
+            self.hub.announce_connection(self.record(op, reason.code(), reason.kind(), reason.to_string()));
+            return;
+        }
         self.log(op, reason.code(), reason.kind(), reason.to_string()).await;
     }
 
+    fn record(&self, op: &str, code: u32, reason: &str, description: String) -> ConnectionRecord {
+        ConnectionRecord {
+            seq: 0,
+            time: String::new(),
+            operation: op.into(),
+            device_id: self.device.clone(),
+            module_id: None,
+            transport: self.kind.into(),
+            remote: self.remote.clone(),
+            result_type: code,
+            reason: reason.into(),
+            description,
+        }
+    }
+
     async fn log(&self, op: &str, code: u32, reason: &str, description: String) {
-        self.hub
-            .log_connection(ConnectionRecord {
-                seq: 0,
-                time: String::new(),
-                operation: op.into(),
-                device_id: self.device.clone(),
-                module_id: None,
-                transport: self.kind.into(),
-                remote: self.remote.clone(),
-                result_type: code,
-                reason: reason.into(),
-                description,
-            })
-            .await;
+        self.hub.log_connection(self.record(op, code, reason, description)).await;
     }
 }
 
