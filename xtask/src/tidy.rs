@@ -41,13 +41,7 @@ const RULES: &[Rule] = &[
         invariant: "topics, property bags, user names and SAS strings are built and parsed only in hubsim-proto",
         scope: &["crates/hubsim-hub/src", "crates/hubsim-device/src", "crates/hubsim-cli/src", "src"],
         except: &[],
-        forbidden: &[
-            "\"devices/",
-            "\"$iothub/",
-            "\"$dps/",
-            "\"SharedAccessSignature",
-            "/$iothub/websocket\"",
-        ],
+        forbidden: &["\"devices/", "\"$iothub/", "\"$dps/", "\"SharedAccessSignature", "/$iothub/websocket\""],
     },
     Rule {
         invariant: "in the emulator only the store touches the database",

@@ -707,6 +707,7 @@ impl HubSession {
     fn handle_publish(&mut self, identity: DeviceIdentity, p: Publish) {
         let ack = match p.qos {
             QoS::ExactlyOnce => return self.close(CloseReason::Qos2Publish),
+            QoS::AtMostOnce if p.dup => return self.violation(Violation::DupAtQos0),
             QoS::AtMostOnce => None,
             QoS::AtLeastOnce if self.held_acks.iter().any(|(id, _)| *id == p.pkid) => {
                 return self.violation(Violation::PacketIdInUse(p.pkid))

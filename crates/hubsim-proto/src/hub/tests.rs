@@ -777,6 +777,18 @@ fn pubacks_are_held_until_the_task_says_the_write_is_done() {
 }
 
 #[test]
+fn dup_at_qos_0_closes() {
+    let mut hub = connected_hub();
+    // PUBLISH, DUP=1, QoS 0, topic "devices/dev1/messages/events/".
+    let mut bytes = vec![0x38, 0x1F, 0x00, 0x1D];
+    bytes.extend_from_slice(b"devices/dev1/messages/events/");
+    hub.handle_input(T0, &bytes);
+    assert_eq!(hub.poll_transmit(), None);
+    let ev: Vec<HubEvent> = std::iter::from_fn(|| hub.poll_event()).collect();
+    assert_eq!(closed_with(&ev), &CloseReason::ProtocolViolation(Violation::DupAtQos0));
+}
+
+#[test]
 fn a_packet_id_awaiting_its_puback_cannot_be_reused() {
     let mut hub = connected_hub();
     hub.handle_input(T0, &publish_with_id("devices/dev1/messages/events/", 5, b"a"));
