@@ -138,13 +138,14 @@ impl State {
 /// The hub side of one connection. See the [module docs](crate::hub).
 ///
 /// ```text
-///                  CONNECT                 accept()
-///  AwaitingConnect ───────▶ Authenticating ───────▶ Connected
-///     │ 30 s, not CONNECT,     │ refuse()              │ DISCONNECT, violation, keep-alive,
-///     │ bad CONNECT header,    │ (CONNACK ≠ 0)         │ token expiry, a second CONNECT,
-///     │ level ≠ 4 (CONNACK 1), ▼                       │ close() (replaced, killed, shutdown)
-///     │ ClientId/auth refusal  Closed ◀────────────────┘
-///     └──────────────────────▶ Closed
+///                  CONNECT                    accept()
+///  AwaitingConnect ────────▶ Authenticating ───────────▶ Connected
+///        │                         │ refuse()                 │ DISCONNECT, violation, keep-alive,
+///        │                         │ (CONNACK 3 or 5)         │ token expiry, a second CONNECT,
+///        │                         ▼                          │ close() (replaced, killed, shutdown)
+///        └───────────────────────▶ Closed ◀───────────────────┘
+///   30 s; not CONNECT; bad header (no CONNACK);
+///   level ≠ 4 (CONNACK 1); ClientId (CONNACK 2); credentials (CONNACK 5)
 /// ```
 ///
 /// Only `AwaitingConnect` and `Connected` read packets: while authenticating, input waits in the framer, so a
