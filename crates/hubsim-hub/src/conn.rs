@@ -138,7 +138,8 @@ pub async fn serve(hub: Arc<Hub>, mut transport: Transport, kind: &'static str, 
         }
         let timer = ctx.next_deadline(&session);
         tokio::select! {
-            r = transport.recv(&mut buf) => match r {
+            // Not while max_held_acks writes are pending: the device waits in TCP's window.
+            r = transport.recv(&mut buf), if session.wants_input() => match r {
                 Ok(Some(b)) => session.handle_input(hub.now(), &b),
                 Ok(None) => session.handle_transport_closed("the device closed the connection"),
                 Err(e) => session.handle_transport_closed(e),
