@@ -158,7 +158,9 @@ pub async fn serve(hub: Arc<Hub>, mut transport: Transport, kind: &'static str, 
         let timer = ctx.next_deadline(&session);
         let room = acks.len() < MAX_PENDING_WRITES && pending_bytes < MAX_PENDING_BYTES;
         tokio::select! {
-            r = transport.recv(&mut buf), if room => match r {
+            // Back-pressure: not while too many writes are pending (the session's held PUBACKs, and the bytes of
+            // all writes including QoS 0): the device waits in TCP's window.
+            r = transport.recv(&mut buf), if room && session.wants_input() => match r {
                 Ok(Some(b)) => session.handle_input(hub.now(), &b),
                 Ok(None) => session.handle_transport_closed("the device closed the connection"),
                 Err(e) => session.handle_transport_closed(e),

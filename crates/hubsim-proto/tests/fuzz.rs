@@ -113,9 +113,12 @@ fn decode_all(bytes: &[u8]) -> Vec<Packet> {
 /// - a refusal's CONNACK carries the refusal's code and is the only packet out;
 /// - every PUBACK out answers a publish whose write the task finished (or a twin GET, acknowledged on receipt),
 ///   and a publish whose write is still pending holds back the PUBACKs of every later one;
-/// - misuse (refuse/accept in the wrong state) is an error and sends nothing.
+/// - misuse (refuse/accept in the wrong state) is an error and sends nothing;
+/// - never more than `max_held_acks` writes pending, and no input wanted at the bound.
 fn drive_hub(chunks: &[Vec<u8>], authenticate: bool, ack_order: &[usize]) {
-    let mut hub = HubSession::new(HubConfig::default(), Instant(0));
+    // A small bound, so back-pressure is exercised.
+    const MAX_HELD: usize = 3;
+    let mut hub = HubSession::new(HubConfig { max_held_acks: MAX_HELD, ..HubConfig::default() }, Instant(0));
     let mut closed = Vec::new();
     let mut out = Vec::new();
     let mut t = 0;
@@ -158,6 +161,9 @@ fn drive_hub(chunks: &[Vec<u8>], authenticate: bool, ack_order: &[usize]) {
         }
         // Held back: at most as many PUBACKs as publishes arrived before the oldest unfinished write.
         assert!(hub.acks_held() >= held.len() || hub.is_closed());
+        // Never more than the bound of pending writes, and no input wanted at the bound.
+        assert!(hub.acks_held() <= MAX_HELD, "{} held", hub.acks_held());
+        assert_eq!(hub.wants_input(), !hub.is_closed() && !hub.is_authenticating() && hub.acks_held() < MAX_HELD);
         hub.handle_timeout(Instant(t));
     }
     hub.handle_transport_closed("end of input");

@@ -213,6 +213,8 @@ pub enum Violation {
     NotFromDevice(&'static str),
     #[error("[MQTT-2.3.1-1] {0} with packet id 0")]
     PacketIdZero(&'static str),
+    #[error("[MQTT-3.3.1-2] PUBLISH at QoS 0 with the DUP flag set")]
+    DupAtQos0,
     #[error("[MQTT-2.3.1-2] PUBLISH reuses packet id {0}, which still awaits its PUBACK")]
     PacketIdInUse(u16),
     #[error("[MQTT-4.6.0-2] PUBACK {pkid} out of order (expected {expected} first)")]

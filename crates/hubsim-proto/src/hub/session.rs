@@ -29,6 +29,10 @@ pub struct HubConfig {
     pub retain_property: String,
     /// Most subscriptions a device may hold.
     pub max_subscriptions: usize,
+    /// Most received QoS 1 publishes whose PUBACK is held (their writes pending). At the bound the session reads
+    /// no further packets and [`HubSession::wants_input`] turns false, so the task stops reading the transport
+    /// and TCP pushes back on the device: a connection's pending writes stay bounded.
+    pub max_held_acks: usize,
 }
 
 impl Default for HubConfig {
@@ -39,6 +43,7 @@ impl Default for HubConfig {
             max_message_size: crate::MAX_TELEMETRY_SIZE,
             retain_property: "mqtt-retain".into(),
             max_subscriptions: 5,
+            max_held_acks: 128,
         }
     }
 }
@@ -138,13 +143,14 @@ impl State {
 /// The hub side of one connection. See the [module docs](crate::hub).
 ///
 /// ```text
-///                  CONNECT                 accept()
-///  AwaitingConnect ───────▶ Authenticating ───────▶ Connected
-///     │ 30 s, not CONNECT,     │ refuse()              │ DISCONNECT, violation, keep-alive,
-///     │ bad CONNECT header,    │ (CONNACK ≠ 0)         │ token expiry, a second CONNECT,
-///     │ level ≠ 4 (CONNACK 1), ▼                       │ close() (replaced, killed, shutdown)
-///     │ ClientId/auth refusal  Closed ◀────────────────┘
-///     └──────────────────────▶ Closed
+///                  CONNECT                    accept()
+///  AwaitingConnect ────────▶ Authenticating ───────────▶ Connected
+///        │                         │ refuse()                 │ DISCONNECT, violation, keep-alive,
+///        │                         │ (CONNACK 3 or 5)         │ token expiry, a second CONNECT,
+///        │                         ▼                          │ close() (replaced, killed, shutdown)
+///        └───────────────────────▶ Closed ◀───────────────────┘
+///   30 s; not CONNECT; bad header (no CONNACK);
+///   level ≠ 4 (CONNACK 1); ClientId (CONNACK 2); credentials (CONNACK 5)
 /// ```
 ///
 /// Only `AwaitingConnect` and `Connected` read packets: while authenticating, input waits in the framer, so a
@@ -158,7 +164,10 @@ pub struct HubSession {
     transmit: BytesMut,
     events: VecDeque<HubEvent>,
     will: Option<ReceivedTelemetry>,
+    /// When the last whole packet was read (keep-alive, [MQTT-3.1.2-24]).
     last_received: Instant,
+    /// When bytes last arrived: packets read later (after back-pressure) arrived by then.
+    last_input: Instant,
     subscriptions: BTreeMap<TopicFilter, QoS>,
     /// C2D publishes awaiting PUBACK, in send order ([MQTT-4.6.0-2]: the device acknowledges in that order).
     c2d_in_flight: VecDeque<u16>,
@@ -185,6 +194,7 @@ impl HubSession {
             events: VecDeque::new(),
             will: None,
             last_received: now,
+            last_input: now,
             subscriptions: BTreeMap::new(),
             c2d_in_flight: VecDeque::new(),
             responses_in_flight: BTreeSet::new(),
@@ -229,6 +239,15 @@ impl HubSession {
     pub fn acks_held(&self) -> usize {
         self.held_acks.len()
     }
+    /// False while the session will not read more packets (authenticating, closed, or `max_held_acks` writes
+    /// pending): the task should not read the transport then.
+    pub fn wants_input(&self) -> bool {
+        match self.state {
+            State::AwaitingConnect { .. } => true,
+            State::Connected { .. } => self.held_acks.len() < self.config.max_held_acks,
+            State::Authenticating { .. } | State::Closed => false,
+        }
+    }
 
     // ---- inputs ---------------------------------------------------------------------------------------------
 
@@ -238,6 +257,7 @@ impl HubSession {
             return;
         }
         self.framer.push(data);
+        self.last_input = now;
         self.process(now);
     }
 
@@ -253,6 +273,10 @@ impl HubSession {
                 // Input waits for accept()/refuse(); nothing is read after the close.
                 State::Authenticating { .. } | State::Closed => return,
             };
+            // Back-pressure: input waits until pending writes are acknowledged.
+            if identity.is_some() && !self.wants_input() {
+                return;
+            }
             let frame = match self.framer.peek() {
                 Ok(None) => return,
                 Ok(Some(frame)) => frame,
@@ -380,6 +404,9 @@ impl HubSession {
             self.held_acks.iter_mut().find(|(p, done)| *p == pkid && !*done).ok_or(CommandError::UnknownAck(pkid))?;
         slot.1 = true;
         self.flush_acks();
+        // Room again under max_held_acks: packets waiting in the framer are read now; they arrived by the
+        // last input.
+        self.process(self.last_input.max(self.last_received));
         Ok(())
     }
 
@@ -707,6 +734,7 @@ impl HubSession {
     fn handle_publish(&mut self, identity: DeviceIdentity, p: Publish) {
         let ack = match p.qos {
             QoS::ExactlyOnce => return self.close(CloseReason::Qos2Publish),
+            QoS::AtMostOnce if p.dup => return self.violation(Violation::DupAtQos0),
             QoS::AtMostOnce => None,
             QoS::AtLeastOnce if self.held_acks.iter().any(|(id, _)| *id == p.pkid) => {
                 return self.violation(Violation::PacketIdInUse(p.pkid))

@@ -777,6 +777,18 @@ fn pubacks_are_held_until_the_task_says_the_write_is_done() {
 }
 
 #[test]
+fn dup_at_qos_0_closes() {
+    let mut hub = connected_hub();
+    // PUBLISH, DUP=1, QoS 0, topic "devices/dev1/messages/events/".
+    let mut bytes = vec![0x38, 0x1F, 0x00, 0x1D];
+    bytes.extend_from_slice(b"devices/dev1/messages/events/");
+    hub.handle_input(T0, &bytes);
+    assert_eq!(hub.poll_transmit(), None);
+    let ev: Vec<HubEvent> = std::iter::from_fn(|| hub.poll_event()).collect();
+    assert_eq!(closed_with(&ev), &CloseReason::ProtocolViolation(Violation::DupAtQos0));
+}
+
+#[test]
 fn a_packet_id_awaiting_its_puback_cannot_be_reused() {
     let mut hub = connected_hub();
     hub.handle_input(T0, &publish_with_id("devices/dev1/messages/events/", 5, b"a"));
@@ -875,4 +887,46 @@ fn a_close_behind_a_pending_authentication_is_not_a_truncation() {
     hub.handle_transport_closed("reset");
     let ev: Vec<HubEvent> = std::iter::from_fn(|| hub.poll_event()).collect();
     assert_eq!(closed_with(&ev), &CloseReason::ProtocolViolation(Violation::Truncated(5)));
+}
+
+#[test]
+fn pending_writes_are_bounded_by_back_pressure() {
+    let mut hub = HubSession::new(HubConfig { max_held_acks: 2, ..HubConfig::default() }, T0);
+    hub.handle_input(
+        T0,
+        &raw_connect("dev1", "hub.local/dev1/?api-version=2021-04-12", "SharedAccessSignature sr=a&sig=b&se=1"),
+    );
+    hub.poll_event();
+    hub.accept(T0, false, vec![], None).unwrap();
+    hub.poll_transmit();
+    let mut input = Vec::new();
+    for pkid in 1..=3 {
+        input.extend(publish_with_id("devices/dev1/messages/events/", pkid, b"x"));
+    }
+    let later = T0 + Duration::from_secs(3);
+    hub.handle_input(later, &input);
+    let ev: Vec<HubEvent> = std::iter::from_fn(|| hub.poll_event()).collect();
+    assert_eq!(ev.len(), 2, "the third publish waits: {ev:?}");
+    assert_eq!((hub.acks_held(), hub.wants_input()), (2, false));
+    hub.ack_publish(1).unwrap();
+    assert_eq!(hub.poll_transmit().as_deref(), Some(&[0x40, 0x02, 0x00, 0x01][..]));
+    assert!(matches!(hub.poll_event(), Some(HubEvent::Telemetry { ack: Some(3), .. })), "read once there is room");
+    assert_eq!((hub.acks_held(), hub.wants_input()), (2, false));
+    // The waiting packet counts as received when its bytes arrived, not when it was read.
+    assert_eq!(hub.poll_timeout(), Some(later + Duration::from_secs(15)));
+    hub.ack_publish(2).unwrap();
+    hub.ack_publish(3).unwrap();
+    assert!(hub.wants_input());
+    // A close while packets wait is not a truncation.
+    let mut hub2 = HubSession::new(HubConfig { max_held_acks: 1, ..HubConfig::default() }, T0);
+    let mut input =
+        raw_connect("dev1", "hub.local/dev1/?api-version=2021-04-12", "SharedAccessSignature sr=a&sig=b&se=1");
+    input.extend(publish_with_id("devices/dev1/messages/events/", 1, b"x"));
+    input.extend(publish_with_id("devices/dev1/messages/events/", 2, b"x"));
+    hub2.handle_input(T0, &input);
+    hub2.poll_event();
+    hub2.accept(T0, false, vec![], None).unwrap();
+    hub2.handle_transport_closed("reset");
+    let ev: Vec<HubEvent> = std::iter::from_fn(|| hub2.poll_event()).collect();
+    assert_eq!(closed_with(&ev[1..]), &CloseReason::TransportClosed("reset".into()));
 }
