@@ -521,4 +521,3 @@ pub fn sniff_endpoint(first_bytes: &[u8], max_packet: usize) -> Endpoint {
 pub fn is_dps_username(username: &str) -> bool {
     Username::parse(username).is_ok_and(|u| u.dps && !u.host.contains('.'))
 }
-
