@@ -44,12 +44,12 @@ pub fn ActivityLog() -> Html {
         let app = app.clone();
         Callback::from(move |_| app.dispatch(Action::ClearLog))
     };
-    let needle = text.to_lowercase();
+    let needle = text.to_ascii_lowercase();
     let lines = app
         .log
         .iter()
         .filter(|l| kind.is_empty() || l.kind.as_str() == kind.as_str())
-        .filter(|l| needle.is_empty() || l.text.to_lowercase().contains(&needle))
+        .filter(|l| needle.is_empty() || l.text.to_ascii_lowercase().contains(&needle))
         .map(|l| html! { <LogLine key={l.seq} entry={l.clone()} /> });
     let options = std::iter::once(("", "everything")).chain(LogKind::ALL.iter().map(|k| (k.as_str(), k.as_str())));
     html! {
@@ -65,7 +65,7 @@ pub fn ActivityLog() -> Html {
                 <button type="button" onclick={export}>{"Export JSON"}</button>
                 <button type="button" onclick={clear}>{"Clear log"}</button>
             </div>
-            <ol class="lines" aria-label="Activity log">{ for lines }</ol>
+            <ol class="lines" aria-label="Activity log" tabindex="0">{ for lines }</ol>
             <p class="note">{ format!("The newest {MAX_LOG} entries are kept.") }</p>
         </section>
     }

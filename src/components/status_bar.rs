@@ -29,7 +29,7 @@ pub fn StatusBar() -> Html {
         }
         ConnStatus::Connecting { attempt } => ("busy", format!("Connecting… (attempt {attempt})"), None),
         ConnStatus::Reconnecting { at_ms, reason, hint, .. } => {
-            let secs = ((at_ms - js_sys::Date::now()) / 1000.0).ceil().max(0.0);
+            let secs = ((at_ms - js_sys::Date::now()) / 1000.0).ceil().max(0.0) as u32;
             ("warn", format!("Reconnecting in {secs} s — {reason}"), hint.clone())
         }
         ConnStatus::Disconnected { reason: Some(r), hint } => ("err", format!("Disconnected — {r}"), hint.clone()),
