@@ -1,6 +1,6 @@
 //! The connect form and the composer as data: validation field by field, where the connection goes (and whether
-//! the user must confirm that), the telemetry the composer describes and its exact topic, and the SAS tool's
-//! token. Pure functions of the settings (time comes in as an argument), so they are unit-tested natively.
+//! the user must confirm that), the telemetry the composer describes and its exact topic. Pure functions of the
+//! settings (time comes in as an argument), so they are unit-tested natively.
 
 use hubsim_proto::conn_str::{ConnectionString, Credential};
 use hubsim_proto::device::{Telemetry, TelemetryQos};
@@ -187,15 +187,6 @@ pub fn topic_preview(s: &Settings) -> String {
     DeviceTopic::Telemetry { identity, properties: telemetry(s, mid, "<now>").properties }.to_string()
 }
 
-/// The SAS tool: a token for the current form, valid for the chosen lifetime from `now_unix`, and its expiry.
-pub fn sas_token(s: &Settings, now_unix: u64) -> Result<(String, u64), String> {
-    let p = plan(s, None).map_err(|e| e.into_iter().map(|e| e.message).collect::<Vec<_>>().join("; "))?;
-    match p.cs.password(now_unix + s.token_ttl_secs as u64) {
-        Some(t) => Ok((t.to_string(), t.expiry())),
-        None => Err("no token for X.509".into()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,11 +251,8 @@ mod tests {
         let e = plan(&s, None).unwrap_err();
         assert_eq!(e[0].field, "ttl");
         assert_eq!(e[0].message, "token lifetime (s) must be from 10 to 86400, not 86401");
-        assert!(sas_token(&s, 1_700_000_000).is_err());
         s.token_ttl_secs = MAX_TTL_SECS;
-        let (token, expiry) = sas_token(&s, 1_700_000_000).unwrap();
-        assert_eq!(expiry, 1_700_000_000 + 86_400);
-        assert!(token.contains(" sr=myhub.azure-devices.net%2Fdevices%2Fplc&sig="), "{token}");
+        assert!(plan(&s, None).is_ok());
     }
 
     #[test]

@@ -8,17 +8,19 @@
 //! - [`state`]: the app state and its pure reducer (actions are plain data).
 //! - [`settings`]: the settings, how they are stored and shared, and the validation of everything that enters
 //!   from outside the form (links, storage).
-//! - [`form`]: form validation, where a connection goes, the composer's telemetry and topic, the SAS tool.
+//! - [`form`]: form validation, where a connection goes, the composer's telemetry and topic preview.
+//! - [`token`]: the SAS token tool.
 //! - [`controller`]: the connection lifecycle: token renewal, reconnect with backoff, method answers.
 //! - [`driver`]: the WebSocket ↔ `DeviceSession` pump.
 //! - `components`: one component per file.
 //!
-//! `state`, `settings` and `form` are plain Rust and are unit-tested natively (`cargo test -p hubsim-web`); the
+//! `state`, `settings`, `form` and `token` are plain Rust and are unit-tested natively (`cargo test -p hubsim-web`); the
 //! rest is compiled for `wasm32-unknown-unknown` only and tested in Chromium.
 
 pub mod form;
 pub mod settings;
 pub mod state;
+pub mod token;
 
 #[cfg(target_arch = "wasm32")]
 pub mod app;

@@ -3,8 +3,8 @@
 use yew::prelude::*;
 
 use super::{on_number, use_app};
-use crate::form::sas_token;
 use crate::settings::{Number, MAX_TTL_SECS, MIN_TTL_SECS};
+use crate::token::sas_token;
 use crate::util;
 
 #[component]
