@@ -129,7 +129,9 @@ pub fn plan(s: &Settings, emulator: Option<&Emulator>) -> Result<Plan, Vec<Field
     let hub = cs.host_name.to_ascii_lowercase();
     let (url, host, target) = match (by_hand, emulator) {
         (Some((host, target)), _) => (endpoint.to_owned(), host, target),
-        (None, Some(emu)) if cs.gateway_host_name.is_none() && emu.host_name.eq_ignore_ascii_case(&hub) => {
+        (None, Some(emu))
+            if emu.host_name.eq_ignore_ascii_case(&hub) && cs.connect_host().eq_ignore_ascii_case(&hub) =>
+        {
             // The emulator that served this page is this hub: its own WebSocket, same origin.
             return Ok(Plan {
                 target: endpoint_authority(&emu.ws).map(|a| a.1).unwrap_or_else(|_| emu.ws.clone()),
@@ -240,6 +242,11 @@ mod tests {
         let local = plan(&with("HostName=localhost;DeviceId=d;SharedAccessKey=a2V5"), Some(&emu)).unwrap();
         assert_eq!(local.url, emu.ws);
         assert!(!local.needs_confirmation);
+        // The emulator's demo string names itself as the gateway too.
+        let demo = "HostName=localhost;DeviceId=d;SharedAccessKey=a2V5;GatewayHostName=localhost";
+        assert_eq!(plan(&with(demo), Some(&emu)).unwrap().url, emu.ws);
+        let gw = plan(&with("HostName=localhost;DeviceId=d;SharedAccessKey=a2V5;GatewayHostName=gw"), Some(&emu));
+        assert!(gw.unwrap().needs_confirmation);
         let real = plan(&with(CS), Some(&emu)).unwrap();
         assert!(real.url.starts_with("wss://myhub.azure-devices.net/"));
     }

@@ -20,6 +20,7 @@ pub fn run(args: &[String]) -> Result {
     println!("│ open            {url}/");
     println!("│ paste this connection string and press Connect:");
     println!("│   {}", emu.demo_connection_string.clone().unwrap_or_default());
+    println!("│ the emulator's CA (for SDKs over 8883/443): {}", emu.ca.display());
     println!("│ then send a C2D message to it from another terminal:");
     println!("│   target/release/hubsim c2d send demo-device --body 'hello' --prop color=blue --hub {}", emu.http);
     println!("│ watch telemetry:  target/release/hubsim events --follow --hub {}", emu.http);

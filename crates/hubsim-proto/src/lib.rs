@@ -8,9 +8,12 @@
 //! - [`percent`]: the RFC 3986 percent-encoding IoT Hub uses in property bags and SAS audiences.
 //! - [`property_bag`]: `k=v&…` bags with typed system properties (`$.mid`, `$.ct`, …).
 //! - [`topic`]: every device-side topic name and subscription filter, built and parsed.
+//! - [`endpoint`]: ports, the WebSocket path and subprotocol, the WebSocket URL.
 //! - [`username`]: the MQTT CONNECT user name (`{host}/{device}/?api-version=…`), including legacy forms.
 //! - [`device`]: [`DeviceSession`], the device side of a connection as a state machine.
 //! - [`hub`]: [`HubSession`], the hub side of one connection, used by the emulator.
+//! - [`provisioning`]: DPS over MQTT: [`ProvisioningSession`] (a device registering) and [`DpsSession`] (the
+//!   emulator's DPS), with the DPS JSON bodies.
 //!
 //! The crate does no I/O, spawns nothing and never reads a clock: time is always an argument
 //! ([`Instant`] in milliseconds on the caller's monotonic clock, Unix seconds for token expiry). It builds for
@@ -18,19 +21,22 @@
 
 pub mod conn_str;
 pub mod device;
+pub mod endpoint;
 pub mod hub;
 pub mod packet;
 pub mod percent;
 pub mod property_bag;
+pub mod provisioning;
 pub mod sas;
 pub mod time;
 pub mod topic;
 pub mod username;
 
-pub use conn_str::{ConnectionString, ConnectionStringError};
+pub use conn_str::{ConnectionString, ConnectionStringError, ServiceConnectionString};
 pub use device::{DeviceConfig, DeviceSession};
 pub use hub::{HubConfig, HubSession};
 pub use property_bag::{PropertyBag, SystemProperty};
+pub use provisioning::{DpsConfig, DpsSession, EnrollmentKey, ProvisioningConfig, ProvisioningSession};
 pub use sas::{DeviceKey, ResourceUri, SasToken};
 pub use time::Instant;
 pub use topic::DeviceIdentity;

@@ -17,6 +17,12 @@ pub struct DeviceIdentity {
     pub module_id: Option<String>,
 }
 
+/// Whether `id` is a valid device or module id: 1–128 ASCII letters, digits and `-.%_*?!(),:=@$'` (IoT Hub's
+/// identity registry rule, "Device identity properties" in the identity-registry doc).
+pub fn is_valid_device_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_alphanumeric() || "-.%_*?!(),:=@$'".contains(c))
+}
+
 impl DeviceIdentity {
     /// A device identity.
     pub fn device(id: impl Into<String>) -> Self {
@@ -30,7 +36,12 @@ impl DeviceIdentity {
     pub fn client_id(&self) -> String {
         self.to_string()
     }
-    /// Parses a ClientId.
+    /// The `$.to` system property IoT Hub puts on a C2D message for this device:
+    /// `/devices/{deviceId}/messages/devicebound` (reference §5; the property bag percent-encodes the `/`).
+    pub fn c2d_to(&self) -> String {
+        format!("/devices/{}/messages/devicebound", self.device_id)
+    }
+    /// Parses a ClientId (also the emulator's registry key of an identity: `{device}` or `{device}/{module}`).
     pub fn from_client_id(s: &str) -> Self {
         match s.split_once('/') {
             Some((d, m)) => DeviceIdentity::module(d, m),

@@ -5,30 +5,35 @@ const { spawn } = require('child_process');
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
-const { shot, counter, counterAtLeast } = require('./helpers');
+const { serviceToken, shot, counter, counterAtLeast } = require('./helpers');
 
 const BIN = path.join(__dirname, '..', '..', '..', 'target', 'debug', 'hubsim');
 const DIST = path.join(__dirname, '..', '..', '..', 'dist');
 const PORTS = { mqtt: 47883, ws: 47443, http: 47080 };
 const HTTP = `http://127.0.0.1:${PORTS.http}`;
 
-/** Starts the emulator and resolves once it printed its service address (its ready signal), with the process. */
+/**
+ * Starts the emulator and resolves with the process once it is ready: it writes its ready file (`--ready-file`)
+ * before it prints anything, so its first output is the signal.
+ */
 function startEmulator(dir) {
-  const p = spawn(BIN, ['serve', '--data', dir, '--mqtt-port', String(PORTS.mqtt), '--ws-port', String(PORTS.ws),
-    '--http-port', String(PORTS.http), '--web-dir', DIST], { stdio: ['ignore', 'pipe', 'ignore'] });
+  const p = spawn(BIN, ['serve', '--data', dir, '--ready-file', `${dir}.ready.json`, '--mqtt-port', String(PORTS.mqtt),
+    '--ws-port', String(PORTS.ws), '--http-port', String(PORTS.http), '--web-dir', DIST], { stdio: ['ignore', 'pipe', 'ignore'] });
   return new Promise((resolve, reject) => {
-    let out = '';
-    const onData = (chunk) => {
-      out += chunk;
-      if (out.includes('service API:')) resolve(p);
-    };
-    p.stdout.on('data', onData);
-    p.once('exit', (code) => reject(new Error(`the emulator exited (${code}) before it was ready: ${out}`)));
+    p.stdout.once('data', () => resolve(p));
+    p.stdout.resume(); // keep draining the banner so the emulator never blocks on a full pipe
+    p.once('exit', (code) => reject(new Error(`the emulator exited (${code}) before it was ready`)));
   });
 }
 
+let dataDir; // the running emulator's data folder, for its service token
+
 async function api(method, p, body) {
-  const r = await fetch(HTTP + p, { method, headers: { 'content-type': 'application/json' }, body: body && JSON.stringify(body) });
+  const r = await fetch(HTTP + p, {
+    method,
+    headers: { 'content-type': 'application/json', authorization: serviceToken(dataDir) },
+    body: body && JSON.stringify(body),
+  });
   const t = await r.text();
   if (!r.ok) throw new Error(`${method} ${p}: ${r.status} ${t}`);
   return t ? JSON.parse(t) : null;
@@ -37,6 +42,7 @@ async function api(method, p, body) {
 test('the app re-sends unacknowledged messages after the emulator is killed and restarted', async ({ page }) => {
   test.setTimeout(120_000);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hubsim-e2e-'));
+  dataDir = dir;
   let emu = await startEmulator(dir);
   try {
     const dev = await api('PUT', '/devices/reconnect-dev', {});

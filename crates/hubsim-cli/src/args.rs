@@ -1,0 +1,243 @@
+//! The `hubsim` command line's arguments (clap): one enum per command group. `--hub` is global, so it may stand
+//! anywhere on the line (`hubsim --hub URL device create x`).
+
+use clap::{Args, Parser, Subcommand};
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "hubsim", version, about = "hubsim: a local Azure IoT Hub (emulator) and its command line")]
+pub struct Cli {
+    /// The running emulator's HTTP service API (every command that talks to a running emulator uses it).
+    #[arg(long, env = "HUBSIM_HUB", default_value = "http://127.0.0.1:8080", global = true)]
+    pub hub: String,
+    /// A shared access policy's connection string for the service API
+    /// (`HostName=…;SharedAccessKeyName=iothubowner;SharedAccessKey=…`, printed by `hubsim serve`), like
+    /// `az iot … --login`. Default: the iothubowner policy from the data folder (--data).
+    #[arg(long, env = "HUBSIM_LOGIN", global = true, hide_env_values = true)]
+    pub login: Option<String>,
+    /// The emulator's data folder (database, certificates, policies.json).
+    #[arg(long, default_value = ".hubsim", global = true)]
+    pub data: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the emulator.
+    Serve(ServeArgs),
+    /// Manage devices in the registry.
+    #[command(subcommand)]
+    Device(DeviceCmd),
+    /// Cloud-to-device messages.
+    #[command(subcommand)]
+    C2d(C2dCmd),
+    /// Show device-to-cloud events.
+    Events(StreamArgs),
+    /// Show the connection log: every connect, refusal and disconnect with its reason.
+    Connections(StreamArgs),
+    /// Direct methods.
+    #[command(subcommand)]
+    Method(MethodCmd),
+    /// Device twins.
+    #[command(subcommand)]
+    Twin(TwinCmd),
+    /// Print a SAS token for a device connection string (works without an emulator).
+    Sas(SasArgs),
+    /// Simulate devices: telemetry at a rate, method answers, C2D; live line and a JSON summary.
+    Simulate(SimArgs),
+}
+
+#[derive(Args)]
+pub struct SimArgs {
+    /// One device connection string (works against the real IoT Hub too).
+    #[arg(long, conflicts_with_all = ["connection_strings", "devices"])]
+    pub connection_string: Option<String>,
+    /// A file of device connection strings, one per line.
+    #[arg(long, conflicts_with = "devices")]
+    pub connection_strings: Option<PathBuf>,
+    /// Number of devices to create on the emulator given by --hub.
+    #[arg(long)]
+    pub devices: Option<usize>,
+    /// Device id prefix for --devices.
+    #[arg(long, default_value = "sim")]
+    pub prefix: String,
+    /// Messages per second per device (0 = as fast as acknowledgements allow).
+    #[arg(long, default_value_t = 1.0)]
+    pub rate: f64,
+    /// Messages per device (0 = until --duration ends).
+    #[arg(long, default_value_t = 0)]
+    pub count: u64,
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub qos: u8,
+    /// Payload size in bytes.
+    #[arg(long, default_value_t = 256)]
+    pub size: usize,
+    #[arg(long, value_parser = ["mqtt", "ws"], default_value = "mqtt")]
+    pub transport: String,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    pub duration: Option<u64>,
+    /// Host to connect to (default: from the emulator, or the connection string's gateway or hub).
+    #[arg(long)]
+    pub host: Option<String>,
+    #[arg(long)]
+    pub mqtt_port: Option<u16>,
+    #[arg(long)]
+    pub ws_port: Option<u16>,
+    /// CA certificate to trust (default: the emulator's /ca.pem with --hub, the public roots otherwise).
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// No live line on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// HostName used in connection strings and SAS audiences.
+    #[arg(long, default_value = "localhost")]
+    pub host_name: String,
+    /// Address to bind every listener to. MQTT over plain WebSocket is only offered on a loopback address.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+    /// Another host name clients may use in `Host` (repeatable), e.g. this machine's LAN name with --bind;
+    /// localhost, 127.0.0.1, [::1] and --host-name are always allowed.
+    #[arg(long = "allow-host", value_name = "NAME")]
+    pub allow_hosts: Vec<String>,
+    /// A web origin allowed to open MQTT WebSockets and call the service API from a browser (repeatable):
+    /// `https://app.example` or `http://127.0.0.1:*` (any port). The server's own origin is always allowed.
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    pub allow_origins: Vec<String>,
+    #[arg(long, default_value_t = 8883)]
+    pub mqtt_port: u16,
+    #[arg(long, default_value_t = 443)]
+    pub ws_port: u16,
+    #[arg(long, default_value_t = 8080)]
+    pub http_port: u16,
+    /// PEM certificate chain (default: a generated local CA and server certificate).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Folder of the built web app to serve (default: ./dist when it exists).
+    #[arg(long)]
+    pub web_dir: Option<PathBuf>,
+    /// Property added to telemetry sent with RETAIN=1: mqtt-retain (current docs) or x-opt-retain (2016 docs).
+    #[arg(long, default_value = "mqtt-retain")]
+    pub retain_property: String,
+    /// Create this device at start (if missing) and print its connection string.
+    #[arg(long)]
+    pub demo_device: Option<String>,
+    /// Once every listener is bound, write the addresses, the service API URL, the CA path (and the demo
+    /// device's connection string) as JSON to this file — created 0600, replaced atomically — before anything
+    /// is printed: scripts and tests wait for the first line on stdout, then read it.
+    #[arg(long)]
+    pub ready_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum DeviceCmd {
+    /// Create a device (or, with --module, a module of an existing device) and print its connection string.
+    Create {
+        id: String,
+        /// Create a module identity of device ID instead.
+        #[arg(long)]
+        module: Option<String>,
+        #[arg(long)]
+        primary_key: Option<String>,
+        #[arg(long)]
+        secondary_key: Option<String>,
+    },
+    /// List devices.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one device as JSON.
+    Show { id: String },
+    /// Disable a device (closes its connection; new ones are refused with CONNACK 0x03).
+    Disable { id: String },
+    /// Enable a disabled device.
+    Enable { id: String },
+    /// Delete a device.
+    Delete { id: String },
+}
+
+#[derive(Subcommand)]
+pub enum C2dCmd {
+    /// Queue a message for a device.
+    Send(C2dSend),
+}
+
+#[derive(Args)]
+pub struct C2dSend {
+    pub id: String,
+    #[arg(long, default_value = "")]
+    pub body: String,
+    /// Application property name=value (repeatable).
+    #[arg(long = "prop", value_name = "NAME=VALUE")]
+    pub props: Vec<String>,
+    #[arg(long)]
+    pub message_id: Option<String>,
+    #[arg(long)]
+    pub correlation_id: Option<String>,
+    #[arg(long)]
+    pub content_type: Option<String>,
+    #[arg(long)]
+    pub content_encoding: Option<String>,
+    #[arg(long, value_parser = ["none", "positive", "negative", "full"])]
+    pub ack: Option<String>,
+    /// Time to live in seconds, 1 to 172 800 (IoT Hub's two days; default 3600).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=172_800))]
+    pub ttl: Option<u64>,
+}
+
+#[derive(Args)]
+pub struct StreamArgs {
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Keep printing new records as they arrive.
+    #[arg(long)]
+    pub follow: bool,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum MethodCmd {
+    /// Invoke a direct method and print the device's status and payload.
+    Invoke {
+        id: String,
+        name: String,
+        #[arg(long, default_value = "null")]
+        payload: String,
+        /// Seconds to wait for the device's answer, 5 to 300 (IoT Hub's range).
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(5..=300))]
+        timeout: u64,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TwinCmd {
+    /// Print the twin.
+    Show { id: String },
+    /// Patch desired properties with a JSON object.
+    SetDesired { id: String, json: String },
+}
+
+#[derive(Args)]
+pub struct SasArgs {
+    /// A device or module connection string (device token), or a policy's (service token).
+    #[arg(long)]
+    pub connection_string: String,
+    /// Lifetime in seconds, 1 to 315 360 000 (ten years; default 3600).
+    #[arg(long, conflicts_with = "expiry", value_parser = clap::value_parser!(u64).range(1..=315_360_000))]
+    pub ttl: Option<u64>,
+    /// Absolute expiry, Unix seconds.
+    #[arg(long)]
+    pub expiry: Option<u64>,
+}

@@ -1,0 +1,261 @@
+//! A typed client of the emulator's service API: one method per call, so no command builds a path or a body by
+//! hand. Blocking (ureq): the CLI makes one call at a time.
+
+use hubsim_proto::ServiceConnectionString;
+use serde_json::{json, Value};
+use std::cell::OnceCell;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+use thiserror::Error;
+
+/// Why a service-API call failed.
+#[derive(Debug, Error)]
+pub enum ClientError {
+    #[error("cannot reach the emulator at {base}: {message} (is `hubsim serve` running? see --hub)")]
+    Unreachable { base: String, message: String },
+    /// The service answered with an error status; `message` is its IoT Hub-style error text.
+    #[error("{message} (HTTP {status})")]
+    Service { status: u16, message: String },
+    #[error("reading the answer: {0}")]
+    Read(String),
+    #[error("no service credential ({0}); pass --login 'HostName=…;SharedAccessKeyName=iothubowner;SharedAccessKey=…' (printed by `hubsim serve`), or --data with the emulator's data folder")]
+    NoLogin(String),
+}
+
+impl ClientError {
+    /// The HTTP status of a service error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Service { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// How the client proves it may call the service API.
+pub enum Login {
+    /// A policy connection string given by the user.
+    ConnectionString(ServiceConnectionString),
+    /// The iothubowner policy in an emulator's data folder; the host name is asked from the emulator.
+    DataFolder(PathBuf),
+}
+
+/// The emulator's service API at `base` (`http://127.0.0.1:8080`).
+pub struct ServiceClient {
+    base: String,
+    agent: ureq::Agent,
+    login: Login,
+    token: OnceCell<String>,
+}
+
+/// Lifetime of the service tokens the CLI signs, seconds.
+const TOKEN_LIFETIME_SECS: u64 = 3600;
+
+/// A path segment: ids are percent-encoded by the core's encoder (device ids may hold `%`, `?`, `$`, …).
+fn seg(id: &str) -> String {
+    hubsim_proto::percent::encode(id)
+}
+
+impl ServiceClient {
+    pub fn new(base: &str, login: Login) -> ServiceClient {
+        let agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        ServiceClient { base: base.trim_end_matches('/').to_owned(), agent, login, token: OnceCell::new() }
+    }
+
+    /// The `Authorization` value: a service token signed once per run.
+    fn token(&self) -> Result<&str, ClientError> {
+        if let Some(t) = self.token.get() {
+            return Ok(t);
+        }
+        let cs = match &self.login {
+            Login::ConnectionString(cs) => cs.clone(),
+            Login::DataFolder(dir) => {
+                let host = self.info()?["hostName"].as_str().unwrap_or("localhost").to_owned();
+                let path = dir.join("policies.json");
+                let text =
+                    std::fs::read(&path).map_err(|e| ClientError::NoLogin(format!("{}: {e}", path.display())))?;
+                let list: Vec<serde_json::Value> = serde_json::from_slice(&text)
+                    .map_err(|e| ClientError::NoLogin(format!("{}: {e}", path.display())))?;
+                let owner = list
+                    .iter()
+                    .find(|p| p["keyName"] == "iothubowner")
+                    .and_then(|p| p["primaryKey"].as_str())
+                    .ok_or_else(|| ClientError::NoLogin(format!("{} has no iothubowner policy", path.display())))?;
+                let text = format!("HostName={host};SharedAccessKeyName=iothubowner;SharedAccessKey={owner}");
+                ServiceConnectionString::parse(&text).map_err(|e| ClientError::NoLogin(e.to_string()))?
+            }
+        };
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        Ok(self.token.get_or_init(|| cs.token(now + TOKEN_LIFETIME_SECS).to_string()))
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let a = &self.agent;
+        let auth = self.token()?;
+        let resp = match (method, body) {
+            ("GET", _) => a.get(&url).header("authorization", auth).call(),
+            ("DELETE", _) => a.delete(&url).header("authorization", auth).call(),
+            ("POST", Some(b)) => a.post(&url).header("authorization", auth).send_json(b),
+            ("POST", None) => a.post(&url).header("authorization", auth).send_empty(),
+            ("PUT", Some(b)) => a.put(&url).header("authorization", auth).send_json(b),
+            ("PUT", None) => a.put(&url).header("authorization", auth).send_empty(),
+            (_, b) => a.patch(&url).header("authorization", auth).send_json(b.unwrap_or(Value::Null)),
+        };
+        let mut resp =
+            resp.map_err(|e| ClientError::Unreachable { base: self.base.clone(), message: e.to_string() })?;
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().map_err(|e| ClientError::Read(e.to_string()))?;
+        let value: Value =
+            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        if status >= 400 {
+            let message =
+                value.get("message").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| value.to_string());
+            return Err(ClientError::Service { status, message });
+        }
+        Ok(value)
+    }
+
+    /// `GET /hubsim-emulator.json` (public): host name and ports.
+    pub fn info(&self) -> Result<Value, ClientError> {
+        let url = format!("{}/hubsim-emulator.json", self.base);
+        let mut r = self
+            .agent
+            .get(&url)
+            .call()
+            .map_err(|e| ClientError::Unreachable { base: self.base.clone(), message: e.to_string() })?;
+        let text = r.body_mut().read_to_string().map_err(|e| ClientError::Read(e.to_string()))?;
+        serde_json::from_str(&text).map_err(|e| ClientError::Read(format!("{url}: {e}")))
+    }
+
+    /// `GET /ca.pem`: the generated CA certificate (PEM bytes).
+    pub fn ca_pem(&self) -> Result<Vec<u8>, ClientError> {
+        let url = format!("{}/ca.pem", self.base);
+        let mut r = self
+            .agent
+            .get(&url)
+            .call()
+            .map_err(|e| ClientError::Unreachable { base: self.base.clone(), message: e.to_string() })?;
+        if r.status().as_u16() >= 400 {
+            return Err(ClientError::Service {
+                status: r.status().as_u16(),
+                message: "the emulator serves no generated CA (it uses --tls-cert); pass --ca".into(),
+            });
+        }
+        r.body_mut().read_to_vec().map_err(|e| ClientError::Read(e.to_string()))
+    }
+
+    pub fn device(&self, id: &str) -> Result<Value, ClientError> {
+        self.call("GET", &format!("/devices/{}", seg(id)), None)
+    }
+
+    pub fn devices(&self) -> Result<Value, ClientError> {
+        self.call("GET", "/devices", None)
+    }
+
+    /// Creates a device; keys are generated unless given.
+    pub fn create_device(
+        &self,
+        id: &str,
+        primary: Option<&str>,
+        secondary: Option<&str>,
+    ) -> Result<Value, ClientError> {
+        let auth = if primary.is_some() || secondary.is_some() {
+            json!({"symmetricKey": {"primaryKey": primary, "secondaryKey": secondary}})
+        } else {
+            json!({})
+        };
+        self.call("PUT", &format!("/devices/{}", seg(id)), Some(json!({ "authentication": auth })))
+    }
+
+    pub fn create_module(&self, device: &str, module: &str) -> Result<Value, ClientError> {
+        self.call("PUT", &format!("/devices/{}/modules/{}", seg(device), seg(module)), None)
+    }
+
+    pub fn set_enabled(&self, id: &str, enabled: bool) -> Result<Value, ClientError> {
+        let verb = if enabled { "enable" } else { "disable" };
+        self.call("POST", &format!("/devices/{}/{verb}", seg(id)), None)
+    }
+
+    pub fn delete_device(&self, id: &str) -> Result<Value, ClientError> {
+        self.call("DELETE", &format!("/devices/{}", seg(id)), None)
+    }
+
+    /// Queues a C2D message; `message` is the `SendC2d` JSON body.
+    pub fn send_c2d(&self, id: &str, message: Value) -> Result<Value, ClientError> {
+        self.call("POST", &format!("/devices/{}/messages/devicebound", seg(id)), Some(message))
+    }
+
+    pub fn invoke_method(&self, id: &str, name: &str, payload: Value, timeout_s: u64) -> Result<Value, ClientError> {
+        let body = json!({"methodName": name, "payload": payload, "responseTimeoutInSeconds": timeout_s});
+        self.call("POST", &format!("/twins/{}/methods", seg(id)), Some(body))
+    }
+
+    pub fn twin(&self, id: &str) -> Result<Value, ClientError> {
+        self.call("GET", &format!("/twins/{}", seg(id)), None)
+    }
+
+    pub fn patch_desired(&self, id: &str, desired: Value) -> Result<Value, ClientError> {
+        self.call("PATCH", &format!("/twins/{}", seg(id)), Some(json!({"properties": {"desired": desired}})))
+    }
+
+    /// One page of a log (`events` or `connections`) after sequence number `after`.
+    pub fn log_page(
+        &self,
+        log: Log,
+        after: u64,
+        limit: usize,
+        device: Option<&str>,
+    ) -> Result<Vec<Value>, ClientError> {
+        let q = device.map(|d| format!("&device={}", seg(d))).unwrap_or_default();
+        let page = self.call("GET", &format!("/{}?after={after}&limit={limit}{q}", log.path()), None)?;
+        Ok(page.as_array().cloned().unwrap_or_default())
+    }
+
+    /// Follows a log's Server-Sent Events stream, calling `each` for every record (until the stream ends).
+    pub fn follow(&self, log: Log, device: Option<&str>, mut each: impl FnMut(Value)) -> Result<(), ClientError> {
+        let q = device.map(|d| format!("device={}", seg(d))).unwrap_or_default();
+        let url = format!("{}/{}/stream?{q}", self.base, log.path());
+        let mut resp = self
+            .agent
+            .get(&url)
+            .header("authorization", self.token()?)
+            .call()
+            .map_err(|e| ClientError::Unreachable { base: self.base.clone(), message: e.to_string() })?;
+        if resp.status().as_u16() >= 400 {
+            let status = resp.status().as_u16();
+            let text = resp.body_mut().read_to_string().unwrap_or_default();
+            let message = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v["message"].as_str().map(str::to_owned))
+                .unwrap_or(text);
+            return Err(ClientError::Service { status, message });
+        }
+        for line in BufReader::new(resp.body_mut().as_reader()).lines() {
+            let line = line.map_err(|e| ClientError::Read(e.to_string()))?;
+            if let Some(data) = line.strip_prefix("data:") {
+                if let Ok(v) = serde_json::from_str::<Value>(data.trim()) {
+                    each(v);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The emulator's two logs.
+#[derive(Debug, Clone, Copy)]
+pub enum Log {
+    Events,
+    Connections,
+}
+
+impl Log {
+    fn path(self) -> &'static str {
+        match self {
+            Log::Events => "events",
+            Log::Connections => "connections",
+        }
+    }
+}

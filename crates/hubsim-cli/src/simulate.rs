@@ -1,0 +1,82 @@
+//! `hubsim simulate`: builds a fleet configuration from the arguments (connection strings, or devices created
+//! on the emulator given by `--hub`) and runs hubsim-device's fleet.
+
+use anyhow::{anyhow, bail, Context, Result};
+use hubsim_device::fleet::{read_connection_strings, run, SimConfig};
+use hubsim_device::Via;
+use hubsim_proto::conn_str::ConnectionString;
+use hubsim_proto::endpoint::{MQTT_TLS_PORT, WEBSOCKET_PORT};
+
+use crate::args::SimArgs;
+use crate::client::ServiceClient;
+
+pub fn run_cli(a: SimArgs, hub: &ServiceClient) -> Result<()> {
+    let from_hub = a.connection_string.is_none() && a.connection_strings.is_none();
+    let devices = if let Some(cs) = &a.connection_string {
+        vec![ConnectionString::parse(cs).map_err(|e| anyhow!("--connection-string: {e}"))?]
+    } else if let Some(f) = &a.connection_strings {
+        let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        read_connection_strings(&text).with_context(|| format!("in {}", f.display()))?
+    } else {
+        let n = a
+            .devices
+            .ok_or_else(|| anyhow!("give --connection-string, --connection-strings FILE, or --devices N with --hub"))?;
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            let id = format!("{}-{i}", a.prefix);
+            let d = match hub.device(&id) {
+                Ok(d) => d,
+                Err(e) if e.status() == Some(404) => hub.create_device(&id, None, None)?,
+                Err(e) => return Err(e.into()),
+            };
+            let cs =
+                d["connectionString"].as_str().ok_or_else(|| anyhow!("the emulator returned no connection string"))?;
+            out.push(ConnectionString::parse(cs).map_err(|e| anyhow!("{e}"))?);
+        }
+        out
+    };
+    let (mut host, mut mqtt_port, mut ws_port, mut ca_pem) = (a.host.clone(), MQTT_TLS_PORT, WEBSOCKET_PORT, None);
+    if from_hub {
+        let info = hub.info()?;
+        mqtt_port = info["mqttPort"].as_u64().and_then(|p| u16::try_from(p).ok()).unwrap_or(MQTT_TLS_PORT);
+        ws_port = info["wsPort"].as_u64().and_then(|p| u16::try_from(p).ok()).unwrap_or(WEBSOCKET_PORT);
+        if host.is_none() {
+            host = Some("localhost".into());
+        }
+        if a.ca.is_none() {
+            ca_pem = Some(hub.ca_pem()?);
+        }
+    }
+    if let Some(ca) = &a.ca {
+        ca_pem = Some(std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?);
+    }
+    let cfg = SimConfig {
+        devices,
+        host,
+        mqtt_port: a.mqtt_port.unwrap_or(mqtt_port),
+        ws_port: a.ws_port.unwrap_or(ws_port),
+        ca_pem,
+        via: if a.transport == "ws" { Via::Ws } else { Via::Mqtt },
+        rate: a.rate,
+        count: a.count,
+        qos: a.qos,
+        size: a.size,
+        duration: a.duration.map(std::time::Duration::from_secs),
+        live: !a.quiet,
+    };
+    if cfg.count == 0 && cfg.duration.is_none() {
+        eprintln!("(no --count or --duration: running until Ctrl+C)");
+    }
+    let rt = tokio::runtime::Runtime::new()?;
+    let summary = rt.block_on(async move {
+        tokio::select! {
+            r = run(cfg) => r.map_err(anyhow::Error::from),
+            _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+        }
+    })?;
+    crate::print::json(&summary);
+    if summary["errors"].as_u64().unwrap_or(0) > 0 && summary["acknowledged"].as_u64().unwrap_or(0) == 0 {
+        bail!("no message was acknowledged");
+    }
+    Ok(())
+}

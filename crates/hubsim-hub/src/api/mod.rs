@@ -1,0 +1,380 @@
+//! The HTTP side: the JSON service API (modelled on IoT Hub's REST API where one exists), the event and
+//! connection-log streams (Server-Sent Events), MQTT over WebSocket at `/$iothub/websocket`, and the web app.
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::Stream;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::StreamExt as _;
+
+mod guard;
+
+pub use guard::{required, Access};
+
+use crate::conn::{self, Transport};
+use crate::hub::{error_json, Hub, SendC2d, ServiceError};
+use crate::model::Device;
+
+/// What the router needs.
+#[derive(Clone)]
+pub struct AppState {
+    pub hub: Arc<Hub>,
+    /// Accept MQTT over WebSocket here (TLS listener, or the HTTP listener bound to loopback).
+    pub websocket: bool,
+    /// Kind recorded in the connection log.
+    pub transport: &'static str,
+    /// Public facts for the web app (`/hubsim-emulator.json`).
+    pub info: Value,
+    /// The generated CA certificate (public), served at `/ca.pem` so clients can trust the emulator.
+    pub ca_pem: Option<Arc<String>>,
+    /// Extra hosts and origins allowed.
+    pub access: Arc<Access>,
+    /// `https` or `http`, for the same-origin check.
+    pub scheme: &'static str,
+}
+
+/// Builds the router; `web_dir` is served for everything else.
+pub fn router(state: AppState, web_dir: Option<PathBuf>) -> Router {
+    let r = Router::new()
+        .route("/$iothub/websocket", get(websocket))
+        .route("/health", get(|| async { "ok" }))
+        .route("/hubsim-emulator.json", get(info))
+        .route("/ca.pem", get(ca_pem))
+        .route("/devices", get(list_devices))
+        .route("/devices-bulk", post(bulk_devices))
+        .route("/devices/{id}", get(get_device).put(put_device).delete(delete_device))
+        .route("/devices/{id}/modules/{module}", get(get_module).put(put_module))
+        .route("/devices/{id}/disable", post(disable_device))
+        .route("/devices/{id}/enable", post(enable_device))
+        .route("/devices/{id}/close", post(close_device))
+        .route("/devices/{id}/messages/devicebound", post(send_c2d).get(list_c2d))
+        .route("/twins/{id}", get(get_twin).patch(patch_twin))
+        .route("/twins/{id}/methods", post(invoke_method))
+        .route("/events", get(events))
+        .route("/events/stream", get(events_stream))
+        .route("/connections", get(connections))
+        .route("/connections/stream", get(connections_stream))
+        .route("/feedback", get(feedback))
+        .with_state(state.clone());
+    let r = match web_dir {
+        Some(dir) if dir.is_dir() => r.fallback_service(tower_http::services::ServeDir::new(dir)),
+        _ => r.fallback(|| async {
+            (StatusCode::NOT_FOUND, Json(error_json(404000, "no such endpoint (and no web app folder is served)")))
+        }),
+    };
+    let gate = guard::Gate { hub: state.hub.clone(), access: state.access.clone(), scheme: state.scheme };
+    // Layers run outside-in: CORS answers preflights, then the gate checks Host, Origin and Authorization.
+    r.layer(axum::middleware::from_fn_with_state(gate, guard::check)).layer(cors(&state.access))
+}
+
+/// Cross-origin reads are allowed only for the origins the user listed (`--allow-origin`); the server's own
+/// origin needs no CORS. Browsers then refuse every other page's cross-origin calls before they are sent.
+fn cors(access: &Access) -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let allowed = access.allowed_origins.clone();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::predicate(move |origin, _| {
+            let o = origin.to_str().unwrap_or("");
+            allowed.iter().any(|a| guard::origin_matches(a, o))
+        }))
+        .allow_methods([
+            axum::http::Method::GET,
+            axum::http::Method::POST,
+            axum::http::Method::PUT,
+            axum::http::Method::PATCH,
+            axum::http::Method::DELETE,
+        ])
+        .allow_headers([axum::http::header::CONTENT_TYPE, axum::http::header::AUTHORIZATION])
+}
+
+impl IntoResponse for ServiceError {
+    fn into_response(self) -> Response {
+        match self {
+            ServiceError::Api { status, code, message } => {
+                (StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST), Json(error_json(code, &message)))
+                    .into_response()
+            }
+            ServiceError::Store(e) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, Json(error_json(500001, &e.to_string()))).into_response()
+            }
+        }
+    }
+}
+
+type ApiResult = Result<Response, ServiceError>;
+
+async fn websocket(
+    State(s): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    if !s.websocket {
+        return (
+            StatusCode::FORBIDDEN,
+            "MQTT over plain WebSocket is only served on a loopback address; use the TLS WebSocket port",
+        )
+            .into_response();
+    }
+    // IoT Hub answers HTTP 400 to a handshake without the `mqtt` subprotocol (reference §1).
+    let has_mqtt = headers
+        .get_all("sec-websocket-protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case("mqtt"));
+    if !has_mqtt {
+        return (StatusCode::BAD_REQUEST, "the WebSocket subprotocol 'mqtt' is required").into_response();
+    }
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
+    let hub = s.hub.clone();
+    let kind = s.transport;
+    ws.protocols(["mqtt"]).max_message_size(1024 * 1024).on_upgrade(move |socket| {
+        let tracked = hub.tasks.clone();
+        tracked.track_future(conn::serve(hub, Transport::WebSocket(Box::new(socket)), kind, remote.to_string()))
+    })
+}
+
+async fn ca_pem(State(s): State<AppState>) -> Response {
+    match &s.ca_pem {
+        Some(pem) => {
+            ([(axum::http::header::CONTENT_TYPE, "application/x-pem-file")], pem.as_str().to_owned()).into_response()
+        }
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(error_json(404000, "the emulator uses a certificate you supplied; no CA is served")),
+        )
+            .into_response(),
+    }
+}
+
+async fn info(State(s): State<AppState>) -> Json<Value> {
+    Json(s.info.clone())
+}
+
+async fn list_devices(State(s): State<AppState>) -> ApiResult {
+    let list: Vec<Value> = s.hub.store.devices()?.iter().map(|d| device_json(&s.hub, d)).collect();
+    Ok(Json(list).into_response())
+}
+
+#[derive(Deserialize)]
+struct Bulk {
+    prefix: String,
+    #[serde(default)]
+    start: u64,
+    count: u64,
+}
+
+/// Devices per bulk call: IoT Hub's bulk registry operations take at most 100 devices per call.
+pub const MAX_BULK: u64 = 100;
+
+/// hubsim extension for load tests: makes sure `{prefix}-{start} … {prefix}-{start+count-1}` exist (one
+/// transaction, at most [`MAX_BULK`]) and returns their connection strings in order. Everything is validated
+/// before a single id is built.
+async fn bulk_devices(State(s): State<AppState>, Json(b): Json<Bulk>) -> ApiResult {
+    if b.count == 0 || b.count > MAX_BULK {
+        return Err(ServiceError::new(400, 400004, format!("count must be 1 to {MAX_BULK} (IoT Hub's bulk limit)")));
+    }
+    let last = b.start.checked_add(b.count - 1).ok_or_else(|| ServiceError::new(400, 400004, "start is too large"))?;
+    // The longest id decides: the prefix plus '-' plus the largest index must be a valid device id.
+    let longest = format!("{}-{last}", b.prefix);
+    if !hubsim_proto::topic::is_valid_device_id(&longest) {
+        return Err(ServiceError::new(
+            400,
+            400006,
+            "prefix: the ids '{prefix}-{n}' must be valid device ids (1–128 of A–Z a–z 0–9 -.%_*?!(),:=@$')",
+        ));
+    }
+    let devices = s.hub.ensure_devices(&b.prefix, b.start..=last).await?;
+    let list: Vec<String> = devices.iter().map(|d| s.hub.connection_string(d)).collect();
+    Ok(Json(list).into_response())
+}
+
+async fn get_device(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    let d = s.hub.get_device(&id)?;
+    Ok(Json(device_json(&s.hub, &d)).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct PutDevice {
+    status: Option<String>,
+    authentication: Option<Value>,
+}
+
+async fn put_device(State(s): State<AppState>, Path(id): Path<String>, body: Option<Json<PutDevice>>) -> ApiResult {
+    let body = body.map(|Json(b)| b).unwrap_or_default();
+    let key = |name: &str| {
+        body.authentication
+            .as_ref()
+            .and_then(|a| a.pointer(&format!("/symmetricKey/{name}")))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let enabled = body.status.as_deref() != Some("disabled");
+    if s.hub.store.device(&id)?.is_some() {
+        // An update: IoT Hub's PUT replaces; hubsim updates the status (keys stay).
+        let d = s.hub.set_status(&id, enabled).await?;
+        return Ok(Json(device_json(&s.hub, &d)).into_response());
+    }
+    let d = s.hub.create_device(&id, key("primaryKey"), key("secondaryKey"), enabled).await?;
+    Ok((StatusCode::OK, Json(device_json(&s.hub, &d))).into_response())
+}
+
+async fn put_module(State(s): State<AppState>, Path((id, module)): Path<(String, String)>) -> ApiResult {
+    let name = hubsim_proto::DeviceIdentity::module(&id, &module).client_id();
+    let d = match s.hub.store.device(&name)? {
+        Some(d) => d,
+        None => s.hub.create_module(&id, &module).await?,
+    };
+    Ok(Json(device_json(&s.hub, &d)).into_response())
+}
+
+async fn get_module(State(s): State<AppState>, Path((id, module)): Path<(String, String)>) -> ApiResult {
+    let d = s.hub.get_device(&hubsim_proto::DeviceIdentity::module(&id, &module).client_id())?;
+    Ok(Json(device_json(&s.hub, &d)).into_response())
+}
+
+async fn delete_device(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    s.hub.delete_device(&id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn disable_device(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    let d = s.hub.set_status(&id, false).await?;
+    Ok(Json(device_json(&s.hub, &d)).into_response())
+}
+
+async fn enable_device(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    let d = s.hub.set_status(&id, true).await?;
+    Ok(Json(device_json(&s.hub, &d)).into_response())
+}
+
+async fn close_device(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    s.hub.get_device(&id)?;
+    let closed = s.hub.close_connection(
+        &id,
+        hubsim_proto::hub::CloseReason::ClosedByService("closed through the service API".into()),
+    );
+    Ok(Json(json!({ "closed": closed })).into_response())
+}
+
+async fn send_c2d(State(s): State<AppState>, Path(id): Path<String>, Json(req): Json<SendC2d>) -> ApiResult {
+    let m = s.hub.send_c2d(&id, req).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "messageId": m.message_id, "sequence": m.seq }))).into_response())
+}
+
+async fn list_c2d(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    s.hub.get_device(&id)?;
+    Ok(Json(s.hub.store.c2d_queue(&id)?).into_response())
+}
+
+async fn get_twin(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    let t = s.hub.get_twin(&id)?;
+    Ok(Json(t.service_document(&id)).into_response())
+}
+
+async fn patch_twin(State(s): State<AppState>, Path(id): Path<String>, Json(body): Json<Value>) -> ApiResult {
+    let desired = body
+        .pointer("/properties/desired")
+        .cloned()
+        .ok_or_else(|| ServiceError::new(400, 400004, "expected {\"properties\":{\"desired\":{…}}}"))?;
+    let t = s.hub.patch_desired(&id, desired).await?;
+    Ok(Json(t.service_document(&id)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct InvokeMethod {
+    method_name: String,
+    #[serde(default)]
+    payload: Value,
+    response_timeout_in_seconds: Option<u64>,
+}
+
+async fn invoke_method(State(s): State<AppState>, Path(id): Path<String>, Json(req): Json<InvokeMethod>) -> ApiResult {
+    let timeout = Duration::from_secs(req.response_timeout_in_seconds.unwrap_or(30));
+    let (status, payload) = s.hub.invoke_method(&id, &req.method_name, req.payload, timeout).await?;
+    Ok(Json(json!({ "status": status, "payload": payload })).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct PageQuery {
+    after: u64,
+    limit: Option<usize>,
+    device: Option<String>,
+}
+
+async fn events(State(s): State<AppState>, Query(q): Query<PageQuery>) -> ApiResult {
+    Ok(Json(s.hub.store.events(q.after, q.limit.unwrap_or(100).min(1000), q.device.as_deref())?).into_response())
+}
+
+async fn connections(State(s): State<AppState>, Query(q): Query<PageQuery>) -> ApiResult {
+    Ok(Json(s.hub.store.connections(q.after, q.limit.unwrap_or(100).min(1000), q.device.as_deref())?).into_response())
+}
+
+async fn feedback(State(s): State<AppState>, Query(q): Query<PageQuery>) -> ApiResult {
+    Ok(Json(s.hub.store.feedback(q.after, q.limit.unwrap_or(100).min(1000))?).into_response())
+}
+
+fn sse<T: serde::Serialize + Clone + Send + 'static>(
+    rx: tokio::sync::broadcast::Receiver<T>,
+    keep: impl Fn(&T) -> bool + Send + 'static,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let stream = BroadcastStream::new(rx).filter_map(move |r| match r {
+        Ok(rec) if keep(&rec) => Some(Ok(SseEvent::default().json_data(&rec).unwrap_or_else(|_| SseEvent::default()))),
+        Ok(_) => None,
+        // A slow reader skipped records; say so rather than silently losing them.
+        Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
+            Some(Ok(SseEvent::default().event("lagged").data(n.to_string())))
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+async fn events_stream(State(s): State<AppState>, Query(q): Query<PageQuery>) -> impl IntoResponse {
+    let device = q.device;
+    sse(s.hub.events.subscribe(), move |e: &crate::model::EventRecord| {
+        device.as_ref().is_none_or(|d| *d == e.device_id)
+    })
+}
+
+async fn connections_stream(State(s): State<AppState>, Query(q): Query<PageQuery>) -> impl IntoResponse {
+    let device = q.device;
+    sse(s.hub.connlog.subscribe(), move |e: &crate::model::ConnectionRecord| {
+        device.as_ref().is_none_or(|d| e.device_id.as_deref() == Some(d.as_str()))
+    })
+}
+
+/// JSON of a device for the API, with its connection string and state.
+pub fn device_json(hub: &Hub, d: &Device) -> Value {
+    let mut v = serde_json::to_value(d).unwrap_or(Value::Null);
+    if let Value::Object(m) = &mut v {
+        m.insert(
+            "connectionState".into(),
+            if hub.is_connected(&d.device_id) { "Connected" } else { "Disconnected" }.into(),
+        );
+        m.insert("connectionString".into(), hub.connection_string(d).into());
+        m.insert(
+            "cloudToDeviceMessageCount".into(),
+            hub.store.c2d_queue(&d.device_id).map(|q| q.len()).unwrap_or(0).into(),
+        );
+    }
+    v
+}

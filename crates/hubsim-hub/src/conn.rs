@@ -1,0 +1,395 @@
+//! One task per device connection: a [`HubSession`] driven over a byte transport (MQTT over TLS, or MQTT over
+//! WebSocket — both adapted to [`Transport`] before the MQTT layer), plus the store work the session asks for.
+//!
+//! Whatever a device sends, the worst outcome is that this task logs a reason and ends; it never panics and
+//! never holds a lock across an `.await`, so other connections are not disturbed.
+
+use axum::extract::ws::{Message, WebSocket};
+use bytes::Bytes;
+use futures_util::stream::FuturesOrdered;
+use futures_util::{SinkExt, StreamExt};
+use hubsim_proto::hub::{CloseReason, HubEvent, HubSession};
+use hubsim_proto::topic::{RequestId, TopicFilter};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant as TokioInstant;
+
+use crate::hub::{c2d_properties, ConnCmd, Hub, MethodReply};
+use crate::model::ConnectionRecord;
+
+/// A byte transport under MQTT.
+pub enum Transport {
+    Stream(Box<dyn Stream>),
+    WebSocket(Box<WebSocket>),
+}
+
+/// An async byte stream (TLS over TCP in practice).
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+impl Transport {
+    /// The next chunk of bytes; `Ok(None)` when the peer closed.
+    async fn recv(&mut self, buf: &mut [u8]) -> Result<Option<Bytes>, String> {
+        match self {
+            Transport::Stream(s) => match s.read(buf).await {
+                Ok(0) => Ok(None),
+                Ok(n) => Ok(Some(Bytes::copy_from_slice(&buf[..n]))),
+                Err(e) => Err(e.to_string()),
+            },
+            Transport::WebSocket(ws) => loop {
+                match ws.next().await {
+                    None | Some(Ok(Message::Close(_))) => return Ok(None),
+                    Some(Ok(Message::Binary(b))) => return Ok(Some(b)),
+                    // [MQTT-6.0.0-1] MQTT control packets must be sent in binary data frames.
+                    Some(Ok(Message::Text(_))) => {
+                        return Err("[MQTT-6.0.0-1] a text WebSocket frame; MQTT needs binary frames".into())
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Err(e)) => return Err(e.to_string()),
+                }
+            },
+        }
+    }
+
+    async fn send(&mut self, data: Bytes) -> Result<(), String> {
+        match self {
+            Transport::Stream(s) => s.write_all(&data).await.map_err(|e| e.to_string()),
+            Transport::WebSocket(ws) => ws.send(Message::Binary(data)).await.map_err(|e| e.to_string()),
+        }
+    }
+
+    async fn close(self) {
+        match self {
+            Transport::Stream(mut s) => {
+                let _ = s.shutdown().await;
+            }
+            Transport::WebSocket(mut ws) => {
+                let _ = ws.send(Message::Close(None)).await;
+            }
+        }
+    }
+}
+
+/// A telemetry write in progress: the packet id to PUBACK once the write is durable.
+type PendingAck = std::pin::Pin<Box<dyn std::future::Future<Output = (Option<u16>, Result<(), String>)> + Send>>;
+
+struct Ctx {
+    hub: Arc<Hub>,
+    kind: &'static str,
+    remote: String,
+    device: Option<String>,
+    conn_id: u64,
+    generation_id: String,
+    model_id: Option<String>,
+    clean_session: bool,
+    cmd_tx: mpsc::UnboundedSender<ConnCmd>,
+    /// C2D packet id → queue sequence, with the lock deadline.
+    c2d: HashMap<u16, (u64, TokioInstant)>,
+    methods: HashMap<String, oneshot::Sender<MethodReply>>,
+    connected: bool,
+}
+
+/// Serves one connection until it closes.
+pub async fn serve(hub: Arc<Hub>, mut transport: Transport, kind: &'static str, remote: String) {
+    let mut session = HubSession::new(hub.settings.protocol.clone(), hub.now());
+    let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel();
+    let mut ctx = Ctx {
+        hub: hub.clone(),
+        kind,
+        remote,
+        device: None,
+        conn_id: 0,
+        generation_id: String::new(),
+        model_id: None,
+        clean_session: true,
+        cmd_tx,
+        c2d: HashMap::new(),
+        methods: HashMap::new(),
+        connected: false,
+    };
+    // Telemetry writes in flight, in arrival order: the store commits them in groups and PUBACKs leave in order,
+    // each only after its write is durable. One connection can have many writes in one commit.
+    let mut acks: FuturesOrdered<PendingAck> = FuturesOrdered::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut closed = None;
+    loop {
+        while let Some(ev) = session.poll_event() {
+            if let HubEvent::Closed { reason, will } = ev {
+                closed = Some((reason, will));
+            } else {
+                ctx.handle(&mut session, ev, &mut acks).await;
+            }
+        }
+        let mut write_failed = None;
+        while let Some(bytes) = session.poll_transmit() {
+            if let Err(e) = transport.send(bytes).await {
+                write_failed = Some(e);
+                break;
+            }
+        }
+        if let Some(e) = write_failed {
+            session.handle_transport_closed(format!("write failed: {e}"));
+            continue;
+        }
+        if closed.is_some() {
+            break;
+        }
+        let timer = ctx.next_deadline(&session);
+        tokio::select! {
+            r = transport.recv(&mut buf) => match r {
+                Ok(Some(b)) => session.handle_input(hub.now(), &b),
+                Ok(None) => session.handle_transport_closed("the device closed the connection"),
+                Err(e) => session.handle_transport_closed(e),
+            },
+            Some(cmd) = cmd_rx.recv() => ctx.command(&mut session, cmd).await,
+            Some((ack, stored)) = acks.next(), if !acks.is_empty() => match stored {
+                Ok(()) => {
+                    if let Some(pkid) = ack {
+                        session.ack_telemetry(pkid);
+                    }
+                }
+                Err(e) => session.close(CloseReason::ClosedByService(format!("the event could not be stored: {e}"))),
+            },
+            _ = sleep_until(timer) => {
+                session.handle_timeout(hub.now());
+                ctx.expire_locks(&mut session).await;
+            }
+        }
+    }
+    transport.close().await;
+    // Store what was received before the close (it was never acknowledged, so the device may send it again).
+    while acks.next().await.is_some() {}
+    if let Some((reason, will)) = closed {
+        ctx.finish(reason, will).await;
+    }
+}
+
+async fn sleep_until(t: Option<TokioInstant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Ctx {
+    fn next_deadline(&self, session: &HubSession) -> Option<TokioInstant> {
+        let s = session.poll_timeout().map(|t| self.hub.tokio_instant(t));
+        let l = self.c2d.values().map(|(_, t)| *t).min();
+        match (s, l) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn device(&self) -> &str {
+        self.device.as_deref().unwrap_or("")
+    }
+
+    async fn handle(&mut self, session: &mut HubSession, ev: HubEvent, acks: &mut FuturesOrdered<PendingAck>) {
+        match ev {
+            HubEvent::Authenticate(req) => {
+                // The registry name: `{device}` or `{device}/{module}`.
+                let id = req.identity.to_string();
+                self.device = Some(id.clone());
+                self.model_id = req.username.model_id.clone();
+                self.clean_session = req.clean_session;
+                match self.hub.authenticate(&req).await {
+                    Ok(adm) => {
+                        self.generation_id = adm.generation_id;
+                        self.conn_id = self.hub.register(&id, self.cmd_tx.clone());
+                        self.connected = true;
+                        session.accept(self.hub.now(), adm.session_present, adm.restored, adm.token_expiry);
+                        self.log(
+                            "deviceConnect",
+                            0,
+                            "connected",
+                            format!(
+                            "connected over {} (CleanSession {}, keep-alive {} s, session present {}, api-version {})",
+                            self.kind, req.clean_session as u8, req.keep_alive.as_secs(), adm.session_present,
+                            req.username.api_version.as_deref().unwrap_or("none")
+                        ),
+                        )
+                        .await;
+                        self.deliver_c2d(session).await;
+                    }
+                    Err((code, why)) => session.refuse(code, why),
+                }
+            }
+            HubEvent::Telemetry { message, ack } => {
+                let (hub, generation, model) = (self.hub.clone(), self.generation_id.clone(), self.model_id.clone());
+                acks.push_back(Box::pin(async move {
+                    let r =
+                        hub.store_telemetry(message, &generation, model).await.map(|_| ()).map_err(|e| e.to_string());
+                    (ack, r)
+                }));
+            }
+            HubEvent::Subscribed(filters) => {
+                self.persist_subscriptions(session).await;
+                if filters.iter().any(|(f, _)| *f == TopicFilter::C2d) {
+                    self.deliver_c2d(session).await;
+                }
+            }
+            HubEvent::Unsubscribed(_) => self.persist_subscriptions(session).await,
+            HubEvent::C2dCompleted(pkid) => {
+                if let Some((seq, _)) = self.c2d.remove(&pkid) {
+                    if let Err(e) = self.hub.c2d_complete(self.device(), seq).await {
+                        tracing::error!("cannot complete C2D message {seq}: {e}");
+                    }
+                }
+            }
+            HubEvent::MethodResponse { rid, status, payload } => {
+                if let Some(w) = self.methods.remove(&rid.0) {
+                    let _ = w.send(MethodReply::Response { status, payload });
+                }
+            }
+            HubEvent::TwinGet { rid } => match self.hub.store.twin(self.device()) {
+                Ok(t) => session.twin_response(&rid, 200, None, Bytes::from(t.mqtt_document().to_string())),
+                Err(e) => session.twin_response(&rid, 500, None, error_body(500001, &e.to_string())),
+            },
+            HubEvent::TwinPatchReported { rid, patch } => self.patch_reported(session, rid, patch).await,
+            HubEvent::Closed { .. } => {}
+        }
+    }
+
+    async fn patch_reported(&mut self, session: &mut HubSession, rid: RequestId, patch: Bytes) {
+        let value: serde_json::Value = match serde_json::from_slice(&patch) {
+            Ok(v @ serde_json::Value::Object(_)) => v,
+            _ => {
+                return session.twin_response(
+                    &rid,
+                    400,
+                    None,
+                    error_body(400004, "the reported patch must be a JSON object"),
+                )
+            }
+        };
+        if patch.len() > 32 * 1024 {
+            return session.twin_response(
+                &rid,
+                400,
+                None,
+                error_body(400004, "reported properties are limited to 32 KB"),
+            );
+        }
+        match self.hub.patch_reported(self.device(), value).await {
+            Ok(v) => session.twin_response(&rid, 204, Some(v), Bytes::new()),
+            Err(crate::hub::twin::ReportedError::Invalid(e)) => {
+                session.twin_response(&rid, 400, None, error_body(400004, &e.to_string()))
+            }
+            Err(e) => session.twin_response(&rid, 500, None, error_body(500001, &e.to_string())),
+        }
+    }
+
+    async fn persist_subscriptions(&self, session: &HubSession) {
+        if self.clean_session {
+            return;
+        }
+        if let Err(e) = self.hub.save_subscriptions(self.device(), session.subscriptions()).await {
+            tracing::error!("cannot store the subscriptions of {}: {e}", self.device());
+        }
+    }
+
+    async fn command(&mut self, session: &mut HubSession, cmd: ConnCmd) {
+        match cmd {
+            ConnCmd::Close(reason) => session.close(reason),
+            ConnCmd::C2dAvailable => self.deliver_c2d(session).await,
+            ConnCmd::Method { name, payload, reply } => {
+                let rid = self.hub.next_rid();
+                if session.send_method_request(&name, &RequestId(rid.clone()), payload) {
+                    self.methods.insert(rid, reply);
+                } else {
+                    let _ = reply.send(MethodReply::NotSubscribed);
+                }
+            }
+            ConnCmd::Desired { version, body } => {
+                session.push_desired(version, body);
+            }
+        }
+    }
+
+    /// Sends every deliverable queued message if the device is subscribed to C2D.
+    async fn deliver_c2d(&mut self, session: &mut HubSession) {
+        if session.subscription(&TopicFilter::C2d).is_none() || session.is_closed() {
+            return;
+        }
+        let exclude = self.c2d.values().map(|(s, _)| *s).collect();
+        let msgs = match self.hub.c2d_take(self.device(), exclude).await {
+            Ok(m) => m,
+            Err(e) => return tracing::error!("cannot read the C2D queue of {}: {e}", self.device()),
+        };
+        let mut unsent = Vec::new();
+        for m in msgs {
+            match session.deliver_c2d(c2d_properties(&m), Bytes::from(m.body.clone()), m.delivery_count > 1) {
+                Some(Some(pkid)) => {
+                    self.c2d.insert(pkid, (m.seq, TokioInstant::now() + self.hub.settings.c2d_lock));
+                }
+                // QoS 0: completed on send.
+                Some(None) => {
+                    let _ = self.hub.c2d_complete(self.device(), m.seq).await;
+                }
+                None => unsent.push(m.seq),
+            }
+        }
+        let _ = self.hub.c2d_release(self.device(), unsent).await;
+    }
+
+    /// Redelivers (with DUP) C2D messages whose lock expired without a PUBACK.
+    async fn expire_locks(&mut self, session: &mut HubSession) {
+        let now = TokioInstant::now();
+        let due: Vec<(u16, u64)> =
+            self.c2d.iter().filter(|(_, (_, t))| *t <= now).map(|(p, (s, _))| (*p, *s)).collect();
+        for (pkid, seq) in due {
+            match self.hub.c2d_relock(self.device(), seq).await {
+                Ok(Some(m)) => {
+                    session.redeliver_c2d(pkid, c2d_properties(&m), Bytes::from(m.body));
+                    self.c2d.insert(pkid, (seq, now + self.hub.settings.c2d_lock));
+                }
+                Ok(None) => {
+                    session.abandon_c2d(pkid);
+                    self.c2d.remove(&pkid);
+                }
+                Err(e) => tracing::error!("cannot relock C2D message {seq}: {e}"),
+            }
+        }
+    }
+
+    async fn finish(&mut self, reason: CloseReason, will: Option<hubsim_proto::hub::ReceivedTelemetry>) {
+        if let Some(id) = self.device.clone() {
+            if self.connected {
+                self.hub.unregister(&id, self.conn_id);
+                let seqs = self.c2d.values().map(|(s, _)| *s).collect();
+                let _ = self.hub.c2d_release(&id, seqs).await;
+            }
+        }
+        if let Some(will) = will {
+            if let Err(e) = self.hub.store_telemetry(will, &self.generation_id, self.model_id.clone()).await {
+                tracing::error!("cannot store the Will of {}: {e}", self.device());
+            }
+        }
+        let op = if self.connected { "deviceDisconnect" } else { "connectRefused" };
+        self.log(op, reason.code(), reason.kind(), reason.to_string()).await;
+    }
+
+    async fn log(&self, op: &str, code: u32, reason: &str, description: String) {
+        self.hub
+            .log_connection(ConnectionRecord {
+                seq: 0,
+                time: String::new(),
+                operation: op.into(),
+                device_id: self.device.clone(),
+                module_id: None,
+                transport: self.kind.into(),
+                remote: self.remote.clone(),
+                result_type: code,
+                reason: reason.into(),
+                description,
+            })
+            .await;
+    }
+}
+
+fn error_body(code: u32, message: &str) -> Bytes {
+    Bytes::from(crate::hub::error_json(code, message).to_string())
+}

@@ -1,0 +1,128 @@
+//! Device authentication at CONNECT: the registry record, SAS verification against both keys (constant time, in
+//! the core), token expiry with IoT Hub's 5-minute clock skew, and the stored session of a CleanSession 0 device
+//! (its subscriptions, by name).
+
+use hubsim_proto::hub::ConnectRequest;
+use hubsim_proto::mqttbytes::v4::ConnectReturnCode;
+use hubsim_proto::mqttbytes::QoS;
+use hubsim_proto::sas::{DeviceKey, ResourceUri};
+use hubsim_proto::topic::TopicFilter;
+use hubsim_proto::Instant;
+use std::time::Duration;
+
+use super::Hub;
+use crate::store::StoreError;
+use crate::timefmt::unix_ms;
+
+/// What authentication grants.
+pub struct Admitted {
+    pub session_present: bool,
+    pub restored: Vec<(TopicFilter, QoS)>,
+    pub token_expiry: Option<Instant>,
+    pub generation_id: String,
+}
+
+impl Hub {
+    /// Checks a CONNECT against the registry and sets up the stored session.
+    pub async fn authenticate(&self, req: &ConnectRequest) -> Result<Admitted, (ConnectReturnCode, String)> {
+        let internal = |e: StoreError| (ConnectReturnCode::ServiceUnavailable, e.to_string());
+        // Modules are registry records named `{device}/{module}` (a name no device id can have).
+        let id = req.identity.to_string();
+        let device = self
+            .store
+            .device(&id)
+            .map_err(internal)?
+            .ok_or((ConnectReturnCode::NotAuthorized, format!("device '{id}' is not registered")))?;
+        if !device.enabled() {
+            return Err((ConnectReturnCode::ServiceUnavailable, format!("device '{id}' is disabled")));
+        }
+        // A token signed with a policy key (`skn=device`) is accepted when the policy grants DeviceConnect, as IoT
+        // Hub does ("Control access to IoT Hub using SAS": a device-scoped token from a policy).
+        let keys: Vec<DeviceKey> = match req.token.policy() {
+            Some(name) => self.policies.device_connect_keys(name).ok_or_else(|| {
+                (
+                    ConnectReturnCode::NotAuthorized,
+                    format!(
+                        "the token is signed with policy '{}', which does not exist or lacks DeviceConnect",
+                        super::truncate(name, 64)
+                    ),
+                )
+            })?,
+            None => {
+                [&device.authentication.symmetric_key.primary_key, &device.authentication.symmetric_key.secondary_key]
+                    .iter()
+                    .filter_map(|k| DeviceKey::from_base64(k).ok())
+                    .collect()
+            }
+        };
+        let refs: Vec<&DeviceKey> = keys.iter().collect();
+        let resource = ResourceUri::for_identity(
+            &self.settings.host_name,
+            &req.identity.device_id,
+            req.identity.module_id.as_deref(),
+        );
+        let now_s = unix_ms() / 1000;
+        req.token.verify(&refs, &resource, now_s).map_err(|e| (ConnectReturnCode::NotAuthorized, e.to_string()))?;
+        let expiry = req.token.expiry();
+        // Accepted within the clock skew: close when the skew runs out instead.
+        let close_at = if expiry > now_s { expiry } else { expiry + hubsim_proto::sas::MAX_CLOCK_SKEW_SECS };
+        let token_expiry = Some(self.now() + Duration::from_secs(close_at.saturating_sub(now_s)));
+        let clean = req.clean_session;
+        let stored = self
+            .store
+            .write(move |tx| {
+                if clean {
+                    tx.delete_session(&id)?;
+                    Ok(None)
+                } else {
+                    let s = tx.session(&id)?;
+                    if s.is_none() {
+                        tx.put_session(&id, &[])?;
+                    }
+                    Ok(s)
+                }
+            })
+            .await
+            .map_err(internal)?;
+        let restored = stored
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(f, q)| {
+                filter_from_name(&f).map(|f| (f, if q == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce }))
+            })
+            .collect();
+        Ok(Admitted { session_present: stored.is_some(), restored, token_expiry, generation_id: device.generation_id })
+    }
+
+    /// Persists a CleanSession 0 device's subscriptions.
+    pub async fn save_subscriptions(&self, device: &str, subs: Vec<(TopicFilter, QoS)>) -> Result<(), StoreError> {
+        let id = device.to_owned();
+        let names: Vec<(String, u8)> = subs.into_iter().map(|(f, q)| (filter_name(&f).to_owned(), q as u8)).collect();
+        self.store.write(move |tx| tx.put_session(&id, &names)).await
+    }
+}
+
+/// Stored name of a subscription.
+pub fn filter_name(f: &TopicFilter) -> &'static str {
+    match f {
+        TopicFilter::C2d => "c2d",
+        TopicFilter::Methods => "methods",
+        TopicFilter::TwinResponses => "twin-responses",
+        TopicFilter::TwinDesired => "twin-desired",
+        TopicFilter::ModuleInputs => "module-inputs",
+        TopicFilter::DpsResponses => "dps",
+    }
+}
+
+fn filter_from_name(s: &str) -> Option<TopicFilter> {
+    Some(match s {
+        "c2d" => TopicFilter::C2d,
+        "methods" => TopicFilter::Methods,
+        "twin-responses" => TopicFilter::TwinResponses,
+        "twin-desired" => TopicFilter::TwinDesired,
+        "module-inputs" => TopicFilter::ModuleInputs,
+        "dps" => TopicFilter::DpsResponses,
+        _ => return None,
+    })
+}

@@ -1,0 +1,58 @@
+//! Direct methods (reference §6): a request is handed to the device's connection task and the answer (or the
+//! timeout, 5–300 s) goes back to the service caller.
+
+use bytes::Bytes;
+use serde_json::Value;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+use super::{ConnCmd, Hub, MethodReply, ServiceError};
+
+impl Hub {
+    /// Invokes a direct method and waits for the device's answer.
+    pub async fn invoke_method(
+        &self,
+        id: &str,
+        name: &str,
+        payload: Value,
+        timeout: Duration,
+    ) -> Result<(u16, Value), ServiceError> {
+        if !(5..=300).contains(&timeout.as_secs()) {
+            return Err(ServiceError::new(400, 400004, "responseTimeoutInSeconds must be between 5 and 300"));
+        }
+        if name.is_empty() || name.chars().any(|c| !c.is_ascii_graphic() || "$()<>@,;:\\\"/[]?={}".contains(c)) {
+            return Err(ServiceError::new(400, 400004, format!("'{name}' is not a valid method name")));
+        }
+        self.get_device(id)?;
+        let not_online = || {
+            ServiceError::new(404, 404103, format!("device '{id}' is not online for methods: it is not connected or not subscribed to $iothub/methods/POST/#"))
+        };
+        let tx = self.conn_tx(id).ok_or_else(not_online)?;
+        let (reply, rx) = oneshot::channel();
+        let body = if payload.is_null() { Bytes::new() } else { Bytes::from(payload.to_string()) };
+        tx.send(ConnCmd::Method { name: name.to_owned(), payload: body, reply }).map_err(|_| not_online())?;
+        match tokio::time::timeout(timeout, rx).await {
+            Err(_) => {
+                Err(ServiceError::new(504, 504101, format!("the device did not answer within {} s", timeout.as_secs())))
+            }
+            Ok(Err(_)) => Err(ServiceError::new(404, 404103, format!("device '{id}' disconnected before answering"))),
+            Ok(Ok(MethodReply::NotSubscribed)) => Err(not_online()),
+            Ok(Ok(MethodReply::Response { status, payload })) => {
+                let value = if payload.is_empty() {
+                    Value::Null
+                } else {
+                    serde_json::from_slice(&payload).map_err(|_| {
+                        ServiceError::new(502, 502001, "the device answered with a body that is not JSON")
+                    })?
+                };
+                Ok((status, value))
+            }
+        }
+    }
+
+    /// A fresh `$rid` for a method request.
+    pub fn next_rid(&self) -> String {
+        format!("{:x}", self.next_rid.fetch_add(1, Ordering::Relaxed))
+    }
+}

@@ -1,0 +1,214 @@
+//! The hub's shared state and the live-connection map; each concern has its own module: [`auth`] (CONNECT),
+//! [`registry`] (identities), [`telemetry`] (events and the connection log), [`c2d`], [`twin`], [`methods`].
+//! HTTP presentation lives in `api.rs`.
+//!
+//! The connection map is a std `Mutex` never held across an `.await` (mini-redis `db.rs`).
+
+mod auth;
+mod c2d;
+mod error;
+mod methods;
+pub mod policy;
+mod registry;
+mod telemetry;
+pub mod twin;
+
+pub use auth::{filter_name, Admitted};
+pub use c2d::{c2d_properties, SendC2d};
+pub use error::{error_json, ServiceError};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use bytes::Bytes;
+use hubsim_proto::hub::{CloseReason, HubConfig};
+use hubsim_proto::Instant;
+use rand::RngCore;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::model::{ConnectionRecord, EventRecord};
+use crate::store::{Store, StoreError};
+
+/// Hub-wide settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// HostName in connection strings and SAS audiences.
+    pub host_name: String,
+    /// Most C2D messages queued per device (IoT Hub: 50).
+    pub c2d_max_queue: usize,
+    pub c2d_default_ttl: Duration,
+    pub c2d_max_delivery_count: u32,
+    pub c2d_lock: Duration,
+    pub protocol: HubConfig,
+}
+
+impl Settings {
+    pub fn new(host_name: impl Into<String>) -> Self {
+        Settings {
+            host_name: host_name.into(),
+            c2d_max_queue: 50,
+            c2d_default_ttl: Duration::from_secs(3600),
+            c2d_max_delivery_count: 10,
+            c2d_lock: Duration::from_secs(60),
+            protocol: HubConfig::default(),
+        }
+    }
+}
+
+/// Commands the hub sends to a connection task.
+#[derive(Debug)]
+pub enum ConnCmd {
+    Close(CloseReason),
+    /// New C2D messages may be deliverable.
+    C2dAvailable,
+    Method {
+        name: String,
+        payload: Bytes,
+        reply: oneshot::Sender<MethodReply>,
+    },
+    Desired {
+        version: u64,
+        body: Bytes,
+    },
+}
+
+/// A device's answer to a method call.
+#[derive(Debug)]
+pub enum MethodReply {
+    Response { status: u16, payload: Bytes },
+    NotSubscribed,
+}
+
+struct ConnEntry {
+    id: u64,
+    tx: mpsc::UnboundedSender<ConnCmd>,
+}
+
+/// The hub.
+pub struct Hub {
+    pub settings: Settings,
+    pub store: Store,
+    /// The shared access policies that authorize service calls (and device tokens with `skn`).
+    pub policies: policy::Policies,
+    conns: Mutex<HashMap<String, ConnEntry>>,
+    next_conn: AtomicU64,
+    pub(crate) next_rid: AtomicU64,
+    pub events: broadcast::Sender<EventRecord>,
+    pub connlog: broadcast::Sender<ConnectionRecord>,
+    epoch: tokio::time::Instant,
+    /// Every connection task, so shutdown can wait for their close records and Wills.
+    pub(crate) tasks: tokio_util::task::TaskTracker,
+}
+
+pub(crate) fn random_key() -> String {
+    let mut k = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut k);
+    STANDARD.encode(k)
+}
+
+pub(crate) fn random_id() -> String {
+    let mut b = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut b);
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+impl Hub {
+    pub fn new(settings: Settings, store: Store, policies: policy::Policies) -> Hub {
+        Hub {
+            settings,
+            store,
+            policies,
+            conns: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(1),
+            next_rid: AtomicU64::new(1),
+            events: broadcast::channel(4096).0,
+            connlog: broadcast::channel(1024).0,
+            epoch: tokio::time::Instant::now(),
+            tasks: tokio_util::task::TaskTracker::new(),
+        }
+    }
+
+    /// Work at start: nobody is connected, so no C2D message can be locked (a previous run may have been killed
+    /// with deliveries in flight).
+    pub async fn startup(&self) -> Result<(), StoreError> {
+        self.store
+            .write(|tx| {
+                for mut m in tx.all_c2d()? {
+                    if m.lock_until_ms.is_some() {
+                        m.lock_until_ms = None;
+                        tx.put_c2d(&m)?;
+                    }
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    /// The protocol core's clock: milliseconds since the hub started.
+    pub fn now(&self) -> Instant {
+        Instant::from_millis(self.epoch.elapsed().as_millis() as u64)
+    }
+
+    /// The tokio instant for a core instant.
+    pub fn tokio_instant(&self, at: Instant) -> tokio::time::Instant {
+        self.epoch + Duration::from_millis(at.as_millis())
+    }
+
+    pub(crate) fn conn_tx(&self, device: &str) -> Option<mpsc::UnboundedSender<ConnCmd>> {
+        self.conns.lock().ok()?.get(device).map(|e| e.tx.clone())
+    }
+
+    /// Is a device connected?
+    pub fn is_connected(&self, device: &str) -> bool {
+        self.conns.lock().map(|c| c.contains_key(device)).unwrap_or(false)
+    }
+
+    /// Registers a live connection, closing any earlier one for the same device. Returns its id.
+    pub fn register(&self, device: &str, tx: mpsc::UnboundedSender<ConnCmd>) -> u64 {
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let old = self.conns.lock().ok().and_then(|mut c| c.insert(device.to_owned(), ConnEntry { id, tx }));
+        if let Some(old) = old {
+            let _ = old.tx.send(ConnCmd::Close(CloseReason::ReplacedByNewConnection));
+        }
+        id
+    }
+
+    /// Removes a connection if it is still the registered one.
+    pub fn unregister(&self, device: &str, id: u64) {
+        if let Ok(mut c) = self.conns.lock() {
+            if c.get(device).is_some_and(|e| e.id == id) {
+                c.remove(device);
+            }
+        }
+    }
+
+    /// Closes a device's connection; false if it has none.
+    pub fn close_connection(&self, id: &str, reason: CloseReason) -> bool {
+        self.conn_tx(id).is_some_and(|tx| tx.send(ConnCmd::Close(reason)).is_ok())
+    }
+
+    /// Closes every connection (shutdown).
+    pub fn close_all(&self, reason: CloseReason) {
+        let txs: Vec<_> = self.conns.lock().map(|c| c.values().map(|e| e.tx.clone()).collect()).unwrap_or_default();
+        for tx in txs {
+            let _ = tx.send(ConnCmd::Close(reason.clone()));
+        }
+    }
+}
+
+/// `s` cut to at most `max` bytes (on a character boundary) with the original length noted, for text a peer
+/// chose that goes into records, logs and error messages.
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…({} bytes)", &s[..end], s.len())
+}

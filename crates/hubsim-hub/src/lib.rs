@@ -1,0 +1,180 @@
+//! # hubsim emulator
+//!
+//! A local Azure IoT Hub: MQTT over TLS (8883) and MQTT over WebSocket over TLS (443, `/$iothub/websocket`) for
+//! devices, a JSON service API on HTTP (8080), and the web app. The protocol rules live in `hubsim-proto`'s
+//! `HubSession`; this crate is the tokio layer around it: listeners ([`start`]), one task per connection
+//! ([`conn`]), shared state ([`hub`]) and the embedded database ([`store`]).
+
+pub mod api;
+pub mod conn;
+pub mod hub;
+mod listener;
+pub mod model;
+pub mod store;
+pub mod timefmt;
+pub mod tls;
+
+use anyhow::{Context, Result};
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::AppState;
+use crate::hub::{Hub, Settings};
+
+/// How to run the emulator.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub host_name: String,
+    /// Address every listener binds to.
+    pub bind: IpAddr,
+    pub mqtt_port: u16,
+    pub ws_port: u16,
+    pub http_port: u16,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub web_dir: Option<PathBuf>,
+    /// `mqtt-retain` (default) or `x-opt-retain`.
+    pub retain_property: String,
+    /// Protocol limits and timeouts (IoT Hub's by default; tests shorten them).
+    pub protocol: hubsim_proto::HubConfig,
+    /// How long a delivered C2D message stays locked waiting for PUBACK (IoT Hub: 60 s).
+    pub c2d_lock: Duration,
+    /// Extra host names and web origins the HTTP listeners accept (see [`api::Access`]).
+    pub access: api::Access,
+}
+
+impl Config {
+    /// Defaults: data in `dir`, host `localhost`, loopback, ports 8883/443/8080.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Config {
+            data_dir: dir.into(),
+            host_name: "localhost".into(),
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            mqtt_port: 8883,
+            ws_port: 443,
+            http_port: 8080,
+            tls_cert: None,
+            tls_key: None,
+            web_dir: None,
+            retain_property: "mqtt-retain".into(),
+            protocol: hubsim_proto::HubConfig::default(),
+            c2d_lock: Duration::from_secs(60),
+            access: api::Access::default(),
+        }
+    }
+}
+
+/// How long shutdown waits for connection tasks to write their close records before giving up on them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// A started emulator.
+pub struct Running {
+    pub mqtt_addr: SocketAddr,
+    pub ws_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    /// The generated CA certificate to trust, if the certificate was generated.
+    pub ca_path: Option<PathBuf>,
+    pub hub: Arc<Hub>,
+    /// The accept loops.
+    listeners: JoinSet<()>,
+    stop: CancellationToken,
+}
+
+impl Running {
+    /// Stops accepting, closes every connection (publishing their Wills) and waits until every connection task
+    /// has written its close record (at most [`SHUTDOWN_GRACE`]).
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        self.hub.close_all(hubsim_proto::hub::CloseReason::ServerShutdown);
+        self.hub.tasks.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.hub.tasks.wait()).await.is_err() {
+            tracing::warn!(
+                left = self.hub.tasks.len(),
+                "connection tasks did not finish within {} s; stopping anyway",
+                SHUTDOWN_GRACE.as_secs()
+            );
+        }
+        // The plain HTTP server may still hold Server-Sent Event streams open; they end here.
+        self.listeners.shutdown().await;
+    }
+
+    /// Serves until `signal` completes, then shuts down.
+    pub async fn serve_until(self, signal: impl Future<Output = ()>) {
+        signal.await;
+        self.shutdown().await;
+    }
+}
+
+/// Binds every listener and starts serving. Port 0 picks a free port (see the addresses in [`Running`]).
+pub async fn start(config: Config) -> Result<Running> {
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let tls = tls::load(&config.data_dir, &config.host_name, config.tls_cert.as_deref(), config.tls_key.as_deref())?;
+    let store = store::Store::open(&config.data_dir.join("hubsim.redb")).context("opening the database")?;
+    let mut settings = Settings::new(config.host_name.clone());
+    settings.protocol = config.protocol.clone();
+    settings.protocol.retain_property = config.retain_property.clone();
+    settings.c2d_lock = config.c2d_lock;
+    let policies = hub::policy::Policies::load_or_create(&config.data_dir)?;
+    let hub = Arc::new(Hub::new(settings, store, policies));
+    hub.startup().await?;
+
+    let bind = |port| SocketAddr::new(config.bind, port);
+    let mqtt = TcpListener::bind(bind(config.mqtt_port))
+        .await
+        .with_context(|| format!("binding MQTT port {}", config.mqtt_port))?;
+    let wss = TcpListener::bind(bind(config.ws_port))
+        .await
+        .with_context(|| format!("binding WebSocket port {}", config.ws_port))?;
+    let http = TcpListener::bind(bind(config.http_port))
+        .await
+        .with_context(|| format!("binding HTTP port {}", config.http_port))?;
+    let (mqtt_addr, ws_addr, http_addr) = (mqtt.local_addr()?, wss.local_addr()?, http.local_addr()?);
+    let plain_ws = config.bind.is_loopback();
+    let info = serde_json::json!({
+        "hostName": config.host_name,
+        "mqttPort": mqtt_addr.port(),
+        "wsPort": ws_addr.port(),
+        "httpPort": http_addr.port(),
+        "plainWebSocket": plain_ws,
+        "version": env!("CARGO_PKG_VERSION"),
+    });
+    let ca_pem = tls.ca_path.as_ref().and_then(|p| std::fs::read_to_string(p).ok()).map(Arc::new);
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config);
+    let stop = CancellationToken::new();
+    let mut listeners = JoinSet::new();
+
+    listeners.spawn(listener::accept_mqtt(mqtt, acceptor.clone(), hub.clone(), stop.clone()));
+    let access = Arc::new(config.access.clone());
+    let tls_router = api::router(
+        AppState {
+            hub: hub.clone(),
+            websocket: true,
+            transport: "wss",
+            info: info.clone(),
+            ca_pem: ca_pem.clone(),
+            access: access.clone(),
+            scheme: "https",
+        },
+        config.web_dir.clone(),
+    );
+    listeners.spawn(listener::accept_https(wss, acceptor, tls_router, hub.clone(), stop.clone()));
+    let http_router = api::router(
+        AppState { hub: hub.clone(), websocket: plain_ws, transport: "ws", info, ca_pem, access, scheme: "http" },
+        config.web_dir.clone(),
+    );
+    listeners.spawn(listener::serve_http(http, http_router, stop.clone()));
+    Ok(Running { mqtt_addr, ws_addr, http_addr, ca_path: tls.ca_path, hub, listeners, stop })
+}
+
+/// Runs until `shutdown` completes.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
+    start(config).await?.serve_until(shutdown).await;
+    Ok(())
+}

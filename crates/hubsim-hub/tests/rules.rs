@@ -1,0 +1,552 @@
+//! Every hub rule of the emulator, checked with real TLS and WSS sockets on 127.0.0.1 and hubsim-proto's
+//! DeviceSession as the client.
+
+use bytes::Bytes;
+use hubsim_hub::hub::SendC2d;
+use hubsim_proto::device::{Event, Granted, LostReason, RequestKind, Telemetry, TelemetryQos, Will};
+use hubsim_proto::mqttbytes::QoS;
+use hubsim_proto::property_bag::{PropertyBag, SystemProperty};
+use hubsim_proto::sas::DeviceKey;
+use hubsim_proto::topic::TopicFilter;
+use hubsim_testkit::*;
+use serde_json::json;
+use std::time::Duration;
+
+async fn connect_both_transports(via: Via) {
+    let emu = Emu::start().await;
+    let key = emu.device("d1").await;
+    let mut d = TestDevice::new("d1", key, via);
+    assert!(!d.connect(&emu).await, "first connection: no stored session");
+    let mut m = Telemetry::new(&b"{\"temp\":21}"[..]);
+    m.properties
+        .set_system(SystemProperty::ContentType, "application/json")
+        .set_system(SystemProperty::ContentEncoding, "utf-8");
+    m.properties.push("level", "high & mighty");
+    d.send(m).await;
+    d.expect("PUBACK", |e| matches!(e, Event::TelemetryAcked { .. })).await;
+    let ev = &emu.wait_events("d1", 1).await[0];
+    assert_eq!(ev.body.as_deref(), Some("{\"temp\":21}"));
+    assert_eq!(ev.system_properties["content-type"], "application/json");
+    assert_eq!(ev.system_properties["iothub-connection-device-id"], "d1");
+    assert_eq!(ev.application_properties["level"], "high & mighty");
+    let rec = emu.wait_log(|r| r.operation == "deviceConnect").await;
+    assert_eq!(rec.transport, if via == Via::Mqtt { "mqtt" } else { "wss" });
+}
+
+#[tokio::test]
+async fn telemetry_over_tls() {
+    connect_both_transports(Via::Mqtt).await;
+}
+
+#[tokio::test]
+async fn telemetry_over_websocket() {
+    connect_both_transports(Via::Ws).await;
+}
+
+#[tokio::test]
+async fn refusals_are_connack_5_or_3_and_logged() {
+    let emu = Emu::start().await;
+    let key = emu.device("d1").await;
+    let wrong = DeviceKey::from_base64("d3Jvbmcga2V5IGZvciB0aGlzIGRldmljZQ==").unwrap();
+    let cases: Vec<(String, &str)> = vec![
+        (token(&wrong, "d1", 3600), "signature"),
+        (token(&key, "d1", -400), "expired"),
+        (token(&key, "other", 3600), "not for"),
+    ];
+    for (t, why) in cases {
+        let mut d = TestDevice::new("d1", key.clone(), Via::Mqtt);
+        match d.connect_with(&emu, t, None).await {
+            Event::ConnectionLost { reason: LostReason::Refused(r), .. } => assert_eq!(r.0, 5),
+            other => panic!("{other:?}"),
+        }
+        let rec = emu.wait_log(|r| r.operation == "connectRefused" && r.description.contains(why)).await;
+        assert_eq!(rec.result_type, 401002);
+    }
+    let mut ghost = TestDevice::new("nobody", key.clone(), Via::Mqtt);
+    let t = token(&key, "nobody", 3600);
+    assert!(
+        matches!(ghost.connect_with(&emu, t, None).await, Event::ConnectionLost { reason: LostReason::Refused(r), .. } if r.0 == 5)
+    );
+    emu.hub().set_status("d1", false).await.unwrap();
+    let mut d = TestDevice::new("d1", key.clone(), Via::Mqtt);
+    let t = token(&key, "d1", 3600);
+    assert!(
+        matches!(d.connect_with(&emu, t, None).await, Event::ConnectionLost { reason: LostReason::Refused(r), .. } if r.0 == 3)
+    );
+}
+
+#[tokio::test]
+async fn a_token_inside_the_five_minute_skew_is_accepted() {
+    let emu = Emu::start().await;
+    let key = emu.device("d1").await;
+    let mut d = TestDevice::new("d1", key.clone(), Via::Mqtt);
+    assert!(matches!(d.connect_with(&emu, token(&key, "d1", -200), None).await, Event::Connected { .. }));
+}
+
+#[tokio::test]
+async fn connection_closes_when_the_token_expires() {
+    let emu = Emu::start().await;
+    let key = emu.device("d1").await;
+    let mut d = TestDevice::new("d1", key.clone(), Via::Mqtt);
+    assert!(matches!(d.connect_with(&emu, token(&key, "d1", 2), None).await, Event::Connected { .. }));
+    assert!(matches!(d.expect_closed().await, LostReason::TransportClosed(_)));
+    let rec = emu.wait_log(|r| r.operation == "deviceDisconnect").await;
+    assert_eq!((rec.reason.as_str(), rec.result_type), ("token-expired", 401003));
+}
+
+#[tokio::test]
+async fn a_new_connection_closes_the_old_one() {
+    let emu = Emu::start().await;
+    let key = emu.device("d1").await;
+    let mut a = TestDevice::new("d1", key.clone(), Via::Mqtt);
+    a.connect(&emu).await;
+    let mut b = TestDevice::new("d1", key, Via::Ws);
+    b.connect(&emu).await;
+    a.expect_closed().await;
+    let rec = emu.wait_log(|r| r.operation == "deviceDisconnect").await;
+    assert_eq!((rec.reason.as_str(), rec.result_type), ("replaced-by-new-connection", 400027));
+    // The new one still works.
+    b.send(Telemetry::new("still here")).await;
+    b.expect("PUBACK", |e| matches!(e, Event::TelemetryAcked { .. })).await;
+}
+
+#[tokio::test]
+async fn keep_alive_timeout_is_one_and_a_half_times_the_client_value() {
+    let emu = Emu::start().await;
+    let key = emu.device("d1").await;
+    let mut d = TestDevice::new("d1", key, Via::Mqtt);
+    d.session_mut().config_mut().keep_alive = Duration::from_secs(1);
+    d.connect(&emu).await;
+    // Stay silent: never run the session's timers, just wait for the hub to close.
+    let t0 = std::time::Instant::now();
+    let mut t = d.take_transport().unwrap();
+    assert!(tokio::time::timeout(WAIT, t.recv_raw()).await.unwrap().is_none());
+    let waited = t0.elapsed();
+    assert!(waited >= Duration::from_millis(1400) && waited < Duration::from_secs(4), "{waited:?}");
+    let rec = emu.wait_log(|r| r.operation == "deviceDisconnect").await;
+    assert_eq!(rec.reason, "keep-alive-timeout");
+}
+
+#[tokio::test]
+async fn pings_keep_a_quiet_device_connected() {
+    let emu = Emu::start().await;
+    let key = emu.device("d1").await;
+    let mut d = TestDevice::new("d1", key, Via::Ws);
+    d.session_mut().config_mut().keep_alive = Duration::from_secs(1);
+    d.connect(&emu).await;
+    assert_eq!(d.next_event_within(Duration::from_secs(4)).await, None, "no loss while pinging");
+    assert!(d.session_mut().is_connected());
+}
+
+#[tokio::test]
+async fn connect_must_arrive_in_time() {
+    let emu = Emu::start_with(|c| c.protocol.connect_timeout = Duration::from_millis(500)).await;
+    let mut t = open_raw(&emu, Via::Mqtt).await;
+    assert!(tokio::time::timeout(WAIT, t.recv_raw()).await.unwrap().is_none());
+    let rec = emu.wait_log(|r| r.operation == "connectRefused").await;
+    assert_eq!(rec.reason, "connect-timeout");
+}
+
+async fn misuse_closes(publish: Telemetry, reason: &str) {
+    let emu = Emu::start().await;
+    let key = emu.device("d1").await;
+    let key2 = emu.device("d2").await;
+    let mut other = TestDevice::new("d2", key2, Via::Ws);
+    other.connect(&emu).await;
+    let mut d = TestDevice::new("d1", key, Via::Mqtt);
+    d.connect(&emu).await;
+    d.send(publish).await;
+    d.expect_closed().await;
+    let rec = emu.wait_log(|r| r.operation == "deviceDisconnect" && r.device_id.as_deref() == Some("d1")).await;
+    assert_eq!(rec.reason, reason, "{}", rec.description);
+    // Everyone else keeps being served.
+    other.send(Telemetry::new("ok")).await;
+    other.expect("PUBACK", |e| matches!(e, Event::TelemetryAcked { .. })).await;
+}
+
+#[tokio::test]
+async fn qos2_publish_closes_the_connection() {
+    misuse_closes(Telemetry { qos: TelemetryQos::ExactlyOnceHubWillClose, ..Telemetry::new("x") }, "qos2-publish")
+        .await;
+}
+
+#[tokio::test]
+async fn oversize_message_closes_the_connection() {
+    let emu = Emu::start().await;
+    let key = emu.device("d1").await;
+    let mut d = TestDevice::new("d1", key, Via::Mqtt);
+    d.connect(&emu).await;
+    // DeviceSession refuses to send it, so write the PUBLISH by hand: a 300 KB payload.
+    let mut p = hubsim_proto::mqttbytes::v4::Publish::new(
+        "devices/d1/messages/events/",
+        QoS::AtLeastOnce,
+        vec![b'x'; 300 * 1024],
+    );
+    p.pkid = 1;
+    let b = wire(hubsim_proto::mqttbytes::v4::Packet::Publish(p));
+    let t = d.transport_mut().unwrap();
+    t.send_raw(&b).await;
+    while t.recv_raw().await.is_some() {}
+    let rec = emu.wait_log(|r| r.operation == "deviceDisconnect").await;
+    assert_eq!(rec.reason, "message-too-large");
+}
+
+#[tokio::test]
+async fn retained_telemetry_is_stored_with_mqtt_retain() {
+    let emu = Emu::start().await;
+    let key = emu.device("d1").await;
+    let mut d = TestDevice::new("d1", key, Via::Mqtt);
+    d.connect(&emu).await;
+    d.send(Telemetry { retain: true, ..Telemetry::new("r") }).await;
+    let ev = &emu.wait_events("d1", 1).await[0];
+    assert_eq!(ev.application_properties["mqtt-retain"], "true");
+}
+
+#[tokio::test]
+async fn retain_property_name_is_configurable() {
+    let emu = Emu::start_with(|c| c.retain_property = "x-opt-retain".into()).await;
+    let key = emu.device("d1").await;
+    let mut d = TestDevice::new("d1", key, Via::Mqtt);
+    d.connect(&emu).await;
+    d.send(Telemetry { retain: true, ..Telemetry::new("r") }).await;
+    assert_eq!(emu.wait_events("d1", 1).await[0].application_properties["x-opt-retain"], "true");
+}
+
+/// Raw PUBLISH bytes on a connected device, expecting the hub to close with `reason`.
+async fn raw_publish_closes(topic: &str, reason: &str) {
+    let emu = Emu::start().await;
+    let key = emu.device("d1").await;
+    let mut d = TestDevice::new("d1", key, Via::Ws);
+    d.connect(&emu).await;
+    let p = hubsim_proto::mqttbytes::v4::Publish::new(topic, QoS::AtMostOnce, b"x".to_vec());
+    let b = wire(hubsim_proto::mqttbytes::v4::Packet::Publish(p));
+    let t = d.transport_mut().unwrap();
+    t.send_raw(&b).await;
+    while t.recv_raw().await.is_some() {}
+    let rec = emu.wait_log(|r| r.operation == "deviceDisconnect").await;
+    assert_eq!(rec.reason, reason, "{topic}: {}", rec.description);
+}
+
+#[tokio::test]
+async fn publishing_for_another_device_closes() {
+    raw_publish_closes("devices/d2/messages/events/", "wrong-topic").await;
+}
+
+#[tokio::test]
+async fn malformed_property_bag_closes() {
+    raw_publish_closes("devices/d1/messages/events/time=12:00", "wrong-topic").await;
+}
+
+#[tokio::test]
+async fn unknown_topic_closes() {
+    raw_publish_closes("sensors/temperature", "wrong-topic").await;
+}
+
+#[tokio::test]
+async fn will_is_published_as_telemetry_on_an_unclean_close() {
+    let emu = Emu::start().await;
+    let key = emu.device("d1").await;
+    let mut d = TestDevice::new("d1", key.clone(), Via::Mqtt);
+    let mut props = PropertyBag::new();
+    props.push("state", "lost");
+    let will = Will { properties: props, payload: Bytes::from_static(b"gone"), qos: QoS::AtLeastOnce };
+    assert!(matches!(d.connect_with(&emu, token(&key, "d1", 3600), Some(will)).await, Event::Connected { .. }));
+    drop(d.take_transport().unwrap());
+    let ev = &emu.wait_events("d1", 1).await[0];
+    assert_eq!(ev.body.as_deref(), Some("gone"));
+    assert_eq!(ev.application_properties["iothub-MessageType"], "Will");
+    assert_eq!(ev.application_properties["state"], "lost");
+}
+
+#[tokio::test]
+async fn subscriptions_grant_qos1_for_qos2_and_unknown_filters_close() {
+    let emu = Emu::start().await;
+    let key = emu.device("d1").await;
+    let mut d = TestDevice::new("d1", key.clone(), Via::Mqtt);
+    d.connect(&emu).await;
+    // DeviceSession asks for QoS 1; ask for QoS 2 by hand.
+    let mut s = hubsim_proto::mqttbytes::v4::Subscribe::new("devices/d1/messages/devicebound/#", QoS::ExactlyOnce);
+    s.pkid = 42;
+    let b = wire(hubsim_proto::mqttbytes::v4::Packet::Subscribe(s));
+    let t = d.transport_mut().unwrap();
+    t.send_raw(&b).await;
+    assert_eq!(t.recv_raw().await.unwrap(), vec![0x90, 0x03, 0x00, 42, 0x01]);
+    let mut bad = hubsim_proto::mqttbytes::v4::Subscribe::new("devices/d2/messages/devicebound/#", QoS::AtLeastOnce);
+    bad.pkid = 43;
+    let b = wire(hubsim_proto::mqttbytes::v4::Packet::Subscribe(bad));
+    t.send_raw(&b).await;
+    assert_eq!(t.recv_raw().await, None, "closed, no SUBACK 0x80");
+    let rec = emu.wait_log(|r| r.operation == "deviceDisconnect").await;
+    assert_eq!(rec.reason, "bad-subscription");
+}
+
+fn c2d(body: &str) -> SendC2d {
+    SendC2d { body: Some(body.into()), ..Default::default() }
+}
+
+#[tokio::test]
+async fn c2d_is_delivered_with_every_property_and_completed_by_puback() {
+    let emu = Emu::start().await;
+    let key = emu.device("d1").await;
+    let mut d = TestDevice::new("d1", key, Via::Ws);
+    d.connect(&emu).await;
+    let sub = d.subscribe(&[TopicFilter::C2d]).await;
+    assert_eq!(sub, Event::Subscribed { results: vec![(TopicFilter::C2d, Granted::Qos(QoS::AtLeastOnce))] });
+    let mut props = serde_json::Map::new();
+    props.insert("color".into(), json!("deep blue"));
+    props.insert("flag".into(), json!(null));
+    let req = SendC2d {
+        body: Some("{\"cmd\":\"on\"}".into()),
+        message_id: Some("m-1".into()),
+        correlation_id: Some("c-1".into()),
+        content_type: Some("application/json".into()),
+        content_encoding: Some("utf-8".into()),
+        ack: Some("full".into()),
+        properties: props,
+        ..Default::default()
+    };
+    emu.hub().send_c2d("d1", req).await.unwrap();
+    let Event::C2d(m) = d.expect("C2D", |e| matches!(e, Event::C2d(_))).await else { unreachable!() };
+    assert_eq!(&m.payload[..], b"{\"cmd\":\"on\"}");
+    let p = &m.properties;
+    assert_eq!(p.system(&SystemProperty::MessageId), Some("m-1"));
+    assert_eq!(p.system(&SystemProperty::CorrelationId), Some("c-1"));
+    assert_eq!(p.system(&SystemProperty::ContentType), Some("application/json"));
+    assert_eq!(p.system(&SystemProperty::ContentEncoding), Some("utf-8"));
+    assert_eq!(p.system(&SystemProperty::To), Some("/devices/d1/messages/devicebound"));
+    assert_eq!(p.system(&SystemProperty::Ack), Some("full"));
+    assert!(p.system(&SystemProperty::ExpiryTime).is_some_and(|e| e.ends_with('Z') && e.len() == 28));
+    assert_eq!(p.get("color"), Some(Some("deep blue")));
+    assert_eq!(p.get("flag"), Some(None));
+    d.flush().await;
+    // The PUBACK (sent automatically) completes it: the queue empties and positive feedback is recorded.
+    tokio::time::timeout(WAIT, async {
+        while !emu.hub().store.c2d_queue("d1").unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    let fb = emu.hub().store.feedback(0, 10).unwrap();
+    assert_eq!((fb[0].original_message_id.as_str(), fb[0].status_code.as_str()), ("m-1", "Success"));
+}
+
+#[tokio::test]
+async fn the_51st_queued_message_is_refused() {
+    let emu = Emu::start().await;
+    emu.device("d1").await;
+    for i in 0..50 {
+        emu.hub().send_c2d("d1", c2d(&i.to_string())).await.unwrap();
+    }
+    let e = emu.hub().send_c2d("d1", c2d("51")).await.unwrap_err();
+    assert!(matches!(&e, hubsim_hub::hub::ServiceError::Api { status: 403, code: 403004, .. }), "{e}");
+    assert!(e.to_string().contains("full"));
+}
+
+#[tokio::test]
+async fn clean_session_0_keeps_the_subscription_and_delivers_on_reconnect_before_subscribing() {
+    let emu = Emu::start().await;
+    let key = emu.device("d1").await;
+    let mut d = TestDevice::new("d1", key.clone(), Via::Mqtt);
+    assert!(!d.connect(&emu).await);
+    d.subscribe(&[TopicFilter::C2d]).await;
+    d.disconnect().await;
+    emu.wait_log(|r| r.operation == "deviceDisconnect").await;
+    emu.hub().send_c2d("d1", c2d("while away")).await.unwrap();
+    let mut d = TestDevice::new("d1", key, Via::Ws);
+    assert!(d.connect(&emu).await, "session present");
+    let Event::C2d(m) = d.expect("C2D", |e| matches!(e, Event::C2d(_))).await else { unreachable!() };
+    assert_eq!(&m.payload[..], b"while away");
+}
+
+#[tokio::test]
+async fn clean_session_1_drops_the_session_and_waits_for_a_subscription() {
+    let emu = Emu::start().await;
+    let key = emu.device("d1").await;
+    let mut d = TestDevice::new("d1", key.clone(), Via::Mqtt);
+    d.connect(&emu).await;
+    d.subscribe(&[TopicFilter::C2d]).await;
+    d.disconnect().await;
+    emu.wait_log(|r| r.operation == "deviceDisconnect").await;
+    emu.hub().send_c2d("d1", c2d("queued")).await.unwrap();
+    let mut d = TestDevice::new("d1", key.clone(), Via::Mqtt);
+    d.session_mut().config_mut().clean_session = true;
+    assert!(!d.connect(&emu).await, "no session present with CleanSession 1");
+    assert_eq!(d.next_event_within(Duration::from_millis(500)).await, None, "nothing before SUBSCRIBE");
+    d.subscribe(&[TopicFilter::C2d]).await;
+    let Event::C2d(m) = d.expect("C2D", |e| matches!(e, Event::C2d(_))).await else { unreachable!() };
+    assert_eq!(&m.payload[..], b"queued");
+    // And the stored session is gone: a CleanSession 0 connection now finds none.
+    d.disconnect().await;
+    let mut d = TestDevice::new("d1", key, Via::Mqtt);
+    assert!(!d.connect(&emu).await);
+}
+
+#[tokio::test]
+async fn unacknowledged_c2d_is_redelivered_with_dup_then_dead_lettered() {
+    let emu = Emu::start_with(|c| c.c2d_lock = Duration::from_millis(300)).await;
+    let key = emu.device("d1").await;
+    let mut d = TestDevice::new("d1", key, Via::Mqtt);
+    d.session_mut().config_mut().auto_ack_c2d = false;
+    d.connect(&emu).await;
+    d.subscribe(&[TopicFilter::C2d]).await;
+    emu.hub()
+        .send_c2d("d1", SendC2d { ack: Some("negative".into()), message_id: Some("never-acked".into()), ..c2d("x") })
+        .await
+        .unwrap();
+    let mut deliveries = Vec::new();
+    while let Some(Event::C2d(m)) = d.next_event_within(Duration::from_secs(2)).await {
+        deliveries.push(m.redelivered);
+    }
+    assert_eq!(deliveries.len(), 10, "max delivery count 10: {deliveries:?}");
+    assert!(!deliveries[0] && deliveries[1..].iter().all(|dup| *dup));
+    assert!(emu.hub().store.c2d_queue("d1").unwrap().is_empty());
+    let fb = emu.hub().store.feedback(0, 10).unwrap();
+    assert_eq!(fb[0].status_code, "DeliveryCountExceeded");
+}
+
+#[tokio::test]
+async fn direct_methods_round_trip_and_404_when_not_subscribed() {
+    let emu = Emu::start().await;
+    let key = emu.device("d1").await;
+    let mut d = TestDevice::new("d1", key, Via::Ws);
+    d.connect(&emu).await;
+    let e = emu.hub().invoke_method("d1", "reboot", json!({}), Duration::from_secs(5)).await.unwrap_err();
+    assert!(matches!(e, hubsim_hub::hub::ServiceError::Api { status: 404, code: 404103, .. }));
+    d.subscribe(&[TopicFilter::Methods]).await;
+    let hub = emu.r().hub.clone();
+    let call =
+        tokio::spawn(
+            async move { hub.invoke_method("d1", "reboot", json!({"delay": 3}), Duration::from_secs(5)).await },
+        );
+    let Event::MethodRequest { name, rid, payload } =
+        d.expect("method", |e| matches!(e, Event::MethodRequest { .. })).await
+    else {
+        unreachable!()
+    };
+    assert_eq!(name, "reboot");
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&payload).unwrap(), json!({"delay": 3}));
+    let now = d.now();
+    d.session_mut().respond_to_method(now, &rid, 202, b"{\"rebooting\":true}").unwrap();
+    d.flush().await;
+    let (status, body) = call.await.unwrap().unwrap();
+    assert_eq!((status, body), (202, json!({"rebooting": true})));
+}
+
+#[tokio::test]
+async fn method_timeout_and_offline_device() {
+    let emu = Emu::start().await;
+    emu.device("d1").await;
+    let e = emu.hub().invoke_method("d1", "x", json!(null), Duration::from_secs(5)).await.unwrap_err();
+    assert!(matches!(e, hubsim_hub::hub::ServiceError::Api { code: 404103, .. }));
+    let e = emu.hub().invoke_method("d1", "x", json!(null), Duration::from_secs(1)).await.unwrap_err();
+    assert!(matches!(e, hubsim_hub::hub::ServiceError::Api { status: 400, .. }), "timeout below 5 s is refused");
+}
+
+#[tokio::test]
+async fn twin_get_reported_patch_and_desired_push() {
+    let emu = Emu::start().await;
+    let key = emu.device("d1").await;
+    emu.hub().patch_desired("d1", json!({"interval": 5})).await.unwrap();
+    let mut d = TestDevice::new("d1", key, Via::Mqtt);
+    d.connect(&emu).await;
+    d.subscribe(&[TopicFilter::TwinResponses, TopicFilter::TwinDesired]).await;
+    let now = d.now();
+    d.session_mut().get_twin(now).unwrap();
+    d.flush().await;
+    let Event::TwinResponse { status, body, kind: RequestKind::TwinGet, .. } =
+        d.expect("twin", |e| matches!(e, Event::TwinResponse { .. })).await
+    else {
+        unreachable!()
+    };
+    assert_eq!(status, 200);
+    let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(doc["desired"]["interval"], 5);
+    assert_eq!(doc["desired"]["$version"], 2);
+    assert_eq!(doc["reported"]["$version"], 1);
+    let now = d.now();
+    d.session_mut().patch_reported(now, &b"{\"fw\":\"1.2\"}"[..]).unwrap();
+    d.flush().await;
+    let Event::TwinResponse { status, version, .. } =
+        d.expect("patch", |e| matches!(e, Event::TwinResponse { .. })).await
+    else {
+        unreachable!()
+    };
+    assert_eq!((status, version), (204, Some(2)));
+    assert_eq!(emu.hub().get_twin("d1").unwrap().reported["fw"], "1.2");
+    emu.hub().patch_desired("d1", json!({"interval": 10})).await.unwrap();
+    let Event::DesiredPropertiesPatch { version, body } =
+        d.expect("desired", |e| matches!(e, Event::DesiredPropertiesPatch { .. })).await
+    else {
+        unreachable!()
+    };
+    assert_eq!(version, Some(3));
+    let patch: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(patch, json!({"interval": 10, "$version": 3}));
+    let now = d.now();
+    d.session_mut().patch_reported(now, &b"[1,2]"[..]).unwrap();
+    d.flush().await;
+    let Event::TwinResponse { status, .. } = d.expect("400", |e| matches!(e, Event::TwinResponse { .. })).await else {
+        unreachable!()
+    };
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn malformed_bytes_close_only_that_connection() {
+    let emu = Emu::start().await;
+    let key = emu.device("d1").await;
+    let mut good = TestDevice::new("d1", key, Via::Mqtt);
+    good.connect(&emu).await;
+    for bad in [&[0x10u8, 0x02, 0x00, 0x00][..], &[0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01], &[0x82, 0x00], &[0xF0, 0x00]] {
+        let mut t = open_raw(&emu, Via::Mqtt).await;
+        t.send_raw(bad).await;
+        assert_eq!(tokio::time::timeout(WAIT, t.recv_raw()).await.unwrap(), None);
+    }
+    emu.wait_log(|r| r.reason == "protocol-violation").await;
+    good.send(Telemetry::new("fine")).await;
+    good.expect("PUBACK", |e| matches!(e, Event::TelemetryAcked { .. })).await;
+}
+
+#[tokio::test]
+async fn websocket_needs_the_mqtt_subprotocol() {
+    let emu = Emu::start().await;
+    let tls = tls_stream(&emu, emu.r().ws_addr).await;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let req = format!("wss://localhost:{}/$iothub/websocket", emu.r().ws_addr.port()).into_client_request().unwrap();
+    match tokio_tungstenite::client_async(req, tls).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 400),
+        other => panic!("expected HTTP 400, got {:?}", other.map(|(_, r)| r.status())),
+    }
+}
+
+#[tokio::test]
+async fn a_module_identity_sends_telemetry_on_the_module_topic() {
+    let emu = Emu::start().await;
+    emu.device("edge1").await;
+    let m = emu.hub().create_module("edge1", "filter").await.unwrap();
+    let cs = hubsim_proto::ConnectionString::parse(&emu.hub().connection_string(&m)).unwrap();
+    assert_eq!(cs.module_id.as_deref(), Some("filter"));
+    let hubsim_proto::conn_str::Credential::Key(key) = cs.credential.clone() else { panic!() };
+    let mut d = TestDevice::with_config(
+        hubsim_proto::DeviceConfig::new("localhost", hubsim_proto::DeviceIdentity::module("edge1", "filter")),
+        key,
+        Via::Mqtt,
+    );
+    let token = cs.password(now_unix() + 600).unwrap().to_string();
+    assert!(matches!(d.connect_with(&emu, token, None).await, Event::Connected { .. }));
+    let mut msg = Telemetry::new("from the module");
+    msg.properties.push("stage", "filtered");
+    d.send(msg).await;
+    d.expect("PUBACK", |e| matches!(e, Event::TelemetryAcked { .. })).await;
+    let ev = &emu.wait_events("edge1", 1).await[0];
+    assert_eq!(ev.module_id.as_deref(), Some("filter"));
+    assert_eq!(ev.system_properties["iothub-connection-module-id"], "filter");
+    // The connection is logged as the module, and the module may not use the device's telemetry topic.
+    let rec = emu.wait_log(|r| r.operation == "deviceConnect").await;
+    assert_eq!(rec.device_id.as_deref(), Some("edge1/filter"));
+    let p = hubsim_proto::mqttbytes::v4::Publish::new("devices/edge1/messages/events/", QoS::AtMostOnce, b"x".to_vec());
+    let t = d.transport_mut().unwrap();
+    t.send_raw(&wire(hubsim_proto::mqttbytes::v4::Packet::Publish(p))).await;
+    assert_eq!(tokio::time::timeout(WAIT, t.recv_raw()).await.unwrap(), None);
+}

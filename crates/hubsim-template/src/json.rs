@@ -1,0 +1,733 @@
+//! A small JSON value type, a strict and a relaxed parser, and a compact serializer.
+//!
+//! Why not serde_json: the browser app has a 150 KB gzipped budget and serde's generated code is the
+//! largest single item in it; a tree of [`Value`]s is all the template engine (and the DTDL crate) need.
+//!
+//! * [`parse`] accepts exactly RFC 8259 JSON (used to check a rendered body before it is sent).
+//! * [`parse_relaxed`] also accepts what Newtonsoft.Json and .NET's configuration reader accept in
+//!   Iot-Telemetry-Simulator configurations: a UTF-8 byte order mark, `//` and `/* */` comments,
+//!   unquoted property names made of letters, digits, `_` and `$` (any non-ASCII character counts as a
+//!   letter), single-quoted strings and
+//!   trailing commas. (Newtonsoft's hex numbers, `NaN`, `undefined` and `new Date(..)` are not accepted.)
+//! * [`to_string`] writes compact JSON (no spaces), escaping only what RFC 8259 requires.
+//!
+//! Objects keep their keys in document order; a repeated key replaces the earlier value in place.
+//! Errors carry a 1-based line and a 1-based column counted in characters:
+//! `line 3, col 14: expected ':' after a property name`. Nesting deeper than [`MAX_DEPTH`] is an
+//! error rather than a stack overflow, so no input can panic the parser.
+
+use std::fmt::{self, Write as _};
+
+/// Nesting limit (arrays and objects) of the parsers.
+pub const MAX_DEPTH: usize = 128;
+
+/// A JSON value. Objects preserve key order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Number(Number),
+    String(String),
+    Array(Vec<Value>),
+    Object(Object),
+}
+
+/// A JSON number: integers that fit in an `i64` stay exact, everything else is an `f64`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Number {
+    Int(i64),
+    Float(f64),
+}
+
+impl Number {
+    /// The value as an `f64` (large integers round).
+    pub fn as_f64(self) -> f64 {
+        match self {
+            Number::Int(i) => i as f64,
+            Number::Float(f) => f,
+        }
+    }
+}
+
+impl fmt::Display for Number {
+    /// Integers as digits; floats in Rust's shortest round-trip form (`1.5`, `1e300`), `1.0` keeping its
+    /// point so that a float stays a float after a round trip. Non-finite floats (not JSON) print `null`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Number::Int(i) => write!(f, "{i}"),
+            Number::Float(x) if x.is_finite() => write!(f, "{x:?}"),
+            Number::Float(_) => f.write_str("null"),
+        }
+    }
+}
+
+/// An ordered JSON object: `(key, value)` pairs in document order, keys unique.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Object {
+    entries: Vec<(String, Value)>,
+}
+
+impl Object {
+    /// An empty object.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// The value of `key` (exact match).
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.entries.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+    /// The value of `key` compared ASCII-case-insensitively, as .NET configuration keys are.
+    pub fn get_ignore_case(&self, key: &str) -> Option<&Value> {
+        self.entries.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v)
+    }
+    /// Sets `key`, replacing an existing value in place or appending.
+    pub fn insert(&mut self, key: String, value: Value) {
+        match self.entries.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => self.entries.push((key, value)),
+        }
+    }
+    /// Entries in document order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.entries.iter().map(|(k, v)| (k.as_str(), v))
+    }
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+    /// True if there is no entry.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+impl FromIterator<(String, Value)> for Object {
+    fn from_iter<I: IntoIterator<Item = (String, Value)>>(iter: I) -> Self {
+        let mut o = Object::new();
+        for (k, v) in iter {
+            o.insert(k, v);
+        }
+        o
+    }
+}
+
+/// Typed views: each returns `None` when the value is of another kind.
+impl Value {
+    /// The text of a string.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::String(s) => Some(s),
+            _ => None,
+        }
+    }
+    /// Any number as an `f64`.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Number(n) => Some(n.as_f64()),
+            _ => None,
+        }
+    }
+    /// An integer that fits in an `i64` (not a float, even a whole one).
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Value::Number(Number::Int(i)) => Some(*i),
+            _ => None,
+        }
+    }
+    /// A boolean.
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            Value::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+    /// The items of an array.
+    pub fn as_array(&self) -> Option<&[Value]> {
+        match self {
+            Value::Array(a) => Some(a),
+            _ => None,
+        }
+    }
+    /// The entries of an object.
+    pub fn as_object(&self) -> Option<&Object> {
+        match self {
+            Value::Object(o) => Some(o),
+            _ => None,
+        }
+    }
+    /// `self[key]` for an object, `None` otherwise.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.as_object().and_then(|o| o.get(key))
+    }
+}
+
+impl fmt::Display for Value {
+    /// Compact JSON, same as [`to_string`].
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Null => f.write_str("null"),
+            Value::Bool(b) => f.write_str(if *b { "true" } else { "false" }),
+            Value::Number(n) => n.fmt(f),
+            Value::String(s) => write_escaped(f, s),
+            Value::Array(a) => {
+                f.write_char('[')?;
+                for (i, v) in a.iter().enumerate() {
+                    if i > 0 {
+                        f.write_char(',')?;
+                    }
+                    v.fmt(f)?;
+                }
+                f.write_char(']')
+            }
+            Value::Object(o) => {
+                f.write_char('{')?;
+                for (i, (k, v)) in o.iter().enumerate() {
+                    if i > 0 {
+                        f.write_char(',')?;
+                    }
+                    write_escaped(f, k)?;
+                    f.write_char(':')?;
+                    v.fmt(f)?;
+                }
+                f.write_char('}')
+            }
+        }
+    }
+}
+
+/// Compact JSON text of `value`: no whitespace, keys in order, strings escaped per RFC 8259 §7.
+pub fn to_string(value: &Value) -> String {
+    value.to_string()
+}
+
+/// Writes `s` as a quoted JSON string.
+pub fn write_escaped(out: &mut impl fmt::Write, s: &str) -> fmt::Result {
+    out.write_char('"')?;
+    for c in s.chars() {
+        match c {
+            '"' => out.write_str("\\\"")?,
+            '\\' => out.write_str("\\\\")?,
+            '\n' => out.write_str("\\n")?,
+            '\r' => out.write_str("\\r")?,
+            '\t' => out.write_str("\\t")?,
+            '\u{8}' => out.write_str("\\b")?,
+            '\u{c}' => out.write_str("\\f")?,
+            c if (c as u32) < 0x20 => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.write_str("\\u00")?;
+                out.write_char(HEX[(c as usize) >> 4] as char)?;
+                out.write_char(HEX[(c as usize) & 15] as char)?;
+            }
+            c => out.write_char(c)?,
+        }
+    }
+    out.write_char('"')
+}
+
+/// What went wrong, without the position.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JsonErrorKind {
+    #[error("unexpected end of input")]
+    UnexpectedEnd,
+    #[error("unexpected character {0:?}")]
+    UnexpectedChar(char),
+    #[error("unexpected text after the JSON value")]
+    TrailingText,
+    #[error("expected ':' after a property name")]
+    ExpectedColon,
+    #[error("expected ',' or '{0}'")]
+    ExpectedCommaOr(char),
+    #[error("expected a property name in double quotes")]
+    ExpectedKey,
+    #[error("string not closed before the end of the input")]
+    UnterminatedString,
+    #[error("control character U+{0:04X} must be escaped in a string")]
+    ControlChar(u32),
+    #[error("invalid escape sequence")]
+    InvalidEscape,
+    #[error("invalid \\u escape (expected 4 hex digits forming a valid character)")]
+    InvalidUnicodeEscape,
+    #[error("invalid number")]
+    InvalidNumber,
+    #[error("comments are not allowed in strict JSON")]
+    Comment,
+    #[error("comment not closed before the end of the input")]
+    UnterminatedComment,
+    #[error("single-quoted strings are not allowed in strict JSON")]
+    SingleQuote,
+    #[error("property names must be in double quotes in strict JSON")]
+    UnquotedKey,
+    #[error("trailing comma is not allowed in strict JSON")]
+    TrailingComma,
+    #[error("nesting deeper than 128 levels")]
+    TooDeep,
+    /// Only from byte-level checks such as [`crate::check_json`].
+    #[error("not valid UTF-8")]
+    InvalidUtf8,
+}
+
+/// A parse error: 1-based line and column (in characters) and the problem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}, col {col}: {kind}")]
+pub struct JsonError {
+    pub line: usize,
+    pub col: usize,
+    pub kind: JsonErrorKind,
+}
+
+/// Parses strict RFC 8259 JSON (surrounding whitespace allowed).
+pub fn parse(text: &str) -> Result<Value, JsonError> {
+    Parser::new(text, false).run()
+}
+
+/// Parses relaxed JSON as found in Iot-Telemetry-Simulator configurations (see the module docs).
+pub fn parse_relaxed(text: &str) -> Result<Value, JsonError> {
+    Parser::new(text, true).run()
+}
+
+/// 1-based (line, column) of byte offset `at` in `text`, columns counted in characters.
+pub fn line_col(text: &str, at: usize) -> (usize, usize) {
+    let before = &text[..at.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+struct Parser<'a> {
+    text: &'a str,
+    b: &'a [u8],
+    i: usize,
+    relaxed: bool,
+    depth: usize,
+}
+
+type R<T> = Result<T, (usize, JsonErrorKind)>;
+
+impl<'a> Parser<'a> {
+    fn new(text: &'a str, relaxed: bool) -> Self {
+        Parser { text, b: text.as_bytes(), i: 0, relaxed, depth: 0 }
+    }
+
+    fn run(mut self) -> Result<Value, JsonError> {
+        if self.relaxed && self.text.starts_with('\u{feff}') {
+            self.i = 3;
+        }
+        let r = self.value().and_then(|v| {
+            self.ws()?;
+            if self.i < self.b.len() {
+                Err((self.i, JsonErrorKind::TrailingText))
+            } else {
+                Ok(v)
+            }
+        });
+        r.map_err(|(at, kind)| {
+            let (line, col) = line_col(self.text, at);
+            JsonError { line, col, kind }
+        })
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn unexpected(&self) -> (usize, JsonErrorKind) {
+        match self.text[self.i..].chars().next() {
+            Some(c) => (self.i, JsonErrorKind::UnexpectedChar(c)),
+            None => (self.i, JsonErrorKind::UnexpectedEnd),
+        }
+    }
+
+    /// Skips whitespace and, in relaxed mode, comments.
+    fn ws(&mut self) -> R<()> {
+        loop {
+            match self.peek() {
+                Some(b' ' | b'\t' | b'\n' | b'\r') => self.i += 1,
+                Some(b'/') if self.b.get(self.i + 1) == Some(&b'/') => {
+                    if !self.relaxed {
+                        return Err((self.i, JsonErrorKind::Comment));
+                    }
+                    while !matches!(self.peek(), None | Some(b'\n')) {
+                        self.i += 1;
+                    }
+                }
+                Some(b'/') if self.b.get(self.i + 1) == Some(&b'*') => {
+                    if !self.relaxed {
+                        return Err((self.i, JsonErrorKind::Comment));
+                    }
+                    let start = self.i;
+                    match self.text[self.i + 2..].find("*/") {
+                        Some(end) => self.i += 2 + end + 2,
+                        None => return Err((start, JsonErrorKind::UnterminatedComment)),
+                    }
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    fn value(&mut self) -> R<Value> {
+        self.ws()?;
+        match self.peek() {
+            None => Err((self.i, JsonErrorKind::UnexpectedEnd)),
+            Some(b'{') => self.nested(Self::object),
+            Some(b'[') => self.nested(Self::array),
+            Some(b'"') => self.string(b'"').map(Value::String),
+            Some(b'\'') if self.relaxed => self.string(b'\'').map(Value::String),
+            Some(b'\'') => Err((self.i, JsonErrorKind::SingleQuote)),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            Some(_) => {
+                for (word, v) in [("true", Value::Bool(true)), ("false", Value::Bool(false)), ("null", Value::Null)] {
+                    if self.text[self.i..].starts_with(word) {
+                        self.i += word.len();
+                        return Ok(v);
+                    }
+                }
+                Err(self.unexpected())
+            }
+        }
+    }
+
+    fn nested(&mut self, f: fn(&mut Self) -> R<Value>) -> R<Value> {
+        if self.depth == MAX_DEPTH {
+            return Err((self.i, JsonErrorKind::TooDeep));
+        }
+        self.depth += 1;
+        let v = f(self);
+        self.depth -= 1;
+        v
+    }
+
+    /// After a ',' at `comma`: true if the container closes here (a trailing comma).
+    fn trailing_comma(&mut self, close: u8, comma: usize) -> R<bool> {
+        self.ws()?;
+        if self.peek() == Some(close) {
+            if !self.relaxed {
+                return Err((comma, JsonErrorKind::TrailingComma));
+            }
+            self.i += 1;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    fn array(&mut self) -> R<Value> {
+        self.i += 1;
+        let mut items = Vec::new();
+        self.ws()?;
+        if self.peek() == Some(b']') {
+            self.i += 1;
+            return Ok(Value::Array(items));
+        }
+        loop {
+            items.push(self.value()?);
+            self.ws()?;
+            match self.peek() {
+                Some(b',') => {
+                    let comma = self.i;
+                    self.i += 1;
+                    if self.trailing_comma(b']', comma)? {
+                        return Ok(Value::Array(items));
+                    }
+                }
+                Some(b']') => {
+                    self.i += 1;
+                    return Ok(Value::Array(items));
+                }
+                None => return Err((self.i, JsonErrorKind::UnexpectedEnd)),
+                Some(_) => return Err((self.i, JsonErrorKind::ExpectedCommaOr(']'))),
+            }
+        }
+    }
+
+    fn object(&mut self) -> R<Value> {
+        self.i += 1;
+        let mut obj = Object::new();
+        self.ws()?;
+        if self.peek() == Some(b'}') {
+            self.i += 1;
+            return Ok(Value::Object(obj));
+        }
+        loop {
+            self.ws()?;
+            let key = self.key()?;
+            self.ws()?;
+            if self.peek() != Some(b':') {
+                return Err((self.i, JsonErrorKind::ExpectedColon));
+            }
+            self.i += 1;
+            let v = self.value()?;
+            obj.insert(key, v);
+            self.ws()?;
+            match self.peek() {
+                Some(b',') => {
+                    let comma = self.i;
+                    self.i += 1;
+                    if self.trailing_comma(b'}', comma)? {
+                        return Ok(Value::Object(obj));
+                    }
+                }
+                Some(b'}') => {
+                    self.i += 1;
+                    return Ok(Value::Object(obj));
+                }
+                None => return Err((self.i, JsonErrorKind::UnexpectedEnd)),
+                Some(_) => return Err((self.i, JsonErrorKind::ExpectedCommaOr('}'))),
+            }
+        }
+    }
+
+    fn key(&mut self) -> R<String> {
+        match self.peek() {
+            Some(b'"') => self.string(b'"'),
+            Some(b'\'') if self.relaxed => self.string(b'\''),
+            Some(b'\'') => Err((self.i, JsonErrorKind::SingleQuote)),
+            None => Err((self.i, JsonErrorKind::UnexpectedEnd)),
+            Some(_) => {
+                // Newtonsoft's unquoted property names: letters, digits, '_' and '$'. Any non-ASCII
+                // character counts as a letter here: Unicode's tables would cost ~3 KB of wasm.
+                let start = self.i;
+                let len: usize = self.text[start..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || !c.is_ascii() || *c == '_' || *c == '$')
+                    .map(char::len_utf8)
+                    .sum();
+                if len == 0 {
+                    return Err((start, JsonErrorKind::ExpectedKey));
+                }
+                if !self.relaxed {
+                    return Err((start, JsonErrorKind::UnquotedKey));
+                }
+                self.i += len;
+                Ok(self.text[start..self.i].to_owned())
+            }
+        }
+    }
+
+    fn string(&mut self, quote: u8) -> R<String> {
+        let start = self.i;
+        self.i += 1;
+        let mut out = String::new();
+        loop {
+            // Copy the run of plain bytes up to the next quote, backslash or control character.
+            let run = self.b[self.i..]
+                .iter()
+                .position(|&c| c == quote || c == b'\\' || c < 0x20)
+                .ok_or((start, JsonErrorKind::UnterminatedString))?;
+            out.push_str(&self.text[self.i..self.i + run]);
+            self.i += run;
+            match self.b[self.i] {
+                c if c == quote => {
+                    self.i += 1;
+                    return Ok(out);
+                }
+                b'\\' => {
+                    let esc = self.i;
+                    self.i += 1;
+                    let c = match self.peek() {
+                        Some(b'"') => '"',
+                        Some(b'\\') => '\\',
+                        Some(b'/') => '/',
+                        Some(b'\'') if self.relaxed => '\'',
+                        Some(b'b') => '\u{8}',
+                        Some(b'f') => '\u{c}',
+                        Some(b'n') => '\n',
+                        Some(b'r') => '\r',
+                        Some(b't') => '\t',
+                        Some(b'u') => {
+                            self.i += 1;
+                            let c = self.unicode_escape().ok_or((esc, JsonErrorKind::InvalidUnicodeEscape))?;
+                            out.push(c);
+                            continue;
+                        }
+                        _ => return Err((esc, JsonErrorKind::InvalidEscape)),
+                    };
+                    self.i += 1;
+                    out.push(c);
+                }
+                c => return Err((self.i, JsonErrorKind::ControlChar(c as u32))),
+            }
+        }
+    }
+
+    fn hex4(&mut self) -> Option<u32> {
+        let s = self.text.get(self.i..self.i + 4)?;
+        if !s.bytes().all(|c| c.is_ascii_hexdigit()) {
+            return None;
+        }
+        self.i += 4;
+        u32::from_str_radix(s, 16).ok()
+    }
+
+    /// After `\u`: one escape, or a surrogate pair of two.
+    fn unicode_escape(&mut self) -> Option<char> {
+        let hi = self.hex4()?;
+        if (0xD800..0xDC00).contains(&hi) {
+            if self.text.get(self.i..self.i + 2)? != "\\u" {
+                return None;
+            }
+            self.i += 2;
+            let lo = self.hex4()?;
+            if !(0xDC00..0xE000).contains(&lo) {
+                return None;
+            }
+            return char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00));
+        }
+        char::from_u32(hi)
+    }
+
+    fn number(&mut self) -> R<Value> {
+        let start = self.i;
+        let digits = |p: &mut Self| {
+            let n = p.b[p.i..].iter().take_while(|c| c.is_ascii_digit()).count();
+            p.i += n;
+            n
+        };
+        if self.peek() == Some(b'-') {
+            self.i += 1;
+        }
+        let int_start = self.i;
+        let n = digits(self);
+        if n == 0 || (n > 1 && self.b[int_start] == b'0') {
+            return Err((start, JsonErrorKind::InvalidNumber));
+        }
+        let mut float = false;
+        if self.peek() == Some(b'.') {
+            self.i += 1;
+            float = true;
+            if digits(self) == 0 {
+                return Err((start, JsonErrorKind::InvalidNumber));
+            }
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            self.i += 1;
+            float = true;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.i += 1;
+            }
+            if digits(self) == 0 {
+                return Err((start, JsonErrorKind::InvalidNumber));
+            }
+        }
+        let s = &self.text[start..self.i];
+        if !float {
+            if let Ok(i) = s.parse::<i64>() {
+                return Ok(Value::Number(Number::Int(i)));
+            }
+        }
+        s.parse::<f64>().map(|f| Value::Number(Number::Float(f))).map_err(|_| (start, JsonErrorKind::InvalidNumber))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str, relaxed: bool) -> String {
+        let r = if relaxed { parse_relaxed(text) } else { parse(text) };
+        r.unwrap_err().to_string()
+    }
+
+    #[test]
+    fn parses_every_kind_and_keeps_key_order() {
+        let v = parse(r#" {"b": [1, -2.5, 3e2, true, false, null], "a": "x\ty\u00e9\ud83d\ude00", "c": {}} "#).unwrap();
+        let o = v.as_object().unwrap();
+        let keys: Vec<&str> = o.iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["b", "a", "c"]);
+        assert_eq!(
+            v.get("b").unwrap(),
+            &Value::Array(vec![
+                Value::Number(Number::Int(1)),
+                Value::Number(Number::Float(-2.5)),
+                Value::Number(Number::Float(300.0)),
+                Value::Bool(true),
+                Value::Bool(false),
+                Value::Null,
+            ])
+        );
+        assert_eq!(v.get("a").unwrap().as_str(), Some("x\tyé😀"));
+        let b = v.get("b").unwrap().as_array().unwrap();
+        assert_eq!(
+            (b[0].as_i64(), b[1].as_i64(), b[1].as_f64(), b[3].as_bool()),
+            (Some(1), None, Some(-2.5), Some(true))
+        );
+        assert_eq!(v.get("c").unwrap().as_object().map(Object::len), Some(0));
+        assert_eq!(to_string(&v), r#"{"b":[1,-2.5,300.0,true,false,null],"a":"x\tyé😀","c":{}}"#);
+    }
+
+    #[test]
+    fn big_integers_become_floats() {
+        assert_eq!(parse("9223372036854775807").unwrap(), Value::Number(Number::Int(i64::MAX)));
+        assert_eq!(parse("9223372036854775808").unwrap(), Value::Number(Number::Float(9.223372036854776e18)));
+    }
+
+    #[test]
+    fn repeated_key_replaces_in_place() {
+        assert_eq!(to_string(&parse(r#"{"a":1,"b":2,"a":3}"#).unwrap()), r#"{"a":3,"b":2}"#);
+    }
+
+    #[test]
+    fn serializer_escapes_controls_quotes_and_backslashes() {
+        let v = Value::String("a\"b\\c\n\u{1}/".into());
+        assert_eq!(to_string(&v), r#""a\"b\\c\n\u0001/""#);
+        assert_eq!(parse(&to_string(&v)).unwrap(), v);
+    }
+
+    #[test]
+    fn relaxed_accepts_what_its_configs_use() {
+        let text = "\u{feff}{\n  // devices\n  Variables: [{name: 'Temp', random: true, min: 23, max: 33,},],\n  /* block */ \"x\": 'it\\'s'\n}";
+        let v = parse_relaxed(text).unwrap();
+        assert_eq!(to_string(&v), r#"{"Variables":[{"name":"Temp","random":true,"min":23,"max":33}],"x":"it's"}"#);
+    }
+
+    #[test]
+    fn strict_rejects_relaxed_features_with_positions() {
+        assert_eq!(err("{a: 1}", false), "line 1, col 2: property names must be in double quotes in strict JSON");
+        assert_eq!(err("['x']", false), "line 1, col 2: single-quoted strings are not allowed in strict JSON");
+        assert_eq!(err("[1,\n 2,\n]", false), "line 2, col 3: trailing comma is not allowed in strict JSON");
+        assert_eq!(err("// c\n1", false), "line 1, col 1: comments are not allowed in strict JSON");
+        assert_eq!(err("\u{feff}1", false), "line 1, col 1: unexpected character '\\u{feff}'");
+    }
+
+    #[test]
+    fn errors_name_line_column_and_problem() {
+        assert_eq!(err("{\n  \"a\": 1,\n  \"b\" 2\n}", false), "line 3, col 7: expected ':' after a property name");
+        assert_eq!(err("[1 2]", false), "line 1, col 4: expected ',' or ']'");
+        assert_eq!(err("{\"a\":1 \"b\":2}", false), "line 1, col 8: expected ',' or '}'");
+        assert_eq!(err("\"é\\x\"", false), "line 1, col 3: invalid escape sequence");
+        assert_eq!(err("\"abc", false), "line 1, col 1: string not closed before the end of the input");
+        assert_eq!(err("\"a\nb\"", false), "line 1, col 3: control character U+000A must be escaped in a string");
+        assert_eq!(err("01", false), "line 1, col 1: invalid number");
+        assert_eq!(err("1.", false), "line 1, col 1: invalid number");
+        assert_eq!(err("-", false), "line 1, col 1: invalid number");
+        assert_eq!(err("[1,", false), "line 1, col 4: unexpected end of input");
+        assert_eq!(err("tru", false), "line 1, col 1: unexpected character 't'");
+        assert_eq!(err("{} x", false), "line 1, col 4: unexpected text after the JSON value");
+        assert_eq!(
+            err("\"\\ud800\"", false),
+            "line 1, col 2: invalid \\u escape (expected 4 hex digits forming a valid character)"
+        );
+        assert_eq!(err("/* open", true), "line 1, col 1: comment not closed before the end of the input");
+        assert_eq!(err("{:1}", true), "line 1, col 2: expected a property name in double quotes");
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let deep = "[".repeat(10_000);
+        assert_eq!(err(&deep, false), "line 1, col 129: nesting deeper than 128 levels");
+        let ok = format!("{}{}", "[".repeat(128), "]".repeat(128));
+        assert!(parse(&ok).is_ok());
+    }
+
+    #[test]
+    fn number_display_round_trips() {
+        for (n, s) in [
+            (Number::Int(-7), "-7"),
+            (Number::Float(1.0), "1.0"),
+            (Number::Float(0.1), "0.1"),
+            (Number::Float(1e300), "1e300"),
+            (Number::Float(f64::NAN), "null"),
+        ] {
+            assert_eq!(n.to_string(), s);
+        }
+    }
+}
