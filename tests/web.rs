@@ -30,12 +30,19 @@ fn ws() -> &'static str {
     }
 }
 
+fn token_env() -> &'static str {
+    match option_env!("HUBSIM_TEST_TOKEN") {
+        Some(v) => v,
+        None => panic!("build with HUBSIM_TEST_TOKEN set (cargo xtask test does)"),
+    }
+}
+
 async fn api(method: &str, path: &str, body: Option<String>) -> String {
     let init = web_sys::RequestInit::new();
     init.set_method(method);
     let h = web_sys::Headers::new().unwrap();
     // The service API needs a policy token; `cargo xtask test` signs one with `hubsim sas`.
-    h.set("authorization", option_env!("HUBSIM_TEST_TOKEN").expect("build with HUBSIM_TEST_TOKEN set")).unwrap();
+    h.set("authorization", token_env()).unwrap();
     if let Some(b) = body {
         init.set_body(&b.into());
         h.set("content-type", "application/json").unwrap();
