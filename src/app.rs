@@ -65,12 +65,15 @@ pub fn App() -> Html {
         let c = controller.clone();
         use_effect_with((), move |_| move || c.0.disconnect());
     }
+    // Once the link is answered, the query leaves the address bar so a reload does not offer it again.
+    use_effect_with(state.link.is_none(), |answered| {
+        if *answered {
+            settings::forget_link();
+        }
+    });
     let answer_link = |action: fn() -> Action| {
         let dispatch = state.dispatcher();
-        Callback::from(move |_| {
-            settings::forget_link();
-            dispatch.dispatch(action());
-        })
+        Callback::from(move |_| dispatch.dispatch(action()))
     };
     let ctx: AppContext = state.clone();
     html! {

@@ -693,6 +693,9 @@ mod browser {
     /// Removes the query from the address bar once the offer was answered, so a reload does not offer it again.
     pub fn forget_link() {
         let Some(w) = web_sys::window() else { return };
+        if w.location().search().unwrap_or_default().is_empty() {
+            return;
+        }
         let path = w.location().pathname().unwrap_or_default();
         if let Ok(h) = w.history() {
             let _ = h.replace_state_with_url(&wasm_bindgen::JsValue::NULL, "", Some(&path));
