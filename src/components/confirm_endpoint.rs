@@ -15,6 +15,16 @@ pub struct ConfirmEndpointProps {
 #[component]
 pub fn ConfirmEndpoint(props: &ConfirmEndpointProps) -> Html {
     let c = &props.confirm;
+    // The question takes the keyboard focus when it appears (it is answered before anything else).
+    let primary = use_node_ref();
+    {
+        let primary = primary.clone();
+        use_effect_with(c.url.clone(), move |_| {
+            if let Some(b) = primary.cast::<web_sys::HtmlElement>() {
+                let _ = b.focus();
+            }
+        });
+    }
     html! {
         <div class="confirm" role="alertdialog" aria-labelledby="confirm-h" aria-describedby="confirm-d">
             <h3 id="confirm-h">{"Send the token to "}{ &c.target }{"?"}</h3>
@@ -23,7 +33,7 @@ pub fn ConfirmEndpoint(props: &ConfirmEndpointProps) -> Html {
                 {", which is not that hub. Whoever runs it can use the token until it expires. Connect only if you trust it (e.g. your IoT Edge gateway)."}
             </p>
             <div class="buttons">
-                <button type="button" class="primary" onclick={props.on_confirm.reform(|_| ())}>{"Send the token to "}{ &c.target }</button>
+                <button type="button" class="primary" ref={primary} onclick={props.on_confirm.reform(|_| ())}>{"Send the token to "}{ &c.target }</button>
                 <button type="button" onclick={props.on_cancel.reform(|_| ())}>{"Cancel"}</button>
             </div>
         </div>

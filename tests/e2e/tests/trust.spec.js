@@ -68,8 +68,11 @@ test('a token goes to a host other than its hub only after the user confirms it'
   await expect(page.getByRole('status')).toContainText('Disconnected');
   expect(await api('GET', `/connections?device=${dev.id}`)).toEqual([]);
 
-  await page.getByRole('button', { name: 'Connect', exact: true }).click();
-  await page.getByRole('button', { name: `Send the token to ${target}` }).click();
+  // With the keyboard alone: Enter on Connect asks, the question takes the focus, Enter answers it.
+  await page.getByRole('button', { name: 'Connect', exact: true }).focus();
+  await page.keyboard.press('Enter');
+  await expect(page.getByRole('button', { name: `Send the token to ${target}` })).toBeFocused();
+  await page.keyboard.press('Enter');
   await expect(page.getByRole('status')).toContainText('Connected');
 });
 
