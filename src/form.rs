@@ -8,7 +8,7 @@ use hubsim_proto::property_bag::{PropertyBag, SystemProperty};
 use hubsim_proto::sas::DeviceKey;
 use hubsim_proto::topic::{DeviceIdentity, DeviceTopic};
 
-use crate::settings::{check_host, check_id, endpoint_authority, Number, Settings};
+use crate::settings::{check_host, check_id, check_text, endpoint_authority, Number, Settings, Text};
 
 /// A field the user must fix, with the reason.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -122,6 +122,11 @@ pub fn plan(s: &Settings, emulator: Option<&Emulator>) -> Result<Plan, Vec<Field
     if let Err(e) = Number::KeepAlive.parse(&s.keep_alive_secs.to_string()) {
         errors.push(err("keep_alive", e));
     }
+    for (field, f) in [("api_version", Text::ApiVersion), ("model_id", Text::ModelId)] {
+        if let Err(e) = check_text(f, s.text(f).trim()) {
+            errors.push(err(field, e));
+        }
+    }
     let cs = match cs {
         Some(cs) if errors.is_empty() => cs,
         _ => return Err(errors),
@@ -232,6 +237,10 @@ mod tests {
         assert_eq!(p.target, "elsewhere.example");
         s.endpoint = "wss://MyHub.azure-devices.net:443/$iothub/websocket".into();
         assert!(!plan(&s, None).unwrap().needs_confirmation);
+        s.endpoint = String::new();
+        s.model_id = "dtmi:x;1&y".into();
+        assert_eq!(plan(&s, None).unwrap_err()[0].field, "model_id");
+        s.model_id = String::new();
         s.endpoint = "ws://elsewhere.example/x".into();
         assert_eq!(plan(&s, None).unwrap_err()[0].field, "endpoint");
     }

@@ -576,8 +576,8 @@ pub fn decode(s: &str, source: Source) -> Decoded {
     out
 }
 
-/// Validates a text value from outside the form.
-fn check_text(f: Text, v: &str) -> Result<(), String> {
+/// Validates a text value (from a link, storage, or the form for the fields that have a format).
+pub fn check_text(f: Text, v: &str) -> Result<(), String> {
     if v.len() > f.max_len() {
         return Err(format!("{} is longer than {} bytes", f.label(), f.max_len()));
     }
@@ -588,6 +588,13 @@ fn check_text(f: Text, v: &str) -> Result<(), String> {
         Text::Host => check_host(v).map_err(|e| format!("host name: {e}")),
         Text::DeviceId | Text::ModuleId => check_id(v).map_err(|e| format!("{}: {e}", f.label())),
         Text::Endpoint => endpoint_authority(v).map(|_| ()).map_err(|e| format!("endpoint: {e}")),
+        // Both go into the CONNECT user name: only the characters their formats use.
+        Text::ApiVersion if !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') => {
+            Err(format!("API version \"{}\" is not a version like 2021-04-12", clip(v)))
+        }
+        Text::ModelId if !v.bytes().all(|b| b.is_ascii_alphanumeric() || b":;_".contains(&b)) => {
+            Err(format!("model ID \"{}\" is not a DTMI like dtmi:com:example:Thermostat;1", clip(v)))
+        }
         _ if v.chars().any(|c| c.is_control() && f != Text::Body) => {
             Err(format!("{} contains control characters", f.label()))
         }
@@ -758,7 +765,8 @@ mod tests {
     #[test]
     fn link_values_are_validated() {
         let d = decode(
-            "host=evil.example%40myhub.azure-devices.net&device=a%2Fb&qos=7&ka=abc&clean=yes&zzz=1&ttl=60",
+            "host=evil.example%40myhub.azure-devices.net&device=a%2Fb&qos=7&ka=abc&clean=yes&zzz=1&ttl=60\
+             &api=2021-04-12%26x%3Dy&model=dtmi%3Aa%3B1%26b",
             Source::Link,
         );
         assert_eq!(d.changes, vec![Change::Number(Number::TokenTtl, 60)]);
@@ -770,6 +778,8 @@ mod tests {
             "keep-alive (s) must be a whole number, not \"abc\"",
             "CleanSession must be 0 or 1, not \"yes\"",
             "unknown setting \"zzz\" in the link was ignored",
+            "API version \"2021-04-12&x=y\" is not a version",
+            "model ID \"dtmi:a;1&b\" is not a DTMI",
         ] {
             assert!(r.contains(needle), "{needle} not in {r}");
         }

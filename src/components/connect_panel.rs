@@ -26,7 +26,7 @@ pub fn ConnectPanel() -> Html {
         || !s.key.is_empty();
     let error_for = |field: &str| -> Html {
         match errors.iter().find(|e| e.field == field) {
-            Some(e) if touched || matches!(field, "endpoint" | "ttl" | "keep_alive") => {
+            Some(e) if touched || matches!(field, "endpoint" | "ttl" | "keep_alive" | "api_version" | "model_id") => {
                 html! { <p class="field-error" id={format!("err-{field}")} role="alert">{ &e.message }</p> }
             }
             _ => html! {},
@@ -122,7 +122,7 @@ pub fn ConnectPanel() -> Html {
                         <label>{"API version"}<input value={s.api_version.clone()} oninput={on_text(&app, Text::ApiVersion)} /></label>
                         <label>{"Model ID (IoT Plug and Play)"}<input value={s.model_id.clone()} placeholder="dtmi:com:example:Thermostat;1" oninput={on_text(&app, Text::ModelId)} /></label>
                     </div>
-                    { error_for("endpoint") }{ error_for("ttl") }{ error_for("keep_alive") }
+                    { error_for("endpoint") }{ error_for("ttl") }{ error_for("keep_alive") }{ error_for("api_version") }{ error_for("model_id") }
                     <label class="check"><input type="checkbox" checked={s.clean_session} onchange={on_flag(&app, Flag::CleanSession)} />{"CleanSession (off keeps subscriptions and queued C2D across connections, as the SDKs do)"}</label>
                     <label class="check"><input type="checkbox" checked={s.auto_reconnect} onchange={on_flag(&app, Flag::AutoReconnect)} />{"Reconnect automatically"}</label>
                     <label class="check"><input type="checkbox" checked={s.remember_key} onchange={on_flag(&app, Flag::RememberKey)} />{"Remember the key on this device"}</label>
