@@ -12,6 +12,9 @@ pub fn run(args: &[String]) -> Result {
         crate::setup::sdk_node_modules()?;
     }
 
+    step("invariants (cargo xtask tidy)");
+    crate::tidy::run()?;
+
     step("format");
     sh(cargo().args(["fmt", "--all", "--check"]))?;
 
@@ -33,8 +36,19 @@ pub fn run(args: &[String]) -> Result {
     step("native tests (core, emulator over real TLS and WebSocket sockets)");
     sh(cargo().args(["test", "--workspace", "--locked"]))?;
 
-    step("hubsim-proto builds for wasm32-unknown-unknown");
-    sh(cargo().args(["build", "-p", "hubsim-proto", "--target", "wasm32-unknown-unknown", "--locked"]))?;
+    step("the sans-IO crates (proto, template, dtdl) build for wasm32-unknown-unknown");
+    sh(cargo().args([
+        "build",
+        "-p",
+        "hubsim-proto",
+        "-p",
+        "hubsim-template",
+        "-p",
+        "hubsim-dtdl",
+        "--target",
+        "wasm32-unknown-unknown",
+        "--locked",
+    ]))?;
 
     step("web app: trunk build --release");
     sh(tool("trunk").args(["build", "--release"]).current_dir(root()))?;

@@ -110,6 +110,12 @@ pub struct ServeArgs {
     /// `https://app.example` or `http://127.0.0.1:*` (any port). The server's own origin is always allowed.
     #[arg(long = "allow-origin", value_name = "ORIGIN")]
     pub allow_origins: Vec<String>,
+    /// Open connections per listener (MQTT, WebSocket, HTTP each).
+    #[arg(long, default_value_t = 20_000)]
+    pub max_connections: usize,
+    /// Open connections per remote address that is not loopback.
+    #[arg(long, default_value_t = 1_000)]
+    pub max_connections_per_address: usize,
     #[arg(long, default_value_t = 8883)]
     pub mqtt_port: u16,
     #[arg(long, default_value_t = 443)]

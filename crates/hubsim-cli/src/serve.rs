@@ -30,6 +30,11 @@ pub fn run(a: ServeArgs, data: &Path) -> Result<()> {
             allowed_hosts: a.allow_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
             allowed_origins: a.allow_origins.clone(),
         },
+        limits: hubsim_hub::listener::Limits {
+            per_listener: a.max_connections,
+            per_address: a.max_connections_per_address,
+            ..Default::default()
+        },
         ..Config::new(data)
     };
     if !a.bind.is_loopback() {

@@ -8,7 +8,7 @@
 pub mod api;
 pub mod conn;
 pub mod hub;
-mod listener;
+pub mod listener;
 pub mod model;
 pub mod store;
 pub mod timefmt;
@@ -48,6 +48,8 @@ pub struct Config {
     pub c2d_lock: Duration,
     /// Extra host names and web origins the HTTP listeners accept (see [`api::Access`]).
     pub access: api::Access,
+    /// Connection caps and HTTP deadlines of every listener.
+    pub limits: listener::Limits,
 }
 
 impl Config {
@@ -67,6 +69,7 @@ impl Config {
             protocol: hubsim_proto::HubConfig::default(),
             c2d_lock: Duration::from_secs(60),
             access: api::Access::default(),
+            limits: listener::Limits::default(),
         }
     }
 }
@@ -150,7 +153,8 @@ pub async fn start(config: Config) -> Result<Running> {
     let stop = CancellationToken::new();
     let mut listeners = JoinSet::new();
 
-    listeners.spawn(listener::accept_mqtt(mqtt, acceptor.clone(), hub.clone(), stop.clone()));
+    let gauge = |name| listener::Gauge::new(name, config.limits.clone());
+    listeners.spawn(listener::accept_mqtt(mqtt, acceptor.clone(), hub.clone(), gauge("mqtt"), stop.clone()));
     let access = Arc::new(config.access.clone());
     let tls_router = api::router(
         AppState {
@@ -164,12 +168,12 @@ pub async fn start(config: Config) -> Result<Running> {
         },
         config.web_dir.clone(),
     );
-    listeners.spawn(listener::accept_https(wss, acceptor, tls_router, hub.clone(), stop.clone()));
+    listeners.spawn(listener::accept_https(wss, acceptor, tls_router, hub.clone(), gauge("wss"), stop.clone()));
     let http_router = api::router(
         AppState { hub: hub.clone(), websocket: plain_ws, transport: "ws", info, ca_pem, access, scheme: "http" },
         config.web_dir.clone(),
     );
-    listeners.spawn(listener::serve_http(http, http_router, stop.clone()));
+    listeners.spawn(listener::serve_http(http, http_router, hub.clone(), gauge("http"), stop.clone()));
     Ok(Running { mqtt_addr, ws_addr, http_addr, ca_path: tls.ca_path, hub, listeners, stop })
 }
 

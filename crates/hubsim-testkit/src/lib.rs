@@ -496,3 +496,21 @@ impl Emu {
         self.hub().policies.connection_string("localhost", policy).unwrap().token(now_unix() + 3600).to_string()
     }
 }
+
+/// Waits for a record matching `pred` on a live connection-log subscription (taken before the action, so
+/// nothing is missed): for records that are shown live but not stored.
+pub async fn wait_live(
+    rx: &mut tokio::sync::broadcast::Receiver<hubsim_hub::model::ConnectionRecord>,
+    pred: impl Fn(&hubsim_hub::model::ConnectionRecord) -> bool,
+) -> hubsim_hub::model::ConnectionRecord {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let r = rx.recv().await.expect("the live connection log");
+            if pred(&r) {
+                return r;
+            }
+        }
+    })
+    .await
+    .expect("a live connection-log record")
+}

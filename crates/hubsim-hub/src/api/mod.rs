@@ -48,7 +48,7 @@ pub struct AppState {
 /// Builds the router; `web_dir` is served for everything else.
 pub fn router(state: AppState, web_dir: Option<PathBuf>) -> Router {
     let r = Router::new()
-        .route("/$iothub/websocket", get(websocket))
+        .route(hubsim_proto::endpoint::WEBSOCKET_PATH, get(websocket))
         .route("/health", get(|| async { "ok" }))
         .route("/hubsim-emulator.json", get(info))
         .route("/ca.pem", get(ca_pem))
@@ -115,6 +115,9 @@ impl IntoResponse for ServiceError {
 
 type ApiResult = Result<Response, ServiceError>;
 
+/// Largest WebSocket message and frame, bytes: an MQTT packet is at most IoT Hub's 256 KB plus headers.
+pub const MAX_WS_MESSAGE: usize = 1024 * 1024;
+
 async fn websocket(
     State(s): State<AppState>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
@@ -133,8 +136,7 @@ async fn websocket(
         .get_all("sec-websocket-protocol")
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|p| p.trim().eq_ignore_ascii_case("mqtt"));
+        .any(hubsim_proto::endpoint::offers_mqtt_subprotocol);
     if !has_mqtt {
         return (StatusCode::BAD_REQUEST, "the WebSocket subprotocol 'mqtt' is required").into_response();
     }
@@ -144,10 +146,14 @@ async fn websocket(
     };
     let hub = s.hub.clone();
     let kind = s.transport;
-    ws.protocols(["mqtt"]).max_message_size(1024 * 1024).on_upgrade(move |socket| {
-        let tracked = hub.tasks.clone();
-        tracked.track_future(conn::serve(hub, Transport::WebSocket(Box::new(socket)), kind, remote.to_string()))
-    })
+    ws.protocols([hubsim_proto::endpoint::WEBSOCKET_SUBPROTOCOL])
+        // A frame is checked against the limit before it is buffered (tungstenite), not only the message.
+        .max_message_size(MAX_WS_MESSAGE)
+        .max_frame_size(MAX_WS_MESSAGE)
+        .on_upgrade(move |socket| {
+            let tracked = hub.tasks.clone();
+            tracked.track_future(conn::serve(hub, Transport::WebSocket(Box::new(socket)), kind, remote.to_string()))
+        })
 }
 
 async fn ca_pem(State(s): State<AppState>) -> Response {
@@ -345,7 +351,8 @@ fn sse<T: serde::Serialize + Clone + Send + 'static>(
             Some(Ok(SseEvent::default().event("lagged").data(n.to_string())))
         }
     });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    // A comment every 10 s keeps an idle stream inside the listener's idle deadline (20 s).
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(10)))
 }
 
 async fn events_stream(State(s): State<AppState>, Query(q): Query<PageQuery>) -> impl IntoResponse {

@@ -201,8 +201,9 @@ impl Hub {
                 ),
             )
         })?;
-        if let Some(tx) = self.conn_tx(id) {
-            let _ = tx.send(ConnCmd::C2dAvailable);
+        if let Some(h) = self.conn(id) {
+            // A full queue already holds work that makes the task look at the C2D queue again.
+            let _ = h.cmds.try_send(ConnCmd::C2dAvailable);
         }
         Ok(msg)
     }

@@ -64,9 +64,10 @@ pub enum TwinError {
 /// Checks a patch against IoT Hub's twin rules (see the module docs).
 pub fn validate_patch(patch: &Value, section: Section) -> Result<(), TwinError> {
     let Value::Object(map) = patch else { return Err(TwinError::NotAnObject(section)) };
+    // The patch object itself is level 1 (IoT Hub counts the section's root).
     for (k, v) in map {
         check_name(k, "")?;
-        check_value(v, k, 1)?;
+        check_value(v, k, 2)?;
     }
     Ok(())
 }
@@ -191,12 +192,19 @@ impl Hub {
                 Ok(Ok(t))
             })
             .await??;
-        if let Some(tx) = self.conn_tx(id) {
+        if let Some(h) = self.conn(id) {
             let mut body = patch;
             if let Value::Object(m) = &mut body {
                 m.insert("$version".into(), twin.desired_version.into());
             }
-            let _ = tx.send(ConnCmd::Desired { version: twin.desired_version, body: Bytes::from(body.to_string()) });
+            let cmd = ConnCmd::Desired { version: twin.desired_version, body: Bytes::from(body.to_string()) };
+            if h.cmds.try_send(cmd).is_err() {
+                // The task is not keeping up: close it rather than lose the notification silently; the device
+                // reads the whole twin again when it reconnects (reference §7).
+                h.close(hubsim_proto::hub::CloseReason::ClosedByService(
+                    "the connection's command queue is full: the device is not reading".into(),
+                ));
+            }
         }
         Ok(twin)
     }
