@@ -30,7 +30,8 @@ async fn detect_emulator() -> Option<Emulator> {
     settings::check_host(&host_name).ok()?;
     let loc = window.location();
     let scheme = if loc.protocol().ok()? == "https:" { "wss" } else { "ws" };
-    Some(Emulator { host_name, ws: format!("{scheme}://{}/$iothub/websocket", loc.host().ok()?) })
+    let path = hubsim_proto::endpoint::WEBSOCKET_PATH;
+    Some(Emulator { host_name, ws: format!("{scheme}://{}{path}", loc.host().ok()?) })
 }
 
 #[component]

@@ -4,6 +4,7 @@
 
 use hubsim_proto::conn_str::{ConnectionString, Credential};
 use hubsim_proto::device::{Telemetry, TelemetryQos};
+use hubsim_proto::endpoint::websocket_url;
 use hubsim_proto::property_bag::{PropertyBag, SystemProperty};
 use hubsim_proto::sas::DeviceKey;
 use hubsim_proto::topic::{DeviceIdentity, DeviceTopic};
@@ -147,7 +148,7 @@ pub fn plan(s: &Settings, emulator: Option<&Emulator>) -> Result<Plan, Vec<Field
         }
         (None, _) => {
             let host = cs.connect_host().to_ascii_lowercase();
-            (format!("wss://{host}/$iothub/websocket?iothub-no-client-cert=true"), host.clone(), host)
+            (websocket_url(&host, None), host.clone(), host)
         }
     };
     let needs_confirmation = host != hub;

@@ -82,7 +82,7 @@ pub fn ConnectPanel() -> Html {
     let invalid = |f: &str| errors.iter().any(|e| e.field == f) && touched;
     let endpoint_placeholder = match emulator {
         Some(e) => format!("derived: this emulator ({}) for HostName={}", e.ws, e.host_name),
-        None => "derived: wss://{GatewayHostName or HostName}/$iothub/websocket".to_owned(),
+        None => format!("derived: wss://{{GatewayHostName or HostName}}{}", hubsim_proto::endpoint::WEBSOCKET_PATH),
     };
     html! {
         <section class="panel connect" aria-labelledby="connect-h">
