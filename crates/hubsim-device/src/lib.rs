@@ -7,6 +7,8 @@
 
 pub mod driver;
 pub mod fleet;
+pub mod message;
+pub mod pnp;
 pub mod transport;
 
 pub use driver::Driver;
