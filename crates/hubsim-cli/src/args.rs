@@ -92,6 +92,27 @@ pub struct SimArgs {
     /// No live line on stderr.
     #[arg(long)]
     pub quiet: bool,
+    /// Render each message from a template: a hubsim saved message (`{"name", "template", "variables",
+    /// "header"?, "qos"?, "properties"?}`) or an Iot-Telemetry-Simulator configuration (relaxed JSON). Each
+    /// device keeps its own state (counters, walks), seeded from --seed and its id; the header's entries become
+    /// application properties; a JSON body is checked before sending. Without it the padded payload of --size
+    /// is sent.
+    #[arg(long, value_name = "FILE", conflicts_with = "model")]
+    pub template: Option<PathBuf>,
+    /// Become the device a DTDL model describes (IoT Plug and Play): a model file, or `builtin:thermostat`,
+    /// `builtin:temperature-controller`, `builtin:every-schema`. Each device announces the model id, sends one
+    /// message per component per tick, reports read-only properties, acknowledges desired properties (also
+    /// those set while it was offline) and answers the model's commands.
+    #[arg(long, value_name = "FILE|builtin:NAME")]
+    pub model: Option<String>,
+    /// With --model: acknowledge this writable property with 400 instead of 200; `prop` (any component) or
+    /// `component.prop`. Repeatable.
+    #[arg(long, value_name = "PROP", requires = "model")]
+    pub reject: Vec<String>,
+    /// Seed of the run: the same seed (and the same times) gives the same messages. Default: random, printed
+    /// in the summary.
+    #[arg(long)]
+    pub seed: Option<u64>,
 }
 
 #[derive(Args)]
