@@ -529,11 +529,8 @@ async fn device(
                 return Ok(());
             }
             let wake = [can_send.then_some(next_send), deadline].into_iter().flatten().min();
-            let ev = tokio::select! {
-                ev = d.next_event(wake) => ev,
-                _ = stopped(&mut stop) => continue,
-            };
-            let Some(ev) = ev else { continue };
+            // The stop signal interrupts only the wait, never a write: the DISCONNECT after it is whole.
+            let Some(ev) = d.next_event_or(wake, stopped(&mut stop)).await else { continue };
             let now = d.now();
             match ev {
                 Event::Connected { .. } => {
