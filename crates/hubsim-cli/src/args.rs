@@ -45,10 +45,15 @@ pub enum Command {
     Twin(TwinCmd),
     /// Print a SAS token for a device connection string (works without an emulator).
     Sas(SasArgs),
-    /// Simulate devices: telemetry at a rate, method answers, C2D; live line and a JSON summary.
+    /// Simulate devices: telemetry at a rate (padded, from a --template, or a DTDL --model's), method answers,
+    /// C2D; live line and a JSON summary.
     Simulate(SimArgs),
 }
 
+/// `hubsim simulate`. What each device sends: the padded payload of `--size` by default; `--template FILE` (a
+/// saved message or an Iot-Telemetry-Simulator configuration, rendered with per-device state seeded by `--seed`);
+/// or `--model FILE|builtin:NAME`, which makes each device the IoT Plug and Play device the model describes
+/// (`--reject PROP` answers that writable property with 400). `--count` and `--duration` bound the run.
 #[derive(Args)]
 pub struct SimArgs {
     /// One device connection string (works against the real IoT Hub too).
@@ -63,15 +68,17 @@ pub struct SimArgs {
     /// Device id prefix for --devices.
     #[arg(long, default_value = "sim")]
     pub prefix: String,
-    /// Messages per second per device (0 = as fast as acknowledgements allow).
+    /// Ticks per second per device (0 = as fast as acknowledgements allow). A tick is one message, or with
+    /// --model one message per component with telemetry.
     #[arg(long, default_value_t = 1.0)]
     pub rate: f64,
-    /// Messages per device (0 = until --duration ends).
+    /// Ticks per device (0 = until --duration ends).
     #[arg(long, default_value_t = 0)]
     pub count: u64,
+    /// MQTT QoS of telemetry (a saved message's `qos` takes precedence).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
     pub qos: u8,
-    /// Payload size in bytes.
+    /// Size of the padded payload in bytes (without --template or --model).
     #[arg(long, default_value_t = 256)]
     pub size: usize,
     #[arg(long, value_parser = ["mqtt", "ws"], default_value = "mqtt")]
