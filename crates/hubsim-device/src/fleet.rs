@@ -9,7 +9,9 @@
 //!   with its own state, `DeviceState::new(id, device_seed(seed, id))`, so `$.DeviceId` and the random values
 //!   differ per device while the same `--seed` and the same times give the same messages. The header's entries
 //!   become application properties; a body meant to be JSON is checked before sending, and a render that fails
-//!   is counted as an error with its message in the summary's `failures`.
+//!   is counted as an error with its message in the summary's `failures`. Time comes from the system clock
+//!   (`$.LocalTime` and `$.Ticks` use UTC: the fleet knows no time zone), `$.MachineName` from `HOSTNAME`;
+//!   the ITS `Intervals` setting is not used: `rate` paces every device.
 //! - [`PayloadSource::Model`] (`--model FILE`, see [`crate::pnp`]): the device becomes the model: `model-id` in
 //!   the CONNECT user name; per tick one message per interface with telemetry (`$.sub` on components'); on
 //!   every connection it subscribes to desired patches, reports its read-only properties, reads the twin and

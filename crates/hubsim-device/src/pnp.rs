@@ -186,6 +186,17 @@ mod tests {
     }
 
     #[test]
+    fn a_value_outside_the_schema_is_refused_with_the_reason() {
+        let d = device(&[]);
+        let desired = json::parse(r#"{"thermostat1": {"targetTemperature": "warm"}, "$version": 9}"#).unwrap();
+        let (_, acks) = d.answer_desired(&pnp::parse_desired(d.model(), &desired)).unwrap();
+        assert_eq!((acks[0].ack.code, acks[0].ack.version), (400, 9));
+        assert!(acks[0].ack.description.as_deref().unwrap().contains("targetTemperature"), "{:?}", acks[0]);
+        let removed = json::parse(r#"{"thermostat1": {"targetTemperature": null}, "$version": 10}"#).unwrap();
+        assert_eq!(d.answer_desired(&pnp::parse_desired(d.model(), &removed)), None, "a removal needs no ack");
+    }
+
+    #[test]
     fn commands_answer_by_the_model() {
         let d = device(&[]);
         let (status, body) = d.answer_command("thermostat1*getMaxMinReport", br#""2024-01-01T00:00:00Z""#);
