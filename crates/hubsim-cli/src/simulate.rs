@@ -15,6 +15,9 @@ use std::sync::Arc;
 use crate::args::SimArgs;
 use crate::client::ServiceClient;
 
+/// How long the devices have to disconnect after Ctrl+C before the command gives up on the summary.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Reads `--template` or `--model` (before any device is created, so a bad file costs nothing).
 fn payload_source(a: &SimArgs) -> Result<PayloadSource> {
     if let Some(f) = &a.template {
@@ -83,6 +86,8 @@ pub fn run_cli(a: SimArgs, hub: &ServiceClient) -> Result<()> {
     if let Some(ca) = &a.ca {
         ca_pem = Some(std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?);
     }
+    // Ctrl+C stops the devices cleanly (DISCONNECT) and still prints the summary.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let cfg = SimConfig {
         devices,
         host,
@@ -99,16 +104,24 @@ pub fn run_cli(a: SimArgs, hub: &ServiceClient) -> Result<()> {
         payload,
         seed,
         events: None,
-        stop: None,
+        stop: Some(stop_rx),
     };
     if cfg.count == 0 && cfg.duration.is_none() {
         eprintln!("(no --count or --duration: running until Ctrl+C)");
     }
     let rt = tokio::runtime::Runtime::new()?;
     let summary = rt.block_on(async move {
+        let run = run(cfg);
+        tokio::pin!(run);
         tokio::select! {
-            r = run(cfg) => r.map_err(anyhow::Error::from),
-            _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+            r = &mut run => return r.map_err(anyhow::Error::from),
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        let _ = stop_tx.send(true);
+        // Stopping interrupts every wait, so devices leave at once; a connection attempt may take a moment.
+        match tokio::time::timeout(STOP_GRACE, &mut run).await {
+            Ok(r) => r.map_err(anyhow::Error::from),
+            Err(_) => Err(anyhow!("interrupted (the devices did not stop within {} s)", STOP_GRACE.as_secs())),
         }
     })?;
     crate::print::json(&summary);
