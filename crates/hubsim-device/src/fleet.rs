@@ -23,7 +23,7 @@
 //! ([`FleetEvent`]), so nobody has to sleep and poll.
 
 use bytes::Bytes;
-use hubsim_dtdl::pnp::{parse_desired, unacknowledged};
+use hubsim_dtdl::pnp::parse_desired;
 use hubsim_proto::conn_str::{ConnectionString, ConnectionStringError};
 use hubsim_proto::device::{
     ConnectOptions, DeviceConfig, Event, LostReason, PublishId, RequestKind, Telemetry, TelemetryQos,
@@ -586,7 +586,7 @@ async fn device(
                     let twin = std::str::from_utf8(&body).ok().and_then(|t| json::parse(t).ok());
                     match twin {
                         Some(twin) if status == 200 => {
-                            if let Some((patch, acks)) = p.answer_desired(&unacknowledged(p.model(), &twin)) {
+                            if let Some((patch, acks)) = p.answer_twin(&twin) {
                                 let rid = d.session_mut().patch_reported(now, Bytes::from(patch.to_string()));
                                 ack_patches.insert(rid.map_err(session_err)?, acks);
                             }

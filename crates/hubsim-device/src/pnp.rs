@@ -95,7 +95,8 @@ impl PnpDevice {
     }
 
     /// The acknowledgements for a desired patch (or the unacknowledged part of a twin) and the one reported
-    /// patch carrying them all; `None` when there is nothing to answer.
+    /// patch carrying them all; `None` when there is nothing to answer. Every ack carries `ad`, because a
+    /// reported patch merges into the previous ack and would otherwise keep an old rejection's description.
     pub fn answer_desired(&self, patch: &DesiredPatch) -> Option<(Value, Vec<AckSent>)> {
         let version = patch.version.unwrap_or(0);
         let mut acks = Vec::new();
@@ -106,12 +107,41 @@ impl PnpDevice {
             } else if self.spec.rejects(u.component.as_deref(), &u.property) {
                 Ack { value: u.value.clone(), code: 400, version, description: Some("rejected (--reject)".into()) }
             } else {
-                Ack::accepted(u.value.clone(), version)
+                Ack { description: Some("accepted".into()), ..Ack::accepted(u.value.clone(), version) }
             };
             merge(&mut doc, pnp::ack_patch(u.component.as_deref(), &u.property, &ack));
             acks.push(AckSent { component: u.component.clone(), property: u.property.clone(), ack });
         }
         (!acks.is_empty()).then_some((doc, acks))
+    }
+
+    /// What the device reports after reading its twin on connect: acknowledgements of the desired values it
+    /// has not acknowledged yet (`unacknowledged`), and, for writable properties that have neither a desired
+    /// nor a reported value, the device's own initial value (`ac` 203, `av` 0: [`Ack::initial`]), as the
+    /// convention describes for a first start. The returned acks list only the answers to desired values.
+    pub fn answer_twin(&self, twin: &Value) -> Option<(Value, Vec<AckSent>)> {
+        let model = &self.spec.model;
+        let (mut doc, acks) = self
+            .answer_desired(&pnp::unacknowledged(model, twin))
+            .unwrap_or_else(|| (Value::Object(Object::new()), Vec::new()));
+        let desired = pnp::parse_desired(model, twin.get("desired").unwrap_or(&Value::Null));
+        let reported = twin.get("reported").unwrap_or(&Value::Null);
+        for (component, iface) in model.interfaces() {
+            for p in iface.properties.iter().filter(|p| p.writable) {
+                let has_desired =
+                    desired.updates.iter().any(|u| u.component.as_deref() == component && u.property == p.name);
+                let section = match component {
+                    None => Some(reported),
+                    Some(c) => reported.get(c),
+                };
+                if has_desired || section.and_then(|s| s.get(&p.name)).is_some() {
+                    continue;
+                }
+                let ack = Ack { description: Some("initial value".into()), ..Ack::initial(default_value(&p.schema)) };
+                merge(&mut doc, pnp::ack_patch(component, &p.name, &ack));
+            }
+        }
+        (!doc.as_object().is_some_and(Object::is_empty)).then_some((doc, acks))
     }
 
     /// Answers a direct method by the model: (status, JSON body).
@@ -181,7 +211,7 @@ mod tests {
         assert_eq!(acks.iter().map(|a| a.ack.code).collect::<Vec<_>>(), vec![200, 400]);
         assert_eq!(
             doc.to_string(),
-            r#"{"thermostat1":{"__t":"c","targetTemperature":{"value":25,"ac":200,"av":4}},"thermostat2":{"__t":"c","targetTemperature":{"value":30,"ac":400,"av":4,"ad":"rejected (--reject)"}}}"#
+            r#"{"thermostat1":{"__t":"c","targetTemperature":{"value":25,"ac":200,"av":4,"ad":"accepted"}},"thermostat2":{"__t":"c","targetTemperature":{"value":30,"ac":400,"av":4,"ad":"rejected (--reject)"}}}"#
         );
     }
 
@@ -194,6 +224,22 @@ mod tests {
         assert!(acks[0].ack.description.as_deref().unwrap().contains("targetTemperature"), "{:?}", acks[0]);
         let removed = json::parse(r#"{"thermostat1": {"targetTemperature": null}, "$version": 10}"#).unwrap();
         assert_eq!(d.answer_desired(&pnp::parse_desired(d.model(), &removed)), None, "a removal needs no ack");
+    }
+
+    #[test]
+    fn on_connect_unacknowledged_values_are_answered_and_the_rest_reported_as_initial() {
+        let d = device(&[]);
+        let twin = json::parse(
+            r#"{"desired": {"thermostat1": {"targetTemperature": 25}, "$version": 3},
+                "reported": {"thermostat1": {"targetTemperature": {"value": 20, "ac": 200, "av": 2}}, "$version": 5}}"#,
+        )
+        .unwrap();
+        let (doc, acks) = d.answer_twin(&twin).unwrap();
+        assert_eq!(acks.len(), 1);
+        assert_eq!(
+            doc.to_string(),
+            r#"{"thermostat1":{"__t":"c","targetTemperature":{"value":25,"ac":200,"av":3,"ad":"accepted"}},"thermostat2":{"__t":"c","targetTemperature":{"value":0.0,"ac":203,"av":0,"ad":"initial value"}}}"#
+        );
     }
 
     #[test]

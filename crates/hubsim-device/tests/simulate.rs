@@ -216,7 +216,10 @@ async fn model_device_acknowledges_rejects_answers_and_sends_component_telemetry
     assert_eq!(dev.acked("thermostat2", "targetTemperature").await, (400, version));
     let reported = emu.hub().get_twin("pnp1").unwrap().reported;
     assert_eq!(reported["thermostat1"]["__t"], "c");
-    assert_eq!(reported["thermostat1"]["targetTemperature"], json!({"value": 25.5, "ac": 200, "av": version}));
+    assert_eq!(
+        reported["thermostat1"]["targetTemperature"],
+        json!({"value": 25.5, "ac": 200, "av": version, "ad": "accepted"})
+    );
     let t2 = &reported["thermostat2"]["targetTemperature"];
     assert_eq!((&t2["ac"], &t2["av"], &t2["value"]), (&json!(400), &json!(version), &json!(30)), "{t2}");
     // The read-only properties were reported on connect (deviceInformation is a component).
@@ -281,6 +284,9 @@ async fn reconnecting_acknowledges_a_desired_update_made_while_offline() {
     let mut dev = Running::start(&emu, "pnp2", &[]).await;
     assert_eq!(dev.acked("thermostat1", "targetTemperature").await, (200, version));
     let reported = emu.hub().get_twin("pnp2").unwrap().reported;
-    assert_eq!(reported["thermostat1"]["targetTemperature"], json!({"value": 19, "ac": 200, "av": version}));
+    assert_eq!(
+        reported["thermostat1"]["targetTemperature"],
+        json!({"value": 19, "ac": 200, "av": version, "ad": "accepted"})
+    );
     dev.finish().await;
 }
