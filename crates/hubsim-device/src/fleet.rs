@@ -15,8 +15,8 @@
 //! - [`PayloadSource::Model`] (`--model FILE`, see [`crate::pnp`]): the device becomes the model: `model-id` in
 //!   the CONNECT user name; per tick one message per interface with telemetry (`$.sub` on components'); on
 //!   every connection it subscribes to desired patches, reports its read-only properties, reads the twin and
-//!   acknowledges the desired values it has not acknowledged yet; then it acknowledges each desired update and
-//!   answers commands.
+//!   acknowledges the desired values it has not acknowledged yet (writable properties with no value at all get
+//!   the device's initial value, `ac` 203); then it acknowledges each desired update and answers commands.
 //!
 //! A run ends when every device has sent `count` ticks and had them acknowledged, when `duration` passes, or
 //! when [`SimConfig::stop`] turns true. [`SimConfig::events`] reports what tests and tools wait for

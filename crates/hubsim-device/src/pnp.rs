@@ -1,7 +1,7 @@
 //! The device a DTDL model describes, for `hubsim simulate --model FILE`: what it sends and how it answers,
 //! by the IoT Plug and Play conventions of `hubsim_dtdl::pnp`. Decisions only; the fleet does the I/O:
 //! telemetry per tick (one message per interface, `$.sub` for components), the read-only properties' report
-//! on connect, acknowledgements of desired values (accepted with 200, or 400 when the value does not fit the
+//! on connect, what to report after reading the twin ([`PnpDevice::answer_twin`]), acknowledgements of desired values (accepted with 200, or 400 when the value does not fit the
 //! schema or the property is named by `--reject`), and command answers (the response schema's default value
 //! with 200; 400 for a request that fails the request schema; 404 for a command the model lacks).
 
