@@ -145,27 +145,45 @@ pub fn venv_python() -> std::path::PathBuf {
 /// Creates the venv and installs `tests/sdk/requirements.txt` unless the SDK already imports.
 pub fn python_venv() -> Result {
     let py = venv_python();
-    if output(Command::new(&py).args(["-c", "import azure.iot.device"])).is_some() {
-        eprintln!("   python venv with azure-iot-device already installed");
+    let requirements = crate::util::root().join("tests/sdk/requirements.txt");
+    let stamp = venv_dir().join(".hubsim-requirements");
+    if py.exists() && same_file_text(&requirements, &stamp) {
+        eprintln!("   python venv up to date with tests/sdk/requirements.txt");
         return Ok(());
     }
-    sh(Command::new("python3").args(["-m", "venv"]).arg(venv_dir()))?;
+    if !py.exists() {
+        sh(Command::new("python3").args(["-m", "venv"]).arg(venv_dir()))?;
+    }
     sh(Command::new(&py)
         .args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "-r"])
-        .arg(crate::util::root().join("tests/sdk/requirements.txt")))
+        .arg(&requirements))?;
+    copy_stamp(&requirements, &stamp)
 }
 
-/// `npm ci` in `dir` unless `marker` (a file under node_modules) exists.
+/// Whether `stamp` holds exactly the text of `source` (what was installed last time).
+fn same_file_text(source: &std::path::Path, stamp: &std::path::Path) -> bool {
+    matches!((std::fs::read(source), std::fs::read(stamp)), (Ok(a), Ok(b)) if a == b)
+}
+
+fn copy_stamp(source: &std::path::Path, stamp: &std::path::Path) -> Result {
+    std::fs::copy(source, stamp).map(|_| ()).map_err(|e| format!("writing {}: {e}", stamp.display()))
+}
+
+/// `npm ci` in `dir` unless its node_modules were installed from the same package-lock.json (a stamp beside them
+/// remembers which), so a changed lock file installs again and an unchanged one costs nothing.
 fn npm_ci(dir: &str, marker: &str) -> Result {
     let dir = crate::util::root().join(dir);
-    if dir.join("node_modules").join(marker).exists() {
-        eprintln!("   {} node_modules already installed", dir.display());
+    let lock = dir.join("package-lock.json");
+    let stamp = dir.join("node_modules").join(".hubsim-package-lock.json");
+    if dir.join("node_modules").join(marker).exists() && same_file_text(&lock, &stamp) {
+        eprintln!("   {} node_modules up to date with package-lock.json", dir.display());
         return Ok(());
     }
     sh(Command::new("npm")
         .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(dir)
-        .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1"))
+        .current_dir(&dir)
+        .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1"))?;
+    copy_stamp(&lock, &stamp)
 }
 
 /// The Playwright project (no browser download: the tests use Debian's Chromium).
