@@ -33,7 +33,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         let running = hubsim_hub::start(config).await?;
         let demo = match &a.demo_device {
             Some(id) => {
-                let d = match running.hub.store.device(id)? {
+                let d = match running.hub.store.device(id).await? {
                     Some(d) => d,
                     None => running.hub.create_device(id, None, None, true).await.map_err(|e| anyhow!("{e}"))?,
                 };

@@ -244,7 +244,7 @@ impl Ctx {
                     let _ = w.send(MethodReply::Response { status, payload });
                 }
             }
-            HubEvent::TwinGet { rid } => match self.hub.store.twin(self.device()) {
+            HubEvent::TwinGet { rid } => match self.hub.store.twin(self.device()).await {
                 Ok(t) => session.twin_response(&rid, 200, None, Bytes::from(t.mqtt_document().to_string())),
                 Err(e) => session.twin_response(&rid, 500, None, error_body(500001, &e.to_string())),
             },

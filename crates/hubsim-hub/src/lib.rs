@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod conn;
+pub mod files;
 pub mod hub;
 mod listener;
 pub mod model;
@@ -46,6 +47,9 @@ pub struct Config {
     pub protocol: hubsim_proto::HubConfig,
     /// How long a delivered C2D message stays locked waiting for PUBACK (IoT Hub: 60 s).
     pub c2d_lock: Duration,
+    /// Retention of the event log, connection log and feedback (default 1 day, 1 000 000 events, 100 000
+    /// connection and feedback records; see [`store::Limits`]).
+    pub limits: store::Limits,
 }
 
 impl Config {
@@ -64,6 +68,7 @@ impl Config {
             retain_property: "mqtt-retain".into(),
             protocol: hubsim_proto::HubConfig::default(),
             c2d_lock: Duration::from_secs(60),
+            limits: store::Limits::default(),
         }
     }
 }
@@ -111,9 +116,14 @@ impl Running {
 
 /// Binds every listener and starts serving. Port 0 picks a free port (see the addresses in [`Running`]).
 pub async fn start(config: Config) -> Result<Running> {
-    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
+    // Private from creation: the folder 0700, the database and keys 0600 (see `files`).
+    files::create_private_dir(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
     let tls = tls::load(&config.data_dir, &config.host_name, config.tls_cert.as_deref(), config.tls_key.as_deref())?;
-    let store = store::Store::open(&config.data_dir.join("hubsim.redb")).context("opening the database")?;
+    let (db_path, limits) = (config.data_dir.join("hubsim.redb"), config.limits.clone());
+    let store = tokio::task::spawn_blocking(move || store::Store::open(&db_path, limits))
+        .await?
+        .context("opening the database")?;
     let mut settings = Settings::new(config.host_name.clone());
     settings.protocol = config.protocol.clone();
     settings.protocol.retain_property = config.retain_property.clone();

@@ -321,13 +321,13 @@ async fn c2d_is_delivered_with_every_property_and_completed_by_puback() {
     d.flush().await;
     // The PUBACK (sent automatically) completes it: the queue empties and positive feedback is recorded.
     tokio::time::timeout(WAIT, async {
-        while !emu.hub().store.c2d_queue("d1").unwrap().is_empty() {
+        while !emu.hub().store.c2d_queue("d1").await.unwrap().is_empty() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
     .await
     .unwrap();
-    let fb = emu.hub().store.feedback(0, 10).unwrap();
+    let fb = emu.hub().store.feedback(0, 10).await.unwrap();
     assert_eq!((fb[0].original_message_id.as_str(), fb[0].status_code.as_str()), ("m-1", "Success"));
 }
 
@@ -400,8 +400,8 @@ async fn unacknowledged_c2d_is_redelivered_with_dup_then_dead_lettered() {
     }
     assert_eq!(deliveries.len(), 10, "max delivery count 10: {deliveries:?}");
     assert!(!deliveries[0] && deliveries[1..].iter().all(|dup| *dup));
-    assert!(emu.hub().store.c2d_queue("d1").unwrap().is_empty());
-    let fb = emu.hub().store.feedback(0, 10).unwrap();
+    assert!(emu.hub().store.c2d_queue("d1").await.unwrap().is_empty());
+    let fb = emu.hub().store.feedback(0, 10).await.unwrap();
     assert_eq!(fb[0].status_code, "DeliveryCountExceeded");
 }
 
@@ -473,7 +473,7 @@ async fn twin_get_reported_patch_and_desired_push() {
         unreachable!()
     };
     assert_eq!((status, version), (204, Some(2)));
-    assert_eq!(emu.hub().get_twin("d1").unwrap().reported["fw"], "1.2");
+    assert_eq!(emu.hub().get_twin("d1").await.unwrap().reported["fw"], "1.2");
     emu.hub().patch_desired("d1", json!({"interval": 10})).await.unwrap();
     let Event::DesiredPropertiesPatch { version, body } =
         d.expect("desired", |e| matches!(e, Event::DesiredPropertiesPatch { .. })).await

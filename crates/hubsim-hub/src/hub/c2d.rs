@@ -103,7 +103,7 @@ impl Hub {
 
     /// Queues a C2D message (at most `c2d_max_queue` per device).
     pub async fn send_c2d(&self, id: &str, req: SendC2d) -> Result<C2dMessage, ServiceError> {
-        self.get_device(id)?;
+        self.get_device(id).await?;
         let body = match (&req.body_base64, &req.body) {
             (Some(b), _) => {
                 STANDARD.decode(b).map_err(|e| ServiceError::new(400, 400004, format!("bodyBase64: {e}")))?

@@ -9,14 +9,14 @@ use crate::model::{merge_patch, Twin};
 use crate::store::StoreError;
 
 impl Hub {
-    pub fn get_twin(&self, id: &str) -> Result<Twin, ServiceError> {
-        self.get_device(id)?;
-        Ok(self.store.twin(id)?)
+    pub async fn get_twin(&self, id: &str) -> Result<Twin, ServiceError> {
+        self.get_device(id).await?;
+        Ok(self.store.twin(id).await?)
     }
 
     /// Applies a desired-properties patch and pushes it to the device if connected.
     pub async fn patch_desired(&self, id: &str, patch: Value) -> Result<Twin, ServiceError> {
-        self.get_device(id)?;
+        self.get_device(id).await?;
         if !patch.is_object() {
             return Err(ServiceError::new(400, 400004, "desired properties must be a JSON object"));
         }
