@@ -2,11 +2,13 @@
 //! writes the machine-readable ready file.
 
 use anyhow::{anyhow, Context, Result};
+use hubsim_hub::store::Limits;
 use hubsim_hub::{Config, Running};
 use hubsim_proto::endpoint::WEBSOCKET_PATH;
 use serde_json::{json, Value};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::args::ServeArgs;
 
@@ -26,6 +28,12 @@ pub fn run(a: ServeArgs) -> Result<()> {
         tls_key: a.tls_key.clone(),
         web_dir: web_dir.clone(),
         retain_property: a.retain_property.clone(),
+        limits: Limits {
+            retention: Duration::from_secs(a.retention_hours * 3600),
+            max_events: a.max_events,
+            max_connections: a.max_connection_records,
+            max_feedback: a.max_feedback_records,
+        },
         ..Config::new(&a.data)
     };
     let rt = tokio::runtime::Runtime::new()?;
@@ -43,7 +51,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         };
         if let Some(path) = &a.ready_file {
             let info = ready_json(&running, &a, demo.as_ref());
-            write_private_atomically(path, &serde_json::to_vec_pretty(&info)?)
+            hubsim_hub::files::write_private(path, &serde_json::to_vec_pretty(&info)?)
                 .with_context(|| format!("writing the ready file {}", path.display()))?;
         }
         banner(&running, &a, web_dir.as_ref());
@@ -72,21 +80,6 @@ fn ready_json(r: &Running, a: &ServeArgs, demo: Option<&(String, String)>) -> Va
         "demoConnectionString": demo.map(|d| &d.1),
         "pid": std::process::id(),
     })
-}
-
-/// Writes `data` to `path` through a temporary file created 0600 and renamed over it, so a reader never sees a
-/// half-written file and the file (which may hold a device key) is never readable by others.
-fn write_private_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut o = std::fs::OpenOptions::new();
-    o.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
-    let mut f = o.open(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 fn banner(r: &Running, a: &ServeArgs, web_dir: Option<&PathBuf>) {
