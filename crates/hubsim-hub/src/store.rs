@@ -35,10 +35,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::any::Any;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, Mutex, RwLock};
+use std::sync::{mpsc, Arc, RwLock};
 use std::time::{Duration, Instant};
 use thiserror::Error;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use crate::model::{C2dMessage, ConnectionRecord, Device, EventRecord, FeedbackRecord, Twin};
 use crate::timefmt::unix_ms;
@@ -175,8 +175,8 @@ struct Shared {
     path: PathBuf,
     /// The open database; `None` while the writer re-opens it.
     db: RwLock<Option<Arc<Database>>>,
-    /// Why the store is unavailable, when it is.
-    unavailable: Mutex<Option<String>>,
+    /// Why the store is unavailable, when it is; watchers learn about every change of state.
+    unavailable: watch::Sender<Option<String>>,
 }
 
 impl Shared {
@@ -185,7 +185,7 @@ impl Shared {
         slot.clone().ok_or_else(|| StoreError::Unavailable(self.reason()))
     }
     fn reason(&self) -> String {
-        self.unavailable.lock().ok().and_then(|r| r.clone()).unwrap_or_else(|| "the database is being re-opened".into())
+        self.unavailable.borrow().clone().unwrap_or_else(|| "the database is being re-opened".into())
     }
 }
 
@@ -297,7 +297,7 @@ impl Store {
         let shared = Arc::new(Shared {
             path: path.to_path_buf(),
             db: RwLock::new(Some(Arc::new(database))),
-            unavailable: Mutex::new(None),
+            unavailable: watch::Sender::new(None),
         });
         let (tx, rx) = mpsc::channel::<(Op, Reply)>();
         let w = Writer { shared: shared.clone(), limits, retry_at: None, retry_delay: RETRY_FIRST };
@@ -310,7 +310,12 @@ impl Store {
 
     /// Why new work is refused, while the database cannot be written.
     pub fn unavailable(&self) -> Option<String> {
-        self.shared.unavailable.lock().ok().and_then(|r| r.clone())
+        self.shared.unavailable.borrow().clone()
+    }
+
+    /// Follows the availability state (`Some(reason)` while new work is refused).
+    pub fn availability(&self) -> watch::Receiver<Option<String>> {
+        self.shared.unavailable.subscribe()
     }
 
     /// Runs `f` in a write transaction, returning after the commit is durable. An error from `f` undoes `f`'s
@@ -850,9 +855,7 @@ impl Writer {
         }
         let reason = format!("the database cannot be written ({why}); is the disk full? New work is refused until a write succeeds again");
         tracing::error!(path = %self.shared.path.display(), "{reason}");
-        if let Ok(mut r) = self.shared.unavailable.lock() {
-            *r = Some(reason);
-        }
+        self.shared.unavailable.send_replace(Some(reason));
         self.retry_delay = RETRY_FIRST;
         self.retry_at = Some(Instant::now() + RETRY_FIRST);
     }
@@ -863,9 +866,7 @@ impl Writer {
             Ok(()) => {
                 self.retry_at = None;
                 self.retry_delay = RETRY_FIRST;
-                if let Ok(mut r) = self.shared.unavailable.lock() {
-                    *r = None;
-                }
+                self.shared.unavailable.send_replace(None);
                 tracing::info!(path = %self.shared.path.display(), "the database is writable again; serving");
             }
             Err(e) => {
