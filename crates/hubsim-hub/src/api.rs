@@ -302,7 +302,8 @@ async fn events(State(s): State<AppState>, Query(q): Query<PageQuery>) -> ApiRes
 }
 
 async fn connections(State(s): State<AppState>, Query(q): Query<PageQuery>) -> ApiResult {
-    Ok(Json(s.hub.store.connections(q.after, q.limit.unwrap_or(100).min(1000), q.device.as_deref()).await?).into_response())
+    Ok(Json(s.hub.store.connections(q.after, q.limit.unwrap_or(100).min(1000), q.device.as_deref()).await?)
+        .into_response())
 }
 
 async fn feedback(State(s): State<AppState>, Query(q): Query<PageQuery>) -> ApiResult {

@@ -59,10 +59,7 @@ pub fn narrow(path: &Path, mode: u32) -> io::Result<()> {
         use std::os::unix::fs::PermissionsExt;
         let current = std::fs::metadata(path)?.permissions().mode() & 0o777;
         if current & 0o077 != 0 {
-            tracing::warn!(
-                "{} was readable by others (mode {current:o}); narrowing it to {mode:o}",
-                path.display()
-            );
+            tracing::warn!("{} was readable by others (mode {current:o}); narrowing it to {mode:o}", path.display());
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
         }
     }

@@ -117,8 +117,7 @@ impl Running {
 /// Binds every listener and starts serving. Port 0 picks a free port (see the addresses in [`Running`]).
 pub async fn start(config: Config) -> Result<Running> {
     // Private from creation: the folder 0700, the database and keys 0600 (see `files`).
-    files::create_private_dir(&config.data_dir)
-        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    files::create_private_dir(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
     let tls = tls::load(&config.data_dir, &config.host_name, config.tls_cert.as_deref(), config.tls_key.as_deref())?;
     let (db_path, limits) = (config.data_dir.join("hubsim.redb"), config.limits.clone());
     let store = tokio::task::spawn_blocking(move || store::Store::open(&db_path, limits))

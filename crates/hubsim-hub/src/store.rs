@@ -58,7 +58,8 @@ const CONNLOG: LogTable = TableDefinition::new("connlog.v2");
 const CONNLOG_BY_DEVICE: IndexTable = TableDefinition::new("connlog.by-device");
 const FEEDBACK: LogTable = TableDefinition::new("feedback.v2");
 /// Log tables of hubsim versions before retention (`seq → JSON`), migrated at open.
-const OLD_LOGS: [(&str, Log); 3] = [("events", Log::Events), ("connlog", Log::Connections), ("feedback", Log::Feedback)];
+const OLD_LOGS: [(&str, Log); 3] =
+    [("events", Log::Events), ("connlog", Log::Connections), ("feedback", Log::Feedback)];
 
 /// Most writes applied in one transaction.
 const MAX_BATCH: usize = 4096;
@@ -446,12 +447,7 @@ impl Store {
         .await
     }
 
-    pub async fn events(
-        &self,
-        after: u64,
-        limit: usize,
-        device: Option<&str>,
-    ) -> Result<Vec<EventRecord>, StoreError> {
+    pub async fn events(&self, after: u64, limit: usize, device: Option<&str>) -> Result<Vec<EventRecord>, StoreError> {
         self.page(Log::Events, after, limit, device).await
     }
 
@@ -500,7 +496,11 @@ impl Tx<'_> {
         let v = t.get(key).map_err(db)?;
         v.map(|v| from_bytes(v.value())).transpose()
     }
-    fn del(&mut self, table: TableDefinition<'static, &'static str, &'static [u8]>, key: &str) -> Result<(), StoreError> {
+    fn del(
+        &mut self,
+        table: TableDefinition<'static, &'static str, &'static [u8]>,
+        key: &str,
+    ) -> Result<(), StoreError> {
         let mut t = self.tx.open_table(table).map_err(db)?;
         let old = t.remove(key).map_err(db)?.map(|g| g.value().to_vec());
         if old.is_some() {

@@ -86,9 +86,7 @@ fn permitted(names: &[String]) -> Vec<GeneralSubtree> {
     names
         .iter()
         .map(|n| match n.parse::<IpAddr>() {
-            Ok(ip) => {
-                GeneralSubtree::IpAddress(CidrSubnet::from_addr_prefix(ip, if ip.is_ipv4() { 32 } else { 128 }))
-            }
+            Ok(ip) => GeneralSubtree::IpAddress(CidrSubnet::from_addr_prefix(ip, if ip.is_ipv4() { 32 } else { 128 })),
             Err(_) => GeneralSubtree::DnsName(n.clone()),
         })
         .collect()
@@ -131,8 +129,7 @@ fn parse_first(pem_path: &Path) -> Option<Parsed> {
         _ => None,
     };
     let constraints = x.name_constraints().ok().flatten().map(|c| {
-        let mut v: Vec<String> =
-            c.value.permitted_subtrees.iter().flatten().filter_map(|s| name(&s.base)).collect();
+        let mut v: Vec<String> = c.value.permitted_subtrees.iter().flatten().filter_map(|s| name(&s.base)).collect();
         v.sort();
         v
     });
@@ -145,13 +142,7 @@ fn parse_first(pem_path: &Path) -> Option<Parsed> {
         .map(|s| s.value.general_names.iter().filter_map(name).collect())
         .unwrap_or_default();
     sans.sort();
-    Some(Parsed {
-        not_after: x.validity().not_after.timestamp(),
-        constraints,
-        path_len_zero,
-        sans,
-        der: der.to_vec(),
-    })
+    Some(Parsed { not_after: x.validity().not_after.timestamp(), constraints, path_len_zero, sans, der: der.to_vec() })
 }
 
 /// What `names` should look like in a parsed certificate: as constraints (IP with mask) or as SANs.
@@ -227,7 +218,11 @@ fn generate(dir: &Path, host_name: &str, now: OffsetDateTime) -> Result<PathBuf>
                     names.join(", ")
                 );
             } else {
-                tracing::info!("generated a local CA {} (valid {CA_DAYS} days, only for {})", ca_pem.display(), names.join(", "));
+                tracing::info!(
+                    "generated a local CA {} (valid {CA_DAYS} days, only for {})",
+                    ca_pem.display(),
+                    names.join(", ")
+                );
             }
             let parsed = parse_first(&ca_pem).ok_or_else(|| anyhow!("cannot read back {}", ca_pem.display()))?;
             (k, parsed, true)
@@ -265,7 +260,10 @@ fn generate(dir: &Path, host_name: &str, now: OffsetDateTime) -> Result<PathBuf>
             .with_context(|| format!("writing {}", leaf_key_path.display()))?;
         std::fs::write(&leaf_pem, format!("{}{}", cert.pem(), ca_text))
             .with_context(|| format!("writing {}", leaf_pem.display()))?;
-        tracing::info!("generated the server certificate {} because {why} (valid {LEAF_DAYS} days)", leaf_pem.display());
+        tracing::info!(
+            "generated the server certificate {} because {why} (valid {LEAF_DAYS} days)",
+            leaf_pem.display()
+        );
     }
     // The names file of older versions is no longer used: the certificate itself says which names it carries.
     let _ = std::fs::remove_file(dir.join("server.names"));
@@ -389,9 +387,8 @@ mod tests {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(CertificateDer::from(der(&tmp.path().join("ca.pem"), 0))).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
-            .build()
-            .unwrap();
+        let verifier =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider).build().unwrap();
         let leaf = CertificateDer::from(der(&tmp.path().join("server.pem"), 0));
         let now = rustls::pki_types::UnixTime::now();
         for name in ["localhost", "127.0.0.1", "::1"] {
