@@ -13,8 +13,11 @@ use std::time::Duration;
 use crate::args::ServeArgs;
 
 pub fn run(a: ServeArgs) -> Result<()> {
+    // Logs go to stderr: stdout carries the banner, whose first line tells scripts the ready file is complete
+    // (start-up logs, e.g. a renewed certificate, would otherwise come first).
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
         .init();
     let web_dir = a.web_dir.clone().or_else(|| Some(PathBuf::from("dist")).filter(|d| d.join("index.html").exists()));
     let config = Config {

@@ -344,6 +344,30 @@ async fn the_51st_queued_message_is_refused() {
 }
 
 #[tokio::test]
+async fn c2d_messages_are_bounded_like_iot_hubs() {
+    let emu = Emu::start().await;
+    emu.device("d1").await;
+    let mut props = serde_json::Map::new();
+    for i in 0..20 {
+        props.insert(format!("p{i}"), "v".repeat(4096).into());
+    }
+    let cases: Vec<(&str, SendC2d, u32)> = vec![
+        ("80 KB of properties", SendC2d { properties: props, ..c2d("x") }, 400005),
+        ("a 200-character messageId", SendC2d { message_id: Some("m".repeat(200)), ..c2d("x") }, 400004),
+        ("ttlSeconds that overflows", SendC2d { ttl_seconds: Some(18_446_744_073_709_551), ..c2d("x") }, 400004),
+        ("ttlSeconds 0", SendC2d { ttl_seconds: Some(0), ..c2d("x") }, 400004),
+    ];
+    for (name, req, want) in cases {
+        match emu.hub().send_c2d("d1", req).await {
+            Err(hubsim_hub::hub::ServiceError::Api { status: 400, code, .. }) => assert_eq!(code, want, "{name}"),
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    assert!(emu.hub().store.c2d_queue("d1").await.unwrap().is_empty());
+    emu.hub().send_c2d("d1", SendC2d { ttl_seconds: Some(172_800), ..c2d("two days") }).await.unwrap();
+}
+
+#[tokio::test]
 async fn clean_session_0_keeps_the_subscription_and_delivers_on_reconnect_before_subscribing() {
     let emu = Emu::start().await;
     let key = emu.device("d1").await;

@@ -1,6 +1,9 @@
 //! Cloud-to-device messages (reference §5, IoT Hub's C2D doc): the per-device queue (at most 50), TTL, the
 //! lock of a delivered message, completion on PUBACK, redelivery, dead-lettering after the maximum delivery
 //! count or expiry, and feedback records for `iothub-ack`.
+//!
+//! Bounds, IoT Hub's: [`MAX_C2D_BYTES`] (64 KB, body and application properties), [`MAX_ID_LEN`] (128 for ids and
+//! content type/encoding), [`MAX_TTL_SECS`] (2 days), 50 queued messages per device.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -12,6 +15,13 @@ use super::{random_id, ConnCmd, Hub, ServiceError};
 use crate::model::{C2dMessage, FeedbackRecord};
 use crate::store::{StoreError, Tx};
 use crate::timefmt::{iso8601, unix_ms};
+
+/// Most bytes of a C2D message, body and application properties together (IoT Hub: 64 KB).
+pub const MAX_C2D_BYTES: usize = 64 * 1024;
+/// Most bytes of `messageId`, `correlationId`, `userId`, `contentType`, `contentEncoding` (IoT Hub: 128).
+pub const MAX_ID_LEN: usize = 128;
+/// Longest time to live of a C2D message (IoT Hub: 2 days).
+pub const MAX_TTL_SECS: u64 = 2 * 24 * 3600;
 
 /// Parameters of a C2D send.
 #[derive(Debug, Default, Clone, serde::Deserialize)]
@@ -111,11 +121,34 @@ impl Hub {
             (None, Some(t)) => t.clone().into_bytes(),
             (None, None) => Vec::new(),
         };
-        if body.len() > 64 * 1024 {
+        // IoT Hub: message ids (and the other id-like system properties) are at most 128 characters.
+        for (name, v) in [
+            ("messageId", &req.message_id),
+            ("correlationId", &req.correlation_id),
+            ("userId", &req.user_id),
+            ("contentType", &req.content_type),
+            ("contentEncoding", &req.content_encoding),
+        ] {
+            if v.as_ref().is_some_and(|v| v.len() > MAX_ID_LEN) {
+                return Err(ServiceError::new(400, 400004, format!("{name} is longer than {MAX_ID_LEN} characters")));
+            }
+        }
+        // The 64 KB limit counts the application properties too, so they cannot grow a stored message unbounded.
+        let props: usize =
+            req.properties.iter().map(|(k, v)| k.len() + v.as_str().map_or(v.to_string().len(), str::len)).sum();
+        let size = body.len() + props;
+        if size > MAX_C2D_BYTES {
             return Err(ServiceError::new(
                 400,
                 400005,
-                format!("the message is {} bytes; C2D messages are at most 64 KB", body.len()),
+                format!("the message is {size} bytes with its properties; C2D messages are at most 64 KB"),
+            ));
+        }
+        if req.ttl_seconds.is_some_and(|t| !(1..=MAX_TTL_SECS).contains(&t)) {
+            return Err(ServiceError::new(
+                400,
+                400004,
+                format!("ttlSeconds must be between 1 and {MAX_TTL_SECS} (2 days, IoT Hub's maximum)"),
             ));
         }
         let ack = req.ack.clone().unwrap_or_else(|| "none".into()).to_ascii_lowercase();
@@ -149,7 +182,7 @@ impl Hub {
             properties,
             body,
             enqueued_ms: now,
-            expiry_ms: now + ttl.as_millis() as u64,
+            expiry_ms: now.saturating_add(ttl.as_millis() as u64),
             delivery_count: 0,
             lock_until_ms: None,
         };
