@@ -217,3 +217,37 @@ async fn logs_of_an_older_version_are_migrated() {
     assert_eq!(evs.len(), 1);
     assert_eq!(evs[0].seq, 4);
 }
+
+#[tokio::test]
+async fn the_connection_log_is_capped_with_its_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path(), Limits { max_connections: 5, ..Limits::default() });
+    for i in 0..20u64 {
+        let dev = if i % 2 == 0 { Some("even".to_owned()) } else { None };
+        s.write(move |tx| {
+            let rec = ConnectionRecord {
+                seq: tx.next_seq("connlog")?,
+                time: String::new(),
+                operation: "connectRefused".into(),
+                device_id: dev,
+                module_id: None,
+                transport: "mqtt".into(),
+                remote: String::new(),
+                result_type: 5,
+                reason: String::new(),
+                description: i.to_string(),
+            };
+            tx.append_connection(&rec)
+        })
+        .await
+        .unwrap();
+    }
+    assert_eq!(s.connection_count().await.unwrap(), 5);
+    let all: Vec<u64> = s.connections(0, 100, None).await.unwrap().iter().map(|r| r.seq).collect();
+    assert_eq!(all, vec![16, 17, 18, 19, 20]);
+    let even: Vec<u64> = s.connections(0, 100, Some("even")).await.unwrap().iter().map(|r| r.seq).collect();
+    assert_eq!(even, vec![17, 19], "index entries of deleted records are gone with them");
+    let d = s.shared.db().unwrap();
+    let r = d.begin_read().unwrap();
+    assert_eq!(r.open_table(CONNLOG_BY_DEVICE).unwrap().len().unwrap(), 2);
+}
