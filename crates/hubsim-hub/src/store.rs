@@ -866,8 +866,8 @@ impl Writer {
             Ok(()) => {
                 self.retry_at = None;
                 self.retry_delay = RETRY_FIRST;
-                self.shared.unavailable.send_replace(None);
                 tracing::info!(path = %self.shared.path.display(), "the database is writable again; serving");
+                self.shared.unavailable.send_replace(None);
             }
             Err(e) => {
                 tracing::debug!("the database is still unavailable: {e}");

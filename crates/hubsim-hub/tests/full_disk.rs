@@ -13,6 +13,27 @@ use hubsim_testkit::*;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+/// Collects what is logged, to count the store's state-change messages.
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Log {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Log {
+    fn count(&self, needle: &str) -> usize {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).matches(needle).count()
+    }
+}
 
 /// Exit code of the re-run in a namespace that could not mount either.
 const SKIP_CODE: i32 = 77;
@@ -78,6 +99,13 @@ async fn a_full_disk_refuses_new_work_with_a_reason_and_recovers_when_space_retu
         eprintln!("SKIPPED: cannot mount a tmpfs here (not root, no user namespaces); the full-disk test needs one");
         return;
     };
+    let log = Log::default();
+    let sink = log.clone();
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(move || sink.clone())
+        .init();
     let data = disk.0.join("data");
     let emu = Emu::start_with(|c| c.data_dir = data.clone()).await;
     let key = emu.device("d1").await;
@@ -122,6 +150,9 @@ async fn a_full_disk_refuses_new_work_with_a_reason_and_recovers_when_space_retu
         .await
         .expect("recovered within 30 s")
         .unwrap();
+    // Logged once when it failed and once when it recovered, not once per refused request.
+    assert_eq!(log.count("the database cannot be written"), 1);
+    assert_eq!(log.count("the database is writable again"), 1);
     let mut d3 = TestDevice::new("d1", key, Via::Mqtt);
     d3.connect(&emu).await;
     d3.send(Telemetry::new("after")).await;
