@@ -256,7 +256,7 @@ impl Controller {
         }
         // Connecting again while connected: close the old connection quietly first.
         if let Some(d) = self.driver() {
-            if !d.peek(|s| matches!(s.state(), hubsim_proto::device::State::Disconnected)) {
+            if !d.peek(|s| s.is_disconnected()) {
                 self.inner.borrow_mut().renewing = true;
                 d.disconnect();
                 self.inner.borrow_mut().renewing = false;

@@ -6,7 +6,7 @@
 //! after the borrow ends, so an event handler may call straight back into the driver.
 
 use gloo::timers::callback::Timeout;
-use hubsim_proto::device::{ConnectOptions, DeviceConfig, DeviceSession, Event, State};
+use hubsim_proto::device::{ConnectOptions, DeviceConfig, DeviceSession, Event};
 use hubsim_proto::time::Instant;
 use js_sys::{ArrayBuffer, Uint8Array};
 use std::cell::RefCell;
@@ -202,7 +202,7 @@ impl Driver {
                     }
                 }
             }
-            if matches!(inner.session.state(), State::Disconnected) && inner.pending_connect.is_none() {
+            if inner.session.is_disconnected() && inner.pending_connect.is_none() {
                 dead_socket = inner.ws.take();
             }
             let next = inner.session.poll_timeout();

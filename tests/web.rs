@@ -35,12 +35,14 @@ fn ws() -> &'static str {
 async fn api(method: &str, path: &str, body: Option<String>) -> String {
     let init = web_sys::RequestInit::new();
     init.set_method(method);
+    let h = web_sys::Headers::new().unwrap();
+    // The service API needs a policy token; `cargo xtask test` signs one with `hubsim sas`.
+    h.set("authorization", option_env!("HUBSIM_TEST_TOKEN").expect("build with HUBSIM_TEST_TOKEN set")).unwrap();
     if let Some(b) = body {
         init.set_body(&b.into());
-        let h = web_sys::Headers::new().unwrap();
         h.set("content-type", "application/json").unwrap();
-        init.set_headers(&h);
     }
+    init.set_headers(&h);
     let w = web_sys::window().unwrap();
     let resp: web_sys::Response = JsFuture::from(w.fetch_with_str_and_init(&format!("{}{path}", http()), &init))
         .await

@@ -13,7 +13,7 @@ const CA = fs.readFileSync(process.env.HUBSIM_CA, 'utf8');
 const DEVICE = process.env.HUBSIM_DEVICE;
 
 async function api(method, p, body) {
-  const r = await fetch(HTTP + p, { method, headers: { 'content-type': 'application/json' }, body: body && JSON.stringify(body) });
+  const r = await fetch(HTTP + p, { method, headers: { 'content-type': 'application/json', authorization: process.env.HUBSIM_TOKEN }, body: body && JSON.stringify(body) });
   const t = await r.text();
   if (!r.ok) throw new Error(`${method} ${p}: HTTP ${r.status} ${t}`);
   return t ? JSON.parse(t) : null;

@@ -4,7 +4,7 @@ For each transport (MQTT over TLS on 8883, MQTT over WebSocket on 443) it connec
 and `server_verification_cert`, sends telemetry with properties (checked in the emulator's event store), receives
 a C2D message with properties, answers a direct method, and reads and patches the twin.
 
-Run by `cargo xtask test` with HUBSIM_HTTP (service API), HUBSIM_CA (CA certificate) and HUBSIM_DEVICE set.
+Run by `cargo xtask test` with HUBSIM_HTTP (service API), HUBSIM_TOKEN (its credential), HUBSIM_CA (CA certificate) and HUBSIM_DEVICE set.
 """
 import json
 import os
@@ -16,6 +16,7 @@ import urllib.request
 from azure.iot.device import IoTHubDeviceClient, Message, MethodResponse
 
 HTTP = os.environ["HUBSIM_HTTP"]
+TOKEN = os.environ["HUBSIM_TOKEN"]  # an iothubowner service token for the service API
 CA = open(os.environ["HUBSIM_CA"]).read()
 DEVICE = os.environ["HUBSIM_DEVICE"]
 TIMEOUT = 20
@@ -23,7 +24,7 @@ TIMEOUT = 20
 
 def api(method, path, body=None):
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(HTTP + path, data=data, method=method, headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(HTTP + path, data=data, method=method, headers={"Content-Type": "application/json", "Authorization": TOKEN})
     with urllib.request.urlopen(req, timeout=TIMEOUT) as r:
         text = r.read().decode()
         return json.loads(text) if text else None

@@ -93,15 +93,24 @@ fn idle(bin: &Path, args: &[String], n: usize, server_pid: u32) -> Result<(usize
 }
 
 /// The connection strings of `{prefix}-0…{count-1}` (created if missing) through the emulator's bulk endpoint.
-fn bulk(http: &str, prefix: &str, count: usize) -> Result<Vec<String>> {
-    let out = output(
-        Command::new("curl")
-            .args(["-s", "-X", "POST", "-H", "content-type: application/json", "-d"])
-            .arg(json!({"prefix": prefix, "count": count}).to_string())
-            .arg(format!("{http}/devices-bulk")),
-    )
-    .ok_or("cannot reach the emulator's bulk endpoint")?;
-    serde_json::from_str(&out).map_err(|e| format!("bulk endpoint: {e}"))
+/// `{prefix}-0 … {prefix}-{count-1}` through the bulk endpoint, 100 per call (IoT Hub's bulk limit).
+fn bulk(emu: &Emulator, prefix: &str, count: usize) -> Result<Vec<String>> {
+    let mut all = Vec::with_capacity(count);
+    while all.len() < count {
+        let n = (count - all.len()).min(100);
+        let out = output(
+            Command::new("curl")
+                .args(["-s", "-X", "POST", "-H", "content-type: application/json", "-H"])
+                .arg(format!("authorization: {}", emu.token))
+                .arg("-d")
+                .arg(json!({"prefix": prefix, "start": all.len(), "count": n}).to_string())
+                .arg(format!("{}/devices-bulk", emu.http)),
+        )
+        .ok_or("cannot reach the emulator's bulk endpoint")?;
+        let page: Vec<String> = serde_json::from_str(&out).map_err(|e| format!("bulk endpoint: {e}: {out}"))?;
+        all.extend(page);
+    }
+    Ok(all)
 }
 
 pub fn run(args: &[String]) -> Result {
@@ -167,11 +176,14 @@ pub fn run(args: &[String]) -> Result {
             .map(|s| s.to_string())
             .collect()
     };
-    let (hub_sum, hub_cpu, hub_peak) =
-        simulate(&bin, &load(&["--hub", &emu.http, "--devices", "100", "--prefix", "load"]), emu.pid())?;
+    let (hub_sum, hub_cpu, hub_peak) = simulate(
+        &bin,
+        &load(&["--hub", &emu.http, "--login", &emu.service_connection_string, "--devices", "100", "--prefix", "load"]),
+        emu.pid(),
+    )?;
     eprintln!("{hub_sum}");
     // The same 100 devices' connection strings, for mosquitto.
-    let css = bulk(&emu.http, "load", 100)?;
+    let css = bulk(&emu, "load", 100)?;
     let cs_file = dir.join("devices.txt");
     std::fs::write(&cs_file, css.join("\n")).map_err(|e| e.to_string())?;
     let mosq = Mosquitto::start(&dir, &data)?;
@@ -195,11 +207,20 @@ pub fn run(args: &[String]) -> Result {
     step(&format!("idle connections: {idle_n} devices, memory per connection"));
     let idle_hub = idle(
         &bin,
-        &["--hub".into(), emu.http.clone(), "--devices".into(), idle_n.to_string(), "--prefix".into(), "idle".into()],
+        &[
+            "--hub".into(),
+            emu.http.clone(),
+            "--login".into(),
+            emu.service_connection_string.clone(),
+            "--devices".into(),
+            idle_n.to_string(),
+            "--prefix".into(),
+            "idle".into(),
+        ],
         idle_n,
         emu.pid(),
     )?;
-    let idle_css = bulk(&emu.http, "idle", idle_n)?;
+    let idle_css = bulk(&emu, "idle", idle_n)?;
     let idle_file = dir.join("idle.txt");
     std::fs::write(&idle_file, idle_css.join("\n")).map_err(|e| e.to_string())?;
     let idle_mosq =
@@ -208,7 +229,7 @@ pub fn run(args: &[String]) -> Result {
 
     step("browser: throughput vs mqtt.js, time to connected, devices per tab (headless Chromium)");
     // The script connects mqtt.js as bench-browser-1 (and hubsim as bench-browser-0); mqtt.js gets its token here.
-    let browser_devices = bulk(&emu.http, "bench-browser", 2)?;
+    let browser_devices = bulk(&emu, "bench-browser", 2)?;
     let token = output(Command::new(&bin).args(["sas", "--ttl", "3600", "--connection-string", &browser_devices[1]]))
         .ok_or("hubsim sas failed")?;
     let browser = output(
@@ -216,6 +237,7 @@ pub fn run(args: &[String]) -> Result {
             .arg(root().join("tests/e2e/bench/browser-bench.js"))
             .current_dir(root().join("tests/e2e"))
             .env("HUBSIM_HTTP", &emu.http)
+            .env("HUBSIM_TOKEN", &emu.token)
             .env("MQTT_JS", &mqtt_js)
             .env("MQTT_JS_TOKEN", token.trim())
             .stderr(Stdio::inherit()),

@@ -15,6 +15,10 @@ pub struct Emulator {
     pub ca: PathBuf,
     /// Connection string of the demo device, if one was asked for.
     pub demo_connection_string: Option<String>,
+    /// The iothubowner policy's connection string (for the service API and the service SDKs).
+    pub service_connection_string: String,
+    /// A day-long iothubowner token for the service API (`Authorization` header), signed by `hubsim sas`.
+    pub token: String,
 }
 
 /// Builds the `hubsim` binary (`release` or dev profile) and returns its path.
@@ -62,7 +66,19 @@ impl Emulator {
         // Keep draining stdout (the rest of the banner) so the emulator never blocks on a full pipe; the ready
         // file already holds everything the banner says.
         std::thread::spawn(move || for _ in lines {});
+        let service_connection_string =
+            field("serviceConnectionString").ok_or("the ready file has no serviceConnectionString")?;
+        let out = Command::new(bin)
+            .args(["sas", "--ttl", "86400", "--connection-string", &service_connection_string])
+            .output()
+            .map_err(|e| format!("hubsim sas: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("hubsim sas failed: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         Ok(Emulator {
+            service_connection_string,
+            token,
             child,
             http: field("serviceApi").ok_or("the ready file has no serviceApi")?,
             ws_plain: field("plainWebSocket").unwrap_or_default(),

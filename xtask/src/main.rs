@@ -2,6 +2,7 @@
 //!
 //! - `cargo xtask test`  — installs what is missing (idempotent), then runs every check and test.
 //! - `cargo xtask setup` — only the installs.
+//! - `cargo xtask tidy`  — the invariants of ARCHITECTURE.md, checked against the tree.
 //! - `cargo xtask demo`  — builds the web app, starts the emulator serving it with a demo device, prints the URL
 //!   and the connection string.
 //!
@@ -14,6 +15,7 @@ mod emulator;
 mod fuzz;
 mod post_build;
 mod setup;
+mod tidy;
 mod util;
 
 use std::process::ExitCode;
@@ -27,8 +29,9 @@ fn main() -> ExitCode {
         Some("post-build") => post_build::run(),
         Some("fuzz") => fuzz::run_fuzz(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
+        Some("tidy") => tidy::run(),
         _ => {
-            eprintln!("usage: cargo xtask <test|setup|demo|bench|fuzz>\n\n  test   install what is missing, then run every check and test\n  setup  only install what is missing\n  demo   build the app and run the emulator with a demo device\n  bench  run the benchmarks, write BENCHMARKS.md and target/bench/results.json\n  fuzz   long fuzzing runs: fuzz --minutes N");
+            eprintln!("usage: cargo xtask <test|setup|demo|bench|fuzz|tidy>\n\n  test   install what is missing, then run every check and test\n  setup  only install what is missing\n  demo   build the app and run the emulator with a demo device\n  bench  run the benchmarks, write BENCHMARKS.md and target/bench/results.json\n  fuzz   long fuzzing runs: fuzz --minutes N\n  tidy   check the invariants of ARCHITECTURE.md");
             return ExitCode::from(2);
         }
     };

@@ -12,6 +12,9 @@ pub fn run(args: &[String]) -> Result {
         crate::setup::sdk_node_modules()?;
     }
 
+    step("invariants (cargo xtask tidy)");
+    crate::tidy::run()?;
+
     step("format");
     sh(cargo().args(["fmt", "--all", "--check"]))?;
 
@@ -33,8 +36,19 @@ pub fn run(args: &[String]) -> Result {
     step("native tests (core, emulator over real TLS and WebSocket sockets)");
     sh(cargo().args(["test", "--workspace", "--locked"]))?;
 
-    step("hubsim-proto builds for wasm32-unknown-unknown");
-    sh(cargo().args(["build", "-p", "hubsim-proto", "--target", "wasm32-unknown-unknown", "--locked"]))?;
+    step("the sans-IO crates (proto, template, dtdl) build for wasm32-unknown-unknown");
+    sh(cargo().args([
+        "build",
+        "-p",
+        "hubsim-proto",
+        "-p",
+        "hubsim-template",
+        "-p",
+        "hubsim-dtdl",
+        "--target",
+        "wasm32-unknown-unknown",
+        "--locked",
+    ]))?;
 
     step("web app: trunk build --release");
     sh(tool("trunk").args(["build", "--release"]).current_dir(root()))?;
@@ -45,12 +59,27 @@ pub fn run(args: &[String]) -> Result {
     let bin = emulator::build(false)?;
     let data = root().join("target").join("xtask-emulator");
     let _ = std::fs::remove_dir_all(&data);
-    let emu = Emulator::start(&bin, &data, &["--http-port", "0", "--demo-device", "sdk-device", "--web-dir", "dist"])?;
+    // The wasm-bindgen test runner serves its page from another loopback port and calls the service API.
+    let emu = Emulator::start(
+        &bin,
+        &data,
+        &[
+            "--http-port",
+            "0",
+            "--demo-device",
+            "sdk-device",
+            "--web-dir",
+            "dist",
+            "--allow-origin",
+            "http://127.0.0.1:*",
+        ],
+    )?;
 
     step("official Azure IoT Python SDK (azure-iot-device) over MQTT/TLS and MQTT/WebSocket");
     sh(Command::new(crate::setup::venv_python())
         .arg(root().join("tests/sdk/python_sdk_check.py"))
         .env("HUBSIM_HTTP", &emu.http)
+        .env("HUBSIM_TOKEN", &emu.token)
         .env("HUBSIM_CA", &emu.ca)
         .env("HUBSIM_DEVICE", "sdk-device"))?;
 
@@ -61,6 +90,7 @@ pub fn run(args: &[String]) -> Result {
         // The SDK's WebSocket transport does not pass its `ca` option to the TLS layer; Node's own setting works.
         .env("NODE_EXTRA_CA_CERTS", &emu.ca)
         .env("HUBSIM_HTTP", &emu.http)
+        .env("HUBSIM_TOKEN", &emu.token)
         .env("HUBSIM_CA", &emu.ca)
         .env("HUBSIM_DEVICE", "sdk-device"))?;
 
@@ -69,11 +99,16 @@ pub fn run(args: &[String]) -> Result {
         .args(["test", "-p", "hubsim-web", "--target", "wasm32-unknown-unknown", "--locked"])
         .env("CHROMEDRIVER", "/usr/bin/chromedriver")
         .env("HUBSIM_TEST_HTTP", &emu.http)
+        .env("HUBSIM_TEST_TOKEN", &emu.token)
         .env("HUBSIM_TEST_WS", &emu.ws_plain))?;
 
     step("web app: end-to-end tests of the built app in Chromium (Playwright)");
     let _ = std::fs::remove_dir_all(root().join("target/e2e-screenshots"));
-    sh(tool("npx").args(["playwright", "test"]).current_dir(root().join("tests/e2e")).env("HUBSIM_HTTP", &emu.http))?;
+    sh(tool("npx")
+        .args(["playwright", "test"])
+        .current_dir(root().join("tests/e2e"))
+        .env("HUBSIM_HTTP", &emu.http)
+        .env("HUBSIM_TOKEN", &emu.token))?;
     eprintln!("   screenshots of the main states: target/e2e-screenshots/");
 
     drop(emu);

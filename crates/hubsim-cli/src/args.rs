@@ -11,6 +11,14 @@ pub struct Cli {
     /// The running emulator's HTTP service API (every command that talks to a running emulator uses it).
     #[arg(long, env = "HUBSIM_HUB", default_value = "http://127.0.0.1:8080", global = true)]
     pub hub: String,
+    /// A shared access policy's connection string for the service API
+    /// (`HostName=…;SharedAccessKeyName=iothubowner;SharedAccessKey=…`, printed by `hubsim serve`), like
+    /// `az iot … --login`. Default: the iothubowner policy from the data folder (--data).
+    #[arg(long, env = "HUBSIM_LOGIN", global = true, hide_env_values = true)]
+    pub login: Option<String>,
+    /// The emulator's data folder (database, certificates, policies.json).
+    #[arg(long, default_value = ".hubsim", global = true)]
+    pub data: PathBuf,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -88,15 +96,26 @@ pub struct SimArgs {
 
 #[derive(Args)]
 pub struct ServeArgs {
-    /// Folder for the database and the generated certificates.
-    #[arg(long, default_value = ".hubsim")]
-    pub data: PathBuf,
     /// HostName used in connection strings and SAS audiences.
     #[arg(long, default_value = "localhost")]
     pub host_name: String,
     /// Address to bind every listener to. MQTT over plain WebSocket is only offered on a loopback address.
     #[arg(long, default_value = "127.0.0.1")]
     pub bind: IpAddr,
+    /// Another host name clients may use in `Host` (repeatable), e.g. this machine's LAN name with --bind;
+    /// localhost, 127.0.0.1, [::1] and --host-name are always allowed.
+    #[arg(long = "allow-host", value_name = "NAME")]
+    pub allow_hosts: Vec<String>,
+    /// A web origin allowed to open MQTT WebSockets and call the service API from a browser (repeatable):
+    /// `https://app.example` or `http://127.0.0.1:*` (any port). The server's own origin is always allowed.
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    pub allow_origins: Vec<String>,
+    /// Open connections per listener (MQTT, WebSocket, HTTP each).
+    #[arg(long, default_value_t = 20_000)]
+    pub max_connections: usize,
+    /// Open connections per remote address that is not loopback.
+    #[arg(long, default_value_t = 1_000)]
+    pub max_connections_per_address: usize,
     #[arg(long, default_value_t = 8883)]
     pub mqtt_port: u16,
     #[arg(long, default_value_t = 443)]
@@ -231,6 +250,7 @@ pub enum TwinCmd {
 
 #[derive(Args)]
 pub struct SasArgs {
+    /// A device or module connection string (device token), or a policy's (service token).
     #[arg(long)]
     pub connection_string: String,
     /// Lifetime in seconds, 1 to 315 360 000 (ten years; default 3600).

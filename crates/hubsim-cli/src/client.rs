@@ -1,8 +1,12 @@
 //! A typed client of the emulator's service API: one method per call, so no command builds a path or a body by
 //! hand. Blocking (ureq): the CLI makes one call at a time.
 
+use hubsim_proto::ServiceConnectionString;
 use serde_json::{json, Value};
+use std::cell::OnceCell;
 use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 
 /// Why a service-API call failed.
@@ -15,6 +19,8 @@ pub enum ClientError {
     Service { status: u16, message: String },
     #[error("reading the answer: {0}")]
     Read(String),
+    #[error("no service credential ({0}); pass --login 'HostName=…;SharedAccessKeyName=iothubowner;SharedAccessKey=…' (printed by `hubsim serve`), or --data with the emulator's data folder")]
+    NoLogin(String),
 }
 
 impl ClientError {
@@ -27,11 +33,24 @@ impl ClientError {
     }
 }
 
+/// How the client proves it may call the service API.
+pub enum Login {
+    /// A policy connection string given by the user.
+    ConnectionString(ServiceConnectionString),
+    /// The iothubowner policy in an emulator's data folder; the host name is asked from the emulator.
+    DataFolder(PathBuf),
+}
+
 /// The emulator's service API at `base` (`http://127.0.0.1:8080`).
 pub struct ServiceClient {
     base: String,
     agent: ureq::Agent,
+    login: Login,
+    token: OnceCell<String>,
 }
+
+/// Lifetime of the service tokens the CLI signs, seconds.
+const TOKEN_LIFETIME_SECS: u64 = 3600;
 
 /// A path segment: ids are percent-encoded by the core's encoder (device ids may hold `%`, `?`, `$`, …).
 fn seg(id: &str) -> String {
@@ -39,22 +58,50 @@ fn seg(id: &str) -> String {
 }
 
 impl ServiceClient {
-    pub fn new(base: &str) -> ServiceClient {
+    pub fn new(base: &str, login: Login) -> ServiceClient {
         let agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-        ServiceClient { base: base.trim_end_matches('/').to_owned(), agent }
+        ServiceClient { base: base.trim_end_matches('/').to_owned(), agent, login, token: OnceCell::new() }
+    }
+
+    /// The `Authorization` value: a service token signed once per run.
+    fn token(&self) -> Result<&str, ClientError> {
+        if let Some(t) = self.token.get() {
+            return Ok(t);
+        }
+        let cs = match &self.login {
+            Login::ConnectionString(cs) => cs.clone(),
+            Login::DataFolder(dir) => {
+                let host = self.info()?["hostName"].as_str().unwrap_or("localhost").to_owned();
+                let path = dir.join("policies.json");
+                let text =
+                    std::fs::read(&path).map_err(|e| ClientError::NoLogin(format!("{}: {e}", path.display())))?;
+                let list: Vec<serde_json::Value> = serde_json::from_slice(&text)
+                    .map_err(|e| ClientError::NoLogin(format!("{}: {e}", path.display())))?;
+                let owner = list
+                    .iter()
+                    .find(|p| p["keyName"] == "iothubowner")
+                    .and_then(|p| p["primaryKey"].as_str())
+                    .ok_or_else(|| ClientError::NoLogin(format!("{} has no iothubowner policy", path.display())))?;
+                let text = format!("HostName={host};SharedAccessKeyName=iothubowner;SharedAccessKey={owner}");
+                ServiceConnectionString::parse(&text).map_err(|e| ClientError::NoLogin(e.to_string()))?
+            }
+        };
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        Ok(self.token.get_or_init(|| cs.token(now + TOKEN_LIFETIME_SECS).to_string()))
     }
 
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, ClientError> {
         let url = format!("{}{path}", self.base);
         let a = &self.agent;
+        let auth = self.token()?;
         let resp = match (method, body) {
-            ("GET", _) => a.get(&url).call(),
-            ("DELETE", _) => a.delete(&url).call(),
-            ("POST", Some(b)) => a.post(&url).send_json(b),
-            ("POST", None) => a.post(&url).send_empty(),
-            ("PUT", Some(b)) => a.put(&url).send_json(b),
-            ("PUT", None) => a.put(&url).send_empty(),
-            (_, b) => a.patch(&url).send_json(b.unwrap_or(Value::Null)),
+            ("GET", _) => a.get(&url).header("authorization", auth).call(),
+            ("DELETE", _) => a.delete(&url).header("authorization", auth).call(),
+            ("POST", Some(b)) => a.post(&url).header("authorization", auth).send_json(b),
+            ("POST", None) => a.post(&url).header("authorization", auth).send_empty(),
+            ("PUT", Some(b)) => a.put(&url).header("authorization", auth).send_json(b),
+            ("PUT", None) => a.put(&url).header("authorization", auth).send_empty(),
+            (_, b) => a.patch(&url).header("authorization", auth).send_json(b.unwrap_or(Value::Null)),
         };
         let mut resp =
             resp.map_err(|e| ClientError::Unreachable { base: self.base.clone(), message: e.to_string() })?;
@@ -70,9 +117,16 @@ impl ServiceClient {
         Ok(value)
     }
 
-    /// `GET /hubsim-emulator.json`: host name and ports.
+    /// `GET /hubsim-emulator.json` (public): host name and ports.
     pub fn info(&self) -> Result<Value, ClientError> {
-        self.call("GET", "/hubsim-emulator.json", None)
+        let url = format!("{}/hubsim-emulator.json", self.base);
+        let mut r = self
+            .agent
+            .get(&url)
+            .call()
+            .map_err(|e| ClientError::Unreachable { base: self.base.clone(), message: e.to_string() })?;
+        let text = r.body_mut().read_to_string().map_err(|e| ClientError::Read(e.to_string()))?;
+        serde_json::from_str(&text).map_err(|e| ClientError::Read(format!("{url}: {e}")))
     }
 
     /// `GET /ca.pem`: the generated CA certificate (PEM bytes).
@@ -163,9 +217,21 @@ impl ServiceClient {
     pub fn follow(&self, log: Log, device: Option<&str>, mut each: impl FnMut(Value)) -> Result<(), ClientError> {
         let q = device.map(|d| format!("device={}", seg(d))).unwrap_or_default();
         let url = format!("{}/{}/stream?{q}", self.base, log.path());
-        let mut resp = ureq::get(&url)
+        let mut resp = self
+            .agent
+            .get(&url)
+            .header("authorization", self.token()?)
             .call()
             .map_err(|e| ClientError::Unreachable { base: self.base.clone(), message: e.to_string() })?;
+        if resp.status().as_u16() >= 400 {
+            let status = resp.status().as_u16();
+            let text = resp.body_mut().read_to_string().unwrap_or_default();
+            let message = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v["message"].as_str().map(str::to_owned))
+                .unwrap_or(text);
+            return Err(ClientError::Service { status, message });
+        }
         for line in BufReader::new(resp.body_mut().as_reader()).lines() {
             let line = line.map_err(|e| ClientError::Read(e.to_string()))?;
             if let Some(data) = line.strip_prefix("data:") {

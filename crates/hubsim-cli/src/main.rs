@@ -16,7 +16,8 @@ use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use args::{C2dCmd, C2dSend, Cli, Command, DeviceCmd, MethodCmd, SasArgs, StreamArgs, TwinCmd};
-use client::{Log, ServiceClient};
+use client::{Log, Login, ServiceClient};
+use hubsim_proto::ServiceConnectionString;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -30,9 +31,13 @@ fn main() -> ExitCode {
 }
 
 fn dispatch(cli: Cli) -> Result<()> {
-    let hub = ServiceClient::new(&cli.hub);
+    let login = match &cli.login {
+        Some(cs) => Login::ConnectionString(ServiceConnectionString::parse(cs).map_err(|e| anyhow!("--login: {e}"))?),
+        None => Login::DataFolder(cli.data.clone()),
+    };
+    let hub = ServiceClient::new(&cli.hub, login);
     match cli.command {
-        Command::Serve(a) => serve::run(a),
+        Command::Serve(a) => serve::run(a, &cli.data),
         Command::Device(d) => device(d, &hub),
         Command::C2d(C2dCmd::Send(s)) => c2d_send(s, &hub),
         Command::Events(a) => stream(a, &hub, Log::Events, print::event),

@@ -2,17 +2,17 @@
 //! writes the machine-readable ready file.
 
 use anyhow::{anyhow, Context, Result};
-use hubsim_hub::store::Limits;
+use hubsim_hub::store::Retention;
 use hubsim_hub::{Config, Running};
 use hubsim_proto::endpoint::WEBSOCKET_PATH;
 use serde_json::{json, Value};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::args::ServeArgs;
 
-pub fn run(a: ServeArgs) -> Result<()> {
+pub fn run(a: ServeArgs, data: &Path) -> Result<()> {
     // Logs go to stderr: stdout carries the banner, whose first line tells scripts the ready file is complete
     // (start-up logs, e.g. a renewed certificate, would otherwise come first).
     tracing_subscriber::fmt()
@@ -21,7 +21,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         .init();
     let web_dir = a.web_dir.clone().or_else(|| Some(PathBuf::from("dist")).filter(|d| d.join("index.html").exists()));
     let config = Config {
-        data_dir: a.data.clone(),
+        data_dir: data.to_path_buf(),
         host_name: a.host_name.clone(),
         bind: a.bind,
         mqtt_port: a.mqtt_port,
@@ -31,14 +31,32 @@ pub fn run(a: ServeArgs) -> Result<()> {
         tls_key: a.tls_key.clone(),
         web_dir: web_dir.clone(),
         retain_property: a.retain_property.clone(),
-        limits: Limits {
-            retention: Duration::from_secs(a.retention_hours * 3600),
+        access: hubsim_hub::api::Access {
+            allowed_hosts: a.allow_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            allowed_origins: a.allow_origins.clone(),
+        },
+        limits: hubsim_hub::listener::Limits {
+            per_listener: a.max_connections,
+            per_address: a.max_connections_per_address,
+            ..Default::default()
+        },
+        retention: Retention {
+            max_age: Duration::from_secs(a.retention_hours * 3600),
             max_events: a.max_events,
             max_connections: a.max_connection_records,
             max_feedback: a.max_feedback_records,
         },
-        ..Config::new(&a.data)
+        ..Config::new(data)
     };
+    if !a.bind.is_loopback() {
+        eprintln!(
+            "warning: --bind {} makes the emulator reachable from other machines: its MQTT ports (devices with valid \
+             keys), the service API (anyone holding a policy key: every device key, C2D, methods, twins) and the web \
+             app. Keep the policy keys in {} secret and see SECURITY.md.",
+            a.bind,
+            data.join("policies.json").display()
+        );
+    }
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let running = hubsim_hub::start(config).await?;
@@ -53,11 +71,20 @@ pub fn run(a: ServeArgs) -> Result<()> {
             None => None,
         };
         if let Some(path) = &a.ready_file {
-            let info = ready_json(&running, &a, demo.as_ref());
+            let mut info = ready_json(&running, &a, demo.as_ref());
+            info["serviceConnectionString"] =
+                json!(running.hub.policies.connection_string(&a.host_name, "iothubowner").map(|cs| cs.to_string()));
             hubsim_hub::files::write_private(path, &serde_json::to_vec_pretty(&info)?)
                 .with_context(|| format!("writing the ready file {}", path.display()))?;
         }
+        let owner = running
+            .hub
+            .policies
+            .connection_string(&a.host_name, "iothubowner")
+            .map(|cs| cs.to_string())
+            .unwrap_or_default();
         banner(&running, &a, web_dir.as_ref());
+        println!("  service connection string (iothubowner; for --login and the service SDKs):\n    {owner}");
         if let Some((id, cs)) = &demo {
             println!("demo device:    {id}");
             println!("connection string:\n  {cs}");

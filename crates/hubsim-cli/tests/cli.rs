@@ -68,20 +68,24 @@ async fn ready_file_is_private_and_complete_and_events_are_printed_safely() {
     m.properties.push("p", "\u{1b}[31mred");
     dev.send(m).await;
     dev.expect("PUBACK", |e| matches!(e, Event::TelemetryAcked { .. })).await;
-    let http = p.ready.http.clone();
-    let out =
-        tokio::task::spawn_blocking(move || hubsim().args(["events", "--hub", &http]).output().unwrap()).await.unwrap();
+    let (http, login) = (p.ready.http.clone(), p.ready.service.to_string());
+    let out = tokio::task::spawn_blocking(move || {
+        hubsim().args(["events", "--hub", &http, "--login", &login]).output().unwrap()
+    })
+    .await
+    .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(out.status.success());
     assert!(!text.contains('\u{1b}'), "no raw escape reaches the terminal: {text:?}");
     assert!(text.contains("\\u{1b}]0;owned\\u{7}\\u{1b}[2J hi"), "{text}");
     assert!(text.contains("p: \\u{1b}[31mred"), "{text}");
     // --json stays exact (JSON escapes control characters itself).
-    let http = p.ready.http.clone();
-    let out =
-        tokio::task::spawn_blocking(move || hubsim().args(["events", "--json", "--hub", &http]).output().unwrap())
-            .await
-            .unwrap();
+    let (http, login) = (p.ready.http.clone(), p.ready.service.to_string());
+    let out = tokio::task::spawn_blocking(move || {
+        hubsim().args(["events", "--json", "--hub", &http, "--login", &login]).output().unwrap()
+    })
+    .await
+    .unwrap();
     let line = String::from_utf8(out.stdout).unwrap();
     let v: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
     assert_eq!(v["body"], "\u{1b}]0;owned\u{7}\u{1b}[2J hi");

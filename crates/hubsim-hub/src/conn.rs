@@ -8,15 +8,15 @@ use axum::extract::ws::{Message, WebSocket};
 use bytes::Bytes;
 use futures_util::stream::FuturesOrdered;
 use futures_util::{SinkExt, StreamExt};
-use hubsim_proto::hub::{CloseReason, HubEvent, HubSession};
+use hubsim_proto::hub::{C2dDelivery, CloseReason, HubEvent, HubSession};
 use hubsim_proto::topic::{RequestId, TopicFilter};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::Instant as TokioInstant;
 
-use crate::hub::{c2d_properties, ConnCmd, Hub, MethodReply};
+use crate::hub::{c2d_properties, ConnCmd, ConnHandle, Hub, MethodReply};
 use crate::model::ConnectionRecord;
 
 /// A byte transport under MQTT.
@@ -72,8 +72,14 @@ impl Transport {
     }
 }
 
-/// A telemetry write in progress: the packet id to PUBACK once the write is durable.
-type PendingAck = std::pin::Pin<Box<dyn std::future::Future<Output = (Option<u16>, Result<(), String>)> + Send>>;
+/// A telemetry write in progress: the packet id to PUBACK once the write is durable, and the bytes it holds.
+type PendingAck = std::pin::Pin<Box<dyn std::future::Future<Output = (Option<u16>, usize, Result<(), String>)> + Send>>;
+
+/// Telemetry writes in flight per connection before the task stops reading from the device (back-pressure:
+/// the device's TCP window fills and it waits, as with a slow hub). IoT Hub SDKs keep far fewer in flight.
+pub const MAX_PENDING_WRITES: usize = 128;
+/// Bytes of telemetry in flight per connection before the task stops reading (1 MiB).
+pub const MAX_PENDING_BYTES: usize = 1024 * 1024;
 
 struct Ctx {
     hub: Arc<Hub>,
@@ -84,7 +90,7 @@ struct Ctx {
     generation_id: String,
     model_id: Option<String>,
     clean_session: bool,
-    cmd_tx: mpsc::UnboundedSender<ConnCmd>,
+    handle: ConnHandle,
     /// C2D packet id → queue sequence, with the lock deadline.
     c2d: HashMap<u16, (u64, TokioInstant)>,
     methods: HashMap<String, oneshot::Sender<MethodReply>>,
@@ -94,7 +100,7 @@ struct Ctx {
 /// Serves one connection until it closes.
 pub async fn serve(hub: Arc<Hub>, mut transport: Transport, kind: &'static str, remote: String) {
     let mut session = HubSession::new(hub.settings.protocol.clone(), hub.now());
-    let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel();
+    let (handle, mut cmd_rx, mut close_rx) = ConnHandle::new();
     let mut ctx = Ctx {
         hub: hub.clone(),
         kind,
@@ -104,7 +110,7 @@ pub async fn serve(hub: Arc<Hub>, mut transport: Transport, kind: &'static str, 
         generation_id: String::new(),
         model_id: None,
         clean_session: true,
-        cmd_tx,
+        handle,
         c2d: HashMap::new(),
         methods: HashMap::new(),
         connected: false,
@@ -112,6 +118,7 @@ pub async fn serve(hub: Arc<Hub>, mut transport: Transport, kind: &'static str, 
     // Telemetry writes in flight, in arrival order: the store commits them in groups and PUBACKs leave in order,
     // each only after its write is durable. One connection can have many writes in one commit.
     let mut acks: FuturesOrdered<PendingAck> = FuturesOrdered::new();
+    let mut pending_bytes = 0usize;
     let mut buf = vec![0u8; 16 * 1024];
     let mut closed = None;
     loop {
@@ -119,14 +126,26 @@ pub async fn serve(hub: Arc<Hub>, mut transport: Transport, kind: &'static str, 
             if let HubEvent::Closed { reason, will } = ev {
                 closed = Some((reason, will));
             } else {
-                ctx.handle(&mut session, ev, &mut acks).await;
+                ctx.handle(&mut session, ev, &mut acks, &mut pending_bytes).await;
             }
         }
         let mut write_failed = None;
         while let Some(bytes) = session.poll_transmit() {
-            if let Err(e) = transport.send(bytes).await {
-                write_failed = Some(e);
-                break;
+            // A device that stops reading must not hold this task: keep-alive, expiry, disable and replacement
+            // all need it to run.
+            match tokio::time::timeout(hub.settings.write_timeout, transport.send(bytes)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    write_failed = Some(e);
+                    break;
+                }
+                Err(_) => {
+                    write_failed = Some(format!(
+                        "a write took longer than {} s: the device is not reading",
+                        hub.settings.write_timeout.as_secs_f32()
+                    ));
+                    break;
+                }
             }
         }
         if let Some(e) = write_failed {
@@ -137,24 +156,35 @@ pub async fn serve(hub: Arc<Hub>, mut transport: Transport, kind: &'static str, 
             break;
         }
         let timer = ctx.next_deadline(&session);
+        let room = acks.len() < MAX_PENDING_WRITES && pending_bytes < MAX_PENDING_BYTES;
         tokio::select! {
-            r = transport.recv(&mut buf) => match r {
+            // Back-pressure: not while too many writes are pending (the session's held PUBACKs, and the bytes of
+            // all writes including QoS 0): the device waits in TCP's window.
+            r = transport.recv(&mut buf), if room && session.wants_input() => match r {
                 Ok(Some(b)) => session.handle_input(hub.now(), &b),
                 Ok(None) => session.handle_transport_closed("the device closed the connection"),
                 Err(e) => session.handle_transport_closed(e),
             },
             Some(cmd) = cmd_rx.recv() => ctx.command(&mut session, cmd).await,
-            Some((ack, stored)) = acks.next(), if !acks.is_empty() => match stored {
+            Ok(()) = close_rx.changed() => {
+                if let Some(reason) = close_rx.borrow_and_update().clone() {
+                    session.close(reason);
+                }
+            }
+            Some((ack, size, stored)) = acks.next(), if !acks.is_empty() => match stored {
                 Ok(()) => {
+                    pending_bytes -= size;
                     if let Some(pkid) = ack {
-                        session.ack_telemetry(pkid);
+                        ack_publish(&mut session, pkid);
                     }
                 }
                 Err(e) => session.close(CloseReason::ClosedByService(format!("the event could not be stored: {e}"))),
             },
             _ = sleep_until(timer) => {
                 session.handle_timeout(hub.now());
-                ctx.expire_locks(&mut session).await;
+                if !session.is_closed() {
+                    ctx.expire_locks(&mut session).await;
+                }
             }
         }
     }
@@ -187,7 +217,13 @@ impl Ctx {
         self.device.as_deref().unwrap_or("")
     }
 
-    async fn handle(&mut self, session: &mut HubSession, ev: HubEvent, acks: &mut FuturesOrdered<PendingAck>) {
+    async fn handle(
+        &mut self,
+        session: &mut HubSession,
+        ev: HubEvent,
+        acks: &mut FuturesOrdered<PendingAck>,
+        pending_bytes: &mut usize,
+    ) {
         match ev {
             HubEvent::Authenticate(req) => {
                 // The registry name: `{device}` or `{device}/{module}`.
@@ -198,9 +234,13 @@ impl Ctx {
                 match self.hub.authenticate(&req).await {
                     Ok(adm) => {
                         self.generation_id = adm.generation_id;
-                        self.conn_id = self.hub.register(&id, self.cmd_tx.clone());
+                        self.conn_id = self.hub.register(&id, self.handle.clone());
                         self.connected = true;
-                        session.accept(self.hub.now(), adm.session_present, adm.restored, adm.token_expiry);
+                        if let Err(e) =
+                            session.accept(self.hub.now(), adm.session_present, adm.restored, adm.token_expiry)
+                        {
+                            tracing::error!("{e}");
+                        }
                         self.log(
                             "deviceConnect",
                             0,
@@ -214,15 +254,21 @@ impl Ctx {
                         .await;
                         self.deliver_c2d(session).await;
                     }
-                    Err((code, why)) => session.refuse(code, why),
+                    Err((code, why)) => {
+                        if let Err(e) = session.refuse(code, why) {
+                            tracing::error!("{e}");
+                        }
+                    }
                 }
             }
             HubEvent::Telemetry { message, ack } => {
                 let (hub, generation, model) = (self.hub.clone(), self.generation_id.clone(), self.model_id.clone());
+                let size = message.payload.len();
+                *pending_bytes += size;
                 acks.push_back(Box::pin(async move {
                     let r =
                         hub.store_telemetry(message, &generation, model).await.map(|_| ()).map_err(|e| e.to_string());
-                    (ack, r)
+                    (ack, size, r)
                 }));
             }
             HubEvent::Subscribed(filters) => {
@@ -239,16 +285,28 @@ impl Ctx {
                     }
                 }
             }
-            HubEvent::MethodResponse { rid, status, payload } => {
+            HubEvent::MethodResponse { rid, status, payload, ack } => {
+                // Handed to the waiting service call (or dropped, if it gave up): then the PUBACK.
                 if let Some(w) = self.methods.remove(&rid.0) {
                     let _ = w.send(MethodReply::Response { status, payload });
                 }
+                if let Some(pkid) = ack {
+                    ack_publish(session, pkid);
+                }
             }
-            HubEvent::TwinGet { rid } => match self.hub.store.twin(self.device()).await {
-                Ok(t) => session.twin_response(&rid, 200, None, Bytes::from(t.mqtt_document().to_string())),
-                Err(e) => session.twin_response(&rid, 500, None, error_body(500001, &e.to_string())),
-            },
-            HubEvent::TwinPatchReported { rid, patch } => self.patch_reported(session, rid, patch).await,
+            HubEvent::TwinGet { rid } => {
+                let _ = match self.hub.store.twin(self.device()).await {
+                    Ok(t) => session.twin_response(&rid, 200, None, Bytes::from(t.mqtt_document().to_string())),
+                    Err(e) => session.twin_response(&rid, 500, None, error_body(500001, &e.to_string())),
+                };
+            }
+            HubEvent::TwinPatchReported { rid, patch, ack } => {
+                // PUBACK once the store write finished (the response tells the device how it went).
+                self.patch_reported(session, rid, patch).await;
+                if let Some(pkid) = ack {
+                    ack_publish(session, pkid);
+                }
+            }
             HubEvent::Closed { .. } => {}
         }
     }
@@ -257,26 +315,23 @@ impl Ctx {
         let value: serde_json::Value = match serde_json::from_slice(&patch) {
             Ok(v @ serde_json::Value::Object(_)) => v,
             _ => {
-                return session.twin_response(
-                    &rid,
-                    400,
-                    None,
-                    error_body(400004, "the reported patch must be a JSON object"),
-                )
+                let body = error_body(400004, "the reported patch must be a JSON object");
+                let _ = session.twin_response(&rid, 400, None, body);
+                return;
             }
         };
         if patch.len() > 32 * 1024 {
-            return session.twin_response(
-                &rid,
-                400,
-                None,
-                error_body(400004, "reported properties are limited to 32 KB"),
-            );
+            let _ =
+                session.twin_response(&rid, 400, None, error_body(400004, "reported properties are limited to 32 KB"));
+            return;
         }
-        match self.hub.patch_reported(self.device(), value).await {
+        let _ = match self.hub.patch_reported(self.device(), value).await {
             Ok(v) => session.twin_response(&rid, 204, Some(v), Bytes::new()),
+            Err(crate::hub::twin::ReportedError::Invalid(e)) => {
+                session.twin_response(&rid, 400, None, error_body(400004, &e.to_string()))
+            }
             Err(e) => session.twin_response(&rid, 500, None, error_body(500001, &e.to_string())),
-        }
+        };
     }
 
     async fn persist_subscriptions(&self, session: &HubSession) {
@@ -290,18 +345,17 @@ impl Ctx {
 
     async fn command(&mut self, session: &mut HubSession, cmd: ConnCmd) {
         match cmd {
-            ConnCmd::Close(reason) => session.close(reason),
             ConnCmd::C2dAvailable => self.deliver_c2d(session).await,
             ConnCmd::Method { name, payload, reply } => {
                 let rid = self.hub.next_rid();
-                if session.send_method_request(&name, &RequestId(rid.clone()), payload) {
+                if session.send_method_request(&name, &RequestId(rid.clone()), payload) == Ok(true) {
                     self.methods.insert(rid, reply);
                 } else {
                     let _ = reply.send(MethodReply::NotSubscribed);
                 }
             }
             ConnCmd::Desired { version, body } => {
-                session.push_desired(version, body);
+                let _ = session.push_desired(version, body);
             }
         }
     }
@@ -319,14 +373,14 @@ impl Ctx {
         let mut unsent = Vec::new();
         for m in msgs {
             match session.deliver_c2d(c2d_properties(&m), Bytes::from(m.body.clone()), m.delivery_count > 1) {
-                Some(Some(pkid)) => {
+                Ok(C2dDelivery::AwaitingAck(pkid)) => {
                     self.c2d.insert(pkid, (m.seq, TokioInstant::now() + self.hub.settings.c2d_lock));
                 }
                 // QoS 0: completed on send.
-                Some(None) => {
+                Ok(C2dDelivery::Completed) => {
                     let _ = self.hub.c2d_complete(self.device(), m.seq).await;
                 }
-                None => unsent.push(m.seq),
+                Ok(C2dDelivery::NotSubscribed) | Err(_) => unsent.push(m.seq),
             }
         }
         let _ = self.hub.c2d_release(self.device(), unsent).await;
@@ -340,11 +394,13 @@ impl Ctx {
         for (pkid, seq) in due {
             match self.hub.c2d_relock(self.device(), seq).await {
                 Ok(Some(m)) => {
-                    session.redeliver_c2d(pkid, c2d_properties(&m), Bytes::from(m.body));
+                    if let Err(e) = session.redeliver_c2d(pkid, c2d_properties(&m), Bytes::from(m.body)) {
+                        tracing::error!("{e}");
+                    }
                     self.c2d.insert(pkid, (seq, now + self.hub.settings.c2d_lock));
                 }
                 Ok(None) => {
-                    session.abandon_c2d(pkid);
+                    let _ = session.abandon_c2d(pkid);
                     self.c2d.remove(&pkid);
                 }
                 Err(e) => tracing::error!("cannot relock C2D message {seq}: {e}"),
@@ -366,24 +422,39 @@ impl Ctx {
             }
         }
         let op = if self.connected { "deviceDisconnect" } else { "connectRefused" };
+        if self.device.is_none() {
+            // No valid CONNECT arrived (a bad CONNECT, junk, a port scan, a closed socket): shown live, never
+            // stored, so a stream of junk connections cannot grow the connection log.
+            self.hub.announce_connection(self.record(op, reason.code(), reason.kind(), reason.to_string()));
+            return;
+        }
         self.log(op, reason.code(), reason.kind(), reason.to_string()).await;
     }
 
+    fn record(&self, op: &str, code: u32, reason: &str, description: String) -> ConnectionRecord {
+        ConnectionRecord {
+            seq: 0,
+            time: String::new(),
+            operation: op.into(),
+            device_id: self.device.clone(),
+            module_id: None,
+            transport: self.kind.into(),
+            remote: self.remote.clone(),
+            result_type: code,
+            reason: reason.into(),
+            description,
+        }
+    }
+
     async fn log(&self, op: &str, code: u32, reason: &str, description: String) {
-        self.hub
-            .log_connection(ConnectionRecord {
-                seq: 0,
-                time: String::new(),
-                operation: op.into(),
-                device_id: self.device.clone(),
-                module_id: None,
-                transport: self.kind.into(),
-                remote: self.remote.clone(),
-                result_type: code,
-                reason: reason.into(),
-                description,
-            })
-            .await;
+        self.hub.log_connection(self.record(op, code, reason, description)).await;
+    }
+}
+
+/// Releases a PUBACK held for a write that is now done; a refusal is a bug in this task, logged.
+fn ack_publish(session: &mut HubSession, pkid: u16) {
+    if let Err(e) = session.ack_publish(pkid) {
+        tracing::error!("{e}");
     }
 }
 

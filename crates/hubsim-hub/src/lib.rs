@@ -9,7 +9,7 @@ pub mod api;
 pub mod conn;
 pub mod files;
 pub mod hub;
-mod listener;
+pub mod listener;
 pub mod model;
 pub mod store;
 pub mod timefmt;
@@ -47,9 +47,13 @@ pub struct Config {
     pub protocol: hubsim_proto::HubConfig,
     /// How long a delivered C2D message stays locked waiting for PUBACK (IoT Hub: 60 s).
     pub c2d_lock: Duration,
+    /// Extra host names and web origins the HTTP listeners accept (see [`api::Access`]).
+    pub access: api::Access,
+    /// Connection caps and HTTP deadlines of every listener.
+    pub limits: listener::Limits,
     /// Retention of the event log, connection log and feedback (default 1 day, 1 000 000 events, 100 000
-    /// connection and feedback records; see [`store::Limits`]).
-    pub limits: store::Limits,
+    /// connection and feedback records; see [`store::Retention`]).
+    pub retention: store::Retention,
 }
 
 impl Config {
@@ -68,7 +72,9 @@ impl Config {
             retain_property: "mqtt-retain".into(),
             protocol: hubsim_proto::HubConfig::default(),
             c2d_lock: Duration::from_secs(60),
-            limits: store::Limits::default(),
+            access: api::Access::default(),
+            limits: listener::Limits::default(),
+            retention: store::Retention::default(),
         }
     }
 }
@@ -119,15 +125,16 @@ pub async fn start(config: Config) -> Result<Running> {
     // Private from creation: the folder 0700, the database and keys 0600 (see `files`).
     files::create_private_dir(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
     let tls = tls::load(&config.data_dir, &config.host_name, config.tls_cert.as_deref(), config.tls_key.as_deref())?;
-    let (db_path, limits) = (config.data_dir.join("hubsim.redb"), config.limits.clone());
-    let store = tokio::task::spawn_blocking(move || store::Store::open(&db_path, limits))
+    let (db_path, retention) = (config.data_dir.join("hubsim.redb"), config.retention.clone());
+    let store = tokio::task::spawn_blocking(move || store::Store::open(&db_path, retention))
         .await?
         .context("opening the database")?;
     let mut settings = Settings::new(config.host_name.clone());
     settings.protocol = config.protocol.clone();
     settings.protocol.retain_property = config.retain_property.clone();
     settings.c2d_lock = config.c2d_lock;
-    let hub = Arc::new(Hub::new(settings, store));
+    let policies = hub::policy::Policies::load_or_create(&config.data_dir)?;
+    let hub = Arc::new(Hub::new(settings, store, policies));
     hub.startup().await?;
 
     let bind = |port| SocketAddr::new(config.bind, port);
@@ -155,17 +162,27 @@ pub async fn start(config: Config) -> Result<Running> {
     let stop = CancellationToken::new();
     let mut listeners = JoinSet::new();
 
-    listeners.spawn(listener::accept_mqtt(mqtt, acceptor.clone(), hub.clone(), stop.clone()));
+    let gauge = |name| listener::Gauge::new(name, config.limits.clone());
+    listeners.spawn(listener::accept_mqtt(mqtt, acceptor.clone(), hub.clone(), gauge("mqtt"), stop.clone()));
+    let access = Arc::new(config.access.clone());
     let tls_router = api::router(
-        AppState { hub: hub.clone(), websocket: true, transport: "wss", info: info.clone(), ca_pem: ca_pem.clone() },
+        AppState {
+            hub: hub.clone(),
+            websocket: true,
+            transport: "wss",
+            info: info.clone(),
+            ca_pem: ca_pem.clone(),
+            access: access.clone(),
+            scheme: "https",
+        },
         config.web_dir.clone(),
     );
-    listeners.spawn(listener::accept_https(wss, acceptor, tls_router, hub.clone(), stop.clone()));
+    listeners.spawn(listener::accept_https(wss, acceptor, tls_router, hub.clone(), gauge("wss"), stop.clone()));
     let http_router = api::router(
-        AppState { hub: hub.clone(), websocket: plain_ws, transport: "ws", info, ca_pem },
+        AppState { hub: hub.clone(), websocket: plain_ws, transport: "ws", info, ca_pem, access, scheme: "http" },
         config.web_dir.clone(),
     );
-    listeners.spawn(listener::serve_http(http, http_router, stop.clone()));
+    listeners.spawn(listener::serve_http(http, http_router, hub.clone(), gauge("http"), stop.clone()));
     Ok(Running { mqtt_addr, ws_addr, http_addr, ca_path: tls.ca_path, hub, listeners, stop })
 }
 

@@ -1,12 +1,19 @@
 //! The accept loops: MQTT over TLS, HTTPS (the TLS WebSocket endpoint and the service API) and plain HTTP.
 //! Each TLS handshake runs in its own task, bounded in time; every connection task is tracked by the hub so
 //! shutdown can wait for it. A failed accept or handshake is logged and the loop goes on.
+//!
+//! Bounds (defaults in [`Limits`]): connections per listener and per remote address (a connection over either
+//! cap is closed at once), the TLS handshake time, and on HTTP the time to send a request's headers — which also
+//! bounds how long an idle keep-alive connection is kept. An upgraded WebSocket is then governed by MQTT's own
+//! deadlines (CONNECT within 30 s, keep-alive).
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::conn;
@@ -15,32 +22,296 @@ use crate::hub::Hub;
 /// How long a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Connection bounds of the listeners.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Open connections per listener (default 20 000).
+    pub per_listener: usize,
+    /// Open connections per remote address that is not a loopback address (default 1 000). Loopback clients —
+    /// the browser, the CLI, load generators on this machine — share one address and are bounded by
+    /// `per_listener` alone.
+    pub per_address: usize,
+    /// Time for an HTTP client to send a request's headers once it has started one (default 10 s).
+    pub http_header_timeout: Duration,
+    /// Longest time an HTTP connection may pass with no request being handled and no byte moving either way
+    /// (default 20 s; Server-Sent Event streams send a comment every 10 s, so they stay open).
+    pub http_idle_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            per_listener: 20_000,
+            per_address: 1_000,
+            http_header_timeout: Duration::from_secs(10),
+            http_idle_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Counts a listener's open connections, in total and per remote address.
+pub(crate) struct Gauge {
+    name: &'static str,
+    limits: Limits,
+    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+    refused: AtomicU64,
+    last_report: AtomicU64,
+}
+
+/// One admitted connection; dropping it frees its place.
+pub(crate) struct Admission {
+    gauge: Arc<Gauge>,
+    ip: IpAddr,
+}
+
+impl Gauge {
+    pub(crate) fn new(name: &'static str, limits: Limits) -> Arc<Gauge> {
+        Arc::new(Gauge {
+            name,
+            limits,
+            open: Mutex::new((0, HashMap::new())),
+            refused: AtomicU64::new(0),
+            last_report: AtomicU64::new(0),
+        })
+    }
+
+    /// Admits a connection from `ip`, or `None` (and a log line at most every 10 s) when a cap is reached.
+    pub(crate) fn admit(self: &Arc<Gauge>, ip: IpAddr) -> Option<Admission> {
+        let admitted = {
+            let mut g = self.open.lock().unwrap_or_else(|e| e.into_inner());
+            let per_ip = g.1.get(&ip).copied().unwrap_or(0);
+            if g.0 >= self.limits.per_listener || (!ip.is_loopback() && per_ip >= self.limits.per_address) {
+                false
+            } else {
+                g.0 += 1;
+                *g.1.entry(ip).or_insert(0) += 1;
+                true
+            }
+        };
+        if admitted {
+            return Some(Admission { gauge: self.clone(), ip });
+        }
+        let n = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = crate::timefmt::unix_ms() / 1000;
+        let last = self.last_report.load(Ordering::Relaxed);
+        if now >= last + 10
+            && self.last_report.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            tracing::warn!(
+                listener = self.name,
+                refused_total = n,
+                "connection refused: the limit of {} per listener / {} per address is reached",
+                self.limits.per_listener,
+                self.limits.per_address
+            );
+        }
+        None
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        let mut g = self.gauge.open.lock().unwrap_or_else(|e| e.into_inner());
+        g.0 = g.0.saturating_sub(1);
+        if let Some(n) = g.1.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                g.1.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Accepts the next connection within the caps; `None` when stopping.
+async fn accept(
+    listener: &TcpListener,
+    gauge: &Arc<Gauge>,
+    stop: &CancellationToken,
+) -> Option<(TcpStream, SocketAddr, Admission)> {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.cancelled() => return None,
+        };
+        match accepted {
+            Ok((tcp, remote)) => match gauge.admit(remote.ip()) {
+                Some(a) => {
+                    let _ = tcp.set_nodelay(true);
+                    return Some((tcp, remote, a));
+                }
+                None => drop(tcp),
+            },
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// The HTTP connection builder: header deadline (which also ends idle keep-alive connections) and upgrades.
+fn http_builder(limits: &Limits) -> hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor> {
+    let mut b = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    b.http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.http_header_timeout)
+        .max_buf_size(64 * 1024);
+    b.http2().timer(hyper_util::rt::TokioTimer::new()).max_concurrent_streams(64);
+    b
+}
+
+/// What a connection's idle watchdog looks at: the last time a byte moved, and how many requests are being
+/// handled (a direct-method call may wait minutes for its device without a byte moving).
+#[derive(Default)]
+pub(crate) struct Activity {
+    last_ms: AtomicU64,
+    in_flight: AtomicU64,
+    epoch: std::sync::OnceLock<std::time::Instant>,
+}
+
+impl Activity {
+    fn now_ms(&self) -> u64 {
+        self.epoch.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64
+    }
+    fn touch(&self) {
+        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+    /// Marks a request as being handled until the returned guard is dropped.
+    pub(crate) fn begin(self: &Arc<Self>) -> RequestGuard {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.touch();
+        RequestGuard(self.clone())
+    }
+}
+
+pub(crate) struct RequestGuard(Arc<Activity>);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The connection's bytes, noting every read and write in its [`Activity`].
+struct Watched<I> {
+    inner: I,
+    activity: Arc<Activity>,
+}
+
+impl<I: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<I> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        r
+    }
+}
+
+impl<I: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<I> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, data);
+        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Counts the request as in flight for the connection's idle watchdog.
+pub(crate) async fn track_request(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let guard = req.extensions().get::<Arc<Activity>>().map(|a| a.begin());
+    let resp = next.run(req).await;
+    drop(guard);
+    resp
+}
+
+/// Serves one HTTP connection until it ends, idles past the limit, or shutdown. An upgrade (the MQTT
+/// WebSocket) ends this future: the upgraded stream lives on in its own task under MQTT's deadlines.
+async fn serve_http_conn<I>(io: I, router: axum::Router, remote: SocketAddr, limits: Limits, stop: CancellationToken)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use hyper_util::rt::TokioIo;
+    use hyper_util::service::TowerToHyperService;
+    let activity = Arc::new(Activity::default());
+    activity.touch();
+    let router = router
+        .layer(axum::middleware::from_fn(track_request))
+        .layer(axum::Extension(activity.clone()))
+        .layer(axum::Extension(axum::extract::ConnectInfo(remote)));
+    let service = TowerToHyperService::new(router);
+    let builder = http_builder(&limits);
+    let conn = builder
+        .serve_connection_with_upgrades(TokioIo::new(Watched { inner: io, activity: activity.clone() }), service);
+    tokio::pin!(conn);
+    let idle = limits.http_idle_timeout.as_millis() as u64;
+    loop {
+        let quiet_since = activity.last_ms.load(Ordering::Relaxed);
+        let wake =
+            tokio::time::Instant::now() + Duration::from_millis((quiet_since + idle).saturating_sub(activity.now_ms()));
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(%remote, "HTTP connection ended: {e}");
+                }
+                return;
+            }
+            _ = stop.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                return;
+            }
+            _ = tokio::time::sleep_until(wake) => {
+                let quiet = activity.now_ms().saturating_sub(activity.last_ms.load(Ordering::Relaxed));
+                if activity.in_flight.load(Ordering::Relaxed) == 0 && quiet >= idle {
+                    tracing::debug!(%remote, "HTTP connection closed after {} s without a request", idle / 1000);
+                    return;
+                }
+            }
+        }
+    }
+}
+
 async fn accept_tls<F, Fut>(
     listener: TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
     hub: Arc<Hub>,
+    gauge: Arc<Gauge>,
     stop: CancellationToken,
     serve: F,
 ) where
     F: Fn(tokio_rustls::server::TlsStream<tokio::net::TcpStream>, SocketAddr) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = stop.cancelled() => return,
-        };
-        let (tcp, remote) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
+    while let Some((tcp, remote, admission)) = accept(&listener, &gauge, &stop).await {
         let (acceptor, serve) = (acceptor.clone(), serve.clone());
         hub.tasks.spawn(async move {
+            let _admission = admission;
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => serve(tls, remote).await,
                 Ok(Err(e)) => tracing::info!(%remote, "TLS handshake failed: {e}"),
@@ -54,10 +325,11 @@ pub(crate) async fn accept_mqtt(
     listener: TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
     hub: Arc<Hub>,
+    gauge: Arc<Gauge>,
     stop: CancellationToken,
 ) {
     let h = hub.clone();
-    accept_tls(listener, acceptor, hub, stop, move |tls, remote| {
+    accept_tls(listener, acceptor, hub, gauge, stop, move |tls, remote| {
         let hub = h.clone();
         async move { conn::serve(hub, conn::Transport::Stream(Box::new(tls)), "mqtt", remote.to_string()).await }
     })
@@ -69,35 +341,49 @@ pub(crate) async fn accept_https(
     acceptor: tokio_rustls::TlsAcceptor,
     router: axum::Router,
     hub: Arc<Hub>,
+    gauge: Arc<Gauge>,
     stop: CancellationToken,
 ) {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use hyper_util::service::TowerToHyperService;
-    let conn_stop = stop.clone();
-    accept_tls(listener, acceptor, hub, stop, move |tls, remote| {
-        let router = router.clone().layer(axum::Extension(axum::extract::ConnectInfo(remote)));
-        let stop = conn_stop.clone();
-        async move {
-            let service = TowerToHyperService::new(router);
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => if let Err(e) = r {
-                    tracing::debug!(%remote, "HTTPS connection ended: {e}");
-                },
-                _ = stop.cancelled() => conn.as_mut().graceful_shutdown(),
-            }
-        }
+    let (conn_stop, limits) = (stop.clone(), gauge.limits.clone());
+    accept_tls(listener, acceptor, hub, gauge, stop, move |tls, remote| {
+        serve_http_conn(tls, router.clone(), remote, limits.clone(), conn_stop.clone())
     })
     .await
 }
 
-pub(crate) async fn serve_http(listener: TcpListener, router: axum::Router, stop: CancellationToken) {
-    let served = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await;
-    if let Err(e) = served {
-        tracing::error!("HTTP server stopped: {e}");
+pub(crate) async fn serve_http(
+    listener: TcpListener,
+    router: axum::Router,
+    hub: Arc<Hub>,
+    gauge: Arc<Gauge>,
+    stop: CancellationToken,
+) {
+    while let Some((tcp, remote, admission)) = accept(&listener, &gauge, &stop).await {
+        let (router, limits, stop) = (router.clone(), gauge.limits.clone(), stop.clone());
+        hub.tasks.spawn(async move {
+            let _admission = admission;
+            serve_http_conn(tcp, router, remote, limits, stop).await
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_per_listener_and_per_remote_address() {
+        let g = Gauge::new("t", Limits { per_listener: 4, per_address: 2, ..Limits::default() });
+        let lan: IpAddr = "192.0.2.7".parse().unwrap();
+        let other: IpAddr = "192.0.2.8".parse().unwrap();
+        let a = g.admit(lan).unwrap();
+        let _b = g.admit(lan).unwrap();
+        assert!(g.admit(lan).is_none(), "third from one address");
+        let _c = g.admit(other).unwrap();
+        // Loopback clients are bounded by the listener cap only.
+        let _d = g.admit(IpAddr::from([127, 0, 0, 1])).unwrap();
+        assert!(g.admit(IpAddr::from([127, 0, 0, 1])).is_none(), "listener full");
+        drop(a);
+        assert!(g.admit(lan).is_some(), "a freed place is reused");
     }
 }

@@ -22,7 +22,7 @@
 //! **Reads** run on tokio's blocking pool ([`tokio::task::spawn_blocking`]), never on the async workers. The logs
 //! have per-device indexes (`(device, seq)`), so a per-device query costs O(results), not a scan of the log.
 //!
-//! **Retention** ([`Limits`]): like IoT Hub's built-in endpoint, events, connection records and feedback records
+//! **Retention** ([`Retention`]): like IoT Hub's built-in endpoint, events, connection records and feedback records
 //! older than the retention time (default 1 day) are deleted, and each log is also capped in records (defaults
 //! 1 000 000 events, 100 000 connection records, 100 000 feedback records). It is enforced incrementally: each
 //! commit deletes at most [`RETENTION_STEP`] + 2 × (records it appended) records per log, oldest first, and an idle
@@ -75,9 +75,9 @@ pub const RECOVERY_FREE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Retention of the logs (IoT Hub's built-in endpoint keeps events 1 day by default, at most 7).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Limits {
+pub struct Retention {
     /// Events, connection records and feedback older than this are deleted (default 24 h).
-    pub retention: Duration,
+    pub max_age: Duration,
     /// Most events kept (default 1 000 000).
     pub max_events: u64,
     /// Most connection-log records kept (default 100 000).
@@ -86,10 +86,10 @@ pub struct Limits {
     pub max_feedback: u64,
 }
 
-impl Default for Limits {
+impl Default for Retention {
     fn default() -> Self {
-        Limits {
-            retention: Duration::from_secs(24 * 3600),
+        Retention {
+            max_age: Duration::from_secs(24 * 3600),
             max_events: 1_000_000,
             max_connections: 100_000,
             max_feedback: 100_000,
@@ -121,7 +121,7 @@ impl Log {
             Log::Feedback => None,
         }
     }
-    fn max(self, l: &Limits) -> u64 {
+    fn max(self, l: &Retention) -> u64 {
         match self {
             Log::Events => l.max_events,
             Log::Connections => l.max_connections,
@@ -293,7 +293,7 @@ fn old_device(log: Log, json: &[u8]) -> String {
 
 impl Store {
     /// Opens (or creates) the database at `path` (the file 0600) and starts the writer thread.
-    pub fn open(path: &Path, limits: Limits) -> Result<Store, StoreError> {
+    pub fn open(path: &Path, retention: Retention) -> Result<Store, StoreError> {
         let database = open_db(path)?;
         let shared = Arc::new(Shared {
             path: path.to_path_buf(),
@@ -301,7 +301,7 @@ impl Store {
             unavailable: watch::Sender::new(None),
         });
         let (tx, rx) = mpsc::channel::<(Op, Reply)>();
-        let w = Writer { shared: shared.clone(), limits, retry_at: None, retry_delay: RETRY_FIRST };
+        let w = Writer { shared: shared.clone(), retention, retry_at: None, retry_delay: RETRY_FIRST };
         let thread = std::thread::Builder::new()
             .name("hubsim-store".into())
             .spawn(move || w.run(rx))
@@ -656,9 +656,9 @@ impl Tx<'_> {
 }
 
 /// Deletes at most `budget` of the oldest records of `log` that are past retention or over the cap.
-fn enforce_retention(tx: &WriteTransaction, log: Log, budget: u64, limits: &Limits) -> Result<u64, StoreError> {
-    let cutoff = unix_ms().saturating_sub(limits.retention.as_millis() as u64);
-    let max = log.max(limits);
+fn enforce_retention(tx: &WriteTransaction, log: Log, budget: u64, retention: &Retention) -> Result<u64, StoreError> {
+    let cutoff = unix_ms().saturating_sub(retention.max_age.as_millis() as u64);
+    let max = log.max(retention);
     let mut t = tx.open_table(log.table()).map_err(db)?;
     let len = t.len().map_err(db)?;
     let mut deleted = 0;
@@ -706,7 +706,7 @@ fn free_bytes(path: &Path) -> Option<u64> {
 /// The writer thread.
 struct Writer {
     shared: Arc<Shared>,
-    limits: Limits,
+    retention: Retention,
     /// When unavailable: when to try to recover next.
     retry_at: Option<Instant>,
     retry_delay: Duration,
@@ -802,7 +802,7 @@ impl Writer {
         if fatal.is_none() {
             for log in Log::ALL {
                 let budget = RETENTION_STEP + 2 * appended[log as usize];
-                if let Err(e) = enforce_retention(&tx, log, budget, &self.limits) {
+                if let Err(e) = enforce_retention(&tx, log, budget, &self.retention) {
                     fatal = Some(e);
                     break;
                 }
@@ -833,7 +833,7 @@ impl Writer {
         let Ok(tx) = database.begin_write() else { return };
         let mut deleted = 0;
         for log in Log::ALL {
-            match enforce_retention(&tx, log, RETENTION_STEP, &self.limits) {
+            match enforce_retention(&tx, log, RETENTION_STEP, &self.retention) {
                 Ok(n) => deleted += n,
                 Err(e) => {
                     let _ = tx.abort();

@@ -141,10 +141,12 @@ async fn pings_keep_a_quiet_device_connected() {
 #[tokio::test]
 async fn connect_must_arrive_in_time() {
     let emu = Emu::start_with(|c| c.protocol.connect_timeout = Duration::from_millis(500)).await;
+    let mut live = emu.hub().connlog.subscribe();
     let mut t = open_raw(&emu, Via::Mqtt).await;
     assert!(tokio::time::timeout(WAIT, t.recv_raw()).await.unwrap().is_none());
-    let rec = emu.wait_log(|r| r.operation == "connectRefused").await;
+    let rec = wait_live(&mut live, |r| r.operation == "connectRefused").await;
     assert_eq!(rec.reason, "connect-timeout");
+    assert!(emu.hub().store.connections(0, 10, None).await.unwrap().is_empty(), "no stored record without a CONNECT");
 }
 
 async fn misuse_closes(publish: Telemetry, reason: &str) {
@@ -522,12 +524,13 @@ async fn malformed_bytes_close_only_that_connection() {
     let key = emu.device("d1").await;
     let mut good = TestDevice::new("d1", key, Via::Mqtt);
     good.connect(&emu).await;
+    let mut live = emu.hub().connlog.subscribe();
     for bad in [&[0x10u8, 0x02, 0x00, 0x00][..], &[0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01], &[0x82, 0x00], &[0xF0, 0x00]] {
         let mut t = open_raw(&emu, Via::Mqtt).await;
         t.send_raw(bad).await;
         assert_eq!(tokio::time::timeout(WAIT, t.recv_raw()).await.unwrap(), None);
     }
-    emu.wait_log(|r| r.reason == "protocol-violation").await;
+    wait_live(&mut live, |r| r.reason == "protocol-violation").await;
     good.send(Telemetry::new("fine")).await;
     good.expect("PUBACK", |e| matches!(e, Event::TelemetryAcked { .. })).await;
 }

@@ -63,6 +63,10 @@ pub enum ConnectionStringError {
     BadCharacter { field: &'static str, value: String, ch: char },
     #[error("x509: expected 'true', got '{0}'")]
     BadX509(String),
+    #[error("SharedAccessKeyName is missing (a service connection string names its policy, e.g. iothubowner)")]
+    MissingKeyName,
+    #[error("this is a device connection string (it has DeviceId); the service API needs a policy's connection string (SharedAccessKeyName=iothubowner;…)")]
+    DeviceString,
 }
 
 const KEYS: [&str; 8] = [
@@ -76,6 +80,75 @@ const KEYS: [&str; 8] = [
     "x509",
 ];
 
+/// Splits `Key=Value;…` into the values of `keys` (matched case-insensitively), refusing unknown, empty and
+/// repeated keys.
+fn pairs<const N: usize>(s: &str, keys: &[&str; N]) -> Result<[Option<String>; N], ConnectionStringError> {
+    use ConnectionStringError as E;
+    let mut values: [Option<String>; N] = core::array::from_fn(|_| None);
+    for part in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = part.split_once('=').ok_or_else(|| E::NotAPair(part.to_owned()))?;
+        let (k, v) = (k.trim(), v.trim());
+        let i =
+            keys.iter().position(|known| known.eq_ignore_ascii_case(k)).ok_or_else(|| E::UnknownKey(k.to_owned()))?;
+        if v.is_empty() {
+            return Err(E::EmptyValue(keys[i].to_owned()));
+        }
+        if values[i].replace(v.to_owned()).is_some() {
+            return Err(E::Duplicate(keys[i].to_owned()));
+        }
+    }
+    Ok(values)
+}
+
+/// A service (shared access policy) connection string, as the portal's "Shared access policies" page and
+/// `az iot hub connection-string show` give it: `HostName=…;SharedAccessKeyName=iothubowner;SharedAccessKey=…`
+/// (reference §3; IoT Hub's "Control access to IoT Hub using SAS" doc).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceConnectionString {
+    pub host_name: String,
+    /// The policy name, sent as `skn`.
+    pub key_name: String,
+    pub key: DeviceKey,
+}
+
+impl ServiceConnectionString {
+    /// Parses a service connection string; a device connection string (with DeviceId) is refused by name.
+    pub fn parse(s: &str) -> Result<Self, ConnectionStringError> {
+        use ConnectionStringError as E;
+        if s.trim().is_empty() {
+            return Err(E::Empty);
+        }
+        const SERVICE_KEYS: [&str; 4] = ["HostName", "SharedAccessKeyName", "SharedAccessKey", "DeviceId"];
+        let [host, name, key, device] = pairs(s, &SERVICE_KEYS)?;
+        if device.is_some() {
+            return Err(E::DeviceString);
+        }
+        let host_name = host.ok_or(E::MissingHostName)?;
+        check_chars("HostName", &host_name, "/ ?#")?;
+        let key_name = name.ok_or(E::MissingKeyName)?;
+        let key = DeviceKey::from_base64(&key.ok_or(E::MissingCredential)?).map_err(E::BadKey)?;
+        Ok(ServiceConnectionString { host_name, key_name, key })
+    }
+
+    /// A service token `SharedAccessSignature sr={host}&sig=…&se={expiry}&skn={policy}` valid until `expiry`
+    /// (Unix seconds).
+    pub fn token(&self, expiry: u64) -> SasToken {
+        SasToken::sign(&self.key, &ResourceUri::Hub { host: self.host_name.clone() }, expiry, Some(&self.key_name))
+    }
+}
+
+impl fmt::Display for ServiceConnectionString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "HostName={};SharedAccessKeyName={};SharedAccessKey={}",
+            self.host_name,
+            self.key_name,
+            self.key.to_base64()
+        )
+    }
+}
+
 impl ConnectionString {
     /// Parses a device or module connection string.
     pub fn parse(s: &str) -> Result<Self, ConnectionStringError> {
@@ -83,21 +156,7 @@ impl ConnectionString {
         if s.trim().is_empty() {
             return Err(E::Empty);
         }
-        let mut values: [Option<String>; 8] = Default::default();
-        for part in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-            let (k, v) = part.split_once('=').ok_or_else(|| E::NotAPair(part.to_owned()))?;
-            let (k, v) = (k.trim(), v.trim());
-            let i = KEYS
-                .iter()
-                .position(|known| known.eq_ignore_ascii_case(k))
-                .ok_or_else(|| E::UnknownKey(k.to_owned()))?;
-            if v.is_empty() {
-                return Err(E::EmptyValue(KEYS[i].to_owned()));
-            }
-            if values[i].replace(v.to_owned()).is_some() {
-                return Err(E::Duplicate(KEYS[i].to_owned()));
-            }
-        }
+        let values: [Option<String>; 8] = pairs(s, &KEYS)?;
         let [host, device, module, key, key_name, sig, gateway, x509] = values;
         let host_name = host.ok_or(E::MissingHostName)?;
         check_chars("HostName", &host_name, "/ ?#")?;
@@ -301,5 +360,23 @@ mod tests {
             };
             prop_assert_eq!(ConnectionString::parse(&c.to_string()).unwrap(), c);
         }
+    }
+
+    #[test]
+    fn service_connection_strings_round_trip_and_sign_hub_tokens() {
+        let text = "HostName=localhost;SharedAccessKeyName=iothubowner;SharedAccessKey=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+        let cs = ServiceConnectionString::parse(text).unwrap();
+        assert_eq!(cs.to_string(), text);
+        let t = cs.token(1_700_000_000).to_string();
+        assert!(t.starts_with("SharedAccessSignature sr=localhost&sig="), "{t}");
+        assert!(t.ends_with("&se=1700000000&skn=iothubowner"), "{t}");
+        assert_eq!(
+            ServiceConnectionString::parse("HostName=h;DeviceId=d;SharedAccessKey=AAAA"),
+            Err(ConnectionStringError::DeviceString)
+        );
+        assert_eq!(
+            ServiceConnectionString::parse("HostName=h;SharedAccessKey=AAAA"),
+            Err(ConnectionStringError::MissingKeyName)
+        );
     }
 }

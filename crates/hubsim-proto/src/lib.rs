@@ -12,6 +12,8 @@
 //! - [`username`]: the MQTT CONNECT user name (`{host}/{device}/?api-version=…`), including legacy forms.
 //! - [`device`]: [`DeviceSession`], the device side of a connection as a state machine.
 //! - [`hub`]: [`HubSession`], the hub side of one connection, used by the emulator.
+//! - [`json`]: hubsim's one JSON implementation (strict and relaxed parsing, order-preserving objects, compact
+//!   writing), shared by the DPS bodies, the template engine and the DTDL models.
 //! - [`provisioning`]: DPS over MQTT: [`ProvisioningSession`] (a device registering) and [`DpsSession`] (the
 //!   emulator's DPS), with the DPS JSON bodies.
 //!
@@ -23,6 +25,7 @@ pub mod conn_str;
 pub mod device;
 pub mod endpoint;
 pub mod hub;
+pub mod json;
 pub mod packet;
 pub mod percent;
 pub mod property_bag;
@@ -32,7 +35,7 @@ pub mod time;
 pub mod topic;
 pub mod username;
 
-pub use conn_str::{ConnectionString, ConnectionStringError};
+pub use conn_str::{ConnectionString, ConnectionStringError, ServiceConnectionString};
 pub use device::{DeviceConfig, DeviceSession};
 pub use hub::{HubConfig, HubSession};
 pub use property_bag::{PropertyBag, SystemProperty};

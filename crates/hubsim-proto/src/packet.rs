@@ -2,6 +2,10 @@
 //!
 //! [`Framer`] accumulates bytes exactly as they arrive (split at any boundary, several packets per chunk) and
 //! yields whole packets, refusing one whose remaining length exceeds the configured maximum before reading it.
+//! It also checks what mqttbytes does not: the reserved fixed-header flags of every packet ([MQTT-2.2.2-2]).
+//! [`ConnectHeader::inspect`] reads a CONNECT's variable header from the raw frame before mqttbytes decodes it,
+//! because mqttbytes refuses some CONNECTs (protocol level 3, name `MQIsdp`) for which MQTT 3.1.1 requires a
+//! CONNACK, and accepts others (reserved flag set, password without user name) that it requires closing on.
 //! [`encode`] writes a packet after checking what mqttbytes does not: strings longer than 65 535 bytes, which it
 //! would silently truncate.
 
@@ -14,8 +18,67 @@ use thiserror::Error;
 pub enum FrameError {
     #[error("[MQTT-2.2.3] packet of {0} bytes exceeds the {1}-byte limit")]
     TooLarge(usize, usize),
-    #[error("malformed packet: {0:?}")]
+    #[error("[MQTT-2.2.2-2] {packet} with reserved fixed-header flags {flags:#06b}")]
+    ReservedFlags { packet: &'static str, flags: u8 },
+    #[error("[MQTT-4.8.0-1] malformed packet: {0:?}")]
     Malformed(mqttbytes::Error),
+}
+
+/// The name of an MQTT control packet type (the high nibble of the first byte).
+pub fn packet_name(byte1: u8) -> &'static str {
+    match byte1 >> 4 {
+        1 => "CONNECT",
+        2 => "CONNACK",
+        3 => "PUBLISH",
+        4 => "PUBACK",
+        5 => "PUBREC",
+        6 => "PUBREL",
+        7 => "PUBCOMP",
+        8 => "SUBSCRIBE",
+        9 => "SUBACK",
+        10 => "UNSUBSCRIBE",
+        11 => "UNSUBACK",
+        12 => "PINGREQ",
+        13 => "PINGRESP",
+        14 => "DISCONNECT",
+        _ => "a reserved packet type",
+    }
+}
+
+/// The name of a decoded packet, for messages.
+pub fn name(p: &Packet) -> &'static str {
+    match p {
+        Packet::Connect(_) => "CONNECT",
+        Packet::ConnAck(_) => "CONNACK",
+        Packet::Publish(_) => "PUBLISH",
+        Packet::PubAck(_) => "PUBACK",
+        Packet::PubRec(_) => "PUBREC",
+        Packet::PubRel(_) => "PUBREL",
+        Packet::PubComp(_) => "PUBCOMP",
+        Packet::Subscribe(_) => "SUBSCRIBE",
+        Packet::SubAck(_) => "SUBACK",
+        Packet::Unsubscribe(_) => "UNSUBSCRIBE",
+        Packet::UnsubAck(_) => "UNSUBACK",
+        Packet::PingReq => "PINGREQ",
+        Packet::PingResp => "PINGRESP",
+        Packet::Disconnect => "DISCONNECT",
+    }
+}
+
+/// [MQTT-2.2.2-2]: the flags PUBREL, SUBSCRIBE and UNSUBSCRIBE must carry 0b0010, PUBLISH's are its own, every other
+/// packet's are 0. mqttbytes ignores them.
+pub fn check_flags(byte1: u8) -> Result<(), FrameError> {
+    let flags = byte1 & 0x0F;
+    let expected = match byte1 >> 4 {
+        3 => return Ok(()),
+        6 | 8 | 10 => 0b0010,
+        _ => 0,
+    };
+    if flags == expected {
+        Ok(())
+    } else {
+        Err(FrameError::ReservedFlags { packet: packet_name(byte1), flags })
+    }
 }
 
 /// Reassembles packets from a byte stream.
@@ -41,16 +104,156 @@ impl Framer {
         self.buf.len()
     }
 
-    /// The next whole packet, `Ok(None)` if more bytes are needed.
-    pub fn next_packet(&mut self) -> Result<Option<Packet>, FrameError> {
+    /// The bytes of the next whole packet (fixed header included) without consuming them, `Ok(None)` if more bytes
+    /// are needed.
+    pub fn peek(&self) -> Result<Option<&[u8]>, FrameError> {
         if self.buf.is_empty() {
             return Ok(None);
+        }
+        match mqttbytes::check(self.buf.iter(), self.max_packet) {
+            Ok(h) => Ok(Some(&self.buf[..h.frame_length()])),
+            Err(mqttbytes::Error::InsufficientBytes(_)) => Ok(None),
+            Err(mqttbytes::Error::PayloadSizeLimitExceeded(n)) => Err(FrameError::TooLarge(n, self.max_packet)),
+            Err(e) => Err(FrameError::Malformed(e)),
+        }
+    }
+
+    /// The next whole packet, `Ok(None)` if more bytes are needed.
+    pub fn next_packet(&mut self) -> Result<Option<Packet>, FrameError> {
+        match self.peek()? {
+            None => return Ok(None),
+            Some(frame) => check_flags(frame[0])?,
         }
         match mqttbytes::v4::read(&mut self.buf, self.max_packet) {
             Ok(p) => Ok(Some(p)),
             Err(mqttbytes::Error::InsufficientBytes(_)) => Ok(None),
             Err(mqttbytes::Error::PayloadSizeLimitExceeded(n)) => Err(FrameError::TooLarge(n, self.max_packet)),
             Err(e) => Err(FrameError::Malformed(e)),
+        }
+    }
+}
+
+/// A CONNECT's variable header, read from the raw frame ([MQTT-3.1.2]) before mqttbytes decodes the payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectHeader {
+    /// The fixed header's remaining length: variable header plus payload.
+    pub remaining_len: usize,
+    pub level: u8,
+    /// The connect flags byte: user name, password, Will retain, Will QoS (2 bits), Will, CleanSession, reserved.
+    pub flags: u8,
+    pub keep_alive: u16,
+}
+
+/// Why a CONNECT's variable header is not one IoT Hub accepts. Only [`UnsupportedLevel`] is answered with a
+/// CONNACK (0x01); on the others MQTT 3.1.1 has the server close without one ([MQTT-3.1.4-1]).
+///
+/// [`UnsupportedLevel`]: ConnectHeaderError::UnsupportedLevel
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ConnectHeaderError {
+    #[error(
+        "[MQTT-3.1.2-2] protocol {name:?} level {level} is not supported: IoT Hub speaks MQTT 3.1.1 (\"MQTT\", level 4)"
+    )]
+    UnsupportedLevel { name: String, level: u8 },
+    #[error("[MQTT-3.1.2-1] protocol name {0:?} is not \"MQTT\"")]
+    ProtocolName(String),
+    #[error("[MQTT-3.1.2-3] the reserved CONNECT flag is set")]
+    ReservedFlag,
+    #[error("[MQTT-3.1.2-13] Will QoS {0} without the Will flag")]
+    WillQosWithoutWill(u8),
+    #[error("[MQTT-3.1.2-14] Will QoS 3 is not a QoS")]
+    WillQos3,
+    #[error("[MQTT-3.1.2-15] Will Retain without the Will flag")]
+    WillRetainWithoutWill,
+    #[error("[MQTT-3.1.2-22] the password flag is set without the user name flag")]
+    PasswordWithoutUsername,
+    #[error("[MQTT-3.1.4-1] the CONNECT variable header is truncated (MQTT 3.1.1 §3.1.2)")]
+    Truncated,
+    #[error("[MQTT-3.1.3-1] {0} bytes after the last CONNECT payload field the flags announce")]
+    TrailingBytes(usize),
+}
+
+/// Connect flag bits ([MQTT-3.1.2], figure 3.4).
+pub mod connect_flags {
+    pub const USERNAME: u8 = 0x80;
+    pub const PASSWORD: u8 = 0x40;
+    pub const WILL_RETAIN: u8 = 0x20;
+    pub const WILL_QOS: u8 = 0x18;
+    pub const WILL: u8 = 0x04;
+    pub const CLEAN_SESSION: u8 = 0x02;
+    pub const RESERVED: u8 = 0x01;
+}
+
+impl ConnectHeader {
+    /// Reads and checks the variable header of the CONNECT `frame` (fixed header included), in the order
+    /// MQTT 3.1.1 gives: protocol name and level first (a different protocol may lay out the rest differently),
+    /// then the flags.
+    pub fn inspect(frame: &[u8]) -> Result<ConnectHeader, ConnectHeaderError> {
+        use connect_flags::*;
+        // Fixed header: one byte, then 1–4 bytes of remaining length (continuation bit 0x80).
+        let len_bytes =
+            frame.iter().skip(1).take(4).position(|b| b & 0x80 == 0).ok_or(ConnectHeaderError::Truncated)?;
+        let vh = frame.get(2 + len_bytes..).ok_or(ConnectHeaderError::Truncated)?;
+        let remaining_len = vh.len();
+        let name_len = match vh {
+            [a, b, ..] => u16::from_be_bytes([*a, *b]) as usize,
+            _ => return Err(ConnectHeaderError::Truncated),
+        };
+        let name = vh.get(2..2 + name_len).ok_or(ConnectHeaderError::Truncated)?;
+        let name = String::from_utf8_lossy(name).into_owned();
+        let rest = &vh[2 + name_len..];
+        let level = *rest.first().ok_or(ConnectHeaderError::Truncated)?;
+        match (name.as_str(), level) {
+            ("MQTT", 4) => {}
+            // MQTT 3.1 names itself "MQIsdp"; its clients understand CONNACK 0x01 (same code in 3.1).
+            ("MQTT", _) | ("MQIsdp", 3) => return Err(ConnectHeaderError::UnsupportedLevel { name, level }),
+            _ => return Err(ConnectHeaderError::ProtocolName(name)),
+        }
+        let (flags, keep_alive) = match rest {
+            [_, f, k1, k2, ..] => (*f, u16::from_be_bytes([*k1, *k2])),
+            _ => return Err(ConnectHeaderError::Truncated),
+        };
+        if flags & RESERVED != 0 {
+            return Err(ConnectHeaderError::ReservedFlag);
+        }
+        let will_qos = (flags & WILL_QOS) >> 3;
+        if flags & WILL == 0 {
+            if will_qos != 0 {
+                return Err(ConnectHeaderError::WillQosWithoutWill(will_qos));
+            }
+            if flags & WILL_RETAIN != 0 {
+                return Err(ConnectHeaderError::WillRetainWithoutWill);
+            }
+        } else if will_qos == 3 {
+            return Err(ConnectHeaderError::WillQos3);
+        }
+        if flags & PASSWORD != 0 && flags & USERNAME == 0 {
+            return Err(ConnectHeaderError::PasswordWithoutUsername);
+        }
+        Ok(ConnectHeader { remaining_len, level, flags, keep_alive })
+    }
+
+    pub fn clean_session(&self) -> bool {
+        self.flags & connect_flags::CLEAN_SESSION != 0
+    }
+
+    /// Checks that the payload mqttbytes decoded is exactly what the flags announce, in the order of
+    /// [MQTT-3.1.3-1]; mqttbytes ignores bytes after the last field.
+    pub fn check_payload(&self, c: &mqttbytes::v4::Connect) -> Result<(), ConnectHeaderError> {
+        use connect_flags::*;
+        let (user, pass) = c.login.as_ref().map_or((0, 0), |l| (l.username.len(), l.password.len()));
+        let mut expected = 10 + 2 + c.client_id.len();
+        if let Some(w) = &c.last_will {
+            expected += 2 + w.topic.len() + 2 + w.message.len();
+        }
+        if self.flags & USERNAME != 0 {
+            expected += 2 + user;
+        }
+        if self.flags & PASSWORD != 0 {
+            expected += 2 + pass;
+        }
+        match self.remaining_len - expected.min(self.remaining_len) {
+            0 => Ok(()),
+            extra => Err(ConnectHeaderError::TrailingBytes(extra)),
         }
     }
 }
@@ -165,6 +368,51 @@ mod tests {
         let mut f = Framer::new(100);
         f.push(&[0xF0, 0x00]); // reserved packet type 15
         assert!(matches!(f.next_packet(), Err(FrameError::Malformed(_))));
+    }
+
+    #[test]
+    fn reserved_fixed_header_flags_are_refused() {
+        // PUBREL, SUBSCRIBE and UNSUBSCRIBE carry 0b0010; the others 0; PUBLISH's are its own.
+        for ok in [0x10u8, 0x20, 0x30, 0x3B, 0x40, 0x62, 0x82, 0xA2, 0xC0, 0xE0] {
+            assert_eq!(check_flags(ok), Ok(()), "{ok:#04x}");
+        }
+        assert_eq!(check_flags(0x60), Err(FrameError::ReservedFlags { packet: "PUBREL", flags: 0 }));
+        assert_eq!(check_flags(0xC1), Err(FrameError::ReservedFlags { packet: "PINGREQ", flags: 1 }));
+        let mut f = Framer::new(100);
+        f.push(&[0x80, 0x05, 0x00, 0x01, 0x00, 0x01, b'a']); // SUBSCRIBE with flags 0
+        assert_eq!(f.next_packet(), Err(FrameError::ReservedFlags { packet: "SUBSCRIBE", flags: 0 }));
+    }
+
+    #[test]
+    fn peek_shows_a_whole_frame_without_consuming_it() {
+        let mut f = Framer::new(100);
+        f.push(&[0xC0]);
+        assert_eq!(f.peek(), Ok(None));
+        f.push(&[0x00, 0xD0]);
+        assert_eq!(f.peek(), Ok(Some(&[0xC0, 0x00][..])));
+        assert_eq!(f.next_packet(), Ok(Some(Packet::PingReq)));
+        assert_eq!(f.buffered(), 1);
+    }
+
+    #[test]
+    fn connect_header_inspection() {
+        let h = ConnectHeader::inspect(b"\x10\x10\x00\x04MQTT\x04\xc2\x00\x3c\x00\x04dev1").unwrap();
+        assert_eq!(h, ConnectHeader { remaining_len: 16, level: 4, flags: 0xC2, keep_alive: 60 });
+        assert!(h.clean_session());
+        // A two-byte remaining length.
+        let mut long = vec![0x10, 0x8E, 0x01, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x00, 0x00, 0x00, 0x00, 0x82];
+        long.extend(std::iter::repeat_n(b'a', 0x82));
+        assert_eq!(ConnectHeader::inspect(&long).unwrap().remaining_len, 142);
+        let mut c = Connect::new("a".repeat(0x82));
+        c.clean_session = false;
+        assert_eq!(bytes_of(&[Packet::Connect(c.clone())])[..3], long[..3], "same fixed header as mqttbytes writes");
+        let h = ConnectHeader::inspect(&long).unwrap();
+        assert_eq!(h.check_payload(&c), Ok(()));
+        assert_eq!(
+            ConnectHeader::inspect(b"\x10\x0a\x00\x06MQIsdp\x04\x02"),
+            Err(ConnectHeaderError::ProtocolName("MQIsdp".into()))
+        );
+        assert_eq!(ConnectHeader::inspect(b"\x10\x08\x00\x04MQTT\x04\x02"), Err(ConnectHeaderError::Truncated));
     }
 
     #[test]

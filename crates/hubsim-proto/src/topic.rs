@@ -36,7 +36,12 @@ impl DeviceIdentity {
     pub fn client_id(&self) -> String {
         self.to_string()
     }
-    /// Parses a ClientId.
+    /// The `$.to` system property IoT Hub puts on a C2D message for this device:
+    /// `/devices/{deviceId}/messages/devicebound` (reference §5; the property bag percent-encodes the `/`).
+    pub fn c2d_to(&self) -> String {
+        format!("/devices/{}/messages/devicebound", self.device_id)
+    }
+    /// Parses a ClientId (also the emulator's registry key of an identity: `{device}` or `{device}/{module}`).
     pub fn from_client_id(s: &str) -> Self {
         match s.split_once('/') {
             Some((d, m)) => DeviceIdentity::module(d, m),

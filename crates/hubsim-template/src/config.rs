@@ -25,9 +25,9 @@
 //! named template and skips it, and throws at send time when percentages add up to less than 100; here
 //! each is a load error naming the entry.
 
-use crate::json::{self, Object, Value};
 use crate::template::Template;
 use crate::variable::{default_variables, Kind, Variable};
+use hubsim_proto::json::{self, Object, Value};
 use std::cmp::Ordering;
 
 /// ITS's template when none is configured.

@@ -51,7 +51,6 @@
 //! ```
 
 pub mod config;
-pub mod json;
 mod render;
 mod rng;
 pub mod template;

@@ -19,11 +19,11 @@
 //! device id, configuration and context times give the same messages.
 
 use crate::config::{Config, PayloadKind};
-use crate::json::{self, JsonError, JsonErrorKind, Value};
 use crate::rng::Rng;
 use crate::template::{lookup, Builtin, Part, Slot, Template};
 use crate::time;
 use crate::variable::{Kind, Out};
+use hubsim_proto::json::{self, JsonError, JsonErrorKind, Value};
 
 /// What a render needs from the outside world.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -154,7 +154,7 @@ impl Template {
                         match lookup(name, variables) {
                             Some(slot) => Some((len, slot)),
                             None => {
-                                let (line, col) = crate::json::line_col(text, text.len() - rest.len() + at);
+                                let (line, col) = hubsim_proto::json::line_col(text, text.len() - rest.len() + at);
                                 let suggestion = suggest(name, variables).map(str::to_owned);
                                 return Err(TemplateError {
                                     line,

@@ -25,8 +25,8 @@
 //! Values in `values` are printed as: strings without quotes (so `"$.Engine"` in quotes in the template
 //! makes a JSON string), numbers and booleans as JSON, arrays and objects as compact JSON.
 
-use crate::json::{Number, Object, Value};
 use crate::ConfigError;
+use hubsim_proto::json::{Number, Object, Value};
 
 /// One declared variable: a name (the `X` of `$.X`), what generates its values, and number formatting.
 #[derive(Debug, Clone, PartialEq)]
@@ -254,8 +254,8 @@ impl Variable {
     /// Reads a JSON array of declarations, e.g. ITS's `Variables` setting
     /// `[{name: "Temp", random: true, min: 23, max: 33}]` (relaxed JSON).
     pub fn parse_list(text: &str) -> Result<Vec<Variable>, ConfigError> {
-        let v =
-            crate::json::parse_relaxed(text).map_err(|error| ConfigError::Json { field: "Variables".into(), error })?;
+        let v = hubsim_proto::json::parse_relaxed(text)
+            .map_err(|error| ConfigError::Json { field: "Variables".into(), error })?;
         Self::list_from_json(&v, "Variables")
     }
 
@@ -488,8 +488,8 @@ fn num_out(i: i64, decimals: Option<u8>) -> Out {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::json::parse_relaxed;
     use crate::rng::Rng;
+    use hubsim_proto::json::parse_relaxed;
 
     fn var(decl: &str) -> Variable {
         Variable::from_json(&parse_relaxed(decl).unwrap(), "v").unwrap()

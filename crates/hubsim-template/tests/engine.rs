@@ -1,7 +1,7 @@
 //! hubsim's own guarantees: reproducibility by seed, per-device variation, text without placeholders
 //! renders to itself, and the JSON module round-trips.
 
-use hubsim_template::json::{self, Number, Object, Value};
+use hubsim_proto::json::{self, Number, Object, Value};
 use hubsim_template::{device_seed, Config, DeviceState, RenderContext, Variable};
 use proptest::prelude::*;
 

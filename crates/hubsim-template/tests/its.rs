@@ -32,7 +32,7 @@ fn readme_example_1_counter_random_int_and_double() {
     let counters: Vec<String> = msgs
         .iter()
         .map(|m| {
-            let v = hubsim_template::json::parse(m).unwrap();
+            let v = hubsim_proto::json::parse(m).unwrap();
             assert_eq!(v.get("deviceId").unwrap().as_str(), Some("sim000001"));
             let t = v.get("rand_int").unwrap().as_f64().unwrap();
             assert!(t == 23.0 || t == 24.0, "{m}");
@@ -59,7 +59,7 @@ fn readme_docker_variables_with_unquoted_keys_load_unchanged() {
     assert_eq!(config.variables().len(), 3);
     for (i, m) in render_n(&config, "sim000001", 20).iter().enumerate() {
         m.check_json().unwrap();
-        let v = hubsim_template::json::parse(m.text().unwrap()).unwrap();
+        let v = hubsim_proto::json::parse(m.text().unwrap()).unwrap();
         assert_eq!(v.get("Counter").unwrap().as_f64(), Some(100.0 + i as f64));
         assert!(matches!(v.get("engine").unwrap().as_str(), Some("on" | "off")));
     }

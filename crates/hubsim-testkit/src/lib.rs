@@ -270,9 +270,16 @@ pub struct Ready {
     pub ws_addr: std::net::SocketAddr,
     pub http: String,
     pub ca: PathBuf,
+    /// The iothubowner policy's connection string.
+    pub service: hubsim_proto::ServiceConnectionString,
 }
 
 impl Ready {
+    /// An `Authorization` value for the service API, valid for an hour.
+    pub fn token(&self) -> String {
+        self.service.token(now_unix() + 3600).to_string()
+    }
+
     /// Parses the ready file's JSON.
     pub fn parse(text: &str) -> Ready {
         let v: serde_json::Value = serde_json::from_str(text).expect("ready file JSON");
@@ -282,6 +289,7 @@ impl Ready {
             ws_addr: s("webSocketAddress").parse().unwrap(),
             http: s("serviceApi"),
             ca: PathBuf::from(s("caPath")),
+            service: hubsim_proto::ServiceConnectionString::parse(&s("serviceConnectionString")).unwrap(),
         }
     }
 }
@@ -326,12 +334,17 @@ impl Proc {
     /// A blocking JSON call to the service API, run off the async runtime.
     pub async fn api(&self, method: &'static str, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
         let url = format!("{}{}", self.ready.http, path);
+        let auth = self.ready.token();
         tokio::task::spawn_blocking(move || {
             let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
             let mut r = match (method, body) {
-                ("GET", _) => agent.get(&url).call(),
-                ("PUT", b) => agent.put(&url).send_json(b.unwrap_or(serde_json::json!({}))),
-                ("POST", b) => agent.post(&url).send_json(b.unwrap_or(serde_json::json!({}))),
+                ("GET", _) => agent.get(&url).header("authorization", &auth).call(),
+                ("PUT", b) => {
+                    agent.put(&url).header("authorization", &auth).send_json(b.unwrap_or(serde_json::json!({})))
+                }
+                ("POST", b) => {
+                    agent.post(&url).header("authorization", &auth).send_json(b.unwrap_or(serde_json::json!({})))
+                }
                 _ => panic!("method"),
             }
             .unwrap();
@@ -379,4 +392,125 @@ impl Endpoint for Proc {
     fn ca_path(&self) -> PathBuf {
         self.ready.ca.clone()
     }
+}
+
+async fn read_some(s: &mut TcpStream, buf: &mut [u8]) -> usize {
+    use tokio::io::AsyncReadExt;
+    tokio::time::timeout(WAIT, s.read(buf)).await.expect("HTTP answer").unwrap()
+}
+
+/// An HTTP answer: status, headers (lower-case names) and body.
+#[derive(Debug)]
+pub struct HttpAnswer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpAnswer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// A raw HTTP/1.1 request to `addr` with exactly the given headers (Host included), off the async runtime: for
+/// tests that send what a normal client would not (a foreign Host, an Origin, no credential).
+pub async fn http_raw(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> HttpAnswer {
+    use tokio::io::AsyncWriteExt;
+    let mut req = format!("{method} {path} HTTP/1.1\r\ncontent-length: {}\r\n", body.len());
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("connection")) {
+        req.push_str("connection: close\r\n");
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(req.as_bytes()).await.unwrap();
+    // Read the head, then the body by content-length (an upgrade answer has none and keeps the socket open).
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 8192];
+    let head_end = loop {
+        if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        let n = read_some(&mut s, &mut buf).await;
+        assert!(n > 0 || !raw.is_empty(), "connection closed without an answer");
+        if n == 0 {
+            break raw.len();
+        }
+        raw.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&raw[..head_end]).into_owned();
+    let mut lines = head.lines();
+    let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let length = headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse::<usize>().ok());
+    let mut body = raw.get(head_end + 4..).unwrap_or_default().to_vec();
+    if status != 101 {
+        match length {
+            Some(len) => {
+                while body.len() < len {
+                    let n = read_some(&mut s, &mut buf).await;
+                    if n == 0 {
+                        break;
+                    }
+                    body.extend_from_slice(&buf[..n]);
+                }
+            }
+            None => loop {
+                let n = read_some(&mut s, &mut buf).await;
+                if n == 0 {
+                    break;
+                }
+                body.extend_from_slice(&buf[..n]);
+            },
+        }
+    }
+    let body = String::from_utf8_lossy(&body).into_owned();
+    // Chunked bodies are not decoded; the API answers JSON with a content-length.
+    HttpAnswer { status, headers, body }
+}
+
+impl Emu {
+    /// The iothubowner policy's connection string.
+    pub fn owner(&self) -> hubsim_proto::ServiceConnectionString {
+        self.hub().policies.connection_string("localhost", "iothubowner").unwrap()
+    }
+
+    /// A service token of `policy`, valid for an hour.
+    pub fn token(&self, policy: &str) -> String {
+        self.hub().policies.connection_string("localhost", policy).unwrap().token(now_unix() + 3600).to_string()
+    }
+}
+
+/// Waits for a record matching `pred` on a live connection-log subscription (taken before the action, so
+/// nothing is missed): for records that are shown live but not stored.
+pub async fn wait_live(
+    rx: &mut tokio::sync::broadcast::Receiver<hubsim_hub::model::ConnectionRecord>,
+    pred: impl Fn(&hubsim_hub::model::ConnectionRecord) -> bool,
+) -> hubsim_hub::model::ConnectionRecord {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let r = rx.recv().await.expect("the live connection log");
+            if pred(&r) {
+                return r;
+            }
+        }
+    })
+    .await
+    .expect("a live connection-log record")
 }

@@ -12,7 +12,7 @@ const N = Number(process.env.BENCH_N || 2000);
 const FLEET_STEPS = (process.env.BENCH_FLEET || '50,100,200,400,800').split(',').map(Number);
 
 async function api(method, p, body) {
-  const r = await fetch(HTTP + p, { method, headers: { 'content-type': 'application/json' }, body: body && JSON.stringify(body) });
+  const r = await fetch(HTTP + p, { method, headers: { 'content-type': 'application/json', authorization: process.env.HUBSIM_TOKEN }, body: body && JSON.stringify(body) });
   const t = await r.text();
   if (!r.ok) throw new Error(`${method} ${p}: ${r.status} ${t}`);
   return t ? JSON.parse(t) : null;

@@ -3,12 +3,23 @@ const { expect } = require('@playwright/test');
 const path = require('path');
 
 const HTTP = process.env.HUBSIM_HTTP || 'http://127.0.0.1:8080';
+
+/** An iothubowner service token for an emulator whose data folder is `dir` (for tests that run their own). */
+function serviceToken(dir, host = 'localhost', ttl = 3600) {
+  const crypto = require('crypto');
+  const fs = require('fs');
+  const owner = JSON.parse(fs.readFileSync(path.join(dir, 'policies.json'), 'utf8')).find((p) => p.keyName === 'iothubowner');
+  const sr = encodeURIComponent(host);
+  const se = Math.floor(Date.now() / 1000) + ttl;
+  const sig = crypto.createHmac('sha256', Buffer.from(owner.primaryKey, 'base64')).update(`${sr}\n${se}`).digest('base64');
+  return `SharedAccessSignature sr=${sr}&sig=${encodeURIComponent(sig)}&se=${se}&skn=iothubowner`;
+}
 const SHOTS = path.join(__dirname, '..', '..', '..', 'target', 'e2e-screenshots');
 
 async function api(method, p, body) {
   const r = await fetch(HTTP + p, {
     method,
-    headers: { 'content-type': 'application/json' },
+    headers: { 'content-type': 'application/json', authorization: process.env.HUBSIM_TOKEN },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   const text = await r.text();
@@ -50,4 +61,4 @@ async function until(fn, what, ms = 20_000) {
   }
 }
 
-module.exports = { api, newDevice, connect, shot, until, HTTP };
+module.exports = { serviceToken, api, newDevice, connect, shot, until, HTTP };

@@ -5,7 +5,7 @@ const { spawn } = require('child_process');
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
-const { shot, until } = require('./helpers');
+const { serviceToken, shot, until } = require('./helpers');
 
 const BIN = path.join(__dirname, '..', '..', '..', 'target', 'debug', 'hubsim');
 const DIST = path.join(__dirname, '..', '..', '..', 'dist');
@@ -26,8 +26,14 @@ async function healthy() {
   }
 }
 
+let dataDir; // the running emulator's data folder, for its service token
+
 async function api(method, p, body) {
-  const r = await fetch(HTTP + p, { method, headers: { 'content-type': 'application/json' }, body: body && JSON.stringify(body) });
+  const r = await fetch(HTTP + p, {
+    method,
+    headers: { 'content-type': 'application/json', authorization: serviceToken(dataDir) },
+    body: body && JSON.stringify(body),
+  });
   const t = await r.text();
   if (!r.ok) throw new Error(`${method} ${p}: ${r.status} ${t}`);
   return t ? JSON.parse(t) : null;
@@ -36,6 +42,7 @@ async function api(method, p, body) {
 test('the app re-sends unacknowledged messages after the emulator is killed and restarted', async ({ page }) => {
   test.setTimeout(120_000);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hubsim-e2e-'));
+  dataDir = dir;
   let emu = startEmulator(dir);
   try {
     await until(healthy, 'the emulator');

@@ -37,15 +37,25 @@ impl Hub {
         if !device.enabled() {
             return Err((ConnectReturnCode::ServiceUnavailable, format!("device '{id}' is disabled")));
         }
-        if req.token.policy().is_some() {
-            return Err((
-                ConnectReturnCode::NotAuthorized,
-                "tokens signed with a shared access policy (skn) are not supported; use the device key".into(),
-            ));
-        }
-        let keys =
-            [&device.authentication.symmetric_key.primary_key, &device.authentication.symmetric_key.secondary_key];
-        let keys: Vec<DeviceKey> = keys.iter().filter_map(|k| DeviceKey::from_base64(k).ok()).collect();
+        // A token signed with a policy key (`skn=device`) is accepted when the policy grants DeviceConnect, as IoT
+        // Hub does ("Control access to IoT Hub using SAS": a device-scoped token from a policy).
+        let keys: Vec<DeviceKey> = match req.token.policy() {
+            Some(name) => self.policies.device_connect_keys(name).ok_or_else(|| {
+                (
+                    ConnectReturnCode::NotAuthorized,
+                    format!(
+                        "the token is signed with policy '{}', which does not exist or lacks DeviceConnect",
+                        super::truncate(name, 64)
+                    ),
+                )
+            })?,
+            None => {
+                [&device.authentication.symmetric_key.primary_key, &device.authentication.symmetric_key.secondary_key]
+                    .iter()
+                    .filter_map(|k| DeviceKey::from_base64(k).ok())
+                    .collect()
+            }
+        };
         let refs: Vec<&DeviceKey> = keys.iter().collect();
         let resource = ResourceUri::for_identity(
             &self.settings.host_name,

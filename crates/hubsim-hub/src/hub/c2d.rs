@@ -1,9 +1,6 @@
 //! Cloud-to-device messages (reference §5, IoT Hub's C2D doc): the per-device queue (at most 50), TTL, the
 //! lock of a delivered message, completion on PUBACK, redelivery, dead-lettering after the maximum delivery
 //! count or expiry, and feedback records for `iothub-ack`.
-//!
-//! Bounds, IoT Hub's: [`MAX_C2D_BYTES`] (64 KB, body and application properties), [`MAX_ID_LEN`] (128 for ids and
-//! content type/encoding), [`MAX_TTL_SECS`] (2 days), 50 queued messages per device.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -15,13 +12,6 @@ use super::{random_id, ConnCmd, Hub, ServiceError};
 use crate::model::{C2dMessage, FeedbackRecord};
 use crate::store::{StoreError, Tx};
 use crate::timefmt::{iso8601, unix_ms};
-
-/// Most bytes of a C2D message, body and application properties together (IoT Hub: 64 KB).
-pub const MAX_C2D_BYTES: usize = 64 * 1024;
-/// Most bytes of `messageId`, `correlationId`, `userId`, `contentType`, `contentEncoding` (IoT Hub: 128).
-pub const MAX_ID_LEN: usize = 128;
-/// Longest time to live of a C2D message (IoT Hub: 2 days).
-pub const MAX_TTL_SECS: u64 = 2 * 24 * 3600;
 
 /// Parameters of a C2D send.
 #[derive(Debug, Default, Clone, serde::Deserialize)]
@@ -133,22 +123,26 @@ impl Hub {
                 return Err(ServiceError::new(400, 400004, format!("{name} is longer than {MAX_ID_LEN} characters")));
             }
         }
-        // The 64 KB limit counts the application properties too, so they cannot grow a stored message unbounded.
-        let props: usize =
-            req.properties.iter().map(|(k, v)| k.len() + v.as_str().map_or(v.to_string().len(), str::len)).sum();
-        let size = body.len() + props;
-        if size > MAX_C2D_BYTES {
+        // IoT Hub's limit covers the body and the properties together (C2D doc: "maximum size 64 KB").
+        let props_size: usize = req.properties.iter().map(|(k, v)| k.len() + v.as_str().map_or(8, str::len)).sum();
+        let system_size: usize =
+            [&req.message_id, &req.correlation_id, &req.user_id, &req.content_type, &req.content_encoding]
+                .iter()
+                .map(|v| v.as_ref().map_or(0, |s| s.len()))
+                .sum();
+        let total = body.len() + props_size + system_size;
+        if total > MAX_C2D_SIZE {
             return Err(ServiceError::new(
                 400,
                 400005,
-                format!("the message is {size} bytes with its properties; C2D messages are at most 64 KB"),
+                format!("the message is {total} bytes with its properties; C2D messages are at most 64 KB"),
             ));
         }
-        if req.ttl_seconds.is_some_and(|t| !(1..=MAX_TTL_SECS).contains(&t)) {
+        if let Some(bad) = req.properties.keys().find(|k| k.is_empty() || k.chars().any(char::is_control)) {
             return Err(ServiceError::new(
                 400,
                 400004,
-                format!("ttlSeconds must be between 1 and {MAX_TTL_SECS} (2 days, IoT Hub's maximum)"),
+                format!("property name '{}' is empty or has control characters", super::truncate(bad, 64)),
             ));
         }
         let ack = req.ack.clone().unwrap_or_else(|| "none".into()).to_ascii_lowercase();
@@ -169,7 +163,17 @@ impl Hub {
             properties.push((k.clone(), v));
         }
         let now = unix_ms();
-        let ttl = req.ttl_seconds.map(Duration::from_secs).unwrap_or(self.settings.c2d_default_ttl);
+        let ttl = match req.ttl_seconds {
+            Some(s) if (1..=MAX_C2D_TTL_SECS).contains(&s) => Duration::from_secs(s),
+            Some(s) => {
+                return Err(ServiceError::new(
+                    400,
+                    400004,
+                    format!("ttlSeconds must be 1 to {MAX_C2D_TTL_SECS} (IoT Hub's two days), not {s}"),
+                ))
+            }
+            None => self.settings.c2d_default_ttl,
+        };
         let mut msg = C2dMessage {
             seq: 0,
             device_id: id.to_owned(),
@@ -209,12 +213,20 @@ impl Hub {
                 ),
             )
         })?;
-        if let Some(tx) = self.conn_tx(id) {
-            let _ = tx.send(ConnCmd::C2dAvailable);
+        if let Some(h) = self.conn(id) {
+            // A full queue already holds work that makes the task look at the C2D queue again.
+            let _ = h.cmds.try_send(ConnCmd::C2dAvailable);
         }
         Ok(msg)
     }
 }
+
+/// Largest C2D message, body and properties, bytes (IoT Hub: 64 KB).
+pub const MAX_C2D_SIZE: usize = 64 * 1024;
+/// Most bytes of `messageId`, `correlationId`, `userId`, `contentType`, `contentEncoding` (IoT Hub: 128).
+pub const MAX_ID_LEN: usize = 128;
+/// Longest C2D time to live, seconds (IoT Hub: two days).
+pub const MAX_C2D_TTL_SECS: u64 = 2 * 24 * 3600;
 
 /// Counts a delivery and locks the message for `lock` ms; an expired message, or one that reached the maximum
 /// delivery count, is dead-lettered instead (`None`).
@@ -263,7 +275,7 @@ fn feedback(tx: &mut Tx<'_>, m: &C2dMessage, status: &str, why: &str) -> Result<
 pub fn c2d_properties(m: &C2dMessage) -> hubsim_proto::PropertyBag {
     let mut bag = hubsim_proto::PropertyBag::new();
     bag.set_system(SystemProperty::MessageId, m.message_id.clone());
-    bag.set_system(SystemProperty::To, format!("/devices/{}/messages/devicebound", m.device_id));
+    bag.set_system(SystemProperty::To, hubsim_proto::DeviceIdentity::device(&m.device_id).c2d_to());
     if let Some(v) = &m.correlation_id {
         bag.set_system(SystemProperty::CorrelationId, v.clone());
     }

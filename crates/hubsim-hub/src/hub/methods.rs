@@ -28,11 +28,15 @@ impl Hub {
         let not_online = || {
             ServiceError::new(404, 404103, format!("device '{id}' is not online for methods: it is not connected or not subscribed to $iothub/methods/POST/#"))
         };
-        let tx = self.conn_tx(id).ok_or_else(not_online)?;
+        let conn = self.conn(id).ok_or_else(not_online)?;
         let (reply, rx) = oneshot::channel();
         let body = if payload.is_null() { Bytes::new() } else { Bytes::from(payload.to_string()) };
-        tx.send(ConnCmd::Method { name: name.to_owned(), payload: body, reply }).map_err(|_| not_online())?;
-        match tokio::time::timeout(timeout, rx).await {
+        let call = async {
+            // Waits for room in the connection's queue within the same deadline as the answer.
+            conn.cmds.send(ConnCmd::Method { name: name.to_owned(), payload: body, reply }).await.map_err(|_| ())?;
+            rx.await.map_err(|_| ())
+        };
+        match tokio::time::timeout(timeout, call).await {
             Err(_) => {
                 Err(ServiceError::new(504, 504101, format!("the device did not answer within {} s", timeout.as_secs())))
             }

@@ -8,9 +8,10 @@ mod auth;
 mod c2d;
 mod error;
 mod methods;
+pub mod policy;
 mod registry;
 mod telemetry;
-mod twin;
+pub mod twin;
 
 pub use auth::{filter_name, Admitted};
 pub use c2d::{c2d_properties, SendC2d};
@@ -42,6 +43,8 @@ pub struct Settings {
     pub c2d_max_delivery_count: u32,
     pub c2d_lock: Duration,
     pub protocol: HubConfig,
+    /// Longest time one write to a device may take before the connection is closed as not reading (10 s).
+    pub write_timeout: Duration,
 }
 
 impl Settings {
@@ -53,14 +56,18 @@ impl Settings {
             c2d_max_delivery_count: 10,
             c2d_lock: Duration::from_secs(60),
             protocol: HubConfig::default(),
+            write_timeout: Duration::from_secs(10),
         }
     }
 }
 
-/// Commands the hub sends to a connection task.
+/// Commands waiting per connection, at most (a full queue means the connection task is stuck).
+pub const CONN_QUEUE: usize = 64;
+
+/// Commands the hub sends to a connection task through its bounded queue. Closing goes apart, through
+/// [`ConnHandle::close`], so a full queue can never keep a connection open.
 #[derive(Debug)]
 pub enum ConnCmd {
-    Close(CloseReason),
     /// New C2D messages may be deliverable.
     C2dAvailable,
     Method {
@@ -81,15 +88,47 @@ pub enum MethodReply {
     NotSubscribed,
 }
 
+/// How the hub reaches a connection task.
+#[derive(Clone)]
+pub struct ConnHandle {
+    /// Commands, bounded by [`CONN_QUEUE`].
+    pub cmds: mpsc::Sender<ConnCmd>,
+    /// The reason to close, set once; the task watches it beside its queue.
+    pub close: std::sync::Arc<tokio::sync::watch::Sender<Option<CloseReason>>>,
+}
+
+impl ConnHandle {
+    /// A handle and the receiving ends for the connection task.
+    pub fn new() -> (ConnHandle, mpsc::Receiver<ConnCmd>, tokio::sync::watch::Receiver<Option<CloseReason>>) {
+        let (cmds, rx) = mpsc::channel(CONN_QUEUE);
+        let (close, close_rx) = tokio::sync::watch::channel(None);
+        (ConnHandle { cmds, close: std::sync::Arc::new(close) }, rx, close_rx)
+    }
+
+    /// Asks the task to close (the first reason wins).
+    pub fn close(&self, reason: CloseReason) {
+        self.close.send_if_modified(|r| {
+            if r.is_none() {
+                *r = Some(reason);
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
 struct ConnEntry {
     id: u64,
-    tx: mpsc::UnboundedSender<ConnCmd>,
+    handle: ConnHandle,
 }
 
 /// The hub.
 pub struct Hub {
     pub settings: Settings,
     pub store: Store,
+    /// The shared access policies that authorize service calls (and device tokens with `skn`).
+    pub policies: policy::Policies,
     conns: Mutex<HashMap<String, ConnEntry>>,
     next_conn: AtomicU64,
     pub(crate) next_rid: AtomicU64,
@@ -114,10 +153,11 @@ pub(crate) fn random_id() -> String {
 }
 
 impl Hub {
-    pub fn new(settings: Settings, store: Store) -> Hub {
+    pub fn new(settings: Settings, store: Store, policies: policy::Policies) -> Hub {
         Hub {
             settings,
             store,
+            policies,
             conns: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             next_rid: AtomicU64::new(1),
@@ -154,8 +194,8 @@ impl Hub {
         self.epoch + Duration::from_millis(at.as_millis())
     }
 
-    pub(crate) fn conn_tx(&self, device: &str) -> Option<mpsc::UnboundedSender<ConnCmd>> {
-        self.conns.lock().ok()?.get(device).map(|e| e.tx.clone())
+    pub(crate) fn conn(&self, device: &str) -> Option<ConnHandle> {
+        self.conns.lock().ok()?.get(device).map(|e| e.handle.clone())
     }
 
     /// Is a device connected?
@@ -164,11 +204,11 @@ impl Hub {
     }
 
     /// Registers a live connection, closing any earlier one for the same device. Returns its id.
-    pub fn register(&self, device: &str, tx: mpsc::UnboundedSender<ConnCmd>) -> u64 {
+    pub fn register(&self, device: &str, handle: ConnHandle) -> u64 {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let old = self.conns.lock().ok().and_then(|mut c| c.insert(device.to_owned(), ConnEntry { id, tx }));
+        let old = self.conns.lock().ok().and_then(|mut c| c.insert(device.to_owned(), ConnEntry { id, handle }));
         if let Some(old) = old {
-            let _ = old.tx.send(ConnCmd::Close(CloseReason::ReplacedByNewConnection));
+            old.handle.close(CloseReason::ReplacedByNewConnection);
         }
         id
     }
@@ -184,14 +224,28 @@ impl Hub {
 
     /// Closes a device's connection; false if it has none.
     pub fn close_connection(&self, id: &str, reason: CloseReason) -> bool {
-        self.conn_tx(id).is_some_and(|tx| tx.send(ConnCmd::Close(reason)).is_ok())
+        self.conn(id).map(|h| h.close(reason)).is_some()
     }
 
     /// Closes every connection (shutdown).
     pub fn close_all(&self, reason: CloseReason) {
-        let txs: Vec<_> = self.conns.lock().map(|c| c.values().map(|e| e.tx.clone()).collect()).unwrap_or_default();
-        for tx in txs {
-            let _ = tx.send(ConnCmd::Close(reason.clone()));
+        let handles: Vec<_> =
+            self.conns.lock().map(|c| c.values().map(|e| e.handle.clone()).collect()).unwrap_or_default();
+        for h in handles {
+            h.close(reason.clone());
         }
     }
+}
+
+/// `s` cut to at most `max` bytes (on a character boundary) with the original length noted, for text a peer
+/// chose that goes into records, logs and error messages.
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…({} bytes)", &s[..end], s.len())
 }

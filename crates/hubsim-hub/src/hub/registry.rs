@@ -38,19 +38,7 @@ impl Hub {
         for k in [&primary, &secondary].into_iter().flatten() {
             DeviceKey::from_base64(k).map_err(|e| ServiceError::new(400, 400004, format!("key: {e}")))?;
         }
-        let device = Device {
-            device_id: id.to_owned(),
-            generation_id: format!("{}", unix_ms()),
-            status: if enabled { "enabled" } else { "disabled" }.into(),
-            authentication: Authentication {
-                kind: "sas".into(),
-                symmetric_key: SymmetricKey {
-                    primary_key: primary.unwrap_or_else(random_key),
-                    secondary_key: secondary.unwrap_or_else(random_key),
-                },
-            },
-            created_time: iso8601(unix_ms()),
-        };
+        let device = new_record(id, primary, secondary, enabled);
         let d = device.clone();
         let created = self
             .store
@@ -74,36 +62,27 @@ impl Hub {
         if !is_valid_device_id(module) {
             return Err(ServiceError::new(400, 400006, format!("'{module}' is not a valid module id")));
         }
-        self.create_record(&format!("{device}/{module}"), None, None, true).await
+        self.create_record(&hubsim_proto::DeviceIdentity::module(device, module).client_id(), None, None, true).await
     }
 
-    /// Creates `{prefix}-0 … {prefix}-{count-1}` where missing, in one transaction; returns them in order.
-    pub async fn ensure_devices(&self, prefix: &str, count: usize) -> Result<Vec<Device>, ServiceError> {
-        let ids: Vec<String> = (0..count).map(|i| format!("{prefix}-{i}")).collect();
-        if let Some(bad) = ids.iter().find(|id| !is_valid_device_id(id)) {
-            return Err(ServiceError::new(400, 400006, format!("'{bad}' is not a valid device id")));
-        }
-        let fresh: Vec<Device> = ids
-            .iter()
-            .map(|id| Device {
-                device_id: id.clone(),
-                generation_id: format!("{}", unix_ms()),
-                status: "enabled".into(),
-                authentication: Authentication {
-                    kind: "sas".into(),
-                    symmetric_key: SymmetricKey { primary_key: random_key(), secondary_key: random_key() },
-                },
-                created_time: iso8601(unix_ms()),
-            })
-            .collect();
+    /// Creates `{prefix}-{n}` for every `n` in `range` where missing, in one transaction; returns them in order.
+    /// Records are built inside the transaction, one at a time, so nothing is allocated before it runs.
+    pub async fn ensure_devices(
+        &self,
+        prefix: &str,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<Vec<Device>, ServiceError> {
+        let prefix = prefix.to_owned();
         Ok(self
             .store
             .write(move |tx| {
-                let mut out = Vec::with_capacity(fresh.len());
-                for d in fresh {
-                    match tx.device(&d.device_id)? {
+                let mut out = Vec::new();
+                for n in range {
+                    let id = format!("{prefix}-{n}");
+                    match tx.device(&id)? {
                         Some(existing) => out.push(existing),
                         None => {
+                            let d = new_record(&id, None, None, true);
                             tx.put_device(&d)?;
                             out.push(d);
                         }
@@ -127,10 +106,8 @@ impl Hub {
     pub fn connection_string_with_gateway(&self, d: &Device, gateway: Option<&str>) -> String {
         let key = DeviceKey::from_base64(&d.authentication.symmetric_key.primary_key)
             .unwrap_or_else(|_| DeviceKey::from_bytes(d.authentication.symmetric_key.primary_key.as_bytes().to_vec()));
-        let (device_id, module_id) = match d.device_id.split_once('/') {
-            Some((dev, m)) => (dev.to_owned(), Some(m.to_owned())),
-            None => (d.device_id.clone(), None),
-        };
+        let hubsim_proto::DeviceIdentity { device_id, module_id } =
+            hubsim_proto::DeviceIdentity::from_client_id(&d.device_id);
         hubsim_proto::ConnectionString {
             host_name: self.settings.host_name.clone(),
             device_id,
@@ -168,5 +145,22 @@ impl Hub {
         }
         self.close_connection(id, CloseReason::DeviceDisabled);
         Ok(())
+    }
+}
+
+/// A new SAS-authenticated identity record; keys are generated where not given.
+fn new_record(id: &str, primary: Option<String>, secondary: Option<String>, enabled: bool) -> Device {
+    Device {
+        device_id: id.to_owned(),
+        generation_id: format!("{}", unix_ms()),
+        status: if enabled { "enabled" } else { "disabled" }.into(),
+        authentication: Authentication {
+            kind: "sas".into(),
+            symmetric_key: SymmetricKey {
+                primary_key: primary.unwrap_or_else(random_key),
+                secondary_key: secondary.unwrap_or_else(random_key),
+            },
+        },
+        created_time: iso8601(unix_ms()),
     }
 }

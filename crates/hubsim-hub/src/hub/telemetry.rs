@@ -106,4 +106,16 @@ impl Hub {
             Err(e) => tracing::error!("cannot write the connection log: {e}"),
         }
     }
+
+    /// Shows a record on the live connection-log stream without storing it (seq 0): for transports that never
+    /// sent a valid CONNECT, so junk connections are visible while someone watches yet cannot grow the log.
+    pub fn announce_connection(&self, rec: ConnectionRecord) {
+        let mut rec = rec.bounded();
+        rec.time = iso8601(unix_ms());
+        rec.seq = 0;
+        tracing::debug!(op = %rec.operation, code = rec.result_type, reason = %rec.reason, "{}", rec.description);
+        if self.connlog.receiver_count() > 0 {
+            let _ = self.connlog.send(rec);
+        }
+    }
 }

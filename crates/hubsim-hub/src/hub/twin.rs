@@ -1,12 +1,166 @@
 //! Device twins (reference §7): desired properties from the service (pushed to a connected device with their
 //! `$version`) and reported properties from the device.
+//!
+//! IoT Hub's twin rules ("Understand and use device twins", section "Tags and properties format" and "Device
+//! twin size") are enforced **before** anything is stored, so a bad patch is refused with 400 and can neither
+//! make a twin unreadable nor disturb anyone else's write:
+//! - property names: at most 1 KB of UTF-8, no control characters (C0, C1), no `.`, `$` or space;
+//! - string values at most 4 KB of UTF-8; integers within ±4 503 599 627 370 495;
+//! - nesting at most [`MAX_DEPTH`] objects deep (a 127-level patch once made a twin unreadable);
+//! - the desired and the reported sections at most [`MAX_SECTION`] bytes each after the patch is applied.
 
 use bytes::Bytes;
 use serde_json::Value;
+use thiserror::Error;
 
 use super::{ConnCmd, Hub, ServiceError};
 use crate::model::{merge_patch, Twin};
 use crate::store::StoreError;
+
+/// Deepest nesting of objects in a twin section (IoT Hub: 10).
+pub const MAX_DEPTH: usize = 10;
+/// Largest desired or reported section, bytes of compact JSON (IoT Hub: 32 KB each).
+pub const MAX_SECTION: usize = 32 * 1024;
+/// Longest property name, bytes (IoT Hub: 1 KB).
+pub const MAX_NAME: usize = 1024;
+/// Longest string value, bytes (IoT Hub: 4 KB).
+pub const MAX_STRING: usize = 4 * 1024;
+/// Largest integer magnitude (IoT Hub: 2^52 − 1 upwards, −2^52 downwards).
+pub const MAX_INT: i64 = 4_503_599_627_370_495;
+
+/// Which section a patch is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    Desired,
+    Reported,
+}
+
+impl std::fmt::Display for Section {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Section::Desired => "desired",
+            Section::Reported => "reported",
+        })
+    }
+}
+
+/// Why a twin patch was refused; each names the offending path (`a.b.c`).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum TwinError {
+    #[error("the {0} patch must be a JSON object")]
+    NotAnObject(Section),
+    #[error("'{path}' nests deeper than {MAX_DEPTH} levels (IoT Hub's twin limit)")]
+    TooDeep { path: String },
+    #[error("property name '{name}' at '{path}' is not allowed: {why}")]
+    BadName { path: String, name: String, why: &'static str },
+    #[error("the string at '{path}' is {len} bytes; twin strings are at most {MAX_STRING} bytes")]
+    StringTooLong { path: String, len: usize },
+    #[error("the number at '{path}' is outside IoT Hub's integer range (±{MAX_INT})")]
+    NumberOutOfRange { path: String },
+    #[error("{section} properties would be {size} bytes; IoT Hub allows {MAX_SECTION}")]
+    TooLarge { section: Section, size: usize },
+}
+
+/// Checks a patch against IoT Hub's twin rules (see the module docs).
+pub fn validate_patch(patch: &Value, section: Section) -> Result<(), TwinError> {
+    let Value::Object(map) = patch else { return Err(TwinError::NotAnObject(section)) };
+    // The patch object itself is level 1 (IoT Hub counts the section's root).
+    for (k, v) in map {
+        check_name(k, "")?;
+        check_value(v, k, 2)?;
+    }
+    Ok(())
+}
+
+fn check_name(name: &str, parent: &str) -> Result<(), TwinError> {
+    let bad = |why| TwinError::BadName {
+        path: if parent.is_empty() { String::new() } else { parent.to_owned() },
+        name: super::truncate(name, 64),
+        why,
+    };
+    if name.is_empty() {
+        return Err(bad("it is empty"));
+    }
+    if name.len() > MAX_NAME {
+        return Err(bad("it is longer than 1 KB"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(bad("it contains a control character"));
+    }
+    if name.contains('.') {
+        return Err(bad("it contains '.'"));
+    }
+    if name.contains('$') {
+        return Err(bad("it contains '$' (reserved for system properties)"));
+    }
+    if name.contains(' ') {
+        return Err(bad("it contains a space"));
+    }
+    Ok(())
+}
+
+fn check_value(v: &Value, path: &str, depth: usize) -> Result<(), TwinError> {
+    match v {
+        Value::Object(m) => {
+            if depth > MAX_DEPTH {
+                return Err(TwinError::TooDeep { path: super::truncate(path, 200) });
+            }
+            for (k, child) in m {
+                check_name(k, path)?;
+                check_value(child, &format!("{path}.{k}"), depth + 1)?;
+            }
+            Ok(())
+        }
+        Value::Array(items) => {
+            if depth > MAX_DEPTH {
+                return Err(TwinError::TooDeep { path: super::truncate(path, 200) });
+            }
+            items.iter().enumerate().try_for_each(|(i, item)| check_value(item, &format!("{path}[{i}]"), depth + 1))
+        }
+        Value::String(s) if s.len() > MAX_STRING => {
+            Err(TwinError::StringTooLong { path: super::truncate(path, 200), len: s.len() })
+        }
+        Value::Number(n) => {
+            let in_range = match (n.as_i64(), n.as_u64(), n.as_f64()) {
+                (Some(i), _, _) => (-MAX_INT - 1..=MAX_INT).contains(&i),
+                (None, Some(_), _) => false,
+                (None, None, Some(f)) => f.is_finite(),
+                (None, None, None) => false,
+            };
+            if in_range {
+                Ok(())
+            } else {
+                Err(TwinError::NumberOutOfRange { path: super::truncate(path, 200) })
+            }
+        }
+        Value::String(_) | Value::Bool(_) | Value::Null => Ok(()),
+    }
+}
+
+fn check_size(section_value: &Value, section: Section) -> Result<(), TwinError> {
+    let size = serde_json::to_vec(section_value).map(|v| v.len()).unwrap_or(usize::MAX);
+    if size > MAX_SECTION {
+        return Err(TwinError::TooLarge { section, size });
+    }
+    Ok(())
+}
+
+impl From<TwinError> for ServiceError {
+    fn from(e: TwinError) -> Self {
+        ServiceError::new(400, 400004, e.to_string())
+    }
+}
+
+/// Why a device's reported patch was not applied.
+#[derive(Debug, Error)]
+pub enum ReportedError {
+    /// The patch breaks a twin rule: the device gets 400.
+    #[error(transparent)]
+    Invalid(#[from] TwinError),
+    /// The store failed: the device gets 500.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 impl Hub {
     pub async fn get_twin(&self, id: &str) -> Result<Twin, ServiceError> {
@@ -14,12 +168,14 @@ impl Hub {
         Ok(self.store.twin(id).await?)
     }
 
-    /// Applies a desired-properties patch and pushes it to the device if connected.
-    pub async fn patch_desired(&self, id: &str, patch: Value) -> Result<Twin, ServiceError> {
+    /// Applies a desired-properties patch and pushes it to the device if connected. A top-level `$version`
+    /// (a client echoing the twin) is ignored; every other rule of the module docs is enforced first.
+    pub async fn patch_desired(&self, id: &str, mut patch: Value) -> Result<Twin, ServiceError> {
         self.get_device(id).await?;
-        if !patch.is_object() {
-            return Err(ServiceError::new(400, 400004, "desired properties must be a JSON object"));
+        if let Value::Object(m) = &mut patch {
+            m.remove("$version");
         }
+        validate_patch(&patch, Section::Desired)?;
         let key = id.to_owned();
         let p = patch.clone();
         let twin = self
@@ -27,32 +183,103 @@ impl Hub {
             .write(move |tx| {
                 let mut t = tx.twin(&key)?;
                 merge_patch(&mut t.desired, &p);
+                // A rule broken by the merged document is this caller's error only: nothing is written.
+                if let Err(e) = check_size(&t.desired, Section::Desired) {
+                    return Ok(Err(e));
+                }
                 t.desired_version += 1;
                 tx.put_twin(&key, &t)?;
-                Ok(t)
+                Ok(Ok(t))
             })
-            .await?;
-        if let Some(tx) = self.conn_tx(id) {
+            .await??;
+        if let Some(h) = self.conn(id) {
             let mut body = patch;
             if let Value::Object(m) = &mut body {
                 m.insert("$version".into(), twin.desired_version.into());
             }
-            let _ = tx.send(ConnCmd::Desired { version: twin.desired_version, body: Bytes::from(body.to_string()) });
+            let cmd = ConnCmd::Desired { version: twin.desired_version, body: Bytes::from(body.to_string()) };
+            if h.cmds.try_send(cmd).is_err() {
+                // The task is not keeping up: close it rather than lose the notification silently; the device
+                // reads the whole twin again when it reconnects (reference §7).
+                h.close(hubsim_proto::hub::CloseReason::ClosedByService(
+                    "the connection's command queue is full: the device is not reading".into(),
+                ));
+            }
         }
         Ok(twin)
     }
 
-    /// Applies a reported-properties patch from the device; returns the new reported version.
-    pub async fn patch_reported(&self, id: &str, patch: Value) -> Result<u64, StoreError> {
+    /// Applies a reported-properties patch from the device after checking it; returns the new reported version.
+    pub async fn patch_reported(&self, id: &str, patch: Value) -> Result<u64, ReportedError> {
+        validate_patch(&patch, Section::Reported)?;
         let key = id.to_owned();
-        self.store
+        Ok(self
+            .store
             .write(move |tx| {
                 let mut t = tx.twin(&key)?;
                 merge_patch(&mut t.reported, &patch);
+                if let Err(e) = check_size(&t.reported, Section::Reported) {
+                    return Ok(Err(e));
+                }
                 t.reported_version += 1;
                 tx.put_twin(&key, &t)?;
-                Ok(t.reported_version)
+                Ok(Ok(t.reported_version))
             })
-            .await
+            .await??)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn nested(levels: usize) -> Value {
+        let mut v = json!(1);
+        for _ in 0..levels {
+            v = json!({ "n": v });
+        }
+        v
+    }
+
+    #[test]
+    fn iot_hub_twin_rules_table() {
+        let ok = |v: Value| assert_eq!(validate_patch(&v, Section::Reported), Ok(()), "{v}");
+        let bad = |v: Value, what: &str| {
+            let e = validate_patch(&v, Section::Reported).expect_err(&v.to_string());
+            assert!(e.to_string().contains(what), "{e} should mention {what}");
+        };
+        ok(json!({"fw": "1.2", "temp": 21.5, "n": null, "list": [1, 2, {"a": true}]}));
+        ok(nested(10));
+        bad(nested(11), "deeper than 10");
+        bad(nested(15), "deeper than 10");
+        bad(nested(127), "deeper than 10");
+        bad(json!({"a.b": 1}), "contains '.'");
+        bad(json!({"x": {"a.b": 1}}), "contains '.'");
+        bad(json!({"$x": 1}), "contains '$'");
+        bad(json!({"a b": 1}), "contains a space");
+        bad(json!({"a\u{1}": 1}), "control character");
+        bad(json!({"a\u{85}": 1}), "control character");
+        bad(json!({"": 1}), "empty");
+        bad(json!({ "k".repeat(1025): 1 }), "longer than 1 KB");
+        ok(json!({ "k".repeat(1024): 1 }));
+        bad(json!({"s": "x".repeat(4097)}), "4096 bytes");
+        ok(json!({"s": "x".repeat(4096)}));
+        bad(json!({"i": 4_503_599_627_370_496i64}), "integer range");
+        ok(json!({"i": 4_503_599_627_370_495i64, "j": -4_503_599_627_370_496i64}));
+        bad(json!({"u": u64::MAX}), "integer range");
+        bad(json!([1]), "must be a JSON object");
+        bad(json!("x"), "must be a JSON object");
+    }
+
+    #[test]
+    fn the_merged_section_is_bounded() {
+        let small = json!({"a": "x".repeat(4000)});
+        assert!(check_size(&small, Section::Reported).is_ok());
+        let mut big = json!({});
+        for i in 0..9 {
+            merge_patch(&mut big, &json!({ format!("k{i}"): "x".repeat(4000) }));
+        }
+        assert!(matches!(check_size(&big, Section::Reported), Err(TwinError::TooLarge { .. })));
     }
 }

@@ -32,8 +32,8 @@ fn event(device: &str) -> EventRecord {
     }
 }
 
-fn open(dir: &Path, limits: Limits) -> Store {
-    Store::open(&dir.join("hubsim.redb"), limits).unwrap()
+fn open(dir: &Path, retention: Retention) -> Store {
+    Store::open(&dir.join("hubsim.redb"), retention).unwrap()
 }
 
 async fn add_event(s: &Store, dev: &str) -> u64 {
@@ -57,7 +57,7 @@ fn queue<T>(f: &mut Pending<'_, T>) {
 #[tokio::test]
 async fn a_failing_write_in_a_group_is_only_its_callers_error() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = open(tmp.path(), Limits::default());
+    let s = open(tmp.path(), Retention::default());
     // Hold the writer inside one operation so the next ones queue up and commit as one group.
     let (release, wait) = std::sync::mpsc::channel::<()>();
     let mut blocker: Pending<'_, ()> = Box::pin(s.write(move |_| {
@@ -107,7 +107,7 @@ async fn a_failing_write_in_a_group_is_only_its_callers_error() {
     // devices they deleted are back.
     assert_eq!(seqs, (1..=6).collect::<Vec<_>>());
     drop(s);
-    let s = open(tmp.path(), Limits::default());
+    let s = open(tmp.path(), Retention::default());
     assert!(s.device("bad").await.unwrap().is_none());
     for i in 0..6 {
         assert!(s.device(&format!("good-{i}")).await.unwrap().is_some(), "good-{i} is durable");
@@ -121,7 +121,7 @@ async fn a_failing_write_in_a_group_is_only_its_callers_error() {
 #[tokio::test]
 async fn a_per_device_query_reads_only_that_devices_records() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = open(tmp.path(), Limits::default());
+    let s = open(tmp.path(), Retention::default());
     for i in 0..300 {
         add_event(&s, if i % 100 == 7 { "rare" } else { "busy" }).await;
     }
@@ -143,7 +143,7 @@ async fn a_per_device_query_reads_only_that_devices_records() {
 #[tokio::test]
 async fn retention_bounds_the_logs_by_count_and_age() {
     let tmp = tempfile::tempdir().unwrap();
-    let limits = Limits { max_events: 50, ..Limits::default() };
+    let limits = Retention { max_events: 50, ..Retention::default() };
     let s = open(tmp.path(), limits);
     for _ in 0..200 {
         add_event(&s, "d").await;
@@ -154,7 +154,7 @@ async fn retention_bounds_the_logs_by_count_and_age() {
     drop(s);
     // Reopened with a retention of zero, everything already stored is past it: the next commit deletes it
     // (a bounded step per commit).
-    let s = open(tmp.path(), Limits { retention: Duration::ZERO, ..Limits::default() });
+    let s = open(tmp.path(), Retention { max_age: Duration::ZERO, ..Retention::default() });
     add_event(&s, "d").await;
     assert!(s.event_count().await.unwrap() <= 1);
     assert!(s.events(0, 1000, Some("d")).await.unwrap().len() <= 1);
@@ -163,7 +163,7 @@ async fn retention_bounds_the_logs_by_count_and_age() {
 #[tokio::test]
 async fn retention_deletes_a_bounded_amount_per_commit() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = open(tmp.path(), Limits::default());
+    let s = open(tmp.path(), Retention::default());
     let n = 3 * RETENTION_STEP;
     let mut recs: Vec<EventRecord> = (0..n).map(|_| event("d")).collect();
     s.write(move |tx| {
@@ -176,7 +176,7 @@ async fn retention_deletes_a_bounded_amount_per_commit() {
     .await
     .unwrap();
     drop(s);
-    let s = open(tmp.path(), Limits { max_events: 0, ..Limits::default() });
+    let s = open(tmp.path(), Retention { max_events: 0, ..Retention::default() });
     add_event(&s, "d").await;
     // One commit may delete RETENTION_STEP + 2 × what it appended, not the whole backlog at once.
     assert_eq!(s.event_count().await.unwrap(), n + 1 - (RETENTION_STEP + 2));
@@ -188,12 +188,12 @@ async fn the_database_file_is_private() {
     use std::os::unix::fs::PermissionsExt;
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("hubsim.redb");
-    let s = open(tmp.path(), Limits::default());
+    let s = open(tmp.path(), Retention::default());
     assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     drop(s);
     // A database left world-readable by an older version is narrowed at open.
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let _s = open(tmp.path(), Limits::default());
+    let _s = open(tmp.path(), Retention::default());
     assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
 }
 
@@ -212,7 +212,7 @@ async fn logs_of_an_older_version_are_migrated() {
         }
         tx.commit().unwrap();
     }
-    let s = open(tmp.path(), Limits::default());
+    let s = open(tmp.path(), Retention::default());
     let evs = s.events(0, 10, Some("old")).await.unwrap();
     assert_eq!(evs.len(), 1);
     assert_eq!(evs[0].seq, 4);
@@ -221,7 +221,7 @@ async fn logs_of_an_older_version_are_migrated() {
 #[tokio::test]
 async fn the_connection_log_is_capped_with_its_index() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = open(tmp.path(), Limits { max_connections: 5, ..Limits::default() });
+    let s = open(tmp.path(), Retention { max_connections: 5, ..Retention::default() });
     for i in 0..20u64 {
         let dev = if i % 2 == 0 { Some("even".to_owned()) } else { None };
         s.write(move |tx| {

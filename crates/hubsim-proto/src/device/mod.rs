@@ -6,17 +6,10 @@
 //! [`DeviceSession::handle_timeout`] when it fires, and reacts to [`DeviceSession::poll_event`]. Commands
 //! (connect, send telemetry, subscribe, twin, methods) only queue bytes.
 //!
-//! ```text
-//!                connect()                CONNACK 0
-//!  Disconnected ───────────▶ Connecting ───────────▶ Connected
-//!       ▲                      │  CONNACK ≠ 0,           │ disconnect(), transport closed,
-//!       │                      │  CONNACK timeout,        │ no PINGRESP, protocol violation
-//!       └──────────────────────┴──────────────────────────┘
-//! ```
-//!
-//! State that outlives a connection lives apart from [`State`]: the in-flight table of QoS 1 telemetry (kept
-//! across reconnects and re-sent, with DUP when the session was resumed with CleanSession 0, [MQTT-4.4.0-1]) and
-//! the table of outstanding twin requests keyed by `$rid`.
+//! The connection's phase is private; callers ask [`DeviceSession::is_connected`] and friends. The transition
+//! diagram is on [`DeviceSession`]. State that outlives a connection lives beside the phase: the in-flight table
+//! of QoS 1 telemetry (kept across reconnects and re-sent, with DUP when the session was resumed with
+//! CleanSession 0, [MQTT-4.4.0-1]) and the table of outstanding twin requests keyed by `$rid`.
 
 mod session;
 #[cfg(test)]

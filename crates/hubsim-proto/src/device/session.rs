@@ -183,7 +183,9 @@ pub enum LostReason {
     /// The hub refused the connection.
     Refused(ConnectRefusal),
     /// The hub sent something that breaks MQTT or IoT Hub's protocol; the driver must close the transport.
-    ProtocolViolation(String),
+    ProtocolViolation(HubViolation),
+    /// The session could not encode its own packet; the driver must close the transport.
+    EncodeFailed(packet::EncodeError),
     /// [`DeviceSession::disconnect`] was called.
     Disconnected,
 }
@@ -196,6 +198,7 @@ impl core::fmt::Display for LostReason {
             LostReason::ConnackTimeout => f.write_str("the hub did not answer CONNECT in time"),
             LostReason::Refused(r) => write!(f, "the hub refused the connection: {r}"),
             LostReason::ProtocolViolation(why) => write!(f, "protocol violation by the hub: {why}"),
+            LostReason::EncodeFailed(e) => write!(f, "internal error: {e}"),
             LostReason::Disconnected => f.write_str("disconnected"),
         }
     }
@@ -224,6 +227,17 @@ pub struct C2dMessage {
     pub redelivered: bool,
     /// Present for QoS 1 deliveries; the hub completes the message when it is acknowledged.
     pub ack: Option<AckToken>,
+}
+
+/// Why a publish from the hub was reported as [`Event::UnknownPublish`].
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum UnexpectedPublish {
+    #[error("a twin response to request {0}, which is not outstanding (it timed out, or was never sent)")]
+    LateTwinResponse(RequestId),
+    #[error("a DPS response on an IoT Hub connection")]
+    DpsResponse,
+    #[error(transparent)]
+    Topic(crate::topic::TopicError),
 }
 
 /// Result of one filter of a SUBSCRIBE.
@@ -271,10 +285,11 @@ pub enum Event {
     Unsubscribed {
         filters: Vec<TopicFilter>,
     },
-    /// A publish on a topic the session does not know (reported, acknowledged, not fatal).
+    /// A publish on a topic the session does not expect (reported, acknowledged, not fatal).
     UnknownPublish {
         topic: String,
         payload: Bytes,
+        why: UnexpectedPublish,
     },
     /// The connection ended. `likely_cause` names something this device sent shortly before that IoT Hub
     /// forbids, when there was one.
@@ -295,22 +310,80 @@ pub enum SendError {
     QueueFull(usize),
     #[error("a method response body must be JSON or empty")]
     NotJson,
+    #[error("API misuse: this C2D message was already acknowledged")]
+    UnknownAck,
+    #[error("API misuse: connect() while a connection is open; disconnect() or report the transport's close first")]
+    AlreadyConnected,
     #[error(transparent)]
     Encode(#[from] packet::EncodeError),
 }
 
-/// Why input was refused.
+/// Why input was refused. After a `Violation` or `Encode` the session is already disconnected.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum InputError {
     #[error("bytes arrived while no connection is open")]
     NotConnected,
     #[error("protocol violation by the hub: {0}")]
-    Violation(String),
+    Violation(HubViolation),
+    #[error("internal error: {0}")]
+    Encode(packet::EncodeError),
+    /// The provisioning client's violations (`provisioning::device`), in its words until it types them.
+    #[error("protocol violation by DPS: {0}")]
+    DpsViolation(String),
 }
 
-/// The connection state. Data that outlives a connection lives in [`DeviceSession`].
+/// Bytes from the hub that break MQTT 3.1.1 or IoT Hub's protocol; the device closes the connection.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum HubViolation {
+    #[error(transparent)]
+    Frame(packet::FrameError),
+    #[error("[MQTT-3.2.0-1] the first packet from the server must be CONNACK, got {0}")]
+    ExpectedConnAck(&'static str),
+    #[error("[MQTT-3.1.0-2] a second CONNACK: it answers the connection's only CONNECT")]
+    SecondConnAck,
+    /// CONNECT, SUBSCRIBE, UNSUBSCRIBE, PINGREQ and DISCONNECT go from client to server only in MQTT 3.1.1.
+    #[error("a server never sends {0} to a client (MQTT 3.1.1 §2.2.1, table 2.1)")]
+    NotFromServer(&'static str),
+    #[error("PUBACK for packet id {0}, which is not in flight (MQTT 3.1.1 §4.3.2)")]
+    UnknownPubAck(u16),
+    #[error("PUBREC for packet id {0}, which is not in flight (MQTT 3.1.1 §4.3.3)")]
+    UnknownPubRec(u16),
+    #[error("PUBCOMP for packet id {0}, which is not in flight (MQTT 3.1.1 §4.3.3)")]
+    UnknownPubComp(u16),
+    #[error("PUBREL for packet id {0}: it answers a PUBREC, and IoT Hub never publishes at QoS 2 (MQTT 3.1.1 §4.3.3)")]
+    UnexpectedPubRel(u16),
+    #[error("[MQTT-3.8.4-2] SUBACK for packet id {0}, which no SUBSCRIBE awaits")]
+    UnknownSubAck(u16),
+    #[error("[MQTT-3.9.3-1] SUBACK has {codes} codes for {filters} filters")]
+    SubAckCount { codes: usize, filters: usize },
+    #[error("[MQTT-3.10.4-4] UNSUBACK for packet id {0}, which no UNSUBSCRIBE awaits")]
+    UnknownUnsubAck(u16),
+    #[error("IoT Hub never publishes at QoS 2 (reference §5)")]
+    Qos2Publish,
+}
+
+/// Why input handling stopped: the hub's fault, or ours.
+enum PacketError {
+    Violation(HubViolation),
+    Encode(packet::EncodeError),
+}
+
+impl From<HubViolation> for PacketError {
+    fn from(v: HubViolation) -> Self {
+        PacketError::Violation(v)
+    }
+}
+
+impl From<packet::EncodeError> for PacketError {
+    fn from(e: packet::EncodeError) -> Self {
+        PacketError::Encode(e)
+    }
+}
+
+/// The connection's phase. Data that outlives a connection lives in [`DeviceSession`]; the transition diagram is
+/// in the [module docs](crate::device).
 #[derive(Debug, Clone, PartialEq)]
-pub enum State {
+enum State {
     Disconnected,
     Connecting { deadline: Instant },
     Connected { since: Instant, session_present: bool },
@@ -337,6 +410,17 @@ struct PendingRequest {
 const BLAME_WINDOW: Duration = Duration::from_secs(10);
 
 /// The device side of a connection. See the [module docs](crate::device).
+///
+/// ```text
+///                connect()                CONNACK 0
+///  Disconnected ───────────▶ Connecting ───────────▶ Connected
+///       ▲                      │  CONNACK ≠ 0,           │ disconnect(), transport closed,
+///       │                      │  CONNACK timeout,       │ no PINGRESP, protocol violation
+///       └──────────────────────┴─────────────────────────┘
+/// ```
+///
+/// Input is read only while `Connecting` (CONNACK first, [MQTT-3.2.0-1]) or `Connected`; every packet a server
+/// may not send, and every acknowledgement of something not in flight, is a typed [`HubViolation`].
 #[derive(Debug)]
 pub struct DeviceSession {
     config: DeviceConfig,
@@ -397,11 +481,31 @@ impl DeviceSession {
     pub fn config_mut(&mut self) -> &mut DeviceConfig {
         &mut self.config
     }
-    pub fn state(&self) -> &State {
-        &self.state
-    }
+    /// CONNACK 0 received and the connection not lost since.
     pub fn is_connected(&self) -> bool {
         matches!(self.state, State::Connected { .. })
+    }
+    /// CONNECT sent, CONNACK not yet received.
+    pub fn is_connecting(&self) -> bool {
+        matches!(self.state, State::Connecting { .. })
+    }
+    /// No connection: never connected, or lost (an [`Event::ConnectionLost`] was queued).
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self.state, State::Disconnected)
+    }
+    /// When the current connection was accepted.
+    pub fn connected_since(&self) -> Option<Instant> {
+        match self.state {
+            State::Connected { since, .. } => Some(since),
+            State::Connecting { .. } | State::Disconnected => None,
+        }
+    }
+    /// Whether the hub kept the session of the current connection (CleanSession 0 and a stored session).
+    pub fn session_present(&self) -> Option<bool> {
+        match self.state {
+            State::Connected { session_present, .. } => Some(session_present),
+            State::Connecting { .. } | State::Disconnected => None,
+        }
     }
     /// QoS 1 telemetry not yet acknowledged (in flight or waiting).
     pub fn unacked(&self) -> usize {
@@ -410,8 +514,12 @@ impl DeviceSession {
 
     // ---- commands -------------------------------------------------------------------------------------------
 
-    /// Starts a connection on a freshly opened transport: queues CONNECT.
+    /// Starts a connection on a freshly opened transport: queues CONNECT. Only valid while disconnected: on an
+    /// open connection a second CONNECT breaks [MQTT-3.1.0-2].
     pub fn connect(&mut self, now: Instant, options: ConnectOptions) -> Result<(), SendError> {
+        if !self.is_disconnected() {
+            return Err(SendError::AlreadyConnected);
+        }
         let mut connect = Connect::new(self.config.identity.client_id());
         connect.clean_session = self.config.clean_session;
         connect.keep_alive = self.config.keep_alive.as_secs().min(u16::MAX as u64) as u16;
@@ -546,10 +654,10 @@ impl DeviceSession {
             // The connection it came on is gone; the hub will redeliver it.
             return Err(SendError::NotConnected);
         }
-        if let Some(slot) = self.to_ack.iter_mut().find(|(p, done)| *p == token.pkid && !*done) {
-            slot.1 = true;
-        }
-        self.flush_acks(now)
+        // With auto_ack_c2d on, or acknowledged before: the PUBACK is already owed or sent.
+        let slot = self.to_ack.iter_mut().find(|(p, done)| *p == token.pkid && !*done).ok_or(SendError::UnknownAck)?;
+        slot.1 = true;
+        Ok(self.flush_acks(now)?)
     }
 
     /// Closes the connection cleanly: queues DISCONNECT (the hub then does not publish the Will).
@@ -576,13 +684,16 @@ impl DeviceSession {
             let packet = match self.framer.next_packet() {
                 Ok(Some(p)) => p,
                 Ok(None) => return Ok(()),
-                Err(e) => return Err(self.violation(now, e.to_string())),
+                Err(e) => return Err(self.fail(now, PacketError::Violation(HubViolation::Frame(e)))),
             };
-            if let Err(why) = self.handle_packet(now, packet) {
-                return Err(self.violation(now, why));
-            }
-            if matches!(self.state, State::Disconnected) {
-                return Ok(());
+            let handled = match self.state {
+                State::Connecting { .. } => self.handle_connack(now, packet),
+                State::Connected { .. } => self.handle_packet(now, packet),
+                // A refusal or a lost connection: what follows on this transport is not read.
+                State::Disconnected => return Ok(()),
+            };
+            if let Err(e) = handled {
+                return Err(self.fail(now, e));
             }
         }
     }
@@ -678,7 +789,7 @@ impl DeviceSession {
     }
 
     /// Sends waiting QoS 1/2 publishes while the in-flight window has room.
-    fn pump(&mut self, now: Instant) -> Result<(), SendError> {
+    fn pump(&mut self, now: Instant) -> Result<(), packet::EncodeError> {
         if !self.is_connected() {
             return Ok(());
         }
@@ -725,7 +836,7 @@ impl DeviceSession {
         Ok(rid)
     }
 
-    fn flush_acks(&mut self, now: Instant) -> Result<(), SendError> {
+    fn flush_acks(&mut self, now: Instant) -> Result<(), packet::EncodeError> {
         while let Some(&(pkid, true)) = self.to_ack.front() {
             self.to_ack.pop_front();
             self.encode(&Packet::PubAck(PubAck::new(pkid)), now)?;
@@ -733,9 +844,17 @@ impl DeviceSession {
         Ok(())
     }
 
-    fn violation(&mut self, now: Instant, why: String) -> InputError {
-        self.lose(LostReason::ProtocolViolation(why.clone()), now);
-        InputError::Violation(why)
+    fn fail(&mut self, now: Instant, e: PacketError) -> InputError {
+        match e {
+            PacketError::Violation(v) => {
+                self.lose(LostReason::ProtocolViolation(v.clone()), now);
+                InputError::Violation(v)
+            }
+            PacketError::Encode(e) => {
+                self.lose(LostReason::EncodeFailed(e.clone()), now);
+                InputError::Encode(e)
+            }
+        }
     }
 
     fn lose(&mut self, reason: LostReason, now: Instant) {
@@ -756,60 +875,59 @@ impl DeviceSession {
         self.events.push_back(Event::ConnectionLost { reason, likely_cause });
     }
 
-    fn handle_packet(&mut self, now: Instant, packet: Packet) -> Result<(), String> {
-        match (&self.state, packet) {
-            (State::Connecting { .. }, Packet::ConnAck(ConnAck { session_present, code })) => {
-                if code != ConnectReturnCode::Success {
-                    self.lose(LostReason::Refused(ConnectRefusal(code as u8)), now);
-                    return Ok(());
-                }
-                let session_present = session_present && !self.config.clean_session;
-                self.state = State::Connected { since: now, session_present };
-                self.events.push_back(Event::Connected { session_present });
-                self.pump(now).map_err(|e| e.to_string())
-            }
-            (State::Connecting { .. }, other) => Err(format!("[MQTT-3.2.0-1] expected CONNACK first, got {other:?}")),
-            (State::Connected { .. }, Packet::PubAck(PubAck { pkid })) => {
-                match self
+    /// The first packet of a connection ([MQTT-3.2.0-1]).
+    fn handle_connack(&mut self, now: Instant, packet: Packet) -> Result<(), PacketError> {
+        let Packet::ConnAck(ConnAck { session_present, code }) = packet else {
+            return Err(HubViolation::ExpectedConnAck(packet::name(&packet)).into());
+        };
+        if code != ConnectReturnCode::Success {
+            self.lose(LostReason::Refused(ConnectRefusal(code as u8)), now);
+            return Ok(());
+        }
+        let session_present = session_present && !self.config.clean_session;
+        self.state = State::Connected { since: now, session_present };
+        self.events.push_back(Event::Connected { session_present });
+        Ok(self.pump(now)?)
+    }
+
+    /// A packet on an accepted connection.
+    fn handle_packet(&mut self, now: Instant, packet: Packet) -> Result<(), PacketError> {
+        match packet {
+            Packet::PubAck(PubAck { pkid }) => {
+                let i = self
                     .outgoing
                     .iter()
                     .position(|o| o.in_flight && o.publish.pkid == pkid && o.publish.qos == QoS::AtLeastOnce)
-                {
-                    Some(i) => {
-                        if let Some(o) = self.outgoing.remove(i) {
-                            self.events.push_back(Event::TelemetryAcked { id: o.id, sent_at: o.sent_at });
-                        }
-                        self.pump(now).map_err(|e| e.to_string())
-                    }
-                    None => Err(format!("PUBACK for packet id {pkid}, which is not in flight")),
+                    .ok_or(HubViolation::UnknownPubAck(pkid))?;
+                if let Some(o) = self.outgoing.remove(i) {
+                    self.events.push_back(Event::TelemetryAcked { id: o.id, sent_at: o.sent_at });
                 }
+                Ok(self.pump(now)?)
             }
-            (State::Connected { .. }, Packet::PubRec(r)) => {
+            Packet::PubRec(r) => {
                 if !self.outgoing.iter().any(|o| o.in_flight && o.publish.pkid == r.pkid) {
-                    return Err(format!("PUBREC for packet id {}, which is not in flight", r.pkid));
+                    return Err(HubViolation::UnknownPubRec(r.pkid).into());
                 }
-                self.encode(&Packet::PubRel(PubRel::new(r.pkid)), now).map_err(|e| e.to_string())
+                Ok(self.encode(&Packet::PubRel(PubRel::new(r.pkid)), now)?)
             }
-            (State::Connected { .. }, Packet::PubComp(c)) => {
-                match self.outgoing.iter().position(|o| o.in_flight && o.publish.pkid == c.pkid) {
-                    Some(i) => {
-                        if let Some(o) = self.outgoing.remove(i) {
-                            self.events.push_back(Event::TelemetryAcked { id: o.id, sent_at: o.sent_at });
-                        }
-                        self.pump(now).map_err(|e| e.to_string())
-                    }
-                    None => Err(format!("PUBCOMP for packet id {}, which is not in flight", c.pkid)),
+            Packet::PubComp(c) => {
+                let i = self
+                    .outgoing
+                    .iter()
+                    .position(|o| o.in_flight && o.publish.pkid == c.pkid)
+                    .ok_or(HubViolation::UnknownPubComp(c.pkid))?;
+                if let Some(o) = self.outgoing.remove(i) {
+                    self.events.push_back(Event::TelemetryAcked { id: o.id, sent_at: o.sent_at });
                 }
+                Ok(self.pump(now)?)
             }
-            (State::Connected { .. }, Packet::SubAck(ack)) => {
-                let filters =
-                    self.pending_subs.remove(&ack.pkid).ok_or(format!("SUBACK for unknown packet id {}", ack.pkid))?;
+            Packet::PubRel(r) => Err(HubViolation::UnexpectedPubRel(r.pkid).into()),
+            Packet::SubAck(ack) => {
+                let filters = self.pending_subs.remove(&ack.pkid).ok_or(HubViolation::UnknownSubAck(ack.pkid))?;
                 if filters.len() != ack.return_codes.len() {
-                    return Err(format!(
-                        "[MQTT-3.9.3-1] SUBACK has {} codes for {} filters",
-                        ack.return_codes.len(),
-                        filters.len()
-                    ));
+                    return Err(
+                        HubViolation::SubAckCount { codes: ack.return_codes.len(), filters: filters.len() }.into()
+                    );
                 }
                 let results = filters
                     .into_iter()
@@ -827,27 +945,28 @@ impl DeviceSession {
                 self.events.push_back(Event::Subscribed { results });
                 Ok(())
             }
-            (State::Connected { .. }, Packet::UnsubAck(ack)) => {
-                let filters = self
-                    .pending_unsubs
-                    .remove(&ack.pkid)
-                    .ok_or(format!("UNSUBACK for unknown packet id {}", ack.pkid))?;
+            Packet::UnsubAck(ack) => {
+                let filters = self.pending_unsubs.remove(&ack.pkid).ok_or(HubViolation::UnknownUnsubAck(ack.pkid))?;
                 self.events.push_back(Event::Unsubscribed { filters });
                 Ok(())
             }
-            (State::Connected { .. }, Packet::PingResp) => {
+            Packet::PingResp => {
                 self.ping_deadline = None;
                 Ok(())
             }
-            (State::Connected { .. }, Packet::Publish(p)) => self.handle_publish(now, p),
-            (State::Connected { .. }, other) => Err(format!("a server never sends {other:?} to a client")),
-            (State::Disconnected, _) => Ok(()),
+            Packet::Publish(p) => self.handle_publish(now, p),
+            Packet::ConnAck(_) => Err(HubViolation::SecondConnAck.into()),
+            p @ (Packet::Connect(_)
+            | Packet::Subscribe(_)
+            | Packet::Unsubscribe(_)
+            | Packet::PingReq
+            | Packet::Disconnect) => Err(HubViolation::NotFromServer(packet::name(&p)).into()),
         }
     }
 
-    fn handle_publish(&mut self, now: Instant, p: Publish) -> Result<(), String> {
+    fn handle_publish(&mut self, now: Instant, p: Publish) -> Result<(), PacketError> {
         if p.qos == QoS::ExactlyOnce {
-            return Err("IoT Hub never publishes at QoS 2".into());
+            return Err(HubViolation::Qos2Publish.into());
         }
         let acked_now = match HubTopic::parse(&p.topic) {
             Ok(HubTopic::C2d { properties, .. }) => {
@@ -874,7 +993,11 @@ impl DeviceSession {
                         body: p.payload,
                     }),
                     // A late answer to a request that already timed out.
-                    None => self.events.push_back(Event::UnknownPublish { topic: p.topic, payload: p.payload }),
+                    None => self.events.push_back(Event::UnknownPublish {
+                        topic: p.topic,
+                        payload: p.payload,
+                        why: UnexpectedPublish::LateTwinResponse(rid),
+                    }),
                 }
                 true
             }
@@ -882,14 +1005,20 @@ impl DeviceSession {
                 self.events.push_back(Event::DesiredPropertiesPatch { version, body: p.payload });
                 true
             }
-            Ok(HubTopic::DpsResponse { .. }) | Err(_) => {
-                self.events.push_back(Event::UnknownPublish { topic: p.topic, payload: p.payload });
+            Ok(HubTopic::DpsResponse { .. }) => {
+                let why = UnexpectedPublish::DpsResponse;
+                self.events.push_back(Event::UnknownPublish { topic: p.topic, payload: p.payload, why });
+                true
+            }
+            Err(e) => {
+                let why = UnexpectedPublish::Topic(e);
+                self.events.push_back(Event::UnknownPublish { topic: p.topic, payload: p.payload, why });
                 true
             }
         };
         if p.qos == QoS::AtLeastOnce {
             self.to_ack.push_back((p.pkid, acked_now));
-            self.flush_acks(now).map_err(|e| e.to_string())?;
+            self.flush_acks(now)?;
         }
         Ok(())
     }

@@ -86,7 +86,7 @@ fn connect_sends_iothub_identity_and_reports_session_present() {
     assert_eq!(login.password, "SharedAccessSignature sr=a&sig=b&se=1");
     let will = c.last_will.as_ref().unwrap();
     assert_eq!(will.topic, "devices/dev1/messages/events/reason=gone");
-    assert!(matches!(s.state(), State::Connecting { .. }));
+    assert!(s.is_connecting());
     s.handle_input(T0, &connack(true, ConnectReturnCode::Success)).unwrap();
     assert_eq!(events(&mut s), vec![Event::Connected { session_present: true }]);
 }
@@ -103,7 +103,7 @@ fn refusal_codes_are_explained() {
         let Event::ConnectionLost { reason: LostReason::Refused(r), .. } = &ev[0] else { panic!("{ev:?}") };
         assert_eq!(r.0, code as u8);
         assert!(r.to_string().contains(word), "{r}");
-        assert_eq!(s.state(), &State::Disconnected);
+        assert!(s.is_disconnected());
     }
 }
 
@@ -359,21 +359,91 @@ fn desired_patch_and_subscribe_results() {
 }
 
 #[test]
-fn malformed_input_is_an_error_never_a_panic() {
-    for bad in [&[0xF0u8, 0x00][..], &[0x30, 0x02, 0xFF, 0xFF], &[0x20, 0x02, 0x00, 0x09], &[0x40, 0x02, 0x00, 0x63]] {
+fn hub_violations_are_typed_and_cite_their_rule() {
+    use crate::packet::FrameError;
+    let cases: Vec<(&[u8], HubViolation)> = vec![
+        (&[0xF0, 0x00], HubViolation::Frame(FrameError::Malformed(mqttbytes::Error::InvalidPacketType(15)))),
+        (
+            &[0x30, 0x02, 0xFF, 0xFF],
+            HubViolation::Frame(FrameError::Malformed(mqttbytes::Error::BoundaryCrossed(65535))),
+        ),
+        (&[0x20, 0x02, 0x00, 0x00], HubViolation::SecondConnAck),
+        (&[0x40, 0x02, 0x00, 0x63], HubViolation::UnknownPubAck(0x63)),
+        (&[0x50, 0x02, 0x00, 0x63], HubViolation::UnknownPubRec(0x63)),
+        (&[0x62, 0x02, 0x00, 0x63], HubViolation::UnexpectedPubRel(0x63)),
+        (&[0x70, 0x02, 0x00, 0x63], HubViolation::UnknownPubComp(0x63)),
+        (&[0x90, 0x03, 0x00, 0x63, 0x01], HubViolation::UnknownSubAck(0x63)),
+        (&[0xB0, 0x02, 0x00, 0x63], HubViolation::UnknownUnsubAck(0x63)),
+        (&[0xC0, 0x00], HubViolation::NotFromServer("PINGREQ")),
+        (&[0xE0, 0x00], HubViolation::NotFromServer("DISCONNECT")),
+        (&[0x34, 0x05, 0x00, 0x01, b'a', 0x00, 0x01], HubViolation::Qos2Publish),
+        // [MQTT-2.2.2-2] SUBACK's fixed-header flags are 0.
+        (
+            &[0x92, 0x03, 0x00, 0x01, 0x01],
+            HubViolation::Frame(FrameError::ReservedFlags { packet: "SUBACK", flags: 2 }),
+        ),
+    ];
+    for (bad, violation) in cases {
         let mut s = connected(config());
-        let r = s.handle_input(T0, bad);
-        assert!(matches!(r, Err(InputError::Violation(_))), "{bad:?} -> {r:?}");
-        assert!(matches!(
+        assert_eq!(s.handle_input(T0, bad), Err(InputError::Violation(violation.clone())), "{bad:02x?}");
+        assert_eq!(
             events(&mut s).last(),
-            Some(Event::ConnectionLost { reason: LostReason::ProtocolViolation(_), .. })
-        ));
-        assert!(!s.is_connected());
+            Some(&Event::ConnectionLost {
+                reason: LostReason::ProtocolViolation(violation.clone()),
+                likely_cause: None
+            })
+        );
+        assert!(s.is_disconnected());
+        let text = violation.to_string();
+        assert!(text.contains("[MQTT-") || text.contains("MQTT 3.1.1 §") || text.contains("reference §"), "{text}");
+        // Nothing more is read on the dead transport.
+        assert_eq!(s.handle_input(T0, &[0xD0, 0x00]), Err(InputError::NotConnected));
     }
     // Anything but CONNACK first is a violation too.
     let mut s = DeviceSession::new(config());
     s.connect(T0, ConnectOptions::default()).unwrap();
-    assert!(s.handle_input(T0, &wire(&[Packet::PingResp])).is_err());
+    assert_eq!(
+        s.handle_input(T0, &wire(&[Packet::PingResp])),
+        Err(InputError::Violation(HubViolation::ExpectedConnAck("PINGRESP")))
+    );
+}
+
+#[test]
+fn state_is_observed_through_methods() {
+    let mut s = DeviceSession::new(config());
+    assert!(s.is_disconnected() && !s.is_connecting() && !s.is_connected());
+    assert_eq!(s.connected_since(), None);
+    s.connect(T0, ConnectOptions::default()).unwrap();
+    assert!(matches!(&sent(&mut s)[..], [Packet::Connect(_)]));
+    assert!(s.is_connecting());
+    let later = T0 + Duration::from_secs(2);
+    s.handle_input(later, &connack(true, ConnectReturnCode::Success)).unwrap();
+    assert!(s.is_connected());
+    assert_eq!(s.connected_since(), Some(later));
+    assert_eq!(s.session_present(), Some(true), "CleanSession 0 by default");
+    assert_eq!(s.connect(later, ConnectOptions::default()), Err(SendError::AlreadyConnected));
+    assert_eq!(sent(&mut s), vec![], "no second CONNECT");
+    assert!(s.is_connected());
+    s.disconnect(later);
+    assert!(s.is_disconnected());
+    assert_eq!(s.session_present(), None);
+    s.connect(later, ConnectOptions::default()).unwrap();
+    assert!(s.is_connecting());
+}
+
+#[test]
+fn acknowledging_a_c2d_message_twice_is_an_error() {
+    let mut cfg = config();
+    cfg.auto_ack_c2d = false;
+    let mut s = connected(cfg);
+    let mut p = Publish::new("devices/dev1/messages/devicebound/", QoS::AtLeastOnce, b"x".to_vec());
+    p.pkid = 3;
+    s.handle_input(T0, &wire(&[Packet::Publish(p)])).unwrap();
+    let Some(Event::C2d(m)) = events(&mut s).pop() else { panic!() };
+    s.ack_c2d(T0, m.ack.unwrap()).unwrap();
+    assert_eq!(sent(&mut s), vec![Packet::PubAck(PubAck::new(3))]);
+    assert_eq!(s.ack_c2d(T0, m.ack.unwrap()), Err(SendError::UnknownAck));
+    assert_eq!(sent(&mut s), vec![]);
 }
 
 #[test]
@@ -405,4 +475,30 @@ fn disconnect_sends_disconnect() {
     assert_eq!(sent(&mut s), vec![Packet::Disconnect]);
     assert!(matches!(&events(&mut s)[..], [Event::ConnectionLost { reason: LostReason::Disconnected, .. }]));
     assert_eq!(s.handle_input(T0, &[0xD0, 0]), Err(InputError::NotConnected));
+}
+
+#[test]
+fn unexpected_publishes_are_reported_with_why_and_still_acknowledged() {
+    let mut s = connected(config());
+    let mut odd = Publish::new("sensors/x", QoS::AtLeastOnce, b"1".to_vec());
+    odd.pkid = 4;
+    let late = Publish::new("$iothub/twin/res/200/?$rid=77", QoS::AtMostOnce, b"{}".to_vec());
+    s.handle_input(T0, &wire(&[Packet::Publish(odd), Packet::Publish(late)])).unwrap();
+    assert_eq!(
+        events(&mut s),
+        vec![
+            Event::UnknownPublish {
+                topic: "sensors/x".into(),
+                payload: Bytes::from_static(b"1"),
+                why: UnexpectedPublish::Topic(crate::topic::TopicError::Unknown("sensors/x".into())),
+            },
+            Event::UnknownPublish {
+                topic: "$iothub/twin/res/200/?$rid=77".into(),
+                payload: Bytes::from_static(b"{}"),
+                why: UnexpectedPublish::LateTwinResponse(crate::topic::RequestId("77".into())),
+            },
+        ]
+    );
+    assert_eq!(sent(&mut s), vec![Packet::PubAck(PubAck::new(4))]);
+    assert!(s.is_connected());
 }

@@ -20,9 +20,10 @@ use mqttbytes::QoS;
 use std::collections::VecDeque;
 use thiserror::Error;
 
-use super::{check_payload, json, ErrorBody, OperationResponse, RegisterRequest, RegistrationStatus};
+use super::{check_payload, ErrorBody, OperationResponse, RegisterRequest, RegistrationStatus};
 use crate::conn_str::{ConnectionString, Credential};
 use crate::device::{ConnectRefusal, InputError};
+use crate::json;
 use crate::packet::{self, Framer};
 use crate::sas::{DeviceKey, ResourceUri, SasToken};
 use crate::time::Instant;
@@ -523,7 +524,7 @@ impl ProvisioningSession {
 
     fn violation(&mut self, now: Instant, why: String) -> InputError {
         self.finish(now, Err(ProvisioningError::Violation(why.clone())));
-        InputError::Violation(why)
+        InputError::DpsViolation(why)
     }
 
     /// Ends the registration, saying goodbye first if the connection is up.

@@ -4,7 +4,7 @@
 //! asks DPS which hub to use. [`ProvisioningSession`] is that device, [`DpsSession`] is the emulator's DPS for one
 //! connection; both are sans-IO state machines in the style of [`DeviceSession`](crate::DeviceSession) and
 //! [`HubSession`](crate::HubSession). This module also owns the DPS JSON bodies: [`RegisterRequest`] (what a device
-//! sends), [`OperationResponse`] and [`ErrorBody`] (what DPS answers), with a small JSON reader in [`json`].
+//! sends), [`OperationResponse`] and [`ErrorBody`] (what DPS answers), read and written with the core's [`json`].
 //!
 //! The wire format is the one the official SDKs speak, checked against their code:
 //! - CONNECT: ClientId `{registrationId}`, user name `{idScope}/registrations/{registrationId}/api-version=2019-03-31
@@ -22,7 +22,6 @@
 //!   retried after `retry-after` (default 2 s, Python `provisioning/pipeline/constant.py`), other ≥ 300 are fatal.
 
 pub mod device;
-pub mod json;
 pub mod service;
 #[cfg(test)]
 mod tests;
@@ -39,7 +38,7 @@ pub use service::{
 use core::fmt;
 use thiserror::Error;
 
-use json::{Kind, ObjectWriter, Value};
+use crate::json::{self, ObjectWriter, Value};
 
 /// The DPS API version the SDKs put in the user name.
 pub const DPS_API_VERSION: &str = "2019-03-31";
@@ -99,10 +98,10 @@ pub enum BodyError {
     UnknownStatus(String),
 }
 
-fn object(body: &[u8]) -> Result<Value<'_>, BodyError> {
+fn object(body: &[u8]) -> Result<Value, BodyError> {
     let text = core::str::from_utf8(body).map_err(|_| BodyError::NotUtf8)?;
     let v = json::parse(text)?;
-    if v.is_object() {
+    if v.as_object().is_some() {
         Ok(v)
     } else {
         Err(BodyError::NotObject)
@@ -110,19 +109,19 @@ fn object(body: &[u8]) -> Result<Value<'_>, BodyError> {
 }
 
 /// An optional string member: absent and `null` are `None`, another type is an error.
-fn opt_str(v: &Value<'_>, name: &'static str) -> Result<Option<String>, BodyError> {
-    match v.get(name).map(|m| &m.kind) {
-        None | Some(Kind::Null) => Ok(None),
-        Some(Kind::String(s)) => Ok(Some(s.clone())),
-        Some(Kind::Bool(_) | Kind::Number(_) | Kind::Array(_) | Kind::Object(_)) => Err(BodyError::Field(name)),
+fn opt_str(v: &Value, name: &'static str) -> Result<Option<String>, BodyError> {
+    match v.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::Bool(_) | Value::Number(_) | Value::Array(_) | Value::Object(_)) => Err(BodyError::Field(name)),
     }
 }
 
-fn req_str(v: &Value<'_>, name: &'static str) -> Result<String, BodyError> {
+fn req_str(v: &Value, name: &'static str) -> Result<String, BodyError> {
     opt_str(v, name)?.ok_or(BodyError::Field(name))
 }
 
-fn opt_u64(v: &Value<'_>, name: &'static str) -> Result<Option<u64>, BodyError> {
+fn opt_u64(v: &Value, name: &'static str) -> Result<Option<u64>, BodyError> {
     match v.get(name) {
         None => Ok(None),
         Some(m) if m.is_null() => Ok(None),
@@ -130,12 +129,12 @@ fn opt_u64(v: &Value<'_>, name: &'static str) -> Result<Option<u64>, BodyError> 
     }
 }
 
-/// Custom JSON data, kept as text: absent and `null` are `None`.
-fn opt_raw(v: &Value<'_>, name: &'static str) -> Option<String> {
-    v.get(name).filter(|m| !m.is_null()).map(|m| m.raw.to_owned())
+/// Custom JSON data, kept as (compact) text: absent and `null` are `None`.
+fn opt_raw(v: &Value, name: &'static str) -> Option<String> {
+    v.get(name).filter(|m| !m.is_null()).map(Value::to_string)
 }
 
-fn status(v: &Value<'_>) -> Result<RegistrationStatus, BodyError> {
+fn status(v: &Value) -> Result<RegistrationStatus, BodyError> {
     let s = req_str(v, "status")?;
     RegistrationStatus::parse(&s).ok_or(BodyError::UnknownStatus(s))
 }
@@ -149,7 +148,8 @@ pub fn check_payload(payload: &str) -> Result<(), json::JsonError> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegisterRequest {
     pub registration_id: String,
-    /// Custom allocation data as JSON text, e.g. `{"modelId":"dtmi:…"}` for IoT Plug and Play.
+    /// Custom allocation data as JSON text, e.g. `{"modelId":"dtmi:…"}` for IoT Plug and Play; compact when read
+    /// from a body.
     pub payload: Option<String>,
 }
 
@@ -186,7 +186,7 @@ pub struct RegistrationState {
     pub created_utc: Option<String>,
     pub last_updated_utc: Option<String>,
     pub etag: Option<String>,
-    /// Custom data returned to the device, as JSON text.
+    /// Custom data returned to the device, as JSON text (compact when read from a body).
     pub payload: Option<String>,
 }
 
@@ -229,8 +229,8 @@ impl RegistrationState {
         w.finish()
     }
 
-    fn from_value(v: &Value<'_>) -> Result<Self, BodyError> {
-        if !v.is_object() {
+    fn from_value(v: &Value) -> Result<Self, BodyError> {
+        if v.as_object().is_none() {
             return Err(BodyError::Field("registrationState"));
         }
         Ok(RegistrationState {

@@ -18,10 +18,9 @@ use mqttbytes::{Protocol, QoS};
 use std::collections::{BTreeSet, VecDeque};
 use thiserror::Error;
 
-use super::{
-    check_payload, json, ErrorBody, OperationResponse, RegisterRequest, RegistrationState, RegistrationStatus,
-};
-use crate::hub::CloseReason;
+use super::{check_payload, ErrorBody, OperationResponse, RegisterRequest, RegistrationState, RegistrationStatus};
+use crate::hub::{CloseReason, Refusal, SubscriptionError, Violation};
+use crate::json;
 use crate::packet::{self, Framer};
 use crate::sas::{ResourceUri, SasToken};
 use crate::time::Instant;
@@ -72,7 +71,8 @@ pub enum DpsEvent {
     /// Verify the token (individual key, or the key derived from the group key), then [`DpsSession::accept`] or
     /// [`DpsSession::refuse`] (0x05 for a bad token, as the real service).
     Authenticate(Box<DpsConnectRequest>),
-    /// Start or look up a registration, then answer `rid` with a `respond_*` command.
+    /// Start or look up a registration, then answer `rid` with a `respond_*` command. `payload_raw` is the
+    /// device's custom payload as compact JSON text (re-serialized, not the bytes the device sent).
     RegisterRequested { rid: RequestId, registration_id: String, payload_raw: Option<String> },
     /// Report the operation's status, answering `rid`.
     StatusRequested { rid: RequestId, operation_id: String },
@@ -186,7 +186,7 @@ impl DpsSession {
                     self.handle_packet(p);
                 }
                 Ok(None) => return,
-                Err(e) => return self.close(CloseReason::ProtocolViolation(e.to_string())),
+                Err(e) => return self.close(CloseReason::ProtocolViolation(Violation::Frame(e))),
             }
         }
     }
@@ -232,7 +232,7 @@ impl DpsSession {
             return;
         }
         self.send(&Packet::ConnAck(ConnAck::new(code, false)));
-        self.close(CloseReason::Refused { code: code as u8, why: why.into() });
+        self.close(CloseReason::Refused(Refusal::ByHub { code: code as u8, why: why.into() }));
     }
 
     /// 202 `{"operationId":…,"status":"assigning"}` with `retry-after`: the device polls again after that long.
@@ -311,7 +311,7 @@ impl DpsSession {
 
     fn send(&mut self, p: &Packet) {
         if let Err(e) = packet::encode(p, &mut self.transmit) {
-            self.close(CloseReason::ProtocolViolation(format!("cannot encode a reply: {e}")));
+            self.close(CloseReason::Internal(e));
         }
     }
 
@@ -345,27 +345,23 @@ impl DpsSession {
     fn handle_packet(&mut self, packet: Packet) {
         match (&self.state, packet) {
             (State::AwaitingConnect { .. }, Packet::Connect(c)) => self.handle_connect(c),
-            (State::AwaitingConnect { .. }, other) => self.close(CloseReason::ProtocolViolation(format!(
-                "[MQTT-3.1.0-1] the first packet must be CONNECT, got {}",
-                name(&other)
-            ))),
+            (State::AwaitingConnect { .. }, other) => {
+                self.close(CloseReason::ProtocolViolation(Violation::FirstPacketNotConnect(name(&other))))
+            }
             (State::Connected { .. }, Packet::Connect(_)) => {
-                self.close(CloseReason::ProtocolViolation("[MQTT-3.1.0-2] a second CONNECT".into()))
+                self.close(CloseReason::ProtocolViolation(Violation::SecondConnect))
             }
             (State::Connected { .. }, Packet::Publish(p)) => self.handle_publish(p),
             (State::Connected { registration_id, keep_alive, .. }, Packet::Subscribe(s)) => {
                 let (registration_id, keep_alive) = (registration_id.clone(), *keep_alive);
                 if s.filters.is_empty() {
-                    return self
-                        .close(CloseReason::ProtocolViolation("[MQTT-3.8.3-3] SUBSCRIBE without filters".into()));
+                    return self.close(CloseReason::ProtocolViolation(Violation::EmptySubscribe));
                 }
                 let mut granted = None;
                 for f in &s.filters {
                     if f.path != TopicFilter::DpsResponses.to_filter(&DeviceIdentity::device(&*registration_id)) {
-                        return self.close(CloseReason::BadSubscription(format!(
-                            "'{}' is not $dps/registrations/res/#",
-                            f.path
-                        )));
+                        return self
+                            .close(CloseReason::BadSubscription(SubscriptionError::NotDpsResponses(f.path.clone())));
                     }
                     // QoS 2 is granted as QoS 1 (reference §9).
                     granted = Some(if f.qos == QoS::AtMostOnce { QoS::AtMostOnce } else { QoS::AtLeastOnce });
@@ -382,7 +378,7 @@ impl DpsSession {
                 let (registration_id, keep_alive) = (registration_id.clone(), *keep_alive);
                 let filter = TopicFilter::DpsResponses.to_filter(&DeviceIdentity::device(&*registration_id));
                 if let Some(t) = u.topics.iter().find(|t| **t != filter) {
-                    return self.close(CloseReason::BadSubscription(format!("'{t}' is not $dps/registrations/res/#")));
+                    return self.close(CloseReason::BadSubscription(SubscriptionError::NotDpsResponses(t.clone())));
                 }
                 self.state = State::Connected { registration_id, keep_alive, subscribed: None };
                 self.send(&Packet::UnsubAck(UnsubAck::new(u.pkid)));
@@ -392,7 +388,7 @@ impl DpsSession {
             (State::Connected { .. }, Packet::PingReq) => self.send(&Packet::PingResp),
             (State::Connected { .. }, Packet::Disconnect) => self.close(CloseReason::ClientDisconnected),
             (State::Connected { .. }, other) => {
-                self.close(CloseReason::ProtocolViolation(format!("a device may not send {} here", name(&other))))
+                self.close(CloseReason::ProtocolViolation(Violation::NotFromDevice(name(&other))))
             }
             // process() stops reading in these states.
             (State::Authenticating { .. } | State::Closed, _) => {}
@@ -454,7 +450,7 @@ impl DpsSession {
         }
         let topic = match DeviceTopic::parse(&p.topic, &DeviceIdentity::device(&*registration_id)) {
             Ok(t) => t,
-            Err(e) => return self.close(CloseReason::WrongTopic(e.to_string())),
+            Err(e) => return self.close(CloseReason::WrongTopic(e)),
         };
         if p.qos == QoS::AtLeastOnce {
             self.send(&Packet::PubAck(PubAck::new(p.pkid)));
@@ -482,9 +478,7 @@ impl DpsSession {
             DeviceTopic::Telemetry { .. }
             | DeviceTopic::TwinGet { .. }
             | DeviceTopic::TwinPatchReported { .. }
-            | DeviceTopic::MethodResponse { .. } => {
-                self.close(CloseReason::WrongTopic(format!("'{}' is an IoT Hub topic; this is DPS", p.topic)))
-            }
+            | DeviceTopic::MethodResponse { .. } => self.close(CloseReason::HubTopicOnDps(p.topic)),
         }
     }
 

@@ -19,6 +19,10 @@ use std::time::Duration;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::StreamExt as _;
 
+mod guard;
+
+pub use guard::{required, Access};
+
 use crate::conn::{self, Transport};
 use crate::hub::{error_json, Hub, SendC2d, ServiceError};
 use crate::model::Device;
@@ -35,12 +39,16 @@ pub struct AppState {
     pub info: Value,
     /// The generated CA certificate (public), served at `/ca.pem` so clients can trust the emulator.
     pub ca_pem: Option<Arc<String>>,
+    /// Extra hosts and origins allowed.
+    pub access: Arc<Access>,
+    /// `https` or `http`, for the same-origin check.
+    pub scheme: &'static str,
 }
 
 /// Builds the router; `web_dir` is served for everything else.
 pub fn router(state: AppState, web_dir: Option<PathBuf>) -> Router {
     let r = Router::new()
-        .route("/$iothub/websocket", get(websocket))
+        .route(hubsim_proto::endpoint::WEBSOCKET_PATH, get(websocket))
         .route("/health", get(|| async { "ok" }))
         .route("/hubsim-emulator.json", get(info))
         .route("/ca.pem", get(ca_pem))
@@ -59,26 +67,27 @@ pub fn router(state: AppState, web_dir: Option<PathBuf>) -> Router {
         .route("/connections", get(connections))
         .route("/connections/stream", get(connections_stream))
         .route("/feedback", get(feedback))
-        .with_state(state)
-        .layer(loopback_cors());
-    match web_dir {
+        .with_state(state.clone());
+    let r = match web_dir {
         Some(dir) if dir.is_dir() => r.fallback_service(tower_http::services::ServeDir::new(dir)),
         _ => r.fallback(|| async {
             (StatusCode::NOT_FOUND, Json(error_json(404000, "no such endpoint (and no web app folder is served)")))
         }),
-    }
+    };
+    let gate = guard::Gate { hub: state.hub.clone(), access: state.access.clone(), scheme: state.scheme };
+    // Layers run outside-in: CORS answers preflights, then the gate checks Host, Origin and Authorization.
+    r.layer(axum::middleware::from_fn_with_state(gate, guard::check)).layer(cors(&state.access))
 }
 
-/// Pages served from another loopback origin (`trunk serve`, the browser tests) may call the service API; other
-/// web sites may not, so a page on the internet cannot drive a developer's local emulator.
-fn loopback_cors() -> tower_http::cors::CorsLayer {
+/// Cross-origin reads are allowed only for the origins the user listed (`--allow-origin`); the server's own
+/// origin needs no CORS. Browsers then refuse every other page's cross-origin calls before they are sent.
+fn cors(access: &Access) -> tower_http::cors::CorsLayer {
     use tower_http::cors::{AllowOrigin, CorsLayer};
+    let allowed = access.allowed_origins.clone();
     CorsLayer::new()
-        .allow_origin(AllowOrigin::predicate(|origin, _| {
+        .allow_origin(AllowOrigin::predicate(move |origin, _| {
             let o = origin.to_str().unwrap_or("");
-            let host = o.strip_prefix("http://").or_else(|| o.strip_prefix("https://")).unwrap_or("");
-            let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
-            matches!(host, "localhost" | "127.0.0.1" | "[::1]")
+            allowed.iter().any(|a| guard::origin_matches(a, o))
         }))
         .allow_methods([
             axum::http::Method::GET,
@@ -87,7 +96,7 @@ fn loopback_cors() -> tower_http::cors::CorsLayer {
             axum::http::Method::PATCH,
             axum::http::Method::DELETE,
         ])
-        .allow_headers([axum::http::header::CONTENT_TYPE])
+        .allow_headers([axum::http::header::CONTENT_TYPE, axum::http::header::AUTHORIZATION])
 }
 
 impl IntoResponse for ServiceError {
@@ -105,6 +114,9 @@ impl IntoResponse for ServiceError {
 }
 
 type ApiResult = Result<Response, ServiceError>;
+
+/// Largest WebSocket message and frame, bytes: an MQTT packet is at most IoT Hub's 256 KB plus headers.
+pub const MAX_WS_MESSAGE: usize = 1024 * 1024;
 
 async fn websocket(
     State(s): State<AppState>,
@@ -124,8 +136,7 @@ async fn websocket(
         .get_all("sec-websocket-protocol")
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|p| p.trim().eq_ignore_ascii_case("mqtt"));
+        .any(hubsim_proto::endpoint::offers_mqtt_subprotocol);
     if !has_mqtt {
         return (StatusCode::BAD_REQUEST, "the WebSocket subprotocol 'mqtt' is required").into_response();
     }
@@ -135,10 +146,14 @@ async fn websocket(
     };
     let hub = s.hub.clone();
     let kind = s.transport;
-    ws.protocols(["mqtt"]).max_message_size(1024 * 1024).on_upgrade(move |socket| {
-        let tracked = hub.tasks.clone();
-        tracked.track_future(conn::serve(hub, Transport::WebSocket(Box::new(socket)), kind, remote.to_string()))
-    })
+    ws.protocols([hubsim_proto::endpoint::WEBSOCKET_SUBPROTOCOL])
+        // A frame is checked against the limit before it is buffered (tungstenite), not only the message.
+        .max_message_size(MAX_WS_MESSAGE)
+        .max_frame_size(MAX_WS_MESSAGE)
+        .on_upgrade(move |socket| {
+            let tracked = hub.tasks.clone();
+            tracked.track_future(conn::serve(hub, Transport::WebSocket(Box::new(socket)), kind, remote.to_string()))
+        })
 }
 
 async fn ca_pem(State(s): State<AppState>) -> Response {
@@ -167,16 +182,32 @@ async fn list_devices(State(s): State<AppState>) -> ApiResult {
 #[derive(Deserialize)]
 struct Bulk {
     prefix: String,
-    count: usize,
+    #[serde(default)]
+    start: u64,
+    count: u64,
 }
 
-/// hubsim extension for load tests: makes sure `{prefix}-0 … {prefix}-{count-1}` exist (one transaction) and
-/// returns their connection strings in order.
+/// Devices per bulk call: IoT Hub's bulk registry operations take at most 100 devices per call.
+pub const MAX_BULK: u64 = 100;
+
+/// hubsim extension for load tests: makes sure `{prefix}-{start} … {prefix}-{start+count-1}` exist (one
+/// transaction, at most [`MAX_BULK`]) and returns their connection strings in order. Everything is validated
+/// before a single id is built.
 async fn bulk_devices(State(s): State<AppState>, Json(b): Json<Bulk>) -> ApiResult {
-    if b.count > 100_000 {
-        return Err(ServiceError::new(400, 400004, "at most 100000 devices per call"));
+    if b.count == 0 || b.count > MAX_BULK {
+        return Err(ServiceError::new(400, 400004, format!("count must be 1 to {MAX_BULK} (IoT Hub's bulk limit)")));
     }
-    let devices = s.hub.ensure_devices(&b.prefix, b.count).await?;
+    let last = b.start.checked_add(b.count - 1).ok_or_else(|| ServiceError::new(400, 400004, "start is too large"))?;
+    // The longest id decides: the prefix plus '-' plus the largest index must be a valid device id.
+    let longest = format!("{}-{last}", b.prefix);
+    if !hubsim_proto::topic::is_valid_device_id(&longest) {
+        return Err(ServiceError::new(
+            400,
+            400006,
+            "prefix: the ids '{prefix}-{n}' must be valid device ids (1–128 of A–Z a–z 0–9 -.%_*?!(),:=@$')",
+        ));
+    }
+    let devices = s.hub.ensure_devices(&b.prefix, b.start..=last).await?;
     let list: Vec<String> = devices.iter().map(|d| s.hub.connection_string(d)).collect();
     Ok(Json(list).into_response())
 }
@@ -213,7 +244,7 @@ async fn put_device(State(s): State<AppState>, Path(id): Path<String>, body: Opt
 }
 
 async fn put_module(State(s): State<AppState>, Path((id, module)): Path<(String, String)>) -> ApiResult {
-    let name = format!("{id}/{module}");
+    let name = hubsim_proto::DeviceIdentity::module(&id, &module).client_id();
     let d = match s.hub.store.device(&name).await? {
         Some(d) => d,
         None => s.hub.create_module(&id, &module).await?,
@@ -222,7 +253,7 @@ async fn put_module(State(s): State<AppState>, Path((id, module)): Path<(String,
 }
 
 async fn get_module(State(s): State<AppState>, Path((id, module)): Path<(String, String)>) -> ApiResult {
-    let d = s.hub.get_device(&format!("{id}/{module}")).await?;
+    let d = s.hub.get_device(&hubsim_proto::DeviceIdentity::module(&id, &module).client_id()).await?;
     Ok(Json(device_json(&s.hub, &d).await).into_response())
 }
 
@@ -322,7 +353,8 @@ fn sse<T: serde::Serialize + Clone + Send + 'static>(
             Some(Ok(SseEvent::default().event("lagged").data(n.to_string())))
         }
     });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    // A comment every 10 s keeps an idle stream inside the listener's idle deadline (20 s).
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(10)))
 }
 
 async fn events_stream(State(s): State<AppState>, Query(q): Query<PageQuery>) -> impl IntoResponse {

@@ -1,0 +1,222 @@
+//! The service API's gate, applied to every request before a handler runs:
+//!
+//! 1. **Host** must be the hub's host name, a loopback name, or one the user allowed (`--allow-host`): a page
+//!    that rebinds its own DNS name to 127.0.0.1 (DNS rebinding) sends its own name and is refused (HTTP 421).
+//! 2. **Origin**, when a browser sends one, must be this server's own origin or an allowed one
+//!    (`--allow-origin`) for the WebSocket endpoint and every state-changing method: a page on another site can
+//!    neither open MQTT connections here nor fire "simple" cross-site POSTs (HTTP 403).
+//! 3. **Authorization**: every service-API route needs a shared access policy token with the permission the
+//!    route needs ([`required`]), checked by [`Policies::authorize`] (HTTP 401, IoT Hub's `401002`).
+//!
+//! Every response also carries `X-Frame-Options: DENY` and `Content-Security-Policy: frame-ancestors 'none'`,
+//! so no other site can frame the web app or the API.
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use std::sync::Arc;
+
+use crate::hub::policy::Permission;
+use crate::hub::{error_json, Hub};
+use crate::timefmt::unix_ms;
+
+/// Who may reach the API, beyond the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// Host names accepted in `Host` besides the hub's host name and loopback names (lower case, no port).
+    pub allowed_hosts: Vec<String>,
+    /// Origins (`scheme://host[:port]`, or `scheme://host:*` for any port) allowed besides the server's own.
+    pub allowed_origins: Vec<String>,
+}
+
+/// What the gate needs.
+#[derive(Clone)]
+pub struct Gate {
+    pub hub: Arc<Hub>,
+    pub access: Arc<Access>,
+    /// `https` on the TLS listener, `http` on the plain one (for the same-origin check).
+    pub scheme: &'static str,
+}
+
+/// The permission a route needs; `None` for public routes (health, facts for the web app, the public CA
+/// certificate, the MQTT WebSocket endpoint whose devices authenticate in CONNECT, and the web app's files).
+pub fn required(method: &Method, path: &str) -> Option<Permission> {
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    let read = matches!(*method, Method::GET | Method::HEAD);
+    match first {
+        "devices-bulk" => Some(Permission::RegistryWrite),
+        "devices" if path.contains("/messages/devicebound") => Some(Permission::ServiceConnect),
+        "devices" if path.ends_with("/close") => Some(Permission::ServiceConnect),
+        "devices" if read => Some(Permission::RegistryRead),
+        "devices" => Some(Permission::RegistryWrite),
+        "twins" | "events" | "connections" | "feedback" => Some(Permission::ServiceConnect),
+        _ => None,
+    }
+}
+
+fn refuse(status: StatusCode, code: u32, message: String) -> Response {
+    tracing::info!(status = status.as_u16(), "service API refused a request: {message}");
+    (status, Json(error_json(code, &message))).into_response()
+}
+
+/// The host part of a `Host` value (`name`, `name:port`, `[v6]:port`), lower-cased.
+fn host_only(v: &str) -> String {
+    let v = v.trim();
+    let h = if let Some(rest) = v.strip_prefix('[') {
+        rest.split(']').next().map(|h| format!("[{h}]")).unwrap_or_default()
+    } else {
+        v.rsplit_once(':').map_or(v, |(h, p)| if p.chars().all(|c| c.is_ascii_digit()) { h } else { v }).to_owned()
+    };
+    h.to_ascii_lowercase()
+}
+
+impl Gate {
+    fn host_allowed(&self, host: &str) -> bool {
+        let h = host_only(host);
+        matches!(h.as_str(), "localhost" | "127.0.0.1" | "[::1]")
+            || h.eq_ignore_ascii_case(&self.hub.settings.host_name)
+            || self.access.allowed_hosts.iter().any(|a| a.eq_ignore_ascii_case(&h))
+    }
+
+    fn origin_allowed(&self, origin: &str, host: &str) -> bool {
+        let origin = origin.trim().to_ascii_lowercase();
+        if origin == format!("{}://{}", self.scheme, host.trim().to_ascii_lowercase()) {
+            return true;
+        }
+        self.access.allowed_origins.iter().any(|a| origin_matches(a, &origin))
+    }
+}
+
+/// Whether `origin` matches an allow-list entry (`scheme://host[:port]`, or `scheme://host:*` for any port).
+pub fn origin_matches(allowed: &str, origin: &str) -> bool {
+    let a = allowed.trim().trim_end_matches('/').to_ascii_lowercase();
+    let origin = origin.trim().to_ascii_lowercase();
+    match a.strip_suffix(":*") {
+        Some(prefix) => {
+            origin == prefix
+                || origin
+                    .strip_prefix(prefix)
+                    .and_then(|rest| rest.strip_prefix(':'))
+                    .is_some_and(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+        }
+        None => origin == a,
+    }
+}
+
+/// The gate as an axum middleware; every answer, refusals included, carries the anti-framing headers.
+pub async fn check(State(g): State<Gate>, req: Request, next: Next) -> Response {
+    let mut resp = gate(&g, req, next).await;
+    let h = resp.headers_mut();
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("frame-ancestors 'none'"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    resp
+}
+
+async fn gate(g: &Gate, req: Request, next: Next) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()));
+    let Some(host) = host else {
+        return refuse(StatusCode::BAD_REQUEST, 400004, "the request has no Host".into());
+    };
+    if !g.host_allowed(&host) {
+        return refuse(
+            StatusCode::MISDIRECTED_REQUEST,
+            403001,
+            format!(
+                "Host '{}' is not a name of this emulator (allowed: localhost, 127.0.0.1, [::1], {}{}); add it with --allow-host",
+                crate::hub::truncate(&host, 100),
+                g.hub.settings.host_name,
+                g.access.allowed_hosts.iter().map(|h| format!(", {h}")).collect::<String>()
+            ),
+        );
+    }
+    let path = req.uri().path().to_owned();
+    let websocket = hubsim_proto::endpoint::is_websocket_path(&path);
+    let changes_state = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if websocket || changes_state {
+        if let Some(origin) = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+            if !g.origin_allowed(origin, &host) {
+                return refuse(
+                    StatusCode::FORBIDDEN,
+                    403001,
+                    format!(
+                        "requests from the web origin '{}' are not allowed; start the emulator with --allow-origin to allow it",
+                        crate::hub::truncate(origin, 100)
+                    ),
+                );
+            }
+        }
+    }
+    if let Some(needed) = required(req.method(), &path) {
+        let auth = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let now = unix_ms() / 1000;
+        if let Err(e) = g.hub.policies.authorize(&g.hub.settings.host_name, auth, needed, now) {
+            return refuse(StatusCode::UNAUTHORIZED, 401002, e.to_string());
+        }
+    }
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_api_route_needs_a_permission_and_public_ones_do_not() {
+        use Permission::*;
+        let cases = [
+            (Method::GET, "/devices", Some(RegistryRead)),
+            (Method::GET, "/devices/d1", Some(RegistryRead)),
+            (Method::GET, "/devices/d1/modules/m", Some(RegistryRead)),
+            (Method::PUT, "/devices/d1", Some(RegistryWrite)),
+            (Method::DELETE, "/devices/d1", Some(RegistryWrite)),
+            (Method::POST, "/devices/d1/disable", Some(RegistryWrite)),
+            (Method::POST, "/devices-bulk", Some(RegistryWrite)),
+            (Method::POST, "/devices/d1/messages/devicebound", Some(ServiceConnect)),
+            (Method::GET, "/devices/d1/messages/devicebound", Some(ServiceConnect)),
+            (Method::POST, "/devices/d1/close", Some(ServiceConnect)),
+            (Method::GET, "/twins/d1", Some(ServiceConnect)),
+            (Method::PATCH, "/twins/d1", Some(ServiceConnect)),
+            (Method::POST, "/twins/d1/methods", Some(ServiceConnect)),
+            (Method::GET, "/events", Some(ServiceConnect)),
+            (Method::GET, "/events/stream", Some(ServiceConnect)),
+            (Method::GET, "/connections/stream", Some(ServiceConnect)),
+            (Method::GET, "/feedback", Some(ServiceConnect)),
+            (Method::GET, "/health", None),
+            (Method::GET, "/hubsim-emulator.json", None),
+            (Method::GET, "/ca.pem", None),
+            (Method::GET, "/$iothub/websocket", None),
+            (Method::GET, "/", None),
+            (Method::GET, "/index.html", None),
+        ];
+        for (m, p, want) in cases {
+            assert_eq!(required(&m, p), want, "{m} {p}");
+        }
+    }
+
+    #[test]
+    fn origins_match_exactly_or_by_port_wildcard() {
+        assert!(origin_matches("http://127.0.0.1:*", "http://127.0.0.1:4321"));
+        assert!(origin_matches("http://127.0.0.1:*", "http://127.0.0.1"));
+        assert!(!origin_matches("http://127.0.0.1:*", "http://127.0.0.1.evil.example:80"));
+        assert!(!origin_matches("http://127.0.0.1:*", "https://127.0.0.1:1"));
+        assert!(origin_matches("https://app.example/", "https://app.example"));
+        assert!(!origin_matches("https://app.example", "https://app.example.evil"));
+    }
+
+    #[test]
+    fn host_names_are_compared_without_port() {
+        assert_eq!(host_only("LocalHost:8080"), "localhost");
+        assert_eq!(host_only("[::1]:443"), "[::1]");
+        assert_eq!(host_only("rebind.example"), "rebind.example");
+        assert_eq!(host_only("127.0.0.1"), "127.0.0.1");
+    }
+}

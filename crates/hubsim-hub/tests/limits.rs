@@ -1,0 +1,73 @@
+//! Listener bounds (issue 8 D): half-sent HTTP requests and TLS-only connections are closed at the header
+//! deadline, and connections past a listener's cap are closed at once.
+
+use hubsim_testkit::*;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Waits until the peer closes `s` (read returns 0 or fails), failing after `limit`.
+async fn closed_within(s: &mut (impl AsyncReadExt + Unpin), limit: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(limit, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+#[tokio::test]
+async fn half_sent_requests_and_silent_tls_connections_are_closed_at_the_deadline() {
+    let emu = Emu::start_with(|c| {
+        c.limits.http_header_timeout = Duration::from_millis(500);
+        c.limits.http_idle_timeout = Duration::from_millis(700);
+    })
+    .await;
+    // A connection that never sends a byte (the idle deadline), over plain HTTP too.
+    let mut mute = TcpStream::connect(emu.r().http_addr).await.unwrap();
+    let mut half = Vec::new();
+    for _ in 0..20 {
+        let mut s = TcpStream::connect(emu.r().http_addr).await.unwrap();
+        s.write_all(b"GET /devices HTTP/1.1\r\nhost: localhost\r\nx-slow: ").await.unwrap();
+        half.push(s);
+    }
+    let mut silent = tls_stream(&emu, emu.r().ws_addr).await;
+    for s in &mut half {
+        assert!(closed_within(s, Duration::from_secs(5)).await, "a half-sent request was kept open");
+    }
+    assert!(closed_within(&mut silent, Duration::from_secs(5)).await, "a TLS-only WSS connection was kept open");
+    assert!(closed_within(&mut mute, Duration::from_secs(5)).await, "a mute HTTP connection was kept open");
+    // The service still answers.
+    assert_eq!(http_raw(emu.r().http_addr, "GET", "/health", &[("host", "localhost")], "").await.status, 200);
+}
+
+#[tokio::test]
+async fn connections_past_the_cap_are_closed_at_once_and_the_rest_keep_working() {
+    let emu = Emu::start_with(|c| c.limits.per_listener = 3).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(TcpStream::connect(emu.r().mqtt_addr).await.unwrap());
+    }
+    let mut extra = TcpStream::connect(emu.r().mqtt_addr).await.unwrap();
+    assert!(closed_within(&mut extra, Duration::from_secs(5)).await, "the 4th connection was admitted");
+    drop(held);
+    // Places are freed when connections close: a device connects again.
+    let key = emu.device("d1").await;
+    let mut d = TestDevice::new("d1", key, Via::Mqtt);
+    let mut connected = false;
+    for _ in 0..50 {
+        // The hub frees a place when it notices the close; retry until it has (bounded).
+        if let hubsim_proto::device::Event::Connected { .. } =
+            d.connect_with(&emu, token(&d.key, "d1", 600), None).await
+        {
+            connected = true;
+            break;
+        }
+    }
+    assert!(connected);
+}

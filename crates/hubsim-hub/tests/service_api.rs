@@ -1,0 +1,185 @@
+//! The service API's gate (issue 8 B): shared access policies, Host and Origin checks, CORS and framing
+//! headers, over real sockets. Each case was reproduced as an attack on the earlier, open API.
+
+use hubsim_proto::device::Event;
+use hubsim_proto::sas::{ResourceUri, SasToken};
+use hubsim_testkit::*;
+
+async fn get(emu: &Emu, path: &str, headers: &[(&str, &str)]) -> HttpAnswer {
+    let mut h = vec![("host", "localhost")];
+    h.extend_from_slice(headers);
+    http_raw(emu.r().http_addr, "GET", path, &h, "").await
+}
+
+#[tokio::test]
+async fn every_service_call_needs_a_policy_token_with_the_right_permission() {
+    let emu = Emu::start().await;
+    emu.device("victim").await;
+    let a = get(&emu, "/devices", &[]).await;
+    assert_eq!(a.status, 401, "{}", a.body);
+    assert_eq!(a.json()["errorCode"], 401002);
+    assert!(!a.body.contains("primaryKey"));
+    let owner = emu.token("iothubowner");
+    let a = get(&emu, "/devices", &[("authorization", &owner)]).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(a.body.contains("victim"));
+    // registryRead may read but not write; service may not read the registry.
+    let read = emu.token("registryRead");
+    assert_eq!(get(&emu, "/devices/victim", &[("authorization", &read)]).await.status, 200);
+    let h = [("host", "localhost"), ("authorization", read.as_str())];
+    let a = http_raw(emu.r().http_addr, "POST", "/devices/victim/disable", &h, "").await;
+    assert_eq!(a.status, 401);
+    assert!(a.body.contains("does not grant RegistryWrite"), "{}", a.body);
+    let service = emu.token("service");
+    assert_eq!(get(&emu, "/devices", &[("authorization", &service)]).await.status, 401);
+    assert_eq!(get(&emu, "/twins/victim", &[("authorization", &service)]).await.status, 200);
+    // An expired token and a token for another hub are refused.
+    let cs = emu.owner();
+    let expired = cs.token(now_unix() - 3600).to_string();
+    assert_eq!(get(&emu, "/devices", &[("authorization", &expired)]).await.status, 401);
+    let mut other = cs.clone();
+    other.host_name = "other.azure-devices.net".into();
+    assert_eq!(
+        get(&emu, "/devices", &[("authorization", &other.token(now_unix() + 60).to_string())]).await.status,
+        401
+    );
+    // Public routes stay public.
+    assert_eq!(get(&emu, "/health", &[]).await.status, 200);
+    assert_eq!(get(&emu, "/ca.pem", &[]).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_foreign_host_is_refused_even_with_a_token() {
+    let emu = Emu::start().await;
+    let owner = emu.token("iothubowner");
+    let h = [("host", "rebind.example"), ("authorization", owner.as_str())];
+    let a = http_raw(emu.r().http_addr, "GET", "/devices", &h, "").await;
+    assert_eq!(a.status, 421, "{}", a.body);
+    assert!(a.body.contains("--allow-host"));
+    for host in ["localhost:8080", "127.0.0.1", "[::1]:1"] {
+        let h = [("host", host), ("authorization", owner.as_str())];
+        assert_eq!(http_raw(emu.r().http_addr, "GET", "/devices", &h, "").await.status, 200, "{host}");
+    }
+    let mut emu2 = Emu::start_with(|c| c.access.allowed_hosts = vec!["laptop.lan".into()]).await;
+    let owner2 = emu2.token("iothubowner");
+    let h = [("host", "laptop.lan:8080"), ("authorization", owner2.as_str())];
+    assert_eq!(http_raw(emu2.r().http_addr, "GET", "/devices", &h, "").await.status, 200);
+    emu2.running.take();
+}
+
+#[tokio::test]
+async fn a_cross_site_post_is_refused_before_it_runs() {
+    let emu = Emu::start().await;
+    emu.device("victim").await;
+    let owner = emu.token("iothubowner");
+    // The earlier API ran this "simple" request from any page (the browser only hid the answer).
+    let h = [
+        ("host", "127.0.0.1"),
+        ("origin", "https://elsewhere.example"),
+        ("content-type", "text/plain"),
+        ("authorization", owner.as_str()),
+    ];
+    let a = http_raw(emu.r().http_addr, "POST", "/devices/victim/disable", &h, "").await;
+    assert_eq!(a.status, 403, "{}", a.body);
+    assert!(emu.hub().get_device("victim").await.unwrap().enabled(), "the device was not disabled");
+    // Same origin passes.
+    let h = [("host", "127.0.0.1:8080"), ("origin", "http://127.0.0.1:8080"), ("authorization", owner.as_str())];
+    assert_eq!(http_raw(emu.r().http_addr, "POST", "/devices/victim/disable", &h, "").await.status, 200);
+    // CORS: a preflight from another site gets no allow-origin.
+    let h = [
+        ("host", "127.0.0.1"),
+        ("origin", "https://elsewhere.example"),
+        ("access-control-request-method", "PUT"),
+        ("access-control-request-headers", "authorization"),
+    ];
+    let a = http_raw(emu.r().http_addr, "OPTIONS", "/devices/x", &h, "").await;
+    assert!(a.header("access-control-allow-origin").is_none(), "{:?}", a.headers);
+}
+
+#[tokio::test]
+async fn allowed_origins_may_call_and_open_websockets() {
+    let emu = Emu::start_with(|c| c.access.allowed_origins = vec!["http://127.0.0.1:*".into()]).await;
+    let owner = emu.token("iothubowner");
+    let h = [("host", "127.0.0.1"), ("origin", "http://127.0.0.1:4321"), ("authorization", owner.as_str())];
+    assert_eq!(http_raw(emu.r().http_addr, "PUT", "/devices/fromtest", &h, "").await.status, 200);
+    let h = [
+        ("host", "127.0.0.1"),
+        ("origin", "http://127.0.0.1:4321"),
+        ("access-control-request-method", "PUT"),
+        ("access-control-request-headers", "authorization"),
+    ];
+    let a = http_raw(emu.r().http_addr, "OPTIONS", "/devices/x", &h, "").await;
+    assert_eq!(a.header("access-control-allow-origin"), Some("http://127.0.0.1:4321"));
+}
+
+#[tokio::test]
+async fn a_foreign_page_cannot_open_an_mqtt_websocket() {
+    let emu = Emu::start().await;
+    let upgrade = |origin: &'static str| {
+        let addr = emu.r().http_addr;
+        async move {
+            let h = [
+                ("host", "localhost"),
+                ("origin", origin),
+                ("upgrade", "websocket"),
+                ("connection", "Upgrade"),
+                ("sec-websocket-version", "13"),
+                ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                ("sec-websocket-protocol", "mqtt"),
+            ];
+            http_raw(addr, "GET", "/$iothub/websocket", &h, "").await.status
+        }
+    };
+    assert_eq!(upgrade("https://evil.example").await, 403);
+    let port = emu.r().http_addr.port();
+    let own: &'static str = Box::leak(format!("http://localhost:{port}").into_boxed_str());
+    // Host is "localhost" without the port here, so the same-origin form is http://localhost.
+    assert_eq!(upgrade("http://localhost").await, 101);
+    assert_eq!(upgrade(own).await, 403, "a different port is a different origin");
+}
+
+#[tokio::test]
+async fn nothing_can_be_framed() {
+    let emu = Emu::start().await;
+    for path in ["/health", "/devices", "/hubsim-emulator.json"] {
+        let a = get(&emu, path, &[]).await;
+        assert_eq!(a.header("x-frame-options"), Some("DENY"), "{path}");
+        assert_eq!(a.header("content-security-policy"), Some("frame-ancestors 'none'"), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn bulk_creation_is_validated_first_and_capped_like_iot_hub() {
+    let emu = Emu::start().await;
+    let owner = emu.token("iothubowner");
+    let h = [("host", "localhost"), ("authorization", owner.as_str()), ("content-type", "application/json")];
+    let big = format!(r#"{{"prefix":"{}","count":50}}"#, "x".repeat(10_000));
+    let a = http_raw(emu.r().http_addr, "POST", "/devices-bulk", &h, &big).await;
+    assert_eq!(a.status, 400, "{}", a.body);
+    let a = http_raw(emu.r().http_addr, "POST", "/devices-bulk", &h, r#"{"prefix":"b","count":50000}"#).await;
+    assert_eq!(a.status, 400);
+    assert!(a.body.contains("100"), "{}", a.body);
+    let a = http_raw(emu.r().http_addr, "POST", "/devices-bulk", &h, r#"{"prefix":"b","start":100,"count":100}"#).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json().as_array().unwrap().len(), 100);
+    assert!(emu.hub().get_device("b-199").await.is_ok());
+    assert!(emu.hub().get_device("b-99").await.is_err());
+}
+
+#[tokio::test]
+async fn device_tokens_signed_with_a_device_connect_policy_are_accepted() {
+    let emu = Emu::start().await;
+    let key = emu.device("d1").await;
+    let policy_key =
+        hubsim_proto::DeviceKey::from_base64(&emu.hub().policies.get("device").unwrap().primary_key).unwrap();
+    let resource = ResourceUri::Device { host: "localhost".into(), device_id: "d1".into() };
+    let token = SasToken::sign(&policy_key, &resource, now_unix() + 600, Some("device")).to_string();
+    let mut d = TestDevice::new("d1", key.clone(), Via::Mqtt);
+    assert!(matches!(d.connect_with(&emu, token, None).await, Event::Connected { .. }));
+    // A policy without DeviceConnect is refused.
+    let service_key =
+        hubsim_proto::DeviceKey::from_base64(&emu.hub().policies.get("service").unwrap().primary_key).unwrap();
+    let token = SasToken::sign(&service_key, &resource, now_unix() + 600, Some("service")).to_string();
+    let mut d2 = TestDevice::new("d1", key, Via::Mqtt);
+    assert!(matches!(d2.connect_with(&emu, token, None).await, Event::ConnectionLost { .. }));
+}

@@ -1,0 +1,87 @@
+//! IoT Hub's twin rules, enforced before anything is stored (issue 8 C): a device's bad reported patch gets
+//! `$iothub/twin/res/400`, the twin stays readable, and other devices' writes are not disturbed.
+
+use hubsim_proto::device::{Event, Telemetry};
+use hubsim_proto::topic::TopicFilter;
+use hubsim_testkit::*;
+use serde_json::json;
+
+fn nested(levels: usize) -> String {
+    let mut s = "1".to_owned();
+    for _ in 0..levels {
+        s = format!("{{\"n\":{s}}}");
+    }
+    s
+}
+
+async fn report(d: &mut TestDevice, patch: &str) -> (u16, String) {
+    let now = d.now();
+    d.session_mut().patch_reported(now, patch.as_bytes().to_vec()).unwrap();
+    d.flush().await;
+    match d.expect("twin response", |e| matches!(e, Event::TwinResponse { .. })).await {
+        Event::TwinResponse { status, body, .. } => (status, String::from_utf8_lossy(&body).into_owned()),
+        _ => unreachable!(),
+    }
+}
+
+#[tokio::test]
+async fn bad_reported_patches_get_400_and_poison_nothing() {
+    let emu = Emu::start().await;
+    let key = emu.device("x").await;
+    let other_key = emu.device("other").await;
+    let mut d = TestDevice::new("x", key, Via::Mqtt);
+    d.connect(&emu).await;
+    d.subscribe(&[TopicFilter::TwinResponses]).await;
+    let mut other = TestDevice::new("other", other_key, Via::Ws);
+    other.connect(&emu).await;
+
+    let cases: Vec<(String, &str)> = vec![
+        (r#"{"a.b":1}"#.into(), "contains '.'"),
+        (nested(15), "deeper than 10"),
+        (nested(127), "deeper than 10"),
+        (r#"{"$secret":1}"#.into(), "contains '$'"),
+        (r#"{"a b":1}"#.into(), "contains a space"),
+        (format!(r#"{{"s":"{}"}}"#, "x".repeat(5000)), "at most 4096 bytes"),
+        (r#"{"i":9007199254740993}"#.into(), "integer range"),
+    ];
+    for (patch, why) in &cases {
+        let (status, body) = report(&mut d, patch).await;
+        assert_eq!(status, 400, "{patch:.60}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["errorCode"], 400004);
+        assert!(v["message"].as_str().unwrap().contains(why), "{body}");
+        // Another device's telemetry is stored and acknowledged meanwhile.
+        other.send(Telemetry::new("still fine")).await;
+        other.expect("PUBACK", |e| matches!(e, Event::TelemetryAcked { .. })).await;
+    }
+    // The reported section grows only up to 32 KB.
+    for i in 0..8 {
+        let (status, _) = report(&mut d, &format!(r#"{{"k{i}":"{}"}}"#, "x".repeat(4000))).await;
+        assert_eq!(status, 204);
+    }
+    let (status, body) = report(&mut d, &format!(r#"{{"k9":"{}"}}"#, "x".repeat(4000))).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("IoT Hub allows 32768"), "{body}");
+    // The twin is readable and holds only the good writes.
+    let twin = emu.hub().get_twin("x").await.unwrap();
+    assert!(twin.reported.get("a.b").is_none() && twin.reported.get("n").is_none());
+    assert_eq!(twin.reported.as_object().unwrap().len(), 8);
+    assert_eq!(emu.wait_events("other", cases.len()).await.len(), cases.len());
+    // A valid patch still works, and the connection was never closed.
+    assert_eq!(report(&mut d, r#"{"fw":"1.3"}"#).await.0, 204);
+}
+
+#[tokio::test]
+async fn bad_desired_patches_get_400_from_the_service() {
+    let emu = Emu::start().await;
+    emu.device("x").await;
+    let err = emu.hub().patch_desired("x", json!({"a.b": 1})).await.unwrap_err();
+    assert!(matches!(&err, hubsim_hub::hub::ServiceError::Api { status: 400, code: 400004, .. }), "{err}");
+    let deep: serde_json::Value = serde_json::from_str(&nested(15)).unwrap();
+    let err = emu.hub().patch_desired("x", deep).await.unwrap_err();
+    assert!(err.to_string().contains("deeper than 10"), "{err}");
+    // A client echoing `$version` is not refused for it.
+    let t = emu.hub().patch_desired("x", json!({"$version": 7, "interval": 5})).await.unwrap();
+    assert_eq!(t.desired["interval"], 5);
+    assert!(t.desired.get("$version").is_none());
+}
