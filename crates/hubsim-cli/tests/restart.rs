@@ -57,23 +57,33 @@ async fn kill_9_mid_stream_loses_nothing_that_was_acknowledged() {
     dev.session_mut().config_mut().max_inflight = 16;
     dev.connect(&p).await;
     let (mut next, mut acked) = (0u32, 0u32);
+    // Which message each publish carried, and the messages acknowledged when the emulator was killed.
+    let mut sent: std::collections::HashMap<hubsim_proto::device::PublishId, u32> = Default::default();
+    let mut acked_ids = std::collections::BTreeSet::new();
     let mut acked_before_kill = None;
     let mut proc = Some(p);
     while acked < N {
         while next < N && dev.session_mut().unacked() < 16 {
             let mut m = Telemetry::new(format!("{next}"));
             m.properties.set_system(hubsim_proto::property_bag::SystemProperty::MessageId, next.to_string());
-            dev.send(m).await;
+            let id = dev.send(m).await;
+            sent.insert(id, next);
             next += 1;
         }
         match dev.next_event().await.expect("event") {
-            Event::TelemetryAcked { .. } => {
+            Event::TelemetryAcked { id, .. } => {
                 acked += 1;
+                acked_ids.insert(sent[&id]);
                 if acked == N / 2 && acked_before_kill.is_none() {
-                    // kill -9 with messages in flight; everything acknowledged so far must survive.
-                    acked_before_kill = Some(acked);
+                    // kill -9 with messages in flight; everything acknowledged so far must survive, and must be
+                    // there before the device had any chance to send anything again.
+                    acked_before_kill = Some(acked_ids.clone());
                     proc.take().unwrap().kill9();
-                    proc = Some(Proc::spawn(std::path::Path::new(env!("CARGO_BIN_EXE_hubsim")), tmp.path()));
+                    let fresh = Proc::spawn(std::path::Path::new(env!("CARGO_BIN_EXE_hubsim")), tmp.path());
+                    let stored = stored_ids(&fresh).await;
+                    let lost: Vec<_> = acked_ids.difference(&stored).collect();
+                    assert!(lost.is_empty(), "acknowledged before kill -9, lost after it: {lost:?}");
+                    proc = Some(fresh);
                 }
             }
             Event::ConnectionLost { .. } => {
@@ -82,7 +92,15 @@ async fn kill_9_mid_stream_loses_nothing_that_was_acknowledged() {
             _ => {}
         }
     }
+    assert_eq!(acked_before_kill.map(|s| s.len()), Some(N as usize / 2), "the kill happened mid-stream");
     let p = proc.unwrap();
+    let ids = stored_ids(&p).await;
+    let missing: Vec<u32> = (0..N).filter(|i| !ids.contains(i)).collect();
+    assert!(missing.is_empty(), "lost across kill -9: {missing:?}");
+}
+
+/// The message ids of every stored event of device `stream`.
+async fn stored_ids(p: &Proc) -> std::collections::BTreeSet<u32> {
     let mut ids = std::collections::BTreeSet::new();
     let mut after = 0;
     loop {
@@ -93,9 +111,7 @@ async fn kill_9_mid_stream_loses_nothing_that_was_acknowledged() {
             after = e["seq"].as_u64().unwrap();
         }
         if items.len() < 1000 {
-            break;
+            return ids;
         }
     }
-    let missing: Vec<u32> = (0..N).filter(|i| !ids.contains(i)).collect();
-    assert!(missing.is_empty(), "lost across kill -9: {missing:?}");
 }

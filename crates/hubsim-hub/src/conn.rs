@@ -188,7 +188,8 @@ pub async fn serve(hub: Arc<Hub>, mut transport: Transport, kind: &'static str, 
             }
         }
     }
-    transport.close().await;
+    // The close handshake is a write too: a device that stopped reading must not hold the task here either.
+    let _ = tokio::time::timeout(hub.settings.write_timeout, transport.close()).await;
     // Store what was received before the close (it was never acknowledged, so the device may send it again).
     while acks.next().await.is_some() {}
     if let Some((reason, will)) = closed {

@@ -51,6 +51,8 @@ pub struct Config {
     pub access: api::Access,
     /// Connection caps and HTTP deadlines of every listener.
     pub limits: listener::Limits,
+    /// Longest time one write to a device may take (10 s); a device that stops reading is closed after it.
+    pub write_timeout: Duration,
     /// Retention of the event log, connection log and feedback (default 1 day, 1 000 000 events, 100 000
     /// connection and feedback records; see [`store::Retention`]).
     pub retention: store::Retention,
@@ -74,6 +76,7 @@ impl Config {
             c2d_lock: Duration::from_secs(60),
             access: api::Access::default(),
             limits: listener::Limits::default(),
+            write_timeout: Duration::from_secs(10),
             retention: store::Retention::default(),
         }
     }
@@ -133,6 +136,7 @@ pub async fn start(config: Config) -> Result<Running> {
     settings.protocol = config.protocol.clone();
     settings.protocol.retain_property = config.retain_property.clone();
     settings.c2d_lock = config.c2d_lock;
+    settings.write_timeout = config.write_timeout;
     let policies = hub::policy::Policies::load_or_create(&config.data_dir)?;
     let hub = Arc::new(Hub::new(settings, store, policies));
     hub.startup().await?;

@@ -71,3 +71,46 @@ async fn connections_past_the_cap_are_closed_at_once_and_the_rest_keep_working()
     }
     assert!(connected);
 }
+
+#[tokio::test]
+async fn a_device_that_stops_reading_cannot_wedge_its_connection() {
+    use hubsim_proto::mqttbytes::v4::{Connect, Login, Packet, Subscribe};
+    use hubsim_proto::mqttbytes::QoS;
+    let emu = Emu::start_with(|c| c.write_timeout = Duration::from_millis(500)).await;
+    let key = emu.device("d1").await;
+    // A raw device with a 4 KB receive window: CONNECT, subscribe to desired properties, then read nothing.
+    let mut s = tls_stream_small_window(&emu, emu.r().mqtt_addr).await;
+    let mut c = Connect::new("d1");
+    c.keep_alive = 4;
+    c.login = Some(Login::new("localhost/d1/?api-version=2021-04-12", &token(&key, "d1", 600)));
+    s.write_all(&wire(Packet::Connect(c))).await.unwrap();
+    let mut connack = [0u8; 4];
+    s.read_exact(&mut connack).await.unwrap();
+    assert_eq!(connack, [0x20, 0x02, 0x00, 0x00]);
+    let sub = Subscribe::new("$iothub/twin/PATCH/properties/desired/#", QoS::AtMostOnce);
+    s.write_all(&wire(Packet::Subscribe(sub))).await.unwrap();
+    let mut suback = [0u8; 5];
+    s.read_exact(&mut suback).await.unwrap();
+    assert_eq!(suback[0], 0x90);
+    let mut live = emu.hub().connlog.subscribe();
+    // The service keeps pushing desired properties (21 KB each) until the connection gives way: by a write that
+    // times out, or by a command queue that is full. Before the fix the task blocked in its write forever, and
+    // keep-alive, disable, delete and replacement could no longer close it.
+    let big = "x".repeat(3_000);
+    let closed = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut i = 0u64;
+        while emu.hub().is_connected("d1") {
+            let patch = serde_json::json!({"a": &big, "b": &big, "c": &big, "d": &big, "e": &big, "f": &big, "g": &big, "n": i});
+            emu.hub().patch_desired("d1", patch).await.unwrap();
+            i += 1;
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the connection of a device that stopped reading stayed open");
+    let rec = wait_live(&mut live, |r| r.operation == "deviceDisconnect").await;
+    assert!(rec.description.contains("not reading"), "closed for the right reason: {}", rec.description);
+    // A new connection for the device is accepted at once.
+    let mut again = TestDevice::new("d1", key, Via::Ws);
+    again.connect(&emu).await;
+    drop(s);
+}

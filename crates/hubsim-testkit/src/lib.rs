@@ -139,6 +139,16 @@ pub async fn tls_stream(emu: &impl Endpoint, addr: std::net::SocketAddr) -> TlsS
     tokio_rustls::TlsConnector::from(client_tls(&emu.ca_path())).connect(name, tcp).await.unwrap()
 }
 
+/// A TLS stream whose socket has a tiny receive window (4 KB), for tests of a device that stops reading: the
+/// hub's writes block as soon as the kernel's buffers are full, instead of after megabytes.
+pub async fn tls_stream_small_window(emu: &impl Endpoint, addr: std::net::SocketAddr) -> TlsStream<TcpStream> {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let tcp = sock.connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    tokio_rustls::TlsConnector::from(client_tls(&emu.ca_path())).connect(name, tcp).await.unwrap()
+}
+
 /// Opens the device transport `via` to the emulator.
 pub async fn open_raw(emu: &impl Endpoint, via: Via) -> Transport {
     let port = match via {
