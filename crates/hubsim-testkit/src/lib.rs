@@ -79,7 +79,7 @@ impl Emu {
         pred: impl Fn(&hubsim_hub::model::ConnectionRecord) -> bool,
     ) -> hubsim_hub::model::ConnectionRecord {
         let mut rx = self.hub().connlog.subscribe();
-        if let Some(r) = self.hub().store.connections(0, 10_000, None).unwrap().into_iter().find(|r| pred(r)) {
+        if let Some(r) = self.hub().store.connections(0, 10_000, None).await.unwrap().into_iter().find(|r| pred(r)) {
             return r;
         }
         tokio::time::timeout(WAIT, async {
@@ -99,7 +99,7 @@ impl Emu {
         let mut rx = self.hub().events.subscribe();
         tokio::time::timeout(WAIT, async {
             loop {
-                let evs = self.hub().store.events(0, 100_000, Some(device)).unwrap();
+                let evs = self.hub().store.events(0, 100_000, Some(device)).await.unwrap();
                 if evs.len() >= n {
                     return evs;
                 }
@@ -314,6 +314,11 @@ impl Proc {
     /// Starts `bin serve` on `dir` with OS-picked ports. The ready file is written before anything is printed,
     /// so the first line on stdout means the file is complete: no polling.
     pub fn spawn(bin: &Path, dir: &Path) -> Proc {
+        Self::spawn_with(bin, dir, &[])
+    }
+
+    /// [`spawn`](Self::spawn) with more `serve` arguments.
+    pub fn spawn_with(bin: &Path, dir: &Path, extra: &[&str]) -> Proc {
         use std::io::BufRead;
         let ready_path = dir.join("ready.json");
         let _ = std::fs::remove_file(&ready_path);
@@ -322,6 +327,7 @@ impl Proc {
             .arg(dir)
             .arg("--ready-file")
             .arg(&ready_path)
+            .args(extra)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
