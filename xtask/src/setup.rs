@@ -154,9 +154,7 @@ pub fn python_venv() -> Result {
     if !py.exists() {
         sh(Command::new("python3").args(["-m", "venv"]).arg(venv_dir()))?;
     }
-    sh(Command::new(&py)
-        .args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "-r"])
-        .arg(&requirements))?;
+    sh(Command::new(&py).args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "-r"]).arg(&requirements))?;
     copy_stamp(&requirements, &stamp)
 }
 

@@ -12,14 +12,7 @@ pub const PEER_TEXT_MAX: usize = 256;
 /// `s` cut to at most [`PEER_TEXT_MAX`] bytes (at a character boundary), followed by `…(N bytes)` giving the
 /// original length when it was cut.
 pub fn bounded(s: &str) -> String {
-    if s.len() <= PEER_TEXT_MAX {
-        return s.to_owned();
-    }
-    let mut end = PEER_TEXT_MAX;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…({} bytes)", &s[..end], s.len())
+    crate::hub::truncate(s, PEER_TEXT_MAX)
 }
 
 impl ConnectionRecord {

@@ -10,7 +10,6 @@
 use hubsim_proto::sas::{DeviceKey, ResourceUri, SasToken};
 use hubsim_proto::ServiceConnectionString;
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::Path;
 use thiserror::Error;
 
@@ -122,6 +121,7 @@ impl Policies {
         let io = |source| PolicyFileError::Io { path: path.display().to_string(), source };
         match std::fs::read(&path) {
             Ok(bytes) => {
+                crate::files::narrow(&path, 0o600).map_err(io)?;
                 let list: Vec<Policy> = serde_json::from_slice(&bytes)
                     .map_err(|source| PolicyFileError::Parse { path: path.display().to_string(), source })?;
                 Ok(Policies { list })
@@ -129,13 +129,7 @@ impl Policies {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let p = Policies::generate();
                 let text = serde_json::to_vec_pretty(&p.list).unwrap_or_default();
-                let mut o = std::fs::OpenOptions::new();
-                o.write(true).create_new(true);
-                #[cfg(unix)]
-                std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
-                let mut f = o.open(&path).map_err(io)?;
-                f.write_all(&text).map_err(io)?;
-                f.sync_all().map_err(io)?;
+                crate::files::write_private(&path, &text).map_err(io)?;
                 Ok(p)
             }
             Err(e) => Err(io(e)),
