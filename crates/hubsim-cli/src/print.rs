@@ -77,11 +77,12 @@ pub fn connection(v: &Value, as_json: bool) {
 pub fn device_table(list: &Value) {
     for d in list.as_array().into_iter().flatten() {
         println!(
-            "{:<32} {:<9} {:<12} {} queued",
+            "{:<32} {:<9} {:<12} {:>3} queued  {}",
             text(&d["deviceId"], ""),
             text(&d["status"], ""),
             text(&d["connectionState"], ""),
-            d["cloudToDeviceMessageCount"]
+            d["cloudToDeviceMessageCount"],
+            text(&d["modelId"], "")
         );
     }
 }

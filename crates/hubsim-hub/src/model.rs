@@ -42,6 +42,10 @@ pub struct Device {
     pub status: String,
     pub authentication: Authentication,
     pub created_time: String,
+    /// The IoT Plug and Play model id the device announced in its last CONNECT (`model-id=` in the user name),
+    /// kept as IoT Hub keeps it on the twin (`modelId`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -100,10 +104,11 @@ impl Twin {
     }
 
     /// The service API's view of the twin.
-    pub fn service_document(&self, device_id: &str) -> Value {
+    pub fn service_document(&self, device_id: &str, model_id: Option<&str>) -> Value {
         let doc = self.mqtt_document();
         serde_json::json!({
             "deviceId": device_id,
+            "modelId": model_id.unwrap_or(""),
             "version": self.desired_version + self.reported_version,
             "properties": doc,
         })

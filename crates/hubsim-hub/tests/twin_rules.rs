@@ -85,3 +85,22 @@ async fn bad_desired_patches_get_400_from_the_service() {
     assert_eq!(t.desired["interval"], 5);
     assert!(t.desired.get("$version").is_none());
 }
+
+#[tokio::test]
+async fn the_announced_model_id_is_kept_on_the_device_and_its_twin() {
+    let emu = Emu::start().await;
+    let key = emu.device("pnp").await;
+    let mut cfg = hubsim_proto::DeviceConfig::new("localhost", hubsim_proto::DeviceIdentity::device("pnp"));
+    cfg.model_id = Some("dtmi:com:example:Thermostat;1".into());
+    let mut d = TestDevice::with_config(cfg, key, Via::Mqtt);
+    d.connect(&emu).await;
+    assert_eq!(emu.hub().get_device("pnp").await.unwrap().model_id.as_deref(), Some("dtmi:com:example:Thermostat;1"));
+    let owner = emu.token("iothubowner");
+    let twin =
+        http_raw(emu.r().http_addr, "GET", "/twins/pnp", &[("host", "localhost"), ("authorization", &owner)], "").await;
+    assert_eq!(twin.json()["modelId"], "dtmi:com:example:Thermostat;1", "{}", twin.body);
+    let dev =
+        http_raw(emu.r().http_addr, "GET", "/devices/pnp", &[("host", "localhost"), ("authorization", &owner)], "")
+            .await;
+    assert_eq!(dev.json()["modelId"], "dtmi:com:example:Thermostat;1", "{}", dev.body);
+}

@@ -293,7 +293,8 @@ async fn list_c2d(State(s): State<AppState>, Path(id): Path<String>) -> ApiResul
 
 async fn get_twin(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
     let t = s.hub.get_twin(&id).await?;
-    Ok(Json(t.service_document(&id)).into_response())
+    let model = s.hub.get_device(&id).await?.model_id;
+    Ok(Json(t.service_document(&id, model.as_deref())).into_response())
 }
 
 async fn patch_twin(State(s): State<AppState>, Path(id): Path<String>, Json(body): Json<Value>) -> ApiResult {
@@ -302,7 +303,8 @@ async fn patch_twin(State(s): State<AppState>, Path(id): Path<String>, Json(body
         .cloned()
         .ok_or_else(|| ServiceError::new(400, 400004, "expected {\"properties\":{\"desired\":{…}}}"))?;
     let t = s.hub.patch_desired(&id, desired).await?;
-    Ok(Json(t.service_document(&id)).into_response())
+    let model = s.hub.get_device(&id).await?.model_id;
+    Ok(Json(t.service_document(&id, model.as_deref())).into_response())
 }
 
 #[derive(Deserialize)]
