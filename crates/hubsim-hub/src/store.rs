@@ -16,6 +16,8 @@ use tokio::sync::oneshot;
 
 use crate::model::{C2dMessage, ConnectionRecord, Device, EventRecord, FeedbackRecord, Twin};
 
+mod dps;
+
 const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
 const TWINS: TableDefinition<&str, &[u8]> = TableDefinition::new("twins");
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");

@@ -162,5 +162,6 @@ fn new_record(id: &str, primary: Option<String>, secondary: Option<String>, enab
             },
         },
         created_time: iso8601(unix_ms()),
+        capabilities: Default::default(),
     }
 }
