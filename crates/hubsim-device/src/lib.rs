@@ -7,6 +7,7 @@
 
 pub mod driver;
 pub mod fleet;
+pub mod provision;
 pub mod transport;
 
 pub use driver::Driver;
