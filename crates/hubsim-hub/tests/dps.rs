@@ -104,7 +104,7 @@ async fn individual_enrollment_provisions_over_tls_and_the_device_sends_telemetr
     );
 
     // The device identity carries the enrollment's key, IoT Edge flag and initial twin.
-    let d = emu.hub().get_device("dev-ind-1").unwrap();
+    let d = emu.hub().get_device("dev-ind-1").await.unwrap();
     assert!(d.capabilities.iot_edge);
     let twin = call(&emu, "GET", "/twins/dev-ind-1", None).await.json();
     assert_eq!(twin["tags"]["site"], "lab", "{twin}");
@@ -141,7 +141,7 @@ async fn group_enrollment_provisions_over_websocket_with_the_derived_key() {
     let a = assigned(r);
     assert_eq!(a.device_id, "sensor-17");
     assert_eq!(device_key, group_key.derive_for_registration("sensor-17"));
-    let d = emu.hub().get_device("sensor-17").unwrap();
+    let d = emu.hub().get_device("sensor-17").await.unwrap();
     assert_eq!(d.authentication.symmetric_key.primary_key, device_key.to_base64());
     let st = call(&emu, "GET", "/registrations/sensor-17", None).await.json();
     assert_eq!(st["enrollmentGroupId"], "line-1");
@@ -170,7 +170,7 @@ async fn a_wrong_key_is_refused_with_a_typed_failure_and_logged() {
     let rec = emu.wait_log(|r| r.operation == "dpsConnectRefused" && r.device_id.as_deref() == Some("dev-bad")).await;
     assert_eq!(rec.result_type, 401002);
     assert!(rec.description.contains("individual enrollment 'dev-bad'"), "{}", rec.description);
-    assert!(emu.hub().get_device("dev-bad").is_err());
+    assert!(emu.hub().get_device("dev-bad").await.is_err());
 }
 
 #[tokio::test]
@@ -180,7 +180,7 @@ async fn a_disabled_enrollment_gives_status_disabled_and_no_device() {
     let key = DeviceKey::from_base64(e["attestation"]["symmetricKey"]["secondaryKey"].as_str().unwrap()).unwrap();
     let (r, _, _) = register(&emu, Via::Mqtt, "dev-off", EnrollmentKey::Individual(key.clone()), None).await;
     assert!(matches!(r, Ok(Registration::Disabled)), "{r:?}");
-    assert!(emu.hub().get_device("dev-off").is_err());
+    assert!(emu.hub().get_device("dev-off").await.is_err());
     assert_eq!(call(&emu, "GET", "/registrations/dev-off", None).await.json()["status"], "disabled");
 
     // A disabled group, likewise; enabling it again (same keys, If-Match) lets the device in.
@@ -212,7 +212,7 @@ async fn provisioning_again_keeps_or_resets_the_twin_by_policy() {
 
     let again = assigned(register(&emu, Via::Mqtt, "dev-re", EnrollmentKey::Individual(key.clone()), None).await.0);
     assert_eq!(again.substatus.as_deref(), Some("reprovisionedToInitialAssignment"));
-    assert_eq!(emu.hub().get_twin("dev-re").unwrap().desired["mode"], "changed");
+    assert_eq!(emu.hub().get_twin("dev-re").await.unwrap().desired["mode"], "changed");
 
     // migrateDeviceData false: the twin goes back to the enrollment's initial twin.
     let body = json!({
@@ -222,7 +222,7 @@ async fn provisioning_again_keeps_or_resets_the_twin_by_policy() {
     assert_eq!(call(&emu, "PUT", "/enrollments/dev-re", Some(body)).await.status, 200);
     let reset = assigned(register(&emu, Via::Ws, "dev-re", EnrollmentKey::Individual(key), None).await.0);
     assert_eq!(reset.substatus.as_deref(), Some("deviceDataReset"));
-    assert_eq!(emu.hub().get_twin("dev-re").unwrap().desired["mode"], "initial");
+    assert_eq!(emu.hub().get_twin("dev-re").await.unwrap().desired["mode"], "initial");
 
     // Deleting the registration makes the next one an initial assignment again.
     assert_eq!(call(&emu, "DELETE", "/registrations/dev-re", None).await.status, 204);

@@ -6,7 +6,7 @@
 use redb::{ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
 
-use super::{err, from_bytes, Store, StoreError, Tx};
+use super::{db, from_bytes, Store, StoreError, Tx};
 use crate::hub::dps::{EnrollmentGroup, IndividualEnrollment, RegistrationRecord};
 
 const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("dps.settings");
@@ -19,9 +19,9 @@ impl Tx<'_> {
         &mut self,
         table: TableDefinition<'static, &'static str, &'static [u8]>,
     ) -> Result<Vec<T>, StoreError> {
-        let t = self.0.open_table(table).map_err(err)?;
-        let it = t.iter().map_err(err)?;
-        it.map(|e| e.map_err(err).and_then(|(_, v)| from_bytes(v.value()))).collect()
+        let t = self.tx.open_table(table).map_err(db)?;
+        let it = t.iter().map_err(db)?;
+        it.map(|e| e.map_err(db).and_then(|(_, v)| from_bytes(v.value()))).collect()
     }
 
     /// The ID scope, once generated.
