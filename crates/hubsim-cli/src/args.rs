@@ -47,6 +47,11 @@ pub enum Command {
     Sas(SasArgs),
     /// Simulate devices: telemetry at a rate, method answers, C2D; live line and a JSON summary.
     Simulate(SimArgs),
+    /// The emulator's Device Provisioning Service: enrollments, enrollment groups, registrations.
+    #[command(subcommand)]
+    Dps(crate::dps::DpsCmd),
+    /// Register a device with DPS (the emulator's or the real one) and print its connection string.
+    Provision(crate::dps::ProvisionArgs),
 }
 
 #[derive(Args)]
