@@ -209,7 +209,10 @@ impl Drop for WriterHandle {
     fn drop(&mut self) {
         drop(self.tx.take());
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            // (Never join from the writer thread itself, should an operation have owned the last handle.)
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
         }
     }
 }
