@@ -284,3 +284,74 @@ async fn the_id_scope_survives_a_restart() {
     emu.restart_with(|_| {}).await;
     assert_eq!(scope(&emu), before);
 }
+
+/// Reads packets from a raw transport until one matches `pick` (the SDKs' view of the wire).
+async fn next_packet<T>(
+    t: &mut hubsim_device::Transport,
+    framer: &mut hubsim_proto::packet::Framer,
+    pick: impl Fn(hubsim_proto::mqttbytes::v4::Packet) -> Option<T>,
+) -> T {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            while let Some(p) = framer.next_packet().unwrap() {
+                if let Some(v) = pick(p) {
+                    return v;
+                }
+            }
+            let b = t.recv_raw().await.expect("the connection stayed open");
+            framer.push(&b);
+        }
+    })
+    .await
+    .expect("packet")
+}
+
+#[tokio::test]
+async fn unknown_operations_get_404_and_bad_bodies_400_on_the_device_endpoint() {
+    use hubsim_proto::mqttbytes::v4::{Connect, Login, Packet, Publish, Subscribe};
+    use hubsim_proto::mqttbytes::QoS;
+    use hubsim_proto::sas::SasToken;
+    use hubsim_proto::topic::{DeviceIdentity, DeviceTopic, HubTopic, RequestId, TopicFilter};
+    let emu = Emu::start().await;
+    let e = call(&emu, "PUT", "/enrollments/raw-dev", Some(json!({}))).await.json();
+    let key = DeviceKey::from_base64(e["attestation"]["symmetricKey"]["primaryKey"].as_str().unwrap()).unwrap();
+    let config = ProvisioningConfig::new(scope(&emu), "raw-dev");
+    // The Python SDK's form: no skn.
+    let token = SasToken::sign(&key, &config.resource(), now_unix() + 600, None);
+    let mut connect = Connect::new("raw-dev");
+    connect.login = Some(Login { username: config.username().to_string(), password: token.to_string() });
+    let mut t = open_raw(&emu, Via::Mqtt).await;
+    let mut framer = hubsim_proto::packet::Framer::new(1 << 20);
+    assert!(t.send_raw(&wire(Packet::Connect(connect))).await);
+    let code = next_packet(&mut t, &mut framer, |p| match p {
+        Packet::ConnAck(a) => Some(a.code),
+        _ => None,
+    })
+    .await;
+    assert_eq!(code, hubsim_proto::mqttbytes::v4::ConnectReturnCode::Success);
+    let mut sub = Subscribe::new(TopicFilter::DpsResponses.to_filter(&DeviceIdentity::device("")), QoS::AtLeastOnce);
+    sub.pkid = 1;
+    assert!(t.send_raw(&wire(Packet::Subscribe(sub))).await);
+    next_packet(&mut t, &mut framer, |p| matches!(p, Packet::SubAck(_)).then_some(())).await;
+
+    let answer = |p: Packet| match p {
+        Packet::Publish(p) => match HubTopic::parse(&p.topic) {
+            Ok(HubTopic::DpsResponse { status, rid, .. }) => Some((status, rid, p.payload)),
+            _ => None,
+        },
+        _ => None,
+    };
+    let status = DeviceTopic::DpsOperationStatus { rid: RequestId("7".into()), operation_id: "4.nope".into() };
+    assert!(t.send_raw(&wire(Packet::Publish(Publish::new(status.to_string(), QoS::AtMostOnce, " ")))).await);
+    let (code, rid, body) = next_packet(&mut t, &mut framer, answer).await;
+    assert_eq!((code, rid.0.as_str()), (404, "7"));
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["errorCode"], 404204, "{body}");
+    assert!(body["trackingId"].is_string() && body["timestampUtc"].is_string(), "{body}");
+
+    let register = DeviceTopic::DpsRegister { rid: RequestId("8".into()) };
+    assert!(t.send_raw(&wire(Packet::Publish(Publish::new(register.to_string(), QoS::AtMostOnce, "{not json")))).await);
+    let (code, rid, body) = next_packet(&mut t, &mut framer, answer).await;
+    assert_eq!((code, rid.0.as_str()), (400, "8"));
+    assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["errorCode"], 400004);
+}
