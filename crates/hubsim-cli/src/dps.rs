@@ -11,7 +11,7 @@ use hubsim_proto::sas::DeviceKey;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 
-use crate::client::ServiceClient;
+use crate::client::{Log, ServiceClient};
 use crate::print;
 
 #[derive(Subcommand)]
@@ -25,6 +25,19 @@ pub enum DpsCmd {
     /// Registration states: where each registration was assigned.
     #[command(subcommand)]
     Registration(RegistrationCmd),
+    /// The registration log: every DPS connection refused, registration (with its outcome) and disconnect, from
+    /// the emulator's connection log (stored, with its retention).
+    Log {
+        /// Only this registration id.
+        #[arg(long)]
+        registration_id: Option<String>,
+        /// Keep printing new records as they arrive.
+        #[arg(long)]
+        follow: bool,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// What an enrollment or a group is created with.
@@ -154,7 +167,38 @@ pub fn run(cmd: DpsCmd, hub: &ServiceClient) -> Result<()> {
         DpsCmd::Enrollment(c) => enrollment(c, hub),
         DpsCmd::Group(c) => group(c, hub),
         DpsCmd::Registration(c) => registration(c, hub),
+        DpsCmd::Log { registration_id, follow, json } => log(hub, registration_id.as_deref(), follow, json),
     }
+}
+
+/// DPS records of the connection log (operations `dpsRegister`, `dpsConnectRefused`, `dpsDisconnect`).
+fn is_dps_record(v: &Value) -> bool {
+    v["operation"].as_str().is_some_and(|o| o.starts_with("dps"))
+}
+
+fn log(hub: &ServiceClient, registration_id: Option<&str>, follow: bool, as_json: bool) -> Result<()> {
+    const PAGE: usize = 1000;
+    let mut after = 0u64;
+    loop {
+        let items = hub.log_page(Log::Connections, after, PAGE, registration_id)?;
+        for v in &items {
+            if is_dps_record(v) {
+                print::connection(v, as_json);
+            }
+            after = v["seq"].as_u64().unwrap_or(after);
+        }
+        if items.len() < PAGE {
+            break;
+        }
+    }
+    if follow {
+        hub.follow(Log::Connections, registration_id, |v| {
+            if is_dps_record(&v) && v["seq"].as_u64().is_some_and(|s| s > after) {
+                print::connection(&v, as_json);
+            }
+        })?;
+    }
+    Ok(())
 }
 
 fn body(o: &EnrollmentOptions) -> Result<Value> {

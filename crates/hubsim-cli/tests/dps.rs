@@ -85,4 +85,11 @@ async fn enrollments_from_the_cli_provision_over_tls_and_websocket() {
     cmd.args(["dps", "registration", "list"]);
     let out = ok(tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap());
     assert!(out.contains("cli-dev") && out.contains("cli-member") && out.contains("assigned"), "{out}");
+
+    // The registration log: the assignment and the refusal of cli-dev, and nothing of the hub connection.
+    let mut cmd = hubsim(&p, &dir);
+    cmd.args(["dps", "log", "--registration-id", "cli-dev"]);
+    let out = ok(tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap());
+    assert!(out.contains("dpsRegister") && out.contains("dpsConnectRefused"), "{out}");
+    assert!(!out.contains("deviceConnect"), "{out}");
 }

@@ -6,7 +6,7 @@
 //! The connection log records refusals (`dpsConnectRefused`), each registration with its outcome
 //! (`dpsRegister`) and the end of an accepted connection (`dpsDisconnect`), under the registration id.
 
-use hubsim_proto::hub::CloseReason;
+use hubsim_proto::hub::{CloseReason, Refusal};
 use hubsim_proto::provisioning::{DpsConfig, DpsEvent, DpsSession, ErrorBody};
 use hubsim_proto::topic::RequestId;
 use hubsim_proto::Instant;
@@ -24,6 +24,8 @@ struct DpsCtx {
     remote: String,
     registration_id: Option<String>,
     enrolled: Option<Enrolled>,
+    /// The refusal of an authenticated-but-refused CONNECT is already in the log.
+    refusal_logged: bool,
 }
 
 /// Serves a DPS connection whose first bytes (`first`, at least a whole CONNECT) were already read; `opened` is
@@ -45,7 +47,8 @@ pub(super) async fn serve(
     // Commands are never sent to a DPS connection; the handle exists so shutdown can close it.
     let (handle, _commands, mut close_rx) = ConnHandle::new();
     let conn_id = hub.dps_register_conn(handle);
-    let mut ctx = DpsCtx { hub: hub.clone(), kind, remote, registration_id: None, enrolled: None };
+    let mut ctx =
+        DpsCtx { hub: hub.clone(), kind, remote, registration_id: None, enrolled: None, refusal_logged: false };
     session.handle_input(hub.now(), &first);
     let mut buf = vec![0u8; 16 * 1024];
     let mut closed = None;
@@ -60,7 +63,13 @@ pub(super) async fn serve(
                             ctx.enrolled = Some(enrolled);
                             session.accept(hub.now());
                         }
-                        Err((code, why)) => session.refuse(code, why),
+                        Err((code, why)) => {
+                            // Stored before the device sees the refusal, so a script that saw it finds the record.
+                            let reason = CloseReason::Refused(Refusal::ByHub { code: code as u8, why: why.clone() });
+                            ctx.log("dpsConnectRefused", reason.code(), reason.kind(), reason.to_string()).await;
+                            ctx.refusal_logged = true;
+                            session.refuse(code, why);
+                        }
                     }
                 }
                 DpsEvent::RegisterRequested { rid, registration_id, payload_raw } => {
@@ -196,6 +205,7 @@ impl DpsCtx {
         match (&self.registration_id, &self.enrolled) {
             // No valid CONNECT: shown live only, like hub connections.
             (None, _) => self.hub.announce_connection(self.record("dpsConnectRefused", code, kind, text)),
+            (Some(_), None) if self.refusal_logged => {}
             (Some(_), None) => self.log("dpsConnectRefused", code, kind, text).await,
             (Some(_), Some(_)) => self.log("dpsDisconnect", code, kind, text).await,
         }
