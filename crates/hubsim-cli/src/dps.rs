@@ -160,6 +160,11 @@ pub struct ProvisionArgs {
     pub payload: Option<String>,
     #[arg(long, value_parser = ["mqtt", "ws"], default_value = "mqtt")]
     pub transport: String,
+    /// Provision N devices of the group (with --group-key): registration ids `{registration-id}-0 …
+    /// {registration-id}-{N-1}`, 16 at a time; prints their connection strings one per line, in order, for
+    /// `hubsim simulate --connection-strings FILE`.
+    #[arg(long, requires = "group_key", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub count: Option<u32>,
 }
 
 pub fn run(cmd: DpsCmd, hub: &ServiceClient) -> Result<()> {
@@ -379,6 +384,9 @@ pub fn provision(a: ProvisionArgs, hub: &ServiceClient) -> Result<()> {
             )?),
             None => None,
         };
+    if let Some(n) = a.count {
+        return provision_many(&a, n, ca.as_deref(), port, via, key);
+    }
     let tls = hubsim_device::tls_config(ca.as_deref())?;
     let mut config = ProvisioningConfig::new(&a.id_scope, &a.registration_id);
     config.client_version = Some(format!("hubsim/{}", env!("CARGO_PKG_VERSION")));
@@ -431,4 +439,74 @@ pub fn provision(a: ProvisionArgs, hub: &ServiceClient) -> Result<()> {
             print::escape(&message)
         ),
     }
+}
+
+/// Devices provisioned at once by `hubsim provision --count`.
+const FLEET_CONCURRENCY: usize = 16;
+
+/// `hubsim provision --count N`: N devices of a group, 16 registrations in flight; a line per device on stderr,
+/// the connection strings on stdout in registration-id order. Fails (after the others finish) if any failed.
+fn provision_many(a: &ProvisionArgs, n: u32, ca: Option<&[u8]>, port: u16, via: Via, key: EnrollmentKey) -> Result<()> {
+    let tls = hubsim_device::tls_config(ca)?;
+    let endpoint = Endpoint { host: a.provisioning_host.clone(), port, via };
+    eprintln!(
+        "provisioning {n} devices '{}-0' … '{}-{}' (ID scope {}) at {}:{port} over {}",
+        print::escape(&a.registration_id),
+        print::escape(&a.registration_id),
+        n - 1,
+        print::escape(&a.id_scope),
+        print::escape(&a.provisioning_host),
+        a.transport
+    );
+    let rt = tokio::runtime::Runtime::new()?;
+    let results: Vec<Result<String, String>> = rt.block_on(async {
+        let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(FLEET_CONCURRENCY));
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..n {
+            let id = format!("{}-{i}", a.registration_id);
+            let mut config = ProvisioningConfig::new(&a.id_scope, &id);
+            config.client_version = Some(format!("hubsim/{}", env!("CARGO_PKG_VERSION")));
+            config.payload = a.payload.clone();
+            let (tls, endpoint, key, sem) = (tls.clone(), endpoint.clone(), key.clone(), sem.clone());
+            tasks.spawn(async move {
+                let _permit = sem.acquire_owned().await;
+                let r = hubsim_device::provision::provision(tls, &endpoint, config, &key, |_| {}).await;
+                let line = match r {
+                    Ok((Registration::Assigned(asg), dk)) => {
+                        eprintln!(
+                            "  {}: assigned to {} as '{}'",
+                            print::escape(&id),
+                            print::escape(&asg.assigned_hub),
+                            print::escape(&asg.device_id)
+                        );
+                        Ok(asg.connection_string(&dk).to_string())
+                    }
+                    Ok((other, _)) => Err(format!("{id}: {other:?}")),
+                    Err(e) => Err(format!("{id}: {e}")),
+                };
+                (i, line)
+            });
+        }
+        let mut out: Vec<Option<Result<String, String>>> = (0..n).map(|_| None).collect();
+        while let Some(joined) = tasks.join_next().await {
+            if let Ok((i, line)) = joined {
+                out[i as usize] = Some(line);
+            }
+        }
+        out.into_iter().map(|o| o.unwrap_or_else(|| Err("the task failed".into()))).collect()
+    });
+    let mut failed = 0;
+    for r in &results {
+        match r {
+            Ok(cs) => println!("{cs}"),
+            Err(e) => {
+                failed += 1;
+                eprintln!("  failed: {}", print::escape(e));
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} of {n} registrations failed");
+    }
+    Ok(())
 }

@@ -2,6 +2,7 @@
 //! over TLS and WebSocket, get a connection string that connects to the hub.
 
 use hubsim_proto::conn_str::{ConnectionString, Credential};
+use hubsim_proto::sas::DeviceKey;
 use hubsim_testkit::*;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -71,6 +72,20 @@ async fn enrollments_from_the_cli_provision_over_tls_and_websocket() {
     cmd.args(["--id-scope", &scope, "--registration-id", "cli-member", "--key", &group_key, "--group-key"]);
     let cs = ok(tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap());
     assert!(cs.contains(&format!("SharedAccessKey={derived}")), "{cs}");
+
+    // A fleet of the group: connection strings in order, one per line, each with its derived key.
+    let mut cmd = hubsim(&p, &dir);
+    cmd.args(["provision", "--provisioning-host", "localhost", "--port", &mqtt_port, "--id-scope", &scope]);
+    cmd.args(["--registration-id", "fleet", "--key", &group_key, "--group-key", "--count", "20"]);
+    let out = ok(tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap());
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 20, "{out}");
+    let group = DeviceKey::from_base64(&group_key).unwrap();
+    for (i, line) in lines.iter().enumerate() {
+        let cs = ConnectionString::parse(line).unwrap();
+        assert_eq!(cs.device_id, format!("fleet-{i}"));
+        assert_eq!(cs.credential, Credential::Key(group.derive_for_registration(&format!("fleet-{i}"))));
+    }
 
     // A wrong key: a clear refusal and a failing exit.
     let mut cmd = hubsim(&p, &dir);
