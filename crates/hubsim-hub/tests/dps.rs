@@ -145,6 +145,8 @@ async fn group_enrollment_provisions_over_websocket_with_the_derived_key() {
     assert_eq!(d.authentication.symmetric_key.primary_key, device_key.to_base64());
     let st = call(&emu, "GET", "/registrations/sensor-17", None).await.json();
     assert_eq!(st["enrollmentGroupId"], "line-1");
+    let of_group = call(&emu, "POST", "/registrations/line-1/query", Some(json!({}))).await.json();
+    assert_eq!(of_group[0]["registrationId"], "sensor-17", "{of_group}");
 
     assert_eq!(send_as(&emu, &a, device_key, Via::Ws, "grouped").await, "grouped");
     let rec = emu.wait_log(|r| r.operation == "dpsRegister" && r.device_id.as_deref() == Some("sensor-17")).await;

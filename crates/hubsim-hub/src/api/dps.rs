@@ -1,6 +1,6 @@
 //! The local DPS's service API, modelled on the DPS service REST API: individual enrollments
 //! (`/enrollments/{registrationId}`), enrollment groups (`/enrollmentGroups/{id}`) and registration states
-//! (`/registrations/{registrationId}`), with `PUT` (create or replace, `If-Match` honoured), `GET`, `DELETE`, the
+//! (`/registrations/{registrationId}`, `POST /registrations/{groupId}/query`), with `PUT` (create or replace, `If-Match` honoured), `GET`, `DELETE`, the
 //! `POST …/query` lists of the real API and plain `GET` lists. Behind the same gate as the rest of the API
 //! (registry read/write permissions, [`super::required`]).
 
@@ -25,6 +25,7 @@ pub fn routes() -> Router<AppState> {
         .route("/enrollmentGroups/{id}", get(get_group).put(put_group).delete(delete_group))
         .route("/registrations", get(list_registrations))
         .route("/registrations/{id}", get(get_registration).delete(delete_registration))
+        .route("/registrations/{id}/query", post(group_registrations))
 }
 
 fn if_match(h: &HeaderMap) -> Option<String> {
@@ -106,6 +107,14 @@ async fn delete_group(State(s): State<AppState>, Path(id): Path<String>, headers
 
 async fn list_registrations(State(s): State<AppState>) -> ApiResult {
     json(&s.hub.registrations().await?)
+}
+
+/// `POST /registrations/{groupId}/query`: the registration states of an enrollment group (as in DPS).
+async fn group_registrations(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    s.hub.get_enrollment_group(&id).await?;
+    let list: Vec<_> =
+        s.hub.registrations().await?.into_iter().filter(|r| r.enrollment_group_id.as_deref() == Some(&id)).collect();
+    json(&list)
 }
 
 async fn get_registration(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {

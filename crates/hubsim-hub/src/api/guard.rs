@@ -209,6 +209,7 @@ mod tests {
             (Method::GET, "/registrations", Some(RegistryRead)),
             (Method::GET, "/registrations/r1", Some(RegistryRead)),
             (Method::DELETE, "/registrations/r1", Some(RegistryWrite)),
+            (Method::POST, "/registrations/g1/query", Some(RegistryRead)),
             (Method::GET, "/health", None),
             (Method::GET, "/hubsim-emulator.json", None),
             (Method::GET, "/ca.pem", None),
