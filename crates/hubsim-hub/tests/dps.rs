@@ -357,3 +357,18 @@ async fn unknown_operations_get_404_and_bad_bodies_400_on_the_device_endpoint() 
     assert_eq!((code, rid.0.as_str()), (400, "8"));
     assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["errorCode"], 400004);
 }
+
+#[tokio::test]
+async fn an_enrollment_may_name_the_device_id_and_its_deletion_keeps_the_device() {
+    let emu = Emu::start().await;
+    let e = call(&emu, "PUT", "/enrollments/reg-a", Some(json!({"deviceId": "named-device"}))).await.json();
+    assert_eq!(e["deviceId"], "named-device");
+    let key = DeviceKey::from_base64(e["attestation"]["symmetricKey"]["primaryKey"].as_str().unwrap()).unwrap();
+    let a = assigned(register(&emu, Via::Ws, "reg-a", EnrollmentKey::Individual(key.clone()), None).await.0);
+    assert_eq!(a.device_id, "named-device");
+    assert_eq!(send_as(&emu, &a, key, Via::Mqtt, "named").await, "named");
+    // Deleting the enrollment deletes its registration state, not the device (as DPS).
+    assert_eq!(call(&emu, "DELETE", "/enrollments/reg-a", None).await.status, 204);
+    assert_eq!(call(&emu, "GET", "/registrations/reg-a", None).await.status, 404);
+    assert!(emu.hub().get_device("named-device").await.is_ok());
+}
