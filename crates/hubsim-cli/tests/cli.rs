@@ -34,6 +34,11 @@ fn out_of_range_lifetimes_are_refused_by_name() {
     assert!(
         String::from_utf8_lossy(&out.stdout).starts_with("SharedAccessSignature sr=h.azure-devices.net%2Fdevices%2Fd")
     );
+    let policy = "HostName=localhost;SharedAccessKeyName=iothubowner;SharedAccessKey=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    let out = hubsim().args(["sas", "--connection-string", policy, "--ttl", "60"]).output().unwrap();
+    let token = String::from_utf8_lossy(&out.stdout);
+    assert!(token.starts_with("SharedAccessSignature sr=localhost&sig="), "{token}");
+    assert!(token.trim_end().ends_with("&skn=iothubowner"), "{token}");
     let out = hubsim().args(["c2d", "send", "d", "--ttl", "18446744073709551"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--ttl"));
@@ -89,4 +94,21 @@ async fn ready_file_is_private_and_complete_and_events_are_printed_safely() {
     let line = String::from_utf8(out.stdout).unwrap();
     let v: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
     assert_eq!(v["body"], "\u{1b}]0;owned\u{7}\u{1b}[2J hi");
+}
+
+#[tokio::test]
+async fn serve_keeps_at_most_max_events() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = Proc::spawn_with(Path::new(env!("CARGO_BIN_EXE_hubsim")), tmp.path(), &["--max-events", "3"]);
+    let d = p.api("PUT", "/devices/few", None).await;
+    let key = DeviceKey::from_base64(d["authentication"]["symmetricKey"]["primaryKey"].as_str().unwrap()).unwrap();
+    let mut dev = TestDevice::new("few", key, Via::Mqtt);
+    dev.connect(&p).await;
+    for i in 0..10 {
+        dev.send(Telemetry::new(format!("m{i}"))).await;
+        dev.expect("PUBACK", |e| matches!(e, Event::TelemetryAcked { .. })).await;
+    }
+    let evs = p.api("GET", "/events?device=few&limit=100", None).await;
+    let bodies: Vec<&str> = evs.as_array().unwrap().iter().filter_map(|e| e["body"].as_str()).collect();
+    assert_eq!(bodies, ["m7", "m8", "m9"], "the oldest went first");
 }

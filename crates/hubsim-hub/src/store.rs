@@ -17,7 +17,11 @@
 //! answers every write at once with [`StoreError::Unavailable`] (CONNACK 0x03, HTTP 503 upstream), and retries with
 //! backoff ([`RETRY_FIRST`] doubling to [`RETRY_MAX`]): when at least [`RECOVERY_FREE_BYTES`] are free on the
 //! file system it closes the database (after in-flight reads finish), opens it again (redb repairs it) and commits a
-//! probe; then it logs the recovery and serves again.
+//! probe; then it logs the recovery and serves again. `tests/full_disk.rs` fills a real, small tmpfs to check this
+//! (in a user namespace when the tests do not run as root).
+//!
+//! **Back-pressure.** At most [`MAX_QUEUED`] writes wait for the writer (16 384); further callers wait
+//! asynchronously for a place, so a burst cannot grow the queue without bound.
 //!
 //! **Reads** run on tokio's blocking pool ([`tokio::task::spawn_blocking`]), never on the async workers. The logs
 //! have per-device indexes (`(device, seq)`), so a per-device query costs O(results), not a scan of the log.
@@ -27,6 +31,9 @@
 //! 1 000 000 events, 100 000 connection records, 100 000 feedback records). It is enforced incrementally: each
 //! commit deletes at most [`RETENTION_STEP`] + 2 × (records it appended) records per log, oldest first, and an idle
 //! store runs one such step every [`HOUSEKEEPING`]; there is never a stop-the-world scan.
+//!
+//! Logs written by hubsim versions before retention (`events`, `connlog`, `feedback`: `seq → JSON`) are moved into
+//! the current tables once, at open, timed "now".
 
 use redb::{
     Database, ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle, WriteTransaction,
@@ -65,6 +72,8 @@ const OLD_LOGS: [(&str, Log); 3] =
 
 /// Most writes applied in one transaction.
 const MAX_BATCH: usize = 4096;
+/// Most writes queued or being committed; further callers wait for a place (back-pressure, bounded memory).
+pub const MAX_QUEUED: usize = 4 * MAX_BATCH;
 /// Records each commit may delete per log beyond twice what it appended.
 pub const RETENTION_STEP: u64 = 512;
 /// How often an idle store applies retention.
@@ -202,6 +211,9 @@ pub struct Store {
 
 struct WriterHandle {
     tx: Option<mpsc::Sender<(Op, Reply)>>,
+    /// One permit per write queued or in the group being committed: callers wait (asynchronously) beyond
+    /// [`MAX_QUEUED`], so the queue, and the memory it holds, stays bounded.
+    permits: Arc<tokio::sync::Semaphore>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -299,6 +311,10 @@ fn old_device(log: Log, json: &[u8]) -> String {
 impl Store {
     /// Opens (or creates) the database at `path` (the file 0600) and starts the writer thread.
     pub fn open(path: &Path, retention: Retention) -> Result<Store, StoreError> {
+        Self::open_with_queue(path, retention, MAX_QUEUED)
+    }
+
+    fn open_with_queue(path: &Path, retention: Retention, max_queued: usize) -> Result<Store, StoreError> {
         let database = open_db(path)?;
         let shared = Arc::new(Shared {
             path: path.to_path_buf(),
@@ -311,7 +327,8 @@ impl Store {
             .name("hubsim-store".into())
             .spawn(move || w.run(rx))
             .map_err(|e| StoreError::Db(e.to_string()))?;
-        Ok(Store { shared, writer: Arc::new(WriterHandle { tx: Some(tx), thread: Some(thread) }) })
+        let permits = Arc::new(tokio::sync::Semaphore::new(max_queued));
+        Ok(Store { shared, writer: Arc::new(WriterHandle { tx: Some(tx), permits, thread: Some(thread) }) })
     }
 
     /// Why new work is refused, while the database cannot be written.
@@ -330,9 +347,10 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Tx<'_>) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
+        let stopped = || StoreError::Unavailable("the writer thread stopped".into());
+        let _permit = self.writer.permits.acquire().await.map_err(|_| stopped())?;
         let (tx, rx) = oneshot::channel();
         let op: Op = Box::new(move |t| f(t).map(|r| Box::new(r) as Box<dyn Any + Send>));
-        let stopped = || StoreError::Unavailable("the writer thread stopped".into());
         let sender = self.writer.tx.as_ref().ok_or_else(stopped)?;
         sender.send((op, tx)).map_err(|_| stopped())?;
         let any = rx.await.map_err(|_| stopped())??;
