@@ -189,7 +189,8 @@ pub fn e2e_node_modules() -> Result {
     npm_ci("tests/e2e", "@playwright/test/package.json")
 }
 
-/// The official Azure IoT Node.js device SDK, for the SDK conformance check.
+/// The official Azure IoT Node.js device SDK and provisioning clients, for the SDK conformance checks.
 pub fn sdk_node_modules() -> Result {
-    npm_ci("tests/sdk", "azure-iot-device-mqtt/package.json")
+    // The newest package of tests/sdk/package.json: an older install without it is brought up to date.
+    npm_ci("tests/sdk", "azure-iot-provisioning-device-mqtt/package.json")
 }

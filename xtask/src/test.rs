@@ -94,6 +94,20 @@ pub fn run(args: &[String]) -> Result {
         .env("HUBSIM_CA", &emu.ca)
         .env("HUBSIM_DEVICE", "sdk-device"))?;
 
+    step("official provisioning clients (Python ProvisioningDeviceClient, Node azure-iot-provisioning-device-mqtt) against the local DPS over MQTT/TLS and MQTT/WebSocket");
+    sh(Command::new(crate::setup::venv_python())
+        .arg(root().join("tests/sdk/python_dps_check.py"))
+        .env("HUBSIM_HTTP", &emu.http)
+        .env("HUBSIM_TOKEN", &emu.token)
+        .env("HUBSIM_CA", &emu.ca))?;
+    sh(tool("node")
+        .arg(root().join("tests/sdk/node_dps_check.js"))
+        .current_dir(root().join("tests/sdk"))
+        // The provisioning transports take no `ca` option; Node's own setting is used.
+        .env("NODE_EXTRA_CA_CERTS", &emu.ca)
+        .env("HUBSIM_HTTP", &emu.http)
+        .env("HUBSIM_TOKEN", &emu.token))?;
+
     step("web app: wasm-bindgen tests in headless Chromium, against the emulator");
     sh(tool("cargo")
         .args(["test", "-p", "hubsim-web", "--target", "wasm32-unknown-unknown", "--locked"])

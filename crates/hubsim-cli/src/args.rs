@@ -48,6 +48,11 @@ pub enum Command {
     /// Simulate devices: telemetry at a rate (padded, from a --template, or a DTDL --model's), method answers,
     /// C2D; live line and a JSON summary.
     Simulate(SimArgs),
+    /// The emulator's Device Provisioning Service: enrollments, enrollment groups, registrations.
+    #[command(subcommand)]
+    Dps(crate::dps::DpsCmd),
+    /// Register a device with DPS (the emulator's or the real one) and print its connection string.
+    Provision(crate::dps::ProvisionArgs),
 }
 
 /// `hubsim simulate`. What each device sends: the padded payload of `--size` by default; `--template FILE` (a

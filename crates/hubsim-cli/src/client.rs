@@ -200,6 +200,53 @@ impl ServiceClient {
         self.call("PATCH", &format!("/twins/{}", seg(id)), Some(json!({"properties": {"desired": desired}})))
     }
 
+    /// `PUT /enrollments/{id}`: creates or replaces an individual enrollment (DPS `IndividualEnrollment` JSON).
+    pub fn put_enrollment(&self, registration_id: &str, body: Value) -> Result<Value, ClientError> {
+        self.call("PUT", &format!("/enrollments/{}", seg(registration_id)), Some(body))
+    }
+
+    pub fn enrollment(&self, registration_id: &str) -> Result<Value, ClientError> {
+        self.call("GET", &format!("/enrollments/{}", seg(registration_id)), None)
+    }
+
+    pub fn enrollments(&self) -> Result<Value, ClientError> {
+        self.call("GET", "/enrollments", None)
+    }
+
+    pub fn delete_enrollment(&self, registration_id: &str) -> Result<Value, ClientError> {
+        self.call("DELETE", &format!("/enrollments/{}", seg(registration_id)), None)
+    }
+
+    /// `PUT /enrollmentGroups/{id}`: creates or replaces an enrollment group (DPS `EnrollmentGroup` JSON).
+    pub fn put_enrollment_group(&self, group_id: &str, body: Value) -> Result<Value, ClientError> {
+        self.call("PUT", &format!("/enrollmentGroups/{}", seg(group_id)), Some(body))
+    }
+
+    pub fn enrollment_group(&self, group_id: &str) -> Result<Value, ClientError> {
+        self.call("GET", &format!("/enrollmentGroups/{}", seg(group_id)), None)
+    }
+
+    pub fn enrollment_groups(&self) -> Result<Value, ClientError> {
+        self.call("GET", "/enrollmentGroups", None)
+    }
+
+    pub fn delete_enrollment_group(&self, group_id: &str) -> Result<Value, ClientError> {
+        self.call("DELETE", &format!("/enrollmentGroups/{}", seg(group_id)), None)
+    }
+
+    /// `GET /registrations/{id}`: the DPS registration state.
+    pub fn registration(&self, registration_id: &str) -> Result<Value, ClientError> {
+        self.call("GET", &format!("/registrations/{}", seg(registration_id)), None)
+    }
+
+    pub fn registrations(&self) -> Result<Value, ClientError> {
+        self.call("GET", "/registrations", None)
+    }
+
+    pub fn delete_registration(&self, registration_id: &str) -> Result<Value, ClientError> {
+        self.call("DELETE", &format!("/registrations/{}", seg(registration_id)), None)
+    }
+
     /// One page of a log (`events` or `connections`) after sequence number `after`.
     pub fn log_page(
         &self,

@@ -4,6 +4,7 @@
 
 mod args;
 mod client;
+mod dps;
 mod print;
 mod serve;
 mod simulate;
@@ -60,6 +61,8 @@ fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Simulate(a) => simulate::run_cli(a, &hub),
         Command::Sas(a) => sas(a),
+        Command::Dps(c) => dps::run(c, &hub),
+        Command::Provision(a) => dps::provision(a, &hub),
     }
 }
 

@@ -106,6 +106,8 @@ fn ready_json(r: &Running, a: &ServeArgs, demo: Option<&(String, String)>) -> Va
         "serviceApi": format!("http://{}", r.http_addr),
         "plainWebSocket": a.bind.is_loopback().then(|| format!("ws://{}{WEBSOCKET_PATH}", r.http_addr)),
         "caPath": r.ca_path.as_ref().map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())),
+        "idScope": r.hub.id_scope(),
+        "provisioningHost": a.host_name,
         "demoDeviceId": demo.map(|d| &d.0),
         "demoConnectionString": demo.map(|d| &d.1),
         "pid": std::process::id(),
@@ -120,6 +122,7 @@ fn banner(r: &Running, a: &ServeArgs, web_dir: Option<&PathBuf>) {
         println!("  (loopback only)       ws://{}{WEBSOCKET_PATH}", r.http_addr);
     }
     println!("  service API:          http://{}", r.http_addr);
+    println!("  DPS (same ports):     ID scope {}, provisioning host {}", r.hub.id_scope(), a.host_name);
     if let Some(ca) = &r.ca_path {
         println!("  trust this CA:        {}", ca.display());
     }

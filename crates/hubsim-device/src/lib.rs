@@ -11,6 +11,7 @@ pub mod driver;
 pub mod fleet;
 pub mod message;
 pub mod pnp;
+pub mod provision;
 pub mod transport;
 
 pub use driver::Driver;

@@ -18,6 +18,9 @@ use tokio::time::Instant as TokioInstant;
 
 use crate::hub::{c2d_properties, ConnCmd, ConnHandle, Hub, MethodReply};
 use crate::model::ConnectionRecord;
+use hubsim_proto::provisioning::Endpoint;
+
+mod dps;
 
 /// A byte transport under MQTT.
 pub enum Transport {
@@ -97,9 +100,50 @@ struct Ctx {
     connected: bool,
 }
 
-/// Serves one connection until it closes.
+/// What the first bytes of a connection said.
+enum Sniffed {
+    /// A DPS CONNECT: the connection is served by the local DPS ([`dps`]).
+    Dps(Vec<u8>),
+    /// Anything else, with the bytes read so far and, if the transport ended, why.
+    Hub(Vec<u8>, Option<String>),
+}
+
+/// Reads until the first packet tells a DPS device from a hub device (the SDKs dial the same ports for both).
+/// A transport that sends nothing within the CONNECT deadline goes to the hub session, whose timer closes it.
+async fn sniff(hub: &Hub, transport: &mut Transport, buf: &mut [u8]) -> Sniffed {
+    let deadline = TokioInstant::now() + hub.settings.protocol.connect_timeout;
+    let max = hub.settings.protocol.max_message_size + 64 * 1024;
+    let mut got = Vec::new();
+    loop {
+        match hubsim_proto::provisioning::sniff_endpoint(&got, max) {
+            Endpoint::Dps => return Sniffed::Dps(got),
+            Endpoint::Hub => return Sniffed::Hub(got, None),
+            Endpoint::NeedMore => {}
+        }
+        match tokio::time::timeout_at(deadline, transport.recv(buf)).await {
+            Ok(Ok(Some(b))) => got.extend_from_slice(&b),
+            Ok(Ok(None)) => return Sniffed::Hub(got, Some("the device closed the connection".into())),
+            Ok(Err(e)) => return Sniffed::Hub(got, Some(e)),
+            Err(_) => return Sniffed::Hub(got, None),
+        }
+    }
+}
+
+/// Serves one connection until it closes: a DPS device ([`dps`]) or a hub device.
 pub async fn serve(hub: Arc<Hub>, mut transport: Transport, kind: &'static str, remote: String) {
-    let mut session = HubSession::new(hub.settings.protocol.clone(), hub.now());
+    let opened = hub.now();
+    let mut session = HubSession::new(hub.settings.protocol.clone(), opened);
+    let mut buf = vec![0u8; 16 * 1024];
+    let (first, ended) = match sniff(&hub, &mut transport, &mut buf).await {
+        Sniffed::Dps(first) => return dps::serve(hub, transport, kind, remote, first, opened).await,
+        Sniffed::Hub(first, ended) => (first, ended),
+    };
+    if !first.is_empty() {
+        session.handle_input(hub.now(), &first);
+    }
+    if let Some(why) = ended {
+        session.handle_transport_closed(why);
+    }
     let (handle, mut cmd_rx, mut close_rx) = ConnHandle::new();
     let mut ctx = Ctx {
         hub: hub.clone(),
@@ -119,7 +163,6 @@ pub async fn serve(hub: Arc<Hub>, mut transport: Transport, kind: &'static str, 
     // each only after its write is durable. One connection can have many writes in one commit.
     let mut acks: FuturesOrdered<PendingAck> = FuturesOrdered::new();
     let mut pending_bytes = 0usize;
-    let mut buf = vec![0u8; 16 * 1024];
     let mut closed = None;
     loop {
         while let Some(ev) = session.poll_event() {

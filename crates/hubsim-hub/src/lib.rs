@@ -140,6 +140,7 @@ pub async fn start(config: Config) -> Result<Running> {
     let policies = hub::policy::Policies::load_or_create(&config.data_dir)?;
     let hub = Arc::new(Hub::new(settings, store, policies));
     hub.startup().await?;
+    hub.dps_startup().await.context("loading the DPS ID scope")?;
 
     let bind = |port| SocketAddr::new(config.bind, port);
     let mqtt = TcpListener::bind(bind(config.mqtt_port))
@@ -159,6 +160,8 @@ pub async fn start(config: Config) -> Result<Running> {
         "wsPort": ws_addr.port(),
         "httpPort": http_addr.port(),
         "plainWebSocket": plain_ws,
+        // The local DPS serves devices on the same ports, with the host name as provisioning host.
+        "idScope": hub.id_scope(),
         "version": env!("CARGO_PKG_VERSION"),
     });
     let ca_pem = tls.ca_path.as_ref().and_then(|p| std::fs::read_to_string(p).ok()).map(Arc::new);

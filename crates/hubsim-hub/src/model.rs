@@ -46,6 +46,16 @@ pub struct Device {
     /// kept as IoT Hub keeps it on the twin (`modelId`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_id: Option<String>,
+    /// `{"iotEdge": true}` for an IoT Edge device (set by DPS from the enrollment).
+    #[serde(default)]
+    pub capabilities: Capabilities,
+}
+
+/// A device's capabilities (IoT Hub `DeviceCapabilities`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Capabilities {
+    pub iot_edge: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -72,15 +82,23 @@ impl Device {
 /// Desired and reported properties with their versions.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Twin {
+    /// Tags (service-only; set from a DPS enrollment's initial twin).
+    #[serde(default = "empty_object")]
+    pub tags: Value,
     pub desired: Value,
     pub reported: Value,
     pub desired_version: u64,
     pub reported_version: u64,
 }
 
+fn empty_object() -> Value {
+    Value::Object(Default::default())
+}
+
 impl Default for Twin {
     fn default() -> Self {
         Twin {
+            tags: empty_object(),
             desired: Value::Object(Default::default()),
             reported: Value::Object(Default::default()),
             desired_version: 1,
@@ -109,6 +127,7 @@ impl Twin {
         serde_json::json!({
             "deviceId": device_id,
             "modelId": model_id.unwrap_or(""),
+            "tags": self.tags,
             "version": self.desired_version + self.reported_version,
             "properties": doc,
         })
@@ -262,7 +281,13 @@ mod tests {
 
     #[test]
     fn mqtt_document_is_unwrapped_with_versions() {
-        let tw = Twin { desired: json!({"x": 1}), reported: json!({}), desired_version: 3, reported_version: 7 };
+        let tw = Twin {
+            desired: json!({"x": 1}),
+            reported: json!({}),
+            desired_version: 3,
+            reported_version: 7,
+            ..Twin::default()
+        };
         assert_eq!(tw.mqtt_document(), json!({"desired": {"x": 1, "$version": 3}, "reported": {"$version": 7}}));
     }
 }

@@ -50,6 +50,8 @@ use tokio::sync::{oneshot, watch};
 use crate::model::{C2dMessage, ConnectionRecord, Device, EventRecord, FeedbackRecord, Twin};
 use crate::timefmt::unix_ms;
 
+mod dps;
+
 const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
 const TWINS: TableDefinition<&str, &[u8]> = TableDefinition::new("twins");
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");

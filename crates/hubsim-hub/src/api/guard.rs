@@ -52,6 +52,12 @@ pub fn required(method: &Method, path: &str) -> Option<Permission> {
         "devices" if read => Some(Permission::RegistryRead),
         "devices" => Some(Permission::RegistryWrite),
         "twins" | "events" | "connections" | "feedback" => Some(Permission::ServiceConnect),
+        // The local DPS's enrollments and registration states (DPS's own service API has its own policies;
+        // here the registry permissions guard them). `POST …/query` only reads.
+        "enrollments" | "enrollmentGroups" | "registrations" if read || path.ends_with("/query") => {
+            Some(Permission::RegistryRead)
+        }
+        "enrollments" | "enrollmentGroups" | "registrations" => Some(Permission::RegistryWrite),
         _ => None,
     }
 }
@@ -190,6 +196,20 @@ mod tests {
             (Method::GET, "/events/stream", Some(ServiceConnect)),
             (Method::GET, "/connections/stream", Some(ServiceConnect)),
             (Method::GET, "/feedback", Some(ServiceConnect)),
+            (Method::GET, "/enrollments", Some(RegistryRead)),
+            (Method::POST, "/enrollments/query", Some(RegistryRead)),
+            (Method::GET, "/enrollments/r1", Some(RegistryRead)),
+            (Method::PUT, "/enrollments/r1", Some(RegistryWrite)),
+            (Method::DELETE, "/enrollments/r1", Some(RegistryWrite)),
+            (Method::GET, "/enrollmentGroups", Some(RegistryRead)),
+            (Method::POST, "/enrollmentGroups/query", Some(RegistryRead)),
+            (Method::GET, "/enrollmentGroups/g1", Some(RegistryRead)),
+            (Method::PUT, "/enrollmentGroups/g1", Some(RegistryWrite)),
+            (Method::DELETE, "/enrollmentGroups/g1", Some(RegistryWrite)),
+            (Method::GET, "/registrations", Some(RegistryRead)),
+            (Method::GET, "/registrations/r1", Some(RegistryRead)),
+            (Method::DELETE, "/registrations/r1", Some(RegistryWrite)),
+            (Method::POST, "/registrations/g1/query", Some(RegistryRead)),
             (Method::GET, "/health", None),
             (Method::GET, "/hubsim-emulator.json", None),
             (Method::GET, "/ca.pem", None),

@@ -19,6 +19,7 @@ use std::time::Duration;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::StreamExt as _;
 
+mod dps;
 mod guard;
 
 pub use guard::{required, Access};
@@ -67,6 +68,7 @@ pub fn router(state: AppState, web_dir: Option<PathBuf>) -> Router {
         .route("/connections", get(connections))
         .route("/connections/stream", get(connections_stream))
         .route("/feedback", get(feedback))
+        .merge(dps::routes())
         .with_state(state.clone());
     let r = match web_dir {
         Some(dir) if dir.is_dir() => r.fallback_service(tower_http::services::ServeDir::new(dir)),

@@ -6,6 +6,7 @@
 
 mod auth;
 mod c2d;
+pub mod dps;
 mod error;
 mod methods;
 pub mod policy;
@@ -137,6 +138,8 @@ pub struct Hub {
     epoch: tokio::time::Instant,
     /// Every connection task, so shutdown can wait for their close records and Wills.
     pub(crate) tasks: tokio_util::task::TaskTracker,
+    /// The local DPS's ID scope and open DPS connections.
+    pub dps: dps::DpsState,
 }
 
 pub(crate) fn random_key() -> String {
@@ -165,6 +168,7 @@ impl Hub {
             connlog: broadcast::channel(1024).0,
             epoch: tokio::time::Instant::now(),
             tasks: tokio_util::task::TaskTracker::new(),
+            dps: Default::default(),
         }
     }
 
@@ -234,6 +238,7 @@ impl Hub {
         for h in handles {
             h.close(reason.clone());
         }
+        self.dps.close_all(reason);
     }
 }
 

@@ -163,5 +163,6 @@ fn new_record(id: &str, primary: Option<String>, secondary: Option<String>, enab
         },
         created_time: iso8601(unix_ms()),
         model_id: None,
+        capabilities: Default::default(),
     }
 }

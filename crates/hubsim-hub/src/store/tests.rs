@@ -17,6 +17,7 @@ fn device(id: &str) -> Device {
         },
         created_time: String::new(),
         model_id: None,
+        capabilities: Default::default(),
     }
 }
 

@@ -1,0 +1,891 @@
+//! The local Device Provisioning Service (issue 11): one ID scope (generated at first start, stored), individual
+//! enrollments and enrollment groups with symmetric keys, registration records, and allocation to this hub.
+//!
+//! Records have the JSON shapes of the DPS service REST API (`IndividualEnrollment`, `EnrollmentGroup`,
+//! `DeviceRegistrationState`), so the same bodies work here and against a real DPS. The device side
+//! ([`Hub::dps_authenticate`], [`Hub::dps_register`], [`Hub::dps_operation`]) is driven by the DPS connection task
+//! (`conn/dps.rs`); the MQTT rules live in the core's `DpsSession`.
+//!
+//! Choices where DPS documents no behaviour for a single linked hub:
+//! - Allocation happens when the register request arrives; the device is answered 202 `assigning` with
+//!   `retry-after: 1` and learns the outcome from its first status poll, as from the real service.
+//! - Re-provisioning an assigned registration keeps the device's twin (substatus
+//!   `reprovisionedToInitialAssignment`), or, with `reprovisionPolicy.migrateDeviceData: false`, resets it to the
+//!   enrollment's initial twin (`deviceDataReset`). The device's keys are set to the enrollment's (or derived) keys
+//!   each time, so a re-keyed enrollment works after re-provisioning.
+//! - An individual enrollment takes precedence over groups (DPS docs); for a group, the first group whose derived
+//!   key (primary or secondary) verifies the token wins.
+//! - No custom allocation: the registration state carries no returned `payload`; the device's request payload is
+//!   kept as `requestPayload` (a hubsim extension) so it can be inspected.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use hubsim_proto::mqttbytes::v4::ConnectReturnCode;
+use hubsim_proto::provisioning::{DpsConnectRequest, RegistrationState, RegistrationStatus};
+use hubsim_proto::sas::{DeviceKey, ResourceUri};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use super::{random_id, ConnHandle, Hub, ServiceError};
+use crate::model::{Authentication, Capabilities, Device, SymmetricKey, Twin};
+use crate::store::StoreError;
+use crate::timefmt::{iso8601, unix_ms};
+
+/// The only attestation the local DPS supports (TPM is not possible over MQTT; X.509 is not emulated).
+pub const SYMMETRIC_KEY: &str = "symmetricKey";
+
+/// Seconds the device is told to wait before polling (`retry-after` of the 202 answer).
+pub const RETRY_AFTER_S: u64 = 1;
+
+/// `symmetricKey` attestation: the keys of an individual enrollment, or the group keys devices derive theirs from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Attestation {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub symmetric_key: SymmetricKey,
+}
+
+/// What happens to the device's data when it is provisioned again (DPS `ReprovisionPolicy`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReprovisionPolicy {
+    #[serde(default = "yes")]
+    pub update_hub_assignment: bool,
+    #[serde(default = "yes")]
+    pub migrate_device_data: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for ReprovisionPolicy {
+    fn default() -> Self {
+        ReprovisionPolicy { update_hub_assignment: true, migrate_device_data: true }
+    }
+}
+
+/// A DPS individual enrollment.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IndividualEnrollment {
+    pub registration_id: String,
+    /// The device id to create; the registration id when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
+    pub attestation: Attestation,
+    #[serde(default)]
+    pub capabilities: Capabilities,
+    /// `{"tags":{…},"properties":{"desired":{…}}}`, applied when the device is created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_twin: Option<Value>,
+    /// `enabled` or `disabled`.
+    pub provisioning_status: String,
+    #[serde(default)]
+    pub reprovision_policy: ReprovisionPolicy,
+    pub etag: String,
+    pub created_date_time_utc: String,
+    pub last_updated_date_time_utc: String,
+}
+
+/// A DPS enrollment group: devices derive their key from the group key and their registration id.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EnrollmentGroup {
+    pub enrollment_group_id: String,
+    pub attestation: Attestation,
+    #[serde(default)]
+    pub capabilities: Capabilities,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_twin: Option<Value>,
+    pub provisioning_status: String,
+    #[serde(default)]
+    pub reprovision_policy: ReprovisionPolicy,
+    pub etag: String,
+    pub created_date_time_utc: String,
+    pub last_updated_date_time_utc: String,
+}
+
+/// A registration record: DPS's `DeviceRegistrationState`, plus what the emulator needs to answer polls.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistrationRecord {
+    pub registration_id: String,
+    pub created_date_time_utc: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assigned_hub: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
+    /// `assigned`, `failed` or `disabled`.
+    pub status: String,
+    /// `initialAssignment`, `deviceDataReset`, `reprovisionedToInitialAssignment`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub substatus: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    pub last_updated_date_time_utc: String,
+    pub etag: String,
+    /// Data returned to the device (custom allocation only; never set by this emulator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Value>,
+    /// hubsim: the payload the device sent with its last register request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_payload: Option<Value>,
+    /// hubsim: the enrollment group it registered through (absent for an individual enrollment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrollment_group_id: Option<String>,
+    /// The operation of the last register request, which status polls name.
+    pub operation_id: String,
+}
+
+impl RegistrationRecord {
+    /// The core's `registrationState` for the device's answer.
+    pub fn state(&self) -> RegistrationState {
+        let mut s = RegistrationState::new(
+            self.registration_id.clone(),
+            RegistrationStatus::parse(&self.status).unwrap_or(RegistrationStatus::Failed),
+        );
+        s.assigned_hub = self.assigned_hub.clone();
+        s.device_id = self.device_id.clone();
+        s.substatus = self.substatus.clone();
+        s.error_code = self.error_code;
+        s.error_message = self.error_message.clone();
+        s.created_utc = Some(self.created_date_time_utc.clone());
+        s.last_updated_utc = Some(self.last_updated_date_time_utc.clone());
+        s.etag = Some(self.etag.clone());
+        s.payload = self.payload.as_ref().map(Value::to_string);
+        s
+    }
+}
+
+/// Which enrollment a device's token matched at CONNECT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enrolled {
+    /// Individual enrollment, by registration id.
+    Individual(String),
+    /// Enrollment group, by group id.
+    Group(String),
+}
+
+/// Live DPS state: the ID scope and the open DPS connections (closed at shutdown).
+#[derive(Default)]
+pub struct DpsState {
+    id_scope: OnceLock<String>,
+    conns: Mutex<HashMap<u64, ConnHandle>>,
+    next: AtomicU64,
+}
+
+impl DpsState {
+    pub(crate) fn close_all(&self, reason: hubsim_proto::hub::CloseReason) {
+        let handles: Vec<_> = self.conns.lock().map(|c| c.values().cloned().collect()).unwrap_or_default();
+        for h in handles {
+            h.close(reason.clone());
+        }
+    }
+}
+
+/// A DPS-style key: 64 random bytes, base64 (what the real service generates).
+fn random_dps_key() -> String {
+    let mut k = [0u8; 64];
+    rand::thread_rng().fill_bytes(&mut k);
+    STANDARD.encode(k)
+}
+
+/// `0ne` and 8 hexadecimal digits, the form of real ID scopes (`0ne00000A0A`).
+fn random_id_scope() -> String {
+    let mut b = [0u8; 4];
+    rand::thread_rng().fill_bytes(&mut b);
+    format!("0ne{:08X}", u32::from_be_bytes(b))
+}
+
+fn operation_id() -> String {
+    let mut b = [0u8; 8];
+    rand::thread_rng().fill_bytes(&mut b);
+    format!("4.{:016x}.{}", u64::from_be_bytes(b), random_id())
+}
+
+fn bad(message: impl Into<String>) -> ServiceError {
+    ServiceError::new(400, 400004, message)
+}
+
+/// True for a valid DPS registration id: 1–128 of `a-z A-Z 0-9 - . _ :`, ending alphanumeric or `-`.
+pub fn is_valid_registration_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':'))
+        && id.chars().last().is_some_and(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+/// What a PUT body may set; everything else (allocation policies, linked hubs, webhooks) is accepted and ignored.
+struct EnrollmentInput {
+    device_id: Option<String>,
+    keys: Option<(Option<String>, Option<String>)>,
+    capabilities: Capabilities,
+    initial_twin: Option<Value>,
+    provisioning_status: String,
+    reprovision_policy: ReprovisionPolicy,
+}
+
+fn parse_input(body: &Value) -> Result<EnrollmentInput, ServiceError> {
+    let obj = body.as_object().ok_or_else(|| bad("the body must be a JSON object"))?;
+    let str_field = |name: &str| -> Result<Option<String>, ServiceError> {
+        match obj.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(bad(format!("'{name}' must be a string"))),
+        }
+    };
+    let device_id = str_field("deviceId")?.filter(|d| !d.is_empty());
+    if let Some(d) = &device_id {
+        if !hubsim_proto::topic::is_valid_device_id(d) {
+            return Err(bad(format!("deviceId '{}' is not a valid device id", super::truncate(d, 128))));
+        }
+    }
+    let keys = match obj.get("attestation") {
+        None | Some(Value::Null) => None,
+        Some(a) => {
+            let kind = a.get("type").and_then(Value::as_str).unwrap_or("");
+            if !kind.eq_ignore_ascii_case(SYMMETRIC_KEY) {
+                return Err(bad(format!(
+                    "attestation type '{}' is not supported by hubsim's DPS: use \"symmetricKey\"",
+                    super::truncate(kind, 64)
+                )));
+            }
+            let key = |name: &str| -> Result<Option<String>, ServiceError> {
+                match a.pointer(&format!("/symmetricKey/{name}")) {
+                    None | Some(Value::Null) => Ok(None),
+                    Some(Value::String(s)) if s.is_empty() => Ok(None),
+                    Some(Value::String(s)) => {
+                        DeviceKey::from_base64(s).map_err(|e| bad(format!("attestation.symmetricKey.{name}: {e}")))?;
+                        Ok(Some(s.clone()))
+                    }
+                    Some(_) => Err(bad(format!("attestation.symmetricKey.{name} must be a base64 string"))),
+                }
+            };
+            Some((key("primaryKey")?, key("secondaryKey")?))
+        }
+    };
+    let capabilities = match obj.get("capabilities") {
+        None | Some(Value::Null) => Capabilities::default(),
+        Some(c) => match c.get("iotEdge") {
+            None | Some(Value::Null) => Capabilities::default(),
+            Some(Value::Bool(b)) => Capabilities { iot_edge: *b },
+            Some(_) => return Err(bad("capabilities.iotEdge must be true or false")),
+        },
+    };
+    let initial_twin = match obj.get("initialTwin") {
+        None | Some(Value::Null) => None,
+        Some(t @ Value::Object(_)) => {
+            for (path, what) in
+                [("/tags", "initialTwin.tags"), ("/properties/desired", "initialTwin.properties.desired")]
+            {
+                if let Some(v) = t.pointer(path) {
+                    if !v.is_object() && !v.is_null() {
+                        return Err(bad(format!("{what} must be a JSON object")));
+                    }
+                }
+            }
+            Some(t.clone())
+        }
+        Some(_) => return Err(bad("initialTwin must be a JSON object")),
+    };
+    let provisioning_status = match str_field("provisioningStatus")?.as_deref() {
+        None => "enabled".to_owned(),
+        Some(s) if s.eq_ignore_ascii_case("enabled") => "enabled".to_owned(),
+        Some(s) if s.eq_ignore_ascii_case("disabled") => "disabled".to_owned(),
+        Some(s) => {
+            return Err(bad(format!(
+                "provisioningStatus must be \"enabled\" or \"disabled\", not '{}'",
+                super::truncate(s, 64)
+            )))
+        }
+    };
+    let reprovision_policy = match obj.get("reprovisionPolicy") {
+        None | Some(Value::Null) => ReprovisionPolicy::default(),
+        Some(p) => serde_json::from_value(p.clone()).map_err(|e| bad(format!("reprovisionPolicy: {e}")))?,
+    };
+    Ok(EnrollmentInput { device_id, keys, capabilities, initial_twin, provisioning_status, reprovision_policy })
+}
+
+/// The keys to store: given ones, else the existing ones, else generated.
+fn keys_for(input: &EnrollmentInput, existing: Option<&SymmetricKey>) -> SymmetricKey {
+    let (p, s) = input.keys.clone().unwrap_or((None, None));
+    SymmetricKey {
+        primary_key: p.or_else(|| existing.map(|k| k.primary_key.clone())).unwrap_or_else(random_dps_key),
+        secondary_key: s.or_else(|| existing.map(|k| k.secondary_key.clone())).unwrap_or_else(random_dps_key),
+    }
+}
+
+/// `If-Match` against an etag: absent and `*` match anything; quotes are ignored.
+fn etag_matches(if_match: Option<&str>, etag: &str) -> bool {
+    match if_match.map(|m| m.trim().trim_matches('"')) {
+        None | Some("*") => true,
+        Some(m) => m == etag.trim_matches('"'),
+    }
+}
+
+fn precondition_failed(what: &str, id: &str) -> ServiceError {
+    ServiceError::new(412, 412001, format!("the etag in If-Match is not the current etag of {what} '{id}'"))
+}
+
+fn keys_of(k: &SymmetricKey) -> Vec<DeviceKey> {
+    [&k.primary_key, &k.secondary_key].into_iter().filter_map(|k| DeviceKey::from_base64(k).ok()).collect()
+}
+
+/// The device's keys under an enrollment: its own, or derived from the group's for `registration_id`.
+fn device_keys(enrolled: &Enrolled, keys: &SymmetricKey, registration_id: &str) -> SymmetricKey {
+    match enrolled {
+        Enrolled::Individual(_) => keys.clone(),
+        Enrolled::Group(_) => {
+            let derive = |k: &str| {
+                DeviceKey::from_base64(k)
+                    .map(|k| k.derive_for_registration(registration_id).to_base64())
+                    .unwrap_or_default()
+            };
+            SymmetricKey { primary_key: derive(&keys.primary_key), secondary_key: derive(&keys.secondary_key) }
+        }
+    }
+}
+
+/// The twin an enrollment's `initialTwin` describes.
+fn initial_twin(t: Option<&Value>) -> Twin {
+    let mut twin = Twin::default();
+    let obj = |v: Option<&Value>| match v {
+        Some(Value::Object(m)) => Value::Object(m.clone()),
+        _ => Value::Object(Map::new()),
+    };
+    if let Some(t) = t {
+        twin.tags = obj(t.get("tags"));
+        twin.desired = obj(t.pointer("/properties/desired"));
+    }
+    twin
+}
+
+impl Hub {
+    /// This DPS's ID scope (generated at first start).
+    pub fn id_scope(&self) -> &str {
+        self.dps.id_scope.get().map(String::as_str).unwrap_or("")
+    }
+
+    /// Loads the ID scope, generating and storing one at first start.
+    pub async fn dps_startup(&self) -> Result<(), StoreError> {
+        let scope = self
+            .store
+            .dps(|tx| match tx.dps_id_scope()? {
+                Some(s) => Ok(s),
+                None => {
+                    let s = random_id_scope();
+                    tx.put_dps_id_scope(&s)?;
+                    Ok(s)
+                }
+            })
+            .await?;
+        let _ = self.dps.id_scope.set(scope);
+        Ok(())
+    }
+
+    pub(crate) fn dps_register_conn(&self, handle: ConnHandle) -> u64 {
+        let id = self.dps.next.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut c) = self.dps.conns.lock() {
+            c.insert(id, handle);
+        }
+        id
+    }
+
+    pub(crate) fn dps_unregister_conn(&self, id: u64) {
+        if let Ok(mut c) = self.dps.conns.lock() {
+            c.remove(&id);
+        }
+    }
+
+    // ---- service API ----------------------------------------------------------------------------------------
+
+    /// Creates or replaces an individual enrollment (keys generated unless given, kept on update unless given).
+    pub async fn put_enrollment(
+        &self,
+        registration_id: &str,
+        body: &Value,
+        if_match: Option<String>,
+    ) -> Result<IndividualEnrollment, ServiceError> {
+        if !is_valid_registration_id(registration_id) {
+            return Err(bad(format!(
+                "'{}' is not a valid registration id (1–128 of a–z A–Z 0–9 - . _ :, ending alphanumeric or -)",
+                super::truncate(registration_id, 128)
+            )));
+        }
+        if let Some(id) = body.get("registrationId").and_then(Value::as_str) {
+            if id != registration_id {
+                return Err(bad(format!(
+                    "the body's registrationId '{}' is not the one in the path '{registration_id}'",
+                    super::truncate(id, 128)
+                )));
+            }
+        }
+        let input = parse_input(body)?;
+        let id = registration_id.to_owned();
+        self.store
+            .dps(move |tx| {
+                let old = tx.enrollment(&id)?;
+                if let Some(o) = &old {
+                    if !etag_matches(if_match.as_deref(), &o.etag) {
+                        return Ok(Err(precondition_failed("enrollment", &id)));
+                    }
+                }
+                let now = iso8601(unix_ms());
+                let e = IndividualEnrollment {
+                    registration_id: id.clone(),
+                    device_id: input.device_id.clone(),
+                    attestation: Attestation {
+                        kind: SYMMETRIC_KEY.into(),
+                        symmetric_key: keys_for(&input, old.as_ref().map(|o| &o.attestation.symmetric_key)),
+                    },
+                    capabilities: input.capabilities.clone(),
+                    initial_twin: input.initial_twin.clone(),
+                    provisioning_status: input.provisioning_status.clone(),
+                    reprovision_policy: input.reprovision_policy.clone(),
+                    etag: random_id(),
+                    created_date_time_utc: old.as_ref().map(|o| o.created_date_time_utc.clone()).unwrap_or(now.clone()),
+                    last_updated_date_time_utc: now,
+                };
+                tx.put_enrollment(&e)?;
+                Ok(Ok(e))
+            })
+            .await?
+    }
+
+    pub async fn get_enrollment(&self, registration_id: &str) -> Result<IndividualEnrollment, ServiceError> {
+        let id = registration_id.to_owned();
+        self.store.dps(move |tx| tx.enrollment(&id)).await?.ok_or_else(|| enrollment_not_found(registration_id))
+    }
+
+    pub async fn enrollments(&self) -> Result<Vec<IndividualEnrollment>, ServiceError> {
+        Ok(self.store.dps(|tx| tx.enrollments()).await?)
+    }
+
+    /// Deletes an individual enrollment and its registration record (as DPS does).
+    pub async fn delete_enrollment(&self, registration_id: &str, if_match: Option<String>) -> Result<(), ServiceError> {
+        let id = registration_id.to_owned();
+        self.store
+            .dps(move |tx| {
+                let Some(e) = tx.enrollment(&id)? else { return Ok(Err(enrollment_not_found(&id))) };
+                if !etag_matches(if_match.as_deref(), &e.etag) {
+                    return Ok(Err(precondition_failed("enrollment", &id)));
+                }
+                tx.delete_enrollment(&id)?;
+                if tx.registration(&id)?.is_some_and(|r| r.enrollment_group_id.is_none()) {
+                    tx.delete_registration(&id)?;
+                }
+                Ok(Ok(()))
+            })
+            .await?
+    }
+
+    /// Creates or replaces an enrollment group.
+    pub async fn put_enrollment_group(
+        &self,
+        group_id: &str,
+        body: &Value,
+        if_match: Option<String>,
+    ) -> Result<EnrollmentGroup, ServiceError> {
+        if !is_valid_registration_id(group_id) {
+            return Err(bad(format!(
+                "'{}' is not a valid enrollment group id (1–128 of a–z A–Z 0–9 - . _ :)",
+                super::truncate(group_id, 128)
+            )));
+        }
+        if let Some(id) = body.get("enrollmentGroupId").and_then(Value::as_str) {
+            if id != group_id {
+                return Err(bad(format!(
+                    "the body's enrollmentGroupId '{}' is not the one in the path '{group_id}'",
+                    super::truncate(id, 128)
+                )));
+            }
+        }
+        let input = parse_input(body)?;
+        let id = group_id.to_owned();
+        self.store
+            .dps(move |tx| {
+                let old = tx.enrollment_group(&id)?;
+                if let Some(o) = &old {
+                    if !etag_matches(if_match.as_deref(), &o.etag) {
+                        return Ok(Err(precondition_failed("enrollment group", &id)));
+                    }
+                }
+                let now = iso8601(unix_ms());
+                let g = EnrollmentGroup {
+                    enrollment_group_id: id.clone(),
+                    attestation: Attestation {
+                        kind: SYMMETRIC_KEY.into(),
+                        symmetric_key: keys_for(&input, old.as_ref().map(|o| &o.attestation.symmetric_key)),
+                    },
+                    capabilities: input.capabilities.clone(),
+                    initial_twin: input.initial_twin.clone(),
+                    provisioning_status: input.provisioning_status.clone(),
+                    reprovision_policy: input.reprovision_policy.clone(),
+                    etag: random_id(),
+                    created_date_time_utc: old.as_ref().map(|o| o.created_date_time_utc.clone()).unwrap_or(now.clone()),
+                    last_updated_date_time_utc: now,
+                };
+                tx.put_enrollment_group(&g)?;
+                Ok(Ok(g))
+            })
+            .await?
+    }
+
+    pub async fn get_enrollment_group(&self, group_id: &str) -> Result<EnrollmentGroup, ServiceError> {
+        let id = group_id.to_owned();
+        self.store.dps(move |tx| tx.enrollment_group(&id)).await?.ok_or_else(|| group_not_found(group_id))
+    }
+
+    pub async fn enrollment_groups(&self) -> Result<Vec<EnrollmentGroup>, ServiceError> {
+        Ok(self.store.dps(|tx| tx.enrollment_groups()).await?)
+    }
+
+    /// Deletes an enrollment group and the registration records made through it.
+    pub async fn delete_enrollment_group(&self, group_id: &str, if_match: Option<String>) -> Result<(), ServiceError> {
+        let id = group_id.to_owned();
+        self.store
+            .dps(move |tx| {
+                let Some(g) = tx.enrollment_group(&id)? else { return Ok(Err(group_not_found(&id))) };
+                if !etag_matches(if_match.as_deref(), &g.etag) {
+                    return Ok(Err(precondition_failed("enrollment group", &id)));
+                }
+                tx.delete_enrollment_group(&id)?;
+                for r in tx.registrations()? {
+                    if r.enrollment_group_id.as_deref() == Some(id.as_str()) {
+                        tx.delete_registration(&r.registration_id)?;
+                    }
+                }
+                Ok(Ok(()))
+            })
+            .await?
+    }
+
+    /// The derived device key of `registration_id` in a group (primary), as `az iot dps enrollment-group
+    /// compute-device-key` prints it.
+    pub async fn group_device_key(&self, group_id: &str, registration_id: &str) -> Result<String, ServiceError> {
+        let g = self.get_enrollment_group(group_id).await?;
+        let k = DeviceKey::from_base64(&g.attestation.symmetric_key.primary_key)
+            .map_err(|e| ServiceError::new(500, 500001, format!("the stored group key: {e}")))?;
+        Ok(k.derive_for_registration(registration_id).to_base64())
+    }
+
+    pub async fn registration(&self, registration_id: &str) -> Result<RegistrationRecord, ServiceError> {
+        let id = registration_id.to_owned();
+        self.store.dps(move |tx| tx.registration(&id)).await?.ok_or_else(|| registration_not_found(registration_id))
+    }
+
+    pub async fn registrations(&self) -> Result<Vec<RegistrationRecord>, ServiceError> {
+        Ok(self.store.dps(|tx| tx.registrations()).await?)
+    }
+
+    /// Deletes a registration record (the device identity stays, as with DPS); the next registration is an initial
+    /// assignment again.
+    pub async fn delete_registration(&self, registration_id: &str) -> Result<(), ServiceError> {
+        let id = registration_id.to_owned();
+        if !self.store.dps(move |tx| tx.delete_registration(&id)).await? {
+            return Err(registration_not_found(registration_id));
+        }
+        Ok(())
+    }
+
+    // ---- the device side ------------------------------------------------------------------------------------
+
+    /// Checks a DPS CONNECT: the ID scope, then the token against the individual enrollment's keys, else against
+    /// every group's derived keys. A refusal is CONNACK 0x05 (DPS's 401), or 0x03 when the store failed.
+    pub async fn dps_authenticate(&self, req: &DpsConnectRequest) -> Result<Enrolled, (ConnectReturnCode, String)> {
+        if !req.id_scope.eq_ignore_ascii_case(self.id_scope()) {
+            return Err((
+                ConnectReturnCode::NotAuthorized,
+                format!(
+                    "401: ID scope '{}' is not this DPS's ('{}')",
+                    super::truncate(&req.id_scope, 64),
+                    self.id_scope()
+                ),
+            ));
+        }
+        let id = req.registration_id.clone();
+        let (individual, groups) = self
+            .store
+            .dps(move |tx| Ok((tx.enrollment(&id)?, tx.enrollment_groups()?)))
+            .await
+            .map_err(|e| (ConnectReturnCode::ServiceUnavailable, e.to_string()))?;
+        let resource = ResourceUri::Registration {
+            id_scope: self.id_scope().to_owned(),
+            registration_id: req.registration_id.clone(),
+        };
+        let now_s = unix_ms() / 1000;
+        let rid = super::truncate(&req.registration_id, 128);
+        if let Some(e) = individual {
+            let keys = keys_of(&e.attestation.symmetric_key);
+            let refs: Vec<&DeviceKey> = keys.iter().collect();
+            return match req.token.verify(&refs, &resource, now_s) {
+                Ok(()) => Ok(Enrolled::Individual(e.registration_id)),
+                Err(why) => Err((
+                    ConnectReturnCode::NotAuthorized,
+                    format!("401: the token does not verify against individual enrollment '{rid}': {why}"),
+                )),
+            };
+        }
+        let mut last = None;
+        for g in &groups {
+            let keys: Vec<DeviceKey> = keys_of(&g.attestation.symmetric_key)
+                .iter()
+                .map(|k| k.derive_for_registration(&req.registration_id))
+                .collect();
+            let refs: Vec<&DeviceKey> = keys.iter().collect();
+            match req.token.verify(&refs, &resource, now_s) {
+                Ok(()) => return Ok(Enrolled::Group(g.enrollment_group_id.clone())),
+                Err(why) => last = Some(why),
+            }
+        }
+        Err((
+            ConnectReturnCode::NotAuthorized,
+            match last {
+                None => format!("401: registration '{rid}' has no individual enrollment and there is no enrollment group"),
+                Some(why) => format!(
+                    "401: registration '{rid}' has no individual enrollment and the token verifies against no enrollment group's derived key ({why})"
+                ),
+            },
+        ))
+    }
+
+    /// Handles a register request: allocates the device to this hub (creating or updating its identity) and
+    /// stores the registration record with a new operation id. A disabled enrollment gives status `disabled`.
+    pub async fn dps_register(
+        &self,
+        enrolled: &Enrolled,
+        registration_id: &str,
+        request_payload: Option<String>,
+    ) -> Result<RegistrationRecord, ServiceError> {
+        let enrolled = enrolled.clone();
+        let rid = registration_id.to_owned();
+        let hub_name = self.settings.host_name.clone();
+        let payload = request_payload.and_then(|p| serde_json::from_str::<Value>(&p).ok());
+        let (record, disable_conn) = self
+            .store
+            .dps(move |tx| {
+                let now = iso8601(unix_ms());
+                let prev = tx.registration(&rid)?;
+                let (device_id, keys, caps, twin, enabled, policy, group) = match &enrolled {
+                    Enrolled::Individual(id) => match tx.enrollment(id)? {
+                        Some(e) => (
+                            e.device_id.clone().unwrap_or_else(|| rid.clone()),
+                            e.attestation.symmetric_key.clone(),
+                            e.capabilities.clone(),
+                            e.initial_twin.clone(),
+                            e.provisioning_status == "enabled",
+                            e.reprovision_policy.clone(),
+                            None,
+                        ),
+                        None => return Ok(Err(enrollment_not_found(id))),
+                    },
+                    Enrolled::Group(gid) => match tx.enrollment_group(gid)? {
+                        Some(g) => (
+                            rid.clone(),
+                            g.attestation.symmetric_key.clone(),
+                            g.capabilities.clone(),
+                            g.initial_twin.clone(),
+                            g.provisioning_status == "enabled",
+                            g.reprovision_policy.clone(),
+                            Some(gid.clone()),
+                        ),
+                        None => return Ok(Err(group_not_found(gid))),
+                    },
+                };
+                let mut record = RegistrationRecord {
+                    registration_id: rid.clone(),
+                    created_date_time_utc: prev
+                        .as_ref()
+                        .map(|p| p.created_date_time_utc.clone())
+                        .unwrap_or(now.clone()),
+                    assigned_hub: None,
+                    device_id: None,
+                    status: "disabled".into(),
+                    substatus: None,
+                    error_code: None,
+                    error_message: None,
+                    last_updated_date_time_utc: now.clone(),
+                    etag: random_id(),
+                    payload: None,
+                    request_payload: payload,
+                    enrollment_group_id: group,
+                    operation_id: operation_id(),
+                };
+                if !enabled {
+                    tx.put_registration(&record)?;
+                    return Ok(Ok((record, None)));
+                }
+                let keys = device_keys(&enrolled, &keys, &rid);
+                let reprovision = prev.as_ref().is_some_and(|p| p.status == "assigned");
+                let reset = reprovision && !policy.migrate_device_data;
+                let mut replaced = None;
+                match tx.device(&device_id)? {
+                    None => {
+                        tx.put_device(&Device {
+                            device_id: device_id.clone(),
+                            generation_id: format!("{}", unix_ms()),
+                            status: "enabled".into(),
+                            authentication: Authentication { kind: "sas".into(), symmetric_key: keys },
+                            created_time: now,
+                            model_id: None,
+                            capabilities: caps,
+                        })?;
+                        tx.put_twin(&device_id, &initial_twin(twin.as_ref()))?;
+                    }
+                    Some(mut d) => {
+                        if d.authentication.symmetric_key != keys {
+                            replaced = Some(device_id.clone());
+                        }
+                        d.authentication = Authentication { kind: "sas".into(), symmetric_key: keys };
+                        d.capabilities = caps;
+                        tx.put_device(&d)?;
+                        if reset {
+                            let mut t = initial_twin(twin.as_ref());
+                            let old = tx.twin(&device_id)?;
+                            // Versions only grow, so devices and services notice the reset.
+                            t.desired_version = old.desired_version + 1;
+                            t.reported_version = old.reported_version + 1;
+                            tx.put_twin(&device_id, &t)?;
+                        }
+                    }
+                }
+                record.status = "assigned".into();
+                record.assigned_hub = Some(hub_name);
+                record.device_id = Some(device_id);
+                record.substatus = Some(
+                    match (reprovision, reset) {
+                        (false, _) => "initialAssignment",
+                        (true, false) => "reprovisionedToInitialAssignment",
+                        (true, true) => "deviceDataReset",
+                    }
+                    .into(),
+                );
+                tx.put_registration(&record)?;
+                Ok(Ok((record, replaced)))
+            })
+            .await??;
+        // A connection made with keys that are no longer the device's is closed, as after a key change.
+        if let Some(d) = disable_conn {
+            self.close_connection(
+                &d,
+                hubsim_proto::hub::CloseReason::ClosedByService(
+                    "the device was provisioned again with other keys".into(),
+                ),
+            );
+        }
+        Ok(record)
+    }
+
+    /// The record an operation id names, if it is the registration's current operation.
+    pub async fn dps_operation(
+        &self,
+        registration_id: &str,
+        operation_id: &str,
+    ) -> Result<Option<RegistrationRecord>, StoreError> {
+        let id = registration_id.to_owned();
+        let rec = self.store.dps(move |tx| tx.registration(&id)).await?;
+        Ok(rec.filter(|r| r.operation_id == operation_id))
+    }
+}
+
+fn enrollment_not_found(id: &str) -> ServiceError {
+    ServiceError::new(404, 404201, format!("there is no individual enrollment '{}'", super::truncate(id, 128)))
+}
+
+fn group_not_found(id: &str) -> ServiceError {
+    ServiceError::new(404, 404202, format!("there is no enrollment group '{}'", super::truncate(id, 128)))
+}
+
+fn registration_not_found(id: &str) -> ServiceError {
+    ServiceError::new(404, 404203, format!("there is no registration '{}'", super::truncate(id, 128)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn id_scopes_look_like_real_ones() {
+        let s = random_id_scope();
+        assert_eq!(s.len(), 11);
+        assert!(s.starts_with("0ne"));
+        assert!(s[3..].chars().all(|c| c.is_ascii_hexdigit()));
+        assert!(hubsim_proto::provisioning::is_dps_username(&format!("{s}/registrations/r1/api-version=2019-03-31")));
+    }
+
+    #[test]
+    fn registration_ids_follow_dps_rules() {
+        assert!(is_valid_registration_id("sn-007-888-abc-mac-a1-b2-c3-d4-e5-f6"));
+        assert!(is_valid_registration_id("a.b_c:d"));
+        assert!(!is_valid_registration_id(""));
+        assert!(!is_valid_registration_id("ends."));
+        assert!(!is_valid_registration_id("has space"));
+        assert!(!is_valid_registration_id(&"a".repeat(129)));
+    }
+
+    #[test]
+    fn bodies_are_validated_with_reasons() {
+        let err = |v: Value| match parse_input(&v) {
+            Err(ServiceError::Api { status, message, .. }) => (status, message),
+            other => panic!("{:?}", other.map(|_| ())),
+        };
+        assert_eq!(err(json!([1])).0, 400);
+        assert!(err(json!({"attestation": {"type": "x509"}})).1.contains("symmetricKey"));
+        assert!(err(json!({"attestation": {"type": "symmetricKey", "symmetricKey": {"primaryKey": "!!"}}}))
+            .1
+            .contains("primaryKey"));
+        assert!(err(json!({"provisioningStatus": "maybe"})).1.contains("provisioningStatus"));
+        assert!(err(json!({"initialTwin": {"tags": 3}})).1.contains("tags"));
+        assert!(err(json!({"capabilities": {"iotEdge": "yes"}})).1.contains("iotEdge"));
+        let ok = parse_input(&json!({
+            "attestation": {"type": "symmetricKey"},
+            "capabilities": {"iotEdge": true},
+            "provisioningStatus": "Disabled",
+            "allocationPolicy": "hashed",
+            "reprovisionPolicy": {"migrateDeviceData": false},
+        }))
+        .unwrap();
+        assert!(ok.capabilities.iot_edge);
+        assert_eq!(ok.provisioning_status, "disabled");
+        assert!(!ok.reprovision_policy.migrate_device_data && ok.reprovision_policy.update_hub_assignment);
+    }
+
+    #[test]
+    fn group_devices_get_the_derived_keys() {
+        // The reference vector (iothub-mqtt.md §3).
+        let group = SymmetricKey {
+            primary_key: "8isrFI1sGsIlvvFSSFRiMfCNzv21fjbE/+ah/lSh3lF8e2YG1Te7w1KpZhJFFXJrqYKi9yegxkqIChbqOS9Egw=="
+                .into(),
+            secondary_key: "8isrFI1sGsIlvvFSSFRiMfCNzv21fjbE/+ah/lSh3lF8e2YG1Te7w1KpZhJFFXJrqYKi9yegxkqIChbqOS9Egw=="
+                .into(),
+        };
+        let k = device_keys(&Enrolled::Group("g".into()), &group, "sn-007-888-abc-mac-a1-b2-c3-d4-e5-f6");
+        assert_eq!(k.primary_key, "Jsm0lyGpjaVYVP2g3FnmnmG9dI/9qU24wNoykUmermc=");
+        assert_eq!(device_keys(&Enrolled::Individual("r".into()), &group, "r"), group);
+    }
+
+    #[test]
+    fn etags_match_with_or_without_quotes_and_star() {
+        assert!(etag_matches(None, "abc"));
+        assert!(etag_matches(Some("*"), "abc"));
+        assert!(etag_matches(Some("\"abc\""), "abc"));
+        assert!(!etag_matches(Some("abd"), "abc"));
+    }
+
+    #[test]
+    fn initial_twin_sets_tags_and_desired() {
+        let t = initial_twin(Some(&json!({"tags": {"site": "A"}, "properties": {"desired": {"rate": 5}}})));
+        assert_eq!(t.tags, json!({"site": "A"}));
+        assert_eq!(t.desired, json!({"rate": 5}));
+        assert_eq!(initial_twin(None), Twin::default());
+    }
+}

@@ -1,0 +1,374 @@
+//! The local DPS over real sockets (issue 11): enrollments through the service API, devices registering with the
+//! core's `ProvisioningSession` (hubsim-device's driver) over TLS and WebSocket on the hub's own listeners, then
+//! connecting to the hub with the result and sending telemetry that lands under the assigned device.
+
+use hubsim_device::provision::{drive, ProvisionError};
+use hubsim_proto::device::{Event, Telemetry};
+use hubsim_proto::provisioning::{
+    Assignment, EnrollmentKey, Progress, ProvisioningConfig, ProvisioningError, ProvisioningSession, Registration,
+};
+use hubsim_proto::sas::DeviceKey;
+use hubsim_testkit::*;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+async fn call(emu: &Emu, method: &str, path: &str, body: Option<Value>) -> HttpAnswer {
+    let token = emu.token("iothubowner");
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let h = [("host", "localhost"), ("authorization", token.as_str()), ("content-type", "application/json")];
+    http_raw(emu.r().http_addr, method, path, &h, &body).await
+}
+
+fn scope(emu: &Emu) -> String {
+    emu.hub().id_scope().to_owned()
+}
+
+/// Registers `registration_id` with `key` over `via`; the result and the progress seen.
+async fn register(
+    emu: &Emu,
+    via: Via,
+    registration_id: &str,
+    key: EnrollmentKey,
+    payload: Option<&str>,
+) -> (Result<Registration, ProvisionError>, Vec<Progress>, DeviceKey) {
+    let mut config = ProvisioningConfig::new(scope(emu), registration_id);
+    config.payload = payload.map(str::to_owned);
+    let mut session = ProvisioningSession::new(config, &key);
+    let transport = open_raw(emu, via).await;
+    let mut progress = Vec::new();
+    let r = tokio::time::timeout(WAIT, drive(&mut session, transport, |p| progress.push(p.clone())))
+        .await
+        .expect("DPS answered in time");
+    (r, progress, session.device_key().clone())
+}
+
+fn assigned(r: Result<Registration, ProvisionError>) -> Assignment {
+    match r {
+        Ok(Registration::Assigned(a)) => a,
+        other => panic!("not assigned: {other:?}"),
+    }
+}
+
+/// Connects to the hub as the assigned device and sends one message; returns the stored event's body.
+async fn send_as(emu: &Emu, a: &Assignment, key: DeviceKey, via: Via, body: &str) -> String {
+    assert_eq!(a.assigned_hub, "localhost");
+    let mut dev = TestDevice::new(&a.device_id, key, via);
+    dev.connect(emu).await;
+    dev.send(Telemetry::new(body.as_bytes().to_vec())).await;
+    dev.expect("PUBACK", |e| matches!(e, Event::TelemetryAcked { .. })).await;
+    let evs = emu.wait_events(&a.device_id, 1).await;
+    evs.last().and_then(|e| e.body.clone()).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn individual_enrollment_provisions_over_tls_and_the_device_sends_telemetry() {
+    let emu = Emu::start().await;
+    let put = call(
+        &emu,
+        "PUT",
+        "/enrollments/dev-ind-1?api-version=2021-10-01",
+        Some(json!({
+            "registrationId": "dev-ind-1",
+            "attestation": {"type": "symmetricKey"},
+            "capabilities": {"iotEdge": true},
+            "initialTwin": {"tags": {"site": "lab"}, "properties": {"desired": {"interval": 5}}},
+        })),
+    )
+    .await;
+    assert_eq!(put.status, 200, "{}", put.body);
+    let e = put.json();
+    assert_eq!(e["provisioningStatus"], "enabled");
+    assert_eq!(e["attestation"]["type"], "symmetricKey");
+    assert!(e["etag"].as_str().is_some_and(|t| !t.is_empty()));
+    let key = e["attestation"]["symmetricKey"]["primaryKey"].as_str().unwrap();
+    let key = DeviceKey::from_base64(key).unwrap();
+
+    let (r, progress, device_key) = register(
+        &emu,
+        Via::Mqtt,
+        "dev-ind-1",
+        EnrollmentKey::Individual(key.clone()),
+        Some(r#"{"modelId":"dtmi:x;1"}"#),
+    )
+    .await;
+    let a = assigned(r);
+    assert_eq!(a.device_id, "dev-ind-1");
+    assert_eq!(a.substatus.as_deref(), Some("initialAssignment"));
+    assert_eq!(device_key, key);
+    // Register answered 202 assigning with retry-after 1 s, then the poll answered assigned.
+    assert!(
+        progress
+            .iter()
+            .any(|p| matches!(p, Progress::Assigning { retry_in, .. } if *retry_in == Duration::from_secs(1))),
+        "{progress:?}"
+    );
+
+    // The device identity carries the enrollment's key, IoT Edge flag and initial twin.
+    let d = emu.hub().get_device("dev-ind-1").await.unwrap();
+    assert!(d.capabilities.iot_edge);
+    let twin = call(&emu, "GET", "/twins/dev-ind-1", None).await.json();
+    assert_eq!(twin["tags"]["site"], "lab", "{twin}");
+    assert_eq!(twin["properties"]["desired"]["interval"], 5, "{twin}");
+
+    // The registration state, through the API.
+    let st = call(&emu, "GET", "/registrations/dev-ind-1", None).await;
+    assert_eq!(st.status, 200);
+    let st = st.json();
+    assert_eq!(st["status"], "assigned");
+    assert_eq!(st["assignedHub"], "localhost");
+    assert_eq!(st["deviceId"], "dev-ind-1");
+    assert_eq!(st["substatus"], "initialAssignment");
+    assert_eq!(st["requestPayload"]["modelId"], "dtmi:x;1");
+    assert!(st["createdDateTimeUtc"].as_str().is_some() && st["etag"].as_str().is_some());
+    let e = call(&emu, "GET", "/enrollments/dev-ind-1", None).await.json();
+    assert_eq!(e["registrationState"]["status"], "assigned");
+
+    assert_eq!(send_as(&emu, &a, device_key, Via::Mqtt, "hello from DPS").await, "hello from DPS");
+    let rec = emu.wait_log(|r| r.operation == "dpsRegister" && r.device_id.as_deref() == Some("dev-ind-1")).await;
+    assert_eq!(rec.reason, "assigned");
+    assert_eq!(rec.transport, "mqtt");
+}
+
+#[tokio::test]
+async fn group_enrollment_provisions_over_websocket_with_the_derived_key() {
+    let emu = Emu::start().await;
+    let put = call(&emu, "PUT", "/enrollmentGroups/line-1", Some(json!({"enrollmentGroupId": "line-1"}))).await;
+    assert_eq!(put.status, 200, "{}", put.body);
+    let group_key = put.json()["attestation"]["symmetricKey"]["primaryKey"].as_str().unwrap().to_owned();
+    let group_key = DeviceKey::from_base64(&group_key).unwrap();
+
+    let (r, _, device_key) = register(&emu, Via::Ws, "sensor-17", EnrollmentKey::Group(group_key.clone()), None).await;
+    let a = assigned(r);
+    assert_eq!(a.device_id, "sensor-17");
+    assert_eq!(device_key, group_key.derive_for_registration("sensor-17"));
+    let d = emu.hub().get_device("sensor-17").await.unwrap();
+    assert_eq!(d.authentication.symmetric_key.primary_key, device_key.to_base64());
+    let st = call(&emu, "GET", "/registrations/sensor-17", None).await.json();
+    assert_eq!(st["enrollmentGroupId"], "line-1");
+    let of_group = call(&emu, "POST", "/registrations/line-1/query", Some(json!({}))).await.json();
+    assert_eq!(of_group[0]["registrationId"], "sensor-17", "{of_group}");
+
+    assert_eq!(send_as(&emu, &a, device_key, Via::Ws, "grouped").await, "grouped");
+    let rec = emu.wait_log(|r| r.operation == "dpsRegister" && r.device_id.as_deref() == Some("sensor-17")).await;
+    assert_eq!(rec.transport, "wss");
+    assert!(rec.description.contains("enrollment group 'line-1'"), "{}", rec.description);
+}
+
+#[tokio::test]
+async fn a_wrong_key_is_refused_with_a_typed_failure_and_logged() {
+    let emu = Emu::start().await;
+    call(&emu, "PUT", "/enrollments/dev-bad", Some(json!({}))).await;
+    let wrong = DeviceKey::from_bytes(vec![7u8; 32]);
+    for via in [Via::Mqtt, Via::Ws] {
+        let (r, _, _) = register(&emu, via, "dev-bad", EnrollmentKey::Individual(wrong.clone()), None).await;
+        match r {
+            Err(ProvisionError::Dps(ProvisioningError::Refused(c))) => assert_eq!(c.0, 5),
+            other => panic!("{other:?}"),
+        }
+    }
+    // No enrollment at all, and a group key used for a registration with no group: refused the same way.
+    let (r, _, _) = register(&emu, Via::Mqtt, "nobody", EnrollmentKey::Group(wrong), None).await;
+    assert!(matches!(r, Err(ProvisionError::Dps(ProvisioningError::Refused(_)))), "{r:?}");
+    let rec = emu.wait_log(|r| r.operation == "dpsConnectRefused" && r.device_id.as_deref() == Some("dev-bad")).await;
+    assert_eq!(rec.result_type, 401002);
+    assert!(rec.description.contains("individual enrollment 'dev-bad'"), "{}", rec.description);
+    assert!(emu.hub().get_device("dev-bad").await.is_err());
+}
+
+#[tokio::test]
+async fn a_disabled_enrollment_gives_status_disabled_and_no_device() {
+    let emu = Emu::start().await;
+    let e = call(&emu, "PUT", "/enrollments/dev-off", Some(json!({"provisioningStatus": "disabled"}))).await.json();
+    let key = DeviceKey::from_base64(e["attestation"]["symmetricKey"]["secondaryKey"].as_str().unwrap()).unwrap();
+    let (r, _, _) = register(&emu, Via::Mqtt, "dev-off", EnrollmentKey::Individual(key.clone()), None).await;
+    assert!(matches!(r, Ok(Registration::Disabled)), "{r:?}");
+    assert!(emu.hub().get_device("dev-off").await.is_err());
+    assert_eq!(call(&emu, "GET", "/registrations/dev-off", None).await.json()["status"], "disabled");
+
+    // A disabled group, likewise; enabling it again (same keys, If-Match) lets the device in.
+    let g = call(&emu, "PUT", "/enrollmentGroups/g-off", Some(json!({"provisioningStatus": "disabled"}))).await.json();
+    let gk = DeviceKey::from_base64(g["attestation"]["symmetricKey"]["primaryKey"].as_str().unwrap()).unwrap();
+    let (r, _, _) = register(&emu, Via::Ws, "g-dev", EnrollmentKey::Group(gk.clone()), None).await;
+    assert!(matches!(r, Ok(Registration::Disabled)), "{r:?}");
+    let token = emu.token("iothubowner");
+    let stale = [("host", "localhost"), ("authorization", token.as_str()), ("if-match", "\"stale\"")];
+    let a = http_raw(emu.r().http_addr, "PUT", "/enrollmentGroups/g-off", &stale, "{}").await;
+    assert_eq!(a.status, 412, "{}", a.body);
+    let etag = g["etag"].as_str().unwrap();
+    let fresh = [("host", "localhost"), ("authorization", token.as_str()), ("if-match", etag)];
+    let a = http_raw(emu.r().http_addr, "PUT", "/enrollmentGroups/g-off", &fresh, "{}").await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let (r, _, _) = register(&emu, Via::Ws, "g-dev", EnrollmentKey::Group(gk), None).await;
+    assert_eq!(assigned(r).device_id, "g-dev");
+}
+
+#[tokio::test]
+async fn provisioning_again_keeps_or_resets_the_twin_by_policy() {
+    let emu = Emu::start().await;
+    let body = json!({"initialTwin": {"properties": {"desired": {"mode": "initial"}}}});
+    let e = call(&emu, "PUT", "/enrollments/dev-re", Some(body)).await.json();
+    let key = DeviceKey::from_base64(e["attestation"]["symmetricKey"]["primaryKey"].as_str().unwrap()).unwrap();
+    let first = assigned(register(&emu, Via::Mqtt, "dev-re", EnrollmentKey::Individual(key.clone()), None).await.0);
+    assert_eq!(first.substatus.as_deref(), Some("initialAssignment"));
+    emu.hub().patch_desired("dev-re", json!({"mode": "changed"})).await.unwrap();
+
+    let again = assigned(register(&emu, Via::Mqtt, "dev-re", EnrollmentKey::Individual(key.clone()), None).await.0);
+    assert_eq!(again.substatus.as_deref(), Some("reprovisionedToInitialAssignment"));
+    assert_eq!(emu.hub().get_twin("dev-re").await.unwrap().desired["mode"], "changed");
+
+    // migrateDeviceData false: the twin goes back to the enrollment's initial twin.
+    let body = json!({
+        "initialTwin": {"properties": {"desired": {"mode": "initial"}}},
+        "reprovisionPolicy": {"updateHubAssignment": true, "migrateDeviceData": false},
+    });
+    assert_eq!(call(&emu, "PUT", "/enrollments/dev-re", Some(body)).await.status, 200);
+    let reset = assigned(register(&emu, Via::Ws, "dev-re", EnrollmentKey::Individual(key), None).await.0);
+    assert_eq!(reset.substatus.as_deref(), Some("deviceDataReset"));
+    assert_eq!(emu.hub().get_twin("dev-re").await.unwrap().desired["mode"], "initial");
+
+    // Deleting the registration makes the next one an initial assignment again.
+    assert_eq!(call(&emu, "DELETE", "/registrations/dev-re", None).await.status, 204);
+    assert_eq!(call(&emu, "GET", "/registrations/dev-re", None).await.status, 404);
+}
+
+#[tokio::test]
+async fn the_service_api_answers_dps_shapes_and_errors() {
+    let emu = Emu::start().await;
+    // 404 for unknown records, with DPS-style error bodies.
+    for path in ["/enrollments/none", "/enrollmentGroups/none", "/registrations/none"] {
+        let a = call(&emu, "GET", path, None).await;
+        assert_eq!(a.status, 404, "{path}: {}", a.body);
+        assert!(a.json()["errorCode"].as_u64().is_some_and(|c| c / 1000 == 404), "{}", a.body);
+    }
+    // 400 for bad bodies and ids.
+    for (path, body) in [
+        ("/enrollments/r1", "{not json"),
+        ("/enrollments/r1", r#"{"attestation":{"type":"x509"}}"#),
+        ("/enrollments/r1", r#"{"registrationId":"other"}"#),
+        ("/enrollments/bad%20id", "{}"),
+        ("/enrollmentGroups/g1", r#"{"attestation":{"type":"symmetricKey","symmetricKey":{"primaryKey":"%%"}}}"#),
+    ] {
+        let token = emu.token("iothubowner");
+        let h = [("host", "localhost"), ("authorization", token.as_str()), ("content-type", "application/json")];
+        let a = http_raw(emu.r().http_addr, "PUT", path, &h, body).await;
+        assert_eq!(a.status, 400, "{path} {body}: {}", a.body);
+        assert_eq!(a.json()["errorCode"], 400004);
+    }
+    // Given keys are kept; lists and deletes work; registryRead may read but not write.
+    let k = DeviceKey::from_bytes(vec![1u8; 32]).to_base64();
+    let body = json!({"attestation": {"type": "symmetricKey", "symmetricKey": {"primaryKey": k, "secondaryKey": k}}});
+    let e = call(&emu, "PUT", "/enrollments/r1", Some(body)).await.json();
+    assert_eq!(e["attestation"]["symmetricKey"]["primaryKey"], k);
+    assert_eq!(call(&emu, "PUT", "/enrollmentGroups/g1", None).await.status, 200);
+    assert_eq!(call(&emu, "GET", "/enrollments", None).await.json().as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        call(&emu, "POST", "/enrollmentGroups/query", Some(json!({"query": "*"}))).await.json()[0]["enrollmentGroupId"],
+        "g1"
+    );
+    let read = emu.token("registryRead");
+    let h = [("host", "localhost"), ("authorization", read.as_str())];
+    assert_eq!(http_raw(emu.r().http_addr, "GET", "/enrollments/r1", &h, "").await.status, 200);
+    assert_eq!(http_raw(emu.r().http_addr, "DELETE", "/enrollments/r1", &h, "").await.status, 401);
+    assert_eq!(http_raw(emu.r().http_addr, "GET", "/enrollments", &[("host", "localhost")], "").await.status, 401);
+    assert_eq!(call(&emu, "DELETE", "/enrollments/r1", None).await.status, 204);
+    assert_eq!(call(&emu, "DELETE", "/enrollments/r1", None).await.status, 404);
+    // The ID scope is public, with the host name as provisioning host.
+    let info = http_raw(emu.r().http_addr, "GET", "/hubsim-emulator.json", &[("host", "localhost")], "").await.json();
+    assert_eq!(info["idScope"], scope(&emu));
+}
+
+#[tokio::test]
+async fn the_id_scope_survives_a_restart() {
+    let mut emu = Emu::start().await;
+    let before = scope(&emu);
+    assert!(before.starts_with("0ne") && before.len() == 11, "{before}");
+    emu.running.take().unwrap().shutdown().await;
+    emu.restart_with(|_| {}).await;
+    assert_eq!(scope(&emu), before);
+}
+
+/// Reads packets from a raw transport until one matches `pick` (the SDKs' view of the wire).
+async fn next_packet<T>(
+    t: &mut hubsim_device::Transport,
+    framer: &mut hubsim_proto::packet::Framer,
+    pick: impl Fn(hubsim_proto::mqttbytes::v4::Packet) -> Option<T>,
+) -> T {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            while let Some(p) = framer.next_packet().unwrap() {
+                if let Some(v) = pick(p) {
+                    return v;
+                }
+            }
+            let b = t.recv_raw().await.expect("the connection stayed open");
+            framer.push(&b);
+        }
+    })
+    .await
+    .expect("packet")
+}
+
+#[tokio::test]
+async fn unknown_operations_get_404_and_bad_bodies_400_on_the_device_endpoint() {
+    use hubsim_proto::mqttbytes::v4::{Connect, Login, Packet, Publish, Subscribe};
+    use hubsim_proto::mqttbytes::QoS;
+    use hubsim_proto::sas::SasToken;
+    use hubsim_proto::topic::{DeviceIdentity, DeviceTopic, HubTopic, RequestId, TopicFilter};
+    let emu = Emu::start().await;
+    let e = call(&emu, "PUT", "/enrollments/raw-dev", Some(json!({}))).await.json();
+    let key = DeviceKey::from_base64(e["attestation"]["symmetricKey"]["primaryKey"].as_str().unwrap()).unwrap();
+    let config = ProvisioningConfig::new(scope(&emu), "raw-dev");
+    // The Python SDK's form: no skn.
+    let token = SasToken::sign(&key, &config.resource(), now_unix() + 600, None);
+    let mut connect = Connect::new("raw-dev");
+    connect.login = Some(Login { username: config.username().to_string(), password: token.to_string() });
+    let mut t = open_raw(&emu, Via::Mqtt).await;
+    let mut framer = hubsim_proto::packet::Framer::new(1 << 20);
+    assert!(t.send_raw(&wire(Packet::Connect(connect))).await);
+    let code = next_packet(&mut t, &mut framer, |p| match p {
+        Packet::ConnAck(a) => Some(a.code),
+        _ => None,
+    })
+    .await;
+    assert_eq!(code, hubsim_proto::mqttbytes::v4::ConnectReturnCode::Success);
+    let mut sub = Subscribe::new(TopicFilter::DpsResponses.to_filter(&DeviceIdentity::device("")), QoS::AtLeastOnce);
+    sub.pkid = 1;
+    assert!(t.send_raw(&wire(Packet::Subscribe(sub))).await);
+    next_packet(&mut t, &mut framer, |p| matches!(p, Packet::SubAck(_)).then_some(())).await;
+
+    let answer = |p: Packet| match p {
+        Packet::Publish(p) => match HubTopic::parse(&p.topic) {
+            Ok(HubTopic::DpsResponse { status, rid, .. }) => Some((status, rid, p.payload)),
+            _ => None,
+        },
+        _ => None,
+    };
+    let status = DeviceTopic::DpsOperationStatus { rid: RequestId("7".into()), operation_id: "4.nope".into() };
+    assert!(t.send_raw(&wire(Packet::Publish(Publish::new(status.to_string(), QoS::AtMostOnce, " ")))).await);
+    let (code, rid, body) = next_packet(&mut t, &mut framer, answer).await;
+    assert_eq!((code, rid.0.as_str()), (404, "7"));
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["errorCode"], 404204, "{body}");
+    assert!(body["trackingId"].is_string() && body["timestampUtc"].is_string(), "{body}");
+
+    let register = DeviceTopic::DpsRegister { rid: RequestId("8".into()) };
+    assert!(t.send_raw(&wire(Packet::Publish(Publish::new(register.to_string(), QoS::AtMostOnce, "{not json")))).await);
+    let (code, rid, body) = next_packet(&mut t, &mut framer, answer).await;
+    assert_eq!((code, rid.0.as_str()), (400, "8"));
+    assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["errorCode"], 400004);
+}
+
+#[tokio::test]
+async fn an_enrollment_may_name_the_device_id_and_its_deletion_keeps_the_device() {
+    let emu = Emu::start().await;
+    let e = call(&emu, "PUT", "/enrollments/reg-a", Some(json!({"deviceId": "named-device"}))).await.json();
+    assert_eq!(e["deviceId"], "named-device");
+    let key = DeviceKey::from_base64(e["attestation"]["symmetricKey"]["primaryKey"].as_str().unwrap()).unwrap();
+    let a = assigned(register(&emu, Via::Ws, "reg-a", EnrollmentKey::Individual(key.clone()), None).await.0);
+    assert_eq!(a.device_id, "named-device");
+    assert_eq!(send_as(&emu, &a, key, Via::Mqtt, "named").await, "named");
+    // Deleting the enrollment deletes its registration state, not the device (as DPS).
+    assert_eq!(call(&emu, "DELETE", "/enrollments/reg-a", None).await.status, 204);
+    assert_eq!(call(&emu, "GET", "/registrations/reg-a", None).await.status, 404);
+    assert!(emu.hub().get_device("named-device").await.is_ok());
+}
