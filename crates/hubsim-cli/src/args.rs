@@ -142,6 +142,19 @@ pub struct ServeArgs {
     /// is printed: scripts and tests wait for the first line on stdout, then read it.
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
+    /// Hours events, connection-log and feedback records are kept, like IoT Hub's built-in endpoint (1 day by
+    /// default; IoT Hub allows 1 to 7 days, hubsim up to a year).
+    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u64).range(1..=8760))]
+    pub retention_hours: u64,
+    /// Most events kept; the oldest are deleted first.
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_events: u64,
+    /// Most connection-log records kept; the oldest are deleted first.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connection_records: u64,
+    /// Most C2D feedback records kept; the oldest are deleted first.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_feedback_records: u64,
 }
 
 #[derive(Subcommand)]

@@ -2,17 +2,22 @@
 //! writes the machine-readable ready file.
 
 use anyhow::{anyhow, Context, Result};
+use hubsim_hub::store::Retention;
 use hubsim_hub::{Config, Running};
 use hubsim_proto::endpoint::WEBSOCKET_PATH;
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::args::ServeArgs;
 
 pub fn run(a: ServeArgs, data: &Path) -> Result<()> {
+    // Logs go to stderr: stdout carries the banner, whose first line tells scripts the ready file is complete
+    // (start-up logs, e.g. a renewed certificate, would otherwise come first).
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
         .init();
     let web_dir = a.web_dir.clone().or_else(|| Some(PathBuf::from("dist")).filter(|d| d.join("index.html").exists()));
     let config = Config {
@@ -35,6 +40,12 @@ pub fn run(a: ServeArgs, data: &Path) -> Result<()> {
             per_address: a.max_connections_per_address,
             ..Default::default()
         },
+        retention: Retention {
+            max_age: Duration::from_secs(a.retention_hours * 3600),
+            max_events: a.max_events,
+            max_connections: a.max_connection_records,
+            max_feedback: a.max_feedback_records,
+        },
         ..Config::new(data)
     };
     if !a.bind.is_loopback() {
@@ -51,7 +62,7 @@ pub fn run(a: ServeArgs, data: &Path) -> Result<()> {
         let running = hubsim_hub::start(config).await?;
         let demo = match &a.demo_device {
             Some(id) => {
-                let d = match running.hub.store.device(id)? {
+                let d = match running.hub.store.device(id).await? {
                     Some(d) => d,
                     None => running.hub.create_device(id, None, None, true).await.map_err(|e| anyhow!("{e}"))?,
                 };
@@ -63,7 +74,7 @@ pub fn run(a: ServeArgs, data: &Path) -> Result<()> {
             let mut info = ready_json(&running, &a, demo.as_ref());
             info["serviceConnectionString"] =
                 json!(running.hub.policies.connection_string(&a.host_name, "iothubowner").map(|cs| cs.to_string()));
-            write_private_atomically(path, &serde_json::to_vec_pretty(&info)?)
+            hubsim_hub::files::write_private(path, &serde_json::to_vec_pretty(&info)?)
                 .with_context(|| format!("writing the ready file {}", path.display()))?;
         }
         let owner = running
@@ -99,21 +110,6 @@ fn ready_json(r: &Running, a: &ServeArgs, demo: Option<&(String, String)>) -> Va
         "demoConnectionString": demo.map(|d| &d.1),
         "pid": std::process::id(),
     })
-}
-
-/// Writes `data` to `path` through a temporary file created 0600 and renamed over it, so a reader never sees a
-/// half-written file and the file (which may hold a device key) is never readable by others.
-fn write_private_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut o = std::fs::OpenOptions::new();
-    o.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
-    let mut f = o.open(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 fn banner(r: &Running, a: &ServeArgs, web_dir: Option<&PathBuf>) {

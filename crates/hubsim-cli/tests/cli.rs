@@ -39,6 +39,15 @@ fn out_of_range_lifetimes_are_refused_by_name() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--ttl"));
 }
 
+#[test]
+fn retention_flags_are_checked_by_name() {
+    for (flag, bad) in [("--retention-hours", "0"), ("--retention-hours", "8761"), ("--max-events", "0")] {
+        let out = hubsim().args(["serve", flag, bad]).output().unwrap();
+        assert!(!out.status.success(), "{flag} {bad} was accepted");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(flag), "{flag} {bad}");
+    }
+}
+
 #[tokio::test]
 async fn ready_file_is_private_and_complete_and_events_are_printed_safely() {
     let tmp = tempfile::tempdir().unwrap();

@@ -296,7 +296,7 @@ impl Ctx {
                 }
             }
             HubEvent::TwinGet { rid } => {
-                let _ = match self.hub.store.twin(self.device()) {
+                let _ = match self.hub.store.twin(self.device()).await {
                     Ok(t) => session.twin_response(&rid, 200, None, Bytes::from(t.mqtt_document().to_string())),
                     Err(e) => session.twin_response(&rid, 500, None, error_body(500001, &e.to_string())),
                 };

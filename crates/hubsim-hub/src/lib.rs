@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod conn;
+pub mod files;
 pub mod hub;
 pub mod listener;
 pub mod model;
@@ -52,6 +53,9 @@ pub struct Config {
     pub limits: listener::Limits,
     /// Longest time one write to a device may take (10 s); a device that stops reading is closed after it.
     pub write_timeout: Duration,
+    /// Retention of the event log, connection log and feedback (default 1 day, 1 000 000 events, 100 000
+    /// connection and feedback records; see [`store::Retention`]).
+    pub retention: store::Retention,
 }
 
 impl Config {
@@ -73,6 +77,7 @@ impl Config {
             access: api::Access::default(),
             limits: listener::Limits::default(),
             write_timeout: Duration::from_secs(10),
+            retention: store::Retention::default(),
         }
     }
 }
@@ -120,9 +125,13 @@ impl Running {
 
 /// Binds every listener and starts serving. Port 0 picks a free port (see the addresses in [`Running`]).
 pub async fn start(config: Config) -> Result<Running> {
-    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
+    // Private from creation: the folder 0700, the database and keys 0600 (see `files`).
+    files::create_private_dir(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
     let tls = tls::load(&config.data_dir, &config.host_name, config.tls_cert.as_deref(), config.tls_key.as_deref())?;
-    let store = store::Store::open(&config.data_dir.join("hubsim.redb")).context("opening the database")?;
+    let (db_path, retention) = (config.data_dir.join("hubsim.redb"), config.retention.clone());
+    let store = tokio::task::spawn_blocking(move || store::Store::open(&db_path, retention))
+        .await?
+        .context("opening the database")?;
     let mut settings = Settings::new(config.host_name.clone());
     settings.protocol = config.protocol.clone();
     settings.protocol.retain_property = config.retain_property.clone();

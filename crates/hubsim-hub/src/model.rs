@@ -1,7 +1,43 @@
 //! The records the emulator keeps, as they are stored and as the service API shows them (JSON).
+//!
+//! Text a peer chose (client ids, user names, reasons quoting them) is stored and logged at most
+//! [`PEER_TEXT_MAX`] bytes long ([`bounded`]), so a hostile CONNECT cannot fill the disk or the terminal.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+/// Most bytes of peer-supplied text kept in a record or a log line; the rest is replaced by `…(N bytes)`.
+pub const PEER_TEXT_MAX: usize = 256;
+
+/// `s` cut to at most [`PEER_TEXT_MAX`] bytes (at a character boundary), followed by `…(N bytes)` giving the
+/// original length when it was cut.
+pub fn bounded(s: &str) -> String {
+    if s.len() <= PEER_TEXT_MAX {
+        return s.to_owned();
+    }
+    let mut end = PEER_TEXT_MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…({} bytes)", &s[..end], s.len())
+}
+
+impl ConnectionRecord {
+    /// The record with every peer-supplied field cut to [`PEER_TEXT_MAX`] bytes.
+    pub fn bounded(mut self) -> Self {
+        for s in [&mut self.operation, &mut self.transport, &mut self.remote, &mut self.reason, &mut self.description] {
+            if s.len() > PEER_TEXT_MAX {
+                *s = bounded(s);
+            }
+        }
+        for s in [&mut self.device_id, &mut self.module_id].into_iter().flatten() {
+            if s.len() > PEER_TEXT_MAX {
+                *s = bounded(s);
+            }
+        }
+        self
+    }
+}
 
 /// A device identity in the registry.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -201,6 +237,29 @@ mod tests {
         let mut t = json!({"a": 1, "b": {"c": 2, "d": 3}});
         merge_patch(&mut t, &json!({"a": null, "b": {"c": 5}, "e": [1], "$version": 9}));
         assert_eq!(t, json!({"b": {"c": 5, "d": 3}, "e": [1]}));
+    }
+
+    #[test]
+    fn peer_text_is_bounded_at_a_char_boundary() {
+        assert_eq!(bounded("short"), "short");
+        let long = "é".repeat(40_000);
+        let b = bounded(&long);
+        assert!(b.len() <= PEER_TEXT_MAX + 32, "{}", b.len());
+        assert!(b.ends_with("…(80000 bytes)"), "{b}");
+        let rec = ConnectionRecord {
+            seq: 1,
+            time: String::new(),
+            operation: "connectRefused".into(),
+            device_id: Some("x".repeat(65_000)),
+            module_id: None,
+            transport: "mqtt".into(),
+            remote: "127.0.0.1:1".into(),
+            result_type: 2,
+            reason: "r".into(),
+            description: format!("device '{}' is not registered", "x".repeat(65_000)),
+        }
+        .bounded();
+        assert!(serde_json::to_vec(&rec).unwrap().len() < 1024);
     }
 
     #[test]

@@ -1,207 +1,521 @@
 //! The embedded database (redb): registry, twins, stored sessions, C2D queues, feedback, events and the
 //! connection log. The only module that touches the database.
 //!
-//! Writes go through one writer thread that commits in groups: every write waiting when a transaction starts is
-//! applied in it, and each caller is answered only after the commit (fsync) returns. An acknowledged write
-//! therefore survives `kill -9`, and a burst of telemetry costs one fsync per batch, not per message.
+//! **Group commit.** Writes go through one writer thread that commits in groups: every write waiting when a
+//! transaction starts is applied in it, and each caller is answered only after the commit (fsync) returns. An
+//! acknowledged write therefore survives `kill -9`, and a burst of telemetry costs one fsync per batch, not per
+//! message.
+//!
+//! **Isolation inside a group.** redb has no nested transactions (a savepoint can only be taken before anything is
+//! written), so [`Tx`] keeps an undo log: every insert and remove records the value it replaced. When a caller's
+//! closure returns an error (or panics), its own changes are undone in reverse order inside the shared transaction
+//! and only that caller gets the error; everybody else's writes commit. Only a failure of the database itself (the
+//! undo or the commit failing) fails the whole group, so nobody is told a write is durable when it is not.
+//!
+//! **A full disk.** When redb reports an I/O error (typically `ENOSPC`) it refuses every later write with
+//! `PreviousIo` until the database is opened again. The writer then marks the store unavailable (logged once),
+//! answers every write at once with [`StoreError::Unavailable`] (CONNACK 0x03, HTTP 503 upstream), and retries with
+//! backoff ([`RETRY_FIRST`] doubling to [`RETRY_MAX`]): when at least [`RECOVERY_FREE_BYTES`] are free on the
+//! file system it closes the database (after in-flight reads finish), opens it again (redb repairs it) and commits a
+//! probe; then it logs the recovery and serves again.
+//!
+//! **Reads** run on tokio's blocking pool ([`tokio::task::spawn_blocking`]), never on the async workers. The logs
+//! have per-device indexes (`(device, seq)`), so a per-device query costs O(results), not a scan of the log.
+//!
+//! **Retention** ([`Retention`]): like IoT Hub's built-in endpoint, events, connection records and feedback records
+//! older than the retention time (default 1 day) are deleted, and each log is also capped in records (defaults
+//! 1 000 000 events, 100 000 connection records, 100 000 feedback records). It is enforced incrementally: each
+//! commit deletes at most [`RETENTION_STEP`] + 2 × (records it appended) records per log, oldest first, and an idle
+//! store runs one such step every [`HOUSEKEEPING`]; there is never a stop-the-world scan.
 
-use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use redb::{
+    Database, ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle, WriteTransaction,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::any::Any;
-use std::path::Path;
-use std::sync::{mpsc, Arc};
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, RwLock};
+use std::time::{Duration, Instant};
 use thiserror::Error;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use crate::model::{C2dMessage, ConnectionRecord, Device, EventRecord, FeedbackRecord, Twin};
+use crate::timefmt::unix_ms;
 
 const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
 const TWINS: TableDefinition<&str, &[u8]> = TableDefinition::new("twins");
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 const C2D: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("c2d");
-const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
-const CONNLOG: TableDefinition<u64, &[u8]> = TableDefinition::new("connlog");
-const FEEDBACK: TableDefinition<u64, &[u8]> = TableDefinition::new("feedback");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// A log record: `seq → (time in Unix ms, device or "", JSON)`. The time drives retention without parsing JSON;
+/// the device lets retention remove the index entry.
+type LogTable = TableDefinition<'static, u64, (u64, &'static str, &'static [u8])>;
+type IndexTable = TableDefinition<'static, (&'static str, u64), ()>;
+const EVENTS: LogTable = TableDefinition::new("events.v2");
+const EVENTS_BY_DEVICE: IndexTable = TableDefinition::new("events.by-device");
+const CONNLOG: LogTable = TableDefinition::new("connlog.v2");
+const CONNLOG_BY_DEVICE: IndexTable = TableDefinition::new("connlog.by-device");
+const FEEDBACK: LogTable = TableDefinition::new("feedback.v2");
+/// Log tables of hubsim versions before retention (`seq → JSON`), migrated at open.
+const OLD_LOGS: [(&str, Log); 3] =
+    [("events", Log::Events), ("connlog", Log::Connections), ("feedback", Log::Feedback)];
+
+/// Most writes applied in one transaction.
+const MAX_BATCH: usize = 4096;
+/// Records each commit may delete per log beyond twice what it appended.
+pub const RETENTION_STEP: u64 = 512;
+/// How often an idle store applies retention.
+pub const HOUSEKEEPING: Duration = Duration::from_secs(60);
+/// First delay before re-opening the database after an I/O failure; doubles up to [`RETRY_MAX`].
+pub const RETRY_FIRST: Duration = Duration::from_millis(200);
+pub const RETRY_MAX: Duration = Duration::from_secs(5);
+/// Free space the file system must have again before the store tries to recover from an I/O failure.
+pub const RECOVERY_FREE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Retention of the logs (IoT Hub's built-in endpoint keeps events 1 day by default, at most 7).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retention {
+    /// Events, connection records and feedback older than this are deleted (default 24 h).
+    pub max_age: Duration,
+    /// Most events kept (default 1 000 000).
+    pub max_events: u64,
+    /// Most connection-log records kept (default 100 000).
+    pub max_connections: u64,
+    /// Most feedback records kept (default 100 000).
+    pub max_feedback: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            max_age: Duration::from_secs(24 * 3600),
+            max_events: 1_000_000,
+            max_connections: 100_000,
+            max_feedback: 100_000,
+        }
+    }
+}
+
+/// The three append-only logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Log {
+    Events,
+    Connections,
+    Feedback,
+}
+
+impl Log {
+    const ALL: [Log; 3] = [Log::Events, Log::Connections, Log::Feedback];
+    fn table(self) -> LogTable {
+        match self {
+            Log::Events => EVENTS,
+            Log::Connections => CONNLOG,
+            Log::Feedback => FEEDBACK,
+        }
+    }
+    fn index(self) -> Option<IndexTable> {
+        match self {
+            Log::Events => Some(EVENTS_BY_DEVICE),
+            Log::Connections => Some(CONNLOG_BY_DEVICE),
+            Log::Feedback => None,
+        }
+    }
+    fn max(self, l: &Retention) -> u64 {
+        match self {
+            Log::Events => l.max_events,
+            Log::Connections => l.max_connections,
+            Log::Feedback => l.max_feedback,
+        }
+    }
+}
 
 /// A database failure (never a logical "not found", which is an `Option`).
 #[derive(Debug, Clone, Error)]
-#[error("database error: {0}")]
-pub struct StoreError(String);
-
-fn err(e: impl std::fmt::Display) -> StoreError {
-    StoreError(e.to_string())
+pub enum StoreError {
+    /// The database cannot be written (an I/O error, typically a full disk) or is being re-opened; new work is
+    /// refused until a write succeeds again.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// Any other database error.
+    #[error("database error: {0}")]
+    Db(String),
+    /// A stored record that does not decode, or a value that does not encode.
+    #[error("a stored record is not valid: {0}")]
+    Record(String),
 }
 
-type Op = Box<dyn FnOnce(&WriteTransaction) -> Result<Box<dyn Any + Send>, StoreError> + Send>;
-type Reply = oneshot::Sender<Result<Box<dyn Any + Send>, StoreError>>;
-
-/// Handle to the database; cheap to clone.
-#[derive(Clone)]
-pub struct Store {
-    db: Arc<Database>,
-    writer: mpsc::Sender<(Op, Reply)>,
+impl StoreError {
+    /// Is this the "disk full / database unavailable" state (answered 503 / CONNACK 0x03)?
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
 }
 
-/// A write transaction, for the closures passed to [`Store::write`].
-pub struct Tx<'a>(&'a WriteTransaction);
+/// Maps a redb error, telling I/O failures (after which redb needs re-opening) from the rest.
+fn db(e: impl Into<redb::Error>) -> StoreError {
+    let e: redb::Error = e.into();
+    match e {
+        redb::Error::Io(_) | redb::Error::PreviousIo => StoreError::Unavailable(e.to_string()),
+        other => StoreError::Db(other.to_string()),
+    }
+}
 
 fn to_bytes<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(v).map_err(err)
+    serde_json::to_vec(v).map_err(|e| StoreError::Record(e.to_string()))
 }
 fn from_bytes<T: DeserializeOwned>(b: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(b).map_err(err)
+    serde_json::from_slice(b).map_err(|e| StoreError::Record(e.to_string()))
+}
+
+type Op = Box<dyn FnOnce(&mut Tx<'_>) -> Result<Box<dyn Any + Send>, StoreError> + Send>;
+type Reply = oneshot::Sender<Result<Box<dyn Any + Send>, StoreError>>;
+
+/// State shared by the handles and the writer thread.
+struct Shared {
+    path: PathBuf,
+    /// The open database; `None` while the writer re-opens it.
+    db: RwLock<Option<Arc<Database>>>,
+    /// Why the store is unavailable, when it is; watchers learn about every change of state.
+    unavailable: watch::Sender<Option<String>>,
+}
+
+impl Shared {
+    fn db(&self) -> Result<Arc<Database>, StoreError> {
+        let slot = self.db.read().map_err(|_| StoreError::Db("lock poisoned".into()))?;
+        slot.clone().ok_or_else(|| StoreError::Unavailable(self.reason()))
+    }
+    fn reason(&self) -> String {
+        self.unavailable.borrow().clone().unwrap_or_else(|| "the database is being re-opened".into())
+    }
+}
+
+/// Handle to the database; cheap to clone. When the last handle is dropped the writer thread finishes its queue
+/// and the database is closed before the drop returns (so the same process can open it again at once).
+#[derive(Clone)]
+pub struct Store {
+    shared: Arc<Shared>,
+    writer: Arc<WriterHandle>,
+}
+
+struct WriterHandle {
+    tx: Option<mpsc::Sender<(Op, Reply)>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for WriterHandle {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A write transaction, for the closures passed to [`Store::write`]. Every change is recorded so a failing
+/// closure's changes can be undone without aborting the others in the same group commit.
+pub struct Tx<'a> {
+    tx: &'a WriteTransaction,
+    undo: Vec<Undo>,
+    /// Records appended per log (indexed like [`Log::ALL`]), to size the retention step.
+    appended: [u64; 3],
+}
+
+/// How to undo one change.
+enum Undo {
+    Str(TableDefinition<'static, &'static str, &'static [u8]>, String, Option<Vec<u8>>),
+    C2d(String, u64, Option<Vec<u8>>),
+    Meta(String, Option<u64>),
+    Appended(Log, u64, String),
+}
+
+/// Creates the file 0600 before redb opens it (redb initialises an empty file), so device keys are never
+/// readable by others, not even for a moment.
+fn open_db(path: &Path) -> Result<Database, StoreError> {
+    crate::files::ensure_private_file(path).map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))?;
+    let database = Database::create(path).map_err(db)?;
+    let tx = database.begin_write().map_err(db)?;
+    {
+        tx.open_table(DEVICES).map_err(db)?;
+        tx.open_table(TWINS).map_err(db)?;
+        tx.open_table(SESSIONS).map_err(db)?;
+        tx.open_table(C2D).map_err(db)?;
+        tx.open_table(META).map_err(db)?;
+        for log in Log::ALL {
+            tx.open_table(log.table()).map_err(db)?;
+            if let Some(i) = log.index() {
+                tx.open_table(i).map_err(db)?;
+            }
+        }
+        migrate_old_logs(&tx)?;
+    }
+    tx.commit().map_err(db)?;
+    Ok(database)
+}
+
+/// Moves the logs of an older hubsim (`seq → JSON`, no times) into the current tables, timed "now" so retention
+/// keeps them one more retention period.
+fn migrate_old_logs(tx: &WriteTransaction) -> Result<(), StoreError> {
+    let names: Vec<String> = tx.list_tables().map_err(db)?.map(|t| t.name().to_owned()).collect();
+    let now = unix_ms();
+    for (name, log) in OLD_LOGS {
+        if !names.iter().any(|n| n == name) {
+            continue;
+        }
+        let old: TableDefinition<u64, &[u8]> = TableDefinition::new(name);
+        let mut moved = 0u64;
+        {
+            let t = tx.open_table(old).map_err(db)?;
+            let mut new = tx.open_table(log.table()).map_err(db)?;
+            for e in t.iter().map_err(db)? {
+                let (k, v) = e.map_err(db)?;
+                let device = old_device(log, v.value());
+                new.insert(k.value(), (now, device.as_str(), v.value())).map_err(db)?;
+                if let (Some(i), false) = (log.index(), device.is_empty()) {
+                    tx.open_table(i).map_err(db)?.insert((device.as_str(), k.value()), ()).map_err(db)?;
+                }
+                moved += 1;
+            }
+        }
+        tx.delete_table(old).map_err(db)?;
+        tracing::info!("moved {moved} records of the old '{name}' log into the current format");
+    }
+    Ok(())
+}
+
+fn old_device(log: Log, json: &[u8]) -> String {
+    match log {
+        Log::Events => from_bytes::<EventRecord>(json).map(|e| e.device_id).unwrap_or_default(),
+        Log::Connections => from_bytes::<ConnectionRecord>(json).ok().and_then(|e| e.device_id).unwrap_or_default(),
+        Log::Feedback => String::new(),
+    }
 }
 
 impl Store {
-    /// Opens (or creates) the database at `path` and starts the writer thread.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = Arc::new(Database::create(path).map_err(err)?);
-        {
-            let tx = db.begin_write().map_err(err)?;
-            tx.open_table(DEVICES).map_err(err)?;
-            tx.open_table(TWINS).map_err(err)?;
-            tx.open_table(SESSIONS).map_err(err)?;
-            tx.open_table(C2D).map_err(err)?;
-            tx.open_table(EVENTS).map_err(err)?;
-            tx.open_table(CONNLOG).map_err(err)?;
-            tx.open_table(FEEDBACK).map_err(err)?;
-            tx.open_table(META).map_err(err)?;
-            tx.commit().map_err(err)?;
-        }
-        let (writer, rx) = mpsc::channel::<(Op, Reply)>();
-        let wdb = db.clone();
-        std::thread::Builder::new().name("hubsim-store".into()).spawn(move || writer_loop(&wdb, rx)).map_err(err)?;
-        Ok(Store { db, writer })
+    /// Opens (or creates) the database at `path` (the file 0600) and starts the writer thread.
+    pub fn open(path: &Path, retention: Retention) -> Result<Store, StoreError> {
+        let database = open_db(path)?;
+        let shared = Arc::new(Shared {
+            path: path.to_path_buf(),
+            db: RwLock::new(Some(Arc::new(database))),
+            unavailable: watch::Sender::new(None),
+        });
+        let (tx, rx) = mpsc::channel::<(Op, Reply)>();
+        let w = Writer { shared: shared.clone(), retention, retry_at: None, retry_delay: RETRY_FIRST };
+        let thread = std::thread::Builder::new()
+            .name("hubsim-store".into())
+            .spawn(move || w.run(rx))
+            .map_err(|e| StoreError::Db(e.to_string()))?;
+        Ok(Store { shared, writer: Arc::new(WriterHandle { tx: Some(tx), thread: Some(thread) }) })
     }
 
-    /// Runs `f` in a write transaction, returning after the commit is durable.
+    /// Why new work is refused, while the database cannot be written.
+    pub fn unavailable(&self) -> Option<String> {
+        self.shared.unavailable.borrow().clone()
+    }
+
+    /// Follows the availability state (`Some(reason)` while new work is refused).
+    pub fn availability(&self) -> watch::Receiver<Option<String>> {
+        self.shared.unavailable.subscribe()
+    }
+
+    /// Runs `f` in a write transaction, returning after the commit is durable. An error from `f` undoes `f`'s
+    /// changes and is returned to this caller only.
     pub async fn write<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Tx<'_>) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
         let (tx, rx) = oneshot::channel();
-        let op: Op = Box::new(move |t| f(&mut Tx(t)).map(|r| Box::new(r) as Box<dyn Any + Send>));
-        self.writer.send((op, tx)).map_err(|_| StoreError("the writer thread stopped".into()))?;
-        let any = rx.await.map_err(|_| StoreError("the writer thread stopped".into()))??;
-        any.downcast::<R>().map(|b| *b).map_err(|_| StoreError("internal: result type mismatch".into()))
+        let op: Op = Box::new(move |t| f(t).map(|r| Box::new(r) as Box<dyn Any + Send>));
+        let stopped = || StoreError::Unavailable("the writer thread stopped".into());
+        let sender = self.writer.tx.as_ref().ok_or_else(stopped)?;
+        sender.send((op, tx)).map_err(|_| stopped())?;
+        let any = rx.await.map_err(|_| stopped())??;
+        any.downcast::<R>().map(|b| *b).map_err(|_| StoreError::Db("internal: result type mismatch".into()))
     }
 
-    // ---- reads (no writer round trip) -----------------------------------------------------------------------
+    // ---- reads: on the blocking pool, never on an async worker -----------------------------------------------
 
-    fn read_json<T: DeserializeOwned>(
+    async fn read<R: Send + 'static>(
         &self,
-        table: TableDefinition<&str, &[u8]>,
+        f: impl FnOnce(&ReadTransaction) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let database = self.shared.db()?;
+        tokio::task::spawn_blocking(move || {
+            let r = database.begin_read().map_err(db)?;
+            f(&r)
+        })
+        .await
+        .map_err(|e| StoreError::Db(format!("a read task failed: {e}")))?
+    }
+
+    async fn read_json<T: DeserializeOwned + Send + 'static>(
+        &self,
+        table: TableDefinition<'static, &'static str, &'static [u8]>,
         key: &str,
     ) -> Result<Option<T>, StoreError> {
-        let r = self.db.begin_read().map_err(err)?;
-        let t = r.open_table(table).map_err(err)?;
-        match t.get(key).map_err(err)? {
-            Some(v) => Ok(Some(from_bytes(v.value())?)),
-            None => Ok(None),
-        }
+        let key = key.to_owned();
+        self.read(move |r| {
+            let t = r.open_table(table).map_err(db)?;
+            let v = t.get(key.as_str()).map_err(db)?;
+            v.map(|v| from_bytes(v.value())).transpose()
+        })
+        .await
     }
 
-    pub fn device(&self, id: &str) -> Result<Option<Device>, StoreError> {
-        self.read_json(DEVICES, id)
+    pub async fn device(&self, id: &str) -> Result<Option<Device>, StoreError> {
+        self.read_json(DEVICES, id).await
     }
 
-    pub fn devices(&self) -> Result<Vec<Device>, StoreError> {
-        let r = self.db.begin_read().map_err(err)?;
-        let t = r.open_table(DEVICES).map_err(err)?;
-        t.iter().map_err(err)?.map(|e| e.map_err(err).and_then(|(_, v)| from_bytes(v.value()))).collect()
+    pub async fn devices(&self) -> Result<Vec<Device>, StoreError> {
+        self.read(|r| {
+            let t = r.open_table(DEVICES).map_err(db)?;
+            t.iter().map_err(db)?.map(|e| e.map_err(db).and_then(|(_, v)| from_bytes(v.value()))).collect()
+        })
+        .await
     }
 
-    pub fn twin(&self, id: &str) -> Result<Twin, StoreError> {
-        Ok(self.read_json(TWINS, id)?.unwrap_or_default())
+    /// Every device with the length of its C2D queue (one read transaction).
+    pub async fn devices_with_queues(&self) -> Result<Vec<(Device, usize)>, StoreError> {
+        self.read(|r| {
+            let t = r.open_table(DEVICES).map_err(db)?;
+            let q = r.open_table(C2D).map_err(db)?;
+            let mut out = Vec::new();
+            for e in t.iter().map_err(db)? {
+                let (_, v) = e.map_err(db)?;
+                let d: Device = from_bytes(v.value())?;
+                let n = q.range((d.device_id.as_str(), 0u64)..=(d.device_id.as_str(), u64::MAX)).map_err(db)?.count();
+                out.push((d, n));
+            }
+            Ok(out)
+        })
+        .await
     }
 
-    pub fn session(&self, id: &str) -> Result<Option<Vec<(String, u8)>>, StoreError> {
-        self.read_json(SESSIONS, id)
+    pub async fn twin(&self, id: &str) -> Result<Twin, StoreError> {
+        Ok(self.read_json(TWINS, id).await?.unwrap_or_default())
+    }
+
+    pub async fn session(&self, id: &str) -> Result<Option<Vec<(String, u8)>>, StoreError> {
+        self.read_json(SESSIONS, id).await
     }
 
     /// The device's C2D queue in order.
-    pub fn c2d_queue(&self, device: &str) -> Result<Vec<C2dMessage>, StoreError> {
-        let r = self.db.begin_read().map_err(err)?;
-        let t = r.open_table(C2D).map_err(err)?;
-        let range = t.range((device, 0u64)..=(device, u64::MAX)).map_err(err)?;
-        range.map(|e| e.map_err(err).and_then(|(_, v)| from_bytes(v.value()))).collect()
+    pub async fn c2d_queue(&self, device: &str) -> Result<Vec<C2dMessage>, StoreError> {
+        let device = device.to_owned();
+        self.read(move |r| {
+            let t = r.open_table(C2D).map_err(db)?;
+            let range = t.range((device.as_str(), 0u64)..=(device.as_str(), u64::MAX)).map_err(db)?;
+            range.map(|e| e.map_err(db).and_then(|(_, v)| from_bytes(v.value()))).collect()
+        })
+        .await
     }
 
-    fn page<T: DeserializeOwned>(
+    /// Records after `after`, at most `limit`; with `device`, through the index (O(results)).
+    async fn page<T: DeserializeOwned + Send + 'static>(
         &self,
-        table: TableDefinition<u64, &[u8]>,
+        log: Log,
         after: u64,
         limit: usize,
-        keep: impl Fn(&T) -> bool,
+        device: Option<&str>,
     ) -> Result<Vec<T>, StoreError> {
-        let r = self.db.begin_read().map_err(err)?;
-        let t = r.open_table(table).map_err(err)?;
-        let mut out = Vec::new();
-        for e in t.range(after.saturating_add(1)..).map_err(err)? {
-            let (_, v) = e.map_err(err)?;
-            let rec: T = from_bytes(v.value())?;
-            if keep(&rec) {
-                out.push(rec);
-                if out.len() >= limit {
-                    break;
+        let device = device.map(str::to_owned);
+        self.read(move |r| {
+            let t = r.open_table(log.table()).map_err(db)?;
+            let mut out = Vec::new();
+            let from = after.saturating_add(1);
+            match (device, log.index()) {
+                (Some(d), Some(index)) => {
+                    let i = r.open_table(index).map_err(db)?;
+                    for e in i.range((d.as_str(), from)..=(d.as_str(), u64::MAX)).map_err(db)?.take(limit) {
+                        let (k, _) = e.map_err(db)?;
+                        let seq = k.value().1;
+                        if let Some(v) = t.get(seq).map_err(db)? {
+                            out.push(from_bytes(v.value().2)?);
+                        }
+                    }
+                }
+                _ => {
+                    for e in t.range(from..).map_err(db)?.take(limit) {
+                        let (_, v) = e.map_err(db)?;
+                        out.push(from_bytes(v.value().2)?);
+                    }
                 }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
+        .await
     }
 
-    pub fn events(&self, after: u64, limit: usize, device: Option<&str>) -> Result<Vec<EventRecord>, StoreError> {
-        self.page(EVENTS, after, limit, |e: &EventRecord| device.is_none_or(|d| e.device_id == d))
+    pub async fn events(&self, after: u64, limit: usize, device: Option<&str>) -> Result<Vec<EventRecord>, StoreError> {
+        self.page(Log::Events, after, limit, device).await
     }
 
-    pub fn connections(
+    pub async fn connections(
         &self,
         after: u64,
         limit: usize,
         device: Option<&str>,
     ) -> Result<Vec<ConnectionRecord>, StoreError> {
-        self.page(CONNLOG, after, limit, |e: &ConnectionRecord| {
-            device.is_none_or(|d| e.device_id.as_deref() == Some(d))
-        })
+        self.page(Log::Connections, after, limit, device).await
     }
 
-    pub fn feedback(&self, after: u64, limit: usize) -> Result<Vec<FeedbackRecord>, StoreError> {
-        self.page(FEEDBACK, after, limit, |_: &FeedbackRecord| true)
+    pub async fn feedback(&self, after: u64, limit: usize) -> Result<Vec<FeedbackRecord>, StoreError> {
+        self.page(Log::Feedback, after, limit, None).await
     }
 
-    pub fn event_count(&self) -> Result<u64, StoreError> {
-        let r = self.db.begin_read().map_err(err)?;
-        r.open_table(EVENTS).map_err(err)?.len().map_err(err)
+    pub async fn event_count(&self) -> Result<u64, StoreError> {
+        self.read(|r| r.open_table(EVENTS).map_err(db)?.len().map_err(db)).await
+    }
+
+    /// Records in the connection log (for tests and statistics).
+    pub async fn connection_count(&self) -> Result<u64, StoreError> {
+        self.read(|r| r.open_table(CONNLOG).map_err(db)?.len().map_err(db)).await
     }
 }
 
 impl Tx<'_> {
-    fn put<T: Serialize>(&mut self, table: TableDefinition<&str, &[u8]>, key: &str, v: &T) -> Result<(), StoreError> {
+    fn put<T: Serialize>(
+        &mut self,
+        table: TableDefinition<'static, &'static str, &'static [u8]>,
+        key: &str,
+        v: &T,
+    ) -> Result<(), StoreError> {
         let b = to_bytes(v)?;
-        self.0.open_table(table).map_err(err)?.insert(key, b.as_slice()).map_err(err)?;
+        let mut t = self.tx.open_table(table).map_err(db)?;
+        let old = t.insert(key, b.as_slice()).map_err(db)?.map(|g| g.value().to_vec());
+        self.undo.push(Undo::Str(table, key.to_owned(), old));
         Ok(())
     }
     fn get<T: DeserializeOwned>(
         &mut self,
-        table: TableDefinition<&str, &[u8]>,
+        table: TableDefinition<'static, &'static str, &'static [u8]>,
         key: &str,
     ) -> Result<Option<T>, StoreError> {
-        let t = self.0.open_table(table).map_err(err)?;
-        let v = t.get(key).map_err(err)?;
+        let t = self.tx.open_table(table).map_err(db)?;
+        let v = t.get(key).map_err(db)?;
         v.map(|v| from_bytes(v.value())).transpose()
     }
-    fn del(&mut self, table: TableDefinition<&str, &[u8]>, key: &str) -> Result<(), StoreError> {
-        self.0.open_table(table).map_err(err)?.remove(key).map_err(err)?;
+    fn del(
+        &mut self,
+        table: TableDefinition<'static, &'static str, &'static [u8]>,
+        key: &str,
+    ) -> Result<(), StoreError> {
+        let mut t = self.tx.open_table(table).map_err(db)?;
+        let old = t.remove(key).map_err(db)?.map(|g| g.value().to_vec());
+        if old.is_some() {
+            self.undo.push(Undo::Str(table, key.to_owned(), old));
+        }
         Ok(())
     }
 
     /// Next value of a named sequence (starting at 1).
     pub fn next_seq(&mut self, name: &str) -> Result<u64, StoreError> {
-        let mut t = self.0.open_table(META).map_err(err)?;
-        let n = t.get(name).map_err(err)?.map(|v| v.value()).unwrap_or(0) + 1;
-        t.insert(name, n).map_err(err)?;
+        let mut t = self.tx.open_table(META).map_err(db)?;
+        let old = t.get(name).map_err(db)?.map(|v| v.value());
+        let n = old.unwrap_or(0) + 1;
+        t.insert(name, n).map_err(db)?;
+        self.undo.push(Undo::Meta(name.to_owned(), old));
         Ok(n)
     }
 
@@ -217,13 +531,17 @@ impl Tx<'_> {
         self.del(DEVICES, id)?;
         self.del(TWINS, id)?;
         self.del(SESSIONS, id)?;
-        let seqs: Vec<u64> = self.c2d_queue(id)?.iter().map(|m| m.seq).collect();
-        let mut t = self.0.open_table(C2D).map_err(err)?;
+        let seqs: Vec<u64> = {
+            let t = self.tx.open_table(C2D).map_err(db)?;
+            let range = t.range((id, 0u64)..=(id, u64::MAX)).map_err(db)?;
+            range.map(|e| e.map(|(k, _)| k.value().1)).collect::<Result<_, _>>().map_err(db)?
+        };
         for s in seqs {
-            t.remove((id, s)).map_err(err)?;
+            self.remove_c2d_raw(id, s)?;
         }
         Ok(existed)
     }
+    /// The twin; a stored twin that does not decode is an error of this caller only.
     pub fn twin(&mut self, id: &str) -> Result<Twin, StoreError> {
         Ok(self.get(TWINS, id)?.unwrap_or_default())
     }
@@ -241,85 +559,266 @@ impl Tx<'_> {
     }
 
     pub fn c2d_queue(&mut self, device: &str) -> Result<Vec<C2dMessage>, StoreError> {
-        let t = self.0.open_table(C2D).map_err(err)?;
-        let range = t.range((device, 0u64)..=(device, u64::MAX)).map_err(err)?;
-        range.map(|e| e.map_err(err).and_then(|(_, v)| from_bytes(v.value()))).collect()
+        let t = self.tx.open_table(C2D).map_err(db)?;
+        let range = t.range((device, 0u64)..=(device, u64::MAX)).map_err(db)?;
+        range.map(|e| e.map_err(db).and_then(|(_, v)| from_bytes(v.value()))).collect()
     }
     pub fn all_c2d(&mut self) -> Result<Vec<C2dMessage>, StoreError> {
-        let t = self.0.open_table(C2D).map_err(err)?;
-        let it = t.iter().map_err(err)?;
-        it.map(|e| e.map_err(err).and_then(|(_, v)| from_bytes(v.value()))).collect()
+        let t = self.tx.open_table(C2D).map_err(db)?;
+        let it = t.iter().map_err(db)?;
+        it.map(|e| e.map_err(db).and_then(|(_, v)| from_bytes(v.value()))).collect()
     }
     pub fn put_c2d(&mut self, m: &C2dMessage) -> Result<(), StoreError> {
         let b = to_bytes(m)?;
-        self.0.open_table(C2D).map_err(err)?.insert((m.device_id.as_str(), m.seq), b.as_slice()).map_err(err)?;
+        let mut t = self.tx.open_table(C2D).map_err(db)?;
+        let old = t.insert((m.device_id.as_str(), m.seq), b.as_slice()).map_err(db)?.map(|g| g.value().to_vec());
+        self.undo.push(Undo::C2d(m.device_id.clone(), m.seq, old));
         Ok(())
     }
+    fn remove_c2d_raw(&mut self, device: &str, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut t = self.tx.open_table(C2D).map_err(db)?;
+        let old = t.remove((device, seq)).map_err(db)?.map(|g| g.value().to_vec());
+        if old.is_some() {
+            self.undo.push(Undo::C2d(device.to_owned(), seq, old.clone()));
+        }
+        Ok(old)
+    }
     pub fn remove_c2d(&mut self, device: &str, seq: u64) -> Result<Option<C2dMessage>, StoreError> {
-        let mut t = self.0.open_table(C2D).map_err(err)?;
-        let v = t.remove((device, seq)).map_err(err)?;
-        v.map(|v| from_bytes(v.value())).transpose()
+        self.remove_c2d_raw(device, seq)?.map(|v| from_bytes(&v)).transpose()
     }
     pub fn get_c2d(&mut self, device: &str, seq: u64) -> Result<Option<C2dMessage>, StoreError> {
-        let t = self.0.open_table(C2D).map_err(err)?;
-        let v = t.get((device, seq)).map_err(err)?;
+        let t = self.tx.open_table(C2D).map_err(db)?;
+        let v = t.get((device, seq)).map_err(db)?;
         v.map(|v| from_bytes(v.value())).transpose()
     }
 
+    fn append(&mut self, log: Log, seq: u64, device: &str, json: &[u8]) -> Result<(), StoreError> {
+        let now = unix_ms();
+        self.tx.open_table(log.table()).map_err(db)?.insert(seq, (now, device, json)).map_err(db)?;
+        if let (Some(i), false) = (log.index(), device.is_empty()) {
+            self.tx.open_table(i).map_err(db)?.insert((device, seq), ()).map_err(db)?;
+        }
+        self.undo.push(Undo::Appended(log, seq, device.to_owned()));
+        self.appended[log as usize] += 1;
+        Ok(())
+    }
     pub fn append_event(&mut self, e: &EventRecord) -> Result<(), StoreError> {
         let b = to_bytes(e)?;
-        self.0.open_table(EVENTS).map_err(err)?.insert(e.seq, b.as_slice()).map_err(err)?;
-        Ok(())
+        self.append(Log::Events, e.seq, &e.device_id, &b)
     }
     pub fn append_connection(&mut self, e: &ConnectionRecord) -> Result<(), StoreError> {
         let b = to_bytes(e)?;
-        self.0.open_table(CONNLOG).map_err(err)?.insert(e.seq, b.as_slice()).map_err(err)?;
-        Ok(())
+        self.append(Log::Connections, e.seq, e.device_id.as_deref().unwrap_or(""), &b)
     }
     pub fn append_feedback(&mut self, e: &FeedbackRecord) -> Result<(), StoreError> {
         let b = to_bytes(e)?;
-        self.0.open_table(FEEDBACK).map_err(err)?.insert(e.seq, b.as_slice()).map_err(err)?;
+        self.append(Log::Feedback, e.seq, "", &b)
+    }
+
+    /// Undoes this transaction's recorded changes, newest first.
+    fn rollback(&mut self) -> Result<(), StoreError> {
+        while let Some(u) = self.undo.pop() {
+            match u {
+                Undo::Str(table, key, old) => {
+                    let mut t = self.tx.open_table(table).map_err(db)?;
+                    match old {
+                        Some(v) => t.insert(key.as_str(), v.as_slice()).map(drop),
+                        None => t.remove(key.as_str()).map(drop),
+                    }
+                    .map_err(db)?;
+                }
+                Undo::C2d(device, seq, old) => {
+                    let mut t = self.tx.open_table(C2D).map_err(db)?;
+                    match old {
+                        Some(v) => t.insert((device.as_str(), seq), v.as_slice()).map(drop),
+                        None => t.remove((device.as_str(), seq)).map(drop),
+                    }
+                    .map_err(db)?;
+                }
+                Undo::Meta(name, old) => {
+                    let mut t = self.tx.open_table(META).map_err(db)?;
+                    match old {
+                        Some(v) => t.insert(name.as_str(), v).map(drop),
+                        None => t.remove(name.as_str()).map(drop),
+                    }
+                    .map_err(db)?;
+                }
+                Undo::Appended(log, seq, device) => {
+                    self.tx.open_table(log.table()).map_err(db)?.remove(seq).map_err(db)?;
+                    if let (Some(i), false) = (log.index(), device.is_empty()) {
+                        self.tx.open_table(i).map_err(db)?.remove((device.as_str(), seq)).map_err(db)?;
+                    }
+                }
+            }
+        }
         Ok(())
     }
 }
 
-fn writer_loop(db: &Database, rx: mpsc::Receiver<(Op, Reply)>) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < 4096 {
-            match rx.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
+/// Deletes at most `budget` of the oldest records of `log` that are past retention or over the cap.
+fn enforce_retention(tx: &WriteTransaction, log: Log, budget: u64, retention: &Retention) -> Result<u64, StoreError> {
+    let cutoff = unix_ms().saturating_sub(retention.max_age.as_millis() as u64);
+    let max = log.max(retention);
+    let mut t = tx.open_table(log.table()).map_err(db)?;
+    let len = t.len().map_err(db)?;
+    let mut deleted = 0;
+    while deleted < budget {
+        let (seq, time, device) = match t.first().map_err(db)? {
+            Some((k, v)) => {
+                let (time, device, _) = v.value();
+                (k.value(), time, device.to_owned())
             }
+            None => break,
+        };
+        if len - deleted <= max && time >= cutoff {
+            break;
         }
-        let tx = match db.begin_write() {
-            Ok(tx) => tx,
-            Err(e) => {
+        t.remove(seq).map_err(db)?;
+        if let (Some(i), false) = (log.index(), device.is_empty()) {
+            tx.open_table(i).map_err(db)?.remove((device.as_str(), seq)).map_err(db)?;
+        }
+        deleted += 1;
+    }
+    Ok(deleted)
+}
+
+/// Free bytes on the file system holding `path` (`None` when unknown).
+fn free_bytes(path: &Path) -> Option<u64> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+        let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `c` is a valid NUL-terminated path and `s` a valid out-pointer for the call's duration.
+        if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+            return None;
+        }
+        Some((s.f_bavail as u64).saturating_mul(s.f_frsize as u64))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
+/// The writer thread.
+struct Writer {
+    shared: Arc<Shared>,
+    retention: Retention,
+    /// When unavailable: when to try to recover next.
+    retry_at: Option<Instant>,
+    retry_delay: Duration,
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<(Op, Reply)>) {
+        loop {
+            let wait = match self.retry_at {
+                Some(at) => at.saturating_duration_since(Instant::now()),
+                None => HOUSEKEEPING,
+            };
+            let first = match rx.recv_timeout(wait) {
+                Ok(op) => Some(op),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            };
+            if self.retry_at.is_some_and(|at| at <= Instant::now()) {
+                self.try_recover();
+            }
+            let Some(first) = first else {
+                if self.retry_at.is_none() {
+                    self.housekeeping();
+                }
+                continue;
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+            if self.retry_at.is_some() {
+                let e = StoreError::Unavailable(self.shared.reason());
                 for (_, reply) in batch {
-                    let _ = reply.send(Err(err(&e)));
+                    let _ = reply.send(Err(e.clone()));
                 }
                 continue;
             }
+            self.commit(batch);
+        }
+    }
+
+    /// Applies a batch in one transaction and answers every caller after the commit.
+    fn commit(&mut self, batch: Vec<(Op, Reply)>) {
+        let fail_all = |batch: Vec<Reply>, e: &StoreError| {
+            for reply in batch {
+                let _ = reply.send(Err(e.clone()));
+            }
+        };
+        let database = match self.shared.db() {
+            Ok(d) => d,
+            Err(e) => return fail_all(batch.into_iter().map(|(_, r)| r).collect(), &e),
+        };
+        let tx = match database.begin_write() {
+            Ok(tx) => tx,
+            Err(e) => {
+                let e = db(e);
+                self.failed(&e);
+                return fail_all(batch.into_iter().map(|(_, r)| r).collect(), &e);
+            }
         };
         let mut results = Vec::with_capacity(batch.len());
-        let mut failed = None;
+        let mut appended = [0u64; 3];
+        let mut fatal = None;
         for (op, reply) in batch {
-            match op(&tx) {
-                Ok(v) => results.push((reply, Ok(v))),
+            if fatal.is_some() {
+                results.push((reply, Err(StoreError::Db("aborted with its group".into()))));
+                continue;
+            }
+            let mut t = Tx { tx: &tx, undo: Vec::new(), appended: [0; 3] };
+            let r = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| op(&mut t))) {
+                Ok(r) => r,
+                Err(_) => Err(StoreError::Db("internal: a store operation panicked".into())),
+            };
+            match r {
+                Ok(v) => {
+                    for (a, n) in appended.iter_mut().zip(t.appended) {
+                        *a += n;
+                    }
+                    results.push((reply, Ok(v)));
+                }
+                // This caller's error: undo its changes; the others go on.
                 Err(e) => {
-                    failed = Some(e.clone());
+                    if let Err(undo) = t.rollback() {
+                        fatal = Some(undo);
+                    }
                     results.push((reply, Err(e)));
                 }
             }
         }
-        // A database error anywhere aborts the whole group, so nobody is told a write is durable when it is not.
-        let outcome = match failed {
+        if fatal.is_none() {
+            for log in Log::ALL {
+                let budget = RETENTION_STEP + 2 * appended[log as usize];
+                if let Err(e) = enforce_retention(&tx, log, budget, &self.retention) {
+                    fatal = Some(e);
+                    break;
+                }
+            }
+        }
+        // A database failure fails the whole group, so nobody is told a write is durable when it is not.
+        let outcome = match fatal {
             Some(e) => {
                 let _ = tx.abort();
                 Err(e)
             }
-            None => tx.commit().map_err(err),
+            None => tx.commit().map_err(db),
         };
+        if let Err(e) = &outcome {
+            self.failed(e);
+        }
         for (reply, r) in results {
             let _ = reply.send(match &outcome {
                 Ok(()) => r,
@@ -327,4 +826,96 @@ fn writer_loop(db: &Database, rx: mpsc::Receiver<(Op, Reply)>) {
             });
         }
     }
+
+    /// Retention while idle: one bounded step, committed only when it deleted something.
+    fn housekeeping(&mut self) {
+        let Ok(database) = self.shared.db() else { return };
+        let Ok(tx) = database.begin_write() else { return };
+        let mut deleted = 0;
+        for log in Log::ALL {
+            match enforce_retention(&tx, log, RETENTION_STEP, &self.retention) {
+                Ok(n) => deleted += n,
+                Err(e) => {
+                    let _ = tx.abort();
+                    return self.failed(&e);
+                }
+            }
+        }
+        let r = if deleted == 0 { tx.abort().map_err(db) } else { tx.commit().map_err(db) };
+        if let Err(e) = r {
+            self.failed(&e);
+        }
+    }
+
+    /// After a failure: an I/O failure makes the store unavailable (logged once) until recovery.
+    fn failed(&mut self, e: &StoreError) {
+        let StoreError::Unavailable(why) = e else { return };
+        if self.retry_at.is_some() {
+            return;
+        }
+        let reason = format!("the database cannot be written ({why}); is the disk full? New work is refused until a write succeeds again");
+        tracing::error!(path = %self.shared.path.display(), "{reason}");
+        self.shared.unavailable.send_replace(Some(reason));
+        self.retry_delay = RETRY_FIRST;
+        self.retry_at = Some(Instant::now() + RETRY_FIRST);
+    }
+
+    /// Re-opens the database (redb repairs it) and commits a probe; on success the store serves again.
+    fn try_recover(&mut self) {
+        match self.reopen() {
+            Ok(()) => {
+                self.retry_at = None;
+                self.retry_delay = RETRY_FIRST;
+                tracing::info!(path = %self.shared.path.display(), "the database is writable again; serving");
+                self.shared.unavailable.send_replace(None);
+            }
+            Err(e) => {
+                tracing::debug!("the database is still unavailable: {e}");
+                self.retry_delay = (self.retry_delay * 2).min(RETRY_MAX);
+                self.retry_at = Some(Instant::now() + self.retry_delay);
+            }
+        }
+    }
+
+    fn reopen(&mut self) -> Result<(), StoreError> {
+        if free_bytes(&self.shared.path).is_some_and(|f| f < RECOVERY_FREE_BYTES) {
+            return Err(StoreError::Unavailable("too little free space".into()));
+        }
+        let old = self.shared.db.write().map_err(|_| StoreError::Db("lock poisoned".into()))?.take();
+        if let Some(mut old) = old {
+            // redb holds a file lock: every in-flight read must let go of the old handle first.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            loop {
+                match Arc::try_unwrap(old) {
+                    Ok(d) => {
+                        drop(d);
+                        break;
+                    }
+                    Err(still) if Instant::now() < deadline => {
+                        old = still;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err(still) => {
+                        if let Ok(mut slot) = self.shared.db.write() {
+                            *slot = Some(still);
+                        }
+                        return Err(StoreError::Unavailable("reads still hold the database".into()));
+                    }
+                }
+            }
+        }
+        let database = open_db(&self.shared.path)?;
+        let tx = database.begin_write().map_err(db)?;
+        {
+            let mut t = tx.open_table(META).map_err(db)?;
+            let n = t.get("probe").map_err(db)?.map(|v| v.value()).unwrap_or(0);
+            t.insert("probe", n + 1).map_err(db)?;
+        }
+        tx.commit().map_err(db)?;
+        *self.shared.db.write().map_err(|_| StoreError::Db("lock poisoned".into()))? = Some(Arc::new(database));
+        Ok(())
+    }
 }
+
+#[cfg(test)]
+mod tests;

@@ -21,7 +21,7 @@ async fn null_and_empty_properties_stay_different_end_to_end() {
     let a = http_raw(emu.r().http_addr, "POST", "/devices/d1/messages/devicebound", &h, &body).await;
     assert_eq!(a.status, 201, "{}", a.body);
     // Stored as sent.
-    let stored = emu.hub().store.c2d_queue("d1").unwrap();
+    let stored = emu.hub().store.c2d_queue("d1").await.unwrap();
     assert_eq!(
         stored[0].properties,
         vec![("p1".to_owned(), None), ("p2".to_owned(), Some(String::new())), ("p3".to_owned(), Some("a b".into()))]
@@ -57,5 +57,5 @@ async fn oversized_and_overflowing_sends_are_refused() {
     props.insert("bad\u{1b}name".into(), json!("v"));
     let bad = SendC2d { properties: props, ..Default::default() };
     assert_eq!(api_err(emu.hub().send_c2d("d1", bad).await.unwrap_err()).0, 400);
-    assert!(emu.hub().store.c2d_queue("d1").unwrap().is_empty(), "nothing was queued");
+    assert!(emu.hub().store.c2d_queue("d1").await.unwrap().is_empty(), "nothing was queued");
 }

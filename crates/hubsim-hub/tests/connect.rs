@@ -46,7 +46,7 @@ async fn connect_validation_answers_with_the_spec_s_codes() {
             assert_eq!(rec.seq, 0);
         }
     }
-    assert!(emu.hub().store.connections(0, 100_000, None).unwrap().is_empty(), "nothing was stored");
+    assert!(emu.hub().store.connections(0, 100_000, None).await.unwrap().is_empty(), "nothing was stored");
 }
 
 #[tokio::test]
@@ -65,6 +65,6 @@ async fn a_reported_patch_is_acknowledged_after_it_is_stored() {
     t.send_raw(&wire(Packet::Publish(p))).await;
     assert_eq!(t.recv_raw().await.unwrap(), b"\x40\x02\x00\x09", "PUBACK");
     // The PUBACK promises the write is durable: the store has it already.
-    let twin = emu.hub().store.twin("d1").unwrap();
+    let twin = emu.hub().store.twin("d1").await.unwrap();
     assert_eq!(twin.reported["fw"], "2.0");
 }

@@ -133,7 +133,7 @@ async fn bad_input_tour() {
         ("a huge remaining length", vec![0x30, 0xFF, 0xFF, 0xFF, 0x7F], true, false, "message-too-large"),
     ];
     for (name, payload, login_first, half_close, reason) in cases {
-        let before = emu.hub().store.connections(0, 100_000, None).unwrap().last().map_or(0, |r| r.seq);
+        let before = emu.hub().store.connections(0, 100_000, None).await.unwrap().last().map_or(0, |r| r.seq);
         let mut live = emu.hub().connlog.subscribe();
         let mut t = open_raw(&emu, Via::Mqtt).await;
         if login_first {

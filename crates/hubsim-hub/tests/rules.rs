@@ -147,7 +147,7 @@ async fn connect_must_arrive_in_time() {
     assert!(tokio::time::timeout(WAIT, t.recv_raw()).await.unwrap().is_none());
     let rec = wait_live(&mut live, |r| r.operation == "connectRefused").await;
     assert_eq!(rec.reason, "connect-timeout");
-    assert!(emu.hub().store.connections(0, 10, None).unwrap().is_empty(), "no stored record without a CONNECT");
+    assert!(emu.hub().store.connections(0, 10, None).await.unwrap().is_empty(), "no stored record without a CONNECT");
 }
 
 async fn misuse_closes(publish: Telemetry, reason: &str) {
@@ -326,8 +326,8 @@ async fn c2d_is_delivered_with_every_property_and_completed_by_puback() {
     // the completion before reading on, so once a later telemetry message is acknowledged the completion is done.
     d.send(Telemetry::new("after the PUBACK")).await;
     d.expect("PUBACK", |e| matches!(e, Event::TelemetryAcked { .. })).await;
-    assert!(emu.hub().store.c2d_queue("d1").unwrap().is_empty());
-    let fb = emu.hub().store.feedback(0, 10).unwrap();
+    assert!(emu.hub().store.c2d_queue("d1").await.unwrap().is_empty());
+    let fb = emu.hub().store.feedback(0, 10).await.unwrap();
     assert_eq!((fb[0].original_message_id.as_str(), fb[0].status_code.as_str()), ("m-1", "Success"));
 }
 
@@ -341,6 +341,30 @@ async fn the_51st_queued_message_is_refused() {
     let e = emu.hub().send_c2d("d1", c2d("51")).await.unwrap_err();
     assert!(matches!(&e, hubsim_hub::hub::ServiceError::Api { status: 403, code: 403004, .. }), "{e}");
     assert!(e.to_string().contains("full"));
+}
+
+#[tokio::test]
+async fn c2d_messages_are_bounded_like_iot_hubs() {
+    let emu = Emu::start().await;
+    emu.device("d1").await;
+    let mut props = serde_json::Map::new();
+    for i in 0..20 {
+        props.insert(format!("p{i}"), "v".repeat(4096).into());
+    }
+    let cases: Vec<(&str, SendC2d, u32)> = vec![
+        ("80 KB of properties", SendC2d { properties: props, ..c2d("x") }, 400005),
+        ("a 200-character messageId", SendC2d { message_id: Some("m".repeat(200)), ..c2d("x") }, 400004),
+        ("ttlSeconds that overflows", SendC2d { ttl_seconds: Some(18_446_744_073_709_551), ..c2d("x") }, 400004),
+        ("ttlSeconds 0", SendC2d { ttl_seconds: Some(0), ..c2d("x") }, 400004),
+    ];
+    for (name, req, want) in cases {
+        match emu.hub().send_c2d("d1", req).await {
+            Err(hubsim_hub::hub::ServiceError::Api { status: 400, code, .. }) => assert_eq!(code, want, "{name}"),
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    assert!(emu.hub().store.c2d_queue("d1").await.unwrap().is_empty());
+    emu.hub().send_c2d("d1", SendC2d { ttl_seconds: Some(172_800), ..c2d("two days") }).await.unwrap();
 }
 
 #[tokio::test]
@@ -400,8 +424,8 @@ async fn unacknowledged_c2d_is_redelivered_with_dup_then_dead_lettered() {
     }
     assert_eq!(deliveries.len(), 10, "max delivery count 10: {deliveries:?}");
     assert!(!deliveries[0] && deliveries[1..].iter().all(|dup| *dup));
-    assert!(emu.hub().store.c2d_queue("d1").unwrap().is_empty());
-    let fb = emu.hub().store.feedback(0, 10).unwrap();
+    assert!(emu.hub().store.c2d_queue("d1").await.unwrap().is_empty());
+    let fb = emu.hub().store.feedback(0, 10).await.unwrap();
     assert_eq!(fb[0].status_code, "DeliveryCountExceeded");
 }
 
@@ -473,7 +497,7 @@ async fn twin_get_reported_patch_and_desired_push() {
         unreachable!()
     };
     assert_eq!((status, version), (204, Some(2)));
-    assert_eq!(emu.hub().get_twin("d1").unwrap().reported["fw"], "1.2");
+    assert_eq!(emu.hub().get_twin("d1").await.unwrap().reported["fw"], "1.2");
     emu.hub().patch_desired("d1", json!({"interval": 10})).await.unwrap();
     let Event::DesiredPropertiesPatch { version, body } =
         d.expect("desired", |e| matches!(e, Event::DesiredPropertiesPatch { .. })).await

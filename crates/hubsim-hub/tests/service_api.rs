@@ -81,7 +81,7 @@ async fn a_cross_site_post_is_refused_before_it_runs() {
     ];
     let a = http_raw(emu.r().http_addr, "POST", "/devices/victim/disable", &h, "").await;
     assert_eq!(a.status, 403, "{}", a.body);
-    assert!(emu.hub().get_device("victim").unwrap().enabled(), "the device was not disabled");
+    assert!(emu.hub().get_device("victim").await.unwrap().enabled(), "the device was not disabled");
     // Same origin passes.
     let h = [("host", "127.0.0.1:8080"), ("origin", "http://127.0.0.1:8080"), ("authorization", owner.as_str())];
     assert_eq!(http_raw(emu.r().http_addr, "POST", "/devices/victim/disable", &h, "").await.status, 200);
@@ -162,8 +162,8 @@ async fn bulk_creation_is_validated_first_and_capped_like_iot_hub() {
     let a = http_raw(emu.r().http_addr, "POST", "/devices-bulk", &h, r#"{"prefix":"b","start":100,"count":100}"#).await;
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(a.json().as_array().unwrap().len(), 100);
-    assert!(emu.hub().get_device("b-199").is_ok());
-    assert!(emu.hub().get_device("b-99").is_err());
+    assert!(emu.hub().get_device("b-199").await.is_ok());
+    assert!(emu.hub().get_device("b-99").await.is_err());
 }
 
 #[tokio::test]

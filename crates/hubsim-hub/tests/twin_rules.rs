@@ -63,7 +63,7 @@ async fn bad_reported_patches_get_400_and_poison_nothing() {
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("IoT Hub allows 32768"), "{body}");
     // The twin is readable and holds only the good writes.
-    let twin = emu.hub().get_twin("x").unwrap();
+    let twin = emu.hub().get_twin("x").await.unwrap();
     assert!(twin.reported.get("a.b").is_none() && twin.reported.get("n").is_none());
     assert_eq!(twin.reported.as_object().unwrap().len(), 8);
     assert_eq!(emu.wait_events("other", cases.len()).await.len(), cases.len());

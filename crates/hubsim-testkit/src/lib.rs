@@ -79,7 +79,7 @@ impl Emu {
         pred: impl Fn(&hubsim_hub::model::ConnectionRecord) -> bool,
     ) -> hubsim_hub::model::ConnectionRecord {
         let mut rx = self.hub().connlog.subscribe();
-        if let Some(r) = self.hub().store.connections(0, 10_000, None).unwrap().into_iter().find(|r| pred(r)) {
+        if let Some(r) = self.hub().store.connections(0, 10_000, None).await.unwrap().into_iter().find(|r| pred(r)) {
             return r;
         }
         tokio::time::timeout(WAIT, async {
@@ -99,7 +99,7 @@ impl Emu {
         let mut rx = self.hub().events.subscribe();
         tokio::time::timeout(WAIT, async {
             loop {
-                let evs = self.hub().store.events(0, 100_000, Some(device)).unwrap();
+                let evs = self.hub().store.events(0, 100_000, Some(device)).await.unwrap();
                 if evs.len() >= n {
                     return evs;
                 }

@@ -174,7 +174,8 @@ async fn info(State(s): State<AppState>) -> Json<Value> {
 }
 
 async fn list_devices(State(s): State<AppState>) -> ApiResult {
-    let list: Vec<Value> = s.hub.store.devices()?.iter().map(|d| device_json(&s.hub, d)).collect();
+    let list: Vec<Value> =
+        s.hub.store.devices_with_queues().await?.iter().map(|(d, n)| device_json_with(&s.hub, d, *n)).collect();
     Ok(Json(list).into_response())
 }
 
@@ -212,8 +213,8 @@ async fn bulk_devices(State(s): State<AppState>, Json(b): Json<Bulk>) -> ApiResu
 }
 
 async fn get_device(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    let d = s.hub.get_device(&id)?;
-    Ok(Json(device_json(&s.hub, &d)).into_response())
+    let d = s.hub.get_device(&id).await?;
+    Ok(Json(device_json(&s.hub, &d).await).into_response())
 }
 
 #[derive(Deserialize, Default)]
@@ -233,27 +234,27 @@ async fn put_device(State(s): State<AppState>, Path(id): Path<String>, body: Opt
             .map(str::to_owned)
     };
     let enabled = body.status.as_deref() != Some("disabled");
-    if s.hub.store.device(&id)?.is_some() {
+    if s.hub.store.device(&id).await?.is_some() {
         // An update: IoT Hub's PUT replaces; hubsim updates the status (keys stay).
         let d = s.hub.set_status(&id, enabled).await?;
-        return Ok(Json(device_json(&s.hub, &d)).into_response());
+        return Ok(Json(device_json(&s.hub, &d).await).into_response());
     }
     let d = s.hub.create_device(&id, key("primaryKey"), key("secondaryKey"), enabled).await?;
-    Ok((StatusCode::OK, Json(device_json(&s.hub, &d))).into_response())
+    Ok((StatusCode::OK, Json(device_json(&s.hub, &d).await)).into_response())
 }
 
 async fn put_module(State(s): State<AppState>, Path((id, module)): Path<(String, String)>) -> ApiResult {
     let name = hubsim_proto::DeviceIdentity::module(&id, &module).client_id();
-    let d = match s.hub.store.device(&name)? {
+    let d = match s.hub.store.device(&name).await? {
         Some(d) => d,
         None => s.hub.create_module(&id, &module).await?,
     };
-    Ok(Json(device_json(&s.hub, &d)).into_response())
+    Ok(Json(device_json(&s.hub, &d).await).into_response())
 }
 
 async fn get_module(State(s): State<AppState>, Path((id, module)): Path<(String, String)>) -> ApiResult {
-    let d = s.hub.get_device(&hubsim_proto::DeviceIdentity::module(&id, &module).client_id())?;
-    Ok(Json(device_json(&s.hub, &d)).into_response())
+    let d = s.hub.get_device(&hubsim_proto::DeviceIdentity::module(&id, &module).client_id()).await?;
+    Ok(Json(device_json(&s.hub, &d).await).into_response())
 }
 
 async fn delete_device(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
@@ -263,16 +264,16 @@ async fn delete_device(State(s): State<AppState>, Path(id): Path<String>) -> Api
 
 async fn disable_device(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
     let d = s.hub.set_status(&id, false).await?;
-    Ok(Json(device_json(&s.hub, &d)).into_response())
+    Ok(Json(device_json(&s.hub, &d).await).into_response())
 }
 
 async fn enable_device(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
     let d = s.hub.set_status(&id, true).await?;
-    Ok(Json(device_json(&s.hub, &d)).into_response())
+    Ok(Json(device_json(&s.hub, &d).await).into_response())
 }
 
 async fn close_device(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    s.hub.get_device(&id)?;
+    s.hub.get_device(&id).await?;
     let closed = s.hub.close_connection(
         &id,
         hubsim_proto::hub::CloseReason::ClosedByService("closed through the service API".into()),
@@ -286,12 +287,12 @@ async fn send_c2d(State(s): State<AppState>, Path(id): Path<String>, Json(req): 
 }
 
 async fn list_c2d(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    s.hub.get_device(&id)?;
-    Ok(Json(s.hub.store.c2d_queue(&id)?).into_response())
+    s.hub.get_device(&id).await?;
+    Ok(Json(s.hub.store.c2d_queue(&id).await?).into_response())
 }
 
 async fn get_twin(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    let t = s.hub.get_twin(&id)?;
+    let t = s.hub.get_twin(&id).await?;
     Ok(Json(t.service_document(&id)).into_response())
 }
 
@@ -328,15 +329,16 @@ struct PageQuery {
 }
 
 async fn events(State(s): State<AppState>, Query(q): Query<PageQuery>) -> ApiResult {
-    Ok(Json(s.hub.store.events(q.after, q.limit.unwrap_or(100).min(1000), q.device.as_deref())?).into_response())
+    Ok(Json(s.hub.store.events(q.after, q.limit.unwrap_or(100).min(1000), q.device.as_deref()).await?).into_response())
 }
 
 async fn connections(State(s): State<AppState>, Query(q): Query<PageQuery>) -> ApiResult {
-    Ok(Json(s.hub.store.connections(q.after, q.limit.unwrap_or(100).min(1000), q.device.as_deref())?).into_response())
+    Ok(Json(s.hub.store.connections(q.after, q.limit.unwrap_or(100).min(1000), q.device.as_deref()).await?)
+        .into_response())
 }
 
 async fn feedback(State(s): State<AppState>, Query(q): Query<PageQuery>) -> ApiResult {
-    Ok(Json(s.hub.store.feedback(q.after, q.limit.unwrap_or(100).min(1000))?).into_response())
+    Ok(Json(s.hub.store.feedback(q.after, q.limit.unwrap_or(100).min(1000)).await?).into_response())
 }
 
 fn sse<T: serde::Serialize + Clone + Send + 'static>(
@@ -370,7 +372,13 @@ async fn connections_stream(State(s): State<AppState>, Query(q): Query<PageQuery
 }
 
 /// JSON of a device for the API, with its connection string and state.
-pub fn device_json(hub: &Hub, d: &Device) -> Value {
+pub async fn device_json(hub: &Hub, d: &Device) -> Value {
+    let queued = hub.store.c2d_queue(&d.device_id).await.map(|q| q.len()).unwrap_or(0);
+    device_json_with(hub, d, queued)
+}
+
+/// [`device_json`] with the length of the device's C2D queue already read.
+pub fn device_json_with(hub: &Hub, d: &Device, queued: usize) -> Value {
     let mut v = serde_json::to_value(d).unwrap_or(Value::Null);
     if let Value::Object(m) = &mut v {
         m.insert(
@@ -378,10 +386,7 @@ pub fn device_json(hub: &Hub, d: &Device) -> Value {
             if hub.is_connected(&d.device_id) { "Connected" } else { "Disconnected" }.into(),
         );
         m.insert("connectionString".into(), hub.connection_string(d).into());
-        m.insert(
-            "cloudToDeviceMessageCount".into(),
-            hub.store.c2d_queue(&d.device_id).map(|q| q.len()).unwrap_or(0).into(),
-        );
+        m.insert("cloudToDeviceMessageCount".into(), queued.into());
     }
     v
 }

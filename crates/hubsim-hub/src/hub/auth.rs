@@ -31,6 +31,7 @@ impl Hub {
         let device = self
             .store
             .device(&id)
+            .await
             .map_err(internal)?
             .ok_or((ConnectReturnCode::NotAuthorized, format!("device '{id}' is not registered")))?;
         if !device.enabled() {

@@ -103,7 +103,7 @@ impl Hub {
 
     /// Queues a C2D message (at most `c2d_max_queue` per device).
     pub async fn send_c2d(&self, id: &str, req: SendC2d) -> Result<C2dMessage, ServiceError> {
-        self.get_device(id)?;
+        self.get_device(id).await?;
         let body = match (&req.body_base64, &req.body) {
             (Some(b), _) => {
                 STANDARD.decode(b).map_err(|e| ServiceError::new(400, 400004, format!("bodyBase64: {e}")))?
@@ -111,6 +111,18 @@ impl Hub {
             (None, Some(t)) => t.clone().into_bytes(),
             (None, None) => Vec::new(),
         };
+        // IoT Hub: message ids (and the other id-like system properties) are at most 128 characters.
+        for (name, v) in [
+            ("messageId", &req.message_id),
+            ("correlationId", &req.correlation_id),
+            ("userId", &req.user_id),
+            ("contentType", &req.content_type),
+            ("contentEncoding", &req.content_encoding),
+        ] {
+            if v.as_ref().is_some_and(|v| v.len() > MAX_ID_LEN) {
+                return Err(ServiceError::new(400, 400004, format!("{name} is longer than {MAX_ID_LEN} characters")));
+            }
+        }
         // IoT Hub's limit covers the body and the properties together (C2D doc: "maximum size 64 KB").
         let props_size: usize = req.properties.iter().map(|(k, v)| k.len() + v.as_str().map_or(8, str::len)).sum();
         let system_size: usize =
@@ -174,7 +186,7 @@ impl Hub {
             properties,
             body,
             enqueued_ms: now,
-            expiry_ms: now + ttl.as_millis() as u64,
+            expiry_ms: now.saturating_add(ttl.as_millis() as u64),
             delivery_count: 0,
             lock_until_ms: None,
         };
@@ -211,6 +223,8 @@ impl Hub {
 
 /// Largest C2D message, body and properties, bytes (IoT Hub: 64 KB).
 pub const MAX_C2D_SIZE: usize = 64 * 1024;
+/// Most bytes of `messageId`, `correlationId`, `userId`, `contentType`, `contentEncoding` (IoT Hub: 128).
+pub const MAX_ID_LEN: usize = 128;
 /// Longest C2D time to live, seconds (IoT Hub: two days).
 pub const MAX_C2D_TTL_SECS: u64 = 2 * 24 * 3600;
 

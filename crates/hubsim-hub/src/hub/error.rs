@@ -13,7 +13,18 @@ pub enum ServiceError {
     #[error("{message}")]
     Api { status: u16, code: u32, message: String },
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
+}
+
+/// A database that cannot be written (a full disk) is IoT Hub's 503 `ServiceUnavailable` (503001), so clients
+/// retry; any other store failure stays an internal error (500001).
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) => ServiceError::new(503, 503001, e.to_string()),
+            other => ServiceError::Store(other),
+        }
+    }
 }
 
 impl ServiceError {

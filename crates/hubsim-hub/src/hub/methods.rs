@@ -24,7 +24,7 @@ impl Hub {
         if name.is_empty() || name.chars().any(|c| !c.is_ascii_graphic() || "$()<>@,;:\\\"/[]?={}".contains(c)) {
             return Err(ServiceError::new(400, 400004, format!("'{name}' is not a valid method name")));
         }
-        self.get_device(id)?;
+        self.get_device(id).await?;
         let not_online = || {
             ServiceError::new(404, 404103, format!("device '{id}' is not online for methods: it is not connected or not subscribed to $iothub/methods/POST/#"))
         };

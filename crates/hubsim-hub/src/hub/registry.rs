@@ -58,7 +58,7 @@ impl Hub {
 
     /// Creates a module identity of an existing device (its own keys, its own twin, telemetry on the module topic).
     pub async fn create_module(&self, device: &str, module: &str) -> Result<Device, ServiceError> {
-        self.get_device(device)?;
+        self.get_device(device).await?;
         if !is_valid_device_id(module) {
             return Err(ServiceError::new(400, 400006, format!("'{module}' is not a valid module id")));
         }
@@ -93,8 +93,8 @@ impl Hub {
             .await?)
     }
 
-    pub fn get_device(&self, id: &str) -> Result<Device, ServiceError> {
-        self.store.device(id)?.ok_or_else(|| ServiceError::device_not_found(id))
+    pub async fn get_device(&self, id: &str) -> Result<Device, ServiceError> {
+        self.store.device(id).await?.ok_or_else(|| ServiceError::device_not_found(id))
     }
 
     /// The device's connection string (for the hub's HostName), formatted by the core.

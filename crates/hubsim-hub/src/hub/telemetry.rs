@@ -1,5 +1,9 @@
 //! Telemetry and the connection log: each record is stored durably (the caller acknowledges after this returns)
 //! and then offered to the live streams, which are skipped when nobody listens.
+//!
+//! Connection records carry peer-chosen text (client ids, user names, reasons quoting them): every field is cut
+//! to [`PEER_TEXT_MAX`](crate::model::PEER_TEXT_MAX) bytes before it is stored or logged. While the database is
+//! unavailable (a full disk) failures are not logged per record: the store logs the state change once.
 
 use hubsim_proto::hub::ReceivedTelemetry;
 use hubsim_proto::property_bag::SystemProperty;
@@ -82,7 +86,8 @@ impl Hub {
     }
 
     /// Appends to the connection log and its stream.
-    pub async fn log_connection(&self, mut rec: ConnectionRecord) {
+    pub async fn log_connection(&self, rec: ConnectionRecord) {
+        let mut rec = rec.bounded();
         rec.time = iso8601(unix_ms());
         let stored = self
             .store
@@ -97,17 +102,17 @@ impl Hub {
                 tracing::info!(device = ?rec.device_id, op = %rec.operation, code = rec.result_type, reason = %rec.reason, "{}", rec.description);
                 let _ = self.connlog.send(rec);
             }
+            Err(e) if e.is_unavailable() => tracing::debug!("cannot write the connection log: {e}"),
             Err(e) => tracing::error!("cannot write the connection log: {e}"),
         }
     }
 
     /// Shows a record on the live connection-log stream without storing it (seq 0): for transports that never
     /// sent a valid CONNECT, so junk connections are visible while someone watches yet cannot grow the log.
-    pub fn announce_connection(&self, mut rec: ConnectionRecord) {
+    pub fn announce_connection(&self, rec: ConnectionRecord) {
+        let mut rec = rec.bounded();
         rec.time = iso8601(unix_ms());
         rec.seq = 0;
-        rec.description = super::truncate(&rec.description, 256);
-        rec.remote = super::truncate(&rec.remote, 64);
         tracing::debug!(op = %rec.operation, code = rec.result_type, reason = %rec.reason, "{}", rec.description);
         if self.connlog.receiver_count() > 0 {
             let _ = self.connlog.send(rec);

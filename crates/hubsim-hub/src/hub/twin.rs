@@ -163,15 +163,15 @@ pub enum ReportedError {
 }
 
 impl Hub {
-    pub fn get_twin(&self, id: &str) -> Result<Twin, ServiceError> {
-        self.get_device(id)?;
-        Ok(self.store.twin(id)?)
+    pub async fn get_twin(&self, id: &str) -> Result<Twin, ServiceError> {
+        self.get_device(id).await?;
+        Ok(self.store.twin(id).await?)
     }
 
     /// Applies a desired-properties patch and pushes it to the device if connected. A top-level `$version`
     /// (a client echoing the twin) is ignored; every other rule of the module docs is enforced first.
     pub async fn patch_desired(&self, id: &str, mut patch: Value) -> Result<Twin, ServiceError> {
-        self.get_device(id)?;
+        self.get_device(id).await?;
         if let Value::Object(m) = &mut patch {
             m.remove("$version");
         }

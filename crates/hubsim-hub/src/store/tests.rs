@@ -1,0 +1,253 @@
+//! The store's own guarantees: isolation inside a group commit, indexed per-device reads, retention, file mode.
+
+use super::*;
+use crate::model::{Authentication, SymmetricKey};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+fn device(id: &str) -> Device {
+    Device {
+        device_id: id.into(),
+        generation_id: "1".into(),
+        status: "enabled".into(),
+        authentication: Authentication {
+            kind: "sas".into(),
+            symmetric_key: SymmetricKey { primary_key: "a".into(), secondary_key: "b".into() },
+        },
+        created_time: String::new(),
+    }
+}
+
+fn event(device: &str) -> EventRecord {
+    EventRecord {
+        seq: 0,
+        device_id: device.into(),
+        module_id: None,
+        body: Some("{}".into()),
+        body_base64: b"{}".to_vec(),
+        system_properties: Default::default(),
+        application_properties: Default::default(),
+        enqueued_time: String::new(),
+    }
+}
+
+fn open(dir: &Path, retention: Retention) -> Store {
+    Store::open(&dir.join("hubsim.redb"), retention).unwrap()
+}
+
+async fn add_event(s: &Store, dev: &str) -> u64 {
+    let mut e = event(dev);
+    s.write(move |tx| {
+        e.seq = tx.next_seq("events")?;
+        tx.append_event(&e)?;
+        Ok(e.seq)
+    })
+    .await
+    .unwrap()
+}
+
+type Pending<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// Polls once so the write is queued (`Store::write` sends its operation on the first poll).
+fn queue<T>(f: &mut Pending<'_, T>) {
+    assert!(matches!(f.as_mut().poll(&mut Context::from_waker(Waker::noop())), Poll::Pending));
+}
+
+#[tokio::test]
+async fn a_failing_write_in_a_group_is_only_its_callers_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path(), Retention::default());
+    // Hold the writer inside one operation so the next ones queue up and commit as one group.
+    let (release, wait) = std::sync::mpsc::channel::<()>();
+    let mut blocker: Pending<'_, ()> = Box::pin(s.write(move |_| {
+        let _ = wait.recv();
+        Ok(())
+    }));
+    queue(&mut blocker);
+    let mut good: Vec<Pending<'_, u64>> = Vec::new();
+    let mut bad: Vec<Pending<'_, u64>> = Vec::new();
+    for i in 0..6 {
+        let id = format!("good-{i}");
+        let mut f: Pending<'_, u64> = Box::pin(s.write(move |tx| {
+            tx.put_device(&device(&id))?;
+            let mut e = event(&id);
+            e.seq = tx.next_seq("events")?;
+            tx.append_event(&e)?;
+            Ok(e.seq)
+        }));
+        queue(&mut f);
+        good.push(f);
+        if i % 2 == 0 {
+            // A caller whose write fails half-way (e.g. a twin that cannot be read back): it wrote a device, a
+            // sequence number, an event, a C2D message and deleted a good device before failing.
+            let victim = format!("good-{i}");
+            let mut f: Pending<'_, u64> = Box::pin(s.write(move |tx| {
+                tx.put_device(&device("bad"))?;
+                let mut e = event("bad");
+                e.seq = tx.next_seq("events")?;
+                tx.append_event(&e)?;
+                tx.delete_device(&victim)?;
+                Err(StoreError::Record("this twin cannot be read".into()))
+            }));
+            queue(&mut f);
+            bad.push(f);
+        }
+    }
+    release.send(()).unwrap();
+    blocker.await.unwrap();
+    let mut seqs = Vec::new();
+    for f in good {
+        seqs.push(f.await.expect("a good write in the same group is answered Ok"));
+    }
+    for f in bad {
+        assert!(matches!(f.await, Err(StoreError::Record(_))));
+    }
+    // The failing writes left nothing behind: sequences have no gaps, their event and device are gone, the
+    // devices they deleted are back.
+    assert_eq!(seqs, (1..=6).collect::<Vec<_>>());
+    drop(s);
+    let s = open(tmp.path(), Retention::default());
+    assert!(s.device("bad").await.unwrap().is_none());
+    for i in 0..6 {
+        assert!(s.device(&format!("good-{i}")).await.unwrap().is_some(), "good-{i} is durable");
+    }
+    let evs = s.events(0, 100, None).await.unwrap();
+    assert_eq!(evs.len(), 6);
+    assert!(evs.iter().all(|e| e.device_id.starts_with("good-")));
+    assert!(s.events(0, 100, Some("bad")).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_per_device_query_reads_only_that_devices_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path(), Retention::default());
+    for i in 0..300 {
+        add_event(&s, if i % 100 == 7 { "rare" } else { "busy" }).await;
+    }
+    let rare = s.events(0, 100, Some("rare")).await.unwrap();
+    assert_eq!(rare.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![8, 108, 208]);
+    assert_eq!(s.events(8, 1, Some("rare")).await.unwrap()[0].seq, 108);
+    assert!(s.events(0, 100, Some("nobody")).await.unwrap().is_empty());
+    // The index is what answers: a record whose JSON is unreadable is not parsed by another device's query.
+    {
+        let d = s.shared.db().unwrap();
+        let tx = d.begin_write().unwrap();
+        tx.open_table(EVENTS).unwrap().insert(1, (unix_ms(), "busy", &b"not json"[..])).unwrap();
+        tx.commit().unwrap();
+    }
+    assert_eq!(s.events(0, 100, Some("rare")).await.unwrap().len(), 3);
+    assert!(s.events(0, 100, Some("nobody")).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn retention_bounds_the_logs_by_count_and_age() {
+    let tmp = tempfile::tempdir().unwrap();
+    let limits = Retention { max_events: 50, ..Retention::default() };
+    let s = open(tmp.path(), limits);
+    for _ in 0..200 {
+        add_event(&s, "d").await;
+    }
+    assert_eq!(s.event_count().await.unwrap(), 50);
+    let evs = s.events(0, 1000, Some("d")).await.unwrap();
+    assert_eq!(evs.first().unwrap().seq, 151, "the oldest go first, the index with them");
+    drop(s);
+    // Reopened with a retention of zero, everything already stored is past it: the next commit deletes it
+    // (a bounded step per commit).
+    let s = open(tmp.path(), Retention { max_age: Duration::ZERO, ..Retention::default() });
+    add_event(&s, "d").await;
+    assert!(s.event_count().await.unwrap() <= 1);
+    assert!(s.events(0, 1000, Some("d")).await.unwrap().len() <= 1);
+}
+
+#[tokio::test]
+async fn retention_deletes_a_bounded_amount_per_commit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path(), Retention::default());
+    let n = 3 * RETENTION_STEP;
+    let mut recs: Vec<EventRecord> = (0..n).map(|_| event("d")).collect();
+    s.write(move |tx| {
+        for e in &mut recs {
+            e.seq = tx.next_seq("events")?;
+            tx.append_event(e)?;
+        }
+        Ok(())
+    })
+    .await
+    .unwrap();
+    drop(s);
+    let s = open(tmp.path(), Retention { max_events: 0, ..Retention::default() });
+    add_event(&s, "d").await;
+    // One commit may delete RETENTION_STEP + 2 × what it appended, not the whole backlog at once.
+    assert_eq!(s.event_count().await.unwrap(), n + 1 - (RETENTION_STEP + 2));
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_database_file_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("hubsim.redb");
+    let s = open(tmp.path(), Retention::default());
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    drop(s);
+    // A database left world-readable by an older version is narrowed at open.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let _s = open(tmp.path(), Retention::default());
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+}
+
+#[tokio::test]
+async fn logs_of_an_older_version_are_migrated() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("hubsim.redb");
+    {
+        let d = Database::create(&path).unwrap();
+        let tx = d.begin_write().unwrap();
+        {
+            let mut t = tx.open_table(TableDefinition::<u64, &[u8]>::new("events")).unwrap();
+            let mut e = event("old");
+            e.seq = 4;
+            t.insert(4, serde_json::to_vec(&e).unwrap().as_slice()).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let s = open(tmp.path(), Retention::default());
+    let evs = s.events(0, 10, Some("old")).await.unwrap();
+    assert_eq!(evs.len(), 1);
+    assert_eq!(evs[0].seq, 4);
+}
+
+#[tokio::test]
+async fn the_connection_log_is_capped_with_its_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path(), Retention { max_connections: 5, ..Retention::default() });
+    for i in 0..20u64 {
+        let dev = if i % 2 == 0 { Some("even".to_owned()) } else { None };
+        s.write(move |tx| {
+            let rec = ConnectionRecord {
+                seq: tx.next_seq("connlog")?,
+                time: String::new(),
+                operation: "connectRefused".into(),
+                device_id: dev,
+                module_id: None,
+                transport: "mqtt".into(),
+                remote: String::new(),
+                result_type: 5,
+                reason: String::new(),
+                description: i.to_string(),
+            };
+            tx.append_connection(&rec)
+        })
+        .await
+        .unwrap();
+    }
+    assert_eq!(s.connection_count().await.unwrap(), 5);
+    let all: Vec<u64> = s.connections(0, 100, None).await.unwrap().iter().map(|r| r.seq).collect();
+    assert_eq!(all, vec![16, 17, 18, 19, 20]);
+    let even: Vec<u64> = s.connections(0, 100, Some("even")).await.unwrap().iter().map(|r| r.seq).collect();
+    assert_eq!(even, vec![17, 19], "index entries of deleted records are gone with them");
+    let d = s.shared.db().unwrap();
+    let r = d.begin_read().unwrap();
+    assert_eq!(r.open_table(CONNLOG_BY_DEVICE).unwrap().len().unwrap(), 2);
+}
