@@ -49,6 +49,23 @@ pub struct Device {
     pub status: String,
     pub authentication: Authentication,
     pub created_time: String,
+    /// IoT Hub's registry fields beyond the above (absent in records written before they existed).
+    #[serde(default)]
+    pub meta: DeviceMeta,
+}
+
+/// A device's registry fields that IoT Hub's REST API shows and `PUT` replaces.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct DeviceMeta {
+    /// Bumped by every change of the record; the device's ETag is made from it and the generation id.
+    pub version: u64,
+    pub status_reason: Option<String>,
+    pub status_updated_time: Option<String>,
+    /// `capabilities.iotEdge`.
+    pub iot_edge: bool,
+    /// `managedBy` of a module identity.
+    pub managed_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -72,13 +89,24 @@ impl Device {
     }
 }
 
-/// Desired and reported properties with their versions.
+/// Desired and reported properties with their versions, and the service-only tags.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Twin {
     pub desired: Value,
     pub reported: Value,
     pub desired_version: u64,
     pub reported_version: u64,
+    /// Tags (service-only; `null` in records written before they existed means none).
+    #[serde(default)]
+    pub tags: Value,
+    /// Bumped by every tag change, so the twin's ETag and version move with tags too.
+    #[serde(default)]
+    pub tags_version: u64,
+    /// When desired / reported properties last changed (ISO 8601), for `$metadata.$lastUpdated`.
+    #[serde(default)]
+    pub desired_updated: Option<String>,
+    #[serde(default)]
+    pub reported_updated: Option<String>,
 }
 
 impl Default for Twin {
@@ -88,6 +116,10 @@ impl Default for Twin {
             reported: Value::Object(Default::default()),
             desired_version: 1,
             reported_version: 1,
+            tags: Value::Object(Default::default()),
+            tags_version: 0,
+            desired_updated: None,
+            reported_updated: None,
         }
     }
 }
@@ -106,14 +138,9 @@ impl Twin {
         serde_json::json!({ "desired": d, "reported": r })
     }
 
-    /// The service API's view of the twin.
-    pub fn service_document(&self, device_id: &str) -> Value {
-        let doc = self.mqtt_document();
-        serde_json::json!({
-            "deviceId": device_id,
-            "version": self.desired_version + self.reported_version,
-            "properties": doc,
-        })
+    /// The twin's version as the service shows it: it moves with every desired, reported or tag change.
+    pub fn version(&self) -> u64 {
+        self.desired_version + self.reported_version + self.tags_version
     }
 }
 
@@ -264,7 +291,13 @@ mod tests {
 
     #[test]
     fn mqtt_document_is_unwrapped_with_versions() {
-        let tw = Twin { desired: json!({"x": 1}), reported: json!({}), desired_version: 3, reported_version: 7 };
+        let tw = Twin {
+            desired: json!({"x": 1}),
+            reported: json!({}),
+            desired_version: 3,
+            reported_version: 7,
+            ..Twin::default()
+        };
         assert_eq!(tw.mqtt_document(), json!({"desired": {"x": 1, "$version": 3}, "reported": {"$version": 7}}));
     }
 }

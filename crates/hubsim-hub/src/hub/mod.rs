@@ -9,6 +9,7 @@ mod c2d;
 mod error;
 mod methods;
 pub mod policy;
+pub mod query;
 mod registry;
 mod telemetry;
 pub mod twin;
@@ -16,6 +17,7 @@ pub mod twin;
 pub use auth::{filter_name, Admitted};
 pub use c2d::{c2d_properties, SendC2d};
 pub use error::{error_json, ServiceError};
+pub use registry::{BulkError, BulkMode, BulkOp, IdentitySpec};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -145,7 +147,7 @@ pub(crate) fn random_key() -> String {
     STANDARD.encode(k)
 }
 
-pub(crate) fn random_id() -> String {
+pub fn random_id() -> String {
     let mut b = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut b);
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
