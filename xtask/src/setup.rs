@@ -142,11 +142,11 @@ pub fn venv_python() -> std::path::PathBuf {
     venv_dir().join("bin").join("python")
 }
 
-/// Creates the venv and installs `tests/sdk/requirements.txt` unless the SDK already imports.
+/// Creates the venv and installs `tests/sdk/requirements.txt` unless both SDKs (device and service) import.
 pub fn python_venv() -> Result {
     let py = venv_python();
-    if output(Command::new(&py).args(["-c", "import azure.iot.device"])).is_some() {
-        eprintln!("   python venv with azure-iot-device already installed");
+    if output(Command::new(&py).args(["-c", "import azure.iot.device, azure.iot.hub"])).is_some() {
+        eprintln!("   python venv with azure-iot-device and azure-iot-hub already installed");
         return Ok(());
     }
     sh(Command::new("python3").args(["-m", "venv"]).arg(venv_dir()))?;
@@ -173,7 +173,7 @@ pub fn e2e_node_modules() -> Result {
     npm_ci("tests/e2e", "@playwright/test/package.json")
 }
 
-/// The official Azure IoT Node.js device SDK, for the SDK conformance check.
+/// The official Azure IoT Node.js device and service SDKs, for the SDK conformance checks.
 pub fn sdk_node_modules() -> Result {
-    npm_ci("tests/sdk", "azure-iot-device-mqtt/package.json")
+    npm_ci("tests/sdk", "azure-iothub/package.json")
 }

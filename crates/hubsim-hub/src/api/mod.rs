@@ -55,6 +55,8 @@ pub fn router(state: AppState, web_dir: Option<PathBuf>) -> Router {
         .route("/hubsim-emulator.json", get(info))
         .route("/ca.pem", get(ca_pem))
         .route("/devices", get(rest::list_devices).post(rest::bulk_registry))
+        // The Node SDK's `Registry.list` asks for `/devices/` (its `devicePath('')`).
+        .route("/devices/", get(rest::list_devices))
         .route("/devices-bulk", post(bulk_devices))
         .route(
             "/devices/{id}",
