@@ -318,9 +318,6 @@ impl Parser {
 pub fn parse(q: &str) -> Result<Query, QueryError> {
     let toks = lex(q)?;
     let len = q.chars().count();
-    if toks.iter().any(|(_, t)| *t == Tok::Comma) {
-        return Err(QueryError::Unsupported("a list (',')".into()));
-    }
     Parser { toks, pos: 0, len }.query()
 }
 
@@ -453,7 +450,7 @@ mod tests {
         unsupported("SELECT * FROM devices WHERE status = 'enabled' ORDER BY deviceId", "ORDER");
         unsupported("SELECT TOP 5 * FROM devices", "TOP");
         unsupported("SELECT deviceId FROM devices", "projection");
-        unsupported("SELECT deviceId, status FROM devices", "list");
+        unsupported("SELECT deviceId, status FROM devices", "projection");
         unsupported("SELECT * FROM devices.modules", "FROM devices.modules");
         unsupported("SELECT * FROM devices.jobs", "FROM devices.jobs");
         unsupported("SELECT * FROM devices WHERE IS_DEFINED(tags.x)", "IS_DEFINED");
