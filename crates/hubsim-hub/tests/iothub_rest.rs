@@ -294,7 +294,9 @@ async fn query_subset_with_paging_count_and_clear_400s() {
         let region = if n % 2 == 0 { "eu" } else { "us" };
         call(&emu, "PATCH", &format!("/twins/{id}"), &[], json!({"tags": {"region": region, "n": n}})).await;
         if n == 5 {
-            let mut d = TestDevice::new(&id, key, Via::Mqtt);
+            let mut cfg = DeviceConfig::new("localhost", DeviceIdentity::device(&id));
+            cfg.model_id = Some("dtmi:com:example:Thermostat;1".into());
+            let mut d = TestDevice::with_config(cfg, key, Via::Mqtt);
             d.connect(&emu).await;
             // Kept open for the connectionState query below.
             connected = Some(d);
@@ -319,6 +321,11 @@ async fn query_subset_with_paging_count_and_clear_400s() {
     assert_eq!(ids(&a), ["q3"]);
     let a = query("SELECT * FROM devices WHERE connectionState = 'Connected'", vec![]).await;
     assert_eq!(ids(&a), ["q5"]);
+    assert_ne!(a.json()[0]["lastActivityTime"], "0001-01-01T00:00:00Z");
+    let a = query("SELECT * FROM devices WHERE modelId = 'dtmi:com:example:Thermostat;1'", vec![]).await;
+    assert_eq!(ids(&a), ["q5"]);
+    let d5 = call(&emu, "GET", "/devices/q5", &[], Value::Null).await.json();
+    assert_ne!(d5["connectionStateUpdatedTime"], "0001-01-01T00:00:00Z", "{d5}");
     drop(connected);
     // Paging: two per page, the token carried back until none is sent.
     let mut all = Vec::new();

@@ -115,10 +115,11 @@ fn ids(d: &Device) -> (String, Option<String>) {
 }
 
 /// What the service shows of a device's live state.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Default)]
 pub struct Live {
     pub connected: bool,
     pub c2d_count: usize,
+    pub presence: crate::hub::Presence,
 }
 
 /// A device or module identity as IoT Hub's REST API shows it.
@@ -130,8 +131,8 @@ pub fn identity_json(d: &Device, live: Live) -> Value {
         "generationId": d.generation_id,
         "etag": device_etag(d),
         "connectionState": if live.connected { "Connected" } else { "Disconnected" },
-        "connectionStateUpdatedTime": NEVER,
-        "lastActivityTime": NEVER,
+        "connectionStateUpdatedTime": live.presence.state_updated.as_deref().unwrap_or(NEVER),
+        "lastActivityTime": live.presence.last_activity.as_deref().unwrap_or(NEVER),
         "cloudToDeviceMessageCount": live.c2d_count,
         "authentication": {
             "symmetricKey": { "primaryKey": k.primary_key, "secondaryKey": k.secondary_key },
@@ -173,7 +174,7 @@ fn section(props: &Value, version: u64, updated: Option<&str>, with_version: boo
 }
 
 /// A device or module twin as IoT Hub's REST API (and its query results) show it.
-pub fn twin_json(d: &Device, t: &Twin, live: Live, model_id: Option<&str>) -> Value {
+pub fn twin_json(d: &Device, t: &Twin, live: Live) -> Value {
     let (device_id, module_id) = ids(d);
     let mut v = json!({
         "deviceId": device_id,
@@ -182,11 +183,11 @@ pub fn twin_json(d: &Device, t: &Twin, live: Live, model_id: Option<&str>) -> Va
         "status": d.status,
         "statusUpdateTime": d.meta.status_updated_time.clone().unwrap_or_else(|| NEVER.into()),
         "connectionState": if live.connected { "Connected" } else { "Disconnected" },
-        "lastActivityTime": NEVER,
+        "lastActivityTime": live.presence.last_activity.as_deref().unwrap_or(NEVER),
         "cloudToDeviceMessageCount": live.c2d_count,
         "authenticationType": "sas",
         "x509Thumbprint": { "primaryThumbprint": null, "secondaryThumbprint": null },
-        "modelId": model_id.unwrap_or(""),
+        "modelId": live.presence.model_id.as_deref().unwrap_or(""),
         "version": t.version(),
         "tags": if t.tags.is_object() { t.tags.clone() } else { json!({}) },
         "properties": {

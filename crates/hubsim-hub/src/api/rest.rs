@@ -29,7 +29,7 @@ fn module_key(id: &str, module: &str) -> String {
 
 async fn live(hub: &Hub, d: &Device) -> Live {
     let c2d_count = hub.store.c2d_queue(&d.device_id).await.map(|q| q.len()).unwrap_or(0);
-    Live { connected: hub.is_connected(&d.device_id), c2d_count }
+    Live { connected: hub.is_connected(&d.device_id), c2d_count, presence: hub.presence(&d.device_id) }
 }
 
 /// The identity as IoT Hub shows it, plus hubsim's `connectionString` (the CLI and the web app print it).
@@ -150,7 +150,12 @@ pub async fn list_devices(State(s): State<AppState>, Query(q): Query<ListQuery>)
         .filter(|(d, _)| !d.device_id.contains('/'))
         .take(top)
         .map(|(d, n)| {
-            let mut v = identity_json(d, Live { connected: s.hub.is_connected(&d.device_id), c2d_count: *n });
+            let live = Live {
+                connected: s.hub.is_connected(&d.device_id),
+                c2d_count: *n,
+                presence: s.hub.presence(&d.device_id),
+            };
+            let mut v = identity_json(d, live);
             v["connectionString"] = s.hub.connection_string(d).into();
             v
         })
@@ -211,7 +216,7 @@ pub async fn purge_commands(State(s): State<AppState>, Path(id): Path<String>) -
 }
 
 async fn twin_of(hub: &Hub, d: &Device, t: &crate::model::Twin) -> Value {
-    twin_json(d, t, live(hub, d).await, None)
+    twin_json(d, t, live(hub, d).await)
 }
 
 /// `GET /twins/{id}` and `GET /twins/{id}/modules/{m}`.
@@ -368,7 +373,9 @@ async fn run_query(State(s): State<AppState>, h: HeaderMap, body: Bytes) -> ApiR
             continue;
         }
         let t = s.hub.store.twin(&d.device_id).await?;
-        let doc = twin_json(&d, &t, Live { connected: s.hub.is_connected(&d.device_id), c2d_count: n }, None);
+        let live =
+            Live { connected: s.hub.is_connected(&d.device_id), c2d_count: n, presence: s.hub.presence(&d.device_id) };
+        let doc = twin_json(&d, &t, live);
         if q.selects(&doc) {
             matched.push(doc);
         }

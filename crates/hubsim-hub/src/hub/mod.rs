@@ -120,6 +120,15 @@ impl ConnHandle {
     }
 }
 
+/// What the registry shows of a device's connections (IoT Hub's `connectionStateUpdatedTime`,
+/// `lastActivityTime` and the twin's `modelId`), kept in memory: a restart forgets it until the device reconnects.
+#[derive(Debug, Clone, Default)]
+pub struct Presence {
+    pub state_updated: Option<String>,
+    pub last_activity: Option<String>,
+    pub model_id: Option<String>,
+}
+
 struct ConnEntry {
     id: u64,
     handle: ConnHandle,
@@ -132,6 +141,7 @@ pub struct Hub {
     /// The shared access policies that authorize service calls (and device tokens with `skn`).
     pub policies: policy::Policies,
     conns: Mutex<HashMap<String, ConnEntry>>,
+    presence: Mutex<HashMap<String, Presence>>,
     next_conn: AtomicU64,
     pub(crate) next_rid: AtomicU64,
     pub events: broadcast::Sender<EventRecord>,
@@ -161,6 +171,7 @@ impl Hub {
             store,
             policies,
             conns: Mutex::new(HashMap::new()),
+            presence: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             next_rid: AtomicU64::new(1),
             events: broadcast::channel(4096).0,
@@ -212,7 +223,28 @@ impl Hub {
         if let Some(old) = old {
             old.handle.close(CloseReason::ReplacedByNewConnection);
         }
+        let now = crate::timefmt::iso8601(crate::timefmt::unix_ms());
+        self.update_presence(device, |p| {
+            p.state_updated = Some(now.clone());
+            p.last_activity = Some(now);
+        });
         id
+    }
+
+    /// Records the model id a device announced in CONNECT (IoT Plug and Play), shown as the twin's `modelId`.
+    pub fn set_model_id(&self, device: &str, model: Option<String>) {
+        self.update_presence(device, |p| p.model_id = model);
+    }
+
+    /// The device's connection facts for the registry and twin views.
+    pub fn presence(&self, device: &str) -> Presence {
+        self.presence.lock().ok().and_then(|p| p.get(device).cloned()).unwrap_or_default()
+    }
+
+    fn update_presence(&self, device: &str, f: impl FnOnce(&mut Presence)) {
+        if let Ok(mut p) = self.presence.lock() {
+            f(p.entry(device.to_owned()).or_default());
+        }
     }
 
     /// Removes a connection if it is still the registered one.
@@ -220,6 +252,12 @@ impl Hub {
         if let Ok(mut c) = self.conns.lock() {
             if c.get(device).is_some_and(|e| e.id == id) {
                 c.remove(device);
+                drop(c);
+                let now = crate::timefmt::iso8601(crate::timefmt::unix_ms());
+                self.update_presence(device, |p| {
+                    p.state_updated = Some(now.clone());
+                    p.last_activity = Some(now);
+                });
             }
         }
     }

@@ -165,6 +165,9 @@ impl Hub {
             .await??;
         for m in removed.iter().map(String::as_str).chain([id]) {
             self.close_connection(m, CloseReason::DeviceDisabled);
+            if let Ok(mut p) = self.presence.lock() {
+                p.remove(m);
+            }
         }
         Ok(())
     }
