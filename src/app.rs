@@ -1,20 +1,24 @@
-//! The root component: the reducer state and the controller, shared through context, and the page layout.
+//! The root component: the reducer state and the controller, shared through context, the page layout, and the
+//! effects of the page: storage, emulator detection, the link banner's answers.
 
+use std::rc::Rc;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use yew::prelude::*;
 
 use crate::components::{
-    activity_log::ActivityLog, composer::Composer, connect_panel::ConnectPanel, inbox::Inbox, methods::Methods,
-    sas_tool::SasTool, status_bar::StatusBar, twin::Twin,
+    activity_log::ActivityLog, composer::Composer, connect_panel::ConnectPanel, inbox::Inbox, link_banner::LinkBanner,
+    methods::Methods, sas_tool::SasTool, status_bar::StatusBar, twin::Twin,
 };
 use crate::controller::{Controller, ControllerHandle};
-use crate::settings::Settings;
+use crate::form::Emulator;
+use crate::settings;
 use crate::state::{Action, AppContext, AppState};
+use crate::util;
 
-/// Asks the server that served the page whether it is the hubsim emulator, and if so returns the emulator's
-/// WebSocket endpoint on the same origin (no certificate warning on http://localhost).
-async fn detect_emulator() -> Option<String> {
+/// Asks the server that served the page whether it is the hubsim emulator, and if so returns the hub name it
+/// answers to and its WebSocket endpoint on the same origin (no certificate warning on http://localhost).
+async fn detect_emulator() -> Option<Emulator> {
     let window = web_sys::window()?;
     let resp = JsFuture::from(window.fetch_with_str("./hubsim-emulator.json")).await.ok()?;
     let resp: web_sys::Response = resp.dyn_into().ok()?;
@@ -22,30 +26,38 @@ async fn detect_emulator() -> Option<String> {
         return None;
     }
     let json = JsFuture::from(resp.json().ok()?).await.ok()?;
-    js_sys::Reflect::get(&json, &"hostName".into()).ok()?.as_string()?;
+    let host_name = js_sys::Reflect::get(&json, &"hostName".into()).ok()?.as_string()?;
+    settings::check_host(&host_name).ok()?;
     let loc = window.location();
     let scheme = if loc.protocol().ok()? == "https:" { "wss" } else { "ws" };
-    Some(format!("{scheme}://{}/$iothub/websocket", loc.host().ok()?))
+    let path = hubsim_proto::endpoint::WEBSOCKET_PATH;
+    Some(Emulator { host_name, ws: format!("{scheme}://{}{path}", loc.host().ok()?) })
 }
 
 #[component]
 pub fn App() -> Html {
-    let state = use_reducer(|| AppState::new(Settings::load()));
+    let state = use_reducer(|| AppState::new(settings::load_stored(), settings::link_offer(), &util::clock_time()));
     let controller = {
         let dispatch = state.dispatcher();
         use_memo((), move |_| ControllerHandle(Controller::new(dispatch)))
     };
     {
+        // The controller reads the settings and method answers in event handlers: it gets the state's own `Rc`s.
         let c = controller.clone();
-        use_effect_with((*state).clone(), move |s| c.0.sync(s));
+        use_effect_with((state.settings.clone(), state.answers.clone()), move |(s, a)| c.0.sync(s.clone(), a.clone()));
     }
-    use_effect_with(state.settings.clone(), |s| s.save());
+    // Stored only once no link is waiting for an answer, so a link never overwrites what is stored.
+    use_effect_with((state.settings.clone(), state.link.is_none()), |(s, answered)| {
+        if *answered {
+            s.save();
+        }
+    });
     {
         let dispatch = state.dispatcher();
         use_effect_with((), move |_| {
             wasm_bindgen_futures::spawn_local(async move {
-                if let Some(ws) = detect_emulator().await {
-                    dispatch.dispatch(Action::Emulator(ws));
+                if let Some(e) = detect_emulator().await {
+                    dispatch.dispatch(Action::Emulator(e));
                 }
             });
         });
@@ -54,34 +66,51 @@ pub fn App() -> Html {
         let c = controller.clone();
         use_effect_with((), move |_| move || c.0.disconnect());
     }
+    // Once the link is answered, the query leaves the address bar so a reload does not offer it again.
+    use_effect_with(state.link.is_none(), |answered| {
+        if *answered {
+            settings::forget_link();
+        }
+    });
+    let answer_link = |action: fn() -> Action| {
+        let dispatch = state.dispatcher();
+        Callback::from(move |_| dispatch.dispatch(action()))
+    };
     let ctx: AppContext = state.clone();
     html! {
         <ContextProvider<AppContext> context={ctx}>
             <ContextProvider<ControllerHandle> context={(*controller).clone()}>
                 <div class="app">
-                    <div class="top">
-                        <h1>{"hubsim"}<span class="sub">{" — IoT Hub device simulator"}</span></h1>
-                        if let Some(ws) = &state.emulator_ws {
-                            <span class="tag" title={ws.clone()}>{"served by the hubsim emulator"}</span>
+                    <header class="top">
+                        <div class="title">
+                            <h1>{"hubsim"}<span class="sub">{" — IoT Hub device simulator"}</span></h1>
+                            if let Some(e) = &state.emulator {
+                                <span class="tag" title={e.ws.clone()}>{"served by the hubsim emulator"}</span>
+                            }
+                        </div>
+                        <StatusBar />
+                    </header>
+                    <main>
+                        <div class="sr-only" aria-live="polite">{ &state.announcement }</div>
+                        if let Some(offer) = &state.link {
+                            <LinkBanner offer={Rc::clone(offer)} on_accept={answer_link(|| Action::AcceptLink)} on_ignore={answer_link(|| Action::IgnoreLink)} />
                         }
-                    </div>
-                    <StatusBar />
-                    <div class="sr-only" aria-live="polite">{ &state.announcement }</div>
-                    <main class="columns">
-                        <div class="col">
-                            <ConnectPanel />
-                            <SasTool />
+                        <div class="columns">
+                            <div class="col">
+                                <ConnectPanel />
+                                <SasTool />
+                            </div>
+                            <div class="col">
+                                <Composer />
+                            </div>
+                            <div class="col">
+                                <Inbox />
+                                <Methods />
+                                <Twin />
+                            </div>
                         </div>
-                        <div class="col">
-                            <Composer />
-                        </div>
-                        <div class="col">
-                            <Inbox />
-                            <Methods />
-                            <Twin />
-                        </div>
+                        <ActivityLog />
                     </main>
-                    <ActivityLog />
                     <footer class="note">{"Keys stay in this browser: the SAS token is computed here and nothing is sent anywhere but to the hub you connect to."}</footer>
                 </div>
             </ContextProvider<ControllerHandle>>

@@ -1,157 +1,27 @@
-//! The connection manager: turns settings into a connection, keeps it alive (token renewal, reconnect with
-//! backoff), answers direct methods, and feeds everything that happens into the reducer.
+//! The connection lifecycle: opens a validated [`Plan`], keeps the connection alive (token renewal at 80 % of the
+//! lifetime, reconnect with exponential backoff and jitter), answers direct methods, and turns everything that
+//! happens into reducer actions with human texts (never Rust `Debug` output).
 //!
 //! It owns the one [`Driver`] of the page. The driver's `DeviceSession` survives reconnects, so telemetry that
-//! was not acknowledged is re-sent after a reconnect or a token renewal instead of being lost.
+//! was not acknowledged is re-sent after a reconnect or a token renewal instead of being lost. Validation and the
+//! decision where to connect are in [`crate::form`]; the controller only acts on a plan the user confirmed.
 
 use gloo::timers::callback::{Interval, Timeout};
-use hubsim_proto::conn_str::{ConnectionString, Credential};
-use hubsim_proto::device::{ConnectOptions, DeviceConfig, Event, LostReason, RequestKind, Telemetry, TelemetryQos};
-use hubsim_proto::property_bag::{PropertyBag, SystemProperty};
-use hubsim_proto::sas::DeviceKey;
-use hubsim_proto::topic::{DeviceIdentity, DeviceTopic, TopicFilter};
+use hubsim_proto::conn_str::Credential;
+use hubsim_proto::device::{
+    ConnectOptions, DeviceConfig, Event, Granted, LostReason, RequestFailure, RequestKind, TelemetryQos,
+};
+use hubsim_proto::topic::{DeviceIdentity, TopicFilter};
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 use yew::prelude::*;
 
 use crate::driver::{Driver, DriverEvent};
+use crate::form::{telemetry, Plan};
 use crate::settings::Settings;
-use crate::state::{Action, AppState, ConnStatus, InboxItem, MethodAnswer, MethodCall, Repeat};
+use crate::state::{Action, AppState, ConnStatus, InboxItem, LogKind, MethodAnswer, MethodCall, Repeat};
 use crate::util;
-
-/// A field the user must fix, with the reason.
-#[derive(Clone, Debug, PartialEq)]
-pub struct FieldError {
-    pub field: &'static str,
-    pub message: String,
-}
-
-/// What to connect to, derived from valid settings.
-#[derive(Clone, Debug)]
-pub struct Plan {
-    pub cs: ConnectionString,
-    pub url: String,
-}
-
-/// Checks the connect form; every problem is reported against its field before any connection attempt.
-pub fn plan(s: &Settings) -> Result<Plan, Vec<FieldError>> {
-    let mut errors = Vec::new();
-    let err = |field, message: String| FieldError { field, message };
-    let cs = if !s.connection_string.trim().is_empty() {
-        match ConnectionString::parse(&s.connection_string) {
-            Ok(cs) => Some(cs),
-            Err(e) => {
-                errors.push(err("connection_string", e.to_string()));
-                None
-            }
-        }
-    } else {
-        if s.host.trim().is_empty() {
-            errors.push(err(
-                "host",
-                "the hub host name is required (e.g. myhub.azure-devices.net), or paste a connection string".into(),
-            ));
-        }
-        if s.device_id.trim().is_empty() {
-            errors.push(err("device_id", "the device id is required".into()));
-        }
-        let key = match DeviceKey::from_base64(&s.key) {
-            Ok(k) => Some(k),
-            Err(e) => {
-                errors.push(err("key", format!("device key: {e}")));
-                None
-            }
-        };
-        match (errors.is_empty(), key) {
-            (true, Some(k)) => Some(ConnectionString {
-                host_name: s.host.trim().into(),
-                device_id: s.device_id.trim().into(),
-                module_id: Some(s.module_id.trim().to_owned()).filter(|m| !m.is_empty()),
-                key_name: None,
-                credential: Credential::Key(k),
-                gateway_host_name: None,
-            }),
-            _ => None,
-        }
-    };
-    if let Some(cs) = &cs {
-        if cs.credential == Credential::X509 {
-            errors.push(err(
-                "connection_string",
-                "X.509 certificates cannot be used from a browser; use a SAS key".into(),
-            ));
-        }
-    }
-    let endpoint = s.endpoint.trim();
-    if !(endpoint.is_empty() || endpoint.starts_with("ws://") || endpoint.starts_with("wss://")) {
-        errors.push(err("endpoint", "the endpoint must be a ws:// or wss:// URL".into()));
-    }
-    if s.token_ttl_secs < 10 {
-        errors.push(err("ttl", "the token lifetime must be at least 10 seconds".into()));
-    }
-    match cs {
-        Some(cs) if errors.is_empty() => {
-            let url = if endpoint.is_empty() {
-                format!("wss://{}/$iothub/websocket?iothub-no-client-cert=true", cs.connect_host())
-            } else {
-                endpoint.to_owned()
-            };
-            Ok(Plan { cs, url })
-        }
-        _ => Err(errors),
-    }
-}
-
-/// The telemetry the composer describes.
-pub fn telemetry(s: &Settings, message_id: Option<String>) -> Telemetry {
-    let mut props = PropertyBag::new();
-    let mut set = |p: SystemProperty, v: &str| {
-        if !v.trim().is_empty() {
-            props.set_system(p, v.trim().to_owned());
-        }
-    };
-    set(SystemProperty::ContentType, &s.content_type);
-    set(SystemProperty::ContentEncoding, &s.content_encoding);
-    let mid = message_id.unwrap_or_else(|| s.message_id.clone());
-    set(SystemProperty::MessageId, &mid);
-    set(SystemProperty::CorrelationId, &s.correlation_id);
-    set(SystemProperty::UserId, &s.user_id);
-    if s.creation_time {
-        props.set_system(SystemProperty::CreationTime, util::iso_now());
-    }
-    for (k, v) in &s.properties {
-        if !k.trim().is_empty() {
-            props.push(k.trim(), v.clone());
-        }
-    }
-    let qos = match s.qos {
-        0 => TelemetryQos::AtMostOnce,
-        2 => TelemetryQos::ExactlyOnceHubWillClose,
-        _ => TelemetryQos::AtLeastOnce,
-    };
-    Telemetry { properties: props, payload: s.body.clone().into_bytes().into(), qos, retain: s.retain }
-}
-
-/// The exact topic the composer would publish to (for the live preview).
-pub fn topic_preview(s: &Settings) -> String {
-    let identity = match plan(s) {
-        Ok(p) => DeviceIdentity { device_id: p.cs.device_id, module_id: p.cs.module_id },
-        Err(_) => DeviceIdentity::device(if s.device_id.is_empty() { "{deviceId}" } else { &s.device_id }),
-    };
-    let mid = if s.auto_message_id { Some("<generated>".to_owned()) } else { None };
-    DeviceTopic::Telemetry { identity, properties: telemetry(s, mid).properties }.to_string()
-}
-
-/// A SAS token for the current form and lifetime.
-pub fn sas_token(s: &Settings) -> Result<(String, u64), String> {
-    let p = plan(s).map_err(|e| e.into_iter().map(|e| e.message).collect::<Vec<_>>().join("; "))?;
-    let expiry = util::unix_now() + s.token_ttl_secs as u64;
-    match p.cs.password(expiry) {
-        Some(t) => Ok((t.to_string(), t.expiry())),
-        None => Err("no token for X.509".into()),
-    }
-}
 
 #[derive(Default)]
 struct Inner {
@@ -159,8 +29,9 @@ struct Inner {
     /// Identity the driver was made for; a different device gets a fresh session.
     driver_key: String,
     plan: Option<Plan>,
-    settings: Settings,
-    answers: Vec<MethodAnswer>,
+    /// The app state's own settings and answers (shared pointers, not copies), read in event handlers.
+    settings: Rc<Settings>,
+    answers: Rc<Vec<MethodAnswer>>,
     user_disconnected: bool,
     renewing: bool,
     attempt: u32,
@@ -187,6 +58,25 @@ impl PartialEq for ControllerHandle {
     }
 }
 
+/// A filter's name for people.
+fn filter_name(f: &TopicFilter) -> &'static str {
+    match f {
+        TopicFilter::C2d => "cloud-to-device messages",
+        TopicFilter::Methods => "direct methods",
+        TopicFilter::TwinResponses => "twin responses",
+        TopicFilter::TwinDesired => "desired property updates",
+        TopicFilter::ModuleInputs => "module inputs",
+        TopicFilter::DpsResponses => "provisioning responses",
+    }
+}
+
+fn request_name(k: RequestKind) -> &'static str {
+    match k {
+        RequestKind::TwinGet => "reading the twin",
+        RequestKind::TwinPatchReported => "updating reported properties",
+    }
+}
+
 impl Controller {
     pub fn new(dispatch: UseReducerDispatcher<AppState>) -> Rc<Controller> {
         let c = Rc::new(Controller { dispatch, inner: RefCell::new(Inner::default()), me: RefCell::new(Weak::new()) });
@@ -194,40 +84,35 @@ impl Controller {
         c
     }
 
-    fn log(&self, kind: &'static str, text: impl Into<String>) {
-        self.dispatch.dispatch(Action::Log(kind, text.into()));
+    fn log(&self, kind: LogKind, text: impl Into<String>) {
+        self.dispatch.dispatch(Action::Log { at: util::clock_time(), kind, text: text.into() });
     }
 
-    fn status(&self, s: ConnStatus) {
-        self.dispatch.dispatch(Action::Status(s));
+    fn status(&self, status: ConnStatus) {
+        self.dispatch.dispatch(Action::Status { status, at: util::clock_time() });
     }
 
-    /// Keeps the controller's copy of settings and method answers current (they are read in event handlers).
-    pub fn sync(&self, state: &AppState) {
+    /// Points the controller at the app state's current settings and method answers (no copy: both are `Rc`s).
+    pub fn sync(&self, settings: Rc<Settings>, answers: Rc<Vec<MethodAnswer>>) {
         let mut i = self.inner.borrow_mut();
-        i.settings = state.settings.clone();
-        i.answers = state.answers.clone();
+        i.settings = settings;
+        i.answers = answers;
     }
 
     fn driver(&self) -> Option<Driver> {
         self.inner.borrow().driver.clone()
     }
 
-    /// Connects with the current settings.
-    pub fn connect(&self, settings: &Settings) {
-        let plan = match plan(settings) {
-            Ok(p) => p,
-            Err(errors) => {
-                for e in errors {
-                    self.log("error", e.message);
-                }
-                return;
-            }
-        };
-        let key =
-            format!("{}|{}|{:?}|{}", plan.cs.host_name, plan.cs.device_id, plan.cs.module_id, settings.clean_session);
-        let needs_new = self.inner.borrow().driver_key != key;
-        if needs_new {
+    /// Connects as `plan` says. The caller validated the form and, for a host other than the hub, asked the user.
+    pub fn connect(&self, plan: Plan) {
+        let clean = self.inner.borrow().settings.clean_session;
+        let key = format!(
+            "{}|{}|{}|{clean}",
+            plan.cs.host_name,
+            plan.cs.device_id,
+            plan.cs.module_id.as_deref().unwrap_or_default()
+        );
+        if self.inner.borrow().driver_key != key {
             if let Some(old) = self.inner.borrow_mut().driver.take() {
                 old.disconnect();
             }
@@ -235,7 +120,7 @@ impl Controller {
                 plan.cs.host_name.clone(),
                 DeviceIdentity { device_id: plan.cs.device_id.clone(), module_id: plan.cs.module_id.clone() },
             );
-            cfg.client_type = Some(format!("hubsim-web/{}", env!("CARGO_PKG_VERSION")));
+            cfg.client_type = Some(concat!("hubsim-web/", env!("CARGO_PKG_VERSION")).into());
             let weak = self.me.borrow().clone();
             let driver = Driver::new(cfg, move |ev| {
                 if let Some(c) = weak.upgrade() {
@@ -249,7 +134,6 @@ impl Controller {
         {
             let mut i = self.inner.borrow_mut();
             i.plan = Some(plan);
-            i.settings = settings.clone();
             i.user_disconnected = false;
             i.attempt = 0;
             i.reconnect = None;
@@ -284,12 +168,12 @@ impl Controller {
             };
             c.model_id = Some(s.model_id.trim().to_owned()).filter(|m| !m.is_empty());
         });
-        let expiry = util::unix_now() + s.token_ttl_secs as u64;
-        let token = plan.cs.password(expiry);
-        let token_expiry = token.as_ref().map(|t| t.expiry());
-        self.dispatch.dispatch(Action::TokenExpiry(token_expiry));
+        // The lifetime was range-checked by the form (at most a day); clamp again so nothing else can stretch it.
+        let ttl = s.token_ttl_secs.clamp(crate::settings::MIN_TTL_SECS, crate::settings::MAX_TTL_SECS);
+        let token = plan.cs.password(util::unix_now() + ttl as u64);
+        self.dispatch.dispatch(Action::TokenExpiry(token.as_ref().map(|t| t.expiry())));
         self.status(ConnStatus::Connecting { attempt });
-        self.log("connection", format!("connecting to {}", plan.url));
+        self.log(LogKind::Connection, format!("connecting to {}", plan.url));
         let options = ConnectOptions { password: token.map(|t| t.to_string()), will: None };
         if let Err(e) = driver.connect(&plan.url, options) {
             self.lost(format!("cannot open {}: {e}", plan.url), None, true);
@@ -299,9 +183,8 @@ impl Controller {
         let mut i = self.inner.borrow_mut();
         i.renew = None;
         if renewable {
-            let lifetime_ms = (s.token_ttl_secs as u64 * 1000 * 8 / 10).min(u32::MAX as u64) as u32;
             let weak = self.me.borrow().clone();
-            i.renew = Some(Timeout::new(lifetime_ms, move || {
+            i.renew = Some(Timeout::new(ttl * 800, move || {
                 if let Some(c) = weak.upgrade() {
                     c.renew();
                 }
@@ -314,7 +197,7 @@ impl Controller {
         if !driver.peek(|s| s.is_connected()) {
             return;
         }
-        self.log("connection", "renewing the SAS token: reconnecting with a fresh token");
+        self.log(LogKind::Connection, "renewing the SAS token: reconnecting with a fresh token");
         self.inner.borrow_mut().renewing = true;
         driver.disconnect();
         self.inner.borrow_mut().renewing = false;
@@ -340,49 +223,51 @@ impl Controller {
         self.status(ConnStatus::Disconnected { reason: None, hint: None });
     }
 
-    /// Sends one message from the composer.
-    pub fn send(&self, s: &Settings) -> bool {
+    /// Sends one message as the composer describes it.
+    pub fn send(&self) -> bool {
         let Some(driver) = self.driver() else {
-            self.log("error", "not connected");
+            self.log(LogKind::Error, "not sent: not connected");
             return false;
         };
-        let mid = s.auto_message_id.then(util::uuid);
-        let msg = telemetry(s, mid);
+        let s = self.inner.borrow().settings.clone();
+        let msg = telemetry(&s, s.auto_message_id.then(util::uuid), &util::iso_now());
         let size = msg.size();
-        let topic_len = msg.properties.to_string().len();
+        let qos = match msg.qos {
+            TelemetryQos::AtMostOnce => "QoS 0",
+            TelemetryQos::AtLeastOnce => "QoS 1",
+            TelemetryQos::ExactlyOnceHubWillClose => "QoS 2",
+        };
         match driver.with_session(|sess, now| sess.send_telemetry(now, msg)) {
             Ok(_) => {
                 self.dispatch.dispatch(Action::Sent(1));
-                self.log("sent", format!("telemetry, {size} bytes, QoS {}, property bag {topic_len} bytes", s.qos));
+                self.log(LogKind::Sent, format!("telemetry, {size} bytes with properties, {qos}"));
                 true
             }
             Err(e) => {
-                self.log("error", format!("not sent: {e}"));
+                self.log(LogKind::Error, format!("not sent: {e}"));
                 false
             }
         }
     }
 
-    /// Sends every `interval_ms`, `count` times (0 = until stopped).
-    pub fn start_repeat(&self, s: &Settings) {
+    /// Sends every `repeat_interval_ms`, `repeat_count` times (0 = until stopped), with the settings current at
+    /// each tick.
+    pub fn start_repeat(&self) {
+        let s = self.inner.borrow().settings.clone();
         let total = (s.repeat_count > 0).then_some(s.repeat_count);
         self.inner.borrow_mut().repeat_left = total;
         self.dispatch.dispatch(Action::Repeat(Some(Repeat { total, done: 0 })));
         let weak = self.me.borrow().clone();
         let tick = move || {
             let Some(c) = weak.upgrade() else { return };
-            let s = c.inner.borrow().settings.clone();
-            c.send(&s);
+            c.send();
             c.dispatch.dispatch(Action::RepeatTick);
-            let done = {
-                let mut i = c.inner.borrow_mut();
-                if let Some(n) = &mut i.repeat_left {
-                    *n = n.saturating_sub(1);
-                }
-                i.repeat_left == Some(0)
-            };
-            if done {
-                c.inner.borrow_mut().repeat = None;
+            let mut i = c.inner.borrow_mut();
+            if let Some(n) = &mut i.repeat_left {
+                *n = n.saturating_sub(1);
+            }
+            if i.repeat_left == Some(0) {
+                i.repeat = None;
             }
         };
         tick();
@@ -399,26 +284,26 @@ impl Controller {
     pub fn get_twin(&self) {
         if let Some(d) = self.driver() {
             if let Err(e) = d.with_session(|s, now| s.get_twin(now)) {
-                self.log("error", format!("twin: {e}"));
+                self.log(LogKind::Error, format!("cannot read the twin: {e}"));
             }
         }
     }
 
     pub fn patch_reported(&self, json: &str) {
         if !util::is_json(json) {
-            return self.log("error", "the reported patch is not JSON");
+            return self.log(LogKind::Error, "the reported patch is not JSON");
         }
         if let Some(d) = self.driver() {
             match d.with_session(|s, now| s.patch_reported(now, json.to_owned().into_bytes())) {
-                Ok(_) => self.log("sent", format!("reported properties {json}")),
-                Err(e) => self.log("error", format!("twin: {e}")),
+                Ok(_) => self.log(LogKind::Sent, format!("reported properties {json}")),
+                Err(e) => self.log(LogKind::Error, format!("cannot update reported properties: {e}")),
             }
         }
     }
 
     fn on_event(&self, ev: DriverEvent) {
         let ev = match ev {
-            DriverEvent::TransportOpen => return self.log("connection", "WebSocket open, sending CONNECT"),
+            DriverEvent::TransportOpen => return self.log(LogKind::Connection, "WebSocket open, sending CONNECT"),
             DriverEvent::TransportFailed(why) => {
                 let url = self.inner.borrow().plan.as_ref().map(|p| p.url.clone()).unwrap_or_default();
                 return self.lost(format!("cannot open {url} ({why})"), None, true);
@@ -433,26 +318,12 @@ impl Controller {
                     let filters =
                         [TopicFilter::C2d, TopicFilter::Methods, TopicFilter::TwinResponses, TopicFilter::TwinDesired];
                     if let Err(e) = d.with_session(|s, now| s.subscribe(now, &filters)) {
-                        self.log("error", format!("subscribe: {e}"));
+                        self.log(LogKind::Error, format!("cannot subscribe: {e}"));
                     }
                 }
             }
             Event::TelemetryAcked { .. } => self.dispatch.dispatch(Action::Acked),
-            Event::C2d(m) => {
-                let (body, kind) = util::describe_body(&m.payload);
-                let system = m.properties.system_properties().map(|(k, v)| (k.wire_name(), v.to_owned())).collect();
-                let application =
-                    m.properties.application.iter().map(|(k, v)| (k.clone(), v.clone().unwrap_or_default())).collect();
-                self.dispatch.dispatch(Action::C2d(InboxItem {
-                    seq: 0,
-                    time: util::clock_time(),
-                    body,
-                    body_kind: kind,
-                    system,
-                    application,
-                    redelivered: m.redelivered,
-                }));
-            }
+            Event::C2d(m) => self.on_c2d(m),
             Event::MethodRequest { name, rid, payload } => {
                 let (status, response) = {
                     let i = self.inner.borrow();
@@ -462,10 +333,10 @@ impl Controller {
                         .map(|a| (a.status, a.payload.clone()))
                         .unwrap_or((200, "{}".into()))
                 };
-                let body = if response.trim().is_empty() { String::new() } else { response.clone() };
                 if let Some(d) = self.driver() {
+                    let body = response.trim();
                     if let Err(e) = d.with_session(|s, now| s.respond_to_method(now, &rid, status, body.as_bytes())) {
-                        self.log("error", format!("method response: {e}"));
+                        self.log(LogKind::Error, format!("cannot answer method {name}: {e}"));
                     }
                 }
                 let payload = String::from_utf8_lossy(&payload).into_owned();
@@ -480,44 +351,48 @@ impl Controller {
             }
             Event::TwinResponse { kind: RequestKind::TwinGet, status: 200, body, .. } => {
                 let text = String::from_utf8_lossy(&body).into_owned();
-                let part = |name: &str| -> String {
-                    js_sys::JSON::parse(&text)
-                        .ok()
-                        .and_then(|v| js_sys::Reflect::get(&v, &name.into()).ok())
-                        .and_then(|v| {
-                            js_sys::JSON::stringify_with_replacer_and_space(&v, &wasm_bindgen::JsValue::NULL, &2.into())
-                                .ok()
-                        })
-                        .map(String::from)
-                        .unwrap_or_default()
-                };
                 self.dispatch.dispatch(Action::Twin {
-                    desired: part("desired"),
-                    reported: part("reported"),
-                    version: String::new(),
+                    desired: util::json_member(&text, "desired"),
+                    reported: util::json_member(&text, "reported"),
                 });
-                self.log("received", "twin document");
+                self.log(LogKind::Received, "twin document");
             }
             Event::TwinResponse { kind: RequestKind::TwinPatchReported, status: 204, version, .. } => {
                 let v = version.map(|v| v.to_string()).unwrap_or_default();
-                self.log("received", format!("reported properties saved, version {v}"));
+                self.log(LogKind::Received, format!("reported properties saved, version {v}"));
                 self.dispatch.dispatch(Action::ReportedSaved(v));
             }
-            Event::TwinResponse { status, body, .. } => self
-                .log("error", format!("twin request failed with status {status}: {}", String::from_utf8_lossy(&body))),
-            Event::DesiredPropertiesPatch { body, .. } => {
-                self.dispatch.dispatch(Action::Desired(String::from_utf8_lossy(&body).into_owned()))
-            }
-            Event::RequestFailed { rid, kind, reason } => {
-                self.log("error", format!("{kind:?} request {rid} failed: {reason:?}"))
+            Event::TwinResponse { kind, status, body, .. } => self.log(
+                LogKind::Error,
+                format!("{} failed with status {status}: {}", request_name(kind), String::from_utf8_lossy(&body)),
+            ),
+            Event::DesiredPropertiesPatch { body, .. } => self.dispatch.dispatch(Action::Desired {
+                at: util::clock_time(),
+                patch: String::from_utf8_lossy(&body).into_owned(),
+            }),
+            Event::RequestFailed { kind, reason, .. } => {
+                let why = match reason {
+                    RequestFailure::TimedOut => "the hub did not answer in time",
+                    RequestFailure::ConnectionLost => "the connection was lost before the answer",
+                };
+                self.log(LogKind::Error, format!("{} failed: {why}", request_name(kind)))
             }
             Event::Subscribed { results } => {
-                let text = results.iter().map(|(f, g)| format!("{f:?} → {g:?}")).collect::<Vec<_>>().join(", ");
-                self.log("connection", format!("subscribed: {text}"));
+                let (ok, refused): (Vec<_>, Vec<_>) = results.iter().partition(|(_, g)| *g != Granted::Refused);
+                let names = |v: &[&(TopicFilter, Granted)]| {
+                    v.iter().map(|(f, _)| filter_name(f)).collect::<Vec<_>>().join(", ")
+                };
+                self.log(LogKind::Connection, format!("subscribed to {}", names(&ok)));
+                if !refused.is_empty() {
+                    self.log(LogKind::Error, format!("the hub refused the subscription to {}", names(&refused)));
+                }
             }
-            Event::Unsubscribed { filters } => self.log("connection", format!("unsubscribed {filters:?}")),
+            Event::Unsubscribed { filters } => self.log(
+                LogKind::Connection,
+                format!("unsubscribed from {}", filters.iter().map(filter_name).collect::<Vec<_>>().join(", ")),
+            ),
             Event::UnknownPublish { topic, .. } => {
-                self.log("received", format!("publish on an unexpected topic {topic}"))
+                self.log(LogKind::Received, format!("a message on an unexpected topic: {topic}"))
             }
             Event::ConnectionLost { reason, likely_cause } => {
                 let (user, renewing) = {
@@ -531,6 +406,21 @@ impl Controller {
                 self.lost(reason.to_string(), likely_cause, !fatal);
             }
         }
+    }
+
+    /// A C2D message for the inbox: every property kept, a null application value apart from an empty one.
+    fn on_c2d(&self, m: hubsim_proto::device::C2dMessage) {
+        let (body, body_kind) = util::describe_body(&m.payload);
+        let system = m.properties.system_properties().map(|(k, v)| (k.wire_name(), v.to_owned())).collect();
+        self.dispatch.dispatch(Action::C2d(InboxItem {
+            seq: 0,
+            time: util::clock_time(),
+            body,
+            body_kind,
+            system,
+            application: m.properties.application,
+            redelivered: m.redelivered,
+        }));
     }
 
     /// Reports a loss and schedules a reconnect with exponential backoff and jitter when allowed.

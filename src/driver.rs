@@ -255,5 +255,5 @@ pub fn describe_js(v: &JsValue) -> String {
     v.dyn_ref::<js_sys::Error>()
         .map(|e| String::from(e.message()))
         .or_else(|| v.as_string())
-        .unwrap_or_else(|| format!("{v:?}"))
+        .unwrap_or_else(|| "the browser refused without a reason".into())
 }

@@ -5,14 +5,22 @@
 //! topic or a token itself. Only [`driver`] touches `web_sys::WebSocket`.
 //!
 //! - [`app`]: root component, context providers, layout.
-//! - [`state`]: the reducer (pure).
-//! - [`controller`]: connection management: token renewal, reconnect with backoff, method answers.
+//! - [`state`]: the app state and its pure reducer (actions are plain data).
+//! - [`settings`]: the settings, how they are stored and shared, and the validation of everything that enters
+//!   from outside the form (links, storage).
+//! - [`form`]: form validation, where a connection goes, the composer's telemetry and topic preview.
+//! - [`token`]: the SAS token tool.
+//! - [`controller`]: the connection lifecycle: token renewal, reconnect with backoff, method answers.
 //! - [`driver`]: the WebSocket ↔ `DeviceSession` pump.
-//! - [`settings`]: persisted and shareable settings.
 //! - `components`: one component per file.
 //!
-//! The code is compiled for `wasm32-unknown-unknown` only; on other targets the crate is empty so that
-//! `cargo test --workspace` stays native and fast.
+//! `state`, `settings`, `form` and `token` are plain Rust and are unit-tested natively (`cargo test -p hubsim-web`); the
+//! rest is compiled for `wasm32-unknown-unknown` only and tested in Chromium.
+
+pub mod form;
+pub mod settings;
+pub mod state;
+pub mod token;
 
 #[cfg(target_arch = "wasm32")]
 pub mod app;
@@ -24,10 +32,6 @@ mod components;
 pub mod controller;
 #[cfg(target_arch = "wasm32")]
 pub mod driver;
-#[cfg(target_arch = "wasm32")]
-pub mod settings;
-#[cfg(target_arch = "wasm32")]
-pub mod state;
 #[cfg(target_arch = "wasm32")]
 pub mod util;
 

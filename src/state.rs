@@ -1,16 +1,28 @@
-//! The app state and its pure reducer. Effects (sockets, timers, storage) live in [`crate::controller`] and the
-//! components' `use_effect_with`; here only data changes.
+//! The app state and its pure reducer. Effects (sockets, timers, storage, the clock) live in
+//! [`crate::controller`] and the components' `use_effect_with`; here only data changes.
+//!
+//! Actions are plain data (`Clone + Debug + PartialEq`): anything that needs a time carries it (`at`), so the
+//! reducer never reads a clock and runs, and is tested, natively.
+//!
+//! A C2D flood must not make every action copy the whole history: the lists are `Rc`-shared and bounded, so
+//! cloning the state copies pointers, and a new message costs one allocation plus at most [`MAX_LOG`] pointer
+//! copies. Defaults: [`MAX_INBOX`] messages, [`MAX_METHODS`] method calls, [`MAX_LOG`] log lines,
+//! [`MAX_DESIRED`] desired-property updates; older entries are dropped.
 
 use std::collections::VecDeque;
 use std::rc::Rc;
-use yew::prelude::*;
 
-use crate::settings::Settings;
+use crate::form::Emulator;
+use crate::settings::{Change, Decoded, Settings};
 
-/// Most inbox entries, method calls and log lines kept, so a long session does not grow without limit.
+/// Most inbox entries kept (the newest first).
 pub const MAX_INBOX: usize = 200;
+/// Most direct method calls kept.
 pub const MAX_METHODS: usize = 100;
-pub const MAX_LOG: usize = 1000;
+/// Most activity log lines kept.
+pub const MAX_LOG: usize = 500;
+/// Most desired-property updates kept.
+pub const MAX_DESIRED: usize = 50;
 
 /// The connection as the user sees it.
 #[derive(Clone, Debug, PartialEq)]
@@ -22,7 +34,7 @@ pub enum ConnStatus {
 }
 
 /// A received C2D message, decoded for display.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InboxItem {
     pub seq: u64,
     pub time: String,
@@ -30,12 +42,14 @@ pub struct InboxItem {
     /// `text`, `json` or `hex`.
     pub body_kind: &'static str,
     pub system: Vec<(String, String)>,
-    pub application: Vec<(String, String)>,
+    /// Application properties in order; `None` is a null value (a name without `=` on the wire), which is not
+    /// the same as an empty value (`name=`).
+    pub application: Vec<(String, Option<String>)>,
     pub redelivered: bool,
 }
 
 /// A direct method call and what was answered.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MethodCall {
     pub seq: u64,
     pub time: String,
@@ -46,76 +60,157 @@ pub struct MethodCall {
 }
 
 /// Configured answer for a method name.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MethodAnswer {
     pub name: String,
     pub status: u16,
     pub payload: String,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+/// What a log line is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogKind {
+    Connection,
+    Sent,
+    Received,
+    Error,
+}
+
+impl LogKind {
+    pub const ALL: [LogKind; 4] = [LogKind::Connection, LogKind::Sent, LogKind::Received, LogKind::Error];
+
+    /// The tag shown and exported (`connection`, `sent`, `received`, `error`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogKind::Connection => "connection",
+            LogKind::Sent => "sent",
+            LogKind::Received => "received",
+            LogKind::Error => "error",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogEntry {
     pub seq: u64,
     pub time: String,
-    /// `connection`, `sent`, `received`, `error`.
-    pub kind: &'static str,
+    pub kind: LogKind,
     pub text: String,
 }
 
 /// Repeated sending in progress.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Repeat {
     pub total: Option<u32>,
     pub done: u32,
 }
 
+/// A connection that would send the token to a host other than the hub it is signed for, waiting for the user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Confirm {
+    /// `host[:port]` the token would be sent to.
+    pub target: String,
+    /// The hub the token is for (HostName).
+    pub hub: String,
+    pub url: String,
+}
+
+/// The device twin as last read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TwinView {
+    pub desired: String,
+    pub reported: String,
+    pub version: String,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct AppState {
-    pub settings: Settings,
+    pub settings: Rc<Settings>,
+    pub answers: Rc<Vec<MethodAnswer>>,
     pub status: ConnStatus,
     /// Unix seconds when the current token expires.
     pub token_expiry: Option<u64>,
     pub sent: u64,
     pub acked: u64,
-    pub inbox: VecDeque<InboxItem>,
+    pub inbox: Rc<VecDeque<Rc<InboxItem>>>,
     pub unread: u32,
-    pub methods: VecDeque<MethodCall>,
-    pub answers: Vec<MethodAnswer>,
-    pub twin_desired: String,
-    pub twin_reported: String,
-    pub twin_version: String,
-    pub desired_updates: VecDeque<String>,
-    pub log: VecDeque<LogEntry>,
+    pub methods: Rc<VecDeque<Rc<MethodCall>>>,
+    pub twin: Rc<TwinView>,
+    /// `(time, patch)`, newest first.
+    pub desired_updates: Rc<VecDeque<Rc<(String, String)>>>,
+    pub log: Rc<VecDeque<Rc<LogEntry>>>,
     pub repeat: Option<Repeat>,
-    /// The emulator serving this page, if any (its plain WebSocket URL).
-    pub emulator_ws: Option<String>,
+    /// The emulator serving this page, if any.
+    pub emulator: Option<Rc<Emulator>>,
+    /// Settings a link offers, shown in a banner until the user accepts or ignores them.
+    pub link: Option<Rc<Decoded>>,
+    /// A connection waiting for the user to confirm where the token goes.
+    pub confirm: Option<Rc<Confirm>>,
+    /// The endpoint URL the user confirmed on this page (not asked again on reconnects and renewals).
+    pub confirmed_url: Option<String>,
     /// Text for the screen-reader live region.
     pub announcement: String,
     next_seq: u64,
 }
 
+/// Everything that changes the state, as plain data.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    Edit(Change),
+    AcceptLink,
+    IgnoreLink,
+    AskConfirm(Confirm),
+    Confirmed,
+    CancelConfirm,
+    Status { status: ConnStatus, at: String },
+    TokenExpiry(Option<u64>),
+    Sent(u64),
+    Acked,
+    C2d(InboxItem),
+    ClearInbox,
+    MarkRead,
+    Method(MethodCall),
+    SetAnswer(MethodAnswer),
+    RemoveAnswer(String),
+    Twin { desired: String, reported: String },
+    ReportedSaved(String),
+    Desired { at: String, patch: String },
+    Log { at: String, kind: LogKind, text: String },
+    ClearLog,
+    Repeat(Option<Repeat>),
+    RepeatTick,
+    Emulator(Emulator),
+}
+
 impl AppState {
-    pub fn new(settings: Settings) -> Self {
-        AppState {
-            settings,
+    /// The state at start: the stored settings, a link's offer (not applied), and a log line for each stored
+    /// value that was refused.
+    pub fn new(stored: Decoded, link: Option<Decoded>, at: &str) -> Self {
+        let mut s = AppState {
+            settings: Rc::new(stored.settings()),
+            answers: Rc::default(),
             status: ConnStatus::Disconnected { reason: None, hint: None },
             token_expiry: None,
             sent: 0,
             acked: 0,
-            inbox: VecDeque::new(),
+            inbox: Rc::default(),
             unread: 0,
-            methods: VecDeque::new(),
-            answers: Vec::new(),
-            twin_desired: String::new(),
-            twin_reported: String::new(),
-            twin_version: String::new(),
-            desired_updates: VecDeque::new(),
-            log: VecDeque::new(),
+            methods: Rc::default(),
+            twin: Rc::default(),
+            desired_updates: Rc::default(),
+            log: Rc::default(),
             repeat: None,
-            emulator_ws: None,
+            emulator: None,
+            link: link.filter(|l| !l.changes.is_empty() || !l.refused.is_empty()).map(Rc::new),
+            confirm: None,
+            confirmed_url: None,
             announcement: String::new(),
             next_seq: 1,
+        };
+        for r in stored.refused {
+            s.log(at.to_owned(), LogKind::Error, format!("a stored setting was not used: {r}"));
         }
+        s
     }
 
     pub fn is_connected(&self) -> bool {
@@ -126,129 +221,109 @@ impl AppState {
         self.sent.saturating_sub(self.acked)
     }
 
-    /// The configured answer for a method name (default 200 and `{}`).
-    pub fn answer_for(&self, name: &str) -> (u16, String) {
-        self.answers
-            .iter()
-            .find(|a| a.name == name)
-            .map(|a| (a.status, a.payload.clone()))
-            .unwrap_or((200, "{}".into()))
+    fn seq(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq
     }
-}
 
-pub enum Action {
-    Settings(Box<dyn FnOnce(&mut Settings)>),
-    Status(ConnStatus),
-    TokenExpiry(Option<u64>),
-    Sent(u64),
-    Acked,
-    C2d(InboxItem),
-    ClearInbox,
-    MarkRead,
-    Method(MethodCall),
-    SetAnswer(MethodAnswer),
-    RemoveAnswer(String),
-    Twin { desired: String, reported: String, version: String },
-    ReportedSaved(String),
-    Desired(String),
-    Log(&'static str, String),
-    ClearLog,
-    Repeat(Option<Repeat>),
-    RepeatTick,
-    Emulator(String),
-}
+    fn log(&mut self, time: String, kind: LogKind, text: String) {
+        let seq = self.seq();
+        push_bounded(&mut self.log, Rc::new(LogEntry { seq, time, kind, text }), MAX_LOG);
+    }
 
-fn push_bounded<T>(q: &mut VecDeque<T>, v: T, max: usize) {
-    q.push_front(v);
-    q.truncate(max);
-}
-
-impl Reducible for AppState {
-    type Action = Action;
-
-    fn reduce(self: Rc<Self>, action: Action) -> Rc<Self> {
-        let mut s = (*self).clone();
-        let now = crate::util::clock_time();
+    /// Applies one action. Pure: the result depends only on the state and the action.
+    pub fn reduce(self: Rc<Self>, action: Action) -> Rc<Self> {
+        // A shallow copy: the lists are shared until one of them changes.
+        let mut s = Rc::unwrap_or_clone(self);
         match action {
-            Action::Settings(f) => f(&mut s.settings),
-            Action::Status(st) => {
-                let text = match &st {
+            Action::Edit(c) => Rc::make_mut(&mut s.settings).apply(c),
+            Action::AcceptLink => {
+                if let Some(link) = s.link.take() {
+                    let settings = Rc::make_mut(&mut s.settings);
+                    // The link names a device: the pasted connection string (which would win over the separate
+                    // fields) and its key belong to another device and leave the form.
+                    if link.changes.iter().any(Change::sets_identity) {
+                        settings.connection_string.clear();
+                        settings.key.clear();
+                    }
+                    for c in link.changes.iter().cloned() {
+                        settings.apply(c);
+                    }
+                }
+            }
+            Action::IgnoreLink => s.link = None,
+            Action::AskConfirm(c) => s.confirm = Some(Rc::new(c)),
+            Action::Confirmed => s.confirmed_url = s.confirm.take().map(|c| c.url.clone()),
+            Action::CancelConfirm => s.confirm = None,
+            Action::Status { status, at } => {
+                let text = match &status {
                     ConnStatus::Connected { .. } => "connected".to_owned(),
                     ConnStatus::Connecting { attempt } => format!("connecting (attempt {attempt})"),
-                    ConnStatus::Disconnected { reason, .. } => {
-                        format!("disconnected{}", reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default())
-                    }
+                    ConnStatus::Disconnected { reason: Some(r), .. } => format!("disconnected: {r}"),
+                    ConnStatus::Disconnected { reason: None, .. } => "disconnected".to_owned(),
                     ConnStatus::Reconnecting { reason, .. } => format!("connection lost: {reason}"),
                 };
-                s.next_seq += 1;
-                push_bounded(
-                    &mut s.log,
-                    LogEntry { seq: s.next_seq, time: now, kind: "connection", text: text.clone() },
-                    MAX_LOG,
-                );
+                s.log(at, LogKind::Connection, text.clone());
                 s.announcement = text;
-                s.status = st;
+                s.status = status;
             }
             Action::TokenExpiry(t) => s.token_expiry = t,
             Action::Sent(n) => s.sent += n,
             Action::Acked => s.acked += 1,
             Action::C2d(mut item) => {
-                s.next_seq += 1;
-                item.seq = s.next_seq;
-                s.announcement =
-                    format!("new cloud-to-device message: {}", item.body.chars().take(60).collect::<String>());
-                s.next_seq += 1;
-                push_bounded(
-                    &mut s.log,
-                    LogEntry { seq: s.next_seq, time: now, kind: "received", text: format!("C2D {}", item.body) },
-                    MAX_LOG,
-                );
-                push_bounded(&mut s.inbox, item, MAX_INBOX);
-                s.unread += 1;
+                item.seq = s.seq();
+                let preview: String = item.body.chars().take(60).collect();
+                s.announcement = format!("new cloud-to-device message: {preview}");
+                let mut text = format!("cloud-to-device message: {}", item.body.chars().take(200).collect::<String>());
+                if !item.application.is_empty() {
+                    // Quoted values, and `null` unquoted: an exported log keeps a null apart from "".
+                    let props: Vec<String> = item
+                        .application
+                        .iter()
+                        .map(|(k, v)| match v {
+                            Some(v) => format!("{k}=\"{v}\""),
+                            None => format!("{k}=null"),
+                        })
+                        .collect();
+                    text.push_str(&format!(" (properties: {})", props.join(", ")));
+                }
+                s.log(item.time.clone(), LogKind::Received, text);
+                push_bounded(&mut s.inbox, Rc::new(item), MAX_INBOX);
+                s.unread = s.unread.saturating_add(1);
             }
             Action::ClearInbox => {
-                s.inbox.clear();
+                s.inbox = Rc::default();
                 s.unread = 0;
             }
             Action::MarkRead => s.unread = 0,
             Action::Method(mut m) => {
-                s.next_seq += 1;
-                m.seq = s.next_seq;
-                s.next_seq += 1;
-                let text = format!("method {}({}) answered {} {}", m.name, m.payload, m.status, m.response);
-                push_bounded(&mut s.log, LogEntry { seq: s.next_seq, time: now, kind: "received", text }, MAX_LOG);
-                push_bounded(&mut s.methods, m, MAX_METHODS);
+                m.seq = s.seq();
+                let text = format!(
+                    "direct method {} called with {}, answered {} {}",
+                    m.name,
+                    if m.payload.is_empty() { "no payload" } else { &m.payload },
+                    m.status,
+                    m.response
+                );
+                s.log(m.time.clone(), LogKind::Received, text);
+                push_bounded(&mut s.methods, Rc::new(m), MAX_METHODS);
             }
             Action::SetAnswer(a) => {
-                s.answers.retain(|x| x.name != a.name);
-                s.answers.push(a);
+                let answers = Rc::make_mut(&mut s.answers);
+                answers.retain(|x| x.name != a.name);
+                answers.push(a);
             }
-            Action::RemoveAnswer(name) => s.answers.retain(|x| x.name != name),
-            Action::Twin { desired, reported, version } => {
-                s.twin_desired = desired;
-                s.twin_reported = reported;
-                s.twin_version = version;
+            Action::RemoveAnswer(name) => Rc::make_mut(&mut s.answers).retain(|x| x.name != name),
+            Action::Twin { desired, reported } => {
+                s.twin = Rc::new(TwinView { desired, reported, version: String::new() })
             }
-            Action::ReportedSaved(v) => s.twin_version = v,
-            Action::Desired(patch) => {
-                s.next_seq += 1;
-                push_bounded(
-                    &mut s.log,
-                    LogEntry {
-                        seq: s.next_seq,
-                        time: now.clone(),
-                        kind: "received",
-                        text: format!("desired properties {patch}"),
-                    },
-                    MAX_LOG,
-                );
-                push_bounded(&mut s.desired_updates, format!("{now} {patch}"), 50);
+            Action::ReportedSaved(v) => Rc::make_mut(&mut s.twin).version = v,
+            Action::Desired { at, patch } => {
+                s.log(at.clone(), LogKind::Received, format!("desired properties changed: {patch}"));
+                push_bounded(&mut s.desired_updates, Rc::new((at, patch)), MAX_DESIRED);
             }
-            Action::Log(kind, text) => {
-                s.next_seq += 1;
-                push_bounded(&mut s.log, LogEntry { seq: s.next_seq, time: now, kind, text }, MAX_LOG);
-            }
-            Action::ClearLog => s.log.clear(),
+            Action::Log { at, kind, text } => s.log(at, kind, text),
+            Action::ClearLog => s.log = Rc::default(),
             Action::Repeat(r) => s.repeat = r,
             Action::RepeatTick => {
                 if let Some(r) = &mut s.repeat {
@@ -258,16 +333,36 @@ impl Reducible for AppState {
                     }
                 }
             }
-            Action::Emulator(ws) => {
-                if s.settings.endpoint.is_empty() {
-                    s.settings.endpoint = ws.clone();
-                }
-                s.emulator_ws = Some(ws);
-            }
+            Action::Emulator(e) => s.emulator = Some(Rc::new(e)),
         }
         Rc::new(s)
     }
 }
 
-/// Shared with every component through a `ContextProvider`.
-pub type AppContext = UseReducerHandle<AppState>;
+/// Adds `v` at the front and drops the oldest beyond `max`. Copies only pointers when the list is shared.
+fn push_bounded<T>(q: &mut Rc<VecDeque<Rc<T>>>, v: Rc<T>, max: usize) {
+    let q = Rc::make_mut(q);
+    q.push_front(v);
+    q.truncate(max);
+}
+
+#[cfg(target_arch = "wasm32")]
+mod yew_glue {
+    use super::*;
+
+    impl yew::Reducible for AppState {
+        type Action = Action;
+        fn reduce(self: Rc<Self>, action: Action) -> Rc<Self> {
+            AppState::reduce(self, action)
+        }
+    }
+
+    /// Shared with every component through a `ContextProvider`.
+    pub type AppContext = yew::UseReducerHandle<AppState>;
+}
+
+#[cfg(target_arch = "wasm32")]
+pub use yew_glue::AppContext;
+
+#[cfg(test)]
+mod tests;

@@ -45,6 +45,17 @@ pub fn json_pretty(text: &str) -> Result<String, String> {
         .map_err(|e| crate::driver::describe_js(&e))
 }
 
+/// The member `name` of the JSON object `text`, pretty-printed (empty if there is none).
+pub fn json_member(text: &str, name: &str) -> String {
+    js_sys::JSON::parse(text)
+        .ok()
+        .and_then(|v| js_sys::Reflect::get(&v, &name.into()).ok())
+        .filter(|v| !v.is_undefined())
+        .and_then(|v| js_sys::JSON::stringify_with_replacer_and_space(&v, &JsValue::NULL, &2.into()).ok())
+        .map(String::from)
+        .unwrap_or_default()
+}
+
 /// True if `text` parses as JSON.
 pub fn is_json(text: &str) -> bool {
     js_sys::JSON::parse(text).is_ok()

@@ -10,9 +10,7 @@ use hubsim_proto::device::{DeviceConfig, Event, Telemetry};
 use hubsim_proto::property_bag::SystemProperty;
 use hubsim_proto::sas::{DeviceKey, ResourceUri, SasToken};
 use hubsim_proto::topic::{DeviceIdentity, TopicFilter};
-use hubsim_web::controller::{plan, sas_token, topic_preview};
 use hubsim_web::driver::{Driver, DriverEvent};
-use hubsim_web::settings::Settings;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::*;
@@ -32,12 +30,19 @@ fn ws() -> &'static str {
     }
 }
 
+fn token_env() -> &'static str {
+    match option_env!("HUBSIM_TEST_TOKEN") {
+        Some(v) => v,
+        None => panic!("build with HUBSIM_TEST_TOKEN set (cargo xtask test does)"),
+    }
+}
+
 async fn api(method: &str, path: &str, body: Option<String>) -> String {
     let init = web_sys::RequestInit::new();
     init.set_method(method);
     let h = web_sys::Headers::new().unwrap();
     // The service API needs a policy token; `cargo xtask test` signs one with `hubsim sas`.
-    h.set("authorization", option_env!("HUBSIM_TEST_TOKEN").expect("build with HUBSIM_TEST_TOKEN set")).unwrap();
+    h.set("authorization", token_env()).unwrap();
     if let Some(b) = body {
         init.set_body(&b.into());
         h.set("content-type", "application/json").unwrap();
@@ -117,44 +122,6 @@ fn sas_token_is_computed_in_the_browser() {
 }
 
 #[wasm_bindgen_test]
-fn the_form_is_validated_field_by_field_before_connecting() {
-    let mut s = Settings::default();
-    let errors = plan(&s).unwrap_err();
-    let fields: Vec<&str> = errors.iter().map(|e| e.field).collect();
-    assert_eq!(fields, vec!["host", "device_id", "key"]);
-    s.connection_string = "HostName=h;DeviceId=d;SharedAccessKey=a2V5IGZvciB0ZXN0cw==;GatewayHostName=gw.local".into();
-    let p = plan(&s).unwrap();
-    assert_eq!(p.url, "wss://gw.local/$iothub/websocket?iothub-no-client-cert=true");
-    s.endpoint = "http://x".into();
-    assert_eq!(plan(&s).unwrap_err()[0].field, "endpoint");
-    s.endpoint = String::new();
-    let (token, expiry) = sas_token(&s).unwrap();
-    assert!(token.starts_with("SharedAccessSignature sr=h%2Fdevices%2Fd&sig="), "{token}");
-    assert!(expiry > 1_700_000_000);
-    s.properties = vec![("a b".into(), "x/y".into())];
-    s.auto_message_id = false;
-    assert_eq!(topic_preview(&s), "devices/d/messages/events/%24.ct=application%2Fjson&%24.ce=utf-8&a%20b=x%2Fy");
-}
-
-#[wasm_bindgen_test]
-fn settings_round_trip_and_share_links_never_carry_the_key() {
-    let mut s = Settings {
-        connection_string: "HostName=h.net;DeviceId=dev-1;SharedAccessKey=c2VjcmV0".into(),
-        properties: vec![("k&=".into(), "v%#".into())],
-        remember_key: false,
-        ..Default::default()
-    };
-    let shared = s.encode(false);
-    assert!(!shared.contains("c2VjcmV0") && !shared.contains("SharedAccessKey"), "{shared}");
-    let back = Settings::decode(&shared);
-    assert_eq!((back.host.as_str(), back.device_id.as_str()), ("h.net", "dev-1"));
-    assert_eq!(back.properties, s.properties);
-    assert_eq!(back.connection_string, "");
-    s.remember_key = true;
-    assert_eq!(Settings::decode(&s.encode(true)).connection_string, s.connection_string);
-}
-
-#[wasm_bindgen_test]
 async fn telemetry_over_the_browser_websocket_reaches_the_emulator() {
     let (id, d, mut rx) = connected("wasm-tel").await;
     let mut m = Telemetry::new(&b"{\"from\":\"wasm\"}"[..]);
@@ -187,6 +154,24 @@ async fn c2d_with_properties_arrives_through_the_browser_websocket() {
 }
 
 #[wasm_bindgen_test]
+async fn a_null_c2d_property_stays_apart_from_an_empty_one_through_the_browser_websocket() {
+    let (id, d, mut rx) = connected("wasm-null").await;
+    d.with_session(|s, now| s.subscribe(now, &[TopicFilter::C2d])).unwrap();
+    expect(&mut rx, "SUBACK", |e| matches!(e, Event::Subscribed { .. })).await;
+    api(
+        "POST",
+        &format!("/devices/{id}/messages/devicebound"),
+        Some(r#"{"body":"n","properties":{"p1":null,"p2":"","p3":"a b"}}"#.into()),
+    )
+    .await;
+    let Event::C2d(m) = expect(&mut rx, "C2D", |e| matches!(e, Event::C2d(_))).await else { unreachable!() };
+    assert_eq!(m.properties.get("p1"), Some(None));
+    assert_eq!(m.properties.get("p2"), Some(Some("")));
+    assert_eq!(m.properties.get("p3"), Some(Some("a b")));
+    d.disconnect();
+}
+
+#[wasm_bindgen_test]
 async fn a_refused_connection_is_reported_with_its_meaning() {
     let id = unique("wasm-bad");
     new_device(&id).await;
@@ -201,36 +186,73 @@ async fn a_refused_connection_is_reported_with_its_meaning() {
     assert!(reason.to_string().contains("not authorized"), "{reason}");
 }
 
+/// Resolves once `selector` matches inside `root`: woken by the DOM's own mutation records, not by polling.
+async fn rendered(root: &web_sys::Element, selector: &str) -> web_sys::Element {
+    if let Some(e) = root.query_selector(selector).unwrap() {
+        return e;
+    }
+    let (tx, mut rx) = mpsc::unbounded::<()>();
+    let on_change = wasm_bindgen::closure::Closure::<dyn FnMut()>::new(move || {
+        let _ = tx.unbounded_send(());
+    });
+    let observer = web_sys::MutationObserver::new(on_change.as_ref().unchecked_ref()).unwrap();
+    let init = web_sys::MutationObserverInit::new();
+    init.set_child_list(true);
+    init.set_subtree(true);
+    init.set_character_data(true);
+    observer.observe_with_options(root, &init).unwrap();
+    let mut timeout = TimeoutFuture::new(10_000).fuse();
+    let found = loop {
+        if let Some(e) = root.query_selector(selector).unwrap() {
+            break e;
+        }
+        futures::select! {
+            _ = rx.next() => {}
+            _ = timeout => panic!("{selector} was not rendered within 10 s"),
+        }
+    };
+    observer.disconnect();
+    found
+}
+
 #[wasm_bindgen_test]
 async fn the_app_mounts_with_its_accessible_controls() {
     let doc = web_sys::window().unwrap().document().unwrap();
     let root = doc.create_element("div").unwrap();
     doc.body().unwrap().append_child(&root).unwrap();
     yew::Renderer::<hubsim_web::App>::with_root(root.clone()).render();
-    // Yew renders asynchronously: wait (bounded) until the status element exists.
-    for _ in 0..200 {
-        if root.query_selector("[role=status]").unwrap().is_some() {
-            break;
-        }
-        TimeoutFuture::new(10).await;
+    let status = rendered(&root, "[role=status]").await;
+    // Exact names: "Connect" must be a button of its own, not a part of "Connection string".
+    let texts = |selector: &str| -> Vec<String> {
+        let list = root.query_selector_all(selector).unwrap();
+        (0..list.length())
+            .filter_map(|i| list.item(i))
+            .map(|n| {
+                // A label's own text is its first text node (the control it wraps follows).
+                let own = n.first_child().filter(|c| c.node_type() == web_sys::Node::TEXT_NODE);
+                own.and_then(|c| c.text_content()).or_else(|| n.text_content()).unwrap_or_default().trim().to_owned()
+            })
+            .collect()
+    };
+    let buttons = texts("button");
+    for name in ["Connect", "Disconnect", "Send", "Add property", "Share link", "Generate SAS token"] {
+        assert!(buttons.iter().any(|b| b == name), "no button named exactly {name:?} in {buttons:?}");
     }
-    let text = root.text_content().unwrap_or_default();
-    for label in [
+    let labels = texts("label");
+    for name in [
         "Connection string",
-        "Connect",
-        "Disconnect",
         "Payload",
-        "Send",
-        "Add property",
         "Content type",
         "Content encoding",
         "Message ID",
         "Correlation ID",
         "QoS",
-        "Cloud-to-device messages",
+        "Token lifetime (s)",
     ] {
-        assert!(text.contains(label), "missing {label}");
+        assert!(labels.iter().any(|l| l == name), "no label named exactly {name:?} in {labels:?}");
     }
-    assert!(root.query_selector("[role=status]").unwrap().unwrap().text_content().unwrap().contains("Disconnected"));
+    assert_eq!(status.text_content().unwrap().trim(), "Disconnected");
     assert!(root.query_selector("[aria-label='Cloud-to-device messages']").unwrap().is_some());
+    // A <pre> cannot be named with aria-label (axe: aria-prohibited-attr); the twin panels use headings.
+    assert!(root.query_selector("pre[aria-label], code[aria-label], span[aria-label]").unwrap().is_none());
 }

@@ -3,8 +3,9 @@
 use web_sys::{HtmlInputElement, HtmlSelectElement};
 use yew::prelude::*;
 
+use super::log_line::LogLine;
 use super::use_app;
-use crate::state::Action;
+use crate::state::{Action, LogKind, MAX_LOG};
 use crate::util;
 
 #[component]
@@ -31,7 +32,7 @@ pub fn ActivityLog() -> Html {
                     format!(
                         "{{\"time\":{},\"kind\":{},\"text\":{}}}",
                         util::json_string(&l.time),
-                        util::json_string(l.kind),
+                        util::json_string(l.kind.as_str()),
                         util::json_string(&l.text)
                     )
                 })
@@ -43,29 +44,29 @@ pub fn ActivityLog() -> Html {
         let app = app.clone();
         Callback::from(move |_| app.dispatch(Action::ClearLog))
     };
-    let needle = text.to_lowercase();
+    let needle = text.to_ascii_lowercase();
     let lines = app
         .log
         .iter()
-        .filter(|l| kind.is_empty() || l.kind == kind.as_str())
-        .filter(|l| needle.is_empty() || l.text.to_lowercase().contains(&needle))
-        .map(|l| html! { <li key={l.seq} class={l.kind}><time>{ &l.time }</time>{" "}<span class="tag">{ l.kind }</span>{" "}{ &l.text }</li> });
+        .filter(|l| kind.is_empty() || l.kind.as_str() == kind.as_str())
+        .filter(|l| needle.is_empty() || l.text.to_ascii_lowercase().contains(&needle))
+        .map(|l| html! { <LogLine key={l.seq} entry={l.clone()} /> });
+    let options = std::iter::once(("", "everything")).chain(LogKind::ALL.iter().map(|k| (k.as_str(), k.as_str())));
     html! {
         <section class="panel log" aria-labelledby="log-h">
             <h2 id="log-h">{"Activity"}</h2>
             <div class="row">
                 <label>{"Show"}
                     <select onchange={on_kind}>
-                        { for [("", "everything"), ("connection", "connection"), ("sent", "sent"), ("received", "received"), ("error", "errors")]
-                            .iter()
-                            .map(|(v, label)| html! { <option value={*v} selected={kind.as_str() == *v}>{ *label }</option> }) }
+                        { for options.map(|(v, label)| html! { <option value={v} selected={kind.as_str() == v}>{ label }</option> }) }
                     </select>
                 </label>
                 <label>{"Filter"}<input type="search" oninput={on_text} /></label>
                 <button type="button" onclick={export}>{"Export JSON"}</button>
                 <button type="button" onclick={clear}>{"Clear log"}</button>
             </div>
-            <ol class="lines" aria-label="Activity log">{ for lines }</ol>
+            <ol class="lines" aria-label="Activity log" tabindex="0">{ for lines }</ol>
+            <p class="note">{ format!("The newest {MAX_LOG} entries are kept.") }</p>
         </section>
     }
 }

@@ -1,11 +1,12 @@
 //! The telemetry composer: body, QoS, retain, system and application properties, the exact topic, and sending
 //! once or repeatedly.
 
-use web_sys::HtmlInputElement;
 use yew::prelude::*;
 
-use super::{on_check, on_input, on_text, use_app, use_controller};
-use crate::controller::topic_preview;
+use super::property_row::PropertyRow;
+use super::{on_flag, on_number, on_text, use_app, use_controller};
+use crate::form::topic_preview;
+use crate::settings::{Change, Flag, Number, Text};
 use crate::state::Action;
 use crate::util;
 
@@ -21,72 +22,54 @@ pub fn Composer() -> Html {
     } else {
         html! { <span class="warn-text">{"not JSON (sent as text)"}</span> }
     };
-    let pretty = {
+    let edit = {
         let app = app.clone();
+        move |c: Change| app.dispatch(Action::Edit(c))
+    };
+    let pretty = {
+        let (app, edit) = (app.clone(), edit.clone());
         Callback::from(move |_| {
             if let Ok(p) = util::json_pretty(&app.settings.body) {
-                app.dispatch(Action::Settings(Box::new(move |s| s.body = p)));
+                edit(Change::Text(Text::Body, p));
             }
         })
     };
     let routing = {
-        let app = app.clone();
+        let edit = edit.clone();
         Callback::from(move |_| {
-            app.dispatch(Action::Settings(Box::new(|s| {
-                s.content_type = "application/json".into();
-                s.content_encoding = "utf-8".into();
-            })))
+            edit(Change::Text(Text::ContentType, "application/json".into()));
+            edit(Change::Text(Text::ContentEncoding, "utf-8".into()));
         })
     };
     let add = {
-        let app = app.clone();
-        Callback::from(move |_| {
-            app.dispatch(Action::Settings(Box::new(|s| s.properties.push((String::new(), String::new())))))
-        })
+        let edit = edit.clone();
+        Callback::from(move |_| edit(Change::AddProperty))
     };
+    let on_name = {
+        let edit = edit.clone();
+        Callback::from(move |(i, v)| edit(Change::PropertyName(i, v)))
+    };
+    let on_value = {
+        let edit = edit.clone();
+        Callback::from(move |(i, v)| edit(Change::PropertyValue(i, v)))
+    };
+    let on_remove = Callback::from(move |i| edit(Change::RemoveProperty(i)));
     let rows = s.properties.iter().enumerate().map(|(i, (k, v))| {
-        let (a1, a2, a3) = (app.clone(), app.clone(), app.clone());
-        let name = Callback::from(move |e: InputEvent| {
-            let v = e.target_unchecked_into::<HtmlInputElement>().value();
-            a1.dispatch(Action::Settings(Box::new(move |s| {
-                if let Some(p) = s.properties.get_mut(i) {
-                    p.0 = v
-                }
-            })));
-        });
-        let value = Callback::from(move |e: InputEvent| {
-            let v = e.target_unchecked_into::<HtmlInputElement>().value();
-            a2.dispatch(Action::Settings(Box::new(move |s| {
-                if let Some(p) = s.properties.get_mut(i) {
-                    p.1 = v
-                }
-            })));
-        });
-        let remove = Callback::from(move |_| {
-            a3.dispatch(Action::Settings(Box::new(move |s| {
-                if i < s.properties.len() {
-                    s.properties.remove(i);
-                }
-            })))
-        });
         html! {
-            <li class="prop-row" key={i}>
-                <input aria-label="Property name" placeholder="name" value={k.clone()} oninput={name} />
-                <input aria-label="Property value" placeholder="value" value={v.clone()} oninput={value} />
-                <button type="button" aria-label={format!("Remove property {}", i + 1)} onclick={remove}>{"✕"}</button>
-            </li>
+            <PropertyRow key={i} index={i} name={AttrValue::from(k.clone())} value={AttrValue::from(v.clone())}
+                on_name={on_name.clone()} on_value={on_value.clone()} on_remove={on_remove.clone()} />
         }
     });
     let send = {
-        let (ctl, app) = (ctl.clone(), app.clone());
+        let ctl = ctl.clone();
         Callback::from(move |e: SubmitEvent| {
             e.prevent_default();
-            ctl.0.send(&app.settings);
+            ctl.0.send();
         })
     };
     let repeat = {
-        let (ctl, app) = (ctl.clone(), app.clone());
-        Callback::from(move |_| ctl.0.start_repeat(&app.settings))
+        let ctl = ctl.clone();
+        Callback::from(move |_| ctl.0.start_repeat())
     };
     let stop = {
         let ctl = ctl.clone();
@@ -98,20 +81,20 @@ pub fn Composer() -> Html {
             <h2 id="compose-h">{"Send telemetry"}</h2>
             <form onsubmit={send}>
                 <label for="payload">{"Payload"}</label>
-                <textarea id="payload" rows="6" spellcheck="false" value={s.body.clone()} oninput={on_input(&app, |s, v| s.body = v)} />
+                <textarea id="payload" rows="6" spellcheck="false" value={s.body.clone()} oninput={on_text(&app, Text::Body)} />
                 <div class="row">
                     { json_state }
                     <button type="button" onclick={pretty}>{"Pretty-print JSON"}</button>
                 </div>
                 <div class="row">
                     <label>{"QoS"}
-                        <select onchange={on_text(&app, |s, v| s.qos = v.parse().unwrap_or(1))}>
+                        <select onchange={on_number(&app, Number::Qos)}>
                             <option value="0" selected={s.qos == 0}>{"0 — at most once"}</option>
                             <option value="1" selected={s.qos == 1}>{"1 — at least once"}</option>
                             <option value="2" selected={s.qos == 2}>{"2 — IoT Hub closes the connection"}</option>
                         </select>
                     </label>
-                    <label class="check"><input type="checkbox" checked={s.retain} onchange={on_check(&app, |s, v| s.retain = v)} />{"Retain"}</label>
+                    <label class="check"><input type="checkbox" checked={s.retain} onchange={on_flag(&app, Flag::Retain)} />{"Retain"}</label>
                 </div>
                 if s.qos == 2 {
                     <p class="warn-text" role="alert">{"IoT Hub does not support QoS 2: it will close the connection when this message is sent."}</p>
@@ -119,14 +102,14 @@ pub fn Composer() -> Html {
                 <fieldset>
                     <legend>{"System properties"}</legend>
                     <div class="grid2">
-                        <label>{"Content type"}<input value={s.content_type.clone()} placeholder="application/json" oninput={on_input(&app, |s, v| s.content_type = v)} /></label>
-                        <label>{"Content encoding"}<input value={s.content_encoding.clone()} placeholder="utf-8" oninput={on_input(&app, |s, v| s.content_encoding = v)} /></label>
-                        <label>{"Message ID"}<input value={s.message_id.clone()} disabled={s.auto_message_id} placeholder={if s.auto_message_id { "generated for each message" } else { "" }} oninput={on_input(&app, |s, v| s.message_id = v)} /></label>
-                        <label>{"Correlation ID"}<input value={s.correlation_id.clone()} oninput={on_input(&app, |s, v| s.correlation_id = v)} /></label>
-                        <label>{"User ID"}<input value={s.user_id.clone()} oninput={on_input(&app, |s, v| s.user_id = v)} /></label>
+                        <label>{"Content type"}<input value={s.content_type.clone()} placeholder="application/json" oninput={on_text(&app, Text::ContentType)} /></label>
+                        <label>{"Content encoding"}<input value={s.content_encoding.clone()} placeholder="utf-8" oninput={on_text(&app, Text::ContentEncoding)} /></label>
+                        <label>{"Message ID"}<input value={s.message_id.clone()} disabled={s.auto_message_id} placeholder={if s.auto_message_id { "generated for each message" } else { "" }} oninput={on_text(&app, Text::MessageId)} /></label>
+                        <label>{"Correlation ID"}<input value={s.correlation_id.clone()} oninput={on_text(&app, Text::CorrelationId)} /></label>
+                        <label>{"User ID"}<input value={s.user_id.clone()} oninput={on_text(&app, Text::UserId)} /></label>
                     </div>
-                    <label class="check"><input type="checkbox" checked={s.auto_message_id} onchange={on_check(&app, |s, v| s.auto_message_id = v)} />{"Generate a message ID for each message"}</label>
-                    <label class="check"><input type="checkbox" checked={s.creation_time} onchange={on_check(&app, |s, v| s.creation_time = v)} />{"Set creation time ($.ctime) to now"}</label>
+                    <label class="check"><input type="checkbox" checked={s.auto_message_id} onchange={on_flag(&app, Flag::AutoMessageId)} />{"Generate a message ID for each message"}</label>
+                    <label class="check"><input type="checkbox" checked={s.creation_time} onchange={on_flag(&app, Flag::CreationTime)} />{"Set creation time ($.ctime) to now"}</label>
                     <button type="button" onclick={routing}>{"JSON for routing"}</button>
                 </fieldset>
                 <fieldset>
@@ -134,21 +117,21 @@ pub fn Composer() -> Html {
                     <ul class="props">{ for rows }</ul>
                     <button type="button" onclick={add}>{"Add property"}</button>
                 </fieldset>
-                <p class="topic"><span>{"Topic: "}</span><code class="wrap" aria-label="Topic preview">{ topic_preview(s) }</code></p>
+                <div class="topic" role="group" aria-label="Topic preview"><span>{"Topic: "}</span><code class="wrap">{ topic_preview(s) }</code></div>
                 <div class="buttons">
                     <button type="submit" class="primary" disabled={!connected && s.qos == 0}>{"Send"}</button>
                 </div>
                 <fieldset class="repeat">
                     <legend>{"Send repeatedly"}</legend>
-                    <label>{"Every (ms)"}<input type="number" min="10" value={s.repeat_interval_ms.to_string()} onchange={on_text(&app, |s, v| s.repeat_interval_ms = v.parse().unwrap_or(1000).max(10))} /></label>
-                    <label>{"Times (0 = until stopped)"}<input type="number" min="0" value={s.repeat_count.to_string()} onchange={on_text(&app, |s, v| s.repeat_count = v.parse().unwrap_or(10))} /></label>
+                    <label>{"Every (ms)"}<input type="number" min="10" value={s.repeat_interval_ms.to_string()} onchange={on_number(&app, Number::RepeatInterval)} /></label>
+                    <label>{"Times (0 = until stopped)"}<input type="number" min="0" value={s.repeat_count.to_string()} onchange={on_number(&app, Number::RepeatCount)} /></label>
                     if let Some(r) = &app.repeat {
                         <button type="button" onclick={stop}>{"Stop"}</button>
                         if let Some(t) = r.total {
                             <progress aria-label="Repeat progress" max={t.to_string()} value={r.done.to_string()}></progress>
-                            <span>{ format!("{}/{}", r.done, t) }</span>
+                            <span>{ r.done }{"/"}{ t }</span>
                         } else {
-                            <span>{ format!("{} sent", r.done) }</span>
+                            <span>{ r.done }{" sent"}</span>
                         }
                     } else {
                         <button type="button" onclick={repeat}>{"Start"}</button>

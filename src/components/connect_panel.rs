@@ -1,10 +1,13 @@
-//! The connect form: a pasted connection string or separate fields, advanced options, Connect/Disconnect.
+//! The connect form: a pasted connection string or separate fields, advanced options, Connect/Disconnect, and the
+//! confirmation before a token goes to a host other than its hub.
 
 use yew::prelude::*;
 
-use super::{on_check, on_input, on_text, use_app, use_controller};
-use crate::controller::plan;
-use crate::state::ConnStatus;
+use super::confirm_endpoint::ConfirmEndpoint;
+use super::{on_flag, on_number, on_text, use_app, use_controller};
+use crate::form::plan;
+use crate::settings::{Flag, Number, Text, MAX_KEEP_ALIVE_SECS, MAX_TTL_SECS, MIN_TTL_SECS};
+use crate::state::{Action, Confirm, ConnStatus};
 use crate::util;
 
 #[component]
@@ -12,8 +15,9 @@ pub fn ConnectPanel() -> Html {
     let app = use_app();
     let ctl = use_controller();
     let s = &app.settings;
+    let emulator = app.emulator.as_deref();
     // Inline validation: explained next to the field before any connection attempt.
-    let errors = plan(s).err().unwrap_or_default();
+    let errors = plan(s, emulator).err().unwrap_or_default();
     let attempted = use_state(|| false);
     let touched = *attempted
         || !s.connection_string.is_empty()
@@ -22,7 +26,7 @@ pub fn ConnectPanel() -> Html {
         || !s.key.is_empty();
     let error_for = |field: &str| -> Html {
         match errors.iter().find(|e| e.field == field) {
-            Some(e) if touched || field == "endpoint" => {
+            Some(e) if touched || matches!(field, "endpoint" | "ttl" | "keep_alive" | "api_version" | "model_id") => {
                 html! { <p class="field-error" id={format!("err-{field}")} role="alert">{ &e.message }</p> }
             }
             _ => html! {},
@@ -33,31 +37,53 @@ pub fn ConnectPanel() -> Html {
         let (ctl, app, attempted) = (ctl.clone(), app.clone(), attempted.clone());
         Callback::from(move |e: SubmitEvent| {
             e.prevent_default();
-            if plan(&app.settings).is_err() {
+            let Ok(p) = plan(&app.settings, app.emulator.as_deref()) else {
                 attempted.set(true);
                 return;
+            };
+            if p.needs_confirmation && app.confirmed_url.as_deref() != Some(p.url.as_str()) {
+                let hub = p.cs.host_name.clone();
+                app.dispatch(Action::AskConfirm(Confirm { target: p.target, hub, url: p.url }));
+                return;
             }
-            ctl.0.connect(&app.settings);
+            ctl.0.connect(p);
         })
+    };
+    let confirmed = {
+        let (ctl, app) = (ctl.clone(), app.clone());
+        Callback::from(move |_| {
+            let Ok(p) = plan(&app.settings, app.emulator.as_deref()) else { return };
+            // Connect only to what was shown: the settings may have changed under the dialog.
+            if app.confirm.as_ref().is_some_and(|c| c.url == p.url) {
+                app.dispatch(Action::Confirmed);
+                ctl.0.connect(p);
+            } else {
+                app.dispatch(Action::CancelConfirm);
+            }
+        })
+    };
+    let cancel = {
+        let app = app.clone();
+        Callback::from(move |_| app.dispatch(Action::CancelConfirm))
     };
     let disconnect = {
         let ctl = ctl.clone();
         Callback::from(move |_| ctl.0.disconnect())
     };
+    let link = use_state(String::new);
     let share = {
-        let app = app.clone();
-        let link = use_state(String::new);
-        let l2 = link.clone();
-        (
-            Callback::from(move |_| {
-                let url = app.settings.share_link();
-                util::copy(&url);
-                l2.set(url);
-            }),
-            link,
-        )
+        let (app, link) = (app.clone(), link.clone());
+        Callback::from(move |_| {
+            let url = app.settings.share_link();
+            util::copy(&url);
+            link.set(url);
+        })
     };
     let invalid = |f: &str| errors.iter().any(|e| e.field == f) && touched;
+    let endpoint_placeholder = match emulator {
+        Some(e) => format!("derived: this emulator ({}) for HostName={}", e.ws, e.host_name),
+        None => format!("derived: wss://{{GatewayHostName or HostName}}{}", hubsim_proto::endpoint::WEBSOCKET_PATH),
+    };
     html! {
         <section class="panel connect" aria-labelledby="connect-h">
             <h2 id="connect-h">{"Device"}</h2>
@@ -68,42 +94,49 @@ pub fn ConnectPanel() -> Html {
                     aria-invalid={invalid("connection_string").to_string()}
                     aria-describedby="err-connection_string"
                     value={s.connection_string.clone()}
-                    oninput={on_input(&app, |s, v| s.connection_string = v)} />
+                    oninput={on_text(&app, Text::ConnectionString)} />
                 { error_for("connection_string") }
-                <details>
+                <details open={!s.host.is_empty() && s.connection_string.is_empty()}>
                     <summary>{"…or enter the fields separately"}</summary>
                     <div class="grid2">
-                        <label>{"Host name"}<input value={s.host.clone()} placeholder="myhub.azure-devices.net" oninput={on_input(&app, |s, v| s.host = v)} /></label>
-                        <label>{"Device ID"}<input value={s.device_id.clone()} oninput={on_input(&app, |s, v| s.device_id = v)} /></label>
-                        <label>{"Module ID (optional)"}<input value={s.module_id.clone()} oninput={on_input(&app, |s, v| s.module_id = v)} /></label>
-                        <label>{"Device key"}<input type="password" autocomplete="off" value={s.key.clone()} oninput={on_input(&app, |s, v| s.key = v)} /></label>
+                        <label>{"Host name"}<input value={s.host.clone()} placeholder="myhub.azure-devices.net" oninput={on_text(&app, Text::Host)} /></label>
+                        <label>{"Device ID"}<input value={s.device_id.clone()} oninput={on_text(&app, Text::DeviceId)} /></label>
+                        <label>{"Module ID (optional)"}<input value={s.module_id.clone()} oninput={on_text(&app, Text::ModuleId)} /></label>
+                        <label>{"Device key"}<input type="password" autocomplete="off" value={s.key.clone()} oninput={on_text(&app, Text::Key)} /></label>
                     </div>
                     { error_for("host") }{ error_for("device_id") }{ error_for("key") }
                 </details>
-                <details open={app.emulator_ws.is_some()}>
+                <details open={emulator.is_some() || !s.endpoint.is_empty()}>
                     <summary>{"Advanced"}</summary>
                     <div class="grid2">
-                        <label>{"Endpoint"}
-                            <input value={s.endpoint.clone()} placeholder="wss://{HostName}/$iothub/websocket (default)"
-                                aria-invalid={invalid("endpoint").to_string()} oninput={on_input(&app, |s, v| s.endpoint = v)} />
+                        <label>{"Endpoint (set by hand)"}
+                            <input value={s.endpoint.clone()} placeholder={endpoint_placeholder}
+                                aria-invalid={invalid("endpoint").to_string()} oninput={on_text(&app, Text::Endpoint)} />
                         </label>
-                        <label>{"Token lifetime (s)"}<input type="number" min="10" value={s.token_ttl_secs.to_string()} onchange={on_text(&app, |s, v| s.token_ttl_secs = v.parse().unwrap_or(3600))} /></label>
-                        <label>{"Keep-alive (s)"}<input type="number" min="0" max="1177" value={s.keep_alive_secs.to_string()} onchange={on_text(&app, |s, v| s.keep_alive_secs = v.parse().unwrap_or(60))} /></label>
-                        <label>{"API version"}<input value={s.api_version.clone()} onchange={on_text(&app, |s, v| s.api_version = v)} /></label>
-                        <label>{"Model ID (IoT Plug and Play)"}<input value={s.model_id.clone()} placeholder="dtmi:com:example:Thermostat;1" onchange={on_text(&app, |s, v| s.model_id = v)} /></label>
+                        <label>{"Token lifetime (s)"}
+                            <input type="number" min={MIN_TTL_SECS.to_string()} max={MAX_TTL_SECS.to_string()} aria-describedby="ttl-help"
+                                value={s.token_ttl_secs.to_string()} onchange={on_number(&app, Number::TokenTtl)} />
+                            <span id="ttl-help" class="help">{"10 s to 1 day (86400 s); renewed automatically at 80 %"}</span>
+                        </label>
+                        <label>{"Keep-alive (s)"}<input type="number" min="0" max={MAX_KEEP_ALIVE_SECS.to_string()} value={s.keep_alive_secs.to_string()} onchange={on_number(&app, Number::KeepAlive)} /></label>
+                        <label>{"API version"}<input value={s.api_version.clone()} oninput={on_text(&app, Text::ApiVersion)} /></label>
+                        <label>{"Model ID (IoT Plug and Play)"}<input value={s.model_id.clone()} placeholder="dtmi:com:example:Thermostat;1" oninput={on_text(&app, Text::ModelId)} /></label>
                     </div>
-                    { error_for("endpoint") }{ error_for("ttl") }
-                    <label class="check"><input type="checkbox" checked={s.clean_session} onchange={on_check(&app, |s, v| s.clean_session = v)} />{"CleanSession (off keeps subscriptions and queued C2D across connections, as the SDKs do)"}</label>
-                    <label class="check"><input type="checkbox" checked={s.auto_reconnect} onchange={on_check(&app, |s, v| s.auto_reconnect = v)} />{"Reconnect automatically"}</label>
-                    <label class="check"><input type="checkbox" checked={s.remember_key} onchange={on_check(&app, |s, v| s.remember_key = v)} />{"Remember the key on this device"}</label>
+                    { error_for("endpoint") }{ error_for("ttl") }{ error_for("keep_alive") }{ error_for("api_version") }{ error_for("model_id") }
+                    <label class="check"><input type="checkbox" checked={s.clean_session} onchange={on_flag(&app, Flag::CleanSession)} />{"CleanSession (off keeps subscriptions and queued C2D across connections, as the SDKs do)"}</label>
+                    <label class="check"><input type="checkbox" checked={s.auto_reconnect} onchange={on_flag(&app, Flag::AutoReconnect)} />{"Reconnect automatically"}</label>
+                    <label class="check"><input type="checkbox" checked={s.remember_key} onchange={on_flag(&app, Flag::RememberKey)} />{"Remember the key on this device"}</label>
                 </details>
+                if let Some(c) = &app.confirm {
+                    <ConfirmEndpoint confirm={c.clone()} on_confirm={confirmed} on_cancel={cancel} />
+                }
                 <div class="buttons">
                     <button type="submit" class="primary">{"Connect"}</button>
                     <button type="button" onclick={disconnect} disabled={!active}>{"Disconnect"}</button>
-                    <button type="button" onclick={share.0} title="Copies a link with the settings, never the key">{"Share link"}</button>
+                    <button type="button" onclick={share} title="Copies a link with the settings, never the key or the endpoint">{"Share link"}</button>
                 </div>
-                if !share.1.is_empty() {
-                    <p class="note">{"Link copied (no key or token in it): "}<code class="wrap">{ (*share.1).clone() }</code></p>
+                if !link.is_empty() {
+                    <p class="note">{"Link copied (no key, token or endpoint in it): "}<code class="wrap">{ (*link).clone() }</code></p>
                 }
             </form>
         </section>

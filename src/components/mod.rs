@@ -1,17 +1,23 @@
-//! The app's components, one per file. Each reads the shared state from context and talks up through the
-//! controller or reducer actions.
+//! The app's components, one per file. Panels read the shared state from context and talk up through the
+//! controller or reducer actions; reused pieces (a property row, an inbox message, a log line, the link banner,
+//! the endpoint confirmation) take props and report through callbacks.
 
 pub mod activity_log;
 pub mod composer;
+pub mod confirm_endpoint;
 pub mod connect_panel;
 pub mod inbox;
+pub mod inbox_message;
+pub mod link_banner;
+pub mod log_line;
 pub mod methods;
+pub mod property_row;
 pub mod sas_tool;
 pub mod status_bar;
 pub mod twin;
 
 use crate::controller::ControllerHandle;
-use crate::settings::Settings;
+use crate::settings::{Change, Flag, Number, Text};
 use crate::state::{Action, AppContext};
 use wasm_bindgen::JsCast;
 use web_sys::{HtmlInputElement, HtmlSelectElement, HtmlTextAreaElement};
@@ -30,7 +36,7 @@ pub fn use_controller() -> ControllerHandle {
 }
 
 /// The value of the input, textarea or select an event came from.
-fn field_value(e: &Event) -> Option<String> {
+pub fn field_value(e: &Event) -> Option<String> {
     let t = e.target()?;
     if let Some(i) = t.dyn_ref::<HtmlInputElement>() {
         Some(i.value())
@@ -41,33 +47,33 @@ fn field_value(e: &Event) -> Option<String> {
     }
 }
 
-/// A callback that writes the text of an input, textarea or select into the settings.
-pub fn on_text(app: &AppContext, set: fn(&mut Settings, String)) -> Callback<Event> {
+/// A callback that writes a text field on every keystroke.
+pub fn on_text(app: &AppContext, f: Text) -> Callback<InputEvent> {
     let app = app.clone();
-    Callback::from(move |e: Event| {
+    Callback::from(move |e: InputEvent| {
         if let Some(v) = field_value(&e) {
-            app.dispatch(Action::Settings(Box::new(move |s| set(s, v))));
+            app.dispatch(Action::Edit(Change::Text(f, v)));
         }
     })
 }
 
-/// Like [`on_text`] but on every keystroke.
-pub fn on_input(app: &AppContext, set: fn(&mut Settings, String)) -> Callback<InputEvent> {
+/// A callback for a number field or a select of numbers; the range is checked by the form's validation, which
+/// explains it next to the field.
+pub fn on_number(app: &AppContext, f: Number) -> Callback<Event> {
     let app = app.clone();
-    Callback::from(move |e: InputEvent| {
-        if let Some(v) = field_value(&e) {
-            app.dispatch(Action::Settings(Box::new(move |s| set(s, v))));
+    Callback::from(move |e: Event| {
+        if let Some(n) = field_value(&e).and_then(|v| v.trim().parse::<u32>().ok()) {
+            app.dispatch(Action::Edit(Change::Number(f, n)));
         }
     })
 }
 
 /// A callback for a checkbox.
-pub fn on_check(app: &AppContext, set: fn(&mut Settings, bool)) -> Callback<Event> {
+pub fn on_flag(app: &AppContext, f: Flag) -> Callback<Event> {
     let app = app.clone();
     Callback::from(move |e: Event| {
         if let Some(i) = e.target_dyn_into::<HtmlInputElement>() {
-            let v = i.checked();
-            app.dispatch(Action::Settings(Box::new(move |s| set(s, v))));
+            app.dispatch(Action::Edit(Change::Flag(f, i.checked())));
         }
     })
 }

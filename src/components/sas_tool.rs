@@ -2,8 +2,9 @@
 
 use yew::prelude::*;
 
-use super::{on_text, use_app};
-use crate::controller::sas_token;
+use super::{on_number, use_app};
+use crate::settings::{Number, MAX_TTL_SECS, MIN_TTL_SECS};
+use crate::token::sas_token;
 use crate::util;
 
 #[component]
@@ -12,23 +13,28 @@ pub fn SasTool() -> Html {
     let token = use_state(|| None::<Result<(String, u64), String>>);
     let generate = {
         let (app, token) = (app.clone(), token.clone());
-        Callback::from(move |_| token.set(Some(sas_token(&app.settings))))
+        Callback::from(move |_| token.set(Some(sas_token(&app.settings, util::unix_now()))))
     };
     html! {
         <section class="panel" aria-labelledby="sas-h">
             <h2 id="sas-h">{"SAS token"}</h2>
             <div class="row">
-                <label>{"Lifetime (s)"}<input type="number" min="10" value={app.settings.token_ttl_secs.to_string()} onchange={on_text(&app, |s, v| s.token_ttl_secs = v.parse().unwrap_or(3600))} /></label>
+                <label>{"Token lifetime (s)"}
+                    <input type="number" min={MIN_TTL_SECS.to_string()} max={MAX_TTL_SECS.to_string()} aria-describedby="sas-ttl-help"
+                        value={app.settings.token_ttl_secs.to_string()} onchange={on_number(&app, Number::TokenTtl)} />
+                    <span id="sas-ttl-help" class="help">{"10 s to 1 day (86400 s)"}</span>
+                </label>
                 <button type="button" onclick={generate}>{"Generate SAS token"}</button>
             </div>
             { match &*token {
                 Some(Ok((t, exp))) => {
                     let t2 = t.clone();
+                    let expires = String::from(js_sys::Date::new(&((*exp as f64) * 1000.0).into()).to_iso_string());
                     html! {
                         <div>
                             <label for="sas-out">{"Token"}</label>
                             <textarea id="sas-out" readonly=true rows="3" value={t.clone()} />
-                            <p class="note">{ format!("expires at Unix time {exp}") }</p>
+                            <p class="note">{"expires at "}{ expires }{" (Unix time "}{ exp }{")"}</p>
                             <button type="button" onclick={Callback::from(move |_| util::copy(&t2))}>{"Copy token"}</button>
                         </div>
                     }

@@ -18,21 +18,18 @@ fn mmss(secs: i64) -> String {
 pub fn StatusBar() -> Html {
     let app = use_app();
     // Re-render every second for the countdowns.
-    let tick = use_state(|| 0u32);
-    {
-        let tick = tick.clone();
-        use_effect_with((), move |_| {
-            let i = Interval::new(1000, move || tick.set(tick.wrapping_add(1)));
-            move || drop(i)
-        });
-    }
+    let update = use_force_update();
+    use_effect_with((), move |_| {
+        let i = Interval::new(1000, move || update.force_update());
+        move || drop(i)
+    });
     let (class, text, hint) = match &app.status {
         ConnStatus::Connected { since, session_present } => {
             ("ok", format!("Connected since {since}{}", if *session_present { " (session resumed)" } else { "" }), None)
         }
         ConnStatus::Connecting { attempt } => ("busy", format!("Connecting… (attempt {attempt})"), None),
         ConnStatus::Reconnecting { at_ms, reason, hint, .. } => {
-            let secs = ((at_ms - js_sys::Date::now()) / 1000.0).ceil().max(0.0);
+            let secs = ((at_ms - js_sys::Date::now()) / 1000.0).ceil().max(0.0) as u32;
             ("warn", format!("Reconnecting in {secs} s — {reason}"), hint.clone())
         }
         ConnStatus::Disconnected { reason: Some(r), hint } => ("err", format!("Disconnected — {r}"), hint.clone()),
@@ -40,7 +37,7 @@ pub fn StatusBar() -> Html {
     };
     let token = app.token_expiry.map(|t| mmss(t as i64 - util::unix_now() as i64));
     html! {
-        <header class="statusbar">
+        <div class="statusbar">
             <div class={classes!("status", class)} role="status" aria-live="polite">
                 <span class="dot" aria-hidden="true"></span>{ text }
             </div>
@@ -51,6 +48,6 @@ pub fn StatusBar() -> Html {
                 <span>{"acknowledged "}<b>{ app.acked }</b></span>
                 <span>{"pending "}<b>{ app.pending() }</b></span>
             </div>
-        </header>
+        </div>
     }
 }

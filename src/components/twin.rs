@@ -24,22 +24,25 @@ pub fn Twin() -> Html {
         })
     };
     let connected = app.is_connected();
+    let twin = &app.twin;
     html! {
         <section class="panel" aria-labelledby="twin-h">
             <h2 id="twin-h">{"Device twin"}</h2>
             <button type="button" onclick={get} disabled={!connected}>{"Get twin"}</button>
             <div class="grid2">
-                <div><h3>{"Desired"}</h3><pre aria-label="Desired properties">{ &app.twin_desired }</pre></div>
-                <div><h3>{"Reported"}</h3><pre aria-label="Reported properties">{ &app.twin_reported }</pre></div>
+                <div role="group" aria-labelledby="twin-desired-h"><h3 id="twin-desired-h">{"Desired properties"}</h3><pre>{ &twin.desired }</pre></div>
+                <div role="group" aria-labelledby="twin-reported-h"><h3 id="twin-reported-h">{"Reported properties"}</h3><pre>{ &twin.reported }</pre></div>
             </div>
             <form onsubmit={send}>
                 <label for="reported">{"Reported patch"}</label>
                 <textarea id="reported" ref={patch} rows="3" value="{\"firmwareVersion\": \"1.0.0\"}" />
                 <button type="submit" disabled={!connected}>{"Send reported patch"}</button>
-                if !app.twin_version.is_empty() { <span class="ok-text">{ format!(" saved as version {}", app.twin_version) }</span> }
+                if !twin.version.is_empty() { <span class="ok-text">{" saved as version "}{ &twin.version }</span> }
             </form>
             <h3>{"Desired property updates"}</h3>
-            <ol class="calls" aria-label="Desired property updates">{ for app.desired_updates.iter().map(|u| html! { <li><code>{ u }</code></li> }) }</ol>
+            <ol class="calls" aria-label="Desired property updates">
+                { for app.desired_updates.iter().map(|u| html! { <li><time>{ &u.0 }</time>{" "}<code>{ &u.1 }</code></li> }) }
+            </ol>
         </section>
     }
 }

@@ -48,10 +48,15 @@ pub enum Command {
     Query { sql: String },
     /// Print a SAS token for a device connection string (works without an emulator).
     Sas(SasArgs),
-    /// Simulate devices: telemetry at a rate, method answers, C2D; live line and a JSON summary.
+    /// Simulate devices: telemetry at a rate (padded, from a --template, or a DTDL --model's), method answers,
+    /// C2D; live line and a JSON summary.
     Simulate(SimArgs),
 }
 
+/// `hubsim simulate`. What each device sends: the padded payload of `--size` by default; `--template FILE` (a
+/// saved message or an Iot-Telemetry-Simulator configuration, rendered with per-device state seeded by `--seed`);
+/// or `--model FILE|builtin:NAME`, which makes each device the IoT Plug and Play device the model describes
+/// (`--reject PROP` answers that writable property with 400). `--count` and `--duration` bound the run.
 #[derive(Args)]
 pub struct SimArgs {
     /// One device connection string (works against the real IoT Hub too).
@@ -66,15 +71,17 @@ pub struct SimArgs {
     /// Device id prefix for --devices.
     #[arg(long, default_value = "sim")]
     pub prefix: String,
-    /// Messages per second per device (0 = as fast as acknowledgements allow).
+    /// Ticks per second per device (0 = as fast as acknowledgements allow). A tick is one message, or with
+    /// --model one message per component with telemetry.
     #[arg(long, default_value_t = 1.0)]
     pub rate: f64,
-    /// Messages per device (0 = until --duration ends).
+    /// Ticks per device (0 = until --duration ends).
     #[arg(long, default_value_t = 0)]
     pub count: u64,
+    /// MQTT QoS of telemetry (a saved message's `qos` takes precedence).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
     pub qos: u8,
-    /// Payload size in bytes.
+    /// Size of the padded payload in bytes (without --template or --model).
     #[arg(long, default_value_t = 256)]
     pub size: usize,
     #[arg(long, value_parser = ["mqtt", "ws"], default_value = "mqtt")]
@@ -95,6 +102,27 @@ pub struct SimArgs {
     /// No live line on stderr.
     #[arg(long)]
     pub quiet: bool,
+    /// Render each message from a template: a hubsim saved message (`{"name", "template", "variables",
+    /// "header"?, "qos"?, "properties"?}`) or an Iot-Telemetry-Simulator configuration (relaxed JSON). Each
+    /// device keeps its own state (counters, walks), seeded from --seed and its id; the header's entries become
+    /// application properties; a JSON body is checked before sending. Without it the padded payload of --size
+    /// is sent.
+    #[arg(long, value_name = "FILE", conflicts_with = "model")]
+    pub template: Option<PathBuf>,
+    /// Become the device a DTDL model describes (IoT Plug and Play): a model file, or `builtin:thermostat`,
+    /// `builtin:temperature-controller`, `builtin:every-schema`. Each device announces the model id, sends one
+    /// message per component per tick, reports read-only properties, acknowledges desired properties (also
+    /// those set while it was offline) and answers the model's commands.
+    #[arg(long, value_name = "FILE|builtin:NAME")]
+    pub model: Option<String>,
+    /// With --model: acknowledge this writable property with 400 instead of 200; `prop` (any component) or
+    /// `component.prop`. Repeatable.
+    #[arg(long, value_name = "PROP", requires = "model")]
+    pub reject: Vec<String>,
+    /// Seed of the run: the same seed (and the same times) gives the same messages. Default: random, printed
+    /// in the summary.
+    #[arg(long)]
+    pub seed: Option<u64>,
 }
 
 #[derive(Args)]

@@ -78,13 +78,18 @@ fn dispatch(cli: Cli) -> Result<()> {
 }
 
 fn sas(a: SasArgs) -> Result<()> {
-    let cs = ConnectionString::parse(&a.connection_string).map_err(|e| anyhow!("connection string: {e}"))?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let expiry = match a.expiry {
         Some(e) => e,
         // The range of --ttl is checked by clap (at most ten years), so this cannot overflow.
         None => now + a.ttl.unwrap_or(3600),
     };
+    // A policy's connection string (no DeviceId) gives a service token; a device's, a device token.
+    if let Ok(service) = ServiceConnectionString::parse(&a.connection_string) {
+        println!("{}", service.token(expiry));
+        return Ok(());
+    }
+    let cs = ConnectionString::parse(&a.connection_string).map_err(|e| anyhow!("connection string: {e}"))?;
     let token = cs
         .password(expiry)
         .ok_or_else(|| anyhow!("this connection string uses X.509; there is no SAS token to make"))?;

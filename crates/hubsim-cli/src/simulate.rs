@@ -1,16 +1,52 @@
 //! `hubsim simulate`: builds a fleet configuration from the arguments (connection strings, or devices created
-//! on the emulator given by `--hub`) and runs hubsim-device's fleet.
+//! on the emulator given by `--hub`; what to send: the padded payload, `--template FILE` or `--model
+//! FILE|builtin:NAME` with `--reject PROP`; `--seed N`) and runs hubsim-device's fleet, whose module docs say
+//! what each device does.
 
 use anyhow::{anyhow, bail, Context, Result};
-use hubsim_device::fleet::{read_connection_strings, run, SimConfig};
+use hubsim_device::fleet::{read_connection_strings, run, PayloadSource, SimConfig};
+use hubsim_device::message::MessageTemplate;
+use hubsim_device::pnp::ModelSpec;
 use hubsim_device::Via;
 use hubsim_proto::conn_str::ConnectionString;
 use hubsim_proto::endpoint::{MQTT_TLS_PORT, WEBSOCKET_PORT};
+use std::sync::Arc;
 
 use crate::args::SimArgs;
 use crate::client::ServiceClient;
 
+/// How long the devices have to disconnect after Ctrl+C before the command gives up on the summary.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads `--template` or `--model` (before any device is created, so a bad file costs nothing).
+fn payload_source(a: &SimArgs) -> Result<PayloadSource> {
+    if let Some(f) = &a.template {
+        let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        let t = MessageTemplate::parse(&text).with_context(|| format!("in {}", f.display()))?;
+        return Ok(PayloadSource::Template(Arc::new(t)));
+    }
+    if let Some(m) = &a.model {
+        let model = if let Some(key) = m.strip_prefix("builtin:") {
+            let known = hubsim_dtdl::builtin::ALL.map(|b| b.key).join(", ");
+            let b = hubsim_dtdl::builtin::find(key)
+                .ok_or_else(|| anyhow!("--model: no built-in model {key:?}; built-in: {known}"))?;
+            b.load().map_err(|e| anyhow!("built-in model {key}: {e}"))?
+        } else {
+            let text = std::fs::read_to_string(m).with_context(|| format!("reading {m}"))?;
+            hubsim_dtdl::Model::parse(&text).map_err(|e| anyhow!("{m}: {e}"))?
+        };
+        let spec = ModelSpec::new(model, a.reject.clone()).map_err(|e| anyhow!("--model {m}: telemetry: {e}"))?;
+        return Ok(PayloadSource::Model(Arc::new(spec)));
+    }
+    Ok(PayloadSource::Padded)
+}
+
 pub fn run_cli(a: SimArgs, hub: &ServiceClient) -> Result<()> {
+    let payload = payload_source(&a)?;
+    let seed = a.seed.unwrap_or_else(|| {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        t.as_nanos() as u64 ^ u64::from(std::process::id())
+    });
     let from_hub = a.connection_string.is_none() && a.connection_strings.is_none();
     let devices = if let Some(cs) = &a.connection_string {
         vec![ConnectionString::parse(cs).map_err(|e| anyhow!("--connection-string: {e}"))?]
@@ -50,6 +86,8 @@ pub fn run_cli(a: SimArgs, hub: &ServiceClient) -> Result<()> {
     if let Some(ca) = &a.ca {
         ca_pem = Some(std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?);
     }
+    // Ctrl+C stops the devices cleanly (DISCONNECT) and still prints the summary.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let cfg = SimConfig {
         devices,
         host,
@@ -63,15 +101,27 @@ pub fn run_cli(a: SimArgs, hub: &ServiceClient) -> Result<()> {
         size: a.size,
         duration: a.duration.map(std::time::Duration::from_secs),
         live: !a.quiet,
+        payload,
+        seed,
+        events: None,
+        stop: Some(stop_rx),
     };
     if cfg.count == 0 && cfg.duration.is_none() {
         eprintln!("(no --count or --duration: running until Ctrl+C)");
     }
     let rt = tokio::runtime::Runtime::new()?;
     let summary = rt.block_on(async move {
+        let run = run(cfg);
+        tokio::pin!(run);
         tokio::select! {
-            r = run(cfg) => r.map_err(anyhow::Error::from),
-            _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+            r = &mut run => return r.map_err(anyhow::Error::from),
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        let _ = stop_tx.send(true);
+        // Stopping interrupts every wait, so devices leave at once; a connection attempt may take a moment.
+        match tokio::time::timeout(STOP_GRACE, &mut run).await {
+            Ok(r) => r.map_err(anyhow::Error::from),
+            Err(_) => Err(anyhow!("interrupted (the devices did not stop within {} s)", STOP_GRACE.as_secs())),
         }
     })?;
     crate::print::json(&summary);

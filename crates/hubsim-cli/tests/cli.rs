@@ -34,6 +34,11 @@ fn out_of_range_lifetimes_are_refused_by_name() {
     assert!(
         String::from_utf8_lossy(&out.stdout).starts_with("SharedAccessSignature sr=h.azure-devices.net%2Fdevices%2Fd")
     );
+    let policy = "HostName=localhost;SharedAccessKeyName=iothubowner;SharedAccessKey=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    let out = hubsim().args(["sas", "--connection-string", policy, "--ttl", "60"]).output().unwrap();
+    let token = String::from_utf8_lossy(&out.stdout);
+    assert!(token.starts_with("SharedAccessSignature sr=localhost&sig="), "{token}");
+    assert!(token.trim_end().ends_with("&skn=iothubowner"), "{token}");
     let out = hubsim().args(["c2d", "send", "d", "--ttl", "18446744073709551"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--ttl"));

@@ -95,6 +95,18 @@ impl Driver {
     /// Drives I/O and timers until the session has an event (returned) or `until` passes (`None`). With no
     /// transport only timers can produce events. Cancel-safe between events.
     pub async fn next_event(&mut self, until: Option<tokio::time::Instant>) -> Option<Event> {
+        self.next_event_or(until, std::future::pending()).await
+    }
+
+    /// [`next_event`](Self::next_event) that also returns `None` when `interrupt` completes (a stop signal).
+    /// The interrupt is only watched while waiting for input or a timer, never during a write, so a frame is
+    /// never cut in half and a clean DISCONNECT can follow.
+    pub async fn next_event_or(
+        &mut self,
+        until: Option<tokio::time::Instant>,
+        interrupt: impl std::future::Future<Output = ()>,
+    ) -> Option<Event> {
+        tokio::pin!(interrupt);
         loop {
             self.flush().await;
             if let Some(e) = self.session.poll_event() {
@@ -109,7 +121,10 @@ impl Driver {
             let timer = self.session.poll_timeout().map(|t| self.tokio_instant(t));
             let wake = [timer, until].into_iter().flatten().min();
             let Some(t) = self.transport.as_mut() else {
-                sleep_until(wake).await;
+                tokio::select! {
+                    _ = sleep_until(wake) => {}
+                    _ = &mut interrupt => return None,
+                }
                 let now = self.now();
                 self.session.handle_timeout(now);
                 continue;
@@ -128,6 +143,7 @@ impl Driver {
                     let now = self.now();
                     self.session.handle_timeout(now);
                 }
+                _ = &mut interrupt => return None,
             }
         }
     }

@@ -19,6 +19,9 @@
 //! file system it closes the database (after in-flight reads finish), opens it again (redb repairs it) and commits a
 //! probe; then it logs the recovery and serves again.
 //!
+//! **Back-pressure.** At most [`MAX_QUEUED`] writes wait for the writer (16 384); further callers wait
+//! asynchronously for a place, so a burst cannot grow the queue without bound.
+//!
 //! **Reads** run on tokio's blocking pool ([`tokio::task::spawn_blocking`]), never on the async workers. The logs
 //! have per-device indexes (`(device, seq)`), so a per-device query costs O(results), not a scan of the log.
 //!
@@ -63,6 +66,8 @@ const OLD_LOGS: [(&str, Log); 3] =
 
 /// Most writes applied in one transaction.
 const MAX_BATCH: usize = 4096;
+/// Most writes queued or being committed; further callers wait for a place (back-pressure, bounded memory).
+pub const MAX_QUEUED: usize = 4 * MAX_BATCH;
 /// Records each commit may delete per log beyond twice what it appended.
 pub const RETENTION_STEP: u64 = 512;
 /// How often an idle store applies retention.
@@ -200,6 +205,9 @@ pub struct Store {
 
 struct WriterHandle {
     tx: Option<mpsc::Sender<(Op, Reply)>>,
+    /// One permit per write queued or in the group being committed: callers wait (asynchronously) beyond
+    /// [`MAX_QUEUED`], so the queue, and the memory it holds, stays bounded.
+    permits: Arc<tokio::sync::Semaphore>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -207,7 +215,10 @@ impl Drop for WriterHandle {
     fn drop(&mut self) {
         drop(self.tx.take());
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            // (Never join from the writer thread itself, should an operation have owned the last handle.)
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
         }
     }
 }
@@ -294,6 +305,10 @@ fn old_device(log: Log, json: &[u8]) -> String {
 impl Store {
     /// Opens (or creates) the database at `path` (the file 0600) and starts the writer thread.
     pub fn open(path: &Path, retention: Retention) -> Result<Store, StoreError> {
+        Self::open_with_queue(path, retention, MAX_QUEUED)
+    }
+
+    fn open_with_queue(path: &Path, retention: Retention, max_queued: usize) -> Result<Store, StoreError> {
         let database = open_db(path)?;
         let shared = Arc::new(Shared {
             path: path.to_path_buf(),
@@ -306,7 +321,8 @@ impl Store {
             .name("hubsim-store".into())
             .spawn(move || w.run(rx))
             .map_err(|e| StoreError::Db(e.to_string()))?;
-        Ok(Store { shared, writer: Arc::new(WriterHandle { tx: Some(tx), thread: Some(thread) }) })
+        let permits = Arc::new(tokio::sync::Semaphore::new(max_queued));
+        Ok(Store { shared, writer: Arc::new(WriterHandle { tx: Some(tx), permits, thread: Some(thread) }) })
     }
 
     /// Why new work is refused, while the database cannot be written.
@@ -325,9 +341,10 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Tx<'_>) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
+        let stopped = || StoreError::Unavailable("the writer thread stopped".into());
+        let _permit = self.writer.permits.acquire().await.map_err(|_| stopped())?;
         let (tx, rx) = oneshot::channel();
         let op: Op = Box::new(move |t| f(t).map(|r| Box::new(r) as Box<dyn Any + Send>));
-        let stopped = || StoreError::Unavailable("the writer thread stopped".into());
         let sender = self.writer.tx.as_ref().ok_or_else(stopped)?;
         sender.send((op, tx)).map_err(|_| stopped())?;
         let any = rx.await.map_err(|_| stopped())??;
@@ -686,15 +703,9 @@ fn enforce_retention(tx: &WriteTransaction, log: Log, budget: u64, retention: &R
 fn free_bytes(path: &Path) -> Option<u64> {
     #[cfg(unix)]
     {
-        use std::os::unix::ffi::OsStrExt;
         let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-        let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-        // SAFETY: `c` is a valid NUL-terminated path and `s` a valid out-pointer for the call's duration.
-        if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
-            return None;
-        }
-        Some((s.f_bavail as u64).saturating_mul(s.f_frsize as u64))
+        let s = rustix::fs::statvfs(dir).ok()?;
+        Some(s.f_bavail.saturating_mul(s.f_frsize))
     }
     #[cfg(not(unix))]
     {

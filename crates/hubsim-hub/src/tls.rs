@@ -398,4 +398,30 @@ mod tests {
         let sn = rustls::pki_types::ServerName::try_from("example.com").unwrap();
         assert!(verifier.verify_server_cert(&leaf, &[], &sn, &[], now).is_err());
     }
+
+    #[test]
+    fn a_stolen_ca_key_cannot_vouch_for_other_sites() {
+        let tmp = tempfile::tempdir().unwrap();
+        let now = OffsetDateTime::now_utc();
+        generate(tmp.path(), "localhost", now).unwrap();
+        // Whoever reads ca.key signs a certificate for a site of their choice...
+        let ca_key = KeyPair::from_pem(&std::fs::read_to_string(tmp.path().join("ca.key")).unwrap()).unwrap();
+        let issuer = Issuer::new(ca_params(&served_names("localhost"), now).unwrap(), ca_key);
+        let k = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(vec!["bank.example".to_owned()]).unwrap();
+        p.not_before = now - BACKDATE;
+        p.not_after = now + Span::days(30);
+        let evil = p.signed_by(&k, &issuer).unwrap();
+        // ...which a client trusting the hubsim CA still refuses: the name is outside the CA's constraints.
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from(der(&tmp.path().join("ca.pem"), 0))).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider).build().unwrap();
+        let sn = rustls::pki_types::ServerName::try_from("bank.example").unwrap();
+        let err = verifier
+            .verify_server_cert(evil.der(), &[], &sn, &[], rustls::pki_types::UnixTime::now())
+            .expect_err("a certificate outside the name constraints");
+        assert!(format!("{err:?}").contains("NameConstraint"), "{err:?}");
+    }
 }

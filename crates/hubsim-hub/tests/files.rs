@@ -20,7 +20,7 @@ async fn the_data_folder_its_database_and_keys_are_private() {
     let data = tmp.path().join("fresh/.hubsim");
     let emu = Emu::start_with(|c| c.data_dir = data.clone()).await;
     assert_eq!(mode(&data), 0o700);
-    for f in ["hubsim.redb", "ca.key", "server.key"] {
+    for f in ["hubsim.redb", "ca.key", "server.key", "policies.json"] {
         assert_eq!(mode(&data.join(f)), 0o600, "{f}");
     }
     stop(emu).await;

@@ -1,6 +1,6 @@
 // The hubsim web app, built with trunk and served by the emulator, driven in Debian's headless Chromium.
 const { test, expect } = require('@playwright/test');
-const { api, newDevice, connect, shot, until } = require('./helpers');
+const { api, newDevice, connect, subscribed, counterAtLeast, shot } = require('./helpers');
 
 test('an invalid connection string is explained next to the field', async ({ page }) => {
   await page.goto('/');
@@ -26,7 +26,9 @@ test('connects and sends telemetry with application properties and content type'
   await page.getByLabel('Correlation ID').fill('corr-42');
   await expect(page.getByLabel('Topic preview')).toContainText('site%20name=Plant%20%237%20%2F%20Line%3A3');
   await page.getByRole('button', { name: 'Send', exact: true }).click();
-  const ev = await until(async () => (await api('GET', `/events?device=${dev.id}`))[0], 'the event');
+  // PUBACK follows the durable write: once acknowledged, the event is in the emulator's log.
+  await expect(page.locator('.counters')).toContainText('acknowledged 1');
+  const ev = (await api('GET', `/events?device=${dev.id}`))[0];
   expect(JSON.parse(ev.body)).toEqual({ temperature: 30.5, source: 'e2e' });
   expect(ev.systemProperties['content-type']).toBe('application/json');
   expect(ev.systemProperties['content-encoding']).toBe('utf-8');
@@ -40,7 +42,7 @@ test('connects and sends telemetry with application properties and content type'
 test('a C2D message appears in the inbox with all its properties', async ({ page }) => {
   const dev = await newDevice('e2e-c2d');
   await connect(page, dev.cs);
-  await until(async () => (await api('GET', `/devices/${dev.id}`)).connectionState === 'Connected', 'connected');
+  await subscribed(page);
   await api('POST', `/devices/${dev.id}/messages/devicebound`, {
     body: '{"command":"open valve"}', messageId: 'msg-77', correlationId: 'c-77',
     contentType: 'application/json', contentEncoding: 'utf-8', ack: 'full',
@@ -63,16 +65,9 @@ test('a direct method gets the configured response', async ({ page }) => {
   await page.getByLabel('Response status').fill('202');
   await page.getByLabel('Response payload').fill('{"rebooting": true, "in": 5}');
   await page.getByRole('button', { name: 'Save answer' }).click();
-  await until(async () => (await api('GET', `/devices/${dev.id}`)).connectionState === 'Connected', 'connected');
-  // The subscription to methods follows CONNACK; retry until the device is online for methods.
-  const r = await until(async () => {
-    try {
-      return await api('POST', `/twins/${dev.id}/methods`, { methodName: 'reboot', payload: { delay: 1 }, responseTimeoutInSeconds: 10 });
-    } catch (e) {
-      if (String(e).includes('404103')) return null;
-      throw e;
-    }
-  }, 'the method answer');
+  // The subscription to methods follows CONNACK: once the app logged it, the device is online for methods.
+  await subscribed(page);
+  const r = await api('POST', `/twins/${dev.id}/methods`, { methodName: 'reboot', payload: { delay: 1 }, responseTimeoutInSeconds: 10 });
   expect(r).toEqual({ status: 202, payload: { rebooting: true, in: 5 } });
   await expect(page.getByLabel('Method calls')).toContainText('reboot');
   const other = await api('POST', `/twins/${dev.id}/methods`, { methodName: 'ping', responseTimeoutInSeconds: 10 });
@@ -90,10 +85,9 @@ test('a short-lived token is renewed without losing messages', async ({ page }) 
   await page.getByLabel('Times (0 = until stopped)').blur();
   await page.getByRole('button', { name: 'Start' }).click();
   // 40 messages at 400 ms span 16 s: the 10 s token is renewed (at 8 s) while sending.
-  const events = await until(async () => {
-    const e = await api('GET', `/events?device=${dev.id}&limit=1000`);
-    return new Set(e.map((x) => x.systemProperties['message-id'])).size >= 40 ? e : null;
-  }, '40 distinct messages', 60_000);
+  await counterAtLeast(page, 'acknowledged', 40);
+  await expect(page.locator('.counters')).toContainText('pending 0');
+  const events = await api('GET', `/events?device=${dev.id}&limit=1000`);
   const ids = new Set(events.map((x) => x.systemProperties['message-id']));
   expect(ids.size).toBe(40);
   const log = await api('GET', `/connections?device=${dev.id}`);

@@ -1,4 +1,6 @@
-// Helpers shared by the end-to-end tests: the emulator's service API and screenshots kept as artefacts.
+// Helpers shared by the end-to-end tests: the emulator's service API, conditions in the page to wait on (no
+// polling loops of our own: Playwright's web-first assertions and waitForFunction on a real condition), the axe
+// accessibility scan, and screenshots kept as artefacts.
 const { expect } = require('@playwright/test');
 const path = require('path');
 
@@ -16,8 +18,8 @@ function serviceToken(dir, host = 'localhost', ttl = 3600) {
 }
 const SHOTS = path.join(__dirname, '..', '..', '..', 'target', 'e2e-screenshots');
 
-async function api(method, p, body) {
-  const r = await fetch(HTTP + p, {
+async function api(method, p, body, base = HTTP) {
+  const r = await fetch(base + p, {
     method,
     headers: { 'content-type': 'application/json', authorization: process.env.HUBSIM_TOKEN },
     body: body === undefined ? undefined : JSON.stringify(body),
@@ -35,7 +37,7 @@ async function newDevice(prefix) {
 }
 
 async function connect(page, cs, options = {}) {
-  await page.goto('/');
+  await page.goto(options.url || '/');
   await expect(page.getByText('served by the hubsim emulator')).toBeVisible();
   await page.getByLabel('Connection string').fill(cs);
   if (options.ttl) {
@@ -46,19 +48,38 @@ async function connect(page, cs, options = {}) {
   await expect(page.getByRole('status')).toContainText('Connected');
 }
 
+/** Waits until the app logged its subscriptions (C2D, methods, twin): the hub now delivers everything. */
+async function subscribed(page) {
+  await expect(page.getByLabel('Activity log')).toContainText(
+    'subscribed to cloud-to-device messages, direct methods, twin responses, desired property updates');
+}
+
+/** A counter of the status bar ("sent", "acknowledged", "pending"). */
+async function counter(page, name) {
+  const text = await page.locator('.counters').innerText();
+  return Number(text.match(new RegExp(`${name} (\\d+)`))[1]);
+}
+
+/** Waits until the status bar's counter `name` reaches `n`. */
+async function counterAtLeast(page, name, n, timeout = 60_000) {
+  await page.waitForFunction(([name, n]) => {
+    const m = document.querySelector('.counters')?.innerText.match(new RegExp(`${name} (\\d+)`));
+    return m && Number(m[1]) >= n;
+  }, [name, n], { timeout });
+}
+
+/** Runs axe-core on the page and fails with every violation, named and located. */
+async function axeClean(page, state) {
+  await page.addScriptTag({ path: require.resolve('axe-core') });
+  const violations = await page.evaluate(async () => {
+    const r = await window.axe.run(document, { resultTypes: ['violations'] });
+    return r.violations.map((v) => `${v.id} (${v.impact}): ${v.help} — ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);
+  });
+  expect(violations, `axe violations when ${state}`).toEqual([]);
+}
+
 async function shot(page, name) {
   await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
 }
 
-/** Polls `fn` until it returns a truthy value. */
-async function until(fn, what, ms = 20_000) {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-module.exports = { serviceToken, api, newDevice, connect, shot, until, HTTP };
+module.exports = { serviceToken, api, newDevice, connect, subscribed, counter, counterAtLeast, axeClean, shot, HTTP };

@@ -5,25 +5,25 @@ const { spawn } = require('child_process');
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
-const { serviceToken, shot, until } = require('./helpers');
+const { serviceToken, shot, counter, counterAtLeast } = require('./helpers');
 
 const BIN = path.join(__dirname, '..', '..', '..', 'target', 'debug', 'hubsim');
 const DIST = path.join(__dirname, '..', '..', '..', 'dist');
 const PORTS = { mqtt: 47883, ws: 47443, http: 47080 };
 const HTTP = `http://127.0.0.1:${PORTS.http}`;
 
+/**
+ * Starts the emulator and resolves with the process once it is ready: it writes its ready file (`--ready-file`)
+ * before it prints anything, so its first output is the signal.
+ */
 function startEmulator(dir) {
-  const p = spawn(BIN, ['serve', '--data', dir, '--mqtt-port', String(PORTS.mqtt), '--ws-port', String(PORTS.ws),
-    '--http-port', String(PORTS.http), '--web-dir', DIST], { stdio: 'ignore' });
-  return p;
-}
-
-async function healthy() {
-  try {
-    return (await fetch(`${HTTP}/health`)).ok;
-  } catch {
-    return false;
-  }
+  const p = spawn(BIN, ['serve', '--data', dir, '--ready-file', `${dir}.ready.json`, '--mqtt-port', String(PORTS.mqtt),
+    '--ws-port', String(PORTS.ws), '--http-port', String(PORTS.http), '--web-dir', DIST], { stdio: ['ignore', 'pipe', 'ignore'] });
+  return new Promise((resolve, reject) => {
+    p.stdout.once('data', () => resolve(p));
+    p.stdout.resume(); // keep draining the banner so the emulator never blocks on a full pipe
+    p.once('exit', (code) => reject(new Error(`the emulator exited (${code}) before it was ready`)));
+  });
 }
 
 let dataDir; // the running emulator's data folder, for its service token
@@ -43,9 +43,8 @@ test('the app re-sends unacknowledged messages after the emulator is killed and 
   test.setTimeout(120_000);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hubsim-e2e-'));
   dataDir = dir;
-  let emu = startEmulator(dir);
+  let emu = await startEmulator(dir);
   try {
-    await until(healthy, 'the emulator');
     const dev = await api('PUT', '/devices/reconnect-dev', {});
     await page.goto(`${HTTP}/`);
     await expect(page.getByText('served by the hubsim emulator')).toBeVisible();
@@ -57,7 +56,7 @@ test('the app re-sends unacknowledged messages after the emulator is killed and 
     await page.getByLabel('Times (0 = until stopped)').fill('60');
     await page.getByLabel('Times (0 = until stopped)').blur();
     await page.getByRole('button', { name: 'Start' }).click();
-    await until(async () => (await api('GET', '/events?device=reconnect-dev&limit=1000')).length >= 10, '10 events');
+    await counterAtLeast(page, 'acknowledged', 10);
 
     emu.kill('SIGKILL');
     await new Promise((r) => emu.once('exit', r));
@@ -65,17 +64,14 @@ test('the app re-sends unacknowledged messages after the emulator is killed and 
     await shot(page, 'reconnecting');
     // Messages keep being composed while the hub is down; they wait in the in-flight table. Restart only once
     // at least 5 were sent into the void.
-    const sentAtKill = Number((await page.locator('.counters').innerText()).match(/sent (\d+)/)[1]);
-    await until(async () => Number((await page.locator('.counters').innerText()).match(/sent (\d+)/)[1]) >= sentAtKill + 5,
-      'messages sent while the emulator is down');
-    emu = startEmulator(dir);
-    await until(healthy, 'the restarted emulator');
+    const sentAtKill = await counter(page, 'sent');
+    await counterAtLeast(page, 'sent', sentAtKill + 5);
+    emu = await startEmulator(dir);
 
     await expect(page.getByRole('status')).toContainText('Connected', { timeout: 40_000 });
-    const events = await until(async () => {
-      const e = await api('GET', '/events?device=reconnect-dev&limit=1000');
-      return new Set(e.map((x) => x.systemProperties['message-id'])).size >= 60 ? e : null;
-    }, 'all 60 messages', 60_000);
+    // Every message acknowledged means every message durably stored.
+    await counterAtLeast(page, 'acknowledged', 60);
+    const events = await api('GET', '/events?device=reconnect-dev&limit=1000');
     expect(new Set(events.map((x) => x.systemProperties['message-id'])).size).toBe(60);
     await expect(page.locator('.counters')).toContainText('pending 0');
     await expect(page.locator('.counters')).toContainText('acknowledged 60');

@@ -252,3 +252,39 @@ async fn the_connection_log_is_capped_with_its_index() {
     let r = d.begin_read().unwrap();
     assert_eq!(r.open_table(CONNLOG_BY_DEVICE).unwrap().len().unwrap(), 2);
 }
+
+#[tokio::test]
+async fn writers_wait_when_the_queue_is_full() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Store::open_with_queue(&tmp.path().join("hubsim.redb"), Retention::default(), 4).unwrap();
+    let (release, wait) = std::sync::mpsc::channel::<()>();
+    let mut blocker: Pending<'_, ()> = Box::pin(s.write(move |_| {
+        let _ = wait.recv();
+        Ok(())
+    }));
+    queue(&mut blocker);
+    let mut writes: Vec<Pending<'_, u64>> = (0..10)
+        .map(|_| -> Pending<'_, u64> {
+            let e = event("d");
+            Box::pin(s.write(move |tx| {
+                let mut e = e;
+                e.seq = tx.next_seq("events")?;
+                tx.append_event(&e)?;
+                Ok(e.seq)
+            }))
+        })
+        .collect();
+    for w in &mut writes {
+        queue(w);
+    }
+    // Four places: the blocker and three writes; the other seven wait without queueing anything.
+    assert_eq!(s.writer.permits.available_permits(), 0);
+    release.send(()).unwrap();
+    blocker.await.unwrap();
+    let mut seqs = Vec::new();
+    for w in writes {
+        seqs.push(w.await.unwrap());
+    }
+    seqs.sort();
+    assert_eq!(seqs, (1..=10).collect::<Vec<_>>(), "everyone gets through, in turn");
+}

@@ -346,7 +346,7 @@ impl DpsSession {
         match (&self.state, packet) {
             (State::AwaitingConnect { .. }, Packet::Connect(c)) => self.handle_connect(c),
             (State::AwaitingConnect { .. }, other) => {
-                self.close(CloseReason::ProtocolViolation(Violation::FirstPacketNotConnect(name(&other))))
+                self.close(CloseReason::ProtocolViolation(Violation::FirstPacketNotConnect(packet::name(&other))))
             }
             (State::Connected { .. }, Packet::Connect(_)) => {
                 self.close(CloseReason::ProtocolViolation(Violation::SecondConnect))
@@ -388,7 +388,7 @@ impl DpsSession {
             (State::Connected { .. }, Packet::PingReq) => self.send(&Packet::PingResp),
             (State::Connected { .. }, Packet::Disconnect) => self.close(CloseReason::ClientDisconnected),
             (State::Connected { .. }, other) => {
-                self.close(CloseReason::ProtocolViolation(Violation::NotFromDevice(name(&other))))
+                self.close(CloseReason::ProtocolViolation(Violation::NotFromDevice(packet::name(&other))))
             }
             // process() stops reading in these states.
             (State::Authenticating { .. } | State::Closed, _) => {}
@@ -520,23 +520,4 @@ pub fn sniff_endpoint(first_bytes: &[u8], max_packet: usize) -> Endpoint {
 /// DNS name, while an ID scope never has a dot (`0ne00000A0A`), so the host tells them apart.
 pub fn is_dps_username(username: &str) -> bool {
     Username::parse(username).is_ok_and(|u| u.dps && !u.host.contains('.'))
-}
-
-fn name(p: &Packet) -> &'static str {
-    match p {
-        Packet::Connect(_) => "CONNECT",
-        Packet::ConnAck(_) => "CONNACK",
-        Packet::Publish(_) => "PUBLISH",
-        Packet::PubAck(_) => "PUBACK",
-        Packet::PubRec(_) => "PUBREC",
-        Packet::PubRel(_) => "PUBREL",
-        Packet::PubComp(_) => "PUBCOMP",
-        Packet::Subscribe(_) => "SUBSCRIBE",
-        Packet::SubAck(_) => "SUBACK",
-        Packet::Unsubscribe(_) => "UNSUBSCRIBE",
-        Packet::UnsubAck(_) => "UNSUBACK",
-        Packet::PingReq => "PINGREQ",
-        Packet::PingResp => "PINGRESP",
-        Packet::Disconnect => "DISCONNECT",
-    }
 }

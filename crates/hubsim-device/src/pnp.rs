@@ -1,0 +1,264 @@
+//! The device a DTDL model describes, for `hubsim simulate --model FILE`: what it sends and how it answers,
+//! by the IoT Plug and Play conventions of `hubsim_dtdl::pnp`. Decisions only; the fleet does the I/O:
+//! telemetry per tick (one message per interface, `$.sub` for components), the read-only properties' report
+//! on connect, what to report after reading the twin ([`PnpDevice::answer_twin`]), acknowledgements of desired values (accepted with 200, or 400 when the value does not fit the
+//! schema or the property is named by `--reject`), and command answers (the response schema's default value
+//! with 200; 400 for a request that fails the request schema; 404 for a command the model lacks).
+
+use bytes::Bytes;
+use hubsim_dtdl::pnp::{self, Ack, CommandError, DesiredPatch};
+use hubsim_dtdl::{default_value, telemetry_plans, Model, TelemetryPlan};
+use hubsim_proto::device::Telemetry;
+use hubsim_proto::json::{self, Object, Value};
+use hubsim_proto::property_bag::SystemProperty;
+use hubsim_template::{device_seed, DeviceState, RenderContext};
+use std::sync::Arc;
+
+/// A model ready to simulate: parsed, with its telemetry plans and the properties to reject.
+#[derive(Debug, Clone)]
+pub struct ModelSpec {
+    pub model: Model,
+    pub plans: Vec<TelemetryPlan>,
+    /// Writable properties answered with 400: `prop` (in any component) or `component.prop`.
+    pub reject: Vec<String>,
+}
+
+impl ModelSpec {
+    /// Builds the telemetry plans of `model`.
+    pub fn new(model: Model, reject: Vec<String>) -> Result<ModelSpec, hubsim_template::ConfigError> {
+        Ok(ModelSpec { plans: telemetry_plans(&model)?, model, reject })
+    }
+
+    fn rejects(&self, component: Option<&str>, property: &str) -> bool {
+        self.reject.iter().any(|r| match r.split_once('.') {
+            Some((c, p)) => component == Some(c) && p == property,
+            None => r == property,
+        })
+    }
+}
+
+/// One acknowledgement the device sends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AckSent {
+    pub component: Option<String>,
+    pub property: String,
+    pub ack: Ack,
+}
+
+/// One simulated device of a model: the spec and its telemetry state per plan.
+pub struct PnpDevice {
+    spec: Arc<ModelSpec>,
+    states: Vec<DeviceState>,
+}
+
+impl PnpDevice {
+    /// Per-plan state seeded with `device_seed(seed, "{device}/{component}")` (the default component is
+    /// `"{device}/"`), so each plan's sequences run on their own and a seed reproduces the run.
+    pub fn new(spec: Arc<ModelSpec>, device_id: &str, seed: u64) -> PnpDevice {
+        let states = spec
+            .plans
+            .iter()
+            .map(|p| {
+                let key = format!("{device_id}/{}", p.component.as_deref().unwrap_or(""));
+                DeviceState::new(device_id, device_seed(seed, &key))
+            })
+            .collect();
+        PnpDevice { spec, states }
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.spec.model
+    }
+
+    /// This tick's messages: one per interface with telemetry, `$.sub` on components', JSON content type.
+    pub fn telemetry(&mut self, ctx: &RenderContext) -> Vec<Telemetry> {
+        let mut out = Vec::with_capacity(self.spec.plans.len());
+        for (plan, state) in self.spec.plans.iter().zip(self.states.iter_mut()) {
+            // Plans have no header, the only part of a render that can fail.
+            let Ok(r) = plan.config.render(state, ctx) else { continue };
+            let mut m = Telemetry::new(Bytes::from(r.body));
+            m.properties.set_system(SystemProperty::ContentType, "application/json");
+            m.properties.set_system(SystemProperty::ContentEncoding, "utf-8");
+            if let Some((p, v)) = &plan.property {
+                m.properties.set_system(p.clone(), v.clone());
+            }
+            out.push(m);
+        }
+        out
+    }
+
+    /// The reported patch sent on connect: every read-only property at its default; `None` when the model
+    /// has none.
+    pub fn initial_report(&self) -> Option<Value> {
+        let v = pnp::read_only_defaults(&self.spec.model);
+        (!v.as_object().is_some_and(Object::is_empty)).then_some(v)
+    }
+
+    /// The acknowledgements for a desired patch (or the unacknowledged part of a twin) and the one reported
+    /// patch carrying them all; `None` when there is nothing to answer. Every ack carries `ad`, because a
+    /// reported patch merges into the previous ack and would otherwise keep an old rejection's description.
+    pub fn answer_desired(&self, patch: &DesiredPatch) -> Option<(Value, Vec<AckSent>)> {
+        let version = patch.version.unwrap_or(0);
+        let mut acks = Vec::new();
+        let mut doc = Value::Object(Object::new());
+        for u in &patch.updates {
+            let ack = if let Some(e) = &u.invalid {
+                Ack { value: u.value.clone(), code: 400, version, description: Some(e.to_string()) }
+            } else if self.spec.rejects(u.component.as_deref(), &u.property) {
+                Ack { value: u.value.clone(), code: 400, version, description: Some("rejected (--reject)".into()) }
+            } else {
+                Ack { description: Some("accepted".into()), ..Ack::accepted(u.value.clone(), version) }
+            };
+            merge(&mut doc, pnp::ack_patch(u.component.as_deref(), &u.property, &ack));
+            acks.push(AckSent { component: u.component.clone(), property: u.property.clone(), ack });
+        }
+        (!acks.is_empty()).then_some((doc, acks))
+    }
+
+    /// What the device reports after reading its twin on connect: acknowledgements of the desired values it
+    /// has not acknowledged yet (`unacknowledged`), and, for writable properties that have neither a desired
+    /// nor a reported value, the device's own initial value (`ac` 203, `av` 0: [`Ack::initial`]), as the
+    /// convention describes for a first start. The returned acks list only the answers to desired values.
+    pub fn answer_twin(&self, twin: &Value) -> Option<(Value, Vec<AckSent>)> {
+        let model = &self.spec.model;
+        let (mut doc, acks) = self
+            .answer_desired(&pnp::unacknowledged(model, twin))
+            .unwrap_or_else(|| (Value::Object(Object::new()), Vec::new()));
+        let desired = pnp::parse_desired(model, twin.get("desired").unwrap_or(&Value::Null));
+        let reported = twin.get("reported").unwrap_or(&Value::Null);
+        for (component, iface) in model.interfaces() {
+            for p in iface.properties.iter().filter(|p| p.writable) {
+                let has_desired =
+                    desired.updates.iter().any(|u| u.component.as_deref() == component && u.property == p.name);
+                let section = match component {
+                    None => Some(reported),
+                    Some(c) => reported.get(c),
+                };
+                if has_desired || section.and_then(|s| s.get(&p.name)).is_some() {
+                    continue;
+                }
+                let ack = Ack { description: Some("initial value".into()), ..Ack::initial(default_value(&p.schema)) };
+                merge(&mut doc, pnp::ack_patch(component, &p.name, &ack));
+            }
+        }
+        (!doc.as_object().is_some_and(Object::is_empty)).then_some((doc, acks))
+    }
+
+    /// Answers a direct method by the model: (status, JSON body).
+    pub fn answer_command(&self, method: &str, payload: &[u8]) -> (u16, Value) {
+        let (_, command) = match pnp::find_command(&self.spec.model, method) {
+            Ok(found) => found,
+            Err(e) => return (404, error_body(&e.to_string())),
+        };
+        let request = if payload.iter().all(u8::is_ascii_whitespace) {
+            Value::Null
+        } else {
+            match std::str::from_utf8(payload).ok().map(json::parse) {
+                Some(Ok(v)) => v,
+                _ => return (400, error_body("the request payload is not JSON")),
+            }
+        };
+        if let Err(e) = pnp::validate_request(command, &request) {
+            return (400, error_body(&CommandError::Request(e).to_string()));
+        }
+        (200, command.response.as_ref().map_or(Value::Null, |r| default_value(&r.schema)))
+    }
+}
+
+fn error_body(message: &str) -> Value {
+    let mut o = Object::new();
+    o.insert("error".into(), Value::String(message.to_owned()));
+    Value::Object(o)
+}
+
+/// Merges object `patch` into `doc` (component sections merge key by key).
+fn merge(doc: &mut Value, patch: Value) {
+    match (doc, patch) {
+        (Value::Object(d), Value::Object(p)) => {
+            for (k, v) in p.iter() {
+                let mut slot = d.get(k).cloned().unwrap_or(Value::Null);
+                if matches!((&slot, v), (Value::Object(_), Value::Object(_))) {
+                    merge(&mut slot, v.clone());
+                } else {
+                    slot = v.clone();
+                }
+                d.insert(k.to_owned(), slot);
+            }
+        }
+        (d, p) => *d = p,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hubsim_dtdl::builtin;
+
+    fn device(reject: &[&str]) -> PnpDevice {
+        let model = builtin::TEMPERATURE_CONTROLLER.load().unwrap();
+        let spec = ModelSpec::new(model, reject.iter().map(|s| s.to_string()).collect()).unwrap();
+        PnpDevice::new(Arc::new(spec), "d1", 7)
+    }
+
+    #[test]
+    fn acks_of_two_components_share_one_patch() {
+        let d = device(&["thermostat2.targetTemperature"]);
+        let desired = json::parse(
+            r#"{"thermostat1": {"__t": "c", "targetTemperature": 25}, "thermostat2": {"targetTemperature": 30}, "$version": 4}"#,
+        )
+        .unwrap();
+        let (doc, acks) = d.answer_desired(&pnp::parse_desired(d.model(), &desired)).unwrap();
+        assert_eq!(acks.iter().map(|a| a.ack.code).collect::<Vec<_>>(), vec![200, 400]);
+        assert_eq!(
+            doc.to_string(),
+            r#"{"thermostat1":{"__t":"c","targetTemperature":{"value":25,"ac":200,"av":4,"ad":"accepted"}},"thermostat2":{"__t":"c","targetTemperature":{"value":30,"ac":400,"av":4,"ad":"rejected (--reject)"}}}"#
+        );
+    }
+
+    #[test]
+    fn a_value_outside_the_schema_is_refused_with_the_reason() {
+        let d = device(&[]);
+        let desired = json::parse(r#"{"thermostat1": {"targetTemperature": "warm"}, "$version": 9}"#).unwrap();
+        let (_, acks) = d.answer_desired(&pnp::parse_desired(d.model(), &desired)).unwrap();
+        assert_eq!((acks[0].ack.code, acks[0].ack.version), (400, 9));
+        assert!(acks[0].ack.description.as_deref().unwrap().contains("targetTemperature"), "{:?}", acks[0]);
+        let removed = json::parse(r#"{"thermostat1": {"targetTemperature": null}, "$version": 10}"#).unwrap();
+        assert_eq!(d.answer_desired(&pnp::parse_desired(d.model(), &removed)), None, "a removal needs no ack");
+    }
+
+    #[test]
+    fn on_connect_unacknowledged_values_are_answered_and_the_rest_reported_as_initial() {
+        let d = device(&[]);
+        let twin = json::parse(
+            r#"{"desired": {"thermostat1": {"targetTemperature": 25}, "$version": 3},
+                "reported": {"thermostat1": {"targetTemperature": {"value": 20, "ac": 200, "av": 2}}, "$version": 5}}"#,
+        )
+        .unwrap();
+        let (doc, acks) = d.answer_twin(&twin).unwrap();
+        assert_eq!(acks.len(), 1);
+        assert_eq!(
+            doc.to_string(),
+            r#"{"thermostat1":{"__t":"c","targetTemperature":{"value":25,"ac":200,"av":3,"ad":"accepted"}},"thermostat2":{"__t":"c","targetTemperature":{"value":0.0,"ac":203,"av":0,"ad":"initial value"}}}"#
+        );
+    }
+
+    #[test]
+    fn commands_answer_by_the_model() {
+        let d = device(&[]);
+        let (status, body) = d.answer_command("thermostat1*getMaxMinReport", br#""2024-01-01T00:00:00Z""#);
+        assert_eq!(status, 200, "{body}");
+        assert!(body.get("maxTemp").is_some());
+        assert_eq!(d.answer_command("thermostat1*getMaxMinReport", b"42").0, 400);
+        assert_eq!(d.answer_command("thermostat9*getMaxMinReport", b"").0, 404);
+        assert_eq!(d.answer_command("nope", b"").0, 404);
+    }
+
+    #[test]
+    fn telemetry_per_interface_with_sub() {
+        let mut d = device(&[]);
+        let ctx = RenderContext { now_unix_ms: 0, local_offset_min: 0, machine_name: "m" };
+        let msgs = d.telemetry(&ctx);
+        let subs: Vec<_> = msgs.iter().map(|m| m.properties.system(&SystemProperty::ComponentName)).collect();
+        assert_eq!(subs, vec![None, Some("thermostat1"), Some("thermostat2")]);
+    }
+}

@@ -1,0 +1,36 @@
+//! One received C2D message: time, body and every property. A null application property (a name without `=`)
+//! is shown as *null* in muted italics, an empty one as `""`, so the two are never confused.
+
+use std::rc::Rc;
+use yew::prelude::*;
+
+use crate::state::InboxItem;
+
+#[derive(Properties, PartialEq)]
+pub struct InboxMessageProps {
+    pub item: Rc<InboxItem>,
+}
+
+#[component]
+pub fn InboxMessage(props: &InboxMessageProps) -> Html {
+    let m = &props.item;
+    let value = |v: &Option<String>| match v.as_deref() {
+        None => html! { <><em class="null">{"null"}</em><span class="sr-only">{" (no value)"}</span></> },
+        Some("") => html! { <span class="empty">{"\"\""}</span> },
+        Some(v) => html! { { v } },
+    };
+    html! {
+        <li class="msg">
+            <div class="meta">
+                <time>{ &m.time }</time>
+                <span class="tag">{ m.body_kind }</span>
+                if m.redelivered { <span class="tag warn">{"redelivered"}</span> }
+            </div>
+            <pre class="body">{ &m.body }</pre>
+            <ul class="kv">
+                { for m.system.iter().map(|(k, v)| html! { <li class="sys">{ k }{": "}{ v }</li> }) }
+                { for m.application.iter().map(|(k, v)| html! { <li>{ k }{": "}{ value(v) }</li> }) }
+            </ul>
+        </li>
+    }
+}

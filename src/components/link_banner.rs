@@ -1,0 +1,45 @@
+//! The banner a link gets instead of changing anything: what it would fill in, what it tried and may not do,
+//! and [Use these settings] [Ignore]. Nothing is applied or stored until the user accepts.
+
+use std::rc::Rc;
+use yew::prelude::*;
+
+use crate::settings::{Change, Decoded};
+
+#[derive(Properties, PartialEq)]
+pub struct LinkBannerProps {
+    pub offer: Rc<Decoded>,
+    pub on_accept: Callback<()>,
+    pub on_ignore: Callback<()>,
+}
+
+#[component]
+pub fn LinkBanner(props: &LinkBannerProps) -> Html {
+    let o = &props.offer;
+    let replaces_device = o.changes.iter().any(Change::sets_identity);
+    html! {
+        <section class="banner" aria-labelledby="link-h">
+            <h2 id="link-h">{"This link pre-fills settings"}</h2>
+            if o.changes.is_empty() {
+                <p>{"It has nothing this app can use."}</p>
+            } else {
+                <ul class="kv">
+                    { for o.changes.iter().map(|c| { let (k, v) = c.describe(); html! { <li>{ k }{": "}<b>{ v }</b></li> } }) }
+                </ul>
+            }
+            if replaces_device {
+                <p class="note">{"Using them replaces the device in the form; a pasted connection string and key are removed from the form."}</p>
+            }
+            if !o.refused.is_empty() {
+                <p class="warn-text">{"Not taken from the link:"}</p>
+                <ul class="refused">{ for o.refused.iter().map(|r| html! { <li>{ r }</li> }) }</ul>
+            }
+            <div class="buttons">
+                if !o.changes.is_empty() {
+                    <button type="button" class="primary" onclick={props.on_accept.reform(|_| ())}>{"Use these settings"}</button>
+                }
+                <button type="button" onclick={props.on_ignore.reform(|_| ())}>{"Ignore"}</button>
+            </div>
+        </section>
+    }
+}

@@ -1,0 +1,171 @@
+//! Reducer tests, native: actions are data and time comes in with them.
+
+use super::*;
+use crate::settings::{decode, Flag, Number, Source, Text};
+
+fn fresh() -> Rc<AppState> {
+    Rc::new(AppState::new(Decoded::default(), None, "10:00:00"))
+}
+
+fn c2d(body: &str, application: Vec<(&str, Option<&str>)>) -> Action {
+    Action::C2d(InboxItem {
+        seq: 0,
+        time: "10:00:01".into(),
+        body: body.into(),
+        body_kind: "text",
+        system: vec![],
+        application: application.into_iter().map(|(k, v)| (k.into(), v.map(str::to_owned))).collect(),
+        redelivered: false,
+    })
+}
+
+fn run(s: Rc<AppState>, actions: impl IntoIterator<Item = Action>) -> Rc<AppState> {
+    actions.into_iter().fold(s, AppState::reduce)
+}
+
+#[test]
+fn the_reducer_is_deterministic_and_logs_with_the_time_it_is_given() {
+    let actions = vec![
+        Action::Status { status: ConnStatus::Connecting { attempt: 1 }, at: "12:00:00".into() },
+        Action::Log { at: "12:00:01".into(), kind: LogKind::Sent, text: "telemetry".into() },
+    ];
+    let a = run(fresh(), actions.clone());
+    let b = run(fresh(), actions);
+    assert_eq!(a, b);
+    let times: Vec<&str> = a.log.iter().map(|l| l.time.as_str()).collect();
+    assert_eq!(times, vec!["12:00:01", "12:00:00"]);
+    assert_eq!(a.log[1].text, "connecting (attempt 1)");
+    assert_eq!(a.announcement, "connecting (attempt 1)");
+}
+
+#[test]
+fn form_edits_are_data() {
+    let s = run(
+        fresh(),
+        [
+            Action::Edit(Change::Text(Text::Body, "hi".into())),
+            Action::Edit(Change::Flag(Flag::Retain, true)),
+            Action::Edit(Change::Number(Number::Qos, 0)),
+            Action::Edit(Change::AddProperty),
+            Action::Edit(Change::PropertyName(1, "site".into())),
+            Action::Edit(Change::PropertyValue(1, "north".into())),
+            Action::Edit(Change::RemoveProperty(0)),
+            Action::Edit(Change::PropertyValue(7, "ignored".into())),
+        ],
+    );
+    assert_eq!(s.settings.body, "hi");
+    assert!(s.settings.retain);
+    assert_eq!(s.settings.qos, 0);
+    assert_eq!(s.settings.properties, vec![("site".to_owned(), "north".to_owned())]);
+    // Every action can be printed for a trace.
+    assert!(format!("{:?}", Action::Edit(Change::AddProperty)).contains("AddProperty"));
+}
+
+#[test]
+fn a_link_is_only_offered_until_the_user_accepts_it() {
+    let stored = decode(
+        "cs=HostName%3Dmyhub.azure-devices.net%3BDeviceId%3Dmine%3BSharedAccessKey%3Da2V5&remember=1",
+        Source::Storage,
+    );
+    let link = decode("?host=myhub.azure-devices.net&device=plc&endpoint=wss://elsewhere.example/x", Source::Link);
+    let s = Rc::new(AppState::new(stored.clone(), Some(link), "10:00:00"));
+    // Nothing of the link is applied yet: the remembered connection string is intact.
+    assert_eq!(s.settings.connection_string, stored.settings().connection_string);
+    assert_eq!(s.link.as_ref().unwrap().refused.len(), 1);
+    let ignored = s.clone().reduce(Action::IgnoreLink);
+    assert_eq!(ignored.settings, s.settings);
+    assert!(ignored.link.is_none());
+    let accepted = s.reduce(Action::AcceptLink);
+    assert_eq!(accepted.settings.device_id, "plc");
+    assert_eq!(accepted.settings.connection_string, "", "another device's key leaves the form");
+    assert_eq!(accepted.settings.endpoint, "");
+    assert!(accepted.link.is_none());
+}
+
+#[test]
+fn stored_values_that_are_refused_are_logged() {
+    let s = AppState::new(decode("ttl=99999999", Source::Storage), None, "09:00:00");
+    assert_eq!(s.settings.token_ttl_secs, crate::settings::DEFAULT_TTL_SECS);
+    assert_eq!(s.log[0].kind, LogKind::Error);
+    assert!(s.log[0].text.contains("token lifetime (s) must be from 10 to 86400"), "{}", s.log[0].text);
+}
+
+#[test]
+fn a_confirmed_endpoint_is_remembered_and_a_cancelled_one_is_not() {
+    let ask = Action::AskConfirm(Confirm {
+        target: "gw.local".into(),
+        hub: "myhub.azure-devices.net".into(),
+        url: "wss://gw.local/x".into(),
+    });
+    let s = run(fresh(), [ask.clone(), Action::CancelConfirm]);
+    assert!(s.confirm.is_none() && s.confirmed_url.is_none());
+    let s = run(s, [ask, Action::Confirmed]);
+    assert_eq!(s.confirmed_url.as_deref(), Some("wss://gw.local/x"));
+    assert!(s.confirm.is_none());
+}
+
+#[test]
+fn null_and_empty_c2d_properties_stay_different() {
+    let s = fresh().reduce(c2d("x", vec![("p1", None), ("p2", Some("")), ("p3", Some("a b"))]));
+    assert_eq!(
+        s.inbox[0].application,
+        vec![("p1".into(), None), ("p2".into(), Some(String::new())), ("p3".into(), Some("a b".into()))]
+    );
+    assert_eq!(s.log[0].text, "cloud-to-device message: x (properties: p1=null, p2=\"\", p3=\"a b\")");
+}
+
+#[test]
+fn a_flood_of_1000_c2d_messages_is_bounded_and_shares_instead_of_copying() {
+    let start = std::time::Instant::now();
+    let mut s = fresh();
+    let body = "x".repeat(4096);
+    for i in 0..1000 {
+        let before = s.clone();
+        s = s.reduce(c2d(&format!("{i}{body}"), vec![("n", Some("1"))]));
+        if i > 0 {
+            // The previous newest message is the same allocation, one place further: nothing was copied.
+            assert!(Rc::ptr_eq(&before.inbox[0], &s.inbox[1]));
+            assert!(Rc::ptr_eq(&before.log[0], &s.log[1]));
+            assert!(Rc::ptr_eq(&before.settings, &s.settings));
+        }
+    }
+    assert_eq!(s.inbox.len(), MAX_INBOX);
+    assert_eq!(s.log.len(), MAX_LOG);
+    assert_eq!(s.unread, 1000);
+    assert!(s.inbox[0].body.starts_with("999"));
+    // 1000 messages of 4 KB: copying the history each time would move ~1 GB; sharing takes milliseconds.
+    assert!(start.elapsed().as_millis() < 2000, "{:?}", start.elapsed());
+}
+
+#[test]
+fn lists_are_bounded() {
+    let mut s = fresh();
+    for i in 0..(MAX_LOG + 10) {
+        s = s.reduce(Action::Log { at: "t".into(), kind: LogKind::Sent, text: i.to_string() });
+    }
+    for i in 0..(MAX_METHODS + 5) {
+        s = s.reduce(Action::Method(MethodCall {
+            seq: 0,
+            time: "t".into(),
+            name: format!("m{i}"),
+            payload: String::new(),
+            status: 200,
+            response: "{}".into(),
+        }));
+    }
+    for i in 0..(MAX_DESIRED + 5) {
+        s = s.reduce(Action::Desired { at: "t".into(), patch: i.to_string() });
+    }
+    assert_eq!(s.log.len(), MAX_LOG);
+    assert_eq!(s.methods.len(), MAX_METHODS);
+    assert_eq!(s.desired_updates.len(), MAX_DESIRED);
+    assert_eq!(s.methods[0].name, format!("m{}", MAX_METHODS + 4));
+    assert!(s.log.iter().any(|l| l.text == "direct method m104 called with no payload, answered 200 {}"));
+}
+
+#[test]
+fn repeat_progress_ends_at_its_total() {
+    let s = run(fresh(), [Action::Repeat(Some(Repeat { total: Some(2), done: 0 })), Action::RepeatTick]);
+    assert_eq!(s.repeat, Some(Repeat { total: Some(2), done: 1 }));
+    assert_eq!(s.reduce(Action::RepeatTick).repeat, None);
+}
