@@ -128,6 +128,11 @@ async fn modules_and_their_twins_and_methods() {
     assert_eq!((a.status, error_name(&a).as_str()), (404, "DeviceNotFound"));
     let a = call(&emu, "GET", "/devices/d1/modules", &[], Value::Null).await;
     assert_eq!(a.json().as_array().unwrap().len(), 1);
+    // A module's registry key is not reachable through the device routes.
+    assert_eq!(call(&emu, "GET", "/devices/d1%2Fm1", &[], Value::Null).await.status, 404);
+    assert_eq!(call(&emu, "PUT", "/devices/d1%2Fm2", &[], json!({})).await.status, 400);
+    assert_eq!(call(&emu, "DELETE", "/devices/d1%2Fm1", &[], Value::Null).await.status, 400);
+    assert_eq!(call(&emu, "GET", "/twins/d1%2Fm1", &[], Value::Null).await.status, 400);
 
     let a = call(&emu, "PATCH", "/twins/d1/modules/m1", &[], json!({"properties": {"desired": {"k": 1}}})).await;
     assert_eq!(a.status, 200, "{}", a.body);

@@ -234,6 +234,10 @@ async fn bulk_devices(State(s): State<AppState>, Json(b): Json<Bulk>) -> ApiResu
 }
 
 async fn get_device(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    if id.contains('/') {
+        // A module's registry key (`dev/mod`, sent as `dev%2Fmod`) is not a device.
+        return Err(ServiceError::device_not_found(&id));
+    }
     let d = s.hub.get_device(&id).await?;
     Ok(Json(device_json(&s.hub, &d).await).into_response())
 }

@@ -23,8 +23,24 @@ fn if_match(h: &HeaderMap) -> IfMatch {
     IfMatch::parse(h.get(axum::http::header::IF_MATCH).and_then(|v| v.to_str().ok()))
 }
 
-fn module_key(id: &str, module: &str) -> String {
-    hubsim_proto::DeviceIdentity::module(id, module).client_id()
+/// The registry key of a module; both ids must be valid ids (no `/`), so a percent-encoded `/` in a path
+/// cannot reach another identity.
+fn module_key(id: &str, module: &str) -> Result<String, ServiceError> {
+    plain_id(id)?;
+    plain_id(module)?;
+    Ok(hubsim_proto::DeviceIdentity::module(id, module).client_id())
+}
+
+/// A device id from a path: a module's registry key (`dev/mod`) is not a device id.
+fn plain_id(id: &str) -> Result<&str, ServiceError> {
+    if id.contains('/') {
+        return Err(ServiceError::new(
+            400,
+            400006,
+            format!("'{}' is not a valid id ('/' is not allowed)", crate::hub::truncate(id, 128)),
+        ));
+    }
+    Ok(id)
 }
 
 async fn live(hub: &Hub, d: &Device) -> Live {
@@ -79,6 +95,7 @@ fn spec(body: &Value) -> Result<IdentitySpec, ServiceError> {
 
 /// `PUT /devices/{id}`: without `If-Match` a create (409 if it exists), with one a replace.
 pub async fn put_device(State(s): State<AppState>, Path(id): Path<String>, h: HeaderMap, body: Bytes) -> ApiResult {
+    plain_id(&id)?;
     put_identity(&s, id, h, body).await
 }
 
@@ -89,7 +106,7 @@ pub async fn put_module(
     h: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
-    put_identity(&s, module_key(&id, &module), h, body).await
+    put_identity(&s, module_key(&id, &module)?, h, body).await
 }
 
 async fn put_identity(s: &AppState, key: String, h: HeaderMap, body: Bytes) -> ApiResult {
@@ -105,7 +122,7 @@ async fn put_identity(s: &AppState, key: String, h: HeaderMap, body: Bytes) -> A
 
 /// `DELETE /devices/{id}` (with its modules) and `DELETE /devices/{id}/modules/{m}`, under `If-Match`.
 pub async fn delete_device(State(s): State<AppState>, Path(id): Path<String>, h: HeaderMap) -> ApiResult {
-    s.hub.delete_identity(&id, if_match(&h)).await?;
+    s.hub.delete_identity(plain_id(&id)?, if_match(&h)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -114,12 +131,12 @@ pub async fn delete_module(
     Path((id, module)): Path<(String, String)>,
     h: HeaderMap,
 ) -> ApiResult {
-    s.hub.delete_identity(&module_key(&id, &module), if_match(&h)).await?;
+    s.hub.delete_identity(&module_key(&id, &module)?, if_match(&h)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 pub async fn get_module(State(s): State<AppState>, Path((id, module)): Path<(String, String)>) -> ApiResult {
-    let d = s.hub.get_identity(&module_key(&id, &module)).await?;
+    let d = s.hub.get_identity(&module_key(&id, &module)?).await?;
     Ok(Json(identity(&s.hub, &d).await).into_response())
 }
 
@@ -221,11 +238,11 @@ async fn twin_of(hub: &Hub, d: &Device, t: &crate::model::Twin) -> Value {
 
 /// `GET /twins/{id}` and `GET /twins/{id}/modules/{m}`.
 pub async fn get_twin(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    twin_answer(&s, &id).await
+    twin_answer(&s, plain_id(&id)?).await
 }
 
 pub async fn get_module_twin(State(s): State<AppState>, Path((id, module)): Path<(String, String)>) -> ApiResult {
-    twin_answer(&s, &module_key(&id, &module)).await
+    twin_answer(&s, &module_key(&id, &module)?).await
 }
 
 async fn twin_answer(s: &AppState, key: &str) -> ApiResult {
@@ -236,11 +253,11 @@ async fn twin_answer(s: &AppState, key: &str) -> ApiResult {
 
 /// `PATCH /twins/{id}` (merge) and `PUT /twins/{id}` (replace) of tags and desired properties.
 pub async fn patch_twin(State(s): State<AppState>, Path(id): Path<String>, h: HeaderMap, body: Bytes) -> ApiResult {
-    write_twin(&s, &id, &h, &body, false).await
+    write_twin(&s, plain_id(&id)?, &h, &body, false).await
 }
 
 pub async fn put_twin(State(s): State<AppState>, Path(id): Path<String>, h: HeaderMap, body: Bytes) -> ApiResult {
-    write_twin(&s, &id, &h, &body, true).await
+    write_twin(&s, plain_id(&id)?, &h, &body, true).await
 }
 
 pub async fn patch_module_twin(
@@ -249,7 +266,7 @@ pub async fn patch_module_twin(
     h: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
-    write_twin(&s, &module_key(&id, &module), &h, &body, false).await
+    write_twin(&s, &module_key(&id, &module)?, &h, &body, false).await
 }
 
 pub async fn put_module_twin(
@@ -258,7 +275,7 @@ pub async fn put_module_twin(
     h: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
-    write_twin(&s, &module_key(&id, &module), &h, &body, true).await
+    write_twin(&s, &module_key(&id, &module)?, &h, &body, true).await
 }
 
 async fn write_twin(s: &AppState, key: &str, h: &HeaderMap, body: &[u8], replace: bool) -> ApiResult {
@@ -285,7 +302,7 @@ struct InvokeMethod {
 
 /// `POST /twins/{id}/methods` and `POST /twins/{id}/modules/{m}/methods`: `{status, payload}`.
 pub async fn invoke_method(State(s): State<AppState>, Path(id): Path<String>, body: Bytes) -> ApiResult {
-    invoke(&s, &id, &body).await
+    invoke(&s, plain_id(&id)?, &body).await
 }
 
 pub async fn invoke_module_method(
@@ -293,7 +310,7 @@ pub async fn invoke_module_method(
     Path((id, module)): Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult {
-    let key = module_key(&id, &module);
+    let key = module_key(&id, &module)?;
     s.hub.get_identity(&key).await?;
     invoke(&s, &key, &body).await
 }
