@@ -107,6 +107,9 @@ pub struct Twin {
     pub desired_updated: Option<String>,
     #[serde(default)]
     pub reported_updated: Option<String>,
+    /// The IoT Plug and Play model id the device last announced in CONNECT (the twin's `modelId`).
+    #[serde(default)]
+    pub model_id: Option<String>,
 }
 
 impl Default for Twin {
@@ -120,6 +123,7 @@ impl Default for Twin {
             tags_version: 0,
             desired_updated: None,
             reported_updated: None,
+            model_id: None,
         }
     }
 }

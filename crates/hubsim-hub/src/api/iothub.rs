@@ -187,7 +187,7 @@ pub fn twin_json(d: &Device, t: &Twin, live: Live) -> Value {
         "cloudToDeviceMessageCount": live.c2d_count,
         "authenticationType": "sas",
         "x509Thumbprint": { "primaryThumbprint": null, "secondaryThumbprint": null },
-        "modelId": live.presence.model_id.as_deref().unwrap_or(""),
+        "modelId": t.model_id.as_deref().unwrap_or(""),
         "version": t.version(),
         "tags": if t.tags.is_object() { t.tags.clone() } else { json!({}) },
         "properties": {

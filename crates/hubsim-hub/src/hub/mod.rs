@@ -120,13 +120,12 @@ impl ConnHandle {
     }
 }
 
-/// What the registry shows of a device's connections (IoT Hub's `connectionStateUpdatedTime`,
-/// `lastActivityTime` and the twin's `modelId`), kept in memory: a restart forgets it until the device reconnects.
+/// What the registry shows of a device's connections (IoT Hub's `connectionStateUpdatedTime` and
+/// `lastActivityTime`), kept in memory: a restart forgets it until the device reconnects.
 #[derive(Debug, Clone, Default)]
 pub struct Presence {
     pub state_updated: Option<String>,
     pub last_activity: Option<String>,
-    pub model_id: Option<String>,
 }
 
 struct ConnEntry {
@@ -231,9 +230,25 @@ impl Hub {
         id
     }
 
-    /// Records the model id a device announced in CONNECT (IoT Plug and Play), shown as the twin's `modelId`.
-    pub fn set_model_id(&self, device: &str, model: Option<String>) {
-        self.update_presence(device, |p| p.model_id = model);
+    /// Records the model id a device announced in CONNECT (IoT Plug and Play) in its twin (`modelId`), as IoT
+    /// Hub keeps it; written only when it changed, so a reconnect costs no write.
+    pub async fn set_model_id(&self, device: &str, model: Option<String>) {
+        let Some(model) = model else { return };
+        if self.store.twin(device).await.is_ok_and(|t| t.model_id.as_deref() == Some(model.as_str())) {
+            return;
+        }
+        let key = device.to_owned();
+        let r = self
+            .store
+            .write(move |tx| {
+                let mut t = tx.twin(&key)?;
+                t.model_id = Some(model);
+                tx.put_twin(&key, &t)
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(device, "cannot record the model id: {e}");
+        }
     }
 
     /// The device's connection facts for the registry and twin views.
