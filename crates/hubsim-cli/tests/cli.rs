@@ -146,3 +146,20 @@ async fn registry_twin_tags_query_and_purge_through_the_iot_hub_api() {
     let (ok, out, _) = run(args(&["device", "list", "--json"])).await;
     assert!(ok && out.contains("\"t1\"") && !out.contains("\"t2\""), "{out}");
 }
+
+#[tokio::test]
+async fn serve_keeps_at_most_max_events() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = Proc::spawn_with(Path::new(env!("CARGO_BIN_EXE_hubsim")), tmp.path(), &["--max-events", "3"]);
+    let d = p.api("PUT", "/devices/few", None).await;
+    let key = DeviceKey::from_base64(d["authentication"]["symmetricKey"]["primaryKey"].as_str().unwrap()).unwrap();
+    let mut dev = TestDevice::new("few", key, Via::Mqtt);
+    dev.connect(&p).await;
+    for i in 0..10 {
+        dev.send(Telemetry::new(format!("m{i}"))).await;
+        dev.expect("PUBACK", |e| matches!(e, Event::TelemetryAcked { .. })).await;
+    }
+    let evs = p.api("GET", "/events?device=few&limit=100", None).await;
+    let bodies: Vec<&str> = evs.as_array().unwrap().iter().filter_map(|e| e["body"].as_str()).collect();
+    assert_eq!(bodies, ["m7", "m8", "m9"], "the oldest went first");
+}

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 async fn fleet(emu: &Emu, ids: &[&str]) -> SimConfig {
     let mut devices = Vec::new();
     for id in ids {
-        let d = match emu.hub().get_device(id) {
+        let d = match emu.hub().get_device(id).await {
             Ok(d) => d,
             Err(_) => emu.hub().create_device(id, None, None, true).await.unwrap(),
         };
@@ -36,8 +36,8 @@ fn template(text: &str) -> PayloadSource {
     PayloadSource::Template(Arc::new(MessageTemplate::parse(text).unwrap()))
 }
 
-fn bodies(emu: &Emu, id: &str) -> Vec<Value> {
-    let evs = emu.hub().store.events(0, 100_000, Some(id)).unwrap();
+async fn bodies(emu: &Emu, id: &str) -> Vec<Value> {
+    let evs = emu.hub().store.events(0, 100_000, Some(id)).await.unwrap();
     evs.iter().map(|e| serde_json::from_str(e.body.as_deref().unwrap()).unwrap()).collect()
 }
 
@@ -65,7 +65,7 @@ async fn template_counter_range_and_header_arrive_in_the_event_store() {
     assert_eq!(summary["template"], "counter and range");
 
     let evs = emu.wait_events("tpl1", 3).await;
-    let b = bodies(&emu, "tpl1");
+    let b = bodies(&emu, "tpl1").await;
     assert_eq!(b.iter().map(|b| b["n"].as_i64().unwrap()).collect::<Vec<_>>(), [1, 2, 3]);
     for body in &b {
         let r = body["r"].as_i64().unwrap();
@@ -96,7 +96,7 @@ async fn the_same_seed_gives_the_same_bodies() {
         assert_eq!(summary["acknowledged"], 3, "{summary}");
     }
     emu.wait_events("seeded", 9).await;
-    let b = bodies(&emu, "seeded");
+    let b = bodies(&emu, "seeded").await;
     assert_eq!(b[0..3], b[3..6], "seed 7 twice");
     assert_ne!(b[0..3], b[6..9], "seed 8");
 }
@@ -121,7 +121,7 @@ async fn an_its_relaxed_json_configuration_loads_and_sends() {
     let summary = run(cfg).await.unwrap();
     assert_eq!(summary["acknowledged"], 2, "{summary}");
     let evs = emu.wait_events("its1", 2).await;
-    let b = bodies(&emu, "its1");
+    let b = bodies(&emu, "its1").await;
     assert_eq!(b[0]["deviceId"], "its1");
     assert_eq!((b[0]["counter"].as_i64(), b[1]["counter"].as_i64()), (Some(100), Some(101)));
     assert!((23..25).contains(&b[1]["temp"].as_i64().unwrap()));
@@ -214,7 +214,7 @@ async fn model_device_acknowledges_rejects_answers_and_sends_component_telemetry
     let version = twin.desired_version as i64;
     assert_eq!(dev.acked("thermostat1", "targetTemperature").await, (200, version));
     assert_eq!(dev.acked("thermostat2", "targetTemperature").await, (400, version));
-    let reported = emu.hub().get_twin("pnp1").unwrap().reported;
+    let reported = emu.hub().get_twin("pnp1").await.unwrap().reported;
     assert_eq!(reported["thermostat1"]["__t"], "c");
     assert_eq!(
         reported["thermostat1"]["targetTemperature"],
@@ -283,7 +283,7 @@ async fn reconnecting_acknowledges_a_desired_update_made_while_offline() {
     let version = twin.desired_version as i64;
     let mut dev = Running::start(&emu, "pnp2", &[]).await;
     assert_eq!(dev.acked("thermostat1", "targetTemperature").await, (200, version));
-    let reported = emu.hub().get_twin("pnp2").unwrap().reported;
+    let reported = emu.hub().get_twin("pnp2").await.unwrap().reported;
     assert_eq!(
         reported["thermostat1"]["targetTemperature"],
         json!({"value": 19, "ac": 200, "av": version, "ad": "accepted"})

@@ -17,7 +17,8 @@
 //! answers every write at once with [`StoreError::Unavailable`] (CONNACK 0x03, HTTP 503 upstream), and retries with
 //! backoff ([`RETRY_FIRST`] doubling to [`RETRY_MAX`]): when at least [`RECOVERY_FREE_BYTES`] are free on the
 //! file system it closes the database (after in-flight reads finish), opens it again (redb repairs it) and commits a
-//! probe; then it logs the recovery and serves again.
+//! probe; then it logs the recovery and serves again. `tests/full_disk.rs` fills a real, small tmpfs to check this
+//! (in a user namespace when the tests do not run as root).
 //!
 //! **Back-pressure.** At most [`MAX_QUEUED`] writes wait for the writer (16 384); further callers wait
 //! asynchronously for a place, so a burst cannot grow the queue without bound.
@@ -30,6 +31,9 @@
 //! 1 000 000 events, 100 000 connection records, 100 000 feedback records). It is enforced incrementally: each
 //! commit deletes at most [`RETENTION_STEP`] + 2 × (records it appended) records per log, oldest first, and an idle
 //! store runs one such step every [`HOUSEKEEPING`]; there is never a stop-the-world scan.
+//!
+//! Logs written by hubsim versions before retention (`events`, `connlog`, `feedback`: `seq → JSON`) are moved into
+//! the current tables once, at open, timed "now".
 
 use redb::{
     Database, ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle, WriteTransaction,

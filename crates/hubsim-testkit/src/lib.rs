@@ -314,6 +314,11 @@ impl Proc {
     /// Starts `bin serve` on `dir` with OS-picked ports. The ready file is written before anything is printed,
     /// so the first line on stdout means the file is complete: no polling.
     pub fn spawn(bin: &Path, dir: &Path) -> Proc {
+        Self::spawn_with(bin, dir, &[])
+    }
+
+    /// [`spawn`](Self::spawn) with more `serve` arguments.
+    pub fn spawn_with(bin: &Path, dir: &Path, extra: &[&str]) -> Proc {
         use std::io::BufRead;
         let ready_path = dir.join("ready.json");
         let _ = std::fs::remove_file(&ready_path);
@@ -322,6 +327,7 @@ impl Proc {
             .arg(dir)
             .arg("--ready-file")
             .arg(&ready_path)
+            .args(extra)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
