@@ -4,7 +4,7 @@
 //
 // Registry create/get/list/update/delete, addDevices (bulk), getTwin, updateTwin with an ETag and the 412 of a
 // stale one, createQuery on a tag, Client.invokeDeviceMethod on a device connected through the device SDK
-// (azure-iot-device-mqtt), and the error an SDK user sees for a missing device.
+// (azure-iot-device-mqtt), module identities and module twins, and the error an SDK user sees for a missing device.
 // Run by `cargo xtask test` with HUBSIM_SERVICE_CS (the ready file's serviceConnectionString) and
 // NODE_EXTRA_CA_CERTS set.
 const { Registry, Client } = require('azure-iothub');
@@ -134,6 +134,20 @@ async function check(name, fn) {
     const { responseBody: live } = await registry.get(id);
     assert(live.connectionState === 'Connected', 'connected');
     await device.close();
+  });
+
+  await check('module identities and module twins (addModule, getModulesOnDevice, updateModuleTwin, removeModule)', async () => {
+    const { responseBody: m } = await registry.addModule({ deviceId: id, moduleId: 'telemetry' });
+    assert(m.moduleId === 'telemetry' && m.deviceId === id && m.authentication.symmetricKey.primaryKey, `module ${JSON.stringify(m)}`);
+    const { responseBody: list } = await registry.getModulesOnDevice(id);
+    assert(list.length === 1 && list[0].moduleId === 'telemetry', `modules ${JSON.stringify(list)}`);
+    const { responseBody: twin } = await registry.getModuleTwin(id, 'telemetry');
+    assert(twin.moduleId === 'telemetry' && twin.etag, `module twin ${JSON.stringify(twin)}`);
+    const { responseBody: t2 } = await registry.updateModuleTwin(id, 'telemetry', { properties: { desired: { rate: 2 } } }, twin.etag);
+    assert(t2.properties.desired.rate === 2, 'module desired');
+    await registry.removeModule(id, 'telemetry');
+    const e = await rejects(registry.getModule(id, 'telemetry'), 'removed module');
+    assert(e.response.statusCode === 404 && String(e.responseBody).includes('ModuleNotFound'), `removed: ${e.responseBody}`);
   });
 
   await check('a missing device is DeviceNotFoundError with the service message', async () => {
