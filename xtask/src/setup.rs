@@ -142,7 +142,7 @@ pub fn venv_python() -> std::path::PathBuf {
     venv_dir().join("bin").join("python")
 }
 
-/// Creates the venv and installs `tests/sdk/requirements.txt` unless the SDK already imports.
+/// Creates the venv and installs `tests/sdk/requirements.txt` unless both SDKs (device and service) import.
 pub fn python_venv() -> Result {
     let py = venv_python();
     let requirements = crate::util::root().join("tests/sdk/requirements.txt");
@@ -189,8 +189,7 @@ pub fn e2e_node_modules() -> Result {
     npm_ci("tests/e2e", "@playwright/test/package.json")
 }
 
-/// The official Azure IoT Node.js device SDK and provisioning clients, for the SDK conformance checks.
+/// The official Azure IoT Node.js device, provisioning and service SDKs, for the SDK conformance checks.
 pub fn sdk_node_modules() -> Result {
-    // The newest package of tests/sdk/package.json: an older install without it is brought up to date.
-    npm_ci("tests/sdk", "azure-iot-provisioning-device-mqtt/package.json")
+    npm_ci("tests/sdk", "azure-iothub/package.json")
 }

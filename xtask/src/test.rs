@@ -108,6 +108,19 @@ pub fn run(args: &[String]) -> Result {
         .env("HUBSIM_HTTP", &emu.http)
         .env("HUBSIM_TOKEN", &emu.token))?;
 
+    // The service SDKs dial https://{HostName} on 443 with nothing but the connection string; the emulator's TLS
+    // WebSocket listener serves the service API there.
+    step("official Azure IoT service SDKs (Node azure-iothub, Python azure-iot-hub) against the service API on 443");
+    sh(tool("node")
+        .arg(root().join("tests/sdk/node_service_check.js"))
+        .current_dir(root().join("tests/sdk"))
+        .env("NODE_EXTRA_CA_CERTS", &emu.ca)
+        .env("HUBSIM_SERVICE_CS", &emu.service_connection_string))?;
+    sh(Command::new(crate::setup::venv_python())
+        .arg(root().join("tests/sdk/python_service_check.py"))
+        .env("REQUESTS_CA_BUNDLE", &emu.ca)
+        .env("HUBSIM_SERVICE_CS", &emu.service_connection_string))?;
+
     step("web app: wasm-bindgen tests in headless Chromium, against the emulator");
     sh(tool("cargo")
         .args(["test", "-p", "hubsim-web", "--target", "wasm32-unknown-unknown", "--locked"])

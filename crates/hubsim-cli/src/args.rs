@@ -43,6 +43,9 @@ pub enum Command {
     /// Device twins.
     #[command(subcommand)]
     Twin(TwinCmd),
+    /// Query device twins with IoT Hub's query language, e.g.
+    /// "SELECT * FROM devices WHERE tags.site = 'oslo' AND connectionState = 'Connected'".
+    Query { sql: String },
     /// Print a SAS token for a device connection string (works without an emulator).
     Sas(SasArgs),
     /// Simulate devices: telemetry at a rate (padded, from a --template, or a DTDL --model's), method answers,
@@ -222,6 +225,8 @@ pub enum DeviceCmd {
 pub enum C2dCmd {
     /// Queue a message for a device.
     Send(C2dSend),
+    /// Delete every message queued for a device.
+    Purge { id: String },
 }
 
 #[derive(Args)]
@@ -279,6 +284,8 @@ pub enum TwinCmd {
     Show { id: String },
     /// Patch desired properties with a JSON object.
     SetDesired { id: String, json: String },
+    /// Merge tags (service-only twin data, usable in queries) from a JSON object.
+    SetTags { id: String, json: String },
 }
 
 #[derive(Args)]

@@ -49,6 +49,23 @@ pub struct ServiceClient {
     token: OnceCell<String>,
 }
 
+/// The IoT Hub REST API version the client names (the service SDKs' current one).
+const API_VERSION: &str = "2021-04-12";
+
+/// The text of an error answer: hubsim's `message`, else IoT Hub's `Message` (`ErrorCode:Name;text`).
+fn error_message(v: &Value) -> String {
+    if let Some(m) = v.get("message").and_then(Value::as_str) {
+        return m.to_owned();
+    }
+    match v.get("Message").and_then(Value::as_str) {
+        Some(m) => match m.split_once(';') {
+            Some((code, text)) => format!("{text} ({})", code.trim_start_matches("ErrorCode:")),
+            None => m.to_owned(),
+        },
+        None => v.to_string(),
+    }
+}
+
 /// Lifetime of the service tokens the CLI signs, seconds.
 const TOKEN_LIFETIME_SECS: u64 = 3600;
 
@@ -91,30 +108,51 @@ impl ServiceClient {
     }
 
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, ClientError> {
-        let url = format!("{}{path}", self.base);
+        self.call_with(method, path, &[], body).map(|(v, _)| v)
+    }
+
+    /// One call with extra headers; returns the JSON answer and the `x-ms-continuation` header (query paging).
+    fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Result<(Value, Option<String>), ClientError> {
+        // IoT Hub's routes take an api-version (any value on the emulator); hubsim's own routes ignore it.
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let url = format!("{}{path}{sep}api-version={API_VERSION}", self.base);
         let a = &self.agent;
         let auth = self.token()?;
+        macro_rules! with_headers {
+            ($req:expr) => {{
+                let mut r = $req.header("authorization", auth);
+                for (k, v) in headers {
+                    r = r.header(*k, *v);
+                }
+                r
+            }};
+        }
         let resp = match (method, body) {
-            ("GET", _) => a.get(&url).header("authorization", auth).call(),
-            ("DELETE", _) => a.delete(&url).header("authorization", auth).call(),
-            ("POST", Some(b)) => a.post(&url).header("authorization", auth).send_json(b),
-            ("POST", None) => a.post(&url).header("authorization", auth).send_empty(),
-            ("PUT", Some(b)) => a.put(&url).header("authorization", auth).send_json(b),
-            ("PUT", None) => a.put(&url).header("authorization", auth).send_empty(),
-            (_, b) => a.patch(&url).header("authorization", auth).send_json(b.unwrap_or(Value::Null)),
+            ("GET", _) => with_headers!(a.get(&url)).call(),
+            ("DELETE", _) => with_headers!(a.delete(&url)).call(),
+            ("POST", Some(b)) => with_headers!(a.post(&url)).send_json(b),
+            ("POST", None) => with_headers!(a.post(&url)).send_empty(),
+            ("PUT", Some(b)) => with_headers!(a.put(&url)).send_json(b),
+            ("PUT", None) => with_headers!(a.put(&url)).send_empty(),
+            (_, b) => with_headers!(a.patch(&url)).send_json(b.unwrap_or(Value::Null)),
         };
         let mut resp =
             resp.map_err(|e| ClientError::Unreachable { base: self.base.clone(), message: e.to_string() })?;
         let status = resp.status().as_u16();
+        let continuation = resp.headers().get("x-ms-continuation").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let text = resp.body_mut().read_to_string().map_err(|e| ClientError::Read(e.to_string()))?;
         let value: Value =
             if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
         if status >= 400 {
-            let message =
-                value.get("message").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| value.to_string());
-            return Err(ClientError::Service { status, message });
+            return Err(ClientError::Service { status, message: error_message(&value) });
         }
-        Ok(value)
+        Ok((value, continuation))
     }
 
     /// `GET /hubsim-emulator.json` (public): host name and ports.
@@ -170,16 +208,44 @@ impl ServiceClient {
     }
 
     pub fn create_module(&self, device: &str, module: &str) -> Result<Value, ClientError> {
-        self.call("PUT", &format!("/devices/{}/modules/{}", seg(device), seg(module)), None)
+        self.call("PUT", &format!("/devices/{}/modules/{}", seg(device), seg(module)), Some(json!({})))
     }
 
+    /// Enables or disables a device the IoT Hub way: read it, then replace it under its ETag (`If-Match`), so a
+    /// concurrent change is refused (412) rather than overwritten.
     pub fn set_enabled(&self, id: &str, enabled: bool) -> Result<Value, ClientError> {
-        let verb = if enabled { "enable" } else { "disable" };
-        self.call("POST", &format!("/devices/{}/{verb}", seg(id)), None)
+        let mut d = self.device(id)?;
+        let etag = format!("\"{}\"", d["etag"].as_str().unwrap_or("*"));
+        d["status"] = if enabled { "enabled" } else { "disabled" }.into();
+        self.call_with("PUT", &format!("/devices/{}", seg(id)), &[("if-match", &etag)], Some(d)).map(|(v, _)| v)
     }
 
+    /// Deletes a device (with its modules) whatever its ETag (`If-Match: *`, as the SDKs do).
     pub fn delete_device(&self, id: &str) -> Result<Value, ClientError> {
-        self.call("DELETE", &format!("/devices/{}", seg(id)), None)
+        self.call_with("DELETE", &format!("/devices/{}", seg(id)), &[("if-match", "*")], None).map(|(v, _)| v)
+    }
+
+    /// Empties a device's C2D queue; the answer has `totalMessagesPurged`.
+    pub fn purge_c2d(&self, id: &str) -> Result<Value, ClientError> {
+        self.call("DELETE", &format!("/devices/{}/commands", seg(id)), None)
+    }
+
+    /// Runs an IoT Hub query (`SELECT * FROM devices WHERE …`), following `x-ms-continuation` to the end.
+    pub fn query(&self, sql: &str) -> Result<Vec<Value>, ClientError> {
+        let mut out = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let mut headers = vec![("x-ms-max-item-count", "1000")];
+            if let Some(c) = &next {
+                headers.push(("x-ms-continuation", c.as_str()));
+            }
+            let (page, cont) = self.call_with("POST", "/devices/query", &headers, Some(json!({ "query": sql })))?;
+            out.extend(page.as_array().cloned().unwrap_or_default());
+            match cont {
+                Some(c) if !c.is_empty() => next = Some(c),
+                _ => return Ok(out),
+            }
+        }
     }
 
     /// Queues a C2D message; `message` is the `SendC2d` JSON body.
@@ -245,6 +311,11 @@ impl ServiceClient {
 
     pub fn delete_registration(&self, registration_id: &str) -> Result<Value, ClientError> {
         self.call("DELETE", &format!("/registrations/{}", seg(registration_id)), None)
+    }
+
+    /// Merges tags into the twin (IoT Hub's `PATCH /twins/{id}` with `tags`).
+    pub fn patch_tags(&self, id: &str, tags: Value) -> Result<Value, ClientError> {
+        self.call("PATCH", &format!("/twins/{}", seg(id)), Some(json!({ "tags": tags })))
     }
 
     /// One page of a log (`events` or `connections`) after sequence number `after`.

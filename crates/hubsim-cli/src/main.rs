@@ -41,6 +41,15 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Serve(a) => serve::run(a, &cli.data),
         Command::Device(d) => device(d, &hub),
         Command::C2d(C2dCmd::Send(s)) => c2d_send(s, &hub),
+        Command::C2d(C2dCmd::Purge { id }) => {
+            let r = hub.purge_c2d(&id)?;
+            println!("{} message(s) purged from '{}'", r["totalMessagesPurged"], print::escape(&id));
+            Ok(())
+        }
+        Command::Query { sql } => {
+            print::json(&Value::Array(hub.query(&sql)?));
+            Ok(())
+        }
         Command::Events(a) => stream(a, &hub, Log::Events, print::event),
         Command::Connections(a) => stream(a, &hub, Log::Connections, print::connection),
         Command::Method(MethodCmd::Invoke { id, name, payload, timeout }) => {
@@ -57,6 +66,11 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Twin(TwinCmd::SetDesired { id, json: j }) => {
             let desired: Value = serde_json::from_str(&j).context("the desired patch must be JSON")?;
             print::json(&hub.patch_desired(&id, desired)?);
+            Ok(())
+        }
+        Command::Twin(TwinCmd::SetTags { id, json: j }) => {
+            let tags: Value = serde_json::from_str(&j).context("the tags must be JSON")?;
+            print::json(&hub.patch_tags(&id, tags)?);
             Ok(())
         }
         Command::Simulate(a) => simulate::run_cli(a, &hub),

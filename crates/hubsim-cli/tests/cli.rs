@@ -97,6 +97,57 @@ async fn ready_file_is_private_and_complete_and_events_are_printed_safely() {
 }
 
 #[tokio::test]
+async fn registry_twin_tags_query_and_purge_through_the_iot_hub_api() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = Proc::spawn(Path::new(env!("CARGO_BIN_EXE_hubsim")), tmp.path());
+    let (http, login) = (p.ready.http.clone(), p.ready.service.to_string());
+    let run = move |args: Vec<String>| {
+        let (http, login) = (http.clone(), login.clone());
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let out = hubsim().args(&args).args(["--hub", &http, "--login", &login]).output().unwrap();
+                (
+                    out.status.success(),
+                    String::from_utf8_lossy(&out.stdout).into_owned(),
+                    String::from_utf8_lossy(&out.stderr).into_owned(),
+                )
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    for id in ["t1", "t2"] {
+        let (ok, out, err) = run(args(&["device", "create", id])).await;
+        assert!(ok && out.contains(&format!("DeviceId={id};")), "{out} {err}");
+    }
+    // A second create reports IoT Hub's error.
+    let (ok, _, err) = run(args(&["device", "create", "t1"])).await;
+    assert!(!ok && err.contains("already exists") && err.contains("409"), "{err}");
+    let (ok, out, err) = run(args(&["twin", "set-tags", "t1", r#"{"site":"oslo"}"#])).await;
+    assert!(ok && out.contains("oslo"), "{out} {err}");
+    let (ok, out, err) = run(args(&["query", "SELECT * FROM devices WHERE tags.site = 'oslo'"])).await;
+    assert!(ok, "{err}");
+    let found: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(found.as_array().unwrap().len(), 1);
+    assert_eq!(found[0]["deviceId"], "t1");
+    let (ok, _, err) = run(args(&["query", "SELECT * FROM devices ORDER BY deviceId"])).await;
+    assert!(!ok && err.contains("ORDER"), "{err}");
+    // Disable goes through the device's ETag; the twin and the registry agree.
+    let (ok, _, err) = run(args(&["device", "disable", "t2"])).await;
+    assert!(ok, "{err}");
+    assert_eq!(p.api("GET", "/devices/t2", None).await["status"], "disabled");
+    let (ok, _, err) = run(args(&["c2d", "send", "t1", "--body", "x"])).await;
+    assert!(ok, "{err}");
+    let (ok, out, err) = run(args(&["c2d", "purge", "t1"])).await;
+    assert!(ok && out.starts_with("1 message(s) purged"), "{out} {err}");
+    let (ok, _, err) = run(args(&["device", "delete", "t2"])).await;
+    assert!(ok, "{err}");
+    let (ok, out, _) = run(args(&["device", "list", "--json"])).await;
+    assert!(ok && out.contains("\"t1\"") && !out.contains("\"t2\""), "{out}");
+}
+
+#[tokio::test]
 async fn serve_keeps_at_most_max_events() {
     let tmp = tempfile::tempdir().unwrap();
     let p = Proc::spawn_with(Path::new(env!("CARGO_BIN_EXE_hubsim")), tmp.path(), &["--max-events", "3"]);

@@ -279,6 +279,7 @@ impl Ctx {
                     Ok(adm) => {
                         self.generation_id = adm.generation_id;
                         self.conn_id = self.hub.register(&id, self.handle.clone());
+                        self.hub.set_model_id(&id, self.model_id.clone()).await;
                         self.connected = true;
                         if let Err(e) =
                             session.accept(self.hub.now(), adm.session_present, adm.restored, adm.token_expiry)

@@ -42,16 +42,27 @@ pub struct Device {
     pub status: String,
     pub authentication: Authentication,
     pub created_time: String,
-    /// The IoT Plug and Play model id the device announced in its last CONNECT (`model-id=` in the user name),
-    /// kept as IoT Hub keeps it on the twin (`modelId`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model_id: Option<String>,
-    /// `{"iotEdge": true}` for an IoT Edge device (set by DPS from the enrollment).
+    /// IoT Hub's registry fields beyond the above (absent in records written before they existed).
     #[serde(default)]
-    pub capabilities: Capabilities,
+    pub meta: DeviceMeta,
 }
 
-/// A device's capabilities (IoT Hub `DeviceCapabilities`).
+/// A device's registry fields that IoT Hub's REST API shows and `PUT` replaces.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct DeviceMeta {
+    /// Bumped by every change of the record; the device's ETag is made from it and the generation id.
+    pub version: u64,
+    pub status_reason: Option<String>,
+    pub status_updated_time: Option<String>,
+    /// `capabilities.iotEdge`.
+    pub iot_edge: bool,
+    /// `managedBy` of a module identity.
+    pub managed_by: Option<String>,
+}
+
+/// IoT Hub `DeviceCapabilities`, as a DPS enrollment sets them (`{"iotEdge": true}`); on a device they are kept in
+/// [`DeviceMeta::iot_edge`].
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Capabilities {
@@ -79,7 +90,7 @@ impl Device {
     }
 }
 
-/// Desired and reported properties with their versions.
+/// Desired and reported properties with their versions, and the service-only tags.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Twin {
     /// Tags (service-only; set from a DPS enrollment's initial twin).
@@ -89,6 +100,17 @@ pub struct Twin {
     pub reported: Value,
     pub desired_version: u64,
     pub reported_version: u64,
+    /// Bumped by every tag change, so the twin's ETag and version move with tags too.
+    #[serde(default)]
+    pub tags_version: u64,
+    /// When desired / reported properties last changed (ISO 8601), for `$metadata.$lastUpdated`.
+    #[serde(default)]
+    pub desired_updated: Option<String>,
+    #[serde(default)]
+    pub reported_updated: Option<String>,
+    /// The IoT Plug and Play model id the device last announced in CONNECT (the twin's `modelId`).
+    #[serde(default)]
+    pub model_id: Option<String>,
 }
 
 fn empty_object() -> Value {
@@ -103,6 +125,10 @@ impl Default for Twin {
             reported: Value::Object(Default::default()),
             desired_version: 1,
             reported_version: 1,
+            tags_version: 0,
+            desired_updated: None,
+            reported_updated: None,
+            model_id: None,
         }
     }
 }
@@ -121,16 +147,9 @@ impl Twin {
         serde_json::json!({ "desired": d, "reported": r })
     }
 
-    /// The service API's view of the twin.
-    pub fn service_document(&self, device_id: &str, model_id: Option<&str>) -> Value {
-        let doc = self.mqtt_document();
-        serde_json::json!({
-            "deviceId": device_id,
-            "modelId": model_id.unwrap_or(""),
-            "tags": self.tags,
-            "version": self.desired_version + self.reported_version,
-            "properties": doc,
-        })
+    /// The twin's version as the service shows it: it moves with every desired, reported or tag change.
+    pub fn version(&self) -> u64 {
+        self.desired_version + self.reported_version + self.tags_version
     }
 }
 

@@ -105,7 +105,7 @@ async fn individual_enrollment_provisions_over_tls_and_the_device_sends_telemetr
 
     // The device identity carries the enrollment's key, IoT Edge flag and initial twin.
     let d = emu.hub().get_device("dev-ind-1").await.unwrap();
-    assert!(d.capabilities.iot_edge);
+    assert!(d.meta.iot_edge);
     let twin = call(&emu, "GET", "/twins/dev-ind-1", None).await.json();
     assert_eq!(twin["tags"]["site"], "lab", "{twin}");
     assert_eq!(twin["properties"]["desired"]["interval"], 5, "{twin}");

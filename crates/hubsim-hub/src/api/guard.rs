@@ -19,7 +19,7 @@ use axum::Json;
 use std::sync::Arc;
 
 use crate::hub::policy::Permission;
-use crate::hub::{error_json, Hub};
+use crate::hub::Hub;
 use crate::timefmt::unix_ms;
 
 /// Who may reach the API, beyond the defaults.
@@ -49,8 +49,15 @@ pub fn required(method: &Method, path: &str) -> Option<Permission> {
         "devices-bulk" => Some(Permission::RegistryWrite),
         "devices" if path.contains("/messages/devicebound") => Some(Permission::ServiceConnect),
         "devices" if path.ends_with("/close") => Some(Permission::ServiceConnect),
+        // IoT Hub: purging a C2D queue is ServiceConnect; a query only reads (RegistryRead).
+        "devices" if path.trim_end_matches('/').ends_with("/commands") => Some(Permission::ServiceConnect),
+        "devices" if *method == Method::POST && path.trim_end_matches('/') == "/devices/query" => {
+            Some(Permission::RegistryRead)
+        }
         "devices" if read => Some(Permission::RegistryRead),
         "devices" => Some(Permission::RegistryWrite),
+        "statistics" if path.trim_end_matches('/').ends_with("/service") => Some(Permission::ServiceConnect),
+        "statistics" => Some(Permission::RegistryRead),
         "twins" | "events" | "connections" | "feedback" => Some(Permission::ServiceConnect),
         // The local DPS's enrollments and registration states (DPS's own service API has its own policies;
         // here the registry permissions guard them). `POST …/query` only reads.
@@ -64,7 +71,7 @@ pub fn required(method: &Method, path: &str) -> Option<Permission> {
 
 fn refuse(status: StatusCode, code: u32, message: String) -> Response {
     tracing::info!(status = status.as_u16(), "service API refused a request: {message}");
-    (status, Json(error_json(code, &message))).into_response()
+    (status, Json(super::iothub::error_body(status.as_u16(), code, &message))).into_response()
 }
 
 /// The host part of a `Host` value (`name`, `name:port`, `[v6]:port`), lower-cased.
@@ -182,6 +189,18 @@ mod tests {
             (Method::GET, "/devices", Some(RegistryRead)),
             (Method::GET, "/devices/d1", Some(RegistryRead)),
             (Method::GET, "/devices/d1/modules/m", Some(RegistryRead)),
+            (Method::GET, "/devices/d1/modules", Some(RegistryRead)),
+            (Method::PUT, "/devices/d1/modules/m", Some(RegistryWrite)),
+            (Method::DELETE, "/devices/d1/modules/m", Some(RegistryWrite)),
+            (Method::POST, "/devices", Some(RegistryWrite)),
+            (Method::POST, "/devices/query", Some(RegistryRead)),
+            (Method::DELETE, "/devices/d1/commands", Some(ServiceConnect)),
+            (Method::GET, "/statistics/devices", Some(RegistryRead)),
+            (Method::GET, "/statistics/service", Some(ServiceConnect)),
+            (Method::PUT, "/twins/d1", Some(ServiceConnect)),
+            (Method::GET, "/twins/d1/modules/m", Some(ServiceConnect)),
+            (Method::PATCH, "/twins/d1/modules/m", Some(ServiceConnect)),
+            (Method::POST, "/twins/d1/modules/m/methods", Some(ServiceConnect)),
             (Method::PUT, "/devices/d1", Some(RegistryWrite)),
             (Method::DELETE, "/devices/d1", Some(RegistryWrite)),
             (Method::POST, "/devices/d1/disable", Some(RegistryWrite)),

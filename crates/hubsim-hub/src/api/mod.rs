@@ -6,7 +6,7 @@ use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use futures_util::Stream;
 use serde::Deserialize;
@@ -21,6 +21,8 @@ use tokio_stream::StreamExt as _;
 
 mod dps;
 mod guard;
+pub mod iothub;
+mod rest;
 
 pub use guard::{required, Access};
 
@@ -53,16 +55,33 @@ pub fn router(state: AppState, web_dir: Option<PathBuf>) -> Router {
         .route("/health", get(|| async { "ok" }))
         .route("/hubsim-emulator.json", get(info))
         .route("/ca.pem", get(ca_pem))
-        .route("/devices", get(list_devices))
+        .route("/devices", get(rest::list_devices).post(rest::bulk_registry))
+        // The Node SDK's `Registry.list` asks for `/devices/` (its `devicePath('')`).
+        .route("/devices/", get(rest::list_devices))
         .route("/devices-bulk", post(bulk_devices))
-        .route("/devices/{id}", get(get_device).put(put_device).delete(delete_device))
-        .route("/devices/{id}/modules/{module}", get(get_module).put(put_module))
+        .route(
+            "/devices/{id}",
+            get(get_device).put(rest::put_device).delete(rest::delete_device).post(rest::post_device),
+        )
+        .route("/devices/{id}/modules", get(rest::list_modules))
+        .route(
+            "/devices/{id}/modules/{module}",
+            get(rest::get_module).put(rest::put_module).delete(rest::delete_module),
+        )
+        .route("/devices/{id}/commands", delete(rest::purge_commands))
         .route("/devices/{id}/disable", post(disable_device))
         .route("/devices/{id}/enable", post(enable_device))
         .route("/devices/{id}/close", post(close_device))
         .route("/devices/{id}/messages/devicebound", post(send_c2d).get(list_c2d))
-        .route("/twins/{id}", get(get_twin).patch(patch_twin))
-        .route("/twins/{id}/methods", post(invoke_method))
+        .route("/twins/{id}", get(rest::get_twin).patch(rest::patch_twin).put(rest::put_twin))
+        .route("/twins/{id}/methods", post(rest::invoke_method))
+        .route(
+            "/twins/{id}/modules/{module}",
+            get(rest::get_module_twin).patch(rest::patch_module_twin).put(rest::put_module_twin),
+        )
+        .route("/twins/{id}/modules/{module}/methods", post(rest::invoke_module_method))
+        .route("/statistics/devices", get(rest::device_statistics))
+        .route("/statistics/service", get(rest::service_statistics))
         .route("/events", get(events))
         .route("/events/stream", get(events_stream))
         .route("/connections", get(connections))
@@ -98,18 +117,26 @@ fn cors(access: &Access) -> tower_http::cors::CorsLayer {
             axum::http::Method::PATCH,
             axum::http::Method::DELETE,
         ])
-        .allow_headers([axum::http::header::CONTENT_TYPE, axum::http::header::AUTHORIZATION])
+        .allow_headers([
+            axum::http::header::CONTENT_TYPE,
+            axum::http::header::AUTHORIZATION,
+            axum::http::header::IF_MATCH,
+            axum::http::HeaderName::from_static("x-ms-continuation"),
+            axum::http::HeaderName::from_static("x-ms-max-item-count"),
+        ])
 }
 
 impl IntoResponse for ServiceError {
     fn into_response(self) -> Response {
         match self {
-            ServiceError::Api { status, code, message } => {
-                (StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST), Json(error_json(code, &message)))
-                    .into_response()
-            }
+            ServiceError::Api { status, code, message } => (
+                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+                Json(iothub::error_body(status, code, &message)),
+            )
+                .into_response(),
             ServiceError::Store(e) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, Json(error_json(500001, &e.to_string()))).into_response()
+                (StatusCode::INTERNAL_SERVER_ERROR, Json(iothub::error_body(500, 500001, &e.to_string())))
+                    .into_response()
             }
         }
     }
@@ -175,12 +202,6 @@ async fn info(State(s): State<AppState>) -> Json<Value> {
     Json(s.info.clone())
 }
 
-async fn list_devices(State(s): State<AppState>) -> ApiResult {
-    let list: Vec<Value> =
-        s.hub.store.devices_with_queues().await?.iter().map(|(d, n)| device_json_with(&s.hub, d, *n)).collect();
-    Ok(Json(list).into_response())
-}
-
 #[derive(Deserialize)]
 struct Bulk {
     prefix: String,
@@ -215,53 +236,12 @@ async fn bulk_devices(State(s): State<AppState>, Json(b): Json<Bulk>) -> ApiResu
 }
 
 async fn get_device(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    if id.contains('/') {
+        // A module's registry key (`dev/mod`, sent as `dev%2Fmod`) is not a device.
+        return Err(ServiceError::device_not_found(&id));
+    }
     let d = s.hub.get_device(&id).await?;
     Ok(Json(device_json(&s.hub, &d).await).into_response())
-}
-
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase", default)]
-struct PutDevice {
-    status: Option<String>,
-    authentication: Option<Value>,
-}
-
-async fn put_device(State(s): State<AppState>, Path(id): Path<String>, body: Option<Json<PutDevice>>) -> ApiResult {
-    let body = body.map(|Json(b)| b).unwrap_or_default();
-    let key = |name: &str| {
-        body.authentication
-            .as_ref()
-            .and_then(|a| a.pointer(&format!("/symmetricKey/{name}")))
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    };
-    let enabled = body.status.as_deref() != Some("disabled");
-    if s.hub.store.device(&id).await?.is_some() {
-        // An update: IoT Hub's PUT replaces; hubsim updates the status (keys stay).
-        let d = s.hub.set_status(&id, enabled).await?;
-        return Ok(Json(device_json(&s.hub, &d).await).into_response());
-    }
-    let d = s.hub.create_device(&id, key("primaryKey"), key("secondaryKey"), enabled).await?;
-    Ok((StatusCode::OK, Json(device_json(&s.hub, &d).await)).into_response())
-}
-
-async fn put_module(State(s): State<AppState>, Path((id, module)): Path<(String, String)>) -> ApiResult {
-    let name = hubsim_proto::DeviceIdentity::module(&id, &module).client_id();
-    let d = match s.hub.store.device(&name).await? {
-        Some(d) => d,
-        None => s.hub.create_module(&id, &module).await?,
-    };
-    Ok(Json(device_json(&s.hub, &d).await).into_response())
-}
-
-async fn get_module(State(s): State<AppState>, Path((id, module)): Path<(String, String)>) -> ApiResult {
-    let d = s.hub.get_device(&hubsim_proto::DeviceIdentity::module(&id, &module).client_id()).await?;
-    Ok(Json(device_json(&s.hub, &d).await).into_response())
-}
-
-async fn delete_device(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    s.hub.delete_device(&id).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn disable_device(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
@@ -291,37 +271,6 @@ async fn send_c2d(State(s): State<AppState>, Path(id): Path<String>, Json(req): 
 async fn list_c2d(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
     s.hub.get_device(&id).await?;
     Ok(Json(s.hub.store.c2d_queue(&id).await?).into_response())
-}
-
-async fn get_twin(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    let t = s.hub.get_twin(&id).await?;
-    let model = s.hub.get_device(&id).await?.model_id;
-    Ok(Json(t.service_document(&id, model.as_deref())).into_response())
-}
-
-async fn patch_twin(State(s): State<AppState>, Path(id): Path<String>, Json(body): Json<Value>) -> ApiResult {
-    let desired = body
-        .pointer("/properties/desired")
-        .cloned()
-        .ok_or_else(|| ServiceError::new(400, 400004, "expected {\"properties\":{\"desired\":{…}}}"))?;
-    let t = s.hub.patch_desired(&id, desired).await?;
-    let model = s.hub.get_device(&id).await?.model_id;
-    Ok(Json(t.service_document(&id, model.as_deref())).into_response())
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct InvokeMethod {
-    method_name: String,
-    #[serde(default)]
-    payload: Value,
-    response_timeout_in_seconds: Option<u64>,
-}
-
-async fn invoke_method(State(s): State<AppState>, Path(id): Path<String>, Json(req): Json<InvokeMethod>) -> ApiResult {
-    let timeout = Duration::from_secs(req.response_timeout_in_seconds.unwrap_or(30));
-    let (status, payload) = s.hub.invoke_method(&id, &req.method_name, req.payload, timeout).await?;
-    Ok(Json(json!({ "status": status, "payload": payload })).into_response())
 }
 
 #[derive(Deserialize, Default)]
@@ -375,22 +324,7 @@ async fn connections_stream(State(s): State<AppState>, Query(q): Query<PageQuery
     })
 }
 
-/// JSON of a device for the API, with its connection string and state.
+/// JSON of a device for the API: IoT Hub's identity with hubsim's `connectionString`.
 pub async fn device_json(hub: &Hub, d: &Device) -> Value {
-    let queued = hub.store.c2d_queue(&d.device_id).await.map(|q| q.len()).unwrap_or(0);
-    device_json_with(hub, d, queued)
-}
-
-/// [`device_json`] with the length of the device's C2D queue already read.
-pub fn device_json_with(hub: &Hub, d: &Device, queued: usize) -> Value {
-    let mut v = serde_json::to_value(d).unwrap_or(Value::Null);
-    if let Value::Object(m) = &mut v {
-        m.insert(
-            "connectionState".into(),
-            if hub.is_connected(&d.device_id) { "Connected" } else { "Disconnected" }.into(),
-        );
-        m.insert("connectionString".into(), hub.connection_string(d).into());
-        m.insert("cloudToDeviceMessageCount".into(), queued.into());
-    }
-    v
+    rest::identity(hub, d).await
 }

@@ -69,19 +69,9 @@ impl Hub {
         let close_at = if expiry > now_s { expiry } else { expiry + hubsim_proto::sas::MAX_CLOCK_SKEW_SECS };
         let token_expiry = Some(self.now() + Duration::from_secs(close_at.saturating_sub(now_s)));
         let clean = req.clean_session;
-        // The announced model id is kept on the identity (IoT Hub shows it as the twin's `modelId`); a CONNECT
-        // without one clears it, as a device that stopped announcing a model no longer follows it.
-        let model_id = req.username.model_id.clone().map(|m| crate::model::bounded(&m));
-        let announced = (device.model_id != model_id).then_some(model_id);
         let stored = self
             .store
             .write(move |tx| {
-                if let Some(model_id) = announced {
-                    if let Some(mut d) = tx.device(&id)? {
-                        d.model_id = model_id;
-                        tx.put_device(&d)?;
-                    }
-                }
                 if clean {
                     tx.delete_session(&id)?;
                     Ok(None)

@@ -101,6 +101,26 @@ impl Hub {
             .await
     }
 
+    /// Empties a device's C2D queue (IoT Hub's `DELETE /devices/{id}/commands`), recording `Purged` feedback for
+    /// messages that asked for it; returns how many were removed.
+    pub async fn purge_c2d(&self, id: &str) -> Result<usize, ServiceError> {
+        self.get_device(id).await?;
+        let key = id.to_owned();
+        Ok(self
+            .store
+            .write(move |tx| {
+                let queue = tx.c2d_queue(&key)?;
+                for m in &queue {
+                    tx.remove_c2d(&key, m.seq)?;
+                    if m.ack == "negative" || m.ack == "full" {
+                        feedback(tx, m, "Purged", "the queue was purged through the service API")?;
+                    }
+                }
+                Ok(queue.len())
+            })
+            .await?)
+    }
+
     /// Queues a C2D message (at most `c2d_max_queue` per device).
     pub async fn send_c2d(&self, id: &str, req: SendC2d) -> Result<C2dMessage, ServiceError> {
         self.get_device(id).await?;

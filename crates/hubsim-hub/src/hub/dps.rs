@@ -735,8 +735,11 @@ impl Hub {
                             status: "enabled".into(),
                             authentication: Authentication { kind: "sas".into(), symmetric_key: keys },
                             created_time: now,
-                            model_id: None,
-                            capabilities: caps,
+                            meta: crate::model::DeviceMeta {
+                                version: 1,
+                                iot_edge: caps.iot_edge,
+                                ..Default::default()
+                            },
                         })?;
                         tx.put_twin(&device_id, &initial_twin(twin.as_ref()))?;
                     }
@@ -745,7 +748,8 @@ impl Hub {
                             replaced = Some(device_id.clone());
                         }
                         d.authentication = Authentication { kind: "sas".into(), symmetric_key: keys };
-                        d.capabilities = caps;
+                        d.meta.iot_edge = caps.iot_edge;
+                        d.meta.version += 1;
                         tx.put_device(&d)?;
                         if reset {
                             let mut t = initial_twin(twin.as_ref());

@@ -10,6 +10,7 @@ pub mod dps;
 mod error;
 mod methods;
 pub mod policy;
+pub mod query;
 mod registry;
 mod telemetry;
 pub mod twin;
@@ -17,6 +18,7 @@ pub mod twin;
 pub use auth::{filter_name, Admitted};
 pub use c2d::{c2d_properties, SendC2d};
 pub use error::{error_json, ServiceError};
+pub use registry::{BulkError, BulkMode, BulkOp, IdentitySpec};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -119,6 +121,14 @@ impl ConnHandle {
     }
 }
 
+/// What the registry shows of a device's connections (IoT Hub's `connectionStateUpdatedTime` and
+/// `lastActivityTime`), kept in memory: a restart forgets it until the device reconnects.
+#[derive(Debug, Clone, Default)]
+pub struct Presence {
+    pub state_updated: Option<String>,
+    pub last_activity: Option<String>,
+}
+
 struct ConnEntry {
     id: u64,
     handle: ConnHandle,
@@ -131,6 +141,7 @@ pub struct Hub {
     /// The shared access policies that authorize service calls (and device tokens with `skn`).
     pub policies: policy::Policies,
     conns: Mutex<HashMap<String, ConnEntry>>,
+    presence: Mutex<HashMap<String, Presence>>,
     next_conn: AtomicU64,
     pub(crate) next_rid: AtomicU64,
     pub events: broadcast::Sender<EventRecord>,
@@ -148,7 +159,7 @@ pub(crate) fn random_key() -> String {
     STANDARD.encode(k)
 }
 
-pub(crate) fn random_id() -> String {
+pub fn random_id() -> String {
     let mut b = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut b);
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
@@ -162,6 +173,7 @@ impl Hub {
             store,
             policies,
             conns: Mutex::new(HashMap::new()),
+            presence: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             next_rid: AtomicU64::new(1),
             events: broadcast::channel(4096).0,
@@ -214,7 +226,44 @@ impl Hub {
         if let Some(old) = old {
             old.handle.close(CloseReason::ReplacedByNewConnection);
         }
+        let now = crate::timefmt::iso8601(crate::timefmt::unix_ms());
+        self.update_presence(device, |p| {
+            p.state_updated = Some(now.clone());
+            p.last_activity = Some(now);
+        });
         id
+    }
+
+    /// Records the model id a device announced in CONNECT (IoT Plug and Play) in its twin (`modelId`), as IoT
+    /// Hub keeps it; written only when it changed, so a reconnect costs no write.
+    pub async fn set_model_id(&self, device: &str, model: Option<String>) {
+        let Some(model) = model else { return };
+        if self.store.twin(device).await.is_ok_and(|t| t.model_id.as_deref() == Some(model.as_str())) {
+            return;
+        }
+        let key = device.to_owned();
+        let r = self
+            .store
+            .write(move |tx| {
+                let mut t = tx.twin(&key)?;
+                t.model_id = Some(model);
+                tx.put_twin(&key, &t)
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(device, "cannot record the model id: {e}");
+        }
+    }
+
+    /// The device's connection facts for the registry and twin views.
+    pub fn presence(&self, device: &str) -> Presence {
+        self.presence.lock().ok().and_then(|p| p.get(device).cloned()).unwrap_or_default()
+    }
+
+    fn update_presence(&self, device: &str, f: impl FnOnce(&mut Presence)) {
+        if let Ok(mut p) = self.presence.lock() {
+            f(p.entry(device.to_owned()).or_default());
+        }
     }
 
     /// Removes a connection if it is still the registered one.
@@ -222,6 +271,12 @@ impl Hub {
         if let Ok(mut c) = self.conns.lock() {
             if c.get(device).is_some_and(|e| e.id == id) {
                 c.remove(device);
+                drop(c);
+                let now = crate::timefmt::iso8601(crate::timefmt::unix_ms());
+                self.update_presence(device, |p| {
+                    p.state_updated = Some(now.clone());
+                    p.last_activity = Some(now);
+                });
             }
         }
     }

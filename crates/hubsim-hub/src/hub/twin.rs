@@ -14,13 +14,17 @@ use serde_json::Value;
 use thiserror::Error;
 
 use super::{ConnCmd, Hub, ServiceError};
-use crate::model::{merge_patch, Twin};
+use crate::api::iothub::IfMatch;
+use crate::model::{merge_patch, Device, Twin};
 use crate::store::StoreError;
+use crate::timefmt::{iso8601, unix_ms};
 
 /// Deepest nesting of objects in a twin section (IoT Hub: 10).
 pub const MAX_DEPTH: usize = 10;
 /// Largest desired or reported section, bytes of compact JSON (IoT Hub: 32 KB each).
 pub const MAX_SECTION: usize = 32 * 1024;
+/// Largest tags section, bytes of compact JSON (IoT Hub: 8 KB).
+pub const MAX_TAGS: usize = 8 * 1024;
 /// Longest property name, bytes (IoT Hub: 1 KB).
 pub const MAX_NAME: usize = 1024;
 /// Longest string value, bytes (IoT Hub: 4 KB).
@@ -33,6 +37,8 @@ pub const MAX_INT: i64 = 4_503_599_627_370_495;
 pub enum Section {
     Desired,
     Reported,
+    /// Service-only tags: the same rules, at most [`MAX_TAGS`] bytes.
+    Tags,
 }
 
 impl std::fmt::Display for Section {
@@ -40,6 +46,7 @@ impl std::fmt::Display for Section {
         f.write_str(match self {
             Section::Desired => "desired",
             Section::Reported => "reported",
+            Section::Tags => "tags",
         })
     }
 }
@@ -57,8 +64,8 @@ pub enum TwinError {
     StringTooLong { path: String, len: usize },
     #[error("the number at '{path}' is outside IoT Hub's integer range (±{MAX_INT})")]
     NumberOutOfRange { path: String },
-    #[error("{section} properties would be {size} bytes; IoT Hub allows {MAX_SECTION}")]
-    TooLarge { section: Section, size: usize },
+    #[error("{section} would be {size} bytes; IoT Hub allows {max}")]
+    TooLarge { section: Section, size: usize, max: usize },
 }
 
 /// Checks a patch against IoT Hub's twin rules (see the module docs).
@@ -139,8 +146,9 @@ fn check_value(v: &Value, path: &str, depth: usize) -> Result<(), TwinError> {
 
 fn check_size(section_value: &Value, section: Section) -> Result<(), TwinError> {
     let size = serde_json::to_vec(section_value).map(|v| v.len()).unwrap_or(usize::MAX);
-    if size > MAX_SECTION {
-        return Err(TwinError::TooLarge { section, size });
+    let max = if section == Section::Tags { MAX_TAGS } else { MAX_SECTION };
+    if size > max {
+        return Err(TwinError::TooLarge { section, size, max });
     }
     Ok(())
 }
@@ -188,25 +196,96 @@ impl Hub {
                     return Ok(Err(e));
                 }
                 t.desired_version += 1;
+                t.desired_updated = Some(iso8601(unix_ms()));
                 tx.put_twin(&key, &t)?;
                 Ok(Ok(t))
             })
             .await??;
-        if let Some(h) = self.conn(id) {
-            let mut body = patch;
-            if let Value::Object(m) = &mut body {
-                m.insert("$version".into(), twin.desired_version.into());
-            }
-            let cmd = ConnCmd::Desired { version: twin.desired_version, body: Bytes::from(body.to_string()) };
-            if h.cmds.try_send(cmd).is_err() {
-                // The task is not keeping up: close it rather than lose the notification silently; the device
-                // reads the whole twin again when it reconnects (reference §7).
-                h.close(hubsim_proto::hub::CloseReason::ClosedByService(
-                    "the connection's command queue is full: the device is not reading".into(),
-                ));
-            }
-        }
+        self.push_desired(id, patch, twin.desired_version);
         Ok(twin)
+    }
+
+    /// Sends a desired patch to the device if it is connected.
+    fn push_desired(&self, id: &str, mut body: Value, version: u64) {
+        let Some(h) = self.conn(id) else { return };
+        if let Value::Object(m) = &mut body {
+            m.insert("$version".into(), version.into());
+        }
+        let cmd = ConnCmd::Desired { version, body: Bytes::from(body.to_string()) };
+        if h.cmds.try_send(cmd).is_err() {
+            // The task is not keeping up: close it rather than lose the notification silently; the device
+            // reads the whole twin again when it reconnects (reference §7).
+            h.close(hubsim_proto::hub::CloseReason::ClosedByService(
+                "the connection's command queue is full: the device is not reading".into(),
+            ));
+        }
+    }
+
+    /// The service's twin write (IoT Hub's `PATCH /twins/{id}` merges, `PUT` replaces): `tags` and
+    /// `properties.desired` of `body`, checked by the twin rules, under `If-Match` (412 on a stale ETag). A
+    /// desired change is pushed to the connected device (for a replace, the whole new desired section).
+    pub async fn write_twin(
+        &self,
+        id: &str,
+        if_match: IfMatch,
+        body: &Value,
+        replace: bool,
+    ) -> Result<(Device, Twin), ServiceError> {
+        let device = self.get_identity(id).await?;
+        let take = |v: Option<&Value>, section| -> Result<Option<Value>, ServiceError> {
+            match v {
+                None | Some(Value::Null) if !replace => Ok(None),
+                None | Some(Value::Null) => Ok(Some(Value::Object(Default::default()))),
+                Some(v) => {
+                    let mut v = v.clone();
+                    strip_metadata(&mut v);
+                    validate_patch(&v, section)?;
+                    Ok(Some(v))
+                }
+            }
+        };
+        let tags = take(body.get("tags"), Section::Tags)?;
+        let desired = take(body.pointer("/properties/desired"), Section::Desired)?;
+        // Reported properties in a replaced twin are the device's: ignored, as IoT Hub does.
+        let key = id.to_owned();
+        let d2 = desired.clone();
+        let twin = self
+            .store
+            .write(move |tx| {
+                let mut t = tx.twin(&key)?;
+                if let Err(e) = if_match.check(&crate::api::iothub::twin_etag(&t), "the twin") {
+                    return Ok(Err(e));
+                }
+                let now = iso8601(unix_ms());
+                if let Some(tags) = &tags {
+                    if replace || !t.tags.is_object() {
+                        t.tags = Value::Object(Default::default());
+                    }
+                    merge_patch(&mut t.tags, tags);
+                    if let Err(e) = check_size(&t.tags, Section::Tags) {
+                        return Ok(Err(e.into()));
+                    }
+                    t.tags_version += 1;
+                }
+                if let Some(d) = &d2 {
+                    if replace {
+                        t.desired = Value::Object(Default::default());
+                    }
+                    merge_patch(&mut t.desired, d);
+                    if let Err(e) = check_size(&t.desired, Section::Desired) {
+                        return Ok(Err(e.into()));
+                    }
+                    t.desired_version += 1;
+                    t.desired_updated = Some(now);
+                }
+                tx.put_twin(&key, &t)?;
+                Ok(Ok(t))
+            })
+            .await??;
+        if let Some(d) = desired {
+            self.push_desired(id, if replace { twin.desired.clone() } else { d }, twin.desired_version);
+        }
+        Ok((device, twin))
     }
 
     /// Applies a reported-properties patch from the device after checking it; returns the new reported version.
@@ -222,10 +301,19 @@ impl Hub {
                     return Ok(Err(e));
                 }
                 t.reported_version += 1;
+                t.reported_updated = Some(iso8601(unix_ms()));
                 tx.put_twin(&key, &t)?;
                 Ok(Ok(t.reported_version))
             })
             .await??)
+    }
+}
+
+/// Removes `$metadata`, `$version` and other `$` keys a client echoes back from a twin it read.
+fn strip_metadata(v: &mut Value) {
+    if let Value::Object(m) = v {
+        m.retain(|k, _| !k.starts_with('$'));
+        m.values_mut().for_each(strip_metadata);
     }
 }
 

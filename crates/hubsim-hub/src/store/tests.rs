@@ -16,8 +16,7 @@ fn device(id: &str) -> Device {
             symmetric_key: SymmetricKey { primary_key: "a".into(), secondary_key: "b".into() },
         },
         created_time: String::new(),
-        model_id: None,
-        capabilities: Default::default(),
+        meta: Default::default(),
     }
 }
 

@@ -1,0 +1,427 @@
+//! IoT Hub's data-plane REST API over real sockets (issue 14): every endpoint in IoT Hub's shapes, ETags and
+//! `If-Match`, the error body the SDKs parse, the query subset and its 400s, and the same API over HTTPS on the
+//! WebSocket port.
+
+use hubsim_proto::device::Event;
+use hubsim_proto::sas::DeviceKey;
+use hubsim_proto::topic::TopicFilter;
+use hubsim_proto::{DeviceConfig, DeviceIdentity};
+use hubsim_testkit::*;
+use serde_json::{json, Value};
+
+const V: &str = "api-version=2021-04-12";
+
+async fn call(emu: &Emu, method: &str, path: &str, extra: &[(&str, &str)], body: Value) -> HttpAnswer {
+    let owner = emu.token("iothubowner");
+    let mut h = vec![
+        ("host", "localhost"),
+        ("authorization", owner.as_str()),
+        ("content-type", "application/json; charset=utf-8"),
+    ];
+    h.extend_from_slice(extra);
+    let body = if body.is_null() { String::new() } else { body.to_string() };
+    http_raw(emu.r().http_addr, method, path, &h, &body).await
+}
+
+/// IoT Hub's error name from the `Message` field, as the Node SDK's `parseErrorBody` reads it.
+fn error_name(a: &HttpAnswer) -> String {
+    let m = a.json()["Message"].as_str().unwrap_or_default().to_owned();
+    let mut parts = m.split(';');
+    let code = parts.next().and_then(|p| p.split(':').nth(1)).unwrap_or_default().to_owned();
+    assert!(parts.next().is_some_and(|t| !t.is_empty()), "a message after the code: {m}");
+    assert!(a.json()["ExceptionMessage"].is_string() && a.json()["errorCode"].is_number(), "{}", a.body);
+    code
+}
+
+#[tokio::test]
+async fn device_identities_create_get_replace_delete_with_etags() {
+    let emu = Emu::start().await;
+    let a = call(&emu, "PUT", &format!("/devices/d1?{V}"), &[], json!({"deviceId": "d1", "status": "enabled"})).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let d = a.json();
+    for field in [
+        "deviceId",
+        "generationId",
+        "etag",
+        "connectionState",
+        "connectionStateUpdatedTime",
+        "status",
+        "statusReason",
+        "statusUpdatedTime",
+        "lastActivityTime",
+        "cloudToDeviceMessageCount",
+        "authentication",
+        "capabilities",
+    ] {
+        assert!(d.get(field).is_some(), "{field} in {d}");
+    }
+    assert_eq!(d["authentication"]["type"], "sas");
+    assert!(d["authentication"]["x509Thumbprint"].is_object());
+    assert_eq!(d["capabilities"]["iotEdge"], false);
+    assert_eq!(d["connectionState"], "Disconnected");
+    let key = d["authentication"]["symmetricKey"]["primaryKey"].as_str().unwrap().to_owned();
+    assert!(DeviceKey::from_base64(&key).is_ok());
+
+    // A second create is 409 DeviceAlreadyExists; given keys are used.
+    let a = call(&emu, "PUT", &format!("/devices/d1?{V}"), &[], json!({})).await;
+    assert_eq!((a.status, error_name(&a).as_str()), (409, "DeviceAlreadyExists"), "{}", a.body);
+    let given = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let a = call(
+        &emu,
+        "PUT",
+        "/devices/d2",
+        &[],
+        json!({"authentication": {"symmetricKey": {"primaryKey": given, "secondaryKey": ""}}}),
+    )
+    .await;
+    assert_eq!(a.json()["authentication"]["symmetricKey"]["primaryKey"], given);
+
+    // Replace under If-Match: a stale ETag is 412, the current one or * replaces (keys kept when not given).
+    let etag = d["etag"].as_str().unwrap().to_owned();
+    let quoted = format!("\"{etag}\"");
+    let body = json!({"deviceId": "d1", "status": "disabled", "statusReason": "maintenance", "capabilities": {"iotEdge": true}});
+    let a = call(&emu, "PUT", "/devices/d1", &[("if-match", &quoted)], body.clone()).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let u = a.json();
+    assert_eq!((u["status"].as_str(), u["statusReason"].as_str()), (Some("disabled"), Some("maintenance")));
+    assert_eq!(u["capabilities"]["iotEdge"], true);
+    assert_eq!(u["authentication"]["symmetricKey"]["primaryKey"], key.as_str());
+    assert_ne!(u["etag"], d["etag"]);
+    let a = call(&emu, "PUT", "/devices/d1", &[("if-match", &quoted)], body).await;
+    assert_eq!((a.status, error_name(&a).as_str()), (412, "PreconditionFailed"), "{}", a.body);
+    let a = call(&emu, "PUT", "/devices/nope", &[("if-match", "*")], json!({})).await;
+    assert_eq!((a.status, error_name(&a).as_str()), (404, "DeviceNotFound"));
+
+    // List (devices only, `top` honoured), then delete under If-Match.
+    call(&emu, "PUT", "/devices/d1/modules/m1", &[], json!({})).await;
+    let a = call(&emu, "GET", &format!("/devices?top=1&{V}"), &[], Value::Null).await;
+    assert_eq!(a.json().as_array().unwrap().len(), 1);
+    let a = call(&emu, "GET", &format!("/devices/?{V}"), &[], Value::Null).await;
+    assert_eq!(a.json().as_array().unwrap().len(), 2, "d1 and d2, not the module: {}", a.body);
+    let a = call(&emu, "DELETE", "/devices/d1", &[("if-match", &quoted)], Value::Null).await;
+    assert_eq!(a.status, 412);
+    let a = call(&emu, "DELETE", &format!("/devices/d1?{V}"), &[("if-match", "\"*\"")], Value::Null).await;
+    assert_eq!(a.status, 204, "{}", a.body);
+    let a = call(&emu, "GET", "/devices/d1", &[], Value::Null).await;
+    assert_eq!((a.status, error_name(&a).as_str()), (404, "DeviceNotFound"));
+    // The device's modules went with it.
+    let a = call(&emu, "GET", "/devices/d1/modules/m1", &[], Value::Null).await;
+    assert_eq!((a.status, error_name(&a).as_str()), (404, "ModuleNotFound"));
+}
+
+#[tokio::test]
+async fn modules_and_their_twins_and_methods() {
+    let emu = Emu::start().await;
+    call(&emu, "PUT", "/devices/d1", &[], Value::Null).await;
+    let a =
+        call(&emu, "PUT", &format!("/devices/d1/modules/m1?{V}"), &[], json!({"moduleId": "m1", "managedBy": "me"}))
+            .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let m = a.json();
+    assert_eq!(
+        (m["deviceId"].as_str(), m["moduleId"].as_str(), m["managedBy"].as_str()),
+        (Some("d1"), Some("m1"), Some("me"))
+    );
+    let a = call(&emu, "PUT", "/devices/d1/modules/m1", &[], json!({})).await;
+    assert_eq!((a.status, error_name(&a).as_str()), (409, "ModuleAlreadyExistsOnDevice"));
+    let a = call(&emu, "PUT", "/devices/ghost/modules/m1", &[], json!({})).await;
+    assert_eq!((a.status, error_name(&a).as_str()), (404, "DeviceNotFound"));
+    let a = call(&emu, "GET", "/devices/d1/modules", &[], Value::Null).await;
+    assert_eq!(a.json().as_array().unwrap().len(), 1);
+    // A module's registry key is not reachable through the device routes.
+    assert_eq!(call(&emu, "GET", "/devices/d1%2Fm1", &[], Value::Null).await.status, 404);
+    assert_eq!(call(&emu, "PUT", "/devices/d1%2Fm2", &[], json!({})).await.status, 400);
+    assert_eq!(call(&emu, "DELETE", "/devices/d1%2Fm1", &[], Value::Null).await.status, 400);
+    assert_eq!(call(&emu, "GET", "/twins/d1%2Fm1", &[], Value::Null).await.status, 400);
+
+    let a = call(&emu, "PATCH", "/twins/d1/modules/m1", &[], json!({"properties": {"desired": {"k": 1}}})).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!((a.json()["moduleId"].as_str(), a.json()["properties"]["desired"]["k"].as_i64()), (Some("m1"), Some(1)));
+    let a = call(&emu, "GET", "/twins/d1", &[], Value::Null).await;
+    assert!(a.json()["properties"]["desired"].get("k").is_none(), "the device twin is apart");
+
+    // A module method reaches the module's own connection.
+    let key = DeviceKey::from_base64(m["authentication"]["symmetricKey"]["primaryKey"].as_str().unwrap()).unwrap();
+    let mut dev = TestDevice::with_config(
+        DeviceConfig::new("localhost", DeviceIdentity::module("d1", "m1")),
+        key.clone(),
+        Via::Mqtt,
+    );
+    let ev = dev.connect_with(&emu, token(&key, "d1/modules/m1", 3600), None).await;
+    assert!(matches!(ev, Event::Connected { .. }), "{ev:?}");
+    dev.subscribe(&[TopicFilter::Methods]).await;
+    let body = json!({"methodName": "ping", "payload": {"n": 1}, "responseTimeoutInSeconds": 5});
+    let owner = emu.token("iothubowner");
+    let addr = emu.r().http_addr;
+    let call_task = tokio::spawn(async move {
+        let h = [("host", "localhost"), ("authorization", owner.as_str())];
+        http_raw(addr, "POST", "/twins/d1/modules/m1/methods?api-version=2021-04-12", &h, &body.to_string()).await
+    });
+    let Event::MethodRequest { rid, .. } = dev.expect("method", |e| matches!(e, Event::MethodRequest { .. })).await
+    else {
+        unreachable!()
+    };
+    let now = dev.now();
+    dev.session_mut().respond_to_method(now, &rid, 200, b"{\"pong\":1}").unwrap();
+    dev.flush().await;
+    let a = call_task.await.unwrap();
+    assert_eq!(a.json(), json!({"status": 200, "payload": {"pong": 1}}), "{}", a.body);
+
+    let a = call(&emu, "DELETE", "/devices/d1/modules/m1", &[("if-match", "*")], Value::Null).await;
+    assert_eq!(a.status, 204);
+    assert_eq!(call(&emu, "GET", "/devices/d1/modules", &[], Value::Null).await.json(), json!([]));
+}
+
+#[tokio::test]
+async fn bulk_registry_operations_as_the_sdks_send_them() {
+    let emu = Emu::start().await;
+    let create: Vec<Value> = (1..=3).map(|n| json!({"id": format!("b{n}"), "importMode": "create", "authentication": {"type": "sas", "symmetricKey": {"primaryKey": "", "secondaryKey": ""}}})).collect();
+    let a = call(&emu, "POST", &format!("/devices?{V}"), &[], json!(create)).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json(), json!({"isSuccessful": true, "errors": [], "warnings": []}));
+    // A partly failing call answers 400 with the failed entries; the others are applied.
+    let a = call(
+        &emu,
+        "POST",
+        "/devices",
+        &[],
+        json!([{"id": "b1", "importMode": "create"}, {"id": "b4", "importMode": "create"}]),
+    )
+    .await;
+    assert_eq!(a.status, 400);
+    assert_eq!(a.json()["isSuccessful"], false);
+    assert_eq!(a.json()["errors"][0]["deviceId"], "b1");
+    assert_eq!(a.json()["errors"][0]["errorCode"], "DeviceAlreadyExists");
+    assert_eq!(call(&emu, "GET", "/devices/b4", &[], Value::Null).await.status, 200);
+    // Update (with a stale ETag where asked) and delete.
+    let a = call(&emu, "POST", "/devices", &[], json!([{"id": "b2", "importMode": "updateIfMatchETag", "eTag": "stale", "status": "disabled"}, {"id": "b3", "importMode": "update", "status": "disabled"}])).await;
+    assert_eq!(a.json()["errors"][0]["errorCode"], "PreconditionFailed", "{}", a.body);
+    assert_eq!(call(&emu, "GET", "/devices/b3", &[], Value::Null).await.json()["status"], "disabled");
+    assert_eq!(call(&emu, "GET", "/devices/b2", &[], Value::Null).await.json()["status"], "enabled");
+    let a = call(
+        &emu,
+        "POST",
+        "/devices",
+        &[],
+        json!([{"id": "b1", "importMode": "delete"}, {"id": "b2", "importMode": "Delete"}]),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(call(&emu, "GET", "/devices/b1", &[], Value::Null).await.status, 404);
+    // Refused before anything is applied: over 100, an id twice, an unknown mode.
+    let many: Vec<Value> = (0..101).map(|n| json!({"id": format!("x{n}"), "importMode": "create"})).collect();
+    assert_eq!(call(&emu, "POST", "/devices", &[], json!(many)).await.status, 400);
+    let a = call(
+        &emu,
+        "POST",
+        "/devices",
+        &[],
+        json!([{"id": "y", "importMode": "create"}, {"id": "y", "importMode": "create"}]),
+    )
+    .await;
+    assert_eq!((a.status, error_name(&a).as_str()), (400, "DeviceDefinedMultipleTimes"));
+    assert_eq!(call(&emu, "POST", "/devices", &[], json!([{"id": "z", "importMode": "explode"}])).await.status, 400);
+    assert_eq!(call(&emu, "GET", "/devices/y", &[], Value::Null).await.status, 404);
+    assert_eq!(call(&emu, "GET", "/devices/x0", &[], Value::Null).await.status, 404);
+}
+
+#[tokio::test]
+async fn twins_get_patch_replace_under_etags_and_rules() {
+    let emu = Emu::start().await;
+    emu.device("d1").await;
+    let a = call(&emu, "GET", &format!("/twins/d1?{V}"), &[], Value::Null).await;
+    assert_eq!(a.status, 200);
+    let t = a.json();
+    for field in
+        ["deviceId", "etag", "version", "tags", "properties", "status", "connectionState", "modelId", "deviceEtag"]
+    {
+        assert!(t.get(field).is_some(), "{field} in {t}");
+    }
+    assert_eq!(t["properties"]["desired"]["$version"], 1);
+    assert!(t["properties"]["desired"]["$metadata"]["$lastUpdated"].is_string());
+    assert_eq!(t["tags"], json!({}));
+
+    let etag = format!("\"{}\"", t["etag"].as_str().unwrap());
+    let patch = json!({"tags": {"site": {"city": "Oslo"}}, "properties": {"desired": {"rate": 5, "$version": 1}}});
+    let a = call(&emu, "PATCH", "/twins/d1", &[("if-match", &etag)], patch).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let t2 = a.json();
+    assert_eq!(
+        (t2["tags"]["site"]["city"].as_str(), t2["properties"]["desired"]["rate"].as_i64()),
+        (Some("Oslo"), Some(5))
+    );
+    assert_eq!(t2["properties"]["desired"]["$version"], 2);
+    assert!(t2["version"].as_u64() > t["version"].as_u64());
+    let a = call(&emu, "PATCH", "/twins/d1", &[("if-match", &etag)], json!({"tags": {"x": 1}})).await;
+    assert_eq!((a.status, error_name(&a).as_str()), (412, "PreconditionFailed"));
+    // A tag change alone moves the ETag.
+    let a = call(&emu, "PATCH", "/twins/d1", &[], json!({"tags": {"site": {"floor": 2}}})).await;
+    assert_ne!(a.json()["etag"], t2["etag"]);
+    assert_eq!(a.json()["tags"]["site"], json!({"city": "Oslo", "floor": 2}));
+    // PUT replaces tags and desired (reported stays the device's).
+    let a = call(
+        &emu,
+        "PUT",
+        "/twins/d1",
+        &[("if-match", "*")],
+        json!({"tags": {"only": true}, "properties": {"desired": {"mode": "eco"}, "reported": {"ignored": 1}}}),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json()["tags"], json!({"only": true}));
+    assert!(a.json()["properties"]["desired"].get("rate").is_none());
+    assert!(a.json()["properties"]["reported"].get("ignored").is_none());
+    // The twin rules hold for tags: names, and 8 KB.
+    let a = call(&emu, "PATCH", "/twins/d1", &[], json!({"tags": {"a.b": 1}})).await;
+    assert_eq!(a.status, 400);
+    assert!(a.body.contains("contains '.'"), "{}", a.body);
+    let a = call(
+        &emu,
+        "PATCH",
+        "/twins/d1",
+        &[],
+        json!({"tags": {"a": "x".repeat(4000), "b": "x".repeat(4000), "c": "x".repeat(400)}}),
+    )
+    .await;
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert!(a.body.contains("8192"), "{}", a.body);
+    let a = call(&emu, "GET", "/twins/ghost", &[], Value::Null).await;
+    assert_eq!((a.status, error_name(&a).as_str()), (404, "DeviceNotFound"));
+}
+
+#[tokio::test]
+async fn query_subset_with_paging_count_and_clear_400s() {
+    let emu = Emu::start().await;
+    let mut connected = None;
+    for n in 1..=5 {
+        let id = format!("q{n}");
+        let key = emu.device(&id).await;
+        let region = if n % 2 == 0 { "eu" } else { "us" };
+        call(&emu, "PATCH", &format!("/twins/{id}"), &[], json!({"tags": {"region": region, "n": n}})).await;
+        if n == 5 {
+            let mut cfg = DeviceConfig::new("localhost", DeviceIdentity::device(&id));
+            cfg.model_id = Some("dtmi:com:example:Thermostat;1".into());
+            let mut d = TestDevice::with_config(cfg, key, Via::Mqtt);
+            d.connect(&emu).await;
+            // Kept open for the connectionState query below.
+            connected = Some(d);
+        }
+    }
+    let query = |q: &'static str, extra: Vec<(&'static str, String)>| {
+        let emu = &emu;
+        async move {
+            let h: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            call(emu, "POST", &format!("/devices/query?{V}"), &h, json!({ "query": q })).await
+        }
+    };
+    let ids = |a: &HttpAnswer| -> Vec<String> {
+        a.json().as_array().unwrap().iter().map(|t| t["deviceId"].as_str().unwrap().to_owned()).collect()
+    };
+    let a = query("SELECT * FROM devices WHERE tags.region = 'us'", vec![]).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(ids(&a), ["q1", "q3", "q5"]);
+    assert_eq!(a.header("x-ms-item-type"), Some("Twin"));
+    assert!(a.header("x-ms-continuation").is_none());
+    let a = query("SELECT * FROM devices WHERE tags.n >= 2 AND NOT (tags.region = 'eu' OR tags.n > 4)", vec![]).await;
+    assert_eq!(ids(&a), ["q3"]);
+    let a = query("SELECT * FROM devices WHERE connectionState = 'Connected'", vec![]).await;
+    assert_eq!(ids(&a), ["q5"]);
+    assert_ne!(a.json()[0]["lastActivityTime"], "0001-01-01T00:00:00Z");
+    let a = query("SELECT * FROM devices WHERE modelId = 'dtmi:com:example:Thermostat;1'", vec![]).await;
+    assert_eq!(ids(&a), ["q5"]);
+    let d5 = call(&emu, "GET", "/devices/q5", &[], Value::Null).await.json();
+    assert_ne!(d5["connectionStateUpdatedTime"], "0001-01-01T00:00:00Z", "{d5}");
+    // The model id stays on the twin after the device disconnects, as IoT Hub keeps it.
+    if let Some(mut d) = connected.take() {
+        d.disconnect().await;
+    }
+    let a = query("SELECT * FROM devices WHERE modelId = 'dtmi:com:example:Thermostat;1'", vec![]).await;
+    assert_eq!(ids(&a), ["q5"]);
+    // Paging: two per page, the token carried back until none is sent.
+    let mut all = Vec::new();
+    let mut next: Option<String> = None;
+    for _ in 0..5 {
+        let mut h = vec![("x-ms-max-item-count", "2".to_owned())];
+        if let Some(t) = &next {
+            h.push(("x-ms-continuation", t.clone()));
+        }
+        let a = query("SELECT * FROM devices", h).await;
+        all.extend(ids(&a));
+        next = a.header("x-ms-continuation").map(str::to_owned);
+        if next.is_none() {
+            break;
+        }
+    }
+    assert_eq!(all, ["q1", "q2", "q3", "q4", "q5"]);
+    let a = query("SELECT COUNT() AS total FROM devices WHERE tags.region = 'eu'", vec![]).await;
+    assert_eq!(a.json(), json!([{"total": 2}]));
+    for (q, names) in [
+        ("SELECT * FROM devices GROUP BY tags.region", "GROUP"),
+        ("SELECT deviceId FROM devices", "projection"),
+        ("SELECT * FROM devices.modules", "devices.modules"),
+        ("SELECT * FROM devices WHERE STARTSWITH(deviceId, 'q')", "STARTSWITH"),
+        ("SELECT * FROM devices WHERE", "syntax"),
+    ] {
+        let a = query(q, vec![]).await;
+        assert_eq!((a.status, error_name(&a).as_str()), (400, "ArgumentInvalid"), "{q}");
+        assert!(a.json()["message"].as_str().unwrap().contains(names), "{q}: {}", a.body);
+    }
+    // A device named `query` is still a device.
+    assert_eq!(call(&emu, "PUT", "/devices/query", &[], Value::Null).await.status, 200);
+    assert_eq!(call(&emu, "GET", "/devices/query", &[], Value::Null).await.json()["deviceId"], "query");
+}
+
+#[tokio::test]
+async fn purge_statistics_and_permissions() {
+    let emu = Emu::start().await;
+    emu.device("d1").await;
+    emu.device("d2").await;
+    call(&emu, "POST", "/devices/d2/disable", &[], Value::Null).await;
+    for n in 0..2 {
+        let a = call(
+            &emu,
+            "POST",
+            "/devices/d1/messages/devicebound",
+            &[],
+            json!({"body": format!("m{n}"), "ack": "full"}),
+        )
+        .await;
+        assert_eq!(a.status, 201, "{}", a.body);
+    }
+    assert_eq!(call(&emu, "GET", "/devices/d1", &[], Value::Null).await.json()["cloudToDeviceMessageCount"], 2);
+    let a = call(&emu, "DELETE", &format!("/devices/d1/commands?{V}"), &[], Value::Null).await;
+    assert_eq!(a.json(), json!({"totalMessagesPurged": 2, "deviceId": "d1", "moduleId": null}), "{}", a.body);
+    assert!(emu.hub().store.c2d_queue("d1").await.unwrap().is_empty());
+    let fb = emu.hub().store.feedback(0, 10).await.unwrap();
+    assert!(fb.iter().all(|f| f.status_code == "Purged") && fb.len() == 2, "{fb:?}");
+    let a = call(&emu, "GET", &format!("/statistics/devices?{V}"), &[], Value::Null).await;
+    assert_eq!(a.json(), json!({"totalDeviceCount": 2, "enabledDeviceCount": 1, "disabledDeviceCount": 1}));
+    let a = call(&emu, "GET", &format!("/statistics/service?{V}"), &[], Value::Null).await;
+    assert_eq!(a.json(), json!({"connectedDeviceCount": 0}));
+    // registryRead may query but not purge or bulk-write; the refusal has IoT Hub's body too.
+    let read = emu.token("registryRead");
+    let h = [("host", "localhost"), ("authorization", read.as_str())];
+    let a = http_raw(emu.r().http_addr, "POST", "/devices/query", &h, "{\"query\":\"SELECT * FROM devices\"}").await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let a = http_raw(emu.r().http_addr, "DELETE", "/devices/d1/commands", &h, "").await;
+    assert_eq!((a.status, error_name(&a).as_str()), (401, "IotHubUnauthorizedAccess"));
+    assert_eq!(http_raw(emu.r().http_addr, "POST", "/devices", &h, "[]").await.status, 401);
+}
+
+#[tokio::test]
+async fn the_service_api_answers_over_https_on_the_websocket_port() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let emu = Emu::start().await;
+    emu.device("d1").await;
+    let mut s = tls_stream(&emu, emu.r().ws_addr).await;
+    let req = format!(
+        "GET /devices/d1?{V} HTTP/1.1\r\nhost: localhost\r\nauthorization: {}\r\nconnection: close\r\n\r\n",
+        emu.token("iothubowner")
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("\"deviceId\":\"d1\"") && text.contains("\"etag\""), "{text}");
+}
