@@ -653,3 +653,58 @@ pub fn read_connection_strings(text: &str) -> Result<Vec<ConnectionString>, Flee
         .map(|(i, l)| ConnectionString::parse(l).map_err(|e| FleetError::ConnectionString { line: i + 1, source: e }))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64, rel: f64) -> bool {
+        (a - b).abs() <= b * rel
+    }
+
+    #[test]
+    fn no_samples_no_latency() {
+        assert_eq!(Latency::default().percentiles(), (0.0, 0.0, 0.0));
+    }
+
+    #[test]
+    fn percentiles_of_a_uniform_spread_are_within_the_bucket_width() {
+        let l = Latency::default();
+        for us in 1..=1000u32 {
+            l.record(us);
+        }
+        let (p50, p99, max) = l.percentiles();
+        // 1 % buckets: the reported value is the bucket's upper bound, at most 1 % (plus one bucket) above.
+        assert!(close(p50, 0.500, 0.021), "p50 {p50}");
+        assert!(close(p99, 0.990, 0.021), "p99 {p99}");
+        assert_eq!(max, 1.0);
+        assert!(p50 <= p99 && p99 <= max);
+    }
+
+    #[test]
+    fn a_percentile_never_exceeds_the_maximum_and_ranks_count() {
+        let l = Latency::default();
+        l.record(20_000);
+        assert_eq!(l.percentiles(), (20.0, 20.0, 20.0));
+        // 98 fast answers and 2 slow ones: p50 is fast, p99 is slow.
+        let l = Latency::default();
+        for _ in 0..98 {
+            l.record(100);
+        }
+        l.record(50_000);
+        l.record(60_000);
+        let (p50, p99, max) = l.percentiles();
+        assert!(close(p50, 0.1, 0.021), "p50 {p50}");
+        assert!(close(p99, 50.0, 0.021), "p99 {p99}");
+        assert_eq!(max, 60.0);
+    }
+
+    #[test]
+    fn samples_beyond_the_last_bucket_are_counted_there() {
+        let l = Latency::default();
+        l.record(u32::MAX);
+        let (p50, _, max) = l.percentiles();
+        assert_eq!(max, u32::MAX as f64 / 1000.0);
+        assert!(p50 <= max);
+    }
+}
