@@ -13,28 +13,8 @@ const { Mqtt, MqttWs } = require('azure-iot-provisioning-device-mqtt');
 const { SymmetricKeySecurityClient } = require('azure-iot-security-symmetric-key');
 const { ProvisioningDeviceClient } = require('azure-iot-provisioning-device');
 
-const HTTP = process.env.HUBSIM_HTTP;
 
-async function api(method, p, body) {
-  const r = await fetch(HTTP + p, { method, headers: { 'content-type': 'application/json', authorization: process.env.HUBSIM_TOKEN }, body: body && JSON.stringify(body) });
-  const t = await r.text();
-  if (!r.ok) throw new Error(`${method} ${p}: HTTP ${r.status} ${t}`);
-  return t ? JSON.parse(t) : null;
-}
-
-async function until(what, fn, ms = 20000) {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-function assert(cond, what) {
-  if (!cond) throw new Error(`assertion failed: ${what}`);
-}
+const { HTTP, api, until, assert } = require('./check_common');
 
 // As in the SDK's sample register_symkeygroup.js.
 function computeDerivedSymmetricKey(masterKey, regId) {

@@ -8,30 +8,10 @@ const fs = require('fs');
 const { Client, Message } = require('azure-iot-device');
 const { Mqtt, MqttWs } = require('azure-iot-device-mqtt');
 
-const HTTP = process.env.HUBSIM_HTTP;
 const CA = fs.readFileSync(process.env.HUBSIM_CA, 'utf8');
 const DEVICE = process.env.HUBSIM_DEVICE;
 
-async function api(method, p, body) {
-  const r = await fetch(HTTP + p, { method, headers: { 'content-type': 'application/json', authorization: process.env.HUBSIM_TOKEN }, body: body && JSON.stringify(body) });
-  const t = await r.text();
-  if (!r.ok) throw new Error(`${method} ${p}: HTTP ${r.status} ${t}`);
-  return t ? JSON.parse(t) : null;
-}
-
-async function until(what, fn, ms = 20000) {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-function assert(cond, what) {
-  if (!cond) throw new Error(`assertion failed: ${what}`);
-}
+const { api, until, assert } = require('./check_common');
 
 async function check(name, Protocol) {
   const device = await api('GET', `/devices/${DEVICE}`);

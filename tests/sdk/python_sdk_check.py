@@ -15,29 +15,10 @@ import urllib.request
 
 from azure.iot.device import IoTHubDeviceClient, Message, MethodResponse
 
-HTTP = os.environ["HUBSIM_HTTP"]
-TOKEN = os.environ["HUBSIM_TOKEN"]  # an iothubowner service token for the service API
+from check_common import HTTP, TIMEOUT, api, wait_for
+
 CA = open(os.environ["HUBSIM_CA"]).read()
 DEVICE = os.environ["HUBSIM_DEVICE"]
-TIMEOUT = 20
-
-
-def api(method, path, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(HTTP + path, data=data, method=method, headers={"Content-Type": "application/json", "Authorization": TOKEN})
-    with urllib.request.urlopen(req, timeout=TIMEOUT) as r:
-        text = r.read().decode()
-        return json.loads(text) if text else None
-
-
-def wait_for(what, pred):
-    deadline = time.time() + TIMEOUT
-    while time.time() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.1)
-    raise AssertionError("timed out waiting for " + what)
 
 
 def check(transport_name, websockets):
