@@ -94,8 +94,8 @@ struct Ctx {
     model_id: Option<String>,
     clean_session: bool,
     handle: ConnHandle,
-    /// C2D packet id → queue sequence, with the lock deadline.
-    c2d: HashMap<u16, (u64, TokioInstant)>,
+    /// C2D packet id → queue sequence (the lock deadline is the session's).
+    c2d: HashMap<u16, u64>,
     methods: HashMap<String, oneshot::Sender<MethodReply>>,
     connected: bool,
 }
@@ -223,12 +223,7 @@ pub async fn serve(hub: Arc<Hub>, mut transport: Transport, kind: &'static str, 
                 }
                 Err(e) => session.close(CloseReason::ClosedByService(format!("the event could not be stored: {e}"))),
             },
-            _ = sleep_until(timer) => {
-                session.handle_timeout(hub.now());
-                if !session.is_closed() {
-                    ctx.expire_locks(&mut session).await;
-                }
-            }
+            _ = sleep_until(timer) => session.handle_timeout(hub.now()),
         }
     }
     // The close handshake is a write too: a device that stopped reading must not hold the task here either.
@@ -249,12 +244,7 @@ async fn sleep_until(t: Option<TokioInstant>) {
 
 impl Ctx {
     fn next_deadline(&self, session: &HubSession) -> Option<TokioInstant> {
-        let s = session.poll_timeout().map(|t| self.hub.tokio_instant(t));
-        let l = self.c2d.values().map(|(_, t)| *t).min();
-        match (s, l) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        session.poll_timeout().map(|t| self.hub.tokio_instant(t))
     }
 
     fn device(&self) -> &str {
@@ -323,8 +313,9 @@ impl Ctx {
                 }
             }
             HubEvent::Unsubscribed(_) => self.persist_subscriptions(session).await,
+            HubEvent::C2dLockExpired(pkid) => self.lock_expired(session, pkid).await,
             HubEvent::C2dCompleted(pkid) => {
-                if let Some((seq, _)) = self.c2d.remove(&pkid) {
+                if let Some(seq) = self.c2d.remove(&pkid) {
                     if let Err(e) = self.hub.c2d_complete(self.device(), seq).await {
                         tracing::error!("cannot complete C2D message {seq}: {e}");
                     }
@@ -410,16 +401,22 @@ impl Ctx {
         if session.subscription(&TopicFilter::C2d).is_none() || session.is_closed() {
             return;
         }
-        let exclude = self.c2d.values().map(|(s, _)| *s).collect();
+        let exclude = self.c2d.values().copied().collect();
         let msgs = match self.hub.c2d_take(self.device(), exclude).await {
             Ok(m) => m,
             Err(e) => return tracing::error!("cannot read the C2D queue of {}: {e}", self.device()),
         };
         let mut unsent = Vec::new();
         for m in msgs {
-            match session.deliver_c2d(c2d_properties(&m), Bytes::from(m.body.clone()), m.delivery_count > 1) {
+            let delivery = session.deliver_c2d(
+                self.hub.now(),
+                c2d_properties(&m),
+                Bytes::from(m.body.clone()),
+                m.delivery_count > 1,
+            );
+            match delivery {
                 Ok(C2dDelivery::AwaitingAck(pkid)) => {
-                    self.c2d.insert(pkid, (m.seq, TokioInstant::now() + self.hub.settings.c2d_lock));
+                    self.c2d.insert(pkid, m.seq);
                 }
                 // QoS 0: completed on send.
                 Ok(C2dDelivery::Completed) => {
@@ -431,25 +428,21 @@ impl Ctx {
         let _ = self.hub.c2d_release(self.device(), unsent).await;
     }
 
-    /// Redelivers (with DUP) C2D messages whose lock expired without a PUBACK.
-    async fn expire_locks(&mut self, session: &mut HubSession) {
-        let now = TokioInstant::now();
-        let due: Vec<(u16, u64)> =
-            self.c2d.iter().filter(|(_, (_, t))| *t <= now).map(|(p, (s, _))| (*p, *s)).collect();
-        for (pkid, seq) in due {
-            match self.hub.c2d_relock(self.device(), seq).await {
-                Ok(Some(m)) => {
-                    if let Err(e) = session.redeliver_c2d(pkid, c2d_properties(&m), Bytes::from(m.body)) {
-                        tracing::error!("{e}");
-                    }
-                    self.c2d.insert(pkid, (seq, now + self.hub.settings.c2d_lock));
+    /// The session's lock on a delivery ran out without a PUBACK: relock it in the store and redeliver it with DUP,
+    /// or, when it expired or reached the delivery limit (dead-lettered by the store), abandon it.
+    async fn lock_expired(&mut self, session: &mut HubSession, pkid: u16) {
+        let Some(&seq) = self.c2d.get(&pkid) else { return };
+        match self.hub.c2d_relock(self.device(), seq).await {
+            Ok(Some(m)) => {
+                if let Err(e) = session.redeliver_c2d(self.hub.now(), pkid, c2d_properties(&m), Bytes::from(m.body)) {
+                    tracing::error!("{e}");
                 }
-                Ok(None) => {
-                    let _ = session.abandon_c2d(pkid);
-                    self.c2d.remove(&pkid);
-                }
-                Err(e) => tracing::error!("cannot relock C2D message {seq}: {e}"),
             }
+            Ok(None) => {
+                let _ = session.abandon_c2d(pkid);
+                self.c2d.remove(&pkid);
+            }
+            Err(e) => tracing::error!("cannot relock C2D message {seq}: {e}"),
         }
     }
 
@@ -457,7 +450,7 @@ impl Ctx {
         if let Some(id) = self.device.clone() {
             if self.connected {
                 self.hub.unregister(&id, self.conn_id);
-                let seqs = self.c2d.values().map(|(s, _)| *s).collect();
+                let seqs = self.c2d.values().copied().collect();
                 let _ = self.hub.c2d_release(&id, seqs).await;
             }
         }

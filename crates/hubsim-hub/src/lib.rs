@@ -136,6 +136,7 @@ pub async fn start(config: Config) -> Result<Running> {
     settings.protocol = config.protocol.clone();
     settings.protocol.retain_property = config.retain_property.clone();
     settings.c2d_lock = config.c2d_lock;
+    settings.protocol.c2d_lock = config.c2d_lock;
     settings.write_timeout = config.write_timeout;
     let policies = hub::policy::Policies::load_or_create(&config.data_dir)?;
     let hub = Arc::new(Hub::new(settings, store, policies));

@@ -33,6 +33,9 @@ pub struct HubConfig {
     /// no further packets and [`HubSession::wants_input`] turns false, so the task stops reading the transport
     /// and TCP pushes back on the device: a connection's pending writes stay bounded.
     pub max_held_acks: usize,
+    /// How long a delivered QoS 1 C2D message waits for its PUBACK before the session reports
+    /// [`HubEvent::C2dLockExpired`] (IoT Hub's lock: 60 s; reference §5).
+    pub c2d_lock: Duration,
 }
 
 impl Default for HubConfig {
@@ -44,6 +47,7 @@ impl Default for HubConfig {
             retain_property: "mqtt-retain".into(),
             max_subscriptions: 5,
             max_held_acks: 128,
+            c2d_lock: Duration::from_secs(60),
         }
     }
 }
@@ -83,6 +87,10 @@ pub enum HubEvent {
     Unsubscribed(Vec<TopicFilter>),
     /// The device acknowledged (completed) the C2D delivery with this packet id.
     C2dCompleted(u16),
+    /// The lock of an in-flight C2D delivery (packet id) ran out without a PUBACK: the task redelivers it
+    /// ([`HubSession::redeliver_c2d`]) or, when the message is gone or used up, abandons it
+    /// ([`HubSession::abandon_c2d`]).
+    C2dLockExpired(u16),
     /// Hand the response to the waiting caller, then [`HubSession::ack_publish`] with `ack` when it is `Some`.
     MethodResponse {
         rid: RequestId,
@@ -171,6 +179,9 @@ pub struct HubSession {
     subscriptions: BTreeMap<TopicFilter, QoS>,
     /// C2D publishes awaiting PUBACK, in send order ([MQTT-4.6.0-2]: the device acknowledges in that order).
     c2d_in_flight: VecDeque<u16>,
+    /// The lock deadline of each in-flight C2D delivery; `None` once [`HubEvent::C2dLockExpired`] was reported and
+    /// the task has not yet redelivered or abandoned it.
+    c2d_locks: BTreeMap<u16, Option<Instant>>,
     /// QoS 1 twin responses and desired patches awaiting PUBACK; nothing to complete when it comes.
     responses_in_flight: BTreeSet<u16>,
     /// C2D deliveries given up by the task (dead-lettered) whose late PUBACK is expected and completes nothing.
@@ -197,6 +208,7 @@ impl HubSession {
             last_input: now,
             subscriptions: BTreeMap::new(),
             c2d_in_flight: VecDeque::new(),
+            c2d_locks: BTreeMap::new(),
             responses_in_flight: BTreeSet::new(),
             abandoned: BTreeSet::new(),
             held_acks: VecDeque::new(),
@@ -341,6 +353,16 @@ impl HubSession {
                     self.close(CloseReason::TokenExpired);
                 } else if now >= self.last_received + keep_alive {
                     self.close(CloseReason::KeepAliveTimeout(keep_alive));
+                } else {
+                    // In delivery order, so redeliveries keep the order the device saw.
+                    for &pkid in &self.c2d_in_flight {
+                        if let Some(lock) = self.c2d_locks.get_mut(&pkid) {
+                            if lock.is_some_and(|d| now >= d) {
+                                *lock = None;
+                                self.events.push_back(HubEvent::C2dLockExpired(pkid));
+                            }
+                        }
+                    }
                 }
             }
             // The task owns the authentication's time; a closed session has no timers.
@@ -413,6 +435,7 @@ impl HubSession {
     /// Delivers a C2D message if the device is subscribed.
     pub fn deliver_c2d(
         &mut self,
+        now: Instant,
         properties: PropertyBag,
         payload: Bytes,
         redelivery: bool,
@@ -431,6 +454,7 @@ impl HubSession {
                 };
                 p.pkid = pkid;
                 self.c2d_in_flight.push_back(pkid);
+                self.c2d_locks.insert(pkid, Some(now + self.config.c2d_lock));
                 C2dDelivery::AwaitingAck(pkid)
             }
         };
@@ -438,12 +462,20 @@ impl HubSession {
         Ok(delivery)
     }
 
-    /// Re-sends an unacknowledged QoS 1 C2D delivery with DUP and its original packet id (its lock expired).
-    pub fn redeliver_c2d(&mut self, pkid: u16, properties: PropertyBag, payload: Bytes) -> Result<(), CommandError> {
+    /// Re-sends an unacknowledged QoS 1 C2D delivery with DUP and its original packet id (its lock expired), and
+    /// locks it again.
+    pub fn redeliver_c2d(
+        &mut self,
+        now: Instant,
+        pkid: u16,
+        properties: PropertyBag,
+        payload: Bytes,
+    ) -> Result<(), CommandError> {
         let identity = self.require_connected("redeliver_c2d()")?;
         if !self.c2d_in_flight.contains(&pkid) {
             return Err(CommandError::UnknownC2d(pkid));
         }
+        self.c2d_locks.insert(pkid, Some(now + self.config.c2d_lock));
         let topic = HubTopic::C2d { identity: DeviceIdentity::device(identity.device_id), properties }.to_string();
         let mut p = Publish::from_bytes(topic, QoS::AtLeastOnce, payload);
         p.pkid = pkid;
@@ -459,6 +491,7 @@ impl HubSession {
         if self.c2d_in_flight.len() == before {
             return Err(CommandError::UnknownC2d(pkid));
         }
+        self.c2d_locks.remove(&pkid);
         self.abandoned.insert(pkid);
         Ok(())
     }
@@ -529,7 +562,8 @@ impl HubSession {
             State::AwaitingConnect { deadline } => Some(*deadline),
             State::Connected { keep_alive, token_expiry, .. } => {
                 let ka = self.last_received + *keep_alive;
-                Some(token_expiry.map_or(ka, |t| ka.min(t)))
+                let lock = self.c2d_locks.values().flatten().min().copied();
+                Some([Some(ka), *token_expiry, lock].into_iter().flatten().min().unwrap_or(ka))
             }
             State::Authenticating { .. } | State::Closed => None,
         }
@@ -663,6 +697,7 @@ impl HubSession {
         match self.c2d_in_flight.front() {
             Some(&front) if front == pkid => {
                 self.c2d_in_flight.pop_front();
+                self.c2d_locks.remove(&pkid);
                 self.events.push_back(HubEvent::C2dCompleted(pkid));
             }
             Some(&expected) if self.c2d_in_flight.contains(&pkid) => {

@@ -84,6 +84,7 @@ impl Pair {
                     | HubEvent::Subscribed(_)
                     | HubEvent::Unsubscribed(_)
                     | HubEvent::C2dCompleted(_)
+                    | HubEvent::C2dLockExpired(_)
                     | HubEvent::TwinGet { .. }
                     | HubEvent::Closed { .. } => {}
                 }
@@ -220,7 +221,11 @@ fn qos2_publish_closes_and_the_device_is_told_why() {
 }
 
 fn connected_hub() -> HubSession {
-    let mut hub = HubSession::new(HubConfig::default(), T0);
+    connected_hub_with(HubConfig::default())
+}
+
+fn connected_hub_with(config: HubConfig) -> HubSession {
+    let mut hub = HubSession::new(config, T0);
     hub.handle_input(
         T0,
         &raw_connect("dev1", "hub.local/dev1/?api-version=2021-04-12", "SharedAccessSignature sr=a&sig=b&se=1"),
@@ -300,7 +305,8 @@ fn c2d_round_trip_and_out_of_order_puback_closes() {
     let mut props = PropertyBag::new();
     props.set_system(SystemProperty::MessageId, "m1").set_system(SystemProperty::Ack, "full");
     props.push("k", "v w");
-    let C2dDelivery::AwaitingAck(pkid) = p.hub.deliver_c2d(props.clone(), Bytes::from_static(b"hello"), false).unwrap()
+    let C2dDelivery::AwaitingAck(pkid) =
+        p.hub.deliver_c2d(p.now, props.clone(), Bytes::from_static(b"hello"), false).unwrap()
     else {
         panic!()
     };
@@ -313,8 +319,12 @@ fn c2d_round_trip_and_out_of_order_puback_closes() {
 
     let mut hub = connected_hub();
     hub.handle_input(T0, &subscribe_bytes(&[("devices/dev1/messages/devicebound/#", QoS::AtLeastOnce)]));
-    let Ok(C2dDelivery::AwaitingAck(a)) = hub.deliver_c2d(PropertyBag::new(), Bytes::new(), false) else { panic!() };
-    let Ok(C2dDelivery::AwaitingAck(b)) = hub.deliver_c2d(PropertyBag::new(), Bytes::new(), false) else { panic!() };
+    let Ok(C2dDelivery::AwaitingAck(a)) = hub.deliver_c2d(T0, PropertyBag::new(), Bytes::new(), false) else {
+        panic!()
+    };
+    let Ok(C2dDelivery::AwaitingAck(b)) = hub.deliver_c2d(T0, PropertyBag::new(), Bytes::new(), false) else {
+        panic!()
+    };
     assert_ne!(a, b);
     hub.handle_input(T0, &[0x40, 0x02, 0x00, b as u8]);
     let ev: Vec<HubEvent> = std::iter::from_fn(|| hub.poll_event()).collect();
@@ -326,7 +336,7 @@ fn c2d_round_trip_and_out_of_order_puback_closes() {
 #[test]
 fn c2d_not_delivered_without_subscription() {
     let mut hub = connected_hub();
-    assert_eq!(hub.deliver_c2d(PropertyBag::new(), Bytes::new(), false), Ok(C2dDelivery::NotSubscribed));
+    assert_eq!(hub.deliver_c2d(T0, PropertyBag::new(), Bytes::new(), false), Ok(C2dDelivery::NotSubscribed));
     assert_eq!(hub.poll_transmit(), None);
 }
 
@@ -458,7 +468,7 @@ fn clean_session_zero_restores_subscriptions() {
     assert_eq!(p.dev_events[0], Event::Connected { session_present: true });
     // Delivered before the device subscribes again.
     assert!(matches!(
-        p.hub.deliver_c2d(PropertyBag::new(), Bytes::from_static(b"queued"), false),
+        p.hub.deliver_c2d(T0, PropertyBag::new(), Bytes::from_static(b"queued"), false),
         Ok(C2dDelivery::AwaitingAck(_))
     ));
 }
@@ -687,7 +697,7 @@ fn refuse_and_accept_outside_authentication_are_misuse_and_send_nothing() {
         Err(CommandError::NotAuthenticating { command: "accept()", state: "awaiting CONNECT" })
     );
     assert_eq!(
-        fresh.deliver_c2d(PropertyBag::new(), Bytes::new(), false),
+        fresh.deliver_c2d(T0, PropertyBag::new(), Bytes::new(), false),
         Err(CommandError::NotConnected { command: "deliver_c2d()", state: "awaiting CONNECT" })
     );
     assert_eq!(fresh.poll_transmit(), None);
@@ -817,7 +827,9 @@ fn every_puback_from_the_device_answers_something_the_hub_sent() {
     assert_eq!(hub.poll_transmit().as_deref(), Some(&[0x90, 0x04, 0x00, 0x07, 0x01, 0x01][..]));
     assert!(matches!(hub.poll_event(), Some(HubEvent::Subscribed(_))));
     assert_eq!(hub.twin_response(&RequestId("1".into()), 200, None, Bytes::new()), Ok(true));
-    let Ok(C2dDelivery::AwaitingAck(c2d)) = hub.deliver_c2d(PropertyBag::new(), Bytes::new(), false) else { panic!() };
+    let Ok(C2dDelivery::AwaitingAck(c2d)) = hub.deliver_c2d(T0, PropertyBag::new(), Bytes::new(), false) else {
+        panic!()
+    };
     hub.abandon_c2d(c2d).unwrap();
     assert_eq!(hub.abandon_c2d(c2d), Err(CommandError::UnknownC2d(c2d)));
     let mut f = crate::packet::Framer::new(1 << 20);
@@ -929,4 +941,37 @@ fn pending_writes_are_bounded_by_back_pressure() {
     hub2.handle_transport_closed("reset");
     let ev: Vec<HubEvent> = std::iter::from_fn(|| hub2.poll_event()).collect();
     assert_eq!(closed_with(&ev[1..]), &CloseReason::TransportClosed("reset".into()));
+}
+
+#[test]
+fn a_c2d_lock_runs_out_in_the_session_and_is_renewed_by_redelivery() {
+    // A lock shorter than the keep-alive deadline (15 s for this CONNECT's 10 s), so the lock decides the timer.
+    let lock = Duration::from_secs(5);
+    let mut hub = connected_hub_with(HubConfig { c2d_lock: lock, ..HubConfig::default() });
+    hub.handle_input(T0, &subscribe_bytes(&[("devices/dev1/messages/devicebound/#", QoS::AtLeastOnce)]));
+    while hub.poll_event().is_some() {}
+    let _ = hub.poll_transmit();
+    let Ok(C2dDelivery::AwaitingAck(pkid)) = hub.deliver_c2d(T0, PropertyBag::new(), Bytes::new(), false) else {
+        panic!()
+    };
+    let _ = hub.poll_transmit();
+    assert_eq!(hub.poll_timeout(), Some(T0 + lock), "the session's next deadline is the lock");
+    let just_before = T0 + (lock - Duration::from_millis(1));
+    hub.handle_timeout(just_before);
+    assert_eq!(hub.poll_event(), None);
+    hub.handle_timeout(T0 + lock);
+    assert_eq!(hub.poll_event(), Some(HubEvent::C2dLockExpired(pkid)));
+    let now = T0 + lock + Duration::from_secs(1);
+    hub.handle_timeout(now);
+    assert_eq!(hub.poll_event(), None, "reported once until the task decides");
+    assert_eq!(hub.poll_timeout(), Some(T0 + Duration::from_secs(15)), "only keep-alive is left");
+    // Redelivery sends the message again with DUP and the same id, and locks it anew.
+    hub.redeliver_c2d(now, pkid, PropertyBag::new(), Bytes::new()).unwrap();
+    let out = hub.poll_transmit().unwrap();
+    assert_eq!(out[0], 0x3A, "PUBLISH, DUP, QoS 1");
+    assert_eq!(hub.poll_timeout(), Some(now + lock));
+    // Its PUBACK completes it and clears the lock.
+    hub.handle_input(now, &[0x40, 0x02, (pkid >> 8) as u8, pkid as u8]);
+    assert_eq!(hub.poll_event(), Some(HubEvent::C2dCompleted(pkid)));
+    assert_eq!(hub.poll_timeout(), Some(now + Duration::from_secs(15)), "no lock left; keep-alive from the PUBACK");
 }
