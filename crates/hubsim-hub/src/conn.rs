@@ -56,6 +56,15 @@ impl Transport {
         }
     }
 
+    /// Sends `data` within `deadline`: a device that stops reading must not hold its task, or keep-alive,
+    /// expiry, disable and replacement could no longer close it.
+    pub(crate) async fn send_within(&mut self, data: Bytes, deadline: std::time::Duration) -> Result<(), String> {
+        match tokio::time::timeout(deadline, self.send(data)).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("a write took longer than {} s: the device is not reading", deadline.as_secs_f32())),
+        }
+    }
+
     async fn send(&mut self, data: Bytes) -> Result<(), String> {
         match self {
             Transport::Stream(s) => s.write_all(&data).await.map_err(|e| e.to_string()),
@@ -174,21 +183,9 @@ pub async fn serve(hub: Arc<Hub>, mut transport: Transport, kind: &'static str, 
         }
         let mut write_failed = None;
         while let Some(bytes) = session.poll_transmit() {
-            // A device that stops reading must not hold this task: keep-alive, expiry, disable and replacement
-            // all need it to run.
-            match tokio::time::timeout(hub.settings.write_timeout, transport.send(bytes)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    write_failed = Some(e);
-                    break;
-                }
-                Err(_) => {
-                    write_failed = Some(format!(
-                        "a write took longer than {} s: the device is not reading",
-                        hub.settings.write_timeout.as_secs_f32()
-                    ));
-                    break;
-                }
+            if let Err(e) = transport.send_within(bytes, hub.settings.write_timeout).await {
+                write_failed = Some(e);
+                break;
             }
         }
         if let Some(e) = write_failed {

@@ -80,16 +80,9 @@ pub(super) async fn serve(
         }
         let mut write_failed = None;
         while let Some(bytes) = session.poll_transmit() {
-            match tokio::time::timeout(hub.settings.write_timeout, transport.send(bytes)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    write_failed = Some(e);
-                    break;
-                }
-                Err(_) => {
-                    write_failed = Some("a write took too long: the device is not reading".to_owned());
-                    break;
-                }
+            if let Err(e) = transport.send_within(bytes, hub.settings.write_timeout).await {
+                write_failed = Some(e);
+                break;
             }
         }
         if let Some(e) = write_failed {
