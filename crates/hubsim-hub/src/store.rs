@@ -246,11 +246,16 @@ enum Undo {
     Appended(Log, u64, String),
 }
 
+/// redb's page cache, bytes (16 MiB). redb's default is 1 GiB, which a busy event log fills: the emulator's
+/// memory then grew past 600 MB in the 100-device benchmark. Writes are appends and reads are recent pages, so a
+/// small cache costs little (BENCHMARKS.md).
+pub const CACHE_BYTES: usize = 16 * 1024 * 1024;
+
 /// Creates the file 0600 before redb opens it (redb initialises an empty file), so device keys are never
 /// readable by others, not even for a moment.
 fn open_db(path: &Path) -> Result<Database, StoreError> {
     crate::files::ensure_private_file(path).map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))?;
-    let database = Database::create(path).map_err(db)?;
+    let database = Database::builder().set_cache_size(CACHE_BYTES).create(path).map_err(db)?;
     let tx = database.begin_write().map_err(db)?;
     {
         tx.open_table(DEVICES).map_err(db)?;

@@ -11,6 +11,15 @@ const MQTT_JS = process.env.MQTT_JS;
 const N = Number(process.env.BENCH_N || 2000);
 const FLEET_STEPS = (process.env.BENCH_FLEET || '50,100,200,400,800').split(',').map(Number);
 
+/** `{prefix}-0 … {prefix}-{count-1}`, 100 per call (the bulk endpoint's limit, IoT Hub's). */
+async function bulk(prefix, count) {
+  const all = [];
+  while (all.length < count) {
+    all.push(...(await api('POST', '/devices-bulk', { prefix, start: all.length, count: Math.min(100, count - all.length) })));
+  }
+  return all;
+}
+
 async function api(method, p, body) {
   const r = await fetch(HTTP + p, { method, headers: { 'content-type': 'application/json', authorization: process.env.HUBSIM_TOKEN }, body: body && JSON.stringify(body) });
   const t = await r.text();
@@ -83,7 +92,7 @@ async function main() {
     // Devices per tab: one WebSocket each, 1 message/s each, UI responsiveness from requestAnimationFrame gaps.
     out.devicesPerTab = { steps: [] };
     for (const n of FLEET_STEPS) {
-      const css = await api('POST', '/devices-bulk', { prefix: `tab${n}`, count: n });
+      const css = await bulk(`tab${n}`, n);
       const { ctx, page } = await appPage(browser);
       const connected = await page.evaluate(([ws, css]) => window.wasmBindings.bench_fleet(ws, css), [WS, css]);
       const frames = await page.evaluate(() => new Promise((res) => {
