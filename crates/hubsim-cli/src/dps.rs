@@ -366,14 +366,18 @@ fn registration(cmd: RegistrationCmd, hub: &ServiceClient) -> Result<()> {
     Ok(())
 }
 
-fn is_loopback_name(host: &str) -> bool {
+pub(crate) fn is_loopback_name(host: &str) -> bool {
     matches!(host.to_ascii_lowercase().as_str(), "localhost" | "127.0.0.1" | "::1" | "[::1]")
 }
 
 /// `hubsim provision`: registers, printing each step on stderr, then the connection string on stdout.
 pub fn provision(a: ProvisionArgs, hub: &ServiceClient) -> Result<()> {
     let via = if a.transport == "ws" { Via::Ws } else { Via::Mqtt };
-    let port = a.port.unwrap_or(if via == Via::Ws { 443 } else { 8883 });
+    // The emulator publishes its ports: a local provisioning host on non-default ports needs no --port.
+    let local_ports = is_loopback_name(&a.provisioning_host).then(|| hub.info().ok()).flatten();
+    let published = |k: &str| local_ports.as_ref().and_then(|i| i[k].as_u64()).and_then(|p| u16::try_from(p).ok());
+    let port = a.port.or(if via == Via::Ws { published("wsPort") } else { published("mqttPort") });
+    let port = port.unwrap_or(if via == Via::Ws { 443 } else { 8883 });
     let key = DeviceKey::from_base64(&a.key).map_err(|e| anyhow!("--key: {e}"))?;
     let key = if a.group_key { EnrollmentKey::Group(key) } else { EnrollmentKey::Individual(key) };
     let ca =

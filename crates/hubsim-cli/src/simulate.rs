@@ -72,15 +72,25 @@ pub fn run_cli(a: SimArgs, hub: &ServiceClient) -> Result<()> {
         out
     };
     let (mut host, mut mqtt_port, mut ws_port, mut ca_pem) = (a.host.clone(), MQTT_TLS_PORT, WEBSOCKET_PORT, None);
-    if from_hub {
-        let info = hub.info()?;
-        mqtt_port = info["mqttPort"].as_u64().and_then(|p| u16::try_from(p).ok()).unwrap_or(MQTT_TLS_PORT);
-        ws_port = info["wsPort"].as_u64().and_then(|p| u16::try_from(p).ok()).unwrap_or(WEBSOCKET_PORT);
-        if host.is_none() {
-            host = Some("localhost".into());
-        }
-        if a.ca.is_none() {
-            ca_pem = Some(hub.ca_pem()?);
+    // Devices of the emulator (created here, or connection strings naming localhost): its ports and CA come from
+    // its service API (--hub), so a non-default port or the generated CA need no extra flags.
+    let local = devices.iter().all(|d| crate::dps::is_loopback_name(d.connect_host()));
+    if from_hub || local {
+        match hub.info() {
+            Ok(info) => {
+                let port = |k: &str, d| info[k].as_u64().and_then(|p| u16::try_from(p).ok()).unwrap_or(d);
+                mqtt_port = port("mqttPort", MQTT_TLS_PORT);
+                ws_port = port("wsPort", WEBSOCKET_PORT);
+                if host.is_none() {
+                    host = Some("localhost".into());
+                }
+                if a.ca.is_none() {
+                    ca_pem = Some(hub.ca_pem()?);
+                }
+            }
+            Err(e) if from_hub => return Err(e.into()),
+            // A local server that is not the emulator: the defaults and --ca apply.
+            Err(_) => {}
         }
     }
     if let Some(ca) = &a.ca {
@@ -125,8 +135,11 @@ pub fn run_cli(a: SimArgs, hub: &ServiceClient) -> Result<()> {
         }
     })?;
     crate::print::json(&summary);
-    if summary["errors"].as_u64().unwrap_or(0) > 0 && summary["acknowledged"].as_u64().unwrap_or(0) == 0 {
-        bail!("no message was acknowledged");
+    let failed =
+        summary["errors"].as_u64().unwrap_or(0) > 0 || summary["failures"].as_array().is_some_and(|f| !f.is_empty());
+    if failed && summary["acknowledged"].as_u64().unwrap_or(0) == 0 {
+        let first = summary["failures"][0].as_str().unwrap_or("see the summary above");
+        bail!("no message was acknowledged: {}", crate::print::escape(first));
     }
     Ok(())
 }

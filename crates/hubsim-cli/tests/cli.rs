@@ -163,3 +163,37 @@ async fn serve_keeps_at_most_max_events() {
     let bodies: Vec<&str> = evs.as_array().unwrap().iter().filter_map(|e| e["body"].as_str()).collect();
     assert_eq!(bodies, ["m7", "m8", "m9"], "the oldest went first");
 }
+
+#[tokio::test]
+async fn simulate_a_local_connection_string_finds_ports_and_ca_and_fails_loudly_when_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = Proc::spawn(Path::new(env!("CARGO_BIN_EXE_hubsim")), tmp.path());
+    let d = p.api("PUT", "/devices/sim-cs", None).await;
+    let cs = d["connectionString"].as_str().unwrap().to_owned();
+    let (http, login) = (p.ready.http.clone(), p.ready.service.to_string());
+    let run = move |cs: String| {
+        hubsim()
+            .args(["simulate", "--hub", &http, "--login", &login, "--connection-string", &cs])
+            .args(["--count", "2", "--rate", "0", "--quiet", "--duration", "20"])
+            .output()
+            .unwrap()
+    };
+    // Non-default ports and the generated CA come from the emulator's service API: no --mqtt-port, no --ca.
+    let ok = tokio::task::spawn_blocking({
+        let run = run.clone();
+        let cs = cs.clone();
+        move || run(cs)
+    })
+    .await
+    .unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(summary["acknowledged"], 2, "{summary}");
+    // A refused device (wrong key) is a failure the exit code shows, with the reason.
+    let wrong =
+        cs.replace(cs.split("SharedAccessKey=").nth(1).unwrap(), "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=");
+    let bad = tokio::task::spawn_blocking(move || run(wrong)).await.unwrap();
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("no message was acknowledged") && err.contains("refused"), "{err}");
+}
