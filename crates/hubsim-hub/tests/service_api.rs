@@ -146,6 +146,12 @@ async fn nothing_can_be_framed() {
         assert_eq!(a.header("x-frame-options"), Some("DENY"), "{path}");
         assert_eq!(a.header("content-security-policy"), Some("frame-ancestors 'none'"), "{path}");
     }
+    // Preflights too, and a preflight with a foreign Host is refused like any request (DNS rebinding).
+    let pre = [("host", "localhost"), ("origin", "https://x.example"), ("access-control-request-method", "PUT")];
+    let a = http_raw(emu.r().http_addr, "OPTIONS", "/devices/x", &pre, "").await;
+    assert_eq!(a.header("x-frame-options"), Some("DENY"));
+    let pre = [("host", "evil.example"), ("origin", "https://x.example"), ("access-control-request-method", "PUT")];
+    assert_eq!(http_raw(emu.r().http_addr, "OPTIONS", "/devices/x", &pre, "").await.status, 421);
 }
 
 #[tokio::test]

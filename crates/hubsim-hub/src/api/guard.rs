@@ -168,7 +168,9 @@ async fn gate(g: &Gate, req: Request, next: Next) -> Response {
             }
         }
     }
-    if let Some(needed) = required(req.method(), &path) {
+    // A CORS preflight carries no credential by design (Fetch standard); CORS itself answers it.
+    let preflight = req.method() == Method::OPTIONS;
+    if let Some(needed) = required(req.method(), &path).filter(|_| !preflight) {
         let auth = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         let now = unix_ms() / 1000;
         if let Err(e) = g.hub.policies.authorize(&g.hub.settings.host_name, auth, needed, now) {

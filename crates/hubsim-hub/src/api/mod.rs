@@ -96,8 +96,9 @@ pub fn router(state: AppState, web_dir: Option<PathBuf>) -> Router {
         }),
     };
     let gate = guard::Gate { hub: state.hub.clone(), access: state.access.clone(), scheme: state.scheme };
-    // Layers run outside-in: CORS answers preflights, then the gate checks Host, Origin and Authorization.
-    r.layer(axum::middleware::from_fn_with_state(gate, guard::check)).layer(cors(&state.access))
+    // Layers run outside-in: the gate checks Host (preflights too) and adds the anti-framing headers to every
+    // answer, CORS answers preflights, and the gate's Origin and Authorization checks apply to the rest.
+    r.layer(cors(&state.access)).layer(axum::middleware::from_fn_with_state(gate, guard::check))
 }
 
 /// Cross-origin reads are allowed only for the origins the user listed (`--allow-origin`); the server's own

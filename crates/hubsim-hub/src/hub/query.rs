@@ -23,6 +23,8 @@ pub enum QueryError {
     Unsupported(String),
     #[error("query syntax error at character {at}: {what}")]
     Syntax { at: usize, what: String },
+    #[error("the query is too complex: {0}")]
+    TooComplex(String),
 }
 
 /// A parsed query.
@@ -164,7 +166,17 @@ struct Parser {
     toks: Vec<(usize, Tok)>,
     pos: usize,
     len: usize,
+    /// Open parentheses and NOTs around the current position.
+    depth: usize,
+    /// Comparisons parsed so far.
+    conditions: usize,
 }
+
+/// Deepest nesting of parentheses and NOT in a WHERE clause. The condition tree is evaluated and dropped
+/// recursively, so a peer-chosen depth must be bounded (a 700-deep query once overflowed the stack).
+pub const MAX_NESTING: usize = 32;
+/// Most comparisons in a WHERE clause (a flat chain of AND/OR is a tree as deep as it is long).
+pub const MAX_CONDITIONS: usize = 100;
 
 const CLAUSES: &[&str] =
     &["TOP", "GROUP", "ORDER", "JOIN", "DISTINCT", "LIMIT", "OFFSET", "HAVING", "IN", "NIN", "LIKE"];
@@ -266,18 +278,35 @@ impl Parser {
         Ok(left)
     }
 
+    fn nest(&mut self) -> Result<(), QueryError> {
+        self.depth += 1;
+        if self.depth > MAX_NESTING {
+            return Err(QueryError::TooComplex(format!("parentheses and NOT nest deeper than {MAX_NESTING}")));
+        }
+        Ok(())
+    }
+
     fn unary(&mut self) -> Result<Cond, QueryError> {
         if self.keyword("NOT") {
             self.pos += 1;
-            return Ok(Cond::Not(Box::new(self.unary()?)));
+            self.nest()?;
+            let inner = self.unary()?;
+            self.depth -= 1;
+            return Ok(Cond::Not(Box::new(inner)));
         }
         if self.peek() == Some(&Tok::LParen) {
             self.pos += 1;
+            self.nest()?;
             let c = self.or()?;
             if self.next() != Some(Tok::RParen) {
                 return Err(self.syntax("expected )"));
             }
+            self.depth -= 1;
             return Ok(c);
+        }
+        self.conditions += 1;
+        if self.conditions > MAX_CONDITIONS {
+            return Err(QueryError::TooComplex(format!("more than {MAX_CONDITIONS} comparisons")));
         }
         let path = match self.next() {
             Some(Tok::Word(w)) => w,
@@ -318,7 +347,7 @@ impl Parser {
 pub fn parse(q: &str) -> Result<Query, QueryError> {
     let toks = lex(q)?;
     let len = q.chars().count();
-    Parser { toks, pos: 0, len }.query()
+    Parser { toks, pos: 0, len, depth: 0, conditions: 0 }.query()
 }
 
 impl Cond {
@@ -471,5 +500,19 @@ mod tests {
         ] {
             assert!(matches!(parse(q), Err(QueryError::Syntax { .. })), "{q}: {:?}", parse(q));
         }
+    }
+
+    #[test]
+    fn deep_or_long_conditions_are_refused_not_evaluated() {
+        let deep = format!("SELECT * FROM devices WHERE {}a=1{}", "(".repeat(700), ")".repeat(700));
+        assert!(matches!(parse(&deep), Err(QueryError::TooComplex(_))));
+        let nots = format!("SELECT * FROM devices WHERE {}a=1", "NOT ".repeat(5000));
+        assert!(matches!(parse(&nots), Err(QueryError::TooComplex(_))));
+        let chain = format!("SELECT * FROM devices WHERE a=1{}", " AND a=1".repeat(5000));
+        assert!(matches!(parse(&chain), Err(QueryError::TooComplex(_))));
+        let ok = format!("SELECT * FROM devices WHERE {}a=1{}", "(".repeat(MAX_NESTING), ")".repeat(MAX_NESTING));
+        assert!(parse(&ok).is_ok());
+        let ok = format!("SELECT * FROM devices WHERE a=1{}", " OR a=1".repeat(MAX_CONDITIONS - 1));
+        assert!(parse(&ok).is_ok());
     }
 }
