@@ -282,8 +282,24 @@ struct PageQuery {
     device: Option<String>,
 }
 
+/// Bytes of event bodies in one page of `GET /events`, at most (4 MiB; at least one event is always returned).
+/// Bodies of up to 256 KB each are sent twice (text and base64), so 100 of them would otherwise build a page of
+/// some 60 MB in memory per request.
+pub const MAX_EVENT_PAGE_BYTES: usize = 4 * 1024 * 1024;
+
 async fn events(State(s): State<AppState>, Query(q): Query<PageQuery>) -> ApiResult {
-    Ok(Json(s.hub.store.events(q.after, q.limit.unwrap_or(100).min(1000), q.device.as_deref()).await?).into_response())
+    let mut page = s.hub.store.events(q.after, q.limit.unwrap_or(100).min(1000), q.device.as_deref()).await?;
+    let mut bytes = 0usize;
+    let keep = page
+        .iter()
+        .take_while(|e| {
+            bytes += e.body_base64.len() * 2;
+            bytes <= MAX_EVENT_PAGE_BYTES
+        })
+        .count()
+        .max(1);
+    page.truncate(keep);
+    Ok(Json(page).into_response())
 }
 
 async fn connections(State(s): State<AppState>, Query(q): Query<PageQuery>) -> ApiResult {
