@@ -191,6 +191,9 @@ pub struct ServeArgs {
     /// Most C2D feedback records kept; the oldest are deleted first.
     #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_feedback_records: u64,
+    /// Most megabytes of stored events; the oldest are deleted first.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    pub max_event_megabytes: u64,
 }
 
 #[derive(Subcommand)]

@@ -45,6 +45,7 @@ pub fn run(a: ServeArgs, data: &Path) -> Result<()> {
             max_events: a.max_events,
             max_connections: a.max_connection_records,
             max_feedback: a.max_feedback_records,
+            max_event_bytes: a.max_event_megabytes * 1024 * 1024,
         },
         ..Config::new(data)
     };

@@ -95,6 +95,9 @@ pub struct Retention {
     pub max_connections: u64,
     /// Most feedback records kept (default 100 000).
     pub max_feedback: u64,
+    /// Most bytes of stored events (their JSON records; default 1 GiB): a device sending 256 KB messages would
+    /// otherwise reach the event cap only after 256 GB.
+    pub max_event_bytes: u64,
 }
 
 impl Default for Retention {
@@ -104,6 +107,7 @@ impl Default for Retention {
             max_events: 1_000_000,
             max_connections: 100_000,
             max_feedback: 100_000,
+            max_event_bytes: 1 << 30,
         }
     }
 }
@@ -621,6 +625,12 @@ impl Tx<'_> {
     }
 
     fn append(&mut self, log: Log, seq: u64, device: &str, json: &[u8]) -> Result<(), StoreError> {
+        if log == Log::Events {
+            let mut t = self.tx.open_table(META).map_err(db)?;
+            let old = t.get(EVENT_BYTES).map_err(db)?.map(|v| v.value());
+            t.insert(EVENT_BYTES, old.unwrap_or(0) + json.len() as u64).map_err(db)?;
+            self.undo.push(Undo::Meta(EVENT_BYTES.to_owned(), old));
+        }
         let now = unix_ms();
         self.tx.open_table(log.table()).map_err(db)?.insert(seq, (now, device, json)).map_err(db)?;
         if let (Some(i), false) = (log.index(), device.is_empty()) {
@@ -683,29 +693,45 @@ impl Tx<'_> {
     }
 }
 
-/// Deletes at most `budget` of the oldest records of `log` that are past retention or over the cap.
+/// META key: the bytes of the stored event records (for [`Retention::max_event_bytes`]; a database written before
+/// it existed counts from zero, so it only undercounts).
+const EVENT_BYTES: &str = "events.bytes";
+
+/// Deletes at most `budget` of the oldest records of `log` that are past retention or over the caps.
 fn enforce_retention(tx: &WriteTransaction, log: Log, budget: u64, retention: &Retention) -> Result<u64, StoreError> {
     let cutoff = unix_ms().saturating_sub(retention.max_age.as_millis() as u64);
     let max = log.max(retention);
+    let mut bytes = match log {
+        Log::Events => tx.open_table(META).map_err(db)?.get(EVENT_BYTES).map_err(db)?.map(|v| v.value()),
+        Log::Connections | Log::Feedback => None,
+    };
     let mut t = tx.open_table(log.table()).map_err(db)?;
     let len = t.len().map_err(db)?;
     let mut deleted = 0;
     while deleted < budget {
-        let (seq, time, device) = match t.first().map_err(db)? {
+        let (seq, time, device, size) = match t.first().map_err(db)? {
             Some((k, v)) => {
-                let (time, device, _) = v.value();
-                (k.value(), time, device.to_owned())
+                let (time, device, json) = v.value();
+                (k.value(), time, device.to_owned(), json.len() as u64)
             }
             None => break,
         };
-        if len - deleted <= max && time >= cutoff {
+        let over_bytes = bytes.is_some_and(|b| b > retention.max_event_bytes);
+        if len - deleted <= max && time >= cutoff && !over_bytes {
             break;
+        }
+        if let Some(b) = &mut bytes {
+            *b = b.saturating_sub(size);
         }
         t.remove(seq).map_err(db)?;
         if let (Some(i), false) = (log.index(), device.is_empty()) {
             tx.open_table(i).map_err(db)?.remove((device.as_str(), seq)).map_err(db)?;
         }
         deleted += 1;
+    }
+    drop(t);
+    if let Some(b) = bytes {
+        tx.open_table(META).map_err(db)?.insert(EVENT_BYTES, b).map_err(db)?;
     }
     Ok(deleted)
 }

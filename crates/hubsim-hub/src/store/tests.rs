@@ -162,6 +162,21 @@ async fn retention_bounds_the_logs_by_count_and_age() {
 }
 
 #[tokio::test]
+async fn retention_bounds_the_events_in_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let one = serde_json::to_vec(&event("d")).unwrap().len() as u64;
+    // Room for about ten records.
+    let s = open(tmp.path(), Retention { max_event_bytes: 10 * one + one / 2, ..Retention::default() });
+    for _ in 0..40 {
+        add_event(&s, "d").await;
+    }
+    let n = s.event_count().await.unwrap();
+    assert!((10..=11).contains(&n), "{n} events kept");
+    let evs = s.events(0, 1000, Some("d")).await.unwrap();
+    assert_eq!(evs.last().unwrap().seq, 40, "the newest stay");
+}
+
+#[tokio::test]
 async fn retention_deletes_a_bounded_amount_per_commit() {
     let tmp = tempfile::tempdir().unwrap();
     let s = open(tmp.path(), Retention::default());
