@@ -103,3 +103,17 @@ async fn the_announced_model_id_is_kept_on_the_device_and_its_twin() {
             .await;
     assert_eq!(dev.json()["modelId"], "dtmi:com:example:Thermostat;1", "{}", dev.body);
 }
+
+#[tokio::test]
+async fn a_dollar_name_in_a_service_twin_patch_is_refused_but_echoed_metadata_is_not() {
+    let emu = Emu::start().await;
+    emu.device("x").await;
+    let owner = emu.token("iothubowner");
+    let h = [("host", "localhost"), ("authorization", owner.as_str()), ("content-type", "application/json")];
+    let bad = http_raw(emu.r().http_addr, "PATCH", "/twins/x", &h, r#"{"properties":{"desired":{"$x":1}}}"#).await;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    let echoed =
+        r#"{"properties":{"desired":{"a":1,"$version":3,"$metadata":{"$lastUpdated":"2020-01-01T00:00:00Z"}}}}"#;
+    let ok = http_raw(emu.r().http_addr, "PATCH", "/twins/x", &h, echoed).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+}

@@ -309,10 +309,12 @@ impl Hub {
     }
 }
 
-/// Removes `$metadata`, `$version` and other `$` keys a client echoes back from a twin it read.
+/// Removes the system properties a client echoes back from a twin it read (`$metadata`, `$version`,
+/// `$lastUpdated`, `$lastUpdatedVersion`); any other `$` name stays, so the twin rules refuse it (400).
 fn strip_metadata(v: &mut Value) {
+    const SYSTEM: [&str; 4] = ["$metadata", "$version", "$lastUpdated", "$lastUpdatedVersion"];
     if let Value::Object(m) = v {
-        m.retain(|k, _| !k.starts_with('$'));
+        m.retain(|k, _| !SYSTEM.contains(&k.as_str()));
         m.values_mut().for_each(strip_metadata);
     }
 }
