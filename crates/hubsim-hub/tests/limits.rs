@@ -114,3 +114,29 @@ async fn a_device_that_stops_reading_cannot_wedge_its_connection() {
     again.connect(&emu).await;
     drop(s);
 }
+
+#[tokio::test]
+async fn a_stuck_event_stream_reader_holds_up_no_device_and_is_closed_once_quiet() {
+    use hubsim_proto::device::{Event, Telemetry};
+    let emu = Emu::start_with(|c| c.limits.http_idle_timeout = Duration::from_millis(700)).await;
+    let key = emu.device("loud").await;
+    let owner = emu.token("iothubowner");
+    // A subscriber with a 4 KB receive window that reads the response head and then nothing.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut sse = sock.connect(emu.r().http_addr).await.unwrap();
+    let req = format!("GET /events/stream HTTP/1.1\r\nhost: localhost\r\nauthorization: {owner}\r\n\r\n");
+    sse.write_all(req.as_bytes()).await.unwrap();
+    let mut head = [0u8; 12];
+    sse.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    // A device floods telemetry; every message is still acknowledged while the subscriber is stuck.
+    let mut d = TestDevice::new("loud", key, Via::Mqtt);
+    d.connect(&emu).await;
+    for i in 0..40u8 {
+        d.send(Telemetry::new(vec![b'a' + i % 26; 100_000])).await;
+        d.expect("PUBACK", |e| matches!(e, Event::TelemetryAcked { .. })).await;
+    }
+    // Nothing moves on a stream whose window is full (or that has nothing to send): the idle watchdog closes it.
+    assert!(closed_within(&mut sse, Duration::from_secs(10)).await, "a stuck event-stream reader was kept");
+}
