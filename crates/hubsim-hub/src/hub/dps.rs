@@ -414,20 +414,12 @@ impl Hub {
         body: &Value,
         if_match: Option<String>,
     ) -> Result<IndividualEnrollment, ServiceError> {
-        if !is_valid_registration_id(registration_id) {
-            return Err(bad(format!(
-                "'{}' is not a valid registration id (1–128 of a–z A–Z 0–9 - . _ :, ending alphanumeric or -)",
-                super::truncate(registration_id, 128)
-            )));
-        }
-        if let Some(id) = body.get("registrationId").and_then(Value::as_str) {
-            if id != registration_id {
-                return Err(bad(format!(
-                    "the body's registrationId '{}' is not the one in the path '{registration_id}'",
-                    super::truncate(id, 128)
-                )));
-            }
-        }
+        check_path_id(
+            registration_id,
+            body,
+            "registrationId",
+            "registration id (1–128 of a–z A–Z 0–9 - . _ :, ending alphanumeric or -)",
+        )?;
         let input = parse_input(body)?;
         let id = registration_id.to_owned();
         self.store
@@ -494,20 +486,7 @@ impl Hub {
         body: &Value,
         if_match: Option<String>,
     ) -> Result<EnrollmentGroup, ServiceError> {
-        if !is_valid_registration_id(group_id) {
-            return Err(bad(format!(
-                "'{}' is not a valid enrollment group id (1–128 of a–z A–Z 0–9 - . _ :)",
-                super::truncate(group_id, 128)
-            )));
-        }
-        if let Some(id) = body.get("enrollmentGroupId").and_then(Value::as_str) {
-            if id != group_id {
-                return Err(bad(format!(
-                    "the body's enrollmentGroupId '{}' is not the one in the path '{group_id}'",
-                    super::truncate(id, 128)
-                )));
-            }
-        }
+        check_path_id(group_id, body, "enrollmentGroupId", "enrollment group id (1–128 of a–z A–Z 0–9 - . _ :)")?;
         let input = parse_input(body)?;
         let id = group_id.to_owned();
         self.store
@@ -810,6 +789,22 @@ fn group_not_found(id: &str) -> ServiceError {
 
 fn registration_not_found(id: &str) -> ServiceError {
     ServiceError::new(404, 404203, format!("there is no registration '{}'", super::truncate(id, 128)))
+}
+
+/// The id in a PUT path must be valid (`what` describes the rule) and match the body's `field` when it has one.
+fn check_path_id(path_id: &str, body: &Value, field: &str, what: &str) -> Result<(), ServiceError> {
+    if !is_valid_registration_id(path_id) {
+        return Err(bad(format!("'{}' is not a valid {what}", super::truncate(path_id, 128))));
+    }
+    if let Some(id) = body.get(field).and_then(Value::as_str) {
+        if id != path_id {
+            return Err(bad(format!(
+                "the body's {field} '{}' is not the one in the path '{path_id}'",
+                super::truncate(id, 128)
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
