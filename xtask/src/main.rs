@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's commands.
 //!
 //! - `cargo xtask test`  — installs what is missing (idempotent), then runs every check and test.
+//! - `cargo xtask e2e`   — only the browser end-to-end tests, on free ports (Playwright arguments pass through).
 //! - `cargo xtask setup` — only the installs.
 //! - `cargo xtask tidy`  — the invariants of ARCHITECTURE.md, checked against the tree.
 //! - `cargo xtask demo`  — builds the web app, starts the emulator serving it with a demo device, prints the URL
@@ -11,6 +12,7 @@
 
 mod bench;
 mod bench_report;
+mod e2e;
 mod emulator;
 mod fuzz;
 mod post_build;
@@ -26,12 +28,13 @@ fn main() -> ExitCode {
         Some("test") => test::run(&args[1..]),
         Some("setup") => setup::run(),
         Some("demo") => demo::run(&args[1..]),
+        Some("e2e") => e2e::run(&args[1..]),
         Some("post-build") => post_build::run(),
         Some("fuzz") => fuzz::run_fuzz(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("tidy") => tidy::run(),
         _ => {
-            eprintln!("usage: cargo xtask <test|setup|demo|bench|fuzz|tidy>\n\n  test   install what is missing, then run every check and test\n  setup  only install what is missing\n  demo   build the app and run the emulator with a demo device\n  bench  run the benchmarks, write BENCHMARKS.md and target/bench/results.json\n  fuzz   long fuzzing runs: fuzz --minutes N\n  tidy   check the invariants of ARCHITECTURE.md");
+            eprintln!("usage: cargo xtask <test|e2e|setup|demo|bench|fuzz|tidy>\n\n  test   install what is missing, then run every check and test\n  e2e    only the browser tests, on free ports: e2e [playwright args]\n  setup  only install what is missing\n  demo   build the app and run the emulator with a demo device\n  bench  run the benchmarks, write BENCHMARKS.md and target/bench/results.json\n  fuzz   long fuzzing runs: fuzz --minutes N\n  tidy   check the invariants of ARCHITECTURE.md");
             return ExitCode::from(2);
         }
     };
