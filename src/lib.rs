@@ -24,7 +24,8 @@ pub mod token;
 
 #[cfg(target_arch = "wasm32")]
 pub mod app;
-#[cfg(target_arch = "wasm32")]
+// The benchmark entry points exist only in `cargo xtask bench`'s build (`--features bench`), not in the shipped app.
+#[cfg(all(target_arch = "wasm32", feature = "bench"))]
 pub mod bench;
 #[cfg(target_arch = "wasm32")]
 mod components;

@@ -27,6 +27,8 @@ pub fn run(args: &[String]) -> Result {
         "--target",
         "wasm32-unknown-unknown",
         "--all-targets",
+        "--features",
+        "bench",
         "--locked",
         "--",
         "-D",

@@ -20,8 +20,36 @@ pub enum FrameError {
     TooLarge(usize, usize),
     #[error("[MQTT-2.2.2-2] {packet} with reserved fixed-header flags {flags:#06b}")]
     ReservedFlags { packet: &'static str, flags: u8 },
-    #[error("[MQTT-4.8.0-1] malformed packet: {0:?}")]
+    #[error("[MQTT-4.8.0-1] malformed packet: {}", codec_error_text(.0))]
     Malformed(mqttbytes::Error),
+}
+
+/// What an mqttbytes codec error means, in words (its `Debug` form is a Rust enum name, and formatting it would
+/// pull `Debug` code for the whole enum into the browser app). Numbers in the variants are left out: the texts are
+/// for people, and the packet that caused them is logged beside them where it matters.
+pub fn codec_error_text(e: &mqttbytes::Error) -> &'static str {
+    use mqttbytes::Error as E;
+    match e {
+        E::NotConnect(_) => "the first packet is not CONNECT",
+        E::UnexpectedConnect => "a second CONNECT",
+        E::InvalidConnectReturnCode(_) => "a CONNACK return code MQTT 3.1.1 does not define",
+        E::InvalidReason(_) | E::InvalidSubscribeReasonCode(_) => "a reason code MQTT 3.1.1 does not define",
+        E::InvalidProtocol => "the protocol name is not MQTT",
+        E::InvalidProtocolLevel(_) => "the protocol level is not 4 (MQTT 3.1.1)",
+        E::IncorrectPacketFormat | E::MalformedPacket => "the packet does not follow its format",
+        E::InvalidPacketType(_) => "a packet type MQTT 3.1.1 does not define",
+        E::InvalidPropertyType(_) | E::InvalidRetainForwardRule(_) | E::SubscriptionIdZero => {
+            "an MQTT 5 field in an MQTT 3.1.1 packet"
+        }
+        E::InvalidQoS(_) => "QoS 3, which is not a QoS",
+        E::PacketIdZero => "packet identifier 0, which MQTT forbids",
+        E::PayloadSizeIncorrect | E::BoundaryCrossed(_) => "a length field does not match the packet's size",
+        E::PayloadTooLong | E::PayloadSizeLimitExceeded(_) => "the packet is larger than allowed",
+        E::PayloadRequired => "a payload is required and missing",
+        E::TopicNotUtf8 => "a topic name is not UTF-8",
+        E::MalformedRemainingLength => "the remaining length is not a valid variable byte integer",
+        E::InsufficientBytes(_) => "the packet is truncated",
+    }
 }
 
 /// The name of an MQTT control packet type (the high nibble of the first byte).
@@ -263,7 +291,7 @@ impl ConnectHeader {
 pub enum EncodeError {
     #[error("[MQTT-1.5.3] {0} is {1} bytes; MQTT strings are at most 65535")]
     StringTooLong(&'static str, usize),
-    #[error("cannot encode packet: {0:?}")]
+    #[error("cannot encode packet: {}", codec_error_text(.0))]
     Codec(mqttbytes::Error),
 }
 
@@ -367,7 +395,10 @@ mod tests {
         assert!(matches!(f.next_packet(), Err(FrameError::Malformed(_))));
         let mut f = Framer::new(100);
         f.push(&[0xF0, 0x00]); // reserved packet type 15
-        assert!(matches!(f.next_packet(), Err(FrameError::Malformed(_))));
+        let e = f.next_packet().unwrap_err();
+        assert!(matches!(e, FrameError::Malformed(_)));
+        // Said in words, not as a Rust enum name.
+        assert_eq!(e.to_string(), "[MQTT-4.8.0-1] malformed packet: a packet type MQTT 3.1.1 does not define");
     }
 
     #[test]
