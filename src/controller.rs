@@ -402,8 +402,7 @@ impl Controller {
                 if user || renewing || reason == LostReason::Disconnected {
                     return;
                 }
-                let fatal = matches!(reason, LostReason::Refused(r) if r.0 == 5 || r.0 == 3 || r.0 == 1 || r.0 == 4);
-                self.lost(reason.to_string(), likely_cause, !fatal);
+                self.lost(reason.to_string(), likely_cause, reason.is_retryable());
             }
         }
     }

@@ -631,8 +631,12 @@ async fn device(
                     if connected {
                         stats.connected.fetch_sub(1, Ordering::Relaxed);
                     }
+                    // A refusal or a protocol violation would happen again (`LostReason::is_retryable`).
                     if let LostReason::Refused(r) = &reason {
                         return Err(FleetError::Refused { device: id.clone(), reason: r.to_string() });
+                    }
+                    if !reason.is_retryable() {
+                        return Err(FleetError::Session { device: id.clone(), message: reason.to_string() });
                     }
                     stats.reconnects.fetch_add(1, Ordering::Relaxed);
                     break 'conn;

@@ -190,6 +190,20 @@ pub enum LostReason {
     Disconnected,
 }
 
+impl LostReason {
+    /// Whether connecting again with the same settings can succeed, so a driver may retry with backoff.
+    ///
+    /// A CONNACK refusal never can: each return code ([MQTT-3.2.2-3], table 3.1) names something a person must
+    /// change — the protocol (0x01), the client id (0x02), a disabled device or a hub problem IoT Hub reports as
+    /// 0x03 (the C SDK maps it to "device disabled"; reference §5), the credentials (0x04, 0x05) — and an
+    /// undefined code is a hub we do not understand. A session that breaks the protocol or cannot encode its own
+    /// packet would fail the same way again. A lost transport, a missed keep-alive or a missing CONNACK can be
+    /// transient. [`Disconnected`](LostReason::Disconnected) was asked for and is not retried either.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, LostReason::TransportClosed(_) | LostReason::KeepAliveTimeout | LostReason::ConnackTimeout)
+    }
+}
+
 impl core::fmt::Display for LostReason {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {

@@ -108,6 +108,19 @@ fn refusal_codes_are_explained() {
 }
 
 #[test]
+fn no_refusal_is_retried_but_a_lost_transport_is() {
+    // Every CONNACK code, defined (1–5, identifier rejected included) or not, ends the retries.
+    for code in 1..=255u8 {
+        assert!(!LostReason::Refused(ConnectRefusal(code)).is_retryable(), "0x{code:02x}");
+    }
+    assert!(LostReason::TransportClosed("reset".into()).is_retryable());
+    assert!(LostReason::KeepAliveTimeout.is_retryable());
+    assert!(LostReason::ConnackTimeout.is_retryable());
+    assert!(!LostReason::Disconnected.is_retryable());
+    assert!(!LostReason::ProtocolViolation(HubViolation::SecondConnAck).is_retryable());
+}
+
+#[test]
 fn connack_timeout() {
     let mut s = DeviceSession::new(config());
     s.connect(T0, ConnectOptions::default()).unwrap();
