@@ -222,7 +222,7 @@ fn view_dps(app: &AppContext, errors: &[FieldError], error_for: &dyn Fn(&str) ->
             { error_for("id_scope") }{ error_for("registration_id") }{ error_for("dps_key") }{ error_for("dps_host") }
             <label class="check"><input type="checkbox" checked={s.group_key} onchange={on_flag(app, Flag::GroupKey)} />{"The key is an enrollment group key: derive this device's key from it and the registration ID"}</label>
             if s.group_key {
-                <p class="note warn">{"A group key unlocks every device of the group. It stays in this page (only tokens signed with the derived device key are sent, to DPS and then to the assigned hub) and is stored only if you tick \"Remember the key on this device\" under Advanced."}</p>
+                <p class="warn-text">{"A group key unlocks every device of the group. It stays in this page (only tokens signed with the derived device key are sent, to DPS and then to the assigned hub) and is stored only if you tick \"Remember the key on this device\" under Advanced."}</p>
             }
             { for use_emulator }
             <label for="dps-payload">{"Registration payload (JSON, optional)"}</label>
