@@ -194,7 +194,11 @@ pub fn telemetry(s: &Settings, message_id: Option<String>, creation_time: &str) 
 pub fn topic_preview(s: &Settings) -> String {
     let identity = match plan(s, None) {
         Ok(p) => DeviceIdentity { device_id: p.cs.device_id, module_id: p.cs.module_id },
-        Err(_) => DeviceIdentity::device(if s.device_id.is_empty() { "{deviceId}" } else { &s.device_id }),
+        Err(_) => {
+            // Before DPS assigned a device, its id is usually the registration id.
+            let id = if s.use_dps { &s.registration_id } else { &s.device_id };
+            DeviceIdentity::device(if id.is_empty() { "{deviceId}" } else { id })
+        }
     };
     let mid = if s.auto_message_id { Some("<generated>".to_owned()) } else { None };
     DeviceTopic::Telemetry { identity, properties: telemetry(s, mid, "<now>").properties }.to_string()
