@@ -123,8 +123,8 @@ pub fn ConnectPanel() -> Html {
             <form onsubmit={connect}>
                 <fieldset class="mode">
                     <legend>{"How the device connects"}</legend>
-                    <label class="check"><input type="radio" name="mode" checked={!s.use_dps} onchange={set_mode(&app, false)} />{"Connection string or fields"}</label>
-                    <label class="check"><input type="radio" name="mode" checked={s.use_dps} onchange={set_mode(&app, true)} />{"Device Provisioning Service (ID scope, registration ID, key)"}</label>
+                    <label class="check"><input type="radio" name="mode" checked={!s.use_dps} onchange={set_mode(&app, false)} />{"Directly to a hub"}</label>
+                    <label class="check"><input type="radio" name="mode" checked={s.use_dps} onchange={set_mode(&app, true)} />{"Through the Device Provisioning Service (ID scope, registration ID, key)"}</label>
                 </fieldset>
                 if s.use_dps {
                     { view_dps(&app, &errors, &error_for) }

@@ -24,7 +24,7 @@ async function emulatorInfo() {
 async function fillDps(page, registrationId, key) {
   await page.goto('/');
   await expect(page.getByText('served by the hubsim emulator')).toBeVisible();
-  await page.getByRole('radio', { name: 'Device Provisioning Service (ID scope, registration ID, key)' }).check();
+  await page.getByRole('radio', { name: 'Through the Device Provisioning Service (ID scope, registration ID, key)' }).check();
   await page.getByRole('button', { name: /^Use this emulator's DPS/ }).click();
   await page.getByLabel('Registration ID', { exact: true }).fill(registrationId);
   await page.getByLabel(/^The key is an enrollment group key/).check();
