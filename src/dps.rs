@@ -184,8 +184,8 @@ pub fn hub_connection_string(hub: &str, device: &str, key: DeviceKey) -> Connect
 
 /// Whole seconds, rounded up (a retry in 1.5 s is shown as 2 s).
 fn secs(d: Duration) -> String {
-    let ms = d.as_millis();
-    ms.div_ceil(1000).to_string()
+    // u64 arithmetic: `as_millis` is a u128, whose division pulls a helper into the bundle.
+    (d.as_secs() + u64::from(d.subsec_nanos() > 0)).to_string()
 }
 
 /// What kind of step a text is, so that a repeated poll replaces its line instead of adding one.
