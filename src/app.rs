@@ -28,10 +28,16 @@ async fn detect_emulator() -> Option<Emulator> {
     let json = JsFuture::from(resp.json().ok()?).await.ok()?;
     let host_name = js_sys::Reflect::get(&json, &"hostName".into()).ok()?.as_string()?;
     settings::check_host(&host_name).ok()?;
+    // Its local DPS: the ID scope is offered in the DPS form (checked like a typed one).
+    let id_scope = js_sys::Reflect::get(&json, &"idScope".into())
+        .ok()
+        .and_then(|v| v.as_string())
+        .filter(|s| settings::check_text(settings::Text::IdScope, s).is_ok())
+        .unwrap_or_default();
     let loc = window.location();
     let scheme = if loc.protocol().ok()? == "https:" { "wss" } else { "ws" };
     let path = hubsim_proto::endpoint::WEBSOCKET_PATH;
-    Some(Emulator { host_name, ws: format!("{scheme}://{}{path}", loc.host().ok()?) })
+    Some(Emulator { host_name, ws: format!("{scheme}://{}{path}", loc.host().ok()?), id_scope })
 }
 
 #[component]

@@ -2,7 +2,7 @@
 //! driver and `DeviceSession`, measured in the page. They change nothing in the UI.
 
 use hubsim_proto::conn_str::ConnectionString;
-use hubsim_proto::device::{ConnectOptions, DeviceConfig, Event, Telemetry};
+use hubsim_proto::device::{ConnectOptions, DeviceConfig, DeviceSession, Event, Telemetry};
 use hubsim_proto::property_bag::SystemProperty;
 use hubsim_proto::topic::DeviceIdentity;
 use js_sys::{Array, Function, Promise};
@@ -57,7 +57,7 @@ pub fn bench_publish(url: String, connection_string: String, n: u32, size: u32) 
         };
         let run = Rc::new(RefCell::new(Run { driver: None, n, acked: 0, t0: 0.0, resolve: Some(resolve) }));
         let r = run.clone();
-        let driver = Driver::new(cfg, move |ev| {
+        let driver = Driver::new(DeviceSession::new(cfg), move |ev| {
             let mut st = r.borrow_mut();
             match ev {
                 DriverEvent::Session(Event::Connected { .. }) => {
@@ -106,7 +106,7 @@ pub fn bench_connect(url: String, connection_string: String) -> Promise {
         };
         let slot: Rc<RefCell<(Option<Function>, Option<Driver>)>> = Rc::new(RefCell::new((Some(resolve), None)));
         let s = slot.clone();
-        let driver = Driver::new(cfg, move |ev| {
+        let driver = Driver::new(DeviceSession::new(cfg), move |ev| {
             if let DriverEvent::Session(Event::Connected { .. }) = ev {
                 let at = performance_now();
                 let (f, d) = {
@@ -167,7 +167,7 @@ pub fn bench_fleet(url: String, connection_strings: Array) -> Promise {
             let me: Rc<RefCell<Slot>> = Rc::new(RefCell::new((None, None)));
             let (m2, st) = (me.clone(), settle.clone());
             let first = Rc::new(RefCell::new(true));
-            let driver = Driver::new(cfg, move |ev| match ev {
+            let driver = Driver::new(DeviceSession::new(cfg), move |ev| match ev {
                 DriverEvent::Session(Event::Connected { .. }) => {
                     if first.replace(false) {
                         st(true);

@@ -9,7 +9,7 @@
 use gloo::timers::callback::{Interval, Timeout};
 use hubsim_proto::conn_str::Credential;
 use hubsim_proto::device::{
-    ConnectOptions, DeviceConfig, Event, Granted, LostReason, RequestFailure, RequestKind, TelemetryQos,
+    ConnectOptions, DeviceConfig, DeviceSession, Event, Granted, LostReason, RequestFailure, RequestKind, TelemetryQos,
 };
 use hubsim_proto::topic::{DeviceIdentity, TopicFilter};
 use std::cell::RefCell;
@@ -19,6 +19,7 @@ use yew::prelude::*;
 
 use crate::driver::{Driver, DriverEvent};
 use crate::form::{telemetry, Plan};
+use crate::provision::Provisioning;
 use crate::settings::Settings;
 use crate::state::{Action, AppState, ConnStatus, InboxItem, LogKind, MethodAnswer, MethodCall, Repeat};
 use crate::util;
@@ -45,6 +46,8 @@ struct Inner {
 pub struct Controller {
     dispatch: UseReducerDispatcher<AppState>,
     inner: RefCell<Inner>,
+    /// A registration with DPS in progress ([`crate::provision`]).
+    dps: RefCell<Option<Provisioning>>,
     me: RefCell<Weak<Controller>>,
 }
 
@@ -79,7 +82,12 @@ fn request_name(k: RequestKind) -> &'static str {
 
 impl Controller {
     pub fn new(dispatch: UseReducerDispatcher<AppState>) -> Rc<Controller> {
-        let c = Rc::new(Controller { dispatch, inner: RefCell::new(Inner::default()), me: RefCell::new(Weak::new()) });
+        let c = Rc::new(Controller {
+            dispatch,
+            inner: RefCell::new(Inner::default()),
+            dps: RefCell::new(None),
+            me: RefCell::new(Weak::new()),
+        });
         *c.me.borrow_mut() = Rc::downgrade(&c);
         c
     }
@@ -88,8 +96,25 @@ impl Controller {
         self.dispatch.dispatch(Action::Log { at: util::clock_time(), kind, text: text.into() });
     }
 
-    fn status(&self, status: ConnStatus) {
+    pub(crate) fn status(&self, status: ConnStatus) {
         self.dispatch.dispatch(Action::Status { status, at: util::clock_time() });
+    }
+
+    pub(crate) fn dispatch(&self, action: Action) {
+        self.dispatch.dispatch(action);
+    }
+
+    pub(crate) fn me(&self) -> Weak<Controller> {
+        self.me.borrow().clone()
+    }
+
+    /// The app state's settings as last synced.
+    pub(crate) fn settings(&self) -> Rc<Settings> {
+        self.inner.borrow().settings.clone()
+    }
+
+    pub(crate) fn dps_slot(&self) -> std::cell::RefMut<'_, Option<Provisioning>> {
+        self.dps.borrow_mut()
     }
 
     /// Points the controller at the app state's current settings and method answers (no copy: both are `Rc`s).
@@ -105,6 +130,7 @@ impl Controller {
 
     /// Connects as `plan` says. The caller validated the form and, for a host other than the hub, asked the user.
     pub fn connect(&self, plan: Plan) {
+        self.stop_provisioning();
         let clean = self.inner.borrow().settings.clean_session;
         let key = format!(
             "{}|{}|{}|{clean}",
@@ -122,7 +148,7 @@ impl Controller {
             );
             cfg.client_type = Some(concat!("hubsim-web/", env!("CARGO_PKG_VERSION")).into());
             let weak = self.me.borrow().clone();
-            let driver = Driver::new(cfg, move |ev| {
+            let driver = Driver::new(DeviceSession::new(cfg), move |ev| {
                 if let Some(c) = weak.upgrade() {
                     c.on_event(ev);
                 }
@@ -205,8 +231,9 @@ impl Controller {
         self.open();
     }
 
-    /// Disconnects and stops reconnecting.
+    /// Disconnects and stops reconnecting (and any registration with DPS).
     pub fn disconnect(&self) {
+        self.stop_provisioning();
         let driver = {
             let mut i = self.inner.borrow_mut();
             i.user_disconnected = true;

@@ -1,12 +1,15 @@
-//! The only owner of the browser's `WebSocket`: it drives a [`DeviceSession`] over it.
+//! The only owner of the browser's `WebSocket`: it drives a sans-IO session over it — the hub's
+//! [`DeviceSession`], or DPS's [`ProvisioningSession`] (both through the small [`Session`] trait).
 //!
 //! After every input (socket open, bytes, close, timer) and every command it flushes what the session wants to
 //! transmit, re-arms the single timer from `poll_timeout`, and hands the session's events to the app — the quinn
 //! `ConnectionDriver` pattern in miniature. Events are collected while the session is borrowed and delivered
 //! after the borrow ends, so an event handler may call straight back into the driver.
 
+use bytes::Bytes;
 use gloo::timers::callback::Timeout;
-use hubsim_proto::device::{ConnectOptions, DeviceConfig, DeviceSession, Event};
+use hubsim_proto::device::{ConnectOptions, DeviceSession, Event};
+use hubsim_proto::provisioning::{ProvisioningEvent, ProvisioningSession};
 use hubsim_proto::time::Instant;
 use js_sys::{ArrayBuffer, Uint8Array};
 use std::cell::RefCell;
@@ -15,15 +18,103 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
 
+/// A sans-IO session the driver can pump: the same inputs and outputs for the hub and for DPS.
+pub trait Session: 'static {
+    type Event;
+    /// What starting needs once the socket is open (CONNECT options, a token expiry).
+    type Start;
+    /// Queues CONNECT on the freshly opened socket.
+    fn start(&mut self, now: Instant, start: Self::Start) -> Result<(), String>;
+    /// Bytes from the socket; a violation is reported as an event and ends the session.
+    fn input(&mut self, now: Instant, data: &[u8]);
+    fn closed(&mut self, now: Instant, why: String);
+    fn timeout(&mut self, now: Instant);
+    /// Says goodbye (DISCONNECT) if connected and ends the session.
+    fn stop(&mut self, now: Instant);
+    fn transmit(&mut self) -> Option<Bytes>;
+    fn next_timeout(&self) -> Option<Instant>;
+    fn event(&mut self) -> Option<Self::Event>;
+    /// True when no connection is up or being made: the socket can go.
+    fn is_down(&self) -> bool;
+}
+
+impl Session for DeviceSession {
+    type Event = Event;
+    type Start = ConnectOptions;
+    fn start(&mut self, now: Instant, start: ConnectOptions) -> Result<(), String> {
+        self.connect(now, start).map_err(|e| e.to_string())
+    }
+    fn input(&mut self, now: Instant, data: &[u8]) {
+        let _ = self.handle_input(now, data);
+    }
+    fn closed(&mut self, now: Instant, why: String) {
+        self.handle_transport_closed(now, why);
+    }
+    fn timeout(&mut self, now: Instant) {
+        self.handle_timeout(now);
+    }
+    fn stop(&mut self, now: Instant) {
+        self.disconnect(now);
+    }
+    fn transmit(&mut self) -> Option<Bytes> {
+        self.poll_transmit()
+    }
+    fn next_timeout(&self) -> Option<Instant> {
+        self.poll_timeout()
+    }
+    fn event(&mut self) -> Option<Event> {
+        self.poll_event()
+    }
+    fn is_down(&self) -> bool {
+        self.is_disconnected()
+    }
+}
+
+impl Session for ProvisioningSession {
+    type Event = ProvisioningEvent;
+    /// Unix seconds when the DPS token expires.
+    type Start = u64;
+    fn start(&mut self, now: Instant, expiry: u64) -> Result<(), String> {
+        ProvisioningSession::start(self, now, expiry).map_err(|e| e.to_string())
+    }
+    fn input(&mut self, now: Instant, data: &[u8]) {
+        let _ = self.handle_input(now, data);
+    }
+    fn closed(&mut self, now: Instant, why: String) {
+        self.handle_transport_closed(now, why);
+    }
+    fn timeout(&mut self, now: Instant) {
+        self.handle_timeout(now);
+    }
+    fn stop(&mut self, now: Instant) {
+        self.cancel(now);
+    }
+    fn transmit(&mut self) -> Option<Bytes> {
+        self.poll_transmit()
+    }
+    fn next_timeout(&self) -> Option<Instant> {
+        self.poll_timeout()
+    }
+    fn event(&mut self) -> Option<ProvisioningEvent> {
+        self.poll_event()
+    }
+    fn is_down(&self) -> bool {
+        matches!(
+            self.state(),
+            hubsim_proto::provisioning::device::State::Idle | hubsim_proto::provisioning::device::State::Done
+        )
+    }
+}
+
 /// What the driver reports to the app.
 #[derive(Debug, Clone, PartialEq)]
-pub enum DriverEvent {
+pub enum DriverEvent<E = Event> {
     /// The WebSocket opened and CONNECT was sent.
     TransportOpen,
     /// The WebSocket closed before it opened (host unreachable, handshake refused); the session never started.
     TransportFailed(String),
     /// Something the session reported.
-    Session(Event),
+    Session(E),
 }
 
 /// Milliseconds on the page's monotonic clock.
@@ -32,38 +123,43 @@ pub fn now() -> Instant {
     Instant::from_millis(ms as u64)
 }
 
-type Handler = Rc<dyn Fn(DriverEvent)>;
+type Handler<E> = Rc<dyn Fn(DriverEvent<E>)>;
 
-struct Inner {
-    session: DeviceSession,
+struct Inner<S: Session> {
+    session: S,
     ws: Option<WebSocket>,
     timer: Option<Timeout>,
     /// When `timer` fires; re-arming is skipped while the deadline is unchanged (most inputs do not move it).
     timer_at: Option<Instant>,
-    pending_connect: Option<ConnectOptions>,
-    handler: Handler,
+    pending_connect: Option<S::Start>,
+    handler: Handler<S::Event>,
     // The JS callbacks must live as long as the socket.
     _callbacks: Vec<Closure<dyn FnMut(JsValue)>>,
 }
 
 /// A device connection in the browser. Cheap to clone; all clones drive the same session.
-#[derive(Clone)]
-pub struct Driver {
-    inner: Rc<RefCell<Inner>>,
+pub struct Driver<S: Session = DeviceSession> {
+    inner: Rc<RefCell<Inner<S>>>,
 }
 
-impl PartialEq for Driver {
+impl<S: Session> Clone for Driver<S> {
+    fn clone(&self) -> Self {
+        Driver { inner: self.inner.clone() }
+    }
+}
+
+impl<S: Session> PartialEq for Driver<S> {
     fn eq(&self, other: &Self) -> bool {
         Rc::ptr_eq(&self.inner, &other.inner)
     }
 }
 
-impl Driver {
-    /// A disconnected driver for `config`, reporting to `handler`.
-    pub fn new(config: DeviceConfig, handler: impl Fn(DriverEvent) + 'static) -> Driver {
+impl<S: Session> Driver<S> {
+    /// A disconnected driver for `session`, reporting to `handler`.
+    pub fn new(session: S, handler: impl Fn(DriverEvent<S::Event>) + 'static) -> Driver<S> {
         Driver {
             inner: Rc::new(RefCell::new(Inner {
-                session: DeviceSession::new(config),
+                session,
                 ws: None,
                 timer: None,
                 timer_at: None,
@@ -74,8 +170,8 @@ impl Driver {
         }
     }
 
-    /// Opens `url` with subprotocol `mqtt` and connects with `options` once the socket is open.
-    pub fn connect(&self, url: &str, options: ConnectOptions) -> Result<(), String> {
+    /// Opens `url` with subprotocol `mqtt` and starts the session with `options` once the socket is open.
+    pub fn connect(&self, url: &str, options: S::Start) -> Result<(), String> {
         self.close_socket();
         let ws = WebSocket::new_with_str(url, "mqtt").map_err(|e| describe_js(&e))?;
         ws.set_binary_type(BinaryType::Arraybuffer);
@@ -105,7 +201,7 @@ impl Driver {
     }
 
     /// Runs a command on the session, then flushes.
-    pub fn with_session<R>(&self, f: impl FnOnce(&mut DeviceSession, Instant) -> R) -> R {
+    pub fn with_session<R>(&self, f: impl FnOnce(&mut S, Instant) -> R) -> R {
         let r = {
             let mut inner = self.inner.borrow_mut();
             f(&mut inner.session, now())
@@ -115,13 +211,13 @@ impl Driver {
     }
 
     /// Reads session state without flushing.
-    pub fn peek<R>(&self, f: impl FnOnce(&DeviceSession) -> R) -> R {
+    pub fn peek<R>(&self, f: impl FnOnce(&S) -> R) -> R {
         f(&self.inner.borrow().session)
     }
 
     /// Sends DISCONNECT and closes the socket.
     pub fn disconnect(&self) {
-        self.with_session(|s, now| s.disconnect(now));
+        self.with_session(|s, now| s.stop(now));
         self.close_socket();
     }
 
@@ -139,15 +235,16 @@ impl Driver {
             let _ = ws.close();
         }
         // A socket closed by us is a loss the session must know about too.
-        self.with_session(|s, now| s.handle_transport_closed(now, "closed by the app"));
+        self.with_session(|s, now| s.closed(now, "closed by the app".into()));
     }
 
     fn on_open(&self) {
         {
             let mut inner = self.inner.borrow_mut();
-            let options = inner.pending_connect.take().unwrap_or_default();
-            if let Err(e) = inner.session.connect(now(), options) {
-                web_sys::console::error_1(&format!("cannot encode CONNECT: {e}").into());
+            if let Some(options) = inner.pending_connect.take() {
+                if let Err(e) = inner.session.start(now(), options) {
+                    web_sys::console::error_1(&format!("cannot encode CONNECT: {e}").into());
+                }
             }
         }
         self.emit(vec![DriverEvent::TransportOpen]);
@@ -158,7 +255,7 @@ impl Driver {
         {
             let mut inner = self.inner.borrow_mut();
             // A violation is reported as an event; the flush below closes the socket.
-            let _ = inner.session.handle_input(now(), data);
+            inner.session.input(now(), data);
         }
         self.flush();
     }
@@ -170,7 +267,7 @@ impl Driver {
             inner.timer = None;
             inner._callbacks.clear();
             let never_opened = inner.pending_connect.take().is_some();
-            inner.session.handle_transport_closed(now(), why.clone());
+            inner.session.closed(now(), why.clone());
             never_opened
         };
         if never_opened {
@@ -184,7 +281,7 @@ impl Driver {
             let mut inner = self.inner.borrow_mut();
             inner.timer = None;
             inner.timer_at = None;
-            inner.session.handle_timeout(now());
+            inner.session.timeout(now());
         }
         self.flush();
     }
@@ -195,17 +292,17 @@ impl Driver {
         let mut dead_socket = None;
         {
             let mut inner = self.inner.borrow_mut();
-            while let Some(bytes) = inner.session.poll_transmit() {
+            while let Some(bytes) = inner.session.transmit() {
                 if let Some(ws) = &inner.ws {
                     if ws.ready_state() == WebSocket::OPEN {
                         let _ = ws.send_with_u8_array(&bytes);
                     }
                 }
             }
-            if inner.session.is_disconnected() && inner.pending_connect.is_none() {
+            if inner.session.is_down() && inner.pending_connect.is_none() {
                 dead_socket = inner.ws.take();
             }
-            let next = inner.session.poll_timeout();
+            let next = inner.session.next_timeout();
             if next != inner.timer_at || (next.is_some() && inner.timer.is_none()) {
                 inner.timer_at = next;
                 inner.timer = next.map(|at| {
@@ -218,7 +315,7 @@ impl Driver {
                     })
                 });
             }
-            while let Some(e) = inner.session.poll_event() {
+            while let Some(e) = inner.session.event() {
                 events.push(DriverEvent::Session(e));
             }
         }
@@ -230,7 +327,7 @@ impl Driver {
         self.emit(events);
     }
 
-    fn emit(&self, events: Vec<DriverEvent>) {
+    fn emit(&self, events: Vec<DriverEvent<S::Event>>) {
         if events.is_empty() {
             return;
         }
@@ -241,7 +338,10 @@ impl Driver {
     }
 }
 
-fn callback(weak: &Weak<RefCell<Inner>>, f: impl Fn(&Driver, JsValue) + 'static) -> Closure<dyn FnMut(JsValue)> {
+fn callback<S: Session>(
+    weak: &Weak<RefCell<Inner<S>>>,
+    f: impl Fn(&Driver<S>, JsValue) + 'static,
+) -> Closure<dyn FnMut(JsValue)> {
     let weak = weak.clone();
     Closure::new(move |ev: JsValue| {
         if let Some(inner) = weak.upgrade() {

@@ -23,6 +23,8 @@ pub struct FieldError {
 pub struct Emulator {
     pub host_name: String,
     pub ws: String,
+    /// The ID scope of its local DPS (served on the same WebSocket, with `host_name` as provisioning host).
+    pub id_scope: String,
 }
 
 /// What to connect to, derived from valid settings.
@@ -40,11 +42,14 @@ pub struct Plan {
 /// Checks the connect form; every problem is reported against its field before any connection attempt.
 ///
 /// The endpoint is derived from GatewayHostName or HostName unless the user set one by hand. When the emulator
-/// serving this page answers to the connection string's HostName, its same-origin WebSocket is used.
+/// serving this page answers to the connection string's HostName, its same-origin WebSocket is used. In DPS mode
+/// the hub is the assignment DPS gave (see [`crate::dps`]), with the device key derived from the DPS fields.
 pub fn plan(s: &Settings, emulator: Option<&Emulator>) -> Result<Plan, Vec<FieldError>> {
     let mut errors = Vec::new();
     let err = |field, message: String| FieldError { field, message };
-    let cs = if !s.connection_string.trim().is_empty() {
+    let cs = if s.use_dps {
+        crate::dps::assigned_connection_string(s).map_err(|e| errors.extend(e)).ok()
+    } else if !s.connection_string.trim().is_empty() {
         match ConnectionString::parse(&s.connection_string) {
             Ok(cs) => {
                 for (what, h) in [("HostName", Some(&cs.host_name)), ("GatewayHostName", cs.gateway_host_name.as_ref())]
@@ -189,7 +194,11 @@ pub fn telemetry(s: &Settings, message_id: Option<String>, creation_time: &str) 
 pub fn topic_preview(s: &Settings) -> String {
     let identity = match plan(s, None) {
         Ok(p) => DeviceIdentity { device_id: p.cs.device_id, module_id: p.cs.module_id },
-        Err(_) => DeviceIdentity::device(if s.device_id.is_empty() { "{deviceId}" } else { &s.device_id }),
+        Err(_) => {
+            // Before DPS assigned a device, its id is usually the registration id.
+            let id = if s.use_dps { &s.registration_id } else { &s.device_id };
+            DeviceIdentity::device(if id.is_empty() { "{deviceId}" } else { id })
+        }
     };
     let mid = if s.auto_message_id { Some("<generated>".to_owned()) } else { None };
     DeviceTopic::Telemetry { identity, properties: telemetry(s, mid, "<now>").properties }.to_string()
@@ -248,7 +257,11 @@ mod tests {
 
     #[test]
     fn the_emulator_serving_the_page_is_used_only_for_its_own_hub_name() {
-        let emu = Emulator { host_name: "localhost".into(), ws: "ws://127.0.0.1:8080/$iothub/websocket".into() };
+        let emu = Emulator {
+            host_name: "localhost".into(),
+            ws: "ws://127.0.0.1:8080/$iothub/websocket".into(),
+            id_scope: "0ne0000A1B2".into(),
+        };
         let local = plan(&with("HostName=localhost;DeviceId=d;SharedAccessKey=a2V5"), Some(&emu)).unwrap();
         assert_eq!(local.url, emu.ws);
         assert!(!local.needs_confirmation);

@@ -9,14 +9,17 @@
 //! - [`settings`]: the settings, how they are stored and shared, and the validation of everything that enters
 //!   from outside the form (links, storage).
 //! - [`form`]: form validation, where a connection goes, the composer's telemetry and topic preview.
+//! - [`dps`]: the DPS way to connect as data: validation, the DPS endpoint, payload, step and outcome texts.
+//! - `provision`: drives the core's `ProvisioningSession` over the driver, then connects to the assigned hub.
 //! - [`token`]: the SAS token tool.
 //! - [`controller`]: the connection lifecycle: token renewal, reconnect with backoff, method answers.
 //! - [`driver`]: the WebSocket ↔ `DeviceSession` pump.
 //! - `components`: one component per file.
 //!
-//! `state`, `settings`, `form` and `token` are plain Rust and are unit-tested natively (`cargo test -p hubsim-web`); the
+//! `state`, `settings`, `form`, `dps` and `token` are plain Rust and are unit-tested natively (`cargo test -p hubsim-web`); the
 //! rest is compiled for `wasm32-unknown-unknown` only and tested in Chromium.
 
+pub mod dps;
 pub mod form;
 pub mod settings;
 pub mod state;
@@ -33,6 +36,8 @@ mod components;
 pub mod controller;
 #[cfg(target_arch = "wasm32")]
 pub mod driver;
+#[cfg(target_arch = "wasm32")]
+pub mod provision;
 #[cfg(target_arch = "wasm32")]
 pub mod util;
 

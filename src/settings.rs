@@ -9,7 +9,10 @@
 //! ([`Text::in_link`]). A link is never applied on its own: the app offers it in a banner and applies it only when
 //! the user accepts (issue 8: a crafted link must not send a token elsewhere or erase a remembered key).
 //!
-//! Keys are stored only when the user ticks "remember the key on this device". Storage and links use the same
+//! Keys are stored only when the user ticks "remember the key on this device" — a DPS key (possibly an enrollment
+//! group key, which unlocks every device of the group) follows the same rule. A DPS assignment (hub and device id,
+//! never a key) is stored only when the user asks to remember it; a link never sets it, the provisioning host, or
+//! the DPS key. Storage and links use the same
 //! `k=v&…` percent-encoded form (hubsim-proto's encoder), so no JSON library is needed in the bundle.
 
 use hubsim_proto::percent;
@@ -43,6 +46,23 @@ pub struct Settings {
     pub token_ttl_secs: u32,
     pub remember_key: bool,
     pub auto_reconnect: bool,
+    // Device Provisioning Service
+    /// Connect through DPS (ID scope + registration id + key) instead of a connection string.
+    pub use_dps: bool,
+    pub id_scope: String,
+    pub registration_id: String,
+    /// The enrollment key: the device's own, or the group key when `group_key`.
+    pub dps_key: String,
+    pub group_key: bool,
+    /// DPS device endpoint host (the global endpoint by default).
+    pub dps_host: String,
+    /// Custom registration payload (JSON), sent with the register request.
+    pub dps_payload: String,
+    /// Where DPS put the device; while set, Connect goes straight to this hub (as real devices do).
+    pub assigned_hub: String,
+    pub assigned_device: String,
+    /// Store the assignment (never the key) in this browser.
+    pub remember_assignment: bool,
     // message draft
     pub body: String,
     pub content_type: String,
@@ -75,6 +95,16 @@ impl Default for Settings {
             token_ttl_secs: DEFAULT_TTL_SECS,
             remember_key: false,
             auto_reconnect: true,
+            use_dps: false,
+            id_scope: String::new(),
+            registration_id: String::new(),
+            dps_key: String::new(),
+            group_key: false,
+            dps_host: hubsim_proto::provisioning::GLOBAL_ENDPOINT.into(),
+            dps_payload: String::new(),
+            assigned_hub: String::new(),
+            assigned_device: String::new(),
+            remember_assignment: false,
             body: "{\n  \"temperature\": 21.5,\n  \"humidity\": 60\n}".into(),
             content_type: "application/json".into(),
             content_encoding: "utf-8".into(),
@@ -108,6 +138,13 @@ pub enum Text {
     MessageId,
     CorrelationId,
     UserId,
+    IdScope,
+    RegistrationId,
+    DpsKey,
+    DpsHost,
+    DpsPayload,
+    AssignedHub,
+    AssignedDevice,
 }
 
 /// A checkbox.
@@ -119,6 +156,9 @@ pub enum Flag {
     AutoMessageId,
     CreationTime,
     Retain,
+    UseDps,
+    GroupKey,
+    RememberAssignment,
 }
 
 /// A numeric field.
@@ -131,7 +171,7 @@ pub enum Number {
     RepeatCount,
 }
 
-const TEXTS: [Text; 14] = [
+const TEXTS: [Text; 21] = [
     Text::ConnectionString,
     Text::Host,
     Text::DeviceId,
@@ -146,9 +186,25 @@ const TEXTS: [Text; 14] = [
     Text::MessageId,
     Text::CorrelationId,
     Text::UserId,
+    Text::IdScope,
+    Text::RegistrationId,
+    Text::DpsKey,
+    Text::DpsHost,
+    Text::DpsPayload,
+    Text::AssignedHub,
+    Text::AssignedDevice,
 ];
-const FLAGS: [Flag; 6] =
-    [Flag::CleanSession, Flag::AutoReconnect, Flag::RememberKey, Flag::AutoMessageId, Flag::CreationTime, Flag::Retain];
+const FLAGS: [Flag; 9] = [
+    Flag::CleanSession,
+    Flag::AutoReconnect,
+    Flag::RememberKey,
+    Flag::AutoMessageId,
+    Flag::CreationTime,
+    Flag::Retain,
+    Flag::UseDps,
+    Flag::GroupKey,
+    Flag::RememberAssignment,
+];
 const NUMBERS: [Number; 5] =
     [Number::KeepAlive, Number::Qos, Number::TokenTtl, Number::RepeatInterval, Number::RepeatCount];
 
@@ -173,6 +229,13 @@ impl Text {
             Text::MessageId => "mid",
             Text::CorrelationId => "cid",
             Text::UserId => "uid",
+            Text::IdScope => "scope",
+            Text::RegistrationId => "reg",
+            Text::DpsKey => "dpskey",
+            Text::DpsHost => "dpshost",
+            Text::DpsPayload => "dpspayload",
+            Text::AssignedHub => "ahub",
+            Text::AssignedDevice => "adev",
         }
     }
 
@@ -193,21 +256,49 @@ impl Text {
             Text::MessageId => "message ID",
             Text::CorrelationId => "correlation ID",
             Text::UserId => "user ID",
+            Text::IdScope => "ID scope",
+            Text::RegistrationId => "registration ID",
+            Text::DpsKey => "enrollment key",
+            Text::DpsHost => "provisioning host",
+            Text::DpsPayload => "registration payload",
+            Text::AssignedHub => "assigned hub",
+            Text::AssignedDevice => "assigned device ID",
         }
     }
 
     /// Whether a link may set it: not a secret, and nothing that decides where a token is sent.
     pub fn in_link(self) -> bool {
-        !matches!(self, Text::ConnectionString | Text::Key | Text::Endpoint)
+        !matches!(
+            self,
+            Text::ConnectionString
+                | Text::Key
+                | Text::Endpoint
+                | Text::DpsKey
+                | Text::DpsHost
+                | Text::AssignedHub
+                | Text::AssignedDevice
+        )
+    }
+
+    /// A key: stored only when the user asked, never in a link.
+    fn is_secret(self) -> bool {
+        matches!(self, Text::ConnectionString | Text::Key | Text::DpsKey)
     }
 
     /// Longest accepted value, in bytes (IoT Hub's limits where it has one).
     fn max_len(self) -> usize {
         match self {
             Text::Body => 256 * 1024,
-            Text::ConnectionString | Text::Endpoint => 4096,
-            Text::Host => 253,
-            Text::DeviceId | Text::ModuleId | Text::MessageId | Text::CorrelationId | Text::UserId => 128,
+            Text::ConnectionString | Text::Endpoint | Text::DpsPayload => 4096,
+            Text::Host | Text::DpsHost | Text::AssignedHub => 253,
+            Text::DeviceId
+            | Text::ModuleId
+            | Text::MessageId
+            | Text::CorrelationId
+            | Text::UserId
+            | Text::RegistrationId
+            | Text::AssignedDevice => 128,
+            Text::IdScope => 64,
             _ => 1024,
         }
     }
@@ -222,6 +313,9 @@ impl Flag {
             Flag::AutoMessageId => "automid",
             Flag::CreationTime => "ctime",
             Flag::Retain => "retain",
+            Flag::UseDps => "dps",
+            Flag::GroupKey => "group",
+            Flag::RememberAssignment => "keepassign",
         }
     }
 
@@ -233,12 +327,16 @@ impl Flag {
             Flag::AutoMessageId => "generate message IDs",
             Flag::CreationTime => "set creation time",
             Flag::Retain => "retain",
+            Flag::UseDps => "connect through DPS",
+            Flag::GroupKey => "the key is an enrollment group key",
+            Flag::RememberAssignment => "remember the assignment",
         }
     }
 
-    /// "Remember the key" only matters together with a key, which a link never carries.
+    /// "Remember the key" only matters together with a key, which a link never carries; an assignment is never
+    /// taken from a link either.
     pub fn in_link(self) -> bool {
-        self != Flag::RememberKey
+        !matches!(self, Flag::RememberKey | Flag::RememberAssignment)
     }
 }
 
@@ -316,9 +414,12 @@ impl Change {
         }
     }
 
-    /// True if the change names another device or hub.
+    /// True if the change names another device or hub (or DPS registration).
     pub fn sets_identity(&self) -> bool {
-        matches!(self, Change::Text(Text::Host | Text::DeviceId | Text::ModuleId, _))
+        matches!(
+            self,
+            Change::Text(Text::Host | Text::DeviceId | Text::ModuleId | Text::IdScope | Text::RegistrationId, _)
+        )
     }
 }
 
@@ -348,6 +449,13 @@ impl Settings {
             Text::MessageId => &self.message_id,
             Text::CorrelationId => &self.correlation_id,
             Text::UserId => &self.user_id,
+            Text::IdScope => &self.id_scope,
+            Text::RegistrationId => &self.registration_id,
+            Text::DpsKey => &self.dps_key,
+            Text::DpsHost => &self.dps_host,
+            Text::DpsPayload => &self.dps_payload,
+            Text::AssignedHub => &self.assigned_hub,
+            Text::AssignedDevice => &self.assigned_device,
         }
     }
 
@@ -367,6 +475,13 @@ impl Settings {
             Text::MessageId => &mut self.message_id,
             Text::CorrelationId => &mut self.correlation_id,
             Text::UserId => &mut self.user_id,
+            Text::IdScope => &mut self.id_scope,
+            Text::RegistrationId => &mut self.registration_id,
+            Text::DpsKey => &mut self.dps_key,
+            Text::DpsHost => &mut self.dps_host,
+            Text::DpsPayload => &mut self.dps_payload,
+            Text::AssignedHub => &mut self.assigned_hub,
+            Text::AssignedDevice => &mut self.assigned_device,
         }
     }
 
@@ -378,6 +493,9 @@ impl Settings {
             Flag::AutoMessageId => self.auto_message_id,
             Flag::CreationTime => self.creation_time,
             Flag::Retain => self.retain,
+            Flag::UseDps => self.use_dps,
+            Flag::GroupKey => self.group_key,
+            Flag::RememberAssignment => self.remember_assignment,
         }
     }
 
@@ -389,6 +507,9 @@ impl Settings {
             Flag::AutoMessageId => &mut self.auto_message_id,
             Flag::CreationTime => &mut self.creation_time,
             Flag::Retain => &mut self.retain,
+            Flag::UseDps => &mut self.use_dps,
+            Flag::GroupKey => &mut self.group_key,
+            Flag::RememberAssignment => &mut self.remember_assignment,
         }
     }
 
@@ -444,8 +565,11 @@ impl Settings {
         let mut pairs: Vec<(&str, String)> = Vec::new();
         let keep_key = with_secrets && self.remember_key;
         for f in TEXTS {
-            let secret = matches!(f, Text::ConnectionString | Text::Key);
-            if (secret && !keep_key) || (!with_secrets && !f.in_link()) {
+            let assignment = matches!(f, Text::AssignedHub | Text::AssignedDevice);
+            if (f.is_secret() && !keep_key)
+                || (assignment && !self.remember_assignment)
+                || (!with_secrets && !f.in_link())
+            {
                 continue;
             }
             pairs.push((f.key(), self.text(f).to_owned()));
@@ -539,10 +663,10 @@ pub fn decode(s: &str, source: Source) -> Decoded {
                 out.refused.push(format!(
                     "{} is never taken from a link: {}",
                     f.label(),
-                    if f == Text::Endpoint {
-                        "it decides where your token is sent (set it by hand under Advanced)"
-                    } else {
+                    if f.is_secret() {
                         "links carry no keys or connection strings"
+                    } else {
+                        "it decides where your token is sent (set it by hand)"
                     }
                 ));
                 continue;
@@ -585,8 +709,14 @@ pub fn check_text(f: Text, v: &str) -> Result<(), String> {
         return Ok(());
     }
     match f {
-        Text::Host => check_host(v).map_err(|e| format!("host name: {e}")),
-        Text::DeviceId | Text::ModuleId => check_id(v).map_err(|e| format!("{}: {e}", f.label())),
+        Text::Host | Text::DpsHost | Text::AssignedHub => check_host(v).map_err(|e| format!("{}: {e}", f.label())),
+        Text::DeviceId | Text::ModuleId | Text::AssignedDevice => {
+            check_id(v).map_err(|e| format!("{}: {e}", f.label()))
+        }
+        Text::RegistrationId => check_registration_id(v),
+        Text::IdScope if !v.bytes().all(|b| b.is_ascii_alphanumeric()) => {
+            Err(format!("ID scope \"{}\" is not an ID scope like 0ne00ABCDEF (letters and digits)", clip(v)))
+        }
         Text::Endpoint => endpoint_authority(v).map(|_| ()).map_err(|e| format!("endpoint: {e}")),
         // Both go into the CONNECT user name: only the characters their formats use.
         Text::ApiVersion if !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') => {
@@ -595,7 +725,7 @@ pub fn check_text(f: Text, v: &str) -> Result<(), String> {
         Text::ModelId if !v.bytes().all(|b| b.is_ascii_alphanumeric() || b":;_".contains(&b)) => {
             Err(format!("model ID \"{}\" is not a DTMI like dtmi:com:example:Thermostat;1", clip(v)))
         }
-        _ if v.chars().any(|c| c.is_control() && f != Text::Body) => {
+        _ if v.chars().any(|c| c.is_control() && !matches!(f, Text::Body | Text::DpsPayload)) => {
             Err(format!("{} contains control characters", f.label()))
         }
         _ => Ok(()),
@@ -618,6 +748,22 @@ pub fn check_host(h: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("\"{}\" is not a host name (expected e.g. myhub.azure-devices.net)", clip(h)))
+    }
+}
+
+/// A DPS registration id: 1–128 of `a-z A-Z 0-9 - . _ :`, ending with a letter, a digit or `-` (DPS's rule).
+pub fn check_registration_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b))
+        && id.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "registration ID \"{}\" is not valid (up to 128 letters, digits and - . _ :, ending with a letter, a digit or -)",
+            clip(id)
+        ))
     }
 }
 

@@ -12,8 +12,9 @@
 use std::collections::VecDeque;
 use std::rc::Rc;
 
+use crate::dps::StepKind;
 use crate::form::Emulator;
-use crate::settings::{Change, Decoded, Settings};
+use crate::settings::{Change, Decoded, Settings, Text};
 
 /// Most inbox entries kept (the newest first).
 pub const MAX_INBOX: usize = 200;
@@ -23,14 +24,31 @@ pub const MAX_METHODS: usize = 100;
 pub const MAX_LOG: usize = 500;
 /// Most desired-property updates kept.
 pub const MAX_DESIRED: usize = 50;
+/// Most provisioning steps shown (a repeated poll replaces its line, so a registration needs about five).
+pub const MAX_DPS_STEPS: usize = 12;
 
 /// The connection as the user sees it.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ConnStatus {
-    Disconnected { reason: Option<String>, hint: Option<String> },
-    Connecting { attempt: u32 },
-    Connected { since: String, session_present: bool },
-    Reconnecting { at_ms: f64, attempt: u32, reason: String, hint: Option<String> },
+    Disconnected {
+        reason: Option<String>,
+        hint: Option<String>,
+    },
+    /// Asking DPS which hub to use.
+    Provisioning,
+    Connecting {
+        attempt: u32,
+    },
+    Connected {
+        since: String,
+        session_present: bool,
+    },
+    Reconnecting {
+        at_ms: f64,
+        attempt: u32,
+        reason: String,
+        hint: Option<String>,
+    },
 }
 
 /// A received C2D message, decoded for display.
@@ -113,6 +131,17 @@ pub struct Confirm {
     /// The hub the token is for (HostName).
     pub hub: String,
     pub url: String,
+    /// The token is a DPS registration token (`hub` names the registration), not a hub token.
+    pub dps: bool,
+}
+
+/// One step of a registration with DPS, as shown.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DpsStep {
+    pub kind: StepKind,
+    pub text: String,
+    /// The step in progress (the last one, until the registration ends).
+    pub active: bool,
 }
 
 /// The device twin as last read.
@@ -150,6 +179,8 @@ pub struct AppState {
     pub confirmed_url: Option<String>,
     /// Text for the screen-reader live region.
     pub announcement: String,
+    /// The steps of the last registration with DPS.
+    pub dps_steps: Rc<Vec<DpsStep>>,
     next_seq: u64,
 }
 
@@ -162,7 +193,10 @@ pub enum Action {
     AskConfirm(Confirm),
     Confirmed,
     CancelConfirm,
-    Status { status: ConnStatus, at: String },
+    Status {
+        status: ConnStatus,
+        at: String,
+    },
     TokenExpiry(Option<u64>),
     Sent(u64),
     Acked,
@@ -172,14 +206,42 @@ pub enum Action {
     Method(MethodCall),
     SetAnswer(MethodAnswer),
     RemoveAnswer(String),
-    Twin { desired: String, reported: String },
+    Twin {
+        desired: String,
+        reported: String,
+    },
     ReportedSaved(String),
-    Desired { at: String, patch: String },
-    Log { at: String, kind: LogKind, text: String },
+    Desired {
+        at: String,
+        patch: String,
+    },
+    Log {
+        at: String,
+        kind: LogKind,
+        text: String,
+    },
     ClearLog,
     Repeat(Option<Repeat>),
     RepeatTick,
     Emulator(Emulator),
+    /// A registration with DPS starts: the steps are cleared.
+    DpsStart,
+    /// A step of the registration (a repeated kind replaces its line).
+    DpsStep {
+        at: String,
+        kind: StepKind,
+        text: String,
+    },
+    /// The registration ended: the assignment line, or what failed.
+    DpsEnd {
+        at: String,
+        result: Result<String, String>,
+    },
+    /// DPS assigned the device: the hub and device id go into the settings (stored only if asked).
+    Assigned {
+        hub: String,
+        device: String,
+    },
 }
 
 impl AppState {
@@ -205,6 +267,7 @@ impl AppState {
             confirm: None,
             confirmed_url: None,
             announcement: String::new(),
+            dps_steps: Rc::default(),
             next_seq: 1,
         };
         for r in stored.refused {
@@ -236,7 +299,17 @@ impl AppState {
         // A shallow copy: the lists are shared until one of them changes.
         let mut s = Rc::unwrap_or_clone(self);
         match action {
-            Action::Edit(c) => Rc::make_mut(&mut s.settings).apply(c),
+            Action::Edit(c) => {
+                let settings = Rc::make_mut(&mut s.settings);
+                // An assignment belongs to one registration: another ID scope or registration id forgets it.
+                if let Change::Text(f @ (Text::IdScope | Text::RegistrationId), v) = &c {
+                    if settings.text(*f) != v {
+                        settings.assigned_hub.clear();
+                        settings.assigned_device.clear();
+                    }
+                }
+                settings.apply(c)
+            }
             Action::AcceptLink => {
                 if let Some(link) = s.link.take() {
                     let settings = Rc::make_mut(&mut s.settings);
@@ -245,6 +318,9 @@ impl AppState {
                     if link.changes.iter().any(Change::sets_identity) {
                         settings.connection_string.clear();
                         settings.key.clear();
+                        settings.dps_key.clear();
+                        settings.assigned_hub.clear();
+                        settings.assigned_device.clear();
                     }
                     for c in link.changes.iter().cloned() {
                         settings.apply(c);
@@ -259,6 +335,7 @@ impl AppState {
                 let text = match &status {
                     ConnStatus::Connected { .. } => "connected".to_owned(),
                     ConnStatus::Connecting { attempt } => format!("connecting (attempt {attempt})"),
+                    ConnStatus::Provisioning => "provisioning through DPS".to_owned(),
                     ConnStatus::Disconnected { reason: Some(r), .. } => format!("disconnected: {r}"),
                     ConnStatus::Disconnected { reason: None, .. } => "disconnected".to_owned(),
                     ConnStatus::Reconnecting { reason, .. } => format!("connection lost: {reason}"),
@@ -334,6 +411,45 @@ impl AppState {
                 }
             }
             Action::Emulator(e) => s.emulator = Some(Rc::new(e)),
+            Action::DpsStart => s.dps_steps = Rc::default(),
+            Action::DpsStep { at, kind, text } => {
+                let steps = Rc::make_mut(&mut s.dps_steps);
+                match steps.last_mut() {
+                    Some(last) if last.kind == kind => last.text.clone_from(&text),
+                    _ => {
+                        for st in steps.iter_mut() {
+                            st.active = false;
+                        }
+                        if steps.len() >= MAX_DPS_STEPS {
+                            steps.remove(1.min(steps.len() - 1));
+                        }
+                        steps.push(DpsStep { kind, text: text.clone(), active: true });
+                    }
+                }
+                s.announcement = text.clone();
+                s.log(at, LogKind::Connection, "DPS: ".to_owned() + &text);
+            }
+            Action::DpsEnd { at, result } => {
+                let steps = Rc::make_mut(&mut s.dps_steps);
+                for st in steps.iter_mut() {
+                    st.active = false;
+                }
+                let (kind, text, log) = match result {
+                    Ok(t) => (StepKind::Assigned, t, LogKind::Connection),
+                    Err(t) => (StepKind::Failed, t, LogKind::Error),
+                };
+                if steps.len() >= MAX_DPS_STEPS {
+                    steps.remove(1.min(steps.len() - 1));
+                }
+                steps.push(DpsStep { kind, text: text.clone(), active: false });
+                s.announcement = text.clone();
+                s.log(at, log, "DPS: ".to_owned() + &text);
+            }
+            Action::Assigned { hub, device } => {
+                let settings = Rc::make_mut(&mut s.settings);
+                settings.assigned_hub = hub;
+                settings.assigned_device = device;
+            }
         }
         Rc::new(s)
     }

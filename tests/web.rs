@@ -6,7 +6,7 @@
 use futures::channel::mpsc;
 use futures::{FutureExt, StreamExt};
 use gloo::timers::future::TimeoutFuture;
-use hubsim_proto::device::{DeviceConfig, Event, Telemetry};
+use hubsim_proto::device::{DeviceConfig, DeviceSession, Event, Telemetry};
 use hubsim_proto::property_bag::SystemProperty;
 use hubsim_proto::sas::{DeviceKey, ResourceUri, SasToken};
 use hubsim_proto::topic::{DeviceIdentity, TopicFilter};
@@ -69,7 +69,7 @@ fn field(json: &str, path: &[&str]) -> String {
 /// A driver whose events arrive on a channel.
 fn driver(id: &str) -> (Driver, mpsc::UnboundedReceiver<DriverEvent>) {
     let (tx, rx) = mpsc::unbounded();
-    let d = Driver::new(DeviceConfig::new("localhost", DeviceIdentity::device(id)), move |e| {
+    let d = Driver::new(DeviceSession::new(DeviceConfig::new("localhost", DeviceIdentity::device(id))), move |e| {
         let _ = tx.unbounded_send(e);
     });
     (d, rx)

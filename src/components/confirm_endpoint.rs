@@ -30,7 +30,9 @@ pub fn ConfirmEndpoint(props: &ConfirmEndpointProps) -> Html {
             <h3 id="confirm-h">{"Send the token to "}{ &c.target }{"?"}</h3>
             <p id="confirm-d">
                 {"The SAS token for "}<b>{ &c.hub }</b>{" will be sent to "}<b>{ &c.target }</b>
-                {", which is not that hub. Whoever runs it can use the token until it expires. Connect only if you trust it (e.g. your IoT Edge gateway)."}
+                { if c.dps { ", which is not Azure's Device Provisioning Service." } else { ", which is not that hub." } }
+                {" Whoever runs it can use the token until it expires. Connect only if you trust it"}
+                { if c.dps { "." } else { " (e.g. your IoT Edge gateway)." } }
             </p>
             <div class="buttons">
                 <button type="button" class="primary" ref={primary} onclick={props.on_confirm.reform(|_| ())}>{"Send the token to "}{ &c.target }</button>

@@ -1,13 +1,15 @@
-//! The connect form: a pasted connection string or separate fields, advanced options, Connect/Disconnect, and the
-//! confirmation before a token goes to a host other than its hub.
+//! The connect form: a pasted connection string or separate fields, or the Device Provisioning Service (ID scope,
+//! registration ID, key, with the steps of the registration), advanced options, Connect/Disconnect, and the
+//! confirmation before a token goes to a host other than its hub (or other than Azure's DPS).
 
 use yew::prelude::*;
 
 use super::confirm_endpoint::ConfirmEndpoint;
 use super::{on_flag, on_number, on_text, use_app, use_controller};
-use crate::form::plan;
-use crate::settings::{Flag, Number, Text, MAX_KEEP_ALIVE_SECS, MAX_TTL_SECS, MIN_TTL_SECS};
-use crate::state::{Action, Confirm, ConnStatus};
+use crate::dps::{dps_plan, StepKind};
+use crate::form::{plan, FieldError};
+use crate::settings::{Change, Flag, Number, Text, MAX_KEEP_ALIVE_SECS, MAX_TTL_SECS, MIN_TTL_SECS};
+use crate::state::{Action, AppContext, Confirm, ConnStatus};
 use crate::util;
 
 #[component]
@@ -17,16 +19,25 @@ pub fn ConnectPanel() -> Html {
     let s = &app.settings;
     let emulator = app.emulator.as_deref();
     // Inline validation: explained next to the field before any connection attempt.
-    let errors = plan(s, emulator).err().unwrap_or_default();
+    // In DPS mode without an assignment, Connect registers with DPS first.
+    let provisioning = s.use_dps && s.assigned_hub.is_empty();
+    let errors = if provisioning { dps_plan(s, emulator).err() } else { plan(s, emulator).err() }.unwrap_or_default();
     let attempted = use_state(|| false);
     let touched = *attempted
         || !s.connection_string.is_empty()
         || !s.host.is_empty()
         || !s.device_id.is_empty()
-        || !s.key.is_empty();
+        || !s.key.is_empty()
+        || (s.use_dps && (!s.id_scope.is_empty() || !s.registration_id.is_empty() || !s.dps_key.is_empty()));
     let error_for = |field: &str| -> Html {
         match errors.iter().find(|e| e.field == field) {
-            Some(e) if touched || matches!(field, "endpoint" | "ttl" | "keep_alive" | "api_version" | "model_id") => {
+            Some(e)
+                if touched
+                    || matches!(
+                        field,
+                        "endpoint" | "ttl" | "keep_alive" | "api_version" | "model_id" | "dps_host" | "dps_payload"
+                    ) =>
+            {
                 html! { <p class="field-error" id={format!("err-{field}")} role="alert">{ &e.message }</p> }
             }
             _ => html! {},
@@ -37,13 +48,25 @@ pub fn ConnectPanel() -> Html {
         let (ctl, app, attempted) = (ctl.clone(), app.clone(), attempted.clone());
         Callback::from(move |e: SubmitEvent| {
             e.prevent_default();
+            if app.settings.use_dps && app.settings.assigned_hub.is_empty() {
+                let Ok(p) = dps_plan(&app.settings, app.emulator.as_deref()) else {
+                    attempted.set(true);
+                    return;
+                };
+                if p.needs_confirmation && app.confirmed_url.as_deref() != Some(p.url.as_str()) {
+                    let hub = "the DPS registration ".to_owned() + &p.id_scope + "/registrations/" + &p.registration_id;
+                    app.dispatch(Action::AskConfirm(Confirm { target: p.target, hub, url: p.url, dps: true }));
+                    return;
+                }
+                return ctl.0.provision(p, app.emulator.clone());
+            }
             let Ok(p) = plan(&app.settings, app.emulator.as_deref()) else {
                 attempted.set(true);
                 return;
             };
             if p.needs_confirmation && app.confirmed_url.as_deref() != Some(p.url.as_str()) {
                 let hub = p.cs.host_name.clone();
-                app.dispatch(Action::AskConfirm(Confirm { target: p.target, hub, url: p.url }));
+                app.dispatch(Action::AskConfirm(Confirm { target: p.target, hub, url: p.url, dps: false }));
                 return;
             }
             ctl.0.connect(p);
@@ -52,6 +75,16 @@ pub fn ConnectPanel() -> Html {
     let confirmed = {
         let (ctl, app) = (ctl.clone(), app.clone());
         Callback::from(move |_| {
+            if app.confirm.as_ref().is_some_and(|c| c.dps) {
+                match dps_plan(&app.settings, app.emulator.as_deref()) {
+                    Ok(p) if app.confirm.as_ref().is_some_and(|c| c.url == p.url) => {
+                        app.dispatch(Action::Confirmed);
+                        ctl.0.provision(p, app.emulator.clone());
+                    }
+                    _ => app.dispatch(Action::CancelConfirm),
+                }
+                return;
+            }
             let Ok(p) = plan(&app.settings, app.emulator.as_deref()) else { return };
             // Connect only to what was shown: the settings may have changed under the dialog.
             if app.confirm.as_ref().is_some_and(|c| c.url == p.url) {
@@ -88,6 +121,14 @@ pub fn ConnectPanel() -> Html {
         <section class="panel connect" aria-labelledby="connect-h">
             <h2 id="connect-h">{"Device"}</h2>
             <form onsubmit={connect}>
+                <fieldset class="mode">
+                    <legend>{"How the device connects"}</legend>
+                    <label class="check"><input type="radio" name="mode" checked={!s.use_dps} onchange={set_mode(&app, false)} />{"Directly to a hub"}</label>
+                    <label class="check"><input type="radio" name="mode" checked={s.use_dps} onchange={set_mode(&app, true)} />{"Through the Device Provisioning Service (ID scope, registration ID, key)"}</label>
+                </fieldset>
+                if s.use_dps {
+                    { view_dps(&app, &errors, &error_for) }
+                } else {
                 <label for="cs">{"Connection string"}</label>
                 <textarea id="cs" rows="3" spellcheck="false" autocomplete="off"
                     placeholder="HostName=myhub.azure-devices.net;DeviceId=dev1;SharedAccessKey=…"
@@ -106,6 +147,7 @@ pub fn ConnectPanel() -> Html {
                     </div>
                     { error_for("host") }{ error_for("device_id") }{ error_for("key") }
                 </details>
+                }
                 <details open={emulator.is_some() || !s.endpoint.is_empty()}>
                     <summary>{"Advanced"}</summary>
                     <div class="grid2">
@@ -131,7 +173,7 @@ pub fn ConnectPanel() -> Html {
                     <ConfirmEndpoint confirm={c.clone()} on_confirm={confirmed} on_cancel={cancel} />
                 }
                 <div class="buttons">
-                    <button type="submit" class="primary">{"Connect"}</button>
+                    <button type="submit" class="primary">{ if provisioning { "Provision and connect" } else { "Connect" } }</button>
                     <button type="button" onclick={disconnect} disabled={!active}>{"Disconnect"}</button>
                     <button type="button" onclick={share} title="Copies a link with the settings, never the key or the endpoint">{"Share link"}</button>
                 </div>
@@ -140,5 +182,71 @@ pub fn ConnectPanel() -> Html {
                 }
             </form>
         </section>
+    }
+}
+
+/// A radio button of the connection mode.
+fn set_mode(app: &AppContext, dps: bool) -> Callback<Event> {
+    let app = app.clone();
+    Callback::from(move |_| app.dispatch(Action::Edit(Change::Flag(Flag::UseDps, dps))))
+}
+
+/// The DPS fields, the remembered assignment and the steps of the last registration.
+fn view_dps(app: &AppContext, errors: &[FieldError], error_for: &dyn Fn(&str) -> Html) -> Html {
+    let s = &app.settings;
+    let invalid = |f: &str| errors.iter().any(|e| e.field == f).to_string();
+    let use_emulator = app.emulator.as_ref().filter(|e| !e.id_scope.is_empty()).map(|e| {
+        let (app, host, scope) = (app.clone(), e.host_name.clone(), e.id_scope.clone());
+        let onclick = Callback::from(move |_| {
+            app.dispatch(Action::Edit(Change::Text(Text::DpsHost, host.clone())));
+            app.dispatch(Action::Edit(Change::Text(Text::IdScope, scope.clone())));
+        });
+        html! { <button type="button" {onclick}>{"Use this emulator's DPS (host "}{ &e.host_name }{", ID scope "}{ &e.id_scope }{")"}</button> }
+    });
+    let forget = {
+        let app = app.clone();
+        Callback::from(move |_| {
+            app.dispatch(Action::Edit(Change::Text(Text::AssignedHub, String::new())));
+            app.dispatch(Action::Edit(Change::Text(Text::AssignedDevice, String::new())));
+        })
+    };
+    html! {
+        <fieldset class="dps">
+            <legend>{"Device Provisioning Service"}</legend>
+            <div class="grid2">
+                <label>{"ID scope"}<input value={s.id_scope.clone()} placeholder="0ne00ABCDEF" aria-invalid={invalid("id_scope")} oninput={on_text(app, Text::IdScope)} /></label>
+                <label>{"Registration ID"}<input value={s.registration_id.clone()} aria-invalid={invalid("registration_id")} oninput={on_text(app, Text::RegistrationId)} /></label>
+                <label>{ if s.group_key { "Enrollment group key" } else { "Enrollment key" } }<input type="password" autocomplete="off" value={s.dps_key.clone()} aria-invalid={invalid("dps_key")} oninput={on_text(app, Text::DpsKey)} /></label>
+                <label>{"Provisioning host"}<input value={s.dps_host.clone()} placeholder={hubsim_proto::provisioning::GLOBAL_ENDPOINT} aria-invalid={invalid("dps_host")} oninput={on_text(app, Text::DpsHost)} /></label>
+            </div>
+            { error_for("id_scope") }{ error_for("registration_id") }{ error_for("dps_key") }{ error_for("dps_host") }
+            <label class="check"><input type="checkbox" checked={s.group_key} onchange={on_flag(app, Flag::GroupKey)} />{"The key is an enrollment group key: derive this device's key from it and the registration ID"}</label>
+            if s.group_key {
+                <p class="warn-text">{"A group key unlocks every device of the group. It stays in this page (only tokens signed with the derived device key are sent, to DPS and then to the assigned hub) and is stored only if you tick \"Remember the key on this device\" under Advanced."}</p>
+            }
+            { for use_emulator }
+            <label for="dps-payload">{"Registration payload (JSON, optional)"}</label>
+            <textarea id="dps-payload" rows="2" spellcheck="false" placeholder="{\"site\": \"lab\"}" aria-invalid={invalid("dps_payload")}
+                aria-describedby="dps-payload-help" value={s.dps_payload.clone()} oninput={on_text(app, Text::DpsPayload)} />
+            <span id="dps-payload-help" class="help">{"Custom allocation data sent with the registration; a model ID set under Advanced is added as modelId (IoT Plug and Play)."}</span>
+            { error_for("dps_payload") }{ error_for("dps") }
+            if !s.assigned_hub.is_empty() {
+                <p class="note">{"Assigned to "}<b>{ &s.assigned_hub }</b>{" as "}<b>{ &s.assigned_device }</b>{": Connect goes straight to this hub."}</p>
+                <label class="check"><input type="checkbox" checked={s.remember_assignment} onchange={on_flag(app, Flag::RememberAssignment)} />{"Remember the assignment on this device (hub and device ID, never the key)"}</label>
+                <button type="button" onclick={forget}>{"Forget the assignment (provision again)"}</button>
+            }
+            if !app.dps_steps.is_empty() {
+                <ol class="dps-steps" aria-label="Provisioning steps">
+                    { for app.dps_steps.iter().map(|st| {
+                        let class = match (st.kind, st.active) {
+                            (_, true) => "active",
+                            (StepKind::Failed, _) => "failed",
+                            _ => "done",
+                        };
+                        html! { <li class={class}>{ &st.text }</li> }
+                    }) }
+                </ol>
+            }
+        </fieldset>
     }
 }

@@ -28,6 +28,7 @@ pub fn StatusBar() -> Html {
             ("ok", format!("Connected since {since}{}", if *session_present { " (session resumed)" } else { "" }), None)
         }
         ConnStatus::Connecting { attempt } => ("busy", format!("Connecting… (attempt {attempt})"), None),
+        ConnStatus::Provisioning => ("busy", "Provisioning through DPS…".to_owned(), None),
         ConnStatus::Reconnecting { at_ms, reason, hint, .. } => {
             let secs = ((at_ms - js_sys::Date::now()) / 1000.0).ceil().max(0.0) as u32;
             ("warn", format!("Reconnecting in {secs} s — {reason}"), hint.clone())

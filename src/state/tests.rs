@@ -96,6 +96,7 @@ fn a_confirmed_endpoint_is_remembered_and_a_cancelled_one_is_not() {
         target: "gw.local".into(),
         hub: "myhub.azure-devices.net".into(),
         url: "wss://gw.local/x".into(),
+        dps: false,
     });
     let s = run(fresh(), [ask.clone(), Action::CancelConfirm]);
     assert!(s.confirm.is_none() && s.confirmed_url.is_none());
@@ -168,4 +169,59 @@ fn repeat_progress_ends_at_its_total() {
     let s = run(fresh(), [Action::Repeat(Some(Repeat { total: Some(2), done: 0 })), Action::RepeatTick]);
     assert_eq!(s.repeat, Some(Repeat { total: Some(2), done: 1 }));
     assert_eq!(s.reduce(Action::RepeatTick).repeat, None);
+}
+
+#[test]
+fn provisioning_steps_replace_repeated_polls_and_stay_bounded() {
+    use crate::dps::StepKind;
+    let step = |kind, text: &str| Action::DpsStep { at: "10:00:02".into(), kind, text: text.into() };
+    let s = run(
+        fresh(),
+        [
+            Action::DpsStart,
+            step(StepKind::Connecting, "connecting to DPS (h)"),
+            step(StepKind::Registering, "registering"),
+            step(StepKind::Assigning, "assigning (asking again in 2 s)"),
+            step(StepKind::Assigning, "assigning (asking again in 1 s)"),
+            Action::DpsEnd { at: "10:00:05".into(), result: Ok("assigned to hub as dev".into()) },
+        ],
+    );
+    let texts: Vec<(&str, bool)> = s.dps_steps.iter().map(|st| (st.text.as_str(), st.active)).collect();
+    assert_eq!(
+        texts,
+        vec![
+            ("connecting to DPS (h)", false),
+            ("registering", false),
+            ("assigning (asking again in 1 s)", false),
+            ("assigned to hub as dev", false)
+        ]
+    );
+    assert_eq!(s.log[0].text, "DPS: assigned to hub as dev");
+    assert_eq!(s.announcement, "assigned to hub as dev");
+    // Alternating kinds cannot grow the list without bound.
+    let mut s = s;
+    for i in 0..100 {
+        let kind = if i % 2 == 0 { StepKind::Retrying } else { StepKind::Registering };
+        s = AppState::reduce(s, step(kind, "x"));
+    }
+    assert_eq!(s.dps_steps.len(), MAX_DPS_STEPS);
+    assert_eq!(s.dps_steps[0].text, "connecting to DPS (h)");
+    assert!(s.dps_steps.last().unwrap().active);
+    let s = run(s, [Action::DpsStart]);
+    assert!(s.dps_steps.is_empty());
+}
+
+#[test]
+fn an_assignment_is_forgotten_when_the_registration_changes() {
+    let s = run(
+        fresh(),
+        [
+            Action::Edit(Change::Text(Text::RegistrationId, "sensor-1".into())),
+            Action::Assigned { hub: "localhost".into(), device: "sensor-1".into() },
+            Action::Edit(Change::Text(Text::RegistrationId, "sensor-1".into())),
+        ],
+    );
+    assert_eq!(s.settings.assigned_hub, "localhost");
+    let s = run(s, [Action::Edit(Change::Text(Text::RegistrationId, "sensor-2".into()))]);
+    assert_eq!((s.settings.assigned_hub.as_str(), s.settings.assigned_device.as_str()), ("", ""));
 }
