@@ -18,6 +18,7 @@
 //! rest is compiled for `wasm32-unknown-unknown` only and tested in Chromium.
 
 pub mod form;
+pub mod library;
 pub mod settings;
 pub mod state;
 pub mod token;

@@ -15,6 +15,8 @@ use std::rc::Rc;
 use crate::form::Emulator;
 use crate::settings::{Change, Decoded, Settings};
 
+pub mod templates;
+
 /// Most inbox entries kept (the newest first).
 pub const MAX_INBOX: usize = 200;
 /// Most direct method calls kept.
@@ -150,6 +152,8 @@ pub struct AppState {
     pub confirmed_url: Option<String>,
     /// Text for the screen-reader live region.
     pub announcement: String,
+    /// The composer's template mode, saved messages and schedules.
+    pub templates: Rc<templates::TmplState>,
     next_seq: u64,
 }
 
@@ -180,6 +184,7 @@ pub enum Action {
     Repeat(Option<Repeat>),
     RepeatTick,
     Emulator(Emulator),
+    Tmpl(templates::TmplAction),
 }
 
 impl AppState {
@@ -205,6 +210,7 @@ impl AppState {
             confirm: None,
             confirmed_url: None,
             announcement: String::new(),
+            templates: Rc::default(),
             next_seq: 1,
         };
         for r in stored.refused {
@@ -334,6 +340,7 @@ impl AppState {
                 }
             }
             Action::Emulator(e) => s.emulator = Some(Rc::new(e)),
+            Action::Tmpl(a) => Rc::make_mut(&mut s.templates).apply(a),
         }
         Rc::new(s)
     }
