@@ -46,6 +46,8 @@ pub struct Controller {
     dispatch: UseReducerDispatcher<AppState>,
     inner: RefCell<Inner>,
     me: RefCell<Weak<Controller>>,
+    /// Template sends and schedules (`crate::schedule`).
+    pub sched: crate::schedule::Scheduler,
 }
 
 /// A cheap, comparable handle for props and context.
@@ -79,7 +81,12 @@ fn request_name(k: RequestKind) -> &'static str {
 
 impl Controller {
     pub fn new(dispatch: UseReducerDispatcher<AppState>) -> Rc<Controller> {
-        let c = Rc::new(Controller { dispatch, inner: RefCell::new(Inner::default()), me: RefCell::new(Weak::new()) });
+        let c = Rc::new(Controller {
+            dispatch,
+            inner: RefCell::new(Inner::default()),
+            me: RefCell::new(Weak::new()),
+            sched: Default::default(),
+        });
         *c.me.borrow_mut() = Rc::downgrade(&c);
         c
     }
@@ -97,6 +104,19 @@ impl Controller {
         let mut i = self.inner.borrow_mut();
         i.settings = settings;
         i.answers = answers;
+    }
+
+    /// The settings the controller works with (the app state's own `Rc`).
+    pub fn settings(&self) -> Rc<Settings> {
+        self.inner.borrow().settings.clone()
+    }
+
+    pub fn dispatch(&self, a: Action) {
+        self.dispatch.dispatch(a);
+    }
+
+    pub fn weak(&self) -> Weak<Controller> {
+        self.me.borrow().clone()
     }
 
     fn driver(&self) -> Option<Driver> {
@@ -216,6 +236,7 @@ impl Controller {
             i.driver.clone()
         };
         self.dispatch.dispatch(Action::Repeat(None));
+        self.sched.stop_all(self);
         if let Some(d) = driver {
             d.disconnect();
         }
@@ -225,12 +246,18 @@ impl Controller {
 
     /// Sends one message as the composer describes it.
     pub fn send(&self) -> bool {
+        let s = self.inner.borrow().settings.clone();
+        self.publish(&s).is_some()
+    }
+
+    /// Sends one message as `s` describes it; `Some(Some(publish id))` when a PUBACK is awaited (QoS 1).
+    pub fn publish(&self, s: &Settings) -> Option<Option<u64>> {
         let Some(driver) = self.driver() else {
             self.log(LogKind::Error, "not sent: not connected");
-            return false;
+            return None;
         };
-        let s = self.inner.borrow().settings.clone();
-        let msg = telemetry(&s, s.auto_message_id.then(util::uuid), &util::iso_now());
+        let msg = telemetry(s, s.auto_message_id.then(util::uuid), &util::iso_now());
+        let acked = msg.qos != TelemetryQos::AtMostOnce;
         let size = msg.size();
         let qos = match msg.qos {
             TelemetryQos::AtMostOnce => "QoS 0",
@@ -238,14 +265,14 @@ impl Controller {
             TelemetryQos::ExactlyOnceHubWillClose => "QoS 2",
         };
         match driver.with_session(|sess, now| sess.send_telemetry(now, msg)) {
-            Ok(_) => {
+            Ok(id) => {
                 self.dispatch.dispatch(Action::Sent(1));
                 self.log(LogKind::Sent, format!("telemetry, {size} bytes with properties, {qos}"));
-                true
+                Some(acked.then_some(id.0))
             }
             Err(e) => {
                 self.log(LogKind::Error, format!("not sent: {e}"));
-                false
+                None
             }
         }
     }
@@ -322,7 +349,10 @@ impl Controller {
                     }
                 }
             }
-            Event::TelemetryAcked { .. } => self.dispatch.dispatch(Action::Acked),
+            Event::TelemetryAcked { id, .. } => {
+                self.dispatch.dispatch(Action::Acked);
+                self.dispatch.dispatch(Action::Tmpl(crate::state::templates::TmplAction::Acked(id.0)));
+            }
             Event::C2d(m) => self.on_c2d(m),
             Event::MethodRequest { name, rid, payload } => {
                 let (status, response) = {
@@ -432,6 +462,7 @@ impl Controller {
         let hint = hint.map(|h| format!("The hub closed the connection right after {h}: that is the likely cause."));
         if !(retry && auto) {
             self.inner.borrow_mut().renew = None;
+            self.sched.stop_all(self);
             self.dispatch.dispatch(Action::TokenExpiry(None));
             return self.status(ConnStatus::Disconnected { reason: Some(reason), hint });
         }

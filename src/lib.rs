@@ -34,6 +34,8 @@ pub mod controller;
 #[cfg(target_arch = "wasm32")]
 pub mod driver;
 #[cfg(target_arch = "wasm32")]
+pub mod schedule;
+#[cfg(target_arch = "wasm32")]
 pub mod util;
 
 #[cfg(target_arch = "wasm32")]

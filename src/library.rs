@@ -230,8 +230,10 @@ pub fn read_file(text: &str, file_name: &str) -> Result<(Vec<Message>, String), 
     if text.len() > MAX_FILE {
         return Err(cat(&["the file is larger than ", &(MAX_FILE / 1024).to_string(), " KB"]));
     }
-    let v = json::parse_relaxed(text.trim_start_matches('\u{feff}')).map_err(|e| cat(&["not JSON: ", &e.to_string()]))?;
-    let o = v.as_object().ok_or("expected a JSON object (saved messages or an Iot-Telemetry-Simulator configuration)")?;
+    let v =
+        json::parse_relaxed(text.trim_start_matches('\u{feff}')).map_err(|e| cat(&["not JSON: ", &e.to_string()]))?;
+    let o =
+        v.as_object().ok_or("expected a JSON object (saved messages or an Iot-Telemetry-Simulator configuration)")?;
     if let Some(list) = o.get("messages").filter(|_| o.get("hubsimMessages").is_some()) {
         let items = list.as_array().ok_or("messages: expected an array")?;
         if items.len() > MAX_SAVED {
@@ -244,7 +246,8 @@ pub fn read_file(text: &str, file_name: &str) -> Result<(Vec<Message>, String), 
         let n = out.len().to_string();
         return Ok((out, cat(&[&n, " saved message(s)"])));
     }
-    let config = Config::from_its(&v).map_err(|e| cat(&["not an Iot-Telemetry-Simulator configuration: ", &e.to_string()]))?;
+    let config =
+        Config::from_its(&v).map_err(|e| cat(&["not an Iot-Telemetry-Simulator configuration: ", &e.to_string()]))?;
     let mut templates = config.payloads().iter().filter_map(|p| match &p.kind {
         PayloadKind::Template(t) => Some(t.source()),
         PayloadKind::Fix(_) => None,
@@ -275,7 +278,11 @@ pub fn read_file(text: &str, file_name: &str) -> Result<(Vec<Message>, String), 
     m.config()?;
     let mut note = cat(&["an Iot-Telemetry-Simulator configuration as \"", &m.name, "\""]);
     if skipped > 0 {
-        note.push_str(&cat(&["; only its main payload is used (", &skipped.to_string(), " other payload(s) left out)"]));
+        note.push_str(&cat(&[
+            "; only its main payload is used (",
+            &skipped.to_string(),
+            " other payload(s) left out)",
+        ]));
     }
     Ok((vec![m], note))
 }
@@ -410,7 +417,9 @@ pub fn new_variable(name: &str, kind: &str) -> Result<Variable, String> {
 pub fn fields(v: &Variable) -> &'static [(&'static str, &'static str)] {
     match kind_key(v) {
         "counter" => &[("min", "Start (min)"), ("max", "Wrap after (max)"), ("step", "Step")],
-        "random" | "randomDouble" => &[("min", "Min (inclusive)"), ("max", "Max (exclusive)"), ("decimals", "Decimals")],
+        "random" | "randomDouble" => {
+            &[("min", "Min (inclusive)"), ("max", "Max (exclusive)"), ("decimals", "Decimals")]
+        }
         "values" | "sequence" => &[("values", "Values (comma-separated)")],
         "weighted" => &[("values", "Values (comma-separated)"), ("weights", "Weights (comma-separated)")],
         "customLengthString" => &[("customLengthString", "Length")],
@@ -434,7 +443,8 @@ pub fn field_text(v: &Variable, field: &str) -> String {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(s)) => s.clone(),
         Some(Value::Array(a)) => {
-            let items: Vec<String> = a.iter().map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned)).collect();
+            let items: Vec<String> =
+                a.iter().map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned)).collect();
             items.join(", ")
         }
         Some(x) => x.to_string(),

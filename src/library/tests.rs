@@ -5,7 +5,10 @@ use super::*;
 #[test]
 fn the_examples_are_valid_templates_and_round_trip_through_a_file() {
     let list = examples();
-    assert_eq!(list.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), ["thermostat", "gps tracker", "machine state"]);
+    assert_eq!(
+        list.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+        ["thermostat", "gps tracker", "machine state"]
+    );
     for m in &list {
         m.config().unwrap();
         assert!(m.is_json());
@@ -24,7 +27,10 @@ fn an_its_configuration_in_relaxed_json_imports_as_one_message() {
     let (list, what) = read_file(its, "plant.json").unwrap();
     assert_eq!(what, "an Iot-Telemetry-Simulator configuration as \"plant\"");
     let m = &list[0];
-    assert_eq!((m.name.as_str(), m.body.as_str(), m.header.as_str()), ("plant", "{\"temp\": $.Temp, \"n\": $.Counter}", "{\"unit\": \"C\"}"));
+    assert_eq!(
+        (m.name.as_str(), m.body.as_str(), m.header.as_str()),
+        ("plant", "{\"temp\": $.Temp, \"n\": $.Counter}", "{\"unit\": \"C\"}")
+    );
     assert_eq!(m.variables.len(), 2);
     assert_eq!(m.every_ms, 500);
     assert!(m.template);
@@ -48,19 +54,16 @@ fn bad_files_are_refused_with_the_reason_and_change_nothing() {
         err("{hubsimMessages: 1, messages: [{name: 'a', body: '$.Nope'}]}"),
         "messages[0]: Template: line 1, col 1: unknown variable $.Nope"
     );
-    assert_eq!(
-        err("{hubsimMessages: 1, messages: [{name: '', body: 'x'}]}"),
-        "messages[0].name: a name is needed"
-    );
+    assert_eq!(err("{hubsimMessages: 1, messages: [{name: '', body: 'x'}]}"), "messages[0].name: a name is needed");
     assert_eq!(
         err("{hubsimMessages: 1, messages: [{name: 'a', mode: 'text', body: 'x', every: 0}]}"),
         "messages[0].every: expected a whole number from 10 to 86400000"
     );
     assert!(err(&" ".repeat(MAX_FILE + 1)).starts_with("the file is larger than"));
     // Merging is all or nothing: a full library takes no part of an import.
-    let full: Vec<Message> =
-        (0..MAX_SAVED).map(|i| Message { name: i.to_string(), ..Message::default() }).collect();
-    let new = vec![Message { name: "0".into(), ..Message::default() }, Message { name: "new".into(), ..Message::default() }];
+    let full: Vec<Message> = (0..MAX_SAVED).map(|i| Message { name: i.to_string(), ..Message::default() }).collect();
+    let new =
+        vec![Message { name: "0".into(), ..Message::default() }, Message { name: "new".into(), ..Message::default() }];
     assert_eq!(merge(&full, new).unwrap_err(), "the library is full (50 messages): delete one first");
     // A replaced name does not count twice.
     assert_eq!(merge(&full, vec![Message { name: "1".into(), count: 3, ..Message::default() }]).unwrap()[1].count, 3);
@@ -95,7 +98,10 @@ fn the_variable_forms_edit_every_generator_through_the_engine() {
     assert_eq!(set_field(&p, "probability", "2").unwrap_err(), "P.probability: must be between 0 and 1");
     let t = new_variable("T", "timestamp").unwrap();
     assert!(set_field(&t, "format", "yesterday").is_err());
-    assert_eq!(set_field(&t, "name", "Time stamp").unwrap_err(), "a name is letters, digits and _ (it is written $.Name in the template)");
+    assert_eq!(
+        set_field(&t, "name", "Time stamp").unwrap_err(),
+        "a name is letters, digits and _ (it is written $.Name in the template)"
+    );
     assert_eq!(set_field(&t, "name", "At").unwrap().name, "At");
 }
 

@@ -91,18 +91,33 @@ pub enum TmplAction {
     Draft(DraftEdit),
     /// A saved message into the draft.
     Load(String),
-    /// The draft into the library, with the composer's application properties and QoS.
-    Save { properties: Vec<(String, String)>, qos: u8 },
+    /// The draft into the library, with the composer's application properties and QoS, and in text mode the
+    /// composer's body (`text`).
+    Save {
+        properties: Vec<(String, String)>,
+        qos: u8,
+        text: String,
+    },
     Delete(String),
     /// The stored library text (at start).
     Stored(Option<String>),
     /// A file the user picked: hubsim's saved messages or an Iot-Telemetry-Simulator configuration.
-    Import { text: String, file_name: String },
+    Import {
+        text: String,
+        file_name: String,
+    },
     /// Export's and others' results shown to the user.
     Notice(bool, String),
-    Started { id: u32, name: String, total: Option<u32> },
+    Started {
+        id: u32,
+        name: String,
+        total: Option<u32>,
+    },
     /// A message of run `id` went out; `publish` is its id when an acknowledgement is expected (QoS 1).
-    Sent { id: u32, publish: Option<u64> },
+    Sent {
+        id: u32,
+        publish: Option<u64>,
+    },
     Failed(u32),
     Acked(u64),
     Ended(u32),
@@ -190,8 +205,11 @@ impl TmplState {
                     self.var_error = None;
                 }
             }
-            TmplAction::Save { properties, qos } => {
+            TmplAction::Save { properties, qos, text } => {
                 let mut m = (*self.draft).clone();
+                if !self.on {
+                    m.body = clip(text);
+                }
                 m.properties = properties.into_iter().take(library::MAX_PROPERTIES).collect();
                 m.qos = qos.min(1);
                 m.template = self.on;

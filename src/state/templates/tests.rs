@@ -46,16 +46,23 @@ fn saving_loading_deleting_and_importing_change_the_library_and_its_revision() {
     let s = run([
         TmplAction::Mode(true),
         edit(DraftEdit::Name("  my sensor ".into())),
-        TmplAction::Save { properties: vec![("site".into(), "north".into())], qos: 0 },
+        TmplAction::Save { properties: vec![("site".into(), "north".into())], qos: 0, text: String::new() },
     ]);
     assert_eq!(s.library_rev, 1);
     let saved = s.library.iter().find(|m| m.name == "my sensor").unwrap();
     assert_eq!((saved.qos, saved.properties.len()), (0, 1));
     assert_eq!(s.notice.as_deref(), Some(&(true, "saved \"my sensor\"".to_owned())));
     // A draft whose template does not resolve is not saved.
-    let bad = run([TmplAction::Mode(true), edit(DraftEdit::Body("$.Tmp".into())), TmplAction::Save { properties: vec![], qos: 1 }]);
+    let bad = run([
+        TmplAction::Mode(true),
+        edit(DraftEdit::Body("$.Tmp".into())),
+        TmplAction::Save { properties: vec![], qos: 1, text: String::new() },
+    ]);
     assert_eq!(bad.library_rev, 0);
-    assert_eq!(bad.notice.as_deref(), Some(&(false, "not saved: Template: line 1, col 1: unknown variable $.Tmp; did you mean $.Time?".to_owned())));
+    assert_eq!(
+        bad.notice.as_deref(),
+        Some(&(false, "not saved: Template: line 1, col 1: unknown variable $.Tmp; did you mean $.Time?".to_owned()))
+    );
     // Load puts a saved message in the draft; delete removes it.
     let s = run([TmplAction::Load("gps tracker".into())]);
     assert!(s.on);
