@@ -7,8 +7,11 @@
 //! [`MAX_NAME`] characters, import files of [`MAX_FILE`] bytes. A bad import is refused as a whole: the library
 //! is unchanged and the error says what and where.
 //!
-//! File format (also the storage format): `{"hubsimMessages": 1, "messages": [{name, mode: "template"|"text",
-//! body, header, variables: [ITS declarations], properties: {name: value}, qos, every, jitter, count, duration}]}`.
+//! File format (also the storage format): `{"hubsimMessages": 1, "messages": [message, ...]}` where a message is
+//! the saved message `hubsim simulate --template` reads (`crates/hubsim-device/src/message.rs`): `{name,
+//! template, variables: [ITS declarations], header, qos, properties: {name: value}}`, plus the schedule (`every`,
+//! `jitter`, `count`, `duration`, in ms); a plain-text message has `text` instead of `template` and no variables.
+//! A file holding one saved message imports too, and each message downloads on its own for `hubsim simulate`.
 //! Variables are written with [`Variable::to_json`], so they load in Iot-Telemetry-Simulator too.
 
 use hubsim_proto::json::{self, Number, Object, Value};
@@ -107,13 +110,12 @@ impl Message {
         let mut o = Object::new();
         let s = |v: &str| Value::String(v.to_owned());
         o.insert("name".into(), s(&self.name));
-        o.insert("mode".into(), s(if self.template { "template" } else { "text" }));
-        o.insert("body".into(), s(&self.body));
-        if !self.header.is_empty() {
-            o.insert("header".into(), s(&self.header));
-        }
+        o.insert((if self.template { "template" } else { "text" }).into(), s(&self.body));
         if self.template {
             o.insert("variables".into(), Value::Array(self.variables.iter().map(Variable::to_json).collect()));
+            if !self.header.is_empty() {
+                o.insert("header".into(), s(&self.header));
+            }
         }
         o.insert("properties".into(), Value::Object(self.properties.iter().map(|(k, v)| (k.clone(), s(v))).collect()));
         o.insert("qos".into(), int(u32::from(self.qos)));
@@ -128,13 +130,18 @@ impl Message {
     pub fn from_json(v: &Value, at: &str) -> Result<Message, String> {
         let o = v.as_object().ok_or_else(|| cat(&[at, ": expected an object"]))?;
         let field = |k: &str| cat(&[at, ".", k]);
+        // As `hubsim simulate` reads them: a template or header may be a JSON object, used as its JSON text.
         let text = |k: &str, max: usize| -> Result<String, String> {
-            match o.get(k) {
-                None | Some(Value::Null) => Ok(String::new()),
-                Some(Value::String(s)) if s.len() <= max => Ok(s.clone()),
-                Some(Value::String(_)) => Err(cat(&[&field(k), ": longer than ", &max.to_string(), " bytes"])),
-                Some(_) => Err(cat(&[&field(k), ": expected a string"])),
+            let s = match o.get(k) {
+                None | Some(Value::Null) => String::new(),
+                Some(Value::String(s)) => s.clone(),
+                Some(v @ Value::Object(_)) if k != "name" && k != "text" => v.to_string(),
+                Some(_) => return Err(cat(&[&field(k), ": expected a string"])),
+            };
+            if s.len() > max {
+                return Err(cat(&[&field(k), ": longer than ", &max.to_string(), " bytes"]));
             }
+            Ok(s)
         };
         let number = |k: &str, lo: u32, hi: u32, default: u32| -> Result<u32, String> {
             match o.get(k) {
@@ -150,13 +157,17 @@ impl Message {
         };
         let name = text("name", MAX_NAME * 4)?;
         let name = check_name(&name).map_err(|e| cat(&[&field("name"), ": ", &e]))?;
-        let template = match o.get("mode").and_then(Value::as_str) {
-            None | Some("template") => true,
-            Some("text") => false,
-            Some(_) => return Err(cat(&[&field("mode"), ": expected \"template\" or \"text\""])),
+        let template = match (o.get("template"), o.get("text")) {
+            (Some(_), _) => true,
+            (None, Some(_)) => false,
+            (None, None) => return Err(cat(&[at, ": needs a template or a text"])),
         };
         let variables = match o.get("variables") {
             None | Some(Value::Null) => Vec::new(),
+            // The environment-variable form ITS and `hubsim simulate` accept: the list as a relaxed-JSON string.
+            Some(Value::String(t)) if t.len() <= MAX_TEXT => {
+                Variable::parse_list(t).map_err(|e| cat(&[&field("variables"), ": ", &e.to_string()]))?
+            }
             Some(Value::Array(a)) if a.len() > MAX_VARIABLES => {
                 return Err(cat(&[&field("variables"), ": more than ", &MAX_VARIABLES.to_string(), " variables"]))
             }
@@ -167,11 +178,17 @@ impl Message {
             Some(Value::Object(p)) if p.len() <= MAX_PROPERTIES => {
                 let mut out = Vec::with_capacity(p.len());
                 for (k, v) in p.iter() {
-                    let v = v.as_str().ok_or_else(|| cat(&[&field("properties"), ".", k, ": expected a string"]))?;
+                    let v = match v {
+                        Value::String(s) => s.clone(),
+                        Value::Number(_) | Value::Bool(_) => v.to_string(),
+                        _ => {
+                            return Err(cat(&[&field("properties"), ".", k, ": expected a string, number or boolean"]))
+                        }
+                    };
                     if k.len() > MAX_NAME * 4 || v.len() > MAX_TEXT {
                         return Err(cat(&[&field("properties"), ".", k, ": too long"]));
                     }
-                    out.push((k.to_owned(), v.to_owned()));
+                    out.push((k.to_owned(), v));
                 }
                 out
             }
@@ -187,7 +204,7 @@ impl Message {
         let m = Message {
             name,
             template,
-            body: text("body", MAX_TEXT)?,
+            body: text(if template { "template" } else { "text" }, MAX_TEXT)?,
             header: text("header", MAX_TEXT)?,
             variables,
             properties,
@@ -234,6 +251,12 @@ pub fn read_file(text: &str, file_name: &str) -> Result<(Vec<Message>, String), 
         json::parse_relaxed(text.trim_start_matches('\u{feff}')).map_err(|e| cat(&["not JSON: ", &e.to_string()]))?;
     let o =
         v.as_object().ok_or("expected a JSON object (saved messages or an Iot-Telemetry-Simulator configuration)")?;
+    // One saved message (what `hubsim simulate --template` reads): a string `name` and a `template` or `text`.
+    if o.get("name").is_some_and(|n| n.as_str().is_some()) && (o.get("template").is_some() || o.get("text").is_some()) {
+        let m = Message::from_json(&v, "message")?;
+        let what = cat(&["the saved message \"", &m.name, "\""]);
+        return Ok((vec![m], what));
+    }
     if let Some(list) = o.get("messages").filter(|_| o.get("hubsimMessages").is_some()) {
         let items = list.as_array().ok_or("messages: expected an array")?;
         if items.len() > MAX_SAVED {

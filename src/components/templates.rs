@@ -277,6 +277,14 @@ pub fn SavedMessages() -> Html {
             let (app, name) = (app.clone(), m.name.clone());
             Callback::from(move |_| tmpl(&app, TmplAction::Delete(name.clone())))
         };
+        // One message alone is the file `hubsim simulate --template` reads.
+        let download = {
+            let m = m.clone();
+            Callback::from(move |_| {
+                let file = [m.name.as_str(), ".json"].concat();
+                crate::util::download(&file, "application/json", &m.to_json().to_string());
+            })
+        };
         let every = ["every ", &m.every_ms.to_string(), " ms"].concat();
         html! {
             <li key={m.name.clone()}>
@@ -284,6 +292,7 @@ pub fn SavedMessages() -> Html {
                 <span class="hint">{if m.template { " template, " } else { " text, " }}{every}</span>
                 <button type="button" onclick={load} aria-label={["Edit ", &m.name].concat()}>{"Edit"}</button>
                 <button type="button" onclick={run} aria-label={["Run ", &m.name].concat()}>{"Run"}</button>
+                <button type="button" onclick={download} aria-label={["Download ", &m.name].concat()}>{"Download"}</button>
                 <button type="button" onclick={delete} aria-label={["Delete ", &m.name].concat()}>{"Delete"}</button>
             </li>
         }

@@ -51,14 +51,15 @@ fn bad_files_are_refused_with_the_reason_and_change_nothing() {
         "not an Iot-Telemetry-Simulator configuration: Template: line 1, col 7: unknown variable $.Temprature; did you mean $.Temperature?"
     );
     assert_eq!(
-        err("{hubsimMessages: 1, messages: [{name: 'a', body: '$.Nope'}]}"),
+        err("{hubsimMessages: 1, messages: [{name: 'a', template: '$.Nope'}]}"),
         "messages[0]: Template: line 1, col 1: unknown variable $.Nope"
     );
-    assert_eq!(err("{hubsimMessages: 1, messages: [{name: '', body: 'x'}]}"), "messages[0].name: a name is needed");
+    assert_eq!(err("{hubsimMessages: 1, messages: [{name: '', text: 'x'}]}"), "messages[0].name: a name is needed");
     assert_eq!(
-        err("{hubsimMessages: 1, messages: [{name: 'a', mode: 'text', body: 'x', every: 0}]}"),
+        err("{hubsimMessages: 1, messages: [{name: 'a', text: 'x', every: 0}]}"),
         "messages[0].every: expected a whole number from 10 to 86400000"
     );
+    assert_eq!(err("{hubsimMessages: 1, messages: [{name: 'a'}]}"), "messages[0]: needs a template or a text");
     assert!(err(&" ".repeat(MAX_FILE + 1)).starts_with("the file is larger than"));
     // Merging is all or nothing: a full library takes no part of an import.
     let full: Vec<Message> = (0..MAX_SAVED).map(|i| Message { name: i.to_string(), ..Message::default() }).collect();
@@ -117,4 +118,35 @@ fn schedules_wait_with_jitter_and_stop_by_count_or_duration() {
     assert!(d.schedule_done(0, 5000.0));
     let forever = Message { count: 0, duration_ms: 0, ..Message::default() };
     assert!(!forever.schedule_done(u32::MAX, 1e12));
+}
+
+#[test]
+fn a_saved_message_is_the_file_hubsim_simulate_reads() {
+    // The example of crates/hubsim-device/src/message.rs, as `hubsim simulate --template` takes it.
+    let file = r#"{
+      "name": "thermostat",
+      "template": "{\"temperature\": $.Temp, \"n\": $.Counter, \"device\": \"$.DeviceId\"}",
+      "variables": [{"name": "Temp", "walk": true, "min": 15, "max": 30, "step": 0.5, "start": 21},
+                    {"name": "Counter", "min": 1}],
+      "header": "{\"source\": \"$.DeviceId\"}",
+      "qos": 1,
+      "properties": {"kind": "telemetry", "n": 2}
+    }"#;
+    let (list, what) = read_file(file, "x.json").unwrap();
+    assert_eq!(what, "the saved message \"thermostat\"");
+    let m = &list[0];
+    assert!(m.template);
+    assert_eq!(m.header, "{\"source\": \"$.DeviceId\"}");
+    assert_eq!(m.properties, [("kind".to_owned(), "telemetry".to_owned()), ("n".to_owned(), "2".to_owned())]);
+    // And what the app writes reads back, with the same keys.
+    let out = m.to_json();
+    for k in ["name", "template", "variables", "header", "qos", "properties"] {
+        assert!(out.get(k).is_some(), "{k}");
+    }
+    assert_eq!(read_file(&out.to_string(), "x").unwrap().0, list);
+    // A plain-text message keeps its text as written, placeholders and all.
+    let t = Message { template: false, body: "raw $.NotAVariable".into(), variables: vec![], ..Message::default() };
+    let (back, _) = read_file(&t.to_json().to_string(), "x").unwrap();
+    assert_eq!(back[0], t);
+    assert!(t.to_json().get("template").is_none());
 }
