@@ -308,7 +308,7 @@ pub fn SavedMessages() -> Html {
             </div>
             <ul class="library" aria-label="Saved messages">{ for rows }</ul>
             <div class="row">
-                <button type="button" onclick={export}>{"Export"}</button>
+                <button type="button" onclick={export}>{"Export saved messages"}</button>
                 <label class="file">{"Import (saved messages or an Iot-Telemetry-Simulator configuration)"}
                     <input type="file" accept=".json,application/json" onchange={import} /></label>
             </div>

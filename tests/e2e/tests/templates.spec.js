@@ -139,7 +139,7 @@ test('an Iot-Telemetry-Simulator configuration in relaxed JSON imports, and a ba
   await expect(page.getByLabel('Status: Values (comma-separated)')).toHaveValue('ok, warm');
   await expect(page.getByLabel('Next body')).toContainText('"status": "');
   // Export: one JSON file with the whole library; each message alone is what `hubsim simulate --template` reads.
-  const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Export' }).click()]);
+  const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Export saved messages', exact: true }).click()]);
   const file = JSON.parse(require('fs').readFileSync(await download.path(), 'utf8'));
   expect(file.messages.map((m) => m.name)).toEqual(['thermostat', 'gps tracker', 'machine state', 'plant']);
   expect(file.messages[3].template).toBe('{"temp": $.Temp, "status": "$.Status", "device": "$.DeviceId"}');
