@@ -10,11 +10,13 @@
 //!   from outside the form (links, storage).
 //! - [`form`]: form validation, where a connection goes, the composer's telemetry and topic preview.
 //! - [`token`]: the SAS token tool.
+//! - [`library`]: saved messages (file format, Iot-Telemetry-Simulator import, examples); the template-mode
+//!   state is [`state::templates`], its timers and per-device template state `schedule`.
 //! - [`controller`]: the connection lifecycle: token renewal, reconnect with backoff, method answers.
 //! - [`driver`]: the WebSocket ↔ `DeviceSession` pump.
 //! - `components`: one component per file.
 //!
-//! `state`, `settings`, `form` and `token` are plain Rust and are unit-tested natively (`cargo test -p hubsim-web`); the
+//! `state`, `settings`, `form`, `library` and `token` are plain Rust and are unit-tested natively (`cargo test -p hubsim-web`); the
 //! rest is compiled for `wasm32-unknown-unknown` only and tested in Chromium.
 
 pub mod form;
