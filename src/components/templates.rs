@@ -32,21 +32,49 @@ fn draft_message(app: &AppContext) -> Message {
     m
 }
 
-/// A callback that turns a field's new value into a draft edit.
-fn on_edit<E: AsRef<Event> + 'static>(
-    app: &AppContext,
-    f: impl Fn(String) -> Option<DraftEdit> + 'static,
-) -> Callback<E> {
+/// Which draft field an input edits: data, so that every input shares two callback types (each distinct
+/// closure type would be its own code in the bundle).
+#[derive(Clone, Copy)]
+enum Target {
+    Body,
+    Header,
+    Name,
+    Field(usize, &'static str),
+    Kind(usize),
+    Number(fn(u32) -> DraftEdit),
+}
+
+fn edit_of(t: Target, v: String) -> Option<DraftEdit> {
+    Some(match t {
+        Target::Body => DraftEdit::Body(v),
+        Target::Header => DraftEdit::Header(v),
+        Target::Name => DraftEdit::Name(v),
+        Target::Field(i, key) => DraftEdit::Field(i, key.into(), v),
+        Target::Kind(i) => DraftEdit::Kind(i, v),
+        Target::Number(make) => make(v.trim().parse().ok()?),
+    })
+}
+
+fn on_change(app: &AppContext, t: Target) -> Callback<Event> {
     let app = app.clone();
-    Callback::from(move |e: E| {
-        if let Some(edit) = field_value(e.as_ref()).and_then(&f) {
+    Callback::from(move |e: Event| {
+        if let Some(edit) = field_value(&e).and_then(|v| edit_of(t, v)) {
+            tmpl(&app, TmplAction::Draft(edit));
+        }
+    })
+}
+
+fn on_input(app: &AppContext, t: Target) -> Callback<InputEvent> {
+    let app = app.clone();
+    Callback::from(move |e: InputEvent| {
+        if let Some(edit) = field_value(&e).and_then(|v| edit_of(t, v)) {
             tmpl(&app, TmplAction::Draft(edit));
         }
     })
 }
 
 fn num_field(app: &AppContext, label: &'static str, value: u32, make: fn(u32) -> DraftEdit) -> Html {
-    let cb = on_edit::<Event>(app, move |v| v.trim().parse().ok().map(make));
+    let cb = on_change(app, Target::Number(make));
     html! { <label>{label}<input type="number" min="0" value={value.to_string()} onchange={cb} /></label> }
 }
 
@@ -54,7 +82,7 @@ fn view_variable(app: &AppContext, i: usize, v: &hubsim_template::Variable) -> H
     let kind = library::kind_key(v);
     let label = |l: &str| [v.name.as_str(), ": ", l].concat();
     let fields = library::fields(v).iter().map(|(key, l)| {
-        let cb = on_edit::<Event>(app, move |t| Some(DraftEdit::Field(i, (*key).into(), t)));
+        let cb = on_change(app, Target::Field(i, key));
         html! { <label>{*l}<input aria-label={label(l)} value={library::field_text(v, key)} onchange={cb} /></label> }
     });
     let kinds = library::KINDS.iter().map(|(k, l)| html! { <option value={*k} selected={*k == kind}>{*l}</option> });
@@ -68,9 +96,9 @@ fn view_variable(app: &AppContext, i: usize, v: &hubsim_template::Variable) -> H
             <legend><code>{"$."}{&v.name}</code></legend>
             <div class="grid2">
                 <label>{"Name"}<input aria-label={label("Name")} value={v.name.clone()}
-                    onchange={on_edit::<Event>(app, move |t| Some(DraftEdit::Field(i, "name".into(), t)))} /></label>
+                    onchange={on_change(app, Target::Field(i, "name"))} /></label>
                 <label>{"Generator"}<select aria-label={label("Generator")}
-                    onchange={on_edit::<Event>(app, move |k| Some(DraftEdit::Kind(i, k)))}>{ for kinds }</select></label>
+                    onchange={on_change(app, Target::Kind(i))}>{ for kinds }</select></label>
                 { for fields }
             </div>
             if let Some(e) = error {
@@ -142,10 +170,10 @@ pub fn view_editor(app: &AppContext, ctl: &ControllerHandle) -> Html {
         <div class="template-mode">
             <label for="template">{"Template"}</label>
             <textarea id="template" rows="5" spellcheck="false" value={d.body.clone()}
-                oninput={on_edit::<InputEvent>(app, |t| Some(DraftEdit::Body(t)))} />
+                oninput={on_input(app, Target::Body)} />
             <label for="header-template">{"Header template (application properties)"}</label>
             <textarea id="header-template" rows="2" spellcheck="false" placeholder={"{\"unit\": \"C\", \"seq\": \"$.Counter\"}"} value={d.header.clone()}
-                oninput={on_edit::<InputEvent>(app, |t| Some(DraftEdit::Header(t)))} />
+                oninput={on_input(app, Target::Header)} />
             <p class="hint">{"Placeholders: $.Name of a variable, or $.DeviceId, $.Guid, $.Time, $.LocalTime, $.Ticks, $.Epoch, $.MachineName, $.IterationNumber."}</p>
             <h3>{"Variables"}</h3>
             { for d.variables.iter().enumerate().map(|(i, v)| view_variable(app, i, v)) }
@@ -303,7 +331,7 @@ pub fn SavedMessages() -> Html {
             <h2 id="saved-h">{"Saved messages"}</h2>
             <div class="row">
                 <label>{"Name"}<input value={t.draft.name.clone()}
-                    oninput={on_edit::<InputEvent>(&app, |n| Some(DraftEdit::Name(n)))} /></label>
+                    oninput={on_input(&app, Target::Name)} /></label>
                 <button type="button" onclick={save}>{"Save current message"}</button>
             </div>
             <ul class="library" aria-label="Saved messages">{ for rows }</ul>
