@@ -128,7 +128,8 @@ pub fn view_editor(app: &AppContext, ctl: &ControllerHandle) -> Html {
             s.properties = msg.properties.iter().cloned().chain(r.properties).collect();
             html! {
                 <>
-                    <pre class="preview wrap" aria-label="Next body">{body}</pre>
+                    // A <pre> cannot carry aria-label (axe: aria-prohibited-attr): a named group holds it.
+                    <div role="group" aria-label="Next body"><pre class="preview wrap">{body}</pre></div>
                     {json}
                     <div class="topic" role="group" aria-label="Template topic preview"><span>{"Topic: "}</span><code class="wrap">{crate::form::topic_preview(&s)}</code></div>
                 </>
@@ -174,7 +175,7 @@ pub fn view_editor(app: &AppContext, ctl: &ControllerHandle) -> Html {
             <label for="header-template">{"Header template (application properties)"}</label>
             <textarea id="header-template" rows="2" spellcheck="false" placeholder={"{\"unit\": \"C\", \"seq\": \"$.Counter\"}"} value={d.header.clone()}
                 oninput={on_input(app, Target::Header)} />
-            <p class="hint">{"Placeholders: $.Name of a variable, or $.DeviceId, $.Guid, $.Time, $.LocalTime, $.Ticks, $.Epoch, $.MachineName, $.IterationNumber."}</p>
+            <p class="muted">{"Placeholders: $.Name of a variable, or $.DeviceId, $.Guid, $.Time, $.LocalTime, $.Ticks, $.Epoch, $.MachineName, $.IterationNumber."}</p>
             <h3>{"Variables"}</h3>
             { for d.variables.iter().enumerate().map(|(i, v)| view_variable(app, i, v)) }
             <label>{"Add a variable"}
@@ -317,7 +318,7 @@ pub fn SavedMessages() -> Html {
         html! {
             <li key={m.name.clone()}>
                 <span class="name">{&m.name}</span>
-                <span class="hint">{if m.template { " template, " } else { " text, " }}{every}</span>
+                <span class="muted">{if m.template { " template, " } else { " text, " }}{every}</span>
                 <button type="button" onclick={load} aria-label={["Edit ", &m.name].concat()}>{"Edit"}</button>
                 <button type="button" onclick={run} aria-label={["Run ", &m.name].concat()}>{"Run"}</button>
                 <button type="button" onclick={download} aria-label={["Download ", &m.name].concat()}>{"Download"}</button>
@@ -340,7 +341,7 @@ pub fn SavedMessages() -> Html {
                 <label class="file">{"Import (saved messages or an Iot-Telemetry-Simulator configuration)"}
                     <input type="file" accept=".json,application/json" onchange={import} /></label>
             </div>
-            <p class="hint">{"At most "}{library::MAX_SAVED}{" messages, kept in this browser."}</p>
+            <p class="muted">{"At most "}{library::MAX_SAVED}{" messages, kept in this browser."}</p>
             if let Some(n) = &t.notice {
                 <p class={if n.0 { "ok-text" } else { "warn-text" }} aria-live="polite">{&n.1}</p>
             }
