@@ -243,13 +243,20 @@ pub fn SavedMessages() -> Html {
             tmpl(&app, TmplAction::Stored(stored));
         });
     }
-    use_effect_with((app.templates.library_rev, app.templates.library.clone()), |(rev, list)| {
-        if *rev > 0 {
-            if let Some(s) = storage() {
-                let _ = s.set_item(STORAGE_KEY, &library::export(list));
+    {
+        let app = app.clone();
+        use_effect_with(app.templates.library_rev, move |rev| {
+            let list = &app.templates.library;
+            // Only after a change: at start the stored library is still being read.
+            if *rev == 0 {
+                return;
             }
-        }
-    });
+            if storage().is_none_or(|s| s.set_item(STORAGE_KEY, &library::export(list)).is_err()) {
+                let text = "the saved messages could not be stored: this browser's storage is full or disabled";
+                tmpl(&app, TmplAction::Notice(false, text.into()));
+            }
+        });
+    }
     let t = &app.templates;
     let save = {
         let app = app.clone();
