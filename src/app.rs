@@ -8,7 +8,7 @@ use yew::prelude::*;
 
 use crate::components::{
     activity_log::ActivityLog, composer::Composer, connect_panel::ConnectPanel, inbox::Inbox, link_banner::LinkBanner,
-    methods::Methods, sas_tool::SasTool, status_bar::StatusBar, twin::Twin,
+    methods::Methods, sas_tool::SasTool, status_bar::StatusBar, templates::SavedMessages, twin::Twin,
 };
 use crate::controller::{Controller, ControllerHandle};
 use crate::form::Emulator;
@@ -108,6 +108,7 @@ pub fn App() -> Html {
                             </div>
                             <div class="col">
                                 <Composer />
+                                <SavedMessages />
                             </div>
                             <div class="col">
                                 <Inbox />

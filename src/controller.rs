@@ -49,6 +49,8 @@ pub struct Controller {
     /// A registration with DPS in progress ([`crate::provision`]).
     dps: RefCell<Option<Provisioning>>,
     me: RefCell<Weak<Controller>>,
+    /// Template sends and schedules (`crate::schedule`).
+    pub sched: crate::schedule::Scheduler,
 }
 
 /// A cheap, comparable handle for props and context.
@@ -87,6 +89,7 @@ impl Controller {
             inner: RefCell::new(Inner::default()),
             dps: RefCell::new(None),
             me: RefCell::new(Weak::new()),
+            sched: Default::default(),
         });
         *c.me.borrow_mut() = Rc::downgrade(&c);
         c
@@ -100,19 +103,6 @@ impl Controller {
         self.dispatch.dispatch(Action::Status { status, at: util::clock_time() });
     }
 
-    pub(crate) fn dispatch(&self, action: Action) {
-        self.dispatch.dispatch(action);
-    }
-
-    pub(crate) fn me(&self) -> Weak<Controller> {
-        self.me.borrow().clone()
-    }
-
-    /// The app state's settings as last synced.
-    pub(crate) fn settings(&self) -> Rc<Settings> {
-        self.inner.borrow().settings.clone()
-    }
-
     pub(crate) fn dps_slot(&self) -> std::cell::RefMut<'_, Option<Provisioning>> {
         self.dps.borrow_mut()
     }
@@ -122,6 +112,19 @@ impl Controller {
         let mut i = self.inner.borrow_mut();
         i.settings = settings;
         i.answers = answers;
+    }
+
+    /// The settings the controller works with (the app state's own `Rc`).
+    pub fn settings(&self) -> Rc<Settings> {
+        self.inner.borrow().settings.clone()
+    }
+
+    pub fn dispatch(&self, a: Action) {
+        self.dispatch.dispatch(a);
+    }
+
+    pub fn weak(&self) -> Weak<Controller> {
+        self.me.borrow().clone()
     }
 
     fn driver(&self) -> Option<Driver> {
@@ -243,6 +246,7 @@ impl Controller {
             i.driver.clone()
         };
         self.dispatch.dispatch(Action::Repeat(None));
+        self.sched.stop_all(self);
         if let Some(d) = driver {
             d.disconnect();
         }
@@ -252,12 +256,18 @@ impl Controller {
 
     /// Sends one message as the composer describes it.
     pub fn send(&self) -> bool {
+        let s = self.inner.borrow().settings.clone();
+        self.publish(&s).is_some()
+    }
+
+    /// Sends one message as `s` describes it; `Some(Some(publish id))` when a PUBACK is awaited (QoS 1).
+    pub fn publish(&self, s: &Settings) -> Option<Option<u64>> {
         let Some(driver) = self.driver() else {
             self.log(LogKind::Error, "not sent: not connected");
-            return false;
+            return None;
         };
-        let s = self.inner.borrow().settings.clone();
-        let msg = telemetry(&s, s.auto_message_id.then(util::uuid), &util::iso_now());
+        let msg = telemetry(s, s.auto_message_id.then(util::uuid), &util::iso_now());
+        let acked = msg.qos != TelemetryQos::AtMostOnce;
         let size = msg.size();
         let qos = match msg.qos {
             TelemetryQos::AtMostOnce => "QoS 0",
@@ -265,14 +275,14 @@ impl Controller {
             TelemetryQos::ExactlyOnceHubWillClose => "QoS 2",
         };
         match driver.with_session(|sess, now| sess.send_telemetry(now, msg)) {
-            Ok(_) => {
+            Ok(id) => {
                 self.dispatch.dispatch(Action::Sent(1));
                 self.log(LogKind::Sent, format!("telemetry, {size} bytes with properties, {qos}"));
-                true
+                Some(acked.then_some(id.0))
             }
             Err(e) => {
                 self.log(LogKind::Error, format!("not sent: {e}"));
-                false
+                None
             }
         }
     }
@@ -349,7 +359,10 @@ impl Controller {
                     }
                 }
             }
-            Event::TelemetryAcked { .. } => self.dispatch.dispatch(Action::Acked),
+            Event::TelemetryAcked { id, .. } => {
+                self.dispatch.dispatch(Action::Acked);
+                self.dispatch.dispatch(Action::Tmpl(crate::state::templates::TmplAction::Acked(id.0)));
+            }
             Event::C2d(m) => self.on_c2d(m),
             Event::MethodRequest { name, rid, payload } => {
                 let (status, response) = {
@@ -458,6 +471,7 @@ impl Controller {
         let hint = hint.map(|h| format!("The hub closed the connection right after {h}: that is the likely cause."));
         if !(retry && auto) {
             self.inner.borrow_mut().renew = None;
+            self.sched.stop_all(self);
             self.dispatch.dispatch(Action::TokenExpiry(None));
             return self.status(ConnStatus::Disconnected { reason: Some(reason), hint });
         }

@@ -12,15 +12,18 @@
 //! - [`dps`]: the DPS way to connect as data: validation, the DPS endpoint, payload, step and outcome texts.
 //! - `provision`: drives the core's `ProvisioningSession` over the driver, then connects to the assigned hub.
 //! - [`token`]: the SAS token tool.
+//! - [`library`]: saved messages (file format, Iot-Telemetry-Simulator import, examples); the template-mode
+//!   state is [`state::templates`], its timers and per-device template state `schedule`.
 //! - [`controller`]: the connection lifecycle: token renewal, reconnect with backoff, method answers.
 //! - [`driver`]: the WebSocket ↔ `DeviceSession` pump.
 //! - `components`: one component per file.
 //!
-//! `state`, `settings`, `form`, `dps` and `token` are plain Rust and are unit-tested natively (`cargo test -p hubsim-web`); the
-//! rest is compiled for `wasm32-unknown-unknown` only and tested in Chromium.
+//! `state`, `settings`, `form`, `dps`, `library` and `token` are plain Rust and are unit-tested natively
+//! (`cargo test -p hubsim-web`); the rest is compiled for `wasm32-unknown-unknown` only and tested in Chromium.
 
 pub mod dps;
 pub mod form;
+pub mod library;
 pub mod settings;
 pub mod state;
 pub mod token;
@@ -38,6 +41,8 @@ pub mod controller;
 pub mod driver;
 #[cfg(target_arch = "wasm32")]
 pub mod provision;
+#[cfg(target_arch = "wasm32")]
+pub mod schedule;
 #[cfg(target_arch = "wasm32")]
 pub mod util;
 

@@ -43,7 +43,7 @@ impl Controller {
         cfg.client_version = Some(concat!("hubsim-web/", env!("CARGO_PKG_VERSION")).into());
         cfg.payload = plan.payload.clone();
         let session = ProvisioningSession::new(cfg, &plan.key);
-        let weak = self.me();
+        let weak = self.weak();
         let driver = Driver::new(session, move |ev| {
             if let Some(c) = weak.upgrade() {
                 c.on_dps_event(ev);
@@ -52,7 +52,7 @@ impl Controller {
         self.dispatch(Action::DpsStart);
         self.status(ConnStatus::Provisioning);
         let ttl = s.token_ttl_secs.clamp(crate::settings::MIN_TTL_SECS, crate::settings::MAX_TTL_SECS);
-        let weak = self.me();
+        let weak = self.weak();
         let timer = Timeout::new(OPEN_TIMEOUT_MS, move || {
             if let Some(c) = weak.upgrade() {
                 c.dps_open_timed_out();

@@ -16,6 +16,8 @@ use crate::dps::StepKind;
 use crate::form::Emulator;
 use crate::settings::{Change, Decoded, Settings, Text};
 
+pub mod templates;
+
 /// Most inbox entries kept (the newest first).
 pub const MAX_INBOX: usize = 200;
 /// Most direct method calls kept.
@@ -181,6 +183,8 @@ pub struct AppState {
     pub announcement: String,
     /// The steps of the last registration with DPS.
     pub dps_steps: Rc<Vec<DpsStep>>,
+    /// The composer's template mode, saved messages and schedules.
+    pub templates: Rc<templates::TmplState>,
     next_seq: u64,
 }
 
@@ -242,6 +246,7 @@ pub enum Action {
         hub: String,
         device: String,
     },
+    Tmpl(templates::TmplAction),
 }
 
 impl AppState {
@@ -268,6 +273,7 @@ impl AppState {
             confirmed_url: None,
             announcement: String::new(),
             dps_steps: Rc::default(),
+            templates: Rc::default(),
             next_seq: 1,
         };
         for r in stored.refused {
@@ -450,6 +456,7 @@ impl AppState {
                 settings.assigned_hub = hub;
                 settings.assigned_device = device;
             }
+            Action::Tmpl(a) => Rc::make_mut(&mut s.templates).apply(a),
         }
         Rc::new(s)
     }

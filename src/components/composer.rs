@@ -60,12 +60,19 @@ pub fn Composer() -> Html {
                 on_name={on_name.clone()} on_value={on_value.clone()} on_remove={on_remove.clone()} />
         }
     });
+    let templ = app.templates.on;
     let send = {
         let ctl = ctl.clone();
         Callback::from(move |e: SubmitEvent| {
             e.prevent_default();
-            ctl.0.send();
+            if !templ {
+                ctl.0.send();
+            }
         })
+    };
+    let mode = |on: bool| {
+        let app = app.clone();
+        Callback::from(move |_| app.dispatch(Action::Tmpl(crate::state::templates::TmplAction::Mode(on))))
     };
     let repeat = {
         let ctl = ctl.clone();
@@ -80,12 +87,20 @@ pub fn Composer() -> Html {
         <section class="panel composer" aria-labelledby="compose-h">
             <h2 id="compose-h">{"Send telemetry"}</h2>
             <form onsubmit={send}>
+                <div class="row" role="radiogroup" aria-label="Body">
+                    <label class="check"><input type="radio" name="body-mode" checked={!templ} onchange={mode(false)} />{"Text"}</label>
+                    <label class="check"><input type="radio" name="body-mode" checked={templ} onchange={mode(true)} />{"Template"}</label>
+                </div>
+                if templ {
+                    { super::templates::view_editor(&app, &ctl) }
+                } else {
                 <label for="payload">{"Payload"}</label>
                 <textarea id="payload" rows="6" spellcheck="false" value={s.body.clone()} oninput={on_text(&app, Text::Body)} />
                 <div class="row">
                     { json_state }
                     <button type="button" onclick={pretty}>{"Pretty-print JSON"}</button>
                 </div>
+                }
                 <div class="row">
                     <label>{"QoS"}
                         <select onchange={on_number(&app, Number::Qos)}>
@@ -117,6 +132,7 @@ pub fn Composer() -> Html {
                     <ul class="props">{ for rows }</ul>
                     <button type="button" onclick={add}>{"Add property"}</button>
                 </fieldset>
+                if !templ {
                 <div class="topic" role="group" aria-label="Topic preview"><span>{"Topic: "}</span><code class="wrap">{ topic_preview(s) }</code></div>
                 <div class="buttons">
                     <button type="submit" class="primary" disabled={!connected && s.qos == 0}>{"Send"}</button>
@@ -137,6 +153,7 @@ pub fn Composer() -> Html {
                         <button type="button" onclick={repeat}>{"Start"}</button>
                     }
                 </fieldset>
+                }
             </form>
         </section>
     }

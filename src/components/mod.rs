@@ -14,6 +14,7 @@ pub mod methods;
 pub mod property_row;
 pub mod sas_tool;
 pub mod status_bar;
+pub mod templates;
 pub mod twin;
 
 use crate::controller::ControllerHandle;

@@ -1,0 +1,361 @@
+//! Template mode of the composer ([`view_editor`]: the template, header template, a form per variable, the
+//! engine's errors with their position, a live preview of the next body, properties and topic, "Send one" and a
+//! schedule) and the saved-messages panel ([`SavedMessages`]: the library in `localStorage`, export and import
+//! of a JSON file, schedules running at once with their counts).
+
+use wasm_bindgen::JsCast;
+use yew::prelude::*;
+
+use super::{field_value, use_app, use_controller};
+use crate::controller::ControllerHandle;
+use crate::library::{self, Message};
+use crate::settings::{Change, Number, Text};
+use crate::state::templates::{DraftEdit, TmplAction};
+use crate::state::{Action, AppContext};
+
+const STORAGE_KEY: &str = "hubsim.messages";
+
+fn storage() -> Option<web_sys::Storage> {
+    web_sys::window()?.local_storage().ok().flatten()
+}
+
+fn tmpl(app: &AppContext, a: TmplAction) {
+    app.dispatch(Action::Tmpl(a));
+}
+
+/// The draft as it is sent: the composer's application properties and QoS.
+fn draft_message(app: &AppContext) -> Message {
+    let mut m = (*app.templates.draft).clone();
+    m.template = true;
+    m.properties = app.settings.properties.iter().filter(|(k, _)| !k.trim().is_empty()).cloned().collect();
+    m.qos = app.settings.qos.min(1) as u8;
+    m
+}
+
+/// Which draft field an input edits: data, so that every input shares two callback types (each distinct
+/// closure type would be its own code in the bundle).
+#[derive(Clone, Copy)]
+enum Target {
+    Body,
+    Header,
+    Name,
+    Field(usize, &'static str),
+    Kind(usize),
+    Number(fn(u32) -> DraftEdit),
+}
+
+fn edit_of(t: Target, v: String) -> Option<DraftEdit> {
+    Some(match t {
+        Target::Body => DraftEdit::Body(v),
+        Target::Header => DraftEdit::Header(v),
+        Target::Name => DraftEdit::Name(v),
+        Target::Field(i, key) => DraftEdit::Field(i, key.into(), v),
+        Target::Kind(i) => DraftEdit::Kind(i, v),
+        Target::Number(make) => make(v.trim().parse().ok()?),
+    })
+}
+
+fn on_change(app: &AppContext, t: Target) -> Callback<Event> {
+    let app = app.clone();
+    Callback::from(move |e: Event| {
+        if let Some(edit) = field_value(&e).and_then(|v| edit_of(t, v)) {
+            tmpl(&app, TmplAction::Draft(edit));
+        }
+    })
+}
+
+fn on_input(app: &AppContext, t: Target) -> Callback<InputEvent> {
+    let app = app.clone();
+    Callback::from(move |e: InputEvent| {
+        if let Some(edit) = field_value(&e).and_then(|v| edit_of(t, v)) {
+            tmpl(&app, TmplAction::Draft(edit));
+        }
+    })
+}
+
+fn num_field(app: &AppContext, label: &'static str, value: u32, make: fn(u32) -> DraftEdit) -> Html {
+    let cb = on_change(app, Target::Number(make));
+    html! { <label>{label}<input type="number" min="0" value={value.to_string()} onchange={cb} /></label> }
+}
+
+fn view_variable(app: &AppContext, i: usize, v: &hubsim_template::Variable) -> Html {
+    let kind = library::kind_key(v);
+    let label = |l: &str| [v.name.as_str(), ": ", l].concat();
+    let fields = library::fields(v).iter().map(|(key, l)| {
+        let cb = on_change(app, Target::Field(i, key));
+        html! { <label>{*l}<input aria-label={label(l)} value={library::field_text(v, key)} onchange={cb} /></label> }
+    });
+    let kinds = library::KINDS.iter().map(|(k, l)| html! { <option value={*k} selected={*k == kind}>{*l}</option> });
+    let remove = {
+        let app = app.clone();
+        Callback::from(move |_| tmpl(&app, TmplAction::Draft(DraftEdit::RemoveVar(i))))
+    };
+    let error = app.templates.var_error.as_ref().filter(|e| e.0 == i).map(|e| e.1.clone());
+    html! {
+        <fieldset class="var">
+            <legend><code>{"$."}{&v.name}</code></legend>
+            <div class="grid2">
+                <label>{"Name"}<input aria-label={label("Name")} value={v.name.clone()}
+                    onchange={on_change(app, Target::Field(i, "name"))} /></label>
+                <label>{"Generator"}<select aria-label={label("Generator")}
+                    onchange={on_change(app, Target::Kind(i))}>{ for kinds }</select></label>
+                { for fields }
+            </div>
+            if let Some(e) = error {
+                <p class="warn-text" role="alert">{e}</p>
+            }
+            <button type="button" onclick={remove}>{"Remove "}{&v.name}</button>
+        </fieldset>
+    }
+}
+
+/// The composer's template mode.
+pub fn view_editor(app: &AppContext, ctl: &ControllerHandle) -> Html {
+    let d = &app.templates.draft;
+    let msg = draft_message(app);
+    let device = crate::schedule::device_id(&app.settings);
+    let preview = match ctl.0.sched.preview(&msg, &device) {
+        Ok(r) => {
+            let body = String::from_utf8_lossy(&r.body).into_owned();
+            let json = if !msg.is_json() {
+                html! {}
+            } else if let Err(e) = r.check_json() {
+                html! { <p class="warn-text" role="alert">{"The rendered body is not JSON, so it will not be sent: "}{e.to_string()}</p> }
+            } else {
+                html! { <span class="ok-text">{"valid JSON"}</span> }
+            };
+            let mut s = (*app.settings).clone();
+            s.properties = msg.properties.iter().cloned().chain(r.properties).collect();
+            html! {
+                <>
+                    // A <pre> cannot carry aria-label (axe: aria-prohibited-attr): a named group holds it.
+                    <div role="group" aria-label="Next body"><pre class="preview wrap">{body}</pre></div>
+                    {json}
+                    <div class="topic" role="group" aria-label="Template topic preview"><span>{"Topic: "}</span><code class="wrap">{crate::form::topic_preview(&s)}</code></div>
+                </>
+            }
+        }
+        Err(e) => html! { <p class="warn-text" role="alert">{e}</p> },
+    };
+    let add = {
+        let app = app.clone();
+        Callback::from(move |e: Event| {
+            if let Some(k) = field_value(&e).filter(|k| !k.is_empty()) {
+                tmpl(&app, TmplAction::Draft(DraftEdit::AddVar(k)));
+            }
+            if let Some(s) = e.target().and_then(|t| t.dyn_into::<web_sys::HtmlSelectElement>().ok()) {
+                s.set_value("");
+            }
+        })
+    };
+    let kinds = library::KINDS.iter().map(|(k, l)| html! { <option value={*k}>{*l}</option> });
+    let send_one = {
+        let (ctl, m) = (ctl.clone(), msg.clone());
+        Callback::from(move |_| {
+            let _ = ctl.0.sched.send_one(&ctl.0, &m);
+        })
+    };
+    let run = {
+        let (ctl, m) = (ctl.clone(), msg);
+        Callback::from(move |_| ctl.0.sched.start(&ctl.0, m.clone()))
+    };
+    let reset = {
+        let ctl = ctl.clone();
+        let app = app.clone();
+        Callback::from(move |_| {
+            ctl.0.sched.reset();
+            tmpl(&app, TmplAction::Notice(true, "template state reset: counters and walks start again".into()));
+        })
+    };
+    html! {
+        <div class="template-mode">
+            <label for="template">{"Template"}</label>
+            <textarea id="template" rows="5" spellcheck="false" value={d.body.clone()}
+                oninput={on_input(app, Target::Body)} />
+            <label for="header-template">{"Header template (application properties)"}</label>
+            <textarea id="header-template" rows="2" spellcheck="false" placeholder={"{\"unit\": \"C\", \"seq\": \"$.Counter\"}"} value={d.header.clone()}
+                oninput={on_input(app, Target::Header)} />
+            <p class="muted">{"Placeholders: $.Name of a variable, or $.DeviceId, $.Guid, $.Time, $.LocalTime, $.Ticks, $.Epoch, $.MachineName, $.IterationNumber."}</p>
+            <h3>{"Variables"}</h3>
+            { for d.variables.iter().enumerate().map(|(i, v)| view_variable(app, i, v)) }
+            <label>{"Add a variable"}
+                <select onchange={add}><option value="" selected=true>{"choose a generator…"}</option>{ for kinds }</select>
+            </label>
+            <h3>{"Preview of the next message"}</h3>
+            { preview }
+            <div class="buttons">
+                <button type="button" class="primary" onclick={send_one}>{"Send one"}</button>
+                <button type="button" onclick={reset}>{"Reset counters"}</button>
+            </div>
+            <fieldset class="repeat">
+                <legend>{"Schedule"}</legend>
+                { num_field(app, "Every (ms)", d.every_ms, DraftEdit::Every) }
+                { num_field(app, "Jitter ± (ms)", d.jitter_ms, DraftEdit::Jitter) }
+                { num_field(app, "Times (0 = no limit)", d.count, DraftEdit::Count) }
+                { num_field(app, "For (ms, 0 = until stopped)", d.duration_ms, DraftEdit::Duration) }
+                <button type="button" onclick={run}>{"Run on a schedule"}</button>
+            </fieldset>
+        </div>
+    }
+}
+
+fn view_run(ctl: &ControllerHandle, r: &crate::state::templates::RunView, pending: usize) -> Html {
+    let stop = {
+        let (ctl, id) = (ctl.clone(), r.id);
+        Callback::from(move |_| ctl.0.sched.stop(&ctl.0, id))
+    };
+    let counts = [
+        "sent ",
+        &r.sent.to_string(),
+        ", acknowledged ",
+        &r.acked.to_string(),
+        ", pending ",
+        &pending.to_string(),
+        if r.failed > 0 { ", failed " } else { "" },
+        &if r.failed > 0 { r.failed.to_string() } else { String::new() },
+    ]
+    .concat();
+    html! {
+        <li class="run">
+            <strong>{&r.name}</strong>
+            if let Some(t) = r.total {
+                <progress aria-label={["Progress of ", &r.name].concat()} max={t.to_string()} value={r.sent.to_string()}></progress>
+            }
+            <span class="counts">{counts}</span>
+            if r.running {
+                <button type="button" onclick={stop}>{"Stop "}{&r.name}</button>
+            } else {
+                <span>{" (ended)"}</span>
+            }
+        </li>
+    }
+}
+
+/// The saved messages and the schedules.
+#[component]
+pub fn SavedMessages() -> Html {
+    let app = use_app();
+    let ctl = use_controller();
+    {
+        let app = app.clone();
+        use_effect_with((), move |_| {
+            let stored = storage().and_then(|s| s.get_item(STORAGE_KEY).ok().flatten());
+            tmpl(&app, TmplAction::Stored(stored));
+        });
+    }
+    {
+        let app = app.clone();
+        use_effect_with(app.templates.library_rev, move |rev| {
+            let list = &app.templates.library;
+            // Only after a change: at start the stored library is still being read.
+            if *rev == 0 {
+                return;
+            }
+            if storage().is_none_or(|s| s.set_item(STORAGE_KEY, &library::export(list)).is_err()) {
+                let text = "the saved messages could not be stored: this browser's storage is full or disabled";
+                tmpl(&app, TmplAction::Notice(false, text.into()));
+            }
+        });
+    }
+    let t = &app.templates;
+    let save = {
+        let app = app.clone();
+        Callback::from(move |_| {
+            let s = &app.settings;
+            let properties = s.properties.iter().filter(|(k, _)| !k.trim().is_empty()).cloned().collect();
+            tmpl(&app, TmplAction::Save { properties, qos: s.qos.min(1) as u8, text: s.body.clone() });
+        })
+    };
+    let export = {
+        let app = app.clone();
+        Callback::from(move |_| {
+            crate::util::download("hubsim-messages.json", "application/json", &library::export(&app.templates.library));
+        })
+    };
+    let import = {
+        let app = app.clone();
+        Callback::from(move |e: Event| {
+            let Some(input) = e.target().and_then(|t| t.dyn_into::<web_sys::HtmlInputElement>().ok()) else { return };
+            let Some(file) = input.files().and_then(|f| f.get(0)) else { return };
+            input.set_value("");
+            let name = file.name();
+            if file.size() > library::MAX_FILE as f64 {
+                let text = ["not imported (nothing changed): ", &name, " is larger than 1024 KB"].concat();
+                return tmpl(&app, TmplAction::Notice(false, text));
+            }
+            let app = app.clone();
+            wasm_bindgen_futures::spawn_local(async move {
+                let text = wasm_bindgen_futures::JsFuture::from(file.text()).await.ok().and_then(|v| v.as_string());
+                match text {
+                    Some(text) => tmpl(&app, TmplAction::Import { text, file_name: name }),
+                    None => tmpl(&app, TmplAction::Notice(false, ["cannot read ", &name].concat())),
+                }
+            });
+        })
+    };
+    let rows = t.library.iter().map(|m| {
+        let load = {
+            let (app, m) = (app.clone(), m.clone());
+            Callback::from(move |_| {
+                tmpl(&app, TmplAction::Load(m.name.clone()));
+                app.dispatch(Action::Edit(Change::Properties(m.properties.clone())));
+                app.dispatch(Action::Edit(Change::Number(Number::Qos, u32::from(m.qos))));
+                if !m.template {
+                    app.dispatch(Action::Edit(Change::Text(Text::Body, m.body.clone())));
+                }
+            })
+        };
+        let run = {
+            let (ctl, m) = (ctl.clone(), m.clone());
+            Callback::from(move |_| ctl.0.sched.start(&ctl.0, m.clone()))
+        };
+        let delete = {
+            let (app, name) = (app.clone(), m.name.clone());
+            Callback::from(move |_| tmpl(&app, TmplAction::Delete(name.clone())))
+        };
+        // One message alone is the file `hubsim simulate --template` reads.
+        let download = {
+            let m = m.clone();
+            Callback::from(move |_| {
+                let file = [m.name.as_str(), ".json"].concat();
+                crate::util::download(&file, "application/json", &m.to_json().to_string());
+            })
+        };
+        let every = ["every ", &m.every_ms.to_string(), " ms"].concat();
+        html! {
+            <li key={m.name.clone()}>
+                <span class="name">{&m.name}</span>
+                <span class="muted">{if m.template { " template, " } else { " text, " }}{every}</span>
+                <button type="button" onclick={load} aria-label={["Edit ", &m.name].concat()}>{"Edit"}</button>
+                <button type="button" onclick={run} aria-label={["Run ", &m.name].concat()}>{"Run"}</button>
+                <button type="button" onclick={download} aria-label={["Download ", &m.name].concat()}>{"Download"}</button>
+                <button type="button" onclick={delete} aria-label={["Delete ", &m.name].concat()}>{"Delete"}</button>
+            </li>
+        }
+    });
+    let runs = t.runs.iter().map(|r| view_run(&ctl, r, r.pending(&t.inflight)));
+    html! {
+        <section class="panel saved" aria-labelledby="saved-h">
+            <h2 id="saved-h">{"Saved messages"}</h2>
+            <div class="row">
+                <label>{"Name"}<input value={t.draft.name.clone()}
+                    oninput={on_input(&app, Target::Name)} /></label>
+                <button type="button" onclick={save}>{"Save current message"}</button>
+            </div>
+            <ul class="library" aria-label="Saved messages">{ for rows }</ul>
+            <div class="row">
+                <button type="button" onclick={export}>{"Export saved messages"}</button>
+                <label class="file">{"Import (saved messages or an Iot-Telemetry-Simulator configuration)"}
+                    <input type="file" accept=".json,application/json" onchange={import} /></label>
+            </div>
+            <p class="muted">{"At most "}{library::MAX_SAVED}{" messages, kept in this browser."}</p>
+            if let Some(n) = &t.notice {
+                <p class={if n.0 { "ok-text" } else { "warn-text" }} aria-live="polite">{&n.1}</p>
+            }
+            if !t.runs.is_empty() {
+                <h3>{"Schedules"}</h3>
+                <ul class="runs" aria-label="Schedules">{ for runs }</ul>
+            }
+        </section>
+    }
+}

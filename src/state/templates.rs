@@ -1,0 +1,320 @@
+//! The composer's template mode and the saved-message library, as pure state: the draft being edited, the
+//! library, the schedules' progress and acknowledgement counts. The timers and the per-device template state
+//! (counters, walks) live in [`crate::schedule`]; here only data changes, so it is tested natively.
+
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use crate::library::{self, Message};
+
+/// Most schedules shown at once (running or finished); also the most that run at once.
+pub const MAX_RUNS: usize = 8;
+/// Most QoS 1 messages of schedules tracked until acknowledged (older ones are counted as pending forever).
+pub const MAX_INFLIGHT: usize = 4096;
+
+/// One schedule's progress.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunView {
+    pub id: u32,
+    pub name: String,
+    /// Messages to send, when the schedule has a count.
+    pub total: Option<u32>,
+    pub sent: u32,
+    pub acked: u32,
+    /// Renders or sends that failed (logged).
+    pub failed: u32,
+    pub running: bool,
+}
+
+impl RunView {
+    /// QoS 1 messages sent and not yet acknowledged.
+    pub fn pending(&self, inflight: &VecDeque<(u64, u32)>) -> usize {
+        inflight.iter().filter(|(_, r)| *r == self.id).count()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TmplState {
+    /// Template mode of the composer (else plain text).
+    pub on: bool,
+    pub draft: Rc<Message>,
+    pub library: Rc<Vec<Message>>,
+    /// Counts library changes, so the page stores the library only after one.
+    pub library_rev: u64,
+    pub runs: Rc<Vec<RunView>>,
+    /// `(publish id, run id)` of QoS 1 messages waiting for their PUBACK.
+    pub inflight: Rc<VecDeque<(u64, u32)>>,
+    /// The last library operation's result: `(ok, text)`.
+    pub notice: Option<Rc<(bool, String)>>,
+    /// A refused variable edit: `(variable index, why)`.
+    pub var_error: Option<Rc<(usize, String)>>,
+}
+
+impl Default for TmplState {
+    fn default() -> Self {
+        TmplState {
+            on: false,
+            draft: Rc::default(),
+            library: Rc::new(library::examples()),
+            library_rev: 0,
+            runs: Rc::default(),
+            inflight: Rc::default(),
+            notice: None,
+            var_error: None,
+        }
+    }
+}
+
+/// An edit of the draft.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DraftEdit {
+    Name(String),
+    Body(String),
+    Header(String),
+    /// A new variable of a generator kind ([`library::KINDS`] key).
+    AddVar(String),
+    RemoveVar(usize),
+    /// Another generator kind for variable `i` (its name is kept).
+    Kind(usize, String),
+    /// `(variable, field, text)`: a field of the variable's form ([`library::fields`]), or `name`.
+    Field(usize, String, String),
+    Every(u32),
+    Jitter(u32),
+    Count(u32),
+    Duration(u32),
+}
+
+/// Everything that changes the template state, as plain data.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TmplAction {
+    Mode(bool),
+    Draft(DraftEdit),
+    /// A saved message into the draft.
+    Load(String),
+    /// The draft into the library, with the composer's application properties and QoS, and in text mode the
+    /// composer's body (`text`).
+    Save {
+        properties: Vec<(String, String)>,
+        qos: u8,
+        text: String,
+    },
+    Delete(String),
+    /// The stored library text (at start).
+    Stored(Option<String>),
+    /// A file the user picked: hubsim's saved messages or an Iot-Telemetry-Simulator configuration.
+    Import {
+        text: String,
+        file_name: String,
+    },
+    /// Export's and others' results shown to the user.
+    Notice(bool, String),
+    Started {
+        id: u32,
+        name: String,
+        total: Option<u32>,
+    },
+    /// A message of run `id` went out; `publish` is its id when an acknowledgement is expected (QoS 1).
+    Sent {
+        id: u32,
+        publish: Option<u64>,
+    },
+    Failed(u32),
+    Acked(u64),
+    Ended(u32),
+}
+
+fn clamp_ms(n: u32, lo: u32) -> u32 {
+    n.clamp(lo, library::MAX_MS)
+}
+
+impl TmplState {
+    fn notice(&mut self, ok: bool, text: String) {
+        self.notice = Some(Rc::new((ok, text)));
+    }
+
+    fn changed_library(&mut self, list: Vec<Message>) {
+        self.library = Rc::new(list);
+        self.library_rev += 1;
+    }
+
+    fn edit(&mut self, e: DraftEdit) {
+        let d = Rc::make_mut(&mut self.draft);
+        let mut var_error = None;
+        match e {
+            DraftEdit::Name(n) => d.name = n.chars().take(library::MAX_NAME).collect(),
+            DraftEdit::Body(b) => d.body = clip(b),
+            DraftEdit::Header(h) => d.header = clip(h),
+            DraftEdit::AddVar(kind) => {
+                if d.variables.len() >= library::MAX_VARIABLES {
+                    var_error = Some((d.variables.len(), "at most 32 variables".to_owned()));
+                } else {
+                    // The first free name `VarN`.
+                    let name = (1..)
+                        .map(|i| ["Var", &i.to_string()].concat())
+                        .find(|n| d.variables.iter().all(|v| v.name != *n))
+                        .unwrap_or_default();
+                    match library::new_variable(&name, &kind) {
+                        Ok(v) => d.variables.push(v),
+                        Err(e) => var_error = Some((d.variables.len(), e)),
+                    }
+                }
+            }
+            DraftEdit::RemoveVar(i) => {
+                if i < d.variables.len() {
+                    d.variables.remove(i);
+                }
+            }
+            DraftEdit::Kind(i, kind) => {
+                if let Some(v) = d.variables.get_mut(i) {
+                    match library::new_variable(&v.name, &kind) {
+                        Ok(n) => *v = n,
+                        Err(e) => var_error = Some((i, e)),
+                    }
+                }
+            }
+            DraftEdit::Field(i, field, text) => {
+                let taken = field == "name" && d.variables.iter().any(|v| v.name == text.trim());
+                if let Some(v) = d.variables.get_mut(i) {
+                    if taken && v.name != text.trim() {
+                        var_error = Some((i, ["another variable is named ", text.trim()].concat()));
+                    } else {
+                        match library::set_field(v, &field, &text) {
+                            Ok(n) => *v = n,
+                            Err(e) => var_error = Some((i, e)),
+                        }
+                    }
+                }
+            }
+            DraftEdit::Every(n) => d.every_ms = clamp_ms(n, library::MIN_EVERY_MS),
+            DraftEdit::Jitter(n) => d.jitter_ms = clamp_ms(n, 0),
+            DraftEdit::Count(n) => d.count = n.min(1_000_000),
+            DraftEdit::Duration(n) => d.duration_ms = clamp_ms(n, 0),
+        }
+        self.var_error = var_error.map(Rc::new);
+    }
+
+    /// Applies one action. Pure.
+    pub fn apply(&mut self, a: TmplAction) {
+        match a {
+            TmplAction::Mode(on) => self.on = on,
+            TmplAction::Draft(e) => self.edit(e),
+            TmplAction::Load(name) => {
+                if let Some(m) = self.library.iter().find(|m| m.name == name) {
+                    self.draft = Rc::new(m.clone());
+                    self.on = m.template;
+                    self.var_error = None;
+                }
+            }
+            TmplAction::Save { properties, qos, text } => {
+                let mut m = (*self.draft).clone();
+                if !self.on {
+                    m.body = clip(text);
+                }
+                m.properties = properties.into_iter().take(library::MAX_PROPERTIES).collect();
+                m.qos = qos.min(1);
+                m.template = self.on;
+                let checked = library::check_name(&m.name).and_then(|name| {
+                    m.name = name;
+                    if m.template {
+                        m.config()?;
+                    }
+                    let mut list = (*self.library).clone();
+                    library::upsert(&mut list, m.clone())?;
+                    Ok(list)
+                });
+                match checked {
+                    Ok(list) => {
+                        self.notice(true, ["saved \"", &m.name, "\""].concat());
+                        self.changed_library(list);
+                    }
+                    Err(e) => self.notice(false, ["not saved: ", &e].concat()),
+                }
+            }
+            TmplAction::Delete(name) => {
+                let list: Vec<Message> = self.library.iter().filter(|m| m.name != name).cloned().collect();
+                self.notice(true, ["deleted \"", &name, "\""].concat());
+                self.changed_library(list);
+            }
+            TmplAction::Stored(text) => {
+                let (list, refused) = library::load(text.as_deref());
+                self.library = Rc::new(list);
+                if let Some(r) = refused {
+                    self.notice(false, r);
+                }
+            }
+            TmplAction::Import { text, file_name } => {
+                match library::read_file(&text, &file_name).and_then(|(new, what)| {
+                    let names: Vec<String> = new.iter().map(|m| m.name.clone()).collect();
+                    library::merge(&self.library, new).map(|list| (list, what, names))
+                }) {
+                    Ok((list, what, names)) => {
+                        self.notice(true, ["imported ", &what].concat());
+                        self.changed_library(list);
+                        if let [one] = names.as_slice() {
+                            self.apply(TmplAction::Load(one.clone()));
+                        }
+                    }
+                    Err(e) => self.notice(false, ["not imported (nothing changed): ", &e].concat()),
+                }
+            }
+            TmplAction::Notice(ok, text) => self.notice(ok, text),
+            TmplAction::Started { id, name, total } => {
+                let runs = Rc::make_mut(&mut self.runs);
+                if runs.len() >= MAX_RUNS {
+                    // The oldest finished one, else the oldest (the scheduler runs at most MAX_RUNS).
+                    runs.remove(runs.iter().position(|r| !r.running).unwrap_or(0));
+                }
+                runs.push(RunView { id, name, total, sent: 0, acked: 0, failed: 0, running: true });
+            }
+            TmplAction::Sent { id, publish } => {
+                if let Some(r) = Rc::make_mut(&mut self.runs).iter_mut().find(|r| r.id == id) {
+                    r.sent += 1;
+                    if publish.is_none() {
+                        r.acked += 1;
+                    }
+                }
+                if let Some(p) = publish {
+                    let q = Rc::make_mut(&mut self.inflight);
+                    q.push_back((p, id));
+                    if q.len() > MAX_INFLIGHT {
+                        q.pop_front();
+                    }
+                }
+            }
+            TmplAction::Failed(id) => {
+                if let Some(r) = Rc::make_mut(&mut self.runs).iter_mut().find(|r| r.id == id) {
+                    r.failed += 1;
+                }
+            }
+            TmplAction::Acked(p) => {
+                if let Some(i) = self.inflight.iter().position(|(x, _)| *x == p) {
+                    let q = Rc::make_mut(&mut self.inflight);
+                    if let Some((_, id)) = q.remove(i) {
+                        if let Some(r) = Rc::make_mut(&mut self.runs).iter_mut().find(|r| r.id == id) {
+                            r.acked += 1;
+                        }
+                    }
+                }
+            }
+            TmplAction::Ended(id) => {
+                if let Some(r) = Rc::make_mut(&mut self.runs).iter_mut().find(|r| r.id == id) {
+                    r.running = false;
+                }
+            }
+        }
+    }
+}
+
+fn clip(mut s: String) -> String {
+    if s.len() > library::MAX_TEXT {
+        let mut end = library::MAX_TEXT;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests;

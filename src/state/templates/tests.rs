@@ -1,0 +1,116 @@
+//! The template state's reducer, native.
+
+use super::*;
+
+fn run(actions: impl IntoIterator<Item = TmplAction>) -> TmplState {
+    let mut s = TmplState::default();
+    for a in actions {
+        s.apply(a);
+    }
+    s
+}
+
+fn edit(e: DraftEdit) -> TmplAction {
+    TmplAction::Draft(e)
+}
+
+#[test]
+fn the_draft_is_edited_with_data_and_bad_edits_are_explained() {
+    let s = run([
+        TmplAction::Mode(true),
+        edit(DraftEdit::AddVar("walk".into())),
+        edit(DraftEdit::AddVar("sine".into())),
+        edit(DraftEdit::Field(1, "name".into(), "Temp".into())),
+        edit(DraftEdit::Field(1, "max".into(), "80".into())),
+        edit(DraftEdit::Kind(2, "probability".into())),
+        edit(DraftEdit::Body("{\"t\": $.Temp, \"on\": $.Var2}".into())),
+        edit(DraftEdit::Every(1)),
+    ]);
+    let names: Vec<&str> = s.draft.variables.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, ["Counter", "Temp", "Var2"]);
+    assert_eq!(crate::library::field_text(&s.draft.variables[1], "max"), "80");
+    assert_eq!(crate::library::kind_key(&s.draft.variables[2]), "probability");
+    assert_eq!(s.draft.every_ms, crate::library::MIN_EVERY_MS);
+    assert!(s.draft.config().is_ok());
+    assert_eq!(s.var_error, None);
+    let s2 = run([edit(DraftEdit::Field(0, "step".into(), "x".into()))]);
+    assert_eq!(s2.var_error.as_deref(), Some(&(0, "step: not a number".to_owned())));
+    assert_eq!(s2.draft, TmplState::default().draft);
+    let mut s3 = s.clone();
+    s3.apply(edit(DraftEdit::Field(2, "name".into(), "Temp".into())));
+    assert_eq!(s3.var_error.as_deref(), Some(&(2, "another variable is named Temp".to_owned())));
+}
+
+#[test]
+fn saving_loading_deleting_and_importing_change_the_library_and_its_revision() {
+    let s = run([
+        TmplAction::Mode(true),
+        edit(DraftEdit::Name("  my sensor ".into())),
+        TmplAction::Save { properties: vec![("site".into(), "north".into())], qos: 0, text: String::new() },
+    ]);
+    assert_eq!(s.library_rev, 1);
+    let saved = s.library.iter().find(|m| m.name == "my sensor").unwrap();
+    assert_eq!((saved.qos, saved.properties.len()), (0, 1));
+    assert_eq!(s.notice.as_deref(), Some(&(true, "saved \"my sensor\"".to_owned())));
+    // A draft whose template does not resolve is not saved.
+    let bad = run([
+        TmplAction::Mode(true),
+        edit(DraftEdit::Body("$.Tmp".into())),
+        TmplAction::Save { properties: vec![], qos: 1, text: String::new() },
+    ]);
+    assert_eq!(bad.library_rev, 0);
+    assert_eq!(
+        bad.notice.as_deref(),
+        Some(&(false, "not saved: Template: line 1, col 1: unknown variable $.Tmp; did you mean $.Time?".to_owned()))
+    );
+    // Load puts a saved message in the draft; delete removes it.
+    let s = run([TmplAction::Load("gps tracker".into())]);
+    assert!(s.on);
+    assert_eq!(s.draft.name, "gps tracker");
+    let s = run([TmplAction::Delete("thermostat".into())]);
+    assert_eq!(s.library.len(), 2);
+    // An import that fails changes nothing; one that works selects the imported message.
+    let before = TmplState::default();
+    let s = run([TmplAction::Import { text: "{Template: '$.X'}".into(), file_name: "f.json".into() }]);
+    assert_eq!((s.library.clone(), s.library_rev, s.draft.clone()), (before.library, 0, before.draft));
+    assert!(s.notice.as_ref().unwrap().1.starts_with("not imported (nothing changed): "));
+    let s = run([TmplAction::Import {
+        text: "{Variables: [{name: \"Temp\", random: true, min: 23, max: 33}], Template: '{\"t\": $.Temp}'}".into(),
+        file_name: "its.json".into(),
+    }]);
+    assert_eq!((s.library.len(), s.library_rev, s.draft.name.as_str()), (4, 1, "its"));
+    // Storage text at start: used when valid, else the examples and a notice.
+    let s = run([TmplAction::Stored(Some(crate::library::export(&[])))]);
+    assert!(s.library.is_empty());
+    assert_eq!(s.library_rev, 0);
+}
+
+#[test]
+fn schedules_count_sent_acknowledged_and_pending_per_run() {
+    let s = run([
+        TmplAction::Started { id: 1, name: "a".into(), total: Some(2) },
+        TmplAction::Started { id: 2, name: "b".into(), total: None },
+        TmplAction::Sent { id: 1, publish: Some(10) },
+        TmplAction::Sent { id: 2, publish: Some(11) },
+        TmplAction::Sent { id: 1, publish: Some(12) },
+        TmplAction::Sent { id: 2, publish: None },
+        TmplAction::Failed(2),
+        TmplAction::Acked(12),
+        TmplAction::Acked(99),
+        TmplAction::Ended(1),
+    ]);
+    let (a, b) = (&s.runs[0], &s.runs[1]);
+    assert_eq!((a.sent, a.acked, a.pending(&s.inflight), a.running), (2, 1, 1, false));
+    assert_eq!((b.sent, b.acked, b.failed, b.pending(&s.inflight), b.running), (2, 1, 1, 1, true));
+    // Bounded: a new run replaces the oldest finished one once MAX_RUNS are shown.
+    let mut s = s;
+    for id in 3..=(MAX_RUNS as u32 + 2) {
+        s.apply(TmplAction::Started { id, name: "x".into(), total: None });
+    }
+    assert_eq!(s.runs.len(), MAX_RUNS);
+    assert!(s.runs.iter().all(|r| r.id != 1));
+    for p in 0..(MAX_INFLIGHT as u64 + 10) {
+        s.apply(TmplAction::Sent { id: 2, publish: Some(1000 + p) });
+    }
+    assert_eq!(s.inflight.len(), MAX_INFLIGHT);
+}
