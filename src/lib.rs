@@ -10,14 +10,18 @@
 //!   from outside the form (links, storage).
 //! - [`form`]: form validation, where a connection goes, the composer's telemetry and topic preview.
 //! - [`token`]: the SAS token tool.
+//! - [`series`]: numeric series of the bodies sent and received, for the charts (bounded ring buffers).
+//! - [`export`]: the activity log and the C2D inbox as JSON and CSV.
 //! - [`controller`]: the connection lifecycle: token renewal, reconnect with backoff, method answers.
 //! - [`driver`]: the WebSocket ↔ `DeviceSession` pump.
 //! - `components`: one component per file.
 //!
-//! `state`, `settings`, `form` and `token` are plain Rust and are unit-tested natively (`cargo test -p hubsim-web`); the
+//! `state`, `settings`, `form`, `token`, `series` and `export` are plain Rust and are unit-tested natively (`cargo test -p hubsim-web`); the
 //! rest is compiled for `wasm32-unknown-unknown` only and tested in Chromium.
 
+pub mod export;
 pub mod form;
+pub mod series;
 pub mod settings;
 pub mod state;
 pub mod token;
