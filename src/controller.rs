@@ -19,6 +19,7 @@ use yew::prelude::*;
 
 use crate::driver::{Driver, DriverEvent};
 use crate::form::{telemetry, Plan};
+use crate::series::{Charts, Source};
 use crate::settings::Settings;
 use crate::state::{Action, AppState, ConnStatus, InboxItem, LogKind, MethodAnswer, MethodCall, Repeat};
 use crate::util;
@@ -46,6 +47,8 @@ pub struct Controller {
     dispatch: UseReducerDispatcher<AppState>,
     inner: RefCell<Inner>,
     me: RefCell<Weak<Controller>>,
+    /// The numbers of every body sent and received, for the charts.
+    charts: Charts,
 }
 
 /// A cheap, comparable handle for props and context.
@@ -79,9 +82,19 @@ fn request_name(k: RequestKind) -> &'static str {
 
 impl Controller {
     pub fn new(dispatch: UseReducerDispatcher<AppState>) -> Rc<Controller> {
-        let c = Rc::new(Controller { dispatch, inner: RefCell::new(Inner::default()), me: RefCell::new(Weak::new()) });
+        let c = Rc::new(Controller {
+            dispatch,
+            inner: RefCell::new(Inner::default()),
+            me: RefCell::new(Weak::new()),
+            charts: Charts::default(),
+        });
         *c.me.borrow_mut() = Rc::downgrade(&c);
         c
+    }
+
+    /// The series store of the page: the charts read it, and a panel that sends by another way records there.
+    pub fn charts(&self) -> &Charts {
+        &self.charts
     }
 
     fn log(&self, kind: LogKind, text: impl Into<String>) {
@@ -232,6 +245,7 @@ impl Controller {
         let s = self.inner.borrow().settings.clone();
         let msg = telemetry(&s, s.auto_message_id.then(util::uuid), &util::iso_now());
         let size = msg.size();
+        let body = msg.payload.clone();
         let qos = match msg.qos {
             TelemetryQos::AtMostOnce => "QoS 0",
             TelemetryQos::AtLeastOnce => "QoS 1",
@@ -240,6 +254,7 @@ impl Controller {
         match driver.with_session(|sess, now| sess.send_telemetry(now, msg)) {
             Ok(_) => {
                 self.dispatch.dispatch(Action::Sent(1));
+                self.charts.record(Source::Telemetry, js_sys::Date::now(), &body);
                 self.log(LogKind::Sent, format!("telemetry, {size} bytes with properties, {qos}"));
                 true
             }
@@ -366,10 +381,13 @@ impl Controller {
                 LogKind::Error,
                 format!("{} failed with status {status}: {}", request_name(kind), String::from_utf8_lossy(&body)),
             ),
-            Event::DesiredPropertiesPatch { body, .. } => self.dispatch.dispatch(Action::Desired {
-                at: util::clock_time(),
-                patch: String::from_utf8_lossy(&body).into_owned(),
-            }),
+            Event::DesiredPropertiesPatch { body, .. } => {
+                self.charts.record(Source::Desired, js_sys::Date::now(), &body);
+                self.dispatch.dispatch(Action::Desired {
+                    at: util::clock_time(),
+                    patch: String::from_utf8_lossy(&body).into_owned(),
+                })
+            }
             Event::RequestFailed { kind, reason, .. } => {
                 let why = match reason {
                     RequestFailure::TimedOut => "the hub did not answer in time",
@@ -410,6 +428,7 @@ impl Controller {
 
     /// A C2D message for the inbox: every property kept, a null application value apart from an empty one.
     fn on_c2d(&self, m: hubsim_proto::device::C2dMessage) {
+        self.charts.record(Source::C2d, js_sys::Date::now(), &m.payload);
         let (body, body_kind) = util::describe_body(&m.payload);
         let system = m.properties.system_properties().map(|(k, v)| (k.wire_name(), v.to_owned())).collect();
         self.dispatch.dispatch(Action::C2d(InboxItem {
