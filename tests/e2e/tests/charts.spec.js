@@ -82,10 +82,6 @@ test('the numbers sent are charted by JSON path; hover, keys, last N and pause',
   await page.keyboard.press('End');
   await expect(temp.locator('.readout')).toHaveText(/^19\.25 at /);
 
-  if (process.env.HUBSIM_DOCS) {
-    await temp.locator('circle').nth(1).hover();
-    await charts.screenshot({ path: path.join(__dirname, '..', '..', '..', 'docs', 'chart.png') });
-  }
   await axeClean(page, 'two charts are shown');
 
   // The last N points only.
@@ -112,6 +108,20 @@ test('the numbers sent are charted by JSON path; hover, keys, last N and pause',
   await charts.getByRole('button', { name: 'Remove the chart of position.lat' }).click();
   await expect(charts.locator('figure.chart')).toHaveCount(1);
   await shot(page, 'charts');
+
+  // HUBSIM_DOCS=1 also writes the README's picture: a drifting temperature, one point hovered.
+  if (process.env.HUBSIM_DOCS) {
+    await charts.getByLabel('Points shown').fill('36');
+    await charts.getByLabel('Points shown').blur();
+    for (let i = 0; i < 36; i++) {
+      const t = Math.round((21 + 2 * Math.sin(i / 4) + (i % 3) * 0.2) * 100) / 100;
+      await send(page, JSON.stringify({ temperature: t, position: { lat: 47.6, lon: -122.3 } }), 5 + i);
+    }
+    await expect(temp.locator('circle')).toHaveCount(36);
+    await temp.locator('circle').nth(25).hover();
+    await expect(temp.locator('.readout')).toContainText(' at ');
+    await charts.screenshot({ path: path.join(__dirname, '..', '..', '..', 'docs', 'chart.png') });
+  }
 });
 
 test('C2D numbers are charted, and the inbox exports as CSV (a row per message) and the log as JSON', async ({ page }) => {
