@@ -18,8 +18,6 @@ use crate::series::{Point, Series, SeriesStore, Source, MAX_POINTS};
 const MAX_CHARTS: usize = 8;
 /// Points shown by default.
 const DEFAULT_POINTS: usize = 60;
-/// Seen paths offered as buttons (all of them are in the path field's list).
-const MAX_OFFERED: usize = 12;
 /// The SVG's coordinate system: width, height, left margin (value labels) and padding.
 const W: i32 = 600;
 const H: i32 = 160;
@@ -264,7 +262,7 @@ pub fn Charts() -> Html {
                 </figure>
             }
         });
-        let offer = seen.iter().filter(|p| !view.charts.contains(&(view.source, (*p).clone()))).take(MAX_OFFERED).map(|p| {
+        let offer = seen.iter().filter(|p| !view.charts.contains(&(view.source, (*p).clone()))).map(|p| {
             let on = view.dispatcher();
             let q = p.clone();
             let name = if p.is_empty() { "(the whole body)" } else { p.as_str() };
@@ -274,7 +272,6 @@ pub fn Charts() -> Html {
         });
         html! {
             <>
-                <datalist id="chart-paths">{ for seen.iter().map(|p| html! { <option value={p.clone()} /> }) }</datalist>
                 if !seen.is_empty() {
                     <div class="row chips" role="group" aria-label="Numeric paths seen">{ for offer }</div>
                 }
@@ -296,7 +293,7 @@ pub fn Charts() -> Html {
                         { for Source::ALL.iter().map(|s| html! { <option value={s.as_str()} selected={*s == view.source}>{ s.label() }</option> }) }
                     </select>
                 </label>
-                <label class="grow">{"JSON path"}<input ref={path} list="chart-paths" placeholder="temperature or position.lat" /></label>
+                <label class="grow">{"JSON path"}<input ref={path} placeholder="temperature or position.lat" /></label>
                 <button type="submit">{"Add chart"}</button>
                 <label>{"Points shown"}<input type="number" min="2" max={MAX_POINTS.to_string()} value={view.points.to_string()} onchange={on_points} /></label>
                 <button type="button" onclick={pause}>{ if paused { "Resume" } else { "Pause" } }</button>
