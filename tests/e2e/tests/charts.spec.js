@@ -124,7 +124,7 @@ test('the numbers sent are charted by JSON path; hover, keys, last N and pause',
   }
 });
 
-test('C2D numbers are charted, and the inbox exports as CSV (a row per message) and the log as JSON', async ({ page }) => {
+test('C2D and desired numbers are charted, and the inbox exports as CSV (a row per message) and the log as JSON', async ({ page }) => {
   const dev = await newDevice('e2e-export');
   await connect(page, dev.cs);
   await subscribed(page);
@@ -140,9 +140,21 @@ test('C2D numbers are charted, and the inbox exports as CSV (a row per message) 
   const charts = page.getByRole('region', { name: 'Charts' });
   await charts.getByLabel('Source').selectOption('c2d');
   await charts.getByRole('button', { name: 'Chart level' }).click();
-  const level = charts.locator('figure.chart');
+  const level = charts.locator('figure.chart').first();
   await expect(level.locator('figcaption')).toContainText('cloud-to-device messages');
   expect(await values(level)).toEqual(['1', '2.5', '-3']);
+
+  // Desired properties are charted too ($version is metadata, not a field).
+  await api('PATCH', `/twins/${dev.id}`, { properties: { desired: { targetTemperature: 21, fan: { speed: 3 } } } });
+  await api('PATCH', `/twins/${dev.id}`, { properties: { desired: { targetTemperature: 23.5 } } });
+  await charts.getByLabel('Source').selectOption('desired');
+  // (in the order of the hub's patch)
+  const offered = charts.getByRole('group', { name: 'Numeric paths seen' }).getByRole('button');
+  await expect(offered).toHaveCount(2);
+  expect((await offered.allInnerTexts()).sort()).toEqual(['+ fan.speed', '+ targetTemperature']);
+  await charts.getByRole('button', { name: 'Chart targetTemperature' }).click();
+  await expect(charts.locator('figure.chart').nth(1).locator('circle')).toHaveCount(2);
+  expect(await values(charts.locator('figure.chart').nth(1))).toEqual(['21', '23.5']);
 
   const csv = await download(page, 'Export messages as CSV');
   expect(csv.name).toBe('hubsim-c2d.csv');
