@@ -175,7 +175,7 @@ fn view_chart(c: usize, series: &Series, n: usize, hover: Option<usize>, view: &
     html! {
         <>
             <svg viewBox={"0 0 ".to_owned() + &W.to_string() + " " + &H.to_string()} role="img" aria-label={label}
-                tabindex="0" onkeydown={keys} onfocus={focus}>
+                tabindex="0" onkeydown={keys} onfocusin={focus}>
                 <line class="axis" x1={LEFT.to_string()} y1={PAD.to_string()} x2={LEFT.to_string()} y2={(H - PAD).to_string()} />
                 <text x="4" y={(PAD + 4).to_string()}>{ num(hi) }</text>
                 <text x="4" y={(H - PAD).to_string()}>{ num(lo) }</text>
