@@ -7,8 +7,9 @@ use wasm_bindgen_futures::JsFuture;
 use yew::prelude::*;
 
 use crate::components::{
-    activity_log::ActivityLog, composer::Composer, connect_panel::ConnectPanel, inbox::Inbox, link_banner::LinkBanner,
-    methods::Methods, sas_tool::SasTool, status_bar::StatusBar, templates::SavedMessages, twin::Twin,
+    activity_log::ActivityLog, charts::Charts, composer::Composer, connect_panel::ConnectPanel, inbox::Inbox,
+    link_banner::LinkBanner, methods::Methods, sas_tool::SasTool, status_bar::StatusBar, templates::SavedMessages,
+    twin::Twin,
 };
 use crate::controller::{Controller, ControllerHandle};
 use crate::form::Emulator;
@@ -116,6 +117,7 @@ pub fn App() -> Html {
                                 <Twin />
                             </div>
                         </div>
+                        <Charts />
                         <ActivityLog />
                     </main>
                     <footer class="note">{"Keys stay in this browser: the SAS token is computed here and nothing is sent anywhere but to the hub you connect to."}</footer>

@@ -20,6 +20,7 @@ use yew::prelude::*;
 use crate::driver::{Driver, DriverEvent};
 use crate::form::{telemetry, Plan};
 use crate::provision::Provisioning;
+use crate::series::{Charts, Source};
 use crate::settings::Settings;
 use crate::state::{Action, AppState, ConnStatus, InboxItem, LogKind, MethodAnswer, MethodCall, Repeat};
 use crate::util;
@@ -51,6 +52,8 @@ pub struct Controller {
     me: RefCell<Weak<Controller>>,
     /// Template sends and schedules (`crate::schedule`).
     pub sched: crate::schedule::Scheduler,
+    /// The numbers of every body sent and received, for the charts.
+    charts: Charts,
 }
 
 /// A cheap, comparable handle for props and context.
@@ -90,9 +93,15 @@ impl Controller {
             dps: RefCell::new(None),
             me: RefCell::new(Weak::new()),
             sched: Default::default(),
+            charts: Charts::default(),
         });
         *c.me.borrow_mut() = Rc::downgrade(&c);
         c
+    }
+
+    /// The series store of the page: the charts read it, and a panel that sends by another way records there.
+    pub fn charts(&self) -> &Charts {
+        &self.charts
     }
 
     fn log(&self, kind: LogKind, text: impl Into<String>) {
@@ -269,6 +278,7 @@ impl Controller {
         let msg = telemetry(s, s.auto_message_id.then(util::uuid), &util::iso_now());
         let acked = msg.qos != TelemetryQos::AtMostOnce;
         let size = msg.size();
+        let body = msg.payload.clone();
         let qos = match msg.qos {
             TelemetryQos::AtMostOnce => "QoS 0",
             TelemetryQos::AtLeastOnce => "QoS 1",
@@ -277,6 +287,7 @@ impl Controller {
         match driver.with_session(|sess, now| sess.send_telemetry(now, msg)) {
             Ok(id) => {
                 self.dispatch.dispatch(Action::Sent(1));
+                self.charts.record(Source::Telemetry, js_sys::Date::now(), &body);
                 self.log(LogKind::Sent, format!("telemetry, {size} bytes with properties, {qos}"));
                 Some(acked.then_some(id.0))
             }
@@ -406,10 +417,13 @@ impl Controller {
                 LogKind::Error,
                 format!("{} failed with status {status}: {}", request_name(kind), String::from_utf8_lossy(&body)),
             ),
-            Event::DesiredPropertiesPatch { body, .. } => self.dispatch.dispatch(Action::Desired {
-                at: util::clock_time(),
-                patch: String::from_utf8_lossy(&body).into_owned(),
-            }),
+            Event::DesiredPropertiesPatch { body, .. } => {
+                self.charts.record(Source::Desired, js_sys::Date::now(), &body);
+                self.dispatch.dispatch(Action::Desired {
+                    at: util::clock_time(),
+                    patch: String::from_utf8_lossy(&body).into_owned(),
+                })
+            }
             Event::RequestFailed { kind, reason, .. } => {
                 let why = match reason {
                     RequestFailure::TimedOut => "the hub did not answer in time",
@@ -449,6 +463,7 @@ impl Controller {
 
     /// A C2D message for the inbox: every property kept, a null application value apart from an empty one.
     fn on_c2d(&self, m: hubsim_proto::device::C2dMessage) {
+        self.charts.record(Source::C2d, js_sys::Date::now(), &m.payload);
         let (body, body_kind) = util::describe_body(&m.payload);
         let system = m.properties.system_properties().map(|(k, v)| (k.wire_name(), v.to_owned())).collect();
         self.dispatch.dispatch(Action::C2d(InboxItem {

@@ -14,16 +14,21 @@
 //! - [`token`]: the SAS token tool.
 //! - [`library`]: saved messages (file format, Iot-Telemetry-Simulator import, examples); the template-mode
 //!   state is [`state::templates`], its timers and per-device template state `schedule`.
+//! - [`series`]: numeric series of the bodies sent and received, for the charts (bounded ring buffers).
+//! - [`export`]: the activity log and the C2D inbox as JSON and CSV.
 //! - [`controller`]: the connection lifecycle: token renewal, reconnect with backoff, method answers.
 //! - [`driver`]: the WebSocket ↔ `DeviceSession` pump.
 //! - `components`: one component per file.
 //!
-//! `state`, `settings`, `form`, `dps`, `library` and `token` are plain Rust and are unit-tested natively
-//! (`cargo test -p hubsim-web`); the rest is compiled for `wasm32-unknown-unknown` only and tested in Chromium.
+//! `state`, `settings`, `form`, `dps`, `library`, `series`, `export` and `token` are plain Rust and are
+//! unit-tested natively (`cargo test -p hubsim-web`); the rest is compiled for `wasm32-unknown-unknown` only and
+//! tested in Chromium.
 
 pub mod dps;
+pub mod export;
 pub mod form;
 pub mod library;
+pub mod series;
 pub mod settings;
 pub mod state;
 pub mod token;

@@ -61,11 +61,6 @@ pub fn is_json(text: &str) -> bool {
     js_sys::JSON::parse(text).is_ok()
 }
 
-/// A JSON string literal.
-pub fn json_string(s: &str) -> String {
-    js_sys::JSON::stringify(&JsValue::from_str(s)).map(String::from).unwrap_or_else(|_| "\"\"".into())
-}
-
 /// Copies text to the clipboard.
 pub fn copy(text: &str) {
     if let Some(w) = web_sys::window() {

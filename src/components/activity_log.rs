@@ -1,4 +1,5 @@
-//! The activity log: every connection event, sent and received message in order, filterable, exportable.
+//! The activity log: every connection event, sent and received message in order, filterable, exportable as JSON
+//! and CSV ([`crate::export`]).
 
 use web_sys::{HtmlInputElement, HtmlSelectElement};
 use yew::prelude::*;
@@ -6,7 +7,7 @@ use yew::prelude::*;
 use super::log_line::LogLine;
 use super::use_app;
 use crate::state::{Action, LogKind, MAX_LOG};
-use crate::util;
+use crate::{export, util};
 
 #[component]
 pub fn ActivityLog() -> Html {
@@ -21,23 +22,14 @@ pub fn ActivityLog() -> Html {
         let text = text.clone();
         Callback::from(move |e: InputEvent| text.set(e.target_unchecked_into::<HtmlInputElement>().value()))
     };
-    let export = {
+    let export = |csv: bool| {
         let app = app.clone();
         Callback::from(move |_| {
-            let items: Vec<String> = app
-                .log
-                .iter()
-                .rev()
-                .map(|l| {
-                    format!(
-                        "{{\"time\":{},\"kind\":{},\"text\":{}}}",
-                        util::json_string(&l.time),
-                        util::json_string(l.kind.as_str()),
-                        util::json_string(&l.text)
-                    )
-                })
-                .collect();
-            util::download("hubsim-activity.json", "application/json", &format!("[\n{}\n]\n", items.join(",\n")));
+            let log = app.log.iter().rev().map(|l| &**l);
+            match csv {
+                true => util::download("hubsim-activity.csv", "text/csv", &export::log_csv(log)),
+                false => util::download("hubsim-activity.json", "application/json", &export::log_json(log)),
+            }
         })
     };
     let clear = {
@@ -62,7 +54,8 @@ pub fn ActivityLog() -> Html {
                     </select>
                 </label>
                 <label>{"Filter"}<input type="search" oninput={on_text} /></label>
-                <button type="button" onclick={export}>{"Export JSON"}</button>
+                <button type="button" onclick={export(false)}>{"Export log as JSON"}</button>
+                <button type="button" onclick={export(true)}>{"Export log as CSV"}</button>
                 <button type="button" onclick={clear}>{"Clear log"}</button>
             </div>
             <ol class="lines" aria-label="Activity log" tabindex="0">{ for lines }</ol>

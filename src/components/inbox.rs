@@ -1,12 +1,12 @@
 //! The C2D inbox: every message with its time, body and every property, exportable as JSON (where a null
-//! property is `null` and an empty one `""`).
+//! property is `null` and an empty one `""`) and as CSV, one column per property ([`crate::export`]).
 
 use yew::prelude::*;
 
 use super::inbox_message::InboxMessage;
 use super::use_app;
 use crate::state::Action;
-use crate::util::{self, json_string};
+use crate::{export, util};
 
 #[component]
 pub fn Inbox() -> Html {
@@ -23,29 +23,14 @@ pub fn Inbox() -> Html {
         let app = app.clone();
         Callback::from(move |_: MouseEvent| app.dispatch(Action::MarkRead))
     };
-    let export = {
+    let export = |csv: bool| {
         let app = app.clone();
         Callback::from(move |_| {
-            let items: Vec<String> = app
-                .inbox
-                .iter()
-                .rev()
-                .map(|m| {
-                    let pairs = |v: &mut dyn Iterator<Item = (&str, Option<&str>)>| {
-                        v.map(|(k, v)| format!("{}:{}", json_string(k), v.map_or("null".into(), json_string)))
-                            .collect::<Vec<_>>()
-                            .join(",")
-                    };
-                    let system = pairs(&mut m.system.iter().map(|(k, v)| (k.as_str(), Some(v.as_str()))));
-                    let application = pairs(&mut m.application.iter().map(|(k, v)| (k.as_str(), v.as_deref())));
-                    format!(
-                        "{{\"time\":{},\"body\":{},\"systemProperties\":{{{system}}},\"applicationProperties\":{{{application}}}}}",
-                        json_string(&m.time),
-                        json_string(&m.body)
-                    )
-                })
-                .collect();
-            util::download("hubsim-c2d.json", "application/json", &format!("[\n{}\n]\n", items.join(",\n")));
+            let items = app.inbox.iter().rev().map(|m| &**m);
+            match csv {
+                true => util::download("hubsim-c2d.csv", "text/csv", &export::inbox_csv(items)),
+                false => util::download("hubsim-c2d.json", "application/json", &export::inbox_json(items)),
+            }
         })
     };
     html! {
@@ -54,7 +39,8 @@ pub fn Inbox() -> Html {
                 if app.unread > 0 { <span class="badge">{ app.unread }<span class="sr-only">{" new"}</span></span> }
             </h2>
             <div class="row">
-                <button type="button" onclick={export} disabled={app.inbox.is_empty()}>{"Export messages"}</button>
+                <button type="button" onclick={export(false)} disabled={app.inbox.is_empty()}>{"Export messages as JSON"}</button>
+                <button type="button" onclick={export(true)} disabled={app.inbox.is_empty()}>{"Export messages as CSV"}</button>
                 <button type="button" onclick={clear} disabled={app.inbox.is_empty()}>{"Clear messages"}</button>
             </div>
             if app.inbox.is_empty() {

@@ -3,6 +3,7 @@
 //! the endpoint confirmation) take props and report through callbacks.
 
 pub mod activity_log;
+pub mod charts;
 pub mod composer;
 pub mod confirm_endpoint;
 pub mod connect_panel;

@@ -91,7 +91,7 @@ test('a null C2D property is shown and logged apart from an empty one', async ({
   // The JSON export keeps the difference too.
   const [download] = await Promise.all([
     page.waitForEvent('download'),
-    page.getByRole('button', { name: 'Export messages' }).click(),
+    page.getByRole('button', { name: 'Export messages as JSON' }).click(),
   ]);
   const exported = JSON.parse(require('fs').readFileSync(await download.path(), 'utf8'));
   expect(exported[0].applicationProperties).toEqual({ p1: null, p2: '', p3: 'a b' });

@@ -1,0 +1,306 @@
+//! The charts panel: numeric fields of the telemetry sent, the C2D bodies and the desired properties received,
+//! as live line charts in plain SVG (no chart library: the bundle budget). The user picks fields by JSON path
+//! (the paths seen so far are offered), the number of points shown, and can pause; hovering a point, or focusing
+//! a chart and moving with the arrow keys, shows its value and time.
+//!
+//! The series live in the controller's [`crate::series::Charts`]; this panel listens to it and renders again
+//! after new numbers. Pausing keeps a copy of the store, so the charts stand still while recording goes on.
+
+use std::rc::Rc;
+use wasm_bindgen::JsValue;
+use web_sys::HtmlInputElement;
+use yew::prelude::*;
+
+use super::{field_value, use_controller};
+use crate::series::{Point, Series, SeriesStore, Source, MAX_POINTS};
+
+/// Most charts shown at once.
+const MAX_CHARTS: usize = 8;
+/// Points shown by default.
+const DEFAULT_POINTS: usize = 60;
+/// The SVG's coordinate system: width, height, left margin (value labels) and padding.
+const W: i32 = 600;
+const H: i32 = 160;
+const LEFT: i32 = 64;
+const PAD: i32 = 10;
+
+#[derive(Clone, PartialEq)]
+struct View {
+    charts: Vec<(Source, String)>,
+    points: usize,
+    /// The store as it was when paused.
+    frozen: Option<Rc<SeriesStore>>,
+    /// The chart and the point (index among those shown) in the readout.
+    hover: Option<(usize, usize)>,
+    source: Source,
+    error: Option<&'static str>,
+}
+
+enum Act {
+    Source(Source),
+    Add(String),
+    Remove(usize),
+    Points(Option<usize>),
+    Pause(Option<Rc<SeriesStore>>),
+    Hover(usize, usize),
+    /// Arrow keys on chart `.0` showing `.2` points: move by `.1`.
+    Step(usize, isize, usize),
+}
+
+impl Reducible for View {
+    type Action = Act;
+    fn reduce(self: Rc<Self>, act: Act) -> Rc<Self> {
+        let mut v = Rc::unwrap_or_clone(self);
+        v.error = None;
+        match act {
+            Act::Source(s) => v.source = s,
+            Act::Add(path) => {
+                let key = (v.source, path.trim().to_owned());
+                if key.1.is_empty() {
+                    v.error = Some("Enter the JSON path of a number, for example temperature or position.lat.");
+                } else if v.charts.len() >= MAX_CHARTS {
+                    v.error = Some("At most 8 charts are shown: remove one first.");
+                } else if !v.charts.contains(&key) {
+                    v.charts.push(key);
+                }
+            }
+            Act::Remove(i) => {
+                if i < v.charts.len() {
+                    v.charts.remove(i);
+                }
+                v.hover = None;
+            }
+            Act::Points(Some(n)) if (2..=MAX_POINTS).contains(&n) => v.points = n,
+            Act::Points(_) => v.error = Some("Points shown: a whole number from 2 to 300."),
+            Act::Pause(f) => v.frozen = f,
+            Act::Hover(c, i) => v.hover = Some((c, i)),
+            Act::Step(c, by, len) => {
+                let last = len.saturating_sub(1);
+                let i = match v.hover {
+                    Some((hc, i)) if hc == c => i.saturating_add_signed(by).min(last),
+                    _ => last,
+                };
+                v.hover = Some((c, i));
+            }
+        }
+        Rc::new(v)
+    }
+}
+
+/// A number as JavaScript writes it (`21.5`, `-3`, `1e+21`), without Rust's float formatting in the bundle.
+fn num(v: f64) -> String {
+    js_sys::Number::from(v).to_string_with_radix(10).map(String::from).unwrap_or_default()
+}
+
+/// Local time `HH:MM:SS.mmm` of Unix milliseconds.
+fn time(ms: f64) -> String {
+    let d = js_sys::Date::new(&JsValue::from_f64(ms));
+    let two = |n: u32| if n < 10 { "0".to_owned() + &n.to_string() } else { n.to_string() };
+    let ms = d.get_milliseconds();
+    let ms = if ms < 10 {
+        "00"
+    } else if ms < 100 {
+        "0"
+    } else {
+        ""
+    }
+    .to_owned()
+        + &ms.to_string();
+    two(d.get_hours()) + ":" + &two(d.get_minutes()) + ":" + &two(d.get_seconds()) + "." + &ms
+}
+
+/// One chart: a polyline through the newest `n` points of `series` and a point mark for each (carrying its
+/// value and time as `data-v` and `data-t`), min and max labels, and a readout of the hovered point.
+fn view_chart(c: usize, series: &Series, n: usize, hover: Option<usize>, view: &UseReducerHandle<View>) -> Html {
+    let pts: Vec<Point> = series.last(n).copied().collect();
+    let Some((first, last)) = pts.first().zip(pts.last()) else {
+        return html! { <p class="note">{"No numbers at this path yet."}</p> };
+    };
+    let (t0, t1) = (first.at_ms, last.at_ms);
+    let (lo, hi) = pts.iter().fold((f64::MAX, f64::MIN), |(lo, hi), p| (lo.min(p.value), hi.max(p.value)));
+    let (base, span) = if hi > lo { (lo, hi - lo) } else { (lo - 1.0, 2.0) };
+    let len = pts.len();
+    let x = |i: usize, p: &Point| -> i32 {
+        let w = (W - LEFT - PAD) as f64;
+        let f = if t1 > t0 {
+            (p.at_ms - t0) / (t1 - t0)
+        } else if len > 1 {
+            i as f64 / (len - 1) as f64
+        } else {
+            0.5
+        };
+        LEFT + (f * w) as i32
+    };
+    let y = |v: f64| H - PAD - ((v - base) / span * (H - 2 * PAD) as f64) as i32;
+    let mut line = String::new();
+    for (i, p) in pts.iter().enumerate() {
+        if i > 0 {
+            line.push(' ');
+        }
+        line.push_str(&x(i, p).to_string());
+        line.push(',');
+        line.push_str(&y(p.value).to_string());
+    }
+    let marks = pts.iter().enumerate().map(|(i, p)| {
+        let on = view.dispatcher();
+        html! {
+            <circle cx={x(i, p).to_string()} cy={y(p.value).to_string()} r={if hover == Some(i) { "5" } else { "3" }}
+                class={if hover == Some(i) { "on" } else { "" }} data-v={num(p.value)} data-t={time(p.at_ms)}
+                onmouseenter={Callback::from(move |_| on.dispatch(Act::Hover(c, i)))} />
+        }
+    });
+    let keys = {
+        let on = view.dispatcher();
+        Callback::from(move |e: KeyboardEvent| {
+            let by = match e.key().as_str() {
+                "ArrowLeft" => -1,
+                "ArrowRight" => 1,
+                "Home" => isize::MIN / 2,
+                "End" => isize::MAX / 2,
+                _ => return,
+            };
+            e.prevent_default();
+            on.dispatch(Act::Step(c, by, len));
+        })
+    };
+    let focus = {
+        let on = view.dispatcher();
+        Callback::from(move |_| on.dispatch(Act::Step(c, 0, len)))
+    };
+    let label = series.path.clone() + ": " + &len.to_string() + " points from " + &num(lo) + " to " + &num(hi);
+    let readout = match hover.and_then(|i| pts.get(i)) {
+        Some(p) => html! { <><strong>{ num(p.value) }</strong>{" at "}{ time(p.at_ms) }</> },
+        None => html! { {"Hover a point, or focus the chart and use the arrow keys, to read it."} },
+    };
+    html! {
+        <>
+            <svg viewBox={"0 0 ".to_owned() + &W.to_string() + " " + &H.to_string()} role="img" aria-label={label}
+                tabindex="0" onkeydown={keys} onfocusin={focus}>
+                <line class="axis" x1={LEFT.to_string()} y1={PAD.to_string()} x2={LEFT.to_string()} y2={(H - PAD).to_string()} />
+                <text x="4" y={(PAD + 4).to_string()}>{ num(hi) }</text>
+                <text x="4" y={(H - PAD).to_string()}>{ num(lo) }</text>
+                <polyline points={line} />
+                { for marks }
+            </svg>
+            <p class="readout" aria-live="polite">{ readout }</p>
+        </>
+    }
+}
+
+#[component]
+pub fn Charts() -> Html {
+    let ctl = use_controller();
+    let view = use_reducer(|| View {
+        charts: Vec::new(),
+        points: DEFAULT_POINTS,
+        frozen: None,
+        hover: None,
+        source: Source::Telemetry,
+        error: None,
+    });
+    let update = use_force_update();
+    {
+        let ctl = ctl.clone();
+        use_effect_with((), move |_| {
+            ctl.0.charts().listen(Some(Callback::from(move |_| update.force_update())));
+            move || ctl.0.charts().listen(None)
+        });
+    }
+    let path = use_node_ref();
+    let add = {
+        let (view, path) = (view.clone(), path.clone());
+        Callback::from(move |e: SubmitEvent| {
+            e.prevent_default();
+            if let Some(input) = path.cast::<HtmlInputElement>() {
+                view.dispatch(Act::Add(input.value()));
+                if view.charts.len() < MAX_CHARTS {
+                    input.set_value("");
+                }
+            }
+        })
+    };
+    let on_source = {
+        let view = view.clone();
+        Callback::from(move |e: Event| {
+            if let Some(s) = field_value(&e).as_deref().and_then(Source::parse) {
+                view.dispatch(Act::Source(s));
+            }
+        })
+    };
+    let on_points = {
+        let view = view.clone();
+        Callback::from(move |e: Event| view.dispatch(Act::Points(field_value(&e).and_then(|v| v.trim().parse().ok()))))
+    };
+    let pause = {
+        let (view, ctl) = (view.clone(), ctl.clone());
+        Callback::from(move |_| {
+            let frozen = view.frozen.is_none().then(|| Rc::new(ctl.0.charts().snapshot()));
+            view.dispatch(Act::Pause(frozen));
+        })
+    };
+    let render = |store: &SeriesStore| {
+        let seen: Vec<String> =
+            store.series().iter().filter(|s| s.source == view.source).map(|s| s.path.clone()).collect();
+        let charts = view.charts.iter().enumerate().map(|(c, (source, p))| {
+            let remove = {
+                let on = view.dispatcher();
+                Callback::from(move |_| on.dispatch(Act::Remove(c)))
+            };
+            let hover = view.hover.filter(|h| h.0 == c).map(|h| h.1);
+            let name = if p.is_empty() { "(the whole body)" } else { p.as_str() };
+            html! {
+                <figure class="chart" key={source.as_str().to_owned() + ":" + p}>
+                    <figcaption>
+                        <span class="path">{ name }</span>
+                        <span class="tag">{ source.label() }</span>
+                        <button type="button" aria-label={"Remove the chart of ".to_owned() + name} onclick={remove}>{"Remove"}</button>
+                    </figcaption>
+                    { match store.get(*source, p) {
+                        Some(s) => view_chart(c, s, view.points, hover, &view),
+                        None => html! { <p class="note">{"No numbers at this path yet."}</p> },
+                    } }
+                </figure>
+            }
+        });
+        let offer = seen.iter().filter(|p| !view.charts.contains(&(view.source, (*p).clone()))).map(|p| {
+            let on = view.dispatcher();
+            let q = p.clone();
+            let name = if p.is_empty() { "(the whole body)" } else { p.as_str() };
+            html! {
+                <button type="button" class="chip" aria-label={"Chart ".to_owned() + name} onclick={Callback::from(move |_| on.dispatch(Act::Add(q.clone())))}>{"+ "}{ name }</button>
+            }
+        });
+        html! {
+            <>
+                if !seen.is_empty() {
+                    <div class="row chips" role="group" aria-label="Numeric paths seen">{ for offer }</div>
+                }
+                { for charts }
+            </>
+        }
+    };
+    let body = match &view.frozen {
+        Some(f) => render(f),
+        None => ctl.0.charts().with(render),
+    };
+    let paused = view.frozen.is_some();
+    html! {
+        <section class="panel charts" aria-labelledby="charts-h">
+            <h2 id="charts-h">{"Charts"}</h2>
+            <form class="row" onsubmit={add}>
+                <label>{"Source"}
+                    <select onchange={on_source}>
+                        { for Source::ALL.iter().map(|s| html! { <option value={s.as_str()} selected={*s == view.source}>{ s.label() }</option> }) }
+                    </select>
+                </label>
+                <label class="grow">{"JSON path"}<input ref={path} placeholder="temperature or position.lat" /></label>
+                <button type="submit">{"Add chart"}</button>
+                <label>{"Points shown"}<input type="number" min="2" max={MAX_POINTS.to_string()} value={view.points.to_string()} onchange={on_points} /></label>
+                <button type="button" onclick={pause}>{ if paused { "Resume" } else { "Pause" } }</button>
+            </form>
+            if let Some(e) = view.error { <p class="field-error" role="alert">{ e }</p> }
+            if paused { <p class="note">{"Paused: new numbers are still recorded and appear when you resume."}</p> }
+            { body }
+        </section>
+    }
+}
