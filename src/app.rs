@@ -8,7 +8,7 @@ use yew::prelude::*;
 
 use crate::components::{
     activity_log::ActivityLog, composer::Composer, connect_panel::ConnectPanel, inbox::Inbox, link_banner::LinkBanner,
-    methods::Methods, sas_tool::SasTool, status_bar::StatusBar, twin::Twin,
+    methods::Methods, model_panel::ModelPanel, sas_tool::SasTool, status_bar::StatusBar, twin::Twin,
 };
 use crate::controller::{Controller, ControllerHandle};
 use crate::form::Emulator;
@@ -109,6 +109,7 @@ pub fn App() -> Html {
                                 <Twin />
                             </div>
                         </div>
+                        <ModelPanel />
                         <ActivityLog />
                     </main>
                     <footer class="note">{"Keys stay in this browser: the SAS token is computed here and nothing is sent anywhere but to the hub you connect to."}</footer>

@@ -23,6 +23,8 @@ use crate::settings::Settings;
 use crate::state::{Action, AppState, ConnStatus, InboxItem, LogKind, MethodAnswer, MethodCall, Repeat};
 use crate::util;
 
+mod pnp;
+
 #[derive(Default)]
 struct Inner {
     driver: Option<Driver>,
@@ -39,6 +41,8 @@ struct Inner {
     renew: Option<Timeout>,
     repeat: Option<Interval>,
     repeat_left: Option<u32>,
+    /// The Plug and Play device (telemetry schedule and generators).
+    pnp: pnp::Runtime,
 }
 
 /// Owned by the app root; components call it through [`ControllerHandle`].
@@ -213,8 +217,10 @@ impl Controller {
             i.reconnect = None;
             i.renew = None;
             i.repeat = None;
+            i.pnp = pnp::Runtime::default();
             i.driver.clone()
         };
+        self.dispatch.dispatch(Action::Pnp(crate::pnp::PnpAction::Running(false)));
         self.dispatch.dispatch(Action::Repeat(None));
         if let Some(d) = driver {
             d.disconnect();
@@ -321,18 +327,19 @@ impl Controller {
                         self.log(LogKind::Error, format!("cannot subscribe: {e}"));
                     }
                 }
+                self.pnp_on_connected();
             }
             Event::TelemetryAcked { .. } => self.dispatch.dispatch(Action::Acked),
             Event::C2d(m) => self.on_c2d(m),
             Event::MethodRequest { name, rid, payload } => {
-                let (status, response) = {
+                let (status, response) = self.pnp_on_method(&name, &payload).unwrap_or_else(|| {
                     let i = self.inner.borrow();
                     i.answers
                         .iter()
                         .find(|a| a.name == name)
                         .map(|a| (a.status, a.payload.clone()))
                         .unwrap_or((200, "{}".into()))
-                };
+                });
                 if let Some(d) = self.driver() {
                     let body = response.trim();
                     if let Err(e) = d.with_session(|s, now| s.respond_to_method(now, &rid, status, body.as_bytes())) {
@@ -350,6 +357,7 @@ impl Controller {
                 }));
             }
             Event::TwinResponse { kind: RequestKind::TwinGet, status: 200, body, .. } => {
+                self.pnp_on_twin(&body);
                 let text = String::from_utf8_lossy(&body).into_owned();
                 self.dispatch.dispatch(Action::Twin {
                     desired: util::json_member(&text, "desired"),
@@ -366,10 +374,13 @@ impl Controller {
                 LogKind::Error,
                 format!("{} failed with status {status}: {}", request_name(kind), String::from_utf8_lossy(&body)),
             ),
-            Event::DesiredPropertiesPatch { body, .. } => self.dispatch.dispatch(Action::Desired {
-                at: util::clock_time(),
-                patch: String::from_utf8_lossy(&body).into_owned(),
-            }),
+            Event::DesiredPropertiesPatch { body, .. } => {
+                self.pnp_on_desired(&body);
+                self.dispatch.dispatch(Action::Desired {
+                    at: util::clock_time(),
+                    patch: String::from_utf8_lossy(&body).into_owned(),
+                })
+            }
             Event::RequestFailed { kind, reason, .. } => {
                 let why = match reason {
                     RequestFailure::TimedOut => "the hub did not answer in time",

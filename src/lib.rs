@@ -10,14 +10,16 @@
 //!   from outside the form (links, storage).
 //! - [`form`]: form validation, where a connection goes, the composer's telemetry and topic preview.
 //! - [`token`]: the SAS token tool.
+//! - [`pnp`]: the device a DTDL model describes (IoT Plug and Play): its state, reducer and answers.
 //! - [`controller`]: the connection lifecycle: token renewal, reconnect with backoff, method answers.
 //! - [`driver`]: the WebSocket ↔ `DeviceSession` pump.
 //! - `components`: one component per file.
 //!
-//! `state`, `settings`, `form` and `token` are plain Rust and are unit-tested natively (`cargo test -p hubsim-web`); the
+//! `state`, `pnp`, `settings`, `form` and `token` are plain Rust and are unit-tested natively (`cargo test -p hubsim-web`); the
 //! rest is compiled for `wasm32-unknown-unknown` only and tested in Chromium.
 
 pub mod form;
+pub mod pnp;
 pub mod settings;
 pub mod state;
 pub mod token;

@@ -13,7 +13,8 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 
 use crate::form::Emulator;
-use crate::settings::{Change, Decoded, Settings};
+use crate::pnp::{PnpAction, PnpState};
+use crate::settings::{Change, Decoded, Settings, Text};
 
 /// Most inbox entries kept (the newest first).
 pub const MAX_INBOX: usize = 200;
@@ -150,6 +151,8 @@ pub struct AppState {
     pub confirmed_url: Option<String>,
     /// Text for the screen-reader live region.
     pub announcement: String,
+    /// The device a DTDL model describes (the Model panel).
+    pub pnp: Rc<PnpState>,
     next_seq: u64,
 }
 
@@ -180,6 +183,7 @@ pub enum Action {
     Repeat(Option<Repeat>),
     RepeatTick,
     Emulator(Emulator),
+    Pnp(PnpAction),
 }
 
 impl AppState {
@@ -205,6 +209,7 @@ impl AppState {
             confirm: None,
             confirmed_url: None,
             announcement: String::new(),
+            pnp: Rc::default(),
             next_seq: 1,
         };
         for r in stored.refused {
@@ -334,6 +339,15 @@ impl AppState {
                 }
             }
             Action::Emulator(e) => s.emulator = Some(Rc::new(e)),
+            Action::Pnp(a) => {
+                let generation = s.pnp.generation;
+                s.pnp = Rc::new(Rc::unwrap_or_clone(s.pnp).reduce(a));
+                // A loaded model's id goes into the CONNECT user name, as the Advanced field's does.
+                if s.pnp.generation != generation {
+                    let id = s.pnp.model_id().unwrap_or_default().to_owned();
+                    Rc::make_mut(&mut s.settings).apply(Change::Text(Text::ModelId, id));
+                }
+            }
         }
         Rc::new(s)
     }
