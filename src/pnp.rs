@@ -17,7 +17,7 @@ use hubsim_dtdl::pnp::{self as conv, Ack, CommandError, DesiredPatch};
 use hubsim_dtdl::{default_value, telemetry_plans, validate, EnumLiteral, Interface, Model, Primitive, Schema};
 use hubsim_dtdl::{DesiredUpdate, TelemetryPlan};
 use hubsim_proto::device::Telemetry;
-use hubsim_proto::json::{self, Number, Object, Value};
+use hubsim_proto::json::{self, Object, Value};
 use hubsim_proto::property_bag::SystemProperty;
 use hubsim_template::{Config, DeviceState, Kind, RenderContext};
 

@@ -181,9 +181,9 @@ fn view_interface(
                         html! {
                             <li>
                                 <b>{ &t.name }</b>{" "}<span class="help">{ pnp::describe(&t.schema) }</span>
-                                <output class="pnp-live" aria-label={[&prefix, &t.name, " live value"].concat()}>
+                                <span class="pnp-live" role="group" aria-label={[&prefix, &t.name, " live value"].concat()}>
                                     { if live.last.is_empty() { "—".to_owned() } else { [&live.last, unit.as_str()].concat() } }
-                                </output>
+                                </span>
                                 { view_chart(&live.history) }
                                 { plan.map(|p| view_generators(app, s, p, &t.name, &prefix)).unwrap_or_default() }
                             </li>

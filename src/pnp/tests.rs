@@ -1,6 +1,7 @@
 //! The Plug and Play state, natively: loading, forms, generators, desired values and their acks, commands.
 
 use super::*;
+use hubsim_proto::json::Number;
 use hubsim_dtdl::builtin;
 
 fn loaded() -> PnpState {
