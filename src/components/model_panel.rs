@@ -144,7 +144,7 @@ fn view_device(app: &AppContext, ctl: &ControllerHandle, s: &PnpState, m: &Rc<Mo
             if let Some(e) = &s.generator_error {
                 <p class="field-error" role="alert">{ e }</p>
             }
-            { for components }
+            <div class="pnp-comps">{ for components }</div>
         </>
     }
 }

@@ -41,18 +41,20 @@ test('a device from the built-in model with components: telemetry, acks, command
   const panel = page.getByRole('region', { name: 'Plug and Play model' });
   await expect(panel.getByRole('region', { name: 'thermostat1 — Living room' })).toBeVisible();
   await expect(page.getByLabel('Model ID (IoT Plug and Play)')).toHaveValue(MODEL);
+  await page.getByText('…or paste a DTDL interface').click();
 
   // The answers chosen before connecting: thermostat2 rejects, the report command answers 31.5.
   await page.getByLabel('Answer to thermostat2 targetTemperature').selectOption('reject (400)');
   await page.getByLabel('Reason to reject thermostat2 targetTemperature').fill('too warm for the bedroom');
   await page.getByLabel('maxTemp of thermostat1*getMaxMinReport').fill('31.5');
   await page.getByLabel('value of serialNumber').fill('SN-0042');
+  await page.getByLabel('value of deviceInformation manufacturer').fill('Contoso');
 
   await connectHere(page, dev.cs);
   expect((await api('GET', `/twins/${dev.id}`)).modelId).toBe(MODEL);
   // Read-only properties are reported on connect, a component's inside its wrapper.
   const first = await reported(dev.id, (r) => r.serialNumber === 'SN-0042' && r.deviceInformation !== undefined);
-  expect(first.deviceInformation.__t).toBe('c');
+  expect(first.deviceInformation).toMatchObject({ __t: 'c', manufacturer: 'Contoso' });
 
   // Telemetry: one message per interface, a component's with $.sub, which the hub shows as dt-subject.
   await page.getByLabel('Telemetry every (ms)').fill('300');
