@@ -217,7 +217,7 @@ impl Controller {
             i.reconnect = None;
             i.renew = None;
             i.repeat = None;
-            i.pnp = pnp::Runtime::default();
+            i.pnp.stop();
             i.driver.clone()
         };
         self.dispatch.dispatch(Action::Pnp(crate::pnp::PnpAction::Running(false)));

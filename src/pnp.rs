@@ -130,7 +130,10 @@ pub struct AckSent {
 }
 
 /// The Plug and Play part of the app state.
-#[derive(Clone, Debug, PartialEq)]
+///
+/// Equality is by revision: every [`PnpState::reduce`] makes a new one, so the view and the controller see every
+/// change, and no render compares models, plans and forms deeply (that code would also cost bundle size).
+#[derive(Clone, Debug)]
 pub struct PnpState {
     pub model: Option<Rc<Model>>,
     /// Why the last model could not be loaded (names the element and the reason).
@@ -147,6 +150,14 @@ pub struct PnpState {
     pub sent: u64,
     /// Counts loads, so the controller knows its generator states belong to another model.
     pub generation: u64,
+    /// Counts reductions (see the type's equality).
+    revision: u64,
+}
+
+impl PartialEq for PnpState {
+    fn eq(&self, other: &Self) -> bool {
+        self.revision == other.revision && self.generation == other.generation
+    }
 }
 
 impl Default for PnpState {
@@ -161,6 +172,7 @@ impl Default for PnpState {
             running: false,
             sent: 0,
             generation: 0,
+            revision: 0,
         }
     }
 }
@@ -226,6 +238,7 @@ pub enum PnpAction {
 impl PnpState {
     /// Applies one action. Pure.
     pub fn reduce(mut self, action: PnpAction) -> PnpState {
+        let revision = self.revision + 1;
         match action {
             PnpAction::Load(text) => self.load(&text),
             PnpAction::LoadFailed(why) => self.error = Some(why),
@@ -270,7 +283,7 @@ impl PnpState {
                 }
             }
         }
-        self
+        PnpState { revision, ..self }
     }
 
     fn load(&mut self, text: &str) {

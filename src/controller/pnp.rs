@@ -24,6 +24,13 @@ pub(super) struct Runtime {
     generation: u64,
 }
 
+impl Runtime {
+    /// Stops the telemetry schedule (the user disconnected).
+    pub(super) fn stop(&mut self) {
+        self.timer = None;
+    }
+}
+
 impl Controller {
     fn pnp(&self) -> Rc<PnpState> {
         self.inner.borrow().pnp.state.clone()

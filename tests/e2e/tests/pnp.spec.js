@@ -107,9 +107,13 @@ test('a desired value set while offline is acknowledged on the next connection',
   await page.getByLabel('Built-in model').selectOption('thermostat');
   await page.getByRole('button', { name: 'Load built-in model' }).click();
   await page.getByLabel('Answer to targetTemperature').selectOption('leave pending (202)');
+  await connectHere(page, dev.cs);
+  await page.getByRole('button', { name: 'Disconnect' }).click();
+  await expect(page.getByRole('status').filter({ hasText: 'Disconnected' })).toBeVisible();
   const twin = await api('PATCH', `/twins/${dev.id}`, { properties: { desired: { targetTemperature: 23.5 } } });
   const version = twin.properties.desired.$version;
-  await connectHere(page, dev.cs);
+  await page.getByRole('button', { name: 'Connect', exact: true }).click();
+  await expect(page.getByRole('status')).toContainText('Connected');
   const r = await reported(dev.id, (x) => x.targetTemperature?.av === version);
   expect(r.targetTemperature).toEqual({ value: 23.5, ac: 202, av: version, ad: 'pending' });
   // The pending value is answered later from the panel, with the same version.
