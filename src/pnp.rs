@@ -818,46 +818,6 @@ pub fn answer_command(state: &PnpState, method: &str, payload: &[u8]) -> Option<
     }
 }
 
-/// The action of a form control in the Model panel, from its `data-a` key and its value. The panel has one input
-/// and one change handler for all its controls (each closure would cost bundle size): `iv` the interval,
-/// `g {plan} {var} {param}` a generator, `f {iface} p|c {index} {field}` a property's or command's form field,
-/// `ch {iface} {prop}` an answer choice, `rs {iface} {prop}` a rejection reason, `st {iface} {cmd}` a status.
-pub fn control_action(key: &str, value: String) -> Option<PnpAction> {
-    let mut t = key.split(' ');
-    let kind = t.next()?;
-    let mut n = || t.next().and_then(|x| x.parse::<usize>().ok());
-    Some(match kind {
-        "iv" => PnpAction::Interval(value.trim().parse().ok()?),
-        "g" => {
-            let (plan, var) = (n()?, n()?);
-            let param = [Param::Min, Param::Max, Param::Step, Param::Start, Param::Values].into_iter().nth(n()?)?;
-            PnpAction::Generator { plan, var, param, text: value }
-        }
-        "fp" | "fc" => {
-            let (iface, index, field) = (n()?, n()?, n()?);
-            let item = if kind == "fp" { Item::Property(index) } else { Item::Command(index) };
-            PnpAction::Field { iface, item, field, text: value }
-        }
-        "ch" => {
-            let choice = Choice::ALL.into_iter().find(|c| c.label() == value)?;
-            PnpAction::Choice { iface: n()?, prop: n()?, choice }
-        }
-        "rs" => PnpAction::Reason { iface: n()?, prop: n()?, text: value },
-        "st" => PnpAction::Status { iface: n()?, cmd: n()?, status: value.trim().parse().ok()? },
-        _ => return None,
-    })
-}
-
-/// The `data-a` key of a control (see [`control_action`]).
-pub fn control_key(kind: &str, numbers: &[usize]) -> String {
-    let mut k = kind.to_owned();
-    for n in numbers {
-        k.push(' ');
-        k.push_str(&n.to_string());
-    }
-    k
-}
-
 /// The method name of a command (`thermostat1*getMaxMinReport`).
 pub fn method_name(component: Option<&str>, command: &str) -> String {
     conv::CommandName { component, command }.to_string()

@@ -7,21 +7,26 @@ use std::rc::Rc;
 
 use hubsim_dtdl::{builtin, Interface, Model};
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{Element, HtmlInputElement, HtmlSelectElement, HtmlTextAreaElement};
+use web_sys::{HtmlInputElement, HtmlSelectElement, HtmlTextAreaElement};
 use yew::prelude::*;
 
 use super::{field_value, use_app, use_controller};
-use crate::pnp::{self, control_key as key, Choice, IfaceState, PnpAction, PnpState};
+use crate::controller::ControllerHandle;
+use crate::pnp::{self, Choice, IfaceState, Item, PnpAction, PnpState};
 use crate::state::{Action, AppContext};
 
 fn send(app: &AppContext, a: PnpAction) {
     app.dispatch(Action::Pnp(a));
 }
 
-/// The `data-a` key and the value of the control an event came from.
-fn keyed(e: &Event) -> Option<(String, String)> {
-    let key = e.target_dyn_into::<Element>()?.get_attribute("data-a")?;
-    Some((key, field_value(e)?))
+/// A callback that dispatches the action `f` builds from the field's text.
+fn on_field<E: AsRef<Event> + 'static>(app: &AppContext, f: impl Fn(String) -> PnpAction + 'static) -> Callback<E> {
+    let app = app.clone();
+    Callback::from(move |e: E| {
+        if let Some(v) = field_value(e.as_ref()) {
+            send(&app, f(v));
+        }
+    })
 }
 
 #[component]
@@ -34,55 +39,21 @@ pub fn ModelPanel() -> Html {
     }
     let chosen = use_node_ref();
     let pasted = use_node_ref();
-    // One handler per event type for every control of the panel, which names its action in `data-a`.
-    let onclick = {
-        let (app, chosen, pasted) = (app.clone(), chosen.clone(), pasted.clone());
-        Callback::from(move |e: MouseEvent| {
-            let Some(b) = e.target_dyn_into::<Element>().and_then(|t| t.closest("button[data-a]").ok().flatten())
-            else {
-                return;
-            };
-            let k = b.get_attribute("data-a").unwrap_or_default();
-            let mut t = k.split(' ');
-            let cmd = t.next().unwrap_or_default();
-            let n: Vec<usize> = t.filter_map(|x| x.parse().ok()).collect();
-            let c = &ctl.0;
-            match (cmd, n.as_slice()) {
-                ("start", _) => c.pnp_start(),
-                ("stop", _) => c.pnp_stop(),
-                ("unload", _) => send(&app, PnpAction::Unload),
-                ("builtin", _) => {
-                    let key = chosen.cast::<HtmlSelectElement>().map(|s| s.value()).unwrap_or_default();
-                    if let Some(m) = builtin::find(&key) {
-                        send(&app, PnpAction::Load(m.json.into()));
-                    }
-                }
-                ("paste", _) => {
-                    if let Some(t) = pasted.cast::<HtmlTextAreaElement>() {
-                        send(&app, PnpAction::Load(t.value()));
-                    }
-                }
-                ("rep", [i, p]) => c.pnp_report_property(*i, *p),
-                ("acc", [i, p]) => c.pnp_resolve(*i, *p, Choice::Accept),
-                ("rej", [i, p]) => c.pnp_resolve(*i, *p, Choice::Reject),
-                _ => {}
+    let load_builtin = {
+        let (app, chosen) = (app.clone(), chosen.clone());
+        Callback::from(move |_| {
+            let key = chosen.cast::<HtmlSelectElement>().map(|s| s.value()).unwrap_or_default();
+            if let Some(m) = builtin::find(&key) {
+                send(&app, PnpAction::Load(m.json.into()));
             }
         })
     };
-    // Form fields and reasons follow every keystroke (their errors show at once); the rest on change.
-    let live = |k: &str| k.starts_with("fp ") || k.starts_with("fc ") || k.starts_with("rs ");
-    let oninput = {
-        let app = app.clone();
-        Callback::from(move |e: InputEvent| match keyed(&e) {
-            Some((k, v)) if live(&k) => pnp::control_action(&k, v).into_iter().for_each(|a| send(&app, a)),
-            _ => {}
-        })
-    };
-    let onchange = {
-        let app = app.clone();
-        Callback::from(move |e: Event| match keyed(&e) {
-            Some((k, v)) if !live(&k) => pnp::control_action(&k, v).into_iter().for_each(|a| send(&app, a)),
-            _ => {}
+    let load_pasted = {
+        let (app, pasted) = (app.clone(), pasted.clone());
+        Callback::from(move |_| {
+            if let Some(t) = pasted.cast::<HtmlTextAreaElement>() {
+                send(&app, PnpAction::Load(t.value()));
+            }
         })
     };
     let load_file = {
@@ -107,7 +78,7 @@ pub fn ModelPanel() -> Html {
     };
     let s = &app.pnp;
     html! {
-        <section class="panel pnp" aria-labelledby="pnp-h" {onclick} {oninput} {onchange}>
+        <section class="panel pnp" aria-labelledby="pnp-h">
             <h2 id="pnp-h">{"Plug and Play model"}</h2>
             <div class="row wrap">
                 <label>{"Built-in model"}
@@ -115,44 +86,58 @@ pub fn ModelPanel() -> Html {
                         { for builtin::ALL.iter().map(|m| html! { <option value={m.key}>{ m.title }</option> }) }
                     </select>
                 </label>
-                <button type="button" data-a="builtin">{"Load built-in model"}</button>
+                <button type="button" onclick={load_builtin}>{"Load built-in model"}</button>
                 <label>{"Model file"}<input type="file" accept=".json,application/json" onchange={load_file} /></label>
             </div>
             <details>
                 <summary>{"…or paste a DTDL interface"}</summary>
                 <label for="pnp-json">{"Model JSON"}</label>
                 <textarea id="pnp-json" ref={pasted} rows="6" spellcheck="false" placeholder="{\"@context\": \"dtmi:dtdl:context;3\", \"@type\": \"Interface\", …}" />
-                <button type="button" data-a="paste">{"Load pasted model"}</button>
+                <button type="button" onclick={load_pasted}>{"Load pasted model"}</button>
             </details>
             if let Some(e) = &s.error {
                 <p class="field-error" role="alert">{"The model was not loaded: "}{ e }</p>
             }
             if let Some(m) = &s.model {
-                { view_device(s, m) }
+                { view_device(&app, &ctl, s, m) }
             }
         </section>
     }
 }
 
-fn view_device(s: &PnpState, m: &Rc<Model>) -> Html {
+fn view_device(app: &AppContext, ctl: &ControllerHandle, s: &PnpState, m: &Rc<Model>) -> Html {
+    let unload = {
+        let app = app.clone();
+        Callback::from(move |_| send(&app, PnpAction::Unload))
+    };
+    let start = {
+        let ctl = ctl.clone();
+        Callback::from(move |_| ctl.0.pnp_start())
+    };
+    let stop = {
+        let ctl = ctl.clone();
+        Callback::from(move |_| ctl.0.pnp_stop())
+    };
+    let interval =
+        on_field::<Event>(app, |v| PnpAction::Interval(v.trim().parse().unwrap_or(pnp::DEFAULT_INTERVAL_MS)));
     let title = m.root.display_name.clone().unwrap_or_else(|| m.id().to_owned());
     let components = m
         .interfaces()
         .zip(s.interfaces.iter())
         .enumerate()
-        .map(|(i, ((component, iface), st))| view_interface(s, m, i, component, iface, st));
+        .map(|(i, ((component, iface), st))| view_interface(app, ctl, s, m, i, component, iface, st));
     html! {
         <>
             <p class="pnp-model"><b>{ title }</b>{" "}<code>{ m.id() }</code>{" "}
-                <button type="button" data-a="unload">{"Unload model"}</button></p>
+                <button type="button" onclick={unload}>{"Unload model"}</button></p>
             <p class="note">{"The model id is announced in the CONNECT user name (model-id=) on the next connection."}</p>
             <fieldset class="repeat">
                 <legend>{"Model telemetry"}</legend>
-                <label>{"Telemetry every (ms)"}<input type="number" min="100" data-a="iv" value={s.interval_ms.to_string()} disabled={s.running} /></label>
+                <label>{"Telemetry every (ms)"}<input type="number" min="100" value={s.interval_ms.to_string()} disabled={s.running} onchange={interval} /></label>
                 if s.running {
-                    <button type="button" data-a="stop">{"Stop telemetry"}</button>
+                    <button type="button" onclick={stop}>{"Stop telemetry"}</button>
                 } else {
-                    <button type="button" data-a="start">{"Start telemetry"}</button>
+                    <button type="button" onclick={start}>{"Start telemetry"}</button>
                 }
                 <span>{ s.sent }{" messages sent"}</span>
             </fieldset>
@@ -164,7 +149,10 @@ fn view_device(s: &PnpState, m: &Rc<Model>) -> Html {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn view_interface(
+    app: &AppContext,
+    ctl: &ControllerHandle,
     s: &PnpState,
     m: &Model,
     i: usize,
@@ -197,7 +185,7 @@ fn view_interface(
                                     { if live.last.is_empty() { "—".to_owned() } else { [&live.last, unit.as_str()].concat() } }
                                 </span>
                                 { view_chart(&live.history) }
-                                { plan.map(|p| view_generators(s, p, &t.name, &prefix)).unwrap_or_default() }
+                                { plan.map(|p| view_generators(app, s, p, &t.name, &prefix)).unwrap_or_default() }
                             </li>
                         }
                     }) }
@@ -206,13 +194,13 @@ fn view_interface(
             if !iface.properties.is_empty() {
                 <h4>{"Properties"}</h4>
                 <ul class="pnp-list">
-                    { for iface.properties.iter().enumerate().map(|(p, prop)| view_property(st, i, p, prop, &prefix)) }
+                    { for iface.properties.iter().enumerate().map(|(p, prop)| view_property(app, ctl, st, i, p, prop, &prefix)) }
                 </ul>
             }
             if !iface.commands.is_empty() {
                 <h4>{"Commands"}</h4>
                 <ul class="pnp-list">
-                    { for iface.commands.iter().enumerate().map(|(c, cmd)| view_command(st, i, c, cmd, component)) }
+                    { for iface.commands.iter().enumerate().map(|(c, cmd)| view_command(app, st, i, c, cmd, component)) }
                 </ul>
             }
         </section>
@@ -226,7 +214,7 @@ fn view_chart(_history: &std::collections::VecDeque<f64>) -> Html {
 }
 
 /// The generators of one telemetry (its variable and, for Objects, Maps and Arrays, its parts' variables).
-fn view_generators(s: &PnpState, plan: usize, name: &str, prefix: &str) -> Html {
+fn view_generators(app: &AppContext, s: &PnpState, plan: usize, name: &str, prefix: &str) -> Html {
     let Some(p) = s.plans.get(plan) else { return html! {} };
     let under = [name, "_"].concat();
     let vars = p.config.variables().iter().enumerate().filter(|(_, v)| v.name == name || v.name.starts_with(&under));
@@ -238,7 +226,8 @@ fn view_generators(s: &PnpState, plan: usize, name: &str, prefix: &str) -> Html 
                     <span>{ &v.name }{": "}{ pnp::kind_label(&v.kind) }</span>
                     { for pnp::kind_params(&v.kind).into_iter().map(|(param, text)| {
                         let label = [pnp::param_label(param), " of ", prefix, &v.name].concat();
-                        html! { <label>{ pnp::param_label(param) }<input aria-label={label} data-a={key("g", &[plan, var, param as usize])} value={text} /></label> }
+                        let onchange = on_field::<Event>(app, move |text| PnpAction::Generator { plan, var, param, text });
+                        html! { <label>{ pnp::param_label(param) }<input aria-label={label} value={text} {onchange} /></label> }
                     }) }
                 </div>
             }) }
@@ -246,16 +235,32 @@ fn view_generators(s: &PnpState, plan: usize, name: &str, prefix: &str) -> Html 
     }
 }
 
-/// The inputs of a form (one per Object field, else one), keyed `{kind} {iface} {index} {field}`.
-fn view_form(fields: &[String], labels: Vec<&str>, what: &str, kind: &str, i: usize, index: usize) -> Html {
+/// The inputs of a form: one per Object field, else one.
+fn view_form(
+    app: &AppContext,
+    fields: &[String],
+    labels: Vec<&str>,
+    what: &str,
+    f: impl Fn(usize, String) -> PnpAction + Clone + 'static,
+) -> Html {
     html! {
-        { for labels.into_iter().zip(fields).enumerate().map(|(n, (label, text))| html! {
-            <label>{ label }<input aria-label={[label, " of ", what].concat()} data-a={key(kind, &[i, index, n])} value={text.clone()} /></label>
+        { for labels.into_iter().zip(fields).enumerate().map(|(n, (label, text))| {
+            let f = f.clone();
+            let oninput = on_field::<InputEvent>(app, move |t| f(n, t));
+            html! { <label>{ label }<input aria-label={[label, " of ", what].concat()} value={text.clone()} {oninput} /></label> }
         }) }
     }
 }
 
-fn view_property(st: &IfaceState, i: usize, p: usize, prop: &hubsim_dtdl::Property, prefix: &str) -> Html {
+fn view_property(
+    app: &AppContext,
+    ctl: &ControllerHandle,
+    st: &IfaceState,
+    i: usize,
+    p: usize,
+    prop: &hubsim_dtdl::Property,
+    prefix: &str,
+) -> Html {
     let Some(ps) = st.properties.get(p) else { return html! {} };
     let what = [prefix, &prop.name].concat();
     let unit = prop.semantics.unit_symbol().map_or(String::new(), |u| [" (", u, ")"].concat());
@@ -263,15 +268,29 @@ fn view_property(st: &IfaceState, i: usize, p: usize, prop: &hubsim_dtdl::Proper
         html! { <><b>{ &prop.name }</b>{" "}<span class="help">{ pnp::describe(&prop.schema) }{ unit }</span></> };
     let error = ps.error.as_ref().map(|e| html! { <p class="field-error" role="alert">{ e }</p> }).unwrap_or_default();
     if !prop.writable {
+        let report = {
+            let ctl = ctl.clone();
+            Callback::from(move |_| ctl.0.pnp_report_property(i, p))
+        };
+        let labels = pnp::form_labels(&prop.schema, "value");
         return html! {
             <li class="pnp-prop">
                 { head }{" read-only "}
-                { view_form(&ps.fields, pnp::form_labels(&prop.schema, "value"), &what, "fp", i, p) }
-                <button type="button" data-a={key("rep", &[i, p])} aria-label={["Report ", &what].concat()}>{"Report"}</button>
+                { view_form(app, &ps.fields, labels, &what, move |field, text| PnpAction::Field { iface: i, item: Item::Property(p), field, text }) }
+                <button type="button" onclick={report} aria-label={["Report ", &what].concat()}>{"Report"}</button>
                 { error }
             </li>
         };
     }
+    let choice = on_field::<Event>(app, move |v| {
+        let choice = Choice::ALL.into_iter().find(|c| c.label() == v).unwrap_or(Choice::Accept);
+        PnpAction::Choice { iface: i, prop: p, choice }
+    });
+    let reason = on_field::<InputEvent>(app, move |text| PnpAction::Reason { iface: i, prop: p, text });
+    let resolve = |c: Choice| {
+        let ctl = ctl.clone();
+        Callback::from(move |_| ctl.0.pnp_resolve(i, p, c))
+    };
     let pending = ps.ack.as_ref().is_some_and(|a| a.code == 202) && ps.desired.is_some();
     html! {
         <li class="pnp-prop">
@@ -286,24 +305,36 @@ fn view_property(st: &IfaceState, i: usize, p: usize, prop: &hubsim_dtdl::Proper
                 <span>{" · ack: "}{ ps.ack.as_ref().map_or("none".to_owned(), pnp::describe_ack) }</span>
             </div>
             <label>{"Answer"}
-                <select aria-label={["Answer to ", &what].concat()} data-a={key("ch", &[i, p])}>
+                <select aria-label={["Answer to ", &what].concat()} onchange={choice}>
                     { for Choice::ALL.iter().map(|c| html! { <option value={c.label()} selected={*c == ps.choice}>{ c.label() }</option> }) }
                 </select>
             </label>
             if ps.choice == Choice::Reject {
-                <label>{"Reason"}<input aria-label={["Reason to reject ", &what].concat()} data-a={key("rs", &[i, p])} value={ps.reason.clone()} /></label>
+                <label>{"Reason"}<input aria-label={["Reason to reject ", &what].concat()} value={ps.reason.clone()} oninput={reason} /></label>
             }
             if pending {
-                <button type="button" data-a={key("acc", &[i, p])}>{"Accept now"}</button>
-                <button type="button" data-a={key("rej", &[i, p])}>{"Reject now"}</button>
+                <button type="button" onclick={resolve(Choice::Accept)}>{"Accept now"}</button>
+                <button type="button" onclick={resolve(Choice::Reject)}>{"Reject now"}</button>
             }
         </li>
     }
 }
 
-fn view_command(st: &IfaceState, i: usize, c: usize, cmd: &hubsim_dtdl::Command, component: Option<&str>) -> Html {
+fn view_command(
+    app: &AppContext,
+    st: &IfaceState,
+    i: usize,
+    c: usize,
+    cmd: &hubsim_dtdl::Command,
+    component: Option<&str>,
+) -> Html {
     let Some(cs) = st.commands.get(c) else { return html! {} };
     let method = pnp::method_name(component, &cmd.name);
+    let status = on_field::<Event>(app, move |v| PnpAction::Status {
+        iface: i,
+        cmd: c,
+        status: v.trim().parse().unwrap_or(200),
+    });
     let request = cmd
         .request
         .as_ref()
@@ -313,9 +344,9 @@ fn view_command(st: &IfaceState, i: usize, c: usize, cmd: &hubsim_dtdl::Command,
             <code>{ &method }</code>{" "}<span class="help">{ request }</span>
             <div class="row wrap" role="group" aria-label={["Response of ", &method].concat()}>
                 if let Some(r) = &cmd.response {
-                    { view_form(&cs.fields, pnp::form_labels(&r.schema, &r.name), &method, "fc", i, c) }
+                    { view_form(app, &cs.fields, pnp::form_labels(&r.schema, &r.name), &method, move |field, text| PnpAction::Field { iface: i, item: Item::Command(c), field, text }) }
                 }
-                <label>{"Status"}<input type="number" min="100" max="599" aria-label={["Status of ", &method].concat()} data-a={key("st", &[i, c])} value={cs.status.to_string()} /></label>
+                <label>{"Status"}<input type="number" min="100" max="599" aria-label={["Status of ", &method].concat()} value={cs.status.to_string()} onchange={status} /></label>
             </div>
             if let Some(e) = &cs.error { <p class="field-error" role="alert">{ e }</p> }
             if let Some(l) = &cs.last {

@@ -244,26 +244,3 @@ fn commands_answer_from_the_form_and_refuse_requests_outside_the_schema() {
     assert_eq!(answer_command(&PnpState::default(), "reboot", b""), None);
     assert_eq!(method_name(Some("thermostat1"), "getMaxMinReport"), "thermostat1*getMaxMinReport");
 }
-
-#[test]
-fn the_panel_controls_keys_name_their_actions() {
-    let act = |k: &str, v: &str| control_action(k, v.to_owned());
-    assert_eq!(act("iv", " 500 "), Some(PnpAction::Interval(500)));
-    assert_eq!(act("iv", "soon"), None);
-    assert_eq!(
-        act(&control_key("g", &[1, 0, 2]), "0.5"),
-        Some(PnpAction::Generator { plan: 1, var: 0, param: Param::Step, text: "0.5".into() })
-    );
-    assert_eq!(
-        act(&control_key("fc", &[1, 0, 3]), "x"),
-        Some(PnpAction::Field { iface: 1, item: Item::Command(0), field: 3, text: "x".into() })
-    );
-    assert_eq!(
-        act(&control_key("ch", &[2, 0]), Choice::Reject.label()),
-        Some(PnpAction::Choice { iface: 2, prop: 0, choice: Choice::Reject })
-    );
-    assert_eq!(act("st 1 0", "201"), Some(PnpAction::Status { iface: 1, cmd: 0, status: 201 }));
-    assert_eq!(act("st 1", "201"), None);
-    assert_eq!(act("g 1 0 9", "1"), None);
-    assert_eq!(act("nope", ""), None);
-}
