@@ -121,3 +121,13 @@ test('a desired value set while offline is acknowledged on the next connection',
   const done = await reported(dev.id, (x) => x.targetTemperature?.ac === 200);
   expect(done.targetTemperature).toEqual({ value: 23.5, ac: 200, av: version, ad: 'accepted' });
 });
+
+test('a model file loads: the public Thermostat sample', async ({ page }) => {
+  await page.goto('/');
+  await page.getByLabel('Model file').setInputFiles(
+    path.join(__dirname, '..', '..', '..', 'crates', 'hubsim-dtdl', 'tests', 'data', 'thermostat-1.json'));
+  await expect(page.getByLabel('Model ID (IoT Plug and Play)')).toHaveValue('dtmi:com:example:Thermostat;1');
+  const panel = page.getByRole('region', { name: 'Plug and Play model' });
+  await expect(panel.getByRole('region', { name: 'Default component' })).toContainText('getMaxMinReport');
+  await expect(panel.getByLabel('Twin state of targetTemperature')).toContainText('desired: none');
+});
