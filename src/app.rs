@@ -8,8 +8,8 @@ use yew::prelude::*;
 
 use crate::components::{
     activity_log::ActivityLog, charts::Charts, composer::Composer, connect_panel::ConnectPanel, inbox::Inbox,
-    link_banner::LinkBanner, methods::Methods, sas_tool::SasTool, status_bar::StatusBar, templates::SavedMessages,
-    twin::Twin,
+    link_banner::LinkBanner, methods::Methods, model_panel::ModelPanel, sas_tool::SasTool, status_bar::StatusBar,
+    templates::SavedMessages, twin::Twin,
 };
 use crate::controller::{Controller, ControllerHandle};
 use crate::form::Emulator;
@@ -117,6 +117,7 @@ pub fn App() -> Html {
                                 <Twin />
                             </div>
                         </div>
+                        <ModelPanel />
                         <Charts />
                         <ActivityLog />
                     </main>

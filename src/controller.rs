@@ -25,6 +25,8 @@ use crate::settings::Settings;
 use crate::state::{Action, AppState, ConnStatus, InboxItem, LogKind, MethodAnswer, MethodCall, Repeat};
 use crate::util;
 
+mod pnp;
+
 #[derive(Default)]
 struct Inner {
     driver: Option<Driver>,
@@ -41,6 +43,8 @@ struct Inner {
     renew: Option<Timeout>,
     repeat: Option<Interval>,
     repeat_left: Option<u32>,
+    /// The Plug and Play device (telemetry schedule and generators).
+    pnp: pnp::Runtime,
 }
 
 /// Owned by the app root; components call it through [`ControllerHandle`].
@@ -252,8 +256,10 @@ impl Controller {
             i.reconnect = None;
             i.renew = None;
             i.repeat = None;
+            i.pnp.stop();
             i.driver.clone()
         };
+        self.dispatch.dispatch(Action::Pnp(crate::pnp::PnpAction::Running(false)));
         self.dispatch.dispatch(Action::Repeat(None));
         self.sched.stop_all(self);
         if let Some(d) = driver {
@@ -369,6 +375,7 @@ impl Controller {
                         self.log(LogKind::Error, format!("cannot subscribe: {e}"));
                     }
                 }
+                self.pnp_on_connected();
             }
             Event::TelemetryAcked { id, .. } => {
                 self.dispatch.dispatch(Action::Acked);
@@ -376,14 +383,14 @@ impl Controller {
             }
             Event::C2d(m) => self.on_c2d(m),
             Event::MethodRequest { name, rid, payload } => {
-                let (status, response) = {
+                let (status, response) = self.pnp_on_method(&name, &payload).unwrap_or_else(|| {
                     let i = self.inner.borrow();
                     i.answers
                         .iter()
                         .find(|a| a.name == name)
                         .map(|a| (a.status, a.payload.clone()))
                         .unwrap_or((200, "{}".into()))
-                };
+                });
                 if let Some(d) = self.driver() {
                     let body = response.trim();
                     if let Err(e) = d.with_session(|s, now| s.respond_to_method(now, &rid, status, body.as_bytes())) {
@@ -401,6 +408,7 @@ impl Controller {
                 }));
             }
             Event::TwinResponse { kind: RequestKind::TwinGet, status: 200, body, .. } => {
+                self.pnp_on_twin(&body);
                 let text = String::from_utf8_lossy(&body).into_owned();
                 self.dispatch.dispatch(Action::Twin {
                     desired: util::json_member(&text, "desired"),
@@ -419,6 +427,7 @@ impl Controller {
             ),
             Event::DesiredPropertiesPatch { body, .. } => {
                 self.charts.record(Source::Desired, js_sys::Date::now(), &body);
+                self.pnp_on_desired(&body);
                 self.dispatch.dispatch(Action::Desired {
                     at: util::clock_time(),
                     patch: String::from_utf8_lossy(&body).into_owned(),

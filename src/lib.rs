@@ -16,11 +16,12 @@
 //!   state is [`state::templates`], its timers and per-device template state `schedule`.
 //! - [`series`]: numeric series of the bodies sent and received, for the charts (bounded ring buffers).
 //! - [`export`]: the activity log and the C2D inbox as JSON and CSV.
+//! - [`pnp`]: the device a DTDL model describes (IoT Plug and Play): its state, reducer and answers.
 //! - [`controller`]: the connection lifecycle: token renewal, reconnect with backoff, method answers.
 //! - [`driver`]: the WebSocket ↔ `DeviceSession` pump.
 //! - `components`: one component per file.
 //!
-//! `state`, `settings`, `form`, `dps`, `library`, `series`, `export` and `token` are plain Rust and are
+//! `state`, `settings`, `form`, `dps`, `library`, `series`, `export`, `pnp` and `token` are plain Rust and are
 //! unit-tested natively (`cargo test -p hubsim-web`); the rest is compiled for `wasm32-unknown-unknown` only and
 //! tested in Chromium.
 
@@ -28,6 +29,7 @@ pub mod dps;
 pub mod export;
 pub mod form;
 pub mod library;
+pub mod pnp;
 pub mod series;
 pub mod settings;
 pub mod state;

@@ -14,6 +14,7 @@ use std::rc::Rc;
 
 use crate::dps::StepKind;
 use crate::form::Emulator;
+use crate::pnp::{PnpAction, PnpState};
 use crate::settings::{Change, Decoded, Settings, Text};
 
 pub mod templates;
@@ -185,6 +186,8 @@ pub struct AppState {
     pub dps_steps: Rc<Vec<DpsStep>>,
     /// The composer's template mode, saved messages and schedules.
     pub templates: Rc<templates::TmplState>,
+    /// The device a DTDL model describes (the Model panel).
+    pub pnp: Rc<PnpState>,
     next_seq: u64,
 }
 
@@ -247,6 +250,7 @@ pub enum Action {
         device: String,
     },
     Tmpl(templates::TmplAction),
+    Pnp(PnpAction),
 }
 
 impl AppState {
@@ -274,6 +278,7 @@ impl AppState {
             announcement: String::new(),
             dps_steps: Rc::default(),
             templates: Rc::default(),
+            pnp: Rc::default(),
             next_seq: 1,
         };
         for r in stored.refused {
@@ -457,6 +462,15 @@ impl AppState {
                 settings.assigned_device = device;
             }
             Action::Tmpl(a) => Rc::make_mut(&mut s.templates).apply(a),
+            Action::Pnp(a) => {
+                let generation = s.pnp.generation;
+                s.pnp = Rc::new(Rc::unwrap_or_clone(s.pnp).reduce(a));
+                // A loaded model's id goes into the CONNECT user name, as the Advanced field's does.
+                if s.pnp.generation != generation {
+                    let id = s.pnp.model_id().unwrap_or_default().to_owned();
+                    Rc::make_mut(&mut s.settings).apply(Change::Text(Text::ModelId, id));
+                }
+            }
         }
         Rc::new(s)
     }

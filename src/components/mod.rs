@@ -12,6 +12,7 @@ pub mod inbox_message;
 pub mod link_banner;
 pub mod log_line;
 pub mod methods;
+pub mod model_panel;
 pub mod property_row;
 pub mod sas_tool;
 pub mod status_bar;

@@ -30,8 +30,8 @@ pub fn Twin() -> Html {
             <h2 id="twin-h">{"Device twin"}</h2>
             <button type="button" onclick={get} disabled={!connected}>{"Get twin"}</button>
             <div class="grid2">
-                <div role="group" aria-labelledby="twin-desired-h"><h3 id="twin-desired-h">{"Desired properties"}</h3><pre>{ &twin.desired }</pre></div>
-                <div role="group" aria-labelledby="twin-reported-h"><h3 id="twin-reported-h">{"Reported properties"}</h3><pre>{ &twin.reported }</pre></div>
+                <div role="group" aria-labelledby="twin-desired-h"><h3 id="twin-desired-h">{"Desired properties"}</h3><pre tabindex="0">{ &twin.desired }</pre></div>
+                <div role="group" aria-labelledby="twin-reported-h"><h3 id="twin-reported-h">{"Reported properties"}</h3><pre tabindex="0">{ &twin.reported }</pre></div>
             </div>
             <form onsubmit={send}>
                 <label for="reported">{"Reported patch"}</label>

@@ -1,0 +1,353 @@
+//! The Model panel: load a DTDL model (built in, pasted or from a file) and see the device it becomes, one
+//! section per component: telemetry with live values and generators, properties (reported, desired, ack state
+//! and the answer to give), commands (response form, status, last call). The state is [`crate::pnp`]; the
+//! effects go through the controller. Small pieces are plain functions, not components (bundle size).
+
+use std::rc::Rc;
+
+use hubsim_dtdl::{builtin, Interface, Model};
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{HtmlInputElement, HtmlSelectElement, HtmlTextAreaElement};
+use yew::prelude::*;
+
+use super::{field_value, use_app, use_controller};
+use crate::controller::ControllerHandle;
+use crate::pnp::{self, Choice, IfaceState, Item, PnpAction, PnpState};
+use crate::state::{Action, AppContext};
+
+fn send(app: &AppContext, a: PnpAction) {
+    app.dispatch(Action::Pnp(a));
+}
+
+/// A callback that dispatches the action `f` builds from the field's text.
+fn on_field<E: AsRef<Event> + 'static>(app: &AppContext, f: impl Fn(String) -> PnpAction + 'static) -> Callback<E> {
+    let app = app.clone();
+    Callback::from(move |e: E| {
+        if let Some(v) = field_value(e.as_ref()) {
+            send(&app, f(v));
+        }
+    })
+}
+
+#[component]
+pub fn ModelPanel() -> Html {
+    let app = use_app();
+    let ctl = use_controller();
+    {
+        let ctl = ctl.clone();
+        use_effect_with(app.pnp.clone(), move |p| ctl.0.sync_pnp(p.clone()));
+    }
+    let chosen = use_node_ref();
+    let pasted = use_node_ref();
+    let load_builtin = {
+        let (app, chosen) = (app.clone(), chosen.clone());
+        Callback::from(move |_| {
+            let key = chosen.cast::<HtmlSelectElement>().map(|s| s.value()).unwrap_or_default();
+            if let Some(m) = builtin::find(&key) {
+                send(&app, PnpAction::Load(m.json.into()));
+            }
+        })
+    };
+    let load_pasted = {
+        let (app, pasted) = (app.clone(), pasted.clone());
+        Callback::from(move |_| {
+            if let Some(t) = pasted.cast::<HtmlTextAreaElement>() {
+                send(&app, PnpAction::Load(t.value()));
+            }
+        })
+    };
+    let load_file = {
+        let app = app.clone();
+        Callback::from(move |e: Event| {
+            let Some(file) = e.target_dyn_into::<HtmlInputElement>().and_then(|i| i.files()).and_then(|f| f.get(0))
+            else {
+                return;
+            };
+            if let Some(why) = pnp::file_too_large(file.size()) {
+                return send(&app, PnpAction::LoadFailed(why));
+            }
+            let app = app.clone();
+            wasm_bindgen_futures::spawn_local(async move {
+                let a = match JsFuture::from(file.text()).await.map(|v| v.as_string()) {
+                    Ok(Some(text)) => PnpAction::Load(text),
+                    _ => PnpAction::LoadFailed("the file could not be read as text".into()),
+                };
+                send(&app, a);
+            });
+        })
+    };
+    let s = &app.pnp;
+    html! {
+        <section class="panel pnp" aria-labelledby="pnp-h">
+            <h2 id="pnp-h">{"Plug and Play model"}</h2>
+            <div class="row wrap">
+                <label>{"Built-in model"}
+                    <select ref={chosen}>
+                        { for builtin::ALL.iter().map(|m| html! { <option value={m.key}>{ m.title }</option> }) }
+                    </select>
+                </label>
+                <button type="button" onclick={load_builtin}>{"Load built-in model"}</button>
+                <label>{"Model file"}<input type="file" accept=".json,application/json" onchange={load_file} /></label>
+            </div>
+            <details>
+                <summary>{"…or paste a DTDL interface"}</summary>
+                <label for="pnp-json">{"Model JSON"}</label>
+                <textarea id="pnp-json" ref={pasted} rows="6" spellcheck="false" placeholder="{\"@context\": \"dtmi:dtdl:context;3\", \"@type\": \"Interface\", …}" />
+                <button type="button" onclick={load_pasted}>{"Load pasted model"}</button>
+            </details>
+            if let Some(e) = &s.error {
+                <p class="field-error" role="alert">{"The model was not loaded: "}{ e }</p>
+            }
+            if let Some(m) = &s.model {
+                { view_device(&app, &ctl, s, m) }
+            }
+        </section>
+    }
+}
+
+fn view_device(app: &AppContext, ctl: &ControllerHandle, s: &PnpState, m: &Rc<Model>) -> Html {
+    let unload = {
+        let app = app.clone();
+        Callback::from(move |_| send(&app, PnpAction::Unload))
+    };
+    let start = {
+        let ctl = ctl.clone();
+        Callback::from(move |_| ctl.0.pnp_start())
+    };
+    let stop = {
+        let ctl = ctl.clone();
+        Callback::from(move |_| ctl.0.pnp_stop())
+    };
+    let interval =
+        on_field::<Event>(app, |v| PnpAction::Interval(v.trim().parse().unwrap_or(pnp::DEFAULT_INTERVAL_MS)));
+    let title = m.root.display_name.clone().unwrap_or_else(|| m.id().to_owned());
+    let components = m
+        .interfaces()
+        .zip(s.interfaces.iter())
+        .enumerate()
+        .map(|(i, ((component, iface), st))| view_interface(app, ctl, s, m, i, component, iface, st));
+    html! {
+        <>
+            <p class="pnp-model"><b>{ title }</b>{" "}<code>{ m.id() }</code>{" "}
+                <button type="button" onclick={unload}>{"Unload model"}</button></p>
+            <p class="note">{"The model id is announced in the CONNECT user name (model-id=) on the next connection."}</p>
+            <fieldset class="repeat">
+                <legend>{"Model telemetry"}</legend>
+                <label>{"Telemetry every (ms)"}<input type="number" min="100" value={s.interval_ms.to_string()} disabled={s.running} onchange={interval} /></label>
+                if s.running {
+                    <button type="button" onclick={stop}>{"Stop telemetry"}</button>
+                } else {
+                    <button type="button" onclick={start}>{"Start telemetry"}</button>
+                }
+                <span>{ s.sent }{" messages sent"}</span>
+            </fieldset>
+            if let Some(e) = &s.generator_error {
+                <p class="field-error" role="alert">{ e }</p>
+            }
+            <div class="pnp-comps">{ for components }</div>
+        </>
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn view_interface(
+    app: &AppContext,
+    ctl: &ControllerHandle,
+    s: &PnpState,
+    m: &Model,
+    i: usize,
+    component: Option<&str>,
+    iface: &Interface,
+    st: &IfaceState,
+) -> Html {
+    let id = ["pnp-c", &i.to_string()].concat();
+    let title = match component {
+        None => "Default component".to_owned(),
+        Some(c) => {
+            let shown = m.root.component(c).and_then(|x| x.display_name.as_deref());
+            [c, shown.map_or("", |_| " — "), shown.unwrap_or("")].concat()
+        }
+    };
+    let prefix = component.map_or(String::new(), |c| [c, " "].concat());
+    let plan = s.plans.iter().position(|p| p.component.as_deref() == component);
+    html! {
+        <section class="pnp-comp" aria-labelledby={id.clone()}>
+            <h3 {id}>{ title }</h3>
+            if !iface.telemetry.is_empty() {
+                <h4>{"Telemetry"}</h4>
+                <ul class="pnp-list">
+                    { for iface.telemetry.iter().zip(&st.telemetry).map(|(t, live)| {
+                        let unit = t.semantics.unit_symbol().map_or(String::new(), |u| [" ", u].concat());
+                        html! {
+                            <li>
+                                <b>{ &t.name }</b>{" "}<span class="help">{ pnp::describe(&t.schema) }</span>
+                                <span class="pnp-live" role="group" aria-label={[&prefix, &t.name, " live value"].concat()}>
+                                    { if live.last.is_empty() { "—".to_owned() } else { [&live.last, unit.as_str()].concat() } }
+                                </span>
+                                { plan.map(|p| view_generators(app, s, p, &t.name, &prefix)).unwrap_or_default() }
+                            </li>
+                        }
+                    }) }
+                </ul>
+            }
+            if !iface.properties.is_empty() {
+                <h4>{"Properties"}</h4>
+                <ul class="pnp-list">
+                    { for iface.properties.iter().enumerate().map(|(p, prop)| view_property(app, ctl, st, i, p, prop, &prefix)) }
+                </ul>
+            }
+            if !iface.commands.is_empty() {
+                <h4>{"Commands"}</h4>
+                <ul class="pnp-list">
+                    { for iface.commands.iter().enumerate().map(|(c, cmd)| view_command(app, st, i, c, cmd, component)) }
+                </ul>
+            }
+        </section>
+    }
+}
+
+/// The generators of one telemetry (its variable and, for Objects, Maps and Arrays, its parts' variables).
+fn view_generators(app: &AppContext, s: &PnpState, plan: usize, name: &str, prefix: &str) -> Html {
+    let Some(p) = s.plans.get(plan) else { return html! {} };
+    let under = [name, "_"].concat();
+    let vars = p.config.variables().iter().enumerate().filter(|(_, v)| v.name == name || v.name.starts_with(&under));
+    html! {
+        <details class="pnp-gen">
+            <summary>{"Generator"}</summary>
+            { for vars.map(|(var, v)| html! {
+                <div class="row wrap">
+                    <span>{ &v.name }{": "}{ pnp::kind_label(&v.kind) }</span>
+                    { for pnp::kind_params(&v.kind).into_iter().map(|(param, text)| {
+                        let label = [pnp::param_label(param), " of ", prefix, &v.name].concat();
+                        let onchange = on_field::<Event>(app, move |text| PnpAction::Generator { plan, var, param, text });
+                        html! { <label>{ pnp::param_label(param) }<input aria-label={label} value={text} {onchange} /></label> }
+                    }) }
+                </div>
+            }) }
+        </details>
+    }
+}
+
+/// The inputs of a form: one per Object field, else one.
+fn view_form(
+    app: &AppContext,
+    fields: &[String],
+    labels: Vec<&str>,
+    what: &str,
+    f: impl Fn(usize, String) -> PnpAction + Clone + 'static,
+) -> Html {
+    html! {
+        { for labels.into_iter().zip(fields).enumerate().map(|(n, (label, text))| {
+            let f = f.clone();
+            let oninput = on_field::<InputEvent>(app, move |t| f(n, t));
+            html! { <label>{ label }<input aria-label={[label, " of ", what].concat()} value={text.clone()} {oninput} /></label> }
+        }) }
+    }
+}
+
+fn view_property(
+    app: &AppContext,
+    ctl: &ControllerHandle,
+    st: &IfaceState,
+    i: usize,
+    p: usize,
+    prop: &hubsim_dtdl::Property,
+    prefix: &str,
+) -> Html {
+    let Some(ps) = st.properties.get(p) else { return html! {} };
+    let what = [prefix, &prop.name].concat();
+    let unit = prop.semantics.unit_symbol().map_or(String::new(), |u| [" (", u, ")"].concat());
+    let head =
+        html! { <><b>{ &prop.name }</b>{" "}<span class="help">{ pnp::describe(&prop.schema) }{ unit }</span></> };
+    let error = ps.error.as_ref().map(|e| html! { <p class="field-error" role="alert">{ e }</p> }).unwrap_or_default();
+    if !prop.writable {
+        let report = {
+            let ctl = ctl.clone();
+            Callback::from(move |_| ctl.0.pnp_report_property(i, p))
+        };
+        let labels = pnp::form_labels(&prop.schema, "value");
+        return html! {
+            <li class="pnp-prop">
+                { head }{" read-only "}
+                { view_form(app, &ps.fields, labels, &what, move |field, text| PnpAction::Field { iface: i, item: Item::Property(p), field, text }) }
+                <button type="button" onclick={report} aria-label={["Report ", &what].concat()}>{"Report"}</button>
+                { error }
+            </li>
+        };
+    }
+    let choice = on_field::<Event>(app, move |v| {
+        let choice = Choice::ALL.into_iter().find(|c| c.label() == v).unwrap_or(Choice::Accept);
+        PnpAction::Choice { iface: i, prop: p, choice }
+    });
+    let reason = on_field::<InputEvent>(app, move |text| PnpAction::Reason { iface: i, prop: p, text });
+    let resolve = |c: Choice| {
+        let ctl = ctl.clone();
+        Callback::from(move |_| ctl.0.pnp_resolve(i, p, c))
+    };
+    let pending = ps.ack.as_ref().is_some_and(|a| a.code == 202) && ps.desired.is_some();
+    html! {
+        <li class="pnp-prop">
+            { head }{" writable"}
+            <div class="pnp-twin" role="group" aria-label={["Twin state of ", &what].concat()}>
+                <span>{"desired: "}
+                    { match &ps.desired {
+                        Some((v, version)) => html! { <><code>{ v.to_string() }</code>{" (version "}{ version }{")"}</> },
+                        None => html! { {"none"} },
+                    } }
+                </span>
+                <span>{" · ack: "}{ ps.ack.as_ref().map_or("none".to_owned(), pnp::describe_ack) }</span>
+            </div>
+            <label>{"Answer"}
+                <select aria-label={["Answer to ", &what].concat()} onchange={choice}>
+                    { for Choice::ALL.iter().map(|c| html! { <option value={c.label()} selected={*c == ps.choice}>{ c.label() }</option> }) }
+                </select>
+            </label>
+            if ps.choice == Choice::Reject {
+                <label>{"Reason"}<input aria-label={["Reason to reject ", &what].concat()} value={ps.reason.clone()} oninput={reason} /></label>
+            }
+            if pending {
+                <button type="button" onclick={resolve(Choice::Accept)}>{"Accept now"}</button>
+                <button type="button" onclick={resolve(Choice::Reject)}>{"Reject now"}</button>
+            }
+        </li>
+    }
+}
+
+fn view_command(
+    app: &AppContext,
+    st: &IfaceState,
+    i: usize,
+    c: usize,
+    cmd: &hubsim_dtdl::Command,
+    component: Option<&str>,
+) -> Html {
+    let Some(cs) = st.commands.get(c) else { return html! {} };
+    let method = pnp::method_name(component, &cmd.name);
+    let status = on_field::<Event>(app, move |v| PnpAction::Status {
+        iface: i,
+        cmd: c,
+        status: v.trim().parse().unwrap_or(200),
+    });
+    let request = cmd
+        .request
+        .as_ref()
+        .map_or("no request".to_owned(), |r| ["request ", &r.name, ": ", &pnp::describe(&r.schema)].concat());
+    html! {
+        <li class="pnp-cmd">
+            <code>{ &method }</code>{" "}<span class="help">{ request }</span>
+            <div class="row wrap" role="group" aria-label={["Response of ", &method].concat()}>
+                if let Some(r) = &cmd.response {
+                    { view_form(app, &cs.fields, pnp::form_labels(&r.schema, &r.name), &method, move |field, text| PnpAction::Field { iface: i, item: Item::Command(c), field, text }) }
+                }
+                <label>{"Status"}<input type="number" min="100" max="599" aria-label={["Status of ", &method].concat()} value={cs.status.to_string()} onchange={status} /></label>
+            </div>
+            if let Some(e) = &cs.error { <p class="field-error" role="alert">{ e }</p> }
+            if let Some(l) = &cs.last {
+                <p class="pnp-call" aria-label={["Last call of ", &method].concat()}>
+                    <time>{ &l.time }</time>{" request "}<code>{ if l.request.is_empty() { "(none)" } else { &l.request } }</code>
+                    {" → "}{ l.status }{" "}<code>{ &l.response }</code>
+                </p>
+            }
+        </li>
+    }
+}
