@@ -173,7 +173,7 @@ pub fn ConnectPanel() -> Html {
                     <ConfirmEndpoint confirm={c.clone()} on_confirm={confirmed} on_cancel={cancel} />
                 }
                 <div class="buttons">
-                    <button type="submit" class="primary">{ if provisioning { "Provision and connect" } else { "Connect" } }</button>
+                    <button type="submit" class="primary">{ if provisioning { "Provision and connect" } else if active { "Reconnect" } else { "Connect" } }</button>
                     <button type="button" onclick={disconnect} disabled={!active}>{"Disconnect"}</button>
                     <button type="button" onclick={share} title="Copies a link with the settings, never the key or the endpoint">{"Share link"}</button>
                 </div>
