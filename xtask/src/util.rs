@@ -63,3 +63,12 @@ pub fn path_with_tools() -> String {
     let path = std::env::var("PATH").unwrap_or_default();
     format!("{home}/.cargo/bin:/usr/local/bin:{path}")
 }
+
+/// A file's size and its size after `gzip -9` (Debian's gzip, as `cargo xtask bench` measures), in bytes.
+pub fn gzip_size(path: &Path) -> Result<(u64, u64)> {
+    let raw = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?.len();
+    let z =
+        Command::new("sh").arg("-c").arg("gzip -9 -c \"$0\" | wc -c").arg(path).output().map_err(|e| e.to_string())?;
+    let gz = String::from_utf8_lossy(&z.stdout).trim().parse().map_err(|_| "gzip failed")?;
+    Ok((raw, gz))
+}
