@@ -83,7 +83,8 @@ pub fn ModelPanel() -> Html {
             <div class="row wrap">
                 <label>{"Built-in model"}
                     <select ref={chosen}>
-                        { for builtin::ALL.iter().map(|m| html! { <option value={m.key}>{ m.title }</option> }) }
+                        // Yew inserts the options last first, so without `selected` the browser would keep the last one.
+                        { for builtin::ALL.iter().enumerate().map(|(i, m)| html! { <option value={m.key} selected={i == 0}>{ m.title }</option> }) }
                     </select>
                 </label>
                 <button type="button" onclick={load_builtin}>{"Load built-in model"}</button>
