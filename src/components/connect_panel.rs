@@ -127,7 +127,7 @@ pub fn ConnectPanel() -> Html {
                     <label class="check"><input type="radio" name="mode" checked={s.use_dps} onchange={set_mode(&app, true)} />{"Through the Device Provisioning Service (ID scope, registration ID, key)"}</label>
                 </fieldset>
                 if s.use_dps {
-                    { view_dps(&app, &errors, &error_for) }
+                    { view_dps(&app, &errors, touched, &error_for) }
                 } else {
                 <label for="cs">{"Connection string"}</label>
                 <textarea id="cs" rows="3" spellcheck="false" autocomplete="off"
@@ -192,9 +192,12 @@ fn set_mode(app: &AppContext, dps: bool) -> Callback<Event> {
 }
 
 /// The DPS fields, the remembered assignment and the steps of the last registration.
-fn view_dps(app: &AppContext, errors: &[FieldError], error_for: &dyn Fn(&str) -> Html) -> Html {
+/// A field is marked invalid once the form was touched (as the other fields are), the host and payload at once.
+fn view_dps(app: &AppContext, errors: &[FieldError], touched: bool, error_for: &dyn Fn(&str) -> Html) -> Html {
     let s = &app.settings;
-    let invalid = |f: &str| errors.iter().any(|e| e.field == f).to_string();
+    let invalid = |f: &str| {
+        (errors.iter().any(|e| e.field == f) && (touched || matches!(f, "dps_host" | "dps_payload"))).to_string()
+    };
     let use_emulator = app.emulator.as_ref().filter(|e| !e.id_scope.is_empty()).map(|e| {
         let (app, host, scope) = (app.clone(), e.host_name.clone(), e.id_scope.clone());
         let onclick = Callback::from(move |_| {

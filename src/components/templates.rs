@@ -112,6 +112,7 @@ fn view_variable(app: &AppContext, i: usize, v: &hubsim_template::Variable) -> H
 /// The composer's template mode.
 pub fn view_editor(app: &AppContext, ctl: &ControllerHandle) -> Html {
     let d = &app.templates.draft;
+    let running = app.templates.runs.iter().filter(|r| r.running).count();
     let msg = draft_message(app);
     let device = crate::schedule::device_id(&app.settings);
     let preview = match ctl.0.sched.preview(&msg, &device) {
@@ -194,6 +195,12 @@ pub fn view_editor(app: &AppContext, ctl: &ControllerHandle) -> Html {
                 { num_field(app, "Times (0 = no limit)", d.count, DraftEdit::Count) }
                 { num_field(app, "For (ms, 0 = until stopped)", d.duration_ms, DraftEdit::Duration) }
                 <button type="button" onclick={run}>{"Run on a schedule"}</button>
+                if running > 0 {
+                    <p class="muted" aria-live="polite">
+                        { running.to_string() }{ if running == 1 { " schedule running" } else { " schedules running" } }
+                        {": progress and Stop under "}<a href="#schedules-h">{"Saved messages → Schedules"}</a>
+                    </p>
+                }
             </fieldset>
         </div>
     }
@@ -353,7 +360,7 @@ pub fn SavedMessages() -> Html {
                 <p class={if n.0 { "ok-text" } else { "warn-text" }} aria-live="polite">{&n.1}</p>
             }
             if !t.runs.is_empty() {
-                <h3>{"Schedules"}</h3>
+                <h3 id="schedules-h">{"Schedules"}</h3>
                 <ul class="runs" aria-label="Schedules">{ for runs }</ul>
             }
         </section>

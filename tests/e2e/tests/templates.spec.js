@@ -81,6 +81,8 @@ test('two schedules run at once and stop on disconnect', async ({ page }) => {
   await set(page, 'Times (0 = no limit)', '5');
   await page.getByRole('button', { name: 'Run thermostat' }).click();
   await page.getByRole('button', { name: 'Run on a schedule' }).click();
+  // Beside the button: how many run, and where their progress is.
+  await expect(page.locator('.template-mode')).toContainText('2 schedules running: progress and Stop under Saved messages → Schedules');
   const runs = page.getByRole('list', { name: 'Schedules' });
   await expect(runs.getByRole('listitem').filter({ hasText: 'telemetry' })).toContainText('sent 5, acknowledged 5, pending 0');
   await expect(runs.getByRole('listitem').filter({ hasText: 'telemetry' })).toContainText('(ended)');
