@@ -1,0 +1,118 @@
+// Hostile peers and inputs against the built app: a DPS the user typed that answers with a hub of its own
+// choosing, or with absurd waits; imports and templates that would expand without bound. Each case checks that
+// no token goes where the user did not agree, that the tab stays responsive, and that the app says what happened.
+const { test, expect } = require('@playwright/test');
+
+const KEY = Buffer.from('a group key for the adversarial tests').toString('base64');
+
+/** MQTT remaining length. */
+function varint(n) {
+  const out = [];
+  do {
+    let b = n % 128;
+    n = Math.floor(n / 128);
+    if (n > 0) b |= 128;
+    out.push(b);
+  } while (n > 0);
+  return out;
+}
+
+function str(s) {
+  const b = Buffer.from(s, 'utf8');
+  return Buffer.concat([Buffer.from([b.length >> 8, b.length & 255]), b]);
+}
+
+function publish(topic, payload) {
+  const body = Buffer.concat([str(topic), Buffer.from(payload, 'utf8')]);
+  return Buffer.concat([Buffer.from([0x30, ...varint(body.length)]), body]);
+}
+
+/** Splits a buffer into MQTT packets: [{type, flags, body}]. */
+function packets(buf) {
+  const out = [];
+  let i = 0;
+  while (i < buf.length) {
+    const h = buf[i];
+    let len = 0, mul = 1, j = i + 1;
+    for (;;) {
+      const b = buf[j++];
+      len += (b & 127) * mul;
+      mul *= 128;
+      if (!(b & 128)) break;
+    }
+    out.push({ type: h >> 4, flags: h & 15, body: buf.subarray(j, j + len) });
+    i = j + len;
+  }
+  return out;
+}
+
+/**
+ * A scripted DPS on `host` (a routed WebSocket; no network): CONNACK, SUBACK, then `answer(rid, n)` for the n-th
+ * request gives the topic's status part and the body. Records every URL the page opened a WebSocket to.
+ */
+async function fakeDps(page, host, answer) {
+  const opened = [];
+  await page.routeWebSocket(/.*/, (ws) => {
+    opened.push(ws.url());
+    if (!ws.url().startsWith(`wss://${host}/`)) {
+      ws.close({ code: 1011, reason: 'not this test\'s host' });
+      return;
+    }
+    let n = 0;
+    ws.onMessage((m) => {
+      for (const p of packets(Buffer.from(m))) {
+        if (p.type === 1) ws.send(Buffer.from([0x20, 2, 0, 0]));
+        else if (p.type === 8) ws.send(Buffer.from([0x90, 3, p.body[0], p.body[1], 1]));
+        else if (p.type === 3) {
+          const tl = (p.body[0] << 8) | p.body[1];
+          const topic = p.body.subarray(2, 2 + tl).toString();
+          if (((p.flags >> 1) & 3) === 1) {
+            const id = p.body.subarray(2 + tl, 4 + tl);
+            ws.send(Buffer.from([0x40, 2, id[0], id[1]]));
+          }
+          const rid = /\$rid=([^&]+)/.exec(topic)[1];
+          n += 1;
+          const [status, body] = answer(rid, n);
+          if (status !== null) ws.send(publish(`$dps/registrations/res/${status}/?$rid=${rid}`, body));
+        }
+      }
+    });
+  });
+  return opened;
+}
+
+const assigned = (hub) => JSON.stringify({
+  operationId: 'op-1',
+  status: 'assigned',
+  registrationState: { registrationId: 'adv-1', assignedHub: hub, deviceId: 'adv-1', status: 'assigned' },
+});
+
+async function provisionThrough(page, dpsHost) {
+  await page.goto('/');
+  await expect(page.getByText('served by the hubsim emulator')).toBeVisible();
+  await page.getByRole('radio', { name: 'Through the Device Provisioning Service (ID scope, registration ID, key)' }).check();
+  await page.getByLabel('ID scope', { exact: true }).fill('0ne00ABCDEF');
+  await page.getByLabel('Registration ID', { exact: true }).fill('adv-1');
+  await page.getByLabel(/^The key is an enrollment group key/).check();
+  await page.getByLabel('Enrollment group key', { exact: true }).fill(KEY);
+  await page.getByLabel('Provisioning host', { exact: true }).fill(dpsHost);
+  await page.getByRole('button', { name: 'Provision and connect' }).click();
+  // The typed DPS is not Azure's: named and confirmed first.
+  await page.getByRole('button', { name: `Send the token to ${dpsHost}` }).click();
+}
+
+test('a DPS assigning a hub the user never named gets no token there without the dialog naming it', async ({ page }) => {
+  const opened = await fakeDps(page, 'dps.adversarial.test', () => ['200', assigned('evil.example')]);
+  await provisionThrough(page, 'dps.adversarial.test');
+  await expect(page.getByLabel('Activity log')).toContainText('DPS: assigned to evil.example as adv-1');
+  const dialog = page.getByRole('alertdialog');
+  await expect(dialog).toContainText('Send the token to evil.example?');
+  expect(opened.filter((u) => u.includes('evil.example'))).toEqual([]);
+  await dialog.getByRole('button', { name: 'Cancel' }).click();
+  await expect(dialog).toHaveCount(0);
+  expect(opened.filter((u) => u.includes('evil.example'))).toEqual([]);
+  // Only when the user agrees does the device key's token go there.
+  await page.getByRole('button', { name: /^Connect|^Provision/ }).first().click();
+  await page.getByRole('button', { name: 'Send the token to evil.example' }).click();
+  await expect.poll(() => opened.filter((u) => u.includes('evil.example')).length).toBeGreaterThan(0);
+});
