@@ -73,8 +73,8 @@ async function fakeDps(page, host, answer) {
           }
           const rid = /\$rid=([^&]+)/.exec(topic)[1];
           n += 1;
-          const [status, body] = answer(rid, n);
-          if (status !== null) ws.send(publish(`$dps/registrations/res/${status}/?$rid=${rid}`, body));
+          const [status, body, to] = answer(rid, n);
+          if (status !== null) ws.send(publish(to || `$dps/registrations/res/${status}/?$rid=${rid}`, body));
         }
       }
     });
@@ -170,3 +170,23 @@ test('C2D messages with thousands of properties each do not freeze the tab', asy
   await page.getByRole('button', { name: 'Clear messages' }).click();
   await expect(inbox.locator('.msg')).toHaveCount(0);
 });
+
+for (const [what, answer, expected] of [
+  ['a body that is not JSON', () => ['200', 'not json {'], /Disconnected — /],
+  ['an answer on a topic that is not DPS\'s', () => ['200', '{}', 'devices/x/messages/devicebound/'], /Disconnected — /],
+  ['an enormous body', () => ['200', `{"operationId":"${'x'.repeat(2 * 1024 * 1024)}"}`], /Disconnected — /],
+  ['a retry-after of 130 years', (rid, n) => (n === 1 ? ['202', JSON.stringify({ operationId: 'op', status: 'assigning' }), `$dps/registrations/res/202/?$rid=${rid}&retry-after=4100000000`] : ['200', assigned('dps.adversarial.test')]), /asking again in 600 s/],
+]) {
+  test(`a DPS answering with ${what} ends in words; the key is nowhere in the page's storage or log`, async ({ page }) => {
+    await fakeDps(page, 'dps.adversarial.test', answer);
+    await provisionThrough(page, 'dps.adversarial.test');
+    const status = page.getByRole('status');
+    const steps = page.getByRole('list', { name: 'Provisioning steps' });
+    await expect(String(expected).includes('asking') ? steps : status).toContainText(expected);
+    console.log(`${what}: ${await status.innerText()} | ${(await page.getByRole('list', { name: 'Provisioning steps' }).innerText()).replace(/\n/g, ' / ')}`);
+    // Still responsive, and the group key is in no storage, link or log.
+    await page.getByLabel('Registration ID', { exact: true }).fill('adv-2');
+    const stored = await page.evaluate(() => JSON.stringify(Object.assign({}, localStorage)) + document.body.innerText + location.href);
+    expect(stored).not.toContain(KEY);
+  });
+}
