@@ -190,3 +190,30 @@ for (const [what, answer, expected] of [
     expect(stored).not.toContain(KEY);
   });
 }
+
+test('eight schedules every 10 ms keep the tab responsive, a ninth is refused, all end on disconnect', async ({ page }) => {
+  test.setTimeout(120_000);
+  const dev = await newDevice('e2e-sched-flood');
+  await connect(page, dev.cs);
+  await page.getByRole('radio', { name: 'Template' }).check();
+  for (const [label, value] of [['Every (ms)', '1'], ['Jitter ± (ms)', '0'], ['Times (0 = no limit)', '0']]) {
+    const field = page.getByLabel(label, { exact: true });
+    await field.fill(value);
+    await field.blur();
+  }
+  await watchLongTasks(page);
+  for (let i = 0; i < 9; i += 1) await page.getByRole('button', { name: 'Run on a schedule' }).click();
+  await expect(page.locator('.saved')).toContainText('at most 8 schedules run at once');
+  const runs = page.getByRole('list', { name: 'Schedules' });
+  await expect(runs.getByRole('listitem')).toHaveCount(8);
+  await page.waitForTimeout(5000);
+  const t0 = Date.now();
+  await page.getByRole('button', { name: 'Disconnect' }).click();
+  await expect(runs.getByRole('listitem').filter({ hasText: '(ended)' })).toHaveCount(8);
+  const clickMs = Date.now() - t0;
+  const [longest, busy] = await page.evaluate(() => [window.__longest, window.__busy]);
+  const text = await page.locator('.counters').innerText();
+  console.log(`8 schedules at 1 ms for 5 s: ${text.replace(/\n/g, ' ')}; longest task ${Math.round(longest)} ms, long tasks ${Math.round(busy)} ms, disconnect handled in ${clickMs} ms`);
+  expect(longest).toBeLessThan(500);
+  expect(clickMs).toBeLessThan(5000);
+});
