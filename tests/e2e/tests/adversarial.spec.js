@@ -173,7 +173,7 @@ test('C2D messages with thousands of properties each do not freeze the tab', asy
 
 for (const [what, answer, expected] of [
   ['a body that is not JSON', () => ['200', 'not json {'], /Disconnected — /],
-  ['an answer on a topic that is not DPS\'s', () => ['200', '{}', 'devices/x/messages/devicebound/'], /Disconnected — /],
+  ['an answer on a topic that is not DPS\'s', () => ['200', '{}', 'devices/x/messages/devicebound/'], /Disconnected — provisioning failed: protocol violation by DPS: 'devices\/x\/messages\/devicebound\/' is not a DPS topic/],
   ['an enormous body', () => ['200', `{"operationId":"${'x'.repeat(2 * 1024 * 1024)}"}`], /Disconnected — /],
   ['a retry-after of 130 years', (rid, n) => (n === 1 ? ['202', JSON.stringify({ operationId: 'op', status: 'assigning' }), `$dps/registrations/res/202/?$rid=${rid}&retry-after=4100000000`] : ['200', assigned('dps.adversarial.test')]), /asking again in 600 s/],
 ]) {

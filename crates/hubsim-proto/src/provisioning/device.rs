@@ -612,7 +612,8 @@ impl ProvisioningSession {
         }
         let (status, rid, retry_after) = match HubTopic::parse(&p.topic) {
             Ok(HubTopic::DpsResponse { status, rid, retry_after }) => (status, rid, retry_after),
-            Ok(other) => return Err(format!("'{}' is not a DPS topic ({other:?})", p.topic)),
+            // Peer text in a message for people: the topic clipped, no debug dump of what it parsed as.
+            Ok(_) => return Err(format!("'{}' is not a DPS topic", p.topic.chars().take(256).collect::<String>())),
             Err(e) => return Err(format!("[DPS-MQTT] {e}")),
         };
         if p.qos == QoS::AtLeastOnce && !self.encode(now, &Packet::PubAck(PubAck::new(p.pkid))) {
