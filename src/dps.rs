@@ -170,6 +170,16 @@ pub fn assigned_connection_string(s: &Settings) -> Result<ConnectionString, Vec<
     }
 }
 
+/// Whether the hub DPS assigned is one the user already chose: the provisioning host itself (a local or remote
+/// emulator that is both), or an Azure IoT Hub when the DPS is Azure's. Any other hub gets the derived key's
+/// token only after the dialog names it (DPS chooses the hub, not the user; a hostile or misconfigured DPS could
+/// name any host).
+pub fn assigned_hub_expected(s: &Settings, hub: &str) -> bool {
+    let (dps, hub) = (dps_host(s), hub.trim().to_ascii_lowercase());
+    let azure_dps = dps == GLOBAL_ENDPOINT || dps.ends_with(".azure-devices-provisioning.net");
+    hub == dps || (azure_dps && hub.ends_with(".azure-devices.net") && hub.len() > ".azure-devices.net".len())
+}
+
 /// A device connection string for `hub` and `device` with `key`.
 pub fn hub_connection_string(hub: &str, device: &str, key: DeviceKey) -> ConnectionString {
     ConnectionString {

@@ -10,6 +10,7 @@
 //! cannot tell a null property from an empty one; both are empty (the JSON export keeps the difference).
 
 use hubsim_proto::json::ObjectWriter;
+use std::collections::HashMap;
 
 use crate::state::{InboxItem, LogEntry};
 
@@ -44,35 +45,60 @@ pub fn inbox_json<'a>(items: impl Iterator<Item = &'a InboxItem>) -> String {
     }))
 }
 
+/// Most property columns of the inbox CSV (system and application together); a row's other properties go, as
+/// `name=value` pairs, into one last `other properties` cell. Peers choose the names: one column per distinct
+/// name over a full inbox could be hundreds of thousands.
+pub const MAX_CSV_COLUMNS: usize = 100;
+
 /// The inbox as CSV: `time`, `body`, then one column per system property and one per application property
-/// name (each the union over the messages, in the order first seen); a message without a property has an
-/// empty cell there.
+/// name (each the union over the messages, in the order first seen; at most [`MAX_CSV_COLUMNS`]); a message
+/// without a property has an empty cell there.
 pub fn inbox_csv<'a>(items: impl Iterator<Item = &'a InboxItem> + Clone) -> String {
-    let mut system: Vec<&str> = Vec::new();
-    let mut application: Vec<&str> = Vec::new();
+    let mut columns: Vec<&str> = Vec::new();
+    let mut index: HashMap<(bool, &str), usize> = HashMap::new();
+    let mut left_out = false;
+    let mut add = |app: bool, name: &'a str, columns: &mut Vec<&'a str>| {
+        if index.contains_key(&(app, name)) {
+            return;
+        }
+        if columns.len() < MAX_CSV_COLUMNS {
+            index.insert((app, name), columns.len());
+            columns.push(name);
+        } else {
+            left_out = true;
+        }
+    };
     for m in items.clone() {
-        union(&mut system, m.system.iter().map(|(k, _)| k.as_str()));
-        union(&mut application, m.application.iter().map(|(k, _)| k.as_str()));
+        m.system.iter().for_each(|(k, _)| add(false, k, &mut columns));
+    }
+    for m in items.clone() {
+        m.application.iter().for_each(|(k, _)| add(true, k, &mut columns));
     }
     let mut out = String::new();
-    csv_row(&mut out, ["time", "body"].into_iter().chain(system.iter().copied()).chain(application.iter().copied()));
+    let other = left_out.then_some("other properties");
+    csv_row(&mut out, ["time", "body"].into_iter().chain(columns.iter().copied()).chain(other));
     for m in items {
-        let sys = system.iter().map(|n| m.system.iter().find(|(k, _)| k == n).map_or("", |(_, v)| v.as_str()));
-        let app = application
-            .iter()
-            .map(|n| m.application.iter().find(|(k, _)| k == n).and_then(|(_, v)| v.as_deref()).unwrap_or(""));
-        csv_row(&mut out, [m.time.as_str(), m.body.as_str()].into_iter().chain(sys).chain(app));
+        let mut cells: Vec<Option<&str>> = vec![None; columns.len()];
+        let mut rest = String::new();
+        let props = m.system.iter().map(|(k, v)| (false, k, Some(v.as_str())));
+        for (app, k, v) in props.chain(m.application.iter().map(|(k, v)| (true, k, v.as_deref()))) {
+            match index.get(&(app, k.as_str())) {
+                Some(&i) if cells[i].is_none() => cells[i] = Some(v.unwrap_or("")),
+                Some(_) => {}
+                None => {
+                    if !rest.is_empty() {
+                        rest.push_str("; ");
+                    }
+                    rest.push_str(k);
+                    rest.push('=');
+                    rest.push_str(v.unwrap_or("null"));
+                }
+            }
+        }
+        let row = [m.time.as_str(), m.body.as_str()].into_iter().chain(cells.iter().map(|c| c.unwrap_or("")));
+        csv_row(&mut out, row.chain(left_out.then_some(rest.as_str())));
     }
     out
-}
-
-/// Adds the names not yet in `names`, keeping the order first seen.
-fn union<'a>(names: &mut Vec<&'a str>, new: impl Iterator<Item = &'a str>) {
-    for n in new {
-        if !names.contains(&n) {
-            names.push(n);
-        }
-    }
 }
 
 fn json_array(items: impl Iterator<Item = String>) -> String {
@@ -219,5 +245,28 @@ mod tests {
             "[\n{\"time\":\"10:00:00\",\"body\":\"hi\",\"systemProperties\":{\"$.mid\":\"m1\"},\
              \"applicationProperties\":{\"n\":null,\"e\":\"\",\"v\":\"\\\"q\\\"\"}}\n]\n"
         );
+    }
+
+    #[test]
+    fn distinct_property_names_do_not_blow_up_the_csv() {
+        // A full inbox of C2D messages each with thousands of distinct property names (64 KB of them fit in one
+        // message): one column per name was 200 x 200 000 cells, built in quadratic time. The columns are
+        // bounded; the other properties of a row go, named, into one last cell.
+        let items: Vec<InboxItem> = (0..crate::state::MAX_INBOX)
+            .map(|m| {
+                let mut item = msg("t", "b", &[], &[]);
+                item.application = (0..1000).map(|p| (format!("m{m}p{p}"), Some("v".to_owned()))).collect();
+                item
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        let csv = inbox_csv(items.iter());
+        assert!(started.elapsed() < std::time::Duration::from_secs(2), "{:?}", started.elapsed());
+        let header = csv.split("\r\n").next().unwrap();
+        assert_eq!(header.split(',').count(), 2 + MAX_CSV_COLUMNS + 1);
+        assert!(header.ends_with(",other properties"));
+        assert!(csv.len() < 8 * 1024 * 1024, "{} bytes", csv.len());
+        let last = csv.split("\r\n").nth(200).unwrap();
+        assert!(last.contains("m199p999=v"), "the properties without a column are kept in the last cell");
     }
 }

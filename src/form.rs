@@ -156,7 +156,8 @@ pub fn plan(s: &Settings, emulator: Option<&Emulator>) -> Result<Plan, Vec<Field
             (websocket_url(&host, None), host.clone(), host)
         }
     };
-    let needs_confirmation = host != hub;
+    // In DPS mode the hub is DPS's choice: one the user did not name is confirmed too.
+    let needs_confirmation = host != hub || (s.use_dps && !crate::dps::assigned_hub_expected(s, &hub));
     Ok(Plan { cs, url, target, needs_confirmation })
 }
 

@@ -166,7 +166,11 @@ impl Message {
             None | Some(Value::Null) => Vec::new(),
             // The environment-variable form ITS and `hubsim simulate` accept: the list as a relaxed-JSON string.
             Some(Value::String(t)) if t.len() <= MAX_TEXT => {
-                Variable::parse_list(t).map_err(|e| cat(&[&field("variables"), ": ", &e.to_string()]))?
+                let list = Variable::parse_list(t).map_err(|e| cat(&[&field("variables"), ": ", &e.to_string()]))?;
+                if list.len() > MAX_VARIABLES {
+                    return Err(cat(&[&field("variables"), ": more than ", &MAX_VARIABLES.to_string(), " variables"]));
+                }
+                list
             }
             Some(Value::Array(a)) if a.len() > MAX_VARIABLES => {
                 return Err(cat(&[&field("variables"), ": more than ", &MAX_VARIABLES.to_string(), " variables"]))
@@ -310,16 +314,25 @@ pub fn read_file(text: &str, file_name: &str) -> Result<(Vec<Message>, String), 
     Ok((vec![m], note))
 }
 
-/// Adds or replaces (same name) `m`; refused when the library is full.
+/// Adds or replaces (same name) `m`; refused when the library is full: [`MAX_SAVED`] messages, or a stored
+/// library larger than [`MAX_FILE`] (what is stored must read back, as a file and at the next page load).
 pub fn upsert(list: &mut Vec<Message>, m: Message) -> Result<(), String> {
-    if let Some(old) = list.iter_mut().find(|x| x.name == m.name) {
-        *old = m;
-        return Ok(());
+    let mut next = list.clone();
+    match next.iter().position(|x| x.name == m.name) {
+        Some(i) => next[i] = m,
+        None if next.len() >= MAX_SAVED => {
+            return Err(cat(&["the library is full (", &MAX_SAVED.to_string(), " messages): delete one first"]))
+        }
+        None => next.push(m),
     }
-    if list.len() >= MAX_SAVED {
-        return Err(cat(&["the library is full (", &MAX_SAVED.to_string(), " messages): delete one first"]));
+    if export(&next).len() > MAX_FILE {
+        return Err(cat(&[
+            "the library is full (it would be larger than ",
+            &(MAX_FILE / 1024).to_string(),
+            " KB): delete or shorten a message first",
+        ]));
     }
-    list.push(m);
+    *list = next;
     Ok(())
 }
 

@@ -21,6 +21,8 @@ pub mod templates;
 
 /// Most inbox entries kept (the newest first).
 pub const MAX_INBOX: usize = 200;
+/// Most application properties of a C2D message written into its log line (the inbox and its exports keep all).
+pub const MAX_LOGGED_PROPERTIES: usize = 20;
 /// Most direct method calls kept.
 pub const MAX_METHODS: usize = 100;
 /// Most activity log lines kept.
@@ -365,14 +367,18 @@ impl AppState {
                 let mut text = format!("cloud-to-device message: {}", item.body.chars().take(200).collect::<String>());
                 if !item.application.is_empty() {
                     // Quoted values, and `null` unquoted: an exported log keeps a null apart from "".
-                    let props: Vec<String> = item
+                    let mut props: Vec<String> = item
                         .application
                         .iter()
+                        .take(MAX_LOGGED_PROPERTIES)
                         .map(|(k, v)| match v {
                             Some(v) => format!("{k}=\"{v}\""),
                             None => format!("{k}=null"),
                         })
                         .collect();
+                    if item.application.len() > MAX_LOGGED_PROPERTIES {
+                        props.push(format!("… and {} more", item.application.len() - MAX_LOGGED_PROPERTIES));
+                    }
                     text.push_str(&format!(" (properties: {})", props.join(", ")));
                 }
                 s.log(item.time.clone(), LogKind::Received, text);

@@ -6,6 +6,9 @@ use yew::prelude::*;
 
 use crate::state::InboxItem;
 
+/// Most application properties shown per message (a peer may send thousands; every one is in the exports).
+pub const MAX_SHOWN_PROPERTIES: usize = 50;
+
 #[derive(Properties, PartialEq)]
 pub struct InboxMessageProps {
     pub item: Rc<InboxItem>,
@@ -29,7 +32,10 @@ pub fn InboxMessage(props: &InboxMessageProps) -> Html {
             <pre class="body">{ &m.body }</pre>
             <ul class="kv">
                 { for m.system.iter().map(|(k, v)| html! { <li class="sys">{ k }{": "}{ v }</li> }) }
-                { for m.application.iter().map(|(k, v)| html! { <li>{ k }{": "}{ value(v) }</li> }) }
+                { for m.application.iter().take(MAX_SHOWN_PROPERTIES).map(|(k, v)| html! { <li>{ k }{": "}{ value(v) }</li> }) }
+                if m.application.len() > MAX_SHOWN_PROPERTIES {
+                    <li class="more">{"… and "}{ m.application.len() - MAX_SHOWN_PROPERTIES }{" more properties (Export messages has every one)"}</li>
+                }
             </ul>
         </li>
     }

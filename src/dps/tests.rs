@@ -217,3 +217,33 @@ fn the_provision_command_never_carries_the_key() {
         "hubsim provision --provisioning-host localhost --id-scope 0ne00ABCDEF --registration-id sensor-17 --key <key> --group-key"
     );
 }
+
+#[test]
+fn an_assignment_to_a_host_the_user_did_not_choose_is_confirmed_first() {
+    // The DPS decides the hub; the derived device key's token must not go to a host the user never named
+    // without the dialog naming it.
+    let mut s = dps();
+    s.assigned_device = "sensor-17".into();
+    for (dps_host, hub, ask) in [
+        ("", "myhub.azure-devices.net", false),
+        ("my-dps.azure-devices-provisioning.net", "MyHub.Azure-Devices.net", false),
+        ("", "evil.example", true),
+        ("", "azure-devices.net.evil.example", true),
+        ("", "evilazure-devices.net", true),
+        ("dps.example.org", "evil.example", true),
+        ("dps.example.org", "myhub.azure-devices.net", true),
+        ("dps.example.org", "DPS.example.org", false),
+    ] {
+        s.dps_host = dps_host.into();
+        s.assigned_hub = hub.into();
+        let p = crate::form::plan(&s, None).unwrap();
+        assert_eq!(p.needs_confirmation, ask, "DPS {dps_host:?} assigning {hub}");
+        assert_eq!(p.target, hub.to_ascii_lowercase());
+    }
+    // The emulator serving the page assigning its own hub is used same-origin, unasked.
+    s.dps_host = "localhost".into();
+    s.assigned_hub = "localhost".into();
+    assert!(!crate::form::plan(&s, Some(&emu())).unwrap().needs_confirmation);
+    s.assigned_hub = "evil.example".into();
+    assert!(crate::form::plan(&s, Some(&emu())).unwrap().needs_confirmation);
+}

@@ -150,3 +150,46 @@ fn a_saved_message_is_the_file_hubsim_simulate_reads() {
     assert_eq!(back[0], t);
     assert!(t.to_json().get("template").is_none());
 }
+
+#[test]
+fn every_variable_form_is_bounded_by_the_same_count() {
+    // The string form (ITS's environment variable) carries the list too: it must obey MAX_VARIABLES.
+    let decls: Vec<String> = (0..MAX_VARIABLES + 1).map(|i| format!("{{name: 'V{i}', min: 1}}")).collect();
+    let file = format!("{{name: 'm', template: '$.V0', variables: \"[{}]\"}}", decls.join(","));
+    let e = read_file(&file, "m.json").unwrap_err();
+    assert!(e.contains("more than 32 variables"), "{e}");
+}
+
+#[test]
+fn what_the_library_stores_can_always_be_read_back() {
+    // Messages within the per-message bounds (20 properties of 4 KB, a 16 KB body) made a stored library larger
+    // than an import may be: the next page load refused it and put the examples back (and the next change
+    // overwrote it), and its own export did not import. The library as a whole is bounded by what a file may
+    // hold, and a change past it is refused with the reason.
+    let big = |i: usize| Message {
+        name: format!("m{i}"),
+        template: false,
+        body: "x".repeat(MAX_TEXT),
+        properties: (0..MAX_PROPERTIES).map(|p| (format!("p{p}"), "y".repeat(4096))).collect(),
+        variables: Vec::new(),
+        ..Message::default()
+    };
+    let mut list = Vec::new();
+    let mut refused = None;
+    for i in 0..MAX_SAVED {
+        if let Err(e) = upsert(&mut list, big(i)) {
+            refused = Some(e);
+            break;
+        }
+    }
+    let text = export(&list);
+    assert!(text.len() <= MAX_FILE, "{} bytes stored", text.len());
+    let (back, error) = load(Some(&text));
+    assert_eq!(error, None);
+    assert!(back == list, "the stored library reads back");
+    assert!(refused.unwrap().contains("larger than 1024 KB"));
+    // An import is all or nothing under the same bound.
+    let before = list.clone();
+    assert!(merge(&list[..list.len() - 1], vec![big(1000), big(1001)]).is_err());
+    assert_eq!(list, before);
+}

@@ -225,3 +225,12 @@ fn an_assignment_is_forgotten_when_the_registration_changes() {
     let s = run(s, [Action::Edit(Change::Text(Text::RegistrationId, "sensor-2".into()))]);
     assert_eq!((s.settings.assigned_hub.as_str(), s.settings.assigned_device.as_str()), ("", ""));
 }
+
+#[test]
+fn a_c2d_message_with_thousands_of_properties_logs_a_bounded_line_and_keeps_them_all() {
+    let names: Vec<String> = (0..5000).map(|i| format!("p{i}")).collect();
+    let s = run(fresh(), [c2d("x", names.iter().map(|n| (n.as_str(), Some("1"))).collect())]);
+    assert!(s.log[0].text.len() < 1000, "{} bytes logged", s.log[0].text.len());
+    assert!(s.log[0].text.ends_with("p19=\"1\", … and 4980 more)"), "{}", s.log[0].text);
+    assert_eq!(s.inbox[0].application.len(), 5000);
+}

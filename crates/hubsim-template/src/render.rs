@@ -127,6 +127,8 @@ pub enum RenderError {
     HeaderNotObject,
     #[error("Header: property {key:?} is an array or object; properties must be strings, numbers or booleans")]
     HeaderValue { key: String },
+    #[error("the rendered message is larger than {} bytes", MAX_RENDERED)]
+    TooLarge,
 }
 
 struct Builtins {
@@ -174,8 +176,21 @@ fn guid(a: u64, b: u64) -> String {
     s
 }
 
-fn write_template(t: &Template, vars: &[Option<Out>], builtins: &Builtins, out: &mut String) {
+/// Largest rendered body or header, in bytes: IoT Hub's device-to-cloud message limit. A template whose
+/// placeholders would expand past it (1 000 placeholders of a 1 000 000-character string are a gigabyte) is
+/// stopped as soon as the text passes it, so no rendering allocates more than this plus one value.
+pub const MAX_RENDERED: usize = 256 * 1024;
+
+fn write_template(
+    t: &Template,
+    vars: &[Option<Out>],
+    builtins: &Builtins,
+    out: &mut String,
+) -> Result<(), RenderError> {
     for part in t.parts() {
+        if out.len() > MAX_RENDERED {
+            return Err(RenderError::TooLarge);
+        }
         match part {
             Part::Text(s) => out.push_str(s),
             Part::Placeholder { slot: Slot::Builtin(b), .. } => builtins.get(*b).write(out),
@@ -188,12 +203,17 @@ fn write_template(t: &Template, vars: &[Option<Out>], builtins: &Builtins, out: 
             },
         }
     }
+    if out.len() > MAX_RENDERED {
+        return Err(RenderError::TooLarge);
+    }
+    Ok(())
 }
 
 impl Config {
     /// Renders the next message for `state`'s device at `ctx`'s time, advancing the state.
     ///
-    /// Errors only when a header is configured and its rendering is not a JSON object of scalars.
+    /// Errors when a header is configured and its rendering is not a JSON object of scalars, and when the body or
+    /// header would be larger than [`MAX_RENDERED`] (the state does not advance when the body is).
     /// The body is not checked: call [`Rendered::check_json`] when it is meant to be JSON.
     pub fn render(&self, state: &mut DeviceState, ctx: &RenderContext) -> Result<Rendered, RenderError> {
         state.sync(&self.variables);
@@ -204,7 +224,7 @@ impl Config {
             PayloadKind::Template(t) => {
                 let next = self.next_values(state, ctx, &builtins);
                 let mut text = String::with_capacity(t.source().len() + 32);
-                write_template(t, &next, &builtins, &mut text);
+                write_template(t, &next, &builtins, &mut text)?;
                 state.values = next;
                 state.iteration += 1;
                 text.into_bytes()
@@ -214,7 +234,7 @@ impl Config {
             None => Vec::new(),
             Some(h) => {
                 let mut text = String::new();
-                write_template(h, &state.values, &builtins, &mut text);
+                write_template(h, &state.values, &builtins, &mut text)?;
                 header_properties(&text)?
             }
         };
@@ -352,5 +372,26 @@ mod tests {
             header_properties("{a: }").unwrap_err().to_string(),
             "Header: rendered header is not JSON: line 1, col 5: unexpected character '}'"
         );
+    }
+
+    #[test]
+    fn a_rendering_larger_than_the_limit_is_an_error_not_gigabytes() {
+        // 1 000 placeholders of a 1 000 000-character string would be a gigabyte: refused as soon as the text
+        // passes the limit, and the state does not advance.
+        let vars = crate::Variable::parse_list("[{name: 'S', customLengthString: 1000000}]").unwrap();
+        let body = "$.S".repeat(1000);
+        for (body, header) in [(body.as_str(), None), ("{}", Some(["{a: '", &body, "'}"].concat()))] {
+            let config = Config::new(body, vars.clone(), header.as_deref()).unwrap();
+            let mut st = DeviceState::new("d", 1);
+            let ctx = RenderContext { now_unix_ms: 0, local_offset_min: 0, machine_name: "m" };
+            let e = config.render(&mut st, &ctx).unwrap_err();
+            assert_eq!(e, RenderError::TooLarge);
+            assert_eq!(e.to_string(), "the rendered message is larger than 262144 bytes");
+        }
+        let small =
+            Config::new("$.S", crate::Variable::parse_list("[{name: 'S', customLengthString: 10}]").unwrap(), None);
+        let mut st = DeviceState::new("d", 1);
+        let ctx = RenderContext { now_unix_ms: 0, local_offset_min: 0, machine_name: "m" };
+        assert_eq!(small.unwrap().render(&mut st, &ctx).unwrap().body.len(), 10);
     }
 }

@@ -41,6 +41,9 @@ pub struct DeviceConfig {
     pub max_inflight: usize,
     /// Most QoS 1 publishes kept (in flight plus waiting) before [`SendError::QueueFull`].
     pub max_queued: usize,
+    /// Most bytes of QoS 1 publishes (topics and payloads) kept before [`SendError::QueueFull`]: with
+    /// [`MAX_TELEMETRY_SIZE`](crate::MAX_TELEMETRY_SIZE) messages, `max_queued` alone would allow gigabytes.
+    pub max_queued_bytes: usize,
     /// Largest packet accepted from the hub.
     pub max_incoming_packet: usize,
 }
@@ -62,6 +65,7 @@ impl DeviceConfig {
             auto_ack_c2d: true,
             max_inflight: 64,
             max_queued: 10_000,
+            max_queued_bytes: 32 * 1024 * 1024,
             max_incoming_packet: 1024 * 1024,
         }
     }
@@ -444,6 +448,8 @@ pub struct DeviceSession {
     events: VecDeque<Event>,
     /// QoS 1/2 telemetry not yet acknowledged, in send order.
     outgoing: VecDeque<Outgoing>,
+    /// Bytes of `outgoing` (topics and payloads), bounded by `max_queued_bytes`.
+    outgoing_bytes: usize,
     next_publish_id: u64,
     next_pkid: u16,
     /// SUBSCRIBE/UNSUBSCRIBE awaiting their ack, by packet id.
@@ -474,6 +480,7 @@ impl DeviceSession {
             transmit: BytesMut::new(),
             events: VecDeque::new(),
             outgoing: VecDeque::new(),
+            outgoing_bytes: 0,
             next_publish_id: 1,
             next_pkid: 1,
             pending_subs: BTreeMap::new(),
@@ -586,9 +593,13 @@ impl DeviceSession {
             self.encode(&Packet::Publish(publish), now)?;
             return Ok(id);
         }
-        if self.outgoing.len() >= self.config.max_queued {
+        let bytes = publish.topic.len() + publish.payload.len();
+        if self.outgoing.len() >= self.config.max_queued
+            || self.outgoing_bytes.saturating_add(bytes) > self.config.max_queued_bytes
+        {
             return Err(SendError::QueueFull(self.outgoing.len()));
         }
+        self.outgoing_bytes += bytes;
         self.next_publish_id += 1;
         if msg.qos == TelemetryQos::ExactlyOnceHubWillClose {
             self.blame = Some((now, "a QoS 2 publish, which IoT Hub does not support".into()));
@@ -914,6 +925,7 @@ impl DeviceSession {
                     .position(|o| o.in_flight && o.publish.pkid == pkid && o.publish.qos == QoS::AtLeastOnce)
                     .ok_or(HubViolation::UnknownPubAck(pkid))?;
                 if let Some(o) = self.outgoing.remove(i) {
+                    self.outgoing_bytes -= o.publish.topic.len() + o.publish.payload.len();
                     self.events.push_back(Event::TelemetryAcked { id: o.id, sent_at: o.sent_at });
                 }
                 Ok(self.pump(now)?)
@@ -931,6 +943,7 @@ impl DeviceSession {
                     .position(|o| o.in_flight && o.publish.pkid == c.pkid)
                     .ok_or(HubViolation::UnknownPubComp(c.pkid))?;
                 if let Some(o) = self.outgoing.remove(i) {
+                    self.outgoing_bytes -= o.publish.topic.len() + o.publish.payload.len();
                     self.events.push_back(Event::TelemetryAcked { id: o.id, sent_at: o.sent_at });
                 }
                 Ok(self.pump(now)?)

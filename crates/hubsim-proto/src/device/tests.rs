@@ -515,3 +515,27 @@ fn unexpected_publishes_are_reported_with_why_and_still_acknowledged() {
     assert_eq!(sent(&mut s), vec![Packet::PubAck(PubAck::new(4))]);
     assert!(s.is_connected());
 }
+
+#[test]
+fn the_queue_of_unacknowledged_telemetry_is_bounded_in_bytes_too() {
+    // 10 000 messages of 256 KB would be 2.5 GB held for a hub that never acknowledges (or while offline): the
+    // queue is refused past `max_queued_bytes` as well as past `max_queued` messages.
+    let mut s = DeviceSession::new(config());
+    let max = s.config().max_queued_bytes;
+    assert!(max <= 64 * 1024 * 1024);
+    let body = vec![b'x'; crate::MAX_TELEMETRY_SIZE - 1024];
+    let mut queued = 0usize;
+    let err = loop {
+        match s.send_telemetry(T0, Telemetry::new(body.clone())) {
+            Ok(_) => queued += body.len(),
+            Err(e) => break e,
+        }
+        assert!(queued <= max, "{queued} bytes queued");
+    };
+    assert!(matches!(err, SendError::QueueFull(_)), "{err}");
+    // Small messages still go while the bytes allow them.
+    let mut s = DeviceSession::new(config());
+    for _ in 0..1000 {
+        s.send_telemetry(T0, Telemetry::new("small")).unwrap();
+    }
+}

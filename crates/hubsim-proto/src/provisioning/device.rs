@@ -50,6 +50,9 @@ pub struct ProvisioningConfig {
     pub default_retry_after: Duration,
     /// Cap of the exponential backoff after 429 or 5xx without `retry-after`.
     pub max_backoff: Duration,
+    /// Longest `retry-after` honoured (a longer one waits this long): a hostile or mistaken DPS cannot park the
+    /// device for years.
+    pub max_retry_after: Duration,
     /// Consecutive 429/5xx answers tolerated before giving up.
     pub max_retries: u32,
     pub max_incoming_packet: usize,
@@ -70,6 +73,7 @@ impl ProvisioningConfig {
             request_timeout: Duration::from_secs(30),
             default_retry_after: Duration::from_secs(2),
             max_backoff: Duration::from_secs(60),
+            max_retry_after: Duration::from_secs(600),
             max_retries: 10,
             max_incoming_packet: 256 * 1024,
         }
@@ -608,7 +612,8 @@ impl ProvisioningSession {
         }
         let (status, rid, retry_after) = match HubTopic::parse(&p.topic) {
             Ok(HubTopic::DpsResponse { status, rid, retry_after }) => (status, rid, retry_after),
-            Ok(other) => return Err(format!("'{}' is not a DPS topic ({other:?})", p.topic)),
+            // Peer text in a message for people: the topic clipped, no debug dump of what it parsed as.
+            Ok(_) => return Err(format!("'{}' is not a DPS topic", p.topic.chars().take(256).collect::<String>())),
             Err(e) => return Err(format!("[DPS-MQTT] {e}")),
         };
         if p.qos == QoS::AtLeastOnce && !self.encode(now, &Packet::PubAck(PubAck::new(p.pkid))) {
@@ -620,7 +625,7 @@ impl ProvisioningSession {
             State::Requesting { .. } | State::Waiting { .. } | State::Subscribing { .. } => return Ok(()),
             State::Idle | State::Connecting { .. } | State::Done => return Ok(()),
         };
-        let retry_after = retry_after.map(Duration::from_secs);
+        let retry_after = retry_after.map(|s| Duration::from_secs(s).min(self.config.max_retry_after));
         match status {
             200..=299 => {
                 let resp = OperationResponse::parse(&p.payload).map_err(|e| e.to_string())?;

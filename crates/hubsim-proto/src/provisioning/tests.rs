@@ -901,3 +901,18 @@ fn dps_reads_packets_that_arrived_behind_connect_once_accepted() {
     let out = decode_all(&s.poll_transmit().unwrap());
     assert_eq!(out.len(), 4, "CONNACK, SUBACK, PUBACK, response: {out:?}");
 }
+
+#[test]
+fn a_retry_after_longer_than_the_backoff_cap_is_capped() {
+    // A DPS asking for a wait of 130 years (or a typo) must not leave the device waiting for ever: retry-after is
+    // honoured up to `max_retry_after` (10 min), for an assignment in progress and for a throttled request alike.
+    let mut p = Pair::individual(vec![
+        Answer::Assigning(4_100_000_000),
+        Answer::Error(429, 429001, Some(u64::MAX)),
+        Answer::Result(Box::new(assigned_state())),
+    ]);
+    assert_eq!(p.run(), Ok(expected_assignment()));
+    let cap = p.dev.config().max_retry_after;
+    assert_eq!(cap, Duration::from_secs(600));
+    assert_eq!(p.request_times(), vec![T0, T0 + cap, T0 + cap + cap]);
+}
