@@ -149,8 +149,47 @@ pub fn render(r: &Value) -> String {
     ));
     line(String::new());
     line(format!("Ratio hubsim / mosquitto: **{er:.2}×**. Goal ≥ 1.0× while persisting events: {}.", goal(er >= 1.0)));
+    line(format!(
+        "Peak RSS of the emulator: {:.1} MB; goal ≤ 64 MB: {}.",
+        f(&e["hubsimPeakRssKiB"]) / 1024.0,
+        goal(f(&e["hubsimPeakRssKiB"]) <= 64.0 * 1024.0)
+    ));
     line("The load generator runs on the same 2 cores, so both servers share the machine with it.".into());
     line(String::new());
+
+    for (key, title) in [
+        ("emulatorPaced", "## 5b. PUBACK latency at 10 000 msgs/s (100 devices × 100 msgs/s, QoS 1, 256 bytes, TLS)"),
+        ("emulatorMany", "## 5c. Many devices (1 000 devices × 10 msgs/s, QoS 1, 256 bytes, TLS)"),
+    ] {
+        let row = &r[key];
+        if row.is_null() {
+            continue;
+        }
+        let (h, m) = (&row["hubsim"], &row["mosquitto"]);
+        line(title.into());
+        line(String::new());
+        line("| server | msgs/s | PUBACK p50 | p99 | CPU (of one core) | peak RSS so far |".into());
+        line("|---|---:|---:|---:|---:|---:|".into());
+        for (name, s, who) in [("hubsim emulator", h, "hubsim"), ("mosquitto", m, "mosquitto")] {
+            line(format!(
+                "| {name} | {:.0} | {:.1} ms | {:.1} ms | {:.0} % | {:.1} MB |",
+                f(&s["msgsPerSec"]),
+                f(&s["ackLatencyMs"]["p50"]),
+                f(&s["ackLatencyMs"]["p99"]),
+                f(&row[format!("{who}CpuPercent")]),
+                f(&row[format!("{who}PeakRssKiB")]) / 1024.0
+            ));
+        }
+        line(String::new());
+        let (hp, mp) = (f(&h["ackLatencyMs"]["p99"]), f(&m["ackLatencyMs"]["p99"]));
+        line(format!(
+            "Rate ratio hubsim / mosquitto: {:.2}×; PUBACK p99 ratio: {:.2}×. Goal: the offered rate kept and p99 ≤ mosquitto's: {}.",
+            f(&h["msgsPerSec"]) / f(&m["msgsPerSec"]).max(1e-9),
+            hp / mp.max(1e-9),
+            goal(hp <= mp && f(&h["msgsPerSec"]) >= 0.97 * f(&m["msgsPerSec"]))
+        ));
+        line(String::new());
+    }
 
     let i = &r["idle"];
     line(format!("## 6. Idle connections ({} devices over TLS)", i["devices"]));
@@ -159,6 +198,11 @@ pub fn render(r: &Value) -> String {
     line("|---|---:|---:|".into());
     line(format!("| hubsim emulator | {} | {:.1} KiB |", i["hubsimConnected"], f(&i["hubsimKiBPerConnection"])));
     line(format!("| mosquitto | {} | {:.1} KiB |", i["mosquittoConnected"], f(&i["mosquittoKiBPerConnection"])));
+    line(String::new());
+    line(format!(
+        "Goal ≤ 15 KB per idle connection: {}.",
+        goal(f(&i["hubsimKiBPerConnection"]) * 1024.0 <= 15_000.0 && i["hubsimConnected"] == i["devices"])
+    ));
     line(String::new());
     if i["hubsimConnected"].as_u64() < i["devices"].as_u64() {
         line(format!(

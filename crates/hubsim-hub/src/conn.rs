@@ -7,7 +7,7 @@
 use axum::extract::ws::{Message, WebSocket};
 use bytes::Bytes;
 use futures_util::stream::FuturesOrdered;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use hubsim_proto::hub::{C2dDelivery, CloseReason, HubEvent, HubSession};
 use hubsim_proto::topic::{RequestId, TopicFilter};
 use std::collections::HashMap;
@@ -33,12 +33,20 @@ pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 impl Transport {
-    /// The next chunk of bytes; `Ok(None)` when the peer closed.
-    async fn recv(&mut self, buf: &mut [u8]) -> Result<Option<Bytes>, String> {
+    /// The next chunk of bytes; `Ok(None)` when the peer closed. `buf` starts at [`READ_BUF_MIN`] and doubles
+    /// each time a read fills it, up to [`READ_BUF_MAX`]: an idle connection holds a small buffer, a busy one
+    /// reads many packets per call.
+    async fn recv(&mut self, buf: &mut Vec<u8>) -> Result<Option<Bytes>, String> {
         match self {
             Transport::Stream(s) => match s.read(buf).await {
                 Ok(0) => Ok(None),
-                Ok(n) => Ok(Some(Bytes::copy_from_slice(&buf[..n]))),
+                Ok(n) => {
+                    let chunk = Bytes::copy_from_slice(&buf[..n]);
+                    if n == buf.len() && buf.len() < READ_BUF_MAX {
+                        buf.resize(buf.len() * 2, 0);
+                    }
+                    Ok(Some(chunk))
+                }
                 Err(e) => Err(e.to_string()),
             },
             Transport::WebSocket(ws) => loop {
@@ -84,6 +92,11 @@ impl Transport {
     }
 }
 
+/// First size of a connection's read buffer (an idle connection keeps this one).
+pub const READ_BUF_MIN: usize = 1024;
+/// Largest read buffer (reached only by a connection whose reads fill the buffer).
+pub const READ_BUF_MAX: usize = 16 * 1024;
+
 /// A telemetry write in progress: the packet id to PUBACK once the write is durable, and the bytes it holds.
 type PendingAck = std::pin::Pin<Box<dyn std::future::Future<Output = (Option<u16>, usize, Result<(), String>)> + Send>>;
 
@@ -119,7 +132,7 @@ enum Sniffed {
 
 /// Reads until the first packet tells a DPS device from a hub device (the SDKs dial the same ports for both).
 /// A transport that sends nothing within the CONNECT deadline goes to the hub session, whose timer closes it.
-async fn sniff(hub: &Hub, transport: &mut Transport, buf: &mut [u8]) -> Sniffed {
+async fn sniff(hub: &Hub, transport: &mut Transport, buf: &mut Vec<u8>) -> Sniffed {
     let deadline = TokioInstant::now() + hub.settings.protocol.connect_timeout;
     let max = hub.settings.protocol.max_message_size + 64 * 1024;
     let mut got = Vec::new();
@@ -142,7 +155,7 @@ async fn sniff(hub: &Hub, transport: &mut Transport, buf: &mut [u8]) -> Sniffed 
 pub async fn serve(hub: Arc<Hub>, mut transport: Transport, kind: &'static str, remote: String) {
     let opened = hub.now();
     let mut session = HubSession::new(hub.settings.protocol.clone(), opened);
-    let mut buf = vec![0u8; 16 * 1024];
+    let mut buf = vec![0u8; READ_BUF_MIN];
     let (first, ended) = match sniff(&hub, &mut transport, &mut buf).await {
         Sniffed::Dps(first) => return dps::serve(hub, transport, kind, remote, first, opened).await,
         Sniffed::Hub(first, ended) => (first, ended),
@@ -181,9 +194,11 @@ pub async fn serve(hub: Arc<Hub>, mut transport: Transport, kind: &'static str, 
                 ctx.handle(&mut session, ev, &mut acks, &mut pending_bytes).await;
             }
         }
+        // Everything the session has to send goes out in one write (one TLS record, one system call): after a
+        // group commit that is many PUBACKs at once.
         let mut write_failed = None;
-        while let Some(bytes) = session.poll_transmit() {
-            if let Err(e) = transport.send_within(bytes, hub.settings.write_timeout).await {
+        while let Some(out) = gather_transmits(&mut session) {
+            if let Err(e) = transport.send_within(out, hub.settings.write_timeout).await {
                 write_failed = Some(e);
                 break;
             }
@@ -211,15 +226,26 @@ pub async fn serve(hub: Arc<Hub>, mut transport: Transport, kind: &'static str, 
                     session.close(reason);
                 }
             }
-            Some((ack, size, stored)) = acks.next(), if !acks.is_empty() => match stored {
-                Ok(()) => {
-                    pending_bytes -= size;
-                    if let Some(pkid) = ack {
-                        ack_publish(&mut session, pkid);
+            Some(first) = acks.next(), if !acks.is_empty() => {
+                // One group commit makes many of this connection's writes durable at once: take every one that is
+                // ready, so their PUBACKs leave together.
+                let mut done = Some(first);
+                while let Some((ack, size, stored)) = done.take() {
+                    match stored {
+                        Ok(()) => {
+                            pending_bytes -= size;
+                            if let Some(pkid) = ack {
+                                ack_publish(&mut session, pkid);
+                            }
+                        }
+                        Err(e) => {
+                            session.close(CloseReason::ClosedByService(format!("the event could not be stored: {e}")));
+                            break;
+                        }
                     }
+                    done = acks.next().now_or_never().flatten();
                 }
-                Err(e) => session.close(CloseReason::ClosedByService(format!("the event could not be stored: {e}"))),
-            },
+            }
             _ = sleep_until(timer) => session.handle_timeout(hub.now()),
         }
     }
@@ -484,6 +510,28 @@ impl Ctx {
     async fn log(&self, op: &str, code: u32, reason: &str, description: String) {
         self.hub.log_connection(self.record(op, code, reason, description)).await;
     }
+}
+
+/// Most bytes gathered into one write (the rest waits for the next turn of the loop).
+const MAX_GATHER: usize = 64 * 1024;
+
+/// What the session has to send, as one buffer (`None` when nothing).
+fn gather_transmits(session: &mut HubSession) -> Option<Bytes> {
+    let first = session.poll_transmit()?;
+    if first.len() >= MAX_GATHER {
+        return Some(first);
+    }
+    let Some(second) = session.poll_transmit() else { return Some(first) };
+    let mut out = bytes::BytesMut::with_capacity(first.len() + second.len() + 256);
+    out.extend_from_slice(&first);
+    out.extend_from_slice(&second);
+    while out.len() < MAX_GATHER {
+        match session.poll_transmit() {
+            Some(b) => out.extend_from_slice(&b),
+            None => break,
+        }
+    }
+    Some(out.freeze())
 }
 
 /// Releases a PUBACK held for a write that is now done; a refusal is a bug in this task, logged.
