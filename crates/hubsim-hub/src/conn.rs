@@ -16,7 +16,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio::time::Instant as TokioInstant;
 
-use crate::hub::{c2d_properties, ConnCmd, ConnHandle, Hub, MethodReply};
+use crate::hub::{
+    c2d_properties, ConnCmd, ConnHandle, Hub, MethodReply, TELEMETRY_IN_FLIGHT_BYTES, TELEMETRY_OVERHEAD,
+};
 use crate::model::ConnectionRecord;
 use hubsim_proto::provisioning::Endpoint;
 
@@ -106,6 +108,43 @@ pub const MAX_PENDING_WRITES: usize = 128;
 /// Bytes of telemetry in flight per connection before the task stops reading (1 MiB).
 pub const MAX_PENDING_BYTES: usize = 1024 * 1024;
 
+/// A connection's telemetry writes in flight and its share of the hub-wide budget
+/// ([`crate::hub::TELEMETRY_IN_FLIGHT_BYTES`]).
+struct InFlight {
+    acks: FuturesOrdered<PendingAck>,
+    /// Payload bytes of `acks`.
+    bytes: usize,
+    /// Budget bytes this connection holds.
+    held: usize,
+    /// Budget bytes it must take before it reads again.
+    owed: usize,
+}
+
+impl InFlight {
+    /// A message of `size` payload bytes was read: take its share of the budget, or owe it.
+    fn add(&mut self, hub: &Hub, size: usize) {
+        self.bytes += size;
+        let cost = size + TELEMETRY_OVERHEAD;
+        match hub.telemetry_budget.try_acquire_many(cost.min(TELEMETRY_IN_FLIGHT_BYTES) as u32) {
+            Ok(p) if self.owed == 0 => {
+                p.forget();
+                self.held += cost;
+            }
+            _ => self.owed += cost,
+        }
+    }
+
+    /// A message of `size` payload bytes is stored: give its share back.
+    fn done(&mut self, hub: &Hub, size: usize) {
+        self.bytes -= size;
+        let cost = size + TELEMETRY_OVERHEAD;
+        let back = cost.min(self.held);
+        self.held -= back;
+        self.owed = self.owed.saturating_sub(cost - back);
+        hub.telemetry_budget.add_permits(back);
+    }
+}
+
 struct Ctx {
     hub: Arc<Hub>,
     kind: &'static str,
@@ -183,15 +222,14 @@ pub async fn serve(hub: Arc<Hub>, mut transport: Transport, kind: &'static str, 
     };
     // Telemetry writes in flight, in arrival order: the store commits them in groups and PUBACKs leave in order,
     // each only after its write is durable. One connection can have many writes in one commit.
-    let mut acks: FuturesOrdered<PendingAck> = FuturesOrdered::new();
-    let mut pending_bytes = 0usize;
+    let mut fl = InFlight { acks: FuturesOrdered::new(), bytes: 0, held: 0, owed: 0 };
     let mut closed = None;
     loop {
         while let Some(ev) = session.poll_event() {
             if let HubEvent::Closed { reason, will } = ev {
                 closed = Some((reason, will));
             } else {
-                ctx.handle(&mut session, ev, &mut acks, &mut pending_bytes).await;
+                ctx.handle(&mut session, ev, &mut fl).await;
             }
         }
         // Everything the session has to send goes out in one write (one TLS record, one system call): after a
@@ -211,10 +249,11 @@ pub async fn serve(hub: Arc<Hub>, mut transport: Transport, kind: &'static str, 
             break;
         }
         let timer = ctx.next_deadline(&session);
-        let room = acks.len() < MAX_PENDING_WRITES && pending_bytes < MAX_PENDING_BYTES;
+        let room = fl.acks.len() < MAX_PENDING_WRITES && fl.bytes < MAX_PENDING_BYTES && fl.owed == 0;
         tokio::select! {
             // Back-pressure: not while too many writes are pending (the session's held PUBACKs, and the bytes of
-            // all writes including QoS 0): the device waits in TCP's window.
+            // all writes including QoS 0), nor while this connection owes the hub-wide budget: the device waits
+            // in TCP's window.
             r = transport.recv(&mut buf), if room && session.wants_input() => match r {
                 Ok(Some(b)) => session.handle_input(hub.now(), &b),
                 Ok(None) => session.handle_transport_closed("the device closed the connection"),
@@ -226,14 +265,21 @@ pub async fn serve(hub: Arc<Hub>, mut transport: Transport, kind: &'static str, 
                     session.close(reason);
                 }
             }
-            Some(first) = acks.next(), if !acks.is_empty() => {
+            r = hub.telemetry_budget.acquire_many(fl.owed.min(TELEMETRY_IN_FLIGHT_BYTES) as u32), if fl.owed > 0 => {
+                if let Ok(p) = r {
+                    p.forget();
+                    fl.held += fl.owed;
+                    fl.owed = 0;
+                }
+            }
+            Some(first) = fl.acks.next(), if !fl.acks.is_empty() => {
                 // One group commit makes many of this connection's writes durable at once: take every one that is
                 // ready, so their PUBACKs leave together.
                 let mut done = Some(first);
                 while let Some((ack, size, stored)) = done.take() {
                     match stored {
                         Ok(()) => {
-                            pending_bytes -= size;
+                            fl.done(&hub, size);
                             if let Some(pkid) = ack {
                                 ack_publish(&mut session, pkid);
                             }
@@ -243,7 +289,7 @@ pub async fn serve(hub: Arc<Hub>, mut transport: Transport, kind: &'static str, 
                             break;
                         }
                     }
-                    done = acks.next().now_or_never().flatten();
+                    done = fl.acks.next().now_or_never().flatten();
                 }
             }
             _ = sleep_until(timer) => session.handle_timeout(hub.now()),
@@ -252,7 +298,8 @@ pub async fn serve(hub: Arc<Hub>, mut transport: Transport, kind: &'static str, 
     // The close handshake is a write too: a device that stopped reading must not hold the task here either.
     let _ = tokio::time::timeout(hub.settings.write_timeout, transport.close()).await;
     // Store what was received before the close (it was never acknowledged, so the device may send it again).
-    while acks.next().await.is_some() {}
+    while fl.acks.next().await.is_some() {}
+    hub.telemetry_budget.add_permits(fl.held);
     if let Some((reason, will)) = closed {
         ctx.finish(reason, will).await;
     }
@@ -274,13 +321,7 @@ impl Ctx {
         self.device.as_deref().unwrap_or("")
     }
 
-    async fn handle(
-        &mut self,
-        session: &mut HubSession,
-        ev: HubEvent,
-        acks: &mut FuturesOrdered<PendingAck>,
-        pending_bytes: &mut usize,
-    ) {
+    async fn handle(&mut self, session: &mut HubSession, ev: HubEvent, fl: &mut InFlight) {
         match ev {
             HubEvent::Authenticate(req) => {
                 // The registry name: `{device}` or `{device}/{module}`.
@@ -322,8 +363,8 @@ impl Ctx {
             HubEvent::Telemetry { message, ack } => {
                 let (hub, generation, model) = (self.hub.clone(), self.generation_id.clone(), self.model_id.clone());
                 let size = message.payload.len();
-                *pending_bytes += size;
-                acks.push_back(Box::pin(async move {
+                fl.add(&self.hub, size);
+                fl.acks.push_back(Box::pin(async move {
                     let r =
                         hub.store_telemetry(message, &generation, model).await.map(|_| ()).map_err(|e| e.to_string());
                     (ack, size, r)

@@ -289,10 +289,10 @@ enum Undo {
     Appended(Log, u64, String),
 }
 
-/// redb's page cache, bytes (16 MiB). redb's default is 1 GiB, which a busy event log fills: the emulator's
+/// redb's page cache, bytes (8 MiB). redb's default is 1 GiB, which a busy event log fills: the emulator's
 /// memory then grew past 600 MB in the 100-device benchmark. Writes are appends and reads are recent pages, so a
 /// small cache costs little (BENCHMARKS.md).
-pub const CACHE_BYTES: usize = 16 * 1024 * 1024;
+pub const CACHE_BYTES: usize = 8 * 1024 * 1024;
 
 /// Creates the file 0600 before redb opens it (redb initialises an empty file), so device keys are never
 /// readable by others, not even for a moment.
