@@ -195,8 +195,10 @@ pub async fn serve(hub: Arc<Hub>, mut transport: Transport, kind: &'static str, 
     let opened = hub.now();
     let mut session = HubSession::new(hub.settings.protocol.clone(), opened);
     let mut buf = vec![0u8; READ_BUF_MIN];
-    let (first, ended) = match sniff(&hub, &mut transport, &mut buf).await {
-        Sniffed::Dps(first) => return dps::serve(hub, transport, kind, remote, first, opened).await,
+    // The rarely taken paths are boxed (here and below), so the task of an idle connection stays small: an async
+    // function's future is as large as its largest state, nested calls included.
+    let (first, ended) = match Box::pin(sniff(&hub, &mut transport, &mut buf)).await {
+        Sniffed::Dps(first) => return Box::pin(dps::serve(hub, transport, kind, remote, first, opened)).await,
         Sniffed::Hub(first, ended) => (first, ended),
     };
     if !first.is_empty() {
@@ -229,7 +231,10 @@ pub async fn serve(hub: Arc<Hub>, mut transport: Transport, kind: &'static str, 
             if let HubEvent::Closed { reason, will } = ev {
                 closed = Some((reason, will));
             } else {
-                ctx.handle(&mut session, ev, &mut fl).await;
+                match ev {
+                    HubEvent::Telemetry { message, ack } => ctx.telemetry(message, ack, &mut fl),
+                    ev => Box::pin(ctx.handle(&mut session, ev)).await,
+                }
             }
         }
         // Everything the session has to send goes out in one write (one TLS record, one system call): after a
@@ -259,7 +264,7 @@ pub async fn serve(hub: Arc<Hub>, mut transport: Transport, kind: &'static str, 
                 Ok(None) => session.handle_transport_closed("the device closed the connection"),
                 Err(e) => session.handle_transport_closed(e),
             },
-            Some(cmd) = cmd_rx.recv() => ctx.command(&mut session, cmd).await,
+            Some(cmd) = cmd_rx.recv() => Box::pin(ctx.command(&mut session, cmd)).await,
             Ok(()) = close_rx.changed() => {
                 if let Some(reason) = close_rx.borrow_and_update().clone() {
                     session.close(reason);
@@ -296,12 +301,12 @@ pub async fn serve(hub: Arc<Hub>, mut transport: Transport, kind: &'static str, 
         }
     }
     // The close handshake is a write too: a device that stopped reading must not hold the task here either.
-    let _ = tokio::time::timeout(hub.settings.write_timeout, transport.close()).await;
+    let _ = tokio::time::timeout(hub.settings.write_timeout, Box::pin(transport.close())).await;
     // Store what was received before the close (it was never acknowledged, so the device may send it again).
     while fl.acks.next().await.is_some() {}
     hub.telemetry_budget.add_permits(fl.held);
     if let Some((reason, will)) = closed {
-        ctx.finish(reason, will).await;
+        Box::pin(ctx.finish(reason, will)).await;
     }
 }
 
@@ -321,7 +326,19 @@ impl Ctx {
         self.device.as_deref().unwrap_or("")
     }
 
-    async fn handle(&mut self, session: &mut HubSession, ev: HubEvent, fl: &mut InFlight) {
+    /// A telemetry message: its write joins the connection's writes in flight (PUBACK once it is durable).
+    fn telemetry(&mut self, message: hubsim_proto::hub::ReceivedTelemetry, ack: Option<u16>, fl: &mut InFlight) {
+        let (hub, generation, model) = (self.hub.clone(), self.generation_id.clone(), self.model_id.clone());
+        let size = message.payload.len();
+        fl.add(&self.hub, size);
+        fl.acks.push_back(Box::pin(async move {
+            let r = hub.store_telemetry(message, &generation, model).await.map(|_| ()).map_err(|e| e.to_string());
+            (ack, size, r)
+        }));
+    }
+
+    /// Every other event of the session (telemetry goes to [`Ctx::telemetry`]).
+    async fn handle(&mut self, session: &mut HubSession, ev: HubEvent) {
         match ev {
             HubEvent::Authenticate(req) => {
                 // The registry name: `{device}` or `{device}/{module}`.
@@ -360,16 +377,7 @@ impl Ctx {
                     }
                 }
             }
-            HubEvent::Telemetry { message, ack } => {
-                let (hub, generation, model) = (self.hub.clone(), self.generation_id.clone(), self.model_id.clone());
-                let size = message.payload.len();
-                fl.add(&self.hub, size);
-                fl.acks.push_back(Box::pin(async move {
-                    let r =
-                        hub.store_telemetry(message, &generation, model).await.map(|_| ()).map_err(|e| e.to_string());
-                    (ack, size, r)
-                }));
-            }
+            HubEvent::Telemetry { .. } => {}
             HubEvent::Subscribed(filters) => {
                 self.persist_subscriptions(session).await;
                 if filters.iter().any(|(f, _)| *f == TopicFilter::C2d) {
@@ -446,7 +454,8 @@ impl Ctx {
     async fn command(&mut self, session: &mut HubSession, cmd: ConnCmd) {
         match cmd {
             ConnCmd::C2dAvailable => self.deliver_c2d(session).await,
-            ConnCmd::Method { name, payload, reply } => {
+            ConnCmd::Method(call) => {
+                let crate::hub::MethodCall { name, payload, reply } = *call;
                 let rid = self.hub.next_rid();
                 if session.send_method_request(&name, &RequestId(rid.clone()), payload) == Ok(true) {
                     self.methods.insert(rid, reply);
@@ -454,7 +463,8 @@ impl Ctx {
                     let _ = reply.send(MethodReply::NotSubscribed);
                 }
             }
-            ConnCmd::Desired { version, body } => {
+            ConnCmd::Desired(push) => {
+                let (version, body) = *push;
                 let _ = session.push_desired(version, body);
             }
         }
@@ -584,4 +594,19 @@ fn ack_publish(session: &mut HubSession, pkid: u16) {
 
 fn error_body(code: u32, message: &str) -> Bytes {
     Bytes::from(crate::hub::error_json(code, message).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    /// What every connection holds for its whole life: the task's future (rare paths are boxed) and a slot per
+    /// queued command. A regression here multiplies by the number of idle connections (BENCHMARKS.md §6).
+    #[test]
+    fn an_idle_connection_task_stays_small() {
+        fn future_size<A, B, C, D, F: std::future::Future>(_: fn(A, B, C, D) -> F) -> usize {
+            std::mem::size_of::<F>()
+        }
+        let serve = future_size(super::serve);
+        assert!(serve <= 2560, "the connection task's future is {serve} bytes (it was 4352 before boxing)");
+        assert!(std::mem::size_of::<crate::hub::ConnCmd>() <= 16, "a queued command is kept small");
+    }
 }

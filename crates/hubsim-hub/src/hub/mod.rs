@@ -73,15 +73,18 @@ pub const CONN_QUEUE: usize = 64;
 pub enum ConnCmd {
     /// New C2D messages may be deliverable.
     C2dAvailable,
-    Method {
-        name: String,
-        payload: Bytes,
-        reply: oneshot::Sender<MethodReply>,
-    },
-    Desired {
-        version: u64,
-        body: Bytes,
-    },
+    /// A direct-method call (boxed, like `Desired`: the command queue's slots are allocated with the connection,
+    /// so a small command keeps an idle connection small).
+    Method(Box<MethodCall>),
+    Desired(Box<(u64, Bytes)>),
+}
+
+/// A direct-method call for a connection.
+#[derive(Debug)]
+pub struct MethodCall {
+    pub name: String,
+    pub payload: Bytes,
+    pub reply: oneshot::Sender<MethodReply>,
 }
 
 /// A device's answer to a method call.
