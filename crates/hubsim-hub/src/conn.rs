@@ -35,9 +35,9 @@ pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 impl Transport {
-    /// The next chunk of bytes; `Ok(None)` when the peer closed. `buf` starts at [`READ_BUF_MIN`] and doubles
-    /// each time a read fills it, up to [`READ_BUF_MAX`]: an idle connection holds a small buffer, a busy one
-    /// reads many packets per call.
+    /// The next chunk of bytes; `Ok(None)` when the peer closed. `buf` starts at [`READ_BUF_MIN`], doubles each
+    /// time a read fills it, up to [`READ_BUF_MAX`], and falls back to the minimum after a small read: an idle
+    /// connection holds a small buffer, a busy one reads many packets per call.
     async fn recv(&mut self, buf: &mut Vec<u8>) -> Result<Option<Bytes>, String> {
         match self {
             Transport::Stream(s) => match s.read(buf).await {
@@ -46,6 +46,10 @@ impl Transport {
                     let chunk = Bytes::copy_from_slice(&buf[..n]);
                     if n == buf.len() && buf.len() < READ_BUF_MAX {
                         buf.resize(buf.len() * 2, 0);
+                    } else if n <= READ_BUF_MIN / 2 && buf.len() > READ_BUF_MIN {
+                        // A small read (a PINGREQ, a lone PUBACK): the connection has gone quiet; give back the rest.
+                        buf.truncate(READ_BUF_MIN);
+                        buf.shrink_to_fit();
                     }
                     Ok(Some(chunk))
                 }
@@ -95,7 +99,7 @@ impl Transport {
 }
 
 /// First size of a connection's read buffer (an idle connection keeps this one).
-pub const READ_BUF_MIN: usize = 1024;
+pub const READ_BUF_MIN: usize = 512;
 /// Largest read buffer (reached only by a connection whose reads fill the buffer).
 pub const READ_BUF_MAX: usize = 16 * 1024;
 
