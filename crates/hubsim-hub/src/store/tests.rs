@@ -427,3 +427,43 @@ async fn events_stored_as_json_by_an_older_hubsim_are_converted_at_open() {
         s.append_event(NewEvent { device: "old".into(), time_ms: unix_ms(), record: event::encode(&event("old")) });
     assert_eq!(seq.await.unwrap(), 7);
 }
+
+#[tokio::test]
+async fn events_not_yet_indexed_are_found_per_device_and_indexed_soon_after() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path(), Retention::default());
+    let add = |s: &Store, dev: &str, i: u64| {
+        let rec = event::encode(&full_event(dev, i));
+        let s = s.clone();
+        let dev = dev.to_owned();
+        async move { s.append_event(NewEvent { device: dev, time_ms: unix_ms(), record: rec }).await.unwrap() }
+    };
+    for i in 0..10 {
+        add(&s, if i % 3 == 0 { "a" } else { "b" }, i).await;
+    }
+    // Found at once, whether or not the index has caught up, each once and in order.
+    let a: Vec<u64> = s.events(0, 100, Some("a")).await.unwrap().iter().map(|e| e.seq).collect();
+    assert_eq!(a, vec![1, 4, 7, 10]);
+    assert_eq!(s.events(4, 2, Some("a")).await.unwrap().iter().map(|e| e.seq).collect::<Vec<_>>(), vec![7, 10]);
+    // A store closed before its writer indexed them (as after a crash) finds them too, then indexes them.
+    drop(s);
+    let s = open(tmp.path(), Retention::default());
+    assert_eq!(s.events(0, 100, Some("b")).await.unwrap().len(), 6);
+    let index_len = || {
+        let d = s.shared.db().unwrap();
+        let r = d.begin_read().unwrap();
+        let mark = r.open_table(META).unwrap().get(EVENTS_INDEXED).unwrap().map_or(0, |v| v.value());
+        (mark, r.open_table(EVENTS_BY_DEVICE).unwrap().len().unwrap())
+    };
+    tokio::time::timeout(Duration::from_secs(10), async {
+        // The idle writer indexes within INDEX_EVERY; wake on a short timer to look (no other signal exists).
+        while index_len() != (10, 10) {
+            tokio::time::sleep(INDEX_EVERY / 5).await;
+        }
+    })
+    .await
+    .expect("the idle writer indexes what waits");
+    add(&s, "a", 10).await;
+    let a: Vec<u64> = s.events(0, 100, Some("a")).await.unwrap().iter().map(|e| e.seq).collect();
+    assert_eq!(a, vec![1, 4, 7, 10, 11], "indexed and not yet indexed events together");
+}
