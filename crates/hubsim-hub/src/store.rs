@@ -25,8 +25,9 @@
 //!
 //! **Reads** run on tokio's blocking pool ([`tokio::task::spawn_blocking`]), never on the async workers. The logs
 //! have per-device indexes (`(device, seq)`), so a per-device query costs O(results), not a scan of the log. The
-//! event index is written a little after the events ([`index_events`]: every [`INDEX_LAG`] events or
-//! [`INDEX_EVERY`]), so a query also reads the events after the index's mark, at most about [`INDEX_LAG`] of them.
+//! event index is written a little after the events ([`index_events`]: in a group commit once [`INDEX_LAG`]
+//! events wait, or after [`INDEX_EVERY`]), so a query also reads the events after the index's mark, at most about
+//! [`INDEX_LAG`] plus one group of them.
 //!
 //! **Retention** ([`Retention`]): like IoT Hub's built-in endpoint, events, connection records and feedback records
 //! older than the retention time (default 1 day) are deleted, and each log is also capped in records (defaults
@@ -857,11 +858,12 @@ fn append_events(
     Ok(first)
 }
 
-/// Adds the events after the indexed mark (at most [`INDEX_STEP`] of them) to the per-device index, in one
-/// transaction; returns how many events are still not indexed. Run by the writer when [`INDEX_LAG`] events wait
-/// or [`INDEX_EVERY`] passed: each leaf of the index is then written once per step, not once per group commit
-/// (with 1 000 devices a commit touched up to 1 000 leaves). Nothing is lost in a crash: the mark is committed with
-/// the entries, and reads look at the events after the mark themselves.
+/// Adds the events after the indexed mark (at most [`INDEX_STEP`] of them) to the per-device index; returns how
+/// many events are still not indexed. Run inside a group commit once [`INDEX_LAG`] events wait, and by the idle
+/// writer after [`INDEX_EVERY`]: each leaf of the index is then written once per step, not once per group commit
+/// (with 1 000 devices a commit touched up to 1 000 leaves), and a step is small enough not to hold up the
+/// commit it rides in. Nothing is lost in a crash: the mark is committed with the entries, and reads look at the
+/// events after the mark themselves.
 fn index_events(tx: &WriteTransaction) -> Result<u64, StoreError> {
     let mut meta = tx.open_table(META).map_err(db)?;
     let indexed = meta.get(EVENTS_INDEXED).map_err(db)?.map(|v| v.value()).unwrap_or(0);
@@ -871,13 +873,19 @@ fn index_events(tx: &WriteTransaction) -> Result<u64, StoreError> {
         return Ok(0);
     }
     let table = tx.open_table(EVENTS).map_err(db)?;
-    let mut index = tx.open_table(EVENTS_BY_DEVICE).map_err(db)?;
+    let mut entries = Vec::new();
     for e in table.range(indexed + 1..=upto).map_err(db)? {
         let (k, v) = e.map_err(db)?;
         let (_, device, _) = v.value();
         if !device.is_empty() {
-            index.insert((device, k.value()), ()).map_err(db)?;
+            entries.push((device.to_owned(), k.value()));
         }
+    }
+    // In key order, so consecutive inserts land in the same leaf.
+    entries.sort_unstable();
+    let mut index = tx.open_table(EVENTS_BY_DEVICE).map_err(db)?;
+    for (device, seq) in &entries {
+        index.insert((device.as_str(), *seq), ()).map_err(db)?;
     }
     meta.insert(EVENTS_INDEXED, upto).map_err(db)?;
     Ok(last - upto)
@@ -885,12 +893,12 @@ fn index_events(tx: &WriteTransaction) -> Result<u64, StoreError> {
 
 /// META key: the highest event sequence number whose per-device index entry is written.
 const EVENTS_INDEXED: &str = "events.indexed";
-/// Events waiting for the per-device index before the writer indexes them at once.
-pub const INDEX_LAG: u64 = 8192;
+/// Events waiting for the per-device index before a group commit indexes them.
+pub const INDEX_LAG: u64 = 2048;
 /// Longest wait before events are indexed.
 pub const INDEX_EVERY: Duration = Duration::from_millis(500);
 /// Most events indexed in one transaction (a backlog, e.g. after a crash, is indexed in steps).
-const INDEX_STEP: u64 = 4 * INDEX_LAG;
+const INDEX_STEP: u64 = 2 * INDEX_LAG;
 
 /// Deletes at most `budget` of the oldest records of `log` that are past retention or over the caps.
 fn enforce_retention(tx: &WriteTransaction, log: Log, budget: u64, retention: &Retention) -> Result<u64, StoreError> {
@@ -999,12 +1007,6 @@ impl Writer {
                 continue;
             }
             self.commit(batch);
-            if self.retry_at.is_none()
-                && self.unindexed > 0
-                && (self.unindexed >= INDEX_LAG || self.last_index.elapsed() >= INDEX_EVERY)
-            {
-                self.index();
-            }
         }
     }
 
@@ -1107,6 +1109,14 @@ impl Writer {
             }
         }
         flush(&mut events, &mut results, &mut fatal, &mut appended);
+        // The per-device index, in a bounded step inside this commit once enough events wait for it.
+        let mut left = None;
+        if fatal.is_none() && self.unindexed + appended[Log::Events as usize] >= INDEX_LAG {
+            match index_events(&tx) {
+                Ok(n) => left = Some(n),
+                Err(e) => fatal = Some(e),
+            }
+        }
         if fatal.is_none() {
             for log in Log::ALL {
                 let budget = RETENTION_STEP + 2 * appended[log as usize];
@@ -1124,9 +1134,13 @@ impl Writer {
             }
             None => tx.commit().map_err(db),
         };
-        match &outcome {
-            Ok(()) => self.unindexed += appended[Log::Events as usize],
-            Err(e) => self.failed(e),
+        match (&outcome, left) {
+            (Ok(()), Some(left)) => {
+                self.unindexed = left;
+                self.last_index = Instant::now();
+            }
+            (Ok(()), None) => self.unindexed += appended[Log::Events as usize],
+            (Err(e), _) => self.failed(e),
         }
         for answer in results {
             match (answer, &outcome) {
