@@ -296,19 +296,23 @@ const PROFILE: &str = r#"
 | channel hops, futures, scheduling | 3 % · 1.0 µs | 7 % · 1.1 µs |
 | share of the writer thread (one core at most) | 58 % | 60 % |
 
+The "after" column was profiled before the per-device index was deferred; a profile with the index written in separate steps of 8 192 events (since replaced by smaller steps inside group commits) put the same 16 µs as: B-tree inserts and index steps 46 % (the index step alone 22 %), commit 11 %, allocation 14 %, TLS reads 7 %, framing and parsing 8 %, hops 10 %, record building 2 %, PUBACK writes 1 %: deferring the index shortens commits (latency, many devices) rather than saving CPU.
+
 What changed: events are stored as a compact binary record (the body once instead of text + base64 in JSON; about 450 bytes instead of 1.1 KB for a 256-byte message), encoded on the connection's task straight from the property bag without building JSON maps; the writer appends all events of a group commit with one opening of the tables and one update of the sequence and byte counters (before: per event, two openings of the meta table, an undo log and a JSON serialization); the per-device index is written in sorted steps of up to 4 096 events (inside the group commit once 2 048 wait, or by the idle writer after 0.5 s) instead of entry by entry in every group commit, so a commit no longer touches one index leaf per device in it (reads look at the not yet indexed tail themselves; a crash loses nothing, the mark is committed with the entries); the PUBACKs one group commit releases leave a connection in one write (one TLS record, one system call) instead of one each; the record for the live event stream is built only while someone listens. Peak memory: a hub-wide 16 MiB budget of telemetry in flight (a connection that cannot take its share is not read until its writes are stored), one malloc arena instead of up to 16 (the records are allocated on the async workers and freed on the writer thread, and every arena kept its own high-water mark: −15 MB at the same speed), redb's page cache 8 MiB instead of 16 (same speed here). Idle connections: the read buffer starts at 512 bytes, doubles only while reads fill it and falls back after a small read (it was 16 KiB per connection); the connection task's future shrank from 4 352 to 1 960 bytes by boxing its rarely taken paths (authentication, commands, DPS, close), and each slot of its command queue from 64 to 16 bytes.
 
-Three runs of `cargo xtask bench --only emulator` on this machine while five other builders were compiling (hubsim / mosquitto; the last one is the table above):
+Five runs of `cargo xtask bench --only emulator` on this machine while five other builders were compiling, as the work went on (hubsim / mosquitto; the last one is the tables above):
 
 | run (UTC) | 100 devices flat out, msgs/s | p99 at 10 000 msgs/s | 1 000 × 10 msgs/s: msgs/s, p99 | idle, KiB per connection |
 |---|---|---|---|---|
 | 17:50 | 35 595 / 34 389 (1.04×) | 145.9 / 90.5 ms | 9 775, 717 ms / 8 622, 2 058 ms | 17.4 / 25.6 (before the task and queue were shrunk) |
 | 18:03 | 37 444 / 38 942 (0.96×) | 10.3 / 13.0 ms | 9 899, 43.8 ms / 9 900, 51.3 ms | 15.4 / 17.8 |
 | 18:16 | 47 049 / 42 325 (1.11×) | 41.2 / 13.8 ms | 9 344, 884 ms / 9 810, 131 ms | 12.9 / 22.0 |
+| 18:27 | 55 891 / 29 893 (1.87×) | 386.8 / 14.2 ms | 9 775, 364 ms / 9 775, 51.3 ms | 14.4 / 14.2 (index written in its own transactions of 8 192 events: each one stalled the writer) |
+| 18:38 | 38 197 / 46 891 (0.81×) | 8.8 / 11.4 ms | 9 926, 28.8 ms / 9 845, 51.3 ms | 14.9 / 14.1 (index steps of ≤ 4 096 inside group commits) |
 
 Before this round, the same bench: 44 702 / 95 864 (0.47×), 128 % CPU, peak RSS 93 MB, idle 25.8 / 17.7 KiB. The idle figure is the growth of the emulator's RSS from before the devices connected (after the load rows, so the store's page cache is already full) divided by the connections; from a freshly started emulator, which also counts the page cache filling while 10 000 devices are created, it was 18.7 KiB.
 
-Peak RSS is bounded by the load's rate (page cache 8 MiB, telemetry in flight 16 MiB hub-wide, one malloc arena) plus what each connection holds (§6); in the 18:16 run the 1 000-device row raised the peak to 69.6 MB, the 100-device row at full rate stayed at 50.7 MB.
+Peak RSS is bounded by the load's rate (page cache 8 MiB, telemetry in flight 16 MiB hub-wide, one malloc arena) plus what each connection holds (§6); in the 18:16 run the 1 000-device row raised the peak to 69.6 MB (55.7 and 50.3 MB in the two later runs), the 100-device row at full rate stayed at 50–51 MB in every run.
 
 What is left is mostly redb on the writer thread (the profile above was taken before the index was deferred): its B-tree inserts (about a quarter of the insert time is redb writing dirty pages out of its small write buffer during the transaction) and the commit's page writes and checksums. The async side (TLS, MQTT, property bag, record building, hops) is about 5 µs per message, of the order of mosquitto's whole cost.
 "#;
