@@ -12,14 +12,6 @@ use std::time::{Duration, Instant};
 const MQTT_JS: &str = "mqtt@5.16.0";
 const PAHO: &str = "paho-mqtt@1.1.0";
 
-fn gz(path: &Path) -> Result<(u64, u64)> {
-    let raw = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?.len();
-    let z =
-        Command::new("sh").arg("-c").arg("gzip -9 -c \"$0\" | wc -c").arg(path).output().map_err(|e| e.to_string())?;
-    let gz = String::from_utf8_lossy(&z.stdout).trim().parse().map_err(|_| "gzip failed")?;
-    Ok((raw, gz))
-}
-
 /// (user+system CPU seconds, current RSS KiB, peak RSS KiB) of a process.
 fn proc_stats(pid: u32) -> (f64, u64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -113,36 +105,19 @@ fn bulk(emu: &Emulator, prefix: &str, count: usize) -> Result<Vec<String>> {
     Ok(all)
 }
 
-pub fn run(args: &[String]) -> Result {
-    if args.iter().any(|a| a == "--report-only") {
-        // Re-render BENCHMARKS.md from the last results.json.
-        let text = std::fs::read_to_string(root().join("target/bench/results.json"))
-            .map_err(|e| format!("results.json: {e}"))?;
-        let results: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-        return std::fs::write(root().join("BENCHMARKS.md"), crate::bench_report::render(&results))
-            .map_err(|e| e.to_string());
-    }
-    let idle_n: usize = args
-        .iter()
-        .position(|a| a == "--idle")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
-    crate::setup::run()?;
-    crate::setup::e2e_node_modules()?;
-    crate::setup::apt(&["mosquitto"])?;
-    let dir = root().join("target/bench");
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    // Children inherit a file-descriptor limit large enough for 10 000 connections on each side.
-    let _ = Command::new("prlimit").arg(format!("--pid={}", std::process::id())).arg("--nofile=400000:400000").status();
+fn arg<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).map(String::as_str)
+}
 
+/// Bundle sizes of the release web app and of the two MQTT clients beside it.
+fn bundle(dir: &Path) -> Result<Value> {
     step("bundle size: the web app vs mqtt.js and paho-mqtt browser builds");
     sh(tool("trunk").args(["build", "--release"]).current_dir(root()))?;
     let mut bundle = Vec::new();
     let (mut total_raw, mut total_gz) = (0, 0);
     for e in std::fs::read_dir(root().join("dist")).map_err(|e| e.to_string())? {
         let p = e.map_err(|e| e.to_string())?.path();
-        let (raw, z) = gz(&p)?;
+        let (raw, z) = crate::util::gzip_size(&p)?;
         total_raw += raw;
         total_gz += z;
         bundle.push((p.file_name().unwrap_or_default().to_string_lossy().into_owned(), raw, z));
@@ -156,68 +131,97 @@ pub fn run(args: &[String]) -> Result {
             .arg(&npm)
             .args([MQTT_JS, PAHO]))?;
     }
-    let mqtt_js = npm.join("node_modules/mqtt/dist/mqtt.min.js");
-    let (mq_raw, mq_gz) = gz(&mqtt_js)?;
-    let (paho_raw, paho_gz) = gz(&npm.join("node_modules/paho-mqtt/paho-mqtt-min.js"))?;
+    let (mq_raw, mq_gz) = crate::util::gzip_size(&npm.join("node_modules/mqtt/dist/mqtt.min.js"))?;
+    let (paho_raw, paho_gz) = crate::util::gzip_size(&npm.join("node_modules/paho-mqtt/paho-mqtt-min.js"))?;
+    Ok(json!({
+        "files": bundle.iter().map(|(n, r, z)| json!({"name": n, "raw": r, "gzip": z})).collect::<Vec<_>>(),
+        "totalRaw": total_raw, "totalGzip": total_gz,
+        "mqttJs": {"version": MQTT_JS, "raw": mq_raw, "gzip": mq_gz},
+        "pahoMqtt": {"version": PAHO, "raw": paho_raw, "gzip": paho_gz},
+    }))
+}
 
-    step("start the release emulator");
-    let bin = emulator::build(true)?;
-    let data = dir.join("emulator");
-    let _ = std::fs::remove_dir_all(&data);
-    // The browser rows need the benchmark entry points, which the shipped app (measured above) leaves out.
-    step("web app with its benchmark entry points: trunk build --release --features bench");
-    let bench_dist = dir.join("dist");
-    sh(tool("trunk")
-        .args(["build", "--release", "--features", "bench", "--dist"])
-        .arg(&bench_dist)
-        .current_dir(root()))?;
-    let bench_dist = bench_dist.display().to_string();
-    let emu = Emulator::start(
-        &bin,
-        &data,
-        &["--mqtt-port", "0", "--ws-port", "0", "--http-port", "0", "--web-dir", &bench_dist],
-    )?;
-    let (_, rss_start, _) = proc_stats(emu.pid());
+/// One load row: the same `hubsim simulate` load against the emulator and against mosquitto, one after the other.
+struct Pair<'a> {
+    bin: &'a Path,
+    emu: &'a Emulator,
+    mosq: &'a Mosquitto,
+    dir: &'a Path,
+    ca: PathBuf,
+}
 
-    step("emulator throughput: 100 devices at QoS 1, hubsim emulator vs mosquitto (TLS, same certificate)");
-    let load = |extra: &[&str]| -> Vec<String> {
-        ["--rate", "0", "--duration", "15", "--size", "256", "--qos", "1"]
-            .iter()
-            .chain(extra)
-            .map(|s| s.to_string())
-            .collect()
-    };
-    let (hub_sum, hub_cpu, hub_peak) = simulate(
-        &bin,
-        &load(&["--hub", &emu.http, "--login", &emu.service_connection_string, "--devices", "100", "--prefix", "load"]),
-        emu.pid(),
-    )?;
-    eprintln!("{hub_sum}");
-    // The same 100 devices' connection strings, for mosquitto.
-    let css = bulk(&emu, "load", 100)?;
-    let cs_file = dir.join("devices.txt");
-    std::fs::write(&cs_file, css.join("\n")).map_err(|e| e.to_string())?;
-    let mosq = Mosquitto::start(&dir, &data)?;
-    let mq_args = |extra: &[&str]| -> Vec<String> {
-        let mut a = vec![
+impl Pair<'_> {
+    /// `devices` devices (prefix `prefix`) sending `load`; returns the JSON of both sides.
+    fn run(&self, prefix: &str, devices: usize, load: &[&str]) -> Result<Value> {
+        let load: Vec<String> = load.iter().map(|s| s.to_string()).collect();
+        let mut hub_args: Vec<String> = vec![
+            "--hub".into(),
+            self.emu.http.clone(),
+            "--login".into(),
+            self.emu.service_connection_string.clone(),
+            "--devices".into(),
+            devices.to_string(),
+            "--prefix".into(),
+            prefix.into(),
+        ];
+        hub_args.extend(load.iter().cloned());
+        let (hub_sum, hub_cpu, _) = simulate(self.bin, &hub_args, self.emu.pid())?;
+        eprintln!("{hub_sum}");
+        let hub_rss = proc_stats(self.emu.pid()).2;
+        let css = bulk(self.emu, prefix, devices)?;
+        let cs_file = self.dir.join(format!("{prefix}.txt"));
+        std::fs::write(&cs_file, css.join("\n")).map_err(|e| e.to_string())?;
+        let mut margs = self.mosquitto_args(&cs_file);
+        margs.extend(load);
+        let (mosq_sum, mosq_cpu, mosq_rss) = simulate(self.bin, &margs, self.mosq.pid())?;
+        eprintln!("{mosq_sum}");
+        let parse = |t: &str| serde_json::from_str::<Value>(t).unwrap_or(Value::Null);
+        Ok(json!({
+            "devices": devices, "load": load_text(&hub_args),
+            "hubsim": parse(&hub_sum), "hubsimCpuPercent": hub_cpu, "hubsimPeakRssKiB": hub_rss,
+            "mosquitto": parse(&mosq_sum), "mosquittoCpuPercent": mosq_cpu, "mosquittoPeakRssKiB": mosq_rss,
+        }))
+    }
+
+    fn mosquitto_args(&self, cs_file: &Path) -> Vec<String> {
+        vec![
             "--host".into(),
             "localhost".into(),
             "--mqtt-port".into(),
-            mosq.port.to_string(),
+            self.mosq.port.to_string(),
             "--ca".into(),
-            data.join("ca.pem").display().to_string(),
-        ];
-        a.extend(extra.iter().map(|s| s.to_string()));
-        a
-    };
-    let mut margs = mq_args(&["--connection-strings", &cs_file.display().to_string()]);
-    margs.extend(load(&[]));
-    let (mosq_sum, mosq_cpu, mosq_peak) = simulate(&bin, &margs, mosq.pid())?;
-    eprintln!("{mosq_sum}");
+            self.ca.display().to_string(),
+            "--connection-strings".into(),
+            cs_file.display().to_string(),
+        ]
+    }
+}
+
+fn load_text(args: &[String]) -> String {
+    let v = |k: &str| args.iter().position(|a| a == k).and_then(|i| args.get(i + 1)).cloned().unwrap_or_default();
+    format!("rate {}/s per device, {} s, QoS {}, {} B", v("--rate"), v("--duration"), v("--qos"), v("--size"))
+}
+
+/// The emulator rows: throughput flat out, PUBACK latency at a fixed rate, many devices, idle connections.
+fn emulator_rows(bin: &Path, dir: &Path, idle_n: usize) -> Result<Value> {
+    step("start the release emulator");
+    let data = dir.join("emulator");
+    let _ = std::fs::remove_dir_all(&data);
+    let emu = Emulator::start(bin, &data, &["--mqtt-port", "0", "--ws-port", "0", "--http-port", "0"])?;
+    let (_, rss_start, _) = proc_stats(emu.pid());
+    let mosq = Mosquitto::start(dir, &data)?;
+    let pair = Pair { bin, emu: &emu, mosq: &mosq, dir, ca: data.join("ca.pem") };
+
+    step("emulator throughput: 100 devices at QoS 1 as fast as possible, hubsim emulator vs mosquitto (TLS)");
+    let flat = pair.run("load", 100, &["--rate", "0", "--duration", "15", "--size", "256", "--qos", "1"])?;
+    step("PUBACK latency at 10 000 msgs/s: 100 devices × 100 msgs/s");
+    let paced = pair.run("paced", 100, &["--rate", "100", "--duration", "15", "--size", "256", "--qos", "1"])?;
+    step("many devices: 1 000 devices × 10 msgs/s");
+    let many = pair.run("many", 1000, &["--rate", "10", "--duration", "20", "--size", "256", "--qos", "1"])?;
 
     step(&format!("idle connections: {idle_n} devices, memory per connection"));
     let idle_hub = idle(
-        &bin,
+        bin,
         &[
             "--hub".into(),
             emu.http.clone(),
@@ -234,44 +238,13 @@ pub fn run(args: &[String]) -> Result {
     let idle_css = bulk(&emu, "idle", idle_n)?;
     let idle_file = dir.join("idle.txt");
     std::fs::write(&idle_file, idle_css.join("\n")).map_err(|e| e.to_string())?;
-    let idle_mosq =
-        idle(&bin, &mq_args(&["--connection-strings", &idle_file.display().to_string()]), idle_n, mosq.pid())?;
-    drop(mosq);
-
-    step("browser: throughput vs mqtt.js, time to connected, devices per tab (headless Chromium)");
-    // The script connects mqtt.js as bench-browser-1 (and hubsim as bench-browser-0); mqtt.js gets its token here.
-    let browser_devices = bulk(&emu, "bench-browser", 2)?;
-    let token = output(Command::new(&bin).args(["sas", "--ttl", "3600", "--connection-string", &browser_devices[1]]))
-        .ok_or("hubsim sas failed")?;
-    let browser = output(
-        tool("node")
-            .arg(root().join("tests/e2e/bench/browser-bench.js"))
-            .current_dir(root().join("tests/e2e"))
-            .env("HUBSIM_HTTP", &emu.http)
-            .env("HUBSIM_TOKEN", &emu.token)
-            .env("MQTT_JS", &mqtt_js)
-            .env("MQTT_JS_TOKEN", token.trim())
-            .stderr(Stdio::inherit()),
-    )
-    .unwrap_or_else(|| "{}".into());
+    let idle_mosq = idle(bin, &pair.mosquitto_args(&idle_file), idle_n, mosq.pid())?;
     let (_, rss_end, rss_peak) = proc_stats(emu.pid());
-    drop(emu);
-
-    let parse = |t: &str| serde_json::from_str::<Value>(t).unwrap_or(Value::Null);
-    let results = json!({
-        "date": output(Command::new("date").arg("-u").arg("+%Y-%m-%d %H:%M UTC")).unwrap_or_default().trim(),
-        "machine": format!("{} cores, {}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-            output(Command::new("sh").arg("-c").arg("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2")).unwrap_or_default().trim()),
-        "bundle": {
-            "files": bundle.iter().map(|(n, r, z)| json!({"name": n, "raw": r, "gzip": z})).collect::<Vec<_>>(),
-            "totalRaw": total_raw, "totalGzip": total_gz,
-            "mqttJs": {"version": MQTT_JS, "raw": mq_raw, "gzip": mq_gz},
-            "pahoMqtt": {"version": PAHO, "raw": paho_raw, "gzip": paho_gz},
-        },
-        "emulatorThroughput": {
-            "hubsim": parse(&hub_sum), "hubsimCpuPercent": hub_cpu, "hubsimPeakRssKiB": hub_peak,
-            "mosquitto": parse(&mosq_sum), "mosquittoCpuPercent": mosq_cpu, "mosquittoPeakRssKiB": mosq_peak,
-        },
+    drop(mosq);
+    Ok(json!({
+        "emulatorThroughput": flat,
+        "emulatorPaced": paced,
+        "emulatorMany": many,
         "idle": {
             "devices": idle_n,
             "hubsimConnected": idle_hub.0, "hubsimKiBPerConnection": idle_hub.1,
@@ -279,8 +252,100 @@ pub fn run(args: &[String]) -> Result {
             "fdLimit": output(Command::new("sh").arg("-c").arg("ulimit -n")).and_then(|v| v.trim().parse::<u64>().ok()),
         },
         "emulatorRssKiB": {"start": rss_start, "end": rss_end, "peak": rss_peak},
-        "browser": parse(&browser),
-    });
+    }))
+}
+
+/// The browser rows (throughput vs mqtt.js, time to connected, devices per tab) against a fresh emulator.
+fn browser_rows(bin: &Path, dir: &Path) -> Result<Value> {
+    step("browser: throughput vs mqtt.js, time to connected, devices per tab (headless Chromium)");
+    // The browser rows need the benchmark entry points, which the shipped app (measured by `bundle`) leaves out.
+    step("web app with its benchmark entry points: trunk build --release --features bench");
+    let bench_dist = dir.join("dist");
+    sh(tool("trunk")
+        .args(["build", "--release", "--features", "bench", "--dist"])
+        .arg(&bench_dist)
+        .current_dir(root()))?;
+    let bench_dist = bench_dist.display().to_string();
+    let data = dir.join("emulator-web");
+    let _ = std::fs::remove_dir_all(&data);
+    let emu = Emulator::start(
+        bin,
+        &data,
+        &["--mqtt-port", "0", "--ws-port", "0", "--http-port", "0", "--web-dir", &bench_dist],
+    )?;
+    // The script connects mqtt.js as bench-browser-1 (and hubsim as bench-browser-0); mqtt.js gets its token here.
+    let browser_devices = bulk(&emu, "bench-browser", 2)?;
+    let token = output(Command::new(bin).args(["sas", "--ttl", "3600", "--connection-string", &browser_devices[1]]))
+        .ok_or("hubsim sas failed")?;
+    let browser = output(
+        tool("node")
+            .arg(root().join("tests/e2e/bench/browser-bench.js"))
+            .current_dir(root().join("tests/e2e"))
+            .env("HUBSIM_HTTP", &emu.http)
+            .env("HUBSIM_TOKEN", &emu.token)
+            .env("MQTT_JS", dir.join("npm/node_modules/mqtt/dist/mqtt.min.js"))
+            .env("MQTT_JS_TOKEN", token.trim())
+            .stderr(Stdio::inherit()),
+    )
+    .unwrap_or_else(|| "{}".into());
+    Ok(serde_json::from_str(&browser).unwrap_or(Value::Null))
+}
+
+/// `cargo xtask bench [--only emulator|web] [--idle N] [--report-only]`. With `--only`, the other rows are kept
+/// from the last `target/bench/results.json`.
+pub fn run(args: &[String]) -> Result {
+    let dir = root().join("target/bench");
+    if args.iter().any(|a| a == "--report-only") {
+        // Re-render BENCHMARKS.md from the last results.json.
+        let text = std::fs::read_to_string(dir.join("results.json")).map_err(|e| format!("results.json: {e}"))?;
+        let results: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        return std::fs::write(root().join("BENCHMARKS.md"), crate::bench_report::render(&results))
+            .map_err(|e| e.to_string());
+    }
+    let idle_n: usize = arg(args, "--idle").and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let (web, emulator_side) = match arg(args, "--only") {
+        None => (true, true),
+        Some("emulator") => (false, true),
+        Some("web") => (true, false),
+        Some(other) => return Err(format!("--only {other}: expected `emulator` or `web`")),
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let mut results: Value = std::fs::read_to_string(dir.join("results.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .filter(Value::is_object)
+        .unwrap_or_else(|| json!({}));
+    if web {
+        crate::setup::run()?;
+        crate::setup::e2e_node_modules()?;
+    }
+    if emulator_side {
+        crate::setup::apt(&["mosquitto"])?;
+    }
+    // Children inherit a file-descriptor limit large enough for 10 000 connections on each side.
+    let _ = Command::new("prlimit").arg(format!("--pid={}", std::process::id())).arg("--nofile=400000:400000").status();
+    let bin = emulator::build(true)?;
+    if web {
+        results["bundle"] = bundle(&dir)?;
+    }
+    if emulator_side {
+        for (k, v) in emulator_rows(&bin, &dir, idle_n)?.as_object().into_iter().flatten() {
+            results[k] = v.clone();
+        }
+    }
+    if web {
+        results["browser"] = browser_rows(&bin, &dir)?;
+    }
+    results["date"] =
+        output(Command::new("date").arg("-u").arg("+%Y-%m-%d %H:%M UTC")).unwrap_or_default().trim().into();
+    results["machine"] = format!(
+        "{} cores, {}",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        output(Command::new("sh").arg("-c").arg("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"))
+            .unwrap_or_default()
+            .trim()
+    )
+    .into();
     let text = serde_json::to_string_pretty(&results).map_err(|e| e.to_string())?;
     std::fs::write(dir.join("results.json"), &text).map_err(|e| e.to_string())?;
     std::fs::write(root().join("BENCHMARKS.md"), crate::bench_report::render(&results)).map_err(|e| e.to_string())?;

@@ -34,7 +34,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::run(&args[1..]),
         Some("tidy") => tidy::run(),
         _ => {
-            eprintln!("usage: cargo xtask <test|e2e|setup|demo|bench|fuzz|tidy>\n\n  test   install what is missing, then run every check and test\n  e2e    only the browser tests, on free ports: e2e [playwright args]\n  setup  only install what is missing\n  demo   build the app and run the emulator with a demo device\n  bench  run the benchmarks, write BENCHMARKS.md and target/bench/results.json\n  fuzz   long fuzzing runs: fuzz --minutes N\n  tidy   check the invariants of ARCHITECTURE.md");
+            eprintln!("usage: cargo xtask <test|e2e|setup|demo|bench|fuzz|tidy>\n\n  test   install what is missing, then run every check and test\n  e2e    only the browser tests, on free ports: e2e [playwright args]\n  setup  only install what is missing\n  demo   build the app and run the emulator with a demo device\n  bench  run the benchmarks, write BENCHMARKS.md and target/bench/results.json\n         (--only emulator | --only web: only those rows, the others kept from the last run)\n  fuzz   long fuzzing runs: fuzz --minutes N\n  tidy   check the invariants of ARCHITECTURE.md");
             return ExitCode::from(2);
         }
     };

@@ -21,6 +21,7 @@ use client::{Log, Login, ServiceClient};
 use hubsim_proto::ServiceConnectionString;
 
 fn main() -> ExitCode {
+    hubsim_hub::limit_malloc_arenas();
     let cli = Cli::parse();
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,

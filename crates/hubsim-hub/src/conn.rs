@@ -7,7 +7,7 @@
 use axum::extract::ws::{Message, WebSocket};
 use bytes::Bytes;
 use futures_util::stream::FuturesOrdered;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use hubsim_proto::hub::{C2dDelivery, CloseReason, HubEvent, HubSession};
 use hubsim_proto::topic::{RequestId, TopicFilter};
 use std::collections::HashMap;
@@ -16,7 +16,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio::time::Instant as TokioInstant;
 
-use crate::hub::{c2d_properties, ConnCmd, ConnHandle, Hub, MethodReply};
+use crate::hub::{
+    c2d_properties, ConnCmd, ConnHandle, Hub, MethodReply, TELEMETRY_IN_FLIGHT_BYTES, TELEMETRY_OVERHEAD,
+};
 use crate::model::ConnectionRecord;
 use hubsim_proto::provisioning::Endpoint;
 
@@ -33,12 +35,24 @@ pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 impl Transport {
-    /// The next chunk of bytes; `Ok(None)` when the peer closed.
-    async fn recv(&mut self, buf: &mut [u8]) -> Result<Option<Bytes>, String> {
+    /// The next chunk of bytes; `Ok(None)` when the peer closed. `buf` starts at [`READ_BUF_MIN`], doubles each
+    /// time a read fills it, up to [`READ_BUF_MAX`], and falls back to the minimum after a small read: an idle
+    /// connection holds a small buffer, a busy one reads many packets per call.
+    async fn recv(&mut self, buf: &mut Vec<u8>) -> Result<Option<Bytes>, String> {
         match self {
             Transport::Stream(s) => match s.read(buf).await {
                 Ok(0) => Ok(None),
-                Ok(n) => Ok(Some(Bytes::copy_from_slice(&buf[..n]))),
+                Ok(n) => {
+                    let chunk = Bytes::copy_from_slice(&buf[..n]);
+                    if n == buf.len() && buf.len() < READ_BUF_MAX {
+                        buf.resize(buf.len() * 2, 0);
+                    } else if n <= READ_BUF_MIN / 2 && buf.len() > READ_BUF_MIN {
+                        // A small read (a PINGREQ, a lone PUBACK): the connection has gone quiet; give back the rest.
+                        buf.truncate(READ_BUF_MIN);
+                        buf.shrink_to_fit();
+                    }
+                    Ok(Some(chunk))
+                }
                 Err(e) => Err(e.to_string()),
             },
             Transport::WebSocket(ws) => loop {
@@ -84,6 +98,11 @@ impl Transport {
     }
 }
 
+/// First size of a connection's read buffer (an idle connection keeps this one).
+pub const READ_BUF_MIN: usize = 512;
+/// Largest read buffer (reached only by a connection whose reads fill the buffer).
+pub const READ_BUF_MAX: usize = 16 * 1024;
+
 /// A telemetry write in progress: the packet id to PUBACK once the write is durable, and the bytes it holds.
 type PendingAck = std::pin::Pin<Box<dyn std::future::Future<Output = (Option<u16>, usize, Result<(), String>)> + Send>>;
 
@@ -92,6 +111,43 @@ type PendingAck = std::pin::Pin<Box<dyn std::future::Future<Output = (Option<u16
 pub const MAX_PENDING_WRITES: usize = 128;
 /// Bytes of telemetry in flight per connection before the task stops reading (1 MiB).
 pub const MAX_PENDING_BYTES: usize = 1024 * 1024;
+
+/// A connection's telemetry writes in flight and its share of the hub-wide budget
+/// ([`crate::hub::TELEMETRY_IN_FLIGHT_BYTES`]).
+struct InFlight {
+    acks: FuturesOrdered<PendingAck>,
+    /// Payload bytes of `acks`.
+    bytes: usize,
+    /// Budget bytes this connection holds.
+    held: usize,
+    /// Budget bytes it must take before it reads again.
+    owed: usize,
+}
+
+impl InFlight {
+    /// A message of `size` payload bytes was read: take its share of the budget, or owe it.
+    fn add(&mut self, hub: &Hub, size: usize) {
+        self.bytes += size;
+        let cost = size + TELEMETRY_OVERHEAD;
+        match hub.telemetry_budget.try_acquire_many(cost.min(TELEMETRY_IN_FLIGHT_BYTES) as u32) {
+            Ok(p) if self.owed == 0 => {
+                p.forget();
+                self.held += cost;
+            }
+            _ => self.owed += cost,
+        }
+    }
+
+    /// A message of `size` payload bytes is stored: give its share back.
+    fn done(&mut self, hub: &Hub, size: usize) {
+        self.bytes -= size;
+        let cost = size + TELEMETRY_OVERHEAD;
+        let back = cost.min(self.held);
+        self.held -= back;
+        self.owed = self.owed.saturating_sub(cost - back);
+        hub.telemetry_budget.add_permits(back);
+    }
+}
 
 struct Ctx {
     hub: Arc<Hub>,
@@ -119,7 +175,7 @@ enum Sniffed {
 
 /// Reads until the first packet tells a DPS device from a hub device (the SDKs dial the same ports for both).
 /// A transport that sends nothing within the CONNECT deadline goes to the hub session, whose timer closes it.
-async fn sniff(hub: &Hub, transport: &mut Transport, buf: &mut [u8]) -> Sniffed {
+async fn sniff(hub: &Hub, transport: &mut Transport, buf: &mut Vec<u8>) -> Sniffed {
     let deadline = TokioInstant::now() + hub.settings.protocol.connect_timeout;
     let max = hub.settings.protocol.max_message_size + 64 * 1024;
     let mut got = Vec::new();
@@ -142,9 +198,11 @@ async fn sniff(hub: &Hub, transport: &mut Transport, buf: &mut [u8]) -> Sniffed 
 pub async fn serve(hub: Arc<Hub>, mut transport: Transport, kind: &'static str, remote: String) {
     let opened = hub.now();
     let mut session = HubSession::new(hub.settings.protocol.clone(), opened);
-    let mut buf = vec![0u8; 16 * 1024];
-    let (first, ended) = match sniff(&hub, &mut transport, &mut buf).await {
-        Sniffed::Dps(first) => return dps::serve(hub, transport, kind, remote, first, opened).await,
+    let mut buf = vec![0u8; READ_BUF_MIN];
+    // The rarely taken paths are boxed (here and below), so the task of an idle connection stays small: an async
+    // function's future is as large as its largest state, nested calls included.
+    let (first, ended) = match Box::pin(sniff(&hub, &mut transport, &mut buf)).await {
+        Sniffed::Dps(first) => return Box::pin(dps::serve(hub, transport, kind, remote, first, opened)).await,
         Sniffed::Hub(first, ended) => (first, ended),
     };
     if !first.is_empty() {
@@ -170,20 +228,24 @@ pub async fn serve(hub: Arc<Hub>, mut transport: Transport, kind: &'static str, 
     };
     // Telemetry writes in flight, in arrival order: the store commits them in groups and PUBACKs leave in order,
     // each only after its write is durable. One connection can have many writes in one commit.
-    let mut acks: FuturesOrdered<PendingAck> = FuturesOrdered::new();
-    let mut pending_bytes = 0usize;
+    let mut fl = InFlight { acks: FuturesOrdered::new(), bytes: 0, held: 0, owed: 0 };
     let mut closed = None;
     loop {
         while let Some(ev) = session.poll_event() {
             if let HubEvent::Closed { reason, will } = ev {
                 closed = Some((reason, will));
             } else {
-                ctx.handle(&mut session, ev, &mut acks, &mut pending_bytes).await;
+                match ev {
+                    HubEvent::Telemetry { message, ack } => ctx.telemetry(message, ack, &mut fl),
+                    ev => Box::pin(ctx.handle(&mut session, ev)).await,
+                }
             }
         }
+        // Everything the session has to send goes out in one write (one TLS record, one system call): after a
+        // group commit that is many PUBACKs at once.
         let mut write_failed = None;
-        while let Some(bytes) = session.poll_transmit() {
-            if let Err(e) = transport.send_within(bytes, hub.settings.write_timeout).await {
+        while let Some(out) = gather_transmits(&mut session) {
+            if let Err(e) = transport.send_within(out, hub.settings.write_timeout).await {
                 write_failed = Some(e);
                 break;
             }
@@ -196,39 +258,59 @@ pub async fn serve(hub: Arc<Hub>, mut transport: Transport, kind: &'static str, 
             break;
         }
         let timer = ctx.next_deadline(&session);
-        let room = acks.len() < MAX_PENDING_WRITES && pending_bytes < MAX_PENDING_BYTES;
+        let room = fl.acks.len() < MAX_PENDING_WRITES && fl.bytes < MAX_PENDING_BYTES && fl.owed == 0;
         tokio::select! {
             // Back-pressure: not while too many writes are pending (the session's held PUBACKs, and the bytes of
-            // all writes including QoS 0): the device waits in TCP's window.
+            // all writes including QoS 0), nor while this connection owes the hub-wide budget: the device waits
+            // in TCP's window.
             r = transport.recv(&mut buf), if room && session.wants_input() => match r {
                 Ok(Some(b)) => session.handle_input(hub.now(), &b),
                 Ok(None) => session.handle_transport_closed("the device closed the connection"),
                 Err(e) => session.handle_transport_closed(e),
             },
-            Some(cmd) = cmd_rx.recv() => ctx.command(&mut session, cmd).await,
+            Some(cmd) = cmd_rx.recv() => Box::pin(ctx.command(&mut session, cmd)).await,
             Ok(()) = close_rx.changed() => {
                 if let Some(reason) = close_rx.borrow_and_update().clone() {
                     session.close(reason);
                 }
             }
-            Some((ack, size, stored)) = acks.next(), if !acks.is_empty() => match stored {
-                Ok(()) => {
-                    pending_bytes -= size;
-                    if let Some(pkid) = ack {
-                        ack_publish(&mut session, pkid);
-                    }
+            r = hub.telemetry_budget.acquire_many(fl.owed.min(TELEMETRY_IN_FLIGHT_BYTES) as u32), if fl.owed > 0 => {
+                if let Ok(p) = r {
+                    p.forget();
+                    fl.held += fl.owed;
+                    fl.owed = 0;
                 }
-                Err(e) => session.close(CloseReason::ClosedByService(format!("the event could not be stored: {e}"))),
-            },
+            }
+            Some(first) = fl.acks.next(), if !fl.acks.is_empty() => {
+                // One group commit makes many of this connection's writes durable at once: take every one that is
+                // ready, so their PUBACKs leave together.
+                let mut done = Some(first);
+                while let Some((ack, size, stored)) = done.take() {
+                    match stored {
+                        Ok(()) => {
+                            fl.done(&hub, size);
+                            if let Some(pkid) = ack {
+                                ack_publish(&mut session, pkid);
+                            }
+                        }
+                        Err(e) => {
+                            session.close(CloseReason::ClosedByService(format!("the event could not be stored: {e}")));
+                            break;
+                        }
+                    }
+                    done = fl.acks.next().now_or_never().flatten();
+                }
+            }
             _ = sleep_until(timer) => session.handle_timeout(hub.now()),
         }
     }
     // The close handshake is a write too: a device that stopped reading must not hold the task here either.
-    let _ = tokio::time::timeout(hub.settings.write_timeout, transport.close()).await;
+    let _ = tokio::time::timeout(hub.settings.write_timeout, Box::pin(transport.close())).await;
     // Store what was received before the close (it was never acknowledged, so the device may send it again).
-    while acks.next().await.is_some() {}
+    while fl.acks.next().await.is_some() {}
+    hub.telemetry_budget.add_permits(fl.held);
     if let Some((reason, will)) = closed {
-        ctx.finish(reason, will).await;
+        Box::pin(ctx.finish(reason, will)).await;
     }
 }
 
@@ -248,13 +330,19 @@ impl Ctx {
         self.device.as_deref().unwrap_or("")
     }
 
-    async fn handle(
-        &mut self,
-        session: &mut HubSession,
-        ev: HubEvent,
-        acks: &mut FuturesOrdered<PendingAck>,
-        pending_bytes: &mut usize,
-    ) {
+    /// A telemetry message: its write joins the connection's writes in flight (PUBACK once it is durable).
+    fn telemetry(&mut self, message: hubsim_proto::hub::ReceivedTelemetry, ack: Option<u16>, fl: &mut InFlight) {
+        let (hub, generation, model) = (self.hub.clone(), self.generation_id.clone(), self.model_id.clone());
+        let size = message.payload.len();
+        fl.add(&self.hub, size);
+        fl.acks.push_back(Box::pin(async move {
+            let r = hub.store_telemetry(message, &generation, model).await.map(|_| ()).map_err(|e| e.to_string());
+            (ack, size, r)
+        }));
+    }
+
+    /// Every other event of the session (telemetry goes to [`Ctx::telemetry`]).
+    async fn handle(&mut self, session: &mut HubSession, ev: HubEvent) {
         match ev {
             HubEvent::Authenticate(req) => {
                 // The registry name: `{device}` or `{device}/{module}`.
@@ -293,16 +381,7 @@ impl Ctx {
                     }
                 }
             }
-            HubEvent::Telemetry { message, ack } => {
-                let (hub, generation, model) = (self.hub.clone(), self.generation_id.clone(), self.model_id.clone());
-                let size = message.payload.len();
-                *pending_bytes += size;
-                acks.push_back(Box::pin(async move {
-                    let r =
-                        hub.store_telemetry(message, &generation, model).await.map(|_| ()).map_err(|e| e.to_string());
-                    (ack, size, r)
-                }));
-            }
+            HubEvent::Telemetry { .. } => {}
             HubEvent::Subscribed(filters) => {
                 self.persist_subscriptions(session).await;
                 if filters.iter().any(|(f, _)| *f == TopicFilter::C2d) {
@@ -379,7 +458,8 @@ impl Ctx {
     async fn command(&mut self, session: &mut HubSession, cmd: ConnCmd) {
         match cmd {
             ConnCmd::C2dAvailable => self.deliver_c2d(session).await,
-            ConnCmd::Method { name, payload, reply } => {
+            ConnCmd::Method(call) => {
+                let crate::hub::MethodCall { name, payload, reply } = *call;
                 let rid = self.hub.next_rid();
                 if session.send_method_request(&name, &RequestId(rid.clone()), payload) == Ok(true) {
                     self.methods.insert(rid, reply);
@@ -387,7 +467,8 @@ impl Ctx {
                     let _ = reply.send(MethodReply::NotSubscribed);
                 }
             }
-            ConnCmd::Desired { version, body } => {
+            ConnCmd::Desired(push) => {
+                let (version, body) = *push;
                 let _ = session.push_desired(version, body);
             }
         }
@@ -486,6 +567,28 @@ impl Ctx {
     }
 }
 
+/// Most bytes gathered into one write (the rest waits for the next turn of the loop).
+const MAX_GATHER: usize = 64 * 1024;
+
+/// What the session has to send, as one buffer (`None` when nothing).
+fn gather_transmits(session: &mut HubSession) -> Option<Bytes> {
+    let first = session.poll_transmit()?;
+    if first.len() >= MAX_GATHER {
+        return Some(first);
+    }
+    let Some(second) = session.poll_transmit() else { return Some(first) };
+    let mut out = bytes::BytesMut::with_capacity(first.len() + second.len() + 256);
+    out.extend_from_slice(&first);
+    out.extend_from_slice(&second);
+    while out.len() < MAX_GATHER {
+        match session.poll_transmit() {
+            Some(b) => out.extend_from_slice(&b),
+            None => break,
+        }
+    }
+    Some(out.freeze())
+}
+
 /// Releases a PUBACK held for a write that is now done; a refusal is a bug in this task, logged.
 fn ack_publish(session: &mut HubSession, pkid: u16) {
     if let Err(e) = session.ack_publish(pkid) {
@@ -495,4 +598,19 @@ fn ack_publish(session: &mut HubSession, pkid: u16) {
 
 fn error_body(code: u32, message: &str) -> Bytes {
     Bytes::from(crate::hub::error_json(code, message).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    /// What every connection holds for its whole life: the task's future (rare paths are boxed) and a slot per
+    /// queued command. A regression here multiplies by the number of idle connections (BENCHMARKS.md §6).
+    #[test]
+    fn an_idle_connection_task_stays_small() {
+        fn future_size<A, B, C, D, F: std::future::Future>(_: fn(A, B, C, D) -> F) -> usize {
+            std::mem::size_of::<F>()
+        }
+        let serve = future_size(super::serve);
+        assert!(serve <= 2560, "the connection task's future is {serve} bytes (it was 4352 before boxing)");
+        assert!(std::mem::size_of::<crate::hub::ConnCmd>() <= 16, "a queued command is kept small");
+    }
 }

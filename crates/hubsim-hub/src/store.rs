@@ -24,7 +24,10 @@
 //! asynchronously for a place, so a burst cannot grow the queue without bound.
 //!
 //! **Reads** run on tokio's blocking pool ([`tokio::task::spawn_blocking`]), never on the async workers. The logs
-//! have per-device indexes (`(device, seq)`), so a per-device query costs O(results), not a scan of the log.
+//! have per-device indexes (`(device, seq)`), so a per-device query costs O(results), not a scan of the log. The
+//! event index is written a little after the events ([`index_events`]: in a group commit once [`INDEX_LAG`]
+//! events wait, or after [`INDEX_EVERY`]), so a query also reads the events after the index's mark, at most about
+//! [`INDEX_LAG`] plus one group of them.
 //!
 //! **Retention** ([`Retention`]): like IoT Hub's built-in endpoint, events, connection records and feedback records
 //! older than the retention time (default 1 day) are deleted, and each log is also capped in records (defaults
@@ -33,7 +36,12 @@
 //! store runs one such step every [`HOUSEKEEPING`]; there is never a stop-the-world scan.
 //!
 //! Logs written by hubsim versions before retention (`events`, `connlog`, `feedback`: `seq → JSON`) are moved into
-//! the current tables once, at open, timed "now".
+//! the current tables once, at open, timed "now"; events stored as JSON (`events.v2`) are converted to the binary
+//! record of [`event`] once, at open.
+//!
+//! **Telemetry** has its own path ([`Store::append_event`]): the record is encoded by the caller, and the writer
+//! appends every event of a group with one opening of the tables and one update of the sequence and byte counters
+//! (an append cannot fail on its own, so it needs no undo log).
 
 use redb::{
     Database, ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle, WriteTransaction,
@@ -51,6 +59,7 @@ use crate::model::{C2dMessage, ConnectionRecord, Device, EventRecord, FeedbackRe
 use crate::timefmt::unix_ms;
 
 mod dps;
+pub mod event;
 
 const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
 const TWINS: TableDefinition<&str, &[u8]> = TableDefinition::new("twins");
@@ -61,7 +70,10 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// the device lets retention remove the index entry.
 type LogTable = TableDefinition<'static, u64, (u64, &'static str, &'static [u8])>;
 type IndexTable = TableDefinition<'static, (&'static str, u64), ()>;
-const EVENTS: LogTable = TableDefinition::new("events.v2");
+/// Events: the value is a binary record ([`event`]), not JSON.
+const EVENTS: LogTable = TableDefinition::new("events.v3");
+/// Events as hubsim 0.1 stored them (JSON records), converted at open ([`migrate_events_v2`]).
+const EVENTS_V2: LogTable = TableDefinition::new("events.v2");
 const EVENTS_BY_DEVICE: IndexTable = TableDefinition::new("events.by-device");
 const CONNLOG: LogTable = TableDefinition::new("connlog.v2");
 const CONNLOG_BY_DEVICE: IndexTable = TableDefinition::new("connlog.by-device");
@@ -95,7 +107,7 @@ pub struct Retention {
     pub max_connections: u64,
     /// Most feedback records kept (default 100 000).
     pub max_feedback: u64,
-    /// Most bytes of stored events (their JSON records; default 1 GiB): a device sending 256 KB messages would
+    /// Most bytes of stored events (their records; default 1 GiB): a device sending 256 KB messages would
     /// otherwise reach the event cap only after 256 GB.
     pub max_event_bytes: u64,
 }
@@ -186,6 +198,36 @@ fn from_bytes<T: DeserializeOwned>(b: &[u8]) -> Result<T, StoreError> {
 type Op = Box<dyn FnOnce(&mut Tx<'_>) -> Result<Box<dyn Any + Send>, StoreError> + Send>;
 type Reply = oneshot::Sender<Result<Box<dyn Any + Send>, StoreError>>;
 
+/// A telemetry event ready to append: its device, its time (Unix ms) and its record ([`event`]).
+pub struct NewEvent {
+    pub device: String,
+    pub time_ms: u64,
+    pub record: Vec<u8>,
+}
+
+/// Work for the writer thread.
+enum Job {
+    /// A closure run in the group's transaction (undone alone if it fails).
+    Op(Op, Reply),
+    /// A telemetry event, appended with the other events of the group; answered with its sequence number.
+    Event(NewEvent, oneshot::Sender<Result<u64, StoreError>>),
+}
+
+impl Job {
+    fn fail(self, e: &StoreError) {
+        match self {
+            Job::Op(_, reply) => drop(reply.send(Err(e.clone()))),
+            Job::Event(_, reply) => drop(reply.send(Err(e.clone()))),
+        }
+    }
+}
+
+/// A job's answer, sent after the commit.
+enum Answer {
+    Op(Reply, Result<Box<dyn Any + Send>, StoreError>),
+    Event(oneshot::Sender<Result<u64, StoreError>>, u64),
+}
+
 /// State shared by the handles and the writer thread.
 struct Shared {
     path: PathBuf,
@@ -214,7 +256,7 @@ pub struct Store {
 }
 
 struct WriterHandle {
-    tx: Option<mpsc::Sender<(Op, Reply)>>,
+    tx: Option<mpsc::Sender<Job>>,
     /// One permit per write queued or in the group being committed: callers wait (asynchronously) beyond
     /// [`MAX_QUEUED`], so the queue, and the memory it holds, stays bounded.
     permits: Arc<tokio::sync::Semaphore>,
@@ -250,10 +292,10 @@ enum Undo {
     Appended(Log, u64, String),
 }
 
-/// redb's page cache, bytes (16 MiB). redb's default is 1 GiB, which a busy event log fills: the emulator's
+/// redb's page cache, bytes (8 MiB). redb's default is 1 GiB, which a busy event log fills: the emulator's
 /// memory then grew past 600 MB in the 100-device benchmark. Writes are appends and reads are recent pages, so a
 /// small cache costs little (BENCHMARKS.md).
-pub const CACHE_BYTES: usize = 16 * 1024 * 1024;
+pub const CACHE_BYTES: usize = 8 * 1024 * 1024;
 
 /// Creates the file 0600 before redb opens it (redb initialises an empty file), so device keys are never
 /// readable by others, not even for a moment.
@@ -274,6 +316,13 @@ fn open_db(path: &Path) -> Result<Database, StoreError> {
             }
         }
         migrate_old_logs(&tx)?;
+        migrate_events_v2(&tx)?;
+        // A database of a version that indexed every event as it was appended: all of them are indexed.
+        let mut meta = tx.open_table(META).map_err(db)?;
+        if meta.get(EVENTS_INDEXED).map_err(db)?.is_none() {
+            let last = meta.get("events").map_err(db)?.map(|v| v.value()).unwrap_or(0);
+            meta.insert(EVENTS_INDEXED, last).map_err(db)?;
+        }
     }
     tx.commit().map_err(db)?;
     Ok(database)
@@ -296,7 +345,14 @@ fn migrate_old_logs(tx: &WriteTransaction) -> Result<(), StoreError> {
             for e in t.iter().map_err(db)? {
                 let (k, v) = e.map_err(db)?;
                 let device = old_device(log, v.value());
-                new.insert(k.value(), (now, device.as_str(), v.value())).map_err(db)?;
+                let value = match log {
+                    Log::Events => match from_bytes::<EventRecord>(v.value()) {
+                        Ok(e) => event::encode(&e),
+                        Err(_) => continue,
+                    },
+                    Log::Connections | Log::Feedback => v.value().to_vec(),
+                };
+                new.insert(k.value(), (now, device.as_str(), value.as_slice())).map_err(db)?;
                 if let (Some(i), false) = (log.index(), device.is_empty()) {
                     tx.open_table(i).map_err(db)?.insert((device.as_str(), k.value()), ()).map_err(db)?;
                 }
@@ -306,6 +362,51 @@ fn migrate_old_logs(tx: &WriteTransaction) -> Result<(), StoreError> {
         tx.delete_table(old).map_err(db)?;
         tracing::info!("moved {moved} records of the old '{name}' log into the current format");
     }
+    Ok(())
+}
+
+/// Converts the events of hubsim 0.1 (`events.v2`: JSON records) to binary records, keeping their sequence
+/// numbers, times and index entries; the byte count of the event log is corrected by the difference. A record
+/// that is not valid JSON is dropped with its index entry (it could never be read) and counted in the log line.
+fn migrate_events_v2(tx: &WriteTransaction) -> Result<(), StoreError> {
+    if !tx.list_tables().map_err(db)?.any(|t| t.name() == EVENTS_V2.name()) {
+        return Ok(());
+    }
+    let (mut moved, mut dropped, mut old_bytes, mut new_bytes) = (0u64, 0u64, 0u64, 0u64);
+    {
+        let old = tx.open_table(EVENTS_V2).map_err(db)?;
+        let mut new = tx.open_table(EVENTS).map_err(db)?;
+        let mut index = tx.open_table(EVENTS_BY_DEVICE).map_err(db)?;
+        for e in old.iter().map_err(db)? {
+            let (k, v) = e.map_err(db)?;
+            let (time, device, json) = v.value();
+            old_bytes += json.len() as u64;
+            match from_bytes::<EventRecord>(json) {
+                Ok(rec) => {
+                    let record = event::encode(&rec);
+                    new_bytes += record.len() as u64;
+                    new.insert(k.value(), (time, device, record.as_slice())).map_err(db)?;
+                    moved += 1;
+                }
+                Err(_) => {
+                    if !device.is_empty() {
+                        index.remove((device, k.value())).map_err(db)?;
+                    }
+                    dropped += 1;
+                }
+            }
+        }
+    }
+    tx.delete_table(EVENTS_V2).map_err(db)?;
+    let mut meta = tx.open_table(META).map_err(db)?;
+    let counted = meta.get(EVENT_BYTES).map_err(db)?.map(|v| v.value()).unwrap_or(0);
+    meta.insert(EVENT_BYTES, counted.saturating_sub(old_bytes) + new_bytes).map_err(db)?;
+    tracing::info!(
+        "converted {moved} stored events to the binary record format ({} KB instead of {} KB){}",
+        new_bytes / 1024,
+        old_bytes / 1024,
+        if dropped > 0 { format!("; dropped {dropped} records that were not valid JSON") } else { String::new() }
+    );
     Ok(())
 }
 
@@ -330,8 +431,15 @@ impl Store {
             db: RwLock::new(Some(Arc::new(database))),
             unavailable: watch::Sender::new(None),
         });
-        let (tx, rx) = mpsc::channel::<(Op, Reply)>();
-        let w = Writer { shared: shared.clone(), retention, retry_at: None, retry_delay: RETRY_FIRST };
+        let (tx, rx) = mpsc::channel::<Job>();
+        let w = Writer {
+            shared: shared.clone(),
+            retention,
+            unindexed: 1,
+            last_index: Instant::now(),
+            retry_at: None,
+            retry_delay: RETRY_FIRST,
+        };
         let thread = std::thread::Builder::new()
             .name("hubsim-store".into())
             .spawn(move || w.run(rx))
@@ -361,9 +469,19 @@ impl Store {
         let (tx, rx) = oneshot::channel();
         let op: Op = Box::new(move |t| f(t).map(|r| Box::new(r) as Box<dyn Any + Send>));
         let sender = self.writer.tx.as_ref().ok_or_else(stopped)?;
-        sender.send((op, tx)).map_err(|_| stopped())?;
+        sender.send(Job::Op(op, tx)).map_err(|_| stopped())?;
         let any = rx.await.map_err(|_| stopped())??;
         any.downcast::<R>().map(|b| *b).map_err(|_| StoreError::Db("internal: result type mismatch".into()))
+    }
+
+    /// Appends a telemetry event and returns its sequence number once the commit is durable.
+    pub async fn append_event(&self, e: NewEvent) -> Result<u64, StoreError> {
+        let stopped = || StoreError::Unavailable("the writer thread stopped".into());
+        let _permit = self.writer.permits.acquire().await.map_err(|_| stopped())?;
+        let (tx, rx) = oneshot::channel();
+        let sender = self.writer.tx.as_ref().ok_or_else(stopped)?;
+        sender.send(Job::Event(e, tx)).map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
     }
 
     // ---- reads: on the blocking pool, never on an async worker -----------------------------------------------
@@ -444,12 +562,13 @@ impl Store {
     }
 
     /// Records after `after`, at most `limit`; with `device`, through the index (O(results)).
-    async fn page<T: DeserializeOwned + Send + 'static>(
+    async fn page<T: Send + 'static>(
         &self,
         log: Log,
         after: u64,
         limit: usize,
         device: Option<&str>,
+        decode: fn(u64, &str, &[u8]) -> Result<T, StoreError>,
     ) -> Result<Vec<T>, StoreError> {
         let device = device.map(str::to_owned);
         self.read(move |r| {
@@ -458,19 +577,41 @@ impl Store {
             let from = after.saturating_add(1);
             match (device, log.index()) {
                 (Some(d), Some(index)) => {
+                    // Events are indexed a little after they are stored: those after the mark are read from the
+                    // log itself (at most about INDEX_LAG of them).
+                    let indexed = match log {
+                        Log::Events => {
+                            r.open_table(META).map_err(db)?.get(EVENTS_INDEXED).map_err(db)?.map_or(0, |v| v.value())
+                        }
+                        Log::Connections | Log::Feedback => u64::MAX,
+                    };
                     let i = r.open_table(index).map_err(db)?;
-                    for e in i.range((d.as_str(), from)..=(d.as_str(), u64::MAX)).map_err(db)?.take(limit) {
+                    for e in i.range((d.as_str(), from)..=(d.as_str(), indexed)).map_err(db)?.take(limit) {
                         let (k, _) = e.map_err(db)?;
                         let seq = k.value().1;
                         if let Some(v) = t.get(seq).map_err(db)? {
-                            out.push(from_bytes(v.value().2)?);
+                            let (_, device, record) = v.value();
+                            out.push(decode(seq, device, record)?);
+                        }
+                    }
+                    if out.len() < limit && indexed < u64::MAX {
+                        for e in t.range(from.max(indexed + 1)..).map_err(db)? {
+                            let (k, v) = e.map_err(db)?;
+                            let (_, device, record) = v.value();
+                            if device == d {
+                                out.push(decode(k.value(), device, record)?);
+                                if out.len() == limit {
+                                    break;
+                                }
+                            }
                         }
                     }
                 }
                 _ => {
                     for e in t.range(from..).map_err(db)?.take(limit) {
-                        let (_, v) = e.map_err(db)?;
-                        out.push(from_bytes(v.value().2)?);
+                        let (k, v) = e.map_err(db)?;
+                        let (_, device, record) = v.value();
+                        out.push(decode(k.value(), device, record)?);
                     }
                 }
             }
@@ -480,7 +621,7 @@ impl Store {
     }
 
     pub async fn events(&self, after: u64, limit: usize, device: Option<&str>) -> Result<Vec<EventRecord>, StoreError> {
-        self.page(Log::Events, after, limit, device).await
+        self.page(Log::Events, after, limit, device, event::decode).await
     }
 
     pub async fn connections(
@@ -489,11 +630,11 @@ impl Store {
         limit: usize,
         device: Option<&str>,
     ) -> Result<Vec<ConnectionRecord>, StoreError> {
-        self.page(Log::Connections, after, limit, device).await
+        self.page(Log::Connections, after, limit, device, |_, _, b| from_bytes(b)).await
     }
 
     pub async fn feedback(&self, after: u64, limit: usize) -> Result<Vec<FeedbackRecord>, StoreError> {
-        self.page(Log::Feedback, after, limit, None).await
+        self.page(Log::Feedback, after, limit, None, |_, _, b| from_bytes(b)).await
     }
 
     pub async fn event_count(&self) -> Result<u64, StoreError> {
@@ -641,8 +782,7 @@ impl Tx<'_> {
         Ok(())
     }
     pub fn append_event(&mut self, e: &EventRecord) -> Result<(), StoreError> {
-        let b = to_bytes(e)?;
-        self.append(Log::Events, e.seq, &e.device_id, &b)
+        self.append(Log::Events, e.seq, &e.device_id, &event::encode(e))
     }
     pub fn append_connection(&mut self, e: &ConnectionRecord) -> Result<(), StoreError> {
         let b = to_bytes(e)?;
@@ -696,6 +836,69 @@ impl Tx<'_> {
 /// META key: the bytes of the stored event records (for [`Retention::max_event_bytes`]; a database written before
 /// it existed counts from zero, so it only undercounts).
 const EVENT_BYTES: &str = "events.bytes";
+
+/// Appends `events` in order (one opening of each table, one update of the counters); returns the first one's
+/// sequence number. An error is the database's, and fails the group. The per-device index follows in
+/// [`index_events`].
+fn append_events(
+    tx: &WriteTransaction,
+    events: &[(NewEvent, oneshot::Sender<Result<u64, StoreError>>)],
+) -> Result<u64, StoreError> {
+    let mut meta = tx.open_table(META).map_err(db)?;
+    let first = meta.get("events").map_err(db)?.map(|v| v.value()).unwrap_or(0) + 1;
+    let mut bytes = meta.get(EVENT_BYTES).map_err(db)?.map(|v| v.value()).unwrap_or(0);
+    let mut table = tx.open_table(EVENTS).map_err(db)?;
+    for (i, (e, _)) in events.iter().enumerate() {
+        let seq = first + i as u64;
+        table.insert(seq, (e.time_ms, e.device.as_str(), e.record.as_slice())).map_err(db)?;
+        bytes += e.record.len() as u64;
+    }
+    meta.insert("events", first + events.len() as u64 - 1).map_err(db)?;
+    meta.insert(EVENT_BYTES, bytes).map_err(db)?;
+    Ok(first)
+}
+
+/// Adds the events after the indexed mark (at most [`INDEX_STEP`] of them) to the per-device index; returns how
+/// many events are still not indexed. Run inside a group commit once [`INDEX_LAG`] events wait, and by the idle
+/// writer after [`INDEX_EVERY`]: each leaf of the index is then written once per step, not once per group commit
+/// (with 1 000 devices a commit touched up to 1 000 leaves), and a step is small enough not to hold up the
+/// commit it rides in. Nothing is lost in a crash: the mark is committed with the entries, and reads look at the
+/// events after the mark themselves.
+fn index_events(tx: &WriteTransaction) -> Result<u64, StoreError> {
+    let mut meta = tx.open_table(META).map_err(db)?;
+    let indexed = meta.get(EVENTS_INDEXED).map_err(db)?.map(|v| v.value()).unwrap_or(0);
+    let last = meta.get("events").map_err(db)?.map(|v| v.value()).unwrap_or(0);
+    let upto = last.min(indexed.saturating_add(INDEX_STEP));
+    if upto <= indexed {
+        return Ok(0);
+    }
+    let table = tx.open_table(EVENTS).map_err(db)?;
+    let mut entries = Vec::new();
+    for e in table.range(indexed + 1..=upto).map_err(db)? {
+        let (k, v) = e.map_err(db)?;
+        let (_, device, _) = v.value();
+        if !device.is_empty() {
+            entries.push((device.to_owned(), k.value()));
+        }
+    }
+    // In key order, so consecutive inserts land in the same leaf.
+    entries.sort_unstable();
+    let mut index = tx.open_table(EVENTS_BY_DEVICE).map_err(db)?;
+    for (device, seq) in &entries {
+        index.insert((device.as_str(), *seq), ()).map_err(db)?;
+    }
+    meta.insert(EVENTS_INDEXED, upto).map_err(db)?;
+    Ok(last - upto)
+}
+
+/// META key: the highest event sequence number whose per-device index entry is written.
+const EVENTS_INDEXED: &str = "events.indexed";
+/// Events waiting for the per-device index before a group commit indexes them.
+pub const INDEX_LAG: u64 = 2048;
+/// Longest wait before events are indexed.
+pub const INDEX_EVERY: Duration = Duration::from_millis(500);
+/// Most events indexed in one transaction (a backlog, e.g. after a crash, is indexed in steps).
+const INDEX_STEP: u64 = 2 * INDEX_LAG;
 
 /// Deletes at most `budget` of the oldest records of `log` that are past retention or over the caps.
 fn enforce_retention(tx: &WriteTransaction, log: Log, budget: u64, retention: &Retention) -> Result<u64, StoreError> {
@@ -755,16 +958,20 @@ fn free_bytes(path: &Path) -> Option<u64> {
 struct Writer {
     shared: Arc<Shared>,
     retention: Retention,
+    /// Events stored and not yet in the per-device index (a hint; the mark in META is the truth).
+    unindexed: u64,
+    last_index: Instant,
     /// When unavailable: when to try to recover next.
     retry_at: Option<Instant>,
     retry_delay: Duration,
 }
 
 impl Writer {
-    fn run(mut self, rx: mpsc::Receiver<(Op, Reply)>) {
+    fn run(mut self, rx: mpsc::Receiver<Job>) {
         loop {
             let wait = match self.retry_at {
                 Some(at) => at.saturating_duration_since(Instant::now()),
+                None if self.unindexed > 0 => INDEX_EVERY.saturating_sub(self.last_index.elapsed()),
                 None => HOUSEKEEPING,
             };
             let first = match rx.recv_timeout(wait) {
@@ -777,7 +984,11 @@ impl Writer {
             }
             let Some(first) = first else {
                 if self.retry_at.is_none() {
-                    self.housekeeping();
+                    if self.unindexed > 0 {
+                        self.index();
+                    } else {
+                        self.housekeeping();
+                    }
                 }
                 continue;
             };
@@ -790,8 +1001,8 @@ impl Writer {
             }
             if self.retry_at.is_some() {
                 let e = StoreError::Unavailable(self.shared.reason());
-                for (_, reply) in batch {
-                    let _ = reply.send(Err(e.clone()));
+                for job in batch {
+                    job.fail(&e);
                 }
                 continue;
             }
@@ -799,31 +1010,81 @@ impl Writer {
         }
     }
 
+    /// One step of the per-device index ([`index_events`]).
+    fn index(&mut self) {
+        self.last_index = Instant::now();
+        let Ok(database) = self.shared.db() else { return };
+        let r = database.begin_write().map_err(db).and_then(|tx| match index_events(&tx) {
+            Ok(left) => tx.commit().map_err(db).map(|()| left),
+            Err(e) => {
+                let _ = tx.abort();
+                Err(e)
+            }
+        });
+        match r {
+            Ok(left) => self.unindexed = left,
+            Err(e) => self.failed(&e),
+        }
+    }
+
     /// Applies a batch in one transaction and answers every caller after the commit.
-    fn commit(&mut self, batch: Vec<(Op, Reply)>) {
-        let fail_all = |batch: Vec<Reply>, e: &StoreError| {
-            for reply in batch {
-                let _ = reply.send(Err(e.clone()));
+    fn commit(&mut self, batch: Vec<Job>) {
+        let fail_all = |batch: Vec<Job>, e: &StoreError| {
+            for job in batch {
+                job.fail(e);
             }
         };
         let database = match self.shared.db() {
             Ok(d) => d,
-            Err(e) => return fail_all(batch.into_iter().map(|(_, r)| r).collect(), &e),
+            Err(e) => return fail_all(batch, &e),
         };
         let tx = match database.begin_write() {
             Ok(tx) => tx,
             Err(e) => {
                 let e = db(e);
                 self.failed(&e);
-                return fail_all(batch.into_iter().map(|(_, r)| r).collect(), &e);
+                return fail_all(batch, &e);
             }
         };
-        let mut results = Vec::with_capacity(batch.len());
+        let mut results: Vec<Answer> = Vec::with_capacity(batch.len());
         let mut appended = [0u64; 3];
         let mut fatal = None;
-        for (op, reply) in batch {
+        // Consecutive events are appended together, in order with the operations around them.
+        let mut events: Vec<(NewEvent, oneshot::Sender<Result<u64, StoreError>>)> = Vec::new();
+        let flush = |events: &mut Vec<(NewEvent, oneshot::Sender<Result<u64, StoreError>>)>,
+                     results: &mut Vec<Answer>,
+                     fatal: &mut Option<StoreError>,
+                     appended: &mut [u64; 3]| {
+            if events.is_empty() {
+                return;
+            }
+            if fatal.is_none() {
+                match append_events(&tx, events) {
+                    Ok(first) => {
+                        appended[Log::Events as usize] += events.len() as u64;
+                        for (i, (_, reply)) in events.drain(..).enumerate() {
+                            results.push(Answer::Event(reply, first + i as u64));
+                        }
+                        return;
+                    }
+                    Err(e) => *fatal = Some(e),
+                }
+            }
+            for (_, reply) in events.drain(..) {
+                let _ = reply.send(Err(StoreError::Db("aborted with its group".into())));
+            }
+        };
+        for job in batch {
+            let (op, reply) = match job {
+                Job::Event(e, reply) => {
+                    events.push((e, reply));
+                    continue;
+                }
+                Job::Op(op, reply) => (op, reply),
+            };
+            flush(&mut events, &mut results, &mut fatal, &mut appended);
             if fatal.is_some() {
-                results.push((reply, Err(StoreError::Db("aborted with its group".into()))));
+                results.push(Answer::Op(reply, Err(StoreError::Db("aborted with its group".into()))));
                 continue;
             }
             let mut t = Tx { tx: &tx, undo: Vec::new(), appended: [0; 3] };
@@ -836,15 +1097,24 @@ impl Writer {
                     for (a, n) in appended.iter_mut().zip(t.appended) {
                         *a += n;
                     }
-                    results.push((reply, Ok(v)));
+                    results.push(Answer::Op(reply, Ok(v)));
                 }
                 // This caller's error: undo its changes; the others go on.
                 Err(e) => {
                     if let Err(undo) = t.rollback() {
                         fatal = Some(undo);
                     }
-                    results.push((reply, Err(e)));
+                    results.push(Answer::Op(reply, Err(e)));
                 }
+            }
+        }
+        flush(&mut events, &mut results, &mut fatal, &mut appended);
+        // The per-device index, in a bounded step inside this commit once enough events wait for it.
+        let mut left = None;
+        if fatal.is_none() && self.unindexed + appended[Log::Events as usize] >= INDEX_LAG {
+            match index_events(&tx) {
+                Ok(n) => left = Some(n),
+                Err(e) => fatal = Some(e),
             }
         }
         if fatal.is_none() {
@@ -864,14 +1134,21 @@ impl Writer {
             }
             None => tx.commit().map_err(db),
         };
-        if let Err(e) = &outcome {
-            self.failed(e);
+        match (&outcome, left) {
+            (Ok(()), Some(left)) => {
+                self.unindexed = left;
+                self.last_index = Instant::now();
+            }
+            (Ok(()), None) => self.unindexed += appended[Log::Events as usize],
+            (Err(e), _) => self.failed(e),
         }
-        for (reply, r) in results {
-            let _ = reply.send(match &outcome {
-                Ok(()) => r,
-                Err(e) => Err(e.clone()),
-            });
+        for answer in results {
+            match (answer, &outcome) {
+                (Answer::Op(reply, r), Ok(())) => drop(reply.send(r)),
+                (Answer::Event(reply, seq), Ok(())) => drop(reply.send(Ok(seq))),
+                (Answer::Op(reply, _), Err(e)) => drop(reply.send(Err(e.clone()))),
+                (Answer::Event(reply, _), Err(e)) => drop(reply.send(Err(e.clone()))),
+            }
         }
     }
 
@@ -914,6 +1191,7 @@ impl Writer {
             Ok(()) => {
                 self.retry_at = None;
                 self.retry_delay = RETRY_FIRST;
+                self.unindexed = 1;
                 tracing::info!(path = %self.shared.path.display(), "the database is writable again; serving");
                 self.shared.unavailable.send_replace(None);
             }

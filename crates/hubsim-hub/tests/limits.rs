@@ -140,3 +140,44 @@ async fn a_stuck_event_stream_reader_holds_up_no_device_and_is_closed_once_quiet
     // Nothing moves on a stream whose window is full (or that has nothing to send): the idle watchdog closes it.
     assert!(closed_within(&mut sse, Duration::from_secs(10)).await, "a stuck event-stream reader was kept");
 }
+
+#[tokio::test]
+async fn telemetry_flows_with_the_hub_wide_budget_taken_and_every_byte_is_given_back() {
+    use hubsim_hub::hub::TELEMETRY_IN_FLIGHT_BYTES;
+    use hubsim_proto::device::{Event, Telemetry};
+    let emu = Emu::start().await;
+    let key = emu.device("d1").await;
+    let budget = emu.hub().telemetry_budget.clone();
+    // Something else holds the whole hub-wide budget of telemetry in flight: a connection owes its share for
+    // what it read and reads on only once that is stored, so it is slowed, never wedged.
+    let taken = budget.clone().acquire_many_owned(TELEMETRY_IN_FLIGHT_BYTES as u32).await.unwrap();
+    let mut d = TestDevice::new("d1", key, Via::Mqtt);
+    d.connect(&emu).await;
+    for i in 0..20 {
+        d.send(Telemetry::new(format!("owed {i}").into_bytes())).await;
+    }
+    let mut acked = 0;
+    while acked < 20 {
+        d.expect("PUBACK", |e| matches!(e, Event::TelemetryAcked { .. })).await;
+        acked += 1;
+    }
+    assert_eq!(emu.wait_events("d1", 20).await[19].body.as_deref(), Some("owed 19"));
+    assert_eq!(budget.available_permits(), 0, "nothing was taken while the budget was held");
+    drop(taken);
+    for i in 0..50 {
+        d.send(Telemetry::new(format!("{i}").into_bytes())).await;
+    }
+    emu.wait_events("d1", 70).await;
+    // Every byte taken is given back once the writes are stored and the device has left.
+    drop(d);
+    emu.wait_log(|r| r.operation == "deviceDisconnect").await;
+    tokio::time::timeout(WAIT, async {
+        let mut rx = emu.hub().connlog.subscribe();
+        while budget.available_permits() < TELEMETRY_IN_FLIGHT_BYTES {
+            // The task gives its share back as its writes finish; wake on the hub's next record or soon after.
+            let _ = tokio::time::timeout(Duration::from_millis(20), rx.recv()).await;
+        }
+    })
+    .await
+    .expect("the whole budget is back");
+}

@@ -50,7 +50,7 @@ pub(super) async fn serve(
     let mut ctx =
         DpsCtx { hub: hub.clone(), kind, remote, registration_id: None, enrolled: None, refusal_logged: false };
     session.handle_input(hub.now(), &first);
-    let mut buf = vec![0u8; 16 * 1024];
+    let mut buf = vec![0u8; super::READ_BUF_MIN];
     let mut closed = None;
     loop {
         while let Some(ev) = session.poll_event() {

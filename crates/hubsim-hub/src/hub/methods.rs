@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
-use super::{ConnCmd, Hub, MethodReply, ServiceError};
+use super::{ConnCmd, Hub, MethodCall, MethodReply, ServiceError};
 
 impl Hub {
     /// Invokes a direct method and waits for the device's answer.
@@ -33,7 +33,10 @@ impl Hub {
         let body = if payload.is_null() { Bytes::new() } else { Bytes::from(payload.to_string()) };
         let call = async {
             // Waits for room in the connection's queue within the same deadline as the answer.
-            conn.cmds.send(ConnCmd::Method { name: name.to_owned(), payload: body, reply }).await.map_err(|_| ())?;
+            conn.cmds
+                .send(ConnCmd::Method(Box::new(MethodCall { name: name.to_owned(), payload: body, reply })))
+                .await
+                .map_err(|_| ())?;
             rx.await.map_err(|_| ())
         };
         match tokio::time::timeout(timeout, call).await {

@@ -28,7 +28,7 @@ use hubsim_proto::Instant;
 use rand::RngCore;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -73,15 +73,18 @@ pub const CONN_QUEUE: usize = 64;
 pub enum ConnCmd {
     /// New C2D messages may be deliverable.
     C2dAvailable,
-    Method {
-        name: String,
-        payload: Bytes,
-        reply: oneshot::Sender<MethodReply>,
-    },
-    Desired {
-        version: u64,
-        body: Bytes,
-    },
+    /// A direct-method call (boxed, like `Desired`: the command queue's slots are allocated with the connection,
+    /// so a small command keeps an idle connection small).
+    Method(Box<MethodCall>),
+    Desired(Box<(u64, Bytes)>),
+}
+
+/// A direct-method call for a connection.
+#[derive(Debug)]
+pub struct MethodCall {
+    pub name: String,
+    pub payload: Bytes,
+    pub reply: oneshot::Sender<MethodReply>,
 }
 
 /// A device's answer to a method call.
@@ -151,7 +154,17 @@ pub struct Hub {
     pub(crate) tasks: tokio_util::task::TaskTracker,
     /// The local DPS's ID scope and open DPS connections.
     pub dps: dps::DpsState,
+    /// Bytes of telemetry read from devices and not yet stored, over all connections
+    /// ([`TELEMETRY_IN_FLIGHT_BYTES`]): a connection that cannot take its share stops reading until it can.
+    pub telemetry_budget: Arc<tokio::sync::Semaphore>,
 }
+
+/// Most bytes of telemetry in flight (read, not yet durable) over all connections (16 MiB), counted as the
+/// payload plus [`TELEMETRY_OVERHEAD`] per message. With the per-connection bounds of [`crate::conn`] this keeps
+/// the emulator's memory bounded whatever the load and the number of busy devices.
+pub const TELEMETRY_IN_FLIGHT_BYTES: usize = 16 * 1024 * 1024;
+/// What a message in flight costs beyond its payload (properties, topic, record, futures), for the budget.
+pub const TELEMETRY_OVERHEAD: usize = 512;
 
 pub(crate) fn random_key() -> String {
     let mut k = [0u8; 32];
@@ -181,6 +194,7 @@ impl Hub {
             epoch: tokio::time::Instant::now(),
             tasks: tokio_util::task::TaskTracker::new(),
             dps: Default::default(),
+            telemetry_budget: Arc::new(tokio::sync::Semaphore::new(TELEMETRY_IN_FLIGHT_BYTES)),
         }
     }
 

@@ -5,84 +5,86 @@
 //! to [`PEER_TEXT_MAX`](crate::model::PEER_TEXT_MAX) bytes before it is stored or logged. While the database is
 //! unavailable (a full disk) failures are not logged per record: the store logs the state change once.
 
+use super::Hub;
+use crate::model::ConnectionRecord;
+use crate::store::event::Encoder;
+use crate::store::{NewEvent, StoreError};
+use crate::timefmt::{iso8601, unix_ms};
 use hubsim_proto::hub::ReceivedTelemetry;
 use hubsim_proto::property_bag::SystemProperty;
-use serde_json::{Map, Value};
 
-use super::Hub;
-use crate::model::{ConnectionRecord, EventRecord};
-use crate::store::StoreError;
-use crate::timefmt::{iso8601, unix_ms};
+/// The stored record of a telemetry message ([`crate::store::event`]): the system properties IoT Hub adds, the
+/// message's own, its application properties and the body, written straight into the record's bytes.
+fn event_record(m: &ReceivedTelemetry, generation_id: &str, model_id: Option<&str>, enqueued: &str) -> Vec<u8> {
+    let mut enc = Encoder::new(m.identity.module_id.as_deref(), enqueued, m.payload.len());
+    let mut creation_time = None;
+    for (k, v) in m.properties.system_properties() {
+        let wire;
+        let name = match k {
+            SystemProperty::MessageId => "message-id",
+            SystemProperty::CorrelationId => "correlation-id",
+            SystemProperty::UserId => "user-id",
+            SystemProperty::ContentType => "content-type",
+            SystemProperty::ContentEncoding => "content-encoding",
+            SystemProperty::ExpiryTime => "absolute-expiry-time",
+            // The hub turns $.ctime into an application property (MicrosoftDocs/azure-docs #114510).
+            SystemProperty::CreationTime => {
+                creation_time = Some(v);
+                continue;
+            }
+            SystemProperty::InterfaceId => "iothub-interface-id",
+            SystemProperty::ComponentName => "dt-subject",
+            other => {
+                wire = other.wire_name();
+                wire.as_str()
+            }
+        };
+        enc.prop(name, Some(v));
+    }
+    enc.prop("iothub-connection-device-id", Some(&m.identity.device_id));
+    if let Some(mid) = &m.identity.module_id {
+        enc.prop("iothub-connection-module-id", Some(mid));
+    }
+    enc.prop("iothub-connection-auth-method", Some(r#"{"scope":"device","type":"sas","issuer":"iothub"}"#));
+    enc.prop("iothub-connection-auth-generation-id", Some(generation_id));
+    enc.prop("iothub-enqueuedtime", Some(enqueued));
+    enc.prop("iothub-message-source", Some("Telemetry"));
+    if let Some(model) = model_id {
+        enc.prop("dt-dataschema", Some(model));
+    }
+    enc.application();
+    if let Some(v) = creation_time {
+        enc.prop("iothub-creation-time-utc", Some(v));
+    }
+    for (k, v) in &m.properties.application {
+        enc.prop(k, v.as_deref());
+    }
+    enc.finish(&m.payload)
+}
 
 impl Hub {
-    /// Stores a telemetry message durably and publishes it on the event stream.
+    /// Stores a telemetry message durably and publishes it on the event stream (the record for the stream is
+    /// only built while somebody listens). Returns the event's sequence number.
     pub async fn store_telemetry(
         &self,
         m: ReceivedTelemetry,
         generation_id: &str,
         model_id: Option<String>,
-    ) -> Result<EventRecord, StoreError> {
+    ) -> Result<u64, StoreError> {
         let now = unix_ms();
-        let mut sys = Map::new();
-        let mut app = Map::new();
-        for (k, v) in m.properties.system_properties() {
-            let name = match k {
-                SystemProperty::MessageId => "message-id".to_owned(),
-                SystemProperty::CorrelationId => "correlation-id".to_owned(),
-                SystemProperty::UserId => "user-id".to_owned(),
-                SystemProperty::ContentType => "content-type".to_owned(),
-                SystemProperty::ContentEncoding => "content-encoding".to_owned(),
-                SystemProperty::ExpiryTime => "absolute-expiry-time".to_owned(),
-                // The hub turns $.ctime into an application property (MicrosoftDocs/azure-docs #114510).
-                SystemProperty::CreationTime => {
-                    app.insert("iothub-creation-time-utc".into(), v.into());
-                    continue;
-                }
-                SystemProperty::InterfaceId => "iothub-interface-id".to_owned(),
-                SystemProperty::ComponentName => "dt-subject".to_owned(),
-                other => other.wire_name(),
-            };
-            sys.insert(name, v.into());
+        let enqueued = iso8601(now);
+        let record = event_record(&m, generation_id, model_id.as_deref(), &enqueued);
+        let device = m.identity.device_id;
+        let listening = self.events.receiver_count() > 0;
+        let kept = listening.then(|| record.clone());
+        let seq = self.store.append_event(NewEvent { device: device.clone(), time_ms: now, record }).await?;
+        if let Some(record) = kept {
+            match crate::store::event::decode(seq, &device, &record) {
+                Ok(rec) => drop(self.events.send(rec)),
+                Err(e) => tracing::error!("internal: an event record does not decode: {e}"),
+            }
         }
-        for (k, v) in &m.properties.application {
-            app.insert(k.clone(), v.clone().map(Value::String).unwrap_or(Value::Null));
-        }
-        sys.insert("iothub-connection-device-id".into(), m.identity.device_id.clone().into());
-        if let Some(mid) = &m.identity.module_id {
-            sys.insert("iothub-connection-module-id".into(), mid.clone().into());
-        }
-        sys.insert(
-            "iothub-connection-auth-method".into(),
-            r#"{"scope":"device","type":"sas","issuer":"iothub"}"#.into(),
-        );
-        sys.insert("iothub-connection-auth-generation-id".into(), generation_id.into());
-        sys.insert("iothub-enqueuedtime".into(), iso8601(now).into());
-        sys.insert("iothub-message-source".into(), "Telemetry".into());
-        if let Some(model) = model_id {
-            sys.insert("dt-dataschema".into(), model.into());
-        }
-        let mut rec = EventRecord {
-            seq: 0,
-            device_id: m.identity.device_id,
-            module_id: m.identity.module_id,
-            body: std::str::from_utf8(&m.payload).ok().map(str::to_owned),
-            body_base64: m.payload.to_vec(),
-            system_properties: sys,
-            application_properties: app,
-            enqueued_time: iso8601(now),
-        };
-        let rec = self
-            .store
-            .write(move |tx| {
-                rec.seq = tx.next_seq("events")?;
-                tx.append_event(&rec)?;
-                Ok(rec)
-            })
-            .await?;
-        if self.events.receiver_count() > 0 {
-            let _ = self.events.send(rec.clone());
-        }
-        Ok(rec)
+        Ok(seq)
     }
 
     /// Appends to the connection log and its stream.

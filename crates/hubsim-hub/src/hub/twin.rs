@@ -211,7 +211,7 @@ impl Hub {
         if let Value::Object(m) = &mut body {
             m.insert("$version".into(), version.into());
         }
-        let cmd = ConnCmd::Desired { version, body: Bytes::from(body.to_string()) };
+        let cmd = ConnCmd::Desired(Box::new((version, Bytes::from(body.to_string()))));
         if h.cmds.try_send(cmd).is_err() {
             // The task is not keeping up: close it rather than lose the notification silently; the device
             // reads the whole twin again when it reconnects (reference §7).
