@@ -163,6 +163,8 @@ struct Ctx {
     c2d: HashMap<u16, u64>,
     methods: HashMap<String, oneshot::Sender<MethodReply>>,
     connected: bool,
+    /// Set when a CONNECT was accepted: the connection-log description, written once the CONNACK is out.
+    after_connack: Option<String>,
 }
 
 /// What the first bytes of a connection said.
@@ -225,6 +227,7 @@ pub async fn serve(hub: Arc<Hub>, mut transport: Transport, kind: &'static str, 
         c2d: HashMap::new(),
         methods: HashMap::new(),
         connected: false,
+        after_connack: None,
     };
     // Telemetry writes in flight, in arrival order: the store commits them in groups and PUBACKs leave in order,
     // each only after its write is durable. One connection can have many writes in one commit.
@@ -252,6 +255,11 @@ pub async fn serve(hub: Arc<Hub>, mut transport: Transport, kind: &'static str, 
         }
         if let Some(e) = write_failed {
             session.handle_transport_closed(format!("write failed: {e}"));
+            continue;
+        }
+        // The CONNACK has just been written: now the connection log, then queued C2D messages.
+        if let Some(description) = ctx.after_connack.take() {
+            Box::pin(ctx.after_connack(&mut session, description)).await;
             continue;
         }
         if closed.is_some() {
@@ -361,18 +369,16 @@ impl Ctx {
                         {
                             tracing::error!("{e}");
                         }
-                        self.log(
-                            "deviceConnect",
-                            0,
-                            "connected",
-                            format!(
+                        // Logged and C2D delivered once the CONNACK is out ([`Ctx::after_connack`]): the device
+                        // does not wait for the connection log's durable write.
+                        self.after_connack = Some(format!(
                             "connected over {} (CleanSession {}, keep-alive {} s, session present {}, api-version {})",
-                            self.kind, req.clean_session as u8, req.keep_alive.as_secs(), adm.session_present,
+                            self.kind,
+                            req.clean_session as u8,
+                            req.keep_alive.as_secs(),
+                            adm.session_present,
                             req.username.api_version.as_deref().unwrap_or("none")
-                        ),
-                        )
-                        .await;
-                        self.deliver_c2d(session).await;
+                        ));
                     }
                     Err((code, why)) => {
                         if let Err(e) = session.refuse(code, why) {
@@ -421,6 +427,12 @@ impl Ctx {
             }
             HubEvent::Closed { .. } => {}
         }
+    }
+
+    /// After the CONNACK of an accepted CONNECT: the connection log's record, then the C2D messages waiting.
+    async fn after_connack(&mut self, session: &mut HubSession, description: String) {
+        self.log("deviceConnect", 0, "connected", description).await;
+        self.deliver_c2d(session).await;
     }
 
     async fn patch_reported(&mut self, session: &mut HubSession, rid: RequestId, patch: Bytes) {

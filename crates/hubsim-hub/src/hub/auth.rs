@@ -68,9 +68,33 @@ impl Hub {
         // Accepted within the clock skew: close when the skew runs out instead.
         let close_at = if expiry > now_s { expiry } else { expiry + hubsim_proto::sas::MAX_CLOCK_SKEW_SECS };
         let token_expiry = Some(self.now() + Duration::from_secs(close_at.saturating_sub(now_s)));
+        // A store that cannot write (a full disk) takes no new device: nothing it sends could be kept.
+        if let Some(why) = self.store.unavailable() {
+            return Err((ConnectReturnCode::ServiceUnavailable, why));
+        }
         let clean = req.clean_session;
-        let stored = self
-            .store
+        // Most connections change nothing here (CleanSession 1 with no stored session, or a session resumed):
+        // a read answers them without a durable write before the CONNACK. The write re-checks in its transaction.
+        let stored = match (clean, self.store.session(&id).await.map_err(internal)?) {
+            (true, None) => None,
+            (false, Some(s)) => Some(s),
+            _ => self.store_session_change(id, clean).await.map_err(internal)?,
+        };
+        let restored = stored
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(f, q)| {
+                filter_from_name(&f).map(|f| (f, if q == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce }))
+            })
+            .collect();
+        Ok(Admitted { session_present: stored.is_some(), restored, token_expiry, generation_id: device.generation_id })
+    }
+
+    /// Discards (CleanSession 1) or creates (CleanSession 0) the stored session of `id`, durably; returns the
+    /// session that was stored for CleanSession 0.
+    async fn store_session_change(&self, id: String, clean: bool) -> Result<Option<Vec<(String, u8)>>, StoreError> {
+        self.store
             .write(move |tx| {
                 if clean {
                     tx.delete_session(&id)?;
@@ -84,16 +108,6 @@ impl Hub {
                 }
             })
             .await
-            .map_err(internal)?;
-        let restored = stored
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|(f, q)| {
-                filter_from_name(&f).map(|f| (f, if q == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce }))
-            })
-            .collect();
-        Ok(Admitted { session_present: stored.is_some(), restored, token_expiry, generation_id: device.generation_id })
     }
 
     /// Persists a CleanSession 0 device's subscriptions.
