@@ -661,7 +661,7 @@ pub fn initial_report(state: &PnpState) -> (Option<Value>, Vec<String>) {
             }
         }
         if !props.is_empty() {
-            merge(&mut doc, conv::wrap_component(component, props));
+            conv::merge_patch(&mut doc, conv::wrap_component(component, props));
         }
     }
     let empty = doc.as_object().is_none_or(Object::is_empty);
@@ -736,27 +736,9 @@ pub fn resolve(state: &PnpState, iface: usize, prop: usize, choice: Choice) -> O
 pub fn acks_patch(acks: &[AckSent]) -> Value {
     let mut doc = Value::Object(Object::new());
     for a in acks {
-        merge(&mut doc, conv::ack_patch(a.component.as_deref(), &a.property, &a.ack));
+        conv::merge_patch(&mut doc, conv::ack_patch(a.component.as_deref(), &a.property, &a.ack));
     }
     doc
-}
-
-/// Merges object `patch` into `doc`, component sections key by key.
-fn merge(doc: &mut Value, patch: Value) {
-    match (doc, patch) {
-        (Value::Object(d), Value::Object(p)) => {
-            for (k, v) in p.iter() {
-                let mut slot = d.get(k).cloned().unwrap_or(Value::Null);
-                if matches!((&slot, v), (Value::Object(_), Value::Object(_))) {
-                    merge(&mut slot, v.clone());
-                } else {
-                    slot = v.clone();
-                }
-                d.insert(k.to_owned(), slot);
-            }
-        }
-        (d, p) => *d = p,
-    }
 }
 
 /// How the device answers a direct method by its model.

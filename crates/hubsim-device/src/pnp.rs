@@ -109,7 +109,7 @@ impl PnpDevice {
             } else {
                 Ack { description: Some("accepted".into()), ..Ack::accepted(u.value.clone(), version) }
             };
-            merge(&mut doc, pnp::ack_patch(u.component.as_deref(), &u.property, &ack));
+            pnp::merge_patch(&mut doc, pnp::ack_patch(u.component.as_deref(), &u.property, &ack));
             acks.push(AckSent { component: u.component.clone(), property: u.property.clone(), ack });
         }
         (!acks.is_empty()).then_some((doc, acks))
@@ -138,7 +138,7 @@ impl PnpDevice {
                     continue;
                 }
                 let ack = Ack { description: Some("initial value".into()), ..Ack::initial(default_value(&p.schema)) };
-                merge(&mut doc, pnp::ack_patch(component, &p.name, &ack));
+                pnp::merge_patch(&mut doc, pnp::ack_patch(component, &p.name, &ack));
             }
         }
         (!doc.as_object().is_some_and(Object::is_empty)).then_some((doc, acks))
@@ -169,24 +169,6 @@ fn error_body(message: &str) -> Value {
     let mut o = Object::new();
     o.insert("error".into(), Value::String(message.to_owned()));
     Value::Object(o)
-}
-
-/// Merges object `patch` into `doc` (component sections merge key by key).
-fn merge(doc: &mut Value, patch: Value) {
-    match (doc, patch) {
-        (Value::Object(d), Value::Object(p)) => {
-            for (k, v) in p.iter() {
-                let mut slot = d.get(k).cloned().unwrap_or(Value::Null);
-                if matches!((&slot, v), (Value::Object(_), Value::Object(_))) {
-                    merge(&mut slot, v.clone());
-                } else {
-                    slot = v.clone();
-                }
-                d.insert(k.to_owned(), slot);
-            }
-        }
-        (d, p) => *d = p,
-    }
 }
 
 #[cfg(test)]

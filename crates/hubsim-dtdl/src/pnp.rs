@@ -60,6 +60,25 @@ pub fn wrap_component(component: Option<&str>, properties: Object) -> Value {
     }
 }
 
+/// Merges object `patch` into `doc` as IoT Hub merges a twin patch: objects (component sections) key by key,
+/// anything else replaced. The shape a device builds before sending several reported updates in one patch.
+pub fn merge_patch(doc: &mut Value, patch: Value) {
+    match (doc, patch) {
+        (Value::Object(d), Value::Object(p)) => {
+            for (k, v) in p.iter() {
+                let mut slot = d.get(k).cloned().unwrap_or(Value::Null);
+                if matches!((&slot, v), (Value::Object(_), Value::Object(_))) {
+                    merge_patch(&mut slot, v.clone());
+                } else {
+                    slot = v.clone();
+                }
+                d.insert(k.to_owned(), slot);
+            }
+        }
+        (d, p) => *d = p,
+    }
+}
+
 /// A reported-properties patch with one property: `{"prop": value}`, wrapped for a component.
 pub fn reported_patch(component: Option<&str>, property: &str, value: Value) -> Value {
     let mut o = Object::new();

@@ -273,3 +273,14 @@ fn read_only_properties_start_at_their_defaults() {
         )
     );
 }
+
+#[test]
+fn patches_merge_component_sections_key_by_key_and_replace_other_values() {
+    let mut doc = hubsim_proto::json::parse(r#"{"thermostat1":{"__t":"c","a":1},"serial":"x"}"#).unwrap();
+    let patch = hubsim_proto::json::parse(r#"{"thermostat1":{"b":{"value":2}},"serial":"y","n":null}"#).unwrap();
+    hubsim_dtdl::pnp::merge_patch(&mut doc, patch);
+    assert_eq!(
+        hubsim_proto::json::to_string(&doc),
+        r#"{"thermostat1":{"__t":"c","a":1,"b":{"value":2}},"serial":"y","n":null}"#
+    );
+}
