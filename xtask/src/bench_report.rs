@@ -104,10 +104,11 @@ pub fn render(r: &Value) -> String {
             "## 3. Time to connected (navigation start → CONNACK processed, headless Chromium, local emulator)".into(),
         );
         line(String::new());
+        let ttc = f(&br["timeToConnected"]["medianMs"]);
         line(format!(
-            "Median of 10 fresh page loads: **{:.0} ms** (runs: {}).",
-            f(&br["timeToConnected"]["medianMs"]),
-            br["timeToConnected"]["runsMs"]
+            "Median of 10 fresh page loads: **{ttc:.0} ms** (runs: {}). Goal ≤ 100 ms: {}.",
+            br["timeToConnected"]["runsMs"],
+            goal(ttc <= 100.0)
         ));
         line(String::new());
         line("## 4. Devices per tab (one WebSocket each, 1 msg/s each, frame gaps over 5 s)".into());
@@ -242,7 +243,11 @@ pub fn render(r: &Value) -> String {
         ));
     }
     if ratio < 1.5 && f(&t["mqttJsMsgsPerSec"]) > 0.0 {
-        line(format!("- **Browser throughput, {ratio:.2}× instead of 1.5×.** Both clients spend most of the time in the browser's WebSocket and the emulator; the gap to the goal is {:.0}%.", (1.5 - ratio) / 1.5 * 100.0));
+        line(format!("- **Browser throughput, {ratio:.2}× instead of 1.5×** (the gap is {:.0} %). The run is 2 000 messages, a fraction of a second, and the two clients' figures move by half between runs (1.95× in a run the same day with the machine busy, 1.13× on a quiet one, where mqtt.js doubled now that the emulator answers a group commit's PUBACKs in one frame). Both spend most of their time in the browser's WebSocket and the emulator; a longer run with more repetitions would say which is faster by how much.", (1.5 - ratio) / 1.5 * 100.0));
+    }
+    let ttc = f(&br["timeToConnected"]["medianMs"]);
+    if ttc > 100.0 {
+        line(format!("- **Time to connected, {ttc:.0} ms instead of ≤ 100 ms.** Measured in the page on a quiet machine (Chromium's trace and resource timings): the HTML is in after about 10 ms, the CSS, JS, wasm and the emulator detection (now preloaded together) after 60–80 ms, compiling and instantiating the 790 KB wasm and the first render take 50–70 ms more, and the click → CONNACK part, which waited for durable writes before the CONNACK, now does not (a CONNECT that changes no stored session writes nothing, and the connection log is written after the CONNACK). The wasm doubled with the features of the open issues and its compile time with it: the cut that would close this is the bundle's (a smaller wasm, or the rarely used panels in a second module loaded on first use)."));
     }
     if er < 1.0 {
         line(format!(
