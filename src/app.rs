@@ -54,11 +54,26 @@ pub fn App() -> Html {
         use_effect_with((state.settings.clone(), state.answers.clone()), move |(s, a)| c.0.sync(s.clone(), a.clone()));
     }
     // Stored only once no link is waiting for an answer, so a link never overwrites what is stored.
-    use_effect_with((state.settings.clone(), state.link.is_none()), |(s, answered)| {
-        if *answered {
-            s.save();
-        }
-    });
+    // A refusal (storage full or disabled) is said once, not at every keystroke, and again after a success.
+    let saved = use_mut_ref(|| true);
+    {
+        let dispatch = state.dispatcher();
+        use_effect_with((state.settings.clone(), state.link.is_none()), move |(s, answered)| {
+            if *answered {
+                let ok = s.save();
+                if !ok && *saved.borrow() {
+                    dispatch.dispatch(Action::Log {
+                        at: util::clock_time(),
+                        kind: crate::state::LogKind::Error,
+                        text: "the browser refused to store the settings (its storage is full or disabled): they \
+                               will not be remembered after this page is closed"
+                            .into(),
+                    });
+                }
+                *saved.borrow_mut() = ok;
+            }
+        });
+    }
     {
         let dispatch = state.dispatcher();
         use_effect_with((), move |_| {

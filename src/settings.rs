@@ -857,10 +857,9 @@ mod browser {
 
     impl Settings {
         /// Saves to localStorage (the key only if the user asked).
-        pub fn save(&self) {
-            if let Some(s) = storage() {
-                let _ = s.set_item(STORAGE_KEY, &self.encode(true));
-            }
+        /// Stores the settings in localStorage; `false` when the browser refused (storage full or disabled).
+        pub fn save(&self) -> bool {
+            storage().is_some_and(|s| s.set_item(STORAGE_KEY, &self.encode(true)).is_ok())
         }
 
         /// A link to this page with the non-secret settings.

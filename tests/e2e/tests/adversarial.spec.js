@@ -217,3 +217,27 @@ test('eight schedules every 10 ms keep the tab responsive, a ninth is refused, a
   expect(longest).toBeLessThan(500);
   expect(clickMs).toBeLessThan(5000);
 });
+
+test('a browser storage that refuses the settings is said once in the log, not at every keystroke', async ({ page }) => {
+  await page.goto('/');
+  await expect(page.getByText('served by the hubsim emulator')).toBeVisible();
+  // Fill this origin's localStorage to its quota with a key of our own.
+  await page.evaluate(() => {
+    let chunk = 'x'.repeat(1 << 20);
+    let i = 0;
+    while (chunk.length > 16) {
+      try {
+        localStorage.setItem('filler-' + i++, chunk);
+      } catch {
+        chunk = chunk.slice(0, chunk.length / 2);
+      }
+    }
+  });
+  const payload = page.getByLabel('Payload', { exact: true });
+  // Each edit makes the stored settings longer than what is stored now, so none fits.
+  for (const n of [1, 2, 3]) await payload.fill('x'.repeat(4000 * n));
+  const log = page.getByLabel('Activity log');
+  await expect(log).toContainText('the browser refused to store the settings');
+  expect((await log.innerText()).split('the browser refused to store the settings').length - 1).toBe(1);
+  await page.evaluate(() => localStorage.clear());
+});
