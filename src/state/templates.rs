@@ -148,11 +148,19 @@ impl TmplState {
                 if d.variables.len() >= library::MAX_VARIABLES {
                     var_error = Some((d.variables.len(), "at most 32 variables".to_owned()));
                 } else {
-                    // The first free name `VarN`.
-                    let name = (1..)
-                        .map(|i| ["Var", &i.to_string()].concat())
-                        .find(|n| d.variables.iter().all(|v| v.name != *n))
-                        .unwrap_or_default();
+                    // The first placeholder of the template that nothing declares yet (the one an "unknown
+                    // variable" error names), else the first free name `VarN`.
+                    let declared = |n: &str| {
+                        d.variables.iter().any(|v| v.name == n)
+                            || hubsim_template::Builtin::ALL.iter().any(|b| b.name() == n)
+                    };
+                    let name = hubsim_template::placeholder_names(&d.body)
+                        .chain(hubsim_template::placeholder_names(&d.header))
+                        .find(|n| !declared(n))
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| {
+                            (1..).map(|i| ["Var", &i.to_string()].concat()).find(|n| !declared(n)).unwrap_or_default()
+                        });
                     match library::new_variable(&name, &kind) {
                         Ok(v) => d.variables.push(v),
                         Err(e) => var_error = Some((d.variables.len(), e)),

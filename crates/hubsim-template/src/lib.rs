@@ -60,7 +60,7 @@ pub mod variable;
 pub use config::{Config, ConfigError, Intervals, Payload, PayloadKind, ITS_DEFAULT_TEMPLATE};
 pub use render::{check_json, DeviceState, RenderContext, RenderError, Rendered, MAX_RENDERED};
 pub use rng::device_seed;
-pub use template::{Builtin, Template, TemplateError, TemplateErrorKind};
+pub use template::{placeholder_names, Builtin, Template, TemplateError, TemplateErrorKind};
 pub use variable::{Kind, TimeFormat, Variable};
 
 /// Stable insertion sort. Our lists are a handful of items, and each `slice::sort_by` instantiation

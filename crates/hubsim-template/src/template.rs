@@ -122,6 +122,16 @@ fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_'
 }
 
+/// The names of the `$.Name` placeholders in `text`, in order (the ASCII rule above; a declared name with
+/// other characters is not seen here). For tools that offer to declare what a template uses.
+pub fn placeholder_names(text: &str) -> impl Iterator<Item = &str> {
+    text.match_indices("$.").filter_map(move |(i, _)| {
+        let rest = &text[i + 2..];
+        let end = rest.find(|c: char| !is_name_char(c)).unwrap_or(rest.len());
+        (end > 0).then(|| &rest[..end])
+    })
+}
+
 impl Template {
     /// Parses `text`, resolving every `$.Name` against `variables` and the built-ins.
     ///
@@ -235,6 +245,12 @@ fn suggest<'a>(name: &str, variables: &'a [Variable]) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn placeholder_names_follow_the_ascii_rule() {
+        let names: Vec<&str> = placeholder_names("$.A,$.b_1°C $. $$.Temp $.").collect();
+        assert_eq!(names, ["A", "b_1", "Temp"]);
+    }
 
     fn vars(names: &[&str]) -> Vec<Variable> {
         names

@@ -42,6 +42,22 @@ fn the_draft_is_edited_with_data_and_bad_edits_are_explained() {
 }
 
 #[test]
+fn a_new_variable_takes_the_name_the_template_uses_and_nothing_declares() {
+    let s = run([
+        TmplAction::Mode(true),
+        edit(DraftEdit::Body("{\"t\": $.Temperature, \"id\": \"$.DeviceId\", \"n\": $.Counter}".into())),
+        edit(DraftEdit::Header("{\"site\": \"$.Site\"}".into())),
+        edit(DraftEdit::AddVar("walk".into())),
+        edit(DraftEdit::AddVar("values".into())),
+        edit(DraftEdit::AddVar("sine".into())),
+    ]);
+    // Built-ins ($.DeviceId) and declared names ($.Counter) are skipped; then `VarN` when all are declared.
+    let names: Vec<&str> = s.draft.variables.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, ["Counter", "Temperature", "Site", "Var1"]);
+    assert!(s.draft.config().is_ok(), "{:?}", s.draft.config().err());
+}
+
+#[test]
 fn saving_loading_deleting_and_importing_change_the_library_and_its_revision() {
     let s = run([
         TmplAction::Mode(true),
