@@ -30,8 +30,9 @@ test('a template with a counter and a random range sends 1, 2, 3 within the rang
   await page.getByRole('textbox', { name: 'Template', exact: true }).fill('{"n": $.Counter, "r": $.R}');
   // The engine's error, with its position, until the variable exists.
   await expect(page.locator('.template-mode [role=alert]')).toHaveText('Template: line 1, col 23: unknown variable $.R');
+  // The new variable takes the name the error named.
   await page.getByLabel('Add a variable').selectOption('random');
-  await set(page, 'Var1: Name', 'R');
+  await expect(page.getByLabel('R: Name', { exact: true })).toHaveValue('R');
   await set(page, 'R: Min (inclusive)', '23');
   await set(page, 'R: Max (exclusive)', '33');
   await expect(page.locator('.template-mode [role=alert]')).toHaveCount(0);
