@@ -560,18 +560,7 @@ impl Ctx {
     }
 
     fn record(&self, op: &str, code: u32, reason: &str, description: String) -> ConnectionRecord {
-        ConnectionRecord {
-            seq: 0,
-            time: String::new(),
-            operation: op.into(),
-            device_id: self.device.clone(),
-            module_id: None,
-            transport: self.kind.into(),
-            remote: self.remote.clone(),
-            result_type: code,
-            reason: reason.into(),
-            description,
-        }
+        ConnectionRecord::new(op, self.device.clone(), self.kind, &self.remote, code, reason, description)
     }
 
     async fn log(&self, op: &str, code: u32, reason: &str, description: String) {

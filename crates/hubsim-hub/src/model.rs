@@ -16,6 +16,30 @@ pub fn bounded(s: &str) -> String {
 }
 
 impl ConnectionRecord {
+    /// A record of one connection's event, not yet numbered or timed (the store sets `seq`, the log `time`).
+    pub fn new(
+        operation: &str,
+        device_id: Option<String>,
+        transport: &str,
+        remote: &str,
+        result_type: u32,
+        reason: &str,
+        description: String,
+    ) -> Self {
+        ConnectionRecord {
+            seq: 0,
+            time: String::new(),
+            operation: operation.into(),
+            device_id,
+            module_id: None,
+            transport: transport.into(),
+            remote: remote.into(),
+            result_type,
+            reason: reason.into(),
+            description,
+        }
+    }
+
     /// The record with every peer-supplied field cut to [`PEER_TEXT_MAX`] bytes.
     pub fn bounded(mut self) -> Self {
         for s in [&mut self.operation, &mut self.transport, &mut self.remote, &mut self.reason, &mut self.description] {

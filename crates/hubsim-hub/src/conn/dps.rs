@@ -205,18 +205,7 @@ impl DpsCtx {
     }
 
     fn record(&self, op: &str, code: u32, reason: &str, description: String) -> ConnectionRecord {
-        ConnectionRecord {
-            seq: 0,
-            time: String::new(),
-            operation: op.into(),
-            device_id: self.registration_id.clone(),
-            module_id: None,
-            transport: self.kind.into(),
-            remote: self.remote.clone(),
-            result_type: code,
-            reason: reason.into(),
-            description,
-        }
+        ConnectionRecord::new(op, self.registration_id.clone(), self.kind, &self.remote, code, reason, description)
     }
 
     async fn log(&self, op: &str, code: u32, reason: &str, description: String) {
