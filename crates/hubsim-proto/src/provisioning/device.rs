@@ -55,6 +55,13 @@ pub struct ProvisioningConfig {
     pub max_retry_after: Duration,
     /// Consecutive 429/5xx answers tolerated before giving up.
     pub max_retries: u32,
+    /// How long DPS may keep answering `assigning` (from its first such answer) before the device gives up, and
+    /// how many such answers it accepts: an assignment that never finishes (a custom allocation webhook that never
+    /// answers, a hostile endpoint sending `retry-after: 0`) ends with [`ProvisioningError::StillAssigning`]
+    /// instead of polling until the user cancels. Defaults: 10 minutes, 300 answers (10 minutes of the default
+    /// 2 s polls).
+    pub max_assigning: Duration,
+    pub max_assigning_answers: u32,
     pub max_incoming_packet: usize,
 }
 
@@ -75,6 +82,8 @@ impl ProvisioningConfig {
             max_backoff: Duration::from_secs(60),
             max_retry_after: Duration::from_secs(600),
             max_retries: 10,
+            max_assigning: Duration::from_secs(600),
+            max_assigning_answers: 300,
             max_incoming_packet: 256 * 1024,
         }
     }
@@ -209,6 +218,12 @@ pub enum ProvisioningError {
     Violation(String),
     #[error("the registration was cancelled")]
     Cancelled,
+    #[error(
+        "DPS still answered 'assigning' after {answers} status requests over {} s: the assignment does not finish \
+         (a custom allocation function that never answers?); try again later",
+        .waited.as_secs()
+    )]
+    StillAssigning { answers: u32, waited: Duration },
 }
 
 fn refusal_hint(r: &ConnectRefusal) -> &'static str {
@@ -292,6 +307,9 @@ pub struct ProvisioningSession {
     registers: u32,
     /// Consecutive 429/5xx answers.
     retries: u32,
+    /// When DPS first answered `assigning` in this registration, and how many times it did.
+    assigning_since: Option<Instant>,
+    assigning_answers: u32,
     last_sent: Instant,
     ping_deadline: Option<Instant>,
     result: Option<Result<Registration, ProvisioningError>>,
@@ -312,6 +330,8 @@ impl ProvisioningSession {
             next_rid: 1,
             registers: 0,
             retries: 0,
+            assigning_since: None,
+            assigning_answers: 0,
             last_sent: Instant(0),
             ping_deadline: None,
             result: None,
@@ -359,6 +379,8 @@ impl ProvisioningSession {
         self.ping_deadline = None;
         self.registers = 0;
         self.retries = 0;
+        self.assigning_since = None;
+        self.assigning_answers = 0;
         self.result = None;
         self.state = State::Connecting { deadline: now + self.config.connect_timeout };
         self.events.push_back(ProvisioningEvent::Progress(Progress::Connecting));
@@ -672,6 +694,14 @@ impl ProvisioningSession {
             RegistrationStatus::Assigning => {
                 if resp.operation_id.is_empty() {
                     return Err("[DPS-MQTT] 'assigning' without an operationId".into());
+                }
+                let since = *self.assigning_since.get_or_insert(now);
+                self.assigning_answers += 1;
+                let waited = now.saturating_since(since);
+                if self.assigning_answers > self.config.max_assigning_answers || waited >= self.config.max_assigning {
+                    let answers = self.assigning_answers;
+                    self.finish(now, Err(ProvisioningError::StillAssigning { answers, waited }));
+                    return Ok(());
                 }
                 let retry_in = retry_after.unwrap_or(self.config.default_retry_after);
                 self.state = State::Waiting { operation_id: Some(resp.operation_id.clone()), until: now + retry_in };

@@ -233,6 +233,39 @@ fn assigned_after_two_polls_honouring_retry_after() {
 }
 
 #[test]
+fn an_assignment_that_never_finishes_ends_after_ten_minutes() {
+    // Every answer is 'assigning' with retry-after 60 s: the 10th poll is at 10 minutes (T0 + 600 s) and ends it.
+    let mut p = Pair::individual(vec![Answer::Assigning(60); 20]);
+    let waited = Duration::from_secs(600);
+    assert_eq!(p.run(), Err(ProvisioningError::StillAssigning { answers: 11, waited }));
+    assert_eq!(p.request_times().len(), 11);
+    assert_eq!(p.request_times().last(), Some(&(T0 + waited)));
+    assert_eq!(p.dev_wire.last(), Some(&Packet::Disconnect));
+    assert_eq!(p.dev.poll_timeout(), None);
+}
+
+#[test]
+fn an_endless_stream_of_immediate_assigning_answers_ends_after_300() {
+    // retry-after 0: the device polls at once each time, so the count bounds it (time alone would not).
+    let mut p = Pair::individual(vec![Answer::Assigning(0); 400]);
+    p.dev.start(p.now, EXPIRY).unwrap();
+    for _ in 0..400 {
+        p.pump();
+        if p.dev.result().is_some() {
+            break;
+        }
+        // Each poll is due at once: the clock never moves.
+        assert_eq!(p.dev.poll_timeout(), Some(p.now));
+        p.dev.handle_timeout(p.now);
+    }
+    let r = p.dev.result().cloned();
+    assert_eq!(r, Some(Err(ProvisioningError::StillAssigning { answers: 301, waited: Duration::ZERO })));
+    assert_eq!(p.request_times().len(), 301);
+    let text = r.unwrap().unwrap_err().to_string();
+    assert!(text.starts_with("DPS still answered 'assigning' after 301 status requests over 0 s"), "{text}");
+}
+
+#[test]
 fn exact_wire_topics_and_bodies() {
     let mut p = Pair::individual(vec![Answer::Assigning(3), Answer::Result(Box::new(assigned_state()))]);
     p.run().unwrap();
