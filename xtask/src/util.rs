@@ -6,9 +6,13 @@ use std::time::Instant;
 
 pub type Result<T = ()> = std::result::Result<T, String>;
 
-/// The repository root (the parent of `xtask/`).
+/// The repository root (the parent of `xtask/`). `cargo run` (the `cargo xtask` alias) sets `CARGO_MANIFEST_DIR`
+/// when it starts the program, so a `target/` copied or linked from another checkout still works on this one; the
+/// path compiled in is the fallback for the binary started by hand.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from);
+    let manifest = manifest.unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
 }
 
 /// Prints a step header.
