@@ -98,6 +98,14 @@ pub fn App() -> Html {
         let dispatch = state.dispatcher();
         Callback::from(move |_| dispatch.dispatch(action()))
     };
+    // The connect form first: the other panels are mounted once that frame is painted, so the form is on screen
+    // (and usable) before Yew builds, and the browser lays out, the rest of the page (issue #13, time to connected).
+    // A page loaded in a background tab gets them when it is first shown (no animation frames before that).
+    let rest = use_state_eq(|| false);
+    {
+        let rest = rest.setter();
+        use_effect_with((), move |_| after_next_paint(move || rest.set(true)));
+    }
     let ctx: AppContext = state.clone();
     html! {
         <ContextProvider<AppContext> context={ctx}>
@@ -120,26 +128,45 @@ pub fn App() -> Html {
                         <div class="columns">
                             <div class="col">
                                 <ConnectPanel />
-                                <SasTool />
+                                if *rest { <SasTool /> }
                             </div>
-                            <div class="col">
-                                <Composer />
-                                <SavedMessages />
-                            </div>
-                            <div class="col">
-                                <Inbox />
-                                <Methods />
-                                <Twin />
-                            </div>
+                            if *rest {
+                                <div class="col">
+                                    <Composer />
+                                    <SavedMessages />
+                                </div>
+                                <div class="col">
+                                    <Inbox />
+                                    <Methods />
+                                    <Twin />
+                                </div>
+                            }
                         </div>
-                        <ModelPanel />
-                        <Charts />
-                        <ActivityLog />
+                        if *rest {
+                            <ModelPanel />
+                            <Charts />
+                            <ActivityLog />
+                        }
                     </main>
                     <footer class="note">{"Keys stay in this browser: the SAS token is computed here and nothing is sent anywhere but to the hub you connect to."}</footer>
                 </div>
             </ContextProvider<ControllerHandle>>
         </ContextProvider<AppContext>>
+    }
+}
+
+/// Runs `f` in the first task after the next animation frame, i.e. once what is in the DOM now has been painted
+/// (`requestAnimationFrame` runs before the paint; a message posted from it is handled after).
+fn after_next_paint(f: impl FnOnce() + 'static) {
+    let f = Rc::new(std::cell::Cell::new(Some(Box::new(f) as Box<dyn FnOnce()>)));
+    let run = Rc::clone(&f);
+    let frame = wasm_bindgen::closure::Closure::once_into_js(move || {
+        gloo::timers::callback::Timeout::new(0, move || run.take().into_iter().for_each(|f| f())).forget();
+    });
+    let scheduled = web_sys::window().is_some_and(|w| w.request_animation_frame(frame.unchecked_ref()).is_ok());
+    if !scheduled {
+        // No animation frames here: nothing to wait for.
+        f.take().into_iter().for_each(|f| f());
     }
 }
 
