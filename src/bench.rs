@@ -96,38 +96,6 @@ pub fn bench_publish(url: String, connection_string: String, n: u32, size: u32) 
     })
 }
 
-/// Connects and resolves with `performance.now()` (milliseconds since navigation started) when CONNACK is processed.
-#[wasm_bindgen]
-pub fn bench_connect(url: String, connection_string: String) -> Promise {
-    Promise::new(&mut |resolve, reject| {
-        let (_, cfg, options) = match device(&connection_string, 64) {
-            Ok(x) => x,
-            Err(e) => return drop(reject.call1(&JsValue::NULL, &e)),
-        };
-        let slot: Rc<RefCell<(Option<Function>, Option<Driver>)>> = Rc::new(RefCell::new((Some(resolve), None)));
-        let s = slot.clone();
-        let driver = Driver::new(DeviceSession::new(cfg), move |ev| {
-            if let DriverEvent::Session(Event::Connected { .. }) = ev {
-                let at = performance_now();
-                let (f, d) = {
-                    let mut b = s.borrow_mut();
-                    (b.0.take(), b.1.take())
-                };
-                if let Some(f) = f {
-                    let _ = f.call1(&JsValue::NULL, &JsValue::from_f64(at));
-                }
-                if let Some(d) = d {
-                    d.disconnect();
-                }
-            }
-        });
-        slot.borrow_mut().1 = Some(driver.clone());
-        if let Err(e) = driver.connect(&url, options) {
-            let _ = reject.call1(&JsValue::NULL, &JsValue::from_str(&e));
-        }
-    })
-}
-
 thread_local! {
     static FLEET: RefCell<Vec<Driver>> = const { RefCell::new(Vec::new()) };
     static FLEET_STATS: RefCell<(u32, u32, f64)> = const { RefCell::new((0, 0, 0.0)) };

@@ -101,12 +101,14 @@ pub fn render(r: &Value) -> String {
         ));
         line(String::new());
         line(
-            "## 3. Time to connected (navigation start → CONNACK processed, headless Chromium, local emulator)".into(),
+            "## 3. Time to connected (navigation → connect form painted, + click on Connect → \"Connected\" painted; headless Chromium, local emulator)".into(),
         );
         line(String::new());
         let ttc = f(&br["timeToConnected"]["medianMs"]);
         line(format!(
-            "Median of 10 fresh page loads: **{ttc:.0} ms** (runs: {}). Goal ≤ 100 ms: {}.",
+            "Median of 10 fresh page loads (a new browser context each, empty cache), measured in the page through the real form: **{ttc:.0} ms** = form ready {:.0} ms + click → Connected {:.0} ms (medians of the parts; runs: {}). Goal ≤ 100 ms: {}.",
+            f(&br["timeToConnected"]["formReadyMedianMs"]),
+            f(&br["timeToConnected"]["clickToConnectedMedianMs"]),
             br["timeToConnected"]["runsMs"],
             goal(ttc <= 100.0)
         ));
