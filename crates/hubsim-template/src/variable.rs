@@ -443,11 +443,14 @@ impl Variable {
                 let i = if weights.is_empty() {
                     rng.below(values.len() as u64) as usize
                 } else {
-                    let mut r = rng.next_f64() * weights.iter().sum::<f64>();
+                    // Scaled by the largest weight, so that weights near f64::MAX cannot sum to infinity (which
+                    // would pick the last value every time).
+                    let max = weights.iter().fold(0.0f64, |m, w| m.max(*w));
+                    let mut r = rng.next_f64() * weights.iter().map(|w| w / max).sum::<f64>();
                     weights
                         .iter()
                         .position(|w| {
-                            r -= w;
+                            r -= w / max;
                             r < 0.0
                         })
                         .unwrap_or(values.len() - 1)
@@ -583,6 +586,14 @@ mod tests {
         let ok = v.iter().filter(|s| *s == "ok").count();
         assert!(!v.iter().any(|s| s == "never"));
         assert!((2800..3200).contains(&ok), "{ok}");
+    }
+
+    #[test]
+    fn weights_near_the_largest_double_are_still_weights() {
+        let v = run("{name: 'S', values: ['a', 'b', 'never'], weights: [1.7e308, 1.7e308, 0]}", 4000);
+        let a = v.iter().filter(|s| *s == "a").count();
+        assert!(!v.iter().any(|s| s == "never"));
+        assert!((1800..2200).contains(&a), "{a}");
     }
 
     #[test]
