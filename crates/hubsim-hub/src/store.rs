@@ -24,8 +24,10 @@
 //! asynchronously for a place, so a burst cannot grow the queue without bound.
 //!
 //! **Reads** run on tokio's blocking pool ([`tokio::task::spawn_blocking`]), never on the async workers. The logs
-//! have per-device indexes (`(device, seq)`), so a per-device query costs O(results), not a scan of the log. The
-//! event index is written a little after the events ([`index_events`]: in a group commit once [`INDEX_LAG`]
+//! have per-device indexes, so a per-device query does not scan the log: the connection log's is `(device, seq)`;
+//! events are stored in chunks of up to 256 consecutive events ([`event::ChunkBuilder`]), and their index is
+//! `(device, chunk)`, one entry per device and chunk, so a query reads the chunks that hold the device's events.
+//! The event index is written a little after the events ([`index_events`]: in a group commit once [`INDEX_LAG`]
 //! events wait, or after [`INDEX_EVERY`]), so a query also reads the events after the index's mark, at most about
 //! [`INDEX_LAG`] plus one group of them.
 //!
@@ -33,15 +35,17 @@
 //! older than the retention time (default 1 day) are deleted, and each log is also capped in records (defaults
 //! 1 000 000 events, 100 000 connection records, 100 000 feedback records). It is enforced incrementally: each
 //! commit deletes at most [`RETENTION_STEP`] + 2 × (records it appended) records per log, oldest first, and an idle
-//! store runs one such step every [`HOUSEKEEPING`]; there is never a stop-the-world scan.
+//! store runs one such step every [`HOUSEKEEPING`]; there is never a stop-the-world scan. Events go a whole chunk
+//! at a time ([`enforce_event_retention`]).
 //!
 //! Logs written by hubsim versions before retention (`events`, `connlog`, `feedback`: `seq → JSON`) are moved into
 //! the current tables once, at open, timed "now"; events stored as JSON (`events.v2`) are converted to the binary
-//! record of [`event`] once, at open.
+//! record of [`event`] once, at open, and events stored one per row (`events.v3`) into chunks, once, at open.
 //!
 //! **Telemetry** has its own path ([`Store::append_event`]): the record is encoded by the caller, and the writer
-//! appends every event of a group with one opening of the tables and one update of the sequence and byte counters
-//! (an append cannot fail on its own, so it needs no undo log).
+//! appends every event of a group as one or a few chunks, with one update of the sequence, count and byte counters
+//! (an append cannot fail on its own, so it needs no undo log). A chunk is one B-tree insert where a row per event
+//! was one each: the inserts were the largest cost of the writer thread (BENCHMARKS.md §7).
 
 use redb::{
     Database, ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle, WriteTransaction,
@@ -70,11 +74,16 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// the device lets retention remove the index entry.
 type LogTable = TableDefinition<'static, u64, (u64, &'static str, &'static [u8])>;
 type IndexTable = TableDefinition<'static, (&'static str, u64), ()>;
-/// Events: the value is a binary record ([`event`]), not JSON.
-const EVENTS: LogTable = TableDefinition::new("events.v3");
+/// Events, in chunks of consecutive events: `first seq → chunk` ([`event::ChunkBuilder`]).
+const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events.v4");
+/// `(device, first seq of a chunk holding events of that device)`.
+const EVENTS_BY_DEVICE: IndexTable = TableDefinition::new("events.by-device.v4");
+/// Events one per row (binary records), as hubsim stored them before chunks; converted at open
+/// ([`migrate_events_v3`]), with their per-event index.
+const EVENTS_V3: LogTable = TableDefinition::new("events.v3");
+const EVENTS_BY_DEVICE_V3: IndexTable = TableDefinition::new("events.by-device");
 /// Events as hubsim 0.1 stored them (JSON records), converted at open ([`migrate_events_v2`]).
 const EVENTS_V2: LogTable = TableDefinition::new("events.v2");
-const EVENTS_BY_DEVICE: IndexTable = TableDefinition::new("events.by-device");
 const CONNLOG: LogTable = TableDefinition::new("connlog.v2");
 const CONNLOG_BY_DEVICE: IndexTable = TableDefinition::new("connlog.by-device");
 const FEEDBACK: LogTable = TableDefinition::new("feedback.v2");
@@ -134,16 +143,19 @@ enum Log {
 
 impl Log {
     const ALL: [Log; 3] = [Log::Events, Log::Connections, Log::Feedback];
+    /// The log's table of one record per row. Events are stored in chunks ([`EVENTS`]): theirs is the row table
+    /// of the versions before chunks, which only the migrations at open write into.
     fn table(self) -> LogTable {
         match self {
-            Log::Events => EVENTS,
+            Log::Events => EVENTS_V3,
             Log::Connections => CONNLOG,
             Log::Feedback => FEEDBACK,
         }
     }
+    /// The per-device index of [`Log::table`].
     fn index(self) -> Option<IndexTable> {
         match self {
-            Log::Events => Some(EVENTS_BY_DEVICE),
+            Log::Events => Some(EVENTS_BY_DEVICE_V3),
             Log::Connections => Some(CONNLOG_BY_DEVICE),
             Log::Feedback => None,
         }
@@ -290,6 +302,8 @@ enum Undo {
     C2d(String, u64, Option<Vec<u8>>),
     Meta(String, Option<u64>),
     Appended(Log, u64, String),
+    /// A chunk of one event appended by [`Tx::append_event`] (not yet in the index: [`index_events`] adds it).
+    EventChunk(u64),
 }
 
 /// redb's page cache, bytes (8 MiB). redb's default is 1 GiB, which a busy event log fills: the emulator's
@@ -309,7 +323,9 @@ fn open_db(path: &Path) -> Result<Database, StoreError> {
         tx.open_table(SESSIONS).map_err(db)?;
         tx.open_table(C2D).map_err(db)?;
         tx.open_table(META).map_err(db)?;
-        for log in Log::ALL {
+        tx.open_table(EVENTS).map_err(db)?;
+        tx.open_table(EVENTS_BY_DEVICE).map_err(db)?;
+        for log in [Log::Connections, Log::Feedback] {
             tx.open_table(log.table()).map_err(db)?;
             if let Some(i) = log.index() {
                 tx.open_table(i).map_err(db)?;
@@ -317,6 +333,7 @@ fn open_db(path: &Path) -> Result<Database, StoreError> {
         }
         migrate_old_logs(&tx)?;
         migrate_events_v2(&tx)?;
+        migrate_events_v3(&tx)?;
         // A database of a version that indexed every event as it was appended: all of them are indexed.
         let mut meta = tx.open_table(META).map_err(db)?;
         if meta.get(EVENTS_INDEXED).map_err(db)?.is_none() {
@@ -375,8 +392,8 @@ fn migrate_events_v2(tx: &WriteTransaction) -> Result<(), StoreError> {
     let (mut moved, mut dropped, mut old_bytes, mut new_bytes) = (0u64, 0u64, 0u64, 0u64);
     {
         let old = tx.open_table(EVENTS_V2).map_err(db)?;
-        let mut new = tx.open_table(EVENTS).map_err(db)?;
-        let mut index = tx.open_table(EVENTS_BY_DEVICE).map_err(db)?;
+        let mut new = tx.open_table(EVENTS_V3).map_err(db)?;
+        let mut index = tx.open_table(EVENTS_BY_DEVICE_V3).map_err(db)?;
         for e in old.iter().map_err(db)? {
             let (k, v) = e.map_err(db)?;
             let (time, device, json) = v.value();
@@ -407,6 +424,70 @@ fn migrate_events_v2(tx: &WriteTransaction) -> Result<(), StoreError> {
         old_bytes / 1024,
         if dropped > 0 { format!("; dropped {dropped} records that were not valid JSON") } else { String::new() }
     );
+    Ok(())
+}
+
+/// Converts events stored one per row (`events.v3`, and what the older migrations above left there) into chunks of
+/// consecutive events, and builds the per-chunk index in full (the mark then covers every converted event). The
+/// event count is set from the rows; the byte count is unchanged (the records are the same bytes).
+fn migrate_events_v3(tx: &WriteTransaction) -> Result<(), StoreError> {
+    if !tx.list_tables().map_err(db)?.any(|t| t.name() == EVENTS_V3.name()) {
+        return Ok(());
+    }
+    let mut moved = 0u64;
+    let mut last = 0u64;
+    let mut entries: Vec<(String, u64)> = Vec::new();
+    {
+        let old = tx.open_table(EVENTS_V3).map_err(db)?;
+        let mut new = tx.open_table(EVENTS).map_err(db)?;
+        let mut chunk = event::ChunkBuilder::default();
+        let mut key = 0u64;
+        let mut devices: Vec<String> = Vec::new();
+        let mut put = |chunk: &mut event::ChunkBuilder,
+                       key: u64,
+                       devices: &mut Vec<String>,
+                       entries: &mut Vec<(String, u64)>|
+         -> Result<(), StoreError> {
+            if chunk.is_empty() {
+                return Ok(());
+            }
+            new.insert(key, chunk.take().as_slice()).map_err(db)?;
+            devices.sort_unstable();
+            devices.dedup();
+            entries.extend(devices.drain(..).filter(|d| !d.is_empty()).map(|d| (d, key)));
+            Ok(())
+        };
+        for e in old.iter().map_err(db)? {
+            let (k, v) = e.map_err(db)?;
+            let (time, device, record) = v.value();
+            if chunk.is_full_for(record.len()) {
+                put(&mut chunk, key, &mut devices, &mut entries)?;
+            }
+            if chunk.is_empty() {
+                key = k.value();
+            }
+            chunk.push(k.value(), time, device, record);
+            devices.push(device.to_owned());
+            moved += 1;
+            last = k.value();
+        }
+        put(&mut chunk, key, &mut devices, &mut entries)?;
+    }
+    entries.sort_unstable();
+    {
+        let mut index = tx.open_table(EVENTS_BY_DEVICE).map_err(db)?;
+        for (device, key) in &entries {
+            index.insert((device.as_str(), *key), ()).map_err(db)?;
+        }
+    }
+    tx.delete_table(EVENTS_V3).map_err(db)?;
+    tx.delete_table(EVENTS_BY_DEVICE_V3).map_err(db)?;
+    let mut meta = tx.open_table(META).map_err(db)?;
+    let count = meta.get(EVENT_COUNT).map_err(db)?.map_or(0, |v| v.value());
+    meta.insert(EVENT_COUNT, count + moved).map_err(db)?;
+    let indexed = meta.get(EVENTS_INDEXED).map_err(db)?.map_or(0, |v| v.value());
+    meta.insert(EVENTS_INDEXED, indexed.max(last)).map_err(db)?;
+    tracing::info!("stored {moved} events in chunks of up to {} (one row per event before)", event::MAX_CHUNK_EVENTS);
     Ok(())
 }
 
@@ -620,8 +701,61 @@ impl Store {
         .await
     }
 
+    /// Events after `after`, at most `limit`; with `device`, through the per-chunk index (the chunks holding that
+    /// device's events, then the not yet indexed chunks after the index's mark).
     pub async fn events(&self, after: u64, limit: usize, device: Option<&str>) -> Result<Vec<EventRecord>, StoreError> {
-        self.page(Log::Events, after, limit, device, event::decode).await
+        let device = device.map(str::to_owned);
+        self.read(move |r| {
+            let t = r.open_table(EVENTS).map_err(db)?;
+            let from = after.saturating_add(1);
+            let mut out = Vec::new();
+            if limit == 0 {
+                return Ok(out);
+            }
+            // Adds the chunk's events from `from` on (of `device`); true once `limit` are in.
+            let take = |chunk: &[u8], out: &mut Vec<EventRecord>| -> Result<bool, StoreError> {
+                for e in event::chunk_events(chunk) {
+                    let e = e?;
+                    if e.seq < from || device.as_deref().is_some_and(|d| d != e.device) {
+                        continue;
+                    }
+                    out.push(event::decode(e.seq, e.device, e.record)?);
+                    if out.len() >= limit {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            };
+            // The chunk holding `from` starts at or before it.
+            let start = match t.range(..=from).map_err(db)?.next_back() {
+                Some(e) => e.map_err(db)?.0.value(),
+                None => from,
+            };
+            let mut scan_from = start;
+            if let Some(d) = device.as_deref() {
+                let indexed = r.open_table(META).map_err(db)?.get(EVENTS_INDEXED).map_err(db)?.map_or(0, |v| v.value());
+                if start <= indexed {
+                    let i = r.open_table(EVENTS_BY_DEVICE).map_err(db)?;
+                    for e in i.range((d, start)..=(d, indexed)).map_err(db)? {
+                        let key = e.map_err(db)?.0.value().1;
+                        if let Some(v) = t.get(key).map_err(db)? {
+                            if take(v.value(), &mut out)? {
+                                return Ok(out);
+                            }
+                        }
+                    }
+                    scan_from = indexed + 1;
+                }
+            }
+            for e in t.range(scan_from..).map_err(db)? {
+                let (_, v) = e.map_err(db)?;
+                if take(v.value(), &mut out)? {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+        .await
     }
 
     pub async fn connections(
@@ -638,7 +772,7 @@ impl Store {
     }
 
     pub async fn event_count(&self) -> Result<u64, StoreError> {
-        self.read(|r| r.open_table(EVENTS).map_err(db)?.len().map_err(db)).await
+        self.read(|r| Ok(r.open_table(META).map_err(db)?.get(EVENT_COUNT).map_err(db)?.map_or(0, |v| v.value()))).await
     }
 
     /// Records in the connection log (for tests and statistics).
@@ -765,13 +899,16 @@ impl Tx<'_> {
         v.map(|v| from_bytes(v.value())).transpose()
     }
 
+    /// Adds `by` to a META counter, recording the old value for the undo log.
+    fn count(&mut self, name: &str, by: u64) -> Result<(), StoreError> {
+        let mut t = self.tx.open_table(META).map_err(db)?;
+        let old = t.get(name).map_err(db)?.map(|v| v.value());
+        t.insert(name, old.unwrap_or(0) + by).map_err(db)?;
+        self.undo.push(Undo::Meta(name.to_owned(), old));
+        Ok(())
+    }
+
     fn append(&mut self, log: Log, seq: u64, device: &str, json: &[u8]) -> Result<(), StoreError> {
-        if log == Log::Events {
-            let mut t = self.tx.open_table(META).map_err(db)?;
-            let old = t.get(EVENT_BYTES).map_err(db)?.map(|v| v.value());
-            t.insert(EVENT_BYTES, old.unwrap_or(0) + json.len() as u64).map_err(db)?;
-            self.undo.push(Undo::Meta(EVENT_BYTES.to_owned(), old));
-        }
         let now = unix_ms();
         self.tx.open_table(log.table()).map_err(db)?.insert(seq, (now, device, json)).map_err(db)?;
         if let (Some(i), false) = (log.index(), device.is_empty()) {
@@ -781,8 +918,17 @@ impl Tx<'_> {
         self.appended[log as usize] += 1;
         Ok(())
     }
+    /// Appends an event as a chunk of its own (telemetry takes [`Store::append_event`], which chunks a group).
     pub fn append_event(&mut self, e: &EventRecord) -> Result<(), StoreError> {
-        self.append(Log::Events, e.seq, &e.device_id, &event::encode(e))
+        let record = event::encode(e);
+        self.count(EVENT_BYTES, record.len() as u64)?;
+        self.count(EVENT_COUNT, 1)?;
+        let mut chunk = event::ChunkBuilder::default();
+        chunk.push(e.seq, unix_ms(), &e.device_id, &record);
+        self.tx.open_table(EVENTS).map_err(db)?.insert(e.seq, chunk.take().as_slice()).map_err(db)?;
+        self.undo.push(Undo::EventChunk(e.seq));
+        self.appended[Log::Events as usize] += 1;
+        Ok(())
     }
     pub fn append_connection(&mut self, e: &ConnectionRecord) -> Result<(), StoreError> {
         let b = to_bytes(e)?;
@@ -821,6 +967,9 @@ impl Tx<'_> {
                     }
                     .map_err(db)?;
                 }
+                Undo::EventChunk(seq) => {
+                    self.tx.open_table(EVENTS).map_err(db)?.remove(seq).map_err(db)?;
+                }
                 Undo::Appended(log, seq, device) => {
                     self.tx.open_table(log.table()).map_err(db)?.remove(seq).map_err(db)?;
                     if let (Some(i), false) = (log.index(), device.is_empty()) {
@@ -836,6 +985,8 @@ impl Tx<'_> {
 /// META key: the bytes of the stored event records (for [`Retention::max_event_bytes`]; a database written before
 /// it existed counts from zero, so it only undercounts).
 const EVENT_BYTES: &str = "events.bytes";
+/// META key: the number of stored events (a chunk holds several, so the table's length is not it).
+const EVENT_COUNT: &str = "events.count";
 
 /// Appends `events` in order (one opening of each table, one update of the counters); returns the first one's
 /// sequence number. An error is the database's, and fails the group. The per-device index follows in
@@ -847,14 +998,27 @@ fn append_events(
     let mut meta = tx.open_table(META).map_err(db)?;
     let first = meta.get("events").map_err(db)?.map(|v| v.value()).unwrap_or(0) + 1;
     let mut bytes = meta.get(EVENT_BYTES).map_err(db)?.map(|v| v.value()).unwrap_or(0);
+    let count = meta.get(EVENT_COUNT).map_err(db)?.map_or(0, |v| v.value());
     let mut table = tx.open_table(EVENTS).map_err(db)?;
+    let mut chunk = event::ChunkBuilder::default();
+    let mut key = first;
     for (i, (e, _)) in events.iter().enumerate() {
         let seq = first + i as u64;
-        table.insert(seq, (e.time_ms, e.device.as_str(), e.record.as_slice())).map_err(db)?;
+        if chunk.is_full_for(e.record.len()) {
+            table.insert(key, chunk.take().as_slice()).map_err(db)?;
+        }
+        if chunk.is_empty() {
+            key = seq;
+        }
+        chunk.push(seq, e.time_ms, &e.device, &e.record);
         bytes += e.record.len() as u64;
+    }
+    if !chunk.is_empty() {
+        table.insert(key, chunk.take().as_slice()).map_err(db)?;
     }
     meta.insert("events", first + events.len() as u64 - 1).map_err(db)?;
     meta.insert(EVENT_BYTES, bytes).map_err(db)?;
+    meta.insert(EVENT_COUNT, count + events.len() as u64).map_err(db)?;
     Ok(first)
 }
 
@@ -868,19 +1032,34 @@ fn index_events(tx: &WriteTransaction) -> Result<u64, StoreError> {
     let mut meta = tx.open_table(META).map_err(db)?;
     let indexed = meta.get(EVENTS_INDEXED).map_err(db)?.map(|v| v.value()).unwrap_or(0);
     let last = meta.get("events").map_err(db)?.map(|v| v.value()).unwrap_or(0);
-    let upto = last.min(indexed.saturating_add(INDEX_STEP));
-    if upto <= indexed {
+    if last <= indexed {
         return Ok(0);
     }
+    // Whole chunks, about INDEX_STEP events: one entry per device and chunk.
     let table = tx.open_table(EVENTS).map_err(db)?;
     let mut entries = Vec::new();
-    for e in table.range(indexed + 1..=upto).map_err(db)? {
+    let (mut upto, mut n) = (indexed, 0u64);
+    for e in table.range(indexed + 1..).map_err(db)? {
         let (k, v) = e.map_err(db)?;
-        let (_, device, _) = v.value();
-        if !device.is_empty() {
-            entries.push((device.to_owned(), k.value()));
+        let chunk = v.value();
+        let mut devices: Vec<&str> = Vec::new();
+        for ev in event::chunk_events(chunk) {
+            let ev = ev?;
+            upto = upto.max(ev.seq);
+            n += 1;
+            if !ev.device.is_empty() {
+                devices.push(ev.device);
+            }
+        }
+        devices.sort_unstable();
+        devices.dedup();
+        entries.extend(devices.drain(..).map(|d| (d.to_owned(), k.value())));
+        if n >= INDEX_STEP {
+            break;
         }
     }
+    // Every chunk after the mark was read: the mark moves to the last sequence number handed out.
+    let upto = if n < INDEX_STEP { last.max(upto) } else { upto };
     // In key order, so consecutive inserts land in the same leaf.
     entries.sort_unstable();
     let mut index = tx.open_table(EVENTS_BY_DEVICE).map_err(db)?;
@@ -888,7 +1067,7 @@ fn index_events(tx: &WriteTransaction) -> Result<u64, StoreError> {
         index.insert((device.as_str(), *seq), ()).map_err(db)?;
     }
     meta.insert(EVENTS_INDEXED, upto).map_err(db)?;
-    Ok(last - upto)
+    Ok(last.saturating_sub(upto))
 }
 
 /// META key: the highest event sequence number whose per-device index entry is written.
@@ -900,8 +1079,58 @@ pub const INDEX_EVERY: Duration = Duration::from_millis(500);
 /// Most events indexed in one transaction (a backlog, e.g. after a crash, is indexed in steps).
 const INDEX_STEP: u64 = 2 * INDEX_LAG;
 
+/// Deletes the oldest chunks of events while the events are over their cap in count or bytes, or a chunk's newest
+/// event is past retention, until about `budget` events are deleted. A chunk goes whole: the count may end up to
+/// one chunk under the cap, and an event past retention may stay until its chunk's newest one is.
+fn enforce_event_retention(tx: &WriteTransaction, budget: u64, retention: &Retention) -> Result<u64, StoreError> {
+    let cutoff = unix_ms().saturating_sub(retention.max_age.as_millis() as u64);
+    let mut meta = tx.open_table(META).map_err(db)?;
+    let mut count = meta.get(EVENT_COUNT).map_err(db)?.map_or(0, |v| v.value());
+    let mut bytes = meta.get(EVENT_BYTES).map_err(db)?.map_or(0, |v| v.value());
+    let mut t = tx.open_table(EVENTS).map_err(db)?;
+    let mut index = tx.open_table(EVENTS_BY_DEVICE).map_err(db)?;
+    let mut deleted = 0;
+    while deleted < budget {
+        let (key, n, size, devices) = match t.first().map_err(db)? {
+            Some((k, v)) => {
+                let (n, newest) = event::chunk_header(v.value())?;
+                if count <= retention.max_events && bytes <= retention.max_event_bytes && newest >= cutoff {
+                    break;
+                }
+                let (mut size, mut devices) = (0u64, Vec::new());
+                for e in event::chunk_events(v.value()) {
+                    let e = e?;
+                    size += e.record.len() as u64;
+                    if !e.device.is_empty() {
+                        devices.push(e.device.to_owned());
+                    }
+                }
+                devices.sort_unstable();
+                devices.dedup();
+                (k.value(), u64::from(n), size, devices)
+            }
+            None => break,
+        };
+        t.remove(key).map_err(db)?;
+        for d in &devices {
+            index.remove((d.as_str(), key)).map_err(db)?;
+        }
+        count = count.saturating_sub(n);
+        bytes = bytes.saturating_sub(size);
+        deleted += n;
+    }
+    if deleted > 0 {
+        meta.insert(EVENT_COUNT, count).map_err(db)?;
+        meta.insert(EVENT_BYTES, bytes).map_err(db)?;
+    }
+    Ok(deleted)
+}
+
 /// Deletes at most `budget` of the oldest records of `log` that are past retention or over the caps.
 fn enforce_retention(tx: &WriteTransaction, log: Log, budget: u64, retention: &Retention) -> Result<u64, StoreError> {
+    if log == Log::Events {
+        return enforce_event_retention(tx, budget, retention);
+    }
     let cutoff = unix_ms().saturating_sub(retention.max_age.as_millis() as u64);
     let max = log.max(retention);
     let mut bytes = match log {

@@ -6,6 +6,12 @@
 //! time (string); system properties; application properties; the body (the rest). A property list is a `u32` count, then per entry a
 //! name and a value. A value is a tag byte: 0 null, 1 a string, 2 other JSON (as text). The device id is a column
 //! of the log table, not repeated here.
+//!
+//! **Chunks.** The event table (`events.v4`) holds consecutive events in chunks, one value per chunk keyed by its
+//! first sequence number ([`ChunkBuilder`], [`chunk_events`]): a group commit of telemetry is one or a few B-tree
+//! inserts instead of one per event (redb's inserts were the largest cost of the writer thread, BENCHMARKS.md §7),
+//! and retention deletes a whole chunk at once. Layout: count `u32`, newest time `u64` (ms), then per event its
+//! sequence number `u64`, time `u64`, device id (`u32` length + UTF-8) and record (`u32` length + bytes).
 
 use serde_json::{Map, Value};
 
@@ -105,6 +111,110 @@ pub fn encode(e: &EventRecord) -> Vec<u8> {
     enc.finish(&e.body_base64)
 }
 
+/// Most events in one chunk.
+pub const MAX_CHUNK_EVENTS: u32 = 256;
+/// Most bytes of records in one chunk (a larger single record gets a chunk of its own).
+pub const MAX_CHUNK_BYTES: usize = 256 * 1024;
+const CHUNK_HEADER: usize = 12;
+
+/// Builds one chunk of consecutive events.
+pub struct ChunkBuilder {
+    out: Vec<u8>,
+    count: u32,
+    newest: u64,
+}
+
+impl Default for ChunkBuilder {
+    fn default() -> Self {
+        ChunkBuilder { out: vec![0; CHUNK_HEADER], count: 0, newest: 0 }
+    }
+}
+
+impl ChunkBuilder {
+    /// Events in the chunk so far.
+    pub fn len(&self) -> u32 {
+        self.count
+    }
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+    /// Would a record of `record_len` bytes overflow this chunk ([`MAX_CHUNK_EVENTS`], [`MAX_CHUNK_BYTES`])?
+    pub fn is_full_for(&self, record_len: usize) -> bool {
+        self.count >= MAX_CHUNK_EVENTS || (self.count > 0 && self.out.len() + record_len > MAX_CHUNK_BYTES)
+    }
+    /// Adds an event; sequence numbers must increase.
+    pub fn push(&mut self, seq: u64, time_ms: u64, device: &str, record: &[u8]) {
+        self.out.extend_from_slice(&seq.to_le_bytes());
+        self.out.extend_from_slice(&time_ms.to_le_bytes());
+        put_str(&mut self.out, device);
+        self.out.extend_from_slice(&(record.len() as u32).to_le_bytes());
+        self.out.extend_from_slice(record);
+        self.count += 1;
+        self.newest = self.newest.max(time_ms);
+    }
+    /// The chunk's bytes; the builder is empty again.
+    pub fn take(&mut self) -> Vec<u8> {
+        let mut out = std::mem::replace(&mut self.out, vec![0; CHUNK_HEADER]);
+        out[..4].copy_from_slice(&self.count.to_le_bytes());
+        out[4..CHUNK_HEADER].copy_from_slice(&self.newest.to_le_bytes());
+        self.count = 0;
+        self.newest = 0;
+        out
+    }
+}
+
+/// One event of a chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkEvent<'a> {
+    pub seq: u64,
+    pub time_ms: u64,
+    pub device: &'a str,
+    pub record: &'a [u8],
+}
+
+/// A chunk's event count and the time of its newest event.
+pub fn chunk_header(chunk: &[u8]) -> Result<(u32, u64), StoreError> {
+    let mut r = Reader(chunk);
+    Ok((r.u32()?, r.u64()?))
+}
+
+/// The events of a chunk, in order; a chunk cut short yields an error and ends.
+pub fn chunk_events(chunk: &[u8]) -> ChunkEvents<'_> {
+    let mut r = Reader(chunk);
+    match r.u32().and_then(|n| r.u64().map(|_| n)) {
+        Ok(left) => ChunkEvents { r, left },
+        Err(_) => ChunkEvents { r: Reader(&[]), left: 1 },
+    }
+}
+
+/// The iterator of [`chunk_events`].
+pub struct ChunkEvents<'a> {
+    r: Reader<'a>,
+    left: u32,
+}
+
+impl<'a> Iterator for ChunkEvents<'a> {
+    type Item = Result<ChunkEvent<'a>, StoreError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let r = &mut self.r;
+        let ev = (|| {
+            let seq = r.u64()?;
+            let time_ms = r.u64()?;
+            let device = r.str()?;
+            let n = r.u32()? as usize;
+            Ok(ChunkEvent { seq, time_ms, device, record: r.take(n)? })
+        })();
+        if ev.is_err() {
+            self.left = 0;
+        }
+        Some(ev)
+    }
+}
+
 struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
@@ -122,6 +232,11 @@ impl<'a> Reader<'a> {
     fn u32(&mut self) -> Result<u32, StoreError> {
         let b = self.take(4)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn u64(&mut self) -> Result<u64, StoreError> {
+        let mut a = [0; 8];
+        a.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(a))
     }
     fn str(&mut self) -> Result<&'a str, StoreError> {
         let n = self.u32()? as usize;

@@ -134,7 +134,9 @@ async fn a_per_device_query_reads_only_that_devices_records() {
     {
         let d = s.shared.db().unwrap();
         let tx = d.begin_write().unwrap();
-        tx.open_table(EVENTS).unwrap().insert(1, (unix_ms(), "busy", &b"not json"[..])).unwrap();
+        let mut chunk = event::ChunkBuilder::default();
+        chunk.push(1, unix_ms(), "busy", b"not json");
+        tx.open_table(EVENTS).unwrap().insert(1, chunk.take().as_slice()).unwrap();
         tx.commit().unwrap();
     }
     assert_eq!(s.events(0, 100, Some("rare")).await.unwrap().len(), 3);
@@ -387,7 +389,7 @@ async fn events_stored_as_json_by_an_older_hubsim_are_converted_at_open() {
         let tx = d.begin_write().unwrap();
         {
             let mut t = tx.open_table(EVENTS_V2).unwrap();
-            let mut i = tx.open_table(EVENTS_BY_DEVICE).unwrap();
+            let mut i = tx.open_table(EVENTS_BY_DEVICE_V3).unwrap();
             for seq in 1..=5u64 {
                 let mut e = full_event("old", seq);
                 e.seq = seq;
@@ -466,4 +468,157 @@ async fn events_not_yet_indexed_are_found_per_device_and_indexed_soon_after() {
     add(&s, "a", 10).await;
     let a: Vec<u64> = s.events(0, 100, Some("a")).await.unwrap().iter().map(|e| e.seq).collect();
     assert_eq!(a, vec![1, 4, 7, 10, 11], "indexed and not yet indexed events together");
+}
+
+/// Queues `n` telemetry events behind a blocked write, so that they are appended in one group commit; returns
+/// their sequence numbers. Device `x` sends every third, `y` the others.
+async fn one_group_of_events(s: &Store, n: u64) -> Vec<u64> {
+    let (release, wait) = std::sync::mpsc::channel::<()>();
+    let (entered, inside) = std::sync::mpsc::channel::<()>();
+    let mut blocker: Pending<'_, ()> = Box::pin(s.write(move |_| {
+        let _ = entered.send(());
+        let _ = wait.recv();
+        Ok(())
+    }));
+    queue(&mut blocker);
+    // The writer is inside the blocker's group: everything queued now waits for the next group.
+    inside.recv().unwrap();
+    // Unconstrained: tokio's cooperative budget would make the semaphore answer "not yet" after ~128 polls in
+    // one go, and the rest would only be queued one by one when awaited.
+    let events = tokio::task::unconstrained(async {
+        let mut events: Vec<Pending<'_, u64>> = Vec::new();
+        for i in 0..n {
+            let dev = if i % 3 == 0 { "x" } else { "y" };
+            let record = event::encode(&full_event(dev, i));
+            let mut f: Pending<'_, u64> =
+                Box::pin(s.append_event(NewEvent { device: dev.into(), time_ms: unix_ms(), record }));
+            queue(&mut f);
+            events.push(f);
+        }
+        events
+    })
+    .await;
+    release.send(()).unwrap();
+    blocker.await.unwrap();
+    let mut seqs = Vec::new();
+    for f in events {
+        seqs.push(f.await.unwrap());
+    }
+    seqs
+}
+
+fn seqs(evs: &[EventRecord]) -> Vec<u64> {
+    evs.iter().map(|e| e.seq).collect()
+}
+
+#[tokio::test]
+async fn a_group_of_events_is_stored_in_chunks_and_read_across_their_boundaries() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path(), Retention::default());
+    let n = 600;
+    assert_eq!(one_group_of_events(&s, n).await, (1..=n).collect::<Vec<_>>());
+    let chunks = || {
+        let d = s.shared.db().unwrap();
+        let r = d.begin_read().unwrap();
+        let t = r.open_table(EVENTS).unwrap();
+        t.iter().unwrap().map(|e| e.unwrap().0.value()).collect::<Vec<u64>>()
+    };
+    assert_eq!(chunks(), vec![1, 257, 513], "256 events per chunk");
+    assert_eq!(s.event_count().await.unwrap(), n);
+    let all = s.events(0, 1000, None).await.unwrap();
+    assert_eq!(seqs(&all), (1..=n).collect::<Vec<_>>());
+    for e in &all {
+        let i = e.seq - 1;
+        assert_eq!(*e, EventRecord { seq: e.seq, ..full_event(if i % 3 == 0 { "x" } else { "y" }, i) });
+    }
+    assert_eq!(seqs(&s.events(255, 3, None).await.unwrap()), vec![256, 257, 258], "a page across two chunks");
+    assert_eq!(seqs(&s.events(600, 10, None).await.unwrap()), Vec::<u64>::new());
+    let x_after = |after: u64| (after + 1..=n).filter(|q| (q - 1) % 3 == 0).collect::<Vec<u64>>();
+    assert_eq!(seqs(&s.events(300, 1000, Some("x")).await.unwrap()), x_after(300));
+    assert_eq!(seqs(&s.events(256, 2, Some("x")).await.unwrap()), vec![259, 262]);
+    // Indexed: one entry per device and chunk; the same answers through the index.
+    {
+        let d = s.shared.db().unwrap();
+        let tx = d.begin_write().unwrap();
+        assert_eq!(index_events(&tx).unwrap(), 0);
+        tx.commit().unwrap();
+        let r = d.begin_read().unwrap();
+        let i = r.open_table(EVENTS_BY_DEVICE).unwrap();
+        let entries: Vec<(String, u64)> =
+            i.iter().unwrap().map(|e| e.unwrap().0).map(|k| (k.value().0.to_owned(), k.value().1)).collect();
+        let want: Vec<(String, u64)> =
+            ["x", "y"].iter().flat_map(|d| [1, 257, 513].map(|k| (d.to_string(), k))).collect();
+        assert_eq!(entries, want);
+    }
+    assert_eq!(seqs(&s.events(300, 1000, Some("x")).await.unwrap()), x_after(300));
+    assert_eq!(seqs(&s.events(0, 1000, Some("y")).await.unwrap()).len(), 400);
+}
+
+#[tokio::test]
+async fn retention_deletes_whole_chunks_oldest_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path(), Retention { max_events: 300, ..Retention::default() });
+    one_group_of_events(&s, 600).await;
+    // 600 > 300: the first chunk (256) goes, 344 > 300: the second too; 88 are left.
+    assert_eq!(s.event_count().await.unwrap(), 88);
+    assert_eq!(s.events(0, 1000, None).await.unwrap().first().map(|e| e.seq), Some(513));
+    assert_eq!(s.events(0, 1000, Some("x")).await.unwrap().first().map(|e| e.seq), Some(514));
+    let d = s.shared.db().unwrap();
+    let r = d.begin_read().unwrap();
+    let bytes = r.open_table(META).unwrap().get(EVENT_BYTES).unwrap().unwrap().value();
+    let want: u64 =
+        (512..600).map(|i| event::encode(&full_event(if i % 3 == 0 { "x" } else { "y" }, i)).len() as u64).sum();
+    assert_eq!(bytes, want, "the byte count follows the deleted chunks");
+}
+
+#[tokio::test]
+async fn events_stored_one_per_row_are_chunked_at_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("hubsim.redb");
+    // A data folder as hubsim before chunks left it: `events.v3` rows, the per-event index, and a gap (6 deleted).
+    let seqs_stored = [1u64, 2, 3, 4, 5, 7];
+    let mut bytes = 0;
+    {
+        let d = Database::create(&path).unwrap();
+        let tx = d.begin_write().unwrap();
+        {
+            let mut t = tx.open_table(EVENTS_V3).unwrap();
+            let mut i = tx.open_table(EVENTS_BY_DEVICE_V3).unwrap();
+            for seq in seqs_stored {
+                let dev = if seq % 2 == 0 { "even" } else { "odd" };
+                let rec = event::encode(&full_event(dev, seq));
+                bytes += rec.len() as u64;
+                t.insert(seq, (unix_ms(), dev, rec.as_slice())).unwrap();
+                i.insert((dev, seq), ()).unwrap();
+            }
+            let mut m = tx.open_table(META).unwrap();
+            m.insert("events", 7).unwrap();
+            m.insert(EVENT_BYTES, bytes).unwrap();
+            m.insert(EVENTS_INDEXED, 5).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let s = open(tmp.path(), Retention::default());
+    let all = s.events(0, 100, None).await.unwrap();
+    assert_eq!(seqs(&all), seqs_stored.to_vec());
+    for e in &all {
+        let dev = if e.seq % 2 == 0 { "even" } else { "odd" };
+        assert_eq!(*e, EventRecord { seq: e.seq, ..full_event(dev, e.seq) });
+    }
+    assert_eq!(seqs(&s.events(0, 100, Some("odd")).await.unwrap()), vec![1, 3, 5, 7]);
+    assert_eq!(seqs(&s.events(3, 100, Some("even")).await.unwrap()), vec![4]);
+    assert_eq!(s.event_count().await.unwrap(), 6);
+    {
+        let d = s.shared.db().unwrap();
+        let r = d.begin_read().unwrap();
+        let names: Vec<String> = r.list_tables().unwrap().map(|t| t.name().to_owned()).collect();
+        assert!(!names.iter().any(|n| n == "events.v3" || n == "events.by-device"), "{names:?}");
+        let m = r.open_table(META).unwrap();
+        assert_eq!(m.get(EVENT_BYTES).unwrap().unwrap().value(), bytes);
+        assert_eq!(m.get(EVENTS_INDEXED).unwrap().unwrap().value(), 7, "the index was built in full");
+    }
+    let seq =
+        s.append_event(NewEvent { device: "odd".into(), time_ms: unix_ms(), record: event::encode(&event("odd")) });
+    assert_eq!(seq.await.unwrap(), 8, "new events continue the old numbering");
+    assert_eq!(seqs(&s.events(5, 100, Some("odd")).await.unwrap()), vec![7, 8]);
 }
