@@ -112,6 +112,28 @@ pub fn render(r: &Value) -> String {
             br["timeToConnected"]["runsMs"],
             goal(ttc <= 100.0)
         ));
+        let st = &br["timeToConnected"]["stepsMedianMs"];
+        if st.is_object() {
+            line(String::new());
+            line("Where it goes (medians of each step, ms after navigation start, then after the click):".into());
+            line(String::new());
+            line("| step | ms |".into());
+            line("|---|---:|".into());
+            for (key, what) in [
+                ("htmlMs", "the HTML received"),
+                ("filesMs", "CSS, JS and wasm received (preloaded together)"),
+                ("startedMs", "wasm compiled and instantiated, `main` run (Trunk's start event)"),
+                ("formDomMs", "the connect form in the DOM (the first render)"),
+                ("formPaintedMs", "the form painted (**form ready**)"),
+                ("wsCreatedMs", "click → the WebSocket created (SAS token signed in the page)"),
+                ("wsOpenMs", "click → the WebSocket open"),
+                ("connackMs", "click → the first frame received (CONNACK)"),
+                ("connectedDomMs", "click → \"Connected\" in the DOM"),
+                ("connectedPaintedMs", "click → \"Connected\" painted (**click → Connected**)"),
+            ] {
+                line(format!("| {what} | {:.1} |", f(&st[key])));
+            }
+        }
         line(String::new());
         line("## 4. Devices per tab (one WebSocket each, 1 msg/s each, frame gaps over 5 s)".into());
         line(String::new());
