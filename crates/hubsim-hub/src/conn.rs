@@ -12,7 +12,7 @@ use hubsim_proto::hub::{C2dDelivery, CloseReason, HubEvent, HubSession};
 use hubsim_proto::topic::{RequestId, TopicFilter};
 use std::collections::HashMap;
 use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio::time::Instant as TokioInstant;
 
@@ -30,31 +30,25 @@ pub enum Transport {
     WebSocket(Box<WebSocket>),
 }
 
-/// An async byte stream (TLS over TCP in practice).
-pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+/// An async byte stream that buffers what it reads (TLS over TCP in practice).
+pub trait Stream: AsyncBufRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncBufRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 impl Transport {
-    /// The next chunk of bytes; `Ok(None)` when the peer closed. `buf` starts at [`READ_BUF_MIN`], doubles each
-    /// time a read fills it, up to [`READ_BUF_MAX`], and falls back to the minimum after a small read: an idle
-    /// connection holds a small buffer, a busy one reads many packets per call.
-    async fn recv(&mut self, buf: &mut Vec<u8>) -> Result<Option<Bytes>, String> {
+    /// The next chunk of bytes; `Ok(None)` when the peer closed. A stream is read through its own buffer
+    /// (rustls's received plaintext, one TLS record at a time): the connection keeps no read buffer of its own,
+    /// so an idle one holds none.
+    async fn recv(&mut self) -> Result<Option<Bytes>, String> {
         match self {
-            Transport::Stream(s) => match s.read(buf).await {
-                Ok(0) => Ok(None),
-                Ok(n) => {
-                    let chunk = Bytes::copy_from_slice(&buf[..n]);
-                    if n == buf.len() && buf.len() < READ_BUF_MAX {
-                        buf.resize(buf.len() * 2, 0);
-                    } else if n <= READ_BUF_MIN / 2 && buf.len() > READ_BUF_MIN {
-                        // A small read (a PINGREQ, a lone PUBACK): the connection has gone quiet; give back the rest.
-                        buf.truncate(READ_BUF_MIN);
-                        buf.shrink_to_fit();
-                    }
-                    Ok(Some(chunk))
-                }
-                Err(e) => Err(e.to_string()),
-            },
+            Transport::Stream(s) => {
+                let chunk = match s.fill_buf().await {
+                    Ok([]) => return Ok(None),
+                    Ok(data) => Bytes::copy_from_slice(data),
+                    Err(e) => return Err(e.to_string()),
+                };
+                s.consume(chunk.len());
+                Ok(Some(chunk))
+            }
             Transport::WebSocket(ws) => loop {
                 match ws.next().await {
                     None | Some(Ok(Message::Close(_))) => return Ok(None),
@@ -97,11 +91,6 @@ impl Transport {
         }
     }
 }
-
-/// First size of a connection's read buffer (an idle connection keeps this one).
-pub const READ_BUF_MIN: usize = 512;
-/// Largest read buffer (reached only by a connection whose reads fill the buffer).
-pub const READ_BUF_MAX: usize = 16 * 1024;
 
 /// A telemetry write in progress: the packet id to PUBACK once the write is durable, and the bytes it holds.
 type PendingAck = std::pin::Pin<Box<dyn std::future::Future<Output = (Option<u16>, usize, Result<(), String>)> + Send>>;
@@ -177,7 +166,7 @@ enum Sniffed {
 
 /// Reads until the first packet tells a DPS device from a hub device (the SDKs dial the same ports for both).
 /// A transport that sends nothing within the CONNECT deadline goes to the hub session, whose timer closes it.
-async fn sniff(hub: &Hub, transport: &mut Transport, buf: &mut Vec<u8>) -> Sniffed {
+async fn sniff(hub: &Hub, transport: &mut Transport) -> Sniffed {
     let deadline = TokioInstant::now() + hub.settings.protocol.connect_timeout;
     let max = hub.settings.protocol.max_message_size + 64 * 1024;
     let mut got = Vec::new();
@@ -187,7 +176,7 @@ async fn sniff(hub: &Hub, transport: &mut Transport, buf: &mut Vec<u8>) -> Sniff
             Endpoint::Hub => return Sniffed::Hub(got, None),
             Endpoint::NeedMore => {}
         }
-        match tokio::time::timeout_at(deadline, transport.recv(buf)).await {
+        match tokio::time::timeout_at(deadline, transport.recv()).await {
             Ok(Ok(Some(b))) => got.extend_from_slice(&b),
             Ok(Ok(None)) => return Sniffed::Hub(got, Some("the device closed the connection".into())),
             Ok(Err(e)) => return Sniffed::Hub(got, Some(e)),
@@ -200,10 +189,9 @@ async fn sniff(hub: &Hub, transport: &mut Transport, buf: &mut Vec<u8>) -> Sniff
 pub async fn serve(hub: Arc<Hub>, mut transport: Transport, kind: &'static str, remote: String) {
     let opened = hub.now();
     let mut session = HubSession::new(hub.settings.protocol.clone(), opened);
-    let mut buf = vec![0u8; READ_BUF_MIN];
     // The rarely taken paths are boxed (here and below), so the task of an idle connection stays small: an async
     // function's future is as large as its largest state, nested calls included.
-    let (first, ended) = match Box::pin(sniff(&hub, &mut transport, &mut buf)).await {
+    let (first, ended) = match Box::pin(sniff(&hub, &mut transport)).await {
         Sniffed::Dps(first) => return Box::pin(dps::serve(hub, transport, kind, remote, first, opened)).await,
         Sniffed::Hub(first, ended) => (first, ended),
     };
@@ -271,7 +259,7 @@ pub async fn serve(hub: Arc<Hub>, mut transport: Transport, kind: &'static str, 
             // Back-pressure: not while too many writes are pending (the session's held PUBACKs, and the bytes of
             // all writes including QoS 0), nor while this connection owes the hub-wide budget: the device waits
             // in TCP's window.
-            r = transport.recv(&mut buf), if room && session.wants_input() => match r {
+            r = transport.recv(), if room && session.wants_input() => match r {
                 Ok(Some(b)) => session.handle_input(hub.now(), &b),
                 Ok(None) => session.handle_transport_closed("the device closed the connection"),
                 Err(e) => session.handle_transport_closed(e),

@@ -153,7 +153,14 @@ impl Framer {
             Some(frame) => check_flags(frame[0])?,
         }
         match mqttbytes::v4::read(&mut self.buf, self.max_packet) {
-            Ok(p) => Ok(Some(p)),
+            Ok(p) => {
+                if self.buf.is_empty() {
+                    // Every byte is framed: let go of the allocation. An emptied `BytesMut` still holds it (the
+                    // packets split from it share it), so an idle connection would keep its last input alive.
+                    self.buf = BytesMut::new();
+                }
+                Ok(Some(p))
+            }
             Err(mqttbytes::Error::InsufficientBytes(_)) => Ok(None),
             Err(mqttbytes::Error::PayloadSizeLimitExceeded(n)) => Err(FrameError::TooLarge(n, self.max_packet)),
             Err(e) => Err(FrameError::Malformed(e)),

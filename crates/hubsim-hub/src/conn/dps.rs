@@ -50,7 +50,6 @@ pub(super) async fn serve(
     let mut ctx =
         DpsCtx { hub: hub.clone(), kind, remote, registration_id: None, enrolled: None, refusal_logged: false };
     session.handle_input(hub.now(), &first);
-    let mut buf = vec![0u8; super::READ_BUF_MIN];
     let mut closed = None;
     loop {
         while let Some(ev) = session.poll_event() {
@@ -94,7 +93,7 @@ pub(super) async fn serve(
         }
         let timer = session.poll_timeout().map(|t| hub.tokio_instant(t));
         tokio::select! {
-            r = transport.recv(&mut buf) => match r {
+            r = transport.recv() => match r {
                 Ok(Some(b)) => session.handle_input(hub.now(), &b),
                 Ok(None) => session.handle_transport_closed("the device closed the connection"),
                 Err(e) => session.handle_transport_closed(e),

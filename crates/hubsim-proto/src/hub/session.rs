@@ -554,7 +554,12 @@ impl HubSession {
     }
 
     pub fn poll_event(&mut self) -> Option<HubEvent> {
-        self.events.pop_front()
+        let ev = self.events.pop_front();
+        if ev.is_none() && self.events.capacity() > 0 {
+            // Drained: give the queue's memory back (events are large), so an idle connection holds none.
+            self.events = VecDeque::new();
+        }
+        ev
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
