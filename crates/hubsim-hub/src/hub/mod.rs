@@ -8,6 +8,7 @@ mod auth;
 mod c2d;
 pub mod dps;
 mod error;
+pub mod live;
 mod methods;
 pub mod policy;
 pub mod query;
@@ -147,7 +148,9 @@ pub struct Hub {
     presence: Mutex<HashMap<String, Presence>>,
     next_conn: AtomicU64,
     pub(crate) next_rid: AtomicU64,
-    pub events: broadcast::Sender<EventRecord>,
+    /// The live event stream (`GET /events/stream`), bounded by [`LIVE_EVENTS_MAX_RECORDS`] and
+    /// [`LIVE_EVENTS_MAX_BYTES`].
+    pub events: live::Feed<EventRecord>,
     pub connlog: broadcast::Sender<ConnectionRecord>,
     epoch: tokio::time::Instant,
     /// Every connection task, so shutdown can wait for their close records and Wills.
@@ -163,6 +166,13 @@ pub struct Hub {
 /// payload plus [`TELEMETRY_OVERHEAD`] per message. With the per-connection bounds of [`crate::conn`] this keeps
 /// the emulator's memory bounded whatever the load and the number of busy devices.
 pub const TELEMETRY_IN_FLIGHT_BYTES: usize = 16 * 1024 * 1024;
+/// Records the live event stream holds for its slowest listener, at most: older ones are dropped and that
+/// listener is told how many it missed (a `lagged` event on `GET /events/stream`).
+pub const LIVE_EVENTS_MAX_RECORDS: usize = 4096;
+/// Bytes of records the live event stream holds, at most (8 MiB, as [`EventRecord::held_bytes`] counts them;
+/// plus the newest record whatever its size): 4 096 records of up to the message-size limit would otherwise be
+/// a gigabyte. A listener slower than that is told it lagged, as with the record bound.
+pub const LIVE_EVENTS_MAX_BYTES: usize = 8 * 1024 * 1024;
 /// What a message in flight costs beyond its payload (properties, topic, record, futures), for the budget.
 pub const TELEMETRY_OVERHEAD: usize = 512;
 
@@ -189,7 +199,7 @@ impl Hub {
             presence: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             next_rid: AtomicU64::new(1),
-            events: broadcast::channel(4096).0,
+            events: live::Feed::new(LIVE_EVENTS_MAX_RECORDS, LIVE_EVENTS_MAX_BYTES),
             connlog: broadcast::channel(1024).0,
             epoch: tokio::time::Instant::now(),
             tasks: tokio_util::task::TaskTracker::new(),
