@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant as TokioInstant;
 
 use crate::hub::{
-    c2d_properties, ConnCmd, ConnHandle, Hub, MethodReply, TELEMETRY_IN_FLIGHT_BYTES, TELEMETRY_OVERHEAD,
+    c2d_properties, ConnCmd, ConnHandle, Hub, Inbound, MethodReply, TELEMETRY_IN_FLIGHT_BYTES, TELEMETRY_OVERHEAD,
 };
 use crate::model::ConnectionRecord;
 use hubsim_proto::provisioning::Endpoint;
@@ -201,7 +201,7 @@ pub async fn serve(hub: Arc<Hub>, mut transport: Transport, kind: &'static str, 
     if let Some(why) = ended {
         session.handle_transport_closed(why);
     }
-    let (handle, mut cmd_rx, mut close_rx) = ConnHandle::new();
+    let (handle, inbox) = ConnHandle::new();
     let mut ctx = Ctx {
         hub: hub.clone(),
         kind,
@@ -264,12 +264,10 @@ pub async fn serve(hub: Arc<Hub>, mut transport: Transport, kind: &'static str, 
                 Ok(None) => session.handle_transport_closed("the device closed the connection"),
                 Err(e) => session.handle_transport_closed(e),
             },
-            Some(cmd) = cmd_rx.recv() => Box::pin(ctx.command(&mut session, cmd)).await,
-            Ok(()) = close_rx.changed() => {
-                if let Some(reason) = close_rx.borrow_and_update().clone() {
-                    session.close(reason);
-                }
-            }
+            got = inbox.recv() => match got {
+                Inbound::Cmd(cmd) => Box::pin(ctx.command(&mut session, cmd)).await,
+                Inbound::Close(reason) => session.close(reason),
+            },
             r = hub.telemetry_budget.acquire_many(fl.owed.min(TELEMETRY_IN_FLIGHT_BYTES) as u32), if fl.owed > 0 => {
                 if let Ok(p) = r {
                     p.forget();
