@@ -36,18 +36,30 @@ impl<T: AsyncBufRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 impl Transport {
     /// The next chunk of bytes; `Ok(None)` when the peer closed. A stream is read through its own buffer
-    /// (rustls's received plaintext, one TLS record at a time): the connection keeps no read buffer of its own,
-    /// so an idle one holds none.
+    /// (rustls's received plaintext, one TLS record per chunk): the connection keeps no read buffer of its own, so
+    /// an idle one holds none. What is already there is taken too, up to [`READ_GATHER_MAX`] bytes, so a busy
+    /// connection hands the session many packets at once.
     async fn recv(&mut self) -> Result<Option<Bytes>, String> {
         match self {
             Transport::Stream(s) => {
-                let chunk = match s.fill_buf().await {
+                let mut out = match s.fill_buf().await {
                     Ok([]) => return Ok(None),
-                    Ok(data) => Bytes::copy_from_slice(data),
+                    Ok(data) => bytes::BytesMut::from(data),
                     Err(e) => return Err(e.to_string()),
                 };
-                s.consume(chunk.len());
-                Ok(Some(chunk))
+                s.consume(out.len());
+                while out.len() < READ_GATHER_MAX {
+                    // Only what needs no waiting. An error (or the end) is met again by the next call.
+                    match s.fill_buf().now_or_never() {
+                        Some(Ok(data)) if !data.is_empty() => {
+                            let n = data.len();
+                            out.extend_from_slice(data);
+                            s.consume(n);
+                        }
+                        _ => break,
+                    }
+                }
+                Ok(Some(out.freeze()))
             }
             Transport::WebSocket(ws) => loop {
                 match ws.next().await {
@@ -91,6 +103,9 @@ impl Transport {
         }
     }
 }
+
+/// Most bytes one read of a stream gathers from what has already arrived (see [`Transport::recv`]).
+pub const READ_GATHER_MAX: usize = 16 * 1024;
 
 /// A telemetry write in progress: the packet id to PUBACK once the write is durable, and the bytes it holds.
 type PendingAck = std::pin::Pin<Box<dyn std::future::Future<Output = (Option<u16>, usize, Result<(), String>)> + Send>>;
