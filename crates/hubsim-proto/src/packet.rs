@@ -132,6 +132,11 @@ impl Framer {
         self.buf.len()
     }
 
+    /// Bytes of memory the framer holds on to (0 once everything received is framed).
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
     /// The bytes of the next whole packet (fixed header included) without consuming them, `Ok(None)` if more bytes
     /// are needed.
     pub fn peek(&self) -> Result<Option<&[u8]>, FrameError> {
