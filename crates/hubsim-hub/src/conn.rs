@@ -49,7 +49,8 @@ impl Transport {
                 };
                 s.consume(out.len());
                 while out.len() < READ_GATHER_MAX {
-                    // Only what needs no waiting. An error (or the end) is met again by the next call.
+                    // Only what needs no waiting. An error or the end is left to the next call, which reads
+                    // again (a socket error may then read as the end).
                     match s.fill_buf().now_or_never() {
                         Some(Ok(data)) if !data.is_empty() => {
                             let n = data.len();
