@@ -12,12 +12,12 @@ use hubsim_proto::hub::{C2dDelivery, CloseReason, HubEvent, HubSession};
 use hubsim_proto::topic::{RequestId, TopicFilter};
 use std::collections::HashMap;
 use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio::time::Instant as TokioInstant;
 
 use crate::hub::{
-    c2d_properties, ConnCmd, ConnHandle, Hub, MethodReply, TELEMETRY_IN_FLIGHT_BYTES, TELEMETRY_OVERHEAD,
+    c2d_properties, ConnCmd, ConnHandle, Hub, Inbound, MethodReply, TELEMETRY_IN_FLIGHT_BYTES, TELEMETRY_OVERHEAD,
 };
 use crate::model::ConnectionRecord;
 use hubsim_proto::provisioning::Endpoint;
@@ -30,31 +30,38 @@ pub enum Transport {
     WebSocket(Box<WebSocket>),
 }
 
-/// An async byte stream (TLS over TCP in practice).
-pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+/// An async byte stream that buffers what it reads (TLS over TCP in practice).
+pub trait Stream: AsyncBufRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncBufRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 impl Transport {
-    /// The next chunk of bytes; `Ok(None)` when the peer closed. `buf` starts at [`READ_BUF_MIN`], doubles each
-    /// time a read fills it, up to [`READ_BUF_MAX`], and falls back to the minimum after a small read: an idle
-    /// connection holds a small buffer, a busy one reads many packets per call.
-    async fn recv(&mut self, buf: &mut Vec<u8>) -> Result<Option<Bytes>, String> {
+    /// The next chunk of bytes; `Ok(None)` when the peer closed. A stream is read through its own buffer
+    /// (rustls's received plaintext, one TLS record per chunk): the connection keeps no read buffer of its own, so
+    /// an idle one holds none. What is already there is taken too, up to [`READ_GATHER_MAX`] bytes, so a busy
+    /// connection hands the session many packets at once.
+    async fn recv(&mut self) -> Result<Option<Bytes>, String> {
         match self {
-            Transport::Stream(s) => match s.read(buf).await {
-                Ok(0) => Ok(None),
-                Ok(n) => {
-                    let chunk = Bytes::copy_from_slice(&buf[..n]);
-                    if n == buf.len() && buf.len() < READ_BUF_MAX {
-                        buf.resize(buf.len() * 2, 0);
-                    } else if n <= READ_BUF_MIN / 2 && buf.len() > READ_BUF_MIN {
-                        // A small read (a PINGREQ, a lone PUBACK): the connection has gone quiet; give back the rest.
-                        buf.truncate(READ_BUF_MIN);
-                        buf.shrink_to_fit();
+            Transport::Stream(s) => {
+                let mut out = match s.fill_buf().await {
+                    Ok([]) => return Ok(None),
+                    Ok(data) => bytes::BytesMut::from(data),
+                    Err(e) => return Err(e.to_string()),
+                };
+                s.consume(out.len());
+                while out.len() < READ_GATHER_MAX {
+                    // Only what needs no waiting. An error or the end is left to the next call, which reads
+                    // again (a socket error may then read as the end).
+                    match s.fill_buf().now_or_never() {
+                        Some(Ok(data)) if !data.is_empty() => {
+                            let n = data.len();
+                            out.extend_from_slice(data);
+                            s.consume(n);
+                        }
+                        _ => break,
                     }
-                    Ok(Some(chunk))
                 }
-                Err(e) => Err(e.to_string()),
-            },
+                Ok(Some(out.freeze()))
+            }
             Transport::WebSocket(ws) => loop {
                 match ws.next().await {
                     None | Some(Ok(Message::Close(_))) => return Ok(None),
@@ -98,10 +105,8 @@ impl Transport {
     }
 }
 
-/// First size of a connection's read buffer (an idle connection keeps this one).
-pub const READ_BUF_MIN: usize = 512;
-/// Largest read buffer (reached only by a connection whose reads fill the buffer).
-pub const READ_BUF_MAX: usize = 16 * 1024;
+/// Most bytes one read of a stream gathers from what has already arrived (see [`Transport::recv`]).
+pub const READ_GATHER_MAX: usize = 16 * 1024;
 
 /// A telemetry write in progress: the packet id to PUBACK once the write is durable, and the bytes it holds.
 type PendingAck = std::pin::Pin<Box<dyn std::future::Future<Output = (Option<u16>, usize, Result<(), String>)> + Send>>;
@@ -177,7 +182,7 @@ enum Sniffed {
 
 /// Reads until the first packet tells a DPS device from a hub device (the SDKs dial the same ports for both).
 /// A transport that sends nothing within the CONNECT deadline goes to the hub session, whose timer closes it.
-async fn sniff(hub: &Hub, transport: &mut Transport, buf: &mut Vec<u8>) -> Sniffed {
+async fn sniff(hub: &Hub, transport: &mut Transport) -> Sniffed {
     let deadline = TokioInstant::now() + hub.settings.protocol.connect_timeout;
     let max = hub.settings.protocol.max_message_size + 64 * 1024;
     let mut got = Vec::new();
@@ -187,7 +192,7 @@ async fn sniff(hub: &Hub, transport: &mut Transport, buf: &mut Vec<u8>) -> Sniff
             Endpoint::Hub => return Sniffed::Hub(got, None),
             Endpoint::NeedMore => {}
         }
-        match tokio::time::timeout_at(deadline, transport.recv(buf)).await {
+        match tokio::time::timeout_at(deadline, transport.recv()).await {
             Ok(Ok(Some(b))) => got.extend_from_slice(&b),
             Ok(Ok(None)) => return Sniffed::Hub(got, Some("the device closed the connection".into())),
             Ok(Err(e)) => return Sniffed::Hub(got, Some(e)),
@@ -200,10 +205,9 @@ async fn sniff(hub: &Hub, transport: &mut Transport, buf: &mut Vec<u8>) -> Sniff
 pub async fn serve(hub: Arc<Hub>, mut transport: Transport, kind: &'static str, remote: String) {
     let opened = hub.now();
     let mut session = HubSession::new(hub.settings.protocol.clone(), opened);
-    let mut buf = vec![0u8; READ_BUF_MIN];
     // The rarely taken paths are boxed (here and below), so the task of an idle connection stays small: an async
     // function's future is as large as its largest state, nested calls included.
-    let (first, ended) = match Box::pin(sniff(&hub, &mut transport, &mut buf)).await {
+    let (first, ended) = match Box::pin(sniff(&hub, &mut transport)).await {
         Sniffed::Dps(first) => return Box::pin(dps::serve(hub, transport, kind, remote, first, opened)).await,
         Sniffed::Hub(first, ended) => (first, ended),
     };
@@ -213,7 +217,7 @@ pub async fn serve(hub: Arc<Hub>, mut transport: Transport, kind: &'static str, 
     if let Some(why) = ended {
         session.handle_transport_closed(why);
     }
-    let (handle, mut cmd_rx, mut close_rx) = ConnHandle::new();
+    let (handle, inbox) = ConnHandle::new();
     let mut ctx = Ctx {
         hub: hub.clone(),
         kind,
@@ -271,17 +275,15 @@ pub async fn serve(hub: Arc<Hub>, mut transport: Transport, kind: &'static str, 
             // Back-pressure: not while too many writes are pending (the session's held PUBACKs, and the bytes of
             // all writes including QoS 0), nor while this connection owes the hub-wide budget: the device waits
             // in TCP's window.
-            r = transport.recv(&mut buf), if room && session.wants_input() => match r {
+            r = transport.recv(), if room && session.wants_input() => match r {
                 Ok(Some(b)) => session.handle_input(hub.now(), &b),
                 Ok(None) => session.handle_transport_closed("the device closed the connection"),
                 Err(e) => session.handle_transport_closed(e),
             },
-            Some(cmd) = cmd_rx.recv() => Box::pin(ctx.command(&mut session, cmd)).await,
-            Ok(()) = close_rx.changed() => {
-                if let Some(reason) = close_rx.borrow_and_update().clone() {
-                    session.close(reason);
-                }
-            }
+            got = inbox.recv() => match got {
+                Inbound::Cmd(cmd) => Box::pin(ctx.command(&mut session, cmd)).await,
+                Inbound::Close(reason) => session.close(reason),
+            },
             r = hub.telemetry_budget.acquire_many(fl.owed.min(TELEMETRY_IN_FLIGHT_BYTES) as u32), if fl.owed > 0 => {
                 if let Ok(p) = r {
                     p.forget();

@@ -297,6 +297,9 @@ where
     }
 }
 
+/// A TLS connection after its handshake, boxed (see [`accept_tls`]).
+type TlsStream = Box<tokio_rustls::server::TlsStream<TcpStream>>;
+
 async fn accept_tls<F, Fut>(
     listener: TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
@@ -305,18 +308,23 @@ async fn accept_tls<F, Fut>(
     stop: CancellationToken,
     serve: F,
 ) where
-    F: Fn(tokio_rustls::server::TlsStream<tokio::net::TcpStream>, SocketAddr) -> Fut + Clone + Send + 'static,
+    F: Fn(TlsStream, SocketAddr) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     while let Some((tcp, remote, admission)) = accept(&listener, &gauge, &stop).await {
         let (acceptor, serve) = (acceptor.clone(), serve.clone());
         hub.tasks.spawn(async move {
             let _admission = admission;
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => serve(tls, remote).await,
-                Ok(Err(e)) => tracing::info!(%remote, "TLS handshake failed: {e}"),
-                Err(_) => tracing::info!(%remote, "TLS handshake timed out"),
-            }
+            // A task's future is allocated with the task and kept for its life, as large as its largest state.
+            // The handshake's future holds the whole TLS state inline, so it is boxed (freed once done), and the
+            // stream is boxed before it reaches `serve`: an idle connection's task holds its serving future only.
+            let handshake = Box::pin(tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)));
+            let tls = match handshake.await {
+                Ok(Ok(tls)) => Box::new(tls),
+                Ok(Err(e)) => return tracing::info!(%remote, "TLS handshake failed: {e}"),
+                Err(_) => return tracing::info!(%remote, "TLS handshake timed out"),
+            };
+            serve(tls, remote).await
         });
     }
 }
@@ -331,7 +339,7 @@ pub(crate) async fn accept_mqtt(
     let h = hub.clone();
     accept_tls(listener, acceptor, hub, gauge, stop, move |tls, remote| {
         let hub = h.clone();
-        async move { conn::serve(hub, conn::Transport::Stream(Box::new(tls)), "mqtt", remote.to_string()).await }
+        async move { conn::serve(hub, conn::Transport::Stream(tls), "mqtt", remote.to_string()).await }
     })
     .await
 }

@@ -239,6 +239,24 @@ pub struct EventRecord {
     pub enqueued_time: String,
 }
 
+impl EventRecord {
+    /// About how many bytes the record holds in memory: its text and bytes, with a fixed allowance per property
+    /// (map node, string headers) and for the record itself. What the live stream's byte bound counts.
+    pub fn held_bytes(&self) -> usize {
+        fn props(m: &serde_json::Map<String, Value>) -> usize {
+            m.iter().map(|(k, v)| k.len() + v.as_str().map_or(16, str::len) + 96).sum()
+        }
+        std::mem::size_of::<EventRecord>()
+            + self.device_id.len()
+            + self.module_id.as_ref().map_or(0, String::len)
+            + self.body.as_ref().map_or(0, String::len)
+            + self.body_base64.len()
+            + props(&self.system_properties)
+            + props(&self.application_properties)
+            + self.enqueued_time.len()
+    }
+}
+
 /// One entry of the connection log.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]

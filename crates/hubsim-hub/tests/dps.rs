@@ -372,3 +372,59 @@ async fn an_enrollment_may_name_the_device_id_and_its_deletion_keeps_the_device(
     assert_eq!(call(&emu, "GET", "/registrations/reg-a", None).await.status, 404);
     assert!(emu.hub().get_device("named-device").await.is_ok());
 }
+
+/// `body` with the values that differ per run (etags, times) replaced by `…`, key order kept.
+fn stable(body: &str) -> String {
+    let mut s = body.to_owned();
+    for key in ["\"etag\":\"", "\"createdDateTimeUtc\":\"", "\"lastUpdatedDateTimeUtc\":\""] {
+        let mut from = 0;
+        while let Some(at) = s[from..].find(key).map(|i| from + i + key.len()) {
+            let end = at + s[at..].find('"').unwrap();
+            s.replace_range(at..end, "…");
+            from = at;
+        }
+    }
+    s
+}
+
+#[tokio::test]
+async fn enrollment_answers_keep_their_exact_dps_shape() {
+    let emu = Emu::start().await;
+    let (p, s) = (DeviceKey::from_bytes(vec![1u8; 32]).to_base64(), DeviceKey::from_bytes(vec![2u8; 32]).to_base64());
+    let full = json!({
+        "deviceId": "d-full",
+        "attestation": {"type": "symmetricKey", "symmetricKey": {"primaryKey": p, "secondaryKey": s}},
+        "capabilities": {"iotEdge": true},
+        "initialTwin": {"tags": {"site": "A"}, "properties": {"desired": {"rate": 5}}},
+        "provisioningStatus": "enabled",
+        "reprovisionPolicy": {"updateHubAssignment": true, "migrateDeviceData": false},
+        "allocationPolicy": "hashed",
+    });
+    // The service API answers with the keys sorted (as serde_json's maps hold them).
+    let individual = format!(
+        r#"{{"attestation":{{"symmetricKey":{{"primaryKey":"{p}","secondaryKey":"{s}"}},"type":"symmetricKey"}},"capabilities":{{"iotEdge":true}},"createdDateTimeUtc":"…","deviceId":"d-full","etag":"…","initialTwin":{{"properties":{{"desired":{{"rate":5}}}},"tags":{{"site":"A"}}}},"lastUpdatedDateTimeUtc":"…","provisioningStatus":"enabled","registrationId":"r-full","reprovisionPolicy":{{"migrateDeviceData":false,"updateHubAssignment":true}}}}"#
+    );
+    let put = call(&emu, "PUT", "/enrollments/r-full", Some(full.clone())).await;
+    assert_eq!(put.status, 200);
+    assert_eq!(stable(&put.body), individual);
+    assert_eq!(stable(&call(&emu, "GET", "/enrollments/r-full", None).await.body), individual);
+    assert_eq!(stable(&call(&emu, "GET", "/enrollments", None).await.body), format!("[{individual}]"));
+    let group = format!(
+        r#"{{"attestation":{{"symmetricKey":{{"primaryKey":"{p}","secondaryKey":"{s}"}},"type":"symmetricKey"}},"capabilities":{{"iotEdge":true}},"createdDateTimeUtc":"…","enrollmentGroupId":"g-full","etag":"…","initialTwin":{{"properties":{{"desired":{{"rate":5}}}},"tags":{{"site":"A"}}}},"lastUpdatedDateTimeUtc":"…","provisioningStatus":"enabled","reprovisionPolicy":{{"migrateDeviceData":false,"updateHubAssignment":true}}}}"#
+    );
+    let put = call(&emu, "PUT", "/enrollmentGroups/g-full", Some(full)).await;
+    assert_eq!(put.status, 200);
+    assert_eq!(stable(&put.body), group);
+    assert_eq!(stable(&call(&emu, "GET", "/enrollmentGroups/g-full", None).await.body), group);
+    assert_eq!(stable(&call(&emu, "GET", "/enrollmentGroups", None).await.body), format!("[{group}]"));
+    // The defaults of an empty body: no deviceId or initialTwin, enabled, keys generated.
+    let bare = call(&emu, "PUT", "/enrollmentGroups/g-bare", Some(json!({}))).await.json();
+    let keys = &bare["attestation"]["symmetricKey"];
+    let (gp, gs) = (keys["primaryKey"].as_str().unwrap(), keys["secondaryKey"].as_str().unwrap());
+    assert_eq!(
+        stable(&call(&emu, "GET", "/enrollmentGroups/g-bare", None).await.body),
+        format!(
+            r#"{{"attestation":{{"symmetricKey":{{"primaryKey":"{gp}","secondaryKey":"{gs}"}},"type":"symmetricKey"}},"capabilities":{{"iotEdge":false}},"createdDateTimeUtc":"…","enrollmentGroupId":"g-bare","etag":"…","lastUpdatedDateTimeUtc":"…","provisioningStatus":"enabled","reprovisionPolicy":{{"migrateDeviceData":true,"updateHubAssignment":true}}}}"#
+        )
+    );
+}

@@ -142,6 +142,64 @@ async fn a_stuck_event_stream_reader_holds_up_no_device_and_is_closed_once_quiet
 }
 
 #[tokio::test]
+async fn a_slow_event_stream_listener_makes_the_hub_hold_at_most_the_byte_bound_and_is_told_it_lagged() {
+    use hubsim_hub::hub::LIVE_EVENTS_MAX_BYTES;
+    use hubsim_proto::device::{Event, Telemetry};
+    let emu = Emu::start().await;
+    let key = emu.device("loud").await;
+    let owner = emu.token("iothubowner");
+    // A listener with a 4 KB receive window that reads the response head, then nothing until the flood is over.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut sse = sock.connect(emu.r().http_addr).await.unwrap();
+    let req = format!("GET /events/stream HTTP/1.1\r\nhost: localhost\r\nauthorization: {owner}\r\n\r\n");
+    sse.write_all(req.as_bytes()).await.unwrap();
+    let mut head = [0u8; 12];
+    sse.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    // 100 messages of 100 KB: some 20 MB of records (text and bytes), well past the 4 096-record bound's reach
+    // in bytes. The hub never holds more than the byte bound for the listener.
+    let mut d = TestDevice::new("loud", key, Via::Mqtt);
+    d.connect(&emu).await;
+    let mut most = 0;
+    for i in 0..100u8 {
+        d.send(Telemetry::new(vec![b'a' + i % 26; 100_000])).await;
+        d.expect("PUBACK", |e| matches!(e, Event::TelemetryAcked { .. })).await;
+        let (records, bytes) = emu.hub().events.held();
+        assert!(bytes <= LIVE_EVENTS_MAX_BYTES, "{records} records of {bytes} bytes held for a slow listener");
+        most = most.max(bytes);
+    }
+    assert!(most > LIVE_EVENTS_MAX_BYTES / 2, "the listener was not slow: at most {most} bytes were held");
+    // Reading on, the listener is told how many records it missed.
+    let told = tokio::time::timeout(Duration::from_secs(20), async {
+        let (mut seen, mut buf) = (Vec::new(), vec![0u8; 64 * 1024]);
+        loop {
+            let n = sse.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the stream ended");
+            seen.extend_from_slice(&buf[..n]);
+            match seen.windows(14).position(|w| w == b"event: lagged\n") {
+                Some(at) => {
+                    let rest = String::from_utf8_lossy(&seen[at + 14..]).into_owned();
+                    if let Some((line, _)) = rest.split_once('\n') {
+                        return line
+                            .strip_prefix("data: ")
+                            .expect("the count of missed records")
+                            .parse::<u64>()
+                            .unwrap();
+                    }
+                }
+                // Only the tail can still hold a marker that has not arrived whole.
+                None if seen.len() > 64 => drop(seen.drain(..seen.len() - 64)),
+                None => {}
+            }
+        }
+    })
+    .await
+    .expect("no lagged event");
+    assert!(told > 0);
+}
+
+#[tokio::test]
 async fn telemetry_flows_with_the_hub_wide_budget_taken_and_every_byte_is_given_back() {
     use hubsim_hub::hub::TELEMETRY_IN_FLIGHT_BYTES;
     use hubsim_proto::device::{Event, Telemetry};

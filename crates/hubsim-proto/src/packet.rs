@@ -132,6 +132,11 @@ impl Framer {
         self.buf.len()
     }
 
+    /// Bytes of memory the framer holds on to (0 once everything received is framed).
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
     /// The bytes of the next whole packet (fixed header included) without consuming them, `Ok(None)` if more bytes
     /// are needed.
     pub fn peek(&self) -> Result<Option<&[u8]>, FrameError> {
@@ -153,7 +158,14 @@ impl Framer {
             Some(frame) => check_flags(frame[0])?,
         }
         match mqttbytes::v4::read(&mut self.buf, self.max_packet) {
-            Ok(p) => Ok(Some(p)),
+            Ok(p) => {
+                if self.buf.is_empty() {
+                    // Every byte is framed: let go of the allocation. An emptied `BytesMut` still holds it (the
+                    // packets split from it share it), so an idle connection would keep its last input alive.
+                    self.buf = BytesMut::new();
+                }
+                Ok(Some(p))
+            }
             Err(mqttbytes::Error::InsufficientBytes(_)) => Ok(None),
             Err(mqttbytes::Error::PayloadSizeLimitExceeded(n)) => Err(FrameError::TooLarge(n, self.max_packet)),
             Err(e) => Err(FrameError::Malformed(e)),

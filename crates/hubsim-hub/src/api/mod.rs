@@ -27,6 +27,7 @@ mod rest;
 pub use guard::{required, Access};
 
 use crate::conn::{self, Transport};
+use crate::hub::live::Recv;
 use crate::hub::{error_json, Hub, SendC2d, ServiceError};
 use crate::model::Device;
 
@@ -311,34 +312,39 @@ async fn feedback(State(s): State<AppState>, Query(q): Query<PageQuery>) -> ApiR
     Ok(Json(s.hub.store.feedback(q.after, q.limit.unwrap_or(100).min(1000)).await?).into_response())
 }
 
-fn sse<T: serde::Serialize + Clone + Send + 'static>(
-    rx: tokio::sync::broadcast::Receiver<T>,
-    keep: impl Fn(&T) -> bool + Send + 'static,
-) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
-    let stream = BroadcastStream::new(rx).filter_map(move |r| match r {
-        Ok(rec) if keep(&rec) => Some(Ok(SseEvent::default().json_data(&rec).unwrap_or_else(|_| SseEvent::default()))),
-        Ok(_) => None,
-        // A slow reader skipped records; say so rather than silently losing them.
-        Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
-            Some(Ok(SseEvent::default().event("lagged").data(n.to_string())))
-        }
-    });
+fn sse_record<T: serde::Serialize>(rec: &T) -> Result<SseEvent, Infallible> {
+    Ok(SseEvent::default().json_data(rec).unwrap_or_else(|_| SseEvent::default()))
+}
+
+/// A slow reader skipped records; say so rather than silently losing them.
+fn sse_lagged(n: u64) -> Result<SseEvent, Infallible> {
+    Ok(SseEvent::default().event("lagged").data(n.to_string()))
+}
+
+fn sse(stream: impl Stream<Item = Result<SseEvent, Infallible>> + Send + 'static) -> impl IntoResponse {
     // A comment every 10 s keeps an idle stream inside the listener's idle deadline (20 s).
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(10)))
 }
 
 async fn events_stream(State(s): State<AppState>, Query(q): Query<PageQuery>) -> impl IntoResponse {
     let device = q.device;
-    sse(s.hub.events.subscribe(), move |e: &crate::model::EventRecord| {
-        device.as_ref().is_none_or(|d| *d == e.device_id)
-    })
+    // The hub's live feed is bounded in records and bytes (crate::hub::LIVE_EVENTS_MAX_BYTES).
+    let records =
+        futures_util::stream::unfold(s.hub.events.subscribe(), |mut l| async move { l.recv().await.map(|r| (r, l)) });
+    sse(records.filter_map(move |r| match r {
+        Recv::Record(e) if device.as_ref().is_none_or(|d| *d == e.device_id) => Some(sse_record(&*e)),
+        Recv::Record(_) => None,
+        Recv::Lagged(n) => Some(sse_lagged(n)),
+    }))
 }
 
 async fn connections_stream(State(s): State<AppState>, Query(q): Query<PageQuery>) -> impl IntoResponse {
     let device = q.device;
-    sse(s.hub.connlog.subscribe(), move |e: &crate::model::ConnectionRecord| {
-        device.as_ref().is_none_or(|d| e.device_id.as_deref() == Some(d.as_str()))
-    })
+    sse(BroadcastStream::new(s.hub.connlog.subscribe()).filter_map(move |r| match r {
+        Ok(e) if device.as_ref().is_none_or(|d| e.device_id.as_deref() == Some(d.as_str())) => Some(sse_record(&e)),
+        Ok(_) => None,
+        Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => Some(sse_lagged(n)),
+    }))
 }
 
 /// JSON of a device for the API: IoT Hub's identity with hubsim's `connectionString`.

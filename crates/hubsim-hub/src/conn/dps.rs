@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use super::{sleep_until, Transport};
 use crate::hub::dps::{Enrolled, RETRY_AFTER_S};
-use crate::hub::{random_id, truncate, ConnHandle, Hub, ServiceError};
+use crate::hub::{random_id, truncate, ConnHandle, Hub, Inbound, ServiceError};
 use crate::model::ConnectionRecord;
 use crate::timefmt::{iso8601, unix_ms};
 
@@ -45,12 +45,11 @@ pub(super) async fn serve(
     };
     let mut session = DpsSession::new(config, opened);
     // Commands are never sent to a DPS connection; the handle exists so shutdown can close it.
-    let (handle, _commands, mut close_rx) = ConnHandle::new();
+    let (handle, inbox) = ConnHandle::new();
     let conn_id = hub.dps_register_conn(handle);
     let mut ctx =
         DpsCtx { hub: hub.clone(), kind, remote, registration_id: None, enrolled: None, refusal_logged: false };
     session.handle_input(hub.now(), &first);
-    let mut buf = vec![0u8; super::READ_BUF_MIN];
     let mut closed = None;
     loop {
         while let Some(ev) = session.poll_event() {
@@ -94,16 +93,12 @@ pub(super) async fn serve(
         }
         let timer = session.poll_timeout().map(|t| hub.tokio_instant(t));
         tokio::select! {
-            r = transport.recv(&mut buf) => match r {
+            r = transport.recv() => match r {
                 Ok(Some(b)) => session.handle_input(hub.now(), &b),
                 Ok(None) => session.handle_transport_closed("the device closed the connection"),
                 Err(e) => session.handle_transport_closed(e),
             },
-            Ok(()) = close_rx.changed() => {
-                if let Some(reason) = close_rx.borrow_and_update().clone() {
-                    session.close(reason);
-                }
-            }
+            Inbound::Close(reason) = inbox.recv() => session.close(reason),
             _ = sleep_until(timer) => session.handle_timeout(hub.now()),
         }
     }

@@ -235,7 +235,7 @@ impl Hub {
         })?;
         if let Some(h) = self.conn(id) {
             // A full queue already holds work that makes the task look at the C2D queue again.
-            let _ = h.cmds.try_send(ConnCmd::C2dAvailable);
+            let _ = h.try_send(ConnCmd::C2dAvailable);
         }
         Ok(msg)
     }

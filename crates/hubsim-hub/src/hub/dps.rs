@@ -70,14 +70,11 @@ impl Default for ReprovisionPolicy {
     }
 }
 
-/// A DPS individual enrollment.
+/// What an individual enrollment and an enrollment group both hold (the fields DPS repeats in both shapes),
+/// flattened into each, so the JSON is DPS's and records stored before this struct existed load unchanged.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
-pub struct IndividualEnrollment {
-    pub registration_id: String,
-    /// The device id to create; the registration id when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub device_id: Option<String>,
+pub struct Enrollment {
     pub attestation: Attestation,
     #[serde(default)]
     pub capabilities: Capabilities,
@@ -93,22 +90,63 @@ pub struct IndividualEnrollment {
     pub last_updated_date_time_utc: String,
 }
 
+impl Enrollment {
+    /// What a PUT stores: `input`, with the keys of `old` unless it gives its own (generated when neither has
+    /// them), `old`'s creation time, and a new etag.
+    fn put(input: &EnrollmentInput, old: Option<&Enrollment>) -> Enrollment {
+        let now = iso8601(unix_ms());
+        Enrollment {
+            attestation: Attestation {
+                kind: SYMMETRIC_KEY.into(),
+                symmetric_key: keys_for(input, old.map(|o| &o.attestation.symmetric_key)),
+            },
+            capabilities: input.capabilities.clone(),
+            initial_twin: input.initial_twin.clone(),
+            provisioning_status: input.provisioning_status.clone(),
+            reprovision_policy: input.reprovision_policy.clone(),
+            etag: random_id(),
+            created_date_time_utc: old.map_or_else(|| now.clone(), |o| o.created_date_time_utc.clone()),
+            last_updated_date_time_utc: now,
+        }
+    }
+
+    fn is_enabled(&self) -> bool {
+        self.provisioning_status == "enabled"
+    }
+
+    /// 412 unless `if_match` matches this record's etag (`what` and `id` name the record).
+    fn check_etag(&self, if_match: Option<&str>, what: &str, id: &str) -> Result<(), ServiceError> {
+        match if_match.map(|m| m.trim().trim_matches('"')) {
+            None | Some("*") => Ok(()),
+            Some(m) if m == self.etag.trim_matches('"') => Ok(()),
+            Some(_) => Err(ServiceError::new(
+                412,
+                412001,
+                format!("the etag in If-Match is not the current etag of {what} '{id}'"),
+            )),
+        }
+    }
+}
+
+/// A DPS individual enrollment.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IndividualEnrollment {
+    pub registration_id: String,
+    /// The device id to create; the registration id when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
+    #[serde(flatten)]
+    pub enrollment: Enrollment,
+}
+
 /// A DPS enrollment group: devices derive their key from the group key and their registration id.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct EnrollmentGroup {
     pub enrollment_group_id: String,
-    pub attestation: Attestation,
-    #[serde(default)]
-    pub capabilities: Capabilities,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub initial_twin: Option<Value>,
-    pub provisioning_status: String,
-    #[serde(default)]
-    pub reprovision_policy: ReprovisionPolicy,
-    pub etag: String,
-    pub created_date_time_utc: String,
-    pub last_updated_date_time_utc: String,
+    #[serde(flatten)]
+    pub enrollment: Enrollment,
 }
 
 /// A registration record: DPS's `DeviceRegistrationState`, plus what the emulator needs to answer polls.
@@ -323,18 +361,6 @@ fn keys_for(input: &EnrollmentInput, existing: Option<&SymmetricKey>) -> Symmetr
     }
 }
 
-/// `If-Match` against an etag: absent and `*` match anything; quotes are ignored.
-fn etag_matches(if_match: Option<&str>, etag: &str) -> bool {
-    match if_match.map(|m| m.trim().trim_matches('"')) {
-        None | Some("*") => true,
-        Some(m) => m == etag.trim_matches('"'),
-    }
-}
-
-fn precondition_failed(what: &str, id: &str) -> ServiceError {
-    ServiceError::new(412, 412001, format!("the etag in If-Match is not the current etag of {what} '{id}'"))
-}
-
 fn keys_of(k: &SymmetricKey) -> Vec<DeviceKey> {
     [&k.primary_key, &k.secondary_key].into_iter().filter_map(|k| DeviceKey::from_base64(k).ok()).collect()
 }
@@ -424,27 +450,14 @@ impl Hub {
         let id = registration_id.to_owned();
         self.store
             .dps(move |tx| {
-                let old = tx.enrollment(&id)?;
-                if let Some(o) = &old {
-                    if !etag_matches(if_match.as_deref(), &o.etag) {
-                        return Ok(Err(precondition_failed("enrollment", &id)));
-                    }
+                let old = tx.enrollment(&id)?.map(|o| o.enrollment);
+                if let Err(e) = old.as_ref().map_or(Ok(()), |o| o.check_etag(if_match.as_deref(), "enrollment", &id)) {
+                    return Ok(Err(e));
                 }
-                let now = iso8601(unix_ms());
                 let e = IndividualEnrollment {
                     registration_id: id.clone(),
                     device_id: input.device_id.clone(),
-                    attestation: Attestation {
-                        kind: SYMMETRIC_KEY.into(),
-                        symmetric_key: keys_for(&input, old.as_ref().map(|o| &o.attestation.symmetric_key)),
-                    },
-                    capabilities: input.capabilities.clone(),
-                    initial_twin: input.initial_twin.clone(),
-                    provisioning_status: input.provisioning_status.clone(),
-                    reprovision_policy: input.reprovision_policy.clone(),
-                    etag: random_id(),
-                    created_date_time_utc: old.as_ref().map(|o| o.created_date_time_utc.clone()).unwrap_or(now.clone()),
-                    last_updated_date_time_utc: now,
+                    enrollment: Enrollment::put(&input, old.as_ref()),
                 };
                 tx.put_enrollment(&e)?;
                 Ok(Ok(e))
@@ -467,8 +480,8 @@ impl Hub {
         self.store
             .dps(move |tx| {
                 let Some(e) = tx.enrollment(&id)? else { return Ok(Err(enrollment_not_found(&id))) };
-                if !etag_matches(if_match.as_deref(), &e.etag) {
-                    return Ok(Err(precondition_failed("enrollment", &id)));
+                if let Err(e) = e.enrollment.check_etag(if_match.as_deref(), "enrollment", &id) {
+                    return Ok(Err(e));
                 }
                 tx.delete_enrollment(&id)?;
                 if tx.registration(&id)?.is_some_and(|r| r.enrollment_group_id.is_none()) {
@@ -491,26 +504,15 @@ impl Hub {
         let id = group_id.to_owned();
         self.store
             .dps(move |tx| {
-                let old = tx.enrollment_group(&id)?;
-                if let Some(o) = &old {
-                    if !etag_matches(if_match.as_deref(), &o.etag) {
-                        return Ok(Err(precondition_failed("enrollment group", &id)));
-                    }
+                let old = tx.enrollment_group(&id)?.map(|o| o.enrollment);
+                if let Err(e) =
+                    old.as_ref().map_or(Ok(()), |o| o.check_etag(if_match.as_deref(), "enrollment group", &id))
+                {
+                    return Ok(Err(e));
                 }
-                let now = iso8601(unix_ms());
                 let g = EnrollmentGroup {
                     enrollment_group_id: id.clone(),
-                    attestation: Attestation {
-                        kind: SYMMETRIC_KEY.into(),
-                        symmetric_key: keys_for(&input, old.as_ref().map(|o| &o.attestation.symmetric_key)),
-                    },
-                    capabilities: input.capabilities.clone(),
-                    initial_twin: input.initial_twin.clone(),
-                    provisioning_status: input.provisioning_status.clone(),
-                    reprovision_policy: input.reprovision_policy.clone(),
-                    etag: random_id(),
-                    created_date_time_utc: old.as_ref().map(|o| o.created_date_time_utc.clone()).unwrap_or(now.clone()),
-                    last_updated_date_time_utc: now,
+                    enrollment: Enrollment::put(&input, old.as_ref()),
                 };
                 tx.put_enrollment_group(&g)?;
                 Ok(Ok(g))
@@ -533,8 +535,8 @@ impl Hub {
         self.store
             .dps(move |tx| {
                 let Some(g) = tx.enrollment_group(&id)? else { return Ok(Err(group_not_found(&id))) };
-                if !etag_matches(if_match.as_deref(), &g.etag) {
-                    return Ok(Err(precondition_failed("enrollment group", &id)));
+                if let Err(e) = g.enrollment.check_etag(if_match.as_deref(), "enrollment group", &id) {
+                    return Ok(Err(e));
                 }
                 tx.delete_enrollment_group(&id)?;
                 for r in tx.registrations()? {
@@ -551,7 +553,7 @@ impl Hub {
     /// compute-device-key` prints it.
     pub async fn group_device_key(&self, group_id: &str, registration_id: &str) -> Result<String, ServiceError> {
         let g = self.get_enrollment_group(group_id).await?;
-        let k = DeviceKey::from_base64(&g.attestation.symmetric_key.primary_key)
+        let k = DeviceKey::from_base64(&g.enrollment.attestation.symmetric_key.primary_key)
             .map_err(|e| ServiceError::new(500, 500001, format!("the stored group key: {e}")))?;
         Ok(k.derive_for_registration(registration_id).to_base64())
     }
@@ -603,7 +605,7 @@ impl Hub {
         let now_s = unix_ms() / 1000;
         let rid = super::truncate(&req.registration_id, 128);
         if let Some(e) = individual {
-            let keys = keys_of(&e.attestation.symmetric_key);
+            let keys = keys_of(&e.enrollment.attestation.symmetric_key);
             let refs: Vec<&DeviceKey> = keys.iter().collect();
             return match req.token.verify(&refs, &resource, now_s) {
                 Ok(()) => Ok(Enrolled::Individual(e.registration_id)),
@@ -615,7 +617,7 @@ impl Hub {
         }
         let mut last = None;
         for g in &groups {
-            let keys: Vec<DeviceKey> = keys_of(&g.attestation.symmetric_key)
+            let keys: Vec<DeviceKey> = keys_of(&g.enrollment.attestation.symmetric_key)
                 .iter()
                 .map(|k| k.derive_for_registration(&req.registration_id))
                 .collect();
@@ -653,29 +655,13 @@ impl Hub {
             .dps(move |tx| {
                 let now = iso8601(unix_ms());
                 let prev = tx.registration(&rid)?;
-                let (device_id, keys, caps, twin, enabled, policy, group) = match &enrolled {
+                let (device_id, group, enrollment) = match &enrolled {
                     Enrolled::Individual(id) => match tx.enrollment(id)? {
-                        Some(e) => (
-                            e.device_id.clone().unwrap_or_else(|| rid.clone()),
-                            e.attestation.symmetric_key.clone(),
-                            e.capabilities.clone(),
-                            e.initial_twin.clone(),
-                            e.provisioning_status == "enabled",
-                            e.reprovision_policy.clone(),
-                            None,
-                        ),
+                        Some(e) => (e.device_id.unwrap_or_else(|| rid.clone()), None, e.enrollment),
                         None => return Ok(Err(enrollment_not_found(id))),
                     },
                     Enrolled::Group(gid) => match tx.enrollment_group(gid)? {
-                        Some(g) => (
-                            rid.clone(),
-                            g.attestation.symmetric_key.clone(),
-                            g.capabilities.clone(),
-                            g.initial_twin.clone(),
-                            g.provisioning_status == "enabled",
-                            g.reprovision_policy.clone(),
-                            Some(gid.clone()),
-                        ),
+                        Some(g) => (rid.clone(), Some(gid.clone()), g.enrollment),
                         None => return Ok(Err(group_not_found(gid))),
                     },
                 };
@@ -698,13 +684,15 @@ impl Hub {
                     enrollment_group_id: group,
                     operation_id: operation_id(),
                 };
-                if !enabled {
+                if !enrollment.is_enabled() {
                     tx.put_registration(&record)?;
                     return Ok(Ok((record, None)));
                 }
-                let keys = device_keys(&enrolled, &keys, &rid);
+                let Enrollment { attestation, capabilities: caps, initial_twin: twin, reprovision_policy, .. } =
+                    enrollment;
+                let keys = device_keys(&enrolled, &attestation.symmetric_key, &rid);
                 let reprovision = prev.as_ref().is_some_and(|p| p.status == "assigned");
-                let reset = reprovision && !policy.migrate_device_data;
+                let reset = reprovision && !reprovision_policy.migrate_device_data;
                 let mut replaced = None;
                 match tx.device(&device_id)? {
                     None => {
@@ -872,12 +860,45 @@ mod tests {
         assert_eq!(device_keys(&Enrolled::Individual("r".into()), &group, "r"), group);
     }
 
+    /// Records as stored before the shared [`Enrollment`] part existed, byte for byte what the serializer wrote.
+    const STORED_INDIVIDUAL: &str = r#"{"registrationId":"r1","deviceId":"d1","attestation":{"type":"symmetricKey","symmetricKey":{"primaryKey":"cA==","secondaryKey":"cw=="}},"capabilities":{"iotEdge":true},"initialTwin":{"properties":{"desired":{"rate":5}},"tags":{"site":"A"}},"provisioningStatus":"enabled","reprovisionPolicy":{"updateHubAssignment":true,"migrateDeviceData":false},"etag":"e1","createdDateTimeUtc":"2026-01-02T03:04:05.006Z","lastUpdatedDateTimeUtc":"2026-01-02T03:04:06.007Z"}"#;
+    const STORED_GROUP: &str = r#"{"enrollmentGroupId":"g1","attestation":{"type":"symmetricKey","symmetricKey":{"primaryKey":"cA==","secondaryKey":"cw=="}},"capabilities":{"iotEdge":false},"provisioningStatus":"disabled","reprovisionPolicy":{"updateHubAssignment":true,"migrateDeviceData":true},"etag":"e2","createdDateTimeUtc":"2026-01-02T03:04:05.006Z","lastUpdatedDateTimeUtc":"2026-01-02T03:04:06.007Z"}"#;
+
+    #[test]
+    fn records_stored_in_the_old_shape_load_and_are_written_back_the_same() {
+        let e: IndividualEnrollment = serde_json::from_str(STORED_INDIVIDUAL).unwrap();
+        assert_eq!((e.registration_id.as_str(), e.device_id.as_deref()), ("r1", Some("d1")));
+        let en = &e.enrollment;
+        assert_eq!(en.attestation.symmetric_key.primary_key, "cA==");
+        assert!(en.capabilities.iot_edge && en.is_enabled() && !en.reprovision_policy.migrate_device_data);
+        assert_eq!(en.initial_twin, Some(json!({"tags": {"site": "A"}, "properties": {"desired": {"rate": 5}}})));
+        assert_eq!((en.etag.as_str(), en.created_date_time_utc.as_str()), ("e1", "2026-01-02T03:04:05.006Z"));
+        assert_eq!(serde_json::to_string(&e).unwrap(), STORED_INDIVIDUAL);
+        let g: EnrollmentGroup = serde_json::from_str(STORED_GROUP).unwrap();
+        assert_eq!(g.enrollment_group_id, "g1");
+        assert!(!g.enrollment.is_enabled() && g.enrollment.initial_twin.is_none());
+        assert_eq!(g.enrollment.last_updated_date_time_utc, "2026-01-02T03:04:06.007Z");
+        assert_eq!(serde_json::to_string(&g).unwrap(), STORED_GROUP);
+        // Fields added by DPS since, or written by older versions, are ignored as before.
+        let mut v: Value = serde_json::from_str(STORED_GROUP).unwrap();
+        v["allocationPolicy"] = json!("hashed");
+        assert_eq!(serde_json::from_value::<EnrollmentGroup>(v).unwrap(), g);
+    }
+
     #[test]
     fn etags_match_with_or_without_quotes_and_star() {
-        assert!(etag_matches(None, "abc"));
-        assert!(etag_matches(Some("*"), "abc"));
-        assert!(etag_matches(Some("\"abc\""), "abc"));
-        assert!(!etag_matches(Some("abd"), "abc"));
+        let g: EnrollmentGroup = serde_json::from_str(STORED_GROUP).unwrap();
+        let check = |m: Option<&str>| g.enrollment.check_etag(m, "enrollment group", "g1");
+        assert!(check(None).is_ok());
+        assert!(check(Some("*")).is_ok());
+        assert!(check(Some("\"e2\"")).is_ok());
+        match check(Some("e3")) {
+            Err(ServiceError::Api { status, message, .. }) => {
+                assert_eq!(status, 412);
+                assert!(message.contains("enrollment group 'g1'"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -33,8 +33,7 @@ impl Hub {
         let body = if payload.is_null() { Bytes::new() } else { Bytes::from(payload.to_string()) };
         let call = async {
             // Waits for room in the connection's queue within the same deadline as the answer.
-            conn.cmds
-                .send(ConnCmd::Method(Box::new(MethodCall { name: name.to_owned(), payload: body, reply })))
+            conn.send(ConnCmd::Method(Box::new(MethodCall { name: name.to_owned(), payload: body, reply })))
                 .await
                 .map_err(|_| ())?;
             rx.await.map_err(|_| ())

@@ -8,6 +8,7 @@ mod auth;
 mod c2d;
 pub mod dps;
 mod error;
+pub mod live;
 mod methods;
 pub mod policy;
 pub mod query;
@@ -30,7 +31,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, oneshot};
 
 use crate::model::{ConnectionRecord, EventRecord};
 use crate::store::{Store, StoreError};
@@ -94,33 +95,142 @@ pub enum MethodReply {
     NotSubscribed,
 }
 
-/// How the hub reaches a connection task.
+/// How the hub reaches a connection task: a small mailbox of commands, bounded by [`CONN_QUEUE`], and a close
+/// request beside them (so a full queue can never keep a connection open). One allocation of about 200 bytes per
+/// connection (a channel and a watch were some 1.4 KB, kept by every idle connection); the queue's memory is
+/// allocated only while commands wait.
 #[derive(Clone)]
-pub struct ConnHandle {
-    /// Commands, bounded by [`CONN_QUEUE`].
-    pub cmds: mpsc::Sender<ConnCmd>,
-    /// The reason to close, set once; the task watches it beside its queue.
-    pub close: std::sync::Arc<tokio::sync::watch::Sender<Option<CloseReason>>>,
+pub struct ConnHandle(Arc<Mailbox>);
+
+/// The connection task's side of its [`ConnHandle`]s; dropping it (the task ended) fails later sends and drops
+/// the commands still queued (a waiting method call learns the device is gone).
+pub struct ConnInbox(Arc<Mailbox>);
+
+struct Mailbox {
+    state: Mutex<MailState>,
+    /// Wakes the connection task (one waiter).
+    wake: tokio::sync::Notify,
+    /// Wakes senders waiting for room.
+    room: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct MailState {
+    cmds: std::collections::VecDeque<ConnCmd>,
+    close: Close,
+    /// The task is gone.
+    gone: bool,
+}
+
+#[derive(Default)]
+enum Close {
+    #[default]
+    No,
+    Asked(CloseReason),
+    /// The task took the reason: later ones are ignored (the first reason wins).
+    Taken,
+}
+
+/// What the connection task receives.
+pub enum Inbound {
+    Cmd(ConnCmd),
+    Close(CloseReason),
+}
+
+impl Mailbox {
+    fn lock(&self) -> std::sync::MutexGuard<'_, MailState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl ConnHandle {
-    /// A handle and the receiving ends for the connection task.
-    pub fn new() -> (ConnHandle, mpsc::Receiver<ConnCmd>, tokio::sync::watch::Receiver<Option<CloseReason>>) {
-        let (cmds, rx) = mpsc::channel(CONN_QUEUE);
-        let (close, close_rx) = tokio::sync::watch::channel(None);
-        (ConnHandle { cmds, close: std::sync::Arc::new(close) }, rx, close_rx)
+    /// A handle and the receiving end for the connection task.
+    pub fn new() -> (ConnHandle, ConnInbox) {
+        let mailbox = Arc::new(Mailbox {
+            state: Mutex::new(MailState::default()),
+            wake: tokio::sync::Notify::new(),
+            room: tokio::sync::Notify::new(),
+        });
+        (ConnHandle(mailbox.clone()), ConnInbox(mailbox))
+    }
+
+    /// Queues `cmd`, or gives it back when the queue is full or the task is gone.
+    pub fn try_send(&self, cmd: ConnCmd) -> Result<(), ConnCmd> {
+        let mut s = self.0.lock();
+        if s.gone || s.cmds.len() >= CONN_QUEUE {
+            return Err(cmd);
+        }
+        s.cmds.push_back(cmd);
+        drop(s);
+        self.0.wake.notify_one();
+        Ok(())
+    }
+
+    /// Queues `cmd`, waiting for room; gives it back once the task is gone.
+    pub async fn send(&self, mut cmd: ConnCmd) -> Result<(), ConnCmd> {
+        loop {
+            let room = self.0.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            match self.try_send(cmd) {
+                Ok(()) => return Ok(()),
+                Err(c) if self.0.lock().gone => return Err(c),
+                Err(c) => cmd = c,
+            }
+            room.await;
+        }
     }
 
     /// Asks the task to close (the first reason wins).
     pub fn close(&self, reason: CloseReason) {
-        self.close.send_if_modified(|r| {
-            if r.is_none() {
-                *r = Some(reason);
-                true
-            } else {
-                false
+        let mut s = self.0.lock();
+        if matches!(s.close, Close::No) {
+            s.close = Close::Asked(reason);
+            drop(s);
+            self.0.wake.notify_one();
+        }
+    }
+}
+
+impl ConnInbox {
+    /// The next command or close request (a close first). Cancel-safe: nothing is taken until it is returned.
+    pub async fn recv(&self) -> Inbound {
+        loop {
+            if let Some(got) = self.try_recv() {
+                return got;
             }
-        });
+            // A wake-up sent since the check above is kept for this single waiter (Notify's permit).
+            self.0.wake.notified().await;
+        }
+    }
+
+    fn try_recv(&self) -> Option<Inbound> {
+        let mut s = self.0.lock();
+        if matches!(s.close, Close::Asked(_)) {
+            if let Close::Asked(reason) = std::mem::replace(&mut s.close, Close::Taken) {
+                return Some(Inbound::Close(reason));
+            }
+        }
+        let cmd = s.cmds.pop_front()?;
+        if s.cmds.is_empty() {
+            // Drained: an idle connection holds no queue memory.
+            s.cmds = Default::default();
+        }
+        drop(s);
+        self.0.room.notify_waiters();
+        Some(Inbound::Cmd(cmd))
+    }
+}
+
+impl Drop for ConnInbox {
+    fn drop(&mut self) {
+        let dropped = {
+            let mut s = self.0.lock();
+            s.gone = true;
+            std::mem::take(&mut s.cmds)
+        };
+        drop(dropped);
+        self.0.room.notify_waiters();
     }
 }
 
@@ -147,7 +257,9 @@ pub struct Hub {
     presence: Mutex<HashMap<String, Presence>>,
     next_conn: AtomicU64,
     pub(crate) next_rid: AtomicU64,
-    pub events: broadcast::Sender<EventRecord>,
+    /// The live event stream (`GET /events/stream`), bounded by [`LIVE_EVENTS_MAX_RECORDS`] and
+    /// [`LIVE_EVENTS_MAX_BYTES`].
+    pub events: live::Feed<EventRecord>,
     pub connlog: broadcast::Sender<ConnectionRecord>,
     epoch: tokio::time::Instant,
     /// Every connection task, so shutdown can wait for their close records and Wills.
@@ -163,6 +275,13 @@ pub struct Hub {
 /// payload plus [`TELEMETRY_OVERHEAD`] per message. With the per-connection bounds of [`crate::conn`] this keeps
 /// the emulator's memory bounded whatever the load and the number of busy devices.
 pub const TELEMETRY_IN_FLIGHT_BYTES: usize = 16 * 1024 * 1024;
+/// Records the live event stream holds for its slowest listener, at most: older ones are dropped and that
+/// listener is told how many it missed (a `lagged` event on `GET /events/stream`).
+pub const LIVE_EVENTS_MAX_RECORDS: usize = 4096;
+/// Bytes of records the live event stream holds, at most (8 MiB, as [`EventRecord::held_bytes`] counts them;
+/// plus the newest record whatever its size): 4 096 records of up to the message-size limit would otherwise be
+/// a gigabyte. A listener slower than that is told it lagged, as with the record bound.
+pub const LIVE_EVENTS_MAX_BYTES: usize = 8 * 1024 * 1024;
 /// What a message in flight costs beyond its payload (properties, topic, record, futures), for the budget.
 pub const TELEMETRY_OVERHEAD: usize = 512;
 
@@ -189,7 +308,7 @@ impl Hub {
             presence: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             next_rid: AtomicU64::new(1),
-            events: broadcast::channel(4096).0,
+            events: live::Feed::new(LIVE_EVENTS_MAX_RECORDS, LIVE_EVENTS_MAX_BYTES),
             connlog: broadcast::channel(1024).0,
             epoch: tokio::time::Instant::now(),
             tasks: tokio_util::task::TaskTracker::new(),
@@ -322,4 +441,66 @@ pub fn truncate(s: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}…({} bytes)", &s[..end], s.len())
+}
+
+#[cfg(test)]
+mod mailbox_tests {
+    use super::*;
+
+    fn cmd(got: Inbound) -> ConnCmd {
+        match got {
+            Inbound::Cmd(c) => c,
+            Inbound::Close(r) => panic!("a close: {r}"),
+        }
+    }
+
+    #[test]
+    fn the_mailbox_is_small() {
+        // Every idle connection holds one (BENCHMARKS.md §6).
+        assert!(std::mem::size_of::<Mailbox>() <= 256, "{} bytes", std::mem::size_of::<Mailbox>());
+    }
+
+    #[tokio::test]
+    async fn commands_are_bounded_and_the_first_close_wins_ahead_of_them() {
+        let (h, inbox) = ConnHandle::new();
+        for _ in 0..CONN_QUEUE {
+            assert!(h.try_send(ConnCmd::C2dAvailable).is_ok());
+        }
+        assert!(h.try_send(ConnCmd::C2dAvailable).is_err(), "a full queue refuses");
+        h.close(CloseReason::DeviceDisabled);
+        h.close(CloseReason::ServerShutdown);
+        assert!(matches!(inbox.recv().await, Inbound::Close(CloseReason::DeviceDisabled)));
+        h.close(CloseReason::ServerShutdown);
+        for _ in 0..CONN_QUEUE {
+            assert!(matches!(cmd(inbox.recv().await), ConnCmd::C2dAvailable));
+        }
+        assert!(inbox.try_recv().is_none(), "later close requests are ignored");
+        assert_eq!(inbox.0.lock().cmds.capacity(), 0, "a drained queue holds no memory");
+    }
+
+    #[tokio::test]
+    async fn a_sender_waits_for_room_and_learns_when_the_task_is_gone() {
+        let (h, inbox) = ConnHandle::new();
+        for _ in 0..CONN_QUEUE {
+            h.try_send(ConnCmd::C2dAvailable).unwrap_or_else(|_| panic!("room"));
+        }
+        let waiting = tokio::spawn({
+            let h = h.clone();
+            async move { h.send(ConnCmd::Desired(Box::new((7, Bytes::new())))).await.is_ok() }
+        });
+        assert!(matches!(cmd(inbox.recv().await), ConnCmd::C2dAvailable));
+        assert!(waiting.await.unwrap(), "queued once there was room");
+        for _ in 1..CONN_QUEUE {
+            cmd(inbox.recv().await);
+        }
+        assert!(matches!(cmd(inbox.recv().await), ConnCmd::Desired(d) if d.0 == 7));
+        // A method call queued when the task ends is dropped with it: its caller hears so.
+        let (reply, answer) = oneshot::channel();
+        let call = MethodCall { name: "m".into(), payload: Bytes::new(), reply };
+        h.try_send(ConnCmd::Method(Box::new(call))).unwrap_or_else(|_| panic!("room"));
+        drop(inbox);
+        assert!(answer.await.is_err());
+        assert!(h.send(ConnCmd::C2dAvailable).await.is_err());
+        assert!(h.try_send(ConnCmd::C2dAvailable).is_err());
+    }
 }

@@ -80,7 +80,10 @@ impl Hub {
         let seq = self.store.append_event(NewEvent { device: device.clone(), time_ms: now, record }).await?;
         if let Some(record) = kept {
             match crate::store::event::decode(seq, &device, &record) {
-                Ok(rec) => drop(self.events.send(rec)),
+                Ok(rec) => {
+                    let bytes = rec.held_bytes();
+                    self.events.send(rec, bytes);
+                }
                 Err(e) => tracing::error!("internal: an event record does not decode: {e}"),
             }
         }

@@ -212,7 +212,7 @@ impl Hub {
             m.insert("$version".into(), version.into());
         }
         let cmd = ConnCmd::Desired(Box::new((version, Bytes::from(body.to_string()))));
-        if h.cmds.try_send(cmd).is_err() {
+        if h.try_send(cmd).is_err() {
             // The task is not keeping up: close it rather than lose the notification silently; the device
             // reads the whole twin again when it reconnects (reference §7).
             h.close(hubsim_proto::hub::CloseReason::ClosedByService(

@@ -553,8 +553,19 @@ impl HubSession {
         (!self.transmit.is_empty()).then(|| self.transmit.split().freeze())
     }
 
+    /// Bytes of memory the input side holds on to (framer and event queue): 0 once everything received is handled
+    /// and every event polled, so an idle connection keeps none.
+    pub fn input_capacity(&self) -> usize {
+        self.framer.capacity() + self.events.capacity() * std::mem::size_of::<HubEvent>()
+    }
+
     pub fn poll_event(&mut self) -> Option<HubEvent> {
-        self.events.pop_front()
+        let ev = self.events.pop_front();
+        if ev.is_none() && self.events.capacity() > 0 {
+            // Drained: give the queue's memory back (events are large), so an idle connection holds none.
+            self.events = VecDeque::new();
+        }
+        ev
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {

@@ -975,3 +975,23 @@ fn a_c2d_lock_runs_out_in_the_session_and_is_renewed_by_redelivery() {
     assert_eq!(hub.poll_event(), Some(HubEvent::C2dCompleted(pkid)));
     assert_eq!(hub.poll_timeout(), Some(now + Duration::from_secs(15)), "no lock left; keep-alive from the PUBACK");
 }
+
+#[test]
+fn a_session_that_handled_its_input_holds_no_input_memory() {
+    let mut hub = connected_hub();
+    let topic = "devices/dev1/messages/events/";
+    let mut wire = publish_bytes(topic, QoS::AtLeastOnce, vec![b'x'; 300]);
+    wire.extend(publish_bytes(topic, QoS::AtMostOnce, vec![b'y'; 300]));
+    // One and a half packets: the half waits in the framer.
+    let (whole, half) = wire.split_at(wire.len() - 100);
+    hub.handle_input(T0, whole);
+    assert!(hub.input_capacity() > 0);
+    assert!(matches!(hub.poll_event(), Some(HubEvent::Telemetry { ack: Some(1), .. })));
+    assert!(hub.poll_event().is_none());
+    assert!(hub.input_capacity() > 0, "the framer keeps the partial packet");
+    hub.handle_input(T0, half);
+    let Some(HubEvent::Telemetry { message, .. }) = hub.poll_event() else { panic!("the second message") };
+    assert!(hub.poll_event().is_none());
+    assert_eq!(hub.input_capacity(), 0, "drained: nothing kept, while the message itself lives on");
+    assert_eq!(message.payload.len(), 300);
+}
