@@ -560,7 +560,9 @@ pub fn param_label(p: Param) -> &'static str {
 }
 
 fn number(text: &str, what: &str) -> Result<f64, String> {
-    text.trim().parse::<f64>().ok().filter(|x| x.is_finite()).ok_or_else(|| [what, " must be a number"].concat())
+    hubsim_proto::num::parse_f64(text.trim())
+        .filter(|x| x.is_finite())
+        .ok_or_else(|| [what, " must be a number"].concat())
 }
 
 /// A generator with one parameter changed; the error says which value is wrong.

@@ -681,7 +681,7 @@ impl<'a> Parser<'a> {
                 return Ok(Value::Number(Number::Int(i)));
             }
         }
-        s.parse::<f64>().map(|f| Value::Number(Number::Float(f))).map_err(|_| (start, JsonErrorKind::InvalidNumber))
+        crate::num::parse_f64(s).map(|f| Value::Number(Number::Float(f))).ok_or((start, JsonErrorKind::InvalidNumber))
     }
 }
 

@@ -26,6 +26,7 @@ pub mod device;
 pub mod endpoint;
 pub mod hub;
 pub mod json;
+pub mod num;
 pub mod packet;
 pub mod percent;
 pub mod property_bag;

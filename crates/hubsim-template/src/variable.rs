@@ -110,8 +110,8 @@ impl Decl<'_> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::Number(n)) => Ok(Some(n.as_f64())),
-            Some(Value::String(s)) => match s.trim().parse::<f64>() {
-                Ok(f) if f.is_finite() => Ok(Some(f)),
+            Some(Value::String(s)) => match hubsim_proto::num::parse_f64(s.trim()) {
+                Some(f) if f.is_finite() => Ok(Some(f)),
                 _ => Err(ConfigError::WrongType { field: self.field(key), expected: "a number" }),
             },
             Some(_) => Err(ConfigError::WrongType { field: self.field(key), expected: "a number" }),

@@ -1071,5 +1071,5 @@ fn looks_like_json(body: &[u8]) -> bool {
         || s == "null"
         || s == "true"
         || s == "false"
-        || s.parse::<f64>().is_ok()
+        || crate::num::parse_f64(s).is_some()
 }
