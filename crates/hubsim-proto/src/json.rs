@@ -62,7 +62,7 @@ impl fmt::Display for Number {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             Number::Int(i) => write!(f, "{i}"),
-            Number::Float(x) if x.is_finite() => write!(f, "{x:?}"),
+            Number::Float(x) if x.is_finite() => f.write_str(&crate::num::debug_f64(x)),
             Number::Float(_) => f.write_str("null"),
         }
     }

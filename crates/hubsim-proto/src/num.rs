@@ -1,10 +1,18 @@
-//! Decimal text to `f64`, as `str::parse::<f64>` does it, without core's parser.
+//! Numbers to and from decimal text as core does it (`str::parse::<f64>`, `{}`, `{:?}`, `{:.N}`), without
+//! core's float code in the browser app.
 //!
-//! Why: core's parser (Eisel-Lemire) carries a 10 KB table of powers of five that gzip cannot shrink, a
-//! fifteenth of the browser app's budget. [`parse_f64`] takes the exact fast path when the digits and the power
-//! of ten both fit a double (nearly every number a person or a device writes), and otherwise starts from an
-//! estimate and corrects it by comparing the decimal value, exactly, with the halfway points between doubles
-//! (big integers of a few hundred bytes). The result is the same correctly rounded double, ties to even.
+//! Why: core's parser (Eisel-Lemire) carries a 10 KB table of powers of five that gzip cannot shrink, and its
+//! printers (Grisu with a Dragon fallback, shortest and exact) another 15 KB of code: together a tenth of the app's
+//! budget. In wasm these functions use a small exact method instead: big integers of a few hundred bytes. Reading
+//! takes the exact fast path when the digits and the power of ten both fit a double (nearly every number a person
+//! or a device writes), and otherwise corrects an estimate by comparing the decimal value, exactly, with the
+//! halfway points between doubles. Writing expands the double's exact decimal value and keeps the fewest digits
+//! that read back as it (the nearer candidate, the upper at a tie, as core does). Slower than core's (micro-
+//! seconds), so native builds, where size does not matter and the fleet renders many messages, call core. The
+//! tests hold the small method to core's results on both targets.
+
+// Native builds call core; the small method is compiled there for its tests.
+#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
 use std::cmp::Ordering;
 
@@ -12,6 +20,40 @@ use std::cmp::Ordering;
 /// and an optional exponent (`e`/`E`, optional sign, digits), or `inf`, `infinity`, `nan` in any case.
 /// `None` where that parser fails.
 pub fn parse_f64(s: &str) -> Option<f64> {
+    #[cfg(target_arch = "wasm32")]
+    return parse(s);
+    #[cfg(not(target_arch = "wasm32"))]
+    return s.parse().ok();
+}
+
+/// `x` as `{}` (`Display`) writes it: the fewest digits that read back as `x`, never an exponent (`0.0001`,
+/// `1000000000000000000000`, `-0`, `inf`, `NaN`).
+pub fn display_f64(x: f64) -> String {
+    #[cfg(target_arch = "wasm32")]
+    return display(x);
+    #[cfg(not(target_arch = "wasm32"))]
+    return format!("{x}");
+}
+
+/// `x` as `{:?}` (`Debug`) writes it, which is how JSON numbers are written: like [`display_f64`] with at least
+/// one decimal (`1.0`), and an exponent below 1e-4 and from 1e16 on (`1e16`, `2.5e-7`).
+pub fn debug_f64(x: f64) -> String {
+    #[cfg(target_arch = "wasm32")]
+    return debug(x);
+    #[cfg(not(target_arch = "wasm32"))]
+    return format!("{x:?}");
+}
+
+/// `x` as `{:.N}` writes it: exactly `decimals` decimals, the exact binary value rounded half to even.
+pub fn fixed_f64(x: f64, decimals: usize) -> String {
+    #[cfg(target_arch = "wasm32")]
+    return fixed(x, decimals);
+    #[cfg(not(target_arch = "wasm32"))]
+    return format!("{x:.decimals$}");
+}
+
+/// [`parse_f64`], small.
+fn parse(s: &str) -> Option<f64> {
     let b = s.as_bytes();
     let (neg, b) = match b.first() {
         Some(b'-') => (true, &b[1..]),
@@ -84,21 +126,26 @@ fn decimal(b: &[u8]) -> Option<f64> {
         }
         exp += if neg { -e } else { e };
     }
+    Some(from_digits(digits, exp))
+}
+
+/// `digits × 10^exp` (digits without leading zeros), correctly rounded.
+fn from_digits(mut digits: Vec<u8>, mut exp: i64) -> f64 {
     // Trailing zeros only scale the power of ten.
     while digits.last() == Some(&0) {
         digits.pop();
         exp += 1;
     }
     if digits.is_empty() {
-        return Some(0.0);
+        return 0.0;
     }
     let n = digits.len() as i64;
     // The value is below 10^(n+exp) and at least 10^(n+exp-1).
     if n + exp > 310 {
-        return Some(f64::INFINITY);
+        return f64::INFINITY;
     }
     if n + exp < -324 {
-        return Some(0.0);
+        return 0.0;
     }
     let head = digits.len().min(19);
     let w = digits[..head].iter().fold(0u64, |w, &d| w * 10 + u64::from(d));
@@ -106,9 +153,9 @@ fn decimal(b: &[u8]) -> Option<f64> {
     if head == digits.len() && w <= 1 << 53 && (-22..=22).contains(&e) {
         // Both exact: one correctly rounded operation.
         let p = pow10(e.unsigned_abs() as u32);
-        return Some(if e < 0 { w as f64 / p } else { w as f64 * p });
+        return if e < 0 { w as f64 / p } else { w as f64 * p };
     }
-    Some(correct(&digits, exp, estimate(w, e)))
+    correct(&digits, exp, estimate(w, e))
 }
 
 /// 10^k for k up to 22, exact.
@@ -188,6 +235,195 @@ fn compare(value: &Big, exp: i64, x: f64) -> Ordering {
     left.cmp(&right)
 }
 
+/// [`display_f64`], small.
+fn display(x: f64) -> String {
+    special(x, |a, out| {
+        if a == 0.0 {
+            return out.push('0');
+        }
+        let (d, point) = shortest(a);
+        positional(out, &d, point, 0);
+    })
+}
+
+/// [`debug_f64`], small.
+fn debug(x: f64) -> String {
+    special(x, |a, out| {
+        if a != 0.0 && !(1e-4..1e16).contains(&a) {
+            let (d, point) = shortest(a);
+            out.push(char::from(b'0' + d[0]));
+            if d.len() > 1 {
+                out.push('.');
+                out.extend(d[1..].iter().map(|&c| char::from(b'0' + c)));
+            }
+            out.push('e');
+            out.push_str(&(point - 1).to_string());
+        } else if a == 0.0 {
+            out.push_str("0.0");
+        } else {
+            let (d, point) = shortest(a);
+            positional(out, &d, point, 1);
+        }
+    })
+}
+
+/// [`fixed_f64`], small.
+fn fixed(x: f64, decimals: usize) -> String {
+    special(x, |a, out| {
+        let (d, point) = if a == 0.0 { (Vec::new(), 0) } else { exact(a) };
+        // Digits kept: those before the point and `decimals` after it.
+        let keep = point + decimals as i64;
+        let mut kept: Vec<u8> = (0..keep.max(0) as usize).map(|i| d.get(i).copied().unwrap_or(0)).collect();
+        let rest = d.get(keep.max(0) as usize..).unwrap_or(&[]);
+        let up = if keep < 0 {
+            false
+        } else {
+            match rest.first() {
+                Some(&r) if r > 5 => true,
+                Some(5) => rest[1..].iter().any(|&r| r != 0) || kept.last().is_some_and(|l| l % 2 == 1),
+                _ => false,
+            }
+        };
+        let mut point = point;
+        if up && !increment(&mut kept) {
+            kept.insert(0, 1);
+            point += 1;
+        }
+        if keep < 0 {
+            point = -(decimals as i64);
+        }
+        // `kept` ends at the last decimal; pad it to reach the point.
+        let int_len = point.max(0) as usize;
+        let digits: Vec<u8> =
+            if point < 0 { std::iter::repeat_n(0, (-point) as usize).chain(kept).collect() } else { kept };
+        let (int, frac) = digits.split_at(int_len.min(digits.len()));
+        if int.is_empty() {
+            out.push('0');
+        }
+        out.extend(int.iter().map(|&c| char::from(b'0' + c)));
+        if decimals > 0 {
+            out.push('.');
+            out.extend(frac.iter().map(|&c| char::from(b'0' + c)));
+            out.extend(std::iter::repeat_n('0', decimals - frac.len()));
+        }
+    })
+}
+
+/// The sign, `NaN` and `inf`; `finite` writes the magnitude of anything else.
+fn special(x: f64, finite: impl FnOnce(f64, &mut String)) -> String {
+    if x.is_nan() {
+        return "NaN".into();
+    }
+    let mut out = String::new();
+    if x.is_sign_negative() {
+        out.push('-');
+    }
+    if x.is_infinite() {
+        out.push_str("inf");
+    } else {
+        finite(x.abs(), &mut out);
+    }
+    out
+}
+
+/// Digits `d` (value 0.d × 10^point) without an exponent, with at least `min_decimals` decimals.
+fn positional(out: &mut String, d: &[u8], point: i64, min_decimals: usize) {
+    let digit = |c: &u8| char::from(b'0' + c);
+    if point <= 0 {
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', (-point) as usize));
+        out.extend(d.iter().map(digit));
+        return;
+    }
+    let p = point as usize;
+    out.extend(d[..p.min(d.len())].iter().map(digit));
+    out.extend(std::iter::repeat_n('0', p.saturating_sub(d.len())));
+    if p < d.len() {
+        out.push('.');
+        out.extend(d[p..].iter().map(digit));
+    } else if min_decimals > 0 {
+        out.push('.');
+        out.extend(std::iter::repeat_n('0', min_decimals));
+    }
+}
+
+/// Adds one unit in the last digit; false if it carried out of the first (the digits are then all zeros).
+fn increment(d: &mut [u8]) -> bool {
+    for c in d.iter_mut().rev() {
+        if *c < 9 {
+            *c += 1;
+            return true;
+        }
+        *c = 0;
+    }
+    false
+}
+
+/// All the decimal digits of a positive finite `a`: `(d, point)` with `a` = 0.d × 10^point, no zeros at the
+/// ends of `d`.
+fn exact(a: f64) -> (Vec<u8>, i64) {
+    let bits = a.to_bits();
+    let (biased, fraction) = ((bits >> 52) as i64, bits & ((1 << 52) - 1));
+    let (mant, e2) = if biased == 0 { (fraction, -1074) } else { (fraction | 1 << 52, biased - 1075) };
+    let mut n = Big::default();
+    n.mul_add(1 << 31, (mant >> 31) as u32);
+    n.mul_add(1 << 31, (mant & ((1 << 31) - 1)) as u32);
+    // a = mant × 2^e2; below 1 that is mant × 5^-e2 / 10^-e2.
+    let scale = if e2 >= 0 {
+        n.shl(e2 as u32);
+        0
+    } else {
+        for _ in 0..-e2 {
+            n.mul_add(5, 0);
+        }
+        -e2
+    };
+    let mut d = n.decimal();
+    let point = d.len() as i64 - scale;
+    while d.last() == Some(&0) {
+        d.pop();
+    }
+    (d, point)
+}
+
+/// The fewest digits that read back as the positive finite `a`, the nearest such if two: `(d, point)` as in
+/// [`exact`].
+fn shortest(a: f64) -> (Vec<u8>, i64) {
+    let (d, point) = exact(a);
+    for p in 1..d.len() {
+        let down = d[..p].to_vec();
+        let mut up = down.clone();
+        let up_point = if increment(&mut up) { point } else { point + 1 };
+        if !up.is_empty() && up[0] == 0 {
+            up[0] = 1;
+        }
+        let reads = |digits: &[u8], pt: i64| from_digits(digits.to_vec(), pt - digits.len() as i64) == a;
+        let (down_ok, up_ok) = (reads(&down, point), reads(&up, up_point));
+        if down_ok || up_ok {
+            // Both read back: the nearer one, the upper one at a tie (as core does).
+            let nearer_up = d[p] >= 5;
+            let (mut r, rp) = if up_ok && (!down_ok || nearer_up) { (up, up_point) } else { (down, point) };
+            while r.last() == Some(&0) {
+                r.pop();
+            }
+            return (r, rp);
+        }
+    }
+    (d, point)
+}
+
+/// `x` kept within `lo..=hi` as `f64::clamp` does, without its panic (and the float printing code its message
+/// pulls in) when `lo > hi`: then `lo` wins below and `hi` above.
+pub fn clamp_f64(x: f64, lo: f64, hi: f64) -> f64 {
+    if x < lo {
+        lo
+    } else if x > hi {
+        hi
+    } else {
+        x
+    }
+}
+
 /// An unsigned big integer, 32-bit limbs, least significant first, no high zero limbs.
 #[derive(Clone, Default)]
 struct Big(Vec<u32>);
@@ -233,6 +469,37 @@ impl Big {
         self.0.splice(0..0, std::iter::repeat_n(0, limbs));
     }
 
+    /// Divides by `d`, returning the remainder.
+    fn div_rem(&mut self, d: u32) -> u32 {
+        let mut rem = 0u64;
+        for l in self.0.iter_mut().rev() {
+            let t = (rem << 32) | u64::from(*l);
+            *l = (t / u64::from(d)) as u32;
+            rem = t % u64::from(d);
+        }
+        while self.0.last() == Some(&0) {
+            self.0.pop();
+        }
+        rem as u32
+    }
+
+    /// The decimal digits, most significant first (none for zero).
+    fn decimal(mut self) -> Vec<u8> {
+        let mut d = Vec::new();
+        while !self.0.is_empty() {
+            let mut chunk = self.div_rem(1_000_000_000);
+            for _ in 0..9 {
+                d.push((chunk % 10) as u8);
+                chunk /= 10;
+            }
+        }
+        while d.last() == Some(&0) {
+            d.pop();
+        }
+        d.reverse();
+        d
+    }
+
     fn cmp(&self, other: &Big) -> Ordering {
         self.0.len().cmp(&other.0.len()).then_with(|| self.0.iter().rev().cmp(other.0.iter().rev()))
     }
@@ -244,7 +511,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn same(s: &str) {
-        let ours = parse_f64(s);
+        let ours = parse(s);
         let core = s.parse::<f64>().ok();
         match (ours, core) {
             (Some(a), Some(b)) => assert!(a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()), "{s}: {a} != {b}"),
@@ -268,7 +535,88 @@ mod tests {
         }
     }
 
+    fn prints_like_core(x: f64) {
+        assert_eq!(display(x), format!("{x}"), "{x:?}");
+        assert_eq!(debug(x), format!("{x:?}"), "{x:?}");
+        for n in [0, 1, 2, 3, 5, 9, 17, 20] {
+            assert_eq!(fixed(x, n), format!("{x:.n$}"), "{x:?} .{n}");
+        }
+    }
+
+    #[test]
+    fn clamps_like_core() {
+        for x in [-1.0, 0.0, 0.5, 1.0, 2.0, f64::NEG_INFINITY, f64::INFINITY] {
+            assert_eq!(clamp_f64(x, 0.0, 1.0), x.clamp(0.0, 1.0));
+        }
+        assert!(clamp_f64(f64::NAN, 0.0, 1.0).is_nan());
+    }
+
+    #[test]
+    fn prints_edge_cases_like_core() {
+        for x in [
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            0.5,
+            7_538_314_949_062_075.0 / 4.0,
+            6_357_798_075_163_093.0 / 4.0,
+            0.25,
+            1.5,
+            2.5,
+            0.125,
+            0.05,
+            0.15,
+            9.5,
+            99.5,
+            0.95,
+            0.995,
+            1e-4,
+            9.9e-5,
+            1e16,
+            9.999999999999998e15,
+            1e21,
+            1e22,
+            1e23,
+            0.1,
+            0.3,
+            1.0 / 3.0,
+            123.456,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            5e-324,
+            2.5e-7,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+            9007199254740993.0,
+            4.35,
+            0.045,
+            1234.5,
+        ] {
+            prints_like_core(x);
+        }
+        // Powers of two, where the double below is nearer than the one above, and their neighbours.
+        for k in (1..2046u64).step_by(7) {
+            let bits = k << 52;
+            for x in [bits - 1, bits, bits + 1].map(f64::from_bits) {
+                assert_eq!(display(x), format!("{x}"));
+                assert_eq!(debug(x), format!("{x:?}"));
+            }
+        }
+    }
+
     proptest! {
+        #[test]
+        fn prints_any_double_like_core(bits in any::<u64>()) {
+            prints_like_core(f64::from_bits(bits));
+        }
+
+        #[test]
+        fn prints_short_decimals_like_core(m in -100_000i64..100_000, e in -8i32..8) {
+            prints_like_core(m as f64 * 10f64.powi(e));
+        }
+
         #[test]
         fn agrees_with_core_on_any_double(bits in any::<u64>()) {
             let x = f64::from_bits(bits);

@@ -321,7 +321,7 @@ fn header_properties(text: &str) -> Result<Vec<(String, String)>, RenderError> {
             Value::String(s) => s.clone(),
             Value::Bool(b) => b.to_string(),
             Value::Number(json::Number::Int(i)) => i.to_string(),
-            Value::Number(json::Number::Float(f)) => f.to_string(),
+            Value::Number(json::Number::Float(f)) => hubsim_proto::num::display_f64(*f),
             Value::Array(_) | Value::Object(_) => return Err(RenderError::HeaderValue { key: k.to_owned() }),
         };
         props.push((k.to_owned(), s));
