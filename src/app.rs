@@ -98,7 +98,7 @@ pub fn App() -> Html {
         let dispatch = state.dispatcher();
         Callback::from(move |_| dispatch.dispatch(action()))
     };
-    let ctx: AppContext = state.clone();
+    let ctx = AppContext(state.clone());
     html! {
         <ContextProvider<AppContext> context={ctx}>
             <ContextProvider<ControllerHandle> context={(*controller).clone()}>

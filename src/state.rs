@@ -500,8 +500,27 @@ mod yew_glue {
         }
     }
 
-    /// Shared with every component through a `ContextProvider`.
-    pub type AppContext = yew::UseReducerHandle<AppState>;
+    /// Shared with every component through a `ContextProvider`: the reducer's handle, compared by identity.
+    ///
+    /// Every action makes a new state, so the state a component saw is the current one exactly when it is the
+    /// same allocation. Comparing by pointer instead of field by field (the handle's own `PartialEq`) gives the
+    /// same renders but for an action that changes nothing, and keeps the deep comparison of the whole state out
+    /// of the bundle.
+    #[derive(Clone)]
+    pub struct AppContext(pub yew::UseReducerHandle<AppState>);
+
+    impl PartialEq for AppContext {
+        fn eq(&self, other: &Self) -> bool {
+            std::ptr::eq::<AppState>(&*self.0, &*other.0)
+        }
+    }
+
+    impl std::ops::Deref for AppContext {
+        type Target = yew::UseReducerHandle<AppState>;
+        fn deref(&self) -> &Self::Target {
+            &self.0
+        }
+    }
 }
 
 #[cfg(target_arch = "wasm32")]
