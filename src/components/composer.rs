@@ -3,7 +3,7 @@
 
 use yew::prelude::*;
 
-use super::property_row::PropertyRow;
+use super::property_row::view_property_row;
 use super::{on_flag, on_number, on_text, use_app, use_controller};
 use crate::form::topic_preview;
 use crate::settings::{Change, Flag, Number, Text};
@@ -54,12 +54,8 @@ pub fn Composer() -> Html {
         Callback::from(move |(i, v)| edit(Change::PropertyValue(i, v)))
     };
     let on_remove = Callback::from(move |i| edit(Change::RemoveProperty(i)));
-    let rows = s.properties.iter().enumerate().map(|(i, (k, v))| {
-        html! {
-            <PropertyRow key={i} index={i} name={AttrValue::from(k.clone())} value={AttrValue::from(v.clone())}
-                on_name={on_name.clone()} on_value={on_value.clone()} on_remove={on_remove.clone()} />
-        }
-    });
+    let rows =
+        s.properties.iter().enumerate().map(|(i, (k, v))| view_property_row(i, (k, v), &on_name, &on_value, &on_remove));
     let templ = app.templates.on;
     let send = {
         let ctl = ctl.clone();
