@@ -6,7 +6,7 @@ use wasm_bindgen_futures::JsFuture;
 use yew::prelude::*;
 
 use crate::components::{
-    activity_log::ActivityLog, charts::Charts, composer::Composer, connect_panel::ConnectPanel, inbox::Inbox,
+    activity_log::ActivityLog, charts::Charts, composer::view_composer, connect_panel::ConnectPanel, inbox::view_inbox,
     link_banner::view_link_banner, methods::Methods, model_panel::ModelPanel, sas_tool::SasTool, status_bar::StatusBar,
     templates::SavedMessages, twin::Twin,
 };
@@ -99,7 +99,7 @@ pub fn App() -> Html {
     };
     let ctx = AppContext(state.clone());
     html! {
-        <ContextProvider<AppContext> context={ctx}>
+        <ContextProvider<AppContext> context={ctx.clone()}>
             <ContextProvider<ControllerHandle> context={(*controller).clone()}>
                 <div class="app">
                     <header class="top">
@@ -122,11 +122,11 @@ pub fn App() -> Html {
                                 <SasTool />
                             </div>
                             <div class="col">
-                                <Composer />
+                                { view_composer(&ctx, &controller) }
                                 <SavedMessages />
                             </div>
                             <div class="col">
-                                <Inbox />
+                                { view_inbox(&ctx) }
                                 <Methods />
                                 <Twin />
                             </div>

@@ -4,16 +4,17 @@
 use yew::prelude::*;
 
 use super::property_row::view_property_row;
-use super::{on_flag, on_number, on_text, use_app, use_controller};
+use super::{on_flag, on_number, on_text};
+use crate::controller::ControllerHandle;
 use crate::form::topic_preview;
 use crate::settings::{Change, Flag, Number, Text};
-use crate::state::Action;
+use crate::state::{Action, AppContext};
 use crate::util;
 
-#[component]
-pub fn Composer() -> Html {
-    let app = use_app();
-    let ctl = use_controller();
+/// The composer panel. A plain function called by the app, not a component: it reads only the app state and the
+/// controller, which change (and re-render it) exactly when the app re-renders, and a component type costs some KB
+/// of the bundle.
+pub fn view_composer(app: &AppContext, ctl: &ControllerHandle) -> Html {
     let s = &app.settings;
     let json_state = if s.body.trim().is_empty() {
         html! {}
@@ -54,8 +55,11 @@ pub fn Composer() -> Html {
         Callback::from(move |(i, v)| edit(Change::PropertyValue(i, v)))
     };
     let on_remove = Callback::from(move |i| edit(Change::RemoveProperty(i)));
-    let rows =
-        s.properties.iter().enumerate().map(|(i, (k, v))| view_property_row(i, (k, v), &on_name, &on_value, &on_remove));
+    let rows = s
+        .properties
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v))| view_property_row(i, (k, v), &on_name, &on_value, &on_remove));
     let templ = app.templates.on;
     let send = {
         let ctl = ctl.clone();
