@@ -92,10 +92,10 @@ pub fn view_composer(app: &AppContext, ctl: &ControllerHandle) -> Html {
                     <label class="check"><input type="radio" name="body-mode" checked={templ} onchange={mode(true)} />{"Template"}</label>
                 </div>
                 if templ {
-                    { super::templates::view_editor(&app, &ctl) }
+                    { super::templates::view_editor(app, ctl) }
                 } else {
                 <label for="payload">{"Payload"}</label>
-                <textarea id="payload" rows="6" spellcheck="false" value={s.body.clone()} oninput={on_text(&app, Text::Body)} />
+                <textarea id="payload" rows="6" spellcheck="false" value={s.body.clone()} oninput={on_text(app, Text::Body)} />
                 <div class="row">
                     { json_state }
                     <button type="button" onclick={pretty}>{"Pretty-print JSON"}</button>
@@ -103,13 +103,13 @@ pub fn view_composer(app: &AppContext, ctl: &ControllerHandle) -> Html {
                 }
                 <div class="row">
                     <label>{"QoS"}
-                        <select onchange={on_number(&app, Number::Qos)}>
+                        <select onchange={on_number(app, Number::Qos)}>
                             <option value="0" selected={s.qos == 0}>{"0 — at most once"}</option>
                             <option value="1" selected={s.qos == 1}>{"1 — at least once"}</option>
                             <option value="2" selected={s.qos == 2}>{"2 — IoT Hub closes the connection"}</option>
                         </select>
                     </label>
-                    <label class="check"><input type="checkbox" checked={s.retain} onchange={on_flag(&app, Flag::Retain)} />{"Retain"}</label>
+                    <label class="check"><input type="checkbox" checked={s.retain} onchange={on_flag(app, Flag::Retain)} />{"Retain"}</label>
                 </div>
                 if s.qos == 2 {
                     <p class="warn-text" role="alert">{"IoT Hub does not support QoS 2: it will close the connection when this message is sent."}</p>
@@ -117,14 +117,14 @@ pub fn view_composer(app: &AppContext, ctl: &ControllerHandle) -> Html {
                 <fieldset>
                     <legend>{"System properties"}</legend>
                     <div class="grid2">
-                        <label>{"Content type"}<input value={s.content_type.clone()} placeholder="application/json" oninput={on_text(&app, Text::ContentType)} /></label>
-                        <label>{"Content encoding"}<input value={s.content_encoding.clone()} placeholder="utf-8" oninput={on_text(&app, Text::ContentEncoding)} /></label>
-                        <label>{"Message ID"}<input value={s.message_id.clone()} disabled={s.auto_message_id} placeholder={if s.auto_message_id { "generated for each message" } else { "" }} oninput={on_text(&app, Text::MessageId)} /></label>
-                        <label>{"Correlation ID"}<input value={s.correlation_id.clone()} oninput={on_text(&app, Text::CorrelationId)} /></label>
-                        <label>{"User ID"}<input value={s.user_id.clone()} oninput={on_text(&app, Text::UserId)} /></label>
+                        <label>{"Content type"}<input value={s.content_type.clone()} placeholder="application/json" oninput={on_text(app, Text::ContentType)} /></label>
+                        <label>{"Content encoding"}<input value={s.content_encoding.clone()} placeholder="utf-8" oninput={on_text(app, Text::ContentEncoding)} /></label>
+                        <label>{"Message ID"}<input value={s.message_id.clone()} disabled={s.auto_message_id} placeholder={if s.auto_message_id { "generated for each message" } else { "" }} oninput={on_text(app, Text::MessageId)} /></label>
+                        <label>{"Correlation ID"}<input value={s.correlation_id.clone()} oninput={on_text(app, Text::CorrelationId)} /></label>
+                        <label>{"User ID"}<input value={s.user_id.clone()} oninput={on_text(app, Text::UserId)} /></label>
                     </div>
-                    <label class="check"><input type="checkbox" checked={s.auto_message_id} onchange={on_flag(&app, Flag::AutoMessageId)} />{"Generate a message ID for each message"}</label>
-                    <label class="check"><input type="checkbox" checked={s.creation_time} onchange={on_flag(&app, Flag::CreationTime)} />{"Set creation time ($.ctime) to now"}</label>
+                    <label class="check"><input type="checkbox" checked={s.auto_message_id} onchange={on_flag(app, Flag::AutoMessageId)} />{"Generate a message ID for each message"}</label>
+                    <label class="check"><input type="checkbox" checked={s.creation_time} onchange={on_flag(app, Flag::CreationTime)} />{"Set creation time ($.ctime) to now"}</label>
                     <button type="button" onclick={routing}>{"JSON for routing"}</button>
                 </fieldset>
                 <fieldset>
@@ -139,8 +139,8 @@ pub fn view_composer(app: &AppContext, ctl: &ControllerHandle) -> Html {
                 </div>
                 <fieldset class="repeat">
                     <legend>{"Send repeatedly"}</legend>
-                    <label>{"Every (ms)"}<input type="number" min="10" value={s.repeat_interval_ms.to_string()} onchange={on_number(&app, Number::RepeatInterval)} /></label>
-                    <label>{"Times (0 = until stopped)"}<input type="number" min="0" value={s.repeat_count.to_string()} onchange={on_number(&app, Number::RepeatCount)} /></label>
+                    <label>{"Every (ms)"}<input type="number" min="10" value={s.repeat_interval_ms.to_string()} onchange={on_number(app, Number::RepeatInterval)} /></label>
+                    <label>{"Times (0 = until stopped)"}<input type="number" min="0" value={s.repeat_count.to_string()} onchange={on_number(app, Number::RepeatCount)} /></label>
                     if let Some(r) = &app.repeat {
                         <button type="button" onclick={stop}>{"Stop"}</button>
                         if let Some(t) = r.total {
