@@ -296,7 +296,7 @@ impl Default for ObjectWriter {
 pub enum JsonErrorKind {
     #[error("unexpected end of input")]
     UnexpectedEnd,
-    #[error("unexpected character {0:?}")]
+    #[error("unexpected character {}", crate::quote::quote_char(*.0))]
     UnexpectedChar(char),
     #[error("unexpected text after the JSON value")]
     TrailingText,

@@ -31,6 +31,7 @@ pub mod packet;
 pub mod percent;
 pub mod property_bag;
 pub mod provisioning;
+pub mod quote;
 pub mod sas;
 pub mod time;
 pub mod topic;

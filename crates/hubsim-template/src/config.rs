@@ -52,9 +52,9 @@ pub enum ConfigError {
     OutOfRange { field: String, problem: &'static str },
     #[error("{field}: variable {name} is declared twice")]
     Duplicate { field: String, name: String },
-    #[error("{field}: unknown payload type {found:?}; accepted types are template and fix")]
+    #[error("{field}: unknown payload type {}; accepted types are template and fix", hubsim_proto::quote::quote(.found))]
     UnknownPayloadType { field: String, found: String },
-    #[error("{field}: no top-level key {name:?} holds a template")]
+    #[error("{field}: no top-level key {} holds a template", hubsim_proto::quote::quote(.name))]
     UnknownNamedTemplate { field: String, name: String },
     #[error("{field}: not valid base64")]
     Base64 { field: String },

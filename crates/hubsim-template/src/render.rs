@@ -125,7 +125,10 @@ pub enum RenderError {
     HeaderJson(JsonError),
     #[error("Header: rendered header is not a JSON object")]
     HeaderNotObject,
-    #[error("Header: property {key:?} is an array or object; properties must be strings, numbers or booleans")]
+    #[error(
+        "Header: property {} is an array or object; properties must be strings, numbers or booleans",
+        hubsim_proto::quote::quote(.key)
+    )]
     HeaderValue { key: String },
     #[error("the rendered message is larger than {} bytes", MAX_RENDERED)]
     TooLarge,
