@@ -97,7 +97,7 @@ pub fn App() -> Html {
         let dispatch = state.dispatcher();
         Callback::from(move |_| dispatch.dispatch(action()))
     };
-    let ctx = AppContext(state.clone());
+    let ctx = AppContext::new(state.clone());
     html! {
         <ContextProvider<AppContext> context={ctx.clone()}>
             <ContextProvider<ControllerHandle> context={(*controller).clone()}>
