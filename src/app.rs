@@ -1,14 +1,13 @@
 //! The root component: the reducer state and the controller, shared through context, the page layout, and the
 //! effects of the page: storage, emulator detection, the link banner's answers.
 
-use std::rc::Rc;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use yew::prelude::*;
 
 use crate::components::{
-    activity_log::ActivityLog, charts::Charts, composer::Composer, connect_panel::ConnectPanel, inbox::Inbox,
-    link_banner::LinkBanner, methods::Methods, model_panel::ModelPanel, sas_tool::SasTool, status_bar::StatusBar,
+    activity_log::ActivityLog, charts::Charts, composer::view_composer, connect_panel::ConnectPanel, inbox::view_inbox,
+    link_banner::view_link_banner, methods::Methods, model_panel::ModelPanel, sas_tool::SasTool, status_bar::StatusBar,
     templates::SavedMessages, twin::Twin,
 };
 use crate::controller::{Controller, ControllerHandle};
@@ -106,9 +105,9 @@ pub fn App() -> Html {
         let rest = rest.setter();
         use_effect_with((), move |_| after_next_paint(move || rest.set(true)));
     }
-    let ctx: AppContext = state.clone();
+    let ctx = AppContext::new(state.clone());
     html! {
-        <ContextProvider<AppContext> context={ctx}>
+        <ContextProvider<AppContext> context={ctx.clone()}>
             <ContextProvider<ControllerHandle> context={(*controller).clone()}>
                 <div class="app">
                     <header class="top">
@@ -123,7 +122,7 @@ pub fn App() -> Html {
                     <main>
                         <div class="sr-only" aria-live="polite">{ &state.announcement }</div>
                         if let Some(offer) = &state.link {
-                            <LinkBanner offer={Rc::clone(offer)} on_accept={answer_link(|| Action::AcceptLink)} on_ignore={answer_link(|| Action::IgnoreLink)} />
+                            { view_link_banner(offer, answer_link(|| Action::AcceptLink), answer_link(|| Action::IgnoreLink)) }
                         }
                         <div class="columns">
                             <div class="col">
@@ -132,11 +131,11 @@ pub fn App() -> Html {
                             </div>
                             if *rest {
                                 <div class="col">
-                                    <Composer />
+                                    { view_composer(&ctx, &controller) }
                                     <SavedMessages />
                                 </div>
                                 <div class="col">
-                                    <Inbox />
+                                    { view_inbox(&ctx) }
                                     <Methods />
                                     <Twin />
                                 </div>

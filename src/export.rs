@@ -10,7 +10,6 @@
 //! cannot tell a null property from an empty one; both are empty (the JSON export keeps the difference).
 
 use hubsim_proto::json::ObjectWriter;
-use std::collections::HashMap;
 
 use crate::state::{InboxItem, LogEntry};
 
@@ -55,14 +54,15 @@ pub const MAX_CSV_COLUMNS: usize = 100;
 /// without a property has an empty cell there.
 pub fn inbox_csv<'a>(items: impl Iterator<Item = &'a InboxItem> + Clone) -> String {
     let mut columns: Vec<&str> = Vec::new();
-    let mut index: HashMap<(bool, &str), usize> = HashMap::new();
+    // (application?, name) → column, sorted for binary search: at most MAX_CSV_COLUMNS entries, and no hash map
+    // code of its own in the bundle.
+    let mut index: Vec<((bool, &str), usize)> = Vec::new();
+    let find = |index: &[((bool, &str), usize)], key: (bool, &str)| index.binary_search_by(|(k, _)| k.cmp(&key));
     let mut left_out = false;
     let mut add = |app: bool, name: &'a str, columns: &mut Vec<&'a str>| {
-        if index.contains_key(&(app, name)) {
-            return;
-        }
+        let Err(at) = find(&index, (app, name)) else { return };
         if columns.len() < MAX_CSV_COLUMNS {
-            index.insert((app, name), columns.len());
+            index.insert(at, ((app, name), columns.len()));
             columns.push(name);
         } else {
             left_out = true;
@@ -82,8 +82,8 @@ pub fn inbox_csv<'a>(items: impl Iterator<Item = &'a InboxItem> + Clone) -> Stri
         let mut rest = String::new();
         let props = m.system.iter().map(|(k, v)| (false, k, Some(v.as_str())));
         for (app, k, v) in props.chain(m.application.iter().map(|(k, v)| (true, k, v.as_deref()))) {
-            match index.get(&(app, k.as_str())) {
-                Some(&i) if cells[i].is_none() => cells[i] = Some(v.unwrap_or("")),
+            match find(&index, (app, k.as_str())).ok().map(|at| index[at].1) {
+                Some(i) if cells[i].is_none() => cells[i] = Some(v.unwrap_or("")),
                 Some(_) => {}
                 None => {
                     if !rest.is_empty() {

@@ -18,6 +18,7 @@ use hubsim_dtdl::{default_value, telemetry_plans, validate, EnumLiteral, Interfa
 use hubsim_dtdl::{DesiredUpdate, TelemetryPlan};
 use hubsim_proto::device::Telemetry;
 use hubsim_proto::json::{self, Object, Value};
+use hubsim_proto::num::display_f64;
 use hubsim_proto::property_bag::SystemProperty;
 use hubsim_template::{Config, DeviceState, Kind, RenderContext};
 
@@ -533,10 +534,10 @@ pub fn kind_label(kind: &Kind) -> &'static str {
 pub fn kind_params(kind: &Kind) -> Vec<(Param, String)> {
     match kind {
         Kind::Walk { start, step, min, max } => vec![
-            (Param::Min, min.to_string()),
-            (Param::Max, max.to_string()),
-            (Param::Step, step.to_string()),
-            (Param::Start, start.to_string()),
+            (Param::Min, display_f64(*min)),
+            (Param::Max, display_f64(*max)),
+            (Param::Step, display_f64(*step)),
+            (Param::Start, display_f64(*start)),
         ],
         Kind::Counter { start, step, .. } => vec![(Param::Start, start.to_string()), (Param::Step, step.to_string())],
         Kind::Sequence { values } => {
@@ -560,7 +561,9 @@ pub fn param_label(p: Param) -> &'static str {
 }
 
 fn number(text: &str, what: &str) -> Result<f64, String> {
-    text.trim().parse::<f64>().ok().filter(|x| x.is_finite()).ok_or_else(|| [what, " must be a number"].concat())
+    hubsim_proto::num::parse_f64(text.trim())
+        .filter(|x| x.is_finite())
+        .ok_or_else(|| [what, " must be a number"].concat())
 }
 
 /// A generator with one parameter changed; the error says which value is wrong.
@@ -579,7 +582,7 @@ pub fn edit_kind(kind: &Kind, param: Param, text: &str) -> Result<Kind, String> 
             if *min > *max || *step < 0.0 {
                 return Err("a random walk needs min ≤ max and a step ≥ 0".into());
             }
-            *start = start.clamp(*min, *max);
+            *start = hubsim_proto::num::clamp_f64(*start, *min, *max);
         }
         (Kind::Counter { start, step, .. }, p @ (Param::Start | Param::Step)) => {
             let x = text.trim().parse::<i64>().map_err(|_| [param_label(p), " must be a whole number"].concat())?;

@@ -500,8 +500,41 @@ mod yew_glue {
         }
     }
 
-    /// Shared with every component through a `ContextProvider`.
-    pub type AppContext = yew::UseReducerHandle<AppState>;
+    /// Shared with every component through a `ContextProvider`: the reducer's handle and the state it was made
+    /// with, compared by identity.
+    ///
+    /// Every action makes a new state, so the state a component saw is the current one exactly when it is the
+    /// same allocation. Comparing the two states' addresses instead of their fields (the handle's own
+    /// `PartialEq`) gives the same renders but for an action that changes nothing, and keeps the deep comparison of
+    /// the whole state out of the bundle. The address is never dereferenced; the handle keeps the state it was made
+    /// with alive, so two contexts being compared cannot share an address unless they share the state. (Not
+    /// `&*handle` at comparison time: the handle reads the reducer's latest state, the same for old and new.)
+    #[derive(Clone)]
+    pub struct AppContext {
+        handle: yew::UseReducerHandle<AppState>,
+        state: *const AppState,
+    }
+
+    impl AppContext {
+        /// The context for the state `handle` holds now (call it in the render that made the handle).
+        pub fn new(handle: yew::UseReducerHandle<AppState>) -> Self {
+            let state: *const AppState = &*handle;
+            AppContext { handle, state }
+        }
+    }
+
+    impl PartialEq for AppContext {
+        fn eq(&self, other: &Self) -> bool {
+            std::ptr::eq(self.state, other.state)
+        }
+    }
+
+    impl std::ops::Deref for AppContext {
+        type Target = yew::UseReducerHandle<AppState>;
+        fn deref(&self) -> &Self::Target {
+            &self.handle
+        }
+    }
 }
 
 #[cfg(target_arch = "wasm32")]

@@ -3,17 +3,18 @@
 
 use yew::prelude::*;
 
-use super::property_row::PropertyRow;
-use super::{on_flag, on_number, on_text, use_app, use_controller};
+use super::property_row::view_property_row;
+use super::{on_flag, on_number, on_text};
+use crate::controller::ControllerHandle;
 use crate::form::topic_preview;
 use crate::settings::{Change, Flag, Number, Text};
-use crate::state::Action;
+use crate::state::{Action, AppContext};
 use crate::util;
 
-#[component]
-pub fn Composer() -> Html {
-    let app = use_app();
-    let ctl = use_controller();
+/// The composer panel. A plain function called by the app, not a component: it reads only the app state and the
+/// controller, which change (and re-render it) exactly when the app re-renders, and a component type costs some KB
+/// of the bundle.
+pub fn view_composer(app: &AppContext, ctl: &ControllerHandle) -> Html {
     let s = &app.settings;
     let json_state = if s.body.trim().is_empty() {
         html! {}
@@ -54,12 +55,11 @@ pub fn Composer() -> Html {
         Callback::from(move |(i, v)| edit(Change::PropertyValue(i, v)))
     };
     let on_remove = Callback::from(move |i| edit(Change::RemoveProperty(i)));
-    let rows = s.properties.iter().enumerate().map(|(i, (k, v))| {
-        html! {
-            <PropertyRow key={i} index={i} name={AttrValue::from(k.clone())} value={AttrValue::from(v.clone())}
-                on_name={on_name.clone()} on_value={on_value.clone()} on_remove={on_remove.clone()} />
-        }
-    });
+    let rows = s
+        .properties
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v))| view_property_row(i, (k, v), &on_name, &on_value, &on_remove));
     let templ = app.templates.on;
     let send = {
         let ctl = ctl.clone();
@@ -92,10 +92,10 @@ pub fn Composer() -> Html {
                     <label class="check"><input type="radio" name="body-mode" checked={templ} onchange={mode(true)} />{"Template"}</label>
                 </div>
                 if templ {
-                    { super::templates::view_editor(&app, &ctl) }
+                    { super::templates::view_editor(app, ctl) }
                 } else {
                 <label for="payload">{"Payload"}</label>
-                <textarea id="payload" rows="6" spellcheck="false" value={s.body.clone()} oninput={on_text(&app, Text::Body)} />
+                <textarea id="payload" rows="6" spellcheck="false" value={s.body.clone()} oninput={on_text(app, Text::Body)} />
                 <div class="row">
                     { json_state }
                     <button type="button" onclick={pretty}>{"Pretty-print JSON"}</button>
@@ -103,13 +103,13 @@ pub fn Composer() -> Html {
                 }
                 <div class="row">
                     <label>{"QoS"}
-                        <select onchange={on_number(&app, Number::Qos)}>
+                        <select onchange={on_number(app, Number::Qos)}>
                             <option value="0" selected={s.qos == 0}>{"0 — at most once"}</option>
                             <option value="1" selected={s.qos == 1}>{"1 — at least once"}</option>
                             <option value="2" selected={s.qos == 2}>{"2 — IoT Hub closes the connection"}</option>
                         </select>
                     </label>
-                    <label class="check"><input type="checkbox" checked={s.retain} onchange={on_flag(&app, Flag::Retain)} />{"Retain"}</label>
+                    <label class="check"><input type="checkbox" checked={s.retain} onchange={on_flag(app, Flag::Retain)} />{"Retain"}</label>
                 </div>
                 if s.qos == 2 {
                     <p class="warn-text" role="alert">{"IoT Hub does not support QoS 2: it will close the connection when this message is sent."}</p>
@@ -117,14 +117,14 @@ pub fn Composer() -> Html {
                 <fieldset>
                     <legend>{"System properties"}</legend>
                     <div class="grid2">
-                        <label>{"Content type"}<input value={s.content_type.clone()} placeholder="application/json" oninput={on_text(&app, Text::ContentType)} /></label>
-                        <label>{"Content encoding"}<input value={s.content_encoding.clone()} placeholder="utf-8" oninput={on_text(&app, Text::ContentEncoding)} /></label>
-                        <label>{"Message ID"}<input value={s.message_id.clone()} disabled={s.auto_message_id} placeholder={if s.auto_message_id { "generated for each message" } else { "" }} oninput={on_text(&app, Text::MessageId)} /></label>
-                        <label>{"Correlation ID"}<input value={s.correlation_id.clone()} oninput={on_text(&app, Text::CorrelationId)} /></label>
-                        <label>{"User ID"}<input value={s.user_id.clone()} oninput={on_text(&app, Text::UserId)} /></label>
+                        <label>{"Content type"}<input value={s.content_type.clone()} placeholder="application/json" oninput={on_text(app, Text::ContentType)} /></label>
+                        <label>{"Content encoding"}<input value={s.content_encoding.clone()} placeholder="utf-8" oninput={on_text(app, Text::ContentEncoding)} /></label>
+                        <label>{"Message ID"}<input value={s.message_id.clone()} disabled={s.auto_message_id} placeholder={if s.auto_message_id { "generated for each message" } else { "" }} oninput={on_text(app, Text::MessageId)} /></label>
+                        <label>{"Correlation ID"}<input value={s.correlation_id.clone()} oninput={on_text(app, Text::CorrelationId)} /></label>
+                        <label>{"User ID"}<input value={s.user_id.clone()} oninput={on_text(app, Text::UserId)} /></label>
                     </div>
-                    <label class="check"><input type="checkbox" checked={s.auto_message_id} onchange={on_flag(&app, Flag::AutoMessageId)} />{"Generate a message ID for each message"}</label>
-                    <label class="check"><input type="checkbox" checked={s.creation_time} onchange={on_flag(&app, Flag::CreationTime)} />{"Set creation time ($.ctime) to now"}</label>
+                    <label class="check"><input type="checkbox" checked={s.auto_message_id} onchange={on_flag(app, Flag::AutoMessageId)} />{"Generate a message ID for each message"}</label>
+                    <label class="check"><input type="checkbox" checked={s.creation_time} onchange={on_flag(app, Flag::CreationTime)} />{"Set creation time ($.ctime) to now"}</label>
                     <button type="button" onclick={routing}>{"JSON for routing"}</button>
                 </fieldset>
                 <fieldset>
@@ -139,8 +139,8 @@ pub fn Composer() -> Html {
                 </div>
                 <fieldset class="repeat">
                     <legend>{"Send repeatedly"}</legend>
-                    <label>{"Every (ms)"}<input type="number" min="10" value={s.repeat_interval_ms.to_string()} onchange={on_number(&app, Number::RepeatInterval)} /></label>
-                    <label>{"Times (0 = until stopped)"}<input type="number" min="0" value={s.repeat_count.to_string()} onchange={on_number(&app, Number::RepeatCount)} /></label>
+                    <label>{"Every (ms)"}<input type="number" min="10" value={s.repeat_interval_ms.to_string()} onchange={on_number(app, Number::RepeatInterval)} /></label>
+                    <label>{"Times (0 = until stopped)"}<input type="number" min="0" value={s.repeat_count.to_string()} onchange={on_number(app, Number::RepeatCount)} /></label>
                     if let Some(r) = &app.repeat {
                         <button type="button" onclick={stop}>{"Stop"}</button>
                         if let Some(t) = r.total {

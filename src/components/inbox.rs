@@ -4,13 +4,12 @@
 use yew::prelude::*;
 
 use super::inbox_message::InboxMessage;
-use super::use_app;
-use crate::state::Action;
+use crate::state::{Action, AppContext};
 use crate::{export, util};
 
-#[component]
-pub fn Inbox() -> Html {
-    let app = use_app();
+/// The inbox panel. A plain function called by the app, not a component: it reads only the app state, which
+/// changes (and re-renders it) exactly when the app re-renders, and a component type costs some KB of the bundle.
+pub fn view_inbox(app: &AppContext) -> Html {
     let clear = {
         let app = app.clone();
         Callback::from(move |_| app.dispatch(Action::ClearInbox))

@@ -9,9 +9,17 @@ use crate::state::InboxItem;
 /// Most application properties shown per message (a peer may send thousands; every one is in the exports).
 pub const MAX_SHOWN_PROPERTIES: usize = 50;
 
-#[derive(Properties, PartialEq)]
+#[derive(Properties)]
 pub struct InboxMessageProps {
     pub item: Rc<InboxItem>,
+}
+
+/// The same entry, not an equal one: entries never change once made, and comparing the pointer keeps a deep
+/// comparison of every entry out of the bundle.
+impl PartialEq for InboxMessageProps {
+    fn eq(&self, other: &Self) -> bool {
+        Rc::ptr_eq(&self.item, &other.item)
+    }
 }
 
 #[component]

@@ -1,21 +1,13 @@
 //! The banner a link gets instead of changing anything: what it would fill in, what it tried and may not do,
 //! and [Use these settings] [Ignore]. Nothing is applied or stored until the user accepts.
 
-use std::rc::Rc;
 use yew::prelude::*;
 
 use crate::settings::{Change, Decoded};
 
-#[derive(Properties, PartialEq)]
-pub struct LinkBannerProps {
-    pub offer: Rc<Decoded>,
-    pub on_accept: Callback<()>,
-    pub on_ignore: Callback<()>,
-}
-
-#[component]
-pub fn LinkBanner(props: &LinkBannerProps) -> Html {
-    let o = &props.offer;
+/// The banner for the settings `o` a link offers. A plain function, not a component: it has no state of its own,
+/// and a component type costs some KB of the bundle.
+pub fn view_link_banner(o: &Decoded, on_accept: Callback<MouseEvent>, on_ignore: Callback<MouseEvent>) -> Html {
     let replaces_device = o.changes.iter().any(Change::sets_identity);
     html! {
         <section class="banner" aria-labelledby="link-h">
@@ -36,9 +28,9 @@ pub fn LinkBanner(props: &LinkBannerProps) -> Html {
             }
             <div class="buttons">
                 if !o.changes.is_empty() {
-                    <button type="button" class="primary" onclick={props.on_accept.reform(|_| ())}>{"Use these settings"}</button>
+                    <button type="button" class="primary" onclick={on_accept}>{"Use these settings"}</button>
                 }
-                <button type="button" onclick={props.on_ignore.reform(|_| ())}>{"Ignore"}</button>
+                <button type="button" onclick={on_ignore}>{"Ignore"}</button>
             </div>
         </section>
     }

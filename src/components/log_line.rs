@@ -5,9 +5,17 @@ use yew::prelude::*;
 
 use crate::state::LogEntry;
 
-#[derive(Properties, PartialEq)]
+#[derive(Properties)]
 pub struct LogLineProps {
     pub entry: Rc<LogEntry>,
+}
+
+/// The same entry, not an equal one: entries never change once made, and comparing the pointer keeps a deep
+/// comparison of every entry out of the bundle.
+impl PartialEq for LogLineProps {
+    fn eq(&self, other: &Self) -> bool {
+        Rc::ptr_eq(&self.entry, &other.entry)
+    }
 }
 
 #[component]

@@ -56,6 +56,13 @@ const RULES: &[Rule] = &[
         forbidden: &["web_sys::WebSocket", "WebSocket::new", "use web_sys::{WebSocket"],
     },
     Rule {
+        invariant: "the web app and the crates it links read and write floats with hubsim_proto::num, not with core's \
+                    float parser and printers (their tables and code are a tenth of the bundle budget)",
+        scope: &["src", "crates/hubsim-proto/src", "crates/hubsim-template/src", "crates/hubsim-dtdl/src"],
+        except: &["crates/hubsim-proto/src/num.rs"],
+        forbidden: &["parse::<f64>", "parse::<f32>", "{:.*}", "f64::from_str"],
+    },
+    Rule {
         invariant: "mqttbytes (v4) is the only MQTT codec",
         scope: &["crates", "src"],
         except: &[],

@@ -62,7 +62,7 @@ impl fmt::Display for Number {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             Number::Int(i) => write!(f, "{i}"),
-            Number::Float(x) if x.is_finite() => write!(f, "{x:?}"),
+            Number::Float(x) if x.is_finite() => f.write_str(&crate::num::debug_f64(x)),
             Number::Float(_) => f.write_str("null"),
         }
     }
@@ -296,7 +296,7 @@ impl Default for ObjectWriter {
 pub enum JsonErrorKind {
     #[error("unexpected end of input")]
     UnexpectedEnd,
-    #[error("unexpected character {0:?}")]
+    #[error("unexpected character {}", crate::quote::quote_char(*.0))]
     UnexpectedChar(char),
     #[error("unexpected text after the JSON value")]
     TrailingText,
@@ -681,7 +681,7 @@ impl<'a> Parser<'a> {
                 return Ok(Value::Number(Number::Int(i)));
             }
         }
-        s.parse::<f64>().map(|f| Value::Number(Number::Float(f))).map_err(|_| (start, JsonErrorKind::InvalidNumber))
+        crate::num::parse_f64(s).map(|f| Value::Number(Number::Float(f))).ok_or((start, JsonErrorKind::InvalidNumber))
     }
 }
 

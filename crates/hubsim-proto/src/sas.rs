@@ -17,7 +17,7 @@
 //! case preserved) and compared in constant time against the primary and then the secondary key; a token whose
 //! `se` is more than five minutes in the past is expired.
 
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine;
 use core::fmt;
@@ -61,7 +61,7 @@ impl DeviceKey {
         if s.is_empty() {
             return Err(KeyError::Empty);
         }
-        STANDARD.decode(s).map(DeviceKey).map_err(|e| KeyError::NotBase64(e.to_string()))
+        decode_standard(s.as_bytes()).map(DeviceKey).map_err(KeyError::NotBase64)
     }
 
     /// Decodes base64 the way Node's `Buffer` and the browser's `atob` do: padding optional, trailing bits ignored.
@@ -80,7 +80,7 @@ impl DeviceKey {
 
     /// The canonical base64 form.
     pub fn to_base64(&self) -> String {
-        STANDARD.encode(&self.0)
+        encode_standard(&self.0)
     }
 
     /// Raw key bytes.
@@ -97,7 +97,7 @@ impl DeviceKey {
     pub fn sign(&self, message: &[u8]) -> String {
         let mut mac = self.mac();
         mac.update(message);
-        STANDARD.encode(mac.finalize().into_bytes())
+        encode_standard(&mac.finalize().into_bytes())
     }
 
     /// Constant-time check that `signature` (raw HMAC bytes) is the HMAC of `message` under this key.
@@ -289,7 +289,7 @@ impl SasToken {
         if self.is_expired(now_unix) {
             return Err(SasVerifyError::Expired { expiry: self.se, now: now_unix });
         }
-        let sig = STANDARD.decode(&self.sig).map_err(|_| SasVerifyError::SignatureNotBase64)?;
+        let sig = decode_standard(self.sig.as_bytes()).map_err(|_| SasVerifyError::SignatureNotBase64)?;
         let message = string_to_sign(&self.sr, self.se);
         // Check every key so the time taken does not reveal which one matched.
         let mut ok = false;
@@ -325,8 +325,115 @@ impl fmt::Debug for SasToken {
     }
 }
 
+/// The standard base64 alphabet.
+const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+fn sextet(b: u8) -> Option<u8> {
+    match b {
+        b'A'..=b'Z' => Some(b - b'A'),
+        b'a'..=b'z' => Some(b - b'a' + 26),
+        b'0'..=b'9' => Some(b - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    }
+}
+
+/// Padded standard base64, as the base64 crate's `STANDARD` engine writes it. Written here (as is
+/// [`decode_standard`]) because the crate's generic engine is several KB of the browser app.
+fn encode_standard(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for c in bytes.chunks(3) {
+        let n = c.iter().enumerate().fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            out.push(if i <= c.len() { char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]) } else { '=' });
+        }
+    }
+    out
+}
+
+/// Canonical padded standard base64 (no bits after the last byte), decoded and refused exactly as the base64
+/// crate's `STANDARD` engine does, with its error texts.
+fn decode_standard(s: &[u8]) -> Result<Vec<u8>, String> {
+    let invalid = |i: usize, b: u8| ["Invalid symbol ", &b.to_string(), ", offset ", &i.to_string(), "."].concat();
+    let rem = s.len() % 4;
+    if rem == 1 && s[s.len() - 1] != b'=' && sextet(s[s.len() - 1]).is_none() {
+        return Err(invalid(s.len() - 1, s[s.len() - 1]));
+    }
+    // Whole quads before the last one (or before the leftover bytes).
+    let body = s.len().saturating_sub(rem).saturating_sub(if rem == 0 { 4 } else { 0 });
+    let mut out = Vec::with_capacity(s.len() / 4 * 3);
+    for (q, quad) in s[..body].chunks(4).enumerate() {
+        let mut n = 0u32;
+        for (j, &b) in quad.iter().enumerate() {
+            n = n << 6 | u32::from(sextet(b).ok_or_else(|| invalid(q * 4 + j, b))?);
+        }
+        out.extend_from_slice(&n.to_be_bytes()[1..]);
+    }
+    let (mut sextets, mut count, mut pads, mut first_pad, mut last) = ([0u8; 4], 0, 0, 0, 0);
+    for (k, &b) in s[body..].iter().enumerate() {
+        if b == b'=' {
+            if k < 2 {
+                return Err(invalid(body + k, b));
+            }
+            if pads == 0 {
+                first_pad = k;
+            }
+            pads += 1;
+            continue;
+        }
+        if pads > 0 {
+            return Err(invalid(body + first_pad, b'='));
+        }
+        last = b;
+        sextets[count] = sextet(b).ok_or_else(|| invalid(body + k, b))?;
+        count += 1;
+    }
+    if !s.is_empty() && count < 2 {
+        return Err(["Invalid input length: ", &(body + count).to_string()].concat());
+    }
+    if (pads + count) % 4 != 0 {
+        return Err("Invalid padding".into());
+    }
+    let bytes = count * 6 / 8;
+    let mut n = sextets.iter().enumerate().fold(0u32, |n, (i, &x)| n | u32::from(x) << (26 - 6 * i));
+    if n & (!0u32 >> (bytes * 8)) != 0 {
+        let offset = (body + count - 1).to_string();
+        return Err(["Invalid last symbol ", &last.to_string(), ", offset ", &offset, "."].concat());
+    }
+    for _ in 0..bytes {
+        out.push((n >> 24) as u8);
+        n <<= 8;
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
+
+    use base64::engine::general_purpose::STANDARD;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn base64_as_the_crate_does(bytes in proptest::collection::vec(any::<u8>(), 0..40)) {
+            let e = encode_standard(&bytes);
+            prop_assert_eq!(&e, &STANDARD.encode(&bytes));
+            prop_assert_eq!(decode_standard(e.as_bytes()), Ok(bytes));
+        }
+
+        #[test]
+        fn base64_refused_as_the_crate_does(s in "[A-Za-z0-9+/=.\\- ]{0,14}") {
+            let ours = decode_standard(s.as_bytes());
+            let theirs = STANDARD.decode(&s).map_err(|e| e.to_string());
+            prop_assert_eq!(ours, theirs, "{:?}", s);
+        }
+
+        #[test]
+        fn base64_last_symbols_as_the_crate_does(s in "([A-Za-z0-9+/]{4}){0,2}[A-Za-z0-9+/]{1,4}={0,3}") {
+            prop_assert_eq!(decode_standard(s.as_bytes()), STANDARD.decode(&s).map_err(|e| e.to_string()), "{:?}", s);
+        }
+    }
     use super::*;
 
     const CLI_KEY: &str = "+XLy+MVZ+aTeOnVzN2kLeB16O+kSxmz6g3rS6fAf6rw=";

@@ -52,9 +52,9 @@ pub enum ConfigError {
     OutOfRange { field: String, problem: &'static str },
     #[error("{field}: variable {name} is declared twice")]
     Duplicate { field: String, name: String },
-    #[error("{field}: unknown payload type {found:?}; accepted types are template and fix")]
+    #[error("{field}: unknown payload type {}; accepted types are template and fix", hubsim_proto::quote::quote(.found))]
     UnknownPayloadType { field: String, found: String },
-    #[error("{field}: no top-level key {name:?} holds a template")]
+    #[error("{field}: no top-level key {} holds a template", hubsim_proto::quote::quote(.name))]
     UnknownNamedTemplate { field: String, name: String },
     #[error("{field}: not valid base64")]
     Base64 { field: String },
@@ -278,7 +278,7 @@ fn section_payload(item: &Value, field: &str, vars: &[Variable]) -> Result<Paylo
     let distribution = match get("distribution") {
         None => 100,
         Some(v) => {
-            let n = v.as_f64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()));
+            let n = v.as_f64().or_else(|| v.as_str().and_then(|s| hubsim_proto::num::parse_f64(s.trim())));
             match n {
                 Some(n) if n.fract() == 0.0 && (1.0..=100.0).contains(&n) => n as u8,
                 _ => {
@@ -481,7 +481,8 @@ fn interval_list(v: &Value, field: &str) -> Result<Vec<u32>, ConfigError> {
     let bad =
         || ConfigError::OutOfRange { field: field.into(), problem: "intervals must be whole numbers of ms from 1" };
     let one = |v: &Value| -> Result<u32, ConfigError> {
-        let n = v.as_f64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok())).ok_or_else(bad)?;
+        let n =
+            v.as_f64().or_else(|| v.as_str().and_then(|s| hubsim_proto::num::parse_f64(s.trim()))).ok_or_else(bad)?;
         if n.fract() == 0.0 && (1.0..=u32::MAX as f64).contains(&n) {
             Ok(n as u32)
         } else {

@@ -125,7 +125,10 @@ pub enum RenderError {
     HeaderJson(JsonError),
     #[error("Header: rendered header is not a JSON object")]
     HeaderNotObject,
-    #[error("Header: property {key:?} is an array or object; properties must be strings, numbers or booleans")]
+    #[error(
+        "Header: property {} is an array or object; properties must be strings, numbers or booleans",
+        hubsim_proto::quote::quote(.key)
+    )]
     HeaderValue { key: String },
     #[error("the rendered message is larger than {} bytes", MAX_RENDERED)]
     TooLarge,
@@ -321,7 +324,7 @@ fn header_properties(text: &str) -> Result<Vec<(String, String)>, RenderError> {
             Value::String(s) => s.clone(),
             Value::Bool(b) => b.to_string(),
             Value::Number(json::Number::Int(i)) => i.to_string(),
-            Value::Number(json::Number::Float(f)) => f.to_string(),
+            Value::Number(json::Number::Float(f)) => hubsim_proto::num::display_f64(*f),
             Value::Array(_) | Value::Object(_) => return Err(RenderError::HeaderValue { key: k.to_owned() }),
         };
         props.push((k.to_owned(), s));

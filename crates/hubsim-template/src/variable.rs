@@ -110,8 +110,8 @@ impl Decl<'_> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::Number(n)) => Ok(Some(n.as_f64())),
-            Some(Value::String(s)) => match s.trim().parse::<f64>() {
-                Ok(f) if f.is_finite() => Ok(Some(f)),
+            Some(Value::String(s)) => match hubsim_proto::num::parse_f64(s.trim()) {
+                Some(f) if f.is_finite() => Ok(Some(f)),
                 _ => Err(ConfigError::WrongType { field: self.field(key), expected: "a number" }),
             },
             Some(_) => Err(ConfigError::WrongType { field: self.field(key), expected: "a number" }),
@@ -190,7 +190,7 @@ impl Variable {
             if step < 0.0 {
                 return Err(d.range_err("step", "must not be negative"));
             }
-            let start = d.num("start")?.unwrap_or((lo + hi) / 2.0).clamp(lo, hi);
+            let start = hubsim_proto::num::clamp_f64(d.num("start")?.unwrap_or((lo + hi) / 2.0), lo, hi);
             Kind::Walk { start, step, min: lo, max: hi }
         } else if d.flag("sine")? {
             let period_ms = d.need("period", "a sine")?;
@@ -381,8 +381,8 @@ impl Out {
     pub(crate) fn write(&self, out: &mut String) {
         match self {
             Out::Int(i) => out.push_str(&i.to_string()),
-            Out::Float(x, Some(d)) => out.push_str(&format!("{:.*}", usize::from(*d), x)),
-            Out::Float(x, None) if x.is_finite() => out.push_str(&x.to_string()),
+            Out::Float(x, Some(d)) => out.push_str(&hubsim_proto::num::fixed_f64(*x, usize::from(*d))),
+            Out::Float(x, None) if x.is_finite() => out.push_str(&hubsim_proto::num::display_f64(*x)),
             Out::Float(..) => out.push_str("null"),
             Out::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
             Out::Text(s) => out.push_str(s),

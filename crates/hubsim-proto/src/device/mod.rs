@@ -12,6 +12,7 @@
 //! CleanSession 0, [MQTT-4.4.0-1]) and the table of outstanding twin requests keyed by `$rid`.
 
 mod session;
+mod small_map;
 #[cfg(test)]
 mod tests;
 

@@ -5,7 +5,9 @@ use mqttbytes::v4::{
     SubscribeReasonCode, Unsubscribe,
 };
 use mqttbytes::QoS;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
+
+use super::small_map::SmallMap;
 use thiserror::Error;
 
 use crate::packet::{self, Framer};
@@ -453,10 +455,10 @@ pub struct DeviceSession {
     next_publish_id: u64,
     next_pkid: u16,
     /// SUBSCRIBE/UNSUBSCRIBE awaiting their ack, by packet id.
-    pending_subs: BTreeMap<u16, Vec<TopicFilter>>,
-    pending_unsubs: BTreeMap<u16, Vec<TopicFilter>>,
+    pending_subs: SmallMap<u16, Vec<TopicFilter>>,
+    pending_unsubs: SmallMap<u16, Vec<TopicFilter>>,
     /// Outstanding twin requests by `$rid`.
-    requests: BTreeMap<RequestId, PendingRequest>,
+    requests: SmallMap<RequestId, PendingRequest>,
     next_rid: u64,
     /// Received QoS 1 packet ids in arrival order, with whether the app acknowledged them; PUBACKs go out in
     /// this order ([MQTT-4.6.0-2]; IoT Hub disconnects on out-of-order PUBACK).
@@ -483,9 +485,9 @@ impl DeviceSession {
             outgoing_bytes: 0,
             next_publish_id: 1,
             next_pkid: 1,
-            pending_subs: BTreeMap::new(),
-            pending_unsubs: BTreeMap::new(),
-            requests: BTreeMap::new(),
+            pending_subs: SmallMap::new(),
+            pending_unsubs: SmallMap::new(),
+            requests: SmallMap::new(),
             next_rid: 1,
             to_ack: VecDeque::new(),
             epoch: 0,
@@ -1071,5 +1073,5 @@ fn looks_like_json(body: &[u8]) -> bool {
         || s == "null"
         || s == "true"
         || s == "false"
-        || s.parse::<f64>().is_ok()
+        || crate::num::parse_f64(s).is_some()
 }

@@ -586,7 +586,9 @@ impl ProvisioningSession {
                 self.encode(now, &Packet::Subscribe(sub));
                 Ok(())
             }
-            (State::Connecting { .. }, other) => Err(format!("[MQTT-3.2.0-1] expected CONNACK first, got {other:?}")),
+            (State::Connecting { .. }, other) => {
+                Err(["[MQTT-3.2.0-1] expected CONNACK first, got ", crate::packet::name(&other)].concat())
+            }
             (State::Subscribing { pkid, .. }, Packet::SubAck(ack)) => {
                 if ack.pkid != *pkid {
                     return Err(format!("SUBACK for packet id {}, expected {pkid}", ack.pkid));
@@ -621,7 +623,7 @@ impl ProvisioningSession {
                 self.handle_publish(now, p)
             }
             (State::Subscribing { .. } | State::Requesting { .. } | State::Waiting { .. }, other) => {
-                Err(format!("DPS never sends {other:?} to a device"))
+                Err(["DPS never sends ", crate::packet::name(&other), " to a device"].concat())
             }
             // handle_input stops before these states; listed so that every pair has an arm.
             (State::Idle | State::Done, _) => Ok(()),
