@@ -157,8 +157,8 @@ pub fn App() -> Html {
 /// Runs `f` in the first task after the next animation frame, i.e. once what is in the DOM now has been painted
 /// (`requestAnimationFrame` runs before the paint; a message posted from it is handled after).
 fn after_next_paint(f: impl FnOnce() + 'static) {
-    let f = Rc::new(std::cell::Cell::new(Some(Box::new(f) as Box<dyn FnOnce()>)));
-    let run = Rc::clone(&f);
+    let f = std::rc::Rc::new(std::cell::Cell::new(Some(Box::new(f) as Box<dyn FnOnce()>)));
+    let run = std::rc::Rc::clone(&f);
     let frame = wasm_bindgen::closure::Closure::once_into_js(move || {
         gloo::timers::callback::Timeout::new(0, move || run.take().into_iter().for_each(|f| f())).forget();
     });
