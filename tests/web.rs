@@ -222,6 +222,8 @@ async fn the_app_mounts_with_its_accessible_controls() {
     doc.body().unwrap().append_child(&root).unwrap();
     yew::Renderer::<hubsim_web::App>::with_root(root.clone()).render();
     let status = rendered(&root, "[role=status]").await;
+    // The connect form is mounted first, the other panels once that frame is painted (the activity log is last).
+    rendered(&root, "[aria-labelledby=log-h]").await;
     // Exact names: "Connect" must be a button of its own, not a part of "Connection string".
     let texts = |selector: &str| -> Vec<String> {
         let list = root.query_selector_all(selector).unwrap();
