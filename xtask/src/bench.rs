@@ -255,6 +255,27 @@ fn emulator_rows(bin: &Path, dir: &Path, idle_n: usize) -> Result<Value> {
     }))
 }
 
+/// Writes `floor.html` beside the built app: the app's header and connect form as static HTML with the app's
+/// stylesheet and no script, so the time-to-connected row also measures what the browser alone needs to paint
+/// such a form in a new context on this machine (the floor under the app's "form ready").
+fn write_floor_page(dist: &Path) -> Result {
+    let css = std::fs::read_dir(dist)
+        .map_err(|e| format!("{}: {e}", dist.display()))?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .find(|n| n.starts_with("app-") && n.ends_with(".css"))
+        .ok_or("no app-*.css in the built app")?;
+    let html = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>hubsim floor</title>\
+         <link rel=\"stylesheet\" href=\"./{css}\"></head><body><div class=\"app\"><header class=\"top\">\
+         <div class=\"title\"><h1>hubsim</h1></div><div class=\"statusbar\"><div class=\"status\" role=\"status\">\
+         Disconnected</div></div></header><main><div class=\"columns\"><div class=\"col\"><section class=\"panel \
+         connect\"><h2>Connect</h2><form><label for=\"cs\">Connection string</label><textarea id=\"cs\"></textarea>\
+         <button type=\"submit\" class=\"primary\">Connect</button></form></section></div></div></main></div>\
+         </body></html>\n"
+    );
+    std::fs::write(dist.join("floor.html"), html).map_err(|e| e.to_string())
+}
+
 /// The browser rows (throughput vs mqtt.js, time to connected, devices per tab) against a fresh emulator.
 fn browser_rows(bin: &Path, dir: &Path) -> Result<Value> {
     step("browser: throughput vs mqtt.js, time to connected, devices per tab (headless Chromium)");
@@ -265,6 +286,7 @@ fn browser_rows(bin: &Path, dir: &Path) -> Result<Value> {
         .args(["build", "--release", "--features", "bench", "--dist"])
         .arg(&bench_dist)
         .current_dir(root()))?;
+    write_floor_page(&bench_dist)?;
     let bench_dist = bench_dist.display().to_string();
     let data = dir.join("emulator-web");
     let _ = std::fs::remove_dir_all(&data);
