@@ -115,13 +115,9 @@ async fn a_device_that_stops_reading_cannot_wedge_its_connection() {
     drop(s);
 }
 
-#[tokio::test]
-async fn a_stuck_event_stream_reader_holds_up_no_device_and_is_closed_once_quiet() {
-    use hubsim_proto::device::{Event, Telemetry};
-    let emu = Emu::start_with(|c| c.limits.http_idle_timeout = Duration::from_millis(700)).await;
-    let key = emu.device("loud").await;
+/// An `/events/stream` listener with a 4 KB receive window that has read the response head and reads nothing more.
+async fn stuck_event_listener(emu: &Emu) -> tokio::net::TcpStream {
     let owner = emu.token("iothubowner");
-    // A subscriber with a 4 KB receive window that reads the response head and then nothing.
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.set_recv_buffer_size(4096).unwrap();
     let mut sse = sock.connect(emu.r().http_addr).await.unwrap();
@@ -130,6 +126,16 @@ async fn a_stuck_event_stream_reader_holds_up_no_device_and_is_closed_once_quiet
     let mut head = [0u8; 12];
     sse.read_exact(&mut head).await.unwrap();
     assert_eq!(&head, b"HTTP/1.1 200");
+    sse
+}
+
+#[tokio::test]
+async fn a_stuck_event_stream_reader_holds_up_no_device_and_is_closed_once_quiet() {
+    use hubsim_proto::device::{Event, Telemetry};
+    let emu = Emu::start_with(|c| c.limits.http_idle_timeout = Duration::from_millis(700)).await;
+    let key = emu.device("loud").await;
+    // A subscriber with a 4 KB receive window that reads the response head and then nothing.
+    let mut sse = stuck_event_listener(&emu).await;
     // A device floods telemetry; every message is still acknowledged while the subscriber is stuck.
     let mut d = TestDevice::new("loud", key, Via::Mqtt);
     d.connect(&emu).await;
@@ -147,16 +153,8 @@ async fn a_slow_event_stream_listener_makes_the_hub_hold_at_most_the_byte_bound_
     use hubsim_proto::device::{Event, Telemetry};
     let emu = Emu::start().await;
     let key = emu.device("loud").await;
-    let owner = emu.token("iothubowner");
     // A listener with a 4 KB receive window that reads the response head, then nothing until the flood is over.
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    let mut sse = sock.connect(emu.r().http_addr).await.unwrap();
-    let req = format!("GET /events/stream HTTP/1.1\r\nhost: localhost\r\nauthorization: {owner}\r\n\r\n");
-    sse.write_all(req.as_bytes()).await.unwrap();
-    let mut head = [0u8; 12];
-    sse.read_exact(&mut head).await.unwrap();
-    assert_eq!(&head, b"HTTP/1.1 200");
+    let mut sse = stuck_event_listener(&emu).await;
     // 100 messages of 100 KB: some 20 MB of records (text and bytes), well past the 4 096-record bound's reach
     // in bytes. The hub never holds more than the byte bound for the listener.
     let mut d = TestDevice::new("loud", key, Via::Mqtt);
