@@ -276,6 +276,27 @@ fn write_floor_page(dist: &Path) -> Result {
     std::fs::write(dist.join("floor.html"), html).map_err(|e| e.to_string())
 }
 
+/// Writes `mqttjs.html` (+ its script and mqtt.js's browser build) beside the built app: a page that only
+/// connects mqtt.js to the hub given in its fragment (`#ws=…&id=…&pw=…`) and notes when CONNACK arrived, the peer
+/// of the time-to-connected row. (Debian's mosquitto here has no WebSocket listener, so mqtt.js talks to this
+/// emulator, like the throughput row.) Nothing is written when mqtt.js was not installed by the bundle row.
+fn write_mqtt_js_page(dist: &Path, mqtt_js: &Path) -> Result {
+    if !mqtt_js.exists() {
+        return Ok(());
+    }
+    std::fs::copy(mqtt_js, dist.join("mqtt.min.js")).map_err(|e| format!("{}: {e}", mqtt_js.display()))?;
+    let script = "const p = new URLSearchParams(location.hash.slice(1));\n\
+        const id = p.get('id');\n\
+        const c = mqtt.connect(p.get('ws'), { clientId: id, username: `localhost/${id}/?api-version=2021-04-12`,\n  \
+        password: p.get('pw'), protocolVersion: 4, clean: true, keepalive: 60, reconnectPeriod: 0 });\n\
+        c.on('connect', () => { window.__connack = performance.now(); c.end(true); });\n\
+        c.on('error', (e) => { window.__error = String(e); });\n";
+    std::fs::write(dist.join("mqttjs-connect.js"), script).map_err(|e| e.to_string())?;
+    let html = "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>mqtt.js connect</title>\
+        <script src=\"./mqtt.min.js\"></script><script src=\"./mqttjs-connect.js\"></script></head><body></body></html>\n";
+    std::fs::write(dist.join("mqttjs.html"), html).map_err(|e| e.to_string())
+}
+
 /// The browser rows (throughput vs mqtt.js, time to connected, devices per tab) against a fresh emulator.
 fn browser_rows(bin: &Path, dir: &Path) -> Result<Value> {
     step("browser: throughput vs mqtt.js, time to connected, devices per tab (headless Chromium)");
@@ -287,6 +308,7 @@ fn browser_rows(bin: &Path, dir: &Path) -> Result<Value> {
         .arg(&bench_dist)
         .current_dir(root()))?;
     write_floor_page(&bench_dist)?;
+    write_mqtt_js_page(&bench_dist, &dir.join("npm/node_modules/mqtt/dist/mqtt.min.js"))?;
     let bench_dist = bench_dist.display().to_string();
     let data = dir.join("emulator-web");
     let _ = std::fs::remove_dir_all(&data);

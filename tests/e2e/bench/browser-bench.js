@@ -164,11 +164,26 @@ async function main() {
         floor.push(await page.evaluate(() => window.__ttc.formReady));
         await ctx.close();
       }
+      // The peer: mqtt.js's browser build on a page that only connects (mqttjs.html, written by the bench beside
+      // the app), navigation → CONNACK from this emulator over the same WebSocket, the same fresh contexts.
+      const mqttJs = [];
+      for (let i = 0; i < 10 && process.env.MQTT_JS_TOKEN; i++) {
+        const ctx = await browser.newContext();
+        const page = await ctx.newPage();
+        const hash = new URLSearchParams({ ws: WS, id: 'bench-browser-1', pw: process.env.MQTT_JS_TOKEN }).toString();
+        await page.goto(HTTP + '/mqttjs.html#' + hash);
+        await page.waitForFunction(() => window.__connack !== undefined || window.__error !== undefined);
+        const [at, error] = await page.evaluate(() => [window.__connack, window.__error]);
+        if (error) throw new Error('mqtt.js: ' + error);
+        mqttJs.push(at);
+        await ctx.close();
+      }
       const totals = loads.map((l) => l.formReadyMs + l.clickToConnectedMs);
       out.timeToConnected = {
         medianMs: median(totals), formReadyMedianMs: median(loads.map((l) => l.formReadyMs)),
         clickToConnectedMedianMs: median(loads.map((l) => l.clickToConnectedMs)), runsMs: totals, loads,
         staticFormPaintedMedianMs: median(floor), staticFormPaintedRunsMs: floor,
+      mqttJsConnackMedianMs: mqttJs.length ? median(mqttJs) : null, mqttJsConnackRunsMs: mqttJs,
       stepsMedianMs: Object.fromEntries(Object.keys(loads[0].steps).map((k) => [k, median(loads.map((l) => l.steps[k]))])),
       };
     }
