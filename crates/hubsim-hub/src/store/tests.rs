@@ -764,3 +764,38 @@ async fn damaged_chunks_read_as_errors() {
     assert!(matches!(s.events(0, 10, None).await, Err(StoreError::Record(_))));
     assert!(matches!(s.events(0, 10, Some("a")).await, Err(StoreError::Record(_))));
 }
+
+/// A damaged chunk is the error of those who read it, not of every later write: the index steps over it, and
+/// retention deletes one whose header (its age) cannot be read.
+#[tokio::test]
+async fn a_damaged_chunk_does_not_stop_writes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path(), Retention::default());
+    group_of(&s, &["a".to_owned()]).await;
+    let damage = |chunk: Vec<u8>| {
+        let d = s.shared.db().unwrap();
+        let tx = d.begin_write().unwrap();
+        tx.open_table(EVENTS).unwrap().insert(1, chunk.as_slice()).unwrap();
+        tx.commit().unwrap();
+    };
+    // A sound header (two events, new), then events cut short.
+    damage([2u32.to_le_bytes().as_slice(), &unix_ms().to_le_bytes(), &[7, 7, 7]].concat());
+    // Enough events that group commits index them.
+    for _ in 0..(2 * INDEX_LAG as usize).div_ceil(300) {
+        group_of(&s, &vec!["b".to_owned(); 300]).await;
+    }
+    assert!(matches!(s.events(0, 10, None).await, Err(StoreError::Record(_))), "its readers' error");
+    let marks = || {
+        let d = s.shared.db().unwrap();
+        let r = d.begin_read().unwrap();
+        let mark = r.open_table(META).unwrap().get(EVENTS_INDEXED).unwrap().map_or(0, |v| v.value());
+        (mark, r.open_table(EVENTS).unwrap().first().unwrap().map(|(k, _)| k.value()))
+    };
+    assert!(marks().0 > 1, "the index went past it");
+    assert_eq!(seqs(&s.events(0, 2, Some("b")).await.unwrap()), vec![2, 3]);
+    // A header cut short: its age is unknown, so retention deletes it with the next commit.
+    damage(vec![1, 0, 0]);
+    add_event(&s, "c").await;
+    assert_eq!(marks().1, Some(2), "deleted");
+    assert_eq!(seqs(&s.events(0, 2, None).await.unwrap()), vec![2, 3]);
+}
