@@ -1043,8 +1043,16 @@ fn index_events(tx: &WriteTransaction) -> Result<u64, StoreError> {
         let (k, v) = e.map_err(db)?;
         let chunk = v.value();
         let mut devices: Vec<&str> = Vec::new();
+        upto = upto.max(k.value());
         for ev in event::chunk_events(chunk) {
-            let ev = ev?;
+            // A damaged chunk is its readers' error, not every commit's: what can be read of it is indexed.
+            let ev = match ev {
+                Ok(ev) => ev,
+                Err(e) => {
+                    tracing::warn!(chunk = k.value(), "the per-device index skips a damaged chunk of events: {e}");
+                    break;
+                }
+            };
             upto = upto.max(ev.seq);
             n += 1;
             if !ev.device.is_empty() {
@@ -1093,13 +1101,18 @@ fn enforce_event_retention(tx: &WriteTransaction, budget: u64, retention: &Reten
     while deleted < budget {
         let (key, n, size, devices) = match t.first().map_err(db)? {
             Some((k, v)) => {
-                let (n, newest) = event::chunk_header(v.value())?;
-                if count <= retention.max_events && bytes <= retention.max_event_bytes && newest >= cutoff {
+                // A chunk whose header is damaged (its age unknown) goes at once: kept, it would stop retention, and
+                // every commit with it. Events cut short are not counted off (the counters may then overcount).
+                let header = event::chunk_header(v.value());
+                let damaged = header.is_err();
+                let (n, newest) = header.unwrap_or((0, 0));
+                if damaged {
+                    tracing::warn!(chunk = k.value(), "retention deletes a damaged chunk of events");
+                } else if count <= retention.max_events && bytes <= retention.max_event_bytes && newest >= cutoff {
                     break;
                 }
                 let (mut size, mut devices) = (0u64, Vec::new());
-                for e in event::chunk_events(v.value()) {
-                    let e = e?;
+                for e in event::chunk_events(v.value()).map_while(Result::ok) {
                     size += e.record.len() as u64;
                     if !e.device.is_empty() {
                         devices.push(e.device.to_owned());

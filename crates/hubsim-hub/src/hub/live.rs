@@ -267,4 +267,65 @@ mod tests {
         feed.send(vec![1u8; 500], 500);
         assert_eq!(feed.held(), (1, 500));
     }
+    /// Listeners that come, read at random paces and go, against a model: each one gets, in order, every record
+    /// sent while it listened, except those it is told it missed; what is held stays within the bounds, and what
+    /// every listener has read is let go.
+    #[test]
+    fn listeners_at_random_paces_agree_with_a_model() {
+        let (max_records, max_bytes) = (8, 60);
+        let feed = Feed::new(max_records, max_bytes);
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut rand = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        // Per listener: the listener, the next value it expects (values are sent as 0, 1, 2, ...).
+        let mut listeners: Vec<(Listener<u64>, u64)> = Vec::new();
+        let mut sent = 0u64;
+        let poll = |l: &mut Listener<u64>| l.try_recv();
+        for step in 0..20_000 {
+            match rand(10) {
+                0 if listeners.len() < 5 => listeners.push((feed.subscribe(), sent)),
+                1 if !listeners.is_empty() => drop(listeners.swap_remove(rand(listeners.len() as u64) as usize)),
+                2..=5 => {
+                    let bytes = rand(30) as usize;
+                    assert_eq!(feed.send(sent, bytes), listeners.len(), "step {step}");
+                    sent += 1;
+                }
+                _ if !listeners.is_empty() => {
+                    let i = rand(listeners.len() as u64) as usize;
+                    let (l, next) = &mut listeners[i];
+                    for _ in 0..rand(4) {
+                        match poll(l) {
+                            Some(Some(Recv::Record(v))) => {
+                                assert_eq!(*v, *next, "step {step}: records in order, none skipped silently");
+                                *next += 1;
+                            }
+                            Some(Some(Recv::Lagged(n))) => {
+                                assert!(n > 0, "step {step}");
+                                *next += n;
+                            }
+                            Some(None) => panic!("step {step}: the feed is still there"),
+                            None => {
+                                assert_eq!(*next, sent, "step {step}: nothing to read only once all are read");
+                                break;
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+            let (records, bytes) = feed.held();
+            assert!(records <= max_records, "step {step}: {records} records held");
+            assert!(bytes <= max_bytes.max(30), "step {step}: {bytes} bytes held");
+            let unread = listeners.iter().map(|(_, next)| sent - next).max().unwrap_or(0);
+            if unread == 0 {
+                assert_eq!(feed.held(), (0, 0), "step {step}: everything read is let go");
+            }
+            let r = feed.shared.lock();
+            assert!(r.slots.len() <= max_records, "step {step}: {} slots", r.slots.len());
+        }
+    }
 }

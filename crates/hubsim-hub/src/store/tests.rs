@@ -622,3 +622,180 @@ async fn events_stored_one_per_row_are_chunked_at_open() {
     assert_eq!(seq.await.unwrap(), 8, "new events continue the old numbering");
     assert_eq!(seqs(&s.events(5, 100, Some("odd")).await.unwrap()), vec![7, 8]);
 }
+
+/// Queues one telemetry event per entry of `devs` behind a blocked write, so that they are appended in one group
+/// commit; returns their sequence numbers.
+async fn group_of(s: &Store, devs: &[String]) -> Vec<u64> {
+    let (release, wait) = std::sync::mpsc::channel::<()>();
+    let (entered, inside) = std::sync::mpsc::channel::<()>();
+    let mut blocker: Pending<'_, ()> = Box::pin(s.write(move |_| {
+        let _ = entered.send(());
+        let _ = wait.recv();
+        Ok(())
+    }));
+    queue(&mut blocker);
+    inside.recv().unwrap();
+    let events = tokio::task::unconstrained(async {
+        let mut events: Vec<Pending<'_, u64>> = Vec::new();
+        for (i, dev) in devs.iter().enumerate() {
+            let record = event::encode(&full_event(dev, i as u64));
+            let mut f: Pending<'_, u64> =
+                Box::pin(s.append_event(NewEvent { device: dev.clone(), time_ms: unix_ms(), record }));
+            queue(&mut f);
+            events.push(f);
+        }
+        events
+    })
+    .await;
+    release.send(()).unwrap();
+    blocker.await.unwrap();
+    let mut seqs = Vec::new();
+    for f in events {
+        seqs.push(f.await.unwrap());
+    }
+    seqs
+}
+
+/// Paging through `Store::events` answers as a plain list of `(seq, device)` does, whatever the groups, the index's
+/// progress, retention of whole chunks and reopening did.
+#[tokio::test]
+async fn event_pages_agree_with_a_simple_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = open(tmp.path(), Retention::default());
+    let mut model: Vec<(u64, String)> = Vec::new();
+    // xorshift: deterministic, so a failure names its step.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rand = move |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n.max(1)
+    };
+    let names = ["a", "b", "c"];
+    for step in 0..120 {
+        match rand(10) {
+            0..=3 => {
+                let n = [1, 2, 5, 255, 256, 257, 300][rand(7) as usize];
+                let devs: Vec<String> = (0..n).map(|_| names[rand(3) as usize].to_owned()).collect();
+                let got = group_of(&s, &devs).await;
+                model.extend(got.into_iter().zip(devs));
+            }
+            4 => {
+                let dev = names[rand(3) as usize];
+                let seq = add_event(&s, dev).await;
+                model.push((seq, dev.to_owned()));
+            }
+            5 => {
+                let d = s.shared.db().unwrap();
+                let tx = d.begin_write().unwrap();
+                index_events(&tx).unwrap();
+                tx.commit().unwrap();
+            }
+            6 => {
+                let keep = rand(model.len() as u64 + 1);
+                let d = s.shared.db().unwrap();
+                let tx = d.begin_write().unwrap();
+                enforce_event_retention(&tx, rand(600) + 1, &Retention { max_events: keep, ..Retention::default() })
+                    .unwrap();
+                let first = tx.open_table(EVENTS).unwrap().first().unwrap().map(|(k, _)| k.value());
+                tx.commit().unwrap();
+                model.retain(|(q, _)| first.is_some_and(|f| *q >= f));
+            }
+            7 => {
+                drop(s);
+                s = open(tmp.path(), Retention::default());
+            }
+            _ => {}
+        }
+        assert_eq!(s.event_count().await.unwrap(), model.len() as u64, "step {step}: count");
+        for _ in 0..6 {
+            let last = model.last().map_or(0, |e| e.0);
+            let after = rand(last + 3);
+            let limit = [0, 1, 3, 100, 257, 2000][rand(6) as usize];
+            let device = [None, Some("a"), Some("b"), Some("c"), Some("zz"), Some("")][rand(6) as usize];
+            let want: Vec<u64> = model
+                .iter()
+                .filter(|(q, d)| *q > after && device.is_none_or(|x| x == d))
+                .map(|e| e.0)
+                .take(limit)
+                .collect();
+            let got = seqs(&s.events(after, limit, device).await.unwrap());
+            assert_eq!(got, want, "step {step}: after {after} limit {limit} device {device:?}");
+        }
+    }
+}
+
+/// A chunk cut short or with bad bytes anywhere reads as an error (or as fewer events), never a panic.
+#[tokio::test]
+async fn damaged_chunks_read_as_errors() {
+    let mut b = event::ChunkBuilder::default();
+    for i in 0..3 {
+        b.push(10 + i, 5, "dev", &event::encode(&full_event("dev", i)));
+    }
+    let chunk = b.take();
+    for n in 0..chunk.len() {
+        let cut = &chunk[..n];
+        let read: Result<Vec<_>, _> = event::chunk_events(cut).collect();
+        let decoded =
+            read.and_then(|evs| evs.iter().try_for_each(|e| event::decode(e.seq, e.device, e.record).map(drop)));
+        // Every record's length is in the chunk, so any prefix misses part of one.
+        assert!(decoded.is_err(), "a chunk of {n} bytes of {} read as whole", chunk.len());
+        let _ = event::chunk_header(cut);
+    }
+    for (i, byte) in [0u8, 0x7f, 0xff].iter().enumerate() {
+        for at in 0..chunk.len() {
+            let mut bad = chunk.clone();
+            bad[at] = byte.wrapping_add(bad[at]).wrapping_add(i as u8 + 1);
+            for e in event::chunk_events(&bad).flatten() {
+                let _ = event::decode(e.seq, e.device, e.record);
+            }
+        }
+    }
+    // Through the store: a damaged chunk is the reader's error.
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path(), Retention::default());
+    group_of(&s, &["a".to_owned(), "b".to_owned()]).await;
+    {
+        let d = s.shared.db().unwrap();
+        let tx = d.begin_write().unwrap();
+        tx.open_table(EVENTS).unwrap().insert(1, &chunk[..chunk.len() / 2]).unwrap();
+        tx.commit().unwrap();
+    }
+    assert!(matches!(s.events(0, 10, None).await, Err(StoreError::Record(_))));
+    assert!(matches!(s.events(0, 10, Some("a")).await, Err(StoreError::Record(_))));
+}
+
+/// A damaged chunk is the error of those who read it, not of every later write: the index steps over it, and
+/// retention deletes one whose header (its age) cannot be read.
+#[tokio::test]
+async fn a_damaged_chunk_does_not_stop_writes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path(), Retention::default());
+    group_of(&s, &["a".to_owned()]).await;
+    let damage = |chunk: Vec<u8>| {
+        let d = s.shared.db().unwrap();
+        let tx = d.begin_write().unwrap();
+        tx.open_table(EVENTS).unwrap().insert(1, chunk.as_slice()).unwrap();
+        tx.commit().unwrap();
+    };
+    // A sound header (two events, new), then events cut short.
+    damage([2u32.to_le_bytes().as_slice(), &unix_ms().to_le_bytes(), &[7, 7, 7]].concat());
+    // Enough events that group commits index them.
+    for _ in 0..(2 * INDEX_LAG as usize).div_ceil(300) {
+        group_of(&s, &vec!["b".to_owned(); 300]).await;
+    }
+    assert!(matches!(s.events(0, 10, None).await, Err(StoreError::Record(_))), "its readers' error");
+    let marks = || {
+        let d = s.shared.db().unwrap();
+        let r = d.begin_read().unwrap();
+        let mark = r.open_table(META).unwrap().get(EVENTS_INDEXED).unwrap().map_or(0, |v| v.value());
+        (mark, r.open_table(EVENTS).unwrap().first().unwrap().map(|(k, _)| k.value()))
+    };
+    assert!(marks().0 > 1, "the index went past it");
+    assert_eq!(seqs(&s.events(0, 2, Some("b")).await.unwrap()), vec![2, 3]);
+    // A header cut short: its age is unknown, so retention deletes it with the next commit.
+    damage(vec![1, 0, 0]);
+    add_event(&s, "c").await;
+    assert_eq!(marks().1, Some(2), "deleted");
+    assert_eq!(seqs(&s.events(0, 2, None).await.unwrap()), vec![2, 3]);
+}
