@@ -18,7 +18,8 @@ use std::cmp::Ordering;
 
 /// `s` as `str::parse::<f64>` reads it: an optional sign, then digits with an optional `.` (at least one digit)
 /// and an optional exponent (`e`/`E`, optional sign, digits), or `inf`, `infinity`, `nan` in any case.
-/// `None` where that parser fails.
+/// `None` where that parser fails. One difference, on purpose: core saturates the exponent of a number with more
+/// than 65 536 digits (`"1"` × 10⁶ then `e-1000300` reads as infinity there); here the value is read exactly.
 pub fn parse_f64(s: &str) -> Option<f64> {
     #[cfg(target_arch = "wasm32")]
     return parse(s);
