@@ -473,38 +473,8 @@ async fn events_not_yet_indexed_are_found_per_device_and_indexed_soon_after() {
 /// Queues `n` telemetry events behind a blocked write, so that they are appended in one group commit; returns
 /// their sequence numbers. Device `x` sends every third, `y` the others.
 async fn one_group_of_events(s: &Store, n: u64) -> Vec<u64> {
-    let (release, wait) = std::sync::mpsc::channel::<()>();
-    let (entered, inside) = std::sync::mpsc::channel::<()>();
-    let mut blocker: Pending<'_, ()> = Box::pin(s.write(move |_| {
-        let _ = entered.send(());
-        let _ = wait.recv();
-        Ok(())
-    }));
-    queue(&mut blocker);
-    // The writer is inside the blocker's group: everything queued now waits for the next group.
-    inside.recv().unwrap();
-    // Unconstrained: tokio's cooperative budget would make the semaphore answer "not yet" after ~128 polls in
-    // one go, and the rest would only be queued one by one when awaited.
-    let events = tokio::task::unconstrained(async {
-        let mut events: Vec<Pending<'_, u64>> = Vec::new();
-        for i in 0..n {
-            let dev = if i % 3 == 0 { "x" } else { "y" };
-            let record = event::encode(&full_event(dev, i));
-            let mut f: Pending<'_, u64> =
-                Box::pin(s.append_event(NewEvent { device: dev.into(), time_ms: unix_ms(), record }));
-            queue(&mut f);
-            events.push(f);
-        }
-        events
-    })
-    .await;
-    release.send(()).unwrap();
-    blocker.await.unwrap();
-    let mut seqs = Vec::new();
-    for f in events {
-        seqs.push(f.await.unwrap());
-    }
-    seqs
+    let devs: Vec<String> = (0..n).map(|i| if i % 3 == 0 { "x" } else { "y" }.to_owned()).collect();
+    group_of(s, &devs).await
 }
 
 fn seqs(evs: &[EventRecord]) -> Vec<u64> {
@@ -634,7 +604,10 @@ async fn group_of(s: &Store, devs: &[String]) -> Vec<u64> {
         Ok(())
     }));
     queue(&mut blocker);
+    // The writer is inside the blocker's group: everything queued now waits for the next group.
     inside.recv().unwrap();
+    // Unconstrained: tokio's cooperative budget would make the semaphore answer "not yet" after ~128 polls in
+    // one go, and the rest would only be queued one by one when awaited.
     let events = tokio::task::unconstrained(async {
         let mut events: Vec<Pending<'_, u64>> = Vec::new();
         for (i, dev) in devs.iter().enumerate() {
