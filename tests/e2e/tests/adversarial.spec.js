@@ -2,7 +2,7 @@
 // choosing, or with absurd waits; imports and templates that would expand without bound. Each case checks that
 // no token goes where the user did not agree, that the tab stays responsive, and that the app says what happened.
 const { test, expect } = require('@playwright/test');
-const { api, newDevice, connect, subscribed } = require('./helpers');
+const { api, newDevice, connect, subscribed, watchLongTasks } = require('./helpers');
 
 const KEY = Buffer.from('a group key for the adversarial tests').toString('base64');
 
@@ -117,18 +117,6 @@ test('a DPS assigning a hub the user never named gets no token there without the
   await page.getByRole('button', { name: 'Send the token to evil.example' }).click();
   await expect.poll(() => opened.filter((u) => u.includes('evil.example')).length).toBeGreaterThan(0);
 });
-
-/** Records long main-thread tasks (> 50 ms, what a user feels as a frozen tab). */
-async function watchLongTasks(page) {
-  await page.evaluate(() => {
-    window.__longest = 0;
-    window.__busy = 0;
-    new PerformanceObserver((l) => l.getEntries().forEach((e) => {
-      window.__longest = Math.max(window.__longest, e.duration);
-      window.__busy += e.duration;
-    })).observe({ type: 'longtask' });
-  });
-}
 
 test('an imported template that would expand to a gigabyte is refused in words; the tab stays responsive', async ({ page }) => {
   await page.goto('/');

@@ -82,4 +82,16 @@ async function shot(page, name) {
   await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
 }
 
-module.exports = { serviceToken, api, newDevice, connect, subscribed, counter, counterAtLeast, axeClean, shot, HTTP };
+/** Records long main-thread tasks (> 50 ms, what a user feels as a frozen tab). */
+async function watchLongTasks(page) {
+  await page.evaluate(() => {
+    window.__longest = 0;
+    window.__busy = 0;
+    new PerformanceObserver((l) => l.getEntries().forEach((e) => {
+      window.__longest = Math.max(window.__longest, e.duration);
+      window.__busy += e.duration;
+    })).observe({ type: 'longtask' });
+  });
+}
+
+module.exports = { serviceToken, api, newDevice, connect, subscribed, counter, counterAtLeast, axeClean, shot, HTTP, watchLongTasks };

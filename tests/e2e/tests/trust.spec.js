@@ -2,7 +2,7 @@
 // erase a remembered key, a token goes to another host only after the user confirms it, a null C2D property is
 // not shown as an empty one, a C2D flood does not freeze the tab, and axe finds nothing in each main state.
 const { test, expect } = require('@playwright/test');
-const { api, newDevice, connect, subscribed, axeClean, shot, HTTP } = require('./helpers');
+const { api, newDevice, connect, subscribed, axeClean, shot, HTTP, watchLongTasks } = require('./helpers');
 
 // axe is injected as a script tag, which the app's own Content-Security-Policy (script-src 'self') forbids: the
 // scans need the policy bypassed. app.spec.js runs every flow under the policy.
@@ -121,14 +121,7 @@ test('a flood of 1000 C2D messages does not freeze the tab', async ({ page }) =>
   await connect(page, dev.cs);
   await subscribed(page);
   // Long tasks (main thread busy > 50 ms) are what a user feels as a frozen tab.
-  await page.evaluate(() => {
-    window.__longest = 0;
-    window.__busy = 0;
-    new PerformanceObserver((l) => l.getEntries().forEach((e) => {
-      window.__longest = Math.max(window.__longest, e.duration);
-      window.__busy += e.duration;
-    })).observe({ type: 'longtask' });
-  });
+  await watchLongTasks(page);
   // The device queue holds 50 (IoT Hub's limit) until each PUBACK is stored: send waves of 25 once the queue has
   // room for them, and let the app receive each wave.
   const post = (i) => api('POST', `/devices/${dev.id}/messages/devicebound`, { body: `flood ${i} ${'x'.repeat(4000)}`, properties: { i: String(i) } });
