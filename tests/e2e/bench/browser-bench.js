@@ -81,6 +81,18 @@ function markTimes() {
   document.addEventListener('click', (e) => { if (T.click === undefined) T.click = e.timeStamp; }, true);
 }
 
+/** Runs `fn(page)` on a page of a new browser context (empty cache, a new renderer), with `markTimes` installed
+ * when `marks`, and closes the context. */
+async function freshPage(browser, { marks }, fn) {
+  const ctx = await browser.newContext();
+  try {
+    if (marks) await ctx.addInitScript(markTimes);
+    await fn(await ctx.newPage());
+  } finally {
+    await ctx.close();
+  }
+}
+
 async function main() {
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM_PATH || '/usr/bin/chromium',
@@ -129,10 +141,7 @@ async function main() {
       // a fresh browser context (empty cache), median of 10; the connection string is typed between the two parts.
       const [tc] = await api('POST', '/devices-bulk', { prefix: 'bench-connect', count: 1 });
       const loads = [];
-      for (let i = 0; i < 10; i++) {
-        const ctx = await browser.newContext();
-        await ctx.addInitScript(markTimes);
-        const page = await ctx.newPage();
+      for (let i = 0; i < 10; i++) await freshPage(browser, { marks: true }, async (page) => {
         await page.goto(HTTP + '/');
         await page.waitForFunction(() => window.__ttc.formReady !== undefined);
         await page.getByLabel('Connection string', { exact: true }).fill(tc);
@@ -150,34 +159,26 @@ async function main() {
             wsCreatedMs: c('wsCreated'), wsOpenMs: c('wsOpen'), connackMs: c('firstFrame'), connectedDomMs: c('connectedDom'),
             connectedPaintedMs: c('connected') },
         });
-        await ctx.close();
-      }
+      });
       // The floor: the same header and form as static HTML with the app's stylesheet and no script (floor.html,
       // written by the bench beside the app), navigation → form painted, the same way.
       const floor = [];
-      for (let i = 0; i < 10; i++) {
-        const ctx = await browser.newContext();
-        await ctx.addInitScript(markTimes);
-        const page = await ctx.newPage();
+      for (let i = 0; i < 10; i++) await freshPage(browser, { marks: true }, async (page) => {
         await page.goto(HTTP + '/floor.html');
         await page.waitForFunction(() => window.__ttc.formReady !== undefined);
         floor.push(await page.evaluate(() => window.__ttc.formReady));
-        await ctx.close();
-      }
+      });
       // The peer: mqtt.js's browser build on a page that only connects (mqttjs.html, written by the bench beside
       // the app), navigation → CONNACK from this emulator over the same WebSocket, the same fresh contexts.
       const mqttJs = [];
-      for (let i = 0; i < 10 && process.env.MQTT_JS_TOKEN; i++) {
-        const ctx = await browser.newContext();
-        const page = await ctx.newPage();
+      for (let i = 0; i < 10 && process.env.MQTT_JS_TOKEN; i++) await freshPage(browser, { marks: false }, async (page) => {
         const hash = new URLSearchParams({ ws: WS, id: 'bench-browser-1', pw: process.env.MQTT_JS_TOKEN }).toString();
         await page.goto(HTTP + '/mqttjs.html#' + hash);
         await page.waitForFunction(() => window.__connack !== undefined || window.__error !== undefined);
         const [at, error] = await page.evaluate(() => [window.__connack, window.__error]);
         if (error) throw new Error('mqtt.js: ' + error);
         mqttJs.push(at);
-        await ctx.close();
-      }
+      });
       const totals = loads.map((l) => l.formReadyMs + l.clickToConnectedMs);
       out.timeToConnected = {
         medianMs: median(totals), formReadyMedianMs: median(loads.map((l) => l.formReadyMs)),
