@@ -12,6 +12,11 @@ use std::time::{Duration, Instant};
 const MQTT_JS: &str = "mqtt@5.16.0";
 const PAHO: &str = "paho-mqtt@1.1.0";
 
+/// mqtt.js's browser build, as the bundle row installs it under `target/bench/npm`.
+fn mqtt_js_build(dir: &Path) -> PathBuf {
+    dir.join("npm/node_modules/mqtt/dist/mqtt.min.js")
+}
+
 /// (user+system CPU seconds, current RSS KiB, peak RSS KiB) of a process.
 fn proc_stats(pid: u32) -> (f64, u64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -124,14 +129,14 @@ fn bundle(dir: &Path) -> Result<Value> {
     }
     bundle.sort();
     let npm = dir.join("npm");
-    if !npm.join("node_modules/mqtt/dist/mqtt.min.js").exists() || !npm.join("node_modules/paho-mqtt").exists() {
+    if !mqtt_js_build(dir).exists() || !npm.join("node_modules/paho-mqtt").exists() {
         std::fs::create_dir_all(&npm).map_err(|e| e.to_string())?;
         sh(Command::new("npm")
             .args(["install", "--no-audit", "--no-fund", "--prefix"])
             .arg(&npm)
             .args([MQTT_JS, PAHO]))?;
     }
-    let (mq_raw, mq_gz) = crate::util::gzip_size(&npm.join("node_modules/mqtt/dist/mqtt.min.js"))?;
+    let (mq_raw, mq_gz) = crate::util::gzip_size(&mqtt_js_build(dir))?;
     let (paho_raw, paho_gz) = crate::util::gzip_size(&npm.join("node_modules/paho-mqtt/paho-mqtt-min.js"))?;
     Ok(json!({
         "files": bundle.iter().map(|(n, r, z)| json!({"name": n, "raw": r, "gzip": z})).collect::<Vec<_>>(),
@@ -308,7 +313,7 @@ fn browser_rows(bin: &Path, dir: &Path) -> Result<Value> {
         .arg(&bench_dist)
         .current_dir(root()))?;
     write_floor_page(&bench_dist)?;
-    write_mqtt_js_page(&bench_dist, &dir.join("npm/node_modules/mqtt/dist/mqtt.min.js"))?;
+    write_mqtt_js_page(&bench_dist, &mqtt_js_build(dir))?;
     let bench_dist = bench_dist.display().to_string();
     let data = dir.join("emulator-web");
     let _ = std::fs::remove_dir_all(&data);
@@ -327,7 +332,7 @@ fn browser_rows(bin: &Path, dir: &Path) -> Result<Value> {
             .current_dir(root().join("tests/e2e"))
             .env("HUBSIM_HTTP", &emu.http)
             .env("HUBSIM_TOKEN", &emu.token)
-            .env("MQTT_JS", dir.join("npm/node_modules/mqtt/dist/mqtt.min.js"))
+            .env("MQTT_JS", mqtt_js_build(dir))
             .env("MQTT_JS_TOKEN", token.trim())
             .stderr(Stdio::inherit()),
     )

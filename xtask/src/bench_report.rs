@@ -145,7 +145,8 @@ pub fn render(r: &Value) -> String {
             if peer.is_number() {
                 line(String::new());
                 line(format!(
-                    "The peer, in the same run: mqtt.js's browser build (102.6 KB gzipped, §1) on a page that only connects, navigation → CONNACK from this emulator over the same WebSocket: **{:.0} ms** (median of 10 fresh contexts; no form, no click). Debian's mosquitto here is built without WebSockets, so it cannot be the server of this pair.",
+                    "The peer, in the same run: mqtt.js's browser build ({} gzipped, §1) on a page that only connects, navigation → CONNACK from this emulator over the same WebSocket: **{:.0} ms** (median of 10 fresh contexts; no form, no click). Debian's mosquitto here is built without WebSockets, so it cannot be the server of this pair.",
+                    kb(mq),
                     f(peer)
                 ));
             }
