@@ -642,7 +642,8 @@ impl Store {
         .await
     }
 
-    /// Records after `after`, at most `limit`; with `device`, through the index (O(results)).
+    /// Records of a row log (connections, feedback) after `after`, at most `limit`; with `device`, through the index
+    /// (O(results)). Events are stored in chunks and read by [`Store::events`].
     async fn page<T: Send + 'static>(
         &self,
         log: Log,
@@ -657,34 +658,15 @@ impl Store {
             let mut out = Vec::new();
             let from = after.saturating_add(1);
             match (device, log.index()) {
+                // These logs are indexed as they are written.
                 (Some(d), Some(index)) => {
-                    // Events are indexed a little after they are stored: those after the mark are read from the
-                    // log itself (at most about INDEX_LAG of them).
-                    let indexed = match log {
-                        Log::Events => {
-                            r.open_table(META).map_err(db)?.get(EVENTS_INDEXED).map_err(db)?.map_or(0, |v| v.value())
-                        }
-                        Log::Connections | Log::Feedback => u64::MAX,
-                    };
                     let i = r.open_table(index).map_err(db)?;
-                    for e in i.range((d.as_str(), from)..=(d.as_str(), indexed)).map_err(db)?.take(limit) {
+                    for e in i.range((d.as_str(), from)..=(d.as_str(), u64::MAX)).map_err(db)?.take(limit) {
                         let (k, _) = e.map_err(db)?;
                         let seq = k.value().1;
                         if let Some(v) = t.get(seq).map_err(db)? {
                             let (_, device, record) = v.value();
                             out.push(decode(seq, device, record)?);
-                        }
-                    }
-                    if out.len() < limit && indexed < u64::MAX {
-                        for e in t.range(from.max(indexed + 1)..).map_err(db)? {
-                            let (k, v) = e.map_err(db)?;
-                            let (_, device, record) = v.value();
-                            if device == d {
-                                out.push(decode(k.value(), device, record)?);
-                                if out.len() == limit {
-                                    break;
-                                }
-                            }
                         }
                     }
                 }
@@ -1146,37 +1128,25 @@ fn enforce_retention(tx: &WriteTransaction, log: Log, budget: u64, retention: &R
     }
     let cutoff = unix_ms().saturating_sub(retention.max_age.as_millis() as u64);
     let max = log.max(retention);
-    let mut bytes = match log {
-        Log::Events => tx.open_table(META).map_err(db)?.get(EVENT_BYTES).map_err(db)?.map(|v| v.value()),
-        Log::Connections | Log::Feedback => None,
-    };
     let mut t = tx.open_table(log.table()).map_err(db)?;
     let len = t.len().map_err(db)?;
     let mut deleted = 0;
     while deleted < budget {
-        let (seq, time, device, size) = match t.first().map_err(db)? {
+        let (seq, time, device) = match t.first().map_err(db)? {
             Some((k, v)) => {
-                let (time, device, json) = v.value();
-                (k.value(), time, device.to_owned(), json.len() as u64)
+                let (time, device, _) = v.value();
+                (k.value(), time, device.to_owned())
             }
             None => break,
         };
-        let over_bytes = bytes.is_some_and(|b| b > retention.max_event_bytes);
-        if len - deleted <= max && time >= cutoff && !over_bytes {
+        if len - deleted <= max && time >= cutoff {
             break;
-        }
-        if let Some(b) = &mut bytes {
-            *b = b.saturating_sub(size);
         }
         t.remove(seq).map_err(db)?;
         if let (Some(i), false) = (log.index(), device.is_empty()) {
             tx.open_table(i).map_err(db)?.remove((device.as_str(), seq)).map_err(db)?;
         }
         deleted += 1;
-    }
-    drop(t);
-    if let Some(b) = bytes {
-        tx.open_table(META).map_err(db)?.insert(EVENT_BYTES, b).map_err(db)?;
     }
     Ok(deleted)
 }
