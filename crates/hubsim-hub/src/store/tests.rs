@@ -55,17 +55,27 @@ fn queue<T>(f: &mut Pending<'_, T>) {
     assert!(matches!(f.as_mut().poll(&mut Context::from_waker(Waker::noop())), Poll::Pending));
 }
 
+/// Holds the writer inside one operation, returned once the writer is in it: everything queued from then on
+/// commits as one group after `release` is sent (and the blocker's future is awaited).
+fn block_writer(s: &Store) -> (Pending<'_, ()>, std::sync::mpsc::Sender<()>) {
+    let (release, wait) = std::sync::mpsc::channel::<()>();
+    let (entered, inside) = std::sync::mpsc::channel::<()>();
+    let mut blocker: Pending<'_, ()> = Box::pin(s.write(move |_| {
+        let _ = entered.send(());
+        let _ = wait.recv();
+        Ok(())
+    }));
+    queue(&mut blocker);
+    inside.recv().unwrap();
+    (blocker, release)
+}
+
 #[tokio::test]
 async fn a_failing_write_in_a_group_is_only_its_callers_error() {
     let tmp = tempfile::tempdir().unwrap();
     let s = open(tmp.path(), Retention::default());
     // Hold the writer inside one operation so the next ones queue up and commit as one group.
-    let (release, wait) = std::sync::mpsc::channel::<()>();
-    let mut blocker: Pending<'_, ()> = Box::pin(s.write(move |_| {
-        let _ = wait.recv();
-        Ok(())
-    }));
-    queue(&mut blocker);
+    let (blocker, release) = block_writer(&s);
     let mut good: Vec<Pending<'_, u64>> = Vec::new();
     let mut bad: Vec<Pending<'_, u64>> = Vec::new();
     for i in 0..6 {
@@ -274,12 +284,7 @@ async fn the_connection_log_is_capped_with_its_index() {
 async fn writers_wait_when_the_queue_is_full() {
     let tmp = tempfile::tempdir().unwrap();
     let s = Store::open_with_queue(&tmp.path().join("hubsim.redb"), Retention::default(), 4).unwrap();
-    let (release, wait) = std::sync::mpsc::channel::<()>();
-    let mut blocker: Pending<'_, ()> = Box::pin(s.write(move |_| {
-        let _ = wait.recv();
-        Ok(())
-    }));
-    queue(&mut blocker);
+    let (blocker, release) = block_writer(&s);
     let mut writes: Vec<Pending<'_, u64>> = (0..10)
         .map(|_| -> Pending<'_, u64> {
             let e = event("d");
@@ -324,12 +329,7 @@ fn full_event(device: &str, i: u64) -> EventRecord {
 async fn events_appended_in_a_group_keep_their_order_among_other_writes() {
     let tmp = tempfile::tempdir().unwrap();
     let s = open(tmp.path(), Retention::default());
-    let (release, wait) = std::sync::mpsc::channel::<()>();
-    let mut blocker: Pending<'_, ()> = Box::pin(s.write(move |_| {
-        let _ = wait.recv();
-        Ok(())
-    }));
-    queue(&mut blocker);
+    let (blocker, release) = block_writer(&s);
     // Events through the telemetry path, with closure writes that also take event numbers between them.
     let mut fast: Vec<Pending<'_, u64>> = Vec::new();
     let mut slow: Vec<Pending<'_, u64>> = Vec::new();
@@ -596,16 +596,7 @@ async fn events_stored_one_per_row_are_chunked_at_open() {
 /// Queues one telemetry event per entry of `devs` behind a blocked write, so that they are appended in one group
 /// commit; returns their sequence numbers.
 async fn group_of(s: &Store, devs: &[String]) -> Vec<u64> {
-    let (release, wait) = std::sync::mpsc::channel::<()>();
-    let (entered, inside) = std::sync::mpsc::channel::<()>();
-    let mut blocker: Pending<'_, ()> = Box::pin(s.write(move |_| {
-        let _ = entered.send(());
-        let _ = wait.recv();
-        Ok(())
-    }));
-    queue(&mut blocker);
-    // The writer is inside the blocker's group: everything queued now waits for the next group.
-    inside.recv().unwrap();
+    let (blocker, release) = block_writer(s);
     // Unconstrained: tokio's cooperative budget would make the semaphore answer "not yet" after ~128 polls in
     // one go, and the rest would only be queued one by one when awaited.
     let events = tokio::task::unconstrained(async {
