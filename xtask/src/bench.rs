@@ -2,7 +2,7 @@
 //! in one run on this machine. Writes `BENCHMARKS.md` and `target/bench/results.json`. Not part of the tests.
 
 use crate::emulator::{self, Emulator};
-use crate::util::{output, root, run as sh, step, tool, Result};
+use crate::util::{output, root, run as sh, step, tool, trunk_release, Result};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -117,7 +117,7 @@ fn arg<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
 /// Bundle sizes of the release web app and of the two MQTT clients beside it.
 fn bundle(dir: &Path) -> Result<Value> {
     step("bundle size: the web app vs mqtt.js and paho-mqtt browser builds");
-    sh(tool("trunk").args(["build", "--release"]).current_dir(root()))?;
+    sh(&mut trunk_release())?;
     let mut bundle = Vec::new();
     let (mut total_raw, mut total_gz) = (0, 0);
     for e in std::fs::read_dir(root().join("dist")).map_err(|e| e.to_string())? {
@@ -308,10 +308,7 @@ fn browser_rows(bin: &Path, dir: &Path) -> Result<Value> {
     // The browser rows need the benchmark entry points, which the shipped app (measured by `bundle`) leaves out.
     step("web app with its benchmark entry points: trunk build --release --features bench");
     let bench_dist = dir.join("dist");
-    sh(tool("trunk")
-        .args(["build", "--release", "--features", "bench", "--dist"])
-        .arg(&bench_dist)
-        .current_dir(root()))?;
+    sh(trunk_release().args(["--features", "bench", "--dist"]).arg(&bench_dist).current_dir(root()))?;
     write_floor_page(&bench_dist)?;
     write_mqtt_js_page(&bench_dist, &mqtt_js_build(dir))?;
     let bench_dist = bench_dist.display().to_string();

@@ -2,12 +2,12 @@
 //! and the connection string. Extra arguments go to `hubsim serve` (e.g. `--http-port 9090`).
 
 use crate::emulator::{self, Emulator};
-use crate::util::{root, run as sh, step, tool, Result};
+use crate::util::{root, run as sh, step, trunk_release, Result};
 
 pub fn run(args: &[String]) -> Result {
     crate::setup::run()?;
     step("build the web app (trunk build --release)");
-    sh(tool("trunk").args(["build", "--release"]).current_dir(root()))?;
+    sh(&mut trunk_release())?;
     step("build and start the emulator");
     let bin = emulator::build(true)?;
     let data = root().join(".hubsim");

@@ -5,7 +5,7 @@
 //! (a file or `-g "title"` to run a subset). `cargo xtask test` runs the same tests on IoT Hub's real ports.
 
 use crate::emulator::{self, Emulator};
-use crate::util::{root, run as sh, step, tool, Result};
+use crate::util::{root, run as sh, step, tool, trunk_release, Result};
 
 pub fn run(args: &[String]) -> Result {
     let release = args.first().is_some_and(|a| a == "--release");
@@ -13,12 +13,11 @@ pub fn run(args: &[String]) -> Result {
     crate::setup::run()?;
     crate::setup::e2e_node_modules()?;
     step(if release { "web app: trunk build --release" } else { "web app: trunk build (debug)" });
-    let mut trunk = tool("trunk");
-    trunk.arg("build").current_dir(root());
     if release {
-        trunk.arg("--release");
+        sh(&mut trunk_release())?;
+    } else {
+        sh(tool("trunk").arg("build"))?;
     }
-    sh(&mut trunk)?;
     step("start the emulator on free ports");
     let bin = emulator::build(false)?;
     let data = root().join("target").join("xtask-e2e-emulator");

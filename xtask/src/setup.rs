@@ -13,6 +13,7 @@ pub fn run() -> Result {
     step("setup: install what is missing");
     apt(APT_PACKAGES)?;
     rust_target()?;
+    rust_src()?;
     trunk()?;
     wasm_bindgen()?;
     wasm_opt()?;
@@ -56,6 +57,18 @@ pub fn apt(packages: &[&str]) -> Result {
 
 fn is_root() -> bool {
     output(Command::new("id").arg("-u")).is_some_and(|u| u.trim() == "0")
+}
+
+/// The standard library's source, which the release web build compiles for wasm32 itself
+/// ([`crate::util::trunk_release`]). rustup's distribution server is reachable here (toolchain.md).
+fn rust_src() -> Result {
+    if output(Command::new("rustup").args(["component", "list", "--installed"]))
+        .is_some_and(|t| t.lines().any(|l| l.starts_with("rust-src")))
+    {
+        eprintln!("   rust component rust-src already installed");
+        return Ok(());
+    }
+    sh(Command::new("rustup").args(["component", "add", "rust-src"]))
 }
 
 fn rust_target() -> Result {

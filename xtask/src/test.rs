@@ -1,7 +1,7 @@
 //! `cargo xtask test`: every check and test, after [`crate::setup`].
 
 use crate::emulator::{self, Emulator};
-use crate::util::{cargo, root, run as sh, step, tool, Result};
+use crate::util::{cargo, root, run as sh, step, tool, trunk_release, Result};
 use std::process::Command;
 
 pub fn run(args: &[String]) -> Result {
@@ -53,7 +53,7 @@ pub fn run(args: &[String]) -> Result {
     ]))?;
 
     step("web app: trunk build --release");
-    sh(tool("trunk").args(["build", "--release"]).current_dir(root()))?;
+    sh(&mut trunk_release())?;
     bundle_size()?;
 
     // One emulator on IoT Hub's real ports (the Python SDK cannot be told otherwise), fresh data each run,
