@@ -562,43 +562,52 @@ impl Settings {
     /// Encodes the settings for storage (`with_secrets`, and then the key only if the user asked) or for a share
     /// link (never a key, a connection string or the endpoint).
     pub fn encode(&self, with_secrets: bool) -> String {
-        let mut pairs: Vec<(&str, String)> = Vec::new();
         let keep_key = with_secrets && self.remember_key;
+        // Without the key the connection string is reduced to its non-secret parts, which then stand for the host,
+        // device and module fields (written last).
+        let cs = if keep_key { None } else { hubsim_proto::ConnectionString::parse(&self.connection_string).ok() };
+        let mut out = String::new();
+        let mut put = |k: &str, v: &str| {
+            if !out.is_empty() {
+                out.push('&');
+            }
+            out.push_str(k);
+            out.push('=');
+            percent::encode_into(v, &mut out);
+        };
         for f in TEXTS {
             let assignment = matches!(f, Text::AssignedHub | Text::AssignedDevice);
+            let from_cs = cs.is_some() && matches!(f, Text::Host | Text::DeviceId | Text::ModuleId);
             if (f.is_secret() && !keep_key)
                 || (assignment && !self.remember_assignment)
                 || (!with_secrets && !f.in_link())
+                || from_cs
             {
                 continue;
             }
-            pairs.push((f.key(), self.text(f).to_owned()));
+            put(f.key(), self.text(f));
         }
         for f in FLAGS {
             if with_secrets || f.in_link() {
-                pairs.push((f.key(), if self.flag(f) { "1" } else { "0" }.into()));
+                put(f.key(), if self.flag(f) { "1" } else { "0" });
             }
         }
         for f in NUMBERS {
-            pairs.push((f.key(), self.number(f).to_string()));
+            put(f.key(), &self.number(f).to_string());
         }
         for (k, v) in &self.properties {
-            pairs.push(("p", format!("{}={}", percent::encode(k), percent::encode(v))));
+            put("p", &[percent::encode(k), percent::encode(v)].join("="));
         }
-        // Without the key the connection string is reduced to its non-secret parts.
-        if !keep_key {
-            if let Ok(cs) = hubsim_proto::ConnectionString::parse(&self.connection_string) {
-                pairs.retain(|(k, _)| !matches!(*k, "host" | "device" | "module"));
-                pairs.push(("host", cs.host_name.clone()));
-                pairs.push(("device", cs.device_id.clone()));
-                pairs.push(("module", cs.module_id.clone().unwrap_or_default()));
-            }
+        if let Some(cs) = cs {
+            put("host", &cs.host_name);
+            put("device", &cs.device_id);
+            put("module", cs.module_id.as_deref().unwrap_or_default());
         }
-        if pairs.iter().all(|(k, _)| *k != "p") {
+        if self.properties.is_empty() {
             // An explicit empty list, so that decoding does not bring the default property back.
-            pairs.push(("p", String::new()));
+            put("p", "");
         }
-        pairs.iter().map(|(k, v)| format!("{k}={}", percent::encode(v))).collect::<Vec<_>>().join("&")
+        out
     }
 }
 
