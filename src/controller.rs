@@ -442,17 +442,17 @@ impl Controller {
             }
             Event::Subscribed { results } => {
                 let (ok, refused): (Vec<_>, Vec<_>) = results.iter().partition(|(_, g)| *g != Granted::Refused);
-                let names = |v: &[&(TopicFilter, Granted)]| {
-                    v.iter().map(|(f, _)| filter_name(f)).collect::<Vec<_>>().join(", ")
+                let names = |prefix: &str, v: &[&(TopicFilter, Granted)]| {
+                    crate::form::joined(prefix, ", ", v.iter().map(|(f, _)| filter_name(f)))
                 };
-                self.log(LogKind::Connection, format!("subscribed to {}", names(&ok)));
+                self.log(LogKind::Connection, names("subscribed to ", &ok));
                 if !refused.is_empty() {
-                    self.log(LogKind::Error, format!("the hub refused the subscription to {}", names(&refused)));
+                    self.log(LogKind::Error, names("the hub refused the subscription to ", &refused));
                 }
             }
             Event::Unsubscribed { filters } => self.log(
                 LogKind::Connection,
-                format!("unsubscribed from {}", filters.iter().map(filter_name).collect::<Vec<_>>().join(", ")),
+                crate::form::joined("unsubscribed from ", ", ", filters.iter().map(filter_name)),
             ),
             Event::UnknownPublish { topic, .. } => {
                 self.log(LogKind::Received, format!("a message on an unexpected topic: {topic}"))

@@ -596,7 +596,7 @@ impl Settings {
             put(f.key(), &self.number(f).to_string());
         }
         for (k, v) in &self.properties {
-            put("p", &[percent::encode(k), percent::encode(v)].join("="));
+            put("p", &[&*percent::encode(k), "=", &percent::encode(v)].concat());
         }
         if let Some(cs) = cs {
             put("host", &cs.host_name);

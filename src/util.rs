@@ -93,6 +93,17 @@ pub fn describe_body(bytes: &[u8]) -> (String, &'static str) {
             Ok(p) if t.trim_start().starts_with(['{', '[']) => (p, "json"),
             _ => (t.to_owned(), "text"),
         },
-        _ => (bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" "), "hex"),
+        _ => {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            let mut out = String::with_capacity(bytes.len() * 3);
+            for (i, b) in bytes.iter().enumerate() {
+                if i > 0 {
+                    out.push(' ');
+                }
+                out.push(HEX[usize::from(b >> 4)] as char);
+                out.push(HEX[usize::from(b & 15)] as char);
+            }
+            (out, "hex")
+        }
     }
 }
