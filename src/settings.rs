@@ -27,8 +27,8 @@ pub const MAX_TTL_SECS: u32 = 86_400;
 /// IoT Hub's longest keep-alive (29.45 minutes).
 pub const MAX_KEEP_ALIVE_SECS: u32 = 1177;
 
-/// Form fields and options.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Form fields and options. Equal when every field is (compared through the field tables, see `PartialEq`).
+#[derive(Clone, Debug, Eq)]
 pub struct Settings {
     pub connection_string: String,
     /// Separate fields, used when the connection string is empty.
@@ -118,6 +118,56 @@ impl Default for Settings {
             repeat_interval_ms: 1000,
             repeat_count: 10,
         }
+    }
+}
+
+/// Field by field, as a derived comparison would, but through the [`Text`], [`Flag`] and [`Number`] tables: one loop
+/// per kind instead of code for each of the 36 fields.
+impl PartialEq for Settings {
+    fn eq(&self, other: &Self) -> bool {
+        // Every field is one of the tables' or `properties`: a new field must be added here (this fails to compile).
+        let Settings {
+            connection_string: _,
+            host: _,
+            device_id: _,
+            module_id: _,
+            key: _,
+            endpoint: _,
+            clean_session: _,
+            keep_alive_secs: _,
+            qos: _,
+            api_version: _,
+            model_id: _,
+            token_ttl_secs: _,
+            remember_key: _,
+            auto_reconnect: _,
+            use_dps: _,
+            id_scope: _,
+            registration_id: _,
+            dps_key: _,
+            group_key: _,
+            dps_host: _,
+            dps_payload: _,
+            assigned_hub: _,
+            assigned_device: _,
+            remember_assignment: _,
+            body: _,
+            content_type: _,
+            content_encoding: _,
+            message_id: _,
+            auto_message_id: _,
+            correlation_id: _,
+            user_id: _,
+            creation_time: _,
+            retain: _,
+            properties,
+            repeat_interval_ms: _,
+            repeat_count: _,
+        } = self;
+        TEXTS.into_iter().all(|f| self.text(f) == other.text(f))
+            && FLAGS.into_iter().all(|f| self.flag(f) == other.flag(f))
+            && NUMBERS.into_iter().all(|f| self.number(f) == other.number(f))
+            && *properties == other.properties
     }
 }
 
@@ -936,6 +986,21 @@ mod tests {
             "model ID \"dtmi:a;1&b\" is not a DTMI",
         ] {
             assert!(r.contains(needle), "{needle} not in {r}");
+        }
+    }
+
+    #[test]
+    fn settings_differ_when_any_field_does() {
+        let d = Settings::default();
+        assert_eq!(d, d.clone());
+        let mut changes: Vec<Change> = TEXTS.into_iter().map(|f| Change::Text(f, "x\u{e9}".into())).collect();
+        changes.extend(FLAGS.into_iter().map(|f| Change::Flag(f, !d.flag(f))));
+        changes.extend(NUMBERS.into_iter().map(|f| Change::Number(f, d.number(f) + 1)));
+        changes.extend([Change::AddProperty, Change::PropertyValue(0, "true".into()), Change::RemoveProperty(0)]);
+        for c in changes {
+            let mut s = d.clone();
+            s.apply(c.clone());
+            assert_ne!(s, d, "{c:?}");
         }
     }
 
