@@ -102,12 +102,18 @@ pub fn inbox_csv<'a>(items: impl Iterator<Item = &'a InboxItem> + Clone) -> Stri
 }
 
 fn json_array(items: impl Iterator<Item = String>) -> String {
-    let items: Vec<String> = items.collect();
-    if items.is_empty() {
+    let mut out = String::from("[\n");
+    let mut empty = true;
+    for item in items {
+        if !empty {
+            out.push_str(",\n");
+        }
+        out.push_str(&item);
+        empty = false;
+    }
+    if empty {
         return "[]\n".into();
     }
-    let mut out = String::from("[\n");
-    out.push_str(&items.join(",\n"));
     out.push_str("\n]\n");
     out
 }

@@ -478,13 +478,24 @@ pub fn field_text(v: &Variable, field: &str) -> String {
     match decl.get(field) {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(a)) => {
-            let items: Vec<String> =
-                a.iter().map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned)).collect();
-            items.join(", ")
-        }
+        Some(Value::Array(a)) => list_text(a),
         Some(x) => x.to_string(),
     }
+}
+
+/// Values as the editors show them: comma-separated, a string as written and anything else as JSON.
+pub fn list_text(values: &[Value]) -> String {
+    let mut out = String::new();
+    for (i, x) in values.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        match x.as_str() {
+            Some(s) => out.push_str(s),
+            None => out.push_str(&x.to_string()),
+        }
+    }
+    out
 }
 
 /// One list item as the user typed it: JSON when it parses (numbers, `true`, quoted text), else the text.

@@ -540,11 +540,7 @@ pub fn kind_params(kind: &Kind) -> Vec<(Param, String)> {
             (Param::Start, display_f64(*start)),
         ],
         Kind::Counter { start, step, .. } => vec![(Param::Start, start.to_string()), (Param::Step, step.to_string())],
-        Kind::Sequence { values } => {
-            let texts: Vec<String> =
-                values.iter().map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned)).collect();
-            vec![(Param::Values, texts.join(", "))]
-        }
+        Kind::Sequence { values } => vec![(Param::Values, crate::library::list_text(values))],
         _ => Vec::new(),
     }
 }
@@ -802,15 +798,23 @@ pub fn method_name(component: Option<&str>, command: &str) -> String {
 pub fn describe(schema: &Schema) -> String {
     match schema {
         Schema::Enum(e) => {
-            let values: Vec<String> = e
-                .values
-                .iter()
-                .map(|v| match &v.value {
-                    EnumLiteral::Int(i) => [&v.name, "=", &i.to_string()].concat(),
-                    EnumLiteral::Str(s) => s.clone(),
-                })
-                .collect();
-            [schema.describe(), " (".into(), values.join(", "), ")".into()].concat()
+            let mut out = schema.describe();
+            out.push_str(" (");
+            for (i, v) in e.values.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                match &v.value {
+                    EnumLiteral::Int(n) => {
+                        out.push_str(&v.name);
+                        out.push('=');
+                        out.push_str(&n.to_string());
+                    }
+                    EnumLiteral::Str(s) => out.push_str(s),
+                }
+            }
+            out.push(')');
+            out
         }
         _ => schema.describe(),
     }

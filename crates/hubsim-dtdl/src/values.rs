@@ -66,8 +66,14 @@ pub fn validate(schema: &Schema, value: &Value, path: &str) -> Result<(), ValueE
             if ok {
                 Ok(())
             } else {
-                let list: Vec<String> = e.values.iter().map(|v| v.value.to_json().to_string()).collect();
-                fail(format!("one of {}", list.join(", ")))
+                let mut list = String::from("one of ");
+                for (i, v) in e.values.iter().enumerate() {
+                    if i > 0 {
+                        list.push_str(", ");
+                    }
+                    list.push_str(&v.value.to_json().to_string());
+                }
+                fail(list)
             }
         }
         Schema::Object(fields) => {
