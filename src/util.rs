@@ -31,10 +31,9 @@ pub fn uuid() -> String {
             *x = (js_sys::Math::random() * 256.0) as u8;
         }
     }
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    // The template engine's `$.Guid`: the version and variant bits set, in the 8-4-4-4-12 form.
+    let [a, b] = [&b[..8], &b[8..]].map(|h| u64::from_be_bytes(h.try_into().unwrap_or_default()));
+    hubsim_template::guid(a, b)
 }
 
 /// `Ok(pretty)` if `text` is JSON, `Err(message)` otherwise.
