@@ -131,11 +131,10 @@ impl Model {
     /// component or base.
     pub fn parse_with(text: &str, dependencies: &[&str]) -> Result<Model, ModelError> {
         let main = read(text, "")?;
-        let deps: Vec<Value> = dependencies
-            .iter()
-            .enumerate()
-            .map(|(i, d)| read(d, &format!("dependencies[{i}]")))
-            .collect::<Result<_, _>>()?;
+        let mut deps: Vec<Value> = Vec::with_capacity(dependencies.len());
+        for (i, d) in dependencies.iter().enumerate() {
+            deps.push(read(d, &format!("dependencies[{i}]"))?);
+        }
         let mut raws = Vec::new();
         collect(&main, "", &mut raws)?;
         let main_count = raws.len();

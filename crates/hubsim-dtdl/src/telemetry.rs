@@ -42,19 +42,20 @@ pub struct TelemetryPlan {
 /// One plan per interface of the model that has telemetry: the default component first, then the
 /// components in model order.
 pub fn telemetry_plans(model: &Model) -> Result<Vec<TelemetryPlan>, ConfigError> {
-    model
-        .interfaces()
-        .filter(|(_, iface)| !iface.telemetry.is_empty())
-        .map(|(component, iface)| {
-            let (template, variables) = interface_template(iface);
-            Ok(TelemetryPlan {
-                component: component.map(str::to_owned),
-                property: crate::pnp::telemetry_property(component),
-                config: Config::new(&template, variables, None)?,
-                template,
-            })
-        })
-        .collect()
+    let mut plans = Vec::new();
+    for (component, iface) in model.interfaces() {
+        if iface.telemetry.is_empty() {
+            continue;
+        }
+        let (template, variables) = interface_template(iface);
+        plans.push(TelemetryPlan {
+            component: component.map(str::to_owned),
+            property: crate::pnp::telemetry_property(component),
+            config: Config::new(&template, variables, None)?,
+            template,
+        });
+    }
+    Ok(plans)
 }
 
 /// The template of one telemetry message of `iface` and the variables it uses.

@@ -489,15 +489,20 @@ fn interval_list(v: &Value, field: &str) -> Result<Vec<u32>, ConfigError> {
             Err(bad())
         }
     };
-    let list = match v {
-        Value::Array(a) => a.iter().map(one).collect::<Result<Vec<_>, _>>()?,
-        Value::String(s) => s
-            .split([',', ';'])
-            .filter(|p| !p.is_empty())
-            .map(|p| one(&Value::String(p.into())))
-            .collect::<Result<Vec<_>, _>>()?,
-        other => vec![one(other)?],
-    };
+    let mut list = Vec::new();
+    match v {
+        Value::Array(a) => {
+            for x in a {
+                list.push(one(x)?);
+            }
+        }
+        Value::String(s) => {
+            for p in s.split([',', ';']).filter(|p| !p.is_empty()) {
+                list.push(one(&Value::String(p.into()))?);
+            }
+        }
+        other => list.push(one(other)?),
+    }
     if list.is_empty() {
         return Err(bad());
     }
