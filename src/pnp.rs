@@ -302,7 +302,10 @@ impl PnpState {
                 return;
             }
         };
-        let interfaces = model.interfaces().map(|(_, iface)| iface_state(iface)).collect();
+        let mut interfaces = Vec::new();
+        for (_, iface) in model.interfaces() {
+            interfaces.push(iface_state(iface));
+        }
         *self = PnpState {
             model: Some(Rc::new(model)),
             plans,

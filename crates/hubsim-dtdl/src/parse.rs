@@ -166,7 +166,10 @@ impl Model {
                 );
             }
         }
-        let used: Vec<&str> = raws[..main_count].iter().flat_map(|r| referenced(r.obj)).collect();
+        let mut used: Vec<&str> = Vec::new();
+        for r in &raws[..main_count] {
+            used.extend(referenced(r.obj));
+        }
         let root = raws[..main_count].iter().find(|r| !used.contains(&r.id.as_str())).unwrap_or(&raws[0]);
         let reader = Reader { raws: &raws };
         let root_iface = reader.interface(root, true, &mut Vec::new())?;
@@ -193,7 +196,13 @@ struct Raw<'a> {
 fn collect<'a>(doc: &'a Value, doc_at: &str, out: &mut Vec<Raw<'a>>) -> Result<(), ModelError> {
     let items: Vec<(String, &Value)> = match doc {
         Value::Object(_) => vec![(doc_at.to_owned(), doc)],
-        Value::Array(items) => items.iter().enumerate().map(|(i, v)| (format!("{doc_at}[{i}]"), v)).collect(),
+        Value::Array(items) => {
+            let mut list = Vec::with_capacity(items.len());
+            for (i, v) in items.iter().enumerate() {
+                list.push((format!("{doc_at}[{i}]"), v));
+            }
+            list
+        }
         _ => return err(doc_at, ModelErrorKind::NotAModel),
     };
     let doc_context = items.iter().find_map(|(_, v)| v.get("@context"));
@@ -230,11 +239,11 @@ fn doubles(names: &[&str]) -> Schema {
 }
 
 fn context_version(c: &Value) -> Result<DtdlVersion, ModelErrorKind> {
-    let list: Vec<&Value> = match c {
-        Value::Array(items) => items.iter().collect(),
-        other => vec![other],
+    let list = match c {
+        Value::Array(items) => items.as_slice(),
+        other => std::slice::from_ref(other),
     };
-    for item in &list {
+    for item in list {
         match item.as_str() {
             Some("dtmi:dtdl:context;2") => return Ok(DtdlVersion::V2),
             Some("dtmi:dtdl:context;3") => return Ok(DtdlVersion::V3),
@@ -261,11 +270,7 @@ fn interface_id(obj: &Object, at: &str, version: DtdlVersion) -> Result<String, 
 
 /// DTMIs this interface names as a component schema or a base.
 fn referenced(obj: &Object) -> Vec<&str> {
-    let mut out: Vec<&str> = match obj.get("extends") {
-        Some(Value::String(s)) => vec![s],
-        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
-        _ => Vec::new(),
-    };
+    let mut out = type_list(obj.get("extends"));
     for c in obj.get("contents").and_then(Value::as_array).unwrap_or_default() {
         if type_list(c.get("@type")).contains(&"Component") {
             out.extend(c.get("schema").and_then(Value::as_str));
@@ -276,11 +281,17 @@ fn referenced(obj: &Object) -> Vec<&str> {
 
 /// `@type` as a list of strings (a string or an array of strings; anything else gives nothing).
 fn type_list(t: Option<&Value>) -> Vec<&str> {
+    let mut out = Vec::new();
     match t {
-        Some(Value::String(s)) => vec![s],
-        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
-        _ => Vec::new(),
+        Some(Value::String(s)) => out.push(s.as_str()),
+        Some(Value::Array(a)) => {
+            for v in a {
+                out.extend(v.as_str());
+            }
+        }
+        _ => {}
     }
+    out
 }
 
 /// A DTMI per DTDL v2/v3 section "Digital Twin Model Identifier".
