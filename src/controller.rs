@@ -474,7 +474,10 @@ impl Controller {
     fn on_c2d(&self, m: hubsim_proto::device::C2dMessage) {
         self.charts.record(Source::C2d, js_sys::Date::now(), &m.payload);
         let (body, body_kind) = util::describe_body(&m.payload);
-        let system = m.properties.system_properties().map(|(k, v)| (k.wire_name(), v.to_owned())).collect();
+        let mut system = Vec::new();
+        for (k, v) in m.properties.system_properties() {
+            system.push((k.wire_name(), v.to_owned()));
+        }
         self.dispatch.dispatch(Action::C2d(InboxItem {
             seq: 0,
             time: util::clock_time(),

@@ -480,7 +480,11 @@ fn text_of(schema: &Schema, v: &Value) -> String {
 pub fn form_texts(schema: &Schema, value: &Value) -> Vec<String> {
     match schema {
         Schema::Object(fields) => {
-            fields.iter().map(|f| value.get(&f.name).map(|v| text_of(&f.schema, v)).unwrap_or_default()).collect()
+            let mut texts = Vec::with_capacity(fields.len());
+            for f in fields {
+                texts.push(value.get(&f.name).map(|v| text_of(&f.schema, v)).unwrap_or_default());
+            }
+            texts
         }
         _ => vec![text_of(schema, value)],
     }
@@ -616,13 +620,12 @@ pub fn edit_kind(kind: &Kind, param: Param, text: &str) -> Result<Kind, String> 
 
 /// Fresh generator states, one per plan, seeded from `seed` and the component (`hubsim_template::device_seed`).
 pub fn generator_states(plans: &[TelemetryPlan], seed: u64) -> Vec<DeviceState> {
-    plans
-        .iter()
-        .map(|p| {
-            let key = ["hubsim-web/", p.component.as_deref().unwrap_or("")].concat();
-            DeviceState::new("hubsim-web", hubsim_template::device_seed(seed, &key))
-        })
-        .collect()
+    let mut states = Vec::with_capacity(plans.len());
+    for p in plans {
+        let key = ["hubsim-web/", p.component.as_deref().unwrap_or("")].concat();
+        states.push(DeviceState::new("hubsim-web", hubsim_template::device_seed(seed, &key)));
+    }
+    states
 }
 
 /// One round of telemetry: a JSON message per interface with telemetry, a component's with `$.sub` (the plan's
