@@ -72,7 +72,10 @@ impl DeviceState {
             }
         }
         self.values = values;
-        self.names = vars.iter().map(|v| v.name.clone()).collect();
+        self.names.clear();
+        for v in vars {
+            self.names.push(v.name.clone());
+        }
     }
     /// The id that `$.DeviceId` renders.
     pub fn device_id(&self) -> &str {

@@ -139,12 +139,12 @@ impl Template {
     /// closest known name when one is near (edit distance at most 2, or a third of the name; case ignored).
     pub fn parse(text: &str, variables: &[Variable]) -> Result<Template, TemplateError> {
         // Declared names that a plain name scan would not capture whole, longest first (ITS's order).
-        let mut odd: Vec<(&str, usize)> = variables
-            .iter()
-            .enumerate()
-            .filter(|(_, v)| !v.name.chars().all(is_name_char))
-            .map(|(i, v)| (v.name.as_str(), i))
-            .collect();
+        let mut odd: Vec<(&str, usize)> = Vec::new();
+        for (i, v) in variables.iter().enumerate() {
+            if !v.name.chars().all(is_name_char) {
+                odd.push((v.name.as_str(), i));
+            }
+        }
         crate::insertion_sort_by(&mut odd, |a, b| a.0.len() > b.0.len());
 
         let mut parts = Vec::new();
