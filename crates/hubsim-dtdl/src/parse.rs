@@ -230,12 +230,11 @@ const IOT_CENTRAL_CONTEXT: &str = "dtmi:iotcentral:context;2";
 const GEOSPATIAL: [&str; 6] = ["point", "multiPoint", "lineString", "multiLineString", "polygon", "multiPolygon"];
 
 fn doubles(names: &[&str]) -> Schema {
-    Schema::Object(
-        names
-            .iter()
-            .map(|n| Field { name: (*n).to_owned(), display_name: None, schema: Schema::Primitive(Primitive::Double) })
-            .collect(),
-    )
+    let mut fields = Vec::with_capacity(names.len());
+    for n in names {
+        fields.push(Field { name: (*n).to_owned(), display_name: None, schema: Schema::Primitive(Primitive::Double) });
+    }
+    Schema::Object(fields)
 }
 
 fn context_version(c: &Value) -> Result<DtdlVersion, ModelErrorKind> {
@@ -382,8 +381,14 @@ fn localized(v: Option<&Value>) -> Option<String> {
 }
 
 fn semantics(types: &[&str], class: &str, obj: &Object) -> Semantics {
+    let mut co_types = Vec::new();
+    for t in types {
+        if *t != class {
+            co_types.push((*t).to_owned());
+        }
+    }
     Semantics {
-        types: types.iter().filter(|t| **t != class).map(|t| (*t).to_owned()).collect(),
+        types: co_types,
         unit: obj.get("unit").and_then(Value::as_str).map(str::to_owned),
     }
 }

@@ -92,12 +92,10 @@ pub fn reported_patch(component: Option<&str>, property: &str, value: Value) -> 
 pub fn read_only_defaults(model: &Model) -> Value {
     let mut patch = Object::new();
     for (component, iface) in model.interfaces() {
-        let props: Object = iface
-            .properties
-            .iter()
-            .filter(|p| !p.writable)
-            .map(|p| (p.name.clone(), crate::values::default_value(&p.schema)))
-            .collect();
+        let mut props = Object::new();
+        for p in iface.properties.iter().filter(|p| !p.writable) {
+            props.insert(p.name.clone(), crate::values::default_value(&p.schema));
+        }
         if props.is_empty() {
             continue;
         }

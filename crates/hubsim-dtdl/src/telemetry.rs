@@ -86,7 +86,10 @@ pub fn generator(schema: &Schema, name: &str, semantics: &Semantics, vars: &mut 
                 out.push_str("null");
                 return;
             }
-            let values = e.values.iter().map(|v| text_or_json(&v.value.to_json())).collect();
+            let mut values = Vec::with_capacity(e.values.len());
+            for v in &e.values {
+                values.push(text_or_json(&v.value.to_json()));
+            }
             placeholder(declare(vars, name, Kind::Sequence { values }, None), e.string_values, out);
         }
         Schema::Object(fields) => {
@@ -129,8 +132,7 @@ pub fn generator(schema: &Schema, name: &str, semantics: &Semantics, vars: &mut 
 
 /// The variable kind, decimals and quoting for a primitive.
 fn primitive_kind(p: Primitive, name: &str, semantics: &Semantics) -> (Kind, Option<u8>, bool) {
-    let seq =
-        |values: [&str; 3]| Kind::Sequence { values: values.iter().map(|v| Value::String((*v).to_owned())).collect() };
+    let seq = |values: [&str; 3]| Kind::Sequence { values: Vec::from(values.map(|v| Value::String(v.to_owned()))) };
     match p {
         Primitive::Double | Primitive::Float => {
             let has = |t: &str| semantics.types.iter().any(|s| s == t);
