@@ -423,35 +423,30 @@ pub fn file_too_large(len: f64) -> Option<String> {
 }
 
 fn iface_state(iface: &Interface) -> IfaceState {
-    IfaceState {
-        telemetry: iface.telemetry.iter().map(|_| Live::default()).collect(),
-        properties: iface
-            .properties
-            .iter()
-            .map(|p| PropState {
-                fields: form_texts(&p.schema, &default_value(&p.schema)),
-                error: None,
-                choice: Choice::Accept,
-                reason: "rejected in hubsim web".into(),
-                desired: None,
-                ack: None,
-            })
-            .collect(),
-        commands: iface
-            .commands
-            .iter()
-            .map(|c| CmdState {
-                fields: c
-                    .response
-                    .as_ref()
-                    .map(|r| form_texts(&r.schema, &default_value(&r.schema)))
-                    .unwrap_or_default(),
-                error: None,
-                status: 200,
-                last: None,
-            })
-            .collect(),
+    let mut s = IfaceState {
+        telemetry: vec![Live::default(); iface.telemetry.len()],
+        properties: Vec::with_capacity(iface.properties.len()),
+        commands: Vec::with_capacity(iface.commands.len()),
+    };
+    for p in &iface.properties {
+        s.properties.push(PropState {
+            fields: form_texts(&p.schema, &default_value(&p.schema)),
+            error: None,
+            choice: Choice::Accept,
+            reason: "rejected in hubsim web".into(),
+            desired: None,
+            ack: None,
+        });
     }
+    for c in &iface.commands {
+        s.commands.push(CmdState {
+            fields: c.response.as_ref().map(|r| form_texts(&r.schema, &default_value(&r.schema))).unwrap_or_default(),
+            error: None,
+            status: 200,
+            last: None,
+        });
+    }
+    s
 }
 
 /// True for schemas whose JSON value is a string typed as text in a form (strings, dates, times, durations and
