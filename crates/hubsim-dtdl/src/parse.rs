@@ -434,10 +434,10 @@ impl<'a> Reader<'_, 'a> {
         let mut names: Vec<String> = Vec::new();
 
         // Inherited contents first.
-        let bases_of: Vec<&Value> = match obj.get("extends") {
-            None => Vec::new(),
-            Some(Value::Array(a)) => a.iter().collect(),
-            Some(one) => vec![one],
+        let bases_of = match obj.get("extends") {
+            None => &[][..],
+            Some(Value::Array(a)) => a.as_slice(),
+            Some(one) => std::slice::from_ref(one),
         };
         for base in bases_of {
             let base_raw;
@@ -476,10 +476,18 @@ impl<'a> Reader<'_, 'a> {
             bases.push(raw.id.clone());
             let inherited = self.interface(base_ref, allow_components, bases)?;
             bases.pop();
-            names.extend(inherited.telemetry.iter().map(|t| t.name.clone()));
-            names.extend(inherited.properties.iter().map(|p| p.name.clone()));
-            names.extend(inherited.commands.iter().map(|c| c.name.clone()));
-            names.extend(inherited.components.iter().map(|c| c.name.clone()));
+            for t in &inherited.telemetry {
+                names.push(t.name.clone());
+            }
+            for p in &inherited.properties {
+                names.push(p.name.clone());
+            }
+            for c in &inherited.commands {
+                names.push(c.name.clone());
+            }
+            for c in &inherited.components {
+                names.push(c.name.clone());
+            }
             iface.telemetry.extend(inherited.telemetry);
             iface.properties.extend(inherited.properties);
             iface.commands.extend(inherited.commands);
