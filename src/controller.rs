@@ -441,7 +441,14 @@ impl Controller {
                 self.log(LogKind::Error, format!("{} failed: {why}", request_name(kind)))
             }
             Event::Subscribed { results } => {
-                let (ok, refused): (Vec<_>, Vec<_>) = results.iter().partition(|(_, g)| *g != Granted::Refused);
+                let (mut ok, mut refused) = (Vec::new(), Vec::new());
+                for r in &results {
+                    if r.1 == Granted::Refused {
+                        refused.push(r);
+                    } else {
+                        ok.push(r);
+                    }
+                }
                 let names = |prefix: &str, v: &[&(TopicFilter, Granted)]| {
                     crate::form::joined(prefix, ", ", v.iter().map(|(f, _)| filter_name(f)))
                 };

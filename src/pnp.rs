@@ -488,7 +488,13 @@ pub fn form_texts(schema: &Schema, value: &Value) -> Vec<String> {
 /// The labels of a value's form: the field names of an Object, else the value's own name.
 pub fn form_labels<'a>(schema: &'a Schema, name: &'a str) -> Vec<&'a str> {
     match schema {
-        Schema::Object(fields) => fields.iter().map(|f| f.name.as_str()).collect(),
+        Schema::Object(fields) => {
+            let mut labels = Vec::with_capacity(fields.len());
+            for f in fields {
+                labels.push(f.name.as_str());
+            }
+            labels
+        }
         _ => vec![name],
     }
 }

@@ -197,8 +197,9 @@ pub fn parse_desired(model: &Model, patch: &Value) -> DesiredPatch {
         }
         match (model.root.component(key), value) {
             (Some(c), Value::Null) => {
-                let writable = c.interface.properties.iter().filter(|p| p.writable);
-                out.removed.extend(writable.map(|p| (Some(c.name.clone()), p.name.clone())));
+                for p in c.interface.properties.iter().filter(|p| p.writable) {
+                    out.removed.push((Some(c.name.clone()), p.name.clone()));
+                }
             }
             (Some(c), Value::Object(section)) => {
                 for (k, v) in section.iter() {

@@ -40,7 +40,11 @@ pub fn default_value(schema: &Schema) -> Value {
         },
         Schema::Enum(e) => e.values.first().map_or(Value::Null, |v| v.value.to_json()),
         Schema::Object(fields) => {
-            Value::Object(fields.iter().map(|f| (f.name.clone(), default_value(&f.schema))).collect())
+            let mut o = Object::new();
+            for f in fields {
+                o.insert(f.name.clone(), default_value(&f.schema));
+            }
+            Value::Object(o)
         }
         Schema::Map { .. } => Value::Object(Object::new()),
         Schema::Array(_) => Value::Array(Vec::new()),
@@ -82,10 +86,16 @@ pub fn validate(schema: &Schema, value: &Value, path: &str) -> Result<(), ValueE
                 match fields.iter().find(|f| f.name == k) {
                     Some(f) => validate(&f.schema, v, &join(path, k))?,
                     None => {
-                        let names: Vec<&str> = fields.iter().map(|f| f.name.as_str()).collect();
+                        let mut expected = String::from("no other fields than ");
+                        for (i, f) in fields.iter().enumerate() {
+                            if i > 0 {
+                                expected.push_str(", ");
+                            }
+                            expected.push_str(&f.name);
+                        }
                         return Err(ValueError {
                             path: join(path, k),
-                            expected: format!("no other fields than {}", names.join(", ")),
+                            expected,
                             found: "an unknown field".into(),
                         });
                     }
