@@ -456,7 +456,18 @@ impl Change {
             Change::Number(n, v) => (n.label().into(), v.to_string()),
             Change::Properties(p) => (
                 "application properties".into(),
-                p.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", "),
+                {
+                    let mut out = String::new();
+                    for (i, (k, v)) in p.iter().enumerate() {
+                        if i > 0 {
+                            out.push_str(", ");
+                        }
+                        out.push_str(k);
+                        out.push('=');
+                        out.push_str(v);
+                    }
+                    out
+                },
             ),
             Change::AddProperty | Change::PropertyName(..) | Change::PropertyValue(..) | Change::RemoveProperty(_) => {
                 ("application properties".into(), String::new())

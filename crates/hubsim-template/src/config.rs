@@ -453,7 +453,12 @@ fn distribution_entries(spec: &str) -> Vec<(String, &str)> {
 
 /// Standard base64 with padding, as .NET's `Convert.FromBase64String` (whitespace ignored).
 fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let chars: Vec<u8> = s.bytes().filter(|c| !c.is_ascii_whitespace()).collect();
+    let mut chars: Vec<u8> = Vec::with_capacity(s.len());
+    for c in s.bytes() {
+        if !c.is_ascii_whitespace() {
+            chars.push(c);
+        }
+    }
     if !chars.len().is_multiple_of(4) {
         return None;
     }
