@@ -454,21 +454,18 @@ impl Change {
             Change::Text(t, v) => (t.label().into(), clip(v)),
             Change::Flag(f, v) => (f.label().into(), if *v { "on" } else { "off" }.into()),
             Change::Number(n, v) => (n.label().into(), v.to_string()),
-            Change::Properties(p) => (
-                "application properties".into(),
-                {
-                    let mut out = String::new();
-                    for (i, (k, v)) in p.iter().enumerate() {
-                        if i > 0 {
-                            out.push_str(", ");
-                        }
-                        out.push_str(k);
-                        out.push('=');
-                        out.push_str(v);
+            Change::Properties(p) => ("application properties".into(), {
+                let mut out = String::new();
+                for (i, (k, v)) in p.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
                     }
-                    out
-                },
-            ),
+                    out.push_str(k);
+                    out.push('=');
+                    out.push_str(v);
+                }
+                out
+            }),
             Change::AddProperty | Change::PropertyName(..) | Change::PropertyValue(..) | Change::RemoveProperty(_) => {
                 ("application properties".into(), String::new())
             }

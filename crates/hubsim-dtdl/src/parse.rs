@@ -387,10 +387,7 @@ fn semantics(types: &[&str], class: &str, obj: &Object) -> Semantics {
             co_types.push((*t).to_owned());
         }
     }
-    Semantics {
-        types: co_types,
-        unit: obj.get("unit").and_then(Value::as_str).map(str::to_owned),
-    }
+    Semantics { types: co_types, unit: obj.get("unit").and_then(Value::as_str).map(str::to_owned) }
 }
 
 struct Reader<'r, 'a> {

@@ -93,11 +93,7 @@ pub fn validate(schema: &Schema, value: &Value, path: &str) -> Result<(), ValueE
                             }
                             expected.push_str(&f.name);
                         }
-                        return Err(ValueError {
-                            path: join(path, k),
-                            expected,
-                            found: "an unknown field".into(),
-                        });
+                        return Err(ValueError { path: join(path, k), expected, found: "an unknown field".into() });
                     }
                 }
             }
