@@ -328,8 +328,7 @@ impl PnpState {
     /// The state of a component's property by name.
     fn find_prop_mut(&mut self, component: Option<&str>, property: &str) -> Option<&mut PropState> {
         let model = self.model.clone()?;
-        let (i, iface) =
-            model.interfaces().enumerate().find(|(_, (c, _))| *c == component).map(|(i, (_, f))| (i, f))?;
+        let (i, iface) = component_index(&model, component)?;
         let p = iface.properties.iter().position(|p| p.name == property)?;
         self.prop_mut(i, p)
     }
@@ -347,9 +346,9 @@ impl PnpState {
         self.sent += 1;
         let Some(model) = self.model.clone() else { return };
         let Ok(v) = json::parse(body) else { return };
-        let Some((i, iface)) = model.interfaces().enumerate().find(|(_, (c, _))| *c == component) else { return };
+        let Some((i, iface)) = component_index(&model, component) else { return };
         let Some(state) = self.interfaces.get_mut(i) else { return };
-        for (t, live) in iface.1.telemetry.iter().zip(state.telemetry.iter_mut()) {
+        for (t, live) in iface.telemetry.iter().zip(state.telemetry.iter_mut()) {
             let Some(x) = v.get(&t.name) else { continue };
             live.last = x.to_string();
         }
@@ -410,6 +409,16 @@ impl PnpState {
             }
         }
     }
+}
+
+/// The index (in `Model::interfaces` order) and interface of a component (`None`: the default component).
+fn component_index<'m>(model: &'m Model, component: Option<&str>) -> Option<(usize, &'m Interface)> {
+    for (i, (c, iface)) in model.interfaces().enumerate() {
+        if c == component {
+            return Some((i, iface));
+        }
+    }
+    None
 }
 
 fn too_large(len: usize) -> String {
