@@ -441,18 +441,25 @@ impl Controller {
                 self.log(LogKind::Error, format!("{} failed: {why}", request_name(kind)))
             }
             Event::Subscribed { results } => {
-                let (ok, refused): (Vec<_>, Vec<_>) = results.iter().partition(|(_, g)| *g != Granted::Refused);
-                let names = |v: &[&(TopicFilter, Granted)]| {
-                    v.iter().map(|(f, _)| filter_name(f)).collect::<Vec<_>>().join(", ")
+                let (mut ok, mut refused) = (Vec::new(), Vec::new());
+                for r in &results {
+                    if r.1 == Granted::Refused {
+                        refused.push(r);
+                    } else {
+                        ok.push(r);
+                    }
+                }
+                let names = |prefix: &str, v: &[&(TopicFilter, Granted)]| {
+                    crate::form::joined(prefix, ", ", v.iter().map(|(f, _)| filter_name(f)))
                 };
-                self.log(LogKind::Connection, format!("subscribed to {}", names(&ok)));
+                self.log(LogKind::Connection, names("subscribed to ", &ok));
                 if !refused.is_empty() {
-                    self.log(LogKind::Error, format!("the hub refused the subscription to {}", names(&refused)));
+                    self.log(LogKind::Error, names("the hub refused the subscription to ", &refused));
                 }
             }
             Event::Unsubscribed { filters } => self.log(
                 LogKind::Connection,
-                format!("unsubscribed from {}", filters.iter().map(filter_name).collect::<Vec<_>>().join(", ")),
+                crate::form::joined("unsubscribed from ", ", ", filters.iter().map(filter_name)),
             ),
             Event::UnknownPublish { topic, .. } => {
                 self.log(LogKind::Received, format!("a message on an unexpected topic: {topic}"))
@@ -474,7 +481,10 @@ impl Controller {
     fn on_c2d(&self, m: hubsim_proto::device::C2dMessage) {
         self.charts.record(Source::C2d, js_sys::Date::now(), &m.payload);
         let (body, body_kind) = util::describe_body(&m.payload);
-        let system = m.properties.system_properties().map(|(k, v)| (k.wire_name(), v.to_owned())).collect();
+        let mut system = Vec::new();
+        for (k, v) in m.properties.system_properties() {
+            system.push((k.wire_name(), v.to_owned()));
+        }
         self.dispatch.dispatch(Action::C2d(InboxItem {
             seq: 0,
             time: util::clock_time(),

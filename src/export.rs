@@ -23,9 +23,9 @@ pub fn log_json<'a>(entries: impl Iterator<Item = &'a LogEntry>) -> String {
 /// The log as CSV: `time,kind,text`.
 pub fn log_csv<'a>(entries: impl Iterator<Item = &'a LogEntry>) -> String {
     let mut out = String::new();
-    csv_row(&mut out, ["time", "kind", "text"]);
+    csv_row(&mut out, &["time", "kind", "text"]);
     for l in entries {
-        csv_row(&mut out, [l.time.as_str(), l.kind.as_str(), l.text.as_str()]);
+        csv_row(&mut out, &[l.time.as_str(), l.kind.as_str(), l.text.as_str()]);
     }
     out
 }
@@ -33,8 +33,18 @@ pub fn log_csv<'a>(entries: impl Iterator<Item = &'a LogEntry>) -> String {
 /// The inbox as a JSON array of `{"time", "body", "systemProperties", "applicationProperties"}`.
 pub fn inbox_json<'a>(items: impl Iterator<Item = &'a InboxItem>) -> String {
     json_array(items.map(|m| {
-        let system = json_object(m.system.iter().map(|(k, v)| (k.as_str(), Some(v.as_str()))));
-        let application = json_object(m.application.iter().map(|(k, v)| (k.as_str(), v.as_deref())));
+        let mut system = ObjectWriter::new();
+        for (k, v) in &m.system {
+            system.string(k, v);
+        }
+        let mut application = ObjectWriter::new();
+        for (k, v) in &m.application {
+            match v {
+                Some(v) => application.string(k, v),
+                None => application.raw(k, "null"),
+            };
+        }
+        let (system, application) = (system.finish(), application.finish());
         ObjectWriter::new()
             .string("time", &m.time)
             .string("body", &m.body)
@@ -75,14 +85,24 @@ pub fn inbox_csv<'a>(items: impl Iterator<Item = &'a InboxItem> + Clone) -> Stri
         m.application.iter().for_each(|(k, _)| add(true, k, &mut columns));
     }
     let mut out = String::new();
-    let other = left_out.then_some("other properties");
-    csv_row(&mut out, ["time", "body"].into_iter().chain(columns.iter().copied()).chain(other));
+    let mut head = vec!["time", "body"];
+    head.extend_from_slice(&columns);
+    if left_out {
+        head.push("other properties");
+    }
+    csv_row(&mut out, &head);
     for m in items {
         let mut cells: Vec<Option<&str>> = vec![None; columns.len()];
         let mut rest = String::new();
-        let props = m.system.iter().map(|(k, v)| (false, k, Some(v.as_str())));
-        for (app, k, v) in props.chain(m.application.iter().map(|(k, v)| (true, k, v.as_deref()))) {
-            match find(&index, (app, k.as_str())).ok().map(|at| index[at].1) {
+        let mut props: Vec<(bool, &str, Option<&str>)> = Vec::with_capacity(m.system.len() + m.application.len());
+        for (k, v) in &m.system {
+            props.push((false, k, Some(v)));
+        }
+        for (k, v) in &m.application {
+            props.push((true, k, v.as_deref()));
+        }
+        for (app, k, v) in props {
+            match find(&index, (app, k)).ok().map(|at| index[at].1) {
                 Some(i) if cells[i].is_none() => cells[i] = Some(v.unwrap_or("")),
                 Some(_) => {}
                 None => {
@@ -95,38 +115,38 @@ pub fn inbox_csv<'a>(items: impl Iterator<Item = &'a InboxItem> + Clone) -> Stri
                 }
             }
         }
-        let row = [m.time.as_str(), m.body.as_str()].into_iter().chain(cells.iter().map(|c| c.unwrap_or("")));
-        csv_row(&mut out, row.chain(left_out.then_some(rest.as_str())));
+        let mut row = vec![m.time.as_str(), m.body.as_str()];
+        for c in &cells {
+            row.push(c.unwrap_or(""));
+        }
+        if left_out {
+            row.push(&rest);
+        }
+        csv_row(&mut out, &row);
     }
     out
 }
 
 fn json_array(items: impl Iterator<Item = String>) -> String {
-    let items: Vec<String> = items.collect();
-    if items.is_empty() {
+    let mut out = String::from("[\n");
+    let mut empty = true;
+    for item in items {
+        if !empty {
+            out.push_str(",\n");
+        }
+        out.push_str(&item);
+        empty = false;
+    }
+    if empty {
         return "[]\n".into();
     }
-    let mut out = String::from("[\n");
-    out.push_str(&items.join(",\n"));
     out.push_str("\n]\n");
     out
 }
 
-/// A JSON object of string-or-null members.
-fn json_object<'a>(pairs: impl Iterator<Item = (&'a str, Option<&'a str>)>) -> String {
-    let mut w = ObjectWriter::new();
-    for (k, v) in pairs {
-        match v {
-            Some(v) => w.string(k, v),
-            None => w.raw(k, "null"),
-        };
-    }
-    w.finish()
-}
-
 /// Appends one CSV record (RFC 4180, CRLF) with every cell guarded.
-fn csv_row<'a>(out: &mut String, cells: impl IntoIterator<Item = &'a str>) {
-    for (i, cell) in cells.into_iter().enumerate() {
+fn csv_row(out: &mut String, cells: &[&str]) {
+    for (i, cell) in cells.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }

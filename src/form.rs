@@ -205,6 +205,18 @@ pub fn topic_preview(s: &Settings) -> String {
     DeviceTopic::Telemetry { identity, properties: telemetry(s, mid, "<now>").properties }.to_string()
 }
 
+/// `prefix`, then `items` separated by `sep`.
+pub fn joined<'a>(prefix: &str, sep: &str, items: impl IntoIterator<Item = &'a str>) -> String {
+    let mut out = String::from(prefix);
+    for (i, s) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push_str(sep);
+        }
+        out.push_str(s);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

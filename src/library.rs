@@ -112,12 +112,20 @@ impl Message {
         o.insert("name".into(), s(&self.name));
         o.insert((if self.template { "template" } else { "text" }).into(), s(&self.body));
         if self.template {
-            o.insert("variables".into(), Value::Array(self.variables.iter().map(Variable::to_json).collect()));
+            let mut vars = Vec::with_capacity(self.variables.len());
+            for v in &self.variables {
+                vars.push(v.to_json());
+            }
+            o.insert("variables".into(), Value::Array(vars));
             if !self.header.is_empty() {
                 o.insert("header".into(), s(&self.header));
             }
         }
-        o.insert("properties".into(), Value::Object(self.properties.iter().map(|(k, v)| (k.clone(), s(v))).collect()));
+        let mut props = Object::new();
+        for (k, v) in &self.properties {
+            props.insert(k.clone(), s(v));
+        }
+        o.insert("properties".into(), Value::Object(props));
         o.insert("qos".into(), int(u32::from(self.qos)));
         o.insert("every".into(), int(self.every_ms));
         o.insert("jitter".into(), int(self.jitter_ms));
@@ -241,7 +249,11 @@ pub fn check_name(name: &str) -> Result<String, String> {
 pub fn export(messages: &[Message]) -> String {
     let mut o = Object::new();
     o.insert("hubsimMessages".into(), int(1));
-    o.insert("messages".into(), Value::Array(messages.iter().map(Message::to_json).collect()));
+    let mut list = Vec::with_capacity(messages.len());
+    for m in messages {
+        list.push(m.to_json());
+    }
+    o.insert("messages".into(), Value::Array(list));
     Value::Object(o).to_string()
 }
 
@@ -478,13 +490,24 @@ pub fn field_text(v: &Variable, field: &str) -> String {
     match decl.get(field) {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(a)) => {
-            let items: Vec<String> =
-                a.iter().map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned)).collect();
-            items.join(", ")
-        }
+        Some(Value::Array(a)) => list_text(a),
         Some(x) => x.to_string(),
     }
+}
+
+/// Values as the editors show them: comma-separated, a string as written and anything else as JSON.
+pub fn list_text(values: &[Value]) -> String {
+    let mut out = String::new();
+    for (i, x) in values.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        match x.as_str() {
+            Some(s) => out.push_str(s),
+            None => out.push_str(&x.to_string()),
+        }
+    }
+    out
 }
 
 /// One list item as the user typed it: JSON when it parses (numbers, `true`, quoted text), else the text.
@@ -512,7 +535,13 @@ pub fn set_field(v: &Variable, field: &str, text: &str) -> Result<Variable, Stri
             if t.len() > MAX_TEXT {
                 return Err("too long".into());
             }
-            Value::Array(t.split(',').filter(|s| !s.trim().is_empty()).map(item).collect())
+            let mut list = Vec::new();
+            for s in t.split(',') {
+                if !s.trim().is_empty() {
+                    list.push(item(s));
+                }
+            }
+            Value::Array(list)
         }
         "format" => Value::String(t.to_owned()),
         _ if t.is_empty() => Value::Null,

@@ -302,7 +302,10 @@ impl PnpState {
                 return;
             }
         };
-        let interfaces = model.interfaces().map(|(_, iface)| iface_state(iface)).collect();
+        let mut interfaces = Vec::new();
+        for (_, iface) in model.interfaces() {
+            interfaces.push(iface_state(iface));
+        }
         *self = PnpState {
             model: Some(Rc::new(model)),
             plans,
@@ -325,8 +328,7 @@ impl PnpState {
     /// The state of a component's property by name.
     fn find_prop_mut(&mut self, component: Option<&str>, property: &str) -> Option<&mut PropState> {
         let model = self.model.clone()?;
-        let (i, iface) =
-            model.interfaces().enumerate().find(|(_, (c, _))| *c == component).map(|(i, (_, f))| (i, f))?;
+        let (i, iface) = component_index(&model, component)?;
         let p = iface.properties.iter().position(|p| p.name == property)?;
         self.prop_mut(i, p)
     }
@@ -344,9 +346,9 @@ impl PnpState {
         self.sent += 1;
         let Some(model) = self.model.clone() else { return };
         let Ok(v) = json::parse(body) else { return };
-        let Some((i, iface)) = model.interfaces().enumerate().find(|(_, (c, _))| *c == component) else { return };
+        let Some((i, iface)) = component_index(&model, component) else { return };
         let Some(state) = self.interfaces.get_mut(i) else { return };
-        for (t, live) in iface.1.telemetry.iter().zip(state.telemetry.iter_mut()) {
+        for (t, live) in iface.telemetry.iter().zip(state.telemetry.iter_mut()) {
             let Some(x) = v.get(&t.name) else { continue };
             live.last = x.to_string();
         }
@@ -409,6 +411,16 @@ impl PnpState {
     }
 }
 
+/// The index (in `Model::interfaces` order) and interface of a component (`None`: the default component).
+fn component_index<'m>(model: &'m Model, component: Option<&str>) -> Option<(usize, &'m Interface)> {
+    for (i, (c, iface)) in model.interfaces().enumerate() {
+        if c == component {
+            return Some((i, iface));
+        }
+    }
+    None
+}
+
 fn too_large(len: usize) -> String {
     ["the model is ", &(len / 1024).to_string(), " KB; at most ", &(MAX_MODEL_BYTES / 1024).to_string(), " KB are read"]
         .concat()
@@ -420,35 +432,30 @@ pub fn file_too_large(len: f64) -> Option<String> {
 }
 
 fn iface_state(iface: &Interface) -> IfaceState {
-    IfaceState {
-        telemetry: iface.telemetry.iter().map(|_| Live::default()).collect(),
-        properties: iface
-            .properties
-            .iter()
-            .map(|p| PropState {
-                fields: form_texts(&p.schema, &default_value(&p.schema)),
-                error: None,
-                choice: Choice::Accept,
-                reason: "rejected in hubsim web".into(),
-                desired: None,
-                ack: None,
-            })
-            .collect(),
-        commands: iface
-            .commands
-            .iter()
-            .map(|c| CmdState {
-                fields: c
-                    .response
-                    .as_ref()
-                    .map(|r| form_texts(&r.schema, &default_value(&r.schema)))
-                    .unwrap_or_default(),
-                error: None,
-                status: 200,
-                last: None,
-            })
-            .collect(),
+    let mut s = IfaceState {
+        telemetry: vec![Live::default(); iface.telemetry.len()],
+        properties: Vec::with_capacity(iface.properties.len()),
+        commands: Vec::with_capacity(iface.commands.len()),
+    };
+    for p in &iface.properties {
+        s.properties.push(PropState {
+            fields: form_texts(&p.schema, &default_value(&p.schema)),
+            error: None,
+            choice: Choice::Accept,
+            reason: "rejected in hubsim web".into(),
+            desired: None,
+            ack: None,
+        });
     }
+    for c in &iface.commands {
+        s.commands.push(CmdState {
+            fields: c.response.as_ref().map(|r| form_texts(&r.schema, &default_value(&r.schema))).unwrap_or_default(),
+            error: None,
+            status: 200,
+            last: None,
+        });
+    }
+    s
 }
 
 /// True for schemas whose JSON value is a string typed as text in a form (strings, dates, times, durations and
@@ -477,7 +484,11 @@ fn text_of(schema: &Schema, v: &Value) -> String {
 pub fn form_texts(schema: &Schema, value: &Value) -> Vec<String> {
     match schema {
         Schema::Object(fields) => {
-            fields.iter().map(|f| value.get(&f.name).map(|v| text_of(&f.schema, v)).unwrap_or_default()).collect()
+            let mut texts = Vec::with_capacity(fields.len());
+            for f in fields {
+                texts.push(value.get(&f.name).map(|v| text_of(&f.schema, v)).unwrap_or_default());
+            }
+            texts
         }
         _ => vec![text_of(schema, value)],
     }
@@ -486,7 +497,13 @@ pub fn form_texts(schema: &Schema, value: &Value) -> Vec<String> {
 /// The labels of a value's form: the field names of an Object, else the value's own name.
 pub fn form_labels<'a>(schema: &'a Schema, name: &'a str) -> Vec<&'a str> {
     match schema {
-        Schema::Object(fields) => fields.iter().map(|f| f.name.as_str()).collect(),
+        Schema::Object(fields) => {
+            let mut labels = Vec::with_capacity(fields.len());
+            for f in fields {
+                labels.push(f.name.as_str());
+            }
+            labels
+        }
         _ => vec![name],
     }
 }
@@ -540,11 +557,7 @@ pub fn kind_params(kind: &Kind) -> Vec<(Param, String)> {
             (Param::Start, display_f64(*start)),
         ],
         Kind::Counter { start, step, .. } => vec![(Param::Start, start.to_string()), (Param::Step, step.to_string())],
-        Kind::Sequence { values } => {
-            let texts: Vec<String> =
-                values.iter().map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned)).collect();
-            vec![(Param::Values, texts.join(", "))]
-        }
+        Kind::Sequence { values } => vec![(Param::Values, crate::library::list_text(values))],
         _ => Vec::new(),
     }
 }
@@ -617,13 +630,12 @@ pub fn edit_kind(kind: &Kind, param: Param, text: &str) -> Result<Kind, String> 
 
 /// Fresh generator states, one per plan, seeded from `seed` and the component (`hubsim_template::device_seed`).
 pub fn generator_states(plans: &[TelemetryPlan], seed: u64) -> Vec<DeviceState> {
-    plans
-        .iter()
-        .map(|p| {
-            let key = ["hubsim-web/", p.component.as_deref().unwrap_or("")].concat();
-            DeviceState::new("hubsim-web", hubsim_template::device_seed(seed, &key))
-        })
-        .collect()
+    let mut states = Vec::with_capacity(plans.len());
+    for p in plans {
+        let key = ["hubsim-web/", p.component.as_deref().unwrap_or("")].concat();
+        states.push(DeviceState::new("hubsim-web", hubsim_template::device_seed(seed, &key)));
+    }
+    states
 }
 
 /// One round of telemetry: a JSON message per interface with telemetry, a component's with `$.sub` (the plan's
@@ -802,15 +814,23 @@ pub fn method_name(component: Option<&str>, command: &str) -> String {
 pub fn describe(schema: &Schema) -> String {
     match schema {
         Schema::Enum(e) => {
-            let values: Vec<String> = e
-                .values
-                .iter()
-                .map(|v| match &v.value {
-                    EnumLiteral::Int(i) => [&v.name, "=", &i.to_string()].concat(),
-                    EnumLiteral::Str(s) => s.clone(),
-                })
-                .collect();
-            [schema.describe(), " (".into(), values.join(", "), ")".into()].concat()
+            let mut out = schema.describe();
+            out.push_str(" (");
+            for (i, v) in e.values.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                match &v.value {
+                    EnumLiteral::Int(n) => {
+                        out.push_str(&v.name);
+                        out.push('=');
+                        out.push_str(&n.to_string());
+                    }
+                    EnumLiteral::Str(s) => out.push_str(s),
+                }
+            }
+            out.push(')');
+            out
         }
         _ => schema.describe(),
     }

@@ -141,7 +141,7 @@ impl Controller {
                     }
                     Ok(plan) => self.connect(plan),
                     Err(e) => {
-                        let why = e.into_iter().map(|e| e.message).collect::<Vec<_>>().join("; ");
+                        let why = crate::form::joined("", "; ", e.iter().map(|e| e.message.as_str()));
                         self.status(ConnStatus::Disconnected { reason: Some(why), hint: None });
                     }
                 }

@@ -27,8 +27,8 @@ pub const MAX_TTL_SECS: u32 = 86_400;
 /// IoT Hub's longest keep-alive (29.45 minutes).
 pub const MAX_KEEP_ALIVE_SECS: u32 = 1177;
 
-/// Form fields and options.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Form fields and options. Equal when every field is (compared through the field tables, see `PartialEq`).
+#[derive(Clone, Debug, Eq)]
 pub struct Settings {
     pub connection_string: String,
     /// Separate fields, used when the connection string is empty.
@@ -118,6 +118,56 @@ impl Default for Settings {
             repeat_interval_ms: 1000,
             repeat_count: 10,
         }
+    }
+}
+
+/// Field by field, as a derived comparison would, but through the [`Text`], [`Flag`] and [`Number`] tables: one loop
+/// per kind instead of code for each of the 36 fields.
+impl PartialEq for Settings {
+    fn eq(&self, other: &Self) -> bool {
+        // Every field is one of the tables' or `properties`: a new field must be added here (this fails to compile).
+        let Settings {
+            connection_string: _,
+            host: _,
+            device_id: _,
+            module_id: _,
+            key: _,
+            endpoint: _,
+            clean_session: _,
+            keep_alive_secs: _,
+            qos: _,
+            api_version: _,
+            model_id: _,
+            token_ttl_secs: _,
+            remember_key: _,
+            auto_reconnect: _,
+            use_dps: _,
+            id_scope: _,
+            registration_id: _,
+            dps_key: _,
+            group_key: _,
+            dps_host: _,
+            dps_payload: _,
+            assigned_hub: _,
+            assigned_device: _,
+            remember_assignment: _,
+            body: _,
+            content_type: _,
+            content_encoding: _,
+            message_id: _,
+            auto_message_id: _,
+            correlation_id: _,
+            user_id: _,
+            creation_time: _,
+            retain: _,
+            properties,
+            repeat_interval_ms: _,
+            repeat_count: _,
+        } = self;
+        TEXTS.into_iter().all(|f| self.text(f) == other.text(f))
+            && FLAGS.into_iter().all(|f| self.flag(f) == other.flag(f))
+            && NUMBERS.into_iter().all(|f| self.number(f) == other.number(f))
+            && *properties == other.properties
     }
 }
 
@@ -404,10 +454,18 @@ impl Change {
             Change::Text(t, v) => (t.label().into(), clip(v)),
             Change::Flag(f, v) => (f.label().into(), if *v { "on" } else { "off" }.into()),
             Change::Number(n, v) => (n.label().into(), v.to_string()),
-            Change::Properties(p) => (
-                "application properties".into(),
-                p.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", "),
-            ),
+            Change::Properties(p) => ("application properties".into(), {
+                let mut out = String::new();
+                for (i, (k, v)) in p.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    out.push_str(k);
+                    out.push('=');
+                    out.push_str(v);
+                }
+                out
+            }),
             Change::AddProperty | Change::PropertyName(..) | Change::PropertyValue(..) | Change::RemoveProperty(_) => {
                 ("application properties".into(), String::new())
             }
@@ -562,43 +620,52 @@ impl Settings {
     /// Encodes the settings for storage (`with_secrets`, and then the key only if the user asked) or for a share
     /// link (never a key, a connection string or the endpoint).
     pub fn encode(&self, with_secrets: bool) -> String {
-        let mut pairs: Vec<(&str, String)> = Vec::new();
         let keep_key = with_secrets && self.remember_key;
+        // Without the key the connection string is reduced to its non-secret parts, which then stand for the host,
+        // device and module fields (written last).
+        let cs = if keep_key { None } else { hubsim_proto::ConnectionString::parse(&self.connection_string).ok() };
+        let mut out = String::new();
+        let mut put = |k: &str, v: &str| {
+            if !out.is_empty() {
+                out.push('&');
+            }
+            out.push_str(k);
+            out.push('=');
+            percent::encode_into(v, &mut out);
+        };
         for f in TEXTS {
             let assignment = matches!(f, Text::AssignedHub | Text::AssignedDevice);
+            let from_cs = cs.is_some() && matches!(f, Text::Host | Text::DeviceId | Text::ModuleId);
             if (f.is_secret() && !keep_key)
                 || (assignment && !self.remember_assignment)
                 || (!with_secrets && !f.in_link())
+                || from_cs
             {
                 continue;
             }
-            pairs.push((f.key(), self.text(f).to_owned()));
+            put(f.key(), self.text(f));
         }
         for f in FLAGS {
             if with_secrets || f.in_link() {
-                pairs.push((f.key(), if self.flag(f) { "1" } else { "0" }.into()));
+                put(f.key(), if self.flag(f) { "1" } else { "0" });
             }
         }
         for f in NUMBERS {
-            pairs.push((f.key(), self.number(f).to_string()));
+            put(f.key(), &self.number(f).to_string());
         }
         for (k, v) in &self.properties {
-            pairs.push(("p", format!("{}={}", percent::encode(k), percent::encode(v))));
+            put("p", &[&*percent::encode(k), "=", &percent::encode(v)].concat());
         }
-        // Without the key the connection string is reduced to its non-secret parts.
-        if !keep_key {
-            if let Ok(cs) = hubsim_proto::ConnectionString::parse(&self.connection_string) {
-                pairs.retain(|(k, _)| !matches!(*k, "host" | "device" | "module"));
-                pairs.push(("host", cs.host_name.clone()));
-                pairs.push(("device", cs.device_id.clone()));
-                pairs.push(("module", cs.module_id.clone().unwrap_or_default()));
-            }
+        if let Some(cs) = cs {
+            put("host", &cs.host_name);
+            put("device", &cs.device_id);
+            put("module", cs.module_id.as_deref().unwrap_or_default());
         }
-        if pairs.iter().all(|(k, _)| *k != "p") {
+        if self.properties.is_empty() {
             // An explicit empty list, so that decoding does not bring the default property back.
-            pairs.push(("p", String::new()));
+            put("p", "");
         }
-        pairs.iter().map(|(k, v)| format!("{k}={}", percent::encode(v))).collect::<Vec<_>>().join("&")
+        out
     }
 }
 
@@ -927,6 +994,21 @@ mod tests {
             "model ID \"dtmi:a;1&b\" is not a DTMI",
         ] {
             assert!(r.contains(needle), "{needle} not in {r}");
+        }
+    }
+
+    #[test]
+    fn settings_differ_when_any_field_does() {
+        let d = Settings::default();
+        assert_eq!(d, d.clone());
+        let mut changes: Vec<Change> = TEXTS.into_iter().map(|f| Change::Text(f, "x\u{e9}".into())).collect();
+        changes.extend(FLAGS.into_iter().map(|f| Change::Flag(f, !d.flag(f))));
+        changes.extend(NUMBERS.into_iter().map(|f| Change::Number(f, d.number(f) + 1)));
+        changes.extend([Change::AddProperty, Change::PropertyValue(0, "true".into()), Change::RemoveProperty(0)]);
+        for c in changes {
+            let mut s = d.clone();
+            s.apply(c.clone());
+            assert_ne!(s, d, "{c:?}");
         }
     }
 

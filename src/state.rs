@@ -362,24 +362,34 @@ impl AppState {
             Action::Acked => s.acked += 1,
             Action::C2d(mut item) => {
                 item.seq = s.seq();
-                let preview: String = item.body.chars().take(60).collect();
-                s.announcement = format!("new cloud-to-device message: {preview}");
-                let mut text = format!("cloud-to-device message: {}", item.body.chars().take(200).collect::<String>());
+                let mut announcement = String::from("new cloud-to-device message: ");
+                announcement.extend(item.body.chars().take(60));
+                s.announcement = announcement;
+                let mut text = String::from("cloud-to-device message: ");
+                text.extend(item.body.chars().take(200));
                 if !item.application.is_empty() {
                     // Quoted values, and `null` unquoted: an exported log keeps a null apart from "".
-                    let mut props: Vec<String> = item
-                        .application
-                        .iter()
-                        .take(MAX_LOGGED_PROPERTIES)
-                        .map(|(k, v)| match v {
-                            Some(v) => format!("{k}=\"{v}\""),
-                            None => format!("{k}=null"),
-                        })
-                        .collect();
-                    if item.application.len() > MAX_LOGGED_PROPERTIES {
-                        props.push(format!("… and {} more", item.application.len() - MAX_LOGGED_PROPERTIES));
+                    text.push_str(" (properties: ");
+                    for (i, (k, v)) in item.application.iter().take(MAX_LOGGED_PROPERTIES).enumerate() {
+                        if i > 0 {
+                            text.push_str(", ");
+                        }
+                        text.push_str(k);
+                        match v {
+                            Some(v) => {
+                                text.push_str("=\"");
+                                text.push_str(v);
+                                text.push('"');
+                            }
+                            None => text.push_str("=null"),
+                        }
                     }
-                    text.push_str(&format!(" (properties: {})", props.join(", ")));
+                    if item.application.len() > MAX_LOGGED_PROPERTIES {
+                        text.push_str(", … and ");
+                        text.push_str(&(item.application.len() - MAX_LOGGED_PROPERTIES).to_string());
+                        text.push_str(" more");
+                    }
+                    text.push(')');
                 }
                 s.log(item.time.clone(), LogKind::Received, text);
                 push_bounded(&mut s.inbox, Rc::new(item), MAX_INBOX);

@@ -6,7 +6,7 @@ use crate::settings::Settings;
 
 /// A token for the current form, valid for the chosen lifetime from `now_unix`, and its expiry.
 pub fn sas_token(s: &Settings, now_unix: u64) -> Result<(String, u64), String> {
-    let p = plan(s, None).map_err(|e| e.into_iter().map(|e| e.message).collect::<Vec<_>>().join("; "))?;
+    let p = plan(s, None).map_err(|e| crate::form::joined("", "; ", e.iter().map(|e| e.message.as_str())))?;
     match p.cs.password(now_unix + s.token_ttl_secs as u64) {
         Some(t) => Ok((t.to_string(), t.expiry())),
         None => Err("no token for X.509".into()),

@@ -31,10 +31,9 @@ pub fn uuid() -> String {
             *x = (js_sys::Math::random() * 256.0) as u8;
         }
     }
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    // The template engine's `$.Guid`: the version and variant bits set, in the 8-4-4-4-12 form.
+    let [a, b] = [&b[..8], &b[8..]].map(|h| u64::from_be_bytes(h.try_into().unwrap_or_default()));
+    hubsim_template::guid(a, b)
 }
 
 /// `Ok(pretty)` if `text` is JSON, `Err(message)` otherwise.
@@ -93,6 +92,17 @@ pub fn describe_body(bytes: &[u8]) -> (String, &'static str) {
             Ok(p) if t.trim_start().starts_with(['{', '[']) => (p, "json"),
             _ => (t.to_owned(), "text"),
         },
-        _ => (bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" "), "hex"),
+        _ => {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            let mut out = String::with_capacity(bytes.len() * 3);
+            for (i, b) in bytes.iter().enumerate() {
+                if i > 0 {
+                    out.push(' ');
+                }
+                out.push(HEX[usize::from(b >> 4)] as char);
+                out.push(HEX[usize::from(b & 15)] as char);
+            }
+            (out, "hex")
+        }
     }
 }

@@ -239,7 +239,8 @@ impl TmplState {
                 }
             }
             TmplAction::Delete(name) => {
-                let list: Vec<Message> = self.library.iter().filter(|m| m.name != name).cloned().collect();
+                let mut list = (*self.library).clone();
+                list.retain(|m| m.name != name);
                 self.notice(true, ["deleted \"", &name, "\""].concat());
                 self.changed_library(list);
             }
@@ -252,14 +253,18 @@ impl TmplState {
             }
             TmplAction::Import { text, file_name } => {
                 match library::read_file(&text, &file_name).and_then(|(new, what)| {
-                    let names: Vec<String> = new.iter().map(|m| m.name.clone()).collect();
-                    library::merge(&self.library, new).map(|list| (list, what, names))
+                    // The one imported message's name, to open it.
+                    let one = match new.as_slice() {
+                        [m] => Some(m.name.clone()),
+                        _ => None,
+                    };
+                    library::merge(&self.library, new).map(|list| (list, what, one))
                 }) {
-                    Ok((list, what, names)) => {
+                    Ok((list, what, one)) => {
                         self.notice(true, ["imported ", &what].concat());
                         self.changed_library(list);
-                        if let [one] = names.as_slice() {
-                            self.apply(TmplAction::Load(one.clone()));
+                        if let Some(one) = one {
+                            self.apply(TmplAction::Load(one));
                         }
                     }
                     Err(e) => self.notice(false, ["not imported (nothing changed): ", &e].concat()),

@@ -131,11 +131,10 @@ impl Model {
     /// component or base.
     pub fn parse_with(text: &str, dependencies: &[&str]) -> Result<Model, ModelError> {
         let main = read(text, "")?;
-        let deps: Vec<Value> = dependencies
-            .iter()
-            .enumerate()
-            .map(|(i, d)| read(d, &format!("dependencies[{i}]")))
-            .collect::<Result<_, _>>()?;
+        let mut deps: Vec<Value> = Vec::with_capacity(dependencies.len());
+        for (i, d) in dependencies.iter().enumerate() {
+            deps.push(read(d, &format!("dependencies[{i}]"))?);
+        }
         let mut raws = Vec::new();
         collect(&main, "", &mut raws)?;
         let main_count = raws.len();
@@ -167,7 +166,10 @@ impl Model {
                 );
             }
         }
-        let used: Vec<&str> = raws[..main_count].iter().flat_map(|r| referenced(r.obj)).collect();
+        let mut used: Vec<&str> = Vec::new();
+        for r in &raws[..main_count] {
+            used.extend(referenced(r.obj));
+        }
         let root = raws[..main_count].iter().find(|r| !used.contains(&r.id.as_str())).unwrap_or(&raws[0]);
         let reader = Reader { raws: &raws };
         let root_iface = reader.interface(root, true, &mut Vec::new())?;
@@ -194,7 +196,13 @@ struct Raw<'a> {
 fn collect<'a>(doc: &'a Value, doc_at: &str, out: &mut Vec<Raw<'a>>) -> Result<(), ModelError> {
     let items: Vec<(String, &Value)> = match doc {
         Value::Object(_) => vec![(doc_at.to_owned(), doc)],
-        Value::Array(items) => items.iter().enumerate().map(|(i, v)| (format!("{doc_at}[{i}]"), v)).collect(),
+        Value::Array(items) => {
+            let mut list = Vec::with_capacity(items.len());
+            for (i, v) in items.iter().enumerate() {
+                list.push((format!("{doc_at}[{i}]"), v));
+            }
+            list
+        }
         _ => return err(doc_at, ModelErrorKind::NotAModel),
     };
     let doc_context = items.iter().find_map(|(_, v)| v.get("@context"));
@@ -222,20 +230,19 @@ const IOT_CENTRAL_CONTEXT: &str = "dtmi:iotcentral:context;2";
 const GEOSPATIAL: [&str; 6] = ["point", "multiPoint", "lineString", "multiLineString", "polygon", "multiPolygon"];
 
 fn doubles(names: &[&str]) -> Schema {
-    Schema::Object(
-        names
-            .iter()
-            .map(|n| Field { name: (*n).to_owned(), display_name: None, schema: Schema::Primitive(Primitive::Double) })
-            .collect(),
-    )
+    let mut fields = Vec::with_capacity(names.len());
+    for n in names {
+        fields.push(Field { name: (*n).to_owned(), display_name: None, schema: Schema::Primitive(Primitive::Double) });
+    }
+    Schema::Object(fields)
 }
 
 fn context_version(c: &Value) -> Result<DtdlVersion, ModelErrorKind> {
-    let list: Vec<&Value> = match c {
-        Value::Array(items) => items.iter().collect(),
-        other => vec![other],
+    let list = match c {
+        Value::Array(items) => items.as_slice(),
+        other => std::slice::from_ref(other),
     };
-    for item in &list {
+    for item in list {
         match item.as_str() {
             Some("dtmi:dtdl:context;2") => return Ok(DtdlVersion::V2),
             Some("dtmi:dtdl:context;3") => return Ok(DtdlVersion::V3),
@@ -262,11 +269,7 @@ fn interface_id(obj: &Object, at: &str, version: DtdlVersion) -> Result<String, 
 
 /// DTMIs this interface names as a component schema or a base.
 fn referenced(obj: &Object) -> Vec<&str> {
-    let mut out: Vec<&str> = match obj.get("extends") {
-        Some(Value::String(s)) => vec![s],
-        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
-        _ => Vec::new(),
-    };
+    let mut out = type_list(obj.get("extends"));
     for c in obj.get("contents").and_then(Value::as_array).unwrap_or_default() {
         if type_list(c.get("@type")).contains(&"Component") {
             out.extend(c.get("schema").and_then(Value::as_str));
@@ -277,11 +280,17 @@ fn referenced(obj: &Object) -> Vec<&str> {
 
 /// `@type` as a list of strings (a string or an array of strings; anything else gives nothing).
 fn type_list(t: Option<&Value>) -> Vec<&str> {
+    let mut out = Vec::new();
     match t {
-        Some(Value::String(s)) => vec![s],
-        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
-        _ => Vec::new(),
+        Some(Value::String(s)) => out.push(s.as_str()),
+        Some(Value::Array(a)) => {
+            for v in a {
+                out.extend(v.as_str());
+            }
+        }
+        _ => {}
     }
+    out
 }
 
 /// A DTMI per DTDL v2/v3 section "Digital Twin Model Identifier".
@@ -372,10 +381,13 @@ fn localized(v: Option<&Value>) -> Option<String> {
 }
 
 fn semantics(types: &[&str], class: &str, obj: &Object) -> Semantics {
-    Semantics {
-        types: types.iter().filter(|t| **t != class).map(|t| (*t).to_owned()).collect(),
-        unit: obj.get("unit").and_then(Value::as_str).map(str::to_owned),
+    let mut co_types = Vec::new();
+    for t in types {
+        if *t != class {
+            co_types.push((*t).to_owned());
+        }
     }
+    Semantics { types: co_types, unit: obj.get("unit").and_then(Value::as_str).map(str::to_owned) }
 }
 
 struct Reader<'r, 'a> {
@@ -419,10 +431,10 @@ impl<'a> Reader<'_, 'a> {
         let mut names: Vec<String> = Vec::new();
 
         // Inherited contents first.
-        let bases_of: Vec<&Value> = match obj.get("extends") {
-            None => Vec::new(),
-            Some(Value::Array(a)) => a.iter().collect(),
-            Some(one) => vec![one],
+        let bases_of = match obj.get("extends") {
+            None => &[][..],
+            Some(Value::Array(a)) => a.as_slice(),
+            Some(one) => std::slice::from_ref(one),
         };
         for base in bases_of {
             let base_raw;
@@ -461,10 +473,18 @@ impl<'a> Reader<'_, 'a> {
             bases.push(raw.id.clone());
             let inherited = self.interface(base_ref, allow_components, bases)?;
             bases.pop();
-            names.extend(inherited.telemetry.iter().map(|t| t.name.clone()));
-            names.extend(inherited.properties.iter().map(|p| p.name.clone()));
-            names.extend(inherited.commands.iter().map(|c| c.name.clone()));
-            names.extend(inherited.components.iter().map(|c| c.name.clone()));
+            for t in &inherited.telemetry {
+                names.push(t.name.clone());
+            }
+            for p in &inherited.properties {
+                names.push(p.name.clone());
+            }
+            for c in &inherited.commands {
+                names.push(c.name.clone());
+            }
+            for c in &inherited.components {
+                names.push(c.name.clone());
+            }
             iface.telemetry.extend(inherited.telemetry);
             iface.properties.extend(inherited.properties);
             iface.commands.extend(inherited.commands);

@@ -92,12 +92,10 @@ pub fn reported_patch(component: Option<&str>, property: &str, value: Value) -> 
 pub fn read_only_defaults(model: &Model) -> Value {
     let mut patch = Object::new();
     for (component, iface) in model.interfaces() {
-        let props: Object = iface
-            .properties
-            .iter()
-            .filter(|p| !p.writable)
-            .map(|p| (p.name.clone(), crate::values::default_value(&p.schema)))
-            .collect();
+        let mut props = Object::new();
+        for p in iface.properties.iter().filter(|p| !p.writable) {
+            props.insert(p.name.clone(), crate::values::default_value(&p.schema));
+        }
         if props.is_empty() {
             continue;
         }
@@ -199,8 +197,9 @@ pub fn parse_desired(model: &Model, patch: &Value) -> DesiredPatch {
         }
         match (model.root.component(key), value) {
             (Some(c), Value::Null) => {
-                let writable = c.interface.properties.iter().filter(|p| p.writable);
-                out.removed.extend(writable.map(|p| (Some(c.name.clone()), p.name.clone())));
+                for p in c.interface.properties.iter().filter(|p| p.writable) {
+                    out.removed.push((Some(c.name.clone()), p.name.clone()));
+                }
             }
             (Some(c), Value::Object(section)) => {
                 for (k, v) in section.iter() {

@@ -42,19 +42,20 @@ pub struct TelemetryPlan {
 /// One plan per interface of the model that has telemetry: the default component first, then the
 /// components in model order.
 pub fn telemetry_plans(model: &Model) -> Result<Vec<TelemetryPlan>, ConfigError> {
-    model
-        .interfaces()
-        .filter(|(_, iface)| !iface.telemetry.is_empty())
-        .map(|(component, iface)| {
-            let (template, variables) = interface_template(iface);
-            Ok(TelemetryPlan {
-                component: component.map(str::to_owned),
-                property: crate::pnp::telemetry_property(component),
-                config: Config::new(&template, variables, None)?,
-                template,
-            })
-        })
-        .collect()
+    let mut plans = Vec::new();
+    for (component, iface) in model.interfaces() {
+        if iface.telemetry.is_empty() {
+            continue;
+        }
+        let (template, variables) = interface_template(iface);
+        plans.push(TelemetryPlan {
+            component: component.map(str::to_owned),
+            property: crate::pnp::telemetry_property(component),
+            config: Config::new(&template, variables, None)?,
+            template,
+        });
+    }
+    Ok(plans)
 }
 
 /// The template of one telemetry message of `iface` and the variables it uses.
@@ -85,7 +86,10 @@ pub fn generator(schema: &Schema, name: &str, semantics: &Semantics, vars: &mut 
                 out.push_str("null");
                 return;
             }
-            let values = e.values.iter().map(|v| text_or_json(&v.value.to_json())).collect();
+            let mut values = Vec::with_capacity(e.values.len());
+            for v in &e.values {
+                values.push(text_or_json(&v.value.to_json()));
+            }
             placeholder(declare(vars, name, Kind::Sequence { values }, None), e.string_values, out);
         }
         Schema::Object(fields) => {
@@ -128,8 +132,7 @@ pub fn generator(schema: &Schema, name: &str, semantics: &Semantics, vars: &mut 
 
 /// The variable kind, decimals and quoting for a primitive.
 fn primitive_kind(p: Primitive, name: &str, semantics: &Semantics) -> (Kind, Option<u8>, bool) {
-    let seq =
-        |values: [&str; 3]| Kind::Sequence { values: values.iter().map(|v| Value::String((*v).to_owned())).collect() };
+    let seq = |values: [&str; 3]| Kind::Sequence { values: Vec::from(values.map(|v| Value::String(v.to_owned()))) };
     match p {
         Primitive::Double | Primitive::Float => {
             let has = |t: &str| semantics.types.iter().any(|s| s == t);
@@ -147,7 +150,7 @@ fn primitive_kind(p: Primitive, name: &str, semantics: &Semantics) -> (Kind, Opt
         Primitive::Boolean => (Kind::Sequence { values: vec![Value::Bool(false), Value::Bool(true)] }, None, false),
         Primitive::String => {
             // Names hold only letters, digits and '_', so the values need no escaping.
-            let values = (1..=3).map(|i| Value::String(format!("{name}-{i}"))).collect();
+            let values = Vec::from([1, 2, 3].map(|i| Value::String(format!("{name}-{i}"))));
             (Kind::Sequence { values }, None, true)
         }
         Primitive::DateTime => (Kind::Timestamp { jitter_ms: 0, format: TimeFormat::Iso }, None, true),

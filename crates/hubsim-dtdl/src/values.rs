@@ -40,7 +40,11 @@ pub fn default_value(schema: &Schema) -> Value {
         },
         Schema::Enum(e) => e.values.first().map_or(Value::Null, |v| v.value.to_json()),
         Schema::Object(fields) => {
-            Value::Object(fields.iter().map(|f| (f.name.clone(), default_value(&f.schema))).collect())
+            let mut o = Object::new();
+            for f in fields {
+                o.insert(f.name.clone(), default_value(&f.schema));
+            }
+            Value::Object(o)
         }
         Schema::Map { .. } => Value::Object(Object::new()),
         Schema::Array(_) => Value::Array(Vec::new()),
@@ -66,8 +70,14 @@ pub fn validate(schema: &Schema, value: &Value, path: &str) -> Result<(), ValueE
             if ok {
                 Ok(())
             } else {
-                let list: Vec<String> = e.values.iter().map(|v| v.value.to_json().to_string()).collect();
-                fail(format!("one of {}", list.join(", ")))
+                let mut list = String::from("one of ");
+                for (i, v) in e.values.iter().enumerate() {
+                    if i > 0 {
+                        list.push_str(", ");
+                    }
+                    list.push_str(&v.value.to_json().to_string());
+                }
+                fail(list)
             }
         }
         Schema::Object(fields) => {
@@ -76,12 +86,14 @@ pub fn validate(schema: &Schema, value: &Value, path: &str) -> Result<(), ValueE
                 match fields.iter().find(|f| f.name == k) {
                     Some(f) => validate(&f.schema, v, &join(path, k))?,
                     None => {
-                        let names: Vec<&str> = fields.iter().map(|f| f.name.as_str()).collect();
-                        return Err(ValueError {
-                            path: join(path, k),
-                            expected: format!("no other fields than {}", names.join(", ")),
-                            found: "an unknown field".into(),
-                        });
+                        let mut expected = String::from("no other fields than ");
+                        for (i, f) in fields.iter().enumerate() {
+                            if i > 0 {
+                                expected.push_str(", ");
+                            }
+                            expected.push_str(&f.name);
+                        }
+                        return Err(ValueError { path: join(path, k), expected, found: "an unknown field".into() });
                     }
                 }
             }

@@ -217,6 +217,11 @@ pub fn to_string(value: &Value) -> String {
 
 /// Writes `s` as a quoted JSON string.
 pub fn write_escaped(out: &mut impl fmt::Write, s: &str) -> fmt::Result {
+    escape(out, s)
+}
+
+/// [`write_escaped`]'s one body for every writer (a formatter, a `String`).
+fn escape(out: &mut dyn fmt::Write, s: &str) -> fmt::Result {
     out.write_char('"')?;
     for c in s.chars() {
         match c {

@@ -97,8 +97,13 @@ pub enum TopicError {
 /// Parses the `?k=v&…` query of twin, method and DPS topics into decoded pairs.
 fn query(q: &str) -> Result<Vec<(String, String)>, TopicError> {
     let bag = PropertyBag::parse(q)?;
-    let mut out: Vec<(String, String)> = bag.system_properties().map(|(k, v)| (k.wire_name(), v.to_owned())).collect();
-    out.extend(bag.application.into_iter().map(|(k, v)| (k, v.unwrap_or_default())));
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (k, v) in bag.system_properties() {
+        out.push((k.wire_name(), v.to_owned()));
+    }
+    for (k, v) in bag.application {
+        out.push((k, v.unwrap_or_default()));
+    }
     Ok(out)
 }
 

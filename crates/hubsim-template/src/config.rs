@@ -324,9 +324,18 @@ fn dotnet_key_cmp(a: &str, b: &str) -> Ordering {
 /// configuration strings (`True`/`False` for booleans, nulls dropped).
 fn flatten_like_dotnet(v: &Value) -> Value {
     fn walk(v: &Value, prefix: &str, out: &mut Object) {
-        let mut children: Vec<(String, &Value)> = match v {
-            Value::Object(o) => o.iter().map(|(k, v)| (k.to_owned(), v)).collect(),
-            Value::Array(a) => a.iter().enumerate().map(|(i, v)| (i.to_string(), v)).collect(),
+        let mut children: Vec<(String, &Value)> = Vec::new();
+        match v {
+            Value::Object(o) => {
+                for (k, v) in o.iter() {
+                    children.push((k.to_owned(), v));
+                }
+            }
+            Value::Array(a) => {
+                for (i, v) in a.iter().enumerate() {
+                    children.push((i.to_string(), v));
+                }
+            }
             Value::Null => return,
             leaf => {
                 let s = match leaf {
@@ -338,7 +347,7 @@ fn flatten_like_dotnet(v: &Value) -> Value {
                 out.insert(prefix.to_owned(), Value::String(s));
                 return;
             }
-        };
+        }
         crate::insertion_sort_by(&mut children, |a, b| dotnet_key_cmp(&a.0, &b.0) == Ordering::Less);
         for (k, child) in children {
             let key = if prefix.is_empty() { k } else { [prefix, ":", &k].concat() };
@@ -367,8 +376,8 @@ fn simple_payloads(root: &Object, vars: &[Variable]) -> Result<Vec<Payload>, Con
             field.push('(');
             field.push_str(params);
             field.push(')');
-            let parts: Vec<&str> = params.split(',').filter(|p| !p.is_empty()).collect();
-            let distribution = match parts.first().map(|p| p.trim().replace('%', "").parse::<u8>()) {
+            let mut parts = params.split(',').filter(|p| !p.is_empty());
+            let distribution = match parts.next().map(|p| p.trim().replace('%', "").parse::<u8>()) {
                 Some(Ok(d @ 1..=100)) => d,
                 _ => {
                     return Err(ConfigError::OutOfRange {
@@ -377,7 +386,7 @@ fn simple_payloads(root: &Object, vars: &[Variable]) -> Result<Vec<Payload>, Con
                     })
                 }
             };
-            let second = parts.get(1).map(|p| p.trim());
+            let second = parts.next().map(|p| p.trim());
             let kind = match (kind.as_str(), second) {
                 ("fixsize", Some(n)) => match n.parse::<usize>() {
                     Ok(n) if n <= 1 << 20 => PayloadKind::Fix(vec![0; n]),
@@ -444,7 +453,12 @@ fn distribution_entries(spec: &str) -> Vec<(String, &str)> {
 
 /// Standard base64 with padding, as .NET's `Convert.FromBase64String` (whitespace ignored).
 fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let chars: Vec<u8> = s.bytes().filter(|c| !c.is_ascii_whitespace()).collect();
+    let mut chars: Vec<u8> = Vec::with_capacity(s.len());
+    for c in s.bytes() {
+        if !c.is_ascii_whitespace() {
+            chars.push(c);
+        }
+    }
     if !chars.len().is_multiple_of(4) {
         return None;
     }
@@ -489,15 +503,20 @@ fn interval_list(v: &Value, field: &str) -> Result<Vec<u32>, ConfigError> {
             Err(bad())
         }
     };
-    let list = match v {
-        Value::Array(a) => a.iter().map(one).collect::<Result<Vec<_>, _>>()?,
-        Value::String(s) => s
-            .split([',', ';'])
-            .filter(|p| !p.is_empty())
-            .map(|p| one(&Value::String(p.into())))
-            .collect::<Result<Vec<_>, _>>()?,
-        other => vec![one(other)?],
-    };
+    let mut list = Vec::new();
+    match v {
+        Value::Array(a) => {
+            for x in a {
+                list.push(one(x)?);
+            }
+        }
+        Value::String(s) => {
+            for p in s.split([',', ';']).filter(|p| !p.is_empty()) {
+                list.push(one(&Value::String(p.into()))?);
+            }
+        }
+        other => list.push(one(other)?),
+    }
     if list.is_empty() {
         return Err(bad());
     }

@@ -58,7 +58,7 @@ mod time;
 pub mod variable;
 
 pub use config::{Config, ConfigError, Intervals, Payload, PayloadKind, ITS_DEFAULT_TEMPLATE};
-pub use render::{check_json, DeviceState, RenderContext, RenderError, Rendered, MAX_RENDERED};
+pub use render::{check_json, guid, DeviceState, RenderContext, RenderError, Rendered, MAX_RENDERED};
 pub use rng::device_seed;
 pub use template::{placeholder_names, Builtin, Template, TemplateError, TemplateErrorKind};
 pub use variable::{Kind, TimeFormat, Variable};

@@ -72,7 +72,10 @@ impl DeviceState {
             }
         }
         self.values = values;
-        self.names = vars.iter().map(|v| v.name.clone()).collect();
+        self.names.clear();
+        for v in vars {
+            self.names.push(v.name.clone());
+        }
     }
     /// The id that `$.DeviceId` renders.
     pub fn device_id(&self) -> &str {
@@ -160,8 +163,9 @@ impl Builtins {
     }
 }
 
-/// A version 4 GUID from 128 random bits, in .NET's default `D` form (lower case).
-fn guid(a: u64, b: u64) -> String {
+/// A version 4 GUID from 128 random bits (`a` the first eight bytes, big-endian), in .NET's default `D` form
+/// (lower case): `xxxxxxxx-xxxx-4xxx-[89ab]xxx-xxxxxxxxxxxx`.
+pub fn guid(a: u64, b: u64) -> String {
     let mut bytes = [0u8; 16];
     bytes[..8].copy_from_slice(&a.to_be_bytes());
     bytes[8..].copy_from_slice(&b.to_be_bytes());

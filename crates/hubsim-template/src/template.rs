@@ -139,12 +139,12 @@ impl Template {
     /// closest known name when one is near (edit distance at most 2, or a third of the name; case ignored).
     pub fn parse(text: &str, variables: &[Variable]) -> Result<Template, TemplateError> {
         // Declared names that a plain name scan would not capture whole, longest first (ITS's order).
-        let mut odd: Vec<(&str, usize)> = variables
-            .iter()
-            .enumerate()
-            .filter(|(_, v)| !v.name.chars().all(is_name_char))
-            .map(|(i, v)| (v.name.as_str(), i))
-            .collect();
+        let mut odd: Vec<(&str, usize)> = Vec::new();
+        for (i, v) in variables.iter().enumerate() {
+            if !v.name.chars().all(is_name_char) {
+                odd.push((v.name.as_str(), i));
+            }
+        }
         crate::insertion_sort_by(&mut odd, |a, b| a.0.len() > b.0.len());
 
         let mut parts = Vec::new();
@@ -232,14 +232,21 @@ pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
 /// The known name closest to `name`, if it is close enough to be a likely typo.
 fn suggest<'a>(name: &str, variables: &'a [Variable]) -> Option<&'a str> {
     let limit = (name.chars().count() / 3).max(2);
-    variables
-        .iter()
-        .map(|v| v.name.as_str())
-        .chain(Builtin::ALL.iter().map(|b| b.name()))
-        .map(|known| (edit_distance(name, known), known))
-        .filter(|(d, _)| *d <= limit)
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, known)| known)
+    // The first of the closest within the limit: variables, then built-ins.
+    let mut best: Option<(usize, &str)> = None;
+    let mut consider = |known: &'a str| {
+        let d = edit_distance(name, known);
+        if d <= limit && best.is_none_or(|(b, _)| d < b) {
+            best = Some((d, known));
+        }
+    };
+    for v in variables {
+        consider(&v.name);
+    }
+    for b in Builtin::ALL {
+        consider(b.name());
+    }
+    best.map(|(_, known)| known)
 }
 
 #[cfg(test)]

@@ -229,8 +229,13 @@ impl Variable {
             let weights = match d.list("weights")? {
                 None => Vec::new(),
                 Some(w) => {
-                    let w: Vec<f64> =
-                        w.iter().filter_map(Value::as_f64).filter(|x| *x >= 0.0 && x.is_finite()).collect();
+                    let mut weights = Vec::with_capacity(w.len());
+                    for x in w.iter().filter_map(Value::as_f64) {
+                        if x >= 0.0 && x.is_finite() {
+                            weights.push(x);
+                        }
+                    }
+                    let w = weights;
                     if w.len() != v.len() {
                         return Err(d.range_err("weights", "needs one non-negative number per value"));
                     }
@@ -337,7 +342,11 @@ impl Variable {
             Kind::Pick { values, weights } => {
                 put("values", Value::Array(values.clone()));
                 if !weights.is_empty() {
-                    put("weights", Value::Array(weights.iter().map(|w| num(*w)).collect()));
+                    let mut list = Vec::with_capacity(weights.len());
+                    for w in weights {
+                        list.push(num(*w));
+                    }
+                    put("weights", Value::Array(list));
                 }
             }
             Kind::Counter { start, step, max } => {
@@ -410,7 +419,11 @@ impl Variable {
                 Out::Float(rng.next_f64() * (hi - lo) + lo, dec)
             }
             Kind::RandomString { len } => {
-                Out::Text((0..*len).map(|_| ALPHANUMERIC[rng.below(62) as usize] as char).collect())
+                let mut s = String::with_capacity(*len);
+                for _ in 0..*len {
+                    s.push(ALPHANUMERIC[rng.below(62) as usize] as char);
+                }
+                Out::Text(s)
             }
             // max/min rather than clamp: clamp panics when min > max, which a hand-built Kind may have.
             Kind::Walk { start, step, min, max } => match prev {

@@ -619,10 +619,10 @@ impl DeviceSession {
             return Err(SendError::NotConnected);
         }
         let pkid = self.alloc_pkid();
-        let subs = filters
-            .iter()
-            .map(|f| SubscribeFilter::new(f.to_filter(&self.config.identity), QoS::AtLeastOnce))
-            .collect::<Vec<_>>();
+        let mut subs = Vec::with_capacity(filters.len());
+        for f in filters {
+            subs.push(SubscribeFilter::new(f.to_filter(&self.config.identity), QoS::AtLeastOnce));
+        }
         let mut sub = Subscribe::new_many(subs);
         sub.pkid = pkid;
         self.encode(&Packet::Subscribe(sub), now)?;
@@ -636,7 +636,11 @@ impl DeviceSession {
             return Err(SendError::NotConnected);
         }
         let pkid = self.alloc_pkid();
-        let u = Unsubscribe { pkid, topics: filters.iter().map(|f| f.to_filter(&self.config.identity)).collect() };
+        let mut topics = Vec::with_capacity(filters.len());
+        for f in filters {
+            topics.push(f.to_filter(&self.config.identity));
+        }
+        let u = Unsubscribe { pkid, topics };
         self.encode(&Packet::Unsubscribe(u), now)?;
         self.pending_unsubs.insert(pkid, filters.to_vec());
         Ok(())
@@ -734,8 +738,12 @@ impl DeviceSession {
 
     /// Runs timers due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let expired: Vec<RequestId> =
-            self.requests.iter().filter(|(_, r)| r.deadline <= now).map(|(rid, _)| rid.clone()).collect();
+        let mut expired: Vec<RequestId> = Vec::new();
+        for (rid, r) in self.requests.iter() {
+            if r.deadline <= now {
+                expired.push(rid.clone());
+            }
+        }
         for rid in expired {
             if let Some(r) = self.requests.remove(&rid) {
                 self.events.push_back(Event::RequestFailed { rid, kind: r.kind, reason: RequestFailure::TimedOut });
@@ -958,19 +966,14 @@ impl DeviceSession {
                         HubViolation::SubAckCount { codes: ack.return_codes.len(), filters: filters.len() }.into()
                     );
                 }
-                let results = filters
-                    .into_iter()
-                    .zip(ack.return_codes)
-                    .map(|(f, c)| {
-                        (
-                            f,
-                            match c {
-                                SubscribeReasonCode::Success(q) => Granted::Qos(q),
-                                SubscribeReasonCode::Failure => Granted::Refused,
-                            },
-                        )
-                    })
-                    .collect();
+                let mut results = Vec::with_capacity(filters.len());
+                for (f, c) in filters.into_iter().zip(ack.return_codes) {
+                    let granted = match c {
+                        SubscribeReasonCode::Success(q) => Granted::Qos(q),
+                        SubscribeReasonCode::Failure => Granted::Refused,
+                    };
+                    results.push((f, granted));
+                }
                 self.events.push_back(Event::Subscribed { results });
                 Ok(())
             }
