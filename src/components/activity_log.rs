@@ -54,9 +54,9 @@ pub fn ActivityLog() -> Html {
                     </select>
                 </label>
                 <label>{"Filter"}<input type="search" oninput={on_text} /></label>
-                <button type="button" onclick={export(false)}>{"Export log as JSON"}</button>
-                <button type="button" onclick={export(true)}>{"Export log as CSV"}</button>
-                <button type="button" onclick={clear}>{"Clear log"}</button>
+                { super::button("Export log as JSON", export(false), false) }
+                { super::button("Export log as CSV", export(true), false) }
+                { super::button("Clear log", clear, false) }
             </div>
             <ol class="lines" aria-label="Activity log" tabindex="0">{ for lines }</ol>
             <p class="note">{ format!("The newest {MAX_LOG} entries are kept.") }</p>

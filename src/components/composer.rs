@@ -98,7 +98,7 @@ pub fn view_composer(app: &AppContext, ctl: &ControllerHandle) -> Html {
                 <textarea id="payload" rows="6" spellcheck="false" value={s.body.clone()} oninput={on_text(app, Text::Body)} />
                 <div class="row">
                     { json_state }
-                    <button type="button" onclick={pretty}>{"Pretty-print JSON"}</button>
+                    { super::button("Pretty-print JSON", pretty, false) }
                 </div>
                 }
                 <div class="row">
@@ -125,12 +125,12 @@ pub fn view_composer(app: &AppContext, ctl: &ControllerHandle) -> Html {
                     </div>
                     <label class="check"><input type="checkbox" checked={s.auto_message_id} onchange={on_flag(app, Flag::AutoMessageId)} />{"Generate a message ID for each message"}</label>
                     <label class="check"><input type="checkbox" checked={s.creation_time} onchange={on_flag(app, Flag::CreationTime)} />{"Set creation time ($.ctime) to now"}</label>
-                    <button type="button" onclick={routing}>{"JSON for routing"}</button>
+                    { super::button("JSON for routing", routing, false) }
                 </fieldset>
                 <fieldset>
                     <legend>{"Application properties"}</legend>
                     <ul class="props">{ for rows }</ul>
-                    <button type="button" onclick={add}>{"Add property"}</button>
+                    { super::button("Add property", add, false) }
                 </fieldset>
                 if !templ {
                 <div class="topic" role="group" aria-label="Topic preview"><span>{"Topic: "}</span><code class="wrap">{ topic_preview(s) }</code></div>
@@ -142,7 +142,7 @@ pub fn view_composer(app: &AppContext, ctl: &ControllerHandle) -> Html {
                     <label>{"Every (ms)"}<input type="number" min="10" value={s.repeat_interval_ms.to_string()} onchange={on_number(app, Number::RepeatInterval)} /></label>
                     <label>{"Times (0 = until stopped)"}<input type="number" min="0" value={s.repeat_count.to_string()} onchange={on_number(app, Number::RepeatCount)} /></label>
                     if let Some(r) = &app.repeat {
-                        <button type="button" onclick={stop}>{"Stop"}</button>
+                        { super::button("Stop", stop, false) }
                         if let Some(t) = r.total {
                             <progress aria-label="Repeat progress" max={t.to_string()} value={r.done.to_string()}></progress>
                             <span>{ r.done }{"/"}{ t }</span>
@@ -150,7 +150,7 @@ pub fn view_composer(app: &AppContext, ctl: &ControllerHandle) -> Html {
                             <span>{ r.done }{" sent"}</span>
                         }
                     } else {
-                        <button type="button" onclick={repeat}>{"Start"}</button>
+                        { super::button("Start", repeat, false) }
                     }
                 </fieldset>
                 }

@@ -174,7 +174,7 @@ pub fn ConnectPanel() -> Html {
                 }
                 <div class="buttons">
                     <button type="submit" class="primary">{ if provisioning { "Provision and connect" } else if active { "Reconnect" } else { "Connect" } }</button>
-                    <button type="button" onclick={disconnect} disabled={!active}>{"Disconnect"}</button>
+                    { super::button("Disconnect", disconnect, !active) }
                     <button type="button" onclick={share} title="Copies a link with the settings, never the key or the endpoint">{"Share link"}</button>
                 </div>
                 if !link.is_empty() {
@@ -236,7 +236,7 @@ fn view_dps(app: &AppContext, errors: &[FieldError], touched: bool, error_for: &
             if !s.assigned_hub.is_empty() {
                 <p class="note">{"Assigned to "}<b>{ &s.assigned_hub }</b>{" as "}<b>{ &s.assigned_device }</b>{": Connect goes straight to this hub."}</p>
                 <label class="check"><input type="checkbox" checked={s.remember_assignment} onchange={on_flag(app, Flag::RememberAssignment)} />{"Remember the assignment on this device (hub and device ID, never the key)"}</label>
-                <button type="button" onclick={forget}>{"Forget the assignment (provision again)"}</button>
+                { super::button("Forget the assignment (provision again)", forget, false) }
             }
             if !app.dps_steps.is_empty() {
                 <ol class="dps-steps" aria-label="Provisioning steps">

@@ -38,9 +38,9 @@ pub fn view_inbox(app: &AppContext) -> Html {
                 if app.unread > 0 { <span class="badge">{ app.unread }<span class="sr-only">{" new"}</span></span> }
             </h2>
             <div class="row">
-                <button type="button" onclick={export(false)} disabled={app.inbox.is_empty()}>{"Export messages as JSON"}</button>
-                <button type="button" onclick={export(true)} disabled={app.inbox.is_empty()}>{"Export messages as CSV"}</button>
-                <button type="button" onclick={clear} disabled={app.inbox.is_empty()}>{"Clear messages"}</button>
+                { super::button("Export messages as JSON", export(false), app.inbox.is_empty()) }
+                { super::button("Export messages as CSV", export(true), app.inbox.is_empty()) }
+                { super::button("Clear messages", clear, app.inbox.is_empty()) }
             </div>
             if app.inbox.is_empty() {
                 <p class="note">{"No messages yet. Messages sent to this device appear here with all their properties."}</p>

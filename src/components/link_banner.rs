@@ -30,7 +30,7 @@ pub fn view_link_banner(o: &Decoded, on_accept: Callback<MouseEvent>, on_ignore:
                 if !o.changes.is_empty() {
                     <button type="button" class="primary" onclick={on_accept}>{"Use these settings"}</button>
                 }
-                <button type="button" onclick={on_ignore}>{"Ignore"}</button>
+                { super::button("Ignore", on_ignore, false) }
             </div>
         </section>
     }

@@ -80,3 +80,10 @@ pub fn on_flag(app: &AppContext, f: Flag) -> Callback<Event> {
         }
     })
 }
+
+/// `<button type="button" onclick>{text}</button>`, disabled when `off` (else without the attribute). One
+/// function for the panels' many plain buttons: each element an `html!` builds is its own code in the bundle.
+#[inline(never)]
+pub fn button(text: &'static str, onclick: Callback<MouseEvent>, off: bool) -> Html {
+    html! { <button type="button" {onclick} disabled={off}>{ yew::virtual_dom::VText::new(text) }</button> }
+}

@@ -87,14 +87,14 @@ pub fn ModelPanel() -> Html {
                         { for builtin::ALL.iter().enumerate().map(|(i, m)| html! { <option value={m.key} selected={i == 0}>{ m.title }</option> }) }
                     </select>
                 </label>
-                <button type="button" onclick={load_builtin}>{"Load built-in model"}</button>
+                { super::button("Load built-in model", load_builtin, false) }
                 <label>{"Model file"}<input type="file" accept=".json,application/json" onchange={load_file} /></label>
             </div>
             <details>
                 <summary>{"…or paste a DTDL interface"}</summary>
                 <label for="pnp-json">{"Model JSON"}</label>
                 <textarea id="pnp-json" ref={pasted} rows="6" spellcheck="false" placeholder="{\"@context\": \"dtmi:dtdl:context;3\", \"@type\": \"Interface\", …}" />
-                <button type="button" onclick={load_pasted}>{"Load pasted model"}</button>
+                { super::button("Load pasted model", load_pasted, false) }
             </details>
             if let Some(e) = &s.error {
                 <p class="field-error" role="alert">{"The model was not loaded: "}{ e }</p>
@@ -130,15 +130,15 @@ fn view_device(app: &AppContext, ctl: &ControllerHandle, s: &PnpState, m: &Rc<Mo
     html! {
         <>
             <p class="pnp-model"><b>{ title }</b>{" "}<code>{ m.id() }</code>{" "}
-                <button type="button" onclick={unload}>{"Unload model"}</button></p>
+                { super::button("Unload model", unload, false) }</p>
             <p class="note">{"The model id is announced in the CONNECT user name (model-id=) on the next connection."}</p>
             <fieldset class="repeat">
                 <legend>{"Model telemetry"}</legend>
                 <label>{"Telemetry every (ms)"}<input type="number" min="100" value={s.interval_ms.to_string()} disabled={s.running} onchange={interval} /></label>
                 if s.running {
-                    <button type="button" onclick={stop}>{"Stop telemetry"}</button>
+                    { super::button("Stop telemetry", stop, false) }
                 } else {
-                    <button type="button" onclick={start}>{"Start telemetry"}</button>
+                    { super::button("Start telemetry", start, false) }
                 }
                 <span>{ s.sent }{" messages sent"}</span>
             </fieldset>
@@ -307,8 +307,8 @@ fn view_property(
                 <label>{"Reason"}<input aria-label={["Reason to reject ", &what].concat()} value={ps.reason.clone()} oninput={reason} /></label>
             }
             if pending {
-                <button type="button" onclick={resolve(Choice::Accept)}>{"Accept now"}</button>
-                <button type="button" onclick={resolve(Choice::Reject)}>{"Reject now"}</button>
+                { super::button("Accept now", resolve(Choice::Accept), false) }
+                { super::button("Reject now", resolve(Choice::Reject), false) }
             }
         </li>
     }

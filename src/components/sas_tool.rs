@@ -24,7 +24,7 @@ pub fn SasTool() -> Html {
                         value={app.settings.token_ttl_secs.to_string()} onchange={on_number(&app, Number::TokenTtl)} />
                     <span id="sas-ttl-help" class="help">{"10 s to 1 day (86400 s)"}</span>
                 </label>
-                <button type="button" onclick={generate}>{"Generate SAS token"}</button>
+                { super::button("Generate SAS token", generate, false) }
             </div>
             { match &*token {
                 Some(Ok((t, exp))) => {

@@ -186,7 +186,7 @@ pub fn view_editor(app: &AppContext, ctl: &ControllerHandle) -> Html {
             { preview }
             <div class="buttons">
                 <button type="button" class="primary" onclick={send_one}>{"Send one"}</button>
-                <button type="button" onclick={reset}>{"Reset counters"}</button>
+                { super::button("Reset counters", reset, false) }
             </div>
             <fieldset class="repeat">
                 <legend>{"Schedule"}</legend>
@@ -194,7 +194,7 @@ pub fn view_editor(app: &AppContext, ctl: &ControllerHandle) -> Html {
                 { num_field(app, "Jitter ± (ms)", d.jitter_ms, DraftEdit::Jitter) }
                 { num_field(app, "Times (0 = no limit)", d.count, DraftEdit::Count) }
                 { num_field(app, "For (ms, 0 = until stopped)", d.duration_ms, DraftEdit::Duration) }
-                <button type="button" onclick={run}>{"Run on a schedule"}</button>
+                { super::button("Run on a schedule", run, false) }
                 if running > 0 {
                     <p class="muted" aria-live="polite">
                         { running.to_string() }{ if running == 1 { " schedule running" } else { " schedules running" } }
@@ -347,11 +347,11 @@ pub fn SavedMessages() -> Html {
             <div class="row">
                 <label>{"Name"}<input value={t.draft.name.clone()}
                     oninput={on_input(&app, Target::Name)} /></label>
-                <button type="button" onclick={save}>{"Save current message"}</button>
+                { super::button("Save current message", save, false) }
             </div>
             <ul class="library" aria-label="Saved messages">{ for rows }</ul>
             <div class="row">
-                <button type="button" onclick={export}>{"Export saved messages"}</button>
+                { super::button("Export saved messages", export, false) }
                 <label class="file">{"Import (saved messages or an Iot-Telemetry-Simulator configuration)"}
                     <input type="file" accept=".json,application/json" onchange={import} /></label>
             </div>

@@ -28,7 +28,7 @@ pub fn Twin() -> Html {
     html! {
         <section class="panel" aria-labelledby="twin-h">
             <h2 id="twin-h">{"Device twin"}</h2>
-            <button type="button" onclick={get} disabled={!connected}>{"Get twin"}</button>
+            { super::button("Get twin", get, !connected) }
             <div class="twin-docs">
                 <div role="group" aria-labelledby="twin-desired-h"><h3 id="twin-desired-h">{"Desired properties"}</h3><pre tabindex="0">{ &twin.desired }</pre></div>
                 <div role="group" aria-labelledby="twin-reported-h"><h3 id="twin-reported-h">{"Reported properties"}</h3><pre tabindex="0">{ &twin.reported }</pre></div>
