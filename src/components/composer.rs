@@ -109,7 +109,7 @@ pub fn view_composer(app: &AppContext, ctl: &ControllerHandle) -> Html {
                             <option value="2" selected={s.qos == 2}>{"2 — IoT Hub closes the connection"}</option>
                         </select>
                     </label>
-                    <label class="check"><input type="checkbox" checked={s.retain} onchange={on_flag(app, Flag::Retain)} />{"Retain"}</label>
+                    { super::check(app, Flag::Retain, s.retain, "Retain") }
                 </div>
                 if s.qos == 2 {
                     <p class="warn-text" role="alert">{"IoT Hub does not support QoS 2: it will close the connection when this message is sent."}</p>
@@ -123,8 +123,8 @@ pub fn view_composer(app: &AppContext, ctl: &ControllerHandle) -> Html {
                         <label>{"Correlation ID"}<input value={s.correlation_id.clone()} oninput={on_text(app, Text::CorrelationId)} /></label>
                         <label>{"User ID"}<input value={s.user_id.clone()} oninput={on_text(app, Text::UserId)} /></label>
                     </div>
-                    <label class="check"><input type="checkbox" checked={s.auto_message_id} onchange={on_flag(app, Flag::AutoMessageId)} />{"Generate a message ID for each message"}</label>
-                    <label class="check"><input type="checkbox" checked={s.creation_time} onchange={on_flag(app, Flag::CreationTime)} />{"Set creation time ($.ctime) to now"}</label>
+                    { super::check(app, Flag::AutoMessageId, s.auto_message_id, "Generate a message ID for each message") }
+                    { super::check(app, Flag::CreationTime, s.creation_time, "Set creation time ($.ctime) to now") }
                     { super::button("JSON for routing", routing, false) }
                 </fieldset>
                 <fieldset>

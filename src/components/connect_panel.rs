@@ -165,9 +165,9 @@ pub fn ConnectPanel() -> Html {
                         <label>{"Model ID (IoT Plug and Play)"}<input value={s.model_id.clone()} placeholder="dtmi:com:example:Thermostat;1" oninput={on_text(&app, Text::ModelId)} /></label>
                     </div>
                     { error_for("endpoint") }{ error_for("ttl") }{ error_for("keep_alive") }{ error_for("api_version") }{ error_for("model_id") }
-                    <label class="check"><input type="checkbox" checked={s.clean_session} onchange={on_flag(&app, Flag::CleanSession)} />{"CleanSession (off keeps subscriptions and queued C2D across connections, as the SDKs do)"}</label>
-                    <label class="check"><input type="checkbox" checked={s.auto_reconnect} onchange={on_flag(&app, Flag::AutoReconnect)} />{"Reconnect automatically"}</label>
-                    <label class="check"><input type="checkbox" checked={s.remember_key} onchange={on_flag(&app, Flag::RememberKey)} />{"Remember the key on this device"}</label>
+                    { super::check(&app, Flag::CleanSession, s.clean_session, "CleanSession (off keeps subscriptions and queued C2D across connections, as the SDKs do)") }
+                    { super::check(&app, Flag::AutoReconnect, s.auto_reconnect, "Reconnect automatically") }
+                    { super::check(&app, Flag::RememberKey, s.remember_key, "Remember the key on this device") }
                 </details>
                 if let Some(c) = &app.confirm {
                     <ConfirmEndpoint confirm={c.clone()} on_confirm={confirmed} on_cancel={cancel} />
@@ -223,7 +223,7 @@ fn view_dps(app: &AppContext, errors: &[FieldError], touched: bool, error_for: &
                 <label>{"Provisioning host"}<input value={s.dps_host.clone()} placeholder={hubsim_proto::provisioning::GLOBAL_ENDPOINT} aria-invalid={invalid("dps_host")} oninput={on_text(app, Text::DpsHost)} /></label>
             </div>
             { error_for("id_scope") }{ error_for("registration_id") }{ error_for("dps_key") }{ error_for("dps_host") }
-            <label class="check"><input type="checkbox" checked={s.group_key} onchange={on_flag(app, Flag::GroupKey)} />{"The key is an enrollment group key: derive this device's key from it and the registration ID"}</label>
+            { super::check(app, Flag::GroupKey, s.group_key, "The key is an enrollment group key: derive this device's key from it and the registration ID") }
             if s.group_key {
                 <p class="warn-text">{"A group key unlocks every device of the group. It stays in this page (only tokens signed with the derived device key are sent, to DPS and then to the assigned hub) and is stored only if you tick \"Remember the key on this device\" under Advanced."}</p>
             }
@@ -235,7 +235,7 @@ fn view_dps(app: &AppContext, errors: &[FieldError], touched: bool, error_for: &
             { error_for("dps_payload") }{ error_for("dps") }
             if !s.assigned_hub.is_empty() {
                 <p class="note">{"Assigned to "}<b>{ &s.assigned_hub }</b>{" as "}<b>{ &s.assigned_device }</b>{": Connect goes straight to this hub."}</p>
-                <label class="check"><input type="checkbox" checked={s.remember_assignment} onchange={on_flag(app, Flag::RememberAssignment)} />{"Remember the assignment on this device (hub and device ID, never the key)"}</label>
+                { super::check(app, Flag::RememberAssignment, s.remember_assignment, "Remember the assignment on this device (hub and device ID, never the key)") }
                 { super::button("Forget the assignment (provision again)", forget, false) }
             }
             if !app.dps_steps.is_empty() {

@@ -87,3 +87,45 @@ pub fn on_flag(app: &AppContext, f: Flag) -> Callback<Event> {
 pub fn button(text: &'static str, onclick: Callback<MouseEvent>, off: bool) -> Html {
     html! { <button type="button" {onclick} disabled={off}>{ yew::virtual_dom::VText::new(text) }</button> }
 }
+
+/// A text node of a literal (`{ text }` of a `&str` would copy it).
+fn lit(text: &'static str) -> Html {
+    Html::from(yew::virtual_dom::VText::new(AttrValue::Static(text)))
+}
+
+/// A checkbox of a settings flag: `<label class="check"><input type="checkbox" checked onchange />{text}</label>`.
+#[inline(never)]
+pub fn check(app: &AppContext, f: Flag, on: bool, text: &'static str) -> Html {
+    html! { <label class="check"><input type="checkbox" checked={on} onchange={on_flag(app, f)} />{ lit(text) }</label> }
+}
+
+/// A labelled one-line text field: `<label>{label}<input value placeholder aria-invalid oninput /></label>`, a
+/// password field when `secret` (autocomplete off). An empty placeholder and a `None` validity leave their
+/// attribute out.
+#[inline(never)]
+pub fn text_field(
+    label: &'static str,
+    value: &str,
+    placeholder: &'static str,
+    invalid: Option<bool>,
+    secret: bool,
+    oninput: Callback<InputEvent>,
+) -> Html {
+    html! {
+        <label>{ lit(label) }<input type={secret.then_some("password")} autocomplete={secret.then_some("off")}
+            value={value.to_owned()} placeholder={(!placeholder.is_empty()).then_some(placeholder)}
+            aria-invalid={invalid.map(|i| if i { "true" } else { "false" })} {oninput} /></label>
+    }
+}
+
+/// `<p class="field-error" role="alert">{text}</p>`.
+#[inline(never)]
+pub fn error_p(text: &str) -> Html {
+    html! { <p class="field-error" role="alert">{ text }</p> }
+}
+
+/// `<option value selected>{label}</option>`.
+#[inline(never)]
+pub fn option(value: &'static str, label: &'static str, selected: bool) -> Html {
+    html! { <option value={value} {selected}>{ lit(label) }</option> }
+}
