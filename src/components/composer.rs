@@ -117,11 +117,11 @@ pub fn view_composer(app: &AppContext, ctl: &ControllerHandle) -> Html {
                 <fieldset>
                     <legend>{"System properties"}</legend>
                     <div class="grid2">
-                        <label>{"Content type"}<input value={s.content_type.clone()} placeholder="application/json" oninput={on_text(app, Text::ContentType)} /></label>
-                        <label>{"Content encoding"}<input value={s.content_encoding.clone()} placeholder="utf-8" oninput={on_text(app, Text::ContentEncoding)} /></label>
+                        { super::text_field("Content type", &s.content_type, "application/json", None, false, on_text(app, Text::ContentType)) }
+                        { super::text_field("Content encoding", &s.content_encoding, "utf-8", None, false, on_text(app, Text::ContentEncoding)) }
                         <label>{"Message ID"}<input value={s.message_id.clone()} disabled={s.auto_message_id} placeholder={if s.auto_message_id { "generated for each message" } else { "" }} oninput={on_text(app, Text::MessageId)} /></label>
-                        <label>{"Correlation ID"}<input value={s.correlation_id.clone()} oninput={on_text(app, Text::CorrelationId)} /></label>
-                        <label>{"User ID"}<input value={s.user_id.clone()} oninput={on_text(app, Text::UserId)} /></label>
+                        { super::text_field("Correlation ID", &s.correlation_id, "", None, false, on_text(app, Text::CorrelationId)) }
+                        { super::text_field("User ID", &s.user_id, "", None, false, on_text(app, Text::UserId)) }
                     </div>
                     { super::check(app, Flag::AutoMessageId, s.auto_message_id, "Generate a message ID for each message") }
                     { super::check(app, Flag::CreationTime, s.creation_time, "Set creation time ($.ctime) to now") }

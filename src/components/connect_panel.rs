@@ -140,10 +140,10 @@ pub fn ConnectPanel() -> Html {
                 <details open={!s.host.is_empty() && s.connection_string.is_empty()}>
                     <summary>{"…or enter the fields separately"}</summary>
                     <div class="grid2">
-                        <label>{"Host name"}<input value={s.host.clone()} placeholder="myhub.azure-devices.net" oninput={on_text(&app, Text::Host)} /></label>
-                        <label>{"Device ID"}<input value={s.device_id.clone()} oninput={on_text(&app, Text::DeviceId)} /></label>
-                        <label>{"Module ID (optional)"}<input value={s.module_id.clone()} oninput={on_text(&app, Text::ModuleId)} /></label>
-                        <label>{"Device key"}<input type="password" autocomplete="off" value={s.key.clone()} oninput={on_text(&app, Text::Key)} /></label>
+                        { super::text_field("Host name", &s.host, "myhub.azure-devices.net", None, false, on_text(&app, Text::Host)) }
+                        { super::text_field("Device ID", &s.device_id, "", None, false, on_text(&app, Text::DeviceId)) }
+                        { super::text_field("Module ID (optional)", &s.module_id, "", None, false, on_text(&app, Text::ModuleId)) }
+                        { super::text_field("Device key", &s.key, "", None, true, on_text(&app, Text::Key)) }
                     </div>
                     { error_for("host") }{ error_for("device_id") }{ error_for("key") }
                 </details>
@@ -161,8 +161,8 @@ pub fn ConnectPanel() -> Html {
                             <span id="ttl-help" class="help">{"10 s to 1 day (86400 s); renewed automatically at 80 %"}</span>
                         </label>
                         <label>{"Keep-alive (s)"}<input type="number" min="0" max={MAX_KEEP_ALIVE_SECS.to_string()} value={s.keep_alive_secs.to_string()} onchange={on_number(&app, Number::KeepAlive)} /></label>
-                        <label>{"API version"}<input value={s.api_version.clone()} oninput={on_text(&app, Text::ApiVersion)} /></label>
-                        <label>{"Model ID (IoT Plug and Play)"}<input value={s.model_id.clone()} placeholder="dtmi:com:example:Thermostat;1" oninput={on_text(&app, Text::ModelId)} /></label>
+                        { super::text_field("API version", &s.api_version, "", None, false, on_text(&app, Text::ApiVersion)) }
+                        { super::text_field("Model ID (IoT Plug and Play)", &s.model_id, "dtmi:com:example:Thermostat;1", None, false, on_text(&app, Text::ModelId)) }
                     </div>
                     { error_for("endpoint") }{ error_for("ttl") }{ error_for("keep_alive") }{ error_for("api_version") }{ error_for("model_id") }
                     { super::check(&app, Flag::CleanSession, s.clean_session, "CleanSession (off keeps subscriptions and queued C2D across connections, as the SDKs do)") }
@@ -195,9 +195,8 @@ fn set_mode(app: &AppContext, dps: bool) -> Callback<Event> {
 /// A field is marked invalid once the form was touched (as the other fields are), the host and payload at once.
 fn view_dps(app: &AppContext, errors: &[FieldError], touched: bool, error_for: &dyn Fn(&str) -> Html) -> Html {
     let s = &app.settings;
-    let invalid = |f: &str| {
-        (errors.iter().any(|e| e.field == f) && (touched || matches!(f, "dps_host" | "dps_payload"))).to_string()
-    };
+    let invalid =
+        |f: &str| errors.iter().any(|e| e.field == f) && (touched || matches!(f, "dps_host" | "dps_payload"));
     let use_emulator = app.emulator.as_ref().filter(|e| !e.id_scope.is_empty()).map(|e| {
         let (app, host, scope) = (app.clone(), e.host_name.clone(), e.id_scope.clone());
         let onclick = Callback::from(move |_| {
@@ -217,10 +216,10 @@ fn view_dps(app: &AppContext, errors: &[FieldError], touched: bool, error_for: &
         <fieldset class="dps">
             <legend>{"Device Provisioning Service"}</legend>
             <div class="grid2">
-                <label>{"ID scope"}<input value={s.id_scope.clone()} placeholder="0ne00ABCDEF" aria-invalid={invalid("id_scope")} oninput={on_text(app, Text::IdScope)} /></label>
-                <label>{"Registration ID"}<input value={s.registration_id.clone()} aria-invalid={invalid("registration_id")} oninput={on_text(app, Text::RegistrationId)} /></label>
-                <label>{ if s.group_key { "Enrollment group key" } else { "Enrollment key" } }<input type="password" autocomplete="off" value={s.dps_key.clone()} aria-invalid={invalid("dps_key")} oninput={on_text(app, Text::DpsKey)} /></label>
-                <label>{"Provisioning host"}<input value={s.dps_host.clone()} placeholder={hubsim_proto::provisioning::GLOBAL_ENDPOINT} aria-invalid={invalid("dps_host")} oninput={on_text(app, Text::DpsHost)} /></label>
+                { super::text_field("ID scope", &s.id_scope, "0ne00ABCDEF", Some(invalid("id_scope")), false, on_text(app, Text::IdScope)) }
+                { super::text_field("Registration ID", &s.registration_id, "", Some(invalid("registration_id")), false, on_text(app, Text::RegistrationId)) }
+                { super::text_field(if s.group_key { "Enrollment group key" } else { "Enrollment key" }, &s.dps_key, "", Some(invalid("dps_key")), true, on_text(app, Text::DpsKey)) }
+                { super::text_field("Provisioning host", &s.dps_host, hubsim_proto::provisioning::GLOBAL_ENDPOINT, Some(invalid("dps_host")), false, on_text(app, Text::DpsHost)) }
             </div>
             { error_for("id_scope") }{ error_for("registration_id") }{ error_for("dps_key") }{ error_for("dps_host") }
             { super::check(app, Flag::GroupKey, s.group_key, "The key is an enrollment group key: derive this device's key from it and the registration ID") }
@@ -229,7 +228,7 @@ fn view_dps(app: &AppContext, errors: &[FieldError], touched: bool, error_for: &
             }
             { for use_emulator }
             <label for="dps-payload">{"Registration payload (JSON, optional)"}</label>
-            <textarea id="dps-payload" rows="2" spellcheck="false" placeholder="{\"site\": \"lab\"}" aria-invalid={invalid("dps_payload")}
+            <textarea id="dps-payload" rows="2" spellcheck="false" placeholder="{\"site\": \"lab\"}" aria-invalid={invalid("dps_payload").to_string()}
                 aria-describedby="dps-payload-help" value={s.dps_payload.clone()} oninput={on_text(app, Text::DpsPayload)} />
             <span id="dps-payload-help" class="help">{"Custom allocation data sent with the registration; a model ID set under Advanced is added as modelId (IoT Plug and Play)."}</span>
             { error_for("dps_payload") }{ error_for("dps") }
