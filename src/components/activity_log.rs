@@ -50,7 +50,7 @@ pub fn ActivityLog() -> Html {
             <div class="row">
                 <label>{"Show"}
                     <select onchange={on_kind}>
-                        { for options.map(|(v, label)| html! { <option value={v} selected={kind.as_str() == v}>{ label }</option> }) }
+                        { for options.map(|(v, label)| super::option(v, label, kind.as_str() == v)) }
                     </select>
                 </label>
                 <label>{"Filter"}<input type="search" oninput={on_text} /></label>

@@ -290,7 +290,7 @@ pub fn Charts() -> Html {
             <form class="row" onsubmit={add}>
                 <label>{"Source"}
                     <select onchange={on_source}>
-                        { for Source::ALL.iter().map(|s| html! { <option value={s.as_str()} selected={*s == view.source}>{ s.label() }</option> }) }
+                        { for Source::ALL.iter().map(|s| super::option(s.as_str(), s.label(), *s == view.source)) }
                     </select>
                 </label>
                 <label class="grow">{"JSON path"}<input ref={path} placeholder="temperature or position.lat" /></label>
@@ -298,7 +298,7 @@ pub fn Charts() -> Html {
                 <label>{"Points shown"}<input type="number" min="2" max={MAX_POINTS.to_string()} value={view.points.to_string()} onchange={on_points} /></label>
                 <button type="button" onclick={pause}>{ if paused { "Resume" } else { "Pause" } }</button>
             </form>
-            if let Some(e) = view.error { <p class="field-error" role="alert">{ e }</p> }
+            if let Some(e) = view.error { { super::error_p(e) } }
             if paused { <p class="note">{"Paused: new numbers are still recorded and appear when you resume."}</p> }
             { body }
         </section>

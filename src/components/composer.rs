@@ -104,9 +104,9 @@ pub fn view_composer(app: &AppContext, ctl: &ControllerHandle) -> Html {
                 <div class="row">
                     <label>{"QoS"}
                         <select onchange={on_number(app, Number::Qos)}>
-                            <option value="0" selected={s.qos == 0}>{"0 — at most once"}</option>
-                            <option value="1" selected={s.qos == 1}>{"1 — at least once"}</option>
-                            <option value="2" selected={s.qos == 2}>{"2 — IoT Hub closes the connection"}</option>
+                            { super::option("0", "0 — at most once", s.qos == 0) }
+                            { super::option("1", "1 — at least once", s.qos == 1) }
+                            { super::option("2", "2 — IoT Hub closes the connection", s.qos == 2) }
                         </select>
                     </label>
                     { super::check(app, Flag::Retain, s.retain, "Retain") }

@@ -56,7 +56,7 @@ pub fn Methods() -> Html {
                 <label class="grow">{"Response payload"}<textarea ref={payload} rows="1" value="{}" /></label>
                 <button type="submit">{"Save answer"}</button>
             </form>
-            if !error.is_empty() { <p class="field-error" role="alert">{ (*error).clone() }</p> }
+            if !error.is_empty() { { super::error_p(&error) } }
             <ul class="answers">{ for answers }</ul>
             <p class="note">{"Unlisted methods are answered 200 with {}."}</p>
             <ol class="calls" aria-label="Method calls">{ for calls }</ol>

@@ -84,7 +84,7 @@ pub fn ModelPanel() -> Html {
                 <label>{"Built-in model"}
                     <select ref={chosen}>
                         // Yew inserts the options last first, so without `selected` the browser would keep the last one.
-                        { for builtin::ALL.iter().enumerate().map(|(i, m)| html! { <option value={m.key} selected={i == 0}>{ m.title }</option> }) }
+                        { for builtin::ALL.iter().enumerate().map(|(i, m)| super::option(m.key, m.title, i == 0)) }
                     </select>
                 </label>
                 { super::button("Load built-in model", load_builtin, false) }
@@ -143,7 +143,7 @@ fn view_device(app: &AppContext, ctl: &ControllerHandle, s: &PnpState, m: &Rc<Mo
                 <span>{ s.sent }{" messages sent"}</span>
             </fieldset>
             if let Some(e) = &s.generator_error {
-                <p class="field-error" role="alert">{ e }</p>
+                { super::error_p(e) }
             }
             <div class="pnp-comps">{ for components }</div>
         </>
@@ -260,7 +260,7 @@ fn view_property(
     let unit = prop.semantics.unit_symbol().map_or(String::new(), |u| [" (", u, ")"].concat());
     let head =
         html! { <><b>{ &prop.name }</b>{" "}<span class="help">{ pnp::describe(&prop.schema) }{ unit }</span></> };
-    let error = ps.error.as_ref().map(|e| html! { <p class="field-error" role="alert">{ e }</p> }).unwrap_or_default();
+    let error = ps.error.as_deref().map(super::error_p).unwrap_or_default();
     if !prop.writable {
         let report = {
             let ctl = ctl.clone();
@@ -300,7 +300,7 @@ fn view_property(
             </div>
             <label>{"Answer"}
                 <select aria-label={["Answer to ", &what].concat()} onchange={choice}>
-                    { for Choice::ALL.iter().map(|c| html! { <option value={c.label()} selected={*c == ps.choice}>{ c.label() }</option> }) }
+                    { for Choice::ALL.iter().map(|c| super::option(c.label(), c.label(), *c == ps.choice)) }
                 </select>
             </label>
             if ps.choice == Choice::Reject {
@@ -342,7 +342,7 @@ fn view_command(
                 }
                 <label>{"Status"}<input type="number" min="100" max="599" aria-label={["Status of ", &method].concat()} value={cs.status.to_string()} onchange={status} /></label>
             </div>
-            if let Some(e) = &cs.error { <p class="field-error" role="alert">{ e }</p> }
+            if let Some(e) = &cs.error { { super::error_p(e) } }
             if let Some(l) = &cs.last {
                 <p class="pnp-call" aria-label={["Last call of ", &method].concat()}>
                     <time>{ &l.time }</time>{" request "}<code>{ if l.request.is_empty() { "(none)" } else { &l.request } }</code>

@@ -39,7 +39,7 @@ pub fn SasTool() -> Html {
                         </div>
                     }
                 }
-                Some(Err(e)) => html! { <p class="field-error" role="alert">{ e }</p> },
+                Some(Err(e)) => super::error_p(e),
                 None => html! {},
             } }
         </section>

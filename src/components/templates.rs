@@ -85,7 +85,7 @@ fn view_variable(app: &AppContext, i: usize, v: &hubsim_template::Variable) -> H
         let cb = on_change(app, Target::Field(i, key));
         html! { <label>{*l}<input aria-label={label(l)} value={library::field_text(v, key)} onchange={cb} /></label> }
     });
-    let kinds = library::KINDS.iter().map(|(k, l)| html! { <option value={*k} selected={*k == kind}>{*l}</option> });
+    let kinds = library::KINDS.iter().map(|(k, l)| super::option(k, l, *k == kind));
     let remove = {
         let app = app.clone();
         Callback::from(move |_| tmpl(&app, TmplAction::Draft(DraftEdit::RemoveVar(i))))
@@ -149,7 +149,7 @@ pub fn view_editor(app: &AppContext, ctl: &ControllerHandle) -> Html {
             }
         })
     };
-    let kinds = library::KINDS.iter().map(|(k, l)| html! { <option value={*k}>{*l}</option> });
+    let kinds = library::KINDS.iter().map(|(k, l)| super::option(k, l, false));
     let send_one = {
         let (ctl, m) = (ctl.clone(), msg.clone());
         Callback::from(move |_| {
