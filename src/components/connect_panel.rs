@@ -4,7 +4,7 @@
 
 use yew::prelude::*;
 
-use super::confirm_endpoint::ConfirmEndpoint;
+use super::confirm_endpoint::view_confirm_endpoint;
 use super::{on_flag, on_number, on_text, use_app, use_controller};
 use crate::dps::{dps_plan, StepKind};
 use crate::form::{plan, FieldError};
@@ -43,6 +43,16 @@ pub fn ConnectPanel() -> Html {
             _ => html! {},
         }
     };
+    // The confirmation takes the keyboard focus when it appears or asks about another URL.
+    let primary = use_node_ref();
+    {
+        let primary = primary.clone();
+        use_effect_with(app.confirm.as_ref().map(|c| c.url.clone()), move |_| {
+            if let Some(b) = primary.cast::<web_sys::HtmlElement>() {
+                let _ = b.focus();
+            }
+        });
+    }
     let active = !matches!(app.status, ConnStatus::Disconnected { .. });
     let connect = {
         let (ctl, app, attempted) = (ctl.clone(), app.clone(), attempted.clone());
@@ -170,7 +180,7 @@ pub fn ConnectPanel() -> Html {
                     { super::check(&app, Flag::RememberKey, s.remember_key, "Remember the key on this device") }
                 </details>
                 if let Some(c) = &app.confirm {
-                    <ConfirmEndpoint confirm={c.clone()} on_confirm={confirmed} on_cancel={cancel} />
+                    { view_confirm_endpoint(c, primary, confirmed, cancel) }
                 }
                 <div class="buttons">
                     <button type="submit" class="primary">{ if provisioning { "Provision and connect" } else if active { "Reconnect" } else { "Connect" } }</button>
