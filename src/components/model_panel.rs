@@ -19,12 +19,43 @@ fn send(app: &AppContext, a: PnpAction) {
     app.dispatch(Action::Pnp(a));
 }
 
-/// A callback that dispatches the action `f` builds from the field's text.
-fn on_field<E: AsRef<Event> + 'static>(app: &AppContext, f: impl Fn(String) -> PnpAction + 'static) -> Callback<E> {
+/// Which model field an input edits: data, so that every input shares one callback type per event type (each
+/// distinct closure type would be its own code in the bundle).
+#[derive(Clone, Copy)]
+enum Field {
+    Interval,
+    Generator { plan: usize, var: usize, param: pnp::Param },
+    Form { iface: usize, item: Item, field: usize },
+    Choice { iface: usize, prop: usize },
+    Reason { iface: usize, prop: usize },
+    Status { iface: usize, cmd: usize },
+}
+
+impl Field {
+    /// The action of the field's new text.
+    fn action(self, text: String) -> PnpAction {
+        match self {
+            Field::Interval => PnpAction::Interval(text.trim().parse().unwrap_or(pnp::DEFAULT_INTERVAL_MS)),
+            Field::Generator { plan, var, param } => PnpAction::Generator { plan, var, param, text },
+            Field::Form { iface, item, field } => PnpAction::Field { iface, item, field, text },
+            Field::Choice { iface, prop } => {
+                let choice = Choice::ALL.into_iter().find(|c| c.label() == text).unwrap_or(Choice::Accept);
+                PnpAction::Choice { iface, prop, choice }
+            }
+            Field::Reason { iface, prop } => PnpAction::Reason { iface, prop, text },
+            Field::Status { iface, cmd } => {
+                PnpAction::Status { iface, cmd, status: text.trim().parse().unwrap_or(200) }
+            }
+        }
+    }
+}
+
+/// A callback that dispatches the action of field `f` with the input's text.
+fn on_field<E: AsRef<Event> + 'static>(app: &AppContext, f: Field) -> Callback<E> {
     let app = app.clone();
     Callback::from(move |e: E| {
         if let Some(v) = field_value(e.as_ref()) {
-            send(&app, f(v));
+            send(&app, f.action(v));
         }
     })
 }
@@ -119,8 +150,7 @@ fn view_device(app: &AppContext, ctl: &ControllerHandle, s: &PnpState, m: &Rc<Mo
         let ctl = ctl.clone();
         Callback::from(move |_| ctl.0.pnp_stop())
     };
-    let interval =
-        on_field::<Event>(app, |v| PnpAction::Interval(v.trim().parse().unwrap_or(pnp::DEFAULT_INTERVAL_MS)));
+    let interval = on_field::<Event>(app, Field::Interval);
     let title = m.root.display_name.clone().unwrap_or_else(|| m.id().to_owned());
     let components = m
         .interfaces()
@@ -220,7 +250,7 @@ fn view_generators(app: &AppContext, s: &PnpState, plan: usize, name: &str, pref
                     <span>{ &v.name }{": "}{ pnp::kind_label(&v.kind) }</span>
                     { for pnp::kind_params(&v.kind).into_iter().map(|(param, text)| {
                         let label = [pnp::param_label(param), " of ", prefix, &v.name].concat();
-                        let onchange = on_field::<Event>(app, move |text| PnpAction::Generator { plan, var, param, text });
+                        let onchange = on_field::<Event>(app, Field::Generator { plan, var, param });
                         html! { <label>{ pnp::param_label(param) }<input aria-label={label} value={text} {onchange} /></label> }
                     }) }
                 </div>
@@ -235,12 +265,12 @@ fn view_form(
     fields: &[String],
     labels: Vec<&str>,
     what: &str,
-    f: impl Fn(usize, String) -> PnpAction + Clone + 'static,
+    iface: usize,
+    item: Item,
 ) -> Html {
     html! {
-        { for labels.into_iter().zip(fields).enumerate().map(|(n, (label, text))| {
-            let f = f.clone();
-            let oninput = on_field::<InputEvent>(app, move |t| f(n, t));
+        { for labels.into_iter().zip(fields).enumerate().map(|(field, (label, text))| {
+            let oninput = on_field::<InputEvent>(app, Field::Form { iface, item, field });
             html! { <label>{ label }<input aria-label={[label, " of ", what].concat()} value={text.clone()} {oninput} /></label> }
         }) }
     }
@@ -270,17 +300,14 @@ fn view_property(
         return html! {
             <li class="pnp-prop">
                 { head }{" read-only "}
-                { view_form(app, &ps.fields, labels, &what, move |field, text| PnpAction::Field { iface: i, item: Item::Property(p), field, text }) }
+                { view_form(app, &ps.fields, labels, &what, i, Item::Property(p)) }
                 <button type="button" onclick={report} aria-label={["Report ", &what].concat()}>{"Report"}</button>
                 { error }
             </li>
         };
     }
-    let choice = on_field::<Event>(app, move |v| {
-        let choice = Choice::ALL.into_iter().find(|c| c.label() == v).unwrap_or(Choice::Accept);
-        PnpAction::Choice { iface: i, prop: p, choice }
-    });
-    let reason = on_field::<InputEvent>(app, move |text| PnpAction::Reason { iface: i, prop: p, text });
+    let choice = on_field::<Event>(app, Field::Choice { iface: i, prop: p });
+    let reason = on_field::<InputEvent>(app, Field::Reason { iface: i, prop: p });
     let resolve = |c: Choice| {
         let ctl = ctl.clone();
         Callback::from(move |_| ctl.0.pnp_resolve(i, p, c))
@@ -324,11 +351,7 @@ fn view_command(
 ) -> Html {
     let Some(cs) = st.commands.get(c) else { return html! {} };
     let method = pnp::method_name(component, &cmd.name);
-    let status = on_field::<Event>(app, move |v| PnpAction::Status {
-        iface: i,
-        cmd: c,
-        status: v.trim().parse().unwrap_or(200),
-    });
+    let status = on_field::<Event>(app, Field::Status { iface: i, cmd: c });
     let request = cmd
         .request
         .as_ref()
@@ -338,7 +361,7 @@ fn view_command(
             <code>{ &method }</code>{" "}<span class="help">{ request }</span>
             <div class="row wrap" role="group" aria-label={["Response of ", &method].concat()}>
                 if let Some(r) = &cmd.response {
-                    { view_form(app, &cs.fields, pnp::form_labels(&r.schema, &r.name), &method, move |field, text| PnpAction::Field { iface: i, item: Item::Command(c), field, text }) }
+                    { view_form(app, &cs.fields, pnp::form_labels(&r.schema, &r.name), &method, i, Item::Command(c)) }
                 }
                 <label>{"Status"}<input type="number" min="100" max="599" aria-label={["Status of ", &method].concat()} value={cs.status.to_string()} onchange={status} /></label>
             </div>
