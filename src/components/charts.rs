@@ -295,7 +295,7 @@ pub fn Charts() -> Html {
                 </label>
                 <label class="grow">{"JSON path"}<input ref={path} placeholder="temperature or position.lat" /></label>
                 <button type="submit">{"Add chart"}</button>
-                <label>{"Points shown"}<input type="number" min="2" max={MAX_POINTS.to_string()} value={view.points.to_string()} onchange={on_points} /></label>
+                { super::num_field("Points shown", view.points as u64, 2, Some(MAX_POINTS as u64), None, on_points) }
                 <button type="button" onclick={pause}>{ if paused { "Resume" } else { "Pause" } }</button>
             </form>
             if let Some(e) = view.error { { super::error_p(e) } }

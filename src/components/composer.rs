@@ -4,7 +4,7 @@
 use yew::prelude::*;
 
 use super::property_row::view_property_row;
-use super::{on_flag, on_number, on_text};
+use super::{on_number, on_text};
 use crate::controller::ControllerHandle;
 use crate::form::topic_preview;
 use crate::settings::{Change, Flag, Number, Text};
@@ -139,8 +139,8 @@ pub fn view_composer(app: &AppContext, ctl: &ControllerHandle) -> Html {
                 </div>
                 <fieldset class="repeat">
                     <legend>{"Send repeatedly"}</legend>
-                    <label>{"Every (ms)"}<input type="number" min="10" value={s.repeat_interval_ms.to_string()} onchange={on_number(app, Number::RepeatInterval)} /></label>
-                    <label>{"Times (0 = until stopped)"}<input type="number" min="0" value={s.repeat_count.to_string()} onchange={on_number(app, Number::RepeatCount)} /></label>
+                    { super::num_field("Every (ms)", s.repeat_interval_ms.into(), 10, None, None, on_number(app, Number::RepeatInterval)) }
+                    { super::num_field("Times (0 = until stopped)", s.repeat_count.into(), 0, None, None, on_number(app, Number::RepeatCount)) }
                     if let Some(r) = &app.repeat {
                         { super::button("Stop", stop, false) }
                         if let Some(t) = r.total {

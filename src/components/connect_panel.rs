@@ -5,7 +5,7 @@
 use yew::prelude::*;
 
 use super::confirm_endpoint::view_confirm_endpoint;
-use super::{on_flag, on_number, on_text, use_app, use_controller};
+use super::{on_number, on_text, use_app, use_controller};
 use crate::dps::{dps_plan, StepKind};
 use crate::form::{plan, FieldError};
 use crate::settings::{Change, Flag, Number, Text, MAX_KEEP_ALIVE_SECS, MAX_TTL_SECS, MIN_TTL_SECS};
@@ -165,12 +165,9 @@ pub fn ConnectPanel() -> Html {
                             <input value={s.endpoint.clone()} placeholder={endpoint_placeholder}
                                 aria-invalid={invalid("endpoint").to_string()} oninput={on_text(&app, Text::Endpoint)} />
                         </label>
-                        <label>{"Token lifetime (s)"}
-                            <input type="number" min={MIN_TTL_SECS.to_string()} max={MAX_TTL_SECS.to_string()} aria-describedby="ttl-help"
-                                value={s.token_ttl_secs.to_string()} onchange={on_number(&app, Number::TokenTtl)} />
-                            <span id="ttl-help" class="help">{"10 s to 1 day (86400 s); renewed automatically at 80 %"}</span>
-                        </label>
-                        <label>{"Keep-alive (s)"}<input type="number" min="0" max={MAX_KEEP_ALIVE_SECS.to_string()} value={s.keep_alive_secs.to_string()} onchange={on_number(&app, Number::KeepAlive)} /></label>
+                        { super::num_field("Token lifetime (s)", s.token_ttl_secs.into(), MIN_TTL_SECS.into(), Some(MAX_TTL_SECS.into()),
+                            Some(("ttl-help", "10 s to 1 day (86400 s); renewed automatically at 80 %")), on_number(&app, Number::TokenTtl)) }
+                        { super::num_field("Keep-alive (s)", s.keep_alive_secs.into(), 0, Some(MAX_KEEP_ALIVE_SECS.into()), None, on_number(&app, Number::KeepAlive)) }
                         { super::text_field("API version", &s.api_version, "", None, false, on_text(&app, Text::ApiVersion)) }
                         { super::text_field("Model ID (IoT Plug and Play)", &s.model_id, "dtmi:com:example:Thermostat;1", None, false, on_text(&app, Text::ModelId)) }
                     </div>

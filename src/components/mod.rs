@@ -129,3 +129,23 @@ pub fn error_p(text: &str) -> Html {
 pub fn option(value: &'static str, label: &'static str, selected: bool) -> Html {
     html! { <option value={value} {selected}>{ lit(label) }</option> }
 }
+
+/// A labelled number field: `<label>{label}<input type="number" min max value onchange />{help}</label>`, the
+/// help (`(id, text)`) a span that describes the field.
+#[inline(never)]
+pub fn num_field(
+    label: &'static str,
+    value: u64,
+    min: u64,
+    max: Option<u64>,
+    help: Option<(&'static str, &'static str)>,
+    onchange: Callback<Event>,
+) -> Html {
+    html! {
+        <label>{ lit(label) }
+            <input type="number" min={min.to_string()} max={max.map(|m| m.to_string())} aria-describedby={help.map(|h| h.0)}
+                value={value.to_string()} {onchange} />
+            if let Some((id, text)) = help { <span {id} class="help">{ lit(text) }</span> }
+        </label>
+    }
+}

@@ -19,11 +19,8 @@ pub fn SasTool() -> Html {
         <section class="panel" aria-labelledby="sas-h">
             <h2 id="sas-h">{"SAS token"}</h2>
             <div class="row">
-                <label>{"Token lifetime (s)"}
-                    <input type="number" min={MIN_TTL_SECS.to_string()} max={MAX_TTL_SECS.to_string()} aria-describedby="sas-ttl-help"
-                        value={app.settings.token_ttl_secs.to_string()} onchange={on_number(&app, Number::TokenTtl)} />
-                    <span id="sas-ttl-help" class="help">{"10 s to 1 day (86400 s)"}</span>
-                </label>
+                { super::num_field("Token lifetime (s)", app.settings.token_ttl_secs.into(), MIN_TTL_SECS.into(), Some(MAX_TTL_SECS.into()),
+                    Some(("sas-ttl-help", "10 s to 1 day (86400 s)")), on_number(&app, Number::TokenTtl)) }
                 { super::button("Generate SAS token", generate, false) }
             </div>
             { match &*token {

@@ -75,7 +75,7 @@ fn on_input(app: &AppContext, t: Target) -> Callback<InputEvent> {
 
 fn num_field(app: &AppContext, label: &'static str, value: u32, make: fn(u32) -> DraftEdit) -> Html {
     let cb = on_change(app, Target::Number(make));
-    html! { <label>{label}<input type="number" min="0" value={value.to_string()} onchange={cb} /></label> }
+    super::num_field(label, value.into(), 0, None, None, cb)
 }
 
 fn view_variable(app: &AppContext, i: usize, v: &hubsim_template::Variable) -> Html {
