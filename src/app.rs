@@ -4,6 +4,7 @@
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use yew::prelude::*;
+use yew::virtual_dom::AttributeOrProperty::Static;
 
 use crate::components::{
     activity_log::ActivityLog, charts::Charts, composer::view_composer, connect_panel::ConnectPanel, inbox::view_inbox,
@@ -112,7 +113,7 @@ pub fn App() -> Html {
                 <div class="app">
                     <header class="top">
                         <div class="title">
-                            <h1>{"hubsim"}<span class="sub">{" — IoT Hub device simulator"}</span></h1>
+                            <h1>{"hubsim"}{ crate::components::tx("span", &[("class", Static("sub"))], " — IoT Hub device simulator") }</h1>
                             if let Some(e) = &state.emulator {
                                 <span class="tag" title={e.ws.clone()}>{"served by the hubsim emulator"}</span>
                             }
@@ -147,7 +148,7 @@ pub fn App() -> Html {
                             <ActivityLog />
                         }
                     </main>
-                    <footer class="note">{"Keys stay in this browser: the SAS token is computed here and nothing is sent anywhere but to the hub you connect to."}</footer>
+                    { crate::components::tx("footer", &[("class", Static("note"))], "Keys stay in this browser: the SAS token is computed here and nothing is sent anywhere but to the hub you connect to.") }
                 </div>
             </ContextProvider<ControllerHandle>>
         </ContextProvider<AppContext>>

@@ -3,6 +3,7 @@
 
 use web_sys::{HtmlInputElement, HtmlSelectElement};
 use yew::prelude::*;
+use yew::virtual_dom::AttributeOrProperty::Static;
 
 use super::log_line::LogLine;
 use super::use_app;
@@ -46,7 +47,7 @@ pub fn ActivityLog() -> Html {
     let options = std::iter::once(("", "everything")).chain(LogKind::ALL.iter().map(|k| (k.as_str(), k.as_str())));
     html! {
         <section class="panel log" aria-labelledby="log-h">
-            <h2 id="log-h">{"Activity"}</h2>
+            { super::tx("h2", &[("id", Static("log-h"))], "Activity") }
             <div class="row">
                 <label>{"Show"}
                     <select onchange={on_kind}>

@@ -10,6 +10,7 @@ use std::rc::Rc;
 use wasm_bindgen::JsValue;
 use web_sys::HtmlInputElement;
 use yew::prelude::*;
+use yew::virtual_dom::AttributeOrProperty::Static;
 
 use super::{field_value, use_controller};
 use crate::series::{Point, Series, SeriesStore, Source, MAX_POINTS};
@@ -114,7 +115,7 @@ fn time(ms: f64) -> String {
 fn view_chart(c: usize, series: &Series, n: usize, hover: Option<usize>, view: &UseReducerHandle<View>) -> Html {
     let pts: Vec<Point> = series.last(n).copied().collect();
     let Some((first, last)) = pts.first().zip(pts.last()) else {
-        return html! { <p class="note">{"No numbers at this path yet."}</p> };
+        return super::tx("p", &[("class", Static("note"))], "No numbers at this path yet.");
     };
     let (t0, t1) = (first.at_ms, last.at_ms);
     let (lo, hi) = pts.iter().fold((f64::MAX, f64::MIN), |(lo, hi), p| (lo.min(p.value), hi.max(p.value)));
@@ -257,7 +258,7 @@ pub fn Charts() -> Html {
                     </figcaption>
                     { match store.get(*source, p) {
                         Some(s) => view_chart(c, s, view.points, hover, &view),
-                        None => html! { <p class="note">{"No numbers at this path yet."}</p> },
+                        None => super::tx("p", &[("class", Static("note"))], "No numbers at this path yet."),
                     } }
                 </figure>
             }
@@ -286,7 +287,7 @@ pub fn Charts() -> Html {
     let paused = view.frozen.is_some();
     html! {
         <section class="panel charts" aria-labelledby="charts-h">
-            <h2 id="charts-h">{"Charts"}</h2>
+            { super::tx("h2", &[("id", Static("charts-h"))], "Charts") }
             <form class="row" onsubmit={add}>
                 <label>{"Source"}
                     <select onchange={on_source}>
@@ -294,12 +295,12 @@ pub fn Charts() -> Html {
                     </select>
                 </label>
                 <label class="grow">{"JSON path"}<input ref={path} placeholder="temperature or position.lat" /></label>
-                <button type="submit">{"Add chart"}</button>
+                { super::tx("button", &[("type", Static("submit"))], "Add chart") }
                 { super::num_field("Points shown", view.points as u64, 2, Some(MAX_POINTS as u64), None, on_points) }
                 <button type="button" onclick={pause}>{ if paused { "Resume" } else { "Pause" } }</button>
             </form>
             if let Some(e) = view.error { { super::error_p(e) } }
-            if paused { <p class="note">{"Paused: new numbers are still recorded and appear when you resume."}</p> }
+            if paused { { super::tx("p", &[("class", Static("note"))], "Paused: new numbers are still recorded and appear when you resume.") } }
             { body }
         </section>
     }

@@ -2,6 +2,7 @@
 //! once or repeatedly.
 
 use yew::prelude::*;
+use yew::virtual_dom::AttributeOrProperty::Static;
 
 use super::property_row::view_property_row;
 use super::{on_number, on_text};
@@ -19,9 +20,9 @@ pub fn view_composer(app: &AppContext, ctl: &ControllerHandle) -> Html {
     let json_state = if s.body.trim().is_empty() {
         html! {}
     } else if util::is_json(&s.body) {
-        html! { <span class="ok-text">{"valid JSON"}</span> }
+        super::tx("span", &[("class", Static("ok-text"))], "valid JSON")
     } else {
-        html! { <span class="warn-text">{"not JSON (sent as text)"}</span> }
+        super::tx("span", &[("class", Static("warn-text"))], "not JSON (sent as text)")
     };
     let edit = {
         let app = app.clone();
@@ -85,7 +86,7 @@ pub fn view_composer(app: &AppContext, ctl: &ControllerHandle) -> Html {
     let connected = app.is_connected();
     html! {
         <section class="panel composer" aria-labelledby="compose-h">
-            <h2 id="compose-h">{"Send telemetry"}</h2>
+            { super::tx("h2", &[("id", Static("compose-h"))], "Send telemetry") }
             <form onsubmit={send}>
                 <div class="row" role="radiogroup" aria-label="Body">
                     <label class="check"><input type="radio" name="body-mode" checked={!templ} onchange={mode(false)} />{"Text"}</label>
@@ -94,7 +95,7 @@ pub fn view_composer(app: &AppContext, ctl: &ControllerHandle) -> Html {
                 if templ {
                     { super::templates::view_editor(app, ctl) }
                 } else {
-                <label for="payload">{"Payload"}</label>
+                { super::tx("label", &[("for", Static("payload"))], "Payload") }
                 <textarea id="payload" rows="6" spellcheck="false" value={s.body.clone()} oninput={on_text(app, Text::Body)} />
                 <div class="row">
                     { json_state }
@@ -112,10 +113,10 @@ pub fn view_composer(app: &AppContext, ctl: &ControllerHandle) -> Html {
                     { super::check(app, Flag::Retain, s.retain, "Retain") }
                 </div>
                 if s.qos == 2 {
-                    <p class="warn-text" role="alert">{"IoT Hub does not support QoS 2: it will close the connection when this message is sent."}</p>
+                    { super::tx("p", &[("class", Static("warn-text")), ("role", Static("alert"))], "IoT Hub does not support QoS 2: it will close the connection when this message is sent.") }
                 }
                 <fieldset>
-                    <legend>{"System properties"}</legend>
+                    { super::tx("legend", &[], "System properties") }
                     <div class="grid2">
                         { super::text_field("Content type", &s.content_type, "application/json", None, false, on_text(app, Text::ContentType)) }
                         { super::text_field("Content encoding", &s.content_encoding, "utf-8", None, false, on_text(app, Text::ContentEncoding)) }
@@ -128,17 +129,17 @@ pub fn view_composer(app: &AppContext, ctl: &ControllerHandle) -> Html {
                     { super::button("JSON for routing", routing, false) }
                 </fieldset>
                 <fieldset>
-                    <legend>{"Application properties"}</legend>
+                    { super::tx("legend", &[], "Application properties") }
                     <ul class="props">{ for rows }</ul>
                     { super::button("Add property", add, false) }
                 </fieldset>
                 if !templ {
-                <div class="topic" role="group" aria-label="Topic preview"><span>{"Topic: "}</span><code class="wrap">{ topic_preview(s) }</code></div>
+                <div class="topic" role="group" aria-label="Topic preview">{ super::tx("span", &[], "Topic: ") }<code class="wrap">{ topic_preview(s) }</code></div>
                 <div class="buttons">
                     <button type="submit" class="primary" disabled={!connected && s.qos == 0}>{"Send"}</button>
                 </div>
                 <fieldset class="repeat">
-                    <legend>{"Send repeatedly"}</legend>
+                    { super::tx("legend", &[], "Send repeatedly") }
                     { super::num_field("Every (ms)", s.repeat_interval_ms.into(), 10, None, None, on_number(app, Number::RepeatInterval)) }
                     { super::num_field("Times (0 = until stopped)", s.repeat_count.into(), 0, None, None, on_number(app, Number::RepeatCount)) }
                     if let Some(r) = &app.repeat {

@@ -3,6 +3,7 @@
 //! confirmation before a token goes to a host other than its hub (or other than Azure's DPS).
 
 use yew::prelude::*;
+use yew::virtual_dom::AttributeOrProperty::Static;
 
 use super::confirm_endpoint::view_confirm_endpoint;
 use super::{on_number, on_text, use_app, use_controller};
@@ -129,17 +130,17 @@ pub fn ConnectPanel() -> Html {
     };
     html! {
         <section class="panel connect" aria-labelledby="connect-h">
-            <h2 id="connect-h">{"Device"}</h2>
+            { super::tx("h2", &[("id", Static("connect-h"))], "Device") }
             <form onsubmit={connect}>
                 <fieldset class="mode">
-                    <legend>{"How the device connects"}</legend>
+                    { super::tx("legend", &[], "How the device connects") }
                     <label class="check"><input type="radio" name="mode" checked={!s.use_dps} onchange={set_mode(&app, false)} />{"Directly to a hub"}</label>
                     <label class="check"><input type="radio" name="mode" checked={s.use_dps} onchange={set_mode(&app, true)} />{"Through the Device Provisioning Service (ID scope, registration ID, key)"}</label>
                 </fieldset>
                 if s.use_dps {
                     { view_dps(&app, &errors, touched, &error_for) }
                 } else {
-                <label for="cs">{"Connection string"}</label>
+                { super::tx("label", &[("for", Static("cs"))], "Connection string") }
                 <textarea id="cs" rows="3" spellcheck="false" autocomplete="off"
                     placeholder="HostName=myhub.azure-devices.net;DeviceId=dev1;SharedAccessKey=…"
                     aria-invalid={invalid("connection_string").to_string()}
@@ -148,7 +149,7 @@ pub fn ConnectPanel() -> Html {
                     oninput={on_text(&app, Text::ConnectionString)} />
                 { error_for("connection_string") }
                 <details open={!s.host.is_empty() && s.connection_string.is_empty()}>
-                    <summary>{"…or enter the fields separately"}</summary>
+                    { super::tx("summary", &[], "…or enter the fields separately") }
                     <div class="grid2">
                         { super::text_field("Host name", &s.host, "myhub.azure-devices.net", None, false, on_text(&app, Text::Host)) }
                         { super::text_field("Device ID", &s.device_id, "", None, false, on_text(&app, Text::DeviceId)) }
@@ -159,7 +160,7 @@ pub fn ConnectPanel() -> Html {
                 </details>
                 }
                 <details open={emulator.is_some() || !s.endpoint.is_empty()}>
-                    <summary>{"Advanced"}</summary>
+                    { super::tx("summary", &[], "Advanced") }
                     <div class="grid2">
                         <label>{"Endpoint (set by hand)"}
                             <input value={s.endpoint.clone()} placeholder={endpoint_placeholder}
@@ -202,8 +203,7 @@ fn set_mode(app: &AppContext, dps: bool) -> Callback<Event> {
 /// A field is marked invalid once the form was touched (as the other fields are), the host and payload at once.
 fn view_dps(app: &AppContext, errors: &[FieldError], touched: bool, error_for: &dyn Fn(&str) -> Html) -> Html {
     let s = &app.settings;
-    let invalid =
-        |f: &str| errors.iter().any(|e| e.field == f) && (touched || matches!(f, "dps_host" | "dps_payload"));
+    let invalid = |f: &str| errors.iter().any(|e| e.field == f) && (touched || matches!(f, "dps_host" | "dps_payload"));
     let use_emulator = app.emulator.as_ref().filter(|e| !e.id_scope.is_empty()).map(|e| {
         let (app, host, scope) = (app.clone(), e.host_name.clone(), e.id_scope.clone());
         let onclick = Callback::from(move |_| {
@@ -221,7 +221,7 @@ fn view_dps(app: &AppContext, errors: &[FieldError], touched: bool, error_for: &
     };
     html! {
         <fieldset class="dps">
-            <legend>{"Device Provisioning Service"}</legend>
+            { super::tx("legend", &[], "Device Provisioning Service") }
             <div class="grid2">
                 { super::text_field("ID scope", &s.id_scope, "0ne00ABCDEF", Some(invalid("id_scope")), false, on_text(app, Text::IdScope)) }
                 { super::text_field("Registration ID", &s.registration_id, "", Some(invalid("registration_id")), false, on_text(app, Text::RegistrationId)) }
@@ -234,10 +234,10 @@ fn view_dps(app: &AppContext, errors: &[FieldError], touched: bool, error_for: &
                 <p class="warn-text">{"A group key unlocks every device of the group. It stays in this page (only tokens signed with the derived device key are sent, to DPS and then to the assigned hub) and is stored only if you tick \"Remember the key on this device\" under Advanced."}</p>
             }
             { for use_emulator }
-            <label for="dps-payload">{"Registration payload (JSON, optional)"}</label>
+            { super::tx("label", &[("for", Static("dps-payload"))], "Registration payload (JSON, optional)") }
             <textarea id="dps-payload" rows="2" spellcheck="false" placeholder="{\"site\": \"lab\"}" aria-invalid={invalid("dps_payload").to_string()}
                 aria-describedby="dps-payload-help" value={s.dps_payload.clone()} oninput={on_text(app, Text::DpsPayload)} />
-            <span id="dps-payload-help" class="help">{"Custom allocation data sent with the registration; a model ID set under Advanced is added as modelId (IoT Plug and Play)."}</span>
+            { super::tx("span", &[("id", Static("dps-payload-help")), ("class", Static("help"))], "Custom allocation data sent with the registration; a model ID set under Advanced is added as modelId (IoT Plug and Play).") }
             { error_for("dps_payload") }{ error_for("dps") }
             if !s.assigned_hub.is_empty() {
                 <p class="note">{"Assigned to "}<b>{ &s.assigned_hub }</b>{" as "}<b>{ &s.assigned_device }</b>{": Connect goes straight to this hub."}</p>

@@ -2,6 +2,7 @@
 //! property is `null` and an empty one `""`) and as CSV, one column per property ([`crate::export`]).
 
 use yew::prelude::*;
+use yew::virtual_dom::AttributeOrProperty::Static;
 
 use super::inbox_message::InboxMessage;
 use crate::state::{Action, AppContext};
@@ -35,7 +36,7 @@ pub fn view_inbox(app: &AppContext) -> Html {
     html! {
         <section class="panel inbox" role="region" aria-label="Cloud-to-device messages" onfocusin={read} onclick={read_click}>
             <h2>{"Cloud-to-device messages"}
-                if app.unread > 0 { <span class="badge">{ app.unread }<span class="sr-only">{" new"}</span></span> }
+                if app.unread > 0 { <span class="badge">{ app.unread }{ super::tx("span", &[("class", Static("sr-only"))], " new") }</span> }
             </h2>
             <div class="row">
                 { super::button("Export messages as JSON", export(false), app.inbox.is_empty()) }
@@ -43,7 +44,7 @@ pub fn view_inbox(app: &AppContext) -> Html {
                 { super::button("Clear messages", clear, app.inbox.is_empty()) }
             </div>
             if app.inbox.is_empty() {
-                <p class="note">{"No messages yet. Messages sent to this device appear here with all their properties."}</p>
+                { super::tx("p", &[("class", Static("note"))], "No messages yet. Messages sent to this device appear here with all their properties.") }
             }
             <ol class="messages">{ for app.inbox.iter().map(|m| html! { <InboxMessage key={m.seq} item={m.clone()} /> }) }</ol>
         </section>

@@ -3,6 +3,7 @@
 
 use std::rc::Rc;
 use yew::prelude::*;
+use yew::virtual_dom::AttributeOrProperty::Static;
 
 use crate::state::InboxItem;
 
@@ -26,7 +27,9 @@ impl PartialEq for InboxMessageProps {
 pub fn InboxMessage(props: &InboxMessageProps) -> Html {
     let m = &props.item;
     let value = |v: &Option<String>| match v.as_deref() {
-        None => html! { <><em class="null">{"null"}</em><span class="sr-only">{" (no value)"}</span></> },
+        None => {
+            html! { <>{ super::tx("em", &[("class", Static("null"))], "null") }{ super::tx("span", &[("class", Static("sr-only"))], " (no value)") }</> }
+        }
         Some("") => html! { <span class="empty">{"\"\""}</span> },
         Some(v) => html! { { v } },
     };
@@ -35,7 +38,7 @@ pub fn InboxMessage(props: &InboxMessageProps) -> Html {
             <div class="meta">
                 <time>{ &m.time }</time>
                 <span class="tag">{ m.body_kind }</span>
-                if m.redelivered { <span class="tag warn">{"redelivered"}</span> }
+                if m.redelivered { { super::tx("span", &[("class", Static("tag warn"))], "redelivered") } }
             </div>
             <pre class="body">{ &m.body }</pre>
             <ul class="kv">

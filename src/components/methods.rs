@@ -2,6 +2,7 @@
 
 use web_sys::{HtmlInputElement, HtmlTextAreaElement};
 use yew::prelude::*;
+use yew::virtual_dom::AttributeOrProperty::Static;
 
 use super::use_app;
 use crate::state::{Action, MethodAnswer};
@@ -49,16 +50,16 @@ pub fn Methods() -> Html {
     });
     html! {
         <section class="panel" aria-labelledby="methods-h">
-            <h2 id="methods-h">{"Direct methods"}</h2>
+            { super::tx("h2", &[("id", Static("methods-h"))], "Direct methods") }
             <form class="row wrap" onsubmit={save}>
                 <label>{"Method name"}<input ref={name} placeholder="reboot" /></label>
                 <label>{"Response status"}<input ref={status} value="200" inputmode="numeric" /></label>
                 <label class="grow">{"Response payload"}<textarea ref={payload} rows="1" value="{}" /></label>
-                <button type="submit">{"Save answer"}</button>
+                { super::tx("button", &[("type", Static("submit"))], "Save answer") }
             </form>
             if !error.is_empty() { { super::error_p(&error) } }
             <ul class="answers">{ for answers }</ul>
-            <p class="note">{"Unlisted methods are answered 200 with {}."}</p>
+            { super::tx("p", &[("class", Static("note"))], "Unlisted methods are answered 200 with {}.") }
             <ol class="calls" aria-label="Method calls">{ for calls }</ol>
         </section>
     }

@@ -25,6 +25,7 @@ use crate::state::{Action, AppContext};
 use wasm_bindgen::JsCast;
 use web_sys::{HtmlInputElement, HtmlSelectElement, HtmlTextAreaElement};
 use yew::prelude::*;
+use yew::virtual_dom::{AttributeOrProperty, Attributes, Listeners, VTag};
 
 /// The app state from context.
 #[hook]
@@ -148,4 +149,24 @@ pub fn num_field(
             if let Some((id, text)) = help { <span {id} class="help">{ lit(text) }</span> }
         </label>
     }
+}
+
+/// The static attributes of a [`tx`] element, as `html!` writes them.
+pub type Attrs = &'static [(&'static str, AttributeOrProperty)];
+
+/// An element of static attributes around one literal text, `<tag attrs>{text}</tag>`: the panels' many
+/// headings, legends, notes and labels share this one function (each element `html!` builds is its own code in
+/// the bundle).
+#[inline(never)]
+pub fn tx(tag: &'static str, attrs: Attrs, text: &'static str) -> Html {
+    let children = lit(text);
+    VTag::__new_other(
+        AttrValue::Static(tag),
+        NodeRef::default(),
+        None,
+        Attributes::Static(attrs),
+        Listeners::None,
+        children,
+    )
+    .into()
 }

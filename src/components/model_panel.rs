@@ -9,6 +9,7 @@ use hubsim_dtdl::{builtin, Interface, Model};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{HtmlInputElement, HtmlSelectElement, HtmlTextAreaElement};
 use yew::prelude::*;
+use yew::virtual_dom::AttributeOrProperty::Static;
 
 use super::{field_value, use_app, use_controller};
 use crate::controller::ControllerHandle;
@@ -110,7 +111,7 @@ pub fn ModelPanel() -> Html {
     let s = &app.pnp;
     html! {
         <section class="panel pnp" aria-labelledby="pnp-h">
-            <h2 id="pnp-h">{"Plug and Play model"}</h2>
+            { super::tx("h2", &[("id", Static("pnp-h"))], "Plug and Play model") }
             <div class="row wrap">
                 <label>{"Built-in model"}
                     <select ref={chosen}>
@@ -122,8 +123,8 @@ pub fn ModelPanel() -> Html {
                 <label>{"Model file"}<input type="file" accept=".json,application/json" onchange={load_file} /></label>
             </div>
             <details>
-                <summary>{"…or paste a DTDL interface"}</summary>
-                <label for="pnp-json">{"Model JSON"}</label>
+                { super::tx("summary", &[], "…or paste a DTDL interface") }
+                { super::tx("label", &[("for", Static("pnp-json"))], "Model JSON") }
                 <textarea id="pnp-json" ref={pasted} rows="6" spellcheck="false" placeholder="{\"@context\": \"dtmi:dtdl:context;3\", \"@type\": \"Interface\", …}" />
                 { super::button("Load pasted model", load_pasted, false) }
             </details>
@@ -161,9 +162,9 @@ fn view_device(app: &AppContext, ctl: &ControllerHandle, s: &PnpState, m: &Rc<Mo
         <>
             <p class="pnp-model"><b>{ title }</b>{" "}<code>{ m.id() }</code>{" "}
                 { super::button("Unload model", unload, false) }</p>
-            <p class="note">{"The model id is announced in the CONNECT user name (model-id=) on the next connection."}</p>
+            { super::tx("p", &[("class", Static("note"))], "The model id is announced in the CONNECT user name (model-id=) on the next connection.") }
             <fieldset class="repeat">
-                <legend>{"Model telemetry"}</legend>
+                { super::tx("legend", &[], "Model telemetry") }
                 <label>{"Telemetry every (ms)"}<input type="number" min="100" value={s.interval_ms.to_string()} disabled={s.running} onchange={interval} /></label>
                 if s.running {
                     { super::button("Stop telemetry", stop, false) }
@@ -205,7 +206,7 @@ fn view_interface(
         <section class="pnp-comp" aria-labelledby={id.clone()}>
             <h3 {id}>{ title }</h3>
             if !iface.telemetry.is_empty() {
-                <h4>{"Telemetry"}</h4>
+                { super::tx("h4", &[], "Telemetry") }
                 <ul class="pnp-list">
                     { for iface.telemetry.iter().zip(&st.telemetry).map(|(t, live)| {
                         let unit = t.semantics.unit_symbol().map_or(String::new(), |u| [" ", u].concat());
@@ -222,13 +223,13 @@ fn view_interface(
                 </ul>
             }
             if !iface.properties.is_empty() {
-                <h4>{"Properties"}</h4>
+                { super::tx("h4", &[], "Properties") }
                 <ul class="pnp-list">
                     { for iface.properties.iter().enumerate().map(|(p, prop)| view_property(app, ctl, st, i, p, prop, &prefix)) }
                 </ul>
             }
             if !iface.commands.is_empty() {
-                <h4>{"Commands"}</h4>
+                { super::tx("h4", &[], "Commands") }
                 <ul class="pnp-list">
                     { for iface.commands.iter().enumerate().map(|(c, cmd)| view_command(app, st, i, c, cmd, component)) }
                 </ul>
@@ -244,7 +245,7 @@ fn view_generators(app: &AppContext, s: &PnpState, plan: usize, name: &str, pref
     let vars = p.config.variables().iter().enumerate().filter(|(_, v)| v.name == name || v.name.starts_with(&under));
     html! {
         <details class="pnp-gen">
-            <summary>{"Generator"}</summary>
+            { super::tx("summary", &[], "Generator") }
             { for vars.map(|(var, v)| html! {
                 <div class="row wrap">
                     <span>{ &v.name }{": "}{ pnp::kind_label(&v.kind) }</span>
@@ -260,14 +261,7 @@ fn view_generators(app: &AppContext, s: &PnpState, plan: usize, name: &str, pref
 }
 
 /// The inputs of a form: one per Object field, else one.
-fn view_form(
-    app: &AppContext,
-    fields: &[String],
-    labels: Vec<&str>,
-    what: &str,
-    iface: usize,
-    item: Item,
-) -> Html {
+fn view_form(app: &AppContext, fields: &[String], labels: Vec<&str>, what: &str, iface: usize, item: Item) -> Html {
     html! {
         { for labels.into_iter().zip(fields).enumerate().map(|(field, (label, text))| {
             let oninput = on_field::<InputEvent>(app, Field::Form { iface, item, field });

@@ -1,6 +1,7 @@
 //! The SAS token tool: a token for the current device and lifetime, to copy (Device Explorer's feature).
 
 use yew::prelude::*;
+use yew::virtual_dom::AttributeOrProperty::Static;
 
 use super::{on_number, use_app};
 use crate::settings::{Number, MAX_TTL_SECS, MIN_TTL_SECS};
@@ -17,7 +18,7 @@ pub fn SasTool() -> Html {
     };
     html! {
         <section class="panel" aria-labelledby="sas-h">
-            <h2 id="sas-h">{"SAS token"}</h2>
+            { super::tx("h2", &[("id", Static("sas-h"))], "SAS token") }
             <div class="row">
                 { super::num_field("Token lifetime (s)", app.settings.token_ttl_secs.into(), MIN_TTL_SECS.into(), Some(MAX_TTL_SECS.into()),
                     Some(("sas-ttl-help", "10 s to 1 day (86400 s)")), on_number(&app, Number::TokenTtl)) }
@@ -29,7 +30,7 @@ pub fn SasTool() -> Html {
                     let expires = String::from(js_sys::Date::new(&((*exp as f64) * 1000.0).into()).to_iso_string());
                     html! {
                         <div>
-                            <label for="sas-out">{"Token"}</label>
+                            { super::tx("label", &[("for", Static("sas-out"))], "Token") }
                             <textarea id="sas-out" readonly=true rows="3" value={t.clone()} />
                             <p class="note">{"expires at "}{ expires }{" (Unix time "}{ exp }{")"}</p>
                             <button type="button" onclick={Callback::from(move |_| util::copy(&t2))}>{"Copy token"}</button>

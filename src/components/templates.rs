@@ -5,6 +5,7 @@
 
 use wasm_bindgen::JsCast;
 use yew::prelude::*;
+use yew::virtual_dom::AttributeOrProperty::Static;
 
 use super::{field_value, use_app, use_controller};
 use crate::controller::ControllerHandle;
@@ -123,7 +124,7 @@ pub fn view_editor(app: &AppContext, ctl: &ControllerHandle) -> Html {
             } else if let Err(e) = r.check_json() {
                 html! { <p class="warn-text" role="alert">{"The rendered body is not JSON, so it will not be sent: "}{e.to_string()}</p> }
             } else {
-                html! { <span class="ok-text">{"valid JSON"}</span> }
+                super::tx("span", &[("class", Static("ok-text"))], "valid JSON")
             };
             let mut s = (*app.settings).clone();
             s.properties = msg.properties.iter().cloned().chain(r.properties).collect();
@@ -132,7 +133,7 @@ pub fn view_editor(app: &AppContext, ctl: &ControllerHandle) -> Html {
                     // A <pre> cannot carry aria-label (axe: aria-prohibited-attr): a named group holds it.
                     <div role="group" aria-label="Next body"><pre class="preview wrap">{body}</pre></div>
                     {json}
-                    <div class="topic" role="group" aria-label="Template topic preview"><span>{"Topic: "}</span><code class="wrap">{crate::form::topic_preview(&s)}</code></div>
+                    <div class="topic" role="group" aria-label="Template topic preview">{ super::tx("span", &[], "Topic: ") }<code class="wrap">{crate::form::topic_preview(&s)}</code></div>
                 </>
             }
         }
@@ -170,26 +171,26 @@ pub fn view_editor(app: &AppContext, ctl: &ControllerHandle) -> Html {
     };
     html! {
         <div class="template-mode">
-            <label for="template">{"Template"}</label>
+            { super::tx("label", &[("for", Static("template"))], "Template") }
             <textarea id="template" rows="5" spellcheck="false" value={d.body.clone()}
                 oninput={on_input(app, Target::Body)} />
-            <label for="header-template">{"Header template (application properties)"}</label>
+            { super::tx("label", &[("for", Static("header-template"))], "Header template (application properties)") }
             <textarea id="header-template" rows="2" spellcheck="false" placeholder={"{\"unit\": \"C\", \"seq\": \"$.Counter\"}"} value={d.header.clone()}
                 oninput={on_input(app, Target::Header)} />
-            <p class="muted">{"Placeholders: $.Name of a variable, or $.DeviceId, $.Guid, $.Time, $.LocalTime, $.Ticks, $.Epoch, $.MachineName, $.IterationNumber."}</p>
-            <h3>{"Variables"}</h3>
+            { super::tx("p", &[("class", Static("muted"))], "Placeholders: $.Name of a variable, or $.DeviceId, $.Guid, $.Time, $.LocalTime, $.Ticks, $.Epoch, $.MachineName, $.IterationNumber.") }
+            { super::tx("h3", &[], "Variables") }
             { for d.variables.iter().enumerate().map(|(i, v)| view_variable(app, i, v)) }
             <label>{"Add a variable"}
                 <select onchange={add}><option value="" selected=true>{"choose a generator…"}</option>{ for kinds }</select>
             </label>
-            <h3>{"Preview of the next message"}</h3>
+            { super::tx("h3", &[], "Preview of the next message") }
             { preview }
             <div class="buttons">
                 <button type="button" class="primary" onclick={send_one}>{"Send one"}</button>
                 { super::button("Reset counters", reset, false) }
             </div>
             <fieldset class="repeat">
-                <legend>{"Schedule"}</legend>
+                { super::tx("legend", &[], "Schedule") }
                 { num_field(app, "Every (ms)", d.every_ms, DraftEdit::Every) }
                 { num_field(app, "Jitter ± (ms)", d.jitter_ms, DraftEdit::Jitter) }
                 { num_field(app, "Times (0 = no limit)", d.count, DraftEdit::Count) }
@@ -198,7 +199,7 @@ pub fn view_editor(app: &AppContext, ctl: &ControllerHandle) -> Html {
                 if running > 0 {
                     <p class="muted" aria-live="polite">
                         { running.to_string() }{ if running == 1 { " schedule running" } else { " schedules running" } }
-                        {": progress and Stop under "}<a href="#schedules-h">{"Saved messages → Schedules"}</a>
+                        {": progress and Stop under "}{ super::tx("a", &[("href", Static("#schedules-h"))], "Saved messages → Schedules") }
                     </p>
                 }
             </fieldset>
@@ -232,7 +233,7 @@ fn view_run(ctl: &ControllerHandle, r: &crate::state::templates::RunView, pendin
             if r.running {
                 <button type="button" onclick={stop}>{"Stop "}{&r.name}</button>
             } else {
-                <span>{" (ended)"}</span>
+                { super::tx("span", &[], " (ended)") }
             }
         </li>
     }
@@ -343,7 +344,7 @@ pub fn SavedMessages() -> Html {
     let runs = t.runs.iter().map(|r| view_run(&ctl, r, r.pending(&t.inflight)));
     html! {
         <section class="panel saved" aria-labelledby="saved-h">
-            <h2 id="saved-h">{"Saved messages"}</h2>
+            { super::tx("h2", &[("id", Static("saved-h"))], "Saved messages") }
             <div class="row">
                 <label>{"Name"}<input value={t.draft.name.clone()}
                     oninput={on_input(&app, Target::Name)} /></label>
@@ -360,7 +361,7 @@ pub fn SavedMessages() -> Html {
                 <p class={if n.0 { "ok-text" } else { "warn-text" }} aria-live="polite">{&n.1}</p>
             }
             if !t.runs.is_empty() {
-                <h3 id="schedules-h">{"Schedules"}</h3>
+                { super::tx("h3", &[("id", Static("schedules-h"))], "Schedules") }
                 <ul class="runs" aria-label="Schedules">{ for runs }</ul>
             }
         </section>

@@ -2,6 +2,7 @@
 
 use web_sys::HtmlTextAreaElement;
 use yew::prelude::*;
+use yew::virtual_dom::AttributeOrProperty::Static;
 
 use super::{use_app, use_controller};
 
@@ -27,19 +28,19 @@ pub fn Twin() -> Html {
     let twin = &app.twin;
     html! {
         <section class="panel" aria-labelledby="twin-h">
-            <h2 id="twin-h">{"Device twin"}</h2>
+            { super::tx("h2", &[("id", Static("twin-h"))], "Device twin") }
             { super::button("Get twin", get, !connected) }
             <div class="twin-docs">
-                <div role="group" aria-labelledby="twin-desired-h"><h3 id="twin-desired-h">{"Desired properties"}</h3><pre tabindex="0">{ &twin.desired }</pre></div>
-                <div role="group" aria-labelledby="twin-reported-h"><h3 id="twin-reported-h">{"Reported properties"}</h3><pre tabindex="0">{ &twin.reported }</pre></div>
+                <div role="group" aria-labelledby="twin-desired-h">{ super::tx("h3", &[("id", Static("twin-desired-h"))], "Desired properties") }<pre tabindex="0">{ &twin.desired }</pre></div>
+                <div role="group" aria-labelledby="twin-reported-h">{ super::tx("h3", &[("id", Static("twin-reported-h"))], "Reported properties") }<pre tabindex="0">{ &twin.reported }</pre></div>
             </div>
             <form onsubmit={send}>
-                <label for="reported">{"Reported patch"}</label>
+                { super::tx("label", &[("for", Static("reported"))], "Reported patch") }
                 <textarea id="reported" ref={patch} rows="3" value="{\"firmwareVersion\": \"1.0.0\"}" />
                 <button type="submit" disabled={!connected}>{"Send reported patch"}</button>
                 if !twin.version.is_empty() { <span class="ok-text">{" saved as version "}{ &twin.version }</span> }
             </form>
-            <h3>{"Desired property updates"}</h3>
+            { super::tx("h3", &[], "Desired property updates") }
             <ol class="calls" aria-label="Desired property updates">
                 { for app.desired_updates.iter().map(|u| html! { <li><time>{ &u.0 }</time>{" "}<code>{ &u.1 }</code></li> }) }
             </ol>
