@@ -121,7 +121,7 @@ pub fn App() -> Html {
                         <StatusBar />
                     </header>
                     <main>
-                        <div class="sr-only" aria-live="polite">{ &state.announcement }</div>
+                        { crate::components::el("div", &[("class", Static("sr-only")), ("aria-live", Static("polite"))], Html::from(&state.announcement)) }
                         if let Some(offer) = &state.link {
                             { view_link_banner(offer, answer_link(|| Action::AcceptLink), answer_link(|| Action::IgnoreLink)) }
                         }

@@ -59,7 +59,7 @@ pub fn ActivityLog() -> Html {
                 { super::button("Export log as CSV", export(true), false) }
                 { super::button("Clear log", clear, false) }
             </div>
-            <ol class="lines" aria-label="Activity log" tabindex="0">{ for lines }</ol>
+            { super::el("ol", &[("class", Static("lines")), ("aria-label", Static("Activity log")), ("tabindex", Static("0"))], Html::from_iter(lines)) }
             <p class="note">{ format!("The newest {MAX_LOG} entries are kept.") }</p>
         </section>
     }

@@ -170,7 +170,7 @@ fn view_chart(c: usize, series: &Series, n: usize, hover: Option<usize>, view: &
     };
     let label = series.path.clone() + ": " + &len.to_string() + " points from " + &num(lo) + " to " + &num(hi);
     let readout = match hover.and_then(|i| pts.get(i)) {
-        Some(p) => html! { <><strong>{ num(p.value) }</strong>{" at "}{ time(p.at_ms) }</> },
+        Some(p) => html! { <>{ super::el("strong", &[], Html::from(num(p.value))) }{" at "}{ time(p.at_ms) }</> },
         None => html! { {"Hover a point, or focus the chart and use the arrow keys, to read it."} },
     };
     html! {
@@ -183,7 +183,7 @@ fn view_chart(c: usize, series: &Series, n: usize, hover: Option<usize>, view: &
                 <polyline points={line} />
                 { for marks }
             </svg>
-            <p class="readout" aria-live="polite">{ readout }</p>
+            { super::el("p", &[("class", Static("readout")), ("aria-live", Static("polite"))], Html::from(readout)) }
         </>
     }
 }
@@ -252,8 +252,8 @@ pub fn Charts() -> Html {
             html! {
                 <figure class="chart" key={source.as_str().to_owned() + ":" + p}>
                     <figcaption>
-                        <span class="path">{ name }</span>
-                        <span class="tag">{ source.label() }</span>
+                        { super::el("span", &[("class", Static("path"))], Html::from(name)) }
+                        { super::el("span", &[("class", Static("tag"))], Html::from(source.label())) }
                         <button type="button" aria-label={"Remove the chart of ".to_owned() + name} onclick={remove}>{"Remove"}</button>
                     </figcaption>
                     { match store.get(*source, p) {
@@ -274,7 +274,7 @@ pub fn Charts() -> Html {
         html! {
             <>
                 if !seen.is_empty() {
-                    <div class="row chips" role="group" aria-label="Numeric paths seen">{ for offer }</div>
+                    { super::el("div", &[("class", Static("row chips")), ("role", Static("group")), ("aria-label", Static("Numeric paths seen"))], Html::from_iter(offer)) }
                 }
                 { for charts }
             </>

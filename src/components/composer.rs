@@ -130,11 +130,11 @@ pub fn view_composer(app: &AppContext, ctl: &ControllerHandle) -> Html {
                 </fieldset>
                 <fieldset>
                     { super::tx("legend", &[], "Application properties") }
-                    <ul class="props">{ for rows }</ul>
+                    { super::el("ul", &[("class", Static("props"))], Html::from_iter(rows)) }
                     { super::button("Add property", add, false) }
                 </fieldset>
                 if !templ {
-                <div class="topic" role="group" aria-label="Topic preview">{ super::tx("span", &[], "Topic: ") }<code class="wrap">{ topic_preview(s) }</code></div>
+                <div class="topic" role="group" aria-label="Topic preview">{ super::tx("span", &[], "Topic: ") }{ super::el("code", &[("class", Static("wrap"))], Html::from(topic_preview(s))) }</div>
                 <div class="buttons">
                     <button type="submit" class="primary" disabled={!connected && s.qos == 0}>{"Send"}</button>
                 </div>

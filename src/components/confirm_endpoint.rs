@@ -17,7 +17,7 @@ pub fn view_confirm_endpoint(
         <div class="confirm" role="alertdialog" aria-labelledby="confirm-h" aria-describedby="confirm-d">
             <h3 id="confirm-h">{"Send the token to "}{ &c.target }{"?"}</h3>
             <p id="confirm-d">
-                {"The SAS token for "}<b>{ &c.hub }</b>{" will be sent to "}<b>{ &c.target }</b>
+                {"The SAS token for "}{ super::el("b", &[], Html::from(&c.hub)) }{" will be sent to "}{ super::el("b", &[], Html::from(&c.target)) }
                 { if c.dps { ", which is not Azure's Device Provisioning Service." } else { ", which is not that hub." } }
                 {" Whoever runs it can use the token until it expires. Connect only if you trust it"}
                 { if c.dps { "." } else { " (e.g. your IoT Edge gateway)." } }

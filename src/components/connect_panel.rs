@@ -186,7 +186,7 @@ pub fn ConnectPanel() -> Html {
                     <button type="button" onclick={share} title="Copies a link with the settings, never the key or the endpoint">{"Share link"}</button>
                 </div>
                 if !link.is_empty() {
-                    <p class="note">{"Link copied (no key, token or endpoint in it): "}<code class="wrap">{ (*link).clone() }</code></p>
+                    <p class="note">{"Link copied (no key, token or endpoint in it): "}{ super::el("code", &[("class", Static("wrap"))], Html::from((*link).clone())) }</p>
                 }
             </form>
         </section>
@@ -240,7 +240,7 @@ fn view_dps(app: &AppContext, errors: &[FieldError], touched: bool, error_for: &
             { super::tx("span", &[("id", Static("dps-payload-help")), ("class", Static("help"))], "Custom allocation data sent with the registration; a model ID set under Advanced is added as modelId (IoT Plug and Play).") }
             { error_for("dps_payload") }{ error_for("dps") }
             if !s.assigned_hub.is_empty() {
-                <p class="note">{"Assigned to "}<b>{ &s.assigned_hub }</b>{" as "}<b>{ &s.assigned_device }</b>{": Connect goes straight to this hub."}</p>
+                <p class="note">{"Assigned to "}{ super::el("b", &[], Html::from(&s.assigned_hub)) }{" as "}{ super::el("b", &[], Html::from(&s.assigned_device)) }{": Connect goes straight to this hub."}</p>
                 { super::check(app, Flag::RememberAssignment, s.remember_assignment, "Remember the assignment on this device (hub and device ID, never the key)") }
                 { super::button("Forget the assignment (provision again)", forget, false) }
             }

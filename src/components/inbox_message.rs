@@ -36,11 +36,11 @@ pub fn InboxMessage(props: &InboxMessageProps) -> Html {
     html! {
         <li class="msg">
             <div class="meta">
-                <time>{ &m.time }</time>
-                <span class="tag">{ m.body_kind }</span>
+                { super::el("time", &[], Html::from(&m.time)) }
+                { super::el("span", &[("class", Static("tag"))], Html::from(m.body_kind)) }
                 if m.redelivered { { super::tx("span", &[("class", Static("tag warn"))], "redelivered") } }
             </div>
-            <pre class="body">{ &m.body }</pre>
+            { super::el("pre", &[("class", Static("body"))], Html::from(&m.body)) }
             <ul class="kv">
                 { for m.system.iter().map(|(k, v)| html! { <li class="sys">{ k }{": "}{ v }</li> }) }
                 { for m.application.iter().take(MAX_SHOWN_PROPERTIES).map(|(k, v)| html! { <li>{ k }{": "}{ value(v) }</li> }) }

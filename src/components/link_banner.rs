@@ -17,7 +17,7 @@ pub fn view_link_banner(o: &Decoded, on_accept: Callback<MouseEvent>, on_ignore:
                 { super::tx("p", &[], "It has nothing this app can use.") }
             } else {
                 <ul class="kv">
-                    { for o.changes.iter().map(|c| { let (k, v) = c.describe(); html! { <li>{ k }{": "}<b>{ v }</b></li> } }) }
+                    { for o.changes.iter().map(|c| { let (k, v) = c.describe(); html! { <li>{ k }{": "}{ super::el("b", &[], Html::from(v)) }</li> } }) }
                 </ul>
             }
             if replaces_device {
@@ -25,7 +25,7 @@ pub fn view_link_banner(o: &Decoded, on_accept: Callback<MouseEvent>, on_ignore:
             }
             if !o.refused.is_empty() {
                 { super::tx("p", &[("class", Static("warn-text"))], "Not taken from the link:") }
-                <ul class="refused">{ for o.refused.iter().map(|r| html! { <li>{ r }</li> }) }</ul>
+                <ul class="refused">{ for o.refused.iter().map(|r| html! { { super::el("li", &[], Html::from(r)) } }) }</ul>
             }
             <div class="buttons">
                 if !o.changes.is_empty() {

@@ -2,6 +2,7 @@
 
 use std::rc::Rc;
 use yew::prelude::*;
+use yew::virtual_dom::AttributeOrProperty::Static;
 
 use crate::state::LogEntry;
 
@@ -22,6 +23,6 @@ impl PartialEq for LogLineProps {
 pub fn LogLine(props: &LogLineProps) -> Html {
     let l = &props.entry;
     html! {
-        <li class={l.kind.as_str()}><time>{ &l.time }</time>{" "}<span class="tag">{ l.kind.as_str() }</span>{" "}{ &l.text }</li>
+        <li class={l.kind.as_str()}>{ super::el("time", &[], Html::from(&l.time)) }{" "}{ super::el("span", &[("class", Static("tag"))], Html::from(l.kind.as_str())) }{" "}{ &l.text }</li>
     }
 }

@@ -46,7 +46,7 @@ pub fn Methods() -> Html {
         }
     });
     let calls = app.methods.iter().map(|m| {
-        html! { <li key={m.seq}><time>{ &m.time }</time>{" "}<b>{ &m.name }</b>{ format!("({}) → {} {}", m.payload, m.status, m.response) }</li> }
+        html! { <li key={m.seq}>{ super::el("time", &[], Html::from(&m.time)) }{" "}{ super::el("b", &[], Html::from(&m.name)) }{ format!("({}) → {} {}", m.payload, m.status, m.response) }</li> }
     });
     html! {
         <section class="panel" aria-labelledby="methods-h">
@@ -58,9 +58,9 @@ pub fn Methods() -> Html {
                 { super::tx("button", &[("type", Static("submit"))], "Save answer") }
             </form>
             if !error.is_empty() { { super::error_p(&error) } }
-            <ul class="answers">{ for answers }</ul>
+            { super::el("ul", &[("class", Static("answers"))], Html::from_iter(answers)) }
             { super::tx("p", &[("class", Static("note"))], "Unlisted methods are answered 200 with {}.") }
-            <ol class="calls" aria-label="Method calls">{ for calls }</ol>
+            { super::el("ol", &[("class", Static("calls")), ("aria-label", Static("Method calls"))], Html::from_iter(calls)) }
         </section>
     }
 }

@@ -170,3 +170,18 @@ pub fn tx(tag: &'static str, attrs: Attrs, text: &'static str) -> Html {
     )
     .into()
 }
+
+/// An element of static attributes around `children`, `<tag attrs>{children}</tag>`, for the many small
+/// containers of one text or one list (the same saving as [`tx`]).
+#[inline(never)]
+pub fn el(tag: &'static str, attrs: Attrs, children: Html) -> Html {
+    VTag::__new_other(
+        AttrValue::Static(tag),
+        NodeRef::default(),
+        None,
+        Attributes::Static(attrs),
+        Listeners::None,
+        children,
+    )
+    .into()
+}

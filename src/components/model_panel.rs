@@ -160,7 +160,7 @@ fn view_device(app: &AppContext, ctl: &ControllerHandle, s: &PnpState, m: &Rc<Mo
         .map(|(i, ((component, iface), st))| view_interface(app, ctl, s, m, i, component, iface, st));
     html! {
         <>
-            <p class="pnp-model"><b>{ title }</b>{" "}<code>{ m.id() }</code>{" "}
+            <p class="pnp-model">{ super::el("b", &[], Html::from(title)) }{" "}{ super::el("code", &[], Html::from(m.id())) }{" "}
                 { super::button("Unload model", unload, false) }</p>
             { super::tx("p", &[("class", Static("note"))], "The model id is announced in the CONNECT user name (model-id=) on the next connection.") }
             <fieldset class="repeat">
@@ -176,7 +176,7 @@ fn view_device(app: &AppContext, ctl: &ControllerHandle, s: &PnpState, m: &Rc<Mo
             if let Some(e) = &s.generator_error {
                 { super::error_p(e) }
             }
-            <div class="pnp-comps">{ for components }</div>
+            { super::el("div", &[("class", Static("pnp-comps"))], Html::from_iter(components)) }
         </>
     }
 }
@@ -212,7 +212,7 @@ fn view_interface(
                         let unit = t.semantics.unit_symbol().map_or(String::new(), |u| [" ", u].concat());
                         html! {
                             <li>
-                                <b>{ &t.name }</b>{" "}<span class="help">{ pnp::describe(&t.schema) }</span>
+                                { super::el("b", &[], Html::from(&t.name)) }{" "}{ super::el("span", &[("class", Static("help"))], Html::from(pnp::describe(&t.schema))) }
                                 <span class="pnp-live" role="group" aria-label={[&prefix, &t.name, " live value"].concat()}>
                                     { if live.last.is_empty() { "—".to_owned() } else { [&live.last, unit.as_str()].concat() } }
                                 </span>
@@ -282,8 +282,7 @@ fn view_property(
     let Some(ps) = st.properties.get(p) else { return html! {} };
     let what = [prefix, &prop.name].concat();
     let unit = prop.semantics.unit_symbol().map_or(String::new(), |u| [" (", u, ")"].concat());
-    let head =
-        html! { <><b>{ &prop.name }</b>{" "}<span class="help">{ pnp::describe(&prop.schema) }{ unit }</span></> };
+    let head = html! { <>{ super::el("b", &[], Html::from(&prop.name)) }{" "}<span class="help">{ pnp::describe(&prop.schema) }{ unit }</span></> };
     let error = ps.error.as_deref().map(super::error_p).unwrap_or_default();
     if !prop.writable {
         let report = {
@@ -313,7 +312,7 @@ fn view_property(
             <div class="pnp-twin" role="group" aria-label={["Twin state of ", &what].concat()}>
                 <span>{"desired: "}
                     { match &ps.desired {
-                        Some((v, version)) => html! { <><code>{ v.to_string() }</code>{" (version "}{ version }{")"}</> },
+                        Some((v, version)) => html! { <>{ super::el("code", &[], Html::from(v.to_string())) }{" (version "}{ version }{")"}</> },
                         None => html! { {"none"} },
                     } }
                 </span>
@@ -352,7 +351,7 @@ fn view_command(
         .map_or("no request".to_owned(), |r| ["request ", &r.name, ": ", &pnp::describe(&r.schema)].concat());
     html! {
         <li class="pnp-cmd">
-            <code>{ &method }</code>{" "}<span class="help">{ request }</span>
+            { super::el("code", &[], Html::from(&method)) }{" "}{ super::el("span", &[("class", Static("help"))], Html::from(request)) }
             <div class="row wrap" role="group" aria-label={["Response of ", &method].concat()}>
                 if let Some(r) = &cmd.response {
                     { view_form(app, &cs.fields, pnp::form_labels(&r.schema, &r.name), &method, i, Item::Command(c)) }
@@ -362,8 +361,8 @@ fn view_command(
             if let Some(e) = &cs.error { { super::error_p(e) } }
             if let Some(l) = &cs.last {
                 <p class="pnp-call" aria-label={["Last call of ", &method].concat()}>
-                    <time>{ &l.time }</time>{" request "}<code>{ if l.request.is_empty() { "(none)" } else { &l.request } }</code>
-                    {" → "}{ l.status }{" "}<code>{ &l.response }</code>
+                    { super::el("time", &[], Html::from(&l.time)) }{" request "}<code>{ if l.request.is_empty() { "(none)" } else { &l.request } }</code>
+                    {" → "}{ l.status }{" "}{ super::el("code", &[], Html::from(&l.response)) }
                 </p>
             }
         </li>

@@ -2,6 +2,7 @@
 
 use gloo::timers::callback::Interval;
 use yew::prelude::*;
+use yew::virtual_dom::AttributeOrProperty::Static;
 
 use super::use_app;
 use crate::state::ConnStatus;
@@ -42,12 +43,12 @@ pub fn StatusBar() -> Html {
             <div class={classes!("status", class)} role="status" aria-live="polite">
                 <span class="dot" aria-hidden="true"></span>{ text }
             </div>
-            if let Some(h) = hint { <div class="hint" role="alert">{ h }</div> }
+            if let Some(h) = hint { { super::el("div", &[("class", Static("hint")), ("role", Static("alert"))], Html::from(h)) } }
             <div class="counters">
-                if let Some(t) = token { <span title="The token is renewed automatically before it expires">{"token expires in "}<b>{ t }</b></span> }
-                <span>{"sent "}<b>{ app.sent }</b></span>
-                <span>{"acknowledged "}<b>{ app.acked }</b></span>
-                <span>{"pending "}<b>{ app.pending() }</b></span>
+                if let Some(t) = token { <span title="The token is renewed automatically before it expires">{"token expires in "}{ super::el("b", &[], Html::from(t)) }</span> }
+                <span>{"sent "}{ super::el("b", &[], Html::from(app.sent)) }</span>
+                <span>{"acknowledged "}{ super::el("b", &[], Html::from(app.acked)) }</span>
+                <span>{"pending "}{ super::el("b", &[], Html::from(app.pending())) }</span>
             </div>
         </div>
     }

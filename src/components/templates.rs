@@ -350,7 +350,7 @@ pub fn SavedMessages() -> Html {
                     oninput={on_input(&app, Target::Name)} /></label>
                 { super::button("Save current message", save, false) }
             </div>
-            <ul class="library" aria-label="Saved messages">{ for rows }</ul>
+            { super::el("ul", &[("class", Static("library")), ("aria-label", Static("Saved messages"))], Html::from_iter(rows)) }
             <div class="row">
                 { super::button("Export saved messages", export, false) }
                 <label class="file">{"Import (saved messages or an Iot-Telemetry-Simulator configuration)"}
@@ -362,7 +362,7 @@ pub fn SavedMessages() -> Html {
             }
             if !t.runs.is_empty() {
                 { super::tx("h3", &[("id", Static("schedules-h"))], "Schedules") }
-                <ul class="runs" aria-label="Schedules">{ for runs }</ul>
+                { super::el("ul", &[("class", Static("runs")), ("aria-label", Static("Schedules"))], Html::from_iter(runs)) }
             }
         </section>
     }

@@ -31,8 +31,8 @@ pub fn Twin() -> Html {
             { super::tx("h2", &[("id", Static("twin-h"))], "Device twin") }
             { super::button("Get twin", get, !connected) }
             <div class="twin-docs">
-                <div role="group" aria-labelledby="twin-desired-h">{ super::tx("h3", &[("id", Static("twin-desired-h"))], "Desired properties") }<pre tabindex="0">{ &twin.desired }</pre></div>
-                <div role="group" aria-labelledby="twin-reported-h">{ super::tx("h3", &[("id", Static("twin-reported-h"))], "Reported properties") }<pre tabindex="0">{ &twin.reported }</pre></div>
+                <div role="group" aria-labelledby="twin-desired-h">{ super::tx("h3", &[("id", Static("twin-desired-h"))], "Desired properties") }{ super::el("pre", &[("tabindex", Static("0"))], Html::from(&twin.desired)) }</div>
+                <div role="group" aria-labelledby="twin-reported-h">{ super::tx("h3", &[("id", Static("twin-reported-h"))], "Reported properties") }{ super::el("pre", &[("tabindex", Static("0"))], Html::from(&twin.reported)) }</div>
             </div>
             <form onsubmit={send}>
                 { super::tx("label", &[("for", Static("reported"))], "Reported patch") }
@@ -42,7 +42,7 @@ pub fn Twin() -> Html {
             </form>
             { super::tx("h3", &[], "Desired property updates") }
             <ol class="calls" aria-label="Desired property updates">
-                { for app.desired_updates.iter().map(|u| html! { <li><time>{ &u.0 }</time>{" "}<code>{ &u.1 }</code></li> }) }
+                { for app.desired_updates.iter().map(|u| html! { <li>{ super::el("time", &[], Html::from(&u.0)) }{" "}{ super::el("code", &[], Html::from(&u.1)) }</li> }) }
             </ol>
         </section>
     }
