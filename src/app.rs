@@ -9,7 +9,7 @@ use yew::virtual_dom::AttributeOrProperty::Static;
 use crate::components::{
     activity_log::ActivityLog, charts::Charts, composer::view_composer, connect_panel::ConnectPanel, inbox::view_inbox,
     link_banner::view_link_banner, methods::Methods, model_panel::ModelPanel, sas_tool::SasTool, status_bar::StatusBar,
-    templates::SavedMessages, twin::Twin,
+    templates::SavedMessages, twin::view_twin,
 };
 use crate::controller::{Controller, ControllerHandle};
 use crate::form::Emulator;
@@ -106,6 +106,8 @@ pub fn App() -> Html {
         let rest = rest.setter();
         use_effect_with((), move |_| after_next_paint(move || rest.set(true)));
     }
+    // The panels that are functions keep their refs here.
+    let twin_patch = use_node_ref();
     let ctx = AppContext::new(state.clone());
     html! {
         <ContextProvider<AppContext> context={ctx.clone()}>
@@ -138,7 +140,7 @@ pub fn App() -> Html {
                                 <div class="col">
                                     { view_inbox(&ctx) }
                                     <Methods />
-                                    <Twin />
+                                    { view_twin(&ctx, &controller, &twin_patch) }
                                 </div>
                             }
                         </div>

@@ -4,13 +4,12 @@ use web_sys::HtmlTextAreaElement;
 use yew::prelude::*;
 use yew::virtual_dom::AttributeOrProperty::Static;
 
-use super::{use_app, use_controller};
+use crate::controller::ControllerHandle;
+use crate::state::AppContext;
 
-#[component]
-pub fn Twin() -> Html {
-    let app = use_app();
-    let ctl = use_controller();
-    let patch = use_node_ref();
+/// The twin panel. A plain function called by the app, not a component (a component type costs some KB of the
+/// bundle): it reads only the app state and the controller, and `patch` is the app's ref of the patch textarea.
+pub fn view_twin(app: &AppContext, ctl: &ControllerHandle, patch: &NodeRef) -> Html {
     let get = {
         let ctl = ctl.clone();
         Callback::from(move |_| ctl.0.get_twin())
@@ -36,7 +35,7 @@ pub fn Twin() -> Html {
             </div>
             <form onsubmit={send}>
                 { super::tx("label", &[("for", Static("reported"))], "Reported patch") }
-                <textarea id="reported" ref={patch} rows="3" value="{\"firmwareVersion\": \"1.0.0\"}" />
+                <textarea id="reported" ref={patch.clone()} rows="3" value="{\"firmwareVersion\": \"1.0.0\"}" />
                 <button type="submit" disabled={!connected}>{"Send reported patch"}</button>
                 if !twin.version.is_empty() { <span class="ok-text">{" saved as version "}{ &twin.version }</span> }
             </form>
