@@ -7,8 +7,8 @@ use yew::prelude::*;
 use yew::virtual_dom::AttributeOrProperty::Static;
 
 use crate::components::{
-    activity_log::ActivityLog, charts::Charts, composer::view_composer, connect_panel::ConnectPanel, inbox::view_inbox,
-    link_banner::view_link_banner, methods::Methods, model_panel::ModelPanel, sas_tool::SasTool, status_bar::StatusBar,
+    activity_log::view_activity_log, charts::Charts, composer::view_composer, connect_panel::ConnectPanel, inbox::view_inbox,
+    link_banner::view_link_banner, methods::{use_methods_form, view_methods}, model_panel::ModelPanel, sas_tool::view_sas_tool, status_bar::StatusBar,
     templates::SavedMessages, twin::view_twin,
 };
 use crate::controller::{Controller, ControllerHandle};
@@ -108,6 +108,9 @@ pub fn App() -> Html {
     }
     // The panels that are functions keep their refs here.
     let twin_patch = use_node_ref();
+    let sas_token = use_state(|| None);
+    let methods_form = use_methods_form();
+    let log_filter = (use_state(String::new), use_state(String::new));
     let ctx = AppContext::new(state.clone());
     html! {
         <ContextProvider<AppContext> context={ctx.clone()}>
@@ -130,7 +133,7 @@ pub fn App() -> Html {
                         <div class="columns">
                             <div class="col">
                                 <ConnectPanel />
-                                if *rest { <SasTool /> }
+                                if *rest { { view_sas_tool(&ctx, &sas_token) } }
                             </div>
                             if *rest {
                                 <div class="col">
@@ -139,7 +142,7 @@ pub fn App() -> Html {
                                 </div>
                                 <div class="col">
                                     { view_inbox(&ctx) }
-                                    <Methods />
+                                    { view_methods(&ctx, &methods_form) }
                                     { view_twin(&ctx, &controller, &twin_patch) }
                                 </div>
                             }
@@ -147,7 +150,7 @@ pub fn App() -> Html {
                         if *rest {
                             <ModelPanel />
                             <Charts />
-                            <ActivityLog />
+                            { view_activity_log(&ctx, &log_filter.0, &log_filter.1) }
                         }
                     </main>
                     { crate::components::tx("footer", &[("class", Static("note"))], "Keys stay in this browser: the SAS token is computed here and nothing is sent anywhere but to the hub you connect to.") }

@@ -6,15 +6,12 @@ use yew::prelude::*;
 use yew::virtual_dom::AttributeOrProperty::Static;
 
 use super::log_line::LogLine;
-use super::use_app;
-use crate::state::{Action, LogKind, MAX_LOG};
+use crate::state::{Action, AppContext, LogKind, MAX_LOG};
 use crate::{export, util};
 
-#[component]
-pub fn ActivityLog() -> Html {
-    let app = use_app();
-    let kind = use_state(String::new);
-    let text = use_state(String::new);
+/// The activity panel, shown with the kind and the text its filters keep (the app keeps them). A plain function
+/// called by the app, not a component (a component type costs some KB of the bundle).
+pub fn view_activity_log(app: &AppContext, kind: &UseStateHandle<String>, text: &UseStateHandle<String>) -> Html {
     let on_kind = {
         let kind = kind.clone();
         Callback::from(move |e: Event| kind.set(e.target_unchecked_into::<HtmlSelectElement>().value()))

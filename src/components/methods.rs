@@ -4,17 +4,27 @@ use web_sys::{HtmlInputElement, HtmlTextAreaElement};
 use yew::prelude::*;
 use yew::virtual_dom::AttributeOrProperty::Static;
 
-use super::use_app;
-use crate::state::{Action, MethodAnswer};
+use crate::state::{Action, AppContext, MethodAnswer};
 use crate::util;
 
-#[component]
-pub fn Methods() -> Html {
-    let app = use_app();
-    let name = use_node_ref();
-    let status = use_node_ref();
-    let payload = use_node_ref();
-    let error = use_state(String::new);
+/// The answer form's fields and its error, kept by the app.
+pub struct MethodsForm {
+    name: NodeRef,
+    status: NodeRef,
+    payload: NodeRef,
+    error: UseStateHandle<String>,
+}
+
+/// The state of the methods panel.
+#[hook]
+pub fn use_methods_form() -> MethodsForm {
+    MethodsForm { name: use_node_ref(), status: use_node_ref(), payload: use_node_ref(), error: use_state(String::new) }
+}
+
+/// The direct methods panel. A plain function called by the app, not a component (a component type costs some KB
+/// of the bundle).
+pub fn view_methods(app: &AppContext, form: &MethodsForm) -> Html {
+    let MethodsForm { name, status, payload, error } = form;
     let save = {
         let (app, name, status, payload, error) =
             (app.clone(), name.clone(), status.clone(), payload.clone(), error.clone());

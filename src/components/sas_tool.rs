@@ -3,15 +3,18 @@
 use yew::prelude::*;
 use yew::virtual_dom::AttributeOrProperty::Static;
 
-use super::{on_number, use_app};
+use super::on_number;
 use crate::settings::{Number, MAX_TTL_SECS, MIN_TTL_SECS};
+use crate::state::AppContext;
 use crate::token::sas_token;
 use crate::util;
 
-#[component]
-pub fn SasTool() -> Html {
-    let app = use_app();
-    let token = use_state(|| None::<Result<(String, u64), String>>);
+/// The last generated token and its expiry (Unix seconds), or why there is none; the app keeps it.
+pub type Token = UseStateHandle<Option<Result<(String, u64), String>>>;
+
+/// The SAS token panel. A plain function called by the app, not a component (a component type costs some KB of
+/// the bundle).
+pub fn view_sas_tool(app: &AppContext, token: &Token) -> Html {
     let generate = {
         let (app, token) = (app.clone(), token.clone());
         Callback::from(move |_| token.set(Some(sas_token(&app.settings, util::unix_now()))))
@@ -21,10 +24,10 @@ pub fn SasTool() -> Html {
             { super::tx("h2", &[("id", Static("sas-h"))], "SAS token") }
             <div class="row">
                 { super::num_field("Token lifetime (s)", app.settings.token_ttl_secs.into(), MIN_TTL_SECS.into(), Some(MAX_TTL_SECS.into()),
-                    Some(("sas-ttl-help", "10 s to 1 day (86400 s)")), on_number(&app, Number::TokenTtl)) }
+                    Some(("sas-ttl-help", "10 s to 1 day (86400 s)")), on_number(app, Number::TokenTtl)) }
                 { super::button("Generate SAS token", generate, false) }
             </div>
-            { match &*token {
+            { match &**token {
                 Some(Ok((t, exp))) => {
                     let t2 = t.clone();
                     let expires = String::from(js_sys::Date::new(&((*exp as f64) * 1000.0).into()).to_iso_string());
