@@ -8,7 +8,7 @@ use yew::virtual_dom::AttributeOrProperty::Static;
 
 use crate::components::{
     activity_log::view_activity_log, charts::Charts, composer::view_composer, connect_panel::ConnectPanel, inbox::view_inbox,
-    link_banner::view_link_banner, methods::{use_methods_form, view_methods}, model_panel::ModelPanel, sas_tool::view_sas_tool, status_bar::StatusBar,
+    link_banner::view_link_banner, methods::{use_methods_form, view_methods}, model_panel::{use_model_panel, view_model_panel}, sas_tool::view_sas_tool, status_bar::StatusBar,
     templates::SavedMessages, twin::view_twin,
 };
 use crate::controller::{Controller, ControllerHandle};
@@ -111,6 +111,7 @@ pub fn App() -> Html {
     let sas_token = use_state(|| None);
     let methods_form = use_methods_form();
     let log_filter = (use_state(String::new), use_state(String::new));
+    let model_refs = use_model_panel(&state.pnp, &controller);
     let ctx = AppContext::new(state.clone());
     html! {
         <ContextProvider<AppContext> context={ctx.clone()}>
@@ -148,7 +149,7 @@ pub fn App() -> Html {
                             }
                         </div>
                         if *rest {
-                            <ModelPanel />
+                            { view_model_panel(&ctx, &controller, &model_refs) }
                             <Charts />
                             { view_activity_log(&ctx, &log_filter.0, &log_filter.1) }
                         }

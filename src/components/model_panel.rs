@@ -11,7 +11,7 @@ use web_sys::{HtmlInputElement, HtmlSelectElement, HtmlTextAreaElement};
 use yew::prelude::*;
 use yew::virtual_dom::AttributeOrProperty::Static;
 
-use super::{field_value, use_app, use_controller};
+use super::field_value;
 use crate::controller::ControllerHandle;
 use crate::pnp::{self, Choice, IfaceState, Item, PnpAction, PnpState};
 use crate::state::{Action, AppContext};
@@ -61,16 +61,26 @@ fn on_field<E: AsRef<Event> + 'static>(app: &AppContext, f: Field) -> Callback<E
     })
 }
 
-#[component]
-pub fn ModelPanel() -> Html {
-    let app = use_app();
-    let ctl = use_controller();
+/// The refs of the model panel's built-in choice and pasted JSON, kept by the app.
+pub struct ModelRefs {
+    chosen: NodeRef,
+    pasted: NodeRef,
+}
+
+/// The state of the model panel, and the effect that hands every new model state to the controller.
+#[hook]
+pub fn use_model_panel(pnp: &Rc<PnpState>, ctl: &ControllerHandle) -> ModelRefs {
     {
         let ctl = ctl.clone();
-        use_effect_with(app.pnp.clone(), move |p| ctl.0.sync_pnp(p.clone()));
+        use_effect_with(pnp.clone(), move |p| ctl.0.sync_pnp(p.clone()));
     }
-    let chosen = use_node_ref();
-    let pasted = use_node_ref();
+    ModelRefs { chosen: use_node_ref(), pasted: use_node_ref() }
+}
+
+/// The model panel. A plain function called by the app, not a component (a component type costs some KB of the
+/// bundle).
+pub fn view_model_panel(app: &AppContext, ctl: &ControllerHandle, refs: &ModelRefs) -> Html {
+    let ModelRefs { chosen, pasted } = refs;
     let load_builtin = {
         let (app, chosen) = (app.clone(), chosen.clone());
         Callback::from(move |_| {
@@ -114,7 +124,7 @@ pub fn ModelPanel() -> Html {
             { super::tx("h2", &[("id", Static("pnp-h"))], "Plug and Play model") }
             <div class="row wrap">
                 <label>{"Built-in model"}
-                    <select ref={chosen}>
+                    <select ref={chosen.clone()}>
                         // Yew inserts the options last first, so without `selected` the browser would keep the last one.
                         { for builtin::ALL.iter().enumerate().map(|(i, m)| super::option(m.key, m.title, i == 0)) }
                     </select>
@@ -125,14 +135,14 @@ pub fn ModelPanel() -> Html {
             <details>
                 { super::tx("summary", &[], "…or paste a DTDL interface") }
                 { super::tx("label", &[("for", Static("pnp-json"))], "Model JSON") }
-                <textarea id="pnp-json" ref={pasted} rows="6" spellcheck="false" placeholder="{\"@context\": \"dtmi:dtdl:context;3\", \"@type\": \"Interface\", …}" />
+                <textarea id="pnp-json" ref={pasted.clone()} rows="6" spellcheck="false" placeholder="{\"@context\": \"dtmi:dtdl:context;3\", \"@type\": \"Interface\", …}" />
                 { super::button("Load pasted model", load_pasted, false) }
             </details>
             if let Some(e) = &s.error {
                 <p class="field-error" role="alert">{"The model was not loaded: "}{ e }</p>
             }
             if let Some(m) = &s.model {
-                { view_device(&app, &ctl, s, m) }
+                { view_device(app, ctl, s, m) }
             }
         </section>
     }
