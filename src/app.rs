@@ -7,9 +7,18 @@ use yew::prelude::*;
 use yew::virtual_dom::AttributeOrProperty::Static;
 
 use crate::components::{
-    activity_log::view_activity_log, charts::Charts, composer::view_composer, connect_panel::ConnectPanel, inbox::view_inbox,
-    link_banner::view_link_banner, methods::{use_methods_form, view_methods}, model_panel::{use_model_panel, view_model_panel}, sas_tool::view_sas_tool, status_bar::StatusBar,
-    templates::SavedMessages, twin::view_twin,
+    activity_log::view_activity_log,
+    charts::Charts,
+    composer::view_composer,
+    connect_panel::ConnectPanel,
+    inbox::view_inbox,
+    link_banner::view_link_banner,
+    methods::{use_methods_form, view_methods},
+    model_panel::{use_model_panel, view_model_panel},
+    sas_tool::view_sas_tool,
+    status_bar::StatusBar,
+    templates::{use_saved_messages, view_saved_messages},
+    twin::view_twin,
 };
 use crate::controller::{Controller, ControllerHandle};
 use crate::form::Emulator;
@@ -106,13 +115,14 @@ pub fn App() -> Html {
         let rest = rest.setter();
         use_effect_with((), move |_| after_next_paint(move || rest.set(true)));
     }
-    // The panels that are functions keep their refs here.
+    let ctx = AppContext::new(state.clone());
+    // The panels that are functions keep their state here.
+    use_saved_messages(&ctx, *rest);
     let twin_patch = use_node_ref();
     let sas_token = use_state(|| None);
     let methods_form = use_methods_form();
     let log_filter = (use_state(String::new), use_state(String::new));
     let model_refs = use_model_panel(&state.pnp, &controller);
-    let ctx = AppContext::new(state.clone());
     html! {
         <ContextProvider<AppContext> context={ctx.clone()}>
             <ContextProvider<ControllerHandle> context={(*controller).clone()}>
@@ -139,7 +149,7 @@ pub fn App() -> Html {
                             if *rest {
                                 <div class="col">
                                     { view_composer(&ctx, &controller) }
-                                    <SavedMessages />
+                                    { view_saved_messages(&ctx, &controller) }
                                 </div>
                                 <div class="col">
                                     { view_inbox(&ctx) }

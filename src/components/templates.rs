@@ -7,7 +7,7 @@ use wasm_bindgen::JsCast;
 use yew::prelude::*;
 use yew::virtual_dom::AttributeOrProperty::Static;
 
-use super::{field_value, use_app, use_controller};
+use super::field_value;
 use crate::controller::ControllerHandle;
 use crate::library::{self, Message};
 use crate::settings::{Change, Number, Text};
@@ -239,32 +239,36 @@ fn view_run(ctl: &ControllerHandle, r: &crate::state::templates::RunView, pendin
     }
 }
 
-/// The saved messages and the schedules.
-#[component]
-pub fn SavedMessages() -> Html {
-    let app = use_app();
-    let ctl = use_controller();
+/// The storage of the saved messages: read once the panel is `shown` (the page's other panels come after the
+/// connect form's first paint), written after each change of the library.
+#[hook]
+pub fn use_saved_messages(app: &AppContext, shown: bool) {
     {
         let app = app.clone();
-        use_effect_with((), move |_| {
-            let stored = storage().and_then(|s| s.get_item(STORAGE_KEY).ok().flatten());
-            tmpl(&app, TmplAction::Stored(stored));
-        });
-    }
-    {
-        let app = app.clone();
-        use_effect_with(app.templates.library_rev, move |rev| {
-            let list = &app.templates.library;
-            // Only after a change: at start the stored library is still being read.
-            if *rev == 0 {
-                return;
-            }
-            if storage().is_none_or(|s| s.set_item(STORAGE_KEY, &library::export(list)).is_err()) {
-                let text = "the saved messages could not be stored: this browser's storage is full or disabled";
-                tmpl(&app, TmplAction::Notice(false, text.into()));
+        use_effect_with(shown, move |shown| {
+            if *shown {
+                let stored = storage().and_then(|s| s.get_item(STORAGE_KEY).ok().flatten());
+                tmpl(&app, TmplAction::Stored(stored));
             }
         });
     }
+    let app = app.clone();
+    use_effect_with(app.templates.library_rev, move |rev| {
+        let list = &app.templates.library;
+        // Only after a change: at start the stored library is still being read.
+        if *rev == 0 {
+            return;
+        }
+        if storage().is_none_or(|s| s.set_item(STORAGE_KEY, &library::export(list)).is_err()) {
+            let text = "the saved messages could not be stored: this browser's storage is full or disabled";
+            tmpl(&app, TmplAction::Notice(false, text.into()));
+        }
+    });
+}
+
+/// The saved messages and the schedules. A plain function called by the app, not a component (a component type
+/// costs some KB of the bundle); [`use_saved_messages`] keeps their storage.
+pub fn view_saved_messages(app: &AppContext, ctl: &ControllerHandle) -> Html {
     let t = &app.templates;
     let save = {
         let app = app.clone();
@@ -341,13 +345,13 @@ pub fn SavedMessages() -> Html {
             </li>
         }
     });
-    let runs = t.runs.iter().map(|r| view_run(&ctl, r, r.pending(&t.inflight)));
+    let runs = t.runs.iter().map(|r| view_run(ctl, r, r.pending(&t.inflight)));
     html! {
         <section class="panel saved" aria-labelledby="saved-h">
             { super::tx("h2", &[("id", Static("saved-h"))], "Saved messages") }
             <div class="row">
                 <label>{"Name"}<input value={t.draft.name.clone()}
-                    oninput={on_input(&app, Target::Name)} /></label>
+                    oninput={on_input(app, Target::Name)} /></label>
                 { super::button("Save current message", save, false) }
             </div>
             { super::el("ul", &[("class", Static("library")), ("aria-label", Static("Saved messages"))], Html::from_iter(rows)) }
