@@ -10,7 +10,7 @@ use crate::components::{
     activity_log::view_activity_log,
     charts::Charts,
     composer::view_composer,
-    connect_panel::ConnectPanel,
+    connect_panel::{use_connect_form, view_connect_panel},
     inbox::view_inbox,
     link_banner::view_link_banner,
     methods::{use_methods_form, view_methods},
@@ -118,6 +118,7 @@ pub fn App() -> Html {
     let ctx = AppContext::new(state.clone());
     // The panels that are functions keep their state here.
     use_saved_messages(&ctx, *rest);
+    let connect_form = use_connect_form(&ctx);
     let twin_patch = use_node_ref();
     let sas_token = use_state(|| None);
     let methods_form = use_methods_form();
@@ -143,7 +144,7 @@ pub fn App() -> Html {
                         }
                         <div class="columns">
                             <div class="col">
-                                <ConnectPanel />
+                                { view_connect_panel(&ctx, &controller, &connect_form) }
                                 if *rest { { view_sas_tool(&ctx, &sas_token) } }
                             </div>
                             if *rest {

@@ -6,25 +6,49 @@ use yew::prelude::*;
 use yew::virtual_dom::AttributeOrProperty::Static;
 
 use super::confirm_endpoint::view_confirm_endpoint;
-use super::{on_number, on_text, use_app, use_controller};
+use super::{on_number, on_text};
+use crate::controller::ControllerHandle;
 use crate::dps::{dps_plan, StepKind};
 use crate::form::{plan, FieldError};
 use crate::settings::{Change, Flag, Number, Text, MAX_KEEP_ALIVE_SECS, MAX_TTL_SECS, MIN_TTL_SECS};
 use crate::state::{Action, AppContext, Confirm, ConnStatus};
 use crate::util;
 
-#[component]
-pub fn ConnectPanel() -> Html {
-    let app = use_app();
-    let ctl = use_controller();
+/// The connect form's own state, kept by the app: whether Connect was pressed with errors, the last shared link,
+/// the confirmation's "Send the token" button.
+pub struct ConnectForm {
+    attempted: UseStateHandle<bool>,
+    link: UseStateHandle<String>,
+    primary: NodeRef,
+}
+
+/// The state of the connect form, and the effect that gives the confirmation the keyboard focus when it appears
+/// or asks about another URL (it is answered before anything else).
+#[hook]
+pub fn use_connect_form(app: &AppContext) -> ConnectForm {
+    let primary = use_node_ref();
+    {
+        let primary = primary.clone();
+        use_effect_with(app.confirm.as_ref().map(|c| c.url.clone()), move |_| {
+            if let Some(b) = primary.cast::<web_sys::HtmlElement>() {
+                let _ = b.focus();
+            }
+        });
+    }
+    ConnectForm { attempted: use_state(|| false), link: use_state(String::new), primary }
+}
+
+/// The connect form. A plain function called by the app, not a component (a component type costs some KB of the
+/// bundle).
+pub fn view_connect_panel(app: &AppContext, ctl: &ControllerHandle, form: &ConnectForm) -> Html {
+    let ConnectForm { attempted, link, primary } = form;
     let s = &app.settings;
     let emulator = app.emulator.as_deref();
     // Inline validation: explained next to the field before any connection attempt.
     // In DPS mode without an assignment, Connect registers with DPS first.
     let provisioning = s.use_dps && s.assigned_hub.is_empty();
     let errors = if provisioning { dps_plan(s, emulator).err() } else { plan(s, emulator).err() }.unwrap_or_default();
-    let attempted = use_state(|| false);
-    let touched = *attempted
+    let touched = **attempted
         || !s.connection_string.is_empty()
         || !s.host.is_empty()
         || !s.device_id.is_empty()
@@ -44,16 +68,6 @@ pub fn ConnectPanel() -> Html {
             _ => html! {},
         }
     };
-    // The confirmation takes the keyboard focus when it appears or asks about another URL.
-    let primary = use_node_ref();
-    {
-        let primary = primary.clone();
-        use_effect_with(app.confirm.as_ref().map(|c| c.url.clone()), move |_| {
-            if let Some(b) = primary.cast::<web_sys::HtmlElement>() {
-                let _ = b.focus();
-            }
-        });
-    }
     let active = !matches!(app.status, ConnStatus::Disconnected { .. });
     let connect = {
         let (ctl, app, attempted) = (ctl.clone(), app.clone(), attempted.clone());
@@ -114,7 +128,6 @@ pub fn ConnectPanel() -> Html {
         let ctl = ctl.clone();
         Callback::from(move |_| ctl.0.disconnect())
     };
-    let link = use_state(String::new);
     let share = {
         let (app, link) = (app.clone(), link.clone());
         Callback::from(move |_| {
@@ -134,11 +147,11 @@ pub fn ConnectPanel() -> Html {
             <form onsubmit={connect}>
                 <fieldset class="mode">
                     { super::tx("legend", &[], "How the device connects") }
-                    <label class="check"><input type="radio" name="mode" checked={!s.use_dps} onchange={set_mode(&app, false)} />{"Directly to a hub"}</label>
-                    <label class="check"><input type="radio" name="mode" checked={s.use_dps} onchange={set_mode(&app, true)} />{"Through the Device Provisioning Service (ID scope, registration ID, key)"}</label>
+                    <label class="check"><input type="radio" name="mode" checked={!s.use_dps} onchange={set_mode(app, false)} />{"Directly to a hub"}</label>
+                    <label class="check"><input type="radio" name="mode" checked={s.use_dps} onchange={set_mode(app, true)} />{"Through the Device Provisioning Service (ID scope, registration ID, key)"}</label>
                 </fieldset>
                 if s.use_dps {
-                    { view_dps(&app, &errors, touched, &error_for) }
+                    { view_dps(app, &errors, touched, &error_for) }
                 } else {
                 { super::tx("label", &[("for", Static("cs"))], "Connection string") }
                 <textarea id="cs" rows="3" spellcheck="false" autocomplete="off"
@@ -146,15 +159,15 @@ pub fn ConnectPanel() -> Html {
                     aria-invalid={invalid("connection_string").to_string()}
                     aria-describedby="err-connection_string"
                     value={s.connection_string.clone()}
-                    oninput={on_text(&app, Text::ConnectionString)} />
+                    oninput={on_text(app, Text::ConnectionString)} />
                 { error_for("connection_string") }
                 <details open={!s.host.is_empty() && s.connection_string.is_empty()}>
                     { super::tx("summary", &[], "…or enter the fields separately") }
                     <div class="grid2">
-                        { super::text_field("Host name", &s.host, "myhub.azure-devices.net", None, false, on_text(&app, Text::Host)) }
-                        { super::text_field("Device ID", &s.device_id, "", None, false, on_text(&app, Text::DeviceId)) }
-                        { super::text_field("Module ID (optional)", &s.module_id, "", None, false, on_text(&app, Text::ModuleId)) }
-                        { super::text_field("Device key", &s.key, "", None, true, on_text(&app, Text::Key)) }
+                        { super::text_field("Host name", &s.host, "myhub.azure-devices.net", None, false, on_text(app, Text::Host)) }
+                        { super::text_field("Device ID", &s.device_id, "", None, false, on_text(app, Text::DeviceId)) }
+                        { super::text_field("Module ID (optional)", &s.module_id, "", None, false, on_text(app, Text::ModuleId)) }
+                        { super::text_field("Device key", &s.key, "", None, true, on_text(app, Text::Key)) }
                     </div>
                     { error_for("host") }{ error_for("device_id") }{ error_for("key") }
                 </details>
@@ -164,21 +177,21 @@ pub fn ConnectPanel() -> Html {
                     <div class="grid2">
                         <label>{"Endpoint (set by hand)"}
                             <input value={s.endpoint.clone()} placeholder={endpoint_placeholder}
-                                aria-invalid={invalid("endpoint").to_string()} oninput={on_text(&app, Text::Endpoint)} />
+                                aria-invalid={invalid("endpoint").to_string()} oninput={on_text(app, Text::Endpoint)} />
                         </label>
                         { super::num_field("Token lifetime (s)", s.token_ttl_secs.into(), MIN_TTL_SECS.into(), Some(MAX_TTL_SECS.into()),
-                            Some(("ttl-help", "10 s to 1 day (86400 s); renewed automatically at 80 %")), on_number(&app, Number::TokenTtl)) }
-                        { super::num_field("Keep-alive (s)", s.keep_alive_secs.into(), 0, Some(MAX_KEEP_ALIVE_SECS.into()), None, on_number(&app, Number::KeepAlive)) }
-                        { super::text_field("API version", &s.api_version, "", None, false, on_text(&app, Text::ApiVersion)) }
-                        { super::text_field("Model ID (IoT Plug and Play)", &s.model_id, "dtmi:com:example:Thermostat;1", None, false, on_text(&app, Text::ModelId)) }
+                            Some(("ttl-help", "10 s to 1 day (86400 s); renewed automatically at 80 %")), on_number(app, Number::TokenTtl)) }
+                        { super::num_field("Keep-alive (s)", s.keep_alive_secs.into(), 0, Some(MAX_KEEP_ALIVE_SECS.into()), None, on_number(app, Number::KeepAlive)) }
+                        { super::text_field("API version", &s.api_version, "", None, false, on_text(app, Text::ApiVersion)) }
+                        { super::text_field("Model ID (IoT Plug and Play)", &s.model_id, "dtmi:com:example:Thermostat;1", None, false, on_text(app, Text::ModelId)) }
                     </div>
                     { error_for("endpoint") }{ error_for("ttl") }{ error_for("keep_alive") }{ error_for("api_version") }{ error_for("model_id") }
-                    { super::check(&app, Flag::CleanSession, s.clean_session, "CleanSession (off keeps subscriptions and queued C2D across connections, as the SDKs do)") }
-                    { super::check(&app, Flag::AutoReconnect, s.auto_reconnect, "Reconnect automatically") }
-                    { super::check(&app, Flag::RememberKey, s.remember_key, "Remember the key on this device") }
+                    { super::check(app, Flag::CleanSession, s.clean_session, "CleanSession (off keeps subscriptions and queued C2D across connections, as the SDKs do)") }
+                    { super::check(app, Flag::AutoReconnect, s.auto_reconnect, "Reconnect automatically") }
+                    { super::check(app, Flag::RememberKey, s.remember_key, "Remember the key on this device") }
                 </details>
                 if let Some(c) = &app.confirm {
-                    { view_confirm_endpoint(c, primary, confirmed, cancel) }
+                    { view_confirm_endpoint(c, primary.clone(), confirmed, cancel) }
                 }
                 <div class="buttons">
                     <button type="submit" class="primary">{ if provisioning { "Provision and connect" } else if active { "Reconnect" } else { "Connect" } }</button>
@@ -186,7 +199,7 @@ pub fn ConnectPanel() -> Html {
                     <button type="button" onclick={share} title="Copies a link with the settings, never the key or the endpoint">{"Share link"}</button>
                 </div>
                 if !link.is_empty() {
-                    <p class="note">{"Link copied (no key, token or endpoint in it): "}{ super::el("code", &[("class", Static("wrap"))], Html::from((*link).clone())) }</p>
+                    <p class="note">{"Link copied (no key, token or endpoint in it): "}{ super::el("code", &[("class", Static("wrap"))], Html::from(&**link)) }</p>
                 }
             </form>
         </section>
