@@ -1,4 +1,4 @@
-//! The root component: the reducer state and the controller, shared through context, the page layout, and the
+//! The root component: the reducer state and the controller, handed to the panels, the page layout, and the
 //! effects of the page: storage, emulator detection, the link banner's answers.
 
 use wasm_bindgen::JsCast;
@@ -125,50 +125,46 @@ pub fn App() -> Html {
     let log_filter = (use_state(String::new), use_state(String::new));
     let model_refs = use_model_panel(&state.pnp, &controller);
     html! {
-        <ContextProvider<AppContext> context={ctx.clone()}>
-            <ContextProvider<ControllerHandle> context={(*controller).clone()}>
-                <div class="app">
-                    <header class="top">
-                        <div class="title">
-                            <h1>{"hubsim"}{ crate::components::tx("span", &[("class", Static("sub"))], " — IoT Hub device simulator") }</h1>
-                            if let Some(e) = &state.emulator {
-                                <span class="tag" title={e.ws.clone()}>{"served by the hubsim emulator"}</span>
-                            }
-                        </div>
-                        <StatusBar />
-                    </header>
-                    <main>
-                        { crate::components::el("div", &[("class", Static("sr-only")), ("aria-live", Static("polite"))], Html::from(&state.announcement)) }
-                        if let Some(offer) = &state.link {
-                            { view_link_banner(offer, answer_link(|| Action::AcceptLink), answer_link(|| Action::IgnoreLink)) }
-                        }
-                        <div class="columns">
-                            <div class="col">
-                                { view_connect_panel(&ctx, &controller, &connect_form) }
-                                if *rest { { view_sas_tool(&ctx, &sas_token) } }
-                            </div>
-                            if *rest {
-                                <div class="col">
-                                    { view_composer(&ctx, &controller) }
-                                    { view_saved_messages(&ctx, &controller) }
-                                </div>
-                                <div class="col">
-                                    { view_inbox(&ctx) }
-                                    { view_methods(&ctx, &methods_form) }
-                                    { view_twin(&ctx, &controller, &twin_patch) }
-                                </div>
-                            }
-                        </div>
-                        if *rest {
-                            { view_model_panel(&ctx, &controller, &model_refs) }
-                            <Charts />
-                            { view_activity_log(&ctx, &log_filter.0, &log_filter.1) }
-                        }
-                    </main>
-                    { crate::components::tx("footer", &[("class", Static("note"))], "Keys stay in this browser: the SAS token is computed here and nothing is sent anywhere but to the hub you connect to.") }
+        <div class="app">
+            <header class="top">
+                <div class="title">
+                    <h1>{"hubsim"}{ crate::components::tx("span", &[("class", Static("sub"))], " — IoT Hub device simulator") }</h1>
+                    if let Some(e) = &state.emulator {
+                        <span class="tag" title={e.ws.clone()}>{"served by the hubsim emulator"}</span>
+                    }
                 </div>
-            </ContextProvider<ControllerHandle>>
-        </ContextProvider<AppContext>>
+                <StatusBar app={ctx.clone()} />
+            </header>
+            <main>
+                { crate::components::el("div", &[("class", Static("sr-only")), ("aria-live", Static("polite"))], Html::from(&state.announcement)) }
+                if let Some(offer) = &state.link {
+                    { view_link_banner(offer, answer_link(|| Action::AcceptLink), answer_link(|| Action::IgnoreLink)) }
+                }
+                <div class="columns">
+                    <div class="col">
+                        { view_connect_panel(&ctx, &controller, &connect_form) }
+                        if *rest { { view_sas_tool(&ctx, &sas_token) } }
+                    </div>
+                    if *rest {
+                        <div class="col">
+                            { view_composer(&ctx, &controller) }
+                            { view_saved_messages(&ctx, &controller) }
+                        </div>
+                        <div class="col">
+                            { view_inbox(&ctx) }
+                            { view_methods(&ctx, &methods_form) }
+                            { view_twin(&ctx, &controller, &twin_patch) }
+                        </div>
+                    }
+                </div>
+                if *rest {
+                    { view_model_panel(&ctx, &controller, &model_refs) }
+                    <Charts ctl={(*controller).clone()} />
+                    { view_activity_log(&ctx, &log_filter.0, &log_filter.1) }
+                }
+            </main>
+            { crate::components::tx("footer", &[("class", Static("note"))], "Keys stay in this browser: the SAS token is computed here and nothing is sent anywhere but to the hub you connect to.") }
+        </div>
     }
 }
 

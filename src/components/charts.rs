@@ -12,7 +12,8 @@ use web_sys::HtmlInputElement;
 use yew::prelude::*;
 use yew::virtual_dom::AttributeOrProperty::Static;
 
-use super::{field_value, use_controller};
+use super::field_value;
+use crate::controller::ControllerHandle;
 use crate::series::{Point, Series, SeriesStore, Source, MAX_POINTS};
 
 /// Most charts shown at once.
@@ -188,9 +189,16 @@ fn view_chart(c: usize, series: &Series, n: usize, hover: Option<usize>, view: &
     }
 }
 
+/// The controller, whose series the charts show.
+#[derive(Properties, PartialEq)]
+pub struct ChartsProps {
+    pub ctl: ControllerHandle,
+}
+
+/// A component of its own: it renders again after new numbers, not with the app.
 #[component]
-pub fn Charts() -> Html {
-    let ctl = use_controller();
+pub fn Charts(props: &ChartsProps) -> Html {
+    let ctl = &props.ctl;
     let view = use_reducer(|| View {
         charts: Vec::new(),
         points: DEFAULT_POINTS,

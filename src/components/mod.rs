@@ -1,6 +1,8 @@
-//! The app's components, one per file. Panels read the shared state from context and talk up through the
-//! controller or reducer actions; reused pieces (a property row, an inbox message, a log line, the link banner,
-//! the endpoint confirmation) take props and report through callbacks.
+//! The app's panels and pieces, one per file. Most panels are plain functions the app calls with the state, the
+//! controller and the state it keeps for them (a component type costs some KB of the bundle); the status bar and
+//! the charts, which render on their own clock, the inbox messages and log lines, which are rendered only once,
+//! are components that take props. They talk up through the controller, reducer actions or callbacks. The small
+//! helpers below build the elements the panels repeat (each element `html!` builds is its own code).
 
 pub mod activity_log;
 pub mod charts;
@@ -19,25 +21,12 @@ pub mod status_bar;
 pub mod templates;
 pub mod twin;
 
-use crate::controller::ControllerHandle;
 use crate::settings::{Change, Flag, Number, Text};
 use crate::state::{Action, AppContext};
 use wasm_bindgen::JsCast;
 use web_sys::{HtmlInputElement, HtmlSelectElement, HtmlTextAreaElement};
 use yew::prelude::*;
 use yew::virtual_dom::{AttributeOrProperty, Attributes, Listeners, VTag};
-
-/// The app state from context.
-#[hook]
-pub fn use_app() -> AppContext {
-    use_context::<AppContext>().expect("AppContext is provided by App")
-}
-
-/// The controller from context.
-#[hook]
-pub fn use_controller() -> ControllerHandle {
-    use_context::<ControllerHandle>().expect("ControllerHandle is provided by App")
-}
 
 /// The value of the input, textarea or select an event came from.
 pub fn field_value(e: &Event) -> Option<String> {

@@ -4,8 +4,7 @@ use gloo::timers::callback::Interval;
 use yew::prelude::*;
 use yew::virtual_dom::AttributeOrProperty::Static;
 
-use super::use_app;
-use crate::state::ConnStatus;
+use crate::state::{AppContext, ConnStatus};
 use crate::util;
 
 fn mmss(secs: i64) -> String {
@@ -15,9 +14,16 @@ fn mmss(secs: i64) -> String {
     format!("{}:{:02}", secs / 60, secs % 60)
 }
 
+/// The app state.
+#[derive(Properties, PartialEq)]
+pub struct StatusBarProps {
+    pub app: AppContext,
+}
+
+/// A component of its own: it renders again every second for the countdowns, not the whole app.
 #[component]
-pub fn StatusBar() -> Html {
-    let app = use_app();
+pub fn StatusBar(props: &StatusBarProps) -> Html {
+    let app = &props.app;
     // Re-render every second for the countdowns.
     let update = use_force_update();
     use_effect_with((), move |_| {
