@@ -262,7 +262,7 @@ pub fn Charts(props: &ChartsProps) -> Html {
                     <figcaption>
                         { super::el("span", &[("class", Static("path"))], Html::from(name)) }
                         { super::el("span", &[("class", Static("tag"))], Html::from(source.label())) }
-                        <button type="button" aria-label={"Remove the chart of ".to_owned() + name} onclick={remove}>{"Remove"}</button>
+                        { super::named_button("Remove", "Remove the chart of ".to_owned() + name, remove) }
                     </figcaption>
                     { match store.get(*source, p) {
                         Some(s) => view_chart(c, s, view.points, hover, &view),

@@ -51,7 +51,7 @@ pub fn view_methods(app: &AppContext, form: &MethodsForm) -> Html {
         html! {
             <li key={a.name.clone()}>
                 <code>{ format!("{} → {} {}", a.name, a.status, a.payload) }</code>
-                <button type="button" aria-label={format!("Remove answer for {}", a.name)} onclick={Callback::from(move |_| app.dispatch(Action::RemoveAnswer(n.clone())))}>{"✕"}</button>
+                { super::named_button("✕", format!("Remove answer for {}", a.name), Callback::from(move |_| app.dispatch(Action::RemoveAnswer(n.clone())))) }
             </li>
         }
     });

@@ -174,3 +174,9 @@ pub fn el(tag: &'static str, attrs: Attrs, children: Html) -> Html {
     )
     .into()
 }
+
+/// A plain button named for the item it acts on: `<button type="button" aria-label onclick>{text}</button>`.
+#[inline(never)]
+pub fn named_button(text: &'static str, label: String, onclick: Callback<MouseEvent>) -> Html {
+    html! { <button type="button" aria-label={label} {onclick}>{ lit(text) }</button> }
+}

@@ -304,7 +304,7 @@ fn view_property(
             <li class="pnp-prop">
                 { head }{" read-only "}
                 { view_form(app, &ps.fields, labels, &what, i, Item::Property(p)) }
-                <button type="button" onclick={report} aria-label={["Report ", &what].concat()}>{"Report"}</button>
+                { super::named_button("Report", ["Report ", &what].concat(), report) }
                 { error }
             </li>
         };

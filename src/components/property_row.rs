@@ -20,7 +20,7 @@ pub fn view_property_row(
         <li class="prop-row" key={i}>
             <input aria-label="Property name" placeholder="name" value={name.to_owned()} oninput={name_input} />
             <input aria-label="Property value" placeholder="value" value={value.to_owned()} oninput={value_input} />
-            <button type="button" aria-label={format!("Remove property {}", i + 1)} onclick={remove}>{"✕"}</button>
+            { super::named_button("✕", format!("Remove property {}", i + 1), remove) }
         </li>
     }
 }

@@ -338,10 +338,10 @@ pub fn view_saved_messages(app: &AppContext, ctl: &ControllerHandle) -> Html {
             <li key={m.name.clone()}>
                 <span class="name">{&m.name}</span>
                 <span class="muted">{if m.template { " template, " } else { " text, " }}{every}</span>
-                <button type="button" onclick={load} aria-label={["Edit ", &m.name].concat()}>{"Edit"}</button>
-                <button type="button" onclick={run} aria-label={["Run ", &m.name].concat()}>{"Run"}</button>
-                <button type="button" onclick={download} aria-label={["Download ", &m.name].concat()}>{"Download"}</button>
-                <button type="button" onclick={delete} aria-label={["Delete ", &m.name].concat()}>{"Delete"}</button>
+                { super::named_button("Edit", ["Edit ", &m.name].concat(), load) }
+                { super::named_button("Run", ["Run ", &m.name].concat(), run) }
+                { super::named_button("Download", ["Download ", &m.name].concat(), download) }
+                { super::named_button("Delete", ["Delete ", &m.name].concat(), delete) }
             </li>
         }
     });
