@@ -89,8 +89,8 @@ pub fn view_composer(app: &AppContext, ctl: &ControllerHandle) -> Html {
             { super::tx("h2", &[("id", Static("compose-h"))], "Send telemetry") }
             <form onsubmit={send}>
                 <div class="row" role="radiogroup" aria-label="Body">
-                    <label class="check"><input type="radio" name="body-mode" checked={!templ} onchange={mode(false)} />{"Text"}</label>
-                    <label class="check"><input type="radio" name="body-mode" checked={templ} onchange={mode(true)} />{"Template"}</label>
+                    { super::radio("body-mode", !templ, "Text", mode(false)) }
+                    { super::radio("body-mode", templ, "Template", mode(true)) }
                 </div>
                 if templ {
                     { super::templates::view_editor(app, ctl) }

@@ -147,8 +147,8 @@ pub fn view_connect_panel(app: &AppContext, ctl: &ControllerHandle, form: &Conne
             <form onsubmit={connect}>
                 <fieldset class="mode">
                     { super::tx("legend", &[], "How the device connects") }
-                    <label class="check"><input type="radio" name="mode" checked={!s.use_dps} onchange={set_mode(app, false)} />{"Directly to a hub"}</label>
-                    <label class="check"><input type="radio" name="mode" checked={s.use_dps} onchange={set_mode(app, true)} />{"Through the Device Provisioning Service (ID scope, registration ID, key)"}</label>
+                    { super::radio("mode", !s.use_dps, "Directly to a hub", set_mode(app, false)) }
+                    { super::radio("mode", s.use_dps, "Through the Device Provisioning Service (ID scope, registration ID, key)", set_mode(app, true)) }
                 </fieldset>
                 if s.use_dps {
                     { view_dps(app, &errors, touched, &error_for) }

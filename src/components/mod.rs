@@ -180,3 +180,9 @@ pub fn el(tag: &'static str, attrs: Attrs, children: Html) -> Html {
 pub fn named_button(text: &'static str, label: String, onclick: Callback<MouseEvent>) -> Html {
     html! { <button type="button" aria-label={label} {onclick}>{ lit(text) }</button> }
 }
+
+/// A radio button: `<label class="check"><input type="radio" name checked onchange />{text}</label>`.
+#[inline(never)]
+pub fn radio(name: &'static str, checked: bool, text: &'static str, onchange: Callback<Event>) -> Html {
+    html! { <label class="check"><input type="radio" {name} {checked} {onchange} />{ lit(text) }</label> }
+}
