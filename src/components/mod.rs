@@ -186,3 +186,16 @@ pub fn named_button(text: &'static str, label: String, onclick: Callback<MouseEv
 pub fn radio(name: &'static str, checked: bool, text: &'static str, onchange: Callback<Event>) -> Html {
     html! { <label class="check"><input type="radio" {name} {checked} {onchange} />{ lit(text) }</label> }
 }
+
+/// A field named for its item: `<label>{label}<input aria-label value onchange oninput /></label>` (one of the
+/// two callbacks given).
+#[inline(never)]
+pub fn named_field(
+    label: &str,
+    aria: String,
+    value: String,
+    onchange: Option<Callback<Event>>,
+    oninput: Option<Callback<InputEvent>>,
+) -> Html {
+    html! { <label>{ label }<input aria-label={aria} {value} {onchange} {oninput} /></label> }
+}

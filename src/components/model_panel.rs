@@ -262,7 +262,7 @@ fn view_generators(app: &AppContext, s: &PnpState, plan: usize, name: &str, pref
                     { for pnp::kind_params(&v.kind).into_iter().map(|(param, text)| {
                         let label = [pnp::param_label(param), " of ", prefix, &v.name].concat();
                         let onchange = on_field::<Event>(app, Field::Generator { plan, var, param });
-                        html! { <label>{ pnp::param_label(param) }<input aria-label={label} value={text} {onchange} /></label> }
+                        super::named_field(pnp::param_label(param), label, text, Some(onchange), None)
                     }) }
                 </div>
             }) }
@@ -275,7 +275,7 @@ fn view_form(app: &AppContext, fields: &[String], labels: Vec<&str>, what: &str,
     html! {
         { for labels.into_iter().zip(fields).enumerate().map(|(field, (label, text))| {
             let oninput = on_field::<InputEvent>(app, Field::Form { iface, item, field });
-            html! { <label>{ label }<input aria-label={[label, " of ", what].concat()} value={text.clone()} {oninput} /></label> }
+            super::named_field(label, [label, " of ", what].concat(), text.clone(), None, Some(oninput))
         }) }
     }
 }
@@ -334,7 +334,7 @@ fn view_property(
                 </select>
             </label>
             if ps.choice == Choice::Reject {
-                <label>{"Reason"}<input aria-label={["Reason to reject ", &what].concat()} value={ps.reason.clone()} oninput={reason} /></label>
+                { super::named_field("Reason", ["Reason to reject ", &what].concat(), ps.reason.clone(), None, Some(reason)) }
             }
             if pending {
                 { super::button("Accept now", resolve(Choice::Accept), false) }

@@ -84,7 +84,7 @@ fn view_variable(app: &AppContext, i: usize, v: &hubsim_template::Variable) -> H
     let label = |l: &str| [v.name.as_str(), ": ", l].concat();
     let fields = library::fields(v).iter().map(|(key, l)| {
         let cb = on_change(app, Target::Field(i, key));
-        html! { <label>{*l}<input aria-label={label(l)} value={library::field_text(v, key)} onchange={cb} /></label> }
+        super::named_field(l, label(l), library::field_text(v, key), Some(cb), None)
     });
     let kinds = library::KINDS.iter().map(|(k, l)| super::option(k, l, *k == kind));
     let remove = {
@@ -96,8 +96,7 @@ fn view_variable(app: &AppContext, i: usize, v: &hubsim_template::Variable) -> H
         <fieldset class="var">
             <legend><code>{"$."}{&v.name}</code></legend>
             <div class="grid2">
-                <label>{"Name"}<input aria-label={label("Name")} value={v.name.clone()}
-                    onchange={on_change(app, Target::Field(i, "name"))} /></label>
+                { super::named_field("Name", label("Name"), v.name.clone(), Some(on_change(app, Target::Field(i, "name"))), None) }
                 <label>{"Generator"}<select aria-label={label("Generator")}
                     onchange={on_change(app, Target::Kind(i))}>{ for kinds }</select></label>
                 { for fields }
