@@ -41,16 +41,15 @@ pub fn view_activity_log(app: &AppContext, kind: &UseStateHandle<String>, text: 
         .filter(|l| kind.is_empty() || l.kind.as_str() == kind.as_str())
         .filter(|l| needle.is_empty() || l.text.to_ascii_lowercase().contains(&needle))
         .map(|l| html! { <LogLine key={l.seq} entry={l.clone()} /> });
-    let options = std::iter::once(("", "everything")).chain(LogKind::ALL.iter().map(|k| (k.as_str(), k.as_str())));
+    let mut options = vec![("", "everything")];
+    for k in LogKind::ALL {
+        options.push((k.as_str(), k.as_str()));
+    }
     html! {
         <section class="panel log" aria-labelledby="log-h">
             { super::tx("h2", &[("id", Static("log-h"))], "Activity") }
             <div class="row">
-                <label>{"Show"}
-                    <select onchange={on_kind}>
-                        { for options.map(|(v, label)| super::option(v, label, kind.as_str() == v)) }
-                    </select>
-                </label>
+                { super::select("Show", None, on_kind, &options, kind) }
                 <label>{"Filter"}<input type="search" oninput={on_text} /></label>
                 { super::button("Export log as JSON", export(false), false) }
                 { super::button("Export log as CSV", export(true), false) }

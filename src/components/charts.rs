@@ -297,11 +297,7 @@ pub fn Charts(props: &ChartsProps) -> Html {
         <section class="panel charts" aria-labelledby="charts-h">
             { super::tx("h2", &[("id", Static("charts-h"))], "Charts") }
             <form class="row" onsubmit={add}>
-                <label>{"Source"}
-                    <select onchange={on_source}>
-                        { for Source::ALL.iter().map(|s| super::option(s.as_str(), s.label(), *s == view.source)) }
-                    </select>
-                </label>
+                { super::select("Source", None, on_source, &Source::ALL.map(|s| (s.as_str(), s.label())), view.source.as_str()) }
                 <label class="grow">{"JSON path"}<input ref={path} placeholder="temperature or position.lat" /></label>
                 { super::tx("button", &[("type", Static("submit"))], "Add chart") }
                 { super::num_field("Points shown", view.points as u64, 2, Some(MAX_POINTS as u64), None, on_points) }

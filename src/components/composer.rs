@@ -12,6 +12,10 @@ use crate::settings::{Change, Flag, Number, Text};
 use crate::state::{Action, AppContext};
 use crate::util;
 
+/// The QoS choices.
+const QOS: &[(&str, &str)] =
+    &[("0", "0 — at most once"), ("1", "1 — at least once"), ("2", "2 — IoT Hub closes the connection")];
+
 /// The composer panel. A plain function called by the app, not a component: it reads only the app state and the
 /// controller, which change (and re-render it) exactly when the app re-renders, and a component type costs some KB
 /// of the bundle.
@@ -103,13 +107,7 @@ pub fn view_composer(app: &AppContext, ctl: &ControllerHandle) -> Html {
                 </div>
                 }
                 <div class="row">
-                    <label>{"QoS"}
-                        <select onchange={on_number(app, Number::Qos)}>
-                            { super::option("0", "0 — at most once", s.qos == 0) }
-                            { super::option("1", "1 — at least once", s.qos == 1) }
-                            { super::option("2", "2 — IoT Hub closes the connection", s.qos == 2) }
-                        </select>
-                    </label>
+                    { super::select("QoS", None, on_number(app, Number::Qos), QOS, &s.qos.to_string()) }
                     { super::check(app, Flag::Retain, s.retain, "Retain") }
                 </div>
                 if s.qos == 2 {

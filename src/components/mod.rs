@@ -199,3 +199,20 @@ pub fn named_field(
 ) -> Html {
     html! { <label>{ label }<input aria-label={aria} {value} {onchange} {oninput} /></label> }
 }
+
+/// A labelled select of `options` (value, text), the one of value `selected` selected:
+/// `<label>{label}<select aria-label onchange>{options}</select></label>`.
+#[inline(never)]
+pub fn select(
+    label: &'static str,
+    aria: Option<String>,
+    onchange: Callback<Event>,
+    options: &[(&'static str, &'static str)],
+    selected: &str,
+) -> Html {
+    let mut list = Vec::with_capacity(options.len());
+    for (value, text) in options {
+        list.push(option(value, text, *value == selected));
+    }
+    html! { <label>{ lit(label) }<select aria-label={aria} {onchange}>{ list }</select></label> }
+}

@@ -328,11 +328,7 @@ fn view_property(
                 </span>
                 <span>{" · ack: "}{ ps.ack.as_ref().map_or("none".to_owned(), pnp::describe_ack) }</span>
             </div>
-            <label>{"Answer"}
-                <select aria-label={["Answer to ", &what].concat()} onchange={choice}>
-                    { for Choice::ALL.iter().map(|c| super::option(c.label(), c.label(), *c == ps.choice)) }
-                </select>
-            </label>
+            { super::select("Answer", Some(["Answer to ", &what].concat()), choice, &Choice::ALL.map(|c| (c.label(), c.label())), ps.choice.label()) }
             if ps.choice == Choice::Reject {
                 { super::named_field("Reason", ["Reason to reject ", &what].concat(), ps.reason.clone(), None, Some(reason)) }
             }

@@ -86,7 +86,6 @@ fn view_variable(app: &AppContext, i: usize, v: &hubsim_template::Variable) -> H
         let cb = on_change(app, Target::Field(i, key));
         super::named_field(l, label(l), library::field_text(v, key), Some(cb), None)
     });
-    let kinds = library::KINDS.iter().map(|(k, l)| super::option(k, l, *k == kind));
     let remove = {
         let app = app.clone();
         Callback::from(move |_| tmpl(&app, TmplAction::Draft(DraftEdit::RemoveVar(i))))
@@ -97,8 +96,7 @@ fn view_variable(app: &AppContext, i: usize, v: &hubsim_template::Variable) -> H
             <legend><code>{"$."}{&v.name}</code></legend>
             <div class="grid2">
                 { super::named_field("Name", label("Name"), v.name.clone(), Some(on_change(app, Target::Field(i, "name"))), None) }
-                <label>{"Generator"}<select aria-label={label("Generator")}
-                    onchange={on_change(app, Target::Kind(i))}>{ for kinds }</select></label>
+                { super::select("Generator", Some(label("Generator")), on_change(app, Target::Kind(i)), &library::KINDS, kind) }
                 { for fields }
             </div>
             if let Some(e) = error {
@@ -149,7 +147,8 @@ pub fn view_editor(app: &AppContext, ctl: &ControllerHandle) -> Html {
             }
         })
     };
-    let kinds = library::KINDS.iter().map(|(k, l)| super::option(k, l, false));
+    let mut kinds = vec![("", "choose a generator…")];
+    kinds.extend(library::KINDS);
     let send_one = {
         let (ctl, m) = (ctl.clone(), msg.clone());
         Callback::from(move |_| {
@@ -179,9 +178,7 @@ pub fn view_editor(app: &AppContext, ctl: &ControllerHandle) -> Html {
             { super::tx("p", &[("class", Static("muted"))], "Placeholders: $.Name of a variable, or $.DeviceId, $.Guid, $.Time, $.LocalTime, $.Ticks, $.Epoch, $.MachineName, $.IterationNumber.") }
             { super::tx("h3", &[], "Variables") }
             { for d.variables.iter().enumerate().map(|(i, v)| view_variable(app, i, v)) }
-            <label>{"Add a variable"}
-                <select onchange={add}><option value="" selected=true>{"choose a generator…"}</option>{ for kinds }</select>
-            </label>
+            { super::select("Add a variable", None, add, &kinds, "") }
             { super::tx("h3", &[], "Preview of the next message") }
             { preview }
             <div class="buttons">
