@@ -1,7 +1,7 @@
 //! The app's panels and pieces, one per file. Most panels are plain functions the app calls with the state, the
 //! controller and the state it keeps for them (a component type costs some KB of the bundle); the status bar and
-//! the charts, which render on their own clock, the inbox messages and log lines, which are rendered only once,
-//! are components that take props. They talk up through the controller, reducer actions or callbacks. The small
+//! the charts, which render on their own clock, and the entries of the inbox and the log, which are rendered only
+//! once ([`log_line::EntryView`]), are components that take props. They talk up through the controller, reducer actions or callbacks. The small
 //! helpers below build the elements the panels repeat (each element `html!` builds is its own code).
 
 pub mod activity_log;
