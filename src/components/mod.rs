@@ -75,7 +75,7 @@ pub fn on_flag(app: &AppContext, f: Flag) -> Callback<Event> {
 /// function for the panels' many plain buttons: each element an `html!` builds is its own code in the bundle.
 #[inline(never)]
 pub fn button(text: &'static str, onclick: Callback<MouseEvent>, off: bool) -> Html {
-    html! { <button type="button" {onclick} disabled={off}>{ yew::virtual_dom::VText::new(text) }</button> }
+    html! { <button type="button" {onclick} disabled={off}>{ lit(text) }</button> }
 }
 
 /// A text node of a literal (`{ text }` of a `&str` would copy it).
