@@ -83,19 +83,23 @@ pub fn App() -> Html {
             }
         });
     }
+    // The connect form first: the other panels are mounted once that frame is painted, so the form is on screen
+    // (and usable) before Yew builds, and the browser lays out, the rest of the page (issue #13, time to connected).
+    // A page loaded in a background tab gets them when it is first shown (no animation frames before that).
+    let rest = use_state_eq(|| false);
+    // Once, at mount (one effect: each is its own code in the bundle): ask whether the emulator served the page,
+    // show the rest after the first paint; at unmount, disconnect.
     {
-        let dispatch = state.dispatcher();
+        let (dispatch, rest, c) = (state.dispatcher(), rest.setter(), controller.clone());
         use_effect_with((), move |_| {
             wasm_bindgen_futures::spawn_local(async move {
                 if let Some(e) = detect_emulator().await {
                     dispatch.dispatch(Action::Emulator(e));
                 }
             });
+            after_next_paint(move || rest.set(true));
+            move || c.0.disconnect()
         });
-    }
-    {
-        let c = controller.clone();
-        use_effect_with((), move |_| move || c.0.disconnect());
     }
     // Once the link is answered, the query leaves the address bar so a reload does not offer it again.
     use_effect_with(state.link.is_none(), |answered| {
@@ -107,14 +111,6 @@ pub fn App() -> Html {
         let dispatch = state.dispatcher();
         Callback::from(move |_| dispatch.dispatch(action()))
     };
-    // The connect form first: the other panels are mounted once that frame is painted, so the form is on screen
-    // (and usable) before Yew builds, and the browser lays out, the rest of the page (issue #13, time to connected).
-    // A page loaded in a background tab gets them when it is first shown (no animation frames before that).
-    let rest = use_state_eq(|| false);
-    {
-        let rest = rest.setter();
-        use_effect_with((), move |_| after_next_paint(move || rest.set(true)));
-    }
     let ctx = AppContext::new(state.clone());
     // The panels that are functions keep their state here.
     use_saved_messages(&ctx, *rest);
