@@ -132,7 +132,7 @@ pub fn view_composer(app: &AppContext, ctl: &ControllerHandle) -> Html {
                     { super::button("Add property", add, false) }
                 </fieldset>
                 if !templ {
-                <div class="topic" role="group" aria-label="Topic preview">{ super::tx("span", &[], "Topic: ") }{ super::el("code", &[("class", Static("wrap"))], Html::from(topic_preview(s))) }</div>
+                { super::topic("Topic preview", topic_preview(s)) }
                 <div class="buttons">
                     <button type="submit" class="primary" disabled={!connected && s.qos == 0}>{"Send"}</button>
                 </div>

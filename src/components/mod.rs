@@ -216,3 +216,14 @@ pub fn select(
     }
     html! { <label>{ lit(label) }<select aria-label={aria} {onchange}>{ list }</select></label> }
 }
+
+/// The exact topic a message goes to: `<div class="topic" role="group" aria-label><span>{"Topic: "}</span><code
+/// class="wrap">{topic}</code></div>`.
+#[inline(never)]
+pub fn topic(label: &'static str, topic: String) -> Html {
+    html! {
+        <div class="topic" role="group" aria-label={label}>
+            { tx("span", &[], "Topic: ") }{ el("code", &[("class", AttributeOrProperty::Static("wrap"))], Html::from(topic)) }
+        </div>
+    }
+}

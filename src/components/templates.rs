@@ -130,7 +130,7 @@ pub fn view_editor(app: &AppContext, ctl: &ControllerHandle) -> Html {
                     // A <pre> cannot carry aria-label (axe: aria-prohibited-attr): a named group holds it.
                     <div role="group" aria-label="Next body"><pre class="preview wrap">{body}</pre></div>
                     {json}
-                    <div class="topic" role="group" aria-label="Template topic preview">{ super::tx("span", &[], "Topic: ") }<code class="wrap">{crate::form::topic_preview(&s)}</code></div>
+                    { super::topic("Template topic preview", crate::form::topic_preview(&s)) }
                 </>
             }
         }
