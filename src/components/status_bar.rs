@@ -32,21 +32,21 @@ pub fn StatusBar(props: &StatusBarProps) -> Html {
     });
     let (class, text, hint) = match &app.status {
         ConnStatus::Connected { since, session_present } => {
-            ("ok", format!("Connected since {since}{}", if *session_present { " (session resumed)" } else { "" }), None)
+            ("status ok", format!("Connected since {since}{}", if *session_present { " (session resumed)" } else { "" }), None)
         }
-        ConnStatus::Connecting { attempt } => ("busy", format!("Connecting… (attempt {attempt})"), None),
-        ConnStatus::Provisioning => ("busy", "Provisioning through DPS…".to_owned(), None),
+        ConnStatus::Connecting { attempt } => ("status busy", format!("Connecting… (attempt {attempt})"), None),
+        ConnStatus::Provisioning => ("status busy", "Provisioning through DPS…".to_owned(), None),
         ConnStatus::Reconnecting { at_ms, reason, hint, .. } => {
             let secs = ((at_ms - js_sys::Date::now()) / 1000.0).ceil().max(0.0) as u32;
-            ("warn", format!("Reconnecting in {secs} s — {reason}"), hint.clone())
+            ("status warn", format!("Reconnecting in {secs} s — {reason}"), hint.clone())
         }
-        ConnStatus::Disconnected { reason: Some(r), hint } => ("err", format!("Disconnected — {r}"), hint.clone()),
-        ConnStatus::Disconnected { reason: None, .. } => ("idle", "Disconnected".to_owned(), None),
+        ConnStatus::Disconnected { reason: Some(r), hint } => ("status err", format!("Disconnected — {r}"), hint.clone()),
+        ConnStatus::Disconnected { reason: None, .. } => ("status idle", "Disconnected".to_owned(), None),
     };
     let token = app.token_expiry.map(|t| mmss(t as i64 - util::unix_now() as i64));
     html! {
         <div class="statusbar">
-            <div class={classes!("status", class)} role="status" aria-live="polite">
+            <div {class} role="status" aria-live="polite">
                 <span class="dot" aria-hidden="true"></span>{ text }
             </div>
             if let Some(h) = hint { { super::el("div", &[("class", Static("hint")), ("role", Static("alert"))], Html::from(h)) } }
