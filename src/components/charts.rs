@@ -145,10 +145,13 @@ fn view_chart(c: usize, series: &Series, n: usize, hover: Option<usize>, view: &
     }
     let marks = pts.iter().enumerate().map(|(i, p)| {
         let on = view.dispatcher();
-        html! {
-            <circle cx={x(i, p).to_string()} cy={y(p.value).to_string()} r={if hover == Some(i) { "5" } else { "3" }}
-                class={if hover == Some(i) { "on" } else { "" }} data-v={num(p.value)} data-t={time(p.at_ms)}
-                onmouseenter={Callback::from(move |_| on.dispatch(Act::Hover(c, i)))} />
+        let (cx, cy, v, t) = (x(i, p).to_string(), y(p.value).to_string(), num(p.value), time(p.at_ms));
+        let onmouseenter = Callback::from(move |_| on.dispatch(Act::Hover(c, i)));
+        // Two literal classes, not `class={..}` (its `Classes` code is some KB of the bundle).
+        if hover == Some(i) {
+            html! { <circle {cx} {cy} r="5" class="on" data-v={v} data-t={t} {onmouseenter} /> }
+        } else {
+            html! { <circle {cx} {cy} r="3" data-v={v} data-t={t} {onmouseenter} /> }
         }
     });
     let keys = {

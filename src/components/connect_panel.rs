@@ -265,7 +265,7 @@ fn view_dps(app: &AppContext, errors: &[FieldError], touched: bool, error_for: &
                             (StepKind::Failed, _) => "failed",
                             _ => "done",
                         };
-                        html! { <li class={class}>{ &st.text }</li> }
+                        super::el_dyn("li", &["class"], &[class], Html::from(&st.text))
                     }) }
                 </ol>
             }

@@ -43,6 +43,8 @@ pub fn EntryView(props: &EntryProps) -> Html {
 /// One line of the activity log.
 fn view_log_line(l: &LogEntry) -> Html {
     html! {
-        <li class={l.kind.as_str()}>{ super::el("time", &[], Html::from(&l.time)) }{" "}{ super::el("span", &[("class", Static("tag"))], Html::from(l.kind.as_str())) }{" "}{ &l.text }</li>
+        { super::el_dyn("li", &["class"], &[l.kind.as_str()], html! {
+            <>{ super::el("time", &[], Html::from(&l.time)) }{" "}{ super::el("span", &[("class", Static("tag"))], Html::from(l.kind.as_str())) }{" "}{ &l.text }</>
+        }) }
     }
 }

@@ -227,3 +227,13 @@ pub fn topic(label: &'static str, topic: String) -> Html {
         </div>
     }
 }
+
+/// An element whose attributes `keys` take the `values` chosen at run time (an empty value leaves its attribute
+/// out), around `children`: a class chosen at run time without `html!`'s `class={..}`, whose `Classes` code is
+/// some KB of the bundle.
+#[inline(never)]
+pub fn el_dyn(tag: &'static str, keys: &'static [&'static str], values: &[&'static str], children: Html) -> Html {
+    let values = values.iter().map(|v| (!v.is_empty()).then_some(AttributeOrProperty::Attribute(AttrValue::Static(v))));
+    let attrs = Attributes::Dynamic { keys, values: values.collect() };
+    VTag::__new_other(AttrValue::Static(tag), NodeRef::default(), None, attrs, Listeners::None, children).into()
+}

@@ -31,24 +31,28 @@ pub fn StatusBar(props: &StatusBarProps) -> Html {
         move || drop(i)
     });
     let (class, text, hint) = match &app.status {
-        ConnStatus::Connected { since, session_present } => {
-            ("status ok", format!("Connected since {since}{}", if *session_present { " (session resumed)" } else { "" }), None)
-        }
+        ConnStatus::Connected { since, session_present } => (
+            "status ok",
+            format!("Connected since {since}{}", if *session_present { " (session resumed)" } else { "" }),
+            None,
+        ),
         ConnStatus::Connecting { attempt } => ("status busy", format!("Connecting… (attempt {attempt})"), None),
         ConnStatus::Provisioning => ("status busy", "Provisioning through DPS…".to_owned(), None),
         ConnStatus::Reconnecting { at_ms, reason, hint, .. } => {
             let secs = ((at_ms - js_sys::Date::now()) / 1000.0).ceil().max(0.0) as u32;
             ("status warn", format!("Reconnecting in {secs} s — {reason}"), hint.clone())
         }
-        ConnStatus::Disconnected { reason: Some(r), hint } => ("status err", format!("Disconnected — {r}"), hint.clone()),
+        ConnStatus::Disconnected { reason: Some(r), hint } => {
+            ("status err", format!("Disconnected — {r}"), hint.clone())
+        }
         ConnStatus::Disconnected { reason: None, .. } => ("status idle", "Disconnected".to_owned(), None),
     };
     let token = app.token_expiry.map(|t| mmss(t as i64 - util::unix_now() as i64));
     html! {
         <div class="statusbar">
-            <div {class} role="status" aria-live="polite">
-                <span class="dot" aria-hidden="true"></span>{ text }
-            </div>
+            { super::el_dyn("div", &["class", "role", "aria-live"], &[class, "status", "polite"], html! {
+                <><span class="dot" aria-hidden="true"></span>{ text }</>
+            }) }
             if let Some(h) = hint { { super::el("div", &[("class", Static("hint")), ("role", Static("alert"))], Html::from(h)) } }
             <div class="counters">
                 if let Some(t) = token { <span title="The token is renewed automatically before it expires">{"token expires in "}{ super::el("b", &[], Html::from(t)) }</span> }

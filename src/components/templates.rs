@@ -358,7 +358,7 @@ pub fn view_saved_messages(app: &AppContext, ctl: &ControllerHandle) -> Html {
             </div>
             <p class="muted">{"At most "}{library::MAX_SAVED}{" messages, kept in this browser."}</p>
             if let Some(n) = &t.notice {
-                <p class={if n.0 { "ok-text" } else { "warn-text" }} aria-live="polite">{&n.1}</p>
+                { super::el_dyn("p", &["class", "aria-live"], &[if n.0 { "ok-text" } else { "warn-text" }, "polite"], Html::from(&n.1)) }
             }
             if !t.runs.is_empty() {
                 { super::tx("h3", &[("id", Static("schedules-h"))], "Schedules") }
