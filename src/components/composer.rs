@@ -47,24 +47,8 @@ pub fn view_composer(app: &AppContext, ctl: &ControllerHandle) -> Html {
             edit(Change::Text(Text::ContentEncoding, "utf-8".into()));
         })
     };
-    let add = {
-        let edit = edit.clone();
-        Callback::from(move |_| edit(Change::AddProperty))
-    };
-    let on_name = {
-        let edit = edit.clone();
-        Callback::from(move |(i, v)| edit(Change::PropertyName(i, v)))
-    };
-    let on_value = {
-        let edit = edit.clone();
-        Callback::from(move |(i, v)| edit(Change::PropertyValue(i, v)))
-    };
-    let on_remove = Callback::from(move |i| edit(Change::RemoveProperty(i)));
-    let rows = s
-        .properties
-        .iter()
-        .enumerate()
-        .map(|(i, (k, v))| view_property_row(i, (k, v), &on_name, &on_value, &on_remove));
+    let add = Callback::from(move |_| edit(Change::AddProperty));
+    let rows = s.properties.iter().enumerate().map(|(i, (k, v))| view_property_row(app, i, (k, v)));
     let templ = app.templates.on;
     let send = {
         let ctl = ctl.clone();
