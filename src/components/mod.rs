@@ -148,16 +148,7 @@ pub type Attrs = &'static [(&'static str, AttributeOrProperty)];
 /// the bundle).
 #[inline(never)]
 pub fn tx(tag: &'static str, attrs: Attrs, text: &'static str) -> Html {
-    let children = lit(text);
-    VTag::__new_other(
-        AttrValue::Static(tag),
-        NodeRef::default(),
-        None,
-        Attributes::Static(attrs),
-        Listeners::None,
-        children,
-    )
-    .into()
+    el(tag, attrs, lit(text))
 }
 
 /// An element of static attributes around `children`, `<tag attrs>{children}</tag>`, for the many small
