@@ -111,7 +111,11 @@ pub fn text_field(
 /// `<p class="field-error" role="alert">{text}</p>`.
 #[inline(never)]
 pub fn error_p(text: &str) -> Html {
-    html! { <p class="field-error" role="alert">{ text }</p> }
+    el(
+        "p",
+        &[("class", AttributeOrProperty::Static("field-error")), ("role", AttributeOrProperty::Static("alert"))],
+        Html::from(text),
+    )
 }
 
 /// `<option value selected>{label}</option>`.
