@@ -1,8 +1,9 @@
 //! The app's panels and pieces, one per file. Most panels are plain functions the app calls with the state, the
 //! controller and the state it keeps for them (a component type costs some KB of the bundle); the status bar and
 //! the charts, which render on their own clock, and the entries of the inbox and the log, which are rendered only
-//! once ([`log_line::EntryView`]), are components that take props. They talk up through the controller, reducer actions or callbacks. The small
-//! helpers below build the elements the panels repeat (each element `html!` builds is its own code).
+//! once ([`log_line::EntryView`]), are components that take props. They talk up through the controller, reducer
+//! actions or callbacks. The small helpers below build the elements the panels repeat (each element `html!`
+//! builds is its own code in the bundle).
 
 pub mod activity_log;
 pub mod charts;
