@@ -1,14 +1,24 @@
-//! The root component: the reducer state and the controller, shared through context, the page layout, and the
+//! The root component: the reducer state and the controller, handed to the panels, the page layout, and the
 //! effects of the page: storage, emulator detection, the link banner's answers.
 
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use yew::prelude::*;
+use yew::virtual_dom::AttributeOrProperty::Static;
 
 use crate::components::{
-    activity_log::ActivityLog, charts::Charts, composer::view_composer, connect_panel::ConnectPanel, inbox::view_inbox,
-    link_banner::view_link_banner, methods::Methods, model_panel::ModelPanel, sas_tool::SasTool, status_bar::StatusBar,
-    templates::SavedMessages, twin::Twin,
+    activity_log::view_activity_log,
+    charts::Charts,
+    composer::view_composer,
+    connect_panel::{use_connect_form, view_connect_panel},
+    inbox::view_inbox,
+    link_banner::view_link_banner,
+    methods::{use_methods_form, view_methods},
+    model_panel::{use_model_panel, view_model_panel},
+    sas_tool::view_sas_tool,
+    status_bar::StatusBar,
+    templates::{use_saved_messages, view_saved_messages},
+    twin::view_twin,
 };
 use crate::controller::{Controller, ControllerHandle};
 use crate::form::Emulator;
@@ -73,19 +83,23 @@ pub fn App() -> Html {
             }
         });
     }
+    // The connect form first: the other panels are mounted once that frame is painted, so the form is on screen
+    // (and usable) before Yew builds, and the browser lays out, the rest of the page (issue #13, time to connected).
+    // A page loaded in a background tab gets them when it is first shown (no animation frames before that).
+    let rest = use_state_eq(|| false);
+    // Once, at mount (one effect: each is its own code in the bundle): ask whether the emulator served the page,
+    // show the rest after the first paint; at unmount, disconnect.
     {
-        let dispatch = state.dispatcher();
+        let (dispatch, rest, c) = (state.dispatcher(), rest.setter(), controller.clone());
         use_effect_with((), move |_| {
             wasm_bindgen_futures::spawn_local(async move {
                 if let Some(e) = detect_emulator().await {
                     dispatch.dispatch(Action::Emulator(e));
                 }
             });
+            after_next_paint(move || rest.set(true));
+            move || c.0.disconnect()
         });
-    }
-    {
-        let c = controller.clone();
-        use_effect_with((), move |_| move || c.0.disconnect());
     }
     // Once the link is answered, the query leaves the address bar so a reload does not offer it again.
     use_effect_with(state.link.is_none(), |answered| {
@@ -97,60 +111,56 @@ pub fn App() -> Html {
         let dispatch = state.dispatcher();
         Callback::from(move |_| dispatch.dispatch(action()))
     };
-    // The connect form first: the other panels are mounted once that frame is painted, so the form is on screen
-    // (and usable) before Yew builds, and the browser lays out, the rest of the page (issue #13, time to connected).
-    // A page loaded in a background tab gets them when it is first shown (no animation frames before that).
-    let rest = use_state_eq(|| false);
-    {
-        let rest = rest.setter();
-        use_effect_with((), move |_| after_next_paint(move || rest.set(true)));
-    }
     let ctx = AppContext::new(state.clone());
+    // The panels that are functions keep their state here.
+    use_saved_messages(&ctx, *rest);
+    let connect_form = use_connect_form(&ctx);
+    let twin_patch = use_node_ref();
+    let sas_token = use_state(|| None);
+    let methods_form = use_methods_form();
+    let log_filter = (use_state(String::new), use_state(String::new));
+    let model_refs = use_model_panel(&state.pnp, &controller);
     html! {
-        <ContextProvider<AppContext> context={ctx.clone()}>
-            <ContextProvider<ControllerHandle> context={(*controller).clone()}>
-                <div class="app">
-                    <header class="top">
-                        <div class="title">
-                            <h1>{"hubsim"}<span class="sub">{" — IoT Hub device simulator"}</span></h1>
-                            if let Some(e) = &state.emulator {
-                                <span class="tag" title={e.ws.clone()}>{"served by the hubsim emulator"}</span>
-                            }
-                        </div>
-                        <StatusBar />
-                    </header>
-                    <main>
-                        <div class="sr-only" aria-live="polite">{ &state.announcement }</div>
-                        if let Some(offer) = &state.link {
-                            { view_link_banner(offer, answer_link(|| Action::AcceptLink), answer_link(|| Action::IgnoreLink)) }
-                        }
-                        <div class="columns">
-                            <div class="col">
-                                <ConnectPanel />
-                                if *rest { <SasTool /> }
-                            </div>
-                            if *rest {
-                                <div class="col">
-                                    { view_composer(&ctx, &controller) }
-                                    <SavedMessages />
-                                </div>
-                                <div class="col">
-                                    { view_inbox(&ctx) }
-                                    <Methods />
-                                    <Twin />
-                                </div>
-                            }
-                        </div>
-                        if *rest {
-                            <ModelPanel />
-                            <Charts />
-                            <ActivityLog />
-                        }
-                    </main>
-                    <footer class="note">{"Keys stay in this browser: the SAS token is computed here and nothing is sent anywhere but to the hub you connect to."}</footer>
+        <div class="app">
+            <header class="top">
+                <div class="title">
+                    <h1>{"hubsim"}{ crate::components::tx("span", &[("class", Static("sub"))], " — IoT Hub device simulator") }</h1>
+                    if let Some(e) = &state.emulator {
+                        <span class="tag" title={e.ws.clone()}>{"served by the hubsim emulator"}</span>
+                    }
                 </div>
-            </ContextProvider<ControllerHandle>>
-        </ContextProvider<AppContext>>
+                <StatusBar app={ctx.clone()} />
+            </header>
+            <main>
+                { crate::components::el("div", &[("class", Static("sr-only")), ("aria-live", Static("polite"))], Html::from(&state.announcement)) }
+                if let Some(offer) = &state.link {
+                    { view_link_banner(offer, answer_link(|| Action::AcceptLink), answer_link(|| Action::IgnoreLink)) }
+                }
+                <div class="columns">
+                    <div class="col">
+                        { view_connect_panel(&ctx, &controller, &connect_form) }
+                        if *rest { { view_sas_tool(&ctx, &sas_token) } }
+                    </div>
+                    if *rest {
+                        <div class="col">
+                            { view_composer(&ctx, &controller) }
+                            { view_saved_messages(&ctx, &controller) }
+                        </div>
+                        <div class="col">
+                            { view_inbox(&ctx) }
+                            { view_methods(&ctx, &methods_form) }
+                            { view_twin(&ctx, &controller, &twin_patch) }
+                        </div>
+                    }
+                </div>
+                if *rest {
+                    { view_model_panel(&ctx, &controller, &model_refs) }
+                    <Charts ctl={(*controller).clone()} />
+                    { view_activity_log(&ctx, &log_filter.0, &log_filter.1) }
+                }
+            </main>
+            { crate::components::tx("footer", &[("class", Static("note"))], "Keys stay in this browser: the SAS token is computed here and nothing is sent anywhere but to the hub you connect to.") }
+        </div>
     }
 }
 

@@ -3,17 +3,15 @@
 
 use web_sys::{HtmlInputElement, HtmlSelectElement};
 use yew::prelude::*;
+use yew::virtual_dom::AttributeOrProperty::Static;
 
-use super::log_line::LogLine;
-use super::use_app;
-use crate::state::{Action, LogKind, MAX_LOG};
+use super::log_line::{Entry, EntryView};
+use crate::state::{Action, AppContext, LogKind, MAX_LOG};
 use crate::{export, util};
 
-#[component]
-pub fn ActivityLog() -> Html {
-    let app = use_app();
-    let kind = use_state(String::new);
-    let text = use_state(String::new);
+/// The activity panel, shown with the kind and the text its filters keep (the app keeps them). A plain function
+/// called by the app, not a component (a component type costs some KB of the bundle).
+pub fn view_activity_log(app: &AppContext, kind: &UseStateHandle<String>, text: &UseStateHandle<String>) -> Html {
     let on_kind = {
         let kind = kind.clone();
         Callback::from(move |e: Event| kind.set(e.target_unchecked_into::<HtmlSelectElement>().value()))
@@ -42,23 +40,22 @@ pub fn ActivityLog() -> Html {
         .iter()
         .filter(|l| kind.is_empty() || l.kind.as_str() == kind.as_str())
         .filter(|l| needle.is_empty() || l.text.to_ascii_lowercase().contains(&needle))
-        .map(|l| html! { <LogLine key={l.seq} entry={l.clone()} /> });
-    let options = std::iter::once(("", "everything")).chain(LogKind::ALL.iter().map(|k| (k.as_str(), k.as_str())));
+        .map(|l| html! { <EntryView key={l.seq} entry={Entry::Log(l.clone())} /> });
+    let mut options = vec![("", "everything")];
+    for k in LogKind::ALL {
+        options.push((k.as_str(), k.as_str()));
+    }
     html! {
         <section class="panel log" aria-labelledby="log-h">
-            <h2 id="log-h">{"Activity"}</h2>
+            { super::tx("h2", &[("id", Static("log-h"))], "Activity") }
             <div class="row">
-                <label>{"Show"}
-                    <select onchange={on_kind}>
-                        { for options.map(|(v, label)| html! { <option value={v} selected={kind.as_str() == v}>{ label }</option> }) }
-                    </select>
-                </label>
+                { super::select("Show", None, on_kind, &options, kind) }
                 <label>{"Filter"}<input type="search" oninput={on_text} /></label>
-                <button type="button" onclick={export(false)}>{"Export log as JSON"}</button>
-                <button type="button" onclick={export(true)}>{"Export log as CSV"}</button>
-                <button type="button" onclick={clear}>{"Clear log"}</button>
+                { super::button("Export log as JSON", export(false), false) }
+                { super::button("Export log as CSV", export(true), false) }
+                { super::button("Clear log", clear, false) }
             </div>
-            <ol class="lines" aria-label="Activity log" tabindex="0">{ for lines }</ol>
+            { super::el("ol", &[("class", Static("lines")), ("aria-label", Static("Activity log")), ("tabindex", Static("0"))], Html::from_iter(lines)) }
             <p class="note">{ format!("The newest {MAX_LOG} entries are kept.") }</p>
         </section>
     }

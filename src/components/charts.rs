@@ -10,8 +10,10 @@ use std::rc::Rc;
 use wasm_bindgen::JsValue;
 use web_sys::HtmlInputElement;
 use yew::prelude::*;
+use yew::virtual_dom::AttributeOrProperty::Static;
 
-use super::{field_value, use_controller};
+use super::field_value;
+use crate::controller::ControllerHandle;
 use crate::series::{Point, Series, SeriesStore, Source, MAX_POINTS};
 
 /// Most charts shown at once.
@@ -114,7 +116,7 @@ fn time(ms: f64) -> String {
 fn view_chart(c: usize, series: &Series, n: usize, hover: Option<usize>, view: &UseReducerHandle<View>) -> Html {
     let pts: Vec<Point> = series.last(n).copied().collect();
     let Some((first, last)) = pts.first().zip(pts.last()) else {
-        return html! { <p class="note">{"No numbers at this path yet."}</p> };
+        return super::tx("p", &[("class", Static("note"))], "No numbers at this path yet.");
     };
     let (t0, t1) = (first.at_ms, last.at_ms);
     let (lo, hi) = pts.iter().fold((f64::MAX, f64::MIN), |(lo, hi), p| (lo.min(p.value), hi.max(p.value)));
@@ -143,10 +145,13 @@ fn view_chart(c: usize, series: &Series, n: usize, hover: Option<usize>, view: &
     }
     let marks = pts.iter().enumerate().map(|(i, p)| {
         let on = view.dispatcher();
-        html! {
-            <circle cx={x(i, p).to_string()} cy={y(p.value).to_string()} r={if hover == Some(i) { "5" } else { "3" }}
-                class={if hover == Some(i) { "on" } else { "" }} data-v={num(p.value)} data-t={time(p.at_ms)}
-                onmouseenter={Callback::from(move |_| on.dispatch(Act::Hover(c, i)))} />
+        let (cx, cy, v, t) = (x(i, p).to_string(), y(p.value).to_string(), num(p.value), time(p.at_ms));
+        let onmouseenter = Callback::from(move |_| on.dispatch(Act::Hover(c, i)));
+        // Two literal classes, not `class={..}` (its `Classes` code is some KB of the bundle).
+        if hover == Some(i) {
+            html! { <circle {cx} {cy} r="5" class="on" data-v={v} data-t={t} {onmouseenter} /> }
+        } else {
+            html! { <circle {cx} {cy} r="3" data-v={v} data-t={t} {onmouseenter} /> }
         }
     });
     let keys = {
@@ -169,7 +174,7 @@ fn view_chart(c: usize, series: &Series, n: usize, hover: Option<usize>, view: &
     };
     let label = series.path.clone() + ": " + &len.to_string() + " points from " + &num(lo) + " to " + &num(hi);
     let readout = match hover.and_then(|i| pts.get(i)) {
-        Some(p) => html! { <><strong>{ num(p.value) }</strong>{" at "}{ time(p.at_ms) }</> },
+        Some(p) => html! { <>{ super::el("strong", &[], Html::from(num(p.value))) }{" at "}{ time(p.at_ms) }</> },
         None => html! { {"Hover a point, or focus the chart and use the arrow keys, to read it."} },
     };
     html! {
@@ -182,14 +187,21 @@ fn view_chart(c: usize, series: &Series, n: usize, hover: Option<usize>, view: &
                 <polyline points={line} />
                 { for marks }
             </svg>
-            <p class="readout" aria-live="polite">{ readout }</p>
+            { super::el("p", &[("class", Static("readout")), ("aria-live", Static("polite"))], Html::from(readout)) }
         </>
     }
 }
 
+/// The controller, whose series the charts show.
+#[derive(Properties, PartialEq)]
+pub struct ChartsProps {
+    pub ctl: ControllerHandle,
+}
+
+/// A component of its own: it renders again after new numbers, not with the app.
 #[component]
-pub fn Charts() -> Html {
-    let ctl = use_controller();
+pub fn Charts(props: &ChartsProps) -> Html {
+    let ctl = &props.ctl;
     let view = use_reducer(|| View {
         charts: Vec::new(),
         points: DEFAULT_POINTS,
@@ -251,13 +263,13 @@ pub fn Charts() -> Html {
             html! {
                 <figure class="chart" key={source.as_str().to_owned() + ":" + p}>
                     <figcaption>
-                        <span class="path">{ name }</span>
-                        <span class="tag">{ source.label() }</span>
-                        <button type="button" aria-label={"Remove the chart of ".to_owned() + name} onclick={remove}>{"Remove"}</button>
+                        { super::el("span", &[("class", Static("path"))], Html::from(name)) }
+                        { super::el("span", &[("class", Static("tag"))], Html::from(source.label())) }
+                        { super::named_button("Remove", "Remove the chart of ".to_owned() + name, remove) }
                     </figcaption>
                     { match store.get(*source, p) {
                         Some(s) => view_chart(c, s, view.points, hover, &view),
-                        None => html! { <p class="note">{"No numbers at this path yet."}</p> },
+                        None => super::tx("p", &[("class", Static("note"))], "No numbers at this path yet."),
                     } }
                 </figure>
             }
@@ -273,7 +285,7 @@ pub fn Charts() -> Html {
         html! {
             <>
                 if !seen.is_empty() {
-                    <div class="row chips" role="group" aria-label="Numeric paths seen">{ for offer }</div>
+                    { super::el("div", &[("class", Static("row chips")), ("role", Static("group")), ("aria-label", Static("Numeric paths seen"))], Html::from_iter(offer)) }
                 }
                 { for charts }
             </>
@@ -286,20 +298,16 @@ pub fn Charts() -> Html {
     let paused = view.frozen.is_some();
     html! {
         <section class="panel charts" aria-labelledby="charts-h">
-            <h2 id="charts-h">{"Charts"}</h2>
+            { super::tx("h2", &[("id", Static("charts-h"))], "Charts") }
             <form class="row" onsubmit={add}>
-                <label>{"Source"}
-                    <select onchange={on_source}>
-                        { for Source::ALL.iter().map(|s| html! { <option value={s.as_str()} selected={*s == view.source}>{ s.label() }</option> }) }
-                    </select>
-                </label>
+                { super::select("Source", None, on_source, &Source::ALL.map(|s| (s.as_str(), s.label())), view.source.as_str()) }
                 <label class="grow">{"JSON path"}<input ref={path} placeholder="temperature or position.lat" /></label>
-                <button type="submit">{"Add chart"}</button>
-                <label>{"Points shown"}<input type="number" min="2" max={MAX_POINTS.to_string()} value={view.points.to_string()} onchange={on_points} /></label>
+                { super::tx("button", &[("type", Static("submit"))], "Add chart") }
+                { super::num_field("Points shown", view.points as u64, 2, Some(MAX_POINTS as u64), None, on_points) }
                 <button type="button" onclick={pause}>{ if paused { "Resume" } else { "Pause" } }</button>
             </form>
-            if let Some(e) = view.error { <p class="field-error" role="alert">{ e }</p> }
-            if paused { <p class="note">{"Paused: new numbers are still recorded and appear when you resume."}</p> }
+            if let Some(e) = view.error { { super::error_p(e) } }
+            if paused { { super::tx("p", &[("class", Static("note"))], "Paused: new numbers are still recorded and appear when you resume.") } }
             { body }
         </section>
     }

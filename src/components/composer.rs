@@ -2,14 +2,19 @@
 //! once or repeatedly.
 
 use yew::prelude::*;
+use yew::virtual_dom::AttributeOrProperty::Static;
 
 use super::property_row::view_property_row;
-use super::{on_flag, on_number, on_text};
+use super::{on_number, on_text};
 use crate::controller::ControllerHandle;
 use crate::form::topic_preview;
 use crate::settings::{Change, Flag, Number, Text};
 use crate::state::{Action, AppContext};
 use crate::util;
+
+/// The QoS choices.
+const QOS: &[(&str, &str)] =
+    &[("0", "0 — at most once"), ("1", "1 — at least once"), ("2", "2 — IoT Hub closes the connection")];
 
 /// The composer panel. A plain function called by the app, not a component: it reads only the app state and the
 /// controller, which change (and re-render it) exactly when the app re-renders, and a component type costs some KB
@@ -19,9 +24,9 @@ pub fn view_composer(app: &AppContext, ctl: &ControllerHandle) -> Html {
     let json_state = if s.body.trim().is_empty() {
         html! {}
     } else if util::is_json(&s.body) {
-        html! { <span class="ok-text">{"valid JSON"}</span> }
+        super::tx("span", &[("class", Static("ok-text"))], "valid JSON")
     } else {
-        html! { <span class="warn-text">{"not JSON (sent as text)"}</span> }
+        super::tx("span", &[("class", Static("warn-text"))], "not JSON (sent as text)")
     };
     let edit = {
         let app = app.clone();
@@ -42,24 +47,8 @@ pub fn view_composer(app: &AppContext, ctl: &ControllerHandle) -> Html {
             edit(Change::Text(Text::ContentEncoding, "utf-8".into()));
         })
     };
-    let add = {
-        let edit = edit.clone();
-        Callback::from(move |_| edit(Change::AddProperty))
-    };
-    let on_name = {
-        let edit = edit.clone();
-        Callback::from(move |(i, v)| edit(Change::PropertyName(i, v)))
-    };
-    let on_value = {
-        let edit = edit.clone();
-        Callback::from(move |(i, v)| edit(Change::PropertyValue(i, v)))
-    };
-    let on_remove = Callback::from(move |i| edit(Change::RemoveProperty(i)));
-    let rows = s
-        .properties
-        .iter()
-        .enumerate()
-        .map(|(i, (k, v))| view_property_row(i, (k, v), &on_name, &on_value, &on_remove));
+    let add = Callback::from(move |_| edit(Change::AddProperty));
+    let rows = s.properties.iter().enumerate().map(|(i, (k, v))| view_property_row(app, i, (k, v)));
     let templ = app.templates.on;
     let send = {
         let ctl = ctl.clone();
@@ -85,64 +74,58 @@ pub fn view_composer(app: &AppContext, ctl: &ControllerHandle) -> Html {
     let connected = app.is_connected();
     html! {
         <section class="panel composer" aria-labelledby="compose-h">
-            <h2 id="compose-h">{"Send telemetry"}</h2>
+            { super::tx("h2", &[("id", Static("compose-h"))], "Send telemetry") }
             <form onsubmit={send}>
                 <div class="row" role="radiogroup" aria-label="Body">
-                    <label class="check"><input type="radio" name="body-mode" checked={!templ} onchange={mode(false)} />{"Text"}</label>
-                    <label class="check"><input type="radio" name="body-mode" checked={templ} onchange={mode(true)} />{"Template"}</label>
+                    { super::radio("body-mode", !templ, "Text", mode(false)) }
+                    { super::radio("body-mode", templ, "Template", mode(true)) }
                 </div>
                 if templ {
                     { super::templates::view_editor(app, ctl) }
                 } else {
-                <label for="payload">{"Payload"}</label>
+                { super::tx("label", &[("for", Static("payload"))], "Payload") }
                 <textarea id="payload" rows="6" spellcheck="false" value={s.body.clone()} oninput={on_text(app, Text::Body)} />
                 <div class="row">
                     { json_state }
-                    <button type="button" onclick={pretty}>{"Pretty-print JSON"}</button>
+                    { super::button("Pretty-print JSON", pretty, false) }
                 </div>
                 }
                 <div class="row">
-                    <label>{"QoS"}
-                        <select onchange={on_number(app, Number::Qos)}>
-                            <option value="0" selected={s.qos == 0}>{"0 — at most once"}</option>
-                            <option value="1" selected={s.qos == 1}>{"1 — at least once"}</option>
-                            <option value="2" selected={s.qos == 2}>{"2 — IoT Hub closes the connection"}</option>
-                        </select>
-                    </label>
-                    <label class="check"><input type="checkbox" checked={s.retain} onchange={on_flag(app, Flag::Retain)} />{"Retain"}</label>
+                    { super::select("QoS", None, on_number(app, Number::Qos), QOS, &s.qos.to_string()) }
+                    { super::check(app, Flag::Retain, s.retain, "Retain") }
                 </div>
                 if s.qos == 2 {
-                    <p class="warn-text" role="alert">{"IoT Hub does not support QoS 2: it will close the connection when this message is sent."}</p>
+                    { super::tx("p", &[("class", Static("warn-text")), ("role", Static("alert"))], "IoT Hub does not support QoS 2: it will close the connection when this message is sent.") }
                 }
                 <fieldset>
-                    <legend>{"System properties"}</legend>
+                    { super::tx("legend", &[], "System properties") }
                     <div class="grid2">
-                        <label>{"Content type"}<input value={s.content_type.clone()} placeholder="application/json" oninput={on_text(app, Text::ContentType)} /></label>
-                        <label>{"Content encoding"}<input value={s.content_encoding.clone()} placeholder="utf-8" oninput={on_text(app, Text::ContentEncoding)} /></label>
+                        { super::text_field("Content type", &s.content_type, "application/json", None, false, on_text(app, Text::ContentType)) }
+                        { super::text_field("Content encoding", &s.content_encoding, "utf-8", None, false, on_text(app, Text::ContentEncoding)) }
                         <label>{"Message ID"}<input value={s.message_id.clone()} disabled={s.auto_message_id} placeholder={if s.auto_message_id { "generated for each message" } else { "" }} oninput={on_text(app, Text::MessageId)} /></label>
-                        <label>{"Correlation ID"}<input value={s.correlation_id.clone()} oninput={on_text(app, Text::CorrelationId)} /></label>
-                        <label>{"User ID"}<input value={s.user_id.clone()} oninput={on_text(app, Text::UserId)} /></label>
+                        { super::text_field("Correlation ID", &s.correlation_id, "", None, false, on_text(app, Text::CorrelationId)) }
+                        { super::text_field("User ID", &s.user_id, "", None, false, on_text(app, Text::UserId)) }
                     </div>
-                    <label class="check"><input type="checkbox" checked={s.auto_message_id} onchange={on_flag(app, Flag::AutoMessageId)} />{"Generate a message ID for each message"}</label>
-                    <label class="check"><input type="checkbox" checked={s.creation_time} onchange={on_flag(app, Flag::CreationTime)} />{"Set creation time ($.ctime) to now"}</label>
-                    <button type="button" onclick={routing}>{"JSON for routing"}</button>
+                    { super::check(app, Flag::AutoMessageId, s.auto_message_id, "Generate a message ID for each message") }
+                    { super::check(app, Flag::CreationTime, s.creation_time, "Set creation time ($.ctime) to now") }
+                    { super::button("JSON for routing", routing, false) }
                 </fieldset>
                 <fieldset>
-                    <legend>{"Application properties"}</legend>
-                    <ul class="props">{ for rows }</ul>
-                    <button type="button" onclick={add}>{"Add property"}</button>
+                    { super::tx("legend", &[], "Application properties") }
+                    { super::el("ul", &[("class", Static("props"))], Html::from_iter(rows)) }
+                    { super::button("Add property", add, false) }
                 </fieldset>
                 if !templ {
-                <div class="topic" role="group" aria-label="Topic preview"><span>{"Topic: "}</span><code class="wrap">{ topic_preview(s) }</code></div>
+                { super::topic("Topic preview", topic_preview(s)) }
                 <div class="buttons">
                     <button type="submit" class="primary" disabled={!connected && s.qos == 0}>{"Send"}</button>
                 </div>
                 <fieldset class="repeat">
-                    <legend>{"Send repeatedly"}</legend>
-                    <label>{"Every (ms)"}<input type="number" min="10" value={s.repeat_interval_ms.to_string()} onchange={on_number(app, Number::RepeatInterval)} /></label>
-                    <label>{"Times (0 = until stopped)"}<input type="number" min="0" value={s.repeat_count.to_string()} onchange={on_number(app, Number::RepeatCount)} /></label>
+                    { super::tx("legend", &[], "Send repeatedly") }
+                    { super::num_field("Every (ms)", s.repeat_interval_ms.into(), 10, None, None, on_number(app, Number::RepeatInterval)) }
+                    { super::num_field("Times (0 = until stopped)", s.repeat_count.into(), 0, None, None, on_number(app, Number::RepeatCount)) }
                     if let Some(r) = &app.repeat {
-                        <button type="button" onclick={stop}>{"Stop"}</button>
+                        { super::button("Stop", stop, false) }
                         if let Some(t) = r.total {
                             <progress aria-label="Repeat progress" max={t.to_string()} value={r.done.to_string()}></progress>
                             <span>{ r.done }{"/"}{ t }</span>
@@ -150,7 +133,7 @@ pub fn view_composer(app: &AppContext, ctl: &ControllerHandle) -> Html {
                             <span>{ r.done }{" sent"}</span>
                         }
                     } else {
-                        <button type="button" onclick={repeat}>{"Start"}</button>
+                        { super::button("Start", repeat, false) }
                     }
                 </fieldset>
                 }

@@ -3,27 +3,52 @@
 //! confirmation before a token goes to a host other than its hub (or other than Azure's DPS).
 
 use yew::prelude::*;
+use yew::virtual_dom::AttributeOrProperty::Static;
 
-use super::confirm_endpoint::ConfirmEndpoint;
-use super::{on_flag, on_number, on_text, use_app, use_controller};
+use super::confirm_endpoint::view_confirm_endpoint;
+use super::{on_number, on_text};
+use crate::controller::ControllerHandle;
 use crate::dps::{dps_plan, StepKind};
 use crate::form::{plan, FieldError};
 use crate::settings::{Change, Flag, Number, Text, MAX_KEEP_ALIVE_SECS, MAX_TTL_SECS, MIN_TTL_SECS};
 use crate::state::{Action, AppContext, Confirm, ConnStatus};
 use crate::util;
 
-#[component]
-pub fn ConnectPanel() -> Html {
-    let app = use_app();
-    let ctl = use_controller();
+/// The connect form's own state, kept by the app: whether Connect was pressed with errors, the last shared link,
+/// the confirmation's "Send the token" button.
+pub struct ConnectForm {
+    attempted: UseStateHandle<bool>,
+    link: UseStateHandle<String>,
+    primary: NodeRef,
+}
+
+/// The state of the connect form, and the effect that gives the confirmation the keyboard focus when it appears
+/// or asks about another URL (it is answered before anything else).
+#[hook]
+pub fn use_connect_form(app: &AppContext) -> ConnectForm {
+    let primary = use_node_ref();
+    {
+        let primary = primary.clone();
+        use_effect_with(app.confirm.as_ref().map(|c| c.url.clone()), move |_| {
+            if let Some(b) = primary.cast::<web_sys::HtmlElement>() {
+                let _ = b.focus();
+            }
+        });
+    }
+    ConnectForm { attempted: use_state(|| false), link: use_state(String::new), primary }
+}
+
+/// The connect form. A plain function called by the app, not a component (a component type costs some KB of the
+/// bundle).
+pub fn view_connect_panel(app: &AppContext, ctl: &ControllerHandle, form: &ConnectForm) -> Html {
+    let ConnectForm { attempted, link, primary } = form;
     let s = &app.settings;
     let emulator = app.emulator.as_deref();
     // Inline validation: explained next to the field before any connection attempt.
     // In DPS mode without an assignment, Connect registers with DPS first.
     let provisioning = s.use_dps && s.assigned_hub.is_empty();
     let errors = if provisioning { dps_plan(s, emulator).err() } else { plan(s, emulator).err() }.unwrap_or_default();
-    let attempted = use_state(|| false);
-    let touched = *attempted
+    let touched = **attempted
         || !s.connection_string.is_empty()
         || !s.host.is_empty()
         || !s.device_id.is_empty()
@@ -103,7 +128,6 @@ pub fn ConnectPanel() -> Html {
         let ctl = ctl.clone();
         Callback::from(move |_| ctl.0.disconnect())
     };
-    let link = use_state(String::new);
     let share = {
         let (app, link) = (app.clone(), link.clone());
         Callback::from(move |_| {
@@ -119,66 +143,63 @@ pub fn ConnectPanel() -> Html {
     };
     html! {
         <section class="panel connect" aria-labelledby="connect-h">
-            <h2 id="connect-h">{"Device"}</h2>
+            { super::tx("h2", &[("id", Static("connect-h"))], "Device") }
             <form onsubmit={connect}>
                 <fieldset class="mode">
-                    <legend>{"How the device connects"}</legend>
-                    <label class="check"><input type="radio" name="mode" checked={!s.use_dps} onchange={set_mode(&app, false)} />{"Directly to a hub"}</label>
-                    <label class="check"><input type="radio" name="mode" checked={s.use_dps} onchange={set_mode(&app, true)} />{"Through the Device Provisioning Service (ID scope, registration ID, key)"}</label>
+                    { super::tx("legend", &[], "How the device connects") }
+                    { super::radio("mode", !s.use_dps, "Directly to a hub", set_mode(app, false)) }
+                    { super::radio("mode", s.use_dps, "Through the Device Provisioning Service (ID scope, registration ID, key)", set_mode(app, true)) }
                 </fieldset>
                 if s.use_dps {
-                    { view_dps(&app, &errors, touched, &error_for) }
+                    { view_dps(app, &errors, touched, &error_for) }
                 } else {
-                <label for="cs">{"Connection string"}</label>
+                { super::tx("label", &[("for", Static("cs"))], "Connection string") }
                 <textarea id="cs" rows="3" spellcheck="false" autocomplete="off"
                     placeholder="HostName=myhub.azure-devices.net;DeviceId=dev1;SharedAccessKey=…"
                     aria-invalid={invalid("connection_string").to_string()}
                     aria-describedby="err-connection_string"
                     value={s.connection_string.clone()}
-                    oninput={on_text(&app, Text::ConnectionString)} />
+                    oninput={on_text(app, Text::ConnectionString)} />
                 { error_for("connection_string") }
                 <details open={!s.host.is_empty() && s.connection_string.is_empty()}>
-                    <summary>{"…or enter the fields separately"}</summary>
+                    { super::tx("summary", &[], "…or enter the fields separately") }
                     <div class="grid2">
-                        <label>{"Host name"}<input value={s.host.clone()} placeholder="myhub.azure-devices.net" oninput={on_text(&app, Text::Host)} /></label>
-                        <label>{"Device ID"}<input value={s.device_id.clone()} oninput={on_text(&app, Text::DeviceId)} /></label>
-                        <label>{"Module ID (optional)"}<input value={s.module_id.clone()} oninput={on_text(&app, Text::ModuleId)} /></label>
-                        <label>{"Device key"}<input type="password" autocomplete="off" value={s.key.clone()} oninput={on_text(&app, Text::Key)} /></label>
+                        { super::text_field("Host name", &s.host, "myhub.azure-devices.net", None, false, on_text(app, Text::Host)) }
+                        { super::text_field("Device ID", &s.device_id, "", None, false, on_text(app, Text::DeviceId)) }
+                        { super::text_field("Module ID (optional)", &s.module_id, "", None, false, on_text(app, Text::ModuleId)) }
+                        { super::text_field("Device key", &s.key, "", None, true, on_text(app, Text::Key)) }
                     </div>
                     { error_for("host") }{ error_for("device_id") }{ error_for("key") }
                 </details>
                 }
                 <details open={emulator.is_some() || !s.endpoint.is_empty()}>
-                    <summary>{"Advanced"}</summary>
+                    { super::tx("summary", &[], "Advanced") }
                     <div class="grid2">
                         <label>{"Endpoint (set by hand)"}
                             <input value={s.endpoint.clone()} placeholder={endpoint_placeholder}
-                                aria-invalid={invalid("endpoint").to_string()} oninput={on_text(&app, Text::Endpoint)} />
+                                aria-invalid={invalid("endpoint").to_string()} oninput={on_text(app, Text::Endpoint)} />
                         </label>
-                        <label>{"Token lifetime (s)"}
-                            <input type="number" min={MIN_TTL_SECS.to_string()} max={MAX_TTL_SECS.to_string()} aria-describedby="ttl-help"
-                                value={s.token_ttl_secs.to_string()} onchange={on_number(&app, Number::TokenTtl)} />
-                            <span id="ttl-help" class="help">{"10 s to 1 day (86400 s); renewed automatically at 80 %"}</span>
-                        </label>
-                        <label>{"Keep-alive (s)"}<input type="number" min="0" max={MAX_KEEP_ALIVE_SECS.to_string()} value={s.keep_alive_secs.to_string()} onchange={on_number(&app, Number::KeepAlive)} /></label>
-                        <label>{"API version"}<input value={s.api_version.clone()} oninput={on_text(&app, Text::ApiVersion)} /></label>
-                        <label>{"Model ID (IoT Plug and Play)"}<input value={s.model_id.clone()} placeholder="dtmi:com:example:Thermostat;1" oninput={on_text(&app, Text::ModelId)} /></label>
+                        { super::num_field("Token lifetime (s)", s.token_ttl_secs.into(), MIN_TTL_SECS.into(), Some(MAX_TTL_SECS.into()),
+                            Some(("ttl-help", "10 s to 1 day (86400 s); renewed automatically at 80 %")), on_number(app, Number::TokenTtl)) }
+                        { super::num_field("Keep-alive (s)", s.keep_alive_secs.into(), 0, Some(MAX_KEEP_ALIVE_SECS.into()), None, on_number(app, Number::KeepAlive)) }
+                        { super::text_field("API version", &s.api_version, "", None, false, on_text(app, Text::ApiVersion)) }
+                        { super::text_field("Model ID (IoT Plug and Play)", &s.model_id, "dtmi:com:example:Thermostat;1", None, false, on_text(app, Text::ModelId)) }
                     </div>
                     { error_for("endpoint") }{ error_for("ttl") }{ error_for("keep_alive") }{ error_for("api_version") }{ error_for("model_id") }
-                    <label class="check"><input type="checkbox" checked={s.clean_session} onchange={on_flag(&app, Flag::CleanSession)} />{"CleanSession (off keeps subscriptions and queued C2D across connections, as the SDKs do)"}</label>
-                    <label class="check"><input type="checkbox" checked={s.auto_reconnect} onchange={on_flag(&app, Flag::AutoReconnect)} />{"Reconnect automatically"}</label>
-                    <label class="check"><input type="checkbox" checked={s.remember_key} onchange={on_flag(&app, Flag::RememberKey)} />{"Remember the key on this device"}</label>
+                    { super::check(app, Flag::CleanSession, s.clean_session, "CleanSession (off keeps subscriptions and queued C2D across connections, as the SDKs do)") }
+                    { super::check(app, Flag::AutoReconnect, s.auto_reconnect, "Reconnect automatically") }
+                    { super::check(app, Flag::RememberKey, s.remember_key, "Remember the key on this device") }
                 </details>
                 if let Some(c) = &app.confirm {
-                    <ConfirmEndpoint confirm={c.clone()} on_confirm={confirmed} on_cancel={cancel} />
+                    { view_confirm_endpoint(c, primary.clone(), confirmed, cancel) }
                 }
                 <div class="buttons">
                     <button type="submit" class="primary">{ if provisioning { "Provision and connect" } else if active { "Reconnect" } else { "Connect" } }</button>
-                    <button type="button" onclick={disconnect} disabled={!active}>{"Disconnect"}</button>
+                    { super::button("Disconnect", disconnect, !active) }
                     <button type="button" onclick={share} title="Copies a link with the settings, never the key or the endpoint">{"Share link"}</button>
                 </div>
                 if !link.is_empty() {
-                    <p class="note">{"Link copied (no key, token or endpoint in it): "}<code class="wrap">{ (*link).clone() }</code></p>
+                    <p class="note">{"Link copied (no key, token or endpoint in it): "}{ super::el("code", &[("class", Static("wrap"))], Html::from(&**link)) }</p>
                 }
             </form>
         </section>
@@ -195,9 +216,7 @@ fn set_mode(app: &AppContext, dps: bool) -> Callback<Event> {
 /// A field is marked invalid once the form was touched (as the other fields are), the host and payload at once.
 fn view_dps(app: &AppContext, errors: &[FieldError], touched: bool, error_for: &dyn Fn(&str) -> Html) -> Html {
     let s = &app.settings;
-    let invalid = |f: &str| {
-        (errors.iter().any(|e| e.field == f) && (touched || matches!(f, "dps_host" | "dps_payload"))).to_string()
-    };
+    let invalid = |f: &str| errors.iter().any(|e| e.field == f) && (touched || matches!(f, "dps_host" | "dps_payload"));
     let use_emulator = app.emulator.as_ref().filter(|e| !e.id_scope.is_empty()).map(|e| {
         let (app, host, scope) = (app.clone(), e.host_name.clone(), e.id_scope.clone());
         let onclick = Callback::from(move |_| {
@@ -215,28 +234,28 @@ fn view_dps(app: &AppContext, errors: &[FieldError], touched: bool, error_for: &
     };
     html! {
         <fieldset class="dps">
-            <legend>{"Device Provisioning Service"}</legend>
+            { super::tx("legend", &[], "Device Provisioning Service") }
             <div class="grid2">
-                <label>{"ID scope"}<input value={s.id_scope.clone()} placeholder="0ne00ABCDEF" aria-invalid={invalid("id_scope")} oninput={on_text(app, Text::IdScope)} /></label>
-                <label>{"Registration ID"}<input value={s.registration_id.clone()} aria-invalid={invalid("registration_id")} oninput={on_text(app, Text::RegistrationId)} /></label>
-                <label>{ if s.group_key { "Enrollment group key" } else { "Enrollment key" } }<input type="password" autocomplete="off" value={s.dps_key.clone()} aria-invalid={invalid("dps_key")} oninput={on_text(app, Text::DpsKey)} /></label>
-                <label>{"Provisioning host"}<input value={s.dps_host.clone()} placeholder={hubsim_proto::provisioning::GLOBAL_ENDPOINT} aria-invalid={invalid("dps_host")} oninput={on_text(app, Text::DpsHost)} /></label>
+                { super::text_field("ID scope", &s.id_scope, "0ne00ABCDEF", Some(invalid("id_scope")), false, on_text(app, Text::IdScope)) }
+                { super::text_field("Registration ID", &s.registration_id, "", Some(invalid("registration_id")), false, on_text(app, Text::RegistrationId)) }
+                { super::text_field(if s.group_key { "Enrollment group key" } else { "Enrollment key" }, &s.dps_key, "", Some(invalid("dps_key")), true, on_text(app, Text::DpsKey)) }
+                { super::text_field("Provisioning host", &s.dps_host, hubsim_proto::provisioning::GLOBAL_ENDPOINT, Some(invalid("dps_host")), false, on_text(app, Text::DpsHost)) }
             </div>
             { error_for("id_scope") }{ error_for("registration_id") }{ error_for("dps_key") }{ error_for("dps_host") }
-            <label class="check"><input type="checkbox" checked={s.group_key} onchange={on_flag(app, Flag::GroupKey)} />{"The key is an enrollment group key: derive this device's key from it and the registration ID"}</label>
+            { super::check(app, Flag::GroupKey, s.group_key, "The key is an enrollment group key: derive this device's key from it and the registration ID") }
             if s.group_key {
                 <p class="warn-text">{"A group key unlocks every device of the group. It stays in this page (only tokens signed with the derived device key are sent, to DPS and then to the assigned hub) and is stored only if you tick \"Remember the key on this device\" under Advanced."}</p>
             }
             { for use_emulator }
-            <label for="dps-payload">{"Registration payload (JSON, optional)"}</label>
-            <textarea id="dps-payload" rows="2" spellcheck="false" placeholder="{\"site\": \"lab\"}" aria-invalid={invalid("dps_payload")}
+            { super::tx("label", &[("for", Static("dps-payload"))], "Registration payload (JSON, optional)") }
+            <textarea id="dps-payload" rows="2" spellcheck="false" placeholder="{\"site\": \"lab\"}" aria-invalid={invalid("dps_payload").to_string()}
                 aria-describedby="dps-payload-help" value={s.dps_payload.clone()} oninput={on_text(app, Text::DpsPayload)} />
-            <span id="dps-payload-help" class="help">{"Custom allocation data sent with the registration; a model ID set under Advanced is added as modelId (IoT Plug and Play)."}</span>
+            { super::tx("span", &[("id", Static("dps-payload-help")), ("class", Static("help"))], "Custom allocation data sent with the registration; a model ID set under Advanced is added as modelId (IoT Plug and Play).") }
             { error_for("dps_payload") }{ error_for("dps") }
             if !s.assigned_hub.is_empty() {
-                <p class="note">{"Assigned to "}<b>{ &s.assigned_hub }</b>{" as "}<b>{ &s.assigned_device }</b>{": Connect goes straight to this hub."}</p>
-                <label class="check"><input type="checkbox" checked={s.remember_assignment} onchange={on_flag(app, Flag::RememberAssignment)} />{"Remember the assignment on this device (hub and device ID, never the key)"}</label>
-                <button type="button" onclick={forget}>{"Forget the assignment (provision again)"}</button>
+                <p class="note">{"Assigned to "}{ super::el("b", &[], Html::from(&s.assigned_hub)) }{" as "}{ super::el("b", &[], Html::from(&s.assigned_device)) }{": Connect goes straight to this hub."}</p>
+                { super::check(app, Flag::RememberAssignment, s.remember_assignment, "Remember the assignment on this device (hub and device ID, never the key)") }
+                { super::button("Forget the assignment (provision again)", forget, false) }
             }
             if !app.dps_steps.is_empty() {
                 <ol class="dps-steps" aria-label="Provisioning steps">
@@ -246,7 +265,7 @@ fn view_dps(app: &AppContext, errors: &[FieldError], touched: bool, error_for: &
                             (StepKind::Failed, _) => "failed",
                             _ => "done",
                         };
-                        html! { <li class={class}>{ &st.text }</li> }
+                        super::el_dyn("li", &["class"], &[class], Html::from(&st.text))
                     }) }
                 </ol>
             }

@@ -2,8 +2,9 @@
 //! property is `null` and an empty one `""`) and as CSV, one column per property ([`crate::export`]).
 
 use yew::prelude::*;
+use yew::virtual_dom::AttributeOrProperty::Static;
 
-use super::inbox_message::InboxMessage;
+use super::log_line::{Entry, EntryView};
 use crate::state::{Action, AppContext};
 use crate::{export, util};
 
@@ -35,17 +36,17 @@ pub fn view_inbox(app: &AppContext) -> Html {
     html! {
         <section class="panel inbox" role="region" aria-label="Cloud-to-device messages" onfocusin={read} onclick={read_click}>
             <h2>{"Cloud-to-device messages"}
-                if app.unread > 0 { <span class="badge">{ app.unread }<span class="sr-only">{" new"}</span></span> }
+                if app.unread > 0 { <span class="badge">{ app.unread }{ super::tx("span", &[("class", Static("sr-only"))], " new") }</span> }
             </h2>
             <div class="row">
-                <button type="button" onclick={export(false)} disabled={app.inbox.is_empty()}>{"Export messages as JSON"}</button>
-                <button type="button" onclick={export(true)} disabled={app.inbox.is_empty()}>{"Export messages as CSV"}</button>
-                <button type="button" onclick={clear} disabled={app.inbox.is_empty()}>{"Clear messages"}</button>
+                { super::button("Export messages as JSON", export(false), app.inbox.is_empty()) }
+                { super::button("Export messages as CSV", export(true), app.inbox.is_empty()) }
+                { super::button("Clear messages", clear, app.inbox.is_empty()) }
             </div>
             if app.inbox.is_empty() {
-                <p class="note">{"No messages yet. Messages sent to this device appear here with all their properties."}</p>
+                { super::tx("p", &[("class", Static("note"))], "No messages yet. Messages sent to this device appear here with all their properties.") }
             }
-            <ol class="messages">{ for app.inbox.iter().map(|m| html! { <InboxMessage key={m.seq} item={m.clone()} /> }) }</ol>
+            <ol class="messages">{ for app.inbox.iter().map(|m| html! { <EntryView key={m.seq} entry={Entry::Inbox(m.clone())} /> }) }</ol>
         </section>
     }
 }

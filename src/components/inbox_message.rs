@@ -1,43 +1,31 @@
 //! One received C2D message: time, body and every property. A null application property (a name without `=`)
 //! is shown as *null* in muted italics, an empty one as `""`, so the two are never confused.
 
-use std::rc::Rc;
 use yew::prelude::*;
+use yew::virtual_dom::AttributeOrProperty::Static;
 
 use crate::state::InboxItem;
 
 /// Most application properties shown per message (a peer may send thousands; every one is in the exports).
 pub const MAX_SHOWN_PROPERTIES: usize = 50;
 
-#[derive(Properties)]
-pub struct InboxMessageProps {
-    pub item: Rc<InboxItem>,
-}
-
-/// The same entry, not an equal one: entries never change once made, and comparing the pointer keeps a deep
-/// comparison of every entry out of the bundle.
-impl PartialEq for InboxMessageProps {
-    fn eq(&self, other: &Self) -> bool {
-        Rc::ptr_eq(&self.item, &other.item)
-    }
-}
-
-#[component]
-pub fn InboxMessage(props: &InboxMessageProps) -> Html {
-    let m = &props.item;
+/// The message `m`, rendered by [`super::log_line::EntryView`].
+pub fn view_inbox_message(m: &InboxItem) -> Html {
     let value = |v: &Option<String>| match v.as_deref() {
-        None => html! { <><em class="null">{"null"}</em><span class="sr-only">{" (no value)"}</span></> },
+        None => {
+            html! { <>{ super::tx("em", &[("class", Static("null"))], "null") }{ super::tx("span", &[("class", Static("sr-only"))], " (no value)") }</> }
+        }
         Some("") => html! { <span class="empty">{"\"\""}</span> },
         Some(v) => html! { { v } },
     };
     html! {
         <li class="msg">
             <div class="meta">
-                <time>{ &m.time }</time>
-                <span class="tag">{ m.body_kind }</span>
-                if m.redelivered { <span class="tag warn">{"redelivered"}</span> }
+                { super::el("time", &[], Html::from(&m.time)) }
+                { super::el("span", &[("class", Static("tag"))], Html::from(m.body_kind)) }
+                if m.redelivered { { super::tx("span", &[("class", Static("tag warn"))], "redelivered") } }
             </div>
-            <pre class="body">{ &m.body }</pre>
+            { super::el("pre", &[("class", Static("body"))], Html::from(&m.body)) }
             <ul class="kv">
                 { for m.system.iter().map(|(k, v)| html! { <li class="sys">{ k }{": "}{ v }</li> }) }
                 { for m.application.iter().take(MAX_SHOWN_PROPERTIES).map(|(k, v)| html! { <li>{ k }{": "}{ value(v) }</li> }) }

@@ -2,6 +2,7 @@
 //! and [Use these settings] [Ignore]. Nothing is applied or stored until the user accepts.
 
 use yew::prelude::*;
+use yew::virtual_dom::AttributeOrProperty::Static;
 
 use crate::settings::{Change, Decoded};
 
@@ -11,26 +12,26 @@ pub fn view_link_banner(o: &Decoded, on_accept: Callback<MouseEvent>, on_ignore:
     let replaces_device = o.changes.iter().any(Change::sets_identity);
     html! {
         <section class="banner" aria-labelledby="link-h">
-            <h2 id="link-h">{"This link pre-fills settings"}</h2>
+            { super::tx("h2", &[("id", Static("link-h"))], "This link pre-fills settings") }
             if o.changes.is_empty() {
-                <p>{"It has nothing this app can use."}</p>
+                { super::tx("p", &[], "It has nothing this app can use.") }
             } else {
                 <ul class="kv">
-                    { for o.changes.iter().map(|c| { let (k, v) = c.describe(); html! { <li>{ k }{": "}<b>{ v }</b></li> } }) }
+                    { for o.changes.iter().map(|c| { let (k, v) = c.describe(); html! { <li>{ k }{": "}{ super::el("b", &[], Html::from(v)) }</li> } }) }
                 </ul>
             }
             if replaces_device {
-                <p class="note">{"Using them replaces the device in the form; a pasted connection string and key are removed from the form."}</p>
+                { super::tx("p", &[("class", Static("note"))], "Using them replaces the device in the form; a pasted connection string and key are removed from the form.") }
             }
             if !o.refused.is_empty() {
-                <p class="warn-text">{"Not taken from the link:"}</p>
-                <ul class="refused">{ for o.refused.iter().map(|r| html! { <li>{ r }</li> }) }</ul>
+                { super::tx("p", &[("class", Static("warn-text"))], "Not taken from the link:") }
+                <ul class="refused">{ for o.refused.iter().map(|r| html! { { super::el("li", &[], Html::from(r)) } }) }</ul>
             }
             <div class="buttons">
                 if !o.changes.is_empty() {
                     <button type="button" class="primary" onclick={on_accept}>{"Use these settings"}</button>
                 }
-                <button type="button" onclick={on_ignore}>{"Ignore"}</button>
+                { super::button("Ignore", on_ignore, false) }
             </div>
         </section>
     }

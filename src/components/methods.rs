@@ -2,18 +2,29 @@
 
 use web_sys::{HtmlInputElement, HtmlTextAreaElement};
 use yew::prelude::*;
+use yew::virtual_dom::AttributeOrProperty::Static;
 
-use super::use_app;
-use crate::state::{Action, MethodAnswer};
+use crate::state::{Action, AppContext, MethodAnswer};
 use crate::util;
 
-#[component]
-pub fn Methods() -> Html {
-    let app = use_app();
-    let name = use_node_ref();
-    let status = use_node_ref();
-    let payload = use_node_ref();
-    let error = use_state(String::new);
+/// The answer form's fields and its error, kept by the app.
+pub struct MethodsForm {
+    name: NodeRef,
+    status: NodeRef,
+    payload: NodeRef,
+    error: UseStateHandle<String>,
+}
+
+/// The state of the methods panel.
+#[hook]
+pub fn use_methods_form() -> MethodsForm {
+    MethodsForm { name: use_node_ref(), status: use_node_ref(), payload: use_node_ref(), error: use_state(String::new) }
+}
+
+/// The direct methods panel. A plain function called by the app, not a component (a component type costs some KB
+/// of the bundle).
+pub fn view_methods(app: &AppContext, form: &MethodsForm) -> Html {
+    let MethodsForm { name, status, payload, error } = form;
     let save = {
         let (app, name, status, payload, error) =
             (app.clone(), name.clone(), status.clone(), payload.clone(), error.clone());
@@ -40,26 +51,26 @@ pub fn Methods() -> Html {
         html! {
             <li key={a.name.clone()}>
                 <code>{ format!("{} → {} {}", a.name, a.status, a.payload) }</code>
-                <button type="button" aria-label={format!("Remove answer for {}", a.name)} onclick={Callback::from(move |_| app.dispatch(Action::RemoveAnswer(n.clone())))}>{"✕"}</button>
+                { super::named_button("✕", format!("Remove answer for {}", a.name), Callback::from(move |_| app.dispatch(Action::RemoveAnswer(n.clone())))) }
             </li>
         }
     });
     let calls = app.methods.iter().map(|m| {
-        html! { <li key={m.seq}><time>{ &m.time }</time>{" "}<b>{ &m.name }</b>{ format!("({}) → {} {}", m.payload, m.status, m.response) }</li> }
+        html! { <li key={m.seq}>{ super::el("time", &[], Html::from(&m.time)) }{" "}{ super::el("b", &[], Html::from(&m.name)) }{ format!("({}) → {} {}", m.payload, m.status, m.response) }</li> }
     });
     html! {
         <section class="panel" aria-labelledby="methods-h">
-            <h2 id="methods-h">{"Direct methods"}</h2>
+            { super::tx("h2", &[("id", Static("methods-h"))], "Direct methods") }
             <form class="row wrap" onsubmit={save}>
                 <label>{"Method name"}<input ref={name} placeholder="reboot" /></label>
                 <label>{"Response status"}<input ref={status} value="200" inputmode="numeric" /></label>
                 <label class="grow">{"Response payload"}<textarea ref={payload} rows="1" value="{}" /></label>
-                <button type="submit">{"Save answer"}</button>
+                { super::tx("button", &[("type", Static("submit"))], "Save answer") }
             </form>
-            if !error.is_empty() { <p class="field-error" role="alert">{ (*error).clone() }</p> }
-            <ul class="answers">{ for answers }</ul>
-            <p class="note">{"Unlisted methods are answered 200 with {}."}</p>
-            <ol class="calls" aria-label="Method calls">{ for calls }</ol>
+            if !error.is_empty() { { super::error_p(error) } }
+            { super::el("ul", &[("class", Static("answers"))], Html::from_iter(answers)) }
+            { super::tx("p", &[("class", Static("note"))], "Unlisted methods are answered 200 with {}.") }
+            { super::el("ol", &[("class", Static("calls")), ("aria-label", Static("Method calls"))], Html::from_iter(calls)) }
         </section>
     }
 }

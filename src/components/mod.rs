@@ -1,6 +1,9 @@
-//! The app's components, one per file. Panels read the shared state from context and talk up through the
-//! controller or reducer actions; reused pieces (a property row, an inbox message, a log line, the link banner,
-//! the endpoint confirmation) take props and report through callbacks.
+//! The app's panels and pieces, one per file. Most panels are plain functions the app calls with the state, the
+//! controller and the state it keeps for them (a component type costs some KB of the bundle); the status bar and
+//! the charts, which render on their own clock, and the entries of the inbox and the log, which are rendered only
+//! once ([`log_line::EntryView`]), are components that take props. They talk up through the controller, reducer
+//! actions or callbacks. The small helpers below build the elements the panels repeat (each element `html!`
+//! builds is its own code in the bundle).
 
 pub mod activity_log;
 pub mod charts;
@@ -19,24 +22,12 @@ pub mod status_bar;
 pub mod templates;
 pub mod twin;
 
-use crate::controller::ControllerHandle;
 use crate::settings::{Change, Flag, Number, Text};
 use crate::state::{Action, AppContext};
 use wasm_bindgen::JsCast;
 use web_sys::{HtmlInputElement, HtmlSelectElement, HtmlTextAreaElement};
 use yew::prelude::*;
-
-/// The app state from context.
-#[hook]
-pub fn use_app() -> AppContext {
-    use_context::<AppContext>().expect("AppContext is provided by App")
-}
-
-/// The controller from context.
-#[hook]
-pub fn use_controller() -> ControllerHandle {
-    use_context::<ControllerHandle>().expect("ControllerHandle is provided by App")
-}
+use yew::virtual_dom::{AttributeOrProperty, Attributes, Listeners, VTag};
 
 /// The value of the input, textarea or select an event came from.
 pub fn field_value(e: &Event) -> Option<String> {
@@ -79,4 +70,166 @@ pub fn on_flag(app: &AppContext, f: Flag) -> Callback<Event> {
             app.dispatch(Action::Edit(Change::Flag(f, i.checked())));
         }
     })
+}
+
+/// `<button type="button" onclick>{text}</button>`, disabled when `off` (else without the attribute). One
+/// function for the panels' many plain buttons: each element an `html!` builds is its own code in the bundle.
+#[inline(never)]
+pub fn button(text: &'static str, onclick: Callback<MouseEvent>, off: bool) -> Html {
+    html! { <button type="button" {onclick} disabled={off}>{ lit(text) }</button> }
+}
+
+/// A text node of a literal (`{ text }` of a `&str` would copy it).
+fn lit(text: &'static str) -> Html {
+    Html::from(yew::virtual_dom::VText::new(AttrValue::Static(text)))
+}
+
+/// A checkbox of a settings flag: `<label class="check"><input type="checkbox" checked onchange />{text}</label>`.
+#[inline(never)]
+pub fn check(app: &AppContext, f: Flag, on: bool, text: &'static str) -> Html {
+    html! { <label class="check"><input type="checkbox" checked={on} onchange={on_flag(app, f)} />{ lit(text) }</label> }
+}
+
+/// A labelled one-line text field: `<label>{label}<input value placeholder aria-invalid oninput /></label>`, a
+/// password field when `secret` (autocomplete off). An empty placeholder and a `None` validity leave their
+/// attribute out.
+#[inline(never)]
+pub fn text_field(
+    label: &'static str,
+    value: &str,
+    placeholder: &'static str,
+    invalid: Option<bool>,
+    secret: bool,
+    oninput: Callback<InputEvent>,
+) -> Html {
+    html! {
+        <label>{ lit(label) }<input type={secret.then_some("password")} autocomplete={secret.then_some("off")}
+            value={value.to_owned()} placeholder={(!placeholder.is_empty()).then_some(placeholder)}
+            aria-invalid={invalid.map(|i| if i { "true" } else { "false" })} {oninput} /></label>
+    }
+}
+
+/// `<p class="field-error" role="alert">{text}</p>`.
+#[inline(never)]
+pub fn error_p(text: &str) -> Html {
+    el(
+        "p",
+        &[("class", AttributeOrProperty::Static("field-error")), ("role", AttributeOrProperty::Static("alert"))],
+        Html::from(text),
+    )
+}
+
+/// `<option value selected>{label}</option>`.
+#[inline(never)]
+pub fn option(value: &'static str, label: &'static str, selected: bool) -> Html {
+    html! { <option value={value} {selected}>{ lit(label) }</option> }
+}
+
+/// A labelled number field: `<label>{label}<input type="number" min max value onchange />{help}</label>`, the
+/// help (`(id, text)`) a span that describes the field.
+#[inline(never)]
+pub fn num_field(
+    label: &'static str,
+    value: u64,
+    min: u64,
+    max: Option<u64>,
+    help: Option<(&'static str, &'static str)>,
+    onchange: Callback<Event>,
+) -> Html {
+    html! {
+        <label>{ lit(label) }
+            <input type="number" min={min.to_string()} max={max.map(|m| m.to_string())} aria-describedby={help.map(|h| h.0)}
+                value={value.to_string()} {onchange} />
+            if let Some((id, text)) = help { <span {id} class="help">{ lit(text) }</span> }
+        </label>
+    }
+}
+
+/// The static attributes of a [`tx`] element, as `html!` writes them.
+pub type Attrs = &'static [(&'static str, AttributeOrProperty)];
+
+/// An element of static attributes around one literal text, `<tag attrs>{text}</tag>`: the panels' many
+/// headings, legends, notes and labels share this one function (each element `html!` builds is its own code in
+/// the bundle).
+#[inline(never)]
+pub fn tx(tag: &'static str, attrs: Attrs, text: &'static str) -> Html {
+    el(tag, attrs, lit(text))
+}
+
+/// An element of static attributes around `children`, `<tag attrs>{children}</tag>`, for the many small
+/// containers of one text or one list (the same saving as [`tx`]).
+#[inline(never)]
+pub fn el(tag: &'static str, attrs: Attrs, children: Html) -> Html {
+    VTag::__new_other(
+        AttrValue::Static(tag),
+        NodeRef::default(),
+        None,
+        Attributes::Static(attrs),
+        Listeners::None,
+        children,
+    )
+    .into()
+}
+
+/// A plain button named for the item it acts on: `<button type="button" aria-label onclick>{text}</button>`.
+#[inline(never)]
+pub fn named_button(text: &'static str, label: String, onclick: Callback<MouseEvent>) -> Html {
+    html! { <button type="button" aria-label={label} {onclick}>{ lit(text) }</button> }
+}
+
+/// A radio button: `<label class="check"><input type="radio" name checked onchange />{text}</label>`.
+#[inline(never)]
+pub fn radio(name: &'static str, checked: bool, text: &'static str, onchange: Callback<Event>) -> Html {
+    html! { <label class="check"><input type="radio" {name} {checked} {onchange} />{ lit(text) }</label> }
+}
+
+/// A field named for its item: `<label>{label}<input aria-label value onchange oninput /></label>` (one of the
+/// two callbacks given).
+#[inline(never)]
+pub fn named_field(
+    label: &str,
+    aria: String,
+    value: String,
+    onchange: Option<Callback<Event>>,
+    oninput: Option<Callback<InputEvent>>,
+) -> Html {
+    html! { <label>{ label }<input aria-label={aria} {value} {onchange} {oninput} /></label> }
+}
+
+/// A labelled select of `options` (value, text), the one of value `selected` selected:
+/// `<label>{label}<select aria-label onchange>{options}</select></label>`.
+#[inline(never)]
+pub fn select(
+    label: &'static str,
+    aria: Option<String>,
+    onchange: Callback<Event>,
+    options: &[(&'static str, &'static str)],
+    selected: &str,
+) -> Html {
+    let mut list = Vec::with_capacity(options.len());
+    for (value, text) in options {
+        list.push(option(value, text, *value == selected));
+    }
+    html! { <label>{ lit(label) }<select aria-label={aria} {onchange}>{ list }</select></label> }
+}
+
+/// The exact topic a message goes to: `<div class="topic" role="group" aria-label><span>{"Topic: "}</span><code
+/// class="wrap">{topic}</code></div>`.
+#[inline(never)]
+pub fn topic(label: &'static str, topic: String) -> Html {
+    html! {
+        <div class="topic" role="group" aria-label={label}>
+            { tx("span", &[], "Topic: ") }{ el("code", &[("class", AttributeOrProperty::Static("wrap"))], Html::from(topic)) }
+        </div>
+    }
+}
+
+/// An element whose attributes `keys` take the `values` chosen at run time (an empty value leaves its attribute
+/// out), around `children`: a class chosen at run time without `html!`'s `class={..}`, whose `Classes` code is
+/// some KB of the bundle.
+#[inline(never)]
+pub fn el_dyn(tag: &'static str, keys: &'static [&'static str], values: &[&'static str], children: Html) -> Html {
+    let values = values.iter().map(|v| (!v.is_empty()).then_some(AttributeOrProperty::Attribute(AttrValue::Static(v))));
+    let attrs = Attributes::Dynamic { keys, values: values.collect() };
+    VTag::__new_other(AttrValue::Static(tag), NodeRef::default(), None, attrs, Listeners::None, children).into()
 }

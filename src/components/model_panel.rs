@@ -9,8 +9,9 @@ use hubsim_dtdl::{builtin, Interface, Model};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{HtmlInputElement, HtmlSelectElement, HtmlTextAreaElement};
 use yew::prelude::*;
+use yew::virtual_dom::AttributeOrProperty::Static;
 
-use super::{field_value, use_app, use_controller};
+use super::field_value;
 use crate::controller::ControllerHandle;
 use crate::pnp::{self, Choice, IfaceState, Item, PnpAction, PnpState};
 use crate::state::{Action, AppContext};
@@ -19,26 +20,67 @@ fn send(app: &AppContext, a: PnpAction) {
     app.dispatch(Action::Pnp(a));
 }
 
-/// A callback that dispatches the action `f` builds from the field's text.
-fn on_field<E: AsRef<Event> + 'static>(app: &AppContext, f: impl Fn(String) -> PnpAction + 'static) -> Callback<E> {
+/// Which model field an input edits: data, so that every input shares one callback type per event type (each
+/// distinct closure type would be its own code in the bundle).
+#[derive(Clone, Copy)]
+enum Field {
+    Interval,
+    Generator { plan: usize, var: usize, param: pnp::Param },
+    Form { iface: usize, item: Item, field: usize },
+    Choice { iface: usize, prop: usize },
+    Reason { iface: usize, prop: usize },
+    Status { iface: usize, cmd: usize },
+}
+
+impl Field {
+    /// The action of the field's new text.
+    fn action(self, text: String) -> PnpAction {
+        match self {
+            Field::Interval => PnpAction::Interval(text.trim().parse().unwrap_or(pnp::DEFAULT_INTERVAL_MS)),
+            Field::Generator { plan, var, param } => PnpAction::Generator { plan, var, param, text },
+            Field::Form { iface, item, field } => PnpAction::Field { iface, item, field, text },
+            Field::Choice { iface, prop } => {
+                let choice = Choice::ALL.into_iter().find(|c| c.label() == text).unwrap_or(Choice::Accept);
+                PnpAction::Choice { iface, prop, choice }
+            }
+            Field::Reason { iface, prop } => PnpAction::Reason { iface, prop, text },
+            Field::Status { iface, cmd } => {
+                PnpAction::Status { iface, cmd, status: text.trim().parse().unwrap_or(200) }
+            }
+        }
+    }
+}
+
+/// A callback that dispatches the action of field `f` with the input's text.
+fn on_field<E: AsRef<Event> + 'static>(app: &AppContext, f: Field) -> Callback<E> {
     let app = app.clone();
     Callback::from(move |e: E| {
         if let Some(v) = field_value(e.as_ref()) {
-            send(&app, f(v));
+            send(&app, f.action(v));
         }
     })
 }
 
-#[component]
-pub fn ModelPanel() -> Html {
-    let app = use_app();
-    let ctl = use_controller();
+/// The refs of the model panel's built-in choice and pasted JSON, kept by the app.
+pub struct ModelRefs {
+    chosen: NodeRef,
+    pasted: NodeRef,
+}
+
+/// The state of the model panel, and the effect that hands every new model state to the controller.
+#[hook]
+pub fn use_model_panel(pnp: &Rc<PnpState>, ctl: &ControllerHandle) -> ModelRefs {
     {
         let ctl = ctl.clone();
-        use_effect_with(app.pnp.clone(), move |p| ctl.0.sync_pnp(p.clone()));
+        use_effect_with(pnp.clone(), move |p| ctl.0.sync_pnp(p.clone()));
     }
-    let chosen = use_node_ref();
-    let pasted = use_node_ref();
+    ModelRefs { chosen: use_node_ref(), pasted: use_node_ref() }
+}
+
+/// The model panel. A plain function called by the app, not a component (a component type costs some KB of the
+/// bundle).
+pub fn view_model_panel(app: &AppContext, ctl: &ControllerHandle, refs: &ModelRefs) -> Html {
+    let ModelRefs { chosen, pasted } = refs;
     let load_builtin = {
         let (app, chosen) = (app.clone(), chosen.clone());
         Callback::from(move |_| {
@@ -79,28 +121,28 @@ pub fn ModelPanel() -> Html {
     let s = &app.pnp;
     html! {
         <section class="panel pnp" aria-labelledby="pnp-h">
-            <h2 id="pnp-h">{"Plug and Play model"}</h2>
+            { super::tx("h2", &[("id", Static("pnp-h"))], "Plug and Play model") }
             <div class="row wrap">
                 <label>{"Built-in model"}
-                    <select ref={chosen}>
+                    <select ref={chosen.clone()}>
                         // Yew inserts the options last first, so without `selected` the browser would keep the last one.
-                        { for builtin::ALL.iter().enumerate().map(|(i, m)| html! { <option value={m.key} selected={i == 0}>{ m.title }</option> }) }
+                        { for builtin::ALL.iter().enumerate().map(|(i, m)| super::option(m.key, m.title, i == 0)) }
                     </select>
                 </label>
-                <button type="button" onclick={load_builtin}>{"Load built-in model"}</button>
+                { super::button("Load built-in model", load_builtin, false) }
                 <label>{"Model file"}<input type="file" accept=".json,application/json" onchange={load_file} /></label>
             </div>
             <details>
-                <summary>{"…or paste a DTDL interface"}</summary>
-                <label for="pnp-json">{"Model JSON"}</label>
-                <textarea id="pnp-json" ref={pasted} rows="6" spellcheck="false" placeholder="{\"@context\": \"dtmi:dtdl:context;3\", \"@type\": \"Interface\", …}" />
-                <button type="button" onclick={load_pasted}>{"Load pasted model"}</button>
+                { super::tx("summary", &[], "…or paste a DTDL interface") }
+                { super::tx("label", &[("for", Static("pnp-json"))], "Model JSON") }
+                <textarea id="pnp-json" ref={pasted.clone()} rows="6" spellcheck="false" placeholder="{\"@context\": \"dtmi:dtdl:context;3\", \"@type\": \"Interface\", …}" />
+                { super::button("Load pasted model", load_pasted, false) }
             </details>
             if let Some(e) = &s.error {
                 <p class="field-error" role="alert">{"The model was not loaded: "}{ e }</p>
             }
             if let Some(m) = &s.model {
-                { view_device(&app, &ctl, s, m) }
+                { view_device(app, ctl, s, m) }
             }
         </section>
     }
@@ -119,8 +161,7 @@ fn view_device(app: &AppContext, ctl: &ControllerHandle, s: &PnpState, m: &Rc<Mo
         let ctl = ctl.clone();
         Callback::from(move |_| ctl.0.pnp_stop())
     };
-    let interval =
-        on_field::<Event>(app, |v| PnpAction::Interval(v.trim().parse().unwrap_or(pnp::DEFAULT_INTERVAL_MS)));
+    let interval = on_field::<Event>(app, Field::Interval);
     let title = m.root.display_name.clone().unwrap_or_else(|| m.id().to_owned());
     let components = m
         .interfaces()
@@ -129,23 +170,23 @@ fn view_device(app: &AppContext, ctl: &ControllerHandle, s: &PnpState, m: &Rc<Mo
         .map(|(i, ((component, iface), st))| view_interface(app, ctl, s, m, i, component, iface, st));
     html! {
         <>
-            <p class="pnp-model"><b>{ title }</b>{" "}<code>{ m.id() }</code>{" "}
-                <button type="button" onclick={unload}>{"Unload model"}</button></p>
-            <p class="note">{"The model id is announced in the CONNECT user name (model-id=) on the next connection."}</p>
+            <p class="pnp-model">{ super::el("b", &[], Html::from(title)) }{" "}{ super::el("code", &[], Html::from(m.id())) }{" "}
+                { super::button("Unload model", unload, false) }</p>
+            { super::tx("p", &[("class", Static("note"))], "The model id is announced in the CONNECT user name (model-id=) on the next connection.") }
             <fieldset class="repeat">
-                <legend>{"Model telemetry"}</legend>
+                { super::tx("legend", &[], "Model telemetry") }
                 <label>{"Telemetry every (ms)"}<input type="number" min="100" value={s.interval_ms.to_string()} disabled={s.running} onchange={interval} /></label>
                 if s.running {
-                    <button type="button" onclick={stop}>{"Stop telemetry"}</button>
+                    { super::button("Stop telemetry", stop, false) }
                 } else {
-                    <button type="button" onclick={start}>{"Start telemetry"}</button>
+                    { super::button("Start telemetry", start, false) }
                 }
                 <span>{ s.sent }{" messages sent"}</span>
             </fieldset>
             if let Some(e) = &s.generator_error {
-                <p class="field-error" role="alert">{ e }</p>
+                { super::error_p(e) }
             }
-            <div class="pnp-comps">{ for components }</div>
+            { super::el("div", &[("class", Static("pnp-comps"))], Html::from_iter(components)) }
         </>
     }
 }
@@ -175,13 +216,13 @@ fn view_interface(
         <section class="pnp-comp" aria-labelledby={id.clone()}>
             <h3 {id}>{ title }</h3>
             if !iface.telemetry.is_empty() {
-                <h4>{"Telemetry"}</h4>
+                { super::tx("h4", &[], "Telemetry") }
                 <ul class="pnp-list">
                     { for iface.telemetry.iter().zip(&st.telemetry).map(|(t, live)| {
                         let unit = t.semantics.unit_symbol().map_or(String::new(), |u| [" ", u].concat());
                         html! {
                             <li>
-                                <b>{ &t.name }</b>{" "}<span class="help">{ pnp::describe(&t.schema) }</span>
+                                { super::el("b", &[], Html::from(&t.name)) }{" "}{ super::el("span", &[("class", Static("help"))], Html::from(pnp::describe(&t.schema))) }
                                 <span class="pnp-live" role="group" aria-label={[&prefix, &t.name, " live value"].concat()}>
                                     { if live.last.is_empty() { "—".to_owned() } else { [&live.last, unit.as_str()].concat() } }
                                 </span>
@@ -192,13 +233,13 @@ fn view_interface(
                 </ul>
             }
             if !iface.properties.is_empty() {
-                <h4>{"Properties"}</h4>
+                { super::tx("h4", &[], "Properties") }
                 <ul class="pnp-list">
                     { for iface.properties.iter().enumerate().map(|(p, prop)| view_property(app, ctl, st, i, p, prop, &prefix)) }
                 </ul>
             }
             if !iface.commands.is_empty() {
-                <h4>{"Commands"}</h4>
+                { super::tx("h4", &[], "Commands") }
                 <ul class="pnp-list">
                     { for iface.commands.iter().enumerate().map(|(c, cmd)| view_command(app, st, i, c, cmd, component)) }
                 </ul>
@@ -214,14 +255,14 @@ fn view_generators(app: &AppContext, s: &PnpState, plan: usize, name: &str, pref
     let vars = p.config.variables().iter().enumerate().filter(|(_, v)| v.name == name || v.name.starts_with(&under));
     html! {
         <details class="pnp-gen">
-            <summary>{"Generator"}</summary>
+            { super::tx("summary", &[], "Generator") }
             { for vars.map(|(var, v)| html! {
                 <div class="row wrap">
                     <span>{ &v.name }{": "}{ pnp::kind_label(&v.kind) }</span>
                     { for pnp::kind_params(&v.kind).into_iter().map(|(param, text)| {
                         let label = [pnp::param_label(param), " of ", prefix, &v.name].concat();
-                        let onchange = on_field::<Event>(app, move |text| PnpAction::Generator { plan, var, param, text });
-                        html! { <label>{ pnp::param_label(param) }<input aria-label={label} value={text} {onchange} /></label> }
+                        let onchange = on_field::<Event>(app, Field::Generator { plan, var, param });
+                        super::named_field(pnp::param_label(param), label, text, Some(onchange), None)
                     }) }
                 </div>
             }) }
@@ -230,18 +271,11 @@ fn view_generators(app: &AppContext, s: &PnpState, plan: usize, name: &str, pref
 }
 
 /// The inputs of a form: one per Object field, else one.
-fn view_form(
-    app: &AppContext,
-    fields: &[String],
-    labels: Vec<&str>,
-    what: &str,
-    f: impl Fn(usize, String) -> PnpAction + Clone + 'static,
-) -> Html {
+fn view_form(app: &AppContext, fields: &[String], labels: Vec<&str>, what: &str, iface: usize, item: Item) -> Html {
     html! {
-        { for labels.into_iter().zip(fields).enumerate().map(|(n, (label, text))| {
-            let f = f.clone();
-            let oninput = on_field::<InputEvent>(app, move |t| f(n, t));
-            html! { <label>{ label }<input aria-label={[label, " of ", what].concat()} value={text.clone()} {oninput} /></label> }
+        { for labels.into_iter().zip(fields).enumerate().map(|(field, (label, text))| {
+            let oninput = on_field::<InputEvent>(app, Field::Form { iface, item, field });
+            super::named_field(label, [label, " of ", what].concat(), text.clone(), None, Some(oninput))
         }) }
     }
 }
@@ -258,9 +292,8 @@ fn view_property(
     let Some(ps) = st.properties.get(p) else { return html! {} };
     let what = [prefix, &prop.name].concat();
     let unit = prop.semantics.unit_symbol().map_or(String::new(), |u| [" (", u, ")"].concat());
-    let head =
-        html! { <><b>{ &prop.name }</b>{" "}<span class="help">{ pnp::describe(&prop.schema) }{ unit }</span></> };
-    let error = ps.error.as_ref().map(|e| html! { <p class="field-error" role="alert">{ e }</p> }).unwrap_or_default();
+    let head = html! { <>{ super::el("b", &[], Html::from(&prop.name)) }{" "}<span class="help">{ pnp::describe(&prop.schema) }{ unit }</span></> };
+    let error = ps.error.as_deref().map(super::error_p).unwrap_or_default();
     if !prop.writable {
         let report = {
             let ctl = ctl.clone();
@@ -270,17 +303,14 @@ fn view_property(
         return html! {
             <li class="pnp-prop">
                 { head }{" read-only "}
-                { view_form(app, &ps.fields, labels, &what, move |field, text| PnpAction::Field { iface: i, item: Item::Property(p), field, text }) }
-                <button type="button" onclick={report} aria-label={["Report ", &what].concat()}>{"Report"}</button>
+                { view_form(app, &ps.fields, labels, &what, i, Item::Property(p)) }
+                { super::named_button("Report", ["Report ", &what].concat(), report) }
                 { error }
             </li>
         };
     }
-    let choice = on_field::<Event>(app, move |v| {
-        let choice = Choice::ALL.into_iter().find(|c| c.label() == v).unwrap_or(Choice::Accept);
-        PnpAction::Choice { iface: i, prop: p, choice }
-    });
-    let reason = on_field::<InputEvent>(app, move |text| PnpAction::Reason { iface: i, prop: p, text });
+    let choice = on_field::<Event>(app, Field::Choice { iface: i, prop: p });
+    let reason = on_field::<InputEvent>(app, Field::Reason { iface: i, prop: p });
     let resolve = |c: Choice| {
         let ctl = ctl.clone();
         Callback::from(move |_| ctl.0.pnp_resolve(i, p, c))
@@ -292,23 +322,19 @@ fn view_property(
             <div class="pnp-twin" role="group" aria-label={["Twin state of ", &what].concat()}>
                 <span>{"desired: "}
                     { match &ps.desired {
-                        Some((v, version)) => html! { <><code>{ v.to_string() }</code>{" (version "}{ version }{")"}</> },
+                        Some((v, version)) => html! { <>{ super::el("code", &[], Html::from(v.to_string())) }{" (version "}{ version }{")"}</> },
                         None => html! { {"none"} },
                     } }
                 </span>
                 <span>{" · ack: "}{ ps.ack.as_ref().map_or("none".to_owned(), pnp::describe_ack) }</span>
             </div>
-            <label>{"Answer"}
-                <select aria-label={["Answer to ", &what].concat()} onchange={choice}>
-                    { for Choice::ALL.iter().map(|c| html! { <option value={c.label()} selected={*c == ps.choice}>{ c.label() }</option> }) }
-                </select>
-            </label>
+            { super::select("Answer", Some(["Answer to ", &what].concat()), choice, &Choice::ALL.map(|c| (c.label(), c.label())), ps.choice.label()) }
             if ps.choice == Choice::Reject {
-                <label>{"Reason"}<input aria-label={["Reason to reject ", &what].concat()} value={ps.reason.clone()} oninput={reason} /></label>
+                { super::named_field("Reason", ["Reason to reject ", &what].concat(), ps.reason.clone(), None, Some(reason)) }
             }
             if pending {
-                <button type="button" onclick={resolve(Choice::Accept)}>{"Accept now"}</button>
-                <button type="button" onclick={resolve(Choice::Reject)}>{"Reject now"}</button>
+                { super::button("Accept now", resolve(Choice::Accept), false) }
+                { super::button("Reject now", resolve(Choice::Reject), false) }
             }
         </li>
     }
@@ -324,29 +350,25 @@ fn view_command(
 ) -> Html {
     let Some(cs) = st.commands.get(c) else { return html! {} };
     let method = pnp::method_name(component, &cmd.name);
-    let status = on_field::<Event>(app, move |v| PnpAction::Status {
-        iface: i,
-        cmd: c,
-        status: v.trim().parse().unwrap_or(200),
-    });
+    let status = on_field::<Event>(app, Field::Status { iface: i, cmd: c });
     let request = cmd
         .request
         .as_ref()
         .map_or("no request".to_owned(), |r| ["request ", &r.name, ": ", &pnp::describe(&r.schema)].concat());
     html! {
         <li class="pnp-cmd">
-            <code>{ &method }</code>{" "}<span class="help">{ request }</span>
+            { super::el("code", &[], Html::from(&method)) }{" "}{ super::el("span", &[("class", Static("help"))], Html::from(request)) }
             <div class="row wrap" role="group" aria-label={["Response of ", &method].concat()}>
                 if let Some(r) = &cmd.response {
-                    { view_form(app, &cs.fields, pnp::form_labels(&r.schema, &r.name), &method, move |field, text| PnpAction::Field { iface: i, item: Item::Command(c), field, text }) }
+                    { view_form(app, &cs.fields, pnp::form_labels(&r.schema, &r.name), &method, i, Item::Command(c)) }
                 }
                 <label>{"Status"}<input type="number" min="100" max="599" aria-label={["Status of ", &method].concat()} value={cs.status.to_string()} onchange={status} /></label>
             </div>
-            if let Some(e) = &cs.error { <p class="field-error" role="alert">{ e }</p> }
+            if let Some(e) = &cs.error { { super::error_p(e) } }
             if let Some(l) = &cs.last {
                 <p class="pnp-call" aria-label={["Last call of ", &method].concat()}>
-                    <time>{ &l.time }</time>{" request "}<code>{ if l.request.is_empty() { "(none)" } else { &l.request } }</code>
-                    {" → "}{ l.status }{" "}<code>{ &l.response }</code>
+                    { super::el("time", &[], Html::from(&l.time)) }{" request "}<code>{ if l.request.is_empty() { "(none)" } else { &l.request } }</code>
+                    {" → "}{ l.status }{" "}{ super::el("code", &[], Html::from(&l.response)) }
                 </p>
             }
         </li>

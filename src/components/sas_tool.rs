@@ -1,45 +1,46 @@
 //! The SAS token tool: a token for the current device and lifetime, to copy (Device Explorer's feature).
 
 use yew::prelude::*;
+use yew::virtual_dom::AttributeOrProperty::Static;
 
-use super::{on_number, use_app};
+use super::on_number;
 use crate::settings::{Number, MAX_TTL_SECS, MIN_TTL_SECS};
+use crate::state::AppContext;
 use crate::token::sas_token;
 use crate::util;
 
-#[component]
-pub fn SasTool() -> Html {
-    let app = use_app();
-    let token = use_state(|| None::<Result<(String, u64), String>>);
+/// The last generated token and its expiry (Unix seconds), or why there is none; the app keeps it.
+pub type Token = UseStateHandle<Option<Result<(String, u64), String>>>;
+
+/// The SAS token panel. A plain function called by the app, not a component (a component type costs some KB of
+/// the bundle).
+pub fn view_sas_tool(app: &AppContext, token: &Token) -> Html {
     let generate = {
         let (app, token) = (app.clone(), token.clone());
         Callback::from(move |_| token.set(Some(sas_token(&app.settings, util::unix_now()))))
     };
     html! {
         <section class="panel" aria-labelledby="sas-h">
-            <h2 id="sas-h">{"SAS token"}</h2>
+            { super::tx("h2", &[("id", Static("sas-h"))], "SAS token") }
             <div class="row">
-                <label>{"Token lifetime (s)"}
-                    <input type="number" min={MIN_TTL_SECS.to_string()} max={MAX_TTL_SECS.to_string()} aria-describedby="sas-ttl-help"
-                        value={app.settings.token_ttl_secs.to_string()} onchange={on_number(&app, Number::TokenTtl)} />
-                    <span id="sas-ttl-help" class="help">{"10 s to 1 day (86400 s)"}</span>
-                </label>
-                <button type="button" onclick={generate}>{"Generate SAS token"}</button>
+                { super::num_field("Token lifetime (s)", app.settings.token_ttl_secs.into(), MIN_TTL_SECS.into(), Some(MAX_TTL_SECS.into()),
+                    Some(("sas-ttl-help", "10 s to 1 day (86400 s)")), on_number(app, Number::TokenTtl)) }
+                { super::button("Generate SAS token", generate, false) }
             </div>
-            { match &*token {
+            { match &**token {
                 Some(Ok((t, exp))) => {
                     let t2 = t.clone();
                     let expires = String::from(js_sys::Date::new(&((*exp as f64) * 1000.0).into()).to_iso_string());
                     html! {
                         <div>
-                            <label for="sas-out">{"Token"}</label>
+                            { super::tx("label", &[("for", Static("sas-out"))], "Token") }
                             <textarea id="sas-out" readonly=true rows="3" value={t.clone()} />
                             <p class="note">{"expires at "}{ expires }{" (Unix time "}{ exp }{")"}</p>
                             <button type="button" onclick={Callback::from(move |_| util::copy(&t2))}>{"Copy token"}</button>
                         </div>
                     }
                 }
-                Some(Err(e)) => html! { <p class="field-error" role="alert">{ e }</p> },
+                Some(Err(e)) => super::error_p(e),
                 None => html! {},
             } }
         </section>

@@ -2,9 +2,9 @@
 
 use gloo::timers::callback::Interval;
 use yew::prelude::*;
+use yew::virtual_dom::AttributeOrProperty::Static;
 
-use super::use_app;
-use crate::state::ConnStatus;
+use crate::state::{AppContext, ConnStatus};
 use crate::util;
 
 fn mmss(secs: i64) -> String {
@@ -14,9 +14,16 @@ fn mmss(secs: i64) -> String {
     format!("{}:{:02}", secs / 60, secs % 60)
 }
 
+/// The app state.
+#[derive(Properties, PartialEq)]
+pub struct StatusBarProps {
+    pub app: AppContext,
+}
+
+/// A component of its own: it renders again every second for the countdowns, not the whole app.
 #[component]
-pub fn StatusBar() -> Html {
-    let app = use_app();
+pub fn StatusBar(props: &StatusBarProps) -> Html {
+    let app = &props.app;
     // Re-render every second for the countdowns.
     let update = use_force_update();
     use_effect_with((), move |_| {
@@ -24,30 +31,34 @@ pub fn StatusBar() -> Html {
         move || drop(i)
     });
     let (class, text, hint) = match &app.status {
-        ConnStatus::Connected { since, session_present } => {
-            ("ok", format!("Connected since {since}{}", if *session_present { " (session resumed)" } else { "" }), None)
-        }
-        ConnStatus::Connecting { attempt } => ("busy", format!("Connecting… (attempt {attempt})"), None),
-        ConnStatus::Provisioning => ("busy", "Provisioning through DPS…".to_owned(), None),
+        ConnStatus::Connected { since, session_present } => (
+            "status ok",
+            format!("Connected since {since}{}", if *session_present { " (session resumed)" } else { "" }),
+            None,
+        ),
+        ConnStatus::Connecting { attempt } => ("status busy", format!("Connecting… (attempt {attempt})"), None),
+        ConnStatus::Provisioning => ("status busy", "Provisioning through DPS…".to_owned(), None),
         ConnStatus::Reconnecting { at_ms, reason, hint, .. } => {
             let secs = ((at_ms - js_sys::Date::now()) / 1000.0).ceil().max(0.0) as u32;
-            ("warn", format!("Reconnecting in {secs} s — {reason}"), hint.clone())
+            ("status warn", format!("Reconnecting in {secs} s — {reason}"), hint.clone())
         }
-        ConnStatus::Disconnected { reason: Some(r), hint } => ("err", format!("Disconnected — {r}"), hint.clone()),
-        ConnStatus::Disconnected { reason: None, .. } => ("idle", "Disconnected".to_owned(), None),
+        ConnStatus::Disconnected { reason: Some(r), hint } => {
+            ("status err", format!("Disconnected — {r}"), hint.clone())
+        }
+        ConnStatus::Disconnected { reason: None, .. } => ("status idle", "Disconnected".to_owned(), None),
     };
     let token = app.token_expiry.map(|t| mmss(t as i64 - util::unix_now() as i64));
     html! {
         <div class="statusbar">
-            <div class={classes!("status", class)} role="status" aria-live="polite">
-                <span class="dot" aria-hidden="true"></span>{ text }
-            </div>
-            if let Some(h) = hint { <div class="hint" role="alert">{ h }</div> }
+            { super::el_dyn("div", &["class", "role", "aria-live"], &[class, "status", "polite"], html! {
+                <><span class="dot" aria-hidden="true"></span>{ text }</>
+            }) }
+            if let Some(h) = hint { { super::el("div", &[("class", Static("hint")), ("role", Static("alert"))], Html::from(h)) } }
             <div class="counters">
-                if let Some(t) = token { <span title="The token is renewed automatically before it expires">{"token expires in "}<b>{ t }</b></span> }
-                <span>{"sent "}<b>{ app.sent }</b></span>
-                <span>{"acknowledged "}<b>{ app.acked }</b></span>
-                <span>{"pending "}<b>{ app.pending() }</b></span>
+                if let Some(t) = token { <span title="The token is renewed automatically before it expires">{"token expires in "}{ super::el("b", &[], Html::from(t)) }</span> }
+                <span>{"sent "}{ super::el("b", &[], Html::from(app.sent)) }</span>
+                <span>{"acknowledged "}{ super::el("b", &[], Html::from(app.acked)) }</span>
+                <span>{"pending "}{ super::el("b", &[], Html::from(app.pending())) }</span>
             </div>
         </div>
     }

@@ -5,8 +5,9 @@
 
 use wasm_bindgen::JsCast;
 use yew::prelude::*;
+use yew::virtual_dom::AttributeOrProperty::Static;
 
-use super::{field_value, use_app, use_controller};
+use super::field_value;
 use crate::controller::ControllerHandle;
 use crate::library::{self, Message};
 use crate::settings::{Change, Number, Text};
@@ -75,7 +76,7 @@ fn on_input(app: &AppContext, t: Target) -> Callback<InputEvent> {
 
 fn num_field(app: &AppContext, label: &'static str, value: u32, make: fn(u32) -> DraftEdit) -> Html {
     let cb = on_change(app, Target::Number(make));
-    html! { <label>{label}<input type="number" min="0" value={value.to_string()} onchange={cb} /></label> }
+    super::num_field(label, value.into(), 0, None, None, cb)
 }
 
 fn view_variable(app: &AppContext, i: usize, v: &hubsim_template::Variable) -> Html {
@@ -83,9 +84,8 @@ fn view_variable(app: &AppContext, i: usize, v: &hubsim_template::Variable) -> H
     let label = |l: &str| [v.name.as_str(), ": ", l].concat();
     let fields = library::fields(v).iter().map(|(key, l)| {
         let cb = on_change(app, Target::Field(i, key));
-        html! { <label>{*l}<input aria-label={label(l)} value={library::field_text(v, key)} onchange={cb} /></label> }
+        super::named_field(l, label(l), library::field_text(v, key), Some(cb), None)
     });
-    let kinds = library::KINDS.iter().map(|(k, l)| html! { <option value={*k} selected={*k == kind}>{*l}</option> });
     let remove = {
         let app = app.clone();
         Callback::from(move |_| tmpl(&app, TmplAction::Draft(DraftEdit::RemoveVar(i))))
@@ -95,10 +95,8 @@ fn view_variable(app: &AppContext, i: usize, v: &hubsim_template::Variable) -> H
         <fieldset class="var">
             <legend><code>{"$."}{&v.name}</code></legend>
             <div class="grid2">
-                <label>{"Name"}<input aria-label={label("Name")} value={v.name.clone()}
-                    onchange={on_change(app, Target::Field(i, "name"))} /></label>
-                <label>{"Generator"}<select aria-label={label("Generator")}
-                    onchange={on_change(app, Target::Kind(i))}>{ for kinds }</select></label>
+                { super::named_field("Name", label("Name"), v.name.clone(), Some(on_change(app, Target::Field(i, "name"))), None) }
+                { super::select("Generator", Some(label("Generator")), on_change(app, Target::Kind(i)), &library::KINDS, kind) }
                 { for fields }
             </div>
             if let Some(e) = error {
@@ -123,7 +121,7 @@ pub fn view_editor(app: &AppContext, ctl: &ControllerHandle) -> Html {
             } else if let Err(e) = r.check_json() {
                 html! { <p class="warn-text" role="alert">{"The rendered body is not JSON, so it will not be sent: "}{e.to_string()}</p> }
             } else {
-                html! { <span class="ok-text">{"valid JSON"}</span> }
+                super::tx("span", &[("class", Static("ok-text"))], "valid JSON")
             };
             let mut s = (*app.settings).clone();
             s.properties = msg.properties.iter().cloned().chain(r.properties).collect();
@@ -132,7 +130,7 @@ pub fn view_editor(app: &AppContext, ctl: &ControllerHandle) -> Html {
                     // A <pre> cannot carry aria-label (axe: aria-prohibited-attr): a named group holds it.
                     <div role="group" aria-label="Next body"><pre class="preview wrap">{body}</pre></div>
                     {json}
-                    <div class="topic" role="group" aria-label="Template topic preview"><span>{"Topic: "}</span><code class="wrap">{crate::form::topic_preview(&s)}</code></div>
+                    { super::topic("Template topic preview", crate::form::topic_preview(&s)) }
                 </>
             }
         }
@@ -149,7 +147,8 @@ pub fn view_editor(app: &AppContext, ctl: &ControllerHandle) -> Html {
             }
         })
     };
-    let kinds = library::KINDS.iter().map(|(k, l)| html! { <option value={*k}>{*l}</option> });
+    let mut kinds = vec![("", "choose a generator…")];
+    kinds.extend(library::KINDS);
     let send_one = {
         let (ctl, m) = (ctl.clone(), msg.clone());
         Callback::from(move |_| {
@@ -170,35 +169,33 @@ pub fn view_editor(app: &AppContext, ctl: &ControllerHandle) -> Html {
     };
     html! {
         <div class="template-mode">
-            <label for="template">{"Template"}</label>
+            { super::tx("label", &[("for", Static("template"))], "Template") }
             <textarea id="template" rows="5" spellcheck="false" value={d.body.clone()}
                 oninput={on_input(app, Target::Body)} />
-            <label for="header-template">{"Header template (application properties)"}</label>
+            { super::tx("label", &[("for", Static("header-template"))], "Header template (application properties)") }
             <textarea id="header-template" rows="2" spellcheck="false" placeholder={"{\"unit\": \"C\", \"seq\": \"$.Counter\"}"} value={d.header.clone()}
                 oninput={on_input(app, Target::Header)} />
-            <p class="muted">{"Placeholders: $.Name of a variable, or $.DeviceId, $.Guid, $.Time, $.LocalTime, $.Ticks, $.Epoch, $.MachineName, $.IterationNumber."}</p>
-            <h3>{"Variables"}</h3>
+            { super::tx("p", &[("class", Static("muted"))], "Placeholders: $.Name of a variable, or $.DeviceId, $.Guid, $.Time, $.LocalTime, $.Ticks, $.Epoch, $.MachineName, $.IterationNumber.") }
+            { super::tx("h3", &[], "Variables") }
             { for d.variables.iter().enumerate().map(|(i, v)| view_variable(app, i, v)) }
-            <label>{"Add a variable"}
-                <select onchange={add}><option value="" selected=true>{"choose a generator…"}</option>{ for kinds }</select>
-            </label>
-            <h3>{"Preview of the next message"}</h3>
+            { super::select("Add a variable", None, add, &kinds, "") }
+            { super::tx("h3", &[], "Preview of the next message") }
             { preview }
             <div class="buttons">
                 <button type="button" class="primary" onclick={send_one}>{"Send one"}</button>
-                <button type="button" onclick={reset}>{"Reset counters"}</button>
+                { super::button("Reset counters", reset, false) }
             </div>
             <fieldset class="repeat">
-                <legend>{"Schedule"}</legend>
+                { super::tx("legend", &[], "Schedule") }
                 { num_field(app, "Every (ms)", d.every_ms, DraftEdit::Every) }
                 { num_field(app, "Jitter ± (ms)", d.jitter_ms, DraftEdit::Jitter) }
                 { num_field(app, "Times (0 = no limit)", d.count, DraftEdit::Count) }
                 { num_field(app, "For (ms, 0 = until stopped)", d.duration_ms, DraftEdit::Duration) }
-                <button type="button" onclick={run}>{"Run on a schedule"}</button>
+                { super::button("Run on a schedule", run, false) }
                 if running > 0 {
                     <p class="muted" aria-live="polite">
                         { running.to_string() }{ if running == 1 { " schedule running" } else { " schedules running" } }
-                        {": progress and Stop under "}<a href="#schedules-h">{"Saved messages → Schedules"}</a>
+                        {": progress and Stop under "}{ super::tx("a", &[("href", Static("#schedules-h"))], "Saved messages → Schedules") }
                     </p>
                 }
             </fieldset>
@@ -232,38 +229,42 @@ fn view_run(ctl: &ControllerHandle, r: &crate::state::templates::RunView, pendin
             if r.running {
                 <button type="button" onclick={stop}>{"Stop "}{&r.name}</button>
             } else {
-                <span>{" (ended)"}</span>
+                { super::tx("span", &[], " (ended)") }
             }
         </li>
     }
 }
 
-/// The saved messages and the schedules.
-#[component]
-pub fn SavedMessages() -> Html {
-    let app = use_app();
-    let ctl = use_controller();
+/// The storage of the saved messages: read once the panel is `shown` (the page's other panels come after the
+/// connect form's first paint), written after each change of the library.
+#[hook]
+pub fn use_saved_messages(app: &AppContext, shown: bool) {
     {
         let app = app.clone();
-        use_effect_with((), move |_| {
-            let stored = storage().and_then(|s| s.get_item(STORAGE_KEY).ok().flatten());
-            tmpl(&app, TmplAction::Stored(stored));
-        });
-    }
-    {
-        let app = app.clone();
-        use_effect_with(app.templates.library_rev, move |rev| {
-            let list = &app.templates.library;
-            // Only after a change: at start the stored library is still being read.
-            if *rev == 0 {
-                return;
-            }
-            if storage().is_none_or(|s| s.set_item(STORAGE_KEY, &library::export(list)).is_err()) {
-                let text = "the saved messages could not be stored: this browser's storage is full or disabled";
-                tmpl(&app, TmplAction::Notice(false, text.into()));
+        use_effect_with(shown, move |shown| {
+            if *shown {
+                let stored = storage().and_then(|s| s.get_item(STORAGE_KEY).ok().flatten());
+                tmpl(&app, TmplAction::Stored(stored));
             }
         });
     }
+    let app = app.clone();
+    use_effect_with(app.templates.library_rev, move |rev| {
+        let list = &app.templates.library;
+        // Only after a change: at start the stored library is still being read.
+        if *rev == 0 {
+            return;
+        }
+        if storage().is_none_or(|s| s.set_item(STORAGE_KEY, &library::export(list)).is_err()) {
+            let text = "the saved messages could not be stored: this browser's storage is full or disabled";
+            tmpl(&app, TmplAction::Notice(false, text.into()));
+        }
+    });
+}
+
+/// The saved messages and the schedules. A plain function called by the app, not a component (a component type
+/// costs some KB of the bundle); [`use_saved_messages`] keeps their storage.
+pub fn view_saved_messages(app: &AppContext, ctl: &ControllerHandle) -> Html {
     let t = &app.templates;
     let save = {
         let app = app.clone();
@@ -333,35 +334,35 @@ pub fn SavedMessages() -> Html {
             <li key={m.name.clone()}>
                 <span class="name">{&m.name}</span>
                 <span class="muted">{if m.template { " template, " } else { " text, " }}{every}</span>
-                <button type="button" onclick={load} aria-label={["Edit ", &m.name].concat()}>{"Edit"}</button>
-                <button type="button" onclick={run} aria-label={["Run ", &m.name].concat()}>{"Run"}</button>
-                <button type="button" onclick={download} aria-label={["Download ", &m.name].concat()}>{"Download"}</button>
-                <button type="button" onclick={delete} aria-label={["Delete ", &m.name].concat()}>{"Delete"}</button>
+                { super::named_button("Edit", ["Edit ", &m.name].concat(), load) }
+                { super::named_button("Run", ["Run ", &m.name].concat(), run) }
+                { super::named_button("Download", ["Download ", &m.name].concat(), download) }
+                { super::named_button("Delete", ["Delete ", &m.name].concat(), delete) }
             </li>
         }
     });
-    let runs = t.runs.iter().map(|r| view_run(&ctl, r, r.pending(&t.inflight)));
+    let runs = t.runs.iter().map(|r| view_run(ctl, r, r.pending(&t.inflight)));
     html! {
         <section class="panel saved" aria-labelledby="saved-h">
-            <h2 id="saved-h">{"Saved messages"}</h2>
+            { super::tx("h2", &[("id", Static("saved-h"))], "Saved messages") }
             <div class="row">
                 <label>{"Name"}<input value={t.draft.name.clone()}
-                    oninput={on_input(&app, Target::Name)} /></label>
-                <button type="button" onclick={save}>{"Save current message"}</button>
+                    oninput={on_input(app, Target::Name)} /></label>
+                { super::button("Save current message", save, false) }
             </div>
-            <ul class="library" aria-label="Saved messages">{ for rows }</ul>
+            { super::el("ul", &[("class", Static("library")), ("aria-label", Static("Saved messages"))], Html::from_iter(rows)) }
             <div class="row">
-                <button type="button" onclick={export}>{"Export saved messages"}</button>
+                { super::button("Export saved messages", export, false) }
                 <label class="file">{"Import (saved messages or an Iot-Telemetry-Simulator configuration)"}
                     <input type="file" accept=".json,application/json" onchange={import} /></label>
             </div>
             <p class="muted">{"At most "}{library::MAX_SAVED}{" messages, kept in this browser."}</p>
             if let Some(n) = &t.notice {
-                <p class={if n.0 { "ok-text" } else { "warn-text" }} aria-live="polite">{&n.1}</p>
+                { super::el_dyn("p", &["class", "aria-live"], &[if n.0 { "ok-text" } else { "warn-text" }, "polite"], Html::from(&n.1)) }
             }
             if !t.runs.is_empty() {
-                <h3 id="schedules-h">{"Schedules"}</h3>
-                <ul class="runs" aria-label="Schedules">{ for runs }</ul>
+                { super::tx("h3", &[("id", Static("schedules-h"))], "Schedules") }
+                { super::el("ul", &[("class", Static("runs")), ("aria-label", Static("Schedules"))], Html::from_iter(runs)) }
             }
         </section>
     }

@@ -2,14 +2,14 @@
 
 use web_sys::HtmlTextAreaElement;
 use yew::prelude::*;
+use yew::virtual_dom::AttributeOrProperty::Static;
 
-use super::{use_app, use_controller};
+use crate::controller::ControllerHandle;
+use crate::state::AppContext;
 
-#[component]
-pub fn Twin() -> Html {
-    let app = use_app();
-    let ctl = use_controller();
-    let patch = use_node_ref();
+/// The twin panel. A plain function called by the app, not a component (a component type costs some KB of the
+/// bundle): it reads only the app state and the controller, and `patch` is the app's ref of the patch textarea.
+pub fn view_twin(app: &AppContext, ctl: &ControllerHandle, patch: &NodeRef) -> Html {
     let get = {
         let ctl = ctl.clone();
         Callback::from(move |_| ctl.0.get_twin())
@@ -27,21 +27,21 @@ pub fn Twin() -> Html {
     let twin = &app.twin;
     html! {
         <section class="panel" aria-labelledby="twin-h">
-            <h2 id="twin-h">{"Device twin"}</h2>
-            <button type="button" onclick={get} disabled={!connected}>{"Get twin"}</button>
+            { super::tx("h2", &[("id", Static("twin-h"))], "Device twin") }
+            { super::button("Get twin", get, !connected) }
             <div class="twin-docs">
-                <div role="group" aria-labelledby="twin-desired-h"><h3 id="twin-desired-h">{"Desired properties"}</h3><pre tabindex="0">{ &twin.desired }</pre></div>
-                <div role="group" aria-labelledby="twin-reported-h"><h3 id="twin-reported-h">{"Reported properties"}</h3><pre tabindex="0">{ &twin.reported }</pre></div>
+                <div role="group" aria-labelledby="twin-desired-h">{ super::tx("h3", &[("id", Static("twin-desired-h"))], "Desired properties") }{ super::el("pre", &[("tabindex", Static("0"))], Html::from(&twin.desired)) }</div>
+                <div role="group" aria-labelledby="twin-reported-h">{ super::tx("h3", &[("id", Static("twin-reported-h"))], "Reported properties") }{ super::el("pre", &[("tabindex", Static("0"))], Html::from(&twin.reported)) }</div>
             </div>
             <form onsubmit={send}>
-                <label for="reported">{"Reported patch"}</label>
-                <textarea id="reported" ref={patch} rows="3" value="{\"firmwareVersion\": \"1.0.0\"}" />
+                { super::tx("label", &[("for", Static("reported"))], "Reported patch") }
+                <textarea id="reported" ref={patch.clone()} rows="3" value="{\"firmwareVersion\": \"1.0.0\"}" />
                 <button type="submit" disabled={!connected}>{"Send reported patch"}</button>
                 if !twin.version.is_empty() { <span class="ok-text">{" saved as version "}{ &twin.version }</span> }
             </form>
-            <h3>{"Desired property updates"}</h3>
+            { super::tx("h3", &[], "Desired property updates") }
             <ol class="calls" aria-label="Desired property updates">
-                { for app.desired_updates.iter().map(|u| html! { <li><time>{ &u.0 }</time>{" "}<code>{ &u.1 }</code></li> }) }
+                { for app.desired_updates.iter().map(|u| html! { <li>{ super::el("time", &[], Html::from(&u.0)) }{" "}{ super::el("code", &[], Html::from(&u.1)) }</li> }) }
             </ol>
         </section>
     }
