@@ -510,8 +510,8 @@ mod yew_glue {
         }
     }
 
-    /// Shared with every component through a `ContextProvider`: the reducer's handle and the state it was made
-    /// with, compared by identity.
+    /// Passed by the app to its panels (as an argument, or a prop of the status bar and the charts): the reducer's
+    /// handle and the state it was made with, compared by identity.
     ///
     /// Every action makes a new state, so the state a component saw is the current one exactly when it is the
     /// same allocation. Comparing the two states' addresses instead of their fields (the handle's own
