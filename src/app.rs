@@ -50,6 +50,18 @@ async fn detect_emulator() -> Option<Emulator> {
     Some(Emulator { host_name, ws: format!("{scheme}://{}{path}", loc.host().ok()?), id_scope })
 }
 
+/// An effect's dependency compared by address: the reducer changes what an `Rc` of the state holds only through
+/// `Rc::make_mut`, which copies it into a new allocation while the effect keeps the old one, so the same address
+/// is the same value (a new one may be equal: the effect then runs again with the same value). Keeps the deep
+/// comparison of the settings and the answers out of the bundle.
+struct Same<T>(std::rc::Rc<T>);
+
+impl<T> PartialEq for Same<T> {
+    fn eq(&self, other: &Self) -> bool {
+        std::rc::Rc::ptr_eq(&self.0, &other.0)
+    }
+}
+
 #[component]
 pub fn App() -> Html {
     let state = use_reducer(|| AppState::new(settings::load_stored(), settings::link_offer(), &util::clock_time()));
@@ -60,16 +72,17 @@ pub fn App() -> Html {
     {
         // The controller reads the settings and method answers in event handlers: it gets the state's own `Rc`s.
         let c = controller.clone();
-        use_effect_with((state.settings.clone(), state.answers.clone()), move |(s, a)| c.0.sync(s.clone(), a.clone()));
+        let deps = (Same(state.settings.clone()), Same(state.answers.clone()));
+        use_effect_with(deps, move |(s, a)| c.0.sync(s.0.clone(), a.0.clone()));
     }
     // Stored only once no link is waiting for an answer, so a link never overwrites what is stored.
     // A refusal (storage full or disabled) is said once, not at every keystroke, and again after a success.
     let saved = use_mut_ref(|| true);
     {
         let dispatch = state.dispatcher();
-        use_effect_with((state.settings.clone(), state.link.is_none()), move |(s, answered)| {
+        use_effect_with((Same(state.settings.clone()), state.link.is_none()), move |(s, answered)| {
             if *answered {
-                let ok = s.save();
+                let ok = s.0.save();
                 if !ok && *saved.borrow() {
                     dispatch.dispatch(Action::Log {
                         at: util::clock_time(),
