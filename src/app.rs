@@ -75,7 +75,8 @@ pub fn App() -> Html {
         let deps = (Same(state.settings.clone()), Same(state.answers.clone()));
         use_effect_with(deps, move |(s, a)| c.0.sync(s.0.clone(), a.0.clone()));
     }
-    // Stored only once no link is waiting for an answer, so a link never overwrites what is stored.
+    // Stored only once no link is waiting for an answer, so a link never overwrites what is stored (one effect with
+    // forgetting the link's query: each is its own code in the bundle).
     // A refusal (storage full or disabled) is said once, not at every keystroke, and again after a success.
     let saved = use_mut_ref(|| true);
     {
@@ -93,6 +94,9 @@ pub fn App() -> Html {
                     });
                 }
                 *saved.borrow_mut() = ok;
+                // Once the link is answered, the query leaves the address bar so a reload does not offer it
+                // again (nothing to do once it is gone).
+                settings::forget_link();
             }
         });
     }
@@ -114,12 +118,6 @@ pub fn App() -> Html {
             move || c.0.disconnect()
         });
     }
-    // Once the link is answered, the query leaves the address bar so a reload does not offer it again.
-    use_effect_with(state.link.is_none(), |answered| {
-        if *answered {
-            settings::forget_link();
-        }
-    });
     let answer_link = |action: fn() -> Action| {
         let dispatch = state.dispatcher();
         Callback::from(move |_| dispatch.dispatch(action()))
