@@ -69,12 +69,9 @@ pub fn App() -> Html {
         let dispatch = state.dispatcher();
         use_memo((), move |_| ControllerHandle(Controller::new(dispatch)))
     };
-    {
-        // The controller reads the settings and method answers in event handlers: it gets the state's own `Rc`s.
-        let c = controller.clone();
-        let deps = (Same(state.settings.clone()), Same(state.answers.clone()));
-        use_effect_with(deps, move |(s, a)| c.0.sync(s.0.clone(), a.0.clone()));
-    }
+    // The controller reads the settings and method answers in event handlers: it gets the state's own `Rc`s at
+    // every render (two `Rc`s replaced, no effect of its own in the bundle).
+    controller.0.sync(state.settings.clone(), state.answers.clone());
     // Stored only once no link is waiting for an answer, so a link never overwrites what is stored (one effect with
     // forgetting the link's query: each is its own code in the bundle).
     // A refusal (storage full or disabled) is said once, not at every keystroke, and again after a success.
