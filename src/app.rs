@@ -24,7 +24,7 @@ use crate::controller::{Controller, ControllerHandle};
 use crate::form::Emulator;
 use crate::settings;
 use crate::state::{Action, AppContext, AppState};
-use crate::util;
+use crate::util::{self, Same};
 
 /// Asks the server that served the page whether it is the hubsim emulator, and if so returns the hub name it
 /// answers to and its WebSocket endpoint on the same origin (no certificate warning on http://localhost).
@@ -48,18 +48,6 @@ async fn detect_emulator() -> Option<Emulator> {
     let scheme = if loc.protocol().ok()? == "https:" { "wss" } else { "ws" };
     let path = hubsim_proto::endpoint::WEBSOCKET_PATH;
     Some(Emulator { host_name, ws: format!("{scheme}://{}{path}", loc.host().ok()?), id_scope })
-}
-
-/// An effect's dependency compared by address: the reducer changes what an `Rc` of the state holds only through
-/// `Rc::make_mut`, which copies it into a new allocation while the effect keeps the old one, so the same address
-/// is the same value (a new one may be equal: the effect then runs again with the same value). Keeps the deep
-/// comparison of the settings and the answers out of the bundle.
-struct Same<T>(std::rc::Rc<T>);
-
-impl<T> PartialEq for Same<T> {
-    fn eq(&self, other: &Self) -> bool {
-        std::rc::Rc::ptr_eq(&self.0, &other.0)
-    }
 }
 
 #[component]

@@ -72,7 +72,7 @@ pub struct ModelRefs {
 pub fn use_model_panel(pnp: &Rc<PnpState>, ctl: &ControllerHandle) -> ModelRefs {
     {
         let ctl = ctl.clone();
-        use_effect_with(pnp.clone(), move |p| ctl.0.sync_pnp(p.clone()));
+        use_effect_with(crate::util::Same(pnp.clone()), move |p| ctl.0.sync_pnp(p.0.clone()));
     }
     ModelRefs { chosen: use_node_ref(), pasted: use_node_ref() }
 }
