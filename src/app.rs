@@ -15,6 +15,7 @@ use crate::components::{
     link_banner::view_link_banner,
     methods::{use_methods_form, view_methods},
     model_panel::{use_model_panel, view_model_panel},
+    on_click,
     sas_tool::view_sas_tool,
     status_bar::StatusBar,
     templates::{use_saved_messages, view_saved_messages},
@@ -103,10 +104,6 @@ pub fn App() -> Html {
             move || c.0.disconnect()
         });
     }
-    let answer_link = |action: fn() -> Action| {
-        let dispatch = state.dispatcher();
-        Callback::from(move |_| dispatch.dispatch(action()))
-    };
     let ctx = AppContext::new(state.clone());
     // The panels that are functions keep their state here.
     use_saved_messages(&ctx, *rest);
@@ -130,7 +127,7 @@ pub fn App() -> Html {
             <main>
                 { crate::components::el("div", &[("class", Static("sr-only")), ("aria-live", Static("polite"))], Html::from(&state.announcement)) }
                 if let Some(offer) = &state.link {
-                    { view_link_banner(offer, answer_link(|| Action::AcceptLink), answer_link(|| Action::IgnoreLink)) }
+                    { view_link_banner(offer, on_click(&ctx, || Action::AcceptLink), on_click(&ctx, || Action::IgnoreLink)) }
                 }
                 <div class="columns">
                     <div class="col">

@@ -30,10 +30,7 @@ pub fn view_activity_log(app: &AppContext, kind: &UseStateHandle<String>, text: 
             }
         })
     };
-    let clear = {
-        let app = app.clone();
-        Callback::from(move |_| app.dispatch(Action::ClearLog))
-    };
+    let clear = super::on_click(app, || Action::ClearLog);
     let needle = text.to_ascii_lowercase();
     let lines = app
         .log

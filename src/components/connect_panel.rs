@@ -120,10 +120,7 @@ pub fn view_connect_panel(app: &AppContext, ctl: &ControllerHandle, form: &Conne
             }
         })
     };
-    let cancel = {
-        let app = app.clone();
-        Callback::from(move |_| app.dispatch(Action::CancelConfirm))
-    };
+    let cancel = super::on_click(app, || Action::CancelConfirm);
     let disconnect = {
         let ctl = ctl.clone();
         Callback::from(move |_| ctl.0.disconnect())

@@ -11,10 +11,7 @@ use crate::{export, util};
 /// The inbox panel. A plain function called by the app, not a component: it reads only the app state, which
 /// changes (and re-renders it) exactly when the app re-renders, and a component type costs some KB of the bundle.
 pub fn view_inbox(app: &AppContext) -> Html {
-    let clear = {
-        let app = app.clone();
-        Callback::from(move |_| app.dispatch(Action::ClearInbox))
-    };
+    let clear = super::on_click(app, || Action::ClearInbox);
     let read = {
         let app = app.clone();
         Callback::from(move |_: FocusEvent| app.dispatch(Action::MarkRead))

@@ -62,6 +62,14 @@ pub fn on_number(app: &AppContext, f: Number) -> Callback<Event> {
     })
 }
 
+/// A click that dispatches the action `action` makes: one closure type for the plain action buttons of every
+/// panel (each closure is its own code in the bundle).
+#[inline(never)]
+pub fn on_click(app: &AppContext, action: fn() -> Action) -> Callback<MouseEvent> {
+    let app = app.clone();
+    Callback::from(move |_| app.dispatch(action()))
+}
+
 /// A callback for a checkbox.
 pub fn on_flag(app: &AppContext, f: Flag) -> Callback<Event> {
     let app = app.clone();
