@@ -7,7 +7,7 @@ use yew::virtual_dom::AttributeOrProperty::Static;
 
 use super::confirm_endpoint::view_confirm_endpoint;
 use super::{on_number, on_text};
-use crate::controller::ControllerHandle;
+use crate::controller::{Controller, ControllerHandle};
 use crate::dps::{dps_plan, StepKind};
 use crate::form::{plan, FieldError};
 use crate::settings::{Change, Flag, Number, Text, MAX_KEEP_ALIVE_SECS, MAX_TTL_SECS, MIN_TTL_SECS};
@@ -121,10 +121,7 @@ pub fn view_connect_panel(app: &AppContext, ctl: &ControllerHandle, form: &Conne
         })
     };
     let cancel = super::on_click(app, || Action::CancelConfirm);
-    let disconnect = {
-        let ctl = ctl.clone();
-        Callback::from(move |_| ctl.0.disconnect())
-    };
+    let disconnect = super::on_click_ctl(ctl, Controller::disconnect);
     let share = {
         let (app, link) = (app.clone(), link.clone());
         Callback::from(move |_| {

@@ -16,10 +16,7 @@ pub fn view_inbox(app: &AppContext) -> Html {
         let app = app.clone();
         Callback::from(move |_: FocusEvent| app.dispatch(Action::MarkRead))
     };
-    let read_click = {
-        let app = app.clone();
-        Callback::from(move |_: MouseEvent| app.dispatch(Action::MarkRead))
-    };
+    let read_click = super::on_click(app, || Action::MarkRead);
     let export = |csv: bool| {
         let app = app.clone();
         Callback::from(move |_| {
