@@ -109,7 +109,7 @@ pub fn App() -> Html {
     use_saved_messages(&ctx, *rest);
     let connect_form = use_connect_form(&ctx);
     let twin_patch = use_node_ref();
-    let sas_token = use_state(|| None);
+    let sas_token = (use_state(String::new), use_state(String::new));
     let methods_form = use_methods_form();
     let log_filter = (use_state(String::new), use_state(String::new));
     let model_refs = use_model_panel(&state.pnp, &controller);
