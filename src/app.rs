@@ -89,7 +89,7 @@ pub fn App() -> Html {
     // The connect form first: the other panels are mounted once that frame is painted, so the form is on screen
     // (and usable) before Yew builds, and the browser lays out, the rest of the page (issue #13, time to connected).
     // A page loaded in a background tab gets them when it is first shown (no animation frames before that).
-    let rest = use_state_eq(|| false);
+    let rest = use_state(bool::default);
     // Once, at mount (one effect: each is its own code in the bundle): ask whether the emulator served the page,
     // show the rest after the first paint; at unmount, disconnect.
     {

@@ -35,7 +35,7 @@ pub fn use_connect_form(app: &AppContext) -> ConnectForm {
             }
         });
     }
-    ConnectForm { attempted: use_state(|| false), link: use_state(String::new), primary }
+    ConnectForm { attempted: use_state(bool::default), link: use_state(String::new), primary }
 }
 
 /// The connect form. A plain function called by the app, not a component (a component type costs some KB of the
