@@ -5,7 +5,7 @@ use web_sys::{HtmlInputElement, HtmlSelectElement};
 use yew::prelude::*;
 use yew::virtual_dom::AttributeOrProperty::Static;
 
-use super::log_line::{Entry, EntryView};
+use super::log_line::{entry_view, Entry};
 use crate::state::{Action, AppContext, LogKind, MAX_LOG};
 use crate::{export, util};
 
@@ -37,7 +37,7 @@ pub fn view_activity_log(app: &AppContext, kind: &UseStateHandle<String>, text: 
         .iter()
         .filter(|l| kind.is_empty() || l.kind.as_str() == kind.as_str())
         .filter(|l| needle.is_empty() || l.text.to_ascii_lowercase().contains(&needle))
-        .map(|l| html! { <EntryView key={l.seq} entry={Entry::Log(l.clone())} /> });
+        .map(|l| entry_view(l.seq, Entry::Log(l.clone())));
     let mut options = vec![("", "everything")];
     for k in LogKind::ALL {
         options.push((k.as_str(), k.as_str()));

@@ -4,7 +4,7 @@
 use yew::prelude::*;
 use yew::virtual_dom::AttributeOrProperty::Static;
 
-use super::log_line::{Entry, EntryView};
+use super::log_line::{entry_view, Entry};
 use crate::state::{Action, AppContext};
 use crate::{export, util};
 
@@ -40,7 +40,7 @@ pub fn view_inbox(app: &AppContext) -> Html {
             if app.inbox.is_empty() {
                 { super::tx("p", &[("class", Static("note"))], "No messages yet. Messages sent to this device appear here with all their properties.") }
             }
-            <ol class="messages">{ for app.inbox.iter().map(|m| html! { <EntryView key={m.seq} entry={Entry::Inbox(m.clone())} /> }) }</ol>
+            <ol class="messages">{ for app.inbox.iter().map(|m| entry_view(m.seq, Entry::Inbox(m.clone()))) }</ol>
         </section>
     }
 }

@@ -160,10 +160,7 @@ impl Model {
                 raws[i].label = format!("{}, ", raws[i].id);
             }
             if raws[..i].iter().any(|r| r.id == raws[i].id) {
-                return err(
-                    raws[i].at(),
-                    ModelErrorKind::DuplicateInterface(raws[i].id.clone()),
-                );
+                return err(raws[i].at(), ModelErrorKind::DuplicateInterface(raws[i].id.clone()));
             }
         }
         let mut used: Vec<&str> = Vec::new();
