@@ -63,23 +63,11 @@ pub fn App() -> Html {
     controller.0.sync(state.settings.clone(), state.answers.clone());
     // Stored only once no link is waiting for an answer, so a link never overwrites what is stored (one effect with
     // forgetting the link's query: each is its own code in the bundle).
-    // A refusal (storage full or disabled) is said once, not at every keystroke, and again after a success.
-    let saved = use_mut_ref(|| true);
     {
-        let dispatch = state.dispatcher();
+        let c = controller.clone();
         use_effect_with((Same(state.settings.clone()), state.link.is_none()), move |(s, answered)| {
             if *answered {
-                let ok = s.0.save();
-                if !ok && *saved.borrow() {
-                    dispatch.dispatch(Action::Log {
-                        at: util::clock_time(),
-                        kind: crate::state::LogKind::Error,
-                        text: "the browser refused to store the settings (its storage is full or disabled): they \
-                               will not be remembered after this page is closed"
-                            .into(),
-                    });
-                }
-                *saved.borrow_mut() = ok;
+                c.0.store_settings(&s.0);
                 // Once the link is answered, the query leaves the address bar so a reload does not offer it
                 // again (nothing to do once it is gone).
                 settings::forget_link();
