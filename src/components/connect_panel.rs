@@ -23,13 +23,13 @@ pub struct ConnectForm {
 }
 
 /// The state of the connect form, and the effect that gives the confirmation the keyboard focus when it appears
-/// or asks about another URL (it is answered before anything else).
+/// or asks again (it is answered before anything else; compared by address, see [`crate::util::Same`]).
 #[hook]
 pub fn use_connect_form(app: &AppContext) -> ConnectForm {
     let primary = use_node_ref();
     {
         let primary = primary.clone();
-        use_effect_with(app.confirm.as_ref().map(|c| c.url.clone()), move |_| {
+        use_effect_with(app.confirm.clone().map(crate::util::Same), move |_| {
             if let Some(b) = primary.cast::<web_sys::HtmlElement>() {
                 let _ = b.focus();
             }
