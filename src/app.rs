@@ -15,6 +15,7 @@ use crate::components::{
     link_banner::view_link_banner,
     methods::{use_methods_form, view_methods},
     model_panel::{use_model_panel, view_model_panel},
+    on_click,
     sas_tool::view_sas_tool,
     status_bar::StatusBar,
     templates::{use_saved_messages, view_saved_messages},
@@ -24,7 +25,7 @@ use crate::controller::{Controller, ControllerHandle};
 use crate::form::Emulator;
 use crate::settings;
 use crate::state::{Action, AppContext, AppState};
-use crate::util;
+use crate::util::{self, Same};
 
 /// Asks the server that served the page whether it is the hubsim emulator, and if so returns the hub name it
 /// answers to and its WebSocket endpoint on the same origin (no certificate warning on http://localhost).
@@ -57,36 +58,26 @@ pub fn App() -> Html {
         let dispatch = state.dispatcher();
         use_memo((), move |_| ControllerHandle(Controller::new(dispatch)))
     };
+    // The controller reads the settings and method answers in event handlers: it gets the state's own `Rc`s at
+    // every render (two `Rc`s replaced, no effect of its own in the bundle).
+    controller.0.sync(state.settings.clone(), state.answers.clone());
+    // Stored only once no link is waiting for an answer, so a link never overwrites what is stored (one effect with
+    // forgetting the link's query: each is its own code in the bundle).
     {
-        // The controller reads the settings and method answers in event handlers: it gets the state's own `Rc`s.
         let c = controller.clone();
-        use_effect_with((state.settings.clone(), state.answers.clone()), move |(s, a)| c.0.sync(s.clone(), a.clone()));
-    }
-    // Stored only once no link is waiting for an answer, so a link never overwrites what is stored.
-    // A refusal (storage full or disabled) is said once, not at every keystroke, and again after a success.
-    let saved = use_mut_ref(|| true);
-    {
-        let dispatch = state.dispatcher();
-        use_effect_with((state.settings.clone(), state.link.is_none()), move |(s, answered)| {
+        use_effect_with((Same(state.settings.clone()), state.link.is_none()), move |(s, answered)| {
             if *answered {
-                let ok = s.save();
-                if !ok && *saved.borrow() {
-                    dispatch.dispatch(Action::Log {
-                        at: util::clock_time(),
-                        kind: crate::state::LogKind::Error,
-                        text: "the browser refused to store the settings (its storage is full or disabled): they \
-                               will not be remembered after this page is closed"
-                            .into(),
-                    });
-                }
-                *saved.borrow_mut() = ok;
+                c.0.store_settings(&s.0);
+                // Once the link is answered, the query leaves the address bar so a reload does not offer it
+                // again (nothing to do once it is gone).
+                settings::forget_link();
             }
         });
     }
     // The connect form first: the other panels are mounted once that frame is painted, so the form is on screen
     // (and usable) before Yew builds, and the browser lays out, the rest of the page (issue #13, time to connected).
     // A page loaded in a background tab gets them when it is first shown (no animation frames before that).
-    let rest = use_state_eq(|| false);
+    let rest = use_state(bool::default);
     // Once, at mount (one effect: each is its own code in the bundle): ask whether the emulator served the page,
     // show the rest after the first paint; at unmount, disconnect.
     {
@@ -101,22 +92,12 @@ pub fn App() -> Html {
             move || c.0.disconnect()
         });
     }
-    // Once the link is answered, the query leaves the address bar so a reload does not offer it again.
-    use_effect_with(state.link.is_none(), |answered| {
-        if *answered {
-            settings::forget_link();
-        }
-    });
-    let answer_link = |action: fn() -> Action| {
-        let dispatch = state.dispatcher();
-        Callback::from(move |_| dispatch.dispatch(action()))
-    };
     let ctx = AppContext::new(state.clone());
     // The panels that are functions keep their state here.
     use_saved_messages(&ctx, *rest);
     let connect_form = use_connect_form(&ctx);
     let twin_patch = use_node_ref();
-    let sas_token = use_state(|| None);
+    let sas_token = (use_state(String::new), use_state(String::new));
     let methods_form = use_methods_form();
     let log_filter = (use_state(String::new), use_state(String::new));
     let model_refs = use_model_panel(&state.pnp, &controller);
@@ -134,7 +115,7 @@ pub fn App() -> Html {
             <main>
                 { crate::components::el("div", &[("class", Static("sr-only")), ("aria-live", Static("polite"))], Html::from(&state.announcement)) }
                 if let Some(offer) = &state.link {
-                    { view_link_banner(offer, answer_link(|| Action::AcceptLink), answer_link(|| Action::IgnoreLink)) }
+                    { view_link_banner(offer, on_click(&ctx, || Action::AcceptLink), on_click(&ctx, || Action::IgnoreLink)) }
                 }
                 <div class="columns">
                     <div class="col">

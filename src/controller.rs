@@ -38,6 +38,8 @@ struct Inner {
     answers: Rc<Vec<MethodAnswer>>,
     user_disconnected: bool,
     renewing: bool,
+    /// The browser refused to store the settings the last time they were stored.
+    storage_refused: bool,
     attempt: u32,
     reconnect: Option<Timeout>,
     renew: Option<Timeout>,
@@ -125,6 +127,20 @@ impl Controller {
         let mut i = self.inner.borrow_mut();
         i.settings = settings;
         i.answers = answers;
+    }
+
+    /// Stores the settings in the browser; a refusal (storage full or disabled) is said once, not at every
+    /// keystroke, and again after a success.
+    pub fn store_settings(&self, s: &Settings) {
+        let refused = !s.save();
+        let said = std::mem::replace(&mut self.inner.borrow_mut().storage_refused, refused);
+        if refused && !said {
+            self.log(
+                LogKind::Error,
+                "the browser refused to store the settings (its storage is full or disabled): they will not be \
+                 remembered after this page is closed",
+            );
+        }
     }
 
     /// The settings the controller works with (the app state's own `Rc`).

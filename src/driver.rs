@@ -338,10 +338,10 @@ impl<S: Session> Driver<S> {
     }
 }
 
-fn callback<S: Session>(
-    weak: &Weak<RefCell<Inner<S>>>,
-    f: impl Fn(&Driver<S>, JsValue) + 'static,
-) -> Closure<dyn FnMut(JsValue)> {
+/// A socket handler that runs `f` on the driver while it exists. `f` is a function pointer, so the three handlers
+/// share one closure type per session (each closure type is its own code in the bundle, with the driver's flush
+/// inlined into it).
+fn callback<S: Session>(weak: &Weak<RefCell<Inner<S>>>, f: fn(&Driver<S>, JsValue)) -> Closure<dyn FnMut(JsValue)> {
     let weak = weak.clone();
     Closure::new(move |ev: JsValue| {
         if let Some(inner) = weak.upgrade() {

@@ -307,6 +307,12 @@ impl AppState {
         push_bounded(&mut self.log, Rc::new(LogEntry { seq, time, kind, text }), MAX_LOG);
     }
 
+    /// A registration step said: announced, and logged as `DPS: {text}`.
+    fn dps_said(&mut self, at: String, kind: LogKind, text: String) {
+        self.log(at, kind, "DPS: ".to_owned() + &text);
+        self.announcement = text;
+    }
+
     /// Applies one action. Pure: the result depends only on the state and the action.
     pub fn reduce(self: Rc<Self>, action: Action) -> Rc<Self> {
         // A shallow copy: the lists are shared until one of them changes.
@@ -443,34 +449,17 @@ impl AppState {
                 let steps = Rc::make_mut(&mut s.dps_steps);
                 match steps.last_mut() {
                     Some(last) if last.kind == kind => last.text.clone_from(&text),
-                    _ => {
-                        for st in steps.iter_mut() {
-                            st.active = false;
-                        }
-                        if steps.len() >= MAX_DPS_STEPS {
-                            steps.remove(1.min(steps.len() - 1));
-                        }
-                        steps.push(DpsStep { kind, text: text.clone(), active: true });
-                    }
+                    _ => push_step(steps, DpsStep { kind, text: text.clone(), active: true }),
                 }
-                s.announcement = text.clone();
-                s.log(at, LogKind::Connection, "DPS: ".to_owned() + &text);
+                s.dps_said(at, LogKind::Connection, text);
             }
             Action::DpsEnd { at, result } => {
-                let steps = Rc::make_mut(&mut s.dps_steps);
-                for st in steps.iter_mut() {
-                    st.active = false;
-                }
                 let (kind, text, log) = match result {
                     Ok(t) => (StepKind::Assigned, t, LogKind::Connection),
                     Err(t) => (StepKind::Failed, t, LogKind::Error),
                 };
-                if steps.len() >= MAX_DPS_STEPS {
-                    steps.remove(1.min(steps.len() - 1));
-                }
-                steps.push(DpsStep { kind, text: text.clone(), active: false });
-                s.announcement = text.clone();
-                s.log(at, log, "DPS: ".to_owned() + &text);
+                push_step(Rc::make_mut(&mut s.dps_steps), DpsStep { kind, text: text.clone(), active: false });
+                s.dps_said(at, log, text);
             }
             Action::Assigned { hub, device } => {
                 let settings = Rc::make_mut(&mut s.settings);
@@ -490,6 +479,18 @@ impl AppState {
         }
         Rc::new(s)
     }
+}
+
+/// Adds a registration step's line after the others, which are no longer active; beyond [`MAX_DPS_STEPS`] the
+/// second line goes (the first, where the registration started, stays).
+fn push_step(steps: &mut Vec<DpsStep>, step: DpsStep) {
+    for st in steps.iter_mut() {
+        st.active = false;
+    }
+    if steps.len() >= MAX_DPS_STEPS {
+        steps.remove(1.min(steps.len() - 1));
+    }
+    steps.push(step);
 }
 
 /// Adds `v` at the front and drops the oldest beyond `max`. Copies only pointers when the list is shared.

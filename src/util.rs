@@ -106,3 +106,16 @@ pub fn describe_body(bytes: &[u8]) -> (String, &'static str) {
         }
     }
 }
+
+/// An effect's dependency compared by address: the reducer changes what an `Rc` of the state holds only through
+/// `Rc::make_mut`, or `Rc::unwrap_or_clone` into a new `Rc`, which copy it into a new allocation while the effect
+/// keeps the old one, so the same address is the same value (a new one may be equal: the effect then runs again
+/// with the same value). Keeps deep comparisons out of the bundle: the settings (the app), the Plug and Play
+/// state (the model panel), the confirmation (the connect form).
+pub struct Same<T>(pub std::rc::Rc<T>);
+
+impl<T> PartialEq for Same<T> {
+    fn eq(&self, other: &Self) -> bool {
+        std::rc::Rc::ptr_eq(&self.0, &other.0)
+    }
+}

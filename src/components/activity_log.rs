@@ -5,7 +5,7 @@ use web_sys::{HtmlInputElement, HtmlSelectElement};
 use yew::prelude::*;
 use yew::virtual_dom::AttributeOrProperty::Static;
 
-use super::log_line::{Entry, EntryView};
+use super::log_line::{entry_view, Entry};
 use crate::state::{Action, AppContext, LogKind, MAX_LOG};
 use crate::{export, util};
 
@@ -30,17 +30,14 @@ pub fn view_activity_log(app: &AppContext, kind: &UseStateHandle<String>, text: 
             }
         })
     };
-    let clear = {
-        let app = app.clone();
-        Callback::from(move |_| app.dispatch(Action::ClearLog))
-    };
+    let clear = super::on_click(app, || Action::ClearLog);
     let needle = text.to_ascii_lowercase();
     let lines = app
         .log
         .iter()
         .filter(|l| kind.is_empty() || l.kind.as_str() == kind.as_str())
         .filter(|l| needle.is_empty() || l.text.to_ascii_lowercase().contains(&needle))
-        .map(|l| html! { <EntryView key={l.seq} entry={Entry::Log(l.clone())} /> });
+        .map(|l| entry_view(l.seq, Entry::Log(l.clone())));
     let mut options = vec![("", "everything")];
     for k in LogKind::ALL {
         options.push((k.as_str(), k.as_str()));

@@ -6,7 +6,7 @@ use yew::virtual_dom::AttributeOrProperty::Static;
 
 use super::property_row::view_property_row;
 use super::{on_number, on_text};
-use crate::controller::ControllerHandle;
+use crate::controller::{Controller, ControllerHandle};
 use crate::form::topic_preview;
 use crate::settings::{Change, Flag, Number, Text};
 use crate::state::{Action, AppContext};
@@ -63,14 +63,8 @@ pub fn view_composer(app: &AppContext, ctl: &ControllerHandle) -> Html {
         let app = app.clone();
         Callback::from(move |_| app.dispatch(Action::Tmpl(crate::state::templates::TmplAction::Mode(on))))
     };
-    let repeat = {
-        let ctl = ctl.clone();
-        Callback::from(move |_| ctl.0.start_repeat())
-    };
-    let stop = {
-        let ctl = ctl.clone();
-        Callback::from(move |_| ctl.0.stop_repeat())
-    };
+    let repeat = super::on_click_ctl(ctl, Controller::start_repeat);
+    let stop = super::on_click_ctl(ctl, Controller::stop_repeat);
     let connected = app.is_connected();
     html! {
         <section class="panel composer" aria-labelledby="compose-h">

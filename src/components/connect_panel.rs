@@ -7,7 +7,7 @@ use yew::virtual_dom::AttributeOrProperty::Static;
 
 use super::confirm_endpoint::view_confirm_endpoint;
 use super::{on_number, on_text};
-use crate::controller::ControllerHandle;
+use crate::controller::{Controller, ControllerHandle};
 use crate::dps::{dps_plan, StepKind};
 use crate::form::{plan, FieldError};
 use crate::settings::{Change, Flag, Number, Text, MAX_KEEP_ALIVE_SECS, MAX_TTL_SECS, MIN_TTL_SECS};
@@ -23,19 +23,19 @@ pub struct ConnectForm {
 }
 
 /// The state of the connect form, and the effect that gives the confirmation the keyboard focus when it appears
-/// or asks about another URL (it is answered before anything else).
+/// or asks again (it is answered before anything else; compared by address, see [`crate::util::Same`]).
 #[hook]
 pub fn use_connect_form(app: &AppContext) -> ConnectForm {
     let primary = use_node_ref();
     {
         let primary = primary.clone();
-        use_effect_with(app.confirm.as_ref().map(|c| c.url.clone()), move |_| {
+        use_effect_with(app.confirm.clone().map(crate::util::Same), move |_| {
             if let Some(b) = primary.cast::<web_sys::HtmlElement>() {
                 let _ = b.focus();
             }
         });
     }
-    ConnectForm { attempted: use_state(|| false), link: use_state(String::new), primary }
+    ConnectForm { attempted: use_state(bool::default), link: use_state(String::new), primary }
 }
 
 /// The connect form. A plain function called by the app, not a component (a component type costs some KB of the
@@ -120,14 +120,8 @@ pub fn view_connect_panel(app: &AppContext, ctl: &ControllerHandle, form: &Conne
             }
         })
     };
-    let cancel = {
-        let app = app.clone();
-        Callback::from(move |_| app.dispatch(Action::CancelConfirm))
-    };
-    let disconnect = {
-        let ctl = ctl.clone();
-        Callback::from(move |_| ctl.0.disconnect())
-    };
+    let cancel = super::on_click(app, || Action::CancelConfirm);
+    let disconnect = super::on_click_ctl(ctl, Controller::disconnect);
     let share = {
         let (app, link) = (app.clone(), link.clone());
         Callback::from(move |_| {

@@ -4,25 +4,19 @@
 use yew::prelude::*;
 use yew::virtual_dom::AttributeOrProperty::Static;
 
-use super::log_line::{Entry, EntryView};
+use super::log_line::{entry_view, Entry};
 use crate::state::{Action, AppContext};
 use crate::{export, util};
 
 /// The inbox panel. A plain function called by the app, not a component: it reads only the app state, which
 /// changes (and re-renders it) exactly when the app re-renders, and a component type costs some KB of the bundle.
 pub fn view_inbox(app: &AppContext) -> Html {
-    let clear = {
-        let app = app.clone();
-        Callback::from(move |_| app.dispatch(Action::ClearInbox))
-    };
+    let clear = super::on_click(app, || Action::ClearInbox);
     let read = {
         let app = app.clone();
         Callback::from(move |_: FocusEvent| app.dispatch(Action::MarkRead))
     };
-    let read_click = {
-        let app = app.clone();
-        Callback::from(move |_: MouseEvent| app.dispatch(Action::MarkRead))
-    };
+    let read_click = super::on_click(app, || Action::MarkRead);
     let export = |csv: bool| {
         let app = app.clone();
         Callback::from(move |_| {
@@ -46,7 +40,7 @@ pub fn view_inbox(app: &AppContext) -> Html {
             if app.inbox.is_empty() {
                 { super::tx("p", &[("class", Static("note"))], "No messages yet. Messages sent to this device appear here with all their properties.") }
             }
-            <ol class="messages">{ for app.inbox.iter().map(|m| html! { <EntryView key={m.seq} entry={Entry::Inbox(m.clone())} /> }) }</ol>
+            <ol class="messages">{ for app.inbox.iter().map(|m| entry_view(m.seq, Entry::Inbox(m.clone()))) }</ol>
         </section>
     }
 }

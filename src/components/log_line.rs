@@ -40,6 +40,12 @@ pub fn EntryView(props: &EntryProps) -> Html {
     }
 }
 
+/// `<EntryView key={seq} entry />`: the element of both lists, built in one place.
+#[inline(never)]
+pub fn entry_view(seq: u64, entry: Entry) -> Html {
+    html! { <EntryView key={seq} {entry} /> }
+}
+
 /// One line of the activity log.
 fn view_log_line(l: &LogEntry) -> Html {
     html! {

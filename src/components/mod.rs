@@ -22,6 +22,7 @@ pub mod status_bar;
 pub mod templates;
 pub mod twin;
 
+use crate::controller::{Controller, ControllerHandle};
 use crate::settings::{Change, Flag, Number, Text};
 use crate::state::{Action, AppContext};
 use wasm_bindgen::JsCast;
@@ -60,6 +61,21 @@ pub fn on_number(app: &AppContext, f: Number) -> Callback<Event> {
             app.dispatch(Action::Edit(Change::Number(f, n)));
         }
     })
+}
+
+/// A click that dispatches the action `action` makes: one closure type for the plain action buttons of every
+/// panel (each closure is its own code in the bundle).
+#[inline(never)]
+pub fn on_click(app: &AppContext, action: fn() -> Action) -> Callback<MouseEvent> {
+    let app = app.clone();
+    Callback::from(move |_| app.dispatch(action()))
+}
+
+/// A click that runs the controller's `run` (start, stop, disconnect): one closure type for those buttons.
+#[inline(never)]
+pub fn on_click_ctl(ctl: &ControllerHandle, run: fn(&Controller)) -> Callback<MouseEvent> {
+    let ctl = ctl.clone();
+    Callback::from(move |_| run(&ctl.0))
 }
 
 /// A callback for a checkbox.

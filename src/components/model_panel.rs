@@ -12,7 +12,7 @@ use yew::prelude::*;
 use yew::virtual_dom::AttributeOrProperty::Static;
 
 use super::field_value;
-use crate::controller::ControllerHandle;
+use crate::controller::{Controller, ControllerHandle};
 use crate::pnp::{self, Choice, IfaceState, Item, PnpAction, PnpState};
 use crate::state::{Action, AppContext};
 
@@ -72,7 +72,7 @@ pub struct ModelRefs {
 pub fn use_model_panel(pnp: &Rc<PnpState>, ctl: &ControllerHandle) -> ModelRefs {
     {
         let ctl = ctl.clone();
-        use_effect_with(pnp.clone(), move |p| ctl.0.sync_pnp(p.clone()));
+        use_effect_with(crate::util::Same(pnp.clone()), move |p| ctl.0.sync_pnp(p.0.clone()));
     }
     ModelRefs { chosen: use_node_ref(), pasted: use_node_ref() }
 }
@@ -149,18 +149,9 @@ pub fn view_model_panel(app: &AppContext, ctl: &ControllerHandle, refs: &ModelRe
 }
 
 fn view_device(app: &AppContext, ctl: &ControllerHandle, s: &PnpState, m: &Rc<Model>) -> Html {
-    let unload = {
-        let app = app.clone();
-        Callback::from(move |_| send(&app, PnpAction::Unload))
-    };
-    let start = {
-        let ctl = ctl.clone();
-        Callback::from(move |_| ctl.0.pnp_start())
-    };
-    let stop = {
-        let ctl = ctl.clone();
-        Callback::from(move |_| ctl.0.pnp_stop())
-    };
+    let unload = super::on_click(app, || Action::Pnp(PnpAction::Unload));
+    let start = super::on_click_ctl(ctl, Controller::pnp_start);
+    let stop = super::on_click_ctl(ctl, Controller::pnp_stop);
     let interval = on_field::<Event>(app, Field::Interval);
     let title = m.root.display_name.clone().unwrap_or_else(|| m.id().to_owned());
     let components = m

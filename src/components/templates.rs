@@ -236,25 +236,21 @@ fn view_run(ctl: &ControllerHandle, r: &crate::state::templates::RunView, pendin
 }
 
 /// The storage of the saved messages: read once the panel is `shown` (the page's other panels come after the
-/// connect form's first paint), written after each change of the library.
+/// connect form's first paint), written after each change of the library. One effect (each is its own code in
+/// the bundle): the library changes only through the panel, so it is unchanged (revision 0) until the panel was
+/// shown and the stored library read.
 #[hook]
 pub fn use_saved_messages(app: &AppContext, shown: bool) {
-    {
-        let app = app.clone();
-        use_effect_with(shown, move |shown| {
-            if *shown {
+    let app = app.clone();
+    use_effect_with((shown, app.templates.library_rev), move |&(shown, rev)| {
+        if rev == 0 {
+            if shown {
                 let stored = storage().and_then(|s| s.get_item(STORAGE_KEY).ok().flatten());
                 tmpl(&app, TmplAction::Stored(stored));
             }
-        });
-    }
-    let app = app.clone();
-    use_effect_with(app.templates.library_rev, move |rev| {
-        let list = &app.templates.library;
-        // Only after a change: at start the stored library is still being read.
-        if *rev == 0 {
             return;
         }
+        let list = &app.templates.library;
         if storage().is_none_or(|s| s.set_item(STORAGE_KEY, &library::export(list)).is_err()) {
             let text = "the saved messages could not be stored: this browser's storage is full or disabled";
             tmpl(&app, TmplAction::Notice(false, text.into()));

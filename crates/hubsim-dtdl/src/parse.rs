@@ -160,10 +160,7 @@ impl Model {
                 raws[i].label = format!("{}, ", raws[i].id);
             }
             if raws[..i].iter().any(|r| r.id == raws[i].id) {
-                return err(
-                    raws[i].label.trim_end_matches(", "),
-                    ModelErrorKind::DuplicateInterface(raws[i].id.clone()),
-                );
+                return err(raws[i].at(), ModelErrorKind::DuplicateInterface(raws[i].id.clone()));
             }
         }
         let mut used: Vec<&str> = Vec::new();
@@ -190,6 +187,13 @@ struct Raw<'a> {
     iot_central: bool,
     /// Error prefix: `"{id}, "` when there are several interfaces, else empty.
     label: String,
+}
+
+impl Raw<'_> {
+    /// Where an error about the interface itself is: the label without its `", "`.
+    fn at(&self) -> &str {
+        self.label.strip_suffix(", ").unwrap_or(&self.label)
+    }
 }
 
 /// Finds the interfaces of a document and checks their `@context`, `@type` and `@id`.
@@ -418,7 +422,7 @@ impl<'a> Reader<'_, 'a> {
         bases: &mut Vec<String>,
     ) -> Result<Interface, ModelError> {
         let obj = raw.obj;
-        let at = raw.label.trim_end_matches(", ");
+        let at = raw.at();
         let mut iface = Interface {
             id: raw.id.clone(),
             display_name: localized(obj.get("displayName")),
