@@ -22,6 +22,9 @@ pub(super) struct Runtime {
     /// Generator states for the plans of model `generation`.
     generators: Vec<DeviceState>,
     generation: u64,
+    /// The model the running schedule was started for (`generation` follows the first tick, which waits for a
+    /// connection: a schedule started while disconnected must not look like the old model's).
+    started_for: u64,
 }
 
 impl Runtime {
@@ -44,7 +47,7 @@ impl Controller {
     pub fn sync_pnp(&self, state: Rc<PnpState>) {
         let stop = {
             let mut i = self.inner.borrow_mut();
-            let stop = i.pnp.generation != state.generation && i.pnp.timer.is_some();
+            let stop = i.pnp.started_for != state.generation && i.pnp.timer.is_some();
             i.pnp.state = state;
             stop
         };
@@ -66,7 +69,10 @@ impl Controller {
             }
         };
         tick();
-        self.inner.borrow_mut().pnp.timer = Some(Interval::new(s.interval_ms, tick));
+        let mut i = self.inner.borrow_mut();
+        i.pnp.started_for = s.generation;
+        i.pnp.timer = Some(Interval::new(s.interval_ms, tick));
+        drop(i);
         self.pnp_dispatch(PnpAction::Running(true));
     }
 

@@ -126,6 +126,24 @@ test('a desired value set while offline is acknowledged on the next connection',
   expect(done.targetTemperature).toEqual({ value: 23.5, ac: 200, av: version, ad: 'accepted' });
 });
 
+test('telemetry started before connecting keeps running and is sent once connected', async ({ page }) => {
+  const dev = await newDevice('e2e-pnp-early');
+  await page.goto('/');
+  await expect(page.getByText('served by the hubsim emulator')).toBeVisible();
+  await page.getByLabel('Built-in model').selectOption('thermostat');
+  await page.getByRole('button', { name: 'Load built-in model' }).click();
+  await page.getByLabel('Telemetry every (ms)').fill('300');
+  await page.getByLabel('Telemetry every (ms)').blur();
+  await page.getByRole('button', { name: 'Start telemetry' }).click();
+  // Still running after the renders that follow (it used to be stopped at once while disconnected).
+  await expect(page.getByRole('button', { name: 'Stop telemetry' })).toBeVisible();
+  await connectHere(page, dev.cs);
+  await expect(page.getByRole('button', { name: 'Stop telemetry' })).toBeVisible();
+  await expect.poll(async () => (await api('GET', `/events?device=${dev.id}&limit=10`)).length, { timeout: 15_000 })
+    .toBeGreaterThanOrEqual(2);
+  await page.getByRole('button', { name: 'Stop telemetry' }).click();
+});
+
 test('a model file loads: the public Thermostat sample', async ({ page }) => {
   await page.goto('/');
   await page.getByLabel('Model file').setInputFiles(
