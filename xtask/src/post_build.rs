@@ -2,7 +2,8 @@
 //!
 //! - Moves the inline loader script out of `index.html` into `start.js` so the Content-Security-Policy can forbid
 //!   inline scripts.
-//! - In release builds, gives the wasm's imports and exports one- or two-letter names ([`minify_names`]).
+//! - In release builds, gives the wasm's imports and exports one- or two-letter names ([`minify_names`]) and
+//!   minifies the JavaScript glue ([`minify_glue`]).
 
 use crate::util::{tool, Result};
 use base64::Engine;
@@ -82,12 +83,21 @@ fn minify_names(dir: &Path) -> Result {
         serde_json::from_slice(&out.stdout).map_err(|e| format!("wasm-opt's name mapping: {e}"))?;
     let glue = rename_in_glue(&read(&js)?, &map, &import_module(wasm)?)?;
     write(&js, &glue)?;
+    minify_glue(&js)?;
     let index = dir.join("index.html");
     let mut html = read(&index)?;
     for file in [wasm.as_path(), js.as_path()] {
         html = set_integrity(&html, file)?;
     }
     write(&index, &html)
+}
+
+/// Minifies the glue with terser (`xtask/minify`, installed by `setup`), as an ES module: its exports keep their
+/// names (the page's loader and the benchmark read them), everything inside is compressed and renamed.
+/// Measured on 2026-11-29: 5.3 → 3.7 KB gzipped.
+fn minify_glue(js: &Path) -> Result {
+    let terser = crate::util::root().join("xtask/minify/node_modules/terser/bin/terser");
+    crate::util::run(tool("node").arg(terser).arg(js).args(["--module", "--compress", "--mangle", "-o"]).arg(js))
 }
 
 /// The module name of the wasm's imports after minification (one module: wasm-bindgen imports from its glue).

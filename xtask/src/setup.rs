@@ -17,6 +17,7 @@ pub fn run() -> Result {
     trunk()?;
     wasm_bindgen()?;
     wasm_opt()?;
+    minify_node_modules()?;
     Ok(())
 }
 
@@ -195,6 +196,11 @@ fn npm_ci(dir: &str, marker: &str) -> Result {
         .current_dir(&dir)
         .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1"))?;
     copy_stamp(&lock, &stamp)
+}
+
+/// terser, which the release build's post-build hook minifies the wasm's JavaScript glue with.
+pub fn minify_node_modules() -> Result {
+    npm_ci("xtask/minify", "terser/package.json")
 }
 
 /// The Playwright project (no browser download: the tests use Debian's Chromium).
