@@ -158,9 +158,9 @@ impl ConnectionString {
         }
         let values: [Option<String>; 8] = pairs(s, &KEYS)?;
         let [host, device, module, key, key_name, sig, gateway, x509] = values;
-        let host_name = host.ok_or(E::MissingHostName)?;
+        let Some(host_name) = host else { return Err(E::MissingHostName) };
         check_chars("HostName", &host_name, "/ ?#")?;
-        let device_id = device.ok_or(E::MissingDeviceId)?;
+        let Some(device_id) = device else { return Err(E::MissingDeviceId) };
         check_chars("DeviceId", &device_id, "/ ?#+")?;
         if let Some(m) = &module {
             check_chars("ModuleId", m, "/ ?#+")?;
