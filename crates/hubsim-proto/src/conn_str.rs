@@ -85,7 +85,11 @@ const KEYS: [&str; 8] = [
 fn pairs<const N: usize>(s: &str, keys: &[&str; N]) -> Result<[Option<String>; N], ConnectionStringError> {
     use ConnectionStringError as E;
     let mut values: [Option<String>; N] = core::array::from_fn(|_| None);
-    for part in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+    for part in s.split(';') {
+        let part = part.trim();
+        if part.is_empty() {
+            continue;
+        }
         let (k, v) = part.split_once('=').ok_or_else(|| E::NotAPair(part.to_owned()))?;
         let (k, v) = (k.trim(), v.trim());
         let i =
