@@ -113,7 +113,10 @@ impl fmt::Display for Username {
         let mut put = |f: &mut fmt::Formatter<'_>, k: &str, v: &str| {
             let sep = if first { "" } else { "&" };
             first = false;
-            write!(f, "{sep}{k}={}", percent::encode(v))
+            f.write_str(sep)?;
+            f.write_str(k)?;
+            f.write_str("=")?;
+            f.write_str(&percent::encode(v))
         };
         if let Some(v) = &self.api_version {
             put(f, "api-version", v)?;
