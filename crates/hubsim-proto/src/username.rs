@@ -104,10 +104,15 @@ impl Username {
 
 impl fmt::Display for Username {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.host)?;
         if self.dps {
-            write!(f, "{}/registrations/{}/", self.host, self.identity.device_id)?;
+            f.write_str("/registrations/")?;
+            f.write_str(&self.identity.device_id)?;
+            f.write_str("/")?;
         } else {
-            write!(f, "{}/{}/?", self.host, self.identity)?;
+            f.write_str("/")?;
+            fmt::Display::fmt(&self.identity, f)?;
+            f.write_str("/?")?;
         }
         let mut first = true;
         let mut put = |f: &mut fmt::Formatter<'_>, k: &str, v: &str| {
