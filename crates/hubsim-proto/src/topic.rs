@@ -58,10 +58,12 @@ impl DeviceIdentity {
 
 impl fmt::Display for DeviceIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.module_id {
-            Some(m) => write!(f, "{}/{m}", self.device_id),
-            None => f.write_str(&self.device_id),
+        f.write_str(&self.device_id)?;
+        if let Some(m) = &self.module_id {
+            f.write_str("/")?;
+            f.write_str(m)?;
         }
+        Ok(())
     }
 }
 
