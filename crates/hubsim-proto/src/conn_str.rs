@@ -85,7 +85,11 @@ const KEYS: [&str; 8] = [
 fn pairs<const N: usize>(s: &str, keys: &[&str; N]) -> Result<[Option<String>; N], ConnectionStringError> {
     use ConnectionStringError as E;
     let mut values: [Option<String>; N] = core::array::from_fn(|_| None);
-    for part in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+    for part in s.split(';') {
+        let part = part.trim();
+        if part.is_empty() {
+            continue;
+        }
         let (k, v) = part.split_once('=').ok_or_else(|| E::NotAPair(part.to_owned()))?;
         let (k, v) = (k.trim(), v.trim());
         let i =
@@ -158,9 +162,9 @@ impl ConnectionString {
         }
         let values: [Option<String>; 8] = pairs(s, &KEYS)?;
         let [host, device, module, key, key_name, sig, gateway, x509] = values;
-        let host_name = host.ok_or(E::MissingHostName)?;
+        let Some(host_name) = host else { return Err(E::MissingHostName) };
         check_chars("HostName", &host_name, "/ ?#")?;
-        let device_id = device.ok_or(E::MissingDeviceId)?;
+        let Some(device_id) = device else { return Err(E::MissingDeviceId) };
         check_chars("DeviceId", &device_id, "/ ?#+")?;
         if let Some(m) = &module {
             check_chars("ModuleId", m, "/ ?#+")?;

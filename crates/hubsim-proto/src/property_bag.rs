@@ -148,12 +148,16 @@ impl PropertyBag {
 
     /// Sets (or replaces) a system property.
     pub fn set_system(&mut self, p: SystemProperty, value: impl Into<String>) -> &mut Self {
-        let value = value.into();
+        self.put_system(p, value.into());
+        self
+    }
+
+    /// [`set_system`](Self::set_system)'s one body for every value type.
+    fn put_system(&mut self, p: SystemProperty, value: String) {
         match self.system.iter_mut().find(|(k, _)| *k == p) {
             Some(slot) => slot.1 = value,
             None => self.system.push((p, value)),
         }
-        self
     }
 
     /// Removes a system property, returning its value.

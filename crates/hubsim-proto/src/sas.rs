@@ -311,11 +311,18 @@ fn string_to_sign(sr: &str, se: u64) -> String {
 impl fmt::Display for SasToken {
     /// `SharedAccessSignature sr=…&sig=…&se=…[&skn=…]` (the Python SDK's field order).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SharedAccessSignature sr={}&sig={}&se={}", self.sr, percent::encode(&self.sig), self.se)?;
+        // Built in one buffer: the encoded parts go straight in, no `String` each.
+        let mut t = String::from("SharedAccessSignature sr=");
+        t.push_str(&self.sr);
+        t.push_str("&sig=");
+        percent::encode_into(&self.sig, &mut t);
+        t.push_str("&se=");
+        t.push_str(&self.se.to_string());
         if let Some(skn) = &self.skn {
-            write!(f, "&skn={}", percent::encode(skn))?;
+            t.push_str("&skn=");
+            percent::encode_into(skn, &mut t);
         }
-        Ok(())
+        f.write_str(&t)
     }
 }
 

@@ -58,10 +58,12 @@ impl DeviceIdentity {
 
 impl fmt::Display for DeviceIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.module_id {
-            Some(m) => write!(f, "{}/{m}", self.device_id),
-            None => f.write_str(&self.device_id),
+        f.write_str(&self.device_id)?;
+        if let Some(m) = &self.module_id {
+            f.write_str("/")?;
+            f.write_str(m)?;
         }
+        Ok(())
     }
 }
 
@@ -122,7 +124,12 @@ fn version_of(topic: &str, pairs: &[(String, String)]) -> Result<Option<u64>, To
 }
 
 fn status_of(topic: &str, s: &str) -> Result<u16, TopicError> {
-    s.parse().map_err(|_| TopicError::BadStatus { topic: topic.into(), status: s.into() })
+    // Read as a `u64` (the parser `$version` and `retry-after` use too), then narrowed: the same strings as
+    // `u16::from_str` accept.
+    match s.parse::<u64>().ok().and_then(|n| u16::try_from(n).ok()) {
+        Some(n) => Ok(n),
+        None => Err(TopicError::BadStatus { topic: topic.into(), status: s.into() }),
+    }
 }
 
 fn rid_query(rid: &RequestId) -> String {
@@ -452,6 +459,15 @@ mod tests {
             DeviceTopic::parse("$iothub/methods/res/ok/?$rid=1", &dev()),
             Err(TopicError::BadStatus { .. })
         ));
+    }
+
+    #[test]
+    fn status_accepts_what_u16_from_str_accepts() {
+        for s in
+            ["200", "+200", "0", "00429", "65535", "65536", "70000", "99999999999999999999999", "", "+", "-1", " 1"]
+        {
+            assert_eq!(status_of("t", s).ok(), s.parse::<u16>().ok(), "{s:?}");
+        }
     }
 
     #[test]

@@ -104,30 +104,39 @@ impl Username {
 
 impl fmt::Display for Username {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.host)?;
         if self.dps {
-            write!(f, "{}/registrations/{}/", self.host, self.identity.device_id)?;
+            f.write_str("/registrations/")?;
+            f.write_str(&self.identity.device_id)?;
+            f.write_str("/")?;
         } else {
-            write!(f, "{}/{}/?", self.host, self.identity)?;
+            f.write_str("/")?;
+            fmt::Display::fmt(&self.identity, f)?;
+            f.write_str("/?")?;
         }
-        let mut first = true;
-        let mut put = |f: &mut fmt::Formatter<'_>, k: &str, v: &str| {
-            let sep = if first { "" } else { "&" };
-            first = false;
-            write!(f, "{sep}{k}={}", percent::encode(v))
+        // The query, built in one buffer (every pair adds at least its `=`, so an empty buffer means "first").
+        let mut q = String::new();
+        let mut put = |k: &str, v: &str| {
+            if !q.is_empty() {
+                q.push('&');
+            }
+            q.push_str(k);
+            q.push('=');
+            percent::encode_into(v, &mut q);
         };
         if let Some(v) = &self.api_version {
-            put(f, "api-version", v)?;
+            put("api-version", v);
         }
         if let Some(v) = &self.client_type {
-            put(f, if self.dps { "ClientVersion" } else { "DeviceClientType" }, v)?;
+            put(if self.dps { "ClientVersion" } else { "DeviceClientType" }, v);
         }
         if let Some(v) = &self.model_id {
-            put(f, "model-id", v)?;
+            put("model-id", v);
         }
         for (k, v) in &self.other {
-            put(f, k, v)?;
+            put(k, v);
         }
-        Ok(())
+        f.write_str(&q)
     }
 }
 

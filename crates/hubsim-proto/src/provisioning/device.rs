@@ -206,7 +206,7 @@ pub enum ProvisioningError {
     Refused(ConnectRefusal),
     #[error("[DPS-MQTT] DPS refused the subscription to $dps/registrations/res/#")]
     SubscriptionRefused,
-    #[error("DPS answered {status}{}: {message}", error_code.map(|c| format!(" (error {c})")).unwrap_or_default())]
+    #[error("DPS answered {status}{}: {message}", ErrorCodeSuffix(*.error_code))]
     Service { status: u16, error_code: Option<u64>, message: String },
     #[error("DPS still answered {status} after {attempts} attempts")]
     RetriesExhausted { status: u16, attempts: u32 },
@@ -224,6 +224,18 @@ pub enum ProvisioningError {
         .waited.as_secs()
     )]
     StillAssigning { answers: u32, waited: Duration },
+}
+
+/// ` (error {code})` when DPS gave an error code, nothing otherwise (written in place, no intermediate `String`).
+struct ErrorCodeSuffix(Option<u64>);
+
+impl fmt::Display for ErrorCodeSuffix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(c) => write!(f, " (error {c})"),
+            None => Ok(()),
+        }
+    }
 }
 
 fn refusal_hint(r: &ConnectRefusal) -> &'static str {
