@@ -625,14 +625,7 @@ impl Settings {
         // device and module fields (written last).
         let cs = if keep_key { None } else { hubsim_proto::ConnectionString::parse(&self.connection_string).ok() };
         let mut out = String::new();
-        let mut put = |k: &str, v: &str| {
-            if !out.is_empty() {
-                out.push('&');
-            }
-            out.push_str(k);
-            out.push('=');
-            percent::encode_into(v, &mut out);
-        };
+        let mut put = |k: &str, v: &str| percent::push_query_pair(&mut out, k, v);
         for f in TEXTS {
             let assignment = matches!(f, Text::AssignedHub | Text::AssignedDevice);
             let from_cs = cs.is_some() && matches!(f, Text::Host | Text::DeviceId | Text::ModuleId);

@@ -29,6 +29,17 @@ pub fn encode(s: &str) -> String {
     out
 }
 
+/// Appends the query pair `key=value` to `out`, after a `&` unless `out` is empty; `value` is percent-encoded
+/// ([`encode`]), `key` is written as it is (the callers' keys are fixed ASCII names).
+pub fn push_query_pair(out: &mut String, key: &str, value: &str) {
+    if !out.is_empty() {
+        out.push('&');
+    }
+    out.push_str(key);
+    out.push('=');
+    encode_into(value, out);
+}
+
 /// Like [`encode`], appending to `out`.
 pub fn encode_into(s: &str, out: &mut String) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";

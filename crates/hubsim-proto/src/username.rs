@@ -116,14 +116,7 @@ impl fmt::Display for Username {
         }
         // The query, built in one buffer (every pair adds at least its `=`, so an empty buffer means "first").
         let mut q = String::new();
-        let mut put = |k: &str, v: &str| {
-            if !q.is_empty() {
-                q.push('&');
-            }
-            q.push_str(k);
-            q.push('=');
-            percent::encode_into(v, &mut q);
-        };
+        let mut put = |k: &str, v: &str| percent::push_query_pair(&mut q, k, v);
         if let Some(v) = &self.api_version {
             put("api-version", v);
         }
