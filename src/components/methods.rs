@@ -36,7 +36,8 @@ pub fn view_methods(app: &AppContext, form: &MethodsForm) -> Html {
             if n.trim().is_empty() {
                 return error.set("name the method".into());
             }
-            let Ok(st) = st.trim().parse::<u16>() else {
+            let st = if st.trim().is_empty() { "200" } else { st.trim() };
+            let Ok(st) = st.parse::<u16>() else {
                 return error.set("the status must be a number, e.g. 200".into());
             };
             if !p.trim().is_empty() && !util::is_json(&p) {
@@ -63,8 +64,10 @@ pub fn view_methods(app: &AppContext, form: &MethodsForm) -> Html {
             { super::tx("h2", &[("id", Static("methods-h"))], "Direct methods") }
             <form class="row wrap" onsubmit={save}>
                 <label>{"Method name"}<input ref={name} placeholder="reboot" /></label>
-                <label>{"Response status"}<input ref={status} value="200" inputmode="numeric" /></label>
-                <label class="grow">{"Response payload"}<textarea ref={payload} rows="1" value="{}" /></label>
+                // No `value`: Yew resets an input to its `value` at every render, which would undo what is typed
+                // (the form is read from the DOM when saved). Empty status = 200.
+                <label>{"Response status"}<input ref={status} placeholder="200" inputmode="numeric" /></label>
+                <label class="grow">{"Response payload"}<textarea ref={payload} rows="1" defaultvalue="{}" /></label>
                 { super::tx("button", &[("type", Static("submit"))], "Save answer") }
             </form>
             if !error.is_empty() { { super::error_p(error) } }

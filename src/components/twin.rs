@@ -35,7 +35,7 @@ pub fn view_twin(app: &AppContext, ctl: &ControllerHandle, patch: &NodeRef) -> H
             </div>
             <form onsubmit={send}>
                 { super::tx("label", &[("for", Static("reported"))], "Reported patch") }
-                <textarea id="reported" ref={patch.clone()} rows="3" value="{\"firmwareVersion\": \"1.0.0\"}" />
+                <textarea id="reported" ref={patch.clone()} rows="3" defaultvalue="{\"firmwareVersion\": \"1.0.0\"}" />
                 <button type="submit" disabled={!connected}>{"Send reported patch"}</button>
                 if !twin.version.is_empty() { <span class="ok-text">{" saved as version "}{ &twin.version }</span> }
             </form>

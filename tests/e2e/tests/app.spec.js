@@ -64,9 +64,16 @@ test('a direct method gets the configured response', async ({ page }) => {
   await page.getByLabel('Method name').fill('reboot');
   await page.getByLabel('Response status').fill('202');
   await page.getByLabel('Response payload').fill('{"rebooting": true, "in": 5}');
-  await page.getByRole('button', { name: 'Save answer' }).click();
-  // The subscription to methods follows CONNACK: once the app logged it, the device is online for methods.
+  // What is typed survives the app's renders before it is saved (a C2D message re-renders the page; the fields
+  // used to be reset to their initial text by every render).
   await subscribed(page);
+  await page.getByLabel('Reported patch').fill('{"fw": "2.0"}');
+  await api('POST', `/devices/${dev.id}/messages/devicebound`, { body: 'render now' });
+  await expect(page.getByRole('region', { name: 'Cloud-to-device messages' })).toContainText('render now');
+  await expect(page.getByLabel('Response status')).toHaveValue('202');
+  await expect(page.getByLabel('Response payload')).toHaveValue('{"rebooting": true, "in": 5}');
+  await expect(page.getByLabel('Reported patch')).toHaveValue('{"fw": "2.0"}');
+  await page.getByRole('button', { name: 'Save answer' }).click();
   const r = await api('POST', `/twins/${dev.id}/methods`, { methodName: 'reboot', payload: { delay: 1 }, responseTimeoutInSeconds: 10 });
   expect(r).toEqual({ status: 202, payload: { rebooting: true, in: 5 } });
   await expect(page.getByLabel('Method calls')).toContainText('reboot');
