@@ -520,7 +520,16 @@ impl Controller {
         };
         let hint = hint.map(|h| format!("The hub closed the connection right after {h}: that is the likely cause."));
         if !(retry && auto) {
-            self.inner.borrow_mut().renew = None;
+            // The connection has ended for good: what sends on a clock stops, as for Disconnect (the repeat and
+            // the Plug and Play telemetry would otherwise keep queueing into a session nobody will reconnect).
+            {
+                let mut i = self.inner.borrow_mut();
+                i.renew = None;
+                i.repeat = None;
+                i.pnp.stop();
+            }
+            self.dispatch.dispatch(Action::Pnp(crate::pnp::PnpAction::Running(false)));
+            self.dispatch.dispatch(Action::Repeat(None));
             self.sched.stop_all(self);
             self.dispatch.dispatch(Action::TokenExpiry(None));
             return self.status(ConnStatus::Disconnected { reason: Some(reason), hint });

@@ -82,6 +82,29 @@ test('a direct method gets the configured response', async ({ page }) => {
   await shot(page, 'method');
 });
 
+test('when the hub refuses the reconnection for good, the repeat and the Plug and Play telemetry stop', async ({ page }) => {
+  const dev = await newDevice('e2e-refused');
+  await connect(page, dev.cs);
+  await subscribed(page);
+  await page.getByLabel('Built-in model').selectOption('thermostat');
+  await page.getByRole('button', { name: 'Load built-in model' }).click();
+  await page.getByRole('button', { name: 'Start telemetry' }).click();
+  await page.getByLabel('Every (ms)', { exact: true }).fill('300');
+  await page.getByLabel('Every (ms)', { exact: true }).blur();
+  await page.getByLabel('Times (0 = until stopped)').fill('0');
+  await page.getByLabel('Times (0 = until stopped)').blur();
+  await page.getByRole('button', { name: 'Start', exact: true }).click();
+  await expect(page.getByRole('button', { name: 'Stop', exact: true })).toBeVisible();
+  // The device is deleted: the hub closes the connection and refuses the next one (not authorized), which ends
+  // reconnecting.
+  const r = await fetch(`${process.env.HUBSIM_HTTP || 'http://127.0.0.1:8080'}/devices/${dev.id}`, {
+    method: 'DELETE', headers: { authorization: process.env.HUBSIM_TOKEN, 'if-match': '*' } });
+  expect(r.ok).toBe(true);
+  await expect(page.getByRole('status').filter({ hasText: 'Disconnected' })).toBeVisible({ timeout: 20_000 });
+  await expect(page.getByRole('button', { name: 'Start telemetry' })).toBeVisible();
+  await expect(page.getByRole('button', { name: 'Start', exact: true })).toBeVisible();
+});
+
 test('a short-lived token is renewed without losing messages', async ({ page }) => {
   test.setTimeout(90_000);
   const dev = await newDevice('e2e-renew');
