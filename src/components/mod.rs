@@ -141,8 +141,9 @@ pub fn option(value: &'static str, label: &'static str, selected: bool) -> Html 
     html! { <option value={value} {selected}>{ lit(label) }</option> }
 }
 
-/// A labelled number field: `<label>{label}<input type="number" min max value onchange />{help}</label>`, the
-/// help (`(id, text)`) a span that describes the field.
+/// A labelled number field: `<label>{label}<input type="number" min max onchange />{help}</label>` showing `value`
+/// ([`EditField`]: what is typed survives the app's renders until it is committed), the help (`(id, text)`) a span
+/// that describes the field.
 #[inline(never)]
 pub fn num_field(
     label: &'static str,
@@ -154,10 +155,66 @@ pub fn num_field(
 ) -> Html {
     html! {
         <label>{ lit(label) }
-            <input type="number" min={min.to_string()} max={max.map(|m| m.to_string())} aria-describedby={help.map(|h| h.0)}
-                value={value.to_string()} {onchange} />
+            <EditField number={true} min={Some(AttrValue::from(min.to_string()))} max={max.map(|m| AttrValue::from(m.to_string()))}
+                describedby={help.map(|h| AttrValue::Static(h.0))} value={AttrValue::from(value.to_string())} {onchange} />
             if let Some((id, text)) = help { <span {id} class="help">{ lit(text) }</span> }
         </label>
+    }
+}
+
+/// The props of [`EditField`].
+#[derive(Properties, PartialEq)]
+pub struct EditFieldProps {
+    /// The stored value, shown when the field is mounted and whenever it changes.
+    pub value: AttrValue,
+    pub onchange: Callback<Event>,
+    #[prop_or_default]
+    pub number: bool,
+    #[prop_or_default]
+    pub min: Option<AttrValue>,
+    #[prop_or_default]
+    pub max: Option<AttrValue>,
+    #[prop_or_default]
+    pub aria: Option<AttrValue>,
+    #[prop_or_default]
+    pub describedby: Option<AttrValue>,
+    #[prop_or_default]
+    pub disabled: bool,
+}
+
+/// An input that commits on `change` (leaving the field, Enter): `<input type min max aria-label
+/// aria-describedby disabled onchange />`. Yew (0.23) sets an input's DOM value back to its `value` at every
+/// render when the two differ, so a field whose state changes only on `change` would lose what is being typed
+/// whenever anything else re-renders the page (an acknowledgement, a log line, a C2D message). This one has no
+/// `value` of its own: the stored value is written into the DOM when the field is mounted, when that value changes
+/// and after each commit (so a refused entry gives way to the stored value, as the error beside it says, and an
+/// out-of-range number cannot block its form's submission), never while typing.
+#[component]
+pub fn EditField(p: &EditFieldProps) -> Html {
+    let node = use_node_ref();
+    let commits = use_mut_ref(|| 0u32);
+    let redraw = use_force_update();
+    {
+        let node = node.clone();
+        use_effect_with((p.value.clone(), *commits.borrow()), move |(v, _)| {
+            if let Some(i) = node.cast::<HtmlInputElement>() {
+                if i.value() != v.as_str() {
+                    i.set_value(v);
+                }
+            }
+        });
+    }
+    let onchange = {
+        let on = p.onchange.clone();
+        Callback::from(move |e: Event| {
+            on.emit(e);
+            *commits.borrow_mut() += 1;
+            redraw.force_update();
+        })
+    };
+    html! {
+        <input ref={node} type={p.number.then_some("number")} min={p.min.clone()} max={p.max.clone()} aria-label={p.aria.clone()}
+            aria-describedby={p.describedby.clone()} disabled={p.disabled} {onchange} />
     }
 }
 
@@ -200,7 +257,7 @@ pub fn radio(name: &'static str, checked: bool, text: &'static str, onchange: Ca
 }
 
 /// A field named for its item: `<label>{label}<input aria-label value onchange oninput /></label>` (one of the
-/// two callbacks given).
+/// two callbacks given; with `onchange`, an [`EditField`]).
 #[inline(never)]
 pub fn named_field(
     label: &str,
@@ -209,7 +266,14 @@ pub fn named_field(
     onchange: Option<Callback<Event>>,
     oninput: Option<Callback<InputEvent>>,
 ) -> Html {
-    html! { <label>{ label }<input aria-label={aria} {value} {onchange} {oninput} /></label> }
+    match onchange {
+        // Committed on `change`: what is typed must survive the renders in between (see [`EditField`]).
+        Some(onchange) => {
+            html! { <label>{ label }<EditField aria={AttrValue::from(aria)} value={AttrValue::from(value)} {onchange} /></label> }
+        }
+        // Stored at every keystroke: the state is what is typed.
+        None => html! { <label>{ label }<input aria-label={aria} {value} {oninput} /></label> },
+    }
 }
 
 /// A labelled select of `options` (value, text), the one of value `selected` selected:

@@ -105,6 +105,26 @@ test('when the hub refuses the reconnection for good, the repeat and the Plug an
   await expect(page.getByRole('button', { name: 'Start', exact: true })).toBeVisible();
 });
 
+test('what is typed in a number field survives the renders until it is committed', async ({ page }) => {
+  const dev = await newDevice('e2e-typing');
+  await connect(page, dev.cs);
+  await subscribed(page);
+  await page.getByLabel('Every (ms)', { exact: true }).fill('100');
+  await page.getByLabel('Every (ms)', { exact: true }).blur();
+  await page.getByLabel('Times (0 = until stopped)').fill('0');
+  await page.getByLabel('Times (0 = until stopped)').blur();
+  await page.getByRole('button', { name: 'Start', exact: true }).click();
+  // Every acknowledgement re-renders the page while the digits are typed one by one (the field used to be reset
+  // to its stored value at each render: "12345" became "105").
+  const times = page.getByLabel('Times (0 = until stopped)');
+  await times.click();
+  await times.press('Control+A');
+  await page.keyboard.type('12345', { delay: 150 });
+  await expect(times).toHaveValue('12345');
+  await page.getByRole('button', { name: 'Stop', exact: true }).click();
+  await expect(times).toHaveValue('12345');
+});
+
 test('a short-lived token is renewed without losing messages', async ({ page }) => {
   test.setTimeout(90_000);
   const dev = await newDevice('e2e-renew');
