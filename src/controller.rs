@@ -270,19 +270,28 @@ impl Controller {
             let mut i = self.inner.borrow_mut();
             i.user_disconnected = true;
             i.reconnect = None;
-            i.renew = None;
-            i.repeat = None;
-            i.pnp.stop();
             i.driver.clone()
         };
-        self.dispatch.dispatch(Action::Pnp(crate::pnp::PnpAction::Running(false)));
-        self.dispatch.dispatch(Action::Repeat(None));
-        self.sched.stop_all(self);
+        self.stop_clocks();
         if let Some(d) = driver {
             d.disconnect();
         }
-        self.dispatch.dispatch(Action::TokenExpiry(None));
         self.status(ConnStatus::Disconnected { reason: None, hint: None });
+    }
+
+    /// The connection has ended for good (Disconnect, or a refusal that ends reconnecting): what runs on a clock
+    /// stops — token renewal, the composer's repeat, the Plug and Play telemetry, the saved-message schedules.
+    fn stop_clocks(&self) {
+        {
+            let mut i = self.inner.borrow_mut();
+            i.renew = None;
+            i.repeat = None;
+            i.pnp.stop();
+        }
+        self.dispatch.dispatch(Action::Pnp(crate::pnp::PnpAction::Running(false)));
+        self.dispatch.dispatch(Action::Repeat(None));
+        self.sched.stop_all(self);
+        self.dispatch.dispatch(Action::TokenExpiry(None));
     }
 
     /// Sends one message as the composer describes it.
@@ -520,18 +529,9 @@ impl Controller {
         };
         let hint = hint.map(|h| format!("The hub closed the connection right after {h}: that is the likely cause."));
         if !(retry && auto) {
-            // The connection has ended for good: what sends on a clock stops, as for Disconnect (the repeat and
-            // the Plug and Play telemetry would otherwise keep queueing into a session nobody will reconnect).
-            {
-                let mut i = self.inner.borrow_mut();
-                i.renew = None;
-                i.repeat = None;
-                i.pnp.stop();
-            }
-            self.dispatch.dispatch(Action::Pnp(crate::pnp::PnpAction::Running(false)));
-            self.dispatch.dispatch(Action::Repeat(None));
-            self.sched.stop_all(self);
-            self.dispatch.dispatch(Action::TokenExpiry(None));
+            // As for Disconnect (the repeat and the Plug and Play telemetry would otherwise keep queueing into a
+            // session nobody will reconnect).
+            self.stop_clocks();
             return self.status(ConnStatus::Disconnected { reason: Some(reason), hint });
         }
         let base = 1000.0 * 2f64.powi(attempt.min(5) as i32);
