@@ -33,6 +33,8 @@ pub const MAX_FILE: usize = 1024 * 1024;
 pub const MIN_EVERY_MS: u32 = 10;
 /// Longest schedule interval, jitter or duration: one day in ms.
 pub const MAX_MS: u32 = 86_400_000;
+/// The most messages one schedule sends (its "Times").
+pub const MAX_COUNT: u32 = 1_000_000;
 
 /// One saved message, and the composer's template-mode draft.
 #[derive(Clone, Debug, PartialEq)]
@@ -223,7 +225,7 @@ impl Message {
             qos: number("qos", 0, 1, 1)? as u8,
             every_ms: number("every", MIN_EVERY_MS, MAX_MS, 1000)?,
             jitter_ms: number("jitter", 0, MAX_MS, 0)?,
-            count: number("count", 0, 1_000_000, 0)?,
+            count: number("count", 0, MAX_COUNT, 0)?,
             duration_ms: number("duration", 0, MAX_MS, 0)?,
         };
         if m.template {

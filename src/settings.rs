@@ -422,6 +422,12 @@ impl Number {
         }
     }
 
+    /// [`Number::range`] widened for [`crate::components::num_field`].
+    pub fn bounds(self) -> (u64, u64) {
+        let (lo, hi) = self.range();
+        (lo.into(), hi.into())
+    }
+
     /// Parses and range-checks a value typed or read from a link or storage.
     pub fn parse(self, v: &str) -> Result<u32, String> {
         let (lo, hi) = self.range();
@@ -431,6 +437,19 @@ impl Number {
             Err(_) => Err(format!("{} must be a whole number, not \"{}\"", self.label(), clip(v))),
         }
     }
+}
+
+/// Why a number typed into a field of the inclusive range `min..=max` is refused (`None`: it is accepted), in the
+/// words of [`Number::parse`]: "must be a whole number from 10 to 86400, not 5; kept 3600" (`kept`:
+/// the value the field keeps instead). An empty field (or one the browser could not read as a number) is refused.
+pub fn number_entry_error(text: &str, (min, max): (u64, u64), kept: &str) -> Option<String> {
+    let text = text.trim();
+    if text.parse::<u64>().is_ok_and(|n| (min..=max).contains(&n)) {
+        return None;
+    }
+    let not =
+        if text.is_empty() { String::new() } else { [", not ", &text.chars().take(24).collect::<String>()].concat() };
+    Some(format!("must be a whole number from {min} to {max}{not}; kept {kept}"))
 }
 
 /// One edit of the settings, as plain data.
@@ -939,6 +958,28 @@ pub use browser::{forget_link, link_offer, load_stored};
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_number_typed_outside_its_field_range_is_refused_with_the_reason() {
+        assert_eq!(number_entry_error(" 10 ", (10, 86_400), "3600"), None);
+        assert_eq!(number_entry_error("86400", (10, 86_400), "3600"), None);
+        assert_eq!(
+            number_entry_error("5", (10, 86_400), "3600").as_deref(),
+            Some("must be a whole number from 10 to 86400, not 5; kept 3600")
+        );
+        assert_eq!(
+            number_entry_error("4294967296", (10, 86_400), "3600").as_deref(),
+            Some("must be a whole number from 10 to 86400, not 4294967296; kept 3600")
+        );
+        assert_eq!(number_entry_error("", (0, 2), "1").as_deref(), Some("must be a whole number from 0 to 2; kept 1"));
+        assert_eq!(
+            number_entry_error("1.5", (0, 2), "1").as_deref(),
+            Some("must be a whole number from 0 to 2, not 1.5; kept 1")
+        );
+        // What is quoted back is cut at 24 characters.
+        let long = "9".repeat(40);
+        assert!(number_entry_error(&long, (0, 2), "1").unwrap().contains(&format!("not {}; kept", "9".repeat(24))));
+    }
 
     #[test]
     fn the_issue_8_link_cannot_set_the_endpoint_or_a_136_year_token() {

@@ -10,7 +10,7 @@ use super::{on_number, on_text};
 use crate::controller::{Controller, ControllerHandle};
 use crate::dps::{dps_plan, StepKind};
 use crate::form::{plan, FieldError};
-use crate::settings::{Change, Flag, Number, Text, MAX_KEEP_ALIVE_SECS, MAX_TTL_SECS, MIN_TTL_SECS};
+use crate::settings::{Change, Flag, Number, Text};
 use crate::state::{Action, AppContext, Confirm, ConnStatus};
 use crate::util;
 
@@ -173,9 +173,9 @@ pub fn view_connect_panel(app: &AppContext, ctl: &ControllerHandle, form: &Conne
                             <input value={s.endpoint.clone()} placeholder={endpoint_placeholder}
                                 aria-invalid={invalid("endpoint").to_string()} oninput={on_text(app, Text::Endpoint)} />
                         </label>
-                        { super::num_field("Token lifetime (s)", s.token_ttl_secs.into(), MIN_TTL_SECS.into(), Some(MAX_TTL_SECS.into()),
+                        { super::num_field("Token lifetime (s)", s.token_ttl_secs.into(), Number::TokenTtl.bounds(),
                             Some(("ttl-help", "10 s to 1 day (86400 s); renewed automatically at 80 %")), on_number(app, Number::TokenTtl)) }
-                        { super::num_field("Keep-alive (s)", s.keep_alive_secs.into(), 0, Some(MAX_KEEP_ALIVE_SECS.into()), None, on_number(app, Number::KeepAlive)) }
+                        { super::num_field("Keep-alive (s)", s.keep_alive_secs.into(), Number::KeepAlive.bounds(), None, on_number(app, Number::KeepAlive)) }
                         { super::text_field("API version", &s.api_version, "", None, false, on_text(app, Text::ApiVersion)) }
                         { super::text_field("Model ID (IoT Plug and Play)", &s.model_id, "dtmi:com:example:Thermostat;1", None, false, on_text(app, Text::ModelId)) }
                     </div>

@@ -142,21 +142,22 @@ pub fn option(value: &'static str, label: &'static str, selected: bool) -> Html 
 }
 
 /// A labelled number field: `<label>{label}<input type="number" min max onchange />{help}</label>` showing `value`
-/// ([`EditField`]: what is typed survives the app's renders until it is committed), the help (`(id, text)`) a span
-/// that describes the field.
+/// ([`EditField`]: what is typed survives the app's renders until it is committed, and an entry outside
+/// `min..=max` or not a whole number is refused with a message beside the field), the help (`(id, text)`) a span
+/// that describes the field. The field is named by `label` alone (`aria-label`): the help and a refusal inside the
+/// `<label>` are not part of its name.
 #[inline(never)]
 pub fn num_field(
     label: &'static str,
     value: u64,
-    min: u64,
-    max: Option<u64>,
+    (min, max): (u64, u64),
     help: Option<(&'static str, &'static str)>,
     onchange: Callback<Event>,
 ) -> Html {
     html! {
         <label>{ lit(label) }
-            <EditField number={true} min={Some(AttrValue::from(min.to_string()))} max={max.map(|m| AttrValue::from(m.to_string()))}
-                describedby={help.map(|h| AttrValue::Static(h.0))} value={AttrValue::from(value.to_string())} {onchange} />
+            <EditField number={Some((min, max))} aria={AttrValue::Static(label)} describedby={help.map(|h| AttrValue::Static(h.0))}
+                value={AttrValue::from(value.to_string())} {onchange} />
             if let Some((id, text)) = help { <span {id} class="help">{ lit(text) }</span> }
         </label>
     }
@@ -168,12 +169,10 @@ pub struct EditFieldProps {
     /// The stored value, shown when the field is mounted and whenever it changes.
     pub value: AttrValue,
     pub onchange: Callback<Event>,
+    /// A number field of this inclusive range: an entry outside it (or not a whole number, or empty) is not
+    /// passed on; the field shows why and keeps the stored value.
     #[prop_or_default]
-    pub number: bool,
-    #[prop_or_default]
-    pub min: Option<AttrValue>,
-    #[prop_or_default]
-    pub max: Option<AttrValue>,
+    pub number: Option<(u64, u64)>,
     #[prop_or_default]
     pub aria: Option<AttrValue>,
     #[prop_or_default]
@@ -193,6 +192,7 @@ pub struct EditFieldProps {
 pub fn EditField(p: &EditFieldProps) -> Html {
     let node = use_node_ref();
     let commits = use_mut_ref(|| 0u32);
+    let refused = use_mut_ref(|| None::<String>);
     let redraw = use_force_update();
     {
         let node = node.clone();
@@ -205,16 +205,31 @@ pub fn EditField(p: &EditFieldProps) -> Html {
         });
     }
     let onchange = {
-        let on = p.onchange.clone();
+        let (on, range, value, refused) = (p.onchange.clone(), p.number, p.value.clone(), refused.clone());
         Callback::from(move |e: Event| {
-            on.emit(e);
+            let error = range
+                .and_then(|r| crate::settings::number_entry_error(&field_value(&e).unwrap_or_default(), r, &value));
+            if error.is_none() {
+                on.emit(e);
+            }
+            *refused.borrow_mut() = error;
             *commits.borrow_mut() += 1;
             redraw.force_update();
         })
     };
+    let (min, max) = match p.number {
+        Some((lo, hi)) => (Some(lo.to_string()), Some(hi.to_string())),
+        None => (None, None),
+    };
+    let error = refused.borrow().clone();
     html! {
-        <input ref={node} type={p.number.then_some("number")} min={p.min.clone()} max={p.max.clone()} aria-label={p.aria.clone()}
-            aria-describedby={p.describedby.clone()} disabled={p.disabled} {onchange} />
+        <>
+            <input ref={node} type={p.number.map(|_| "number")} {min} {max} aria-label={p.aria.clone()}
+                aria-describedby={p.describedby.clone()} aria-invalid={error.as_ref().map(|_| "true")} disabled={p.disabled} {onchange} />
+            if let Some(text) = error {
+                { el("span", &[("class", AttributeOrProperty::Static("field-error")), ("role", AttributeOrProperty::Static("alert"))], Html::from(text)) }
+            }
+        </>
     }
 }
 

@@ -166,7 +166,7 @@ fn view_device(app: &AppContext, ctl: &ControllerHandle, s: &PnpState, m: &Rc<Mo
             { super::tx("p", &[("class", Static("note"))], "The model id is announced in the CONNECT user name (model-id=) on the next connection.") }
             <fieldset class="repeat">
                 { super::tx("legend", &[], "Model telemetry") }
-                <label>{"Telemetry every (ms)"}<super::EditField number={true} min={Some(AttrValue::Static("100"))} value={AttrValue::from(s.interval_ms.to_string())} disabled={s.running} onchange={interval} /></label>
+                <label>{"Telemetry every (ms)"}<super::EditField number={Some(pnp::INTERVAL_RANGE_MS)} aria={AttrValue::Static("Telemetry every (ms)")} value={AttrValue::from(s.interval_ms.to_string())} disabled={s.running} onchange={interval} /></label>
                 if s.running {
                     { super::button("Stop telemetry", stop, false) }
                 } else {
@@ -353,7 +353,7 @@ fn view_command(
                 if let Some(r) = &cmd.response {
                     { view_form(app, &cs.fields, pnp::form_labels(&r.schema, &r.name), &method, i, Item::Command(c)) }
                 }
-                <label>{"Status"}<super::EditField number={true} min={Some(AttrValue::Static("100"))} max={Some(AttrValue::Static("599"))} aria={AttrValue::from(["Status of ", &method].concat())} value={AttrValue::from(cs.status.to_string())} onchange={status} /></label>
+                <label>{"Status"}<super::EditField number={Some((100, 599))} aria={AttrValue::from(["Status of ", &method].concat())} value={AttrValue::from(cs.status.to_string())} onchange={status} /></label>
             </div>
             if let Some(e) = &cs.error { { super::error_p(e) } }
             if let Some(l) = &cs.last {

@@ -4,7 +4,7 @@ use yew::prelude::*;
 use yew::virtual_dom::AttributeOrProperty::Static;
 
 use super::on_number;
-use crate::settings::{Number, MAX_TTL_SECS, MIN_TTL_SECS};
+use crate::settings::Number;
 use crate::state::AppContext;
 use crate::token::sas_token;
 use crate::util;
@@ -35,7 +35,7 @@ pub fn view_sas_tool(app: &AppContext, token: &Token) -> Html {
         <section class="panel" aria-labelledby="sas-h">
             { super::tx("h2", &[("id", Static("sas-h"))], "SAS token") }
             <div class="row">
-                { super::num_field("Token lifetime (s)", app.settings.token_ttl_secs.into(), MIN_TTL_SECS.into(), Some(MAX_TTL_SECS.into()),
+                { super::num_field("Token lifetime (s)", app.settings.token_ttl_secs.into(), Number::TokenTtl.bounds(),
                     Some(("sas-ttl-help", "10 s to 1 day (86400 s)")), on_number(app, Number::TokenTtl)) }
                 { super::button("Generate SAS token", generate, false) }
             </div>

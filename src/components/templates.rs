@@ -74,9 +74,9 @@ fn on_input(app: &AppContext, t: Target) -> Callback<InputEvent> {
     })
 }
 
-fn num_field(app: &AppContext, label: &'static str, value: u32, make: fn(u32) -> DraftEdit) -> Html {
+fn num_field(app: &AppContext, label: &'static str, value: u32, range: (u32, u32), make: fn(u32) -> DraftEdit) -> Html {
     let cb = on_change(app, Target::Number(make));
-    super::num_field(label, value.into(), 0, None, None, cb)
+    super::num_field(label, value.into(), (range.0.into(), range.1.into()), None, cb)
 }
 
 fn view_variable(app: &AppContext, i: usize, v: &hubsim_template::Variable) -> Html {
@@ -187,10 +187,10 @@ pub fn view_editor(app: &AppContext, ctl: &ControllerHandle) -> Html {
             </div>
             <fieldset class="repeat">
                 { super::tx("legend", &[], "Schedule") }
-                { num_field(app, "Every (ms)", d.every_ms, DraftEdit::Every) }
-                { num_field(app, "Jitter ± (ms)", d.jitter_ms, DraftEdit::Jitter) }
-                { num_field(app, "Times (0 = no limit)", d.count, DraftEdit::Count) }
-                { num_field(app, "For (ms, 0 = until stopped)", d.duration_ms, DraftEdit::Duration) }
+                { num_field(app, "Every (ms)", d.every_ms, (library::MIN_EVERY_MS, library::MAX_MS), DraftEdit::Every) }
+                { num_field(app, "Jitter ± (ms)", d.jitter_ms, (0, library::MAX_MS), DraftEdit::Jitter) }
+                { num_field(app, "Times (0 = no limit)", d.count, (0, library::MAX_COUNT), DraftEdit::Count) }
+                { num_field(app, "For (ms, 0 = until stopped)", d.duration_ms, (0, library::MAX_MS), DraftEdit::Duration) }
                 { super::button("Run on a schedule", run, false) }
                 if running > 0 {
                     <p class="muted" aria-live="polite">

@@ -195,7 +195,7 @@ impl TmplState {
             }
             DraftEdit::Every(n) => d.every_ms = clamp_ms(n, library::MIN_EVERY_MS),
             DraftEdit::Jitter(n) => d.jitter_ms = clamp_ms(n, 0),
-            DraftEdit::Count(n) => d.count = n.min(1_000_000),
+            DraftEdit::Count(n) => d.count = n.min(library::MAX_COUNT),
             DraftEdit::Duration(n) => d.duration_ms = clamp_ms(n, 0),
         }
         self.var_error = var_error.map(Rc::new);
