@@ -114,6 +114,14 @@ impl Controller {
         self.dispatch.dispatch(Action::Log { at: util::clock_time(), kind, text: text.into() });
     }
 
+    /// Logs what the device just handed to its session: "sent" while connected; while not (QoS 1 telemetry and
+    /// reported patches wait in the session, as CleanSession 0 lets them) "queued until connected", since nothing
+    /// left the browser yet.
+    pub(crate) fn log_sent(&self, driver: &Driver, text: String) {
+        let text = if driver.peek(|s| s.is_connected()) { text } else { ["queued until connected: ", &text].concat() };
+        self.log(LogKind::Sent, text);
+    }
+
     pub(crate) fn status(&self, status: ConnStatus) {
         self.dispatch.dispatch(Action::Status { status, at: util::clock_time() });
     }
@@ -319,7 +327,7 @@ impl Controller {
             Ok(id) => {
                 self.dispatch.dispatch(Action::Sent(1));
                 self.charts.record(Source::Telemetry, js_sys::Date::now(), &body);
-                self.log(LogKind::Sent, format!("telemetry, {size} bytes with properties, {qos}"));
+                self.log_sent(&driver, format!("telemetry, {size} bytes with properties, {qos}"));
                 Some(acked.then_some(id.0))
             }
             Err(e) => {
@@ -374,7 +382,7 @@ impl Controller {
         }
         if let Some(d) = self.driver() {
             match d.with_session(|s, now| s.patch_reported(now, json.to_owned().into_bytes())) {
-                Ok(_) => self.log(LogKind::Sent, format!("reported properties {json}")),
+                Ok(_) => self.log_sent(&d, format!("reported properties {json}")),
                 Err(e) => self.log(LogKind::Error, format!("cannot update reported properties: {e}")),
             }
         }

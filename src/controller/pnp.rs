@@ -109,7 +109,7 @@ impl Controller {
                 Ok(_) => {
                     self.dispatch.dispatch(Action::Sent(1));
                     let what = component.as_deref().map_or(String::new(), |c| [" of ", c].concat());
-                    self.log(LogKind::Sent, ["Plug and Play telemetry", &what, ": ", &body].concat());
+                    self.log_sent(&driver, ["Plug and Play telemetry", &what, ": ", &body].concat());
                     // Charted as `{component}.{field}` (component names are DTDL identifiers: no JSON escaping).
                     let charted = match component.as_deref() {
                         Some(c) => ["{\"", c, "\":", &body, "}"].concat(),
@@ -129,7 +129,7 @@ impl Controller {
         let text = patch.to_string();
         match d.with_session(|s, now| s.patch_reported(now, text.clone().into_bytes())) {
             Ok(_) => {
-                self.log(LogKind::Sent, [what, ": ", &text].concat());
+                self.log_sent(&d, [what, ": ", &text].concat());
                 true
             }
             Err(e) => {
