@@ -114,10 +114,15 @@ pub fn view_composer(app: &AppContext, ctl: &ControllerHandle) -> Html {
                 <div class="buttons">
                     <button type="submit" class="primary" disabled={!connected && s.qos == 0}>{"Send"}</button>
                 </div>
+                }
+                // A repeat started in text mode keeps running in template mode: its progress and Stop stay here.
+                if !templ || app.repeat.is_some() {
                 <fieldset class="repeat">
-                    { super::tx("legend", &[], "Send repeatedly") }
-                    { super::num_field("Every (ms)", s.repeat_interval_ms.into(), 10, None, None, on_number(app, Number::RepeatInterval)) }
-                    { super::num_field("Times (0 = until stopped)", s.repeat_count.into(), 0, None, None, on_number(app, Number::RepeatCount)) }
+                    { super::tx("legend", &[], if templ { "Sending the text payload repeatedly" } else { "Send repeatedly" }) }
+                    if !templ {
+                    { super::num_field("Every (ms)", s.repeat_interval_ms.into(), Number::RepeatInterval.bounds(), None, on_number(app, Number::RepeatInterval)) }
+                    { super::num_field("Times (0 = until stopped)", s.repeat_count.into(), Number::RepeatCount.bounds(), None, on_number(app, Number::RepeatCount)) }
+                    }
                     if let Some(r) = &app.repeat {
                         { super::button("Stop", stop, false) }
                         if let Some(t) = r.total {
