@@ -3,7 +3,7 @@
 //! - Moves the inline loader script out of `index.html` into `start.js` so the Content-Security-Policy can forbid
 //!   inline scripts.
 //! - In release builds, gives the wasm's imports and exports one- or two-letter names ([`minify_names`]) and
-//!   minifies the JavaScript glue ([`minify_glue`]).
+//!   minifies the JavaScript glue ([`minify_glue`]) and the app's other scripts ([`minify_scripts`]).
 
 use crate::util::{tool, Result};
 use base64::Engine;
@@ -16,6 +16,7 @@ pub fn run() -> Result {
     move_loader(&dir)?;
     if std::env::var("TRUNK_PROFILE").is_ok_and(|p| p == "release") {
         minify_names(&dir)?;
+        minify_scripts(&dir)?;
     }
     Ok(())
 }
@@ -100,6 +101,26 @@ fn minify_glue(js: &Path) -> Result {
     crate::util::run(tool("node").arg(terser).arg(js).args(["--module", "--compress", "--mangle", "-o"]).arg(js))
 }
 
+/// Minifies the plain scripts `index.html` loads beside the app (`static/focus.js`: its comments are most of it)
+/// with terser and recomputes their integrity: every `*.js` of the build but the glue (minified above) and the
+/// loader `start.js`.
+fn minify_scripts(dir: &Path) -> Result {
+    let terser = crate::util::root().join("xtask/minify/node_modules/terser/bin/terser");
+    let index = dir.join("index.html");
+    let mut html = read(&index)?;
+    for e in std::fs::read_dir(dir).map_err(|e| e.to_string())? {
+        let p = e.map_err(|e| e.to_string())?.path();
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let glue = dir.join(name.replace(".js", "_bg.wasm")).exists();
+        if !name.ends_with(".js") || name == "start.js" || glue {
+            continue;
+        }
+        crate::util::run(tool("node").arg(&terser).arg(&p).args(["--compress", "--mangle", "-o"]).arg(&p))?;
+        html = set_integrity(&html, &p)?;
+    }
+    write(&index, &html)
+}
+
 /// The module name of the wasm's imports after minification (one module: wasm-bindgen imports from its glue).
 fn import_module(wasm: &Path) -> Result<String> {
     let bytes = std::fs::read(wasm).map_err(|e| format!("{}: {e}", wasm.display()))?;
@@ -167,11 +188,13 @@ fn replace_member(text: &str, from: &str, to: &str) -> String {
     out
 }
 
-/// Sets the `integrity` of the one `<link>` of `index.html` whose `href` is `./{file name}`.
+/// Sets the `integrity` of the one `<link>` or `<script>` of `index.html` whose `href` or `src` is `./{file name}`.
 fn set_integrity(html: &str, file: &Path) -> Result<String> {
     let name = file.file_name().and_then(|n| n.to_str()).ok_or("file name")?;
-    let href = format!("href=\"./{name}\"");
-    let at = html.find(&href).ok_or(format!("post-build: index.html does not link {name}"))?;
+    let at = [format!("href=\"./{name}\""), format!("src=\"./{name}\"")]
+        .iter()
+        .find_map(|attr| html.find(attr.as_str()))
+        .ok_or(format!("post-build: index.html does not link {name}"))?;
     let tag_start = html[..at].rfind('<').ok_or("index.html: tag start")?;
     let tag_end = at + html[at..].find('>').ok_or("index.html: tag end")?;
     let tag = &html[tag_start..tag_end];
@@ -220,6 +243,12 @@ mod tests {
         assert_eq!(
             out,
             "<link rel=\"modulepreload\" href=\"./app.js\" integrity=\"sha384-ywB1P0WjXou1oD1pmsZQBycsMqsO3tFjGotgWkP/W+2AhgcroefMI1i67KE0yCWn\"><link href=\"./x.css\" integrity=\"sha384-keep\">"
+        );
+        // A script is found by its `src`.
+        let html = "<script src=\"./app.js\" defer integrity=\"sha384-old\"></script>";
+        assert_eq!(
+            set_integrity(html, &file).unwrap(),
+            "<script src=\"./app.js\" defer integrity=\"sha384-ywB1P0WjXou1oD1pmsZQBycsMqsO3tFjGotgWkP/W+2AhgcroefMI1i67KE0yCWn\"></script>"
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }
