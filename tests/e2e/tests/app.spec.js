@@ -125,6 +125,99 @@ test('what is typed in a number field survives the renders until it is committed
   await expect(times).toHaveValue('12345');
 });
 
+test('a number outside its field range is refused beside the field, which keeps its value', async ({ page }) => {
+  await page.goto('/');
+  await expect(page.getByText('served by the hubsim emulator')).toBeVisible();
+  const every = page.getByLabel('Every (ms)', { exact: true });
+  const refusal = page.getByRole('alert').filter({ hasText: 'must be a whole number' });
+  await every.fill('5');
+  await every.blur();
+  // It used to be stored and raised to 10 ms without a word when the repeat started.
+  await expect(refusal).toHaveText('must be a whole number from 10 to 86400000, not 5; kept 1000');
+  await expect(every).toHaveValue('1000');
+  await expect(every).toHaveAttribute('aria-invalid', 'true');
+  await every.fill('');
+  await every.blur();
+  await expect(refusal).toHaveText('must be a whole number from 10 to 86400000; kept 1000');
+  await every.fill('250');
+  await every.blur();
+  await expect(refusal).toHaveCount(0);
+  await expect(every).toHaveValue('250');
+  await expect(every).not.toHaveAttribute('aria-invalid', 'true');
+  // Taken: it is what a reload shows.
+  await page.reload();
+  await expect(page.getByLabel('Every (ms)', { exact: true })).toHaveValue('250');
+  // The saved message's schedule refuses the same way (its interval was raised to 10 ms silently).
+  await page.getByRole('radio', { name: 'Template' }).check();
+  const schedule = page.getByLabel('Every (ms)', { exact: true });
+  await expect(schedule).toHaveValue('1000');
+  await schedule.fill('3');
+  await schedule.blur();
+  await expect(refusal).toHaveText('must be a whole number from 10 to 86400000, not 3; kept 1000');
+  await expect(schedule).toHaveValue('1000');
+});
+
+test('a repeat started in text mode can be followed and stopped in template mode', async ({ page }) => {
+  const dev = await newDevice('e2e-repeat-mode');
+  await connect(page, dev.cs);
+  await subscribed(page);
+  await page.getByLabel('Times (0 = until stopped)').fill('0');
+  await page.getByLabel('Times (0 = until stopped)').blur();
+  await page.getByRole('button', { name: 'Start', exact: true }).click();
+  await page.getByRole('radio', { name: 'Template' }).check();
+  const repeat = page.getByRole('group', { name: 'Sending the text payload repeatedly' });
+  await expect(repeat).toContainText(' sent');
+  await repeat.getByRole('button', { name: 'Stop', exact: true }).click();
+  await expect(repeat).toHaveCount(0);
+  await page.getByRole('radio', { name: 'Text' }).check();
+  await expect(page.getByRole('button', { name: 'Start', exact: true })).toBeVisible();
+});
+
+test('telemetry sent while disconnected is logged as queued and delivered on the next connection', async ({ page }) => {
+  const dev = await newDevice('e2e-queued');
+  await connect(page, dev.cs);
+  await subscribed(page);
+  await page.getByRole('button', { name: 'Disconnect' }).click();
+  await expect(page.getByRole('status')).toContainText('Disconnected');
+  await page.getByLabel('Payload', { exact: true }).fill('{"queued": true}');
+  await page.getByRole('button', { name: 'Send', exact: true }).click();
+  // It was logged as "sent" although nothing had left the browser.
+  await expect(page.getByLabel('Activity log')).toContainText('queued until connected: telemetry');
+  await expect(page.locator('.counters')).toContainText('pending 1');
+  await page.getByRole('button', { name: 'Connect', exact: true }).click();
+  await expect(page.locator('.counters')).toContainText('acknowledged 1');
+  const events = await api('GET', `/events?device=${dev.id}`);
+  expect(events.map((e) => JSON.parse(e.body))).toEqual([{ queued: true }]);
+});
+
+test('when the focused control disappears, the focus moves to its neighbour, not to the page', async ({ page }) => {
+  const dev = await newDevice('e2e-focus');
+  await page.goto('/');
+  await expect(page.getByText('served by the hubsim emulator')).toBeVisible();
+  // Application properties: three rows; the last removed with the keyboard gives the focus to the new last row's
+  // remove button, the only one to the panel.
+  await page.getByRole('button', { name: 'Add property' }).click();
+  await page.getByRole('button', { name: 'Add property' }).click();
+  await page.getByRole('button', { name: 'Remove property 3' }).focus();
+  await page.keyboard.press('Enter');
+  await expect(page.getByRole('button', { name: 'Remove property 2' })).toBeFocused();
+  await page.keyboard.press('Enter');
+  await expect(page.getByRole('button', { name: 'Remove property 1' })).toBeFocused();
+  await page.keyboard.press('Enter');
+  await expect(page.getByRole('button', { name: 'Remove property 1' })).toHaveCount(0);
+  await expect(page.getByRole('region', { name: 'Send telemetry' })).toBeFocused();
+  // The endpoint question: Cancel gives the focus back to Connect.
+  await page.getByLabel('Connection string').fill(dev.cs);
+  await page.getByLabel('Endpoint (set by hand)').fill(`ws://${new URL(process.env.HUBSIM_HTTP || 'http://127.0.0.1:8080').host}/$iothub/websocket`);
+  await page.getByRole('button', { name: 'Connect', exact: true }).focus();
+  await page.keyboard.press('Enter');
+  await expect(page.getByRole('alertdialog')).toBeVisible();
+  await page.getByRole('alertdialog').getByRole('button', { name: 'Cancel' }).focus();
+  await page.keyboard.press('Enter');
+  await expect(page.getByRole('alertdialog')).toHaveCount(0);
+  await expect(page.getByRole('button', { name: 'Connect', exact: true })).toBeFocused();
+});
+
 test('a short-lived token is renewed without losing messages', async ({ page }) => {
   test.setTimeout(90_000);
   const dev = await newDevice('e2e-renew');
