@@ -183,14 +183,23 @@ impl TmplState {
             DraftEdit::Field(i, field, text) => {
                 let taken = field == "name" && d.variables.iter().any(|v| v.name == text.trim());
                 if let Some(v) = d.variables.get_mut(i) {
-                    if taken && v.name != text.trim() {
-                        var_error = Some((i, ["another variable is named ", text.trim()].concat()));
+                    let refused = if taken && v.name != text.trim() {
+                        Some(["another variable is named ", text.trim()].concat())
                     } else {
                         match library::set_field(v, &field, &text) {
-                            Ok(n) => *v = n,
-                            Err(e) => var_error = Some((i, e)),
+                            Ok(n) => {
+                                *v = n;
+                                None
+                            }
+                            Err(e) => Some(e),
                         }
-                    }
+                    };
+                    // The field shows the kept value again (it commits on change): say so, or the message would
+                    // seem to be about what the field now shows.
+                    var_error = refused.map(|e| {
+                        let kept = library::field_text(v, &field);
+                        (i, [e.as_str(), "; kept ", if kept.is_empty() { "nothing" } else { &kept }].concat())
+                    });
                 }
             }
             DraftEdit::Every(n) => d.every_ms = clamp_ms(n, library::MIN_EVERY_MS),

@@ -34,11 +34,22 @@ fn the_draft_is_edited_with_data_and_bad_edits_are_explained() {
     assert!(s.draft.config().is_ok());
     assert_eq!(s.var_error, None);
     let s2 = run([edit(DraftEdit::Field(0, "step".into(), "x".into()))]);
-    assert_eq!(s2.var_error.as_deref(), Some(&(0, "step: not a number".to_owned())));
+    // The field shows the kept value again: the message says so.
+    let step = crate::library::field_text(&s2.draft.variables[0], "step");
+    assert_eq!(s2.var_error.as_deref(), Some(&(0, ["step: not a number; kept ", &step].concat())));
     assert_eq!(s2.draft, TmplState::default().draft);
     let mut s3 = s.clone();
     s3.apply(edit(DraftEdit::Field(2, "name".into(), "Temp".into())));
-    assert_eq!(s3.var_error.as_deref(), Some(&(2, "another variable is named Temp".to_owned())));
+    assert_eq!(s3.var_error.as_deref(), Some(&(2, "another variable is named Temp; kept Var2".to_owned())));
+    s3.apply(edit(DraftEdit::Field(2, "name".into(), "my var".into())));
+    assert_eq!(
+        s3.var_error.as_deref(),
+        Some(&(2, "a name is letters, digits and _ (it is written $.Name in the template); kept Var2".to_owned()))
+    );
+    // A valid entry clears it.
+    s3.apply(edit(DraftEdit::Field(2, "name".into(), "On".into())));
+    assert_eq!(s3.var_error, None);
+    assert_eq!(s3.draft.variables[2].name, "On");
 }
 
 #[test]
