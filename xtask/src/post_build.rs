@@ -3,7 +3,8 @@
 //! - Moves the inline loader script out of `index.html` into `start.js` so the Content-Security-Policy can forbid
 //!   inline scripts.
 //! - In release builds, gives the wasm's imports and exports one- or two-letter names ([`minify_names`]) and
-//!   minifies the JavaScript glue ([`minify_glue`]) and the app's other scripts ([`minify_scripts`]).
+//!   minifies the JavaScript glue ([`minify_glue`]), the app's other scripts and stylesheet and `index.html`
+//!   ([`minify_assets`]).
 
 use crate::util::{tool, Result};
 use base64::Engine;
@@ -16,7 +17,7 @@ pub fn run() -> Result {
     move_loader(&dir)?;
     if std::env::var("TRUNK_PROFILE").is_ok_and(|p| p == "release") {
         minify_names(&dir)?;
-        minify_scripts(&dir)?;
+        minify_assets(&dir)?;
     }
     Ok(())
 }
@@ -101,24 +102,53 @@ fn minify_glue(js: &Path) -> Result {
     crate::util::run(tool("node").arg(terser).arg(js).args(["--module", "--compress", "--mangle", "-o"]).arg(js))
 }
 
-/// Minifies the plain scripts `index.html` loads beside the app (`static/focus.js`: its comments are most of it)
-/// with terser and recomputes their integrity: every `*.js` of the build but the glue (minified above) and the
-/// loader `start.js`.
-fn minify_scripts(dir: &Path) -> Result {
-    let terser = crate::util::root().join("xtask/minify/node_modules/terser/bin/terser");
+/// Minifies what `index.html` loads beside the wasm and its glue, and recomputes their integrity: the plain
+/// scripts (`static/focus.js`, whose comments are most of it) with terser, the stylesheet with Lightning CSS
+/// (`xtask/minify`, pinned). Then drops the comments of `index.html` itself (notes for whoever edits the source
+/// `index.html`). Measured on 2026-11-30: 0.5 KB less gzipped for the CSS and the HTML.
+fn minify_assets(dir: &Path) -> Result {
+    let tools = crate::util::root().join("xtask/minify/node_modules");
     let index = dir.join("index.html");
     let mut html = read(&index)?;
     for e in std::fs::read_dir(dir).map_err(|e| e.to_string())? {
         let p = e.map_err(|e| e.to_string())?.path();
         let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         let glue = dir.join(name.replace(".js", "_bg.wasm")).exists();
-        if !name.ends_with(".js") || name == "start.js" || glue {
+        if name.ends_with(".js") && name != "start.js" && !glue {
+            let terser = tools.join("terser/bin/terser");
+            crate::util::run(tool("node").arg(terser).arg(&p).args(["--compress", "--mangle", "-o"]).arg(&p))?;
+        } else if name.ends_with(".css") {
+            crate::util::run(
+                tool(&tools.join(".bin/lightningcss").to_string_lossy()).arg("--minify").arg(&p).arg("-o").arg(&p),
+            )?;
+        } else {
             continue;
         }
-        crate::util::run(tool("node").arg(&terser).arg(&p).args(["--compress", "--mangle", "-o"]).arg(&p))?;
         html = set_integrity(&html, &p)?;
     }
-    write(&index, &html)
+    write(&index, &strip_comments(&html))
+}
+
+/// `html` without its `<!-- … -->` comments and the blank lines they leave.
+fn strip_comments(html: &str) -> String {
+    let mut out = String::with_capacity(html.len());
+    let mut rest = html;
+    while let Some(i) = rest.find("<!--") {
+        out.push_str(&rest[..i]);
+        match rest[i..].find("-->") {
+            Some(j) => rest = &rest[i + j + 3..],
+            None => {
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    let mut lines = String::with_capacity(out.len());
+    for line in out.lines().filter(|l| !l.trim().is_empty()) {
+        lines.push_str(line);
+        lines.push('\n');
+    }
+    lines
 }
 
 /// The module name of the wasm's imports after minification (one module: wasm-bindgen imports from its glue).
@@ -229,6 +259,14 @@ mod tests {
         // A name the glue does not hold as one key: an error, not a half-renamed app.
         let missing = serde_json::json!({"imports": [["./app_bg.js", "__wbg_nope", "a"]], "exports": []});
         assert!(rename_in_glue(glue, &missing, "a").is_err());
+    }
+
+    #[test]
+    fn comments_leave_index_html() {
+        let html = "<head>\n  <!-- a note\n  on two lines -->\n  <meta a=\"b\" />\n<!--x--></head>\n";
+        assert_eq!(strip_comments(html), "<head>\n  <meta a=\"b\" />\n</head>\n");
+        // An unterminated comment ends the document, as in HTML.
+        assert_eq!(strip_comments("<p>a</p><!-- b"), "<p>a</p>\n");
     }
 
     #[test]

@@ -198,7 +198,8 @@ fn npm_ci(dir: &str, marker: &str) -> Result {
     copy_stamp(&lock, &stamp)
 }
 
-/// terser, which the release build's post-build hook minifies the wasm's JavaScript glue with.
+/// terser and Lightning CSS, which the release build's post-build hook minifies the wasm's JavaScript glue, the
+/// other scripts and the stylesheet with.
 pub fn minify_node_modules() -> Result {
     npm_ci("xtask/minify", "terser/package.json")
 }
