@@ -187,12 +187,17 @@ pub struct EditFieldProps {
 /// whenever anything else re-renders the page (an acknowledgement, a log line, a C2D message). This one has no
 /// `value` of its own: the stored value is written into the DOM when the field is mounted, when that value changes
 /// and after each commit (so a refused entry gives way to the stored value, as the error beside it says, and an
-/// out-of-range number cannot block its form's submission), never while typing.
+/// out-of-range number cannot block its form's submission), never while typing. Enter commits without submitting
+/// the form around it. A number field's refusal, `<span role="alert">{label}: must be…</span>`, is linked to the
+/// input (`aria-describedby`), goes with the next keystroke, commit or change of the stored value, and appears or
+/// goes only once a pointer press under way has ended ([`press`]).
 #[component]
 pub fn EditField(p: &EditFieldProps) -> Html {
     let node = use_node_ref();
     let commits = use_mut_ref(|| 0u32);
-    let refused = use_mut_ref(|| None::<String>);
+    // (the refusal shown, the stored value it was about) and this field's id for the refusal's element.
+    let refused = use_mut_ref(|| None::<(String, AttrValue)>);
+    let id = use_memo((), |_| press::next_id());
     let redraw = use_force_update();
     {
         let node = node.clone();
@@ -204,32 +209,130 @@ pub fn EditField(p: &EditFieldProps) -> Html {
             }
         });
     }
-    let onchange = {
-        let (on, range, value, refused) = (p.onchange.clone(), p.number, p.value.clone(), refused.clone());
-        Callback::from(move |e: Event| {
+    // A refusal is about the entry it refused: it goes when the stored value changes (elsewhere, by a link).
+    if refused.borrow().as_ref().is_some_and(|r| r.1 != p.value) {
+        *refused.borrow_mut() = None;
+    }
+    let commit = {
+        let (on, range, value, refused, label) =
+            (p.onchange.clone(), p.number, p.value.clone(), refused.clone(), p.aria.clone());
+        let redraw = redraw.clone();
+        move |e: Event| {
             let error = range
                 .and_then(|r| crate::settings::number_entry_error(&field_value(&e).unwrap_or_default(), r, &value));
-            if error.is_none() {
-                on.emit(e);
+            let shown = refused.borrow().is_some() || error.is_some();
+            match &error {
+                None => on.emit(e),
+                // The stored value goes back at once, before the form this press may submit checks its fields
+                // (an out-of-range number would block the submission); the message may wait (below).
+                Some(_) => {
+                    if let Some(i) = e.target_dyn_into::<HtmlInputElement>() {
+                        i.set_value(&value);
+                    }
+                }
             }
-            *refused.borrow_mut() = error;
+            let label = label.as_deref().map_or(String::new(), |l| [l, ": "].concat());
+            *refused.borrow_mut() = error.map(|t| ([&label, t.as_str()].concat(), value.clone()));
             *commits.borrow_mut() += 1;
-            redraw.force_update();
+            let redraw = redraw.clone();
+            // A refusal that appears or goes moves what is below it: not while the click that left the field is
+            // still under way (it would land beside its button and be lost).
+            if shown {
+                press::after(move || redraw.force_update());
+            } else {
+                redraw.force_update();
+            }
+        }
+    };
+    let onchange = Callback::from(commit.clone());
+    // A new entry: the refusal of the last one goes (typing the kept value again makes no `change` to clear it).
+    let oninput = {
+        let refused = refused.clone();
+        Callback::from(move |_: InputEvent| {
+            if refused.borrow_mut().take().is_some() {
+                redraw.force_update();
+            }
         })
     };
+    // Enter commits the field without submitting its form (the composer would send a message).
+    let onkeydown = Callback::from(move |e: KeyboardEvent| {
+        if e.key() == "Enter" {
+            e.prevent_default();
+            commit(e.into());
+        }
+    });
     let (min, max) = match p.number {
         Some((lo, hi)) => (Some(lo.to_string()), Some(hi.to_string())),
         None => (None, None),
     };
-    let error = refused.borrow().clone();
+    let error = refused.borrow().as_ref().map(|r| r.0.clone());
+    let err_id = ["field-error-", &id.to_string()].concat();
+    let describedby = match (&p.describedby, &error) {
+        (Some(help), Some(_)) => Some(AttrValue::from([help.as_str(), " ", &err_id].concat())),
+        (None, Some(_)) => Some(AttrValue::from(err_id.clone())),
+        (help, None) => help.clone(),
+    };
     html! {
         <>
             <input ref={node} type={p.number.map(|_| "number")} {min} {max} aria-label={p.aria.clone()}
-                aria-describedby={p.describedby.clone()} aria-invalid={error.as_ref().map(|_| "true")} disabled={p.disabled} {onchange} />
+                aria-describedby={describedby} aria-invalid={error.as_ref().map(|_| "true")} disabled={p.disabled} {onchange} {onkeydown} {oninput} />
             if let Some(text) = error {
-                { el("span", &[("class", AttributeOrProperty::Static("field-error")), ("role", AttributeOrProperty::Static("alert"))], Html::from(text)) }
+                <span id={err_id} class="field-error" role="alert">{ text }</span>
             }
         </>
+    }
+}
+
+/// What a field's refusal waits for: a pointer press to end. A refusal is shown when its field loses the focus,
+/// which a press on a button does before the button is clicked; shown at once, it would move the button from under
+/// the pointer and the click would be lost.
+mod press {
+    use std::cell::{Cell, RefCell};
+    use wasm_bindgen::prelude::*;
+
+    #[derive(Default)]
+    struct Press {
+        down: Cell<bool>,
+        after: RefCell<Vec<Box<dyn FnOnce()>>>,
+        ids: Cell<u32>,
+    }
+
+    thread_local! {
+        static PRESS: Press = {
+            let listen = |types: &[&str], f: fn()| {
+                let f = Closure::<dyn Fn()>::new(f);
+                if let Some(w) = web_sys::window() {
+                    for t in types {
+                        let _ = w.add_event_listener_with_callback_and_bool(t, f.as_ref().unchecked_ref(), true);
+                    }
+                }
+                f.forget();
+            };
+            listen(&["pointerdown"], || PRESS.with(|p| p.down.set(true)));
+            listen(&["pointerup", "pointercancel"], || {
+                PRESS.with(|p| {
+                    p.down.set(false);
+                    for f in p.after.take() {
+                        // After the click this release makes (dispatched in the same task).
+                        gloo::timers::callback::Timeout::new(0, f).forget();
+                    }
+                })
+            });
+            Press::default()
+        };
+    }
+
+    /// Runs `f` now, or once the pointer press under way has ended and made its click.
+    pub fn after(f: impl FnOnce() + 'static) {
+        PRESS.with(|p| if p.down.get() { p.after.borrow_mut().push(Box::new(f)) } else { f() })
+    }
+
+    /// A number unique in this page (element ids), which also starts watching presses with the first field.
+    pub fn next_id() -> u32 {
+        PRESS.with(|p| {
+            p.ids.set(p.ids.get() + 1);
+            p.ids.get()
+        })
     }
 }
 

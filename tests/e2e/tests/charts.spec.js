@@ -102,9 +102,9 @@ test('the numbers sent are charted by JSON path; hover, keys, last N and pause',
   // Bad input is explained; a chart can be removed.
   await charts.getByLabel('Points shown').fill('1');
   await charts.getByLabel('Points shown').blur();
-  await expect(charts.getByRole('alert')).toHaveText('Points shown: a whole number from 2 to 300.');
+  await expect(charts.getByRole('alert')).toHaveText('Points shown: must be a whole number from 2 to 300, not 1; kept 2');
   await charts.getByRole('button', { name: 'Add chart' }).click();
-  await expect(charts.getByRole('alert')).toContainText('Enter the JSON path of a number');
+  await expect(charts.getByRole('alert').filter({ hasText: 'JSON path' })).toContainText('Enter the JSON path of a number');
   await charts.getByRole('button', { name: 'Remove the chart of position.lat' }).click();
   await expect(charts.locator('figure.chart')).toHaveCount(1);
   await shot(page, 'charts');

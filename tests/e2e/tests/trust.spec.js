@@ -48,7 +48,7 @@ test('a crafted link is only offered: no endpoint, no 136-year token, the rememb
   await page.getByLabel('Token lifetime (s)').first().fill('4294967295');
   await page.getByLabel('Token lifetime (s)').first().blur();
   await expect(page.getByRole('alert').filter({ hasText: 'not 4294967295' })).toHaveText(
-    'must be a whole number from 10 to 86400, not 4294967295; kept 3600');
+    'Token lifetime (s): must be a whole number from 10 to 86400, not 4294967295; kept 3600');
   await expect(page.getByLabel('Token lifetime (s)').first()).toHaveValue('3600');
 });
 
