@@ -114,11 +114,11 @@ impl Controller {
         self.dispatch.dispatch(Action::Log { at: util::clock_time(), kind, text: text.into() });
     }
 
-    /// Logs what the device just handed to its session: "sent" while connected; while not (QoS 1 telemetry and
-    /// reported patches wait in the session, as CleanSession 0 lets them) "queued until connected", since nothing
-    /// left the browser yet.
+    /// Logs what the device just handed to its session, marked "queued until connected" while it is not (QoS 1
+    /// telemetry waits in the session for the next connection of the same device): nothing left the browser yet.
     pub(crate) fn log_sent(&self, driver: &Driver, text: String) {
-        let text = if driver.peek(|s| s.is_connected()) { text } else { ["queued until connected: ", &text].concat() };
+        let text =
+            if driver.peek(|s| s.is_connected()) { text } else { [&text, " — queued until connected"].concat() };
         self.log(LogKind::Sent, text);
     }
 
@@ -179,8 +179,18 @@ impl Controller {
             plan.cs.module_id.as_deref().unwrap_or_default()
         );
         if self.inner.borrow().driver_key != key {
-            if let Some(old) = self.inner.borrow_mut().driver.take() {
+            let old = self.inner.borrow_mut().driver.take();
+            if let Some(old) = old {
                 old.disconnect();
+                // A session belongs to one device and one CleanSession choice: what waited in the old one goes.
+                let dropped = old.peek(|s| s.unacked()) as u64;
+                if dropped > 0 {
+                    self.dispatch.dispatch(Action::Dropped(dropped));
+                    self.log(
+                        LogKind::Error,
+                        format!("{dropped} QoS 1 message(s) waiting for the previous device or session were dropped: the device or CleanSession changed"),
+                    );
+                }
             }
             let mut cfg = DeviceConfig::new(
                 plan.cs.host_name.clone(),

@@ -166,6 +166,9 @@ pub struct AppState {
     pub token_expiry: Option<u64>,
     pub sent: u64,
     pub acked: u64,
+    /// QoS 1 messages that waited in a session the app replaced (another device or CleanSession): no longer
+    /// pending.
+    pub dropped: u64,
     pub inbox: Rc<VecDeque<Rc<InboxItem>>>,
     pub unread: u32,
     pub methods: Rc<VecDeque<Rc<MethodCall>>>,
@@ -209,6 +212,8 @@ pub enum Action {
     TokenExpiry(Option<u64>),
     Sent(u64),
     Acked,
+    /// `n` unacknowledged messages went with a replaced session.
+    Dropped(u64),
     C2d(InboxItem),
     ClearInbox,
     MarkRead,
@@ -266,6 +271,7 @@ impl AppState {
             token_expiry: None,
             sent: 0,
             acked: 0,
+            dropped: 0,
             inbox: Rc::default(),
             unread: 0,
             methods: Rc::default(),
@@ -294,7 +300,7 @@ impl AppState {
     }
 
     pub fn pending(&self) -> u64 {
-        self.sent.saturating_sub(self.acked)
+        self.sent.saturating_sub(self.acked + self.dropped)
     }
 
     fn seq(&mut self) -> u64 {
@@ -366,6 +372,7 @@ impl AppState {
             Action::TokenExpiry(t) => s.token_expiry = t,
             Action::Sent(n) => s.sent += n,
             Action::Acked => s.acked += 1,
+            Action::Dropped(n) => s.dropped += n,
             Action::C2d(mut item) => {
                 item.seq = s.seq();
                 let mut announcement = String::from("new cloud-to-device message: ");

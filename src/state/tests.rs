@@ -172,6 +172,14 @@ fn repeat_progress_ends_at_its_total() {
 }
 
 #[test]
+fn messages_dropped_with_a_replaced_session_are_no_longer_pending() {
+    let s = run(fresh(), [Action::Sent(3), Action::Acked]);
+    assert_eq!(s.pending(), 2);
+    let s = run(s, [Action::Dropped(2)]);
+    assert_eq!((s.sent, s.acked, s.pending()), (3, 1, 0));
+}
+
+#[test]
 fn provisioning_steps_replace_repeated_polls_and_stay_bounded() {
     use crate::dps::StepKind;
     let step = |kind, text: &str| Action::DpsStep { at: "10:00:02".into(), kind, text: text.into() };
