@@ -1,42 +1,64 @@
 // Keyboard focus when the focused control disappears (WAI-ARIA APG: after a delete, focus the next item; after
 // a dialog closes, the control that opened it). Removing a focused element drops the focus to <body>, so a
-// keyboard or screen-reader user would start over from the top of the page: after each click, key or change that
-// removed the focused control, focus moves to
-//   - the same control (same tag, same first word of its name) of the item now at its place in the same list, or
-//     the list's last item when the removed one was last;
-//   - the control focused before a dialog (role="alertdialog") that was closed;
-//   - else the panel (<section>) it was in, else <main>: the next Tab continues from there.
+// keyboard or screen-reader user would start over from the top of the page. When the focused control is removed
+// (by a click, a key, or the app: a finished repeat's Stop becomes Start), the focus moves to
+//   - the control that opened a dialog (role="alertdialog") that was closed;
+//   - else the control now nearest to where it was: its closest container still in the page is found, and among
+//     that container's children, from the removed one's place outwards, the first that is or holds a control
+//     (the same kind of control, same first word of its name, when that child has one): the next row's remove
+//     button, the Start that replaced Stop;
+//   - else its panel (<section>), then <main>, without scrolling.
+// Focus that leaves a control any other way (a click on empty space) is left alone.
 // Plain JS beside the app: in the wasm it would cost more of the bundle's budget than it is long.
 {
-  let last, prev, list, index, word, section, dialog;
-  const name = (el) => ((el.getAttribute && el.getAttribute('aria-label')) || el.textContent || '').trim().split(' ')[0];
-  document.addEventListener('focusin', (e) => {
-    if (e.target === last) return;
-    const inDialog = e.target.closest('[role=alertdialog]');
-    if (!inDialog || !dialog) prev = last;
-    last = e.target;
-    dialog = inDialog;
-    const li = last.closest('li');
-    list = li && li.parentElement;
-    index = li ? Array.prototype.indexOf.call(list.children, li) : -1;
-    word = name(last);
-    section = last.closest('section') || document.querySelector('main');
-  });
   const CONTROLS = 'button, input, select, textarea, a[href], summary';
-  const fix = () => setTimeout(() => {
-    const active = document.activeElement;
-    if (!last || last.isConnected || (active && active !== document.body)) return;
-    let to;
-    if (list && list.isConnected && list.children.length) {
-      const item = list.children[Math.min(index, list.children.length - 1)];
-      const controls = Array.from(item.querySelectorAll(CONTROLS));
-      to = controls.find((c) => c.tagName === last.tagName && name(c) === word) || controls[0];
+  const word = (el) => ((el.getAttribute && el.getAttribute('aria-label')) || el.textContent || '').trim().split(' ')[0];
+  // The focused control's ancestors up to its panel, each with the index of the previous one among its children.
+  let chain = [], opener, dialog;
+  document.addEventListener('focusin', (e) => {
+    const el = e.target;
+    const inDialog = el.closest('[role=alertdialog]');
+    if (inDialog && !dialog && chain.length) opener = chain[0].el;
+    dialog = inDialog;
+    chain = [{ el, index: -1 }];
+    for (let c = el; c.parentElement && c !== document.body; c = c.parentElement) {
+      chain.push({ el: c.parentElement, index: Array.prototype.indexOf.call(c.parentElement.children, c) });
     }
-    if (!to && dialog && prev && prev.isConnected) to = prev;
-    if (!to) to = [section, document.querySelector('main')].find((s) => s && s.isConnected);
-    if (!to) return;
-    if (!to.matches(CONTROLS) && !to.hasAttribute('tabindex')) to.setAttribute('tabindex', '-1');
-    to.focus();
-  }, 0);
-  for (const type of ['click', 'keydown', 'change']) document.addEventListener(type, fix, true);
+  });
+  const pick = (kid, like) => {
+    const all = kid.matches(CONTROLS) ? [kid] : Array.from(kid.querySelectorAll(CONTROLS));
+    const usable = all.filter((c) => !c.disabled);
+    return usable.find((c) => c.tagName === like.tagName && word(c) === word(like)) || usable[0];
+  };
+  const nearest = () => {
+    const gone = chain[0].el;
+    for (let i = 1; i < chain.length; i++) {
+      const { el: box, index } = chain[i];
+      if (!box.isConnected) continue;
+      const kids = box.children;
+      for (let d = 0; d <= kids.length; d++) {
+        for (const j of d ? [index + d, index - d] : [index]) {
+          const to = kids[j] && pick(kids[j], gone);
+          if (to) return to;
+        }
+      }
+      return null; // its container is here but holds no control: the panel
+    }
+    return null;
+  };
+  document.addEventListener('focusout', (e) => {
+    if (e.relatedTarget || !chain.length || chain[0].el !== e.target) return;
+    const wasDialog = dialog, was = chain;
+    setTimeout(() => {
+      const active = document.activeElement;
+      if (chain !== was || was[0].el.isConnected || (active && active !== document.body)) return;
+      let to = wasDialog && !wasDialog.isConnected && opener && opener.isConnected ? opener : nearest();
+      if (to) return to.focus();
+      to = [...was.map((c) => c.el).filter((c) => c.tagName === 'SECTION'), document.querySelector('main')]
+        .find((s) => s && s.isConnected);
+      if (!to) return;
+      if (!to.hasAttribute('tabindex')) to.setAttribute('tabindex', '-1');
+      to.focus({ preventScroll: true });
+    }, 0);
+  }, true);
 }

@@ -133,12 +133,23 @@ test('a number outside its field range is refused beside the field, which keeps 
   await every.fill('5');
   await every.blur();
   // It used to be stored and raised to 10 ms without a word when the repeat started.
-  await expect(refusal).toHaveText('must be a whole number from 10 to 86400000, not 5; kept 1000');
+  await expect(refusal).toHaveText('Every (ms): must be a whole number from 10 to 86400000, not 5; kept 1000');
   await expect(every).toHaveValue('1000');
   await expect(every).toHaveAttribute('aria-invalid', 'true');
+  // The refusal is the field's description (announced with it).
+  const described = await every.getAttribute('aria-describedby');
+  await expect(page.locator(`#${described}`)).toHaveText(/^Every \(ms\): must be/);
+  // Enter commits the field without submitting the composer (it used to send a message).
   await every.fill('');
+  await every.press('Enter');
+  await expect(refusal).toHaveText('Every (ms): must be a whole number from 10 to 86400000; kept 1000');
+  await expect(page.getByLabel('Activity log')).not.toContainText('not sent');
+  // Typing again clears the refusal, even the kept value (which makes no change to commit).
+  await every.fill('1000');
+  await expect(refusal).toHaveCount(0);
+  await every.fill('7');
   await every.blur();
-  await expect(refusal).toHaveText('must be a whole number from 10 to 86400000; kept 1000');
+  await expect(refusal).toHaveCount(1);
   await every.fill('250');
   await every.blur();
   await expect(refusal).toHaveCount(0);
@@ -153,8 +164,21 @@ test('a number outside its field range is refused beside the field, which keeps 
   await expect(schedule).toHaveValue('1000');
   await schedule.fill('3');
   await schedule.blur();
-  await expect(refusal).toHaveText('must be a whole number from 10 to 86400000, not 3; kept 1000');
+  await expect(refusal).toHaveText('Every (ms): must be a whole number from 10 to 86400000, not 3; kept 1000');
   await expect(schedule).toHaveValue('1000');
+});
+
+test('a refusal shown when the field is left does not swallow the click that left it', async ({ page }) => {
+  const dev = await newDevice('e2e-refusal-click');
+  await page.goto('/');
+  await expect(page.getByText('served by the hubsim emulator')).toBeVisible();
+  await page.getByLabel('Connection string').fill(dev.cs);
+  // "Advanced" is open when the app is served by the emulator.
+  await page.getByLabel('Keep-alive (s)').fill('99999');
+  // The press on Connect leaves the field, whose refusal moves Connect down: the click must still connect.
+  await page.getByRole('button', { name: 'Connect', exact: true }).click();
+  await expect(page.getByRole('status')).toContainText('Connected');
+  await expect(page.getByRole('alert').filter({ hasText: 'Keep-alive' })).toContainText('not 99999; kept 60');
 });
 
 test('a repeat started in text mode can be followed and stopped in template mode', async ({ page }) => {
@@ -181,13 +205,24 @@ test('telemetry sent while disconnected is logged as queued and delivered on the
   await expect(page.getByRole('status')).toContainText('Disconnected');
   await page.getByLabel('Payload', { exact: true }).fill('{"queued": true}');
   await page.getByRole('button', { name: 'Send', exact: true }).click();
-  // It was logged as "sent" although nothing had left the browser.
-  await expect(page.getByLabel('Activity log')).toContainText('queued until connected: telemetry');
+  // It was logged as plainly sent although nothing had left the browser.
+  await expect(page.getByLabel('Activity log')).toContainText('QoS 1 — queued until connected');
   await expect(page.locator('.counters')).toContainText('pending 1');
   await page.getByRole('button', { name: 'Connect', exact: true }).click();
   await expect(page.locator('.counters')).toContainText('acknowledged 1');
   const events = await api('GET', `/events?device=${dev.id}`);
   expect(events.map((e) => JSON.parse(e.body))).toEqual([{ queued: true }]);
+
+  // Queued for one device, then another device connects: the message cannot follow; that is said, not hidden.
+  await page.getByRole('button', { name: 'Disconnect' }).click();
+  await page.getByRole('button', { name: 'Send', exact: true }).click();
+  await expect(page.locator('.counters')).toContainText('pending 1');
+  const other = await newDevice('e2e-queued-other');
+  await page.getByLabel('Connection string').fill(other.cs);
+  await page.getByRole('button', { name: 'Connect', exact: true }).click();
+  await expect(page.getByRole('status')).toContainText('Connected');
+  await expect(page.getByLabel('Activity log')).toContainText('1 QoS 1 message(s) waiting for the previous device or session were dropped');
+  await expect(page.locator('.counters')).toContainText('pending 0');
 });
 
 test('when the focused control disappears, the focus moves to its neighbour, not to the page', async ({ page }) => {
@@ -216,6 +251,30 @@ test('when the focused control disappears, the focus moves to its neighbour, not
   await page.keyboard.press('Enter');
   await expect(page.getByRole('alertdialog')).toHaveCount(0);
   await expect(page.getByRole('button', { name: 'Connect', exact: true })).toBeFocused();
+
+  // Start and Stop take each other's place: the focus follows, whether the user or the end of the repeat
+  // replaces the button.
+  await page.getByLabel('Endpoint (set by hand)').fill('');
+  await page.getByRole('button', { name: 'Connect', exact: true }).click();
+  await expect(page.getByRole('status')).toContainText('Connected');
+  await page.getByLabel('Times (0 = until stopped)').fill('0');
+  await page.getByLabel('Times (0 = until stopped)').blur();
+  await page.getByRole('button', { name: 'Start', exact: true }).focus();
+  await page.keyboard.press('Enter');
+  await expect(page.getByRole('button', { name: 'Stop', exact: true })).toBeFocused();
+  await page.keyboard.press('Enter');
+  await expect(page.getByRole('button', { name: 'Start', exact: true })).toBeFocused();
+  await page.getByLabel('Times (0 = until stopped)').fill('2');
+  await page.getByLabel('Times (0 = until stopped)').blur();
+  await page.getByRole('button', { name: 'Start', exact: true }).focus();
+  await page.keyboard.press('Enter');
+  await expect(page.getByRole('button', { name: 'Start', exact: true })).toBeFocused();
+  // A click on empty space afterwards leaves the focus (and the scroll position) to the user.
+  await page.evaluate(() => window.scrollTo(0, document.body.scrollHeight));
+  const y = await page.evaluate(() => window.scrollY);
+  await page.mouse.click(2, 2);
+  await expect(page.locator('body')).toBeFocused();
+  expect(await page.evaluate(() => window.scrollY)).toBe(y);
 });
 
 test('a short-lived token is renewed without losing messages', async ({ page }) => {
