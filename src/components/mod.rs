@@ -197,7 +197,7 @@ pub fn EditField(p: &EditFieldProps) -> Html {
     let commits = use_mut_ref(|| 0u32);
     // (the refusal shown, the stored value it was about) and this field's id for the refusal's element.
     let refused = use_mut_ref(|| None::<(String, AttrValue)>);
-    let id = use_memo((), |_| press::next_id());
+    let id = use_mut_ref(press::next_id);
     let redraw = use_force_update();
     {
         let node = node.clone();
@@ -266,7 +266,7 @@ pub fn EditField(p: &EditFieldProps) -> Html {
         None => (None, None),
     };
     let error = refused.borrow().as_ref().map(|r| r.0.clone());
-    let err_id = ["field-error-", &id.to_string()].concat();
+    let err_id = ["field-error-", &id.borrow().to_string()].concat();
     let describedby = match (&p.describedby, &error) {
         (Some(help), Some(_)) => Some(AttrValue::from([help.as_str(), " ", &err_id].concat())),
         (None, Some(_)) => Some(AttrValue::from(err_id.clone())),
