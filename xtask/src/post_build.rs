@@ -2,7 +2,8 @@
 //!
 //! - Moves the inline loader script out of `index.html` into `start.js` so the Content-Security-Policy can forbid
 //!   inline scripts.
-//! - In release builds, gives the wasm's imports and exports one- or two-letter names ([`minify_names`]) and
+//! - In release builds, rewrites the wasm's control flow for size ([`reloop`]), gives its imports and exports one-
+//!   or two-letter names ([`minify_names`]) and
 //!   minifies the JavaScript glue ([`minify_glue`]), the app's other scripts and stylesheet and `index.html`
 //!   ([`minify_assets`]).
 
@@ -16,6 +17,7 @@ pub fn run() -> Result {
         PathBuf::from(std::env::var("TRUNK_STAGING_DIR").map_err(|_| "TRUNK_STAGING_DIR is not set (run by trunk)")?);
     move_loader(&dir)?;
     if std::env::var("TRUNK_PROFILE").is_ok_and(|p| p == "release") {
+        reloop(&dir)?;
         minify_names(&dir)?;
         minify_assets(&dir)?;
     }
@@ -47,6 +49,29 @@ fn move_loader(dir: &Path) -> Result {
     write(&index, &out)
 }
 
+/// Trunk's `wasm-opt -Oz` keeps the control flow rustc wrote; binaryen's `--flatten --rereloop` rebuilds it with
+/// the Relooper, after which two more `-Oz` rounds find more to merge. Measured on 2026-11-30: 1.8 KB less
+/// gzipped (a second such round: 0.3 KB more for twice the time), about 12 s.
+fn reloop(dir: &Path) -> Result {
+    let wasm = the_wasm(dir)?;
+    crate::util::run(tool("wasm-opt").args(["--flatten", "--rereloop", "-Oz", "-Oz"]).arg(&wasm).arg("-o").arg(&wasm))
+}
+
+/// The one `*_bg.wasm` of the build.
+fn the_wasm(dir: &Path) -> Result<PathBuf> {
+    let mut wasm_files = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(|e| e.to_string())? {
+        let p = e.map_err(|e| e.to_string())?.path();
+        if p.to_string_lossy().ends_with("_bg.wasm") {
+            wasm_files.push(p);
+        }
+    }
+    match wasm_files.as_slice() {
+        [wasm] => Ok(wasm.clone()),
+        _ => Err(format!("post-build: expected one *_bg.wasm in {}, found {}", dir.display(), wasm_files.len())),
+    }
+}
+
 /// wasm-bindgen names every import after the JavaScript it calls plus a 16-digit hash
 /// (`__wbg_setAttribute_c3b1d2e0a7f94b1c`), and closure shims after their full Rust path; each name is written
 /// twice, in the wasm and in its JavaScript glue, and the hashes do not compress. Binaryen's
@@ -56,16 +81,7 @@ fn move_loader(dir: &Path) -> Result {
 /// hashes in `index.html` are recomputed. Any name the mapping gives that the glue does not hold exactly as
 /// expected fails the build (never a half-renamed app).
 fn minify_names(dir: &Path) -> Result {
-    let mut wasm_files = Vec::new();
-    for e in std::fs::read_dir(dir).map_err(|e| e.to_string())? {
-        let p = e.map_err(|e| e.to_string())?.path();
-        if p.to_string_lossy().ends_with("_bg.wasm") {
-            wasm_files.push(p);
-        }
-    }
-    let [wasm] = wasm_files.as_slice() else {
-        return Err(format!("post-build: expected one *_bg.wasm in {}, found {}", dir.display(), wasm_files.len()));
-    };
+    let wasm = &the_wasm(dir)?;
     let name = wasm.file_name().and_then(|n| n.to_str()).ok_or("wasm file name")?;
     let js = dir.join(format!("{}.js", name.trim_end_matches("_bg.wasm")));
     let out = tool("wasm-opt")
