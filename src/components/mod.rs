@@ -232,15 +232,19 @@ pub fn EditField(p: &EditFieldProps) -> Html {
                 }
             }
             let label = label.as_deref().map_or(String::new(), |l| [l, ": "].concat());
-            *refused.borrow_mut() = error.map(|t| ([&label, t.as_str()].concat(), value.clone()));
+            let now = error.map(|t| ([&label, t.as_str()].concat(), value.clone()));
             *commits.borrow_mut() += 1;
-            let redraw = redraw.clone();
-            // A refusal that appears or goes moves what is below it: not while the click that left the field is
-            // still under way (it would land beside its button and be lost).
-            if shown {
-                press::after(move || redraw.force_update());
-            } else {
+            let (refused, redraw) = (refused.clone(), redraw.clone());
+            let show = move || {
+                *refused.borrow_mut() = now;
                 redraw.force_update();
+            };
+            // A refusal that appears or goes moves what is below it: not while the click that left the field is
+            // still under way (it would land beside its button and be lost), even if something else renders.
+            if shown {
+                press::after(show);
+            } else {
+                show();
             }
         }
     };
@@ -284,9 +288,12 @@ pub fn EditField(p: &EditFieldProps) -> Html {
 }
 
 /// What a field's refusal waits for: a pointer press to end. A refusal is shown when its field loses the focus,
-/// which a press on a button does before the button is clicked; shown at once, it would move the button from under
-/// the pointer and the click would be lost.
+/// which a press on a button does before the button is clicked (with a mouse at the press, with a finger between
+/// the release and the click); shown at once, it would move the button from under the pointer and the click would
+/// be lost. A press ends with its click, or 400 ms after its release when no click follows (dragged off the
+/// button), or at once when it is cancelled, opens a context menu, starts a drag, or a key is pressed.
 mod press {
+    use gloo::timers::callback::Timeout;
     use std::cell::{Cell, RefCell};
     use wasm_bindgen::prelude::*;
 
@@ -294,7 +301,19 @@ mod press {
     struct Press {
         down: Cell<bool>,
         after: RefCell<Vec<Box<dyn FnOnce()>>>,
+        /// Ends a press released without a click.
+        fallback: RefCell<Option<Timeout>>,
         ids: Cell<u32>,
+    }
+
+    fn release() {
+        PRESS.with(|p| {
+            p.down.set(false);
+            p.fallback.take();
+            for f in p.after.take() {
+                Timeout::new(0, f).forget();
+            }
+        })
     }
 
     thread_local! {
@@ -308,16 +327,22 @@ mod press {
                 }
                 f.forget();
             };
-            listen(&["pointerdown"], || PRESS.with(|p| p.down.set(true)));
-            listen(&["pointerup", "pointercancel"], || {
+            listen(&["pointerdown"], || {
                 PRESS.with(|p| {
-                    p.down.set(false);
-                    for f in p.after.take() {
-                        // After the click this release makes (dispatched in the same task).
-                        gloo::timers::callback::Timeout::new(0, f).forget();
-                    }
+                    p.down.set(true);
+                    p.fallback.take();
                 })
             });
+            listen(&["pointerup"], || {
+                PRESS.with(|p| *p.fallback.borrow_mut() = Some(Timeout::new(400, release)))
+            });
+            // After the click's own handlers (a timeout runs after this task).
+            listen(&["click"], || {
+                if PRESS.with(|p| p.down.get()) {
+                    Timeout::new(0, release).forget();
+                }
+            });
+            listen(&["pointercancel", "contextmenu", "dragstart", "keydown"], release);
             Press::default()
         };
     }
