@@ -7,8 +7,10 @@
 //     that container's children, from the removed one's place outwards, the first that is or holds a control
 //     (the same kind of control, same first word of its name, when that child has one): the next row's remove
 //     button, the Start that replaced Stop;
-//   - else its panel (<section>), then <main>, without scrolling.
-// Focus that leaves a control any other way (a click on empty space) is left alone.
+//   - else its panel (<section>), then <main>.
+// Never scrolling: the new place is next to the old one, and the app may remove a control while the user reads
+// elsewhere (a repeat that ends replaces Stop by Start). Focus that leaves a control any other way (a click on
+// empty space) is left alone.
 // Plain JS beside the app: in the wasm it would cost more of the bundle's budget than it is long.
 {
   const CONTROLS = 'button, input, select, textarea, a[href], summary';
@@ -53,7 +55,7 @@
       const active = document.activeElement;
       if (chain !== was || was[0].el.isConnected || (active && active !== document.body)) return;
       let to = wasDialog && !wasDialog.isConnected && opener && opener.isConnected ? opener : nearest();
-      if (to) return to.focus();
+      if (to) return to.focus({ preventScroll: true });
       to = [...was.map((c) => c.el).filter((c) => c.tagName === 'SECTION'), document.querySelector('main')]
         .find((s) => s && s.isConnected);
       if (!to) return;

@@ -92,7 +92,9 @@ fn view_variable(app: &AppContext, i: usize, v: &hubsim_template::Variable) -> H
     };
     let error = app.templates.var_error.as_ref().filter(|e| e.0 == i).map(|e| e.1.clone());
     html! {
-        <fieldset class="var">
+        // Keyed by place: a removed variable's row goes and the rows below move up, so the focused Remove button
+        // stays on the row that takes its place (unkeyed, Yew removes the first row and shifts the others down).
+        <fieldset class="var" key={i}>
             <legend><code>{"$."}{&v.name}</code></legend>
             <div class="grid2">
                 { super::named_field("Name", label("Name"), v.name.clone(), Some(on_change(app, Target::Field(i, "name"))), None) }

@@ -1,6 +1,6 @@
 // The hubsim web app, built with trunk and served by the emulator, driven in Debian's headless Chromium.
 const { test, expect } = require('@playwright/test');
-const { api, newDevice, connect, subscribed, counterAtLeast, shot } = require('./helpers');
+const { api, newDevice, connect, subscribed, counter, counterAtLeast, shot } = require('./helpers');
 
 test('an invalid connection string is explained next to the field', async ({ page }) => {
   await page.goto('/');
@@ -181,6 +181,52 @@ test('a refusal shown when the field is left does not swallow the click that lef
   await expect(page.getByRole('alert').filter({ hasText: 'Keep-alive' })).toContainText('not 99999; kept 60');
 });
 
+test('a refusal waits for the press on a button to end, whatever renders meanwhile', async ({ page }) => {
+  const dev = await newDevice('e2e-refusal-press');
+  await connect(page, dev.cs);
+  await subscribed(page);
+  // A repeat every 100 ms renders the page all along.
+  await page.getByLabel('Every (ms)', { exact: true }).fill('100');
+  await page.getByLabel('Every (ms)', { exact: true }).blur();
+  await page.getByLabel('Times (0 = until stopped)').fill('0');
+  await page.getByLabel('Times (0 = until stopped)').blur();
+  await page.getByRole('button', { name: 'Start', exact: true }).click();
+  const sas = page.getByRole('region', { name: 'SAS token' });
+  const ttl = sas.getByLabel('Token lifetime (s)');
+  await ttl.fill('1');
+  const box = await sas.getByRole('button', { name: 'Generate SAS token' }).boundingBox();
+  await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
+  await page.mouse.down();
+  await counterAtLeast(page, 'acknowledged', (await counter(page, 'acknowledged')) + 3);
+  // Pressed, and the page rendered: the kept value is back, the message waits.
+  await expect(ttl).toHaveValue('3600');
+  await expect(sas.getByRole('alert')).toHaveCount(0);
+  await page.mouse.up();
+  await expect(sas.getByLabel('Token', { exact: true })).toHaveValue(/^SharedAccessSignature sr=/);
+  await expect(sas.getByRole('alert')).toHaveText('Token lifetime (s): must be a whole number from 10 to 86400, not 1; kept 3600');
+  // A press whose end the page never sees (a context menu opens) does not hold refusals back.
+  await ttl.fill('2');
+  await page.mouse.down({ button: 'right' });
+  await expect(sas.getByRole('alert')).toHaveText('Token lifetime (s): must be a whole number from 10 to 86400, not 2; kept 3600');
+  await page.mouse.up({ button: 'right' });
+  await page.getByRole('button', { name: 'Stop', exact: true }).click();
+});
+
+test.describe('on a touch screen', () => {
+  test.use({ hasTouch: true });
+  test('a refusal does not swallow the tap that left the field', async ({ page }) => {
+    const dev = await newDevice('e2e-refusal-tap');
+    await page.goto('/');
+    await expect(page.getByText('served by the hubsim emulator')).toBeVisible();
+    await page.getByLabel('Connection string').fill(dev.cs);
+    await page.getByLabel('Keep-alive (s)').fill('99999');
+    // A tap ends the press before the field is left: the message must still wait for the tap's click.
+    await page.getByRole('button', { name: 'Connect', exact: true }).tap();
+    await expect(page.getByRole('status')).toContainText('Connected');
+    await expect(page.getByRole('alert').filter({ hasText: 'Keep-alive' })).toContainText('not 99999; kept 60');
+  });
+});
+
 test('a repeat started in text mode can be followed and stopped in template mode', async ({ page }) => {
   const dev = await newDevice('e2e-repeat-mode');
   await connect(page, dev.cs);
@@ -268,13 +314,31 @@ test('when the focused control disappears, the focus moves to its neighbour, not
   await page.getByLabel('Times (0 = until stopped)').blur();
   await page.getByRole('button', { name: 'Start', exact: true }).focus();
   await page.keyboard.press('Enter');
-  await expect(page.getByRole('button', { name: 'Start', exact: true })).toBeFocused();
-  // A click on empty space afterwards leaves the focus (and the scroll position) to the user.
+  await expect(page.getByRole('button', { name: 'Stop', exact: true })).toBeFocused();
+  // The user reads elsewhere while the repeat ends: the focus follows to Start without scrolling the page back to
+  // the composer (about 1 000 px up; log lines arriving meanwhile may move the page by a few lines).
   await page.evaluate(() => window.scrollTo(0, document.body.scrollHeight));
   const y = await page.evaluate(() => window.scrollY);
+  await expect(page.getByRole('button', { name: 'Start', exact: true })).toBeFocused();
+  expect(Math.abs((await page.evaluate(() => window.scrollY)) - y)).toBeLessThan(200);
+  // A click on empty space afterwards leaves the focus (and the scroll position) to the user.
+  await expect(page.locator('.counters')).toContainText('pending 0');
+  const y2 = await page.evaluate(() => window.scrollY);
   await page.mouse.click(2, 2);
   await expect(page.locator('body')).toBeFocused();
-  expect(await page.evaluate(() => window.scrollY)).toBe(y);
+  expect(await page.evaluate(() => window.scrollY)).toBe(y2);
+
+  // A template variable removed from the middle: the focus goes to the row below, which takes its place.
+  await page.getByRole('radio', { name: 'Template' }).check();
+  await page.getByLabel('Add a variable').selectOption('random');
+  await page.getByLabel('Add a variable').selectOption('walk');
+  const removes = page.locator('fieldset.var').getByRole('button', { name: /^Remove / });
+  const names = await removes.allTextContents();
+  expect(names.length).toBeGreaterThanOrEqual(3);
+  await removes.nth(1).focus();
+  await page.keyboard.press('Enter');
+  await expect(removes).toHaveCount(names.length - 1);
+  await expect(page.getByRole('button', { name: names[2], exact: true })).toBeFocused();
 });
 
 test('a short-lived token is renewed without losing messages', async ({ page }) => {
