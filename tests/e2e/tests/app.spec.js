@@ -1,6 +1,6 @@
 // The hubsim web app, built with trunk and served by the emulator, driven in Debian's headless Chromium.
 const { test, expect } = require('@playwright/test');
-const { api, newDevice, connect, subscribed, counter, counterAtLeast, shot } = require('./helpers');
+const { api, newDevice, connect, subscribed, counter, counterAtLeast, shot, startRepeat } = require('./helpers');
 
 test('an invalid connection string is explained next to the field', async ({ page }) => {
   await page.goto('/');
@@ -89,11 +89,7 @@ test('when the hub refuses the reconnection for good, the repeat and the Plug an
   await page.getByLabel('Built-in model').selectOption('thermostat');
   await page.getByRole('button', { name: 'Load built-in model' }).click();
   await page.getByRole('button', { name: 'Start telemetry' }).click();
-  await page.getByLabel('Every (ms)', { exact: true }).fill('300');
-  await page.getByLabel('Every (ms)', { exact: true }).blur();
-  await page.getByLabel('Times (0 = until stopped)').fill('0');
-  await page.getByLabel('Times (0 = until stopped)').blur();
-  await page.getByRole('button', { name: 'Start', exact: true }).click();
+  await startRepeat(page, 0, 300);
   await expect(page.getByRole('button', { name: 'Stop', exact: true })).toBeVisible();
   // The device is deleted: the hub closes the connection and refuses the next one (not authorized), which ends
   // reconnecting.
@@ -109,11 +105,7 @@ test('what is typed in a number field survives the renders until it is committed
   const dev = await newDevice('e2e-typing');
   await connect(page, dev.cs);
   await subscribed(page);
-  await page.getByLabel('Every (ms)', { exact: true }).fill('100');
-  await page.getByLabel('Every (ms)', { exact: true }).blur();
-  await page.getByLabel('Times (0 = until stopped)').fill('0');
-  await page.getByLabel('Times (0 = until stopped)').blur();
-  await page.getByRole('button', { name: 'Start', exact: true }).click();
+  await startRepeat(page, 0, 100);
   // Every acknowledgement re-renders the page while the digits are typed one by one (the field used to be reset
   // to its stored value at each render: "12345" became "105").
   const times = page.getByLabel('Times (0 = until stopped)');
@@ -168,17 +160,23 @@ test('a number outside its field range is refused beside the field, which keeps 
   await expect(schedule).toHaveValue('1000');
 });
 
-test('a refusal shown when the field is left does not swallow the click that left it', async ({ page }) => {
-  const dev = await newDevice('e2e-refusal-click');
+/** A bad keep-alive typed, then Connect pressed with `press` ('click' or 'tap') without leaving the field first:
+ * the press leaves the field, whose refusal would move Connect down; the device must still connect, with the
+ * kept value, and the refusal show afterwards. */
+async function refuseThenPressConnect(page, press) {
+  const dev = await newDevice(`e2e-refusal-${press}`);
   await page.goto('/');
   await expect(page.getByText('served by the hubsim emulator')).toBeVisible();
   await page.getByLabel('Connection string').fill(dev.cs);
   // "Advanced" is open when the app is served by the emulator.
   await page.getByLabel('Keep-alive (s)').fill('99999');
-  // The press on Connect leaves the field, whose refusal moves Connect down: the click must still connect.
-  await page.getByRole('button', { name: 'Connect', exact: true }).click();
+  await page.getByRole('button', { name: 'Connect', exact: true })[press]();
   await expect(page.getByRole('status')).toContainText('Connected');
   await expect(page.getByRole('alert').filter({ hasText: 'Keep-alive' })).toContainText('not 99999; kept 60');
+}
+
+test('a refusal shown when the field is left does not swallow the click that left it', async ({ page }) => {
+  await refuseThenPressConnect(page, 'click');
 });
 
 test('a refusal waits for the press on a button to end, whatever renders meanwhile', async ({ page }) => {
@@ -186,11 +184,7 @@ test('a refusal waits for the press on a button to end, whatever renders meanwhi
   await connect(page, dev.cs);
   await subscribed(page);
   // A repeat every 100 ms renders the page all along.
-  await page.getByLabel('Every (ms)', { exact: true }).fill('100');
-  await page.getByLabel('Every (ms)', { exact: true }).blur();
-  await page.getByLabel('Times (0 = until stopped)').fill('0');
-  await page.getByLabel('Times (0 = until stopped)').blur();
-  await page.getByRole('button', { name: 'Start', exact: true }).click();
+  await startRepeat(page, 0, 100);
   const sas = page.getByRole('region', { name: 'SAS token' });
   const ttl = sas.getByLabel('Token lifetime (s)');
   await ttl.fill('1');
@@ -229,16 +223,9 @@ test('an error of the app shown when a field is left does not swallow the click 
 
 test.describe('on a touch screen', () => {
   test.use({ hasTouch: true });
+  // A tap ends the press before the field is left: the message must still wait for the tap's click.
   test('a refusal does not swallow the tap that left the field', async ({ page }) => {
-    const dev = await newDevice('e2e-refusal-tap');
-    await page.goto('/');
-    await expect(page.getByText('served by the hubsim emulator')).toBeVisible();
-    await page.getByLabel('Connection string').fill(dev.cs);
-    await page.getByLabel('Keep-alive (s)').fill('99999');
-    // A tap ends the press before the field is left: the message must still wait for the tap's click.
-    await page.getByRole('button', { name: 'Connect', exact: true }).tap();
-    await expect(page.getByRole('status')).toContainText('Connected');
-    await expect(page.getByRole('alert').filter({ hasText: 'Keep-alive' })).toContainText('not 99999; kept 60');
+    await refuseThenPressConnect(page, 'tap');
   });
 });
 
@@ -369,11 +356,7 @@ test('a short-lived token is renewed without losing messages', async ({ page }) 
   test.setTimeout(90_000);
   const dev = await newDevice('e2e-renew');
   await connect(page, dev.cs, { ttl: 10 });
-  await page.getByLabel('Every (ms)').fill('400');
-  await page.getByLabel('Every (ms)').blur();
-  await page.getByLabel('Times (0 = until stopped)').fill('40');
-  await page.getByLabel('Times (0 = until stopped)').blur();
-  await page.getByRole('button', { name: 'Start' }).click();
+  await startRepeat(page, 40, 400);
   // 40 messages at 400 ms span 16 s: the 10 s token is renewed (at 8 s) while sending.
   await counterAtLeast(page, 'acknowledged', 40);
   await expect(page.locator('.counters')).toContainText('pending 0');

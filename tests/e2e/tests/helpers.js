@@ -48,6 +48,15 @@ async function connect(page, cs, options = {}) {
   await expect(page.getByRole('status')).toContainText('Connected');
 }
 
+/** Starts the composer's repeat: `times` messages (0: until stopped) every `every` ms. */
+async function startRepeat(page, times, every) {
+  await page.getByLabel('Every (ms)', { exact: true }).fill(String(every));
+  await page.getByLabel('Every (ms)', { exact: true }).blur();
+  await page.getByLabel('Times (0 = until stopped)').fill(String(times));
+  await page.getByLabel('Times (0 = until stopped)').blur();
+  await page.getByRole('button', { name: 'Start', exact: true }).click();
+}
+
 /** Waits until the app logged its subscriptions (C2D, methods, twin): the hub now delivers everything. */
 async function subscribed(page) {
   await expect(page.getByLabel('Activity log')).toContainText(
@@ -94,4 +103,4 @@ async function watchLongTasks(page) {
   });
 }
 
-module.exports = { serviceToken, api, newDevice, connect, subscribed, counter, counterAtLeast, axeClean, shot, HTTP, watchLongTasks };
+module.exports = { serviceToken, api, newDevice, connect, subscribed, counter, counterAtLeast, axeClean, shot, HTTP, watchLongTasks, startRepeat };
