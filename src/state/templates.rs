@@ -137,9 +137,14 @@ impl TmplState {
         self.library_rev += 1;
     }
 
+    /// Applies one edit of the draft. A variable's refusal stays until that variable is edited again or removed
+    /// (the rows below a removed one move up, and so does a refusal shown on one of them): an edit of anything
+    /// else, or the Remove clicked right after a refused entry, must not make it vanish unread.
     fn edit(&mut self, e: DraftEdit) {
         let d = Rc::make_mut(&mut self.draft);
         let mut var_error = None;
+        // (the variable this edit is about, whether it removes it)
+        let mut about: Option<(usize, bool)> = None;
         match e {
             DraftEdit::Name(n) => d.name = n.chars().take(library::MAX_NAME).collect(),
             DraftEdit::Body(b) => d.body = clip(b),
@@ -168,11 +173,13 @@ impl TmplState {
                 }
             }
             DraftEdit::RemoveVar(i) => {
+                about = Some((i, true));
                 if i < d.variables.len() {
                     d.variables.remove(i);
                 }
             }
             DraftEdit::Kind(i, kind) => {
+                about = Some((i, false));
                 if let Some(v) = d.variables.get_mut(i) {
                     match library::new_variable(&v.name, &kind) {
                         Ok(n) => *v = n,
@@ -181,6 +188,7 @@ impl TmplState {
                 }
             }
             DraftEdit::Field(i, field, text) => {
+                about = Some((i, false));
                 let taken = field == "name" && d.variables.iter().any(|v| v.name == text.trim());
                 if let Some(v) = d.variables.get_mut(i) {
                     let refused = if taken && v.name != text.trim() {
@@ -207,7 +215,15 @@ impl TmplState {
             DraftEdit::Count(n) => d.count = n.min(library::MAX_COUNT),
             DraftEdit::Duration(n) => d.duration_ms = clamp_ms(n, 0),
         }
-        self.var_error = var_error.map(Rc::new);
+        self.var_error = match (var_error, self.var_error.take(), about) {
+            (Some(e), ..) => Some(Rc::new(e)),
+            (None, Some(old), Some((i, removed))) if old.0 >= i => match (old.0 == i, removed) {
+                (true, _) => None,
+                (false, true) => Some(Rc::new((old.0 - 1, old.1.clone()))),
+                (false, false) => Some(old),
+            },
+            (None, old, _) => old,
+        };
     }
 
     /// Applies one action. Pure.

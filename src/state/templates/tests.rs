@@ -46,10 +46,23 @@ fn the_draft_is_edited_with_data_and_bad_edits_are_explained() {
         s3.var_error.as_deref(),
         Some(&(2, "a name is letters, digits and _ (it is written $.Name in the template); kept Var2".to_owned()))
     );
-    // A valid entry clears it.
-    s3.apply(edit(DraftEdit::Field(2, "name".into(), "On".into())));
+    // Edits of anything else keep it (it must not vanish unread); removing a row above moves it up with its row.
+    s3.apply(edit(DraftEdit::Body("{}".into())));
+    s3.apply(edit(DraftEdit::Field(0, "step".into(), "2".into())));
+    assert_eq!(s3.var_error.as_ref().map(|e| e.0), Some(2));
+    s3.apply(edit(DraftEdit::AddVar("walk".into())));
+    s3.apply(edit(DraftEdit::RemoveVar(1)));
+    assert_eq!(s3.var_error.as_ref().map(|e| e.0), Some(1));
+    assert_eq!(s3.draft.variables[1].name, "Var2");
+    // A valid entry in its field clears it.
+    s3.apply(edit(DraftEdit::Field(1, "name".into(), "On".into())));
     assert_eq!(s3.var_error, None);
-    assert_eq!(s3.draft.variables[2].name, "On");
+    assert_eq!(s3.draft.variables[1].name, "On");
+    // So does removing its variable.
+    s3.apply(edit(DraftEdit::Field(1, "step".into(), "x".into())));
+    assert!(s3.var_error.is_some());
+    s3.apply(edit(DraftEdit::RemoveVar(1)));
+    assert_eq!(s3.var_error, None);
 }
 
 #[test]
