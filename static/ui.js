@@ -6,8 +6,9 @@
 //    mouse at the press, with a finger between the release and the click) and moves that button from under the
 //    pointer: the click would be lost. While a press is under way, alerts that appear are kept hidden; they show
 //    when the press ends: after its click, 400 ms after its release when no click follows (dragged off), or at
-//    once when it is cancelled, opens a context menu, starts a drag, or a key is pressed. (The number fields'
-//    own refusals also wait to go, in the app: `components::press`.)
+//    once when it is cancelled, opens a context menu, starts a drag, or a key is pressed. The press under way is
+//    marked on <html> (data-pressing) and its end announced (a "hubsim-press-end" event): the app's number fields
+//    wait for it to show their refusals and to take them away (`components::press`).
 //
 // 2. Keyboard focus when the focused control disappears or is disabled (WAI-ARIA APG: after a delete, focus the
 //    next item; after a dialog closes, the control that opened it). The browser drops the focus to <body>, and a
@@ -23,13 +24,17 @@
 {
   // ---- 1. presses ----
   let pressing = false, held = [], fallback;
+  const root = document.documentElement;
   const release = () => {
+    if (!pressing) return;
     pressing = false;
+    delete root.dataset.pressing;
     clearTimeout(fallback);
     for (const el of held) el.style.removeProperty('display');
     held = [];
+    dispatchEvent(new Event('hubsim-press-end'));
   };
-  addEventListener('pointerdown', () => { pressing = true; clearTimeout(fallback); }, true);
+  addEventListener('pointerdown', () => { pressing = true; root.dataset.pressing = ''; clearTimeout(fallback); }, true);
   addEventListener('pointerup', () => { fallback = setTimeout(release, 400); }, true);
   addEventListener('click', () => { if (pressing) setTimeout(release, 0); }, true);
   for (const t of ['pointercancel', 'contextmenu', 'dragstart', 'keydown']) addEventListener(t, release, true);

@@ -197,7 +197,7 @@ pub fn EditField(p: &EditFieldProps) -> Html {
     let commits = use_mut_ref(|| 0u32);
     // (the refusal shown, the stored value it was about) and this field's id for the refusal's element.
     let refused = use_mut_ref(|| None::<(String, AttrValue)>);
-    let id = use_mut_ref(press::next_id);
+    let id = use_mut_ref(next_id);
     let redraw = use_force_update();
     {
         let node = node.clone();
@@ -287,78 +287,53 @@ pub fn EditField(p: &EditFieldProps) -> Html {
     }
 }
 
-/// What a field's refusal waits for: a pointer press to end. A refusal is shown when its field loses the focus,
-/// which a press on a button does before the button is clicked (with a mouse at the press, with a finger between
-/// the release and the click); shown at once, it would move the button from under the pointer and the click would
-/// be lost. A press ends with its click, or 400 ms after its release when no click follows (dragged off the
-/// button), or at once when it is cancelled, opens a context menu, starts a drag, or a key is pressed.
+/// What a field's refusal waits for: the pointer press under way to end. A refusal is shown when its field loses
+/// the focus, which a press on a button does before the button is clicked; shown (or taken away) at once, it would
+/// move the button from under the pointer and the click would be lost. `static/ui.js` follows the presses (for
+/// every alert of the page): it marks one under way on `<html>` (`data-pressing`) and says when it has ended, after
+/// its click or otherwise, with a `hubsim-press-end` event. Without that script nothing waits.
 mod press {
-    use gloo::timers::callback::Timeout;
-    use std::cell::{Cell, RefCell};
+    use std::cell::RefCell;
     use wasm_bindgen::prelude::*;
 
-    #[derive(Default)]
-    struct Press {
-        down: Cell<bool>,
-        after: RefCell<Vec<Box<dyn FnOnce()>>>,
-        /// Ends a press released without a click.
-        fallback: RefCell<Option<Timeout>>,
-        ids: Cell<u32>,
-    }
-
-    fn release() {
-        PRESS.with(|p| {
-            p.down.set(false);
-            p.fallback.take();
-            for f in p.after.take() {
-                Timeout::new(0, f).forget();
-            }
-        })
-    }
-
     thread_local! {
-        static PRESS: Press = {
-            let listen = |types: &[&str], f: fn()| {
-                let f = Closure::<dyn Fn()>::new(f);
-                if let Some(w) = web_sys::window() {
-                    for t in types {
-                        let _ = w.add_event_listener_with_callback_and_bool(t, f.as_ref().unchecked_ref(), true);
+        /// What waits for the end of the press under way (listening from the first wait on).
+        static AFTER: RefCell<Vec<Box<dyn FnOnce()>>> = {
+            if let Some(w) = web_sys::window() {
+                let end = Closure::<dyn Fn()>::new(|| {
+                    for f in AFTER.with(RefCell::take) {
+                        f();
                     }
-                }
-                f.forget();
-            };
-            listen(&["pointerdown"], || {
-                PRESS.with(|p| {
-                    p.down.set(true);
-                    p.fallback.take();
-                })
-            });
-            listen(&["pointerup"], || {
-                PRESS.with(|p| *p.fallback.borrow_mut() = Some(Timeout::new(400, release)))
-            });
-            // After the click's own handlers (a timeout runs after this task).
-            listen(&["click"], || {
-                if PRESS.with(|p| p.down.get()) {
-                    Timeout::new(0, release).forget();
-                }
-            });
-            listen(&["pointercancel", "contextmenu", "dragstart", "keydown"], release);
-            Press::default()
+                });
+                let _ = w.add_event_listener_with_callback("hubsim-press-end", end.as_ref().unchecked_ref());
+                end.forget();
+            }
+            RefCell::default()
         };
+    }
+
+    fn pressing() -> bool {
+        let root = web_sys::window().and_then(|w| w.document()).and_then(|d| d.document_element());
+        root.is_some_and(|e| e.has_attribute("data-pressing"))
     }
 
     /// Runs `f` now, or once the pointer press under way has ended and made its click.
     pub fn after(f: impl FnOnce() + 'static) {
-        PRESS.with(|p| if p.down.get() { p.after.borrow_mut().push(Box::new(f)) } else { f() })
+        if pressing() {
+            AFTER.with(|a| a.borrow_mut().push(Box::new(f)));
+        } else {
+            f();
+        }
     }
+}
 
-    /// A number unique in this page (element ids), which also starts watching presses with the first field.
-    pub fn next_id() -> u32 {
-        PRESS.with(|p| {
-            p.ids.set(p.ids.get() + 1);
-            p.ids.get()
-        })
-    }
+/// A number unique in this page, for element ids.
+fn next_id() -> u32 {
+    thread_local! { static LAST: std::cell::Cell<u32> = const { std::cell::Cell::new(0) }; }
+    LAST.with(|l| {
+        l.set(l.get() + 1);
+        l.get()
+    })
 }
 
 /// The static attributes of a [`tx`] element, as `html!` writes them.
