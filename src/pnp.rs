@@ -27,7 +27,7 @@ pub const MAX_MODEL_BYTES: usize = 256 * 1024;
 /// Default time between two telemetry rounds.
 pub const DEFAULT_INTERVAL_MS: u32 = 1000;
 /// The telemetry interval the model panel accepts, in ms, inclusive (100 ms to 1 hour).
-pub const INTERVAL_RANGE_MS: (u64, u64) = (100, 3_600_000);
+pub const INTERVAL_RANGE_MS: (u32, u32) = (100, 3_600_000);
 
 /// What the device answers to a desired value of a writable property.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -245,9 +245,7 @@ impl PnpState {
                 let generation = self.generation + 1;
                 self = PnpState { generation, interval_ms: self.interval_ms, ..PnpState::default() };
             }
-            PnpAction::Interval(ms) => {
-                self.interval_ms = ms.clamp(INTERVAL_RANGE_MS.0 as u32, INTERVAL_RANGE_MS.1 as u32)
-            }
+            PnpAction::Interval(ms) => self.interval_ms = ms.clamp(INTERVAL_RANGE_MS.0, INTERVAL_RANGE_MS.1),
             PnpAction::Running(r) => self.running = r && self.model.is_some(),
             PnpAction::Generator { plan, var, param, text } => {
                 self.generator_error = self.edit_generator(plan, var, param, &text).err();

@@ -422,12 +422,6 @@ impl Number {
         }
     }
 
-    /// [`Number::range`] widened for [`crate::components::num_field`].
-    pub fn bounds(self) -> (u64, u64) {
-        let (lo, hi) = self.range();
-        (lo.into(), hi.into())
-    }
-
     /// Parses and range-checks a value typed or read from a link or storage.
     pub fn parse(self, v: &str) -> Result<u32, String> {
         let (lo, hi) = self.range();
@@ -442,9 +436,9 @@ impl Number {
 /// Why a number typed into a field of the inclusive range `min..=max` is refused (`None`: it is accepted), in the
 /// words of [`Number::parse`]: "must be a whole number from 10 to 86400, not 5; kept 3600" (`kept`:
 /// the value the field keeps instead). An empty field (or one the browser could not read as a number) is refused.
-pub fn number_entry_error(text: &str, (min, max): (u64, u64), kept: &str) -> Option<String> {
+pub fn number_entry_error(text: &str, (min, max): (u32, u32), kept: &str) -> Option<String> {
     let text = text.trim();
-    if text.parse::<u64>().is_ok_and(|n| (min..=max).contains(&n)) {
+    if text.parse::<u64>().is_ok_and(|n| (u64::from(min)..=u64::from(max)).contains(&n)) {
         return None;
     }
     let not =

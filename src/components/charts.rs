@@ -303,7 +303,7 @@ pub fn Charts(props: &ChartsProps) -> Html {
                 { super::select("Source", None, on_source, &Source::ALL.map(|s| (s.as_str(), s.label())), view.source.as_str()) }
                 <label class="grow">{"JSON path"}<input ref={path} placeholder="temperature or position.lat" /></label>
                 { super::tx("button", &[("type", Static("submit"))], "Add chart") }
-                { super::num_field("Points shown", view.points as u64, (2, MAX_POINTS as u64), None, on_points) }
+                { super::num_field("Points shown", view.points as u32, (2, MAX_POINTS as u32), None, on_points) }
                 <button type="button" onclick={pause}>{ if paused { "Resume" } else { "Pause" } }</button>
             </form>
             if let Some(e) = view.error { { super::error_p(e) } }

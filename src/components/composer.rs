@@ -120,8 +120,8 @@ pub fn view_composer(app: &AppContext, ctl: &ControllerHandle) -> Html {
                 <fieldset class="repeat">
                     { super::tx("legend", &[], if templ { "Sending the text payload repeatedly" } else { "Send repeatedly" }) }
                     if !templ {
-                    { super::num_field("Every (ms)", s.repeat_interval_ms.into(), Number::RepeatInterval.bounds(), None, on_number(app, Number::RepeatInterval)) }
-                    { super::num_field("Times (0 = until stopped)", s.repeat_count.into(), Number::RepeatCount.bounds(), None, on_number(app, Number::RepeatCount)) }
+                    { super::num_field("Every (ms)", s.repeat_interval_ms, Number::RepeatInterval.range(), None, on_number(app, Number::RepeatInterval)) }
+                    { super::num_field("Times (0 = until stopped)", s.repeat_count, Number::RepeatCount.range(), None, on_number(app, Number::RepeatCount)) }
                     }
                     if let Some(r) = &app.repeat {
                         { super::button("Stop", stop, false) }

@@ -173,9 +173,9 @@ pub fn view_connect_panel(app: &AppContext, ctl: &ControllerHandle, form: &Conne
                             <input value={s.endpoint.clone()} placeholder={endpoint_placeholder}
                                 aria-invalid={invalid("endpoint").to_string()} oninput={on_text(app, Text::Endpoint)} />
                         </label>
-                        { super::num_field("Token lifetime (s)", s.token_ttl_secs.into(), Number::TokenTtl.bounds(),
+                        { super::num_field("Token lifetime (s)", s.token_ttl_secs, Number::TokenTtl.range(),
                             Some(("ttl-help", "10 s to 1 day (86400 s); renewed automatically at 80 %")), on_number(app, Number::TokenTtl)) }
-                        { super::num_field("Keep-alive (s)", s.keep_alive_secs.into(), Number::KeepAlive.bounds(), None, on_number(app, Number::KeepAlive)) }
+                        { super::num_field("Keep-alive (s)", s.keep_alive_secs, Number::KeepAlive.range(), None, on_number(app, Number::KeepAlive)) }
                         { super::text_field("API version", &s.api_version, "", None, false, on_text(app, Text::ApiVersion)) }
                         { super::text_field("Model ID (IoT Plug and Play)", &s.model_id, "dtmi:com:example:Thermostat;1", None, false, on_text(app, Text::ModelId)) }
                     </div>

@@ -149,8 +149,8 @@ pub fn option(value: &'static str, label: &'static str, selected: bool) -> Html 
 #[inline(never)]
 pub fn num_field(
     label: &'static str,
-    value: u64,
-    (min, max): (u64, u64),
+    value: u32,
+    (min, max): (u32, u32),
     help: Option<(&'static str, &'static str)>,
     onchange: Callback<Event>,
 ) -> Html {
@@ -172,7 +172,7 @@ pub struct EditFieldProps {
     /// A number field of this inclusive range: an entry outside it (or not a whole number, or empty) is not
     /// passed on; the field shows why and keeps the stored value.
     #[prop_or_default]
-    pub number: Option<(u64, u64)>,
+    pub number: Option<(u32, u32)>,
     #[prop_or_default]
     pub aria: Option<AttrValue>,
     #[prop_or_default]

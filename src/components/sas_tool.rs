@@ -35,7 +35,7 @@ pub fn view_sas_tool(app: &AppContext, token: &Token) -> Html {
         <section class="panel" aria-labelledby="sas-h">
             { super::tx("h2", &[("id", Static("sas-h"))], "SAS token") }
             <div class="row">
-                { super::num_field("Token lifetime (s)", app.settings.token_ttl_secs.into(), Number::TokenTtl.bounds(),
+                { super::num_field("Token lifetime (s)", app.settings.token_ttl_secs, Number::TokenTtl.range(),
                     Some(("sas-ttl-help", "10 s to 1 day (86400 s)")), on_number(app, Number::TokenTtl)) }
                 { super::button("Generate SAS token", generate, false) }
             </div>

@@ -76,7 +76,7 @@ fn on_input(app: &AppContext, t: Target) -> Callback<InputEvent> {
 
 fn num_field(app: &AppContext, label: &'static str, value: u32, range: (u32, u32), make: fn(u32) -> DraftEdit) -> Html {
     let cb = on_change(app, Target::Number(make));
-    super::num_field(label, value.into(), (range.0.into(), range.1.into()), None, cb)
+    super::num_field(label, value, range, None, cb)
 }
 
 fn view_variable(app: &AppContext, i: usize, v: &hubsim_template::Variable) -> Html {
