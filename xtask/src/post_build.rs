@@ -3,9 +3,8 @@
 //! - Moves the inline loader script out of `index.html` into `start.js` so the Content-Security-Policy can forbid
 //!   inline scripts.
 //! - In release builds, shrinks the wasm further than Trunk's `wasm-opt -Oz` ([`shrink`]), gives its imports and
-//!   exports one- or two-letter names ([`minify_names`]) and
-//!   minifies the JavaScript glue ([`minify_glue`]), the app's other scripts and stylesheet and `index.html`
-//!   ([`minify_assets`]).
+//!   exports one- or two-letter names ([`minify_names`]), minifies the JavaScript glue ([`minify_glue`]) and the
+//!   app's other scripts, its stylesheet and `index.html` ([`minify_assets`]).
 
 use crate::util::{tool, Result};
 use base64::Engine;
@@ -120,8 +119,14 @@ fn minify_names(dir: &Path) -> Result {
 /// names (the page's loader and the benchmark read them), everything inside is compressed and renamed.
 /// Measured on 2026-11-29: 5.3 → 3.7 KB gzipped.
 fn minify_glue(js: &Path) -> Result {
+    terser(js, true)
+}
+
+/// Minifies `js` in place with terser (`xtask/minify`, installed by `setup`), as an ES module when `module`.
+fn terser(js: &Path, module: bool) -> Result {
     let terser = crate::util::root().join("xtask/minify/node_modules/terser/bin/terser");
-    crate::util::run(tool("node").arg(terser).arg(js).args(["--module", "--compress", "--mangle", "-o"]).arg(js))
+    let module = if module { &["--module"][..] } else { &[] };
+    crate::util::run(tool("node").arg(terser).arg(js).args(module).args(["--compress", "--mangle", "-o"]).arg(js))
 }
 
 /// Minifies what `index.html` loads beside the wasm and its glue, and recomputes their integrity: the plain
@@ -129,7 +134,7 @@ fn minify_glue(js: &Path) -> Result {
 /// (`xtask/minify`, pinned). Then drops the comments of `index.html` itself (notes for whoever edits the source
 /// `index.html`). Measured on 2026-11-30: 0.5 KB less gzipped for the CSS and the HTML.
 fn minify_assets(dir: &Path) -> Result {
-    let tools = crate::util::root().join("xtask/minify/node_modules");
+    let lightningcss = crate::util::root().join("xtask/minify/node_modules/.bin/lightningcss");
     let index = dir.join("index.html");
     let mut html = read(&index)?;
     for e in std::fs::read_dir(dir).map_err(|e| e.to_string())? {
@@ -137,12 +142,9 @@ fn minify_assets(dir: &Path) -> Result {
         let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         let glue = dir.join(name.replace(".js", "_bg.wasm")).exists();
         if name.ends_with(".js") && name != "start.js" && !glue {
-            let terser = tools.join("terser/bin/terser");
-            crate::util::run(tool("node").arg(terser).arg(&p).args(["--compress", "--mangle", "-o"]).arg(&p))?;
+            terser(&p, false)?;
         } else if name.ends_with(".css") {
-            crate::util::run(
-                tool(&tools.join(".bin/lightningcss").to_string_lossy()).arg("--minify").arg(&p).arg("-o").arg(&p),
-            )?;
+            crate::util::run(tool(&lightningcss.to_string_lossy()).arg("--minify").arg(&p).arg("-o").arg(&p))?;
         } else {
             continue;
         }
