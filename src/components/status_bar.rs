@@ -47,6 +47,7 @@ pub fn StatusBar(props: &StatusBarProps) -> Html {
         }
         ConnStatus::Disconnected { reason: None, .. } => ("status idle", "Disconnected".to_owned(), None),
     };
+    let connected = matches!(app.status, ConnStatus::Connected { .. });
     let token = app.token_expiry.map(|t| mmss(t as i64 - util::unix_now() as i64));
     html! {
         <div class="statusbar">
@@ -56,9 +57,10 @@ pub fn StatusBar(props: &StatusBarProps) -> Html {
             if let Some(h) = hint { { super::el("div", &[("class", Static("hint")), ("role", Static("alert"))], Html::from(h)) } }
             <div class="counters">
                 if let Some(t) = token { <span title="The token is renewed automatically before it expires">{"token expires in "}{ super::el("b", &[], Html::from(t)) }</span> }
-                <span>{"sent "}{ super::el("b", &[], Html::from(app.sent)) }</span>
+                <span title="Telemetry handed to the device; while it is not connected, QoS 1 messages wait in its queue">{"sent "}{ super::el("b", &[], Html::from(app.sent)) }</span>
                 <span>{"acknowledged "}{ super::el("b", &[], Html::from(app.acked)) }</span>
-                <span>{"pending "}{ super::el("b", &[], Html::from(app.pending())) }</span>
+                // Not acknowledged yet: in flight while connected, queued for the next connection while not.
+                <span>{ if connected { "pending " } else { "queued " } }{ super::el("b", &[], Html::from(app.pending())) }</span>
             </div>
         </div>
     }

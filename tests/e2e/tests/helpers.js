@@ -63,7 +63,7 @@ async function subscribed(page) {
     'subscribed to cloud-to-device messages, direct methods, twin responses, desired property updates');
 }
 
-/** A counter of the status bar ("sent", "acknowledged", "pending"). */
+/** A counter of the status bar ("sent", "acknowledged", "pending" while connected or "queued" while not). */
 async function counter(page, name) {
   const text = await page.locator('.counters').innerText();
   return Number(text.match(new RegExp(`${name} (\\d+)`))[1]);

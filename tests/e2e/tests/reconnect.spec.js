@@ -66,6 +66,8 @@ test('the app re-sends unacknowledged messages after the emulator is killed and 
     // at least 5 were sent into the void.
     const sentAtKill = await counter(page, 'sent');
     await counterAtLeast(page, 'sent', sentAtKill + 5);
+    // Unacknowledged while the hub is down: the status bar says they wait for the connection.
+    await expect(page.locator('.counters')).toContainText(/queued [1-9]/);
     emu = await startEmulator(dir);
 
     await expect(page.getByRole('status')).toContainText('Connected', { timeout: 40_000 });
