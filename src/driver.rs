@@ -9,6 +9,7 @@
 use bytes::Bytes;
 use gloo::timers::callback::Timeout;
 use hubsim_proto::device::{ConnectOptions, DeviceSession, Event};
+use hubsim_proto::packet;
 use hubsim_proto::provisioning::{ProvisioningEvent, ProvisioningSession};
 use hubsim_proto::time::Instant;
 use js_sys::{ArrayBuffer, Uint8Array};
@@ -295,7 +296,11 @@ impl<S: Session> Driver<S> {
             while let Some(bytes) = inner.session.transmit() {
                 if let Some(ws) = &inner.ws {
                     if ws.ready_state() == WebSocket::OPEN {
-                        let _ = ws.send_with_u8_array(&bytes);
+                        // Whole packets, at most 64 KiB per message unless one packet is larger (a reconnect's
+                        // queued publishes in one message were refused by the server, again at every reconnect).
+                        for message in packet::ws_messages(bytes, packet::WS_MESSAGE_TARGET) {
+                            let _ = ws.send_with_u8_array(&message);
+                        }
                     }
                 }
             }

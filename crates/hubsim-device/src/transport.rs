@@ -107,11 +107,18 @@ impl Transport {
         }
     }
 
-    /// Writes `b` whole (one binary frame over WebSocket).
+    /// Writes `b` (whole MQTT packets) whole: over WebSocket as binary messages of whole packets, at most
+    /// [`WS_MESSAGE_TARGET`](hubsim_proto::packet::WS_MESSAGE_TARGET) bytes each unless one packet is larger.
     pub async fn send(&mut self, b: Bytes) -> Result<(), TransportError> {
+        let failed = |e: tokio_tungstenite::tungstenite::Error| TransportError::Send(e.to_string());
         match self {
             Transport::Tls(s) => s.write_all(&b).await.map_err(|e| TransportError::Send(e.to_string())),
-            Transport::Ws(ws) => ws.send(Message::Binary(b)).await.map_err(|e| TransportError::Send(e.to_string())),
+            Transport::Ws(ws) => {
+                for message in hubsim_proto::packet::ws_messages(b, hubsim_proto::packet::WS_MESSAGE_TARGET) {
+                    ws.feed(Message::Binary(message)).await.map_err(failed)?;
+                }
+                ws.flush().await.map_err(failed)
+            }
         }
     }
 

@@ -164,3 +164,34 @@ async fn bad_input_tour() {
         good.expect("PUBACK", |e| matches!(e, Event::TelemetryAcked { .. })).await;
     }
 }
+
+#[tokio::test]
+async fn publishes_queued_offline_arrive_even_when_together_larger_than_a_websocket_message() {
+    // Eight QoS 1 messages of 200 KB queued while disconnected go out together at the next CONNACK: 1.6 MB, more
+    // than the largest WebSocket message the emulator takes (1 MiB). Written as one message they were refused, and
+    // written again at every reconnect; now they go as messages of whole packets of at most 64 KiB (one packet
+    // alone when larger).
+    let emu = Emu::start().await;
+    let key = emu.device("bulky").await;
+    let mut d = TestDevice::new("bulky", key, Via::Ws);
+    for i in 0..8u32 {
+        let mut m = Telemetry::new(format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(200 * 1024)));
+        m.properties.set_system(SystemProperty::MessageId, i.to_string());
+        d.send(m).await;
+    }
+    assert_eq!(d.session_mut().unacked(), 8, "queued while disconnected");
+    d.connect(&emu).await;
+    let mut acked = 0;
+    while acked < 8 {
+        match d.next_event().await.expect("an event") {
+            Event::TelemetryAcked { .. } => acked += 1,
+            Event::ConnectionLost { reason, .. } => panic!("the hub closed the connection after {acked}: {reason:?}"),
+            _ => {}
+        }
+    }
+    let events = emu.wait_events("bulky", 8).await;
+    let mut ids: Vec<String> =
+        events.iter().map(|e| e.system_properties["message-id"].as_str().unwrap().to_owned()).collect();
+    ids.sort();
+    assert_eq!(ids, (0..8).map(|i| i.to_string()).collect::<Vec<_>>());
+}

@@ -9,7 +9,7 @@
 //! [`encode`] writes a packet after checking what mqttbytes does not: strings longer than 65 535 bytes, which it
 //! would silently truncate.
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use mqttbytes::v4::Packet;
 use thiserror::Error;
 
@@ -171,6 +171,38 @@ impl Framer {
             Err(e) => Err(FrameError::Malformed(e)),
         }
     }
+}
+
+/// Most bytes a device puts in one WebSocket message, unless one MQTT packet is larger (it then goes alone: at most
+/// IoT Hub's 256 KB message plus its topic and headers). MQTT over WebSocket lets packets span messages
+/// ([MQTT-6.0.0-2]), but the SDKs send one packet per message and servers bound a message (the emulator at 1 MiB,
+/// `MAX_WS_MESSAGE`): a session's output after a reconnect (up to `max_inflight` queued publishes of up to 256 KB
+/// each) written as one message was refused, and the reconnect sent it again. 64 KiB keeps the count of messages low
+/// for small telemetry (about 200 publishes of 256 bytes per message).
+pub const WS_MESSAGE_TARGET: usize = 64 * 1024;
+
+/// Splits `bytes`, whole MQTT packets back to back as [`encode`] writes them, into WebSocket messages of whole
+/// packets, each at most `max` bytes unless it holds a single larger packet. Bytes that do not end in a whole packet
+/// (never from [`encode`]) go in the last message as they are. `bytes` of at most `max` come back as one message
+/// without copying.
+pub fn ws_messages(mut bytes: Bytes, max: usize) -> impl Iterator<Item = Bytes> {
+    std::iter::from_fn(move || {
+        if bytes.is_empty() {
+            return None;
+        }
+        let mut end = 0;
+        while end < bytes.len() {
+            let len = match mqttbytes::check(bytes[end..].iter(), usize::MAX) {
+                Ok(h) => h.frame_length(),
+                Err(_) => bytes.len() - end,
+            };
+            if end > 0 && end + len > max {
+                break;
+            }
+            end += len;
+        }
+        Some(bytes.split_to(end))
+    })
 }
 
 /// A CONNECT's variable header, read from the raw frame ([MQTT-3.1.2]) before mqttbytes decodes the payload.
@@ -462,5 +494,39 @@ mod tests {
     fn refuses_strings_mqttbytes_would_truncate() {
         let p = Publish::new("x".repeat(70_000), QoS::AtMostOnce, vec![]);
         assert_eq!(encode(&Packet::Publish(p), &mut BytesMut::new()), Err(EncodeError::StringTooLong("topic", 70_000)));
+    }
+
+    #[test]
+    fn ws_messages_hold_whole_packets_up_to_the_target() {
+        let publish = |n: usize| {
+            let mut p = Publish::new("devices/d/messages/events/", QoS::AtLeastOnce, vec![7; n]);
+            p.pkid = 1;
+            Packet::Publish(p)
+        };
+        // 100 + 2 + 26 + 2 (packet id) = 131 bytes each (a one-byte remaining length up to 127, then two).
+        let one = bytes_of(&[publish(100)]).len();
+        let five = Bytes::from(bytes_of(&[publish(100), publish(100), publish(100), publish(100), publish(100)]));
+        // Everything fits: one message, the same bytes.
+        let all: Vec<Bytes> = ws_messages(five.clone(), 10 * one).collect();
+        assert_eq!(all, vec![five.clone()]);
+        // Two packets per message, never a split packet.
+        let sizes: Vec<usize> = ws_messages(five.clone(), 2 * one + 1).map(|m| m.len()).collect();
+        assert_eq!(sizes, vec![2 * one, 2 * one, one]);
+        let mut framer = Framer::new(usize::MAX);
+        for m in ws_messages(five.clone(), 2 * one) {
+            framer.push(&m);
+            assert!(matches!(framer.next_packet(), Ok(Some(_))), "each message starts with a whole packet");
+            while framer.next_packet().unwrap().is_some() {}
+            assert_eq!(framer.buffered(), 0, "and ends with one");
+        }
+        // A packet larger than the target goes alone, between the others.
+        let big = bytes_of(&[publish(100), publish(1000), publish(100)]);
+        let sizes: Vec<usize> = ws_messages(Bytes::from(big.clone()), 200).map(|m| m.len()).collect();
+        assert_eq!(sizes, vec![one, big.len() - 2 * one, one]);
+        // Nothing to send: no message; a truncated tail (not from `encode`) is passed on as it is.
+        assert_eq!(ws_messages(Bytes::new(), 10).count(), 0);
+        let cut = Bytes::from(five[..2 * one + 10].to_vec());
+        let sizes: Vec<usize> = ws_messages(cut, one).map(|m| m.len()).collect();
+        assert_eq!(sizes, vec![one, one, 10]);
     }
 }

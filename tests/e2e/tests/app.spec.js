@@ -275,6 +275,27 @@ test('telemetry sent while disconnected is logged as queued and delivered on the
   await expect(page.locator('.counters')).toContainText('pending 0');
 });
 
+test('large messages queued while disconnected all arrive on the next connection', async ({ page }) => {
+  // Six QoS 1 messages of 200 KB go out together at the next CONNACK: 1.2 MB, more than the emulator takes in one
+  // WebSocket message (1 MiB). Sent as one message they were refused and sent again at every reconnect, forever.
+  const dev = await newDevice('e2e-queued-large');
+  await connect(page, dev.cs);
+  await subscribed(page);
+  await page.getByRole('button', { name: 'Disconnect' }).click();
+  await expect(page.getByRole('status')).toContainText('Disconnected');
+  await page.getByLabel('Payload', { exact: true }).fill(JSON.stringify({ pad: 'x'.repeat(200 * 1024) }));
+  for (let i = 0; i < 6; i++) await page.getByRole('button', { name: 'Send', exact: true }).click();
+  await expect(page.locator('.counters')).toContainText('queued 6');
+  await page.getByRole('button', { name: 'Connect', exact: true }).click();
+  await expect(page.locator('.counters')).toContainText('acknowledged 6');
+  await expect(page.locator('.counters')).toContainText('pending 0');
+  await expect(page.getByRole('status')).toContainText('Connected');
+  const events = await api('GET', `/events?device=${dev.id}`);
+  expect(events.length).toBe(6);
+  const log = await api('GET', `/connections?device=${dev.id}`);
+  expect(log.filter((r) => r.operation === 'deviceConnect').length).toBe(2);
+});
+
 test('when the focused control disappears, the focus moves to its neighbour, not to the page', async ({ page }) => {
   const dev = await newDevice('e2e-focus');
   await page.goto('/');
