@@ -294,8 +294,8 @@ fn write_mqtt_js_page(dist: &Path, mqtt_js: &Path) -> Result {
         const id = p.get('id');\n\
         const c = mqtt.connect(p.get('ws'), { clientId: id, username: `localhost/${id}/?api-version=2021-04-12`,\n  \
         password: p.get('pw'), protocolVersion: 4, clean: true, keepalive: 60, reconnectPeriod: 0 });\n\
-        c.on('connect', () => { window.__connack = performance.now(); c.end(true); });\n\
-        c.on('error', (e) => { window.__error = String(e); });\n";
+        c.on('connect', () => { window.__connack = performance.now(); console.debug('ttc:connack'); c.end(true); });\n\
+        c.on('error', (e) => { window.__error = String(e); console.debug('ttc:error'); });\n";
     std::fs::write(dist.join("mqttjs-connect.js"), script).map_err(|e| e.to_string())?;
     let html = "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>mqtt.js connect</title>\
         <script src=\"./mqtt.min.js\"></script><script src=\"./mqttjs-connect.js\"></script></head><body></body></html>\n";
