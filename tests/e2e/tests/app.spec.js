@@ -233,9 +233,7 @@ test('a repeat started in text mode can be followed and stopped in template mode
   const dev = await newDevice('e2e-repeat-mode');
   await connect(page, dev.cs);
   await subscribed(page);
-  await page.getByLabel('Times (0 = until stopped)').fill('0');
-  await page.getByLabel('Times (0 = until stopped)').blur();
-  await page.getByRole('button', { name: 'Start', exact: true }).click();
+  await startRepeat(page, 0, 1000);
   await page.getByRole('radio', { name: 'Template' }).check();
   const repeat = page.getByRole('group', { name: 'Sending the text payload repeatedly' });
   await expect(repeat).toContainText(' sent');

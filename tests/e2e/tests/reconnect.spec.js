@@ -5,7 +5,7 @@ const { spawn } = require('child_process');
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
-const { serviceToken, shot, counter, counterAtLeast } = require('./helpers');
+const { serviceToken, shot, counter, counterAtLeast, startRepeat } = require('./helpers');
 
 const BIN = path.join(__dirname, '..', '..', '..', 'target', 'debug', 'hubsim');
 const DIST = path.join(__dirname, '..', '..', '..', 'dist');
@@ -51,11 +51,7 @@ test('the app re-sends unacknowledged messages after the emulator is killed and 
     await page.getByLabel('Connection string').fill(dev.connectionString);
     await page.getByRole('button', { name: 'Connect', exact: true }).click();
     await expect(page.getByRole('status')).toContainText('Connected');
-    await page.getByLabel('Every (ms)').fill('150');
-    await page.getByLabel('Every (ms)').blur();
-    await page.getByLabel('Times (0 = until stopped)').fill('60');
-    await page.getByLabel('Times (0 = until stopped)').blur();
-    await page.getByRole('button', { name: 'Start' }).click();
+    await startRepeat(page, 60, 150);
     await counterAtLeast(page, 'acknowledged', 10);
 
     emu.kill('SIGKILL');
