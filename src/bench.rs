@@ -44,10 +44,23 @@ struct Run {
     acked: u32,
     t0: f64,
     resolve: Option<Function>,
+    reject: Option<Function>,
+}
+
+impl Run {
+    /// Settles the promise once: `Ok(ms)` resolves, `Err(why)` rejects.
+    fn settle(&mut self, result: Result<f64, String>) {
+        let (resolve, reject) = (self.resolve.take(), self.reject.take());
+        let _ = match result {
+            Ok(ms) => resolve.map(|f| f.call1(&JsValue::NULL, &JsValue::from_f64(ms))),
+            Err(why) => reject.map(|f| f.call1(&JsValue::NULL, &JsValue::from_str(&why))),
+        };
+    }
 }
 
 /// Connects, publishes `n` QoS 1 messages as fast as acknowledgements allow, and resolves with the milliseconds
-/// from the first publish to the last PUBACK.
+/// from the first publish to the last PUBACK; rejects with the reason if the connection cannot open or is lost
+/// before the last PUBACK (the hub closed it), instead of waiting forever.
 #[wasm_bindgen]
 pub fn bench_publish(url: String, connection_string: String, n: u32, size: u32) -> Promise {
     Promise::new(&mut |resolve, reject| {
@@ -55,7 +68,14 @@ pub fn bench_publish(url: String, connection_string: String, n: u32, size: u32) 
             Ok(x) => x,
             Err(e) => return drop(reject.call1(&JsValue::NULL, &e)),
         };
-        let run = Rc::new(RefCell::new(Run { driver: None, n, acked: 0, t0: 0.0, resolve: Some(resolve) }));
+        let run = Rc::new(RefCell::new(Run {
+            driver: None,
+            n,
+            acked: 0,
+            t0: 0.0,
+            resolve: Some(resolve),
+            reject: Some(reject.clone()),
+        }));
         let r = run.clone();
         let driver = Driver::new(DeviceSession::new(cfg), move |ev| {
             let mut st = r.borrow_mut();
@@ -77,13 +97,20 @@ pub fn bench_publish(url: String, connection_string: String, n: u32, size: u32) 
                     st.acked += 1;
                     if st.acked == st.n {
                         let ms = performance_now() - st.t0;
-                        if let Some(f) = st.resolve.take() {
-                            let _ = f.call1(&JsValue::NULL, &JsValue::from_f64(ms));
-                        }
+                        st.settle(Ok(ms));
                         if let Some(d) = st.driver.take() {
                             drop(st);
                             d.disconnect();
                         }
+                    }
+                }
+                DriverEvent::TransportFailed(why) => st.settle(Err(why)),
+                DriverEvent::Session(Event::ConnectionLost { reason, .. }) => {
+                    let acked = st.acked;
+                    st.settle(Err(format!("after {acked} of {n} acknowledgements: {reason}")));
+                    if let Some(d) = st.driver.take() {
+                        drop(st);
+                        d.disconnect();
                     }
                 }
                 _ => {}
