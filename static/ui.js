@@ -8,7 +8,9 @@
 //    when the press ends: after its click, 400 ms after its release when no click follows (dragged off), or at
 //    once when it is cancelled, opens a context menu, starts a drag, or a key is pressed. The press under way is
 //    marked on <html> (data-pressing) and its end announced (a "hubsim-press-end" event): the app's number fields
-//    wait for it to show their refusals and to take them away (`components::press`).
+//    wait for it to show their refusals and to take them away (`components::press`). An alert that goes during a
+//    press (an error of the app that the change leaving the field fixed) would move the button up the same way:
+//    its place is kept by an invisible copy until the press ends.
 //
 // 2. Keyboard focus when the focused control disappears or is disabled (WAI-ARIA APG: after a delete, focus the
 //    next item; after a dialog closes, the control that opened it). The browser drops the focus to <body>, and a
@@ -23,7 +25,7 @@
 //    Stop by Start). Focus the user moved away (to another control, or to empty space) is left alone.
 {
   // ---- 1. presses ----
-  let pressing = false, held = [], fallback;
+  let pressing = false, held = [], placeholders = [], shown = new Set(), fallback;
   const root = document.documentElement;
   const release = () => {
     if (!pressing) return;
@@ -31,10 +33,19 @@
     delete root.dataset.pressing;
     clearTimeout(fallback);
     for (const el of held) el.style.removeProperty('display');
+    for (const el of placeholders) el.remove();
     held = [];
+    placeholders = [];
+    shown = new Set();
     dispatchEvent(new Event('hubsim-press-end'));
   };
-  addEventListener('pointerdown', () => { pressing = true; root.dataset.pressing = ''; clearTimeout(fallback); }, true);
+  addEventListener('pointerdown', () => {
+    pressing = true;
+    root.dataset.pressing = '';
+    clearTimeout(fallback);
+    // The alerts on screen as the press starts: the ones whose place is kept if they go.
+    shown = new Set(document.querySelectorAll('[role=alert]'));
+  }, true);
   addEventListener('pointerup', () => { fallback = setTimeout(release, 400); }, true);
   addEventListener('click', () => { if (pressing) setTimeout(release, 0); }, true);
   for (const t of ['pointercancel', 'contextmenu', 'dragstart', 'keydown']) addEventListener(t, release, true);
@@ -44,6 +55,19 @@
       a.style.display = 'none';
       held.push(a);
     }
+  };
+  // An alert on screen at the press removed from `parent` (before `next`): an invisible copy takes its place
+  // (same element and class, so the same box; no role, id or label to announce or find).
+  const keepPlace = (node, parent, next) => {
+    if (!pressing || !shown.has(node) || !parent.isConnected) return;
+    const copy = node.cloneNode(true);
+    for (const el of [copy, ...copy.querySelectorAll('*')]) {
+      for (const a of ['role', 'id', 'aria-live', 'aria-describedby']) el.removeAttribute(a);
+    }
+    copy.setAttribute('aria-hidden', 'true');
+    copy.style.visibility = 'hidden';
+    parent.insertBefore(copy, next && next.parentNode === parent ? next : null);
+    placeholders.push(copy);
   };
 
   // ---- 2. focus ----
@@ -107,7 +131,10 @@
   };
 
   new MutationObserver((records) => {
-    for (const r of records) for (const n of r.addedNodes) hold(n);
+    for (const r of records) {
+      for (const n of r.addedNodes) hold(n);
+      for (const n of r.removedNodes) keepPlace(n, r.target, r.nextSibling);
+    }
     if (!checking && chain.length) {
       checking = true;
       setTimeout(check, 0);

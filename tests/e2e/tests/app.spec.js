@@ -221,11 +221,45 @@ test('an error of the app shown when a field is left does not swallow the click 
   await expect(vars).toHaveCount(count - 1);
 });
 
+/** A variable's error shown, the field fixed, then Remove pressed with `press` ('click' or 'tap') without leaving
+ * the field: the press leaves it, the error above Remove goes, and Remove would move up from under the pointer by
+ * the error's height. The variable must still be removed. */
+async function fixThenPressRemove(page, press) {
+  await page.goto('/');
+  await expect(page.getByText('served by the hubsim emulator')).toBeVisible();
+  await page.getByRole('radio', { name: 'Template' }).check();
+  await page.getByLabel('Add a variable').selectOption('walk');
+  const vars = page.locator('fieldset.var');
+  const count = await vars.count();
+  const last = vars.nth(count - 1);
+  const name = (await last.getByRole('button', { name: /^Remove / }).textContent()).slice('Remove '.length);
+  const step = last.getByLabel(`${name}: Step`);
+  await step.fill('abc');
+  await step.press('Tab');
+  const error = last.getByRole('alert');
+  await expect(error).toBeVisible();
+  const height = (await error.boundingBox()).height;
+  await step.fill('2');
+  const remove = last.getByRole('button', { name: `Remove ${name}` });
+  const box = await remove.boundingBox();
+  expect(height).toBeGreaterThan(box.height / 2);
+  await remove[press]();
+  await expect(vars).toHaveCount(count - 1);
+  await expect(page.getByRole('alert')).toHaveCount(0);
+}
+
+test('an error of the app that goes when a field is left does not swallow the click either', async ({ page }) => {
+  await fixThenPressRemove(page, 'click');
+});
+
 test.describe('on a touch screen', () => {
   test.use({ hasTouch: true });
   // A tap ends the press before the field is left: the message must still wait for the tap's click.
   test('a refusal does not swallow the tap that left the field', async ({ page }) => {
     await refuseThenPressConnect(page, 'tap');
+  });
+  test('an error that goes when the field is left does not swallow the tap either', async ({ page }) => {
+    await fixThenPressRemove(page, 'tap');
   });
 });
 
