@@ -321,6 +321,10 @@ pub enum JsonErrorKind {
     InvalidUnicodeEscape,
     #[error("invalid number")]
     InvalidNumber,
+    /// A number whose magnitude is beyond an `f64` (as serde_json refuses it: it would become infinity, which
+    /// JSON cannot write back).
+    #[error("number out of range (beyond ±1.8e308)")]
+    NumberOutOfRange,
     #[error("comments are not allowed in strict JSON")]
     Comment,
     #[error("comment not closed before the end of the input")]
@@ -686,7 +690,11 @@ impl<'a> Parser<'a> {
                 return Ok(Value::Number(Number::Int(i)));
             }
         }
-        crate::num::parse_f64(s).map(|f| Value::Number(Number::Float(f))).ok_or((start, JsonErrorKind::InvalidNumber))
+        match crate::num::parse_f64(s) {
+            Some(f) if f.is_finite() => Ok(Value::Number(Number::Float(f))),
+            Some(_) => Err((start, JsonErrorKind::NumberOutOfRange)),
+            None => Err((start, JsonErrorKind::InvalidNumber)),
+        }
     }
 }
 
@@ -836,6 +844,8 @@ mod tests {
             ("[1 2]", 4, ExpectedCommaOr(']')),
             ("01", 1, InvalidNumber),
             ("1.", 1, InvalidNumber),
+            ("1e309", 1, NumberOutOfRange),
+            ("-2e308", 1, NumberOutOfRange),
             ("\"a\nb\"", 3, ControlChar(0x0A)),
             ("\"\\ud800\"", 2, InvalidUnicodeEscape),
             ("\"\\udc00\"", 2, InvalidUnicodeEscape),

@@ -51,7 +51,46 @@ pub enum KeyError {
     #[error("the key is empty")]
     Empty,
     #[error("the key is not valid base64 (IoT Hub keys are padded, standard-alphabet base64): {0}")]
-    NotBase64(String),
+    NotBase64(Base64Error),
+}
+
+/// Where and why text is not canonical padded base64; positions count from 1 (keys are ASCII). The cases of the
+/// base64 crate's `DecodeError`, said for a person who pasted a key.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum Base64Error {
+    #[error("character {} is {}, which base64 does not use (A-Z a-z 0-9 + / and = at the end)", .0 + 1, describe_byte(*.1))]
+    InvalidByte(usize, u8),
+    #[error(
+        "{0} characters cannot be base64: it comes in groups of 4 (the last padded with =); part of the key is missing"
+    )]
+    InvalidLength(usize),
+    #[error("it ends with bits left over at character {} ({}): the end of the key was cut or changed", .0 + 1, describe_byte(*.1))]
+    InvalidLastSymbol(usize, u8),
+    #[error("the = padding at the end is wrong (it only completes the last group of 4 characters)")]
+    InvalidPadding,
+}
+
+fn describe_byte(b: u8) -> String {
+    match b {
+        b' ' => "a space".into(),
+        b if b.is_ascii_graphic() => crate::quote::quote_char(char::from(b)),
+        b => {
+            const HEX: &[u8; 16] = b"0123456789ABCDEF";
+            let hex = [HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]];
+            ["byte 0x", core::str::from_utf8(&hex).unwrap_or("??")].concat()
+        }
+    }
+}
+
+impl From<base64::DecodeError> for Base64Error {
+    fn from(e: base64::DecodeError) -> Self {
+        match e {
+            base64::DecodeError::InvalidByte(i, b) => Base64Error::InvalidByte(i, b),
+            base64::DecodeError::InvalidLength(n) => Base64Error::InvalidLength(n),
+            base64::DecodeError::InvalidLastSymbol(i, b) => Base64Error::InvalidLastSymbol(i, b),
+            base64::DecodeError::InvalidPadding => Base64Error::InvalidPadding,
+        }
+    }
 }
 
 impl DeviceKey {
@@ -70,7 +109,7 @@ impl DeviceKey {
         if s.is_empty() {
             return Err(KeyError::Empty);
         }
-        LENIENT.decode(s).map(DeviceKey).map_err(|e| KeyError::NotBase64(e.to_string()))
+        LENIENT.decode(s).map(DeviceKey).map_err(|e| KeyError::NotBase64(e.into()))
     }
 
     /// A key from raw bytes.
@@ -360,9 +399,9 @@ fn encode_standard(bytes: &[u8]) -> String {
 }
 
 /// Canonical padded standard base64 (no bits after the last byte), decoded and refused exactly as the base64
-/// crate's `STANDARD` engine does, with its error texts.
-fn decode_standard(s: &[u8]) -> Result<Vec<u8>, String> {
-    let invalid = |i: usize, b: u8| ["Invalid symbol ", &b.to_string(), ", offset ", &i.to_string(), "."].concat();
+/// crate's `STANDARD` engine does (the same error at the same place).
+fn decode_standard(s: &[u8]) -> Result<Vec<u8>, Base64Error> {
+    let invalid = Base64Error::InvalidByte;
     let rem = s.len() % 4;
     if rem == 1 && s[s.len() - 1] != b'=' && sextet(s[s.len() - 1]).is_none() {
         return Err(invalid(s.len() - 1, s[s.len() - 1]));
@@ -397,16 +436,15 @@ fn decode_standard(s: &[u8]) -> Result<Vec<u8>, String> {
         count += 1;
     }
     if !s.is_empty() && count < 2 {
-        return Err(["Invalid input length: ", &(body + count).to_string()].concat());
+        return Err(Base64Error::InvalidLength(body + count));
     }
     if (pads + count) % 4 != 0 {
-        return Err("Invalid padding".into());
+        return Err(Base64Error::InvalidPadding);
     }
     let bytes = count * 6 / 8;
     let mut n = sextets.iter().enumerate().fold(0u32, |n, (i, &x)| n | u32::from(x) << (26 - 6 * i));
     if n & (!0u32 >> (bytes * 8)) != 0 {
-        let offset = (body + count - 1).to_string();
-        return Err(["Invalid last symbol ", &last.to_string(), ", offset ", &offset, "."].concat());
+        return Err(Base64Error::InvalidLastSymbol(body + count - 1, last));
     }
     for _ in 0..bytes {
         out.push((n >> 24) as u8);
@@ -432,13 +470,13 @@ mod tests {
         #[test]
         fn base64_refused_as_the_crate_does(s in "[A-Za-z0-9+/=.\\- ]{0,14}") {
             let ours = decode_standard(s.as_bytes());
-            let theirs = STANDARD.decode(&s).map_err(|e| e.to_string());
+            let theirs = STANDARD.decode(&s).map_err(Base64Error::from);
             prop_assert_eq!(ours, theirs, "{:?}", s);
         }
 
         #[test]
         fn base64_last_symbols_as_the_crate_does(s in "([A-Za-z0-9+/]{4}){0,2}[A-Za-z0-9+/]{1,4}={0,3}") {
-            prop_assert_eq!(decode_standard(s.as_bytes()), STANDARD.decode(&s).map_err(|e| e.to_string()), "{:?}", s);
+            prop_assert_eq!(decode_standard(s.as_bytes()), STANDARD.decode(&s).map_err(Base64Error::from), "{:?}", s);
         }
     }
     use super::*;
@@ -459,6 +497,23 @@ mod tests {
             t.to_string(),
             "SharedAccessSignature sr=uri&sig=kcWxXAK2OAaAoq2oCkaGzX2NMqDB8nCyNuq2fPYCDhk%3D&se=12345"
         );
+    }
+
+    #[test]
+    fn a_bad_key_is_explained_where_it_goes_wrong() {
+        let why = |k: &str| DeviceKey::from_base64(k).unwrap_err().to_string();
+        let prefix = "the key is not valid base64 (IoT Hub keys are padded, standard-alphabet base64): ";
+        assert_eq!(
+            why("not base64!"),
+            [prefix, "character 4 is a space, which base64 does not use (A-Z a-z 0-9 + / and = at the end)"].concat()
+        );
+        assert!(why("abc\u{e9}defg").contains("character 4 is byte 0xC3,"), "{}", why("abc\u{e9}defg"));
+        assert!(why("ab-d").contains("character 3 is '-',"));
+        assert!(why("abcde").ends_with("5 characters cannot be base64: it comes in groups of 4 (the last padded with =); part of the key is missing"));
+        assert!(why("YR==")
+            .ends_with("it ends with bits left over at character 2 ('R'): the end of the key was cut or changed"));
+        assert!(why("YQ=")
+            .ends_with("the = padding at the end is wrong (it only completes the last group of 4 characters)"));
     }
 
     #[test]

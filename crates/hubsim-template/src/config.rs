@@ -523,6 +523,28 @@ fn interval_list(v: &Value, field: &str) -> Result<Vec<u32>, ConfigError> {
     Ok(list)
 }
 
+/// The `MessageCount` of an Iot-Telemetry-Simulator configuration `root` (messages per device; 0, the default,
+/// means no limit): a whole number from 0 to `u32::MAX`, written as a number or a numeric string. Read apart
+/// from [`Config`] (a runner's setting, like the intervals): the web app's import uses it as the schedule's
+/// count.
+///
+/// # Errors
+/// [`ConfigError::OutOfRange`] for anything else.
+pub fn message_count(root: &Value) -> Result<u32, ConfigError> {
+    let Some(v) = root.as_object().and_then(|o| o.get_ignore_case("MessageCount")).filter(|v| **v != Value::Null)
+    else {
+        return Ok(0);
+    };
+    let n = v.as_f64().or_else(|| v.as_str().and_then(|s| hubsim_proto::num::parse_f64(s.trim())));
+    match n {
+        Some(n) if n.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&n) => Ok(n as u32),
+        _ => Err(ConfigError::OutOfRange {
+            field: "MessageCount".into(),
+            problem: "the message count must be a whole number from 0 (no limit)",
+        }),
+    }
+}
+
 fn intervals(root: &Object) -> Result<Intervals, ConfigError> {
     let Some((name, v)) = ["Intervals", "Interval"].iter().find_map(|k| root.get_ignore_case(k).map(|v| (*k, v)))
     else {
@@ -543,6 +565,18 @@ fn intervals(root: &Object) -> Result<Intervals, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn message_count_is_read_like_the_intervals() {
+        let count = |t: &str| message_count(&hubsim_proto::json::parse_relaxed(t).unwrap());
+        assert_eq!(count("{}"), Ok(0));
+        assert_eq!(count("{MessageCount: 5}"), Ok(5));
+        assert_eq!(count("{messagecount: '7'}"), Ok(7));
+        assert_eq!(count("{MessageCount: null}"), Ok(0));
+        for bad in ["{MessageCount: -1}", "{MessageCount: 1.5}", "{MessageCount: 'x'}", "{MessageCount: 5e9}"] {
+            assert!(matches!(count(bad), Err(ConfigError::OutOfRange { .. })), "{bad}");
+        }
+    }
 
     #[test]
     fn base64_matches_dotnet() {

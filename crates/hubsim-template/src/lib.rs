@@ -31,8 +31,9 @@
 //! mistakes that ITS logs and skips are load errors; a `Template` or `Header` written as a JSON object is
 //! used as its JSON text (ITS ignores them); random values come from a seeded xoshiro256** rather than
 //! .NET's `Random`, so runs are reproducible but never repeat ITS's numbers. Not supported: `PartitionKey` (Event Hubs only);
-//! the runner's settings (`DuplicateEveryNEvents`, `DeviceCount`/`DeviceList`/`DevicePrefix`, `MessageCount`:
-//! scheduling belongs to the app and `hubsim simulate`, though [`Intervals`] are read); the README's
+//! the runner's settings (`DuplicateEveryNEvents`, `DeviceCount`/`DeviceList`/`DevicePrefix`: scheduling belongs
+//! to the app and `hubsim simulate`, though [`Intervals`] and `MessageCount` ([`config::message_count`]) are
+//! read); the README's
 //! `FixPayload`/`FixPayloadSize` settings, which ITS's loader never reads (use `PayloadDistribution`'s
 //! `fix`/`fixSize`); Newtonsoft's relaxed-JSON oddities (hex numbers, `NaN`, `new Date()`).
 //!
