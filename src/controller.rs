@@ -386,16 +386,29 @@ impl Controller {
         }
     }
 
+    /// Sends a reported patch: a JSON object (IoT Hub answers 400 to anything else); what is refused is said
+    /// beside the patch (and in the log).
     pub fn patch_reported(&self, json: &str) {
-        if !util::is_json(json) {
-            return self.log(LogKind::Error, "the reported patch is not JSON");
+        let refused = match hubsim_proto::json::parse(json) {
+            Ok(hubsim_proto::json::Value::Object(_)) => None,
+            Ok(_) => Some("the reported patch must be a JSON object, like {\"fw\": \"1.0\"}".to_owned()),
+            Err(e) => Some(format!("the reported patch is not JSON: {e}")),
+        };
+        let result = match (refused, self.driver()) {
+            (Some(why), _) => Err(why),
+            (None, None) => Err("not sent: not connected".to_owned()),
+            (None, Some(d)) => match d.with_session(|s, now| s.patch_reported(now, json.to_owned().into_bytes())) {
+                Ok(_) => {
+                    self.log_sent(&d, format!("reported properties {json}"));
+                    Ok(String::new())
+                }
+                Err(e) => Err(format!("cannot update reported properties: {e}")),
+            },
+        };
+        if let Err(e) = &result {
+            self.log(LogKind::Error, e.clone());
         }
-        if let Some(d) = self.driver() {
-            match d.with_session(|s, now| s.patch_reported(now, json.to_owned().into_bytes())) {
-                Ok(_) => self.log_sent(&d, format!("reported properties {json}")),
-                Err(e) => self.log(LogKind::Error, format!("cannot update reported properties: {e}")),
-            }
-        }
+        self.dispatch.dispatch(Action::Reported(result));
     }
 
     fn on_event(&self, ev: DriverEvent) {
@@ -462,12 +475,16 @@ impl Controller {
             Event::TwinResponse { kind: RequestKind::TwinPatchReported, status: 204, version, .. } => {
                 let v = version.map(|v| v.to_string()).unwrap_or_default();
                 self.log(LogKind::Received, format!("reported properties saved, version {v}"));
-                self.dispatch.dispatch(Action::ReportedSaved(v));
+                self.dispatch.dispatch(Action::Reported(Ok(v)));
             }
-            Event::TwinResponse { kind, status, body, .. } => self.log(
-                LogKind::Error,
-                format!("{} failed with status {status}: {}", request_name(kind), String::from_utf8_lossy(&body)),
-            ),
+            Event::TwinResponse { kind, status, body, .. } => {
+                let why =
+                    format!("{} failed with status {status}: {}", request_name(kind), String::from_utf8_lossy(&body));
+                if kind == RequestKind::TwinPatchReported {
+                    self.dispatch.dispatch(Action::Reported(Err(why.clone())));
+                }
+                self.log(LogKind::Error, why)
+            }
             Event::DesiredPropertiesPatch { body, .. } => {
                 self.charts.record(Source::Desired, js_sys::Date::now(), &body);
                 self.pnp_on_desired(&body);

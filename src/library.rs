@@ -300,6 +300,8 @@ pub fn read_file(text: &str, file_name: &str) -> Result<(Vec<Message>, String), 
     if config.variables().len() > MAX_VARIABLES {
         return Err(cat(&["Variables: more than ", &MAX_VARIABLES.to_string(), " variables"]));
     }
+    let count = hubsim_template::config::message_count(&v)
+        .map_err(|e| cat(&["not an Iot-Telemetry-Simulator configuration: ", &e.to_string()]))?;
     let skipped = config.payloads().len() - 1;
     let stem = file_name.rsplit_once('.').map_or(file_name, |(s, _)| s);
     let name = check_name(&stem.chars().take(MAX_NAME).collect::<String>()).unwrap_or_else(|_| "imported".into());
@@ -313,7 +315,7 @@ pub fn read_file(text: &str, file_name: &str) -> Result<(Vec<Message>, String), 
         qos: 1,
         every_ms: config.intervals().default_ms[0].clamp(MIN_EVERY_MS, MAX_MS),
         jitter_ms: 0,
-        count: 0,
+        count: count.min(MAX_COUNT),
         duration_ms: 0,
     };
     m.config()?;
@@ -549,6 +551,9 @@ pub fn set_field(v: &Variable, field: &str, text: &str) -> Result<Variable, Stri
         _ if t.is_empty() => Value::Null,
         _ => match json::parse(t) {
             Ok(n @ Value::Number(_)) => n,
+            Err(e) if e.kind == json::JsonErrorKind::NumberOutOfRange => {
+                return Err(cat(&[field, ": ", &e.kind.to_string()]))
+            }
             _ => return Err(cat(&[field, ": not a number"])),
         },
     };

@@ -24,6 +24,7 @@ pub const MAX_STATES: usize = 64;
 struct Run {
     id: u32,
     msg: Rc<Message>,
+    from_composer: bool,
     started_ms: f64,
     sent: u32,
     _timer: Option<Timeout>,
@@ -102,7 +103,13 @@ impl Scheduler {
 
     /// Sends one message of `msg` (rendered when it is a template); `None` when it was not sent (logged), else
     /// `Some(Some(publish id))` when a PUBACK is awaited.
-    pub fn send_one(&self, ctl: &Controller, msg: &Message) -> Option<Option<u64>> {
+    ///
+    /// The composer's draft (`from_composer`) is sent with every system property the composer sets. A saved
+    /// message describes its body, header, properties and QoS; from the composer it takes only what describes the
+    /// device's telemetry as a whole: content type and encoding (which IoT Hub's routing reads) and whether each
+    /// message gets a generated message ID, not the composer's message ID, correlation ID, user ID, creation time
+    /// or retain flag, which belong to the message being composed.
+    pub fn send_one(&self, ctl: &Controller, msg: &Message, from_composer: bool) -> Option<Option<u64>> {
         let settings = ctl.settings();
         let device = device_id(&settings);
         let (body, header) = if msg.template {
@@ -121,14 +128,22 @@ impl Scheduler {
             (msg.body.clone(), Vec::new())
         };
         let mut s = (*settings).clone();
+        if !from_composer {
+            for f in [&mut s.message_id, &mut s.correlation_id, &mut s.user_id] {
+                f.clear();
+            }
+            s.creation_time = false;
+            s.retain = false;
+        }
         s.body = body;
         s.properties = msg.properties.iter().cloned().chain(header).collect();
         s.qos = u32::from(msg.qos);
         ctl.publish(&s)
     }
 
-    /// Starts a schedule of `msg`; refused when [`MAX_RUNS`] are running or the template does not load.
-    pub fn start(&self, ctl: &Controller, msg: Message) {
+    /// Starts a schedule of `msg` (the composer's draft when `from_composer`: see [`Scheduler::send_one`]);
+    /// refused when [`MAX_RUNS`] are running or the template does not load.
+    pub fn start(&self, ctl: &Controller, msg: Message, from_composer: bool) {
         let err = |t: String| ctl.dispatch(Action::Tmpl(TmplAction::Notice(false, t)));
         if self.runs.borrow().len() >= MAX_RUNS {
             return err(["at most ", &MAX_RUNS.to_string(), " schedules run at once"].concat());
@@ -142,7 +157,7 @@ impl Scheduler {
         self.next_id.set(id);
         let total = (msg.count > 0).then_some(msg.count);
         ctl.dispatch(Action::Tmpl(TmplAction::Started { id, name: msg.name.clone(), total }));
-        let run = Run { id, msg: Rc::new(msg), started_ms: js_sys::Date::now(), sent: 0, _timer: None };
+        let run = Run { id, msg: Rc::new(msg), from_composer, started_ms: js_sys::Date::now(), sent: 0, _timer: None };
         self.runs.borrow_mut().push(run);
         self.tick(ctl, id);
     }
@@ -150,8 +165,8 @@ impl Scheduler {
     /// One send of run `id`, then the next timer or the end. A duration ends at its time: the last wait is
     /// shortened to it, and a tick at or after it sends nothing.
     fn tick(&self, ctl: &Controller, id: u32) {
-        let Some((msg, started)) =
-            self.runs.borrow().iter().find(|r| r.id == id).map(|r| (r.msg.clone(), r.started_ms))
+        let Some((msg, started, from_composer)) =
+            self.runs.borrow().iter().find(|r| r.id == id).map(|r| (r.msg.clone(), r.started_ms, r.from_composer))
         else {
             return;
         };
@@ -159,7 +174,7 @@ impl Scheduler {
         if msg.duration_ms > 0 && elapsed() >= f64::from(msg.duration_ms) {
             return self.stop(ctl, id);
         }
-        let a = match self.send_one(ctl, &msg) {
+        let a = match self.send_one(ctl, &msg, from_composer) {
             Some(publish) => TmplAction::Sent { id, publish },
             None => TmplAction::Failed(id),
         };
@@ -194,9 +209,18 @@ impl Scheduler {
         ctl.dispatch(Action::Tmpl(TmplAction::Ended(id)));
     }
 
+    /// Stops the runs of the message named `name` (it was deleted).
+    pub fn stop_named(&self, ctl: &Controller, name: &str) {
+        self.stop_where(ctl, |r| r.msg.name == name);
+    }
+
     /// Stops every run (the connection ended).
     pub fn stop_all(&self, ctl: &Controller) {
-        let ids: Vec<u32> = self.runs.borrow().iter().map(|r| r.id).collect();
+        self.stop_where(ctl, |_| true);
+    }
+
+    fn stop_where(&self, ctl: &Controller, f: impl Fn(&Run) -> bool) {
+        let ids: Vec<u32> = self.runs.borrow().iter().filter(|r| f(r)).map(|r| r.id).collect();
         for id in ids {
             self.stop(ctl, id);
         }

@@ -150,11 +150,19 @@ pub struct DpsStep {
 }
 
 /// The device twin as last read.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TwinView {
     pub desired: String,
     pub reported: String,
-    pub version: String,
+    /// The last reported patch: `Ok(version)` once saved, `Err(why)` when refused (by the app or the hub);
+    /// `Ok("")` before any.
+    pub patched: Result<String, String>,
+}
+
+impl Default for TwinView {
+    fn default() -> Self {
+        TwinView { desired: String::new(), reported: String::new(), patched: Ok(String::new()) }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -224,7 +232,8 @@ pub enum Action {
         desired: String,
         reported: String,
     },
-    ReportedSaved(String),
+    /// A reported patch was saved (`Ok(version)`) or refused (`Err(why)`, by the app or the hub).
+    Reported(Result<String, String>),
     Desired {
         at: String,
         patch: String,
@@ -432,9 +441,9 @@ impl AppState {
             }
             Action::RemoveAnswer(name) => Rc::make_mut(&mut s.answers).retain(|x| x.name != name),
             Action::Twin { desired, reported } => {
-                s.twin = Rc::new(TwinView { desired, reported, version: String::new() })
+                s.twin = Rc::new(TwinView { desired, reported, patched: Ok(String::new()) })
             }
-            Action::ReportedSaved(v) => Rc::make_mut(&mut s.twin).version = v,
+            Action::Reported(r) => Rc::make_mut(&mut s.twin).patched = r,
             Action::Desired { at, patch } => {
                 s.log(at.clone(), LogKind::Received, format!("desired properties changed: {patch}"));
                 push_bounded(&mut s.desired_updates, Rc::new((at, patch)), MAX_DESIRED);

@@ -8,10 +8,29 @@ pub fn unix_now() -> u64 {
     (js_sys::Date::now() / 1000.0) as u64
 }
 
-/// Local wall-clock time `HH:MM:SS`.
+/// The local date and time, ISO 8601 with the offset from UTC: `2026-11-30T05:45:12+01:00`. The page shows
+/// the time of day ([`time_of_day`]); the exports keep it all, so a spreadsheet can order entries across days.
 pub fn clock_time() -> String {
     let d = js_sys::Date::new_0();
-    format!("{:02}:{:02}:{:02}", d.get_hours(), d.get_minutes(), d.get_seconds())
+    let off = -d.get_timezone_offset();
+    // The UTC form of the local time, whose first 19 characters are the local date and time.
+    let local = js_sys::Date::new(&JsValue::from_f64(d.get_time() + off * 60_000.0));
+    let mut out: String = String::from(local.to_iso_string()).chars().take(19).collect();
+    out.push(if off < 0.0 { '-' } else { '+' });
+    let m = off.abs() as u32;
+    for (i, n) in [m / 60, m % 60].into_iter().enumerate() {
+        if i > 0 {
+            out.push(':');
+        }
+        out.push(char::from(b'0' + (n / 10 % 10) as u8));
+        out.push(char::from(b'0' + (n % 10) as u8));
+    }
+    out
+}
+
+/// `HH:MM:SS` of a [`clock_time`] (anything shorter as it is).
+pub fn time_of_day(stamp: &str) -> &str {
+    stamp.get(11..19).unwrap_or(stamp)
 }
 
 /// ISO 8601 UTC now (for `$.ctime`).
@@ -85,13 +104,14 @@ pub fn download(name: &str, mime: &str, content: &str) {
     let _ = web_sys::Url::revoke_object_url(&url);
 }
 
-/// Body for display: pretty JSON, text, or hex for binary.
+/// A body as received, for the inbox and its exports: its text, with `json` (an object or array) or `text`, or hex
+/// for binary. The inbox shows JSON pretty-printed; the exports keep it as it came.
 pub fn describe_body(bytes: &[u8]) -> (String, &'static str) {
     match std::str::from_utf8(bytes) {
-        Ok(t) if !t.chars().any(|c| c.is_control() && !c.is_whitespace()) => match json_pretty(t) {
-            Ok(p) if t.trim_start().starts_with(['{', '[']) => (p, "json"),
-            _ => (t.to_owned(), "text"),
-        },
+        Ok(t) if !t.chars().any(|c| c.is_control() && !c.is_whitespace()) => {
+            let json = t.trim_start().starts_with(['{', '[']) && is_json(t);
+            (t.to_owned(), if json { "json" } else { "text" })
+        }
         _ => {
             const HEX: &[u8; 16] = b"0123456789abcdef";
             let mut out = String::with_capacity(bytes.len() * 3);

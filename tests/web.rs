@@ -115,6 +115,26 @@ fn unique(prefix: &str) -> String {
 }
 
 #[wasm_bindgen_test]
+fn the_clock_time_is_the_local_date_and_time_with_its_offset() {
+    let before = js_sys::Date::new_0();
+    let stamp = hubsim_web::util::clock_time();
+    // `YYYY-MM-DDTHH:MM:SS±HH:MM`, read back by the browser as the same instant (to the second).
+    let b = stamp.as_bytes();
+    assert_eq!(b.len(), 25, "{stamp}");
+    for (i, c) in b.iter().enumerate() {
+        let want_digit = ![4, 7, 10, 13, 16, 19, 22].contains(&i);
+        assert_eq!(c.is_ascii_digit(), want_digit, "{stamp} at {i}");
+    }
+    let parsed = js_sys::Date::parse(&stamp);
+    let now_s = (before.get_time() / 1000.0).floor();
+    assert!((parsed / 1000.0 - now_s).abs() <= 1.0, "{stamp} is {parsed}, now {}", before.get_time());
+    // The time of day shown is the local time of that instant.
+    let at = js_sys::Date::new(&parsed.into());
+    let hms = format!("{:02}:{:02}:{:02}", at.get_hours(), at.get_minutes(), at.get_seconds());
+    assert_eq!(hubsim_web::util::time_of_day(&stamp), hms);
+}
+
+#[wasm_bindgen_test]
 fn sas_token_is_computed_in_the_browser() {
     let key = DeviceKey::from_base64_lenient("key").unwrap();
     let t = SasToken::sign(&key, &ResourceUri::Device { host: "host".into(), device_id: "device".into() }, 12345, None);

@@ -265,7 +265,7 @@ pub fn Charts(props: &ChartsProps) -> Html {
                     <figcaption>
                         { super::el("span", &[("class", Static("path"))], Html::from(name)) }
                         { super::el("span", &[("class", Static("tag"))], Html::from(source.label())) }
-                        { super::named_button("Remove", "Remove the chart of ".to_owned() + name, remove) }
+                        { super::named_button("Remove", "Remove the chart of ".to_owned() + name, remove, false) }
                     </figcaption>
                     { match store.get(*source, p) {
                         Some(s) => view_chart(c, s, view.points, hover, &view),

@@ -32,6 +32,9 @@ pub fn view_composer(app: &AppContext, ctl: &ControllerHandle) -> Html {
         let app = app.clone();
         move |c: Change| app.dispatch(Action::Edit(c))
     };
+    // A payload over IoT Hub's limit is refused when it is sent; said here as it is typed, and not pretty-printed
+    // (a textarea of megabytes of indented lines takes the browser seconds to lay out).
+    let too_large = s.body.len() > hubsim_proto::MAX_TELEMETRY_SIZE;
     let pretty = {
         let (app, edit) = (app.clone(), edit.clone());
         Callback::from(move |_| {
@@ -81,8 +84,11 @@ pub fn view_composer(app: &AppContext, ctl: &ControllerHandle) -> Html {
                 <textarea id="payload" rows="6" spellcheck="false" value={s.body.clone()} oninput={on_text(app, Text::Body)} />
                 <div class="row">
                     { json_state }
-                    { super::button("Pretty-print JSON", pretty, false) }
+                    { super::button("Pretty-print JSON", pretty, too_large) }
                 </div>
+                if too_large {
+                    { super::error_p(&["Payload: ", &s.body.len().to_string(), " bytes; IoT Hub accepts at most ", &hubsim_proto::MAX_TELEMETRY_SIZE.to_string(), " (body and properties), so it will not be sent"].concat()) }
+                }
                 }
                 <div class="row">
                     { super::select("QoS", None, on_number(app, Number::Qos), QOS, &s.qos.to_string()) }

@@ -11,6 +11,9 @@ pub const MAX_SHOWN_PROPERTIES: usize = 50;
 
 /// The message `m`, rendered by [`super::log_line::EntryView`].
 pub fn view_inbox_message(m: &InboxItem) -> Html {
+    // JSON pretty-printed on screen (once: an entry is rendered once); the exports keep the body as received.
+    let pretty = (m.body_kind == "json").then(|| crate::util::json_pretty(&m.body).ok()).flatten();
+    let body = pretty.as_deref().unwrap_or(&m.body);
     let value = |v: &Option<String>| match v.as_deref() {
         None => {
             html! { <>{ super::tx("em", &[("class", Static("null"))], "null") }{ super::tx("span", &[("class", Static("sr-only"))], " (no value)") }</> }
@@ -21,11 +24,11 @@ pub fn view_inbox_message(m: &InboxItem) -> Html {
     html! {
         <li class="msg">
             <div class="meta">
-                { super::el("time", &[], Html::from(&m.time)) }
+                { super::time_el(&m.time) }
                 { super::el("span", &[("class", Static("tag"))], Html::from(m.body_kind)) }
                 if m.redelivered { { super::tx("span", &[("class", Static("tag warn"))], "redelivered") } }
             </div>
-            { super::el("pre", &[("class", Static("body"))], Html::from(&m.body)) }
+            { super::el("pre", &[("class", Static("body"))], Html::from(body)) }
             <ul class="kv">
                 { for m.system.iter().map(|(k, v)| html! { <li class="sys">{ k }{": "}{ v }</li> }) }
                 { for m.application.iter().take(MAX_SHOWN_PROPERTIES).map(|(k, v)| html! { <li>{ k }{": "}{ value(v) }</li> }) }

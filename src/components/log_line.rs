@@ -50,7 +50,7 @@ pub fn entry_view(seq: u64, entry: Entry) -> Html {
 fn view_log_line(l: &LogEntry) -> Html {
     html! {
         { super::el_dyn("li", &["class"], &[l.kind.as_str()], html! {
-            <>{ super::el("time", &[], Html::from(&l.time)) }{" "}{ super::el("span", &[("class", Static("tag"))], Html::from(l.kind.as_str())) }{" "}{ &l.text }</>
+            <>{ super::time_el(&l.time) }{" "}{ super::el("span", &[("class", Static("tag"))], Html::from(l.kind.as_str())) }{" "}{ &l.text }</>
         }) }
     }
 }

@@ -38,7 +38,7 @@ pub fn view_methods(app: &AppContext, form: &MethodsForm) -> Html {
             }
             let st = if st.trim().is_empty() { "200" } else { st.trim() };
             let Ok(st) = st.parse::<u16>() else {
-                return error.set("the status must be a number, e.g. 200".into());
+                return error.set("the status must be a whole number from 0 to 65535, e.g. 200".into());
             };
             if !p.trim().is_empty() && !util::is_json(&p) {
                 return error.set("the response payload must be JSON (or empty)".into());
@@ -52,12 +52,12 @@ pub fn view_methods(app: &AppContext, form: &MethodsForm) -> Html {
         html! {
             <li key={a.name.clone()}>
                 <code>{ format!("{} → {} {}", a.name, a.status, a.payload) }</code>
-                { super::named_button("✕", format!("Remove answer for {}", a.name), Callback::from(move |_| app.dispatch(Action::RemoveAnswer(n.clone())))) }
+                { super::named_button("✕", format!("Remove answer for {}", a.name), Callback::from(move |_| app.dispatch(Action::RemoveAnswer(n.clone()))), false) }
             </li>
         }
     });
     let calls = app.methods.iter().map(|m| {
-        html! { <li key={m.seq}>{ super::el("time", &[], Html::from(&m.time)) }{" "}{ super::el("b", &[], Html::from(&m.name)) }{ format!("({}) → {} {}", m.payload, m.status, m.response) }</li> }
+        html! { <li key={m.seq}>{ super::time_el(&m.time) }{" "}{ super::el("b", &[], Html::from(&m.name)) }{ format!("({}) → {} {}", m.payload, m.status, m.response) }</li> }
     });
     html! {
         <section class="panel" aria-labelledby="methods-h">

@@ -362,10 +362,11 @@ pub fn el(tag: &'static str, attrs: Attrs, children: Html) -> Html {
     .into()
 }
 
-/// A plain button named for the item it acts on: `<button type="button" aria-label onclick>{text}</button>`.
+/// A plain button named for the item it acts on: `<button type="button" aria-label onclick>{text}</button>`,
+/// disabled when `off`.
 #[inline(never)]
-pub fn named_button(text: &'static str, label: String, onclick: Callback<MouseEvent>) -> Html {
-    html! { <button type="button" aria-label={label} {onclick}>{ lit(text) }</button> }
+pub fn named_button(text: &'static str, label: String, onclick: Callback<MouseEvent>, off: bool) -> Html {
+    html! { <button type="button" aria-label={label} {onclick} disabled={off}>{ lit(text) }</button> }
 }
 
 /// A radio button: `<label class="check"><input type="radio" name checked onchange />{text}</label>`.
@@ -430,4 +431,14 @@ pub fn el_dyn(tag: &'static str, keys: &'static [&'static str], values: &[&'stat
     let values = values.iter().map(|v| (!v.is_empty()).then_some(AttributeOrProperty::Attribute(AttrValue::Static(v))));
     let attrs = Attributes::Dynamic { keys, values: values.collect() };
     VTag::__new_other(AttrValue::Static(tag), NodeRef::default(), None, attrs, Listeners::None, children).into()
+}
+
+/// `<time datetime={stamp}>{HH:MM:SS}</time>` of a [`crate::util::clock_time`] stamp: the time of day on screen,
+/// the whole stamp (date and offset) in the element.
+#[inline(never)]
+pub fn time_el(stamp: &str) -> Html {
+    let value = AttributeOrProperty::Attribute(AttrValue::from(stamp.to_owned()));
+    let attrs = Attributes::Dynamic { keys: &["datetime"], values: Box::new([Some(value)]) };
+    let text = Html::from(crate::util::time_of_day(stamp));
+    VTag::__new_other(AttrValue::Static("time"), NodeRef::default(), None, attrs, Listeners::None, text).into()
 }

@@ -295,7 +295,7 @@ fn view_property(
             <li class="pnp-prop">
                 { head }{" read-only "}
                 { view_form(app, &ps.fields, labels, &what, i, Item::Property(p)) }
-                { super::named_button("Report", ["Report ", &what].concat(), report) }
+                { super::named_button("Report", ["Report ", &what].concat(), report, false) }
                 { error }
             </li>
         };
@@ -358,7 +358,7 @@ fn view_command(
             if let Some(e) = &cs.error { { super::error_p(e) } }
             if let Some(l) = &cs.last {
                 <p class="pnp-call" aria-label={["Last call of ", &method].concat()}>
-                    { super::el("time", &[], Html::from(&l.time)) }{" request "}<code>{ if l.request.is_empty() { "(none)" } else { &l.request } }</code>
+                    { super::time_el(&l.time) }{" request "}<code>{ if l.request.is_empty() { "(none)" } else { &l.request } }</code>
                     {" → "}{ l.status }{" "}{ super::el("code", &[], Html::from(&l.response)) }
                 </p>
             }

@@ -25,7 +25,7 @@ pub fn view_property_row(app: &AppContext, i: usize, (name, value): (&str, &str)
         <li class="prop-row" key={i}>
             <input aria-label="Property name" placeholder="name" value={name.to_owned()} oninput={edit(true)} />
             <input aria-label="Property value" placeholder="value" value={value.to_owned()} oninput={edit(false)} />
-            { super::named_button("✕", format!("Remove property {}", i + 1), remove) }
+            { super::named_button("✕", format!("Remove property {}", i + 1), remove, false) }
         </li>
     }
 }

@@ -33,7 +33,11 @@ pub fn StatusBar(props: &StatusBarProps) -> Html {
     let (class, text, hint) = match &app.status {
         ConnStatus::Connected { since, session_present } => (
             "status ok",
-            format!("Connected since {since}{}", if *session_present { " (session resumed)" } else { "" }),
+            format!(
+                "Connected since {}{}",
+                crate::util::time_of_day(since),
+                if *session_present { " (session resumed)" } else { "" }
+            ),
             None,
         ),
         ConnStatus::Connecting { attempt } => ("status busy", format!("Connecting… (attempt {attempt})"), None),

@@ -154,12 +154,12 @@ pub fn view_editor(app: &AppContext, ctl: &ControllerHandle) -> Html {
     let send_one = {
         let (ctl, m) = (ctl.clone(), msg.clone());
         Callback::from(move |_| {
-            let _ = ctl.0.sched.send_one(&ctl.0, &m);
+            let _ = ctl.0.sched.send_one(&ctl.0, &m, true);
         })
     };
     let run = {
         let (ctl, m) = (ctl.clone(), msg);
-        Callback::from(move |_| ctl.0.sched.start(&ctl.0, m.clone()))
+        Callback::from(move |_| ctl.0.sched.start(&ctl.0, m.clone(), true))
     };
     let reset = {
         let ctl = ctl.clone();
@@ -193,7 +193,7 @@ pub fn view_editor(app: &AppContext, ctl: &ControllerHandle) -> Html {
                 { num_field(app, "Jitter ± (ms)", d.jitter_ms, (0, library::MAX_MS), DraftEdit::Jitter) }
                 { num_field(app, "Times (0 = no limit)", d.count, (0, library::MAX_COUNT), DraftEdit::Count) }
                 { num_field(app, "For (ms, 0 = until stopped)", d.duration_ms, (0, library::MAX_MS), DraftEdit::Duration) }
-                { super::button("Run on a schedule", run, false) }
+                { super::button("Run on a schedule", run, t_running(app, &d.name)) }
                 if running > 0 {
                     <p class="muted" aria-live="polite">
                         { running.to_string() }{ if running == 1 { " schedule running" } else { " schedules running" } }
@@ -203,6 +203,18 @@ pub fn view_editor(app: &AppContext, ctl: &ControllerHandle) -> Html {
             </fieldset>
         </div>
     }
+}
+
+/// Whether a schedule of the message named `name` is running (its Run buttons are disabled: one schedule per
+/// message; Stop it first).
+fn t_running(app: &AppContext, name: &str) -> bool {
+    app.templates.runs.iter().any(|r| r.running && r.name == name)
+}
+
+/// A click that dispatches the template action `action` makes.
+fn on_tmpl(app: &AppContext, action: fn() -> TmplAction) -> Callback<MouseEvent> {
+    let app = app.clone();
+    Callback::from(move |_| tmpl(&app, action()))
 }
 
 fn view_run(ctl: &ControllerHandle, r: &crate::state::templates::RunView, pending: usize) -> Html {
@@ -264,6 +276,7 @@ pub fn use_saved_messages(app: &AppContext, shown: bool) {
 /// costs some KB of the bundle); [`use_saved_messages`] keeps their storage.
 pub fn view_saved_messages(app: &AppContext, ctl: &ControllerHandle) -> Html {
     let t = &app.templates;
+    let running = |name: &str| t_running(app, name);
     let save = {
         let app = app.clone();
         Callback::from(move |_| {
@@ -313,11 +326,15 @@ pub fn view_saved_messages(app: &AppContext, ctl: &ControllerHandle) -> Html {
         };
         let run = {
             let (ctl, m) = (ctl.clone(), m.clone());
-            Callback::from(move |_| ctl.0.sched.start(&ctl.0, m.clone()))
+            Callback::from(move |_| ctl.0.sched.start(&ctl.0, m.clone(), false))
         };
+        // A deleted message's schedules stop with it.
         let delete = {
-            let (app, name) = (app.clone(), m.name.clone());
-            Callback::from(move |_| tmpl(&app, TmplAction::Delete(name.clone())))
+            let (app, ctl, name) = (app.clone(), ctl.clone(), m.name.clone());
+            Callback::from(move |_| {
+                ctl.0.sched.stop_named(&ctl.0, &name);
+                tmpl(&app, TmplAction::Delete(name.clone()))
+            })
         };
         // One message alone is the file `hubsim simulate --template` reads.
         let download = {
@@ -332,10 +349,10 @@ pub fn view_saved_messages(app: &AppContext, ctl: &ControllerHandle) -> Html {
             <li key={m.name.clone()}>
                 <span class="name">{&m.name}</span>
                 <span class="muted">{if m.template { " template, " } else { " text, " }}{every}</span>
-                { super::named_button("Edit", ["Edit ", &m.name].concat(), load) }
-                { super::named_button("Run", ["Run ", &m.name].concat(), run) }
-                { super::named_button("Download", ["Download ", &m.name].concat(), download) }
-                { super::named_button("Delete", ["Delete ", &m.name].concat(), delete) }
+                { super::named_button("Edit", ["Edit ", &m.name].concat(), load, false) }
+                { super::named_button("Run", ["Run ", &m.name].concat(), run, running(&m.name)) }
+                { super::named_button("Download", ["Download ", &m.name].concat(), download, false) }
+                { super::named_button("Delete", ["Delete ", &m.name].concat(), delete, false) }
             </li>
         }
     });
@@ -361,6 +378,9 @@ pub fn view_saved_messages(app: &AppContext, ctl: &ControllerHandle) -> Html {
             if !t.runs.is_empty() {
                 { super::tx("h3", &[("id", Static("schedules-h"))], "Schedules") }
                 { super::el("ul", &[("class", Static("runs")), ("aria-label", Static("Schedules"))], Html::from_iter(runs)) }
+                if t.runs.iter().any(|r| !r.running) {
+                    { super::button("Clear ended schedules", on_tmpl(app, || TmplAction::ClearEnded), false) }
+                }
             }
         </section>
     }

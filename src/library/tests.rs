@@ -23,7 +23,7 @@ fn the_examples_are_valid_templates_and_round_trip_through_a_file() {
 
 #[test]
 fn an_its_configuration_in_relaxed_json_imports_as_one_message() {
-    let its = "{\n  // from the ITS README\n  Variables: [{name: \"Temp\", random: true, min: 23, max: 33}, {name: 'Counter', min: 100, max: 102},],\n  Template: '{\"temp\": $.Temp, \"n\": $.Counter}',\n  Header: '{\"unit\": \"C\"}',\n  Intervals: 500,\n}";
+    let its = "{\n  // from the ITS README\n  Variables: [{name: \"Temp\", random: true, min: 23, max: 33}, {name: 'Counter', min: 100, max: 102},],\n  Template: '{\"temp\": $.Temp, \"n\": $.Counter}',\n  Header: '{\"unit\": \"C\"}',\n  Intervals: 500,\n  MessageCount: 5,\n}";
     let (list, what) = read_file(its, "plant.json").unwrap();
     assert_eq!(what, "an Iot-Telemetry-Simulator configuration as \"plant\"");
     let m = &list[0];
@@ -32,13 +32,15 @@ fn an_its_configuration_in_relaxed_json_imports_as_one_message() {
         ("plant", "{\"temp\": $.Temp, \"n\": $.Counter}", "{\"unit\": \"C\"}")
     );
     assert_eq!(m.variables.len(), 2);
-    assert_eq!(m.every_ms, 500);
+    assert_eq!((m.every_ms, m.count), (500, 5));
     assert!(m.template);
     // Several payloads: the main one is kept, and the note says what was left out.
     let dist = "{Template: '{\"a\": $.Counter}', PayloadDistribution: 'fix(30, AAAA) template(70)'}";
     let (list, what) = read_file(dist, "d").unwrap();
     assert_eq!(list[0].body, "{\"a\": $.Counter}");
     assert!(what.ends_with("(1 other payload(s) left out)"), "{what}");
+    // Without a MessageCount (or 0): no limit.
+    assert_eq!(list[0].count, 0);
 }
 
 #[test]
@@ -89,6 +91,7 @@ fn the_variable_forms_edit_every_generator_through_the_engine() {
     assert_eq!(field_text(&c, "max"), "3");
     assert_eq!(set_field(&c, "step", "1.5").unwrap_err(), "N.step: expected a whole number");
     assert_eq!(set_field(&c, "step", "abc").unwrap_err(), "step: not a number");
+    assert_eq!(set_field(&c, "step", "1e309").unwrap_err(), "step: number out of range (beyond ±1.8e308)");
     let r = new_variable("R", "random").unwrap();
     assert_eq!(set_field(&r, "min", "500").unwrap_err(), "R.min: min must be below max");
     let w = new_variable("W", "weighted").unwrap();

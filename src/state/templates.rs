@@ -46,8 +46,8 @@ pub struct TmplState {
     pub inflight: Rc<VecDeque<(u64, u32)>>,
     /// The last library operation's result: `(ok, text)`.
     pub notice: Option<Rc<(bool, String)>>,
-    /// A refused variable edit: `(variable index, why)`.
-    pub var_error: Option<Rc<(usize, String)>>,
+    /// A refused variable edit: `(variable index, why, the field refused or "")`.
+    pub var_error: Option<Rc<(usize, String, String)>>,
 }
 
 impl Default for TmplState {
@@ -121,6 +121,8 @@ pub enum TmplAction {
     Failed(u32),
     Acked(u64),
     Ended(u32),
+    /// The ended schedules leave the list.
+    ClearEnded,
 }
 
 fn clamp_ms(n: u32, lo: u32) -> u32 {
@@ -139,19 +141,21 @@ impl TmplState {
 
     /// Applies one edit of the draft. A variable's refusal stays until that variable is edited again or removed
     /// (the rows below a removed one move up, and so does a refusal shown on one of them): an edit of anything
-    /// else, or the Remove clicked right after a refused entry, must not make it vanish unread.
+    /// else, or the Remove clicked right after a refused entry, must not make it vanish unread. A refused field
+    /// stays refused through accepted edits of the variable's other fields (a `min` refused as above `max`, then
+    /// `max` changed: the refused entry is still not in).
     fn edit(&mut self, e: DraftEdit) {
         let d = Rc::make_mut(&mut self.draft);
         let mut var_error = None;
-        // (the variable this edit is about, whether it removes it)
-        let mut about: Option<(usize, bool)> = None;
+        // (the variable this edit is about, whether it removes it, the field it edits)
+        let mut about: Option<(usize, bool, &str)> = None;
         match e {
             DraftEdit::Name(n) => d.name = n.chars().take(library::MAX_NAME).collect(),
             DraftEdit::Body(b) => d.body = clip(b),
             DraftEdit::Header(h) => d.header = clip(h),
             DraftEdit::AddVar(kind) => {
                 if d.variables.len() >= library::MAX_VARIABLES {
-                    var_error = Some((d.variables.len(), "at most 32 variables".to_owned()));
+                    var_error = Some((d.variables.len(), "at most 32 variables".to_owned(), String::new()));
                 } else {
                     // The first placeholder of the template that nothing declares yet (the one an "unknown
                     // variable" error names), else the first free name `VarN`.
@@ -168,33 +172,33 @@ impl TmplState {
                         });
                     match library::new_variable(&name, &kind) {
                         Ok(v) => d.variables.push(v),
-                        Err(e) => var_error = Some((d.variables.len(), e)),
+                        Err(e) => var_error = Some((d.variables.len(), e, String::new())),
                     }
                 }
             }
             DraftEdit::RemoveVar(i) => {
-                about = Some((i, true));
+                about = Some((i, true, ""));
                 if i < d.variables.len() {
                     d.variables.remove(i);
                 }
             }
             DraftEdit::Kind(i, kind) => {
-                about = Some((i, false));
+                about = Some((i, false, ""));
                 if let Some(v) = d.variables.get_mut(i) {
                     match library::new_variable(&v.name, &kind) {
                         Ok(n) => *v = n,
-                        Err(e) => var_error = Some((i, e)),
+                        Err(e) => var_error = Some((i, e, String::new())),
                     }
                 }
             }
-            DraftEdit::Field(i, field, text) => {
-                about = Some((i, false));
+            DraftEdit::Field(i, ref field, ref text) => {
+                about = Some((i, false, field));
                 let taken = field == "name" && d.variables.iter().any(|v| v.name == text.trim());
                 if let Some(v) = d.variables.get_mut(i) {
                     let refused = if taken && v.name != text.trim() {
                         Some(["another variable is named ", text.trim()].concat())
                     } else {
-                        match library::set_field(v, &field, &text) {
+                        match library::set_field(v, field, text) {
                             Ok(n) => {
                                 *v = n;
                                 None
@@ -205,8 +209,12 @@ impl TmplState {
                     // The field shows the kept value again (it commits on change): say so, or the message would
                     // seem to be about what the field now shows.
                     var_error = refused.map(|e| {
-                        let kept = library::field_text(v, &field);
-                        (i, [e.as_str(), "; kept ", if kept.is_empty() { "nothing" } else { &kept }].concat())
+                        let kept = library::field_text(v, field);
+                        (
+                            i,
+                            [e.as_str(), "; kept ", if kept.is_empty() { "nothing" } else { &kept }].concat(),
+                            field.clone(),
+                        )
                     });
                 }
             }
@@ -217,9 +225,10 @@ impl TmplState {
         }
         self.var_error = match (var_error, self.var_error.take(), about) {
             (Some(e), ..) => Some(Rc::new(e)),
-            (None, Some(old), Some((i, removed))) if old.0 >= i => match (old.0 == i, removed) {
+            (None, Some(old), Some((i, removed, field))) if old.0 >= i => match (old.0 == i, removed) {
+                (true, false) if !old.2.is_empty() && !field.is_empty() && old.2 != field => Some(old),
                 (true, _) => None,
-                (false, true) => Some(Rc::new((old.0 - 1, old.1.clone()))),
+                (false, true) => Some(Rc::new((old.0 - 1, old.1.clone(), old.2.clone()))),
                 (false, false) => Some(old),
             },
             (None, old, _) => old,
@@ -334,6 +343,7 @@ impl TmplState {
                     }
                 }
             }
+            TmplAction::ClearEnded => Rc::make_mut(&mut self.runs).retain(|r| r.running),
             TmplAction::Ended(id) => {
                 if let Some(r) = Rc::make_mut(&mut self.runs).iter_mut().find(|r| r.id == id) {
                     r.running = false;

@@ -36,15 +36,22 @@ fn the_draft_is_edited_with_data_and_bad_edits_are_explained() {
     let s2 = run([edit(DraftEdit::Field(0, "step".into(), "x".into()))]);
     // The field shows the kept value again: the message says so.
     let step = crate::library::field_text(&s2.draft.variables[0], "step");
-    assert_eq!(s2.var_error.as_deref(), Some(&(0, ["step: not a number; kept ", &step].concat())));
+    assert_eq!(s2.var_error.as_deref(), Some(&(0, ["step: not a number; kept ", &step].concat(), "step".into())));
     assert_eq!(s2.draft, TmplState::default().draft);
     let mut s3 = s.clone();
     s3.apply(edit(DraftEdit::Field(2, "name".into(), "Temp".into())));
-    assert_eq!(s3.var_error.as_deref(), Some(&(2, "another variable is named Temp; kept Var2".to_owned())));
+    assert_eq!(
+        s3.var_error.as_deref(),
+        Some(&(2, "another variable is named Temp; kept Var2".to_owned(), "name".into()))
+    );
     s3.apply(edit(DraftEdit::Field(2, "name".into(), "my var".into())));
     assert_eq!(
         s3.var_error.as_deref(),
-        Some(&(2, "a name is letters, digits and _ (it is written $.Name in the template); kept Var2".to_owned()))
+        Some(&(
+            2,
+            "a name is letters, digits and _ (it is written $.Name in the template); kept Var2".to_owned(),
+            "name".into()
+        ))
     );
     // Edits of anything else keep it (it must not vanish unread); removing a row above moves it up with its row.
     s3.apply(edit(DraftEdit::Body("{}".into())));
@@ -63,6 +70,25 @@ fn the_draft_is_edited_with_data_and_bad_edits_are_explained() {
     assert!(s3.var_error.is_some());
     s3.apply(edit(DraftEdit::RemoveVar(1)));
     assert_eq!(s3.var_error, None);
+}
+
+#[test]
+fn a_refused_bound_stays_refused_through_edits_of_the_other_bound() {
+    // A random decimal from 0 to 1: min 100 is refused (above max) and kept at 0.
+    let mut s = run([TmplAction::Mode(true), edit(DraftEdit::AddVar("randomDouble".into()))]);
+    let i = s.draft.variables.len() - 1;
+    let name = s.draft.variables[i].name.clone();
+    s.apply(edit(DraftEdit::Field(i, "min".into(), "100".into())));
+    let refused = [&name, ".min: min must be below max; kept 0"].concat();
+    assert_eq!(s.var_error.as_ref().map(|e| e.1.as_str()), Some(refused.as_str()));
+    // Max changed (accepted): min 100 is still not in, so the refusal stays.
+    s.apply(edit(DraftEdit::Field(i, "max".into(), "10".into())));
+    assert_eq!(crate::library::field_text(&s.draft.variables[i], "min"), "0");
+    assert_eq!(s.var_error.as_ref().map(|e| e.1.as_str()), Some(refused.as_str()));
+    // Min entered again: accepted, the refusal goes.
+    s.apply(edit(DraftEdit::Field(i, "min".into(), "5".into())));
+    assert_eq!(s.var_error, None);
+    assert_eq!(crate::library::field_text(&s.draft.variables[i], "min"), "5");
 }
 
 #[test]

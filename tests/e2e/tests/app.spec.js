@@ -436,3 +436,33 @@ test('QoS 2 is explained when the hub closes the connection', async ({ page }) =
   await expect(page.getByRole('alert').filter({ hasText: 'likely cause' })).toContainText('QoS 2');
   await shot(page, 'qos2-hint');
 });
+
+test('what cannot be sent is said beside the field: a payload over 256 KB, a reported patch that is not a JSON object', async ({ page }) => {
+  const dev = await newDevice('e2e-refused-here');
+  await connect(page, dev.cs);
+  const composer = page.getByRole('region', { name: 'Send telemetry' });
+  await page.getByLabel('Payload', { exact: true }).fill('x'.repeat(256 * 1024 + 1));
+  await expect(composer.getByRole('alert')).toHaveText('Payload: 262145 bytes; IoT Hub accepts at most 262144 (body and properties), so it will not be sent');
+  // Not pretty-printed either (megabytes of indented lines take the browser seconds to lay out).
+  await expect(composer.getByRole('button', { name: 'Pretty-print JSON' })).toBeDisabled();
+  await page.getByLabel('Payload', { exact: true }).fill('{"ok": true}');
+  await expect(composer.getByRole('alert')).toHaveCount(0);
+
+  const twin = page.getByRole('region', { name: 'Device twin' });
+  const patch = twin.getByLabel('Reported patch');
+  const send = twin.getByRole('button', { name: 'Send reported patch' });
+  await patch.fill('[1, 2]');
+  await send.click();
+  await expect(twin.getByRole('alert')).toHaveText('the reported patch must be a JSON object, like {"fw": "1.0"}');
+  await patch.fill('{"fw": "2.0", "bad": }');
+  await send.click();
+  await expect(twin.getByRole('alert')).toHaveText('the reported patch is not JSON: line 1, col 22: unexpected character \'}\'');
+  await patch.fill('{"fw": "2.0"}');
+  await send.click();
+  await expect(twin).toContainText(/saved as version \d+/);
+  await expect(twin.getByRole('alert')).toHaveCount(0);
+  // Nothing refused reached the hub.
+  const t = await api('GET', `/twins/${dev.id}`);
+  expect(t.properties.reported.fw).toBe('2.0');
+  expect(t.properties.reported.$version).toBe(2);
+});

@@ -73,14 +73,20 @@ test('a header template arrives as application properties', async ({ page }) => 
   expect((await events(dev)).length).toBe(1);
 });
 
-test('two schedules run at once and stop on disconnect', async ({ page }) => {
+test('two schedules run at once and stop on disconnect; a saved message does not take the composer\'s message properties', async ({ page }) => {
   const dev = await newDevice('e2e-tmpl-sched');
   await connect(page, dev.cs);
+  // Properties of the message being composed: the draft's schedule sends them, the saved thermostat does not.
+  await page.getByLabel('Correlation ID').fill('corr-1');
+  await page.getByLabel('User ID').fill('user-x');
+  await page.getByLabel('Set creation time ($.ctime) to now').check();
   await templateMode(page);
   await set(page, 'Every (ms)', '200');
   await set(page, 'Jitter ± (ms)', '50');
   await set(page, 'Times (0 = no limit)', '5');
   await page.getByRole('button', { name: 'Run thermostat' }).click();
+  // One schedule per message: its Run waits for Stop.
+  await expect(page.getByRole('button', { name: 'Run thermostat' })).toBeDisabled();
   await page.getByRole('button', { name: 'Run on a schedule' }).click();
   // Beside the button: how many run, and where their progress is.
   await expect(page.locator('.template-mode')).toContainText('2 schedules running: progress and Stop under Saved messages → Schedules');
@@ -91,16 +97,45 @@ test('two schedules run at once and stop on disconnect', async ({ page }) => {
   await shot(page, 'two-schedules');
   await page.getByRole('button', { name: 'Disconnect' }).click();
   await expect(runs.getByRole('listitem').filter({ hasText: 'thermostat' })).toContainText('(ended)');
+  await page.getByRole('button', { name: 'Clear ended schedules' }).click();
+  await expect(runs).toHaveCount(0);
   const evs = await events(dev);
-  const counters = evs.filter((e) => 'n' in e.json).map((e) => e.json.n);
-  expect(counters).toEqual([1, 2, 3, 4, 5]);
+  const drafts = evs.filter((e) => 'n' in e.json);
+  expect(drafts.map((e) => e.json.n)).toEqual([1, 2, 3, 4, 5]);
+  for (const e of drafts) {
+    expect(e.systemProperties).toMatchObject({ 'correlation-id': 'corr-1', 'user-id': 'user-x' });
+    // (IoT Hub turns $.ctime into an application property)
+    expect(e.applicationProperties['iothub-creation-time-utc']).toMatch(/^\d{4}-/);
+  }
   const temps = evs.filter((e) => 'temperature' in e.json);
   expect(temps.length).toBeGreaterThanOrEqual(2);
   for (const e of temps) {
     expect(e.json.temperature).toBeGreaterThanOrEqual(15);
     expect(e.json.temperature).toBeLessThanOrEqual(30);
     expect(e.applicationProperties.sensor).toBe('thermostat');
+    for (const name of ['correlation-id', 'user-id']) expect(e.systemProperties[name]).toBeUndefined();
+    expect(e.applicationProperties['iothub-creation-time-utc']).toBeUndefined();
+    // What describes the device's telemetry as a whole still applies: a generated message id.
+    expect(e.systemProperties['message-id']).toMatch(/^[0-9a-f-]{36}$/);
   }
+});
+
+test('deleting a saved message stops its schedule', async ({ page }) => {
+  const dev = await newDevice('e2e-tmpl-delete');
+  await connect(page, dev.cs);
+  await templateMode(page);
+  await page.getByRole('button', { name: 'Run machine state' }).click();
+  const runs = page.getByRole('list', { name: 'Schedules' });
+  const machine = runs.getByRole('listitem').filter({ hasText: 'machine state' });
+  await expect(machine).toContainText(/sent [1-9]/);
+  await page.getByRole('button', { name: 'Delete machine state' }).click();
+  await expect(machine).toContainText('(ended)');
+  await expect(page.getByRole('list', { name: 'Saved messages' })).not.toContainText('machine state');
+  // Nothing more is sent once it ended (one more publish may have been acknowledged meanwhile).
+  const sent = Number(/sent (\d+)/.exec(await machine.innerText())[1]);
+  await expect.poll(async () => (await events(dev)).length).toBe(sent);
+  await page.getByRole('button', { name: 'Disconnect' }).click();
+  expect((await events(dev)).length).toBe(sent);
 });
 
 test('a saved message survives a reload', async ({ page }) => {
