@@ -146,12 +146,17 @@ pub struct ServeArgs {
     /// `https://app.example` or `http://127.0.0.1:*` (any port). The server's own origin is always allowed.
     #[arg(long = "allow-origin", value_name = "ORIGIN")]
     pub allow_origins: Vec<String>,
-    /// Open connections per listener (MQTT, WebSocket, HTTP each).
+    /// Open connections per listener (MQTT, WebSocket, HTTP each); all listeners together stay within the
+    /// process's open-file limit (raised to its hard limit at start), less 256 kept for files.
     #[arg(long, default_value_t = 20_000)]
     pub max_connections: usize,
     /// Open connections per remote address that is not loopback.
     #[arg(long, default_value_t = 1_000)]
     pub max_connections_per_address: usize,
+    /// MQTT connections (TLS or WebSocket) that have not authenticated yet, at a time: what they can buffer
+    /// before their CONNECT is accepted is bounded by this many packets or WebSocket frames; more wait (10 s).
+    #[arg(long, default_value_t = 256)]
+    pub max_unauthenticated: usize,
     #[arg(long, default_value_t = 8883)]
     pub mqtt_port: u16,
     #[arg(long, default_value_t = 443)]

@@ -38,6 +38,7 @@ pub fn run(a: ServeArgs, data: &Path) -> Result<()> {
         limits: hubsim_hub::listener::Limits {
             per_listener: a.max_connections,
             per_address: a.max_connections_per_address,
+            unauthenticated: a.max_unauthenticated,
             ..Default::default()
         },
         retention: Retention {

@@ -201,14 +201,25 @@ async fn sniff(hub: &Hub, transport: &mut Transport) -> Sniffed {
     }
 }
 
-/// Serves one connection until it closes: a DPS device ([`dps`]) or a hub device.
-pub async fn serve(hub: Arc<Hub>, mut transport: Transport, kind: &'static str, remote: String) {
+/// Serves one connection until it closes: a DPS device ([`dps`]) or a hub device. `place` is its place among the
+/// connections that have not authenticated yet (`listener::Limits::unauthenticated`), given back once its CONNECT
+/// is accepted (a DPS device's: once its whole CONNECT is read).
+pub async fn serve(
+    hub: Arc<Hub>,
+    mut transport: Transport,
+    kind: &'static str,
+    remote: String,
+    mut place: Option<tokio::sync::OwnedSemaphorePermit>,
+) {
     let opened = hub.now();
     let mut session = HubSession::new(hub.settings.protocol.clone(), opened);
     // The rarely taken paths are boxed (here and below), so the task of an idle connection stays small: an async
     // function's future is as large as its largest state, nested calls included.
     let (first, ended) = match Box::pin(sniff(&hub, &mut transport)).await {
-        Sniffed::Dps(first) => return Box::pin(dps::serve(hub, transport, kind, remote, first, opened)).await,
+        Sniffed::Dps(first) => {
+            drop(place);
+            return Box::pin(dps::serve(hub, transport, kind, remote, first, opened)).await;
+        }
         Sniffed::Hub(first, ended) => (first, ended),
     };
     if !first.is_empty() {
@@ -247,6 +258,9 @@ pub async fn serve(hub: Arc<Hub>, mut transport: Transport, kind: &'static str, 
                     ev => Box::pin(ctx.handle(&mut session, ev)).await,
                 }
             }
+        }
+        if ctx.connected && place.is_some() {
+            place = None;
         }
         // Everything the session has to send goes out in one write (one TLS record, one system call): after a
         // group commit that is many PUBACKs at once.
@@ -609,7 +623,7 @@ mod tests {
     /// queued command. A regression here multiplies by the number of idle connections (BENCHMARKS.md §6).
     #[test]
     fn an_idle_connection_task_stays_small() {
-        fn future_size<A, B, C, D, F: std::future::Future>(_: fn(A, B, C, D) -> F) -> usize {
+        fn future_size<A, B, C, D, E, F: std::future::Future>(_: fn(A, B, C, D, E) -> F) -> usize {
             std::mem::size_of::<F>()
         }
         let serve = future_size(super::serve);

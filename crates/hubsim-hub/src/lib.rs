@@ -139,7 +139,9 @@ pub async fn start(config: Config) -> Result<Running> {
     settings.protocol.c2d_lock = config.c2d_lock;
     settings.write_timeout = config.write_timeout;
     let policies = hub::policy::Policies::load_or_create(&config.data_dir)?;
-    let hub = Arc::new(Hub::new(settings, store, policies));
+    let mut hub = Hub::new(settings, store, policies);
+    hub.pre_auth = Arc::new(tokio::sync::Semaphore::new(config.limits.unauthenticated.max(1)));
+    let hub = Arc::new(hub);
     hub.startup().await?;
     hub.dps_startup().await.context("loading the DPS ID scope")?;
 
@@ -170,7 +172,8 @@ pub async fn start(config: Config) -> Result<Running> {
     let stop = CancellationToken::new();
     let mut listeners = JoinSet::new();
 
-    let gauge = |name| listener::Gauge::new(name, config.limits.clone());
+    let total = listener::Total::new(listener::connection_budget());
+    let gauge = |name| listener::Gauge::new(name, config.limits.clone(), total.clone());
     listeners.spawn(listener::accept_mqtt(mqtt, acceptor.clone(), hub.clone(), gauge("mqtt"), stop.clone()));
     let access = Arc::new(config.access.clone());
     let tls_router = api::router(

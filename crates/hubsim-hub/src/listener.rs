@@ -2,10 +2,15 @@
 //! Each TLS handshake runs in its own task, bounded in time; every connection task is tracked by the hub so
 //! shutdown can wait for it. A failed accept or handshake is logged and the loop goes on.
 //!
-//! Bounds (defaults in [`Limits`]): connections per listener and per remote address (a connection over either
-//! cap is closed at once), the TLS handshake time, and on HTTP the time to send a request's headers — which also
-//! bounds how long an idle keep-alive connection is kept. An upgraded WebSocket is then governed by MQTT's own
-//! deadlines (CONNECT within 30 s, keep-alive).
+//! Bounds (defaults in [`Limits`]): connections per listener and per remote address, and of all listeners
+//! together within the process's open-file limit ([`connection_budget`]); a connection over a cap is closed at
+//! once. Connections that have not authenticated yet (MQTT before its CONNECT is accepted, over TLS or
+//! WebSocket) are at most [`Limits::unauthenticated`] at a time, each holding a place of the hub's
+//! `pre_auth` semaphore: what they may buffer (a CONNECT, a WebSocket frame) is bounded by that number times the
+//! largest packet or frame, whatever their count; the others wait for a place (at most
+//! [`PRE_AUTH_WAIT`]) holding nothing but their socket. Then the TLS handshake time, and on HTTP the time to send
+//! a request's headers — which also bounds how long an idle keep-alive connection is kept. An upgraded WebSocket
+//! is then governed by MQTT's own deadlines (CONNECT within 30 s, keep-alive).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -22,6 +27,35 @@ use crate::hub::Hub;
 /// How long a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a new MQTT connection (TLS or WebSocket) may wait for a place among the unauthenticated ones before
+/// it is closed (the WebSocket handshake is answered 503).
+pub const PRE_AUTH_WAIT: Duration = Duration::from_secs(10);
+
+/// Open files kept for everything but connections: the store, certificates, the web folder's files.
+const RESERVED_FILES: u64 = 256;
+
+/// How many connections all listeners together may hold: the process's limit on open files, less
+/// [`RESERVED_FILES`]. The soft limit is first raised to the hard one (as Go's runtime does at start), so a
+/// machine's usual 1 024 does not cap a load test; beyond it every accept would fail with "too many open files"
+/// and no device, however well-behaved, could connect. Unbounded (`usize::MAX`) where there is no such limit.
+pub fn connection_budget() -> usize {
+    #[cfg(unix)]
+    {
+        use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+        let lim = getrlimit(Resource::Nofile);
+        if let (Some(soft), Some(hard)) = (lim.current, lim.maximum) {
+            if soft < hard {
+                // Refused only where the hard limit is above the kernel's own: then the soft one stays.
+                let _ = setrlimit(Resource::Nofile, Rlimit { current: Some(hard), maximum: Some(hard) });
+            }
+        }
+        if let Some(n) = getrlimit(Resource::Nofile).current {
+            return usize::try_from(n.saturating_sub(RESERVED_FILES).max(1)).unwrap_or(usize::MAX);
+        }
+    }
+    usize::MAX
+}
+
 /// Connection bounds of the listeners.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -36,6 +70,10 @@ pub struct Limits {
     /// Longest time an HTTP connection may pass with no request being handled and no byte moving either way
     /// (default 20 s; Server-Sent Event streams send a comment every 10 s, so they stay open).
     pub http_idle_timeout: Duration,
+    /// MQTT connections (TLS or WebSocket, hub or DPS) that have not authenticated yet, at a time (default 256):
+    /// what they buffer before their CONNECT is accepted is at most this many CONNECT packets (each up to IoT
+    /// Hub's 256 KB plus headers) or WebSocket frames (1 MiB); more wait for a place.
+    pub unauthenticated: usize,
 }
 
 impl Default for Limits {
@@ -45,7 +83,20 @@ impl Default for Limits {
             per_address: 1_000,
             http_header_timeout: Duration::from_secs(10),
             http_idle_timeout: Duration::from_secs(20),
+            unauthenticated: 256,
         }
+    }
+}
+
+/// The connections of all listeners together, against [`connection_budget`].
+pub(crate) struct Total {
+    open: std::sync::atomic::AtomicUsize,
+    cap: usize,
+}
+
+impl Total {
+    pub(crate) fn new(cap: usize) -> Arc<Total> {
+        Arc::new(Total { open: std::sync::atomic::AtomicUsize::new(0), cap })
     }
 }
 
@@ -53,6 +104,7 @@ impl Default for Limits {
 pub(crate) struct Gauge {
     name: &'static str,
     limits: Limits,
+    total: Arc<Total>,
     open: Mutex<(usize, HashMap<IpAddr, usize>)>,
     refused: AtomicU64,
     last_report: AtomicU64,
@@ -65,10 +117,11 @@ pub(crate) struct Admission {
 }
 
 impl Gauge {
-    pub(crate) fn new(name: &'static str, limits: Limits) -> Arc<Gauge> {
+    pub(crate) fn new(name: &'static str, limits: Limits, total: Arc<Total>) -> Arc<Gauge> {
         Arc::new(Gauge {
             name,
             limits,
+            total,
             open: Mutex::new((0, HashMap::new())),
             refused: AtomicU64::new(0),
             last_report: AtomicU64::new(0),
@@ -80,7 +133,13 @@ impl Gauge {
         let admitted = {
             let mut g = self.open.lock().unwrap_or_else(|e| e.into_inner());
             let per_ip = g.1.get(&ip).copied().unwrap_or(0);
-            if g.0 >= self.limits.per_listener || (!ip.is_loopback() && per_ip >= self.limits.per_address) {
+            let all = &self.total.open;
+            if g.0 >= self.limits.per_listener
+                || (!ip.is_loopback() && per_ip >= self.limits.per_address)
+                || all
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.total.cap).then_some(n + 1))
+                    .is_err()
+            {
                 false
             } else {
                 g.0 += 1;
@@ -100,9 +159,10 @@ impl Gauge {
             tracing::warn!(
                 listener = self.name,
                 refused_total = n,
-                "connection refused: the limit of {} per listener / {} per address is reached",
+                "connection refused: the limit of {} per listener / {} per address / {} in all (open files) is reached",
                 self.limits.per_listener,
-                self.limits.per_address
+                self.limits.per_address,
+                self.total.cap
             );
         }
         None
@@ -111,6 +171,7 @@ impl Gauge {
 
 impl Drop for Admission {
     fn drop(&mut self) {
+        self.gauge.total.open.fetch_sub(1, Ordering::AcqRel);
         let mut g = self.gauge.open.lock().unwrap_or_else(|e| e.into_inner());
         g.0 = g.0.saturating_sub(1);
         if let Some(n) = g.1.get_mut(&self.ip) {
@@ -240,17 +301,6 @@ impl<I: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<I> {
     }
 }
 
-/// Counts the request as in flight for the connection's idle watchdog.
-pub(crate) async fn track_request(
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let guard = req.extensions().get::<Arc<Activity>>().map(|a| a.begin());
-    let resp = next.run(req).await;
-    drop(guard);
-    resp
-}
-
 /// Serves one HTTP connection until it ends, idles past the limit, or shutdown. An upgrade (the MQTT
 /// WebSocket) ends this future: the upgraded stream lives on in its own task under MQTT's deadlines.
 async fn serve_http_conn<I>(io: I, router: axum::Router, remote: SocketAddr, limits: Limits, stop: CancellationToken)
@@ -259,13 +309,25 @@ where
 {
     use hyper_util::rt::TokioIo;
     use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt;
     let activity = Arc::new(Activity::default());
     activity.touch();
-    let router = router
-        .layer(axum::middleware::from_fn(track_request))
-        .layer(axum::Extension(activity.clone()))
-        .layer(axum::Extension(axum::extract::ConnectInfo(remote)));
-    let service = TowerToHyperService::new(router);
+    // Each request gets the remote address and counts as in flight for the idle watchdog until its response is
+    // ready. A thin wrapper around the shared router: layering the router itself for each connection rebuilt every
+    // route's service stack, about 100 KB per connection before its first byte.
+    let service = {
+        let activity = activity.clone();
+        tower::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            let (router, busy) = (router.clone(), activity.begin());
+            req.extensions_mut().insert(axum::extract::ConnectInfo(remote));
+            async move {
+                let resp = router.oneshot(req.map(axum::body::Body::new)).await;
+                drop(busy);
+                resp
+            }
+        })
+    };
+    let service = TowerToHyperService::new(service);
     let builder = http_builder(&limits);
     let conn = builder
         .serve_connection_with_upgrades(TokioIo::new(Watched { inner: io, activity: activity.clone() }), service);
@@ -300,21 +362,43 @@ where
 /// A TLS connection after its handshake, boxed (see [`accept_tls`]).
 type TlsStream = Box<tokio_rustls::server::TlsStream<TcpStream>>;
 
+/// A place among the unauthenticated connections (see [`Limits::unauthenticated`]), waited for at most
+/// [`PRE_AUTH_WAIT`]; `None` (logged) when none freed in time.
+pub(crate) async fn pre_auth_place(hub: &Hub, remote: &SocketAddr) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    match tokio::time::timeout(PRE_AUTH_WAIT, hub.pre_auth.clone().acquire_owned()).await {
+        Ok(Ok(p)) => Some(p),
+        _ => {
+            tracing::debug!(%remote, "closed: no place among the connections waiting to authenticate");
+            None
+        }
+    }
+}
+
+/// Accepts TLS connections; with `pre_auth`, each first waits for a place among the unauthenticated ones (MQTT),
+/// which it hands to `serve`.
 async fn accept_tls<F, Fut>(
     listener: TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
     hub: Arc<Hub>,
     gauge: Arc<Gauge>,
     stop: CancellationToken,
+    pre_auth: bool,
     serve: F,
 ) where
-    F: Fn(TlsStream, SocketAddr) -> Fut + Clone + Send + 'static,
+    F: Fn(TlsStream, SocketAddr, Option<tokio::sync::OwnedSemaphorePermit>) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     while let Some((tcp, remote, admission)) = accept(&listener, &gauge, &stop).await {
-        let (acceptor, serve) = (acceptor.clone(), serve.clone());
+        let (acceptor, serve, h) = (acceptor.clone(), serve.clone(), hub.clone());
         hub.tasks.spawn(async move {
             let _admission = admission;
+            let place = match pre_auth {
+                true => match pre_auth_place(&h, &remote).await {
+                    Some(p) => Some(p),
+                    None => return,
+                },
+                false => None,
+            };
             // A task's future is allocated with the task and kept for its life, as large as its largest state.
             // The handshake's future holds the whole TLS state inline, so it is boxed (freed once done), and the
             // stream is boxed before it reaches `serve`: an idle connection's task holds its serving future only.
@@ -324,7 +408,7 @@ async fn accept_tls<F, Fut>(
                 Ok(Err(e)) => return tracing::info!(%remote, "TLS handshake failed: {e}"),
                 Err(_) => return tracing::info!(%remote, "TLS handshake timed out"),
             };
-            serve(tls, remote).await
+            serve(tls, remote, place).await
         });
     }
 }
@@ -337,9 +421,9 @@ pub(crate) async fn accept_mqtt(
     stop: CancellationToken,
 ) {
     let h = hub.clone();
-    accept_tls(listener, acceptor, hub, gauge, stop, move |tls, remote| {
+    accept_tls(listener, acceptor, hub, gauge, stop, true, move |tls, remote, place| {
         let hub = h.clone();
-        async move { conn::serve(hub, conn::Transport::Stream(tls), "mqtt", remote.to_string()).await }
+        async move { conn::serve(hub, conn::Transport::Stream(tls), "mqtt", remote.to_string(), place).await }
     })
     .await
 }
@@ -353,7 +437,7 @@ pub(crate) async fn accept_https(
     stop: CancellationToken,
 ) {
     let (conn_stop, limits) = (stop.clone(), gauge.limits.clone());
-    accept_tls(listener, acceptor, hub, gauge, stop, move |tls, remote| {
+    accept_tls(listener, acceptor, hub, gauge, stop, false, move |tls, remote, _| {
         serve_http_conn(tls, router.clone(), remote, limits.clone(), conn_stop.clone())
     })
     .await
@@ -381,7 +465,7 @@ mod tests {
 
     #[test]
     fn caps_per_listener_and_per_remote_address() {
-        let g = Gauge::new("t", Limits { per_listener: 4, per_address: 2, ..Limits::default() });
+        let g = Gauge::new("t", Limits { per_listener: 4, per_address: 2, ..Limits::default() }, Total::new(100));
         let lan: IpAddr = "192.0.2.7".parse().unwrap();
         let other: IpAddr = "192.0.2.8".parse().unwrap();
         let a = g.admit(lan).unwrap();
@@ -393,5 +477,36 @@ mod tests {
         assert!(g.admit(IpAddr::from([127, 0, 0, 1])).is_none(), "listener full");
         drop(a);
         assert!(g.admit(lan).is_some(), "a freed place is reused");
+    }
+
+    #[test]
+    fn listeners_share_one_cap_within_the_open_file_limit() {
+        let total = Total::new(3);
+        let (a, b) = (Gauge::new("a", Limits::default(), total.clone()), Gauge::new("b", Limits::default(), total));
+        let lo = IpAddr::from([127, 0, 0, 1]);
+        let first = a.admit(lo).unwrap();
+        let _second = b.admit(lo).unwrap();
+        let _third = a.admit(lo).unwrap();
+        assert!(b.admit(lo).is_none() && a.admit(lo).is_none(), "all listeners together are at the cap");
+        drop(first);
+        assert!(b.admit(lo).is_some(), "a place freed on one listener serves another");
+    }
+
+    #[test]
+    fn the_open_file_budget_leaves_room_for_the_store() {
+        let budget = connection_budget();
+        assert!(budget >= 1);
+        #[cfg(unix)]
+        {
+            let lim = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+            // The soft limit was raised to the hard one (where the hard one is finite), and the budget keeps
+            // RESERVED_FILES below it.
+            if lim.maximum.is_some() {
+                assert_eq!(lim.current, lim.maximum);
+            }
+            if let Some(n) = lim.current {
+                assert_eq!(budget as u64, n.saturating_sub(RESERVED_FILES).max(1));
+            }
+        }
     }
 }

@@ -237,3 +237,50 @@ async fn telemetry_flows_with_the_hub_wide_budget_taken_and_every_byte_is_given_
     .await
     .expect("the whole budget is back");
 }
+
+#[tokio::test]
+async fn connections_waiting_to_authenticate_are_bounded_and_the_others_wait_for_a_place() {
+    let emu = Emu::start_with(|c| c.limits.unauthenticated = 2).await;
+    // Two TLS connections that never send their CONNECT hold both places (taken before the TLS handshake).
+    let mut first = tls_stream(&emu, emu.r().mqtt_addr).await;
+    let _second = tls_stream(&emu, emu.r().mqtt_addr).await;
+    // A device over the TLS WebSocket waits for a place: its WebSocket handshake is not answered meanwhile.
+    let key = emu.device("d1").await;
+    let mut d = TestDevice::new("d1", key.clone(), Via::Ws);
+    let endpoint = Addrs { mqtt: emu.r().mqtt_addr, ws: emu.r().ws_addr, ca: emu.ca() };
+    let mut waiting = tokio::spawn(async move {
+        let event = d.connect_with(&endpoint, token(&d.key, "d1", 600), None).await;
+        (matches!(event, hubsim_proto::device::Event::Connected { .. }), d)
+    });
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), &mut waiting).await.is_err(),
+        "a third connection was served while two unauthenticated ones held every place"
+    );
+    // A place is freed: the device gets it and connects.
+    first.shutdown().await.unwrap();
+    drop(first);
+    let (connected, _d) = tokio::time::timeout(Duration::from_secs(8), waiting).await.expect("still waiting").unwrap();
+    assert!(connected);
+    // Once authenticated it gave its place back: a new connection's TLS handshake completes at once.
+    let fresh = tokio::time::timeout(Duration::from_secs(2), tls_stream(&emu, emu.r().mqtt_addr)).await;
+    assert!(fresh.is_ok(), "the authenticated device kept its place");
+}
+
+/// The emulator's addresses, owned (for a task that outlives the borrow of the emulator).
+struct Addrs {
+    mqtt: std::net::SocketAddr,
+    ws: std::net::SocketAddr,
+    ca: std::path::PathBuf,
+}
+
+impl Endpoint for Addrs {
+    fn mqtt_addr(&self) -> std::net::SocketAddr {
+        self.mqtt
+    }
+    fn ws_addr(&self) -> std::net::SocketAddr {
+        self.ws
+    }
+    fn ca_path(&self) -> std::path::PathBuf {
+        self.ca.clone()
+    }
+}

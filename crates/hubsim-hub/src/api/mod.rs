@@ -149,6 +149,10 @@ type ApiResult = Result<Response, ServiceError>;
 /// Largest WebSocket message and frame, bytes: an MQTT packet is at most IoT Hub's 256 KB plus headers.
 pub const MAX_WS_MESSAGE: usize = 1024 * 1024;
 
+/// A WebSocket's read buffer, bytes: tungstenite allocates it whole for every connection (128 KiB by default,
+/// which made an idle WebSocket cost about 150 KB); a larger frame still arrives, in more reads.
+pub const WS_READ_BUFFER: usize = 8 * 1024;
+
 async fn websocket(
     State(s): State<AppState>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
@@ -175,15 +179,22 @@ async fn websocket(
         Ok(ws) => ws,
         Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     };
+    // A place among the connections that have not authenticated yet, before anything is buffered for it.
+    let Some(place) = crate::listener::pre_auth_place(&s.hub, &remote).await else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "too many connections are waiting to authenticate; try again")
+            .into_response();
+    };
     let hub = s.hub.clone();
     let kind = s.transport;
     ws.protocols([hubsim_proto::endpoint::WEBSOCKET_SUBPROTOCOL])
         // A frame is checked against the limit before it is buffered (tungstenite), not only the message.
         .max_message_size(MAX_WS_MESSAGE)
         .max_frame_size(MAX_WS_MESSAGE)
+        .read_buffer_size(WS_READ_BUFFER)
         .on_upgrade(move |socket| {
             let tracked = hub.tasks.clone();
-            tracked.track_future(conn::serve(hub, Transport::WebSocket(Box::new(socket)), kind, remote.to_string()))
+            let transport = Transport::WebSocket(Box::new(socket));
+            tracked.track_future(conn::serve(hub, transport, kind, remote.to_string(), Some(place)))
         })
 }
 

@@ -269,6 +269,8 @@ pub struct Hub {
     /// Bytes of telemetry read from devices and not yet stored, over all connections
     /// ([`TELEMETRY_IN_FLIGHT_BYTES`]): a connection that cannot take its share stops reading until it can.
     pub telemetry_budget: Arc<tokio::sync::Semaphore>,
+    /// Places of the connections that have not authenticated yet ([`crate::listener::Limits::unauthenticated`]).
+    pub pre_auth: Arc<tokio::sync::Semaphore>,
 }
 
 /// Most bytes of telemetry in flight (read, not yet durable) over all connections (16 MiB), counted as the
@@ -314,6 +316,7 @@ impl Hub {
             tasks: tokio_util::task::TaskTracker::new(),
             dps: Default::default(),
             telemetry_budget: Arc::new(tokio::sync::Semaphore::new(TELEMETRY_IN_FLIGHT_BYTES)),
+            pre_auth: Arc::new(tokio::sync::Semaphore::new(crate::listener::Limits::default().unauthenticated)),
         }
     }
 
