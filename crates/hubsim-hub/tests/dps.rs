@@ -152,6 +152,15 @@ async fn group_enrollment_provisions_over_websocket_with_the_derived_key() {
     let rec = emu.wait_log(|r| r.operation == "dpsRegister" && r.device_id.as_deref() == Some("sensor-17")).await;
     assert_eq!(rec.transport, "wss");
     assert!(rec.description.contains("enrollment group 'line-1'"), "{}", rec.description);
+
+    // A registration id no hub device could have (129 characters) is refused at CONNECT: nothing is created.
+    let long = "s".repeat(129);
+    let (r, _, _) = register(&emu, Via::Mqtt, &long, EnrollmentKey::Group(group_key), None).await;
+    match r {
+        Err(ProvisionError::Dps(ProvisioningError::Refused(c))) => assert_eq!(c.0, 4),
+        other => panic!("{other:?}"),
+    }
+    assert!(emu.hub().get_device(&long).await.is_err());
 }
 
 #[tokio::test]

@@ -20,7 +20,10 @@ async fn connect_both_transports(via: Via) {
     let mut m = Telemetry::new(&b"{\"temp\":21}"[..]);
     m.properties
         .set_system(SystemProperty::ContentType, "application/json")
-        .set_system(SystemProperty::ContentEncoding, "utf-8");
+        .set_system(SystemProperty::ContentEncoding, "utf-8")
+        // Hub-stamped: a device cannot claim another's identity with them.
+        .set_system(SystemProperty::Other("cdid".into()), "victim")
+        .set_system(SystemProperty::Other("cmid".into()), "victim-module");
     m.properties.push("level", "high & mighty");
     d.send(m).await;
     d.expect("PUBACK", |e| matches!(e, Event::TelemetryAcked { .. })).await;
@@ -28,6 +31,8 @@ async fn connect_both_transports(via: Via) {
     assert_eq!(ev.body.as_deref(), Some("{\"temp\":21}"));
     assert_eq!(ev.system_properties["content-type"], "application/json");
     assert_eq!(ev.system_properties["iothub-connection-device-id"], "d1");
+    let props = serde_json::to_string(&ev.system_properties).unwrap();
+    assert!(!props.contains("victim"), "{props}");
     assert_eq!(ev.application_properties["level"], "high & mighty");
     let rec = emu.wait_log(|r| r.operation == "deviceConnect").await;
     assert_eq!(rec.transport, if via == Via::Mqtt { "mqtt" } else { "wss" });
@@ -455,6 +460,30 @@ async fn direct_methods_round_trip_and_404_when_not_subscribed() {
     d.flush().await;
     let (status, body) = call.await.unwrap().unwrap();
     assert_eq!((status, body), (202, json!({"rebooting": true})));
+
+    // IoT Hub's 128 KB, both ways: a larger request is refused before it reaches the device, a larger answer
+    // fails the call.
+    let big = json!({"pad": "x".repeat(128 * 1024)});
+    let e = emu.hub().invoke_method("d1", "reboot", big, Duration::from_secs(5)).await.unwrap_err();
+    assert!(
+        matches!(&e, hubsim_hub::hub::ServiceError::Api { status: 400, message, .. } if message.contains("at most 131072")),
+        "{e:?}"
+    );
+    let hub = emu.r().hub.clone();
+    let call = tokio::spawn(async move { hub.invoke_method("d1", "dump", json!({}), Duration::from_secs(5)).await });
+    let Event::MethodRequest { rid, .. } = d.expect("method", |e| matches!(e, Event::MethodRequest { .. })).await
+    else {
+        unreachable!()
+    };
+    let answer = format!("{{\"pad\":\"{}\"}}", "y".repeat(128 * 1024));
+    let now = d.now();
+    d.session_mut().respond_to_method(now, &rid, 200, answer.as_bytes()).unwrap();
+    d.flush().await;
+    let e = call.await.unwrap().unwrap_err();
+    assert!(
+        matches!(&e, hubsim_hub::hub::ServiceError::Api { status: 502, message, .. } if message.contains("at most 131072")),
+        "{e:?}"
+    );
 }
 
 #[tokio::test]

@@ -22,6 +22,10 @@ pub enum FrameError {
     ReservedFlags { packet: &'static str, flags: u8 },
     #[error("[MQTT-4.8.0-1] malformed packet: {}", codec_error_text(.0))]
     Malformed(mqttbytes::Error),
+    /// A packet whose size MQTT fixes (CONNACK and the acknowledgements: 2 bytes; PINGREQ, PINGRESP, DISCONNECT:
+    /// none) with another remaining length (mqttbytes reads the fixed part and skips the rest).
+    #[error("[MQTT-4.8.0-1] malformed packet: {packet} with a remaining length of {len}, not {expected}")]
+    WrongLength { packet: &'static str, len: usize, expected: usize },
 }
 
 /// What an mqttbytes codec error means, in words (its `Debug` form is a Rust enum name, and formatting it would
@@ -109,6 +113,22 @@ pub fn check_flags(byte1: u8) -> Result<(), FrameError> {
     }
 }
 
+/// Checks the remaining length of a packet whose size MQTT 3.1.1 fixes (§3.2–3.14): `frame` is a whole frame.
+fn check_length(frame: &[u8]) -> Result<(), FrameError> {
+    let expected = match frame[0] >> 4 {
+        2 | 4..=7 | 11 => 2,
+        12..=14 => 0,
+        _ => return Ok(()),
+    };
+    let header = 2 + frame[1..].iter().take_while(|b| **b & 0x80 != 0).count();
+    let len = frame.len().saturating_sub(header);
+    if len == expected {
+        Ok(())
+    } else {
+        Err(FrameError::WrongLength { packet: packet_name(frame[0]), len, expected })
+    }
+}
+
 /// Reassembles packets from a byte stream.
 #[derive(Debug)]
 pub struct Framer {
@@ -155,7 +175,10 @@ impl Framer {
     pub fn next_packet(&mut self) -> Result<Option<Packet>, FrameError> {
         match self.peek()? {
             None => return Ok(None),
-            Some(frame) => check_flags(frame[0])?,
+            Some(frame) => {
+                check_flags(frame[0])?;
+                check_length(frame)?;
+            }
         }
         match mqttbytes::v4::read(&mut self.buf, self.max_packet) {
             Ok(p) => {
@@ -456,6 +479,25 @@ mod tests {
         let mut f = Framer::new(100);
         f.push(&[0x80, 0x05, 0x00, 0x01, 0x00, 0x01, b'a']); // SUBSCRIBE with flags 0
         assert_eq!(f.next_packet(), Err(FrameError::ReservedFlags { packet: "SUBSCRIBE", flags: 0 }));
+    }
+
+    #[test]
+    fn packets_of_a_fixed_size_with_another_length_are_malformed() {
+        for (bytes, packet, len, expected) in [
+            (&[0xC0, 0x01, 0x00][..], "PINGREQ", 1, 0),
+            (&[0xE0, 0x02, 0x00, 0x00][..], "DISCONNECT", 2, 0),
+            (&[0x40, 0x03, 0x00, 0x01, 0x00][..], "PUBACK", 3, 2),
+            (&[0x40, 0x01, 0x00][..], "PUBACK", 1, 2),
+        ] {
+            let mut f = Framer::new(100);
+            f.push(bytes);
+            assert_eq!(f.next_packet(), Err(FrameError::WrongLength { packet, len, expected }), "{bytes:?}");
+        }
+        let mut f = Framer::new(100);
+        f.push(&[0xC0, 0x00, 0x40, 0x02, 0x00, 0x07, 0xE0, 0x00]);
+        assert_eq!(f.next_packet(), Ok(Some(Packet::PingReq)));
+        assert!(matches!(f.next_packet(), Ok(Some(Packet::PubAck(_)))));
+        assert_eq!(f.next_packet(), Ok(Some(Packet::Disconnect)));
     }
 
     #[test]

@@ -592,6 +592,17 @@ impl Hub {
                 ),
             ));
         }
+        // The id becomes a hub device id: one IoT Hub would refuse (over 128 characters, other characters) is
+        // refused here, before anything is registered.
+        if !is_valid_registration_id(&req.registration_id) {
+            return Err((
+                ConnectReturnCode::BadUserNamePassword,
+                format!(
+                    "400: '{}' is not a registration id (1–128 of a–z A–Z 0–9 - . _ :, ending alphanumeric or -)",
+                    super::truncate(&req.registration_id, 64)
+                ),
+            ));
+        }
         let id = req.registration_id.clone();
         let (individual, groups) = self
             .store

@@ -9,6 +9,9 @@ use tokio::sync::oneshot;
 
 use super::{ConnCmd, Hub, MethodCall, MethodReply, ServiceError};
 
+/// Largest direct-method payload, request or response, bytes: IoT Hub's 128 KB (reference §6, [DOC-DM]).
+pub const MAX_METHOD_PAYLOAD: usize = 128 * 1024;
+
 impl Hub {
     /// Invokes a direct method and waits for the device's answer.
     pub async fn invoke_method(
@@ -31,6 +34,13 @@ impl Hub {
         let conn = self.conn(id).ok_or_else(not_online)?;
         let (reply, rx) = oneshot::channel();
         let body = if payload.is_null() { Bytes::new() } else { Bytes::from(payload.to_string()) };
+        if body.len() > MAX_METHOD_PAYLOAD {
+            return Err(ServiceError::new(
+                400,
+                400004,
+                format!("the method payload is {} bytes; IoT Hub accepts at most {MAX_METHOD_PAYLOAD}", body.len()),
+            ));
+        }
         let call = async {
             // Waits for room in the connection's queue within the same deadline as the answer.
             conn.send(ConnCmd::Method(Box::new(MethodCall { name: name.to_owned(), payload: body, reply })))
@@ -44,6 +54,16 @@ impl Hub {
             }
             Ok(Err(_)) => Err(ServiceError::new(404, 404103, format!("device '{id}' disconnected before answering"))),
             Ok(Ok(MethodReply::NotSubscribed)) => Err(not_online()),
+            Ok(Ok(MethodReply::Response { payload, .. })) if payload.len() > MAX_METHOD_PAYLOAD => {
+                Err(ServiceError::new(
+                    502,
+                    502001,
+                    format!(
+                        "the device answered with a payload of {} bytes; IoT Hub accepts at most {MAX_METHOD_PAYLOAD}",
+                        payload.len()
+                    ),
+                ))
+            }
             Ok(Ok(MethodReply::Response { status, payload })) => {
                 let value = if payload.is_empty() {
                     Value::Null
