@@ -154,9 +154,13 @@ const BUNDLE_GOAL: u64 = 150 * 1024;
 /// range beside the field without losing the click that left it, and for `static/ui.js` (focus kept when the
 /// focused control goes), 0.5 KB less for the minified stylesheet and `index.html`, 2.7 KB less for the post-build
 /// hook's binaryen round (`post_build::shrink`), 0.3 KB for `ui.js` holding alerts back: 242.9 KB, rounded up,
-/// plus 2 KB. The app is over [`BUNDLE_GOAL`] (BENCHMARKS.md says why); the ceiling only stops it from growing
-/// unnoticed. Lower it with every cut; raise it only in a commit that says what the bytes buy.
-pub(crate) const BUNDLE_CEILING: u64 = 245 * 1024;
+/// plus 2 KB. Later on 2026-11-30, 2.0 KB more for the fixes of a user's walk-through (saved messages run once at a
+/// time and stop when deleted; refusals beside the payload and the reported patch; exports with the date and
+/// offset; C2D bodies exported as received; `ui.js` keeping the place of an alert that goes during a press; keys
+/// that are not base64 explained in words; JSON numbers out of range; packets of a fixed size checked): 244.9 KB,
+/// rounded up, plus 2 KB. The app is over [`BUNDLE_GOAL`] (BENCHMARKS.md says why); the ceiling only stops it
+/// from growing unnoticed. Lower it with every cut; raise it only in a commit that says what the bytes buy.
+pub(crate) const BUNDLE_CEILING: u64 = 247 * 1024;
 
 /// Fails when the built app is larger than [`BUNDLE_CEILING`]; prints the figure, the ceiling and the goal.
 fn bundle_size() -> Result {
