@@ -425,3 +425,35 @@ async fn the_service_api_answers_over_https_on_the_websocket_port() {
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.contains("\"deviceId\":\"d1\"") && text.contains("\"etag\""), "{text}");
 }
+
+#[tokio::test]
+async fn an_identity_body_is_checked_as_iot_hub_checks_it() {
+    let emu = Emu::start().await;
+    let refused = |a: &HttpAnswer, says: &str| {
+        assert_eq!(a.status, 400, "{}", a.body);
+        assert!(a.body.contains(says), "{says} in {}", a.body);
+    };
+    // The body names another device than the URL.
+    let a = call(&emu, "PUT", &format!("/devices/e3?{V}"), &[], json!({"deviceId": "other"})).await;
+    refused(&a, "does not match the identity of the URL");
+    // Wrong types are refused, not ignored.
+    let a = call(&emu, "PUT", "/devices/e3", &[], json!({"deviceId": "e3", "status": 5})).await;
+    refused(&a, "status must be a string");
+    let a = call(&emu, "PUT", "/devices/e3", &[], json!({"authentication": "x"})).await;
+    refused(&a, "authentication must be an object");
+    // A symmetric key is 16 to 64 bytes.
+    let short = json!({"authentication": {"symmetricKey": {"primaryKey": "AQ=="}}});
+    refused(
+        &call(&emu, "PUT", "/devices/e3", &[], short).await,
+        "primaryKey is 1 bytes; IoT Hub's symmetric keys are 16 to 64 bytes",
+    );
+    let long = json!({"authentication": {"symmetricKey": {"secondaryKey": "A".repeat(88)}}});
+    refused(&call(&emu, "PUT", "/devices/e3", &[], long).await, "secondaryKey is 66 bytes");
+    // None of those created anything; a module's body names its device and module.
+    assert_eq!(call(&emu, "GET", "/devices/e3", &[], Value::Null).await.status, 404);
+    assert_eq!(call(&emu, "PUT", "/devices/e3", &[], json!({"deviceId": "e3"})).await.status, 200);
+    let a = call(&emu, "PUT", "/devices/e3/modules/m1", &[], json!({"deviceId": "e3", "moduleId": "m2"})).await;
+    refused(&a, "the body's moduleId 'm2' does not match the identity of the URL, 'm1'");
+    let a = call(&emu, "PUT", "/devices/e3/modules/m1", &[], json!({"deviceId": "e3", "moduleId": "m1"})).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+}

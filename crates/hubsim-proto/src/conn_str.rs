@@ -61,6 +61,9 @@ pub enum ConnectionStringError {
     BadSignature(SasParseError),
     #[error("{field}: '{value}' contains '{ch}', which is not allowed")]
     BadCharacter { field: &'static str, value: String, ch: char },
+    /// IoT Hub's identities are at most 128 characters ("Understand the identity registry").
+    #[error("{field} is {len} characters long; IoT Hub allows at most 128")]
+    TooLong { field: &'static str, len: usize },
     #[error("x509: expected 'true', got '{0}'")]
     BadX509(String),
     #[error("SharedAccessKeyName is missing (a service connection string names its policy, e.g. iothubowner)")]
@@ -166,8 +169,10 @@ impl ConnectionString {
         check_chars("HostName", &host_name, "/ ?#")?;
         let Some(device_id) = device else { return Err(E::MissingDeviceId) };
         check_chars("DeviceId", &device_id, "/ ?#+")?;
+        check_len("DeviceId", &device_id)?;
         if let Some(m) = &module {
             check_chars("ModuleId", m, "/ ?#+")?;
+            check_len("ModuleId", m)?;
         }
         if let Some(g) = &gateway {
             check_chars("GatewayHostName", g, "/ ?#")?;
@@ -226,6 +231,14 @@ impl ConnectionString {
             Credential::Token(_) => s + ";SharedAccessSignature=***",
             Credential::X509 => s + ";x509=true",
         }
+    }
+}
+
+/// A device or module id of at most 128 characters (IoT Hub's limit).
+fn check_len(field: &'static str, value: &str) -> Result<(), ConnectionStringError> {
+    match value.chars().count() {
+        len if len > 128 => Err(ConnectionStringError::TooLong { field, len }),
+        _ => Ok(()),
     }
 }
 
@@ -323,6 +336,16 @@ mod tests {
         assert!(e.to_string().starts_with("SharedAccessKey: the key is not valid base64"), "{e}");
         let e = ConnectionString::parse("HostName=h;DeviceId=a/b;SharedAccessKey=a2V5").unwrap_err();
         assert_eq!(e.to_string(), "DeviceId: 'a/b' contains '/', which is not allowed");
+        // IoT Hub's 128 characters, for devices and modules.
+        let id = "d".repeat(128);
+        assert!(
+            ConnectionString::parse(&format!("HostName=h;DeviceId={id};ModuleId={id};SharedAccessKey=a2V5")).is_ok()
+        );
+        let e = ConnectionString::parse(&format!("HostName=h;DeviceId={id}x;SharedAccessKey=a2V5")).unwrap_err();
+        assert_eq!(e.to_string(), "DeviceId is 129 characters long; IoT Hub allows at most 128");
+        let e = ConnectionString::parse(&format!("HostName=h;DeviceId=d;ModuleId={id}xx;SharedAccessKey=a2V5"))
+            .unwrap_err();
+        assert_eq!(e, E::TooLong { field: "ModuleId", len: 130 });
         let e = ConnectionString::parse("HostName=h;DeviceId=d;SharedAccessSignature=sr=1").unwrap_err();
         assert!(matches!(e, E::BadSignature(SasParseError::MissingPrefix)));
     }

@@ -63,14 +63,54 @@ async fn add_model_id(hub: &Hub, id: &str, v: &mut Value) {
     }
 }
 
-/// The fields of a device or module body that a create or replace uses.
-fn spec(body: &Value) -> Result<IdentitySpec, ServiceError> {
-    let key = |name: &str| {
-        body.pointer(&format!("/authentication/symmetricKey/{name}"))
-            .and_then(Value::as_str)
-            .filter(|k| !k.is_empty())
-            .map(str::to_owned)
-    };
+/// The fields of a device or module body that a create or replace uses, for the identity `key` (`device` or
+/// `device/module`). As IoT Hub, the body's `deviceId` (and `moduleId`) must name the identity of the URL, the
+/// fields have their types, and a symmetric key is base64 of 16 to 64 bytes.
+fn spec(body: &Value, key: &str) -> Result<IdentitySpec, ServiceError> {
+    let bad = |m: String| ServiceError::new(400, 400004, m);
+    let (device, module) = key.split_once('/').map_or((key, None), |(d, m)| (d, Some(m)));
+    for (field, want) in [("deviceId", Some(device)), ("moduleId", module)] {
+        match (body.get(field), want) {
+            (None | Some(Value::Null), _) => {}
+            (Some(Value::String(v)), Some(w)) if v == w => {}
+            (Some(v), Some(w)) => {
+                let v = v.as_str().map_or_else(|| v.to_string(), |s| crate::hub::truncate(s, 128));
+                return Err(bad(format!("the body's {field} '{v}' does not match the identity of the URL, '{w}'")));
+            }
+            (Some(_), None) => return Err(bad(format!("a device's body has no {field}"))),
+        }
+    }
+    for (pointer, kind) in [("/status", "a string"), ("/statusReason", "a string"), ("/authentication", "an object")] {
+        let ok = match body.pointer(pointer) {
+            None | Some(Value::Null) => true,
+            Some(v) => {
+                if kind == "a string" {
+                    v.is_string()
+                } else {
+                    v.is_object()
+                }
+            }
+        };
+        if !ok {
+            return Err(bad(format!("{} must be {kind}", &pointer[1..])));
+        }
+    }
+    let mut keys = [None, None];
+    for (slot, name) in keys.iter_mut().zip(["primaryKey", "secondaryKey"]) {
+        let k = match body.pointer(&format!("/authentication/symmetricKey/{name}")) {
+            None | Some(Value::Null) => continue,
+            Some(Value::String(k)) if k.is_empty() => continue,
+            Some(Value::String(k)) => k,
+            Some(_) => return Err(bad(format!("{name} must be a string"))),
+        };
+        let decoded = hubsim_proto::sas::DeviceKey::from_base64(k).map_err(|e| bad(format!("{name}: {e}")))?;
+        let n = decoded.as_bytes().len();
+        if !(16..=64).contains(&n) {
+            return Err(bad(format!("{name} is {n} bytes; IoT Hub's symmetric keys are 16 to 64 bytes")));
+        }
+        *slot = Some(k.clone());
+    }
+    let [primary, secondary] = keys;
     let kind = body.pointer("/authentication/type").and_then(Value::as_str).unwrap_or("sas");
     if !kind.eq_ignore_ascii_case("sas") {
         return Err(ServiceError::new(
@@ -92,8 +132,8 @@ fn spec(body: &Value) -> Result<IdentitySpec, ServiceError> {
         }
     };
     Ok(IdentitySpec {
-        primary: key("primaryKey"),
-        secondary: key("secondaryKey"),
+        primary,
+        secondary,
         enabled,
         status_reason: body.get("statusReason").and_then(Value::as_str).map(str::to_owned),
         iot_edge: body.pointer("/capabilities/iotEdge").and_then(Value::as_bool).unwrap_or(false),
@@ -119,7 +159,7 @@ pub async fn put_module(
 
 async fn put_identity(s: &AppState, key: String, h: HeaderMap, body: Bytes) -> ApiResult {
     let body = parse_body(&body)?;
-    let spec = spec(&body)?;
+    let spec = spec(&body, &key)?;
     let d = if h.contains_key(axum::http::header::IF_MATCH) {
         s.hub.replace_identity(&key, if_match(&h), spec).await?
     } else {
@@ -230,7 +270,7 @@ pub async fn bulk_registry(State(s): State<AppState>, body: Bytes) -> ApiResult 
             id: id.to_owned(),
             mode,
             etag: item.get("eTag").or_else(|| item.get("etag")).and_then(Value::as_str).map(str::to_owned),
-            spec: spec(item)?,
+            spec: spec(item, id)?,
         });
     }
     let errors = s.hub.bulk_registry(ops).await?;
