@@ -147,6 +147,11 @@ impl Framer {
         self.buf.extend_from_slice(data);
     }
 
+    /// The first byte of the next packet (its type and flags), before the packet is whole.
+    pub fn first_byte(&self) -> Option<u8> {
+        self.buf.first().copied()
+    }
+
     /// Bytes received but not yet framed.
     pub fn buffered(&self) -> usize {
         self.buf.len()

@@ -289,6 +289,14 @@ impl HubSession {
             if identity.is_some() && !self.wants_input() {
                 return;
             }
+            // A first packet that is not a CONNECT is refused on its first byte, not once it is whole: a peer
+            // announcing a long packet (an HTTP request sent to the MQTT port) would hold the connection until the
+            // CONNECT deadline.
+            if let (None, Some(b)) = (&identity, self.framer.first_byte()) {
+                if b >> 4 != 1 {
+                    return self.violation(Violation::FirstPacketNotConnect(packet::packet_name(b)));
+                }
+            }
             let frame = match self.framer.peek() {
                 Ok(None) => return,
                 Ok(Some(frame)) => frame,

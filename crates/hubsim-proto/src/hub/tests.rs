@@ -198,6 +198,17 @@ fn first_packet_must_be_connect_and_must_arrive_in_time() {
             will: None
         })
     );
+    // Refused on its first byte, before the packet it announces is whole: "GET / HTTP/1.1" reads as a PUBACK.
+    let mut hub = HubSession::new(HubConfig::default(), T0);
+    hub.handle_input(T0, b"G");
+    assert_eq!(
+        hub.poll_event(),
+        Some(HubEvent::Closed {
+            reason: CloseReason::ProtocolViolation(Violation::FirstPacketNotConnect("PUBACK")),
+            will: None
+        })
+    );
+    assert_eq!(crate::provisioning::sniff_endpoint(b"G", 1024), crate::provisioning::Endpoint::Hub);
     assert_eq!(hub.poll_transmit(), None, "no CONNACK");
     let mut hub = HubSession::new(HubConfig::default(), T0);
     assert_eq!(hub.poll_timeout(), Some(T0 + Duration::from_secs(30)));

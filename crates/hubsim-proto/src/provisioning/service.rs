@@ -503,6 +503,10 @@ pub enum Endpoint {
 /// Tells a DPS connection from an IoT Hub one by the first packet, without consuming it: the caller keeps the
 /// bytes and feeds them to the session it creates. The SDKs dial the same host and ports for both (issue 11).
 pub fn sniff_endpoint(first_bytes: &[u8], max_packet: usize) -> Endpoint {
+    // Not a CONNECT: the hub session refuses it at once (only a CONNECT can be a DPS device's).
+    if first_bytes.first().is_some_and(|b| b >> 4 != 1) {
+        return Endpoint::Hub;
+    }
     let mut buf = BytesMut::from(first_bytes);
     match mqttbytes::v4::read(&mut buf, max_packet) {
         Ok(Packet::Connect(c)) => match c.login {
