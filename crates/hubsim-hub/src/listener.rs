@@ -374,6 +374,46 @@ pub(crate) async fn pre_auth_place(hub: &Hub, remote: &SocketAddr) -> Option<tok
     }
 }
 
+/// Failed TLS handshakes logged per second at most (one line each); the others of that second are counted in
+/// the next line, so a flood of handshakes cannot grow the log without bound.
+const HANDSHAKE_LOGS_PER_SECOND: u64 = 5;
+
+/// At most `per_second` log lines a second; what was left out is counted for the next line.
+struct LogBudget {
+    second: AtomicU64,
+    in_second: AtomicU64,
+    unlogged: AtomicU64,
+    per_second: u64,
+}
+
+impl LogBudget {
+    const fn new(per_second: u64) -> Self {
+        LogBudget { second: AtomicU64::new(0), in_second: AtomicU64::new(0), unlogged: AtomicU64::new(0), per_second }
+    }
+
+    /// `Some(lines left out before this one)` when a line may be logged at `now_s`, else `None` (counted).
+    fn admit(&self, now_s: u64) -> Option<u64> {
+        if self.second.swap(now_s, Ordering::Relaxed) != now_s {
+            self.in_second.store(0, Ordering::Relaxed);
+        }
+        if self.in_second.fetch_add(1, Ordering::Relaxed) < self.per_second {
+            Some(self.unlogged.swap(0, Ordering::Relaxed))
+        } else {
+            self.unlogged.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+fn handshake_failed(remote: &SocketAddr, why: &str) {
+    static BUDGET: LogBudget = LogBudget::new(HANDSHAKE_LOGS_PER_SECOND);
+    match BUDGET.admit(crate::timefmt::unix_ms() / 1000) {
+        Some(0) => tracing::info!(%remote, "TLS handshake failed: {why}"),
+        Some(n) => tracing::info!(%remote, "TLS handshake failed: {why} ({n} more before this one not logged)"),
+        None => {}
+    }
+}
+
 /// Accepts TLS connections; with `pre_auth`, each first waits for a place among the unauthenticated ones (MQTT),
 /// which it hands to `serve`.
 async fn accept_tls<F, Fut>(
@@ -405,8 +445,8 @@ async fn accept_tls<F, Fut>(
             let handshake = Box::pin(tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)));
             let tls = match handshake.await {
                 Ok(Ok(tls)) => Box::new(tls),
-                Ok(Err(e)) => return tracing::info!(%remote, "TLS handshake failed: {e}"),
-                Err(_) => return tracing::info!(%remote, "TLS handshake timed out"),
+                Ok(Err(e)) => return handshake_failed(&remote, &e.to_string()),
+                Err(_) => return handshake_failed(&remote, "timed out"),
             };
             serve(tls, remote, place).await
         });
@@ -477,6 +517,17 @@ mod tests {
         assert!(g.admit(IpAddr::from([127, 0, 0, 1])).is_none(), "listener full");
         drop(a);
         assert!(g.admit(lan).is_some(), "a freed place is reused");
+    }
+
+    #[test]
+    fn a_flood_of_failed_handshakes_logs_a_few_lines_a_second_and_counts_the_rest() {
+        let b = LogBudget::new(2);
+        assert_eq!((b.admit(10), b.admit(10)), (Some(0), Some(0)));
+        for _ in 0..1000 {
+            assert_eq!(b.admit(10), None);
+        }
+        // The next second's first line says how many were left out.
+        assert_eq!((b.admit(11), b.admit(11), b.admit(11)), (Some(1000), Some(0), None));
     }
 
     #[test]
