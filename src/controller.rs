@@ -40,6 +40,9 @@ struct Inner {
     renewing: bool,
     /// The browser refused to store the settings the last time they were stored.
     storage_refused: bool,
+    /// Reported patches sent from the twin panel and not answered yet: once saved, the twin is read again so the
+    /// panel shows the hub's document and version (the hub answers a patch with its version only).
+    user_patches: u32,
     attempt: u32,
     reconnect: Option<Timeout>,
     renew: Option<Timeout>,
@@ -399,6 +402,7 @@ impl Controller {
             (None, None) => Err("not sent: not connected".to_owned()),
             (None, Some(d)) => match d.with_session(|s, now| s.patch_reported(now, json.to_owned().into_bytes())) {
                 Ok(_) => {
+                    self.inner.borrow_mut().user_patches += 1;
                     self.log_sent(&d, format!("reported properties {json}"));
                     Ok(String::new())
                 }
@@ -476,11 +480,23 @@ impl Controller {
                 let v = version.map(|v| v.to_string()).unwrap_or_default();
                 self.log(LogKind::Received, format!("reported properties saved, version {v}"));
                 self.dispatch.dispatch(Action::Reported(Ok(v)));
+                let mine = {
+                    let mut i = self.inner.borrow_mut();
+                    let mine = i.user_patches > 0;
+                    i.user_patches = i.user_patches.saturating_sub(1);
+                    mine
+                };
+                if mine {
+                    self.get_twin();
+                }
             }
             Event::TwinResponse { kind, status, body, .. } => {
                 let why =
                     format!("{} failed with status {status}: {}", request_name(kind), String::from_utf8_lossy(&body));
                 if kind == RequestKind::TwinPatchReported {
+                    let mut i = self.inner.borrow_mut();
+                    i.user_patches = i.user_patches.saturating_sub(1);
+                    drop(i);
                     self.dispatch.dispatch(Action::Reported(Err(why.clone())));
                 }
                 self.log(LogKind::Error, why)

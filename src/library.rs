@@ -138,6 +138,16 @@ impl Message {
 
     /// Reads one message of the file format; `at` names it in errors (`messages[2]`).
     pub fn from_json(v: &Value, at: &str) -> Result<Message, String> {
+        Self::read(v, at, true)
+    }
+
+    /// The composer's template draft as stored in this browser (the file format): kept as it was being edited,
+    /// so neither its name nor its template is checked (a draft may be half written); its sizes are.
+    pub fn draft_from_json(v: &Value) -> Result<Message, String> {
+        Self::read(v, "draft", false)
+    }
+
+    fn read(v: &Value, at: &str, check: bool) -> Result<Message, String> {
         let o = v.as_object().ok_or_else(|| cat(&[at, ": expected an object"]))?;
         let field = |k: &str| cat(&[at, ".", k]);
         // As `hubsim simulate` reads them: a template or header may be a JSON object, used as its JSON text.
@@ -166,7 +176,11 @@ impl Message {
             }
         };
         let name = text("name", MAX_NAME * 4)?;
-        let name = check_name(&name).map_err(|e| cat(&[&field("name"), ": ", &e]))?;
+        let name = match check_name(&name) {
+            Ok(n) => n,
+            Err(_) if !check => name.chars().take(MAX_NAME).collect(),
+            Err(e) => return Err(cat(&[&field("name"), ": ", &e])),
+        };
         let template = match (o.get("template"), o.get("text")) {
             (Some(_), _) => true,
             (None, Some(_)) => false,
@@ -228,7 +242,7 @@ impl Message {
             count: number("count", 0, MAX_COUNT, 0)?,
             duration_ms: number("duration", 0, MAX_MS, 0)?,
         };
-        if m.template {
+        if m.template && check {
             m.config().map_err(|e| cat(&[at, ": ", &e]))?;
         }
         Ok(m)

@@ -13,8 +13,11 @@ use crate::library::{self, Message};
 use crate::settings::{Change, Number, Text};
 use crate::state::templates::{DraftEdit, TmplAction};
 use crate::state::{Action, AppContext};
+use crate::util::Same;
 
 const STORAGE_KEY: &str = "hubsim.messages";
+/// The composer's template draft and mode (`TmplState::draft_json`).
+const DRAFT_KEY: &str = "hubsim.draft";
 
 fn storage() -> Option<web_sys::Storage> {
     web_sys::window()?.local_storage().ok().flatten()
@@ -249,18 +252,26 @@ fn view_run(ctl: &ControllerHandle, r: &crate::state::templates::RunView, pendin
     }
 }
 
-/// The storage of the saved messages: read once the panel is `shown` (the page's other panels come after the
-/// connect form's first paint), written after each change of the library. One effect (each is its own code in
-/// the bundle): the library changes only through the panel, so it is unchanged (revision 0) until the panel was
-/// shown and the stored library read.
+/// The storage of the saved messages and of the composer's template draft: read once the panel is `shown` (the
+/// page's other panels come after the connect form's first paint), the library written after each change of it
+/// (it changes only through the panel, so it is unchanged, revision 0, until the panel was shown and the stored
+/// library read), the draft and mode after each change once the stored ones were read (as the text payload is
+/// kept with the settings; a full storage is said by the library's and the settings' notices).
 #[hook]
 pub fn use_saved_messages(app: &AppContext, shown: bool) {
+    let t = &app.templates;
+    let draft = app.clone();
+    use_effect_with((Same(t.draft.clone()), t.on, t.stored_read), move |(_, _, read)| {
+        if let (true, Some(s)) = (*read, storage()) {
+            let _ = s.set_item(DRAFT_KEY, &draft.templates.draft_json());
+        }
+    });
     let app = app.clone();
     use_effect_with((shown, app.templates.library_rev), move |&(shown, rev)| {
         if rev == 0 {
             if shown {
-                let stored = storage().and_then(|s| s.get_item(STORAGE_KEY).ok().flatten());
-                tmpl(&app, TmplAction::Stored(stored));
+                let read = |key| storage().and_then(|s| s.get_item(key).ok().flatten());
+                tmpl(&app, TmplAction::Stored { library: read(STORAGE_KEY), draft: read(DRAFT_KEY) });
             }
             return;
         }

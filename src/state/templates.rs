@@ -46,6 +46,9 @@ pub struct TmplState {
     pub inflight: Rc<VecDeque<(u64, u32)>>,
     /// The last library operation's result: `(ok, text)`.
     pub notice: Option<Rc<(bool, String)>>,
+    /// This browser's stored library and draft were read ([`TmplAction::Stored`]): the draft is stored from then
+    /// on (not before, or the default draft would replace the stored one).
+    pub stored_read: bool,
     /// A refused variable edit: `(variable index, why, the field refused or "")`.
     pub var_error: Option<Rc<(usize, String, String)>>,
 }
@@ -57,6 +60,7 @@ impl Default for TmplState {
             draft: Rc::default(),
             library: Rc::new(library::examples()),
             library_rev: 0,
+            stored_read: false,
             runs: Rc::default(),
             inflight: Rc::default(),
             notice: None,
@@ -100,7 +104,12 @@ pub enum TmplAction {
     },
     Delete(String),
     /// The stored library text (at start).
-    Stored(Option<String>),
+    /// What this browser stored: the library, and the composer's template draft with its mode
+    /// (`{"on": bool, "message": {…}}`, [`TmplState::draft_json`]).
+    Stored {
+        library: Option<String>,
+        draft: Option<String>,
+    },
     /// A file the user picked: hubsim's saved messages or an Iot-Telemetry-Simulator configuration.
     Import {
         text: String,
@@ -132,6 +141,15 @@ fn clamp_ms(n: u32, lo: u32) -> u32 {
 impl TmplState {
     fn notice(&mut self, ok: bool, text: String) {
         self.notice = Some(Rc::new((ok, text)));
+    }
+
+    /// The draft and the mode as this browser stores them: `{"on": bool, "message": {…}}`.
+    pub fn draft_json(&self) -> String {
+        use hubsim_proto::json::{Object, Value};
+        let mut o = Object::new();
+        o.insert("on".into(), Value::Bool(self.on));
+        o.insert("message".into(), self.draft.to_json());
+        Value::Object(o).to_string()
     }
 
     fn changed_library(&mut self, list: Vec<Message>) {
@@ -278,11 +296,20 @@ impl TmplState {
                 self.notice(true, ["deleted \"", &name, "\""].concat());
                 self.changed_library(list);
             }
-            TmplAction::Stored(text) => {
+            TmplAction::Stored { library: text, draft } => {
                 let (list, refused) = library::load(text.as_deref());
                 self.library = Rc::new(list);
                 if let Some(r) = refused {
                     self.notice(false, r);
+                }
+                self.stored_read = true;
+                // A stored draft that cannot be read (another version's, edited by hand) leaves the default one.
+                let stored = draft.as_deref().and_then(|t| hubsim_proto::json::parse(t).ok());
+                if let Some(o) = stored.as_ref().and_then(|v| v.as_object()) {
+                    if let Some(m) = o.get("message").and_then(|m| Message::draft_from_json(m).ok()) {
+                        self.draft = Rc::new(m);
+                        self.on = o.get("on").and_then(|v| v.as_bool()).unwrap_or(false);
+                    }
                 }
             }
             TmplAction::Import { text, file_name } => {

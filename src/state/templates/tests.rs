@@ -146,9 +146,33 @@ fn saving_loading_deleting_and_importing_change_the_library_and_its_revision() {
     }]);
     assert_eq!((s.library.len(), s.library_rev, s.draft.name.as_str()), (4, 1, "its"));
     // Storage text at start: used when valid, else the examples and a notice.
-    let s = run([TmplAction::Stored(Some(crate::library::export(&[])))]);
+    let s = run([TmplAction::Stored { library: Some(crate::library::export(&[])), draft: None }]);
     assert!(s.library.is_empty());
     assert_eq!(s.library_rev, 0);
+}
+
+#[test]
+fn the_template_draft_and_its_mode_come_back_as_stored_even_half_written() {
+    // A draft being edited: an unknown variable in its template, an empty name.
+    let mut s = run([
+        TmplAction::Mode(true),
+        edit(DraftEdit::AddVar("walk".into())),
+        edit(DraftEdit::Body("{\"t\": $.Temprature, \"n\": $.Counter}".into())),
+        edit(DraftEdit::Name("  ".into())),
+    ]);
+    assert!(s.draft.config().is_err(), "the draft is half written");
+    let stored = s.draft_json();
+    let back = run([TmplAction::Stored { library: None, draft: Some(stored.clone()) }]);
+    assert!(back.stored_read && back.on);
+    assert_eq!(back.draft, s.draft);
+    // Text mode is kept too; a draft that cannot be read leaves the default one.
+    s.apply(TmplAction::Mode(false));
+    let back = run([TmplAction::Stored { library: None, draft: Some(s.draft_json()) }]);
+    assert!(!back.on && back.draft == s.draft);
+    for bad in ["not json", "{\"on\": true}", "{\"on\": true, \"message\": {\"template\": 5}}"] {
+        let back = run([TmplAction::Stored { library: None, draft: Some(bad.into()) }]);
+        assert_eq!((back.on, back.draft.clone()), (false, TmplState::default().draft), "{bad}");
+    }
 }
 
 #[test]

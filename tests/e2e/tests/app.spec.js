@@ -461,6 +461,10 @@ test('what cannot be sent is said beside the field: a payload over 256 KB, a rep
   await send.click();
   await expect(twin).toContainText(/saved as version \d+/);
   await expect(twin.getByRole('alert')).toHaveCount(0);
+  // The panel reads the twin again: the reported document shows the patch and its version.
+  const reported = twin.getByRole('group', { name: 'Reported properties' });
+  await expect(reported).toContainText('"fw": "2.0"');
+  await expect(reported).toContainText('"$version": 2');
   // Nothing refused reached the hub.
   const t = await api('GET', `/twins/${dev.id}`);
   expect(t.properties.reported.fw).toBe('2.0');
