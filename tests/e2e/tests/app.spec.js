@@ -206,7 +206,9 @@ test('a refusal waits for the press on a button to end, whatever renders meanwhi
   await page.getByRole('button', { name: 'Stop', exact: true }).click();
 });
 
-test('an error of the app shown when a field is left does not swallow the click either', async ({ page }) => {
+/** Opens the page in template mode with a new random-walk variable: the variables, their count, the new one's
+ * fieldset and its name. */
+async function newWalkVariable(page) {
   await page.goto('/');
   await expect(page.getByText('served by the hubsim emulator')).toBeVisible();
   await page.getByRole('radio', { name: 'Template' }).check();
@@ -215,6 +217,11 @@ test('an error of the app shown when a field is left does not swallow the click 
   const count = await vars.count();
   const last = vars.nth(count - 1);
   const name = (await last.getByRole('button', { name: /^Remove / }).textContent()).slice('Remove '.length);
+  return { vars, count, last, name };
+}
+
+test('an error of the app shown when a field is left does not swallow the click either', async ({ page }) => {
+  const { vars, count, last, name } = await newWalkVariable(page);
   await last.getByLabel(`${name}: Step`).fill('abc');
   // The variable's error ("step: not a number") appears as the press leaves the field, above the Remove button.
   await last.getByRole('button', { name: `Remove ${name}` }).click();
@@ -225,14 +232,7 @@ test('an error of the app shown when a field is left does not swallow the click 
  * the field: the press leaves it, the error above Remove goes, and Remove would move up from under the pointer by
  * the error's height. The variable must still be removed. */
 async function fixThenPressRemove(page, press) {
-  await page.goto('/');
-  await expect(page.getByText('served by the hubsim emulator')).toBeVisible();
-  await page.getByRole('radio', { name: 'Template' }).check();
-  await page.getByLabel('Add a variable').selectOption('walk');
-  const vars = page.locator('fieldset.var');
-  const count = await vars.count();
-  const last = vars.nth(count - 1);
-  const name = (await last.getByRole('button', { name: /^Remove / }).textContent()).slice('Remove '.length);
+  const { vars, count, last, name } = await newWalkVariable(page);
   const step = last.getByLabel(`${name}: Step`);
   await step.fill('abc');
   await step.press('Tab');
