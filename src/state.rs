@@ -365,6 +365,13 @@ impl AppState {
             Action::AskConfirm(c) => s.confirm = Some(Rc::new(c)),
             Action::Confirmed => s.confirmed_url = s.confirm.take().map(|c| c.url.clone()),
             Action::CancelConfirm => s.confirm = None,
+            // A plain "disconnected" while disconnected (Disconnect pressed again, or a DPS registration starting
+            // from a disconnected device) changes nothing and is not logged.
+            Action::Status { status: ConnStatus::Disconnected { reason: None, hint: None }, .. }
+                if matches!(s.status, ConnStatus::Disconnected { .. }) =>
+            {
+                s.status = ConnStatus::Disconnected { reason: None, hint: None };
+            }
             Action::Status { status, at } => {
                 let text = match &status {
                     ConnStatus::Connected { .. } => "connected".to_owned(),

@@ -39,6 +39,26 @@ fn the_reducer_is_deterministic_and_logs_with_the_time_it_is_given() {
 }
 
 #[test]
+fn disconnected_while_disconnected_is_not_logged_again() {
+    let down =
+        |at: &str| Action::Status { status: ConnStatus::Disconnected { reason: None, hint: None }, at: at.into() };
+    let s = run(fresh(), [down("12:00:00")]);
+    assert!(s.log.is_empty(), "{:?}", s.log);
+    let s = run(
+        s,
+        [Action::Status { status: ConnStatus::Connecting { attempt: 1 }, at: "12:00:01".into() }, down("12:00:02")],
+    );
+    let texts: Vec<&str> = s.log.iter().map(|l| l.text.as_str()).collect();
+    assert_eq!(texts, ["disconnected", "connecting (attempt 1)"]);
+    // A reason is news even while disconnected.
+    let why = Action::Status {
+        status: ConnStatus::Disconnected { reason: Some("refused".into()), hint: None },
+        at: "12:00:03".into(),
+    };
+    assert_eq!(run(s, [why]).log[0].text, "disconnected: refused");
+}
+
+#[test]
 fn form_edits_are_data() {
     let s = run(
         fresh(),
