@@ -441,6 +441,9 @@ async fn an_identity_body_is_checked_as_iot_hub_checks_it() {
     refused(&a, "status must be a string");
     let a = call(&emu, "PUT", "/devices/e3", &[], json!({"authentication": "x"})).await;
     refused(&a, "authentication must be an object");
+    let a = call(&emu, "PUT", "/devices/e3", &[], json!({"capabilities": {"iotEdge": "yes"}})).await;
+    refused(&a, "capabilities/iotEdge must be true or false");
+    refused(&call(&emu, "PUT", "/devices/e3", &[], json!([1])).await, "the body must be a JSON object");
     // A symmetric key is 16 to 64 bytes.
     let short = json!({"authentication": {"symmetricKey": {"primaryKey": "AQ=="}}});
     refused(

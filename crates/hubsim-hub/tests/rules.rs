@@ -23,7 +23,7 @@ async fn connect_both_transports(via: Via) {
         .set_system(SystemProperty::ContentEncoding, "utf-8")
         // Hub-stamped: a device cannot claim another's identity with them.
         .set_system(SystemProperty::Other("cdid".into()), "victim")
-        .set_system(SystemProperty::Other("cmid".into()), "victim-module");
+        .set_system(SystemProperty::Other("CMID".into()), "victim-module");
     m.properties.push("level", "high & mighty");
     d.send(m).await;
     d.expect("PUBACK", |e| matches!(e, Event::TelemetryAcked { .. })).await;

@@ -58,7 +58,7 @@ pub enum KeyError {
 /// base64 crate's `DecodeError`, said for a person who pasted a key.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum Base64Error {
-    #[error("character {} is {}, which base64 does not use (A-Z a-z 0-9 + / and = at the end)", .0 + 1, describe_byte(*.1))]
+    #[error("{}", invalid_byte_text(*.0, *.1))]
     InvalidByte(usize, u8),
     #[error(
         "{0} characters cannot be base64: it comes in groups of 4 (the last padded with =); part of the key is missing"
@@ -68,6 +68,21 @@ pub enum Base64Error {
     InvalidLastSymbol(usize, u8),
     #[error("the = padding at the end is wrong (it only completes the last group of 4 characters)")]
     InvalidPadding,
+}
+
+fn invalid_byte_text(at: usize, b: u8) -> String {
+    let n = (at + 1).to_string();
+    if b == b'=' {
+        // Padding where the text does not end a group of 4: characters are missing (or extra) before it.
+        return [
+            "character ",
+            &n,
+            " is '=', which only pads the last group of 4 characters: part of the key is missing or extra",
+        ]
+        .concat();
+    }
+    ["character ", &n, " is ", &describe_byte(b), ", which base64 does not use (A-Z a-z 0-9 + / and = at the end)"]
+        .concat()
 }
 
 fn describe_byte(b: u8) -> String {
@@ -514,6 +529,10 @@ mod tests {
             .ends_with("it ends with bits left over at character 2 ('R'): the end of the key was cut or changed"));
         assert!(why("YQ=")
             .ends_with("the = padding at the end is wrong (it only completes the last group of 4 characters)"));
+        // A key two characters short, still ending in '=': the padding is where a group does not end.
+        let short = &"+XLy+MVZ+aTeOnVzN2kLeB16O+kSxmz6g3rS6fAf6rw="[2..];
+        let said = why(short);
+        assert!(said.ends_with("character 42 is '=', which only pads the last group of 4 characters: part of the key is missing or extra"), "{said}");
     }
 
     #[test]

@@ -68,6 +68,9 @@ async fn add_model_id(hub: &Hub, id: &str, v: &mut Value) {
 /// fields have their types, and a symmetric key is base64 of 16 to 64 bytes.
 fn spec(body: &Value, key: &str) -> Result<IdentitySpec, ServiceError> {
     let bad = |m: String| ServiceError::new(400, 400004, m);
+    if !(body.is_object() || body.is_null()) {
+        return Err(bad("the body must be a JSON object (a device or module identity)".into()));
+    }
     let (device, module) = key.split_once('/').map_or((key, None), |(d, m)| (d, Some(m)));
     for (field, want) in [("deviceId", Some(device)), ("moduleId", module)] {
         match (body.get(field), want) {
@@ -80,16 +83,22 @@ fn spec(body: &Value, key: &str) -> Result<IdentitySpec, ServiceError> {
             (Some(_), None) => return Err(bad(format!("a device's body has no {field}"))),
         }
     }
-    for (pointer, kind) in [("/status", "a string"), ("/statusReason", "a string"), ("/authentication", "an object")] {
+    let types = [
+        ("/status", "a string"),
+        ("/statusReason", "a string"),
+        ("/etag", "a string"),
+        ("/authentication", "an object"),
+        ("/capabilities", "an object"),
+        ("/capabilities/iotEdge", "true or false"),
+    ];
+    for (pointer, kind) in types {
         let ok = match body.pointer(pointer) {
             None | Some(Value::Null) => true,
-            Some(v) => {
-                if kind == "a string" {
-                    v.is_string()
-                } else {
-                    v.is_object()
-                }
-            }
+            Some(v) => match kind {
+                "a string" => v.is_string(),
+                "an object" => v.is_object(),
+                _ => v.is_boolean(),
+            },
         };
         if !ok {
             return Err(bad(format!("{} must be {kind}", &pointer[1..])));

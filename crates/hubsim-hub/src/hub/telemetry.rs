@@ -36,7 +36,9 @@ fn event_record(m: &ReceivedTelemetry, generation_id: &str, model_id: Option<&st
             SystemProperty::ComponentName => "dt-subject",
             // Hub-stamped (reference: "Device may set? no"): the connection's own identity is written below; a
             // device's `$.cdid`/`$.cmid` would let it claim another's ([DOC-MSG] anti-spoofing).
-            SystemProperty::Other(name) if name == "cdid" || name == "cmid" => continue,
+            SystemProperty::Other(name) if name.eq_ignore_ascii_case("cdid") || name.eq_ignore_ascii_case("cmid") => {
+                continue
+            }
             other => {
                 wire = other.wire_name();
                 wire.as_str()
