@@ -159,7 +159,8 @@ const BUNDLE_GOAL: u64 = 150 * 1024;
 /// offset; C2D bodies exported as received; `ui.js` keeping the place of an alert that goes during a press; keys
 /// that are not base64 explained in words; JSON numbers out of range; packets of a fixed size checked): 244.9 KB,
 /// rounded up, plus 2 KB; then 0.7 KB for the template draft kept across reloads, the twin read again after a
-/// reported patch and connection strings' ids over 128 characters refused: 245.6 KB. The app is over [`BUNDLE_GOAL`] (BENCHMARKS.md says why); the ceiling only stops it
+/// reported patch and connection strings' ids over 128 characters refused: 245.6 KB; 0.4 KB for a key's padding
+/// explained and "disconnected" logged once: 246.0 KB. The app is over [`BUNDLE_GOAL`] (BENCHMARKS.md says why); the ceiling only stops it
 /// from growing unnoticed. Lower it with every cut; raise it only in a commit that says what the bytes buy.
 pub(crate) const BUNDLE_CEILING: u64 = 247 * 1024;
 
