@@ -447,8 +447,9 @@ impl AppState {
                 answers.push(a);
             }
             Action::RemoveAnswer(name) => Rc::make_mut(&mut s.answers).retain(|x| x.name != name),
+            // The last patch's result stays: the twin is read again right after a patch is saved.
             Action::Twin { desired, reported } => {
-                s.twin = Rc::new(TwinView { desired, reported, patched: Ok(String::new()) })
+                s.twin = Rc::new(TwinView { desired, reported, patched: s.twin.patched.clone() })
             }
             Action::Reported(r) => Rc::make_mut(&mut s.twin).patched = r,
             Action::Desired { at, patch } => {

@@ -39,6 +39,15 @@ fn the_reducer_is_deterministic_and_logs_with_the_time_it_is_given() {
 }
 
 #[test]
+fn the_twin_read_after_a_patch_keeps_what_the_patch_said() {
+    let twin = |reported: &str| Action::Twin { desired: "{}".into(), reported: reported.into() };
+    let s = run(fresh(), [Action::Reported(Ok("2".into())), twin("{\"fw\": \"2.0\"}")]);
+    assert_eq!((s.twin.patched.clone(), s.twin.reported.as_str()), (Ok("2".into()), "{\"fw\": \"2.0\"}"));
+    let s = run(s, [Action::Reported(Err("refused".into())), twin("{}")]);
+    assert_eq!(s.twin.patched, Err("refused".into()));
+}
+
+#[test]
 fn disconnected_while_disconnected_is_not_logged_again() {
     let down =
         |at: &str| Action::Status { status: ConnStatus::Disconnected { reason: None, hint: None }, at: at.into() };

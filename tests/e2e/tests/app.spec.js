@@ -465,6 +465,8 @@ test('what cannot be sent is said beside the field: a payload over 256 KB, a rep
   const reported = twin.getByRole('group', { name: 'Reported properties' });
   await expect(reported).toContainText('"fw": "2.0"');
   await expect(reported).toContainText('"$version": 2');
+  // …and what the patch said stays beside it (the read after the patch used to clear it, racing this test).
+  await expect(twin).toContainText('saved as version 2');
   // Nothing refused reached the hub.
   const t = await api('GET', `/twins/${dev.id}`);
   expect(t.properties.reported.fw).toBe('2.0');
