@@ -259,8 +259,8 @@ pub async fn serve(
                 }
             }
         }
-        if ctx.connected && place.is_some() {
-            place = None;
+        if ctx.connected {
+            drop(place.take());
         }
         // Everything the session has to send goes out in one write (one TLS record, one system call): after a
         // group commit that is many PUBACKs at once.

@@ -138,10 +138,9 @@ pub async fn start(config: Config) -> Result<Running> {
     settings.c2d_lock = config.c2d_lock;
     settings.protocol.c2d_lock = config.c2d_lock;
     settings.write_timeout = config.write_timeout;
+    settings.unauthenticated = config.limits.unauthenticated;
     let policies = hub::policy::Policies::load_or_create(&config.data_dir)?;
-    let mut hub = Hub::new(settings, store, policies);
-    hub.pre_auth = Arc::new(tokio::sync::Semaphore::new(config.limits.unauthenticated.max(1)));
-    let hub = Arc::new(hub);
+    let hub = Arc::new(Hub::new(settings, store, policies));
     hub.startup().await?;
     hub.dps_startup().await.context("loading the DPS ID scope")?;
 

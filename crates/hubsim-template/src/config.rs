@@ -278,7 +278,7 @@ fn section_payload(item: &Value, field: &str, vars: &[Variable]) -> Result<Paylo
     let distribution = match get("distribution") {
         None => 100,
         Some(v) => {
-            let n = v.as_f64().or_else(|| v.as_str().and_then(|s| hubsim_proto::num::parse_f64(s.trim())));
+            let n = number_or_numeric_string(v);
             match n {
                 Some(n) if n.fract() == 0.0 && (1.0..=100.0).contains(&n) => n as u8,
                 _ => {
@@ -495,8 +495,7 @@ fn interval_list(v: &Value, field: &str) -> Result<Vec<u32>, ConfigError> {
     let bad =
         || ConfigError::OutOfRange { field: field.into(), problem: "intervals must be whole numbers of ms from 1" };
     let one = |v: &Value| -> Result<u32, ConfigError> {
-        let n =
-            v.as_f64().or_else(|| v.as_str().and_then(|s| hubsim_proto::num::parse_f64(s.trim()))).ok_or_else(bad)?;
+        let n = number_or_numeric_string(v).ok_or_else(bad)?;
         if n.fract() == 0.0 && (1.0..=u32::MAX as f64).contains(&n) {
             Ok(n as u32)
         } else {
@@ -523,6 +522,11 @@ fn interval_list(v: &Value, field: &str) -> Result<Vec<u32>, ConfigError> {
     Ok(list)
 }
 
+/// A number written as a JSON number or as a numeric string (`5`, `"5"`), as ITS's settings are.
+fn number_or_numeric_string(v: &Value) -> Option<f64> {
+    v.as_f64().or_else(|| v.as_str().and_then(|s| hubsim_proto::num::parse_f64(s.trim())))
+}
+
 /// The `MessageCount` of an Iot-Telemetry-Simulator configuration `root` (messages per device; 0, the default,
 /// means no limit): a whole number from 0 to `u32::MAX`, written as a number or a numeric string. Read apart
 /// from [`Config`] (a runner's setting, like the intervals): the web app's import uses it as the schedule's
@@ -535,7 +539,7 @@ pub fn message_count(root: &Value) -> Result<u32, ConfigError> {
     else {
         return Ok(0);
     };
-    let n = v.as_f64().or_else(|| v.as_str().and_then(|s| hubsim_proto::num::parse_f64(s.trim())));
+    let n = number_or_numeric_string(v);
     match n {
         Some(n) if n.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&n) => Ok(n as u32),
         _ => Err(ConfigError::OutOfRange {

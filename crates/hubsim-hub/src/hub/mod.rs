@@ -49,6 +49,8 @@ pub struct Settings {
     pub protocol: HubConfig,
     /// Longest time one write to a device may take before the connection is closed as not reading (10 s).
     pub write_timeout: Duration,
+    /// Places of the connections that have not authenticated yet ([`crate::listener::Limits::unauthenticated`]).
+    pub unauthenticated: usize,
 }
 
 impl Settings {
@@ -61,6 +63,7 @@ impl Settings {
             c2d_lock: Duration::from_secs(60),
             protocol: HubConfig::default(),
             write_timeout: Duration::from_secs(10),
+            unauthenticated: crate::listener::Limits::default().unauthenticated,
         }
     }
 }
@@ -302,6 +305,7 @@ pub fn random_id() -> String {
 
 impl Hub {
     pub fn new(settings: Settings, store: Store, policies: policy::Policies) -> Hub {
+        let pre_auth = Arc::new(tokio::sync::Semaphore::new(settings.unauthenticated.max(1)));
         Hub {
             settings,
             store,
@@ -316,7 +320,7 @@ impl Hub {
             tasks: tokio_util::task::TaskTracker::new(),
             dps: Default::default(),
             telemetry_budget: Arc::new(tokio::sync::Semaphore::new(TELEMETRY_IN_FLIGHT_BYTES)),
-            pre_auth: Arc::new(tokio::sync::Semaphore::new(crate::listener::Limits::default().unauthenticated)),
+            pre_auth,
         }
     }
 

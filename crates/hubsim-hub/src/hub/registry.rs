@@ -428,9 +428,15 @@ pub struct IdentitySpec {
 }
 
 impl IdentitySpec {
+    /// Given keys are base64 of 16 to 64 bytes, as IoT Hub's symmetric keys are (create, replace and bulk).
     fn check_keys(&self) -> Result<(), ServiceError> {
-        for k in [&self.primary, &self.secondary].into_iter().flatten() {
-            DeviceKey::from_base64(k).map_err(|e| ServiceError::new(400, 400004, format!("symmetric key: {e}")))?;
+        let bad = |m: String| ServiceError::new(400, 400004, m);
+        for (name, k) in [("primaryKey", &self.primary), ("secondaryKey", &self.secondary)] {
+            let Some(k) = k else { continue };
+            let n = DeviceKey::from_base64(k).map_err(|e| bad(format!("{name}: {e}")))?.as_bytes().len();
+            if !(16..=64).contains(&n) {
+                return Err(bad(format!("{name} is {n} bytes; IoT Hub's symmetric keys are 16 to 64 bytes")));
+            }
         }
         Ok(())
     }

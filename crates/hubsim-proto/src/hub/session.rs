@@ -303,14 +303,12 @@ impl HubSession {
                 Err(packet::FrameError::TooLarge(n, _)) => return self.close(CloseReason::MessageTooLarge(n)),
                 Err(e) => return self.violation(Violation::Frame(e)),
             };
+            // (Awaiting CONNECT, the frame is one: its first byte was checked above.)
             let is_connect = frame[0] >> 4 == 1;
             let header = match (&identity, is_connect) {
-                (None, false) => {
-                    return self.violation(Violation::FirstPacketNotConnect(packet::packet_name(frame[0])))
-                }
                 (Some(_), true) => return self.violation(Violation::SecondConnect),
                 (Some(_), false) => None,
-                (None, true) => match packet::check_flags(frame[0]).map(|()| ConnectHeader::inspect(frame)) {
+                (None, _) => match packet::check_flags(frame[0]).map(|()| ConnectHeader::inspect(frame)) {
                     Ok(Ok(h)) => Some(h),
                     Err(e) => return self.violation(Violation::Frame(e)),
                     Ok(Err(ConnectHeaderError::UnsupportedLevel { name, level })) => {
