@@ -415,6 +415,14 @@ impl Controller {
         self.dispatch.dispatch(Action::Reported(result));
     }
 
+    /// A reported patch was answered: true if one sent from the twin panel was waiting (counted off).
+    fn answered_user_patch(&self) -> bool {
+        let mut i = self.inner.borrow_mut();
+        let waiting = i.user_patches > 0;
+        i.user_patches = i.user_patches.saturating_sub(1);
+        waiting
+    }
+
     fn on_event(&self, ev: DriverEvent) {
         let ev = match ev {
             DriverEvent::TransportOpen => return self.log(LogKind::Connection, "WebSocket open, sending CONNECT"),
@@ -480,13 +488,7 @@ impl Controller {
                 let v = version.map(|v| v.to_string()).unwrap_or_default();
                 self.log(LogKind::Received, format!("reported properties saved, version {v}"));
                 self.dispatch.dispatch(Action::Reported(Ok(v)));
-                let mine = {
-                    let mut i = self.inner.borrow_mut();
-                    let mine = i.user_patches > 0;
-                    i.user_patches = i.user_patches.saturating_sub(1);
-                    mine
-                };
-                if mine {
+                if self.answered_user_patch() {
                     self.get_twin();
                 }
             }
@@ -494,9 +496,7 @@ impl Controller {
                 let why =
                     format!("{} failed with status {status}: {}", request_name(kind), String::from_utf8_lossy(&body));
                 if kind == RequestKind::TwinPatchReported {
-                    let mut i = self.inner.borrow_mut();
-                    i.user_patches = i.user_patches.saturating_sub(1);
-                    drop(i);
+                    self.answered_user_patch();
                     self.dispatch.dispatch(Action::Reported(Err(why.clone())));
                 }
                 self.log(LogKind::Error, why)

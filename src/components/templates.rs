@@ -196,7 +196,7 @@ pub fn view_editor(app: &AppContext, ctl: &ControllerHandle) -> Html {
                 { num_field(app, "Jitter ± (ms)", d.jitter_ms, (0, library::MAX_MS), DraftEdit::Jitter) }
                 { num_field(app, "Times (0 = no limit)", d.count, (0, library::MAX_COUNT), DraftEdit::Count) }
                 { num_field(app, "For (ms, 0 = until stopped)", d.duration_ms, (0, library::MAX_MS), DraftEdit::Duration) }
-                { super::button("Run on a schedule", run, t_running(app, &d.name)) }
+                { super::button("Run on a schedule", run, is_running(app, &d.name)) }
                 if running > 0 {
                     <p class="muted" aria-live="polite">
                         { running.to_string() }{ if running == 1 { " schedule running" } else { " schedules running" } }
@@ -210,14 +210,8 @@ pub fn view_editor(app: &AppContext, ctl: &ControllerHandle) -> Html {
 
 /// Whether a schedule of the message named `name` is running (its Run buttons are disabled: one schedule per
 /// message; Stop it first).
-fn t_running(app: &AppContext, name: &str) -> bool {
+fn is_running(app: &AppContext, name: &str) -> bool {
     app.templates.runs.iter().any(|r| r.running && r.name == name)
-}
-
-/// A click that dispatches the template action `action` makes.
-fn on_tmpl(app: &AppContext, action: fn() -> TmplAction) -> Callback<MouseEvent> {
-    let app = app.clone();
-    Callback::from(move |_| tmpl(&app, action()))
 }
 
 fn view_run(ctl: &ControllerHandle, r: &crate::state::templates::RunView, pending: usize) -> Html {
@@ -287,7 +281,6 @@ pub fn use_saved_messages(app: &AppContext, shown: bool) {
 /// costs some KB of the bundle); [`use_saved_messages`] keeps their storage.
 pub fn view_saved_messages(app: &AppContext, ctl: &ControllerHandle) -> Html {
     let t = &app.templates;
-    let running = |name: &str| t_running(app, name);
     let save = {
         let app = app.clone();
         Callback::from(move |_| {
@@ -361,7 +354,7 @@ pub fn view_saved_messages(app: &AppContext, ctl: &ControllerHandle) -> Html {
                 <span class="name">{&m.name}</span>
                 <span class="muted">{if m.template { " template, " } else { " text, " }}{every}</span>
                 { super::named_button("Edit", ["Edit ", &m.name].concat(), load, false) }
-                { super::named_button("Run", ["Run ", &m.name].concat(), run, running(&m.name)) }
+                { super::named_button("Run", ["Run ", &m.name].concat(), run, is_running(app, &m.name)) }
                 { super::named_button("Download", ["Download ", &m.name].concat(), download, false) }
                 { super::named_button("Delete", ["Delete ", &m.name].concat(), delete, false) }
             </li>
@@ -390,7 +383,7 @@ pub fn view_saved_messages(app: &AppContext, ctl: &ControllerHandle) -> Html {
                 { super::tx("h3", &[("id", Static("schedules-h"))], "Schedules") }
                 { super::el("ul", &[("class", Static("runs")), ("aria-label", Static("Schedules"))], Html::from_iter(runs)) }
                 if t.runs.iter().any(|r| !r.running) {
-                    { super::button("Clear ended schedules", on_tmpl(app, || TmplAction::ClearEnded), false) }
+                    { super::button("Clear ended schedules", super::on_click(app, || Action::Tmpl(TmplAction::ClearEnded)), false) }
                 }
             }
         </section>
