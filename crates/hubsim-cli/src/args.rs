@@ -154,7 +154,9 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 1_000)]
     pub max_connections_per_address: usize,
     /// MQTT connections (TLS or WebSocket) that have not authenticated yet, at a time: what they can buffer
-    /// before their CONNECT is accepted is bounded by this many packets or WebSocket frames; more wait (10 s).
+    /// before their CONNECT is accepted is bounded by this many packets or WebSocket frames. When all are taken, a
+    /// newcomer takes the place held longest without authenticating past 2 s (that connection is closed);
+    /// otherwise it waits (10 s).
     #[arg(long, default_value_t = 256)]
     pub max_unauthenticated: usize,
     #[arg(long, default_value_t = 8883)]

@@ -209,13 +209,18 @@ pub async fn serve(
     mut transport: Transport,
     kind: &'static str,
     remote: String,
-    mut place: Option<tokio::sync::OwnedSemaphorePermit>,
+    mut place: Option<crate::pre_auth::Place>,
 ) {
     let opened = hub.now();
     let mut session = HubSession::new(hub.settings.protocol.clone(), opened);
     // The rarely taken paths are boxed (here and below), so the task of an idle connection stays small: an async
     // function's future is as large as its largest state, nested calls included.
-    let (first, ended) = match Box::pin(sniff(&hub, &mut transport)).await {
+    // A connection whose place a newcomer took (see `pre_auth`) is closed.
+    let sniffed = tokio::select! {
+        s = Box::pin(sniff(&hub, &mut transport)) => s,
+        _ = crate::pre_auth::evicted(&place) => return crate::listener::evicted(&remote),
+    };
+    let (first, ended) = match sniffed {
         Sniffed::Dps(first) => {
             drop(place);
             return Box::pin(dps::serve(hub, transport, kind, remote, first, opened)).await;
@@ -326,6 +331,10 @@ pub async fn serve(
                 }
             }
             _ = sleep_until(timer) => session.handle_timeout(hub.now()),
+            _ = crate::pre_auth::evicted(&place) => {
+                crate::listener::evicted(&ctx.remote);
+                session.handle_transport_closed("a newcomer took its place among the connections waiting to authenticate");
+            }
         }
     }
     // The close handshake is a write too: a device that stopped reading must not hold the task here either.

@@ -11,6 +11,7 @@ pub mod files;
 pub mod hub;
 pub mod listener;
 pub mod model;
+pub mod pre_auth;
 pub mod store;
 pub mod timefmt;
 pub mod tls;
@@ -139,6 +140,7 @@ pub async fn start(config: Config) -> Result<Running> {
     settings.protocol.c2d_lock = config.c2d_lock;
     settings.write_timeout = config.write_timeout;
     settings.unauthenticated = config.limits.unauthenticated;
+    settings.evict_unauthenticated_after = config.limits.evict_unauthenticated_after;
     let policies = hub::policy::Policies::load_or_create(&config.data_dir)?;
     let hub = Arc::new(Hub::new(settings, store, policies));
     hub.startup().await?;

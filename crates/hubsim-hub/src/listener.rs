@@ -5,10 +5,9 @@
 //! Bounds (defaults in [`Limits`]): connections per listener and per remote address, and of all listeners
 //! together within the process's open-file limit ([`connection_budget`]); a connection over a cap is closed at
 //! once. Connections that have not authenticated yet (MQTT before its CONNECT is accepted, over TLS or
-//! WebSocket) are at most [`Limits::unauthenticated`] at a time, each holding a place of the hub's
-//! `pre_auth` semaphore: what they may buffer (a CONNECT, a WebSocket frame) is bounded by that number times the
-//! largest packet or frame, whatever their count; the others wait for a place (at most
-//! [`PRE_AUTH_WAIT`]) holding nothing but their socket. Then the TLS handshake time, and on HTTP the time to send
+//! WebSocket) are at most [`Limits::unauthenticated`] at a time, each holding one of the hub's places
+//! ([`crate::pre_auth`]: what they may buffer is bounded by that number, and the longest-held place goes to a
+//! newcomer once every one is taken). Then the TLS handshake time, and on HTTP the time to send
 //! a request's headers — which also bounds how long an idle keep-alive connection is kept. An upgraded WebSocket
 //! is then governed by MQTT's own deadlines (CONNECT within 30 s, keep-alive).
 
@@ -23,13 +22,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::conn;
 use crate::hub::Hub;
+use crate::pre_auth::Place;
 
 /// How long a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long a new MQTT connection (TLS or WebSocket) may wait for a place among the unauthenticated ones before
-/// it is closed (the WebSocket handshake is answered 503).
-pub const PRE_AUTH_WAIT: Duration = Duration::from_secs(10);
 
 /// Open files kept for everything but connections: the store, certificates, the web folder's files.
 const RESERVED_FILES: u64 = 256;
@@ -72,8 +68,11 @@ pub struct Limits {
     pub http_idle_timeout: Duration,
     /// MQTT connections (TLS or WebSocket, hub or DPS) that have not authenticated yet, at a time (default 256):
     /// what they buffer before their CONNECT is accepted is at most this many CONNECT packets (each up to IoT
-    /// Hub's 256 KB plus headers) or WebSocket frames (1 MiB); more wait for a place.
+    /// Hub's 256 KB plus headers) or WebSocket frames (1 MiB); more wait for a place (see [`crate::pre_auth`]).
     pub unauthenticated: usize,
+    /// How long a connection may hold its place without authenticating before a newcomer may take it, when
+    /// every place is taken (default 2 s; the connection is then closed).
+    pub evict_unauthenticated_after: Duration,
 }
 
 impl Default for Limits {
@@ -84,6 +83,7 @@ impl Default for Limits {
             http_header_timeout: Duration::from_secs(10),
             http_idle_timeout: Duration::from_secs(20),
             unauthenticated: 256,
+            evict_unauthenticated_after: Duration::from_secs(2),
         }
     }
 }
@@ -362,15 +362,26 @@ where
 /// A TLS connection after its handshake, boxed (see [`accept_tls`]).
 type TlsStream = Box<tokio_rustls::server::TlsStream<TcpStream>>;
 
-/// A place among the unauthenticated connections (see [`Limits::unauthenticated`]), waited for at most
-/// [`PRE_AUTH_WAIT`]; `None` (logged) when none freed in time.
-pub(crate) async fn pre_auth_place(hub: &Hub, remote: &SocketAddr) -> Option<tokio::sync::OwnedSemaphorePermit> {
-    match tokio::time::timeout(PRE_AUTH_WAIT, hub.pre_auth.clone().acquire_owned()).await {
-        Ok(Ok(p)) => Some(p),
-        _ => {
-            tracing::debug!(%remote, "closed: no place among the connections waiting to authenticate");
-            None
-        }
+/// A place among the unauthenticated connections (see [`crate::pre_auth`]); `None` (logged) when none could
+/// be had in time.
+pub(crate) async fn pre_auth_place(hub: &Hub, remote: &SocketAddr) -> Option<Place> {
+    let place = hub.pre_auth.take().await;
+    if place.is_none() {
+        tracing::debug!(%remote, "closed: no place among the connections waiting to authenticate");
+    }
+    place
+}
+
+/// Logs that `remote` lost its place to a newcomer before authenticating: at most
+/// [`HANDSHAKE_LOGS_PER_SECOND`] lines a second, like failed handshakes (a slowloris peer causes one per connection).
+pub(crate) fn evicted(remote: &dyn std::fmt::Display) {
+    static BUDGET: LogBudget = LogBudget::new(HANDSHAKE_LOGS_PER_SECOND);
+    let why =
+        "closed: it held a place among the connections waiting to authenticate past its time and a newcomer took it";
+    match BUDGET.admit(crate::timefmt::unix_ms() / 1000) {
+        Some(0) => tracing::info!(%remote, "{why}"),
+        Some(n) => tracing::info!(%remote, "{why} ({n} more before this one not logged)"),
+        None => {}
     }
 }
 
@@ -425,7 +436,7 @@ async fn accept_tls<F, Fut>(
     pre_auth: bool,
     serve: F,
 ) where
-    F: Fn(TlsStream, SocketAddr, Option<tokio::sync::OwnedSemaphorePermit>) -> Fut + Clone + Send + 'static,
+    F: Fn(TlsStream, SocketAddr, Option<Place>) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     while let Some((tcp, remote, admission)) = accept(&listener, &gauge, &stop).await {
@@ -443,10 +454,17 @@ async fn accept_tls<F, Fut>(
             // The handshake's future holds the whole TLS state inline, so it is boxed (freed once done), and the
             // stream is boxed before it reaches `serve`: an idle connection's task holds its serving future only.
             let handshake = Box::pin(tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)));
+            let handshake = async {
+                tokio::select! {
+                    r = handshake => Some(r),
+                    _ = crate::pre_auth::evicted(&place) => None,
+                }
+            };
             let tls = match handshake.await {
-                Ok(Ok(tls)) => Box::new(tls),
-                Ok(Err(e)) => return handshake_failed(&remote, &e.to_string()),
-                Err(_) => return handshake_failed(&remote, "timed out"),
+                None => return evicted(&remote),
+                Some(Ok(Ok(tls))) => Box::new(tls),
+                Some(Ok(Err(e))) => return handshake_failed(&remote, &e.to_string()),
+                Some(Err(_)) => return handshake_failed(&remote, "timed out"),
             };
             serve(tls, remote, place).await
         });

@@ -240,7 +240,11 @@ async fn telemetry_flows_with_the_hub_wide_budget_taken_and_every_byte_is_given_
 
 #[tokio::test]
 async fn connections_waiting_to_authenticate_are_bounded_and_the_others_wait_for_a_place() {
-    let emu = Emu::start_with(|c| c.limits.unauthenticated = 2).await;
+    let emu = Emu::start_with(|c| {
+        c.limits.unauthenticated = 2;
+        c.limits.evict_unauthenticated_after = Duration::from_secs(60);
+    })
+    .await;
     // Two TLS connections that never send their CONNECT hold both places (taken before the TLS handshake).
     let mut first = tls_stream(&emu, emu.r().mqtt_addr).await;
     let _second = tls_stream(&emu, emu.r().mqtt_addr).await;
@@ -264,6 +268,38 @@ async fn connections_waiting_to_authenticate_are_bounded_and_the_others_wait_for
     // Once authenticated it gave its place back: a new connection's TLS handshake completes at once.
     let fresh = tokio::time::timeout(Duration::from_secs(2), tls_stream(&emu, emu.r().mqtt_addr)).await;
     assert!(fresh.is_ok(), "the authenticated device kept its place");
+}
+
+#[tokio::test]
+async fn a_connection_that_holds_its_place_without_authenticating_gives_it_to_a_newcomer() {
+    let emu = Emu::start_with(|c| {
+        c.limits.unauthenticated = 2;
+        c.limits.evict_unauthenticated_after = Duration::from_millis(300);
+    })
+    .await;
+    // Two TLS connections that never send their CONNECT hold both places, the first one longest.
+    let mut oldest = tls_stream(&emu, emu.r().mqtt_addr).await;
+    let mut second = tls_stream(&emu, emu.r().mqtt_addr).await;
+    // A device arriving now takes the longest-held place once it has been held 300 ms, and connects.
+    let key = emu.device("d1").await;
+    let mut d = TestDevice::new("d1", key.clone(), Via::Mqtt);
+    let event = tokio::time::timeout(Duration::from_secs(5), d.connect_with(&emu, token(&key, "d1", 600), None))
+        .await
+        .expect("the newcomer got no place");
+    assert!(matches!(event, hubsim_proto::device::Event::Connected { .. }), "{event:?}");
+    assert!(closed_within(&mut oldest, Duration::from_secs(2)).await, "the longest-held place was not taken");
+    // One newcomer takes one place: the other silent connection keeps its own (a free place is left).
+    assert!(!closed_within(&mut second, Duration::from_millis(500)).await, "a second place was taken for one newcomer");
+    // And over WebSocket: a newcomer takes the place of the silent TLS connection that now holds one longest.
+    let key2 = emu.device("d2").await;
+    let mut fill = tls_stream(&emu, emu.r().mqtt_addr).await;
+    let mut w = TestDevice::new("d2", key2.clone(), Via::Ws);
+    let event = tokio::time::timeout(Duration::from_secs(5), w.connect_with(&emu, token(&key2, "d2", 600), None))
+        .await
+        .expect("the WebSocket newcomer got no place");
+    assert!(matches!(event, hubsim_proto::device::Event::Connected { .. }), "{event:?}");
+    assert!(closed_within(&mut second, Duration::from_secs(2)).await, "the longest-held place was not taken");
+    assert!(!closed_within(&mut fill, Duration::from_millis(300)).await, "the younger place was taken");
 }
 
 /// The emulator's addresses, owned (for a task that outlives the borrow of the emulator).

@@ -51,6 +51,8 @@ pub struct Settings {
     pub write_timeout: Duration,
     /// Places of the connections that have not authenticated yet ([`crate::listener::Limits::unauthenticated`]).
     pub unauthenticated: usize,
+    /// See [`crate::listener::Limits::evict_unauthenticated_after`].
+    pub evict_unauthenticated_after: Duration,
 }
 
 impl Settings {
@@ -64,6 +66,7 @@ impl Settings {
             protocol: HubConfig::default(),
             write_timeout: Duration::from_secs(10),
             unauthenticated: crate::listener::Limits::default().unauthenticated,
+            evict_unauthenticated_after: crate::listener::Limits::default().evict_unauthenticated_after,
         }
     }
 }
@@ -273,7 +276,7 @@ pub struct Hub {
     /// ([`TELEMETRY_IN_FLIGHT_BYTES`]): a connection that cannot take its share stops reading until it can.
     pub telemetry_budget: Arc<tokio::sync::Semaphore>,
     /// Places of the connections that have not authenticated yet ([`crate::listener::Limits::unauthenticated`]).
-    pub pre_auth: Arc<tokio::sync::Semaphore>,
+    pub pre_auth: Arc<crate::pre_auth::Places>,
 }
 
 /// Most bytes of telemetry in flight (read, not yet durable) over all connections (16 MiB), counted as the
@@ -305,7 +308,7 @@ pub fn random_id() -> String {
 
 impl Hub {
     pub fn new(settings: Settings, store: Store, policies: policy::Policies) -> Hub {
-        let pre_auth = Arc::new(tokio::sync::Semaphore::new(settings.unauthenticated.max(1)));
+        let pre_auth = crate::pre_auth::Places::new(settings.unauthenticated, settings.evict_unauthenticated_after);
         Hub {
             settings,
             store,
