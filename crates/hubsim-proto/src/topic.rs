@@ -355,6 +355,16 @@ pub enum TopicFilter {
 }
 
 impl TopicFilter {
+    /// Whether IoT Hub serves this subscription to `identity`: C2D messages go to devices only, module inputs
+    /// to modules only (reference §8); a hub closes the connection of a device that subscribes to another.
+    pub fn serves(&self, identity: &DeviceIdentity) -> bool {
+        match self {
+            TopicFilter::C2d => identity.module_id.is_none(),
+            TopicFilter::ModuleInputs => identity.module_id.is_some(),
+            _ => true,
+        }
+    }
+
     /// The filter string for `identity`.
     pub fn to_filter(&self, identity: &DeviceIdentity) -> String {
         match self {
@@ -380,7 +390,9 @@ impl TopicFilter {
         let rest = filter.strip_prefix("devices/").ok_or_else(unknown)?;
         let (ident, tail) = split_identity(rest).ok_or_else(unknown)?;
         let same = ident.device_id == "+" || ident.device_id == identity.device_id;
-        if !same || ident.module_id.as_ref().is_some_and(|m| Some(m) != identity.module_id.as_ref()) {
+        // A module's filters name the module: IoT Hub sends C2D messages to devices only (reference §8), so a
+        // module subscribing to its device's C2D topic is another identity's topic.
+        if !same || ident.module_id.as_ref() != identity.module_id.as_ref() {
             return Err(TopicError::OtherIdentity {
                 topic: filter.to_owned(),
                 found: ident.to_string(),
@@ -532,6 +544,14 @@ mod tests {
         }
         let m = DeviceIdentity::module("dev1", "m1");
         assert_eq!(TopicFilter::parse("devices/dev1/modules/m1/inputs/#", &m).unwrap(), TopicFilter::ModuleInputs);
+        // IoT Hub sends C2D messages to devices, not modules: a module's C2D filter names another identity.
+        for c2d in ["devices/dev1/messages/devicebound/#", "devices/+/messages/devicebound/#"] {
+            assert!(matches!(TopicFilter::parse(c2d, &m), Err(TopicError::OtherIdentity { .. })), "{c2d}");
+        }
+        assert!(
+            TopicFilter::parse("devices/dev1/modules/m1/#", &d).is_err(),
+            "a device subscribed to a module's inputs"
+        );
     }
 
     proptest! {

@@ -613,36 +613,53 @@ impl DeviceSession {
         Ok(id)
     }
 
-    /// Subscribes to the given filters.
+    /// Subscribes to the given filters, less those IoT Hub does not serve to this identity
+    /// ([`TopicFilter::serves`]; nothing is sent when none is left).
     pub fn subscribe(&mut self, now: Instant, filters: &[TopicFilter]) -> Result<(), SendError> {
         if !self.is_connected() {
             return Err(SendError::NotConnected);
         }
-        let pkid = self.alloc_pkid();
+        // What the hub does not serve to this identity is left out (it would close the connection, reference
+        // §8): the same filter list fits a device and a module.
         let mut subs = Vec::with_capacity(filters.len());
+        let mut kept = Vec::with_capacity(filters.len());
         for f in filters {
-            subs.push(SubscribeFilter::new(f.to_filter(&self.config.identity), QoS::AtLeastOnce));
+            if f.serves(&self.config.identity) {
+                subs.push(SubscribeFilter::new(f.to_filter(&self.config.identity), QoS::AtLeastOnce));
+                kept.push(f.clone());
+            }
         }
+        if subs.is_empty() {
+            return Ok(());
+        }
+        let pkid = self.alloc_pkid();
         let mut sub = Subscribe::new_many(subs);
         sub.pkid = pkid;
         self.encode(&Packet::Subscribe(sub), now)?;
-        self.pending_subs.insert(pkid, filters.to_vec());
+        self.pending_subs.insert(pkid, kept);
         Ok(())
     }
 
-    /// Unsubscribes from the given filters.
+    /// Unsubscribes from the given filters (less those [`TopicFilter::serves`] leaves out).
     pub fn unsubscribe(&mut self, now: Instant, filters: &[TopicFilter]) -> Result<(), SendError> {
         if !self.is_connected() {
             return Err(SendError::NotConnected);
         }
-        let pkid = self.alloc_pkid();
         let mut topics = Vec::with_capacity(filters.len());
+        let mut kept = Vec::with_capacity(filters.len());
         for f in filters {
-            topics.push(f.to_filter(&self.config.identity));
+            if f.serves(&self.config.identity) {
+                topics.push(f.to_filter(&self.config.identity));
+                kept.push(f.clone());
+            }
         }
+        if topics.is_empty() {
+            return Ok(());
+        }
+        let pkid = self.alloc_pkid();
         let u = Unsubscribe { pkid, topics };
         self.encode(&Packet::Unsubscribe(u), now)?;
-        self.pending_unsubs.insert(pkid, filters.to_vec());
+        self.pending_unsubs.insert(pkid, kept);
         Ok(())
     }
 

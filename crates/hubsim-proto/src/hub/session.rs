@@ -759,6 +759,10 @@ impl HubSession {
             None => None,
             Some(w) => match DeviceTopic::parse(&w.topic, &identity) {
                 Ok(DeviceTopic::Telemetry { identity, mut properties }) => {
+                    // Published like a telemetry PUBLISH with the same flag: RETAIN becomes the property.
+                    if w.retain {
+                        properties.push(self.config.retain_property.clone(), "true");
+                    }
                     properties.push("iothub-MessageType", "Will");
                     Some(ReceivedTelemetry { identity, properties, payload: w.message })
                 }

@@ -43,8 +43,14 @@ impl Pair {
     }
 
     fn token(&self, key: &DeviceKey, expiry: u64) -> String {
-        SasToken::sign(key, &ResourceUri::Device { host: "hub.local".into(), device_id: "dev1".into() }, expiry, None)
-            .to_string()
+        let id = &self.dev.config().identity;
+        SasToken::sign(
+            key,
+            &ResourceUri::for_identity("hub.local", &id.device_id, id.module_id.as_deref()),
+            expiry,
+            None,
+        )
+        .to_string()
     }
 
     /// Moves bytes both ways and lets the "task" answer authentication until nothing moves.
@@ -58,7 +64,8 @@ impl Pair {
             while let Some(ev) = self.hub.poll_event() {
                 match &ev {
                     HubEvent::Authenticate(req) => {
-                        let r = ResourceUri::for_identity("hub.local", &req.identity.device_id, None);
+                        let (d, m) = (&req.identity.device_id, req.identity.module_id.as_deref());
+                        let r = ResourceUri::for_identity("hub.local", d, m);
                         match req.token.verify(&[&self.key], &r, self.now.as_millis() / 1000) {
                             Ok(()) => self
                                 .hub
@@ -433,6 +440,43 @@ fn will_is_published_on_unclean_close_only() {
             assert_eq!(w.properties.get("state"), Some(Some("offline")));
         }
     }
+}
+
+#[test]
+fn a_will_with_retain_is_published_with_the_retain_property_as_a_retained_publish_is() {
+    for retain in [false, true] {
+        let mut c = Connect::new("dev1");
+        c.login = Some(Login::new("hub.local/dev1/?api-version=2021-04-12", "SharedAccessSignature sr=a&sig=b&se=1"));
+        c.last_will =
+            Some(mqttbytes::v4::LastWill::new("devices/dev1/messages/events/", "gone", QoS::AtLeastOnce, retain));
+        let mut b = BytesMut::new();
+        encode(&Packet::Connect(c), &mut b).unwrap();
+        let mut hub = HubSession::new(HubConfig::default(), T0);
+        hub.handle_input(T0, &b);
+        assert!(matches!(hub.poll_event(), Some(HubEvent::Authenticate(_))));
+        hub.accept(T0, false, vec![], None).unwrap();
+        hub.handle_transport_closed("reset");
+        let Some(HubEvent::Closed { will: Some(w), .. }) = hub.poll_event() else { panic!("no will") };
+        assert_eq!(w.properties.get("mqtt-retain"), if retain { Some(Some("true")) } else { None }, "retain {retain}");
+        assert_eq!(w.properties.get("iothub-MessageType"), Some(Some("Will")));
+    }
+}
+
+#[test]
+fn a_module_is_not_subscribed_to_c2d_and_a_module_that_asks_for_it_is_closed() {
+    // The device session leaves out what the hub does not serve to a module: one filter list fits both.
+    let mut p = Pair::new(DeviceConfig::new("hub.local", DeviceIdentity::module("dev1", "m1")));
+    p.connect();
+    p.dev.subscribe(p.now, &[TopicFilter::C2d, TopicFilter::Methods]).unwrap();
+    p.pump();
+    assert!(p.closed().is_none(), "{:?}", p.closed());
+    assert!(p.hub_events.contains(&HubEvent::Subscribed(vec![(TopicFilter::Methods, QoS::AtLeastOnce)])));
+    p.dev.subscribe(p.now, &[TopicFilter::C2d]).unwrap();
+    assert_eq!(p.dev.poll_transmit(), None, "an empty SUBSCRIBE was sent");
+    // A module that subscribes to its device's C2D topic anyway is closed (reference §8).
+    p.hub.handle_input(p.now, &subscribe_bytes(&[("devices/dev1/messages/devicebound/#", QoS::AtLeastOnce)]));
+    p.pump();
+    assert!(matches!(p.closed(), Some(CloseReason::BadSubscription(_))), "{:?}", p.closed());
 }
 
 #[test]
