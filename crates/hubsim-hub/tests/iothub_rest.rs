@@ -460,3 +460,37 @@ async fn an_identity_body_is_checked_as_iot_hub_checks_it() {
     let a = call(&emu, "PUT", "/devices/e3/modules/m1", &[], json!({"deviceId": "e3", "moduleId": "m1"})).await;
     assert_eq!(a.status, 200, "{}", a.body);
 }
+
+#[tokio::test]
+async fn bodies_the_framework_refuses_get_iot_hubs_json_error_too() {
+    let emu = Emu::start().await;
+    emu.device("d1").await;
+    let owner = emu.token("iothubowner");
+    let send = |ct: &'static str, body: String| {
+        let owner = owner.clone();
+        let addr = emu.r().http_addr;
+        async move {
+            let h = [("host", "localhost"), ("authorization", owner.as_str()), ("content-type", ct)];
+            http_raw(addr, "POST", "/devices/d1/messages/devicebound", &h, &body).await
+        }
+    };
+    // Over the body limit: 413 MessageTooLarge with the limit in words.
+    let a =
+        send("application/json", format!("{{\"body\":\"{}\"}}", "x".repeat(hubsim_hub::api::MAX_REQUEST_BODY))).await;
+    assert_eq!(a.status, 413, "{}", a.body);
+    assert_eq!(error_name(&a), "MessageTooLarge");
+    assert!(a.body.contains("the request body is over 2097152 bytes"), "{}", a.body);
+    // A body of the wrong shape: 400 ArgumentInvalid (IoT Hub never answers 422), naming the field.
+    let a = send("application/json", r#"{"body": 5}"#.into()).await;
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert_eq!(error_name(&a), "ArgumentInvalid");
+    assert!(a.body.contains("expected a string"), "{}", a.body);
+    // Not JSON, and no JSON content type.
+    let a = send("application/json", "{not json".into()).await;
+    assert_eq!((a.status, error_name(&a)), (400, "ArgumentInvalid".to_owned()), "{}", a.body);
+    let a = send("text/plain", "{}".into()).await;
+    assert_eq!((a.status, error_name(&a)), (415, "UnsupportedMediaType".to_owned()), "{}", a.body);
+    assert!(a.body.contains("application/json"), "{}", a.body);
+    // Nothing was queued.
+    assert!(emu.hub().store.c2d_queue("d1").await.unwrap().is_empty());
+}

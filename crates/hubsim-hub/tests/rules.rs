@@ -362,6 +362,20 @@ async fn c2d_messages_are_bounded_like_iot_hubs() {
         ("ttlSeconds that overflows", SendC2d { ttl_seconds: Some(18_446_744_073_709_551), ..c2d("x") }, 400004),
         ("ttlSeconds 0", SendC2d { ttl_seconds: Some(0), ..c2d("x") }, 400004),
     ];
+    // Application properties: US-ASCII, and no name the device would read as a system or hub property.
+    let prop = |k: &str, v: &str| SendC2d { properties: [(k.to_owned(), v.into())].into_iter().collect(), ..c2d("x") };
+    let mut cases = cases;
+    for (name, req) in [
+        ("a '$.mid' property", prop("$.mid", "spoofed")),
+        ("a '%24.to' property", prop("%24.to", "/devices/other")),
+        ("an 'iothub-ack' property", prop("iothub-ack", "full")),
+        ("an 'IoTHub-MessageLockToken' property", prop("IoTHub-MessageLockToken", "x")),
+        ("a non-ASCII name", prop("température", "1")),
+        ("a non-ASCII value", prop("unit", "°C")),
+        ("an empty name", prop("", "1")),
+    ] {
+        cases.push((name, req, 400004));
+    }
     for (name, req, want) in cases {
         match emu.hub().send_c2d("d1", req).await {
             Err(hubsim_hub::hub::ServiceError::Api { status: 400, code, .. }) => assert_eq!(code, want, "{name}"),
@@ -370,6 +384,7 @@ async fn c2d_messages_are_bounded_like_iot_hubs() {
     }
     assert!(emu.hub().store.c2d_queue("d1").await.unwrap().is_empty());
     emu.hub().send_c2d("d1", SendC2d { ttl_seconds: Some(172_800), ..c2d("two days") }).await.unwrap();
+    emu.hub().send_c2d("d1", prop("mid-of-app", "plain ASCII: 1/2 & 3=4")).await.unwrap();
 }
 
 #[tokio::test]

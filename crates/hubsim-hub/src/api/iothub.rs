@@ -46,6 +46,7 @@ pub fn error_name(code: u32, status: u16) -> &'static str {
             404 => "NotFound",
             409 => "Conflict",
             412 => "PreconditionFailed",
+            415 => "UnsupportedMediaType",
             502 => "BadDeviceResponse",
             503 => "ServiceUnavailable",
             504 => "GatewayTimeout",

@@ -89,6 +89,8 @@ pub fn router(state: AppState, web_dir: Option<PathBuf>) -> Router {
         .route("/connections/stream", get(connections_stream))
         .route("/feedback", get(feedback))
         .merge(dps::routes())
+        .route_layer(axum::middleware::map_response(json_errors))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BODY))
         .with_state(state.clone());
     let r = match web_dir {
         Some(dir) if dir.is_dir() => r.fallback_service(tower_http::services::ServeDir::new(dir)),
@@ -101,6 +103,50 @@ pub fn router(state: AppState, web_dir: Option<PathBuf>) -> Router {
     // answer, CORS answers preflights, and the gate's Origin and Authorization checks apply to the rest.
     r.layer(cors(&state.access)).layer(axum::middleware::from_fn_with_state(gate, guard::check))
 }
+
+/// An error answer the framework wrote as plain text (a body over the size limit, a body that is not JSON or
+/// lacks its content type, a path parameter that does not parse, a method the route does not have) gets IoT
+/// Hub's JSON error body like every other error of the API, keeping its status and headers (`Allow`): the
+/// service SDKs and the CLI read the reason from `Message`.
+async fn json_errors(res: Response) -> Response {
+    let status = res.status();
+    let plain = res
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("text/plain"));
+    if !plain || !(status.is_client_error() || status.is_server_error()) {
+        return res;
+    }
+    let (mut parts, body) = res.into_parts();
+    // The framework's texts are one line; anything longer is cut, not buffered whole.
+    let text = match axum::body::to_bytes(body, 4096).await {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(_) => String::new(),
+    };
+    let message = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => format!("the request body is over {} bytes", MAX_REQUEST_BODY),
+        _ if text.is_empty() => status.canonical_reason().unwrap_or("error").to_ascii_lowercase(),
+        _ => text,
+    };
+    // IoT Hub answers a body it cannot read 400 ArgumentInvalid, never 422.
+    let (status, code) = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => (status, 413001),
+        StatusCode::UNPROCESSABLE_ENTITY => (StatusCode::BAD_REQUEST, 400004),
+        _ => (status, u32::from(status.as_u16()) * 1000),
+    };
+    parts.status = status;
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    parts.headers.remove(axum::http::header::CONTENT_TYPE);
+    let json = Json(iothub::error_body(status.as_u16(), code, &message)).into_response();
+    let (json_parts, json_body) = json.into_parts();
+    parts.headers.extend(json_parts.headers);
+    Response::from_parts(parts, json_body)
+}
+
+/// Largest request body the service API buffers, bytes (axum's default limit, 2 MiB: a bulk registry request
+/// of 100 identities or a 128 KB method payload fits many times over).
+pub const MAX_REQUEST_BODY: usize = 2 * 1024 * 1024;
 
 /// Cross-origin reads are allowed only for the origins the user listed (`--allow-origin`); the server's own
 /// origin needs no CORS. Browsers then refuse every other page's cross-origin calls before they are sent.

@@ -32,6 +32,25 @@ pub struct SendC2d {
     pub properties: Map<String, Value>,
 }
 
+/// Why an application property of a C2D message is refused, if it is. IoT Hub's property names and values are
+/// US-ASCII (IoT Hub message format doc, reference §7), and names that read as system properties on the
+/// device's topic (`$.…`) or as the hub's own (`iothub-…`, e.g. `iothub-ack`) would let the sender pose as the
+/// hub: the device could not tell them apart.
+fn app_property_problem(name: &str, value: &Value) -> Option<&'static str> {
+    let lower = name.to_ascii_lowercase();
+    if name.is_empty() || name.chars().any(|c| c.is_control()) {
+        Some("has an empty name or control characters in it")
+    } else if !name.is_ascii() {
+        Some("has a name that is not ASCII (IoT Hub's property names are US-ASCII)")
+    } else if lower.starts_with("$.") || lower.starts_with("%24.") || lower.starts_with("iothub-") {
+        Some("has a reserved name ('$.' names are system properties, 'iothub-' names the hub's own)")
+    } else if value.as_str().is_some_and(|v| !v.is_ascii() || v.chars().any(|c| c.is_control())) {
+        Some("has a value that is not printable ASCII (IoT Hub's property values are US-ASCII)")
+    } else {
+        None
+    }
+}
+
 impl Hub {
     /// Takes the C2D messages deliverable now (not locked, not in `exclude`), locking each and counting the
     /// delivery. Expired messages and those over the delivery limit are dead-lettered on the way.
@@ -158,12 +177,10 @@ impl Hub {
                 format!("the message is {total} bytes with its properties; C2D messages are at most 64 KB"),
             ));
         }
-        if let Some(bad) = req.properties.keys().find(|k| k.is_empty() || k.chars().any(char::is_control)) {
-            return Err(ServiceError::new(
-                400,
-                400004,
-                format!("property name '{}' is empty or has control characters", super::truncate(bad, 64)),
-            ));
+        for (k, v) in &req.properties {
+            if let Some(why) = app_property_problem(k, v) {
+                return Err(ServiceError::new(400, 400004, format!("property '{}' {why}", super::truncate(k, 64))));
+            }
         }
         let ack = req.ack.clone().unwrap_or_else(|| "none".into()).to_ascii_lowercase();
         if !["none", "positive", "negative", "full"].contains(&ack.as_str()) {
