@@ -155,6 +155,25 @@ async fn nothing_can_be_framed() {
 }
 
 #[tokio::test]
+async fn a_request_names_one_host_and_every_name_it_gives_is_checked() {
+    let emu = Emu::start().await;
+    let addr = emu.r().http_addr;
+    assert_eq!(http_raw(addr, "GET", "/health", &[("host", "localhost")], "").await.status, 200);
+    // A second Host cannot slip a foreign name past the check (whichever one is read).
+    for hosts in [["localhost", "evil.example"], ["evil.example", "localhost"]] {
+        let a = http_raw(addr, "GET", "/health", &[("host", hosts[0]), ("host", hosts[1])], "").await;
+        assert_eq!(a.status, 400, "{hosts:?}: {}", a.body);
+        assert!(a.body.contains("more than one Host header"), "{}", a.body);
+    }
+    // The absolute form names the host in the URI: checked too, whatever Host says.
+    let a = http_raw(addr, "GET", "http://evil.example/health", &[("host", "localhost")], "").await;
+    assert_eq!(a.status, 421, "{}", a.body);
+    assert!(a.body.contains("evil.example"), "{}", a.body);
+    let own = format!("http://localhost:{}/health", addr.port());
+    assert_eq!(http_raw(addr, "GET", &own, &[("host", "localhost")], "").await.status, 200);
+}
+
+#[tokio::test]
 async fn bulk_creation_is_validated_first_and_capped_like_iot_hub() {
     let emu = Emu::start().await;
     let owner = emu.token("iothubowner");

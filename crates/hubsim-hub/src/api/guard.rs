@@ -130,6 +130,24 @@ pub async fn check(State(g): State<Gate>, req: Request, next: Next) -> Response 
 }
 
 async fn gate(g: &Gate, req: Request, next: Next) -> Response {
+    // One Host only (RFC 9112 §3.2: a request with more than one is answered 400), and a request in absolute
+    // form (`GET http://name/…`) names its host in the URI too: every name given must be allowed, or the check
+    // would depend on which one a proxy or the framework reads.
+    if req.headers().get_all(header::HOST).iter().count() > 1 {
+        return refuse(StatusCode::BAD_REQUEST, 400004, "the request has more than one Host header".into());
+    }
+    if let Some(authority) = req.uri().authority() {
+        if !g.host_allowed(authority.as_str()) {
+            return refuse(
+                StatusCode::MISDIRECTED_REQUEST,
+                403001,
+                format!(
+                    "the request's URI names host '{}', which is not a name of this emulator",
+                    crate::hub::truncate(authority.as_str(), 100)
+                ),
+            );
+        }
+    }
     let host = req
         .headers()
         .get(header::HOST)
