@@ -48,21 +48,25 @@ pub fn view_connect_panel(app: &AppContext, ctl: &ControllerHandle, form: &Conne
     // In DPS mode without an assignment, Connect registers with DPS first.
     let provisioning = s.use_dps && s.assigned_hub.is_empty();
     let errors = if provisioning { dps_plan(s, emulator).err() } else { plan(s, emulator).err() }.unwrap_or_default();
-    let touched = **attempted
-        || !s.connection_string.is_empty()
-        || !s.host.is_empty()
-        || !s.device_id.is_empty()
-        || !s.key.is_empty()
-        || (s.use_dps && (!s.id_scope.is_empty() || !s.registration_id.is_empty() || !s.dps_key.is_empty()));
+    // What is wrong with a value is said as soon as it is there; that a value is missing only once Connect was
+    // pressed (a remembered device ID without its key, or a link's host and device, is not an error yet).
+    let shown = |field: &str| -> bool {
+        **attempted
+            || match field {
+                "connection_string" => !s.connection_string.is_empty(),
+                "host" => !s.host.is_empty(),
+                "device_id" => !s.device_id.is_empty() || !s.module_id.is_empty(),
+                "key" => !s.key.is_empty(),
+                "id_scope" => !s.id_scope.is_empty(),
+                "registration_id" => !s.registration_id.is_empty(),
+                "dps_key" => !s.dps_key.is_empty(),
+                "dps" => !s.id_scope.is_empty() || !s.registration_id.is_empty() || !s.assigned_hub.is_empty(),
+                _ => true,
+            }
+    };
     let error_for = |field: &str| -> Html {
         match errors.iter().find(|e| e.field == field) {
-            Some(e)
-                if touched
-                    || matches!(
-                        field,
-                        "endpoint" | "ttl" | "keep_alive" | "api_version" | "model_id" | "dps_host" | "dps_payload"
-                    ) =>
-            {
+            Some(e) if shown(field) => {
                 html! { <p class="field-error" id={format!("err-{field}")} role="alert">{ &e.message }</p> }
             }
             _ => html! {},
@@ -130,7 +134,7 @@ pub fn view_connect_panel(app: &AppContext, ctl: &ControllerHandle, form: &Conne
             link.set(url);
         })
     };
-    let invalid = |f: &str| errors.iter().any(|e| e.field == f) && touched;
+    let invalid = |f: &str| errors.iter().any(|e| e.field == f) && shown(f);
     let endpoint_placeholder = match emulator {
         Some(e) => format!("derived: this emulator ({}) for HostName={}", e.ws, e.host_name),
         None => format!("derived: wss://{{GatewayHostName or HostName}}{}", hubsim_proto::endpoint::WEBSOCKET_PATH),
@@ -145,7 +149,7 @@ pub fn view_connect_panel(app: &AppContext, ctl: &ControllerHandle, form: &Conne
                     { super::radio("mode", s.use_dps, "Through the Device Provisioning Service (ID scope, registration ID, key)", set_mode(app, true)) }
                 </fieldset>
                 if s.use_dps {
-                    { view_dps(app, &errors, touched, &error_for) }
+                    { view_dps(app, &errors, &shown, &error_for) }
                 } else {
                 { super::tx("label", &[("for", Static("cs"))], "Connection string") }
                 <textarea id="cs" rows="3" spellcheck="false" autocomplete="off"
@@ -207,10 +211,15 @@ fn set_mode(app: &AppContext, dps: bool) -> Callback<Event> {
 }
 
 /// The DPS fields, the remembered assignment and the steps of the last registration.
-/// A field is marked invalid once the form was touched (as the other fields are), the host and payload at once.
-fn view_dps(app: &AppContext, errors: &[FieldError], touched: bool, error_for: &dyn Fn(&str) -> Html) -> Html {
+/// A field is marked invalid when its error is `shown` (as the other fields are).
+fn view_dps(
+    app: &AppContext,
+    errors: &[FieldError],
+    shown: &dyn Fn(&str) -> bool,
+    error_for: &dyn Fn(&str) -> Html,
+) -> Html {
     let s = &app.settings;
-    let invalid = |f: &str| errors.iter().any(|e| e.field == f) && (touched || matches!(f, "dps_host" | "dps_payload"));
+    let invalid = |f: &str| errors.iter().any(|e| e.field == f) && shown(f);
     let use_emulator = app.emulator.as_ref().filter(|e| !e.id_scope.is_empty()).map(|e| {
         let (app, host, scope) = (app.clone(), e.host_name.clone(), e.id_scope.clone());
         let onclick = Callback::from(move |_| {

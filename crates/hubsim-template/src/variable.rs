@@ -247,6 +247,12 @@ impl Variable {
             };
             Kind::Pick { values: v.to_vec(), weights }
         } else {
+            // A counter that starts above its wrap would repeat its start forever (ITS does so): a mistake, said.
+            if let (Some(lo), Some(hi)) = (min, max) {
+                if hi < lo {
+                    return Err(d.range_err("max", "must not be below min (a counter counts from min up to max)"));
+                }
+            }
             Kind::Counter {
                 start: min.map_or(1, |m| m.trunc() as i64),
                 step: d.whole("step")?.unwrap_or(1),
@@ -535,6 +541,9 @@ mod tests {
         assert_eq!(run("{name: 'Counter', min: 100, max: 102}", 5), ["100", "101", "102", "100", "101"]);
         // Defaults: from 1, step 1.
         assert_eq!(run("{name: 'Counter'}", 3), ["1", "2", "3"]);
+        let e = Variable::parse_list("[{name: 'C', min: 10, max: 5}]").unwrap_err().to_string();
+        assert!(e.contains("max") && e.contains("must not be below min"), "{e}");
+        assert_eq!(run("{name: 'Counter', min: 7, max: 7}", 3), ["7", "7", "7"]);
         // ITS PayloadGeneratorTest: min 1, max 5, step 2 gives 1, 3, 5, then back to 1.
         assert_eq!(run("{name: 'C', min: 1, max: 5, step: 2}", 4), ["1", "3", "5", "1"]);
         // Negative start, and restart once prev > max - step: 4 > 6 - 3, so 1, 4, 1.

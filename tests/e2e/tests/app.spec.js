@@ -14,6 +14,28 @@ test('an invalid connection string is explained next to the field', async ({ pag
   await shot(page, 'invalid-connection-string');
 });
 
+test('a missing value is said once Connect is pressed, a wrong one as soon as it is typed', async ({ page }) => {
+  await page.goto('/');
+  await expect(page.getByText('served by the hubsim emulator')).toBeVisible();
+  await page.getByText('…or enter the fields separately').click();
+  await page.getByLabel('Host name').fill('myhub.azure-devices.net');
+  await page.getByLabel('Device ID').fill('plc');
+  // The key is missing, not wrong: nothing is said yet, neither now nor after a reload (the key is not remembered).
+  await expect(page.getByRole('alert')).toHaveCount(0);
+  await page.reload();
+  await expect(page.getByLabel('Device ID')).toHaveValue('plc');
+  await expect(page.getByRole('alert')).toHaveCount(0);
+  await page.getByRole('button', { name: 'Connect', exact: true }).click();
+  await expect(page.getByRole('alert')).toHaveText(['device key: the key is empty']);
+  await page.getByLabel('Device key').fill('not base64!');
+  await expect(page.getByRole('alert')).toContainText(['device key:']);
+  await expect(page.getByRole('alert')).not.toContainText(['the key is empty']);
+  // A connection string of blanks is no connection string: the fields below are used, and said so.
+  await page.getByLabel('Device key').fill('');
+  await page.getByLabel('Connection string').fill('   ');
+  for (const a of await page.getByRole('alert').all()) await expect(a).not.toHaveText('');
+});
+
 test('connects and sends telemetry with application properties and content type', async ({ page }) => {
   const dev = await newDevice('e2e-telemetry');
   await connect(page, dev.cs);
