@@ -306,7 +306,7 @@ pub fn Charts(props: &ChartsProps) -> Html {
                 { super::num_field("Points shown", view.points as u32, (2, MAX_POINTS as u32), None, on_points) }
                 <button type="button" onclick={pause}>{ if paused { "Resume" } else { "Pause" } }</button>
             </form>
-            if let Some(e) = view.error { { super::error_p(e) } }
+            if let Some(e) = view.error { { super::error_p("chart-err", e) } }
             if paused { { super::tx("p", &[("class", Static("note"))], "Paused: new numbers are still recorded and appear when you resume.") } }
             { body }
         </section>

@@ -81,13 +81,14 @@ pub fn view_composer(app: &AppContext, ctl: &ControllerHandle) -> Html {
                     { super::templates::view_editor(app, ctl) }
                 } else {
                 { super::tx("label", &[("for", Static("payload"))], "Payload") }
-                <textarea id="payload" rows="6" spellcheck="false" value={s.body.clone()} oninput={on_text(app, Text::Body)} />
+                <textarea id="payload" rows="6" spellcheck="false" value={s.body.clone()} oninput={on_text(app, Text::Body)}
+                    aria-describedby="payload-err" aria-invalid={too_large.to_string()} />
                 <div class="row">
                     { json_state }
                     { super::button("Pretty-print JSON", pretty, too_large) }
                 </div>
                 if too_large {
-                    { super::error_p(&["Payload: ", &s.body.len().to_string(), " bytes; IoT Hub accepts at most ", &hubsim_proto::MAX_TELEMETRY_SIZE.to_string(), " (body and properties), so it will not be sent"].concat()) }
+                    { super::error_p("payload-err", &["Payload: ", &s.body.len().to_string(), " bytes; IoT Hub accepts at most ", &hubsim_proto::MAX_TELEMETRY_SIZE.to_string(), " (body and properties), so it will not be sent"].concat()) }
                 }
                 }
                 <div class="row">

@@ -70,7 +70,7 @@ pub fn view_methods(app: &AppContext, form: &MethodsForm) -> Html {
                 <label class="grow">{"Response payload"}<textarea ref={payload} rows="1" defaultvalue="{}" /></label>
                 { super::tx("button", &[("type", Static("submit"))], "Save answer") }
             </form>
-            if !error.is_empty() { { super::error_p(error) } }
+            if !error.is_empty() { { super::error_p("methods-err", error) } }
             { super::el("ul", &[("class", Static("answers"))], Html::from_iter(answers)) }
             { super::tx("p", &[("class", Static("note"))], "Unlisted methods are answered 200 with {}.") }
             { super::el("ol", &[("class", Static("calls")), ("aria-label", Static("Method calls"))], Html::from_iter(calls)) }

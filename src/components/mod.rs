@@ -125,14 +125,12 @@ pub fn text_field(
     }
 }
 
-/// `<p class="field-error" role="alert">{text}</p>`.
+/// `<p class="field-error" role="alert" id={id}>{text}</p>`.
 #[inline(never)]
-pub fn error_p(text: &str) -> Html {
-    el(
-        "p",
-        &[("class", AttributeOrProperty::Static("field-error")), ("role", AttributeOrProperty::Static("alert"))],
-        Html::from(text),
-    )
+pub fn error_p(id: &'static str, text: &str) -> Html {
+    // `id` names the alert for its field's `aria-describedby`; "" for none (an alert in a list).
+    let id = (!id.is_empty()).then_some(id);
+    html! { <p class="field-error" role="alert" {id}>{ text }</p> }
 }
 
 /// `<option value selected>{label}</option>`.

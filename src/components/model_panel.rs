@@ -175,7 +175,7 @@ fn view_device(app: &AppContext, ctl: &ControllerHandle, s: &PnpState, m: &Rc<Mo
                 <span>{ s.sent }{" messages sent"}</span>
             </fieldset>
             if let Some(e) = &s.generator_error {
-                { super::error_p(e) }
+                { super::error_p("pnp-err", e) }
             }
             { super::el("div", &[("class", Static("pnp-comps"))], Html::from_iter(components)) }
         </>
@@ -284,7 +284,7 @@ fn view_property(
     let what = [prefix, &prop.name].concat();
     let unit = prop.semantics.unit_symbol().map_or(String::new(), |u| [" (", u, ")"].concat());
     let head = html! { <>{ super::el("b", &[], Html::from(&prop.name)) }{" "}<span class="help">{ pnp::describe(&prop.schema) }{ unit }</span></> };
-    let error = ps.error.as_deref().map(super::error_p).unwrap_or_default();
+    let error = ps.error.as_deref().map(|e| super::error_p("", e)).unwrap_or_default();
     if !prop.writable {
         let report = {
             let ctl = ctl.clone();
@@ -355,7 +355,7 @@ fn view_command(
                 }
                 <label>{"Status"}<super::EditField number={Some((100, 599))} aria={AttrValue::from(["Status of ", &method].concat())} value={AttrValue::from(cs.status.to_string())} onchange={status} /></label>
             </div>
-            if let Some(e) = &cs.error { { super::error_p(e) } }
+            if let Some(e) = &cs.error { { super::error_p("", e) } }
             if let Some(l) = &cs.last {
                 <p class="pnp-call" aria-label={["Last call of ", &method].concat()}>
                     { super::time_el(&l.time) }{" request "}<code>{ if l.request.is_empty() { "(none)" } else { &l.request } }</code>

@@ -47,7 +47,7 @@ pub fn view_sas_tool(app: &AppContext, token: &Token) -> Html {
                     { super::button("Copy token", { let t = token.clone(); Callback::from(move |_| util::copy(&t)) }, false) }
                 </div>
             } else if !note.is_empty() {
-                { super::error_p(note) }
+                { super::error_p("sas-err", note) }
             }
         </section>
     }

@@ -348,7 +348,20 @@ pub fn view_saved_messages(app: &AppContext, ctl: &ControllerHandle) -> Html {
                 crate::util::download(&file, "application/json", &m.to_json().to_string());
             })
         };
-        let every = ["every ", &m.every_ms.to_string(), " ms"].concat();
+        // The schedule as Run will follow it: every N ms (± jitter), M times, for a duration, or until stopped.
+        let mut every = ["every ", &m.every_ms.to_string(), " ms"].concat();
+        if m.jitter_ms > 0 {
+            every += &[" ± ", &m.jitter_ms.to_string(), " ms"].concat();
+        }
+        if m.count > 0 {
+            every += &[", ", &m.count.to_string(), " times"].concat();
+        }
+        if m.duration_ms > 0 {
+            every += &[", for ", &m.duration_ms.to_string(), " ms"].concat();
+        }
+        if m.count == 0 && m.duration_ms == 0 {
+            every += ", until stopped";
+        }
         html! {
             <li key={m.name.clone()}>
                 <span class="name">{&m.name}</span>

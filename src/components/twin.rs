@@ -35,11 +35,12 @@ pub fn view_twin(app: &AppContext, ctl: &ControllerHandle, patch: &NodeRef) -> H
             </div>
             <form onsubmit={send}>
                 { super::tx("label", &[("for", Static("reported"))], "Reported patch") }
-                <textarea id="reported" ref={patch.clone()} rows="3" defaultvalue="{\"firmwareVersion\": \"1.0.0\"}" />
+                <textarea id="reported" ref={patch.clone()} rows="3" defaultvalue="{\"firmwareVersion\": \"1.0.0\"}"
+                    aria-describedby="reported-err" aria-invalid={twin.patched.is_err().to_string()} />
                 <button type="submit" disabled={!connected}>{"Send reported patch"}</button>
                 if let Ok(v) = &twin.patched { if !v.is_empty() { <span class="ok-text">{" saved as version "}{ v }</span> } }
             </form>
-            if let Err(e) = &twin.patched { { super::error_p(e) } }
+            if let Err(e) = &twin.patched { { super::error_p("reported-err", e) } }
             { super::tx("h3", &[], "Desired property updates") }
             <ol class="calls" aria-label="Desired property updates">
                 { for app.desired_updates.iter().map(|u| html! { <li>{ super::time_el(&u.0) }{" "}{ super::el("code", &[], Html::from(&u.1)) }</li> }) }

@@ -467,7 +467,11 @@ test('what cannot be sent is said beside the field: a payload over 256 KB, a rep
   await expect(composer.getByRole('alert')).toHaveText('Payload: 262145 bytes; IoT Hub accepts at most 262144 (body and properties), so it will not be sent');
   // Not pretty-printed either (megabytes of indented lines take the browser seconds to lay out).
   await expect(composer.getByRole('button', { name: 'Pretty-print JSON' })).toBeDisabled();
+  // The refusal is tied to its field: a screen reader reads it with the field.
+  await expect(page.getByLabel('Payload', { exact: true })).toHaveAttribute('aria-invalid', 'true');
+  await expect(page.getByLabel('Payload', { exact: true })).toHaveAccessibleDescription(/IoT Hub accepts at most 262144/);
   await page.getByLabel('Payload', { exact: true }).fill('{"ok": true}');
+  await expect(page.getByLabel('Payload', { exact: true })).toHaveAttribute('aria-invalid', 'false');
   await expect(composer.getByRole('alert')).toHaveCount(0);
 
   const twin = page.getByRole('region', { name: 'Device twin' });
@@ -476,6 +480,8 @@ test('what cannot be sent is said beside the field: a payload over 256 KB, a rep
   await patch.fill('[1, 2]');
   await send.click();
   await expect(twin.getByRole('alert')).toHaveText('the reported patch must be a JSON object, like {"fw": "1.0"}');
+  await expect(patch).toHaveAttribute('aria-invalid', 'true');
+  await expect(patch).toHaveAccessibleDescription('the reported patch must be a JSON object, like {"fw": "1.0"}');
   await patch.fill('{"fw": "2.0", "bad": }');
   await send.click();
   await expect(twin.getByRole('alert')).toHaveText('the reported patch is not JSON: line 1, col 22: unexpected character \'}\'');
@@ -483,6 +489,7 @@ test('what cannot be sent is said beside the field: a payload over 256 KB, a rep
   await send.click();
   await expect(twin).toContainText(/saved as version \d+/);
   await expect(twin.getByRole('alert')).toHaveCount(0);
+  await expect(patch).toHaveAttribute('aria-invalid', 'false');
   // The panel reads the twin again: the reported document shows the patch and its version.
   const reported = twin.getByRole('group', { name: 'Reported properties' });
   await expect(reported).toContainText('"fw": "2.0"');

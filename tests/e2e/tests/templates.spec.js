@@ -178,7 +178,7 @@ test('an Iot-Telemetry-Simulator configuration in relaxed JSON imports, and a ba
   await input.setInputFiles({ name: 'plant.json', mimeType: 'application/json', buffer: Buffer.from(its) });
   await expect(page.locator('.saved')).toContainText('imported an Iot-Telemetry-Simulator configuration as "plant"');
   await expect(library.getByRole('listitem')).toHaveCount(4);
-  await expect(library).toContainText('every 2500 ms');
+  await expect(library).toContainText('every 2500 ms, until stopped');
   await expect(page.getByRole('textbox', { name: 'Template', exact: true })).toHaveValue('{"temp": $.Temp, "status": "$.Status", "device": "$.DeviceId"}');
   await expect(page.getByLabel('Temp: Min (inclusive)')).toHaveValue('23');
   await expect(page.getByLabel('Temp: Max (exclusive)')).toHaveValue('33');
