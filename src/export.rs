@@ -6,8 +6,13 @@
 //! CSV follows RFC 4180: one header line, records end with CRLF, and a field holding a `"`, `,`, CR or LF is
 //! quoted with its quotes doubled. Cells are also guarded against spreadsheet formula injection (OWASP "CSV
 //! Injection"): a cell starting with `=`, `+`, `-`, `@`, a tab or a CR would be run as a formula by Excel,
-//! LibreOffice or Google Sheets, so it gets a leading `'` (which shows `-5` as `'-5`: the safe trade). A cell
-//! cannot tell a null property from an empty one; both are empty (the JSON export keeps the difference).
+//! LibreOffice or Google Sheets, so it gets a leading `'` — unless the cell is a plain number (`-5`, `+1.5e3`),
+//! which no spreadsheet runs as anything but that number. A cell cannot tell a null property from an empty one;
+//! both are empty (the JSON export keeps the difference). A CSV file starts with a UTF-8 byte order mark, the
+//! sign Excel needs to read it as UTF-8 rather than the machine's code page.
+//!
+//! A C2D body that is not text is exported as its bytes in hex (`00 01 ff`), as the inbox shows it; its kind
+//! (`json`, `text` or `hex`) goes beside it (`bodyKind`, the `body kind` column) so the two cannot be confused.
 
 use hubsim_proto::json::ObjectWriter;
 
@@ -22,7 +27,7 @@ pub fn log_json<'a>(entries: impl Iterator<Item = &'a LogEntry>) -> String {
 
 /// The log as CSV: `time,kind,text`.
 pub fn log_csv<'a>(entries: impl Iterator<Item = &'a LogEntry>) -> String {
-    let mut out = String::new();
+    let mut out = String::from(BOM);
     csv_row(&mut out, &["time", "kind", "text"]);
     for l in entries {
         csv_row(&mut out, &[l.time.as_str(), l.kind.as_str(), l.text.as_str()]);
@@ -48,6 +53,7 @@ pub fn inbox_json<'a>(items: impl Iterator<Item = &'a InboxItem>) -> String {
         ObjectWriter::new()
             .string("time", &m.time)
             .string("body", &m.body)
+            .string("bodyKind", m.body_kind)
             .raw("systemProperties", &system)
             .raw("applicationProperties", &application)
             .finish()
@@ -84,8 +90,8 @@ pub fn inbox_csv<'a>(items: impl Iterator<Item = &'a InboxItem> + Clone) -> Stri
     for m in items.clone() {
         m.application.iter().for_each(|(k, _)| add(true, k, &mut columns));
     }
-    let mut out = String::new();
-    let mut head = vec!["time", "body"];
+    let mut out = String::from(BOM);
+    let mut head = vec!["time", "body", "body kind"];
     head.extend_from_slice(&columns);
     if left_out {
         head.push("other properties");
@@ -115,7 +121,7 @@ pub fn inbox_csv<'a>(items: impl Iterator<Item = &'a InboxItem> + Clone) -> Stri
                 }
             }
         }
-        let mut row = vec![m.time.as_str(), m.body.as_str()];
+        let mut row = vec![m.time.as_str(), m.body.as_str(), m.body_kind];
         for c in &cells {
             row.push(c.unwrap_or(""));
         }
@@ -155,9 +161,28 @@ fn csv_row(out: &mut String, cells: &[&str]) {
     out.push_str("\r\n");
 }
 
-/// One cell: `'` before a formula start, quoted when it holds a quote, comma, CR or LF.
+/// The UTF-8 byte order mark a CSV export starts with (see the module's text).
+pub const BOM: &str = "\u{feff}";
+
+/// Whether `s` is a plain decimal number (`-5`, `+1.5e3`, `.5`): a sign, digits with at most one point, an
+/// optional exponent. Such a cell needs no formula guard.
+fn is_plain_number(s: &str) -> bool {
+    let s = s.strip_prefix(['+', '-']).unwrap_or(s);
+    let (mantissa, exponent) = match s.find(['e', 'E']) {
+        Some(i) => (&s[..i], Some(s[i + 1..].strip_prefix(['+', '-']).unwrap_or(&s[i + 1..]))),
+        None => (s, None),
+    };
+    let digits = mantissa.bytes().filter(u8::is_ascii_digit).count();
+    digits > 0
+        && mantissa.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && mantissa.bytes().filter(|b| *b == b'.').count() <= 1
+        && exponent.is_none_or(|e| !e.is_empty() && e.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// One cell: `'` before a formula start (not before a plain number), quoted when it holds a quote, comma, CR
+/// or LF.
 fn csv_cell(out: &mut String, cell: &str) {
-    let guard = cell.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    let guard = cell.starts_with(['=', '+', '-', '@', '\t', '\r']) && !is_plain_number(cell);
     let quote = cell.contains(['"', ',', '\r', '\n']);
     if quote {
         out.push('"');
@@ -211,8 +236,15 @@ mod tests {
         assert_eq!(cell("two\nlines"), "\"two\nlines\"");
         assert_eq!(cell("cr\rlf"), "\"cr\rlf\"");
         assert_eq!(cell("=1+2"), "'=1+2");
-        assert_eq!(cell("+1"), "'+1");
-        assert_eq!(cell("-5"), "'-5");
+        // Plain numbers are left as they are: no spreadsheet runs them.
+        assert_eq!(cell("+1"), "+1");
+        assert_eq!(cell("-5"), "-5");
+        assert_eq!(cell("-3.25e-4"), "-3.25e-4");
+        assert_eq!(cell("-.5"), "-.5");
+        // Anything more is a formula to guard.
+        for f in ["-5+1", "-1e", "--5", "-", "+1.2.3", "-5)", "-2+cmd|' /C calc'!A0", "+e5"] {
+            assert_eq!(cell(f).trim_start_matches('"').chars().next(), Some('\''), "{f}");
+        }
         assert_eq!(cell("@SUM(A1)"), "'@SUM(A1)");
         assert_eq!(cell("\tx"), "'\tx");
         assert_eq!(cell("=HYPERLINK(\"http://x\",\"y\")"), "\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\"");
@@ -224,7 +256,7 @@ mod tests {
         let entries = [log("10:00:00", LogKind::Connection, "connected"), log("10:00:01", LogKind::Sent, "a, \"b\"")];
         assert_eq!(
             log_csv(entries.iter()),
-            "time,kind,text\r\n10:00:00,connection,connected\r\n10:00:01,sent,\"a, \"\"b\"\"\"\r\n"
+            "\u{feff}time,kind,text\r\n10:00:00,connection,connected\r\n10:00:01,sent,\"a, \"\"b\"\"\"\r\n"
         );
         assert_eq!(
             log_json(entries.iter()),
@@ -232,7 +264,7 @@ mod tests {
              {\"time\":\"10:00:01\",\"kind\":\"sent\",\"text\":\"a, \\\"b\\\"\"}\n]\n"
         );
         assert_eq!(log_json([].iter()), "[]\n");
-        assert_eq!(log_csv([].iter()), "time,kind,text\r\n");
+        assert_eq!(log_csv([].iter()), "\u{feff}time,kind,text\r\n");
     }
 
     #[test]
@@ -246,15 +278,17 @@ mod tests {
                 &[("p3", Some("x,y")), ("p1", Some(""))],
             ),
             msg("10:00:02", "line1\nline2", &[], &[]),
+            InboxItem { body_kind: "hex", ..msg("10:00:03", "00 01 ff", &[], &[("n", Some("-5"))]) },
         ];
         assert_eq!(
             inbox_csv(items.iter()),
-            "time,body,$.mid,$.ct,p1,p2,p3\r\n\
-             10:00:00,\"{\"\"t\"\":1}\",m1,,a,,\r\n\
-             10:00:01,'=cmd,m2,text/plain,,,\"x,y\"\r\n\
-             10:00:02,\"line1\nline2\",,,,,\r\n"
+            "\u{feff}time,body,body kind,$.mid,$.ct,p1,p2,p3,n\r\n\
+             10:00:00,\"{\"\"t\"\":1}\",text,m1,,a,,,\r\n\
+             10:00:01,'=cmd,text,m2,text/plain,,,\"x,y\",\r\n\
+             10:00:02,\"line1\nline2\",text,,,,,,\r\n\
+             10:00:03,00 01 ff,hex,,,,,,-5\r\n"
         );
-        assert_eq!(inbox_csv([].iter()), "time,body\r\n");
+        assert_eq!(inbox_csv([].iter()), "\u{feff}time,body,body kind\r\n");
     }
 
     #[test]
@@ -262,7 +296,7 @@ mod tests {
         let items = [msg("10:00:00", "hi", &[("$.mid", "m1")], &[("n", None), ("e", Some("")), ("v", Some("\"q\""))])];
         assert_eq!(
             inbox_json(items.iter()),
-            "[\n{\"time\":\"10:00:00\",\"body\":\"hi\",\"systemProperties\":{\"$.mid\":\"m1\"},\
+            "[\n{\"time\":\"10:00:00\",\"body\":\"hi\",\"bodyKind\":\"text\",\"systemProperties\":{\"$.mid\":\"m1\"},\
              \"applicationProperties\":{\"n\":null,\"e\":\"\",\"v\":\"\\\"q\\\"\"}}\n]\n"
         );
     }
@@ -283,7 +317,7 @@ mod tests {
         let csv = inbox_csv(items.iter());
         assert!(started.elapsed() < std::time::Duration::from_secs(2), "{:?}", started.elapsed());
         let header = csv.split("\r\n").next().unwrap();
-        assert_eq!(header.split(',').count(), 2 + MAX_CSV_COLUMNS + 1);
+        assert_eq!(header.split(',').count(), 3 + MAX_CSV_COLUMNS + 1);
         assert!(header.ends_with(",other properties"));
         assert!(csv.len() < 8 * 1024 * 1024, "{} bytes", csv.len());
         let last = csv.split("\r\n").nth(200).unwrap();

@@ -840,16 +840,14 @@ pub fn check_registration_id(id: &str) -> Result<(), String> {
     }
 }
 
-/// IoT Hub's device and module id alphabet: up to 128 ASCII letters, digits and `-.+%_#*?!(),:=@$'`.
+/// IoT Hub's device and module id alphabet ([`hubsim_proto::topic::ID_SPECIALS`]): up to 128 ASCII letters, digits and `-.%_*?!(),:=@$'`.
 pub fn check_id(id: &str) -> Result<(), String> {
-    let ok = !id.is_empty()
-        && id.len() <= 128
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.+%_#*?!(),:=@$'".contains(&b));
-    if ok {
+    // The registry's own rule (hubsim-proto), so the page refuses exactly what the hub would.
+    if hubsim_proto::topic::is_valid_device_id(id) {
         Ok(())
     } else {
         Err(format!(
-            "\"{}\" is not a valid id (up to 128 letters, digits and - . + % _ # * ? ! ( ) , : = @ $ ')",
+            "\"{}\" is not a valid id (up to 128 ASCII letters, digits and - . % _ * ? ! ( ) , : = @ $ ')",
             clip(id)
         ))
     }

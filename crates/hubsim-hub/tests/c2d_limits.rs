@@ -16,7 +16,7 @@ async fn null_and_empty_properties_stay_different_end_to_end() {
     d.subscribe(&[TopicFilter::C2d]).await;
     // Through the HTTP API, as a backend sends it.
     let owner = emu.token("iothubowner");
-    let body = json!({"body": "x", "properties": {"p1": null, "p2": "", "p3": "a b"}}).to_string();
+    let body = json!({"body": "x", "properties": {"p1": null, "p2": "", "p3": "a&b"}}).to_string();
     let h = [("host", "localhost"), ("authorization", owner.as_str()), ("content-type", "application/json")];
     let a = http_raw(emu.r().http_addr, "POST", "/devices/d1/messages/devicebound", &h, &body).await;
     assert_eq!(a.status, 201, "{}", a.body);
@@ -24,15 +24,15 @@ async fn null_and_empty_properties_stay_different_end_to_end() {
     let stored = emu.hub().store.c2d_queue("d1").await.unwrap();
     assert_eq!(
         stored[0].properties,
-        vec![("p1".to_owned(), None), ("p2".to_owned(), Some(String::new())), ("p3".to_owned(), Some("a b".into()))]
+        vec![("p1".to_owned(), None), ("p2".to_owned(), Some(String::new())), ("p3".to_owned(), Some("a&b".into()))]
     );
     // On the wire: `p1` without `=`, `p2=` empty (reference §5).
-    assert!(c2d_properties(&stored[0]).to_string().ends_with("p1&p2=&p3=a%20b"), "{}", c2d_properties(&stored[0]));
+    assert!(c2d_properties(&stored[0]).to_string().ends_with("p1&p2=&p3=a%26b"), "{}", c2d_properties(&stored[0]));
     // And in the device's event.
     let Event::C2d(m) = d.expect("C2D", |e| matches!(e, Event::C2d(_))).await else { unreachable!() };
     assert_eq!(m.properties.get("p1"), Some(None));
     assert_eq!(m.properties.get("p2"), Some(Some("")));
-    assert_eq!(m.properties.get("p3"), Some(Some("a b")));
+    assert_eq!(m.properties.get("p3"), Some(Some("a&b")));
 }
 
 #[tokio::test]

@@ -301,7 +301,7 @@ async fn c2d_is_delivered_with_every_property_and_completed_by_puback() {
     let sub = d.subscribe(&[TopicFilter::C2d]).await;
     assert_eq!(sub, Event::Subscribed { results: vec![(TopicFilter::C2d, Granted::Qos(QoS::AtLeastOnce))] });
     let mut props = serde_json::Map::new();
-    props.insert("color".into(), json!("deep blue"));
+    props.insert("color".into(), json!("deep&blue"));
     props.insert("flag".into(), json!(null));
     let req = SendC2d {
         body: Some("{\"cmd\":\"on\"}".into()),
@@ -324,7 +324,7 @@ async fn c2d_is_delivered_with_every_property_and_completed_by_puback() {
     assert_eq!(p.system(&SystemProperty::To), Some("/devices/d1/messages/devicebound"));
     assert_eq!(p.system(&SystemProperty::Ack), Some("full"));
     assert!(p.system(&SystemProperty::ExpiryTime).is_some_and(|e| e.ends_with('Z') && e.len() == 28));
-    assert_eq!(p.get("color"), Some(Some("deep blue")));
+    assert_eq!(p.get("color"), Some(Some("deep&blue")));
     assert_eq!(p.get("flag"), Some(None));
     d.flush().await;
     // The PUBACK (sent automatically) completes it. The hub handles a connection's packets in order and finishes
@@ -373,6 +373,11 @@ async fn c2d_messages_are_bounded_like_iot_hubs() {
         ("a non-ASCII name", prop("température", "1")),
         ("a non-ASCII value", prop("unit", "°C")),
         ("an empty name", prop("", "1")),
+        ("a space in a name", prop("zone name", "north")),
+        ("a space in a value", prop("zone", "north east")),
+        ("a '=' in a value", prop("f", "=2+3")),
+        ("a ',' in a value", prop("list", "a,b")),
+        ("a messageId with a space", SendC2d { message_id: Some("m 1".into()), ..c2d("x") }),
     ] {
         cases.push((name, req, 400004));
     }
@@ -384,7 +389,10 @@ async fn c2d_messages_are_bounded_like_iot_hubs() {
     }
     assert!(emu.hub().store.c2d_queue("d1").await.unwrap().is_empty());
     emu.hub().send_c2d("d1", SendC2d { ttl_seconds: Some(172_800), ..c2d("two days") }).await.unwrap();
-    emu.hub().send_c2d("d1", prop("mid-of-app", "plain ASCII: 1/2 & 3=4")).await.unwrap();
+    // Every character IoT Hub allows in names and values passes, and a messageId's own set.
+    emu.hub().send_c2d("d1", prop("a-Z_0.9!#$%&'*+^`|~", "a-Z_0.9!#$%&'*+^`|~")).await.unwrap();
+    let id = SendC2d { message_id: Some("m-:.+%_#*?!(),=@;$'1".into()), ..c2d("x") };
+    emu.hub().send_c2d("d1", id).await.unwrap();
 }
 
 #[tokio::test]

@@ -45,6 +45,12 @@ pub enum ConnectionStringError {
     MissingHostName,
     #[error("DeviceId is missing (this is a device connection string, expected DeviceId=<id>)")]
     MissingDeviceId,
+    #[error("this is a shared access policy's connection string (SharedAccessKeyName, for the service side); a device needs its own: HostName=…;DeviceId=…;SharedAccessKey=…")]
+    PolicyString,
+    #[error(
+        "{field}: '{value}' contains '{ch}'; IoT Hub ids are ASCII letters, digits and - . % _ * ? ! ( ) , : = @ $ '"
+    )]
+    BadIdCharacter { field: &'static str, value: String, ch: char },
     #[error("{0} is given twice")]
     Duplicate(String),
     #[error("unknown key '{0}' (known: HostName, DeviceId, ModuleId, SharedAccessKey, SharedAccessKeyName, SharedAccessSignature, GatewayHostName, x509)")]
@@ -163,17 +169,19 @@ impl ConnectionString {
         if s.trim().is_empty() {
             return Err(E::Empty);
         }
-        let values: [Option<String>; 8] = pairs(s, &KEYS)?;
+        let values: [Option<String>; 8] = pairs(unquote(s), &KEYS)?;
         let [host, device, module, key, key_name, sig, gateway, x509] = values;
         let Some(host_name) = host else { return Err(E::MissingHostName) };
         check_chars("HostName", &host_name, "/ ?#")?;
-        let Some(device_id) = device else { return Err(E::MissingDeviceId) };
-        check_chars("DeviceId", &device_id, "/ ?#+")?;
-        check_len("DeviceId", &device_id)?;
+        let Some(device_id) = device else {
+            return Err(if key_name.is_some() { E::PolicyString } else { E::MissingDeviceId });
+        };
+        check_id("DeviceId", &device_id)?;
         if let Some(m) = &module {
-            check_chars("ModuleId", m, "/ ?#+")?;
-            check_len("ModuleId", m)?;
+            check_id("ModuleId", m)?;
         }
+        // A key wrapped over lines when copied: base64 has no line breaks, so they are dropped, not refused.
+        let key = key.map(|k| k.replace(['\r', '\n'], ""));
         if let Some(g) = &gateway {
             check_chars("GatewayHostName", g, "/ ?#")?;
         }
@@ -234,12 +242,28 @@ impl ConnectionString {
     }
 }
 
-/// A device or module id of at most 128 characters (IoT Hub's limit).
-fn check_len(field: &'static str, value: &str) -> Result<(), ConnectionStringError> {
+/// A device or module id: at most 128 characters (IoT Hub's limit) of those [`crate::topic::is_id_char`] allows.
+fn check_id(field: &'static str, value: &str) -> Result<(), ConnectionStringError> {
     match value.chars().count() {
-        len if len > 128 => Err(ConnectionStringError::TooLong { field, len }),
-        _ => Ok(()),
+        len if len > 128 => return Err(ConnectionStringError::TooLong { field, len }),
+        _ => {}
     }
+    match value.chars().find(|c| !crate::topic::is_id_char(*c)) {
+        Some(ch) => Err(ConnectionStringError::BadIdCharacter { field, value: value.to_owned(), ch }),
+        None => Ok(()),
+    }
+}
+
+/// The string without one pair of quotes around it, as a connection string copied out of JSON (`az … show`) or a
+/// shell line comes.
+fn unquote(s: &str) -> &str {
+    let t = s.trim();
+    for q in ['"', '\''] {
+        if let Some(inner) = t.strip_prefix(q).and_then(|t| t.strip_suffix(q)) {
+            return inner;
+        }
+    }
+    s
 }
 
 fn check_chars(field: &'static str, value: &str, forbidden: &str) -> Result<(), ConnectionStringError> {
@@ -335,7 +359,30 @@ mod tests {
         assert!(matches!(e, E::BadKey(KeyError::NotBase64(_))));
         assert!(e.to_string().starts_with("SharedAccessKey: the key is not valid base64"), "{e}");
         let e = ConnectionString::parse("HostName=h;DeviceId=a/b;SharedAccessKey=a2V5").unwrap_err();
-        assert_eq!(e.to_string(), "DeviceId: 'a/b' contains '/', which is not allowed");
+        assert_eq!(
+            e.to_string(),
+            "DeviceId: 'a/b' contains '/'; IoT Hub ids are ASCII letters, digits and - . % _ * ? ! ( ) , : = @ $ '"
+        );
+        // The same rule as the registry's, for every character it refuses.
+        for id in ["dév", "a+b", "a#b", "a b", "a\u{7}b", "a\"b"] {
+            let e = ConnectionString::parse(&format!("HostName=h;DeviceId=d;ModuleId={id};SharedAccessKey=a2V5"));
+            assert!(matches!(e, Err(E::BadIdCharacter { field: "ModuleId", .. })), "{id}: {e:?}");
+            assert!(!crate::topic::is_valid_device_id(id), "{id}");
+        }
+        assert!(ConnectionString::parse("HostName=h;DeviceId=-.%_*?!(),:=@$';SharedAccessKey=a2V5").is_ok());
+        // A policy's string is named as such.
+        let e = ConnectionString::parse("HostName=h;SharedAccessKeyName=iothubowner;SharedAccessKey=a2V5").unwrap_err();
+        assert_eq!(e, E::PolicyString);
+        // Copy artifacts: quotes around the string (JSON, a shell line) and a key wrapped over lines.
+        for pasted in [
+            "\"HostName=h;DeviceId=d;SharedAccessKey=a2V5\"",
+            " 'HostName=h;DeviceId=d;SharedAccessKey=a2V5'\n",
+            "HostName=h;DeviceId=d;SharedAccessKey=a2\r\nV5",
+        ] {
+            let cs = ConnectionString::parse(pasted).unwrap_or_else(|e| panic!("{pasted}: {e}"));
+            assert_eq!((cs.host_name.as_str(), cs.device_id.as_str()), ("h", "d"));
+            assert_eq!(cs.credential, Credential::Key(DeviceKey::from_base64("a2V5").unwrap()));
+        }
         // IoT Hub's 128 characters, for devices and modules.
         let id = "d".repeat(128);
         assert!(
@@ -369,7 +416,7 @@ mod tests {
     /// Arbitrary Unicode ids, minus what the format cannot carry (`;`, surrounding spaces) and the characters
     /// the parser refuses on purpose (`/ ?#+`, whitespace, control characters).
     fn id() -> impl Strategy<Value = String> {
-        "[^;/?#+\\s\\p{Cc}]{1,40}"
+        "[A-Za-z0-9\\-.%_*?!(),:=@$']{1,40}"
     }
 
     proptest! {

@@ -17,10 +17,20 @@ pub struct DeviceIdentity {
     pub module_id: Option<String>,
 }
 
-/// Whether `id` is a valid device or module id: 1–128 ASCII letters, digits and `-.%_*?!(),:=@$'` (IoT Hub's
-/// identity registry rule, "Device identity properties" in the identity-registry doc).
+/// The characters a device or module id may use besides ASCII letters and digits (IoT Hub's identity registry
+/// rule, "Device identity properties" in the identity-registry doc). Newer IoT Hub pages also list `+`, `#` and
+/// `;`; hubsim leaves them out: `+` and `#` cannot appear in an MQTT topic name (MQTT-3.3.2-2), where the id
+/// goes, and `;` would end the id in a connection string.
+pub const ID_SPECIALS: &str = "-.%_*?!(),:=@$'";
+
+/// Whether `id` is a valid device or module id: 1–128 ASCII letters, digits and [`ID_SPECIALS`].
 pub fn is_valid_device_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_alphanumeric() || "-.%_*?!(),:=@$'".contains(c))
+    !id.is_empty() && id.len() <= 128 && id.chars().all(is_id_char)
+}
+
+/// Whether `c` may appear in a device or module id (see [`ID_SPECIALS`]).
+pub fn is_id_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || ID_SPECIALS.contains(c)
 }
 
 impl DeviceIdentity {

@@ -11,6 +11,9 @@ test.use({ bypassCSP: true });
 
 /** An RFC 4180 parser (quoted fields with doubled quotes, CRLF records), enough to read the exports back. */
 function parseCsv(text) {
+  // A UTF-8 byte order mark first: what Excel needs to read the file as UTF-8.
+  expect(text.charCodeAt(0), 'the CSV starts with a byte order mark').toBe(0xfeff);
+  text = text.slice(1);
   const rows = [];
   let row = [], cell = '', quoted = false;
   for (let i = 0; i < text.length; i++) {
@@ -133,8 +136,8 @@ test('C2D and desired numbers are charted, and the inbox exports as CSV (a row p
   await subscribed(page);
   const sent = [
     { body: '{"level": 1}', messageId: 'm1', properties: { a: '1' } },
-    { body: '{"level": 2.5}', messageId: 'm2', properties: { b: 'x,y "q"' } },
-    { body: '{"level": -3}', messageId: 'm3', properties: { a: '=2+3', c: null } },
+    { body: '{"level": 2.5, "note": "x,y"}', messageId: 'm2', properties: { b: '-2.5' } },
+    { body: '{"level": -3}', messageId: 'm3', properties: { a: '+cmd|x', c: null } },
   ];
   for (const m of sent) await api('POST', `/devices/${dev.id}/messages/devicebound`, m);
   const inbox = page.getByRole('region', { name: 'Cloud-to-device messages' });
@@ -162,7 +165,7 @@ test('C2D and desired numbers are charted, and the inbox exports as CSV (a row p
   const csv = await download(page, 'Export messages as CSV');
   expect(csv.name).toBe('hubsim-c2d.csv');
   const [header, ...rows] = parseCsv(csv.text);
-  expect(header.slice(0, 2)).toEqual(['time', 'body']);
+  expect(header.slice(0, 3)).toEqual(['time', 'body', 'body kind']);
   for (const name of ['$.mid', '$.to', 'a', 'b', 'c']) expect(header).toContain(name);
   expect(rows).toHaveLength(3);
   const col = (name) => rows.map((r) => r[header.indexOf(name)]);
@@ -170,8 +173,10 @@ test('C2D and desired numbers are charted, and the inbox exports as CSV (a row p
   expect(col('$.to')).toEqual(Array(3).fill(`/devices/${dev.id}/messages/devicebound`));
   // The bodies as received (the inbox shows them pretty-printed).
   expect(col('body')).toEqual(sent.map((m) => m.body));
-  expect(col('a')).toEqual(['1', '', "'=2+3"]);
-  expect(col('b')).toEqual(['', 'x,y "q"', '']);
+  expect(col('body kind')).toEqual(['json', 'json', 'json']);
+  // A formula is guarded; a plain negative number is left as it is.
+  expect(col('a')).toEqual(['1', '', "'+cmd|x"]);
+  expect(col('b')).toEqual(['', '-2.5', '']);
   expect(col('c')).toEqual(['', '', '']);
   for (const r of rows) {
     expect(r).toHaveLength(header.length);
@@ -179,7 +184,7 @@ test('C2D and desired numbers are charted, and the inbox exports as CSV (a row p
   }
 
   const json = await download(page, 'Export messages as JSON');
-  expect(JSON.parse(json.text).map((m) => m.applicationProperties)).toEqual([{ a: '1' }, { b: 'x,y "q"' }, { a: '=2+3', c: null }]);
+  expect(JSON.parse(json.text).map((m) => m.applicationProperties)).toEqual([{ a: '1' }, { b: '-2.5' }, { a: '+cmd|x', c: null }]);
 
   const log = await download(page, 'Export log as JSON');
   expect(log.name).toBe('hubsim-activity.json');
@@ -191,7 +196,7 @@ test('C2D and desired numbers are charted, and the inbox exports as CSV (a row p
   expect(await shown.getAttribute('datetime')).toMatch(STAMP);
   const received = entries.filter((e) => e.kind === 'received' && e.text.startsWith('cloud-to-device message: '));
   expect(received).toHaveLength(3);
-  expect(received[2].text).toContain('(properties: a="=2+3", c=null)');
+  expect(received[2].text).toContain('(properties: a="+cmd|x", c=null)');
   expect(entries.map((e) => e.kind)).toContain('connection');
 
   const logCsv = await download(page, 'Export log as CSV');

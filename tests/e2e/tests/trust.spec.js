@@ -83,20 +83,20 @@ test('a null C2D property is shown and logged apart from an empty one', async ({
   await connect(page, dev.cs);
   await subscribed(page);
   await api('POST', `/devices/${dev.id}/messages/devicebound`, {
-    body: 'props', properties: { p1: null, p2: '', p3: 'a b' },
+    body: 'props', properties: { p1: null, p2: '', p3: 'a&b' },
   });
   const inbox = page.getByRole('region', { name: 'Cloud-to-device messages' });
   const items = inbox.locator('.kv li:not(.sys)');
-  await expect(items).toHaveText(['p1: null (no value)', 'p2: ""', 'p3: a b']);
+  await expect(items).toHaveText(['p1: null (no value)', 'p2: ""', 'p3: a&b']);
   await expect(items.nth(0).locator('em.null')).toHaveText('null');
-  await expect(page.getByLabel('Activity log')).toContainText('(properties: p1=null, p2="", p3="a b")');
+  await expect(page.getByLabel('Activity log')).toContainText('(properties: p1=null, p2="", p3="a&b")');
   // The JSON export keeps the difference too.
   const [download] = await Promise.all([
     page.waitForEvent('download'),
     page.getByRole('button', { name: 'Export messages as JSON' }).click(),
   ]);
   const exported = JSON.parse(require('fs').readFileSync(await download.path(), 'utf8'));
-  expect(exported[0].applicationProperties).toEqual({ p1: null, p2: '', p3: 'a b' });
+  expect(exported[0].applicationProperties).toEqual({ p1: null, p2: '', p3: 'a&b' });
   await shot(page, 'c2d-null-property');
 });
 

@@ -32,23 +32,38 @@ pub struct SendC2d {
     pub properties: Map<String, Value>,
 }
 
-/// Why an application property of a C2D message is refused, if it is. IoT Hub's property names and values are
-/// US-ASCII (IoT Hub message format doc, reference §7), and names that read as system properties on the
-/// device's topic (`$.…`) or as the hub's own (`iothub-…`, e.g. `iothub-ack`) would let the sender pose as the
-/// hub: the device could not tell them apart.
-fn app_property_problem(name: &str, value: &Value) -> Option<&'static str> {
+/// The characters IoT Hub allows in a C2D message's property names and values besides ASCII letters and digits
+/// ("Create and read IoT Hub messages": "when you … send cloud-to-device messages, property names and values
+/// can only contain ASCII alphanumeric characters, plus ! # $ % & ' * + - . ^ _ ` | ~").
+pub const C2D_PROPERTY_SPECIALS: &str = "!#$%&'*+-.^_`|~";
+
+/// The first character of `s` IoT Hub refuses in a C2D property name or value, if any.
+fn refused_char(s: &str) -> Option<char> {
+    s.chars().find(|c| !c.is_ascii_alphanumeric() && !C2D_PROPERTY_SPECIALS.contains(*c))
+}
+
+/// Why an application property of a C2D message is refused, if it is: a character IoT Hub does not allow
+/// ([`C2D_PROPERTY_SPECIALS`]), or a name that would read as a system property on the device's topic (`$.…`)
+/// or as the hub's own (`iothub-…`, e.g. `iothub-ack`): the device could not tell them apart.
+fn app_property_problem(name: &str, value: &Value) -> Option<String> {
+    const ALLOWED: &str =
+        "IoT Hub's C2D property names and values are ASCII letters, digits and ! # $ % & ' * + - . ^ _ ` | ~";
     let lower = name.to_ascii_lowercase();
-    if name.is_empty() || name.chars().any(|c| c.is_control()) {
-        Some("has an empty name or control characters in it")
-    } else if !name.is_ascii() {
-        Some("has a name that is not ASCII (IoT Hub's property names are US-ASCII)")
-    } else if lower.starts_with("$.") || lower.starts_with("%24.") || lower.starts_with("iothub-") {
-        Some("has a reserved name ('$.' names are system properties, 'iothub-' names the hub's own)")
-    } else if value.as_str().is_some_and(|v| !v.is_ascii() || v.chars().any(|c| c.is_control())) {
-        Some("has a value that is not printable ASCII (IoT Hub's property values are US-ASCII)")
-    } else {
-        None
+    if name.is_empty() {
+        return Some("has an empty name".into());
     }
+    if let Some(c) = refused_char(name) {
+        return Some(format!("has {c:?} in its name; {ALLOWED}"));
+    }
+    if lower.starts_with("$.") || lower.starts_with("%24.") || lower.starts_with("iothub-") {
+        return Some("has a reserved name ('$.' names are system properties, 'iothub-' names the hub's own)".into());
+    }
+    let text = match value {
+        Value::Null => return None,
+        Value::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
+        other => std::borrow::Cow::Owned(other.to_string()),
+    };
+    refused_char(&text).map(|c| format!("has {c:?} in its value; {ALLOWED}"))
 }
 
 impl Hub {
@@ -181,6 +196,18 @@ impl Hub {
             if let Some(why) = app_property_problem(k, v) {
                 return Err(ServiceError::new(400, 400004, format!("property '{}' {why}", super::truncate(k, 64))));
             }
+        }
+        // MessageId: "ASCII 7-bit alphanumeric characters + - : . + % _ # * ? ! ( ) , = @ ; $ '" (same doc).
+        if let Some(c) = req
+            .message_id
+            .as_deref()
+            .and_then(|m| m.chars().find(|c| !c.is_ascii_alphanumeric() && !"-:.+%_#*?!(),=@;$'".contains(*c)))
+        {
+            return Err(ServiceError::new(
+                400,
+                400004,
+                format!("messageId has {c:?}; IoT Hub's message ids are ASCII letters, digits and - : . + % _ # * ? ! ( ) , = @ ; $ '"),
+            ));
         }
         let ack = req.ack.clone().unwrap_or_else(|| "none".into()).to_ascii_lowercase();
         if !["none", "positive", "negative", "full"].contains(&ack.as_str()) {
