@@ -27,6 +27,12 @@ use crate::util;
 
 mod pnp;
 
+/// A connection the hub closes sooner than this after accepting it (ms) counts as a flap.
+const FLAP_MS: f64 = 10_000.0;
+/// Flaps in a row after which the page stops reconnecting and says why (two clients as one device take turns
+/// closing each other's connection for ever otherwise).
+const MAX_FLAPS: u32 = 3;
+
 #[derive(Default)]
 struct Inner {
     driver: Option<Driver>,
@@ -44,6 +50,10 @@ struct Inner {
     /// panel shows the hub's document and version (the hub answers a patch with its version only).
     user_patches: u32,
     attempt: u32,
+    /// When the current connection was accepted (`Date.now()` ms), and how many connections in a row the hub
+    /// closed within [`FLAP_MS`] of accepting them (see [`Controller::lost`]).
+    connected_at: Option<f64>,
+    flaps: u32,
     reconnect: Option<Timeout>,
     renew: Option<Timeout>,
     repeat: Option<Interval>,
@@ -214,7 +224,7 @@ impl Controller {
             let mut i = self.inner.borrow_mut();
             i.plan = Some(plan);
             i.user_disconnected = false;
-            i.attempt = 0;
+            (i.attempt, i.flaps) = (0, 0);
             i.reconnect = None;
         }
         // Connecting again while connected: close the old connection quietly first.
@@ -434,7 +444,9 @@ impl Controller {
         };
         match ev {
             Event::Connected { session_present } => {
-                self.inner.borrow_mut().attempt = 0;
+                // The backoff is reset once the connection has lasted (see `lost`), not here: a hub that closes
+                // every connection right after accepting it must not be retried every second.
+                self.inner.borrow_mut().connected_at = Some(js_sys::Date::now());
                 self.status(ConnStatus::Connected { since: util::clock_time(), session_present });
                 if let Some(d) = self.driver() {
                     let filters =
@@ -547,6 +559,28 @@ impl Controller {
                 };
                 if user || renewing || reason == LostReason::Disconnected {
                     return;
+                }
+                // A connection the hub closed soon after accepting it is a flap; one that lasted starts afresh.
+                let flaps = {
+                    let mut i = self.inner.borrow_mut();
+                    match i.connected_at.take() {
+                        Some(at) if js_sys::Date::now() - at < FLAP_MS => i.flaps += 1,
+                        Some(_) => (i.flaps, i.attempt) = (0, 0),
+                        None => {}
+                    }
+                    i.flaps
+                };
+                if flaps >= MAX_FLAPS && likely_cause.is_none() {
+                    let reason = [
+                        &reason.to_string(),
+                        " — the hub accepted the connection and closed it within seconds, ",
+                        &MAX_FLAPS.to_string(),
+                        " times in a row; not reconnecting",
+                    ]
+                    .concat();
+                    let hint = "IoT Hub allows one connection per device and closes the older one when another client connects as the same device: is this device connected somewhere else (another tab, an SDK, hubsim simulate)? Connect again once it is not.";
+                    self.stop_clocks();
+                    return self.status(ConnStatus::Disconnected { reason: Some(reason), hint: Some(hint.into()) });
                 }
                 self.lost(reason.to_string(), likely_cause, reason.is_retryable());
             }

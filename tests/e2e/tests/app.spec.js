@@ -36,6 +36,29 @@ test('a missing value is said once Connect is pressed, a wrong one as soon as it
   for (const a of await page.getByRole('alert').all()) await expect(a).not.toHaveText('');
 });
 
+test('two clients as one device: the page stops taking turns with the other after a few and says why', async ({ page, browser }) => {
+  test.setTimeout(90_000);
+  const dev = await newDevice('e2e-twice');
+  await connect(page, dev.cs);
+  // Another client connects as the same device (another browser profile): IoT Hub closes the older connection.
+  const otherContext = await browser.newContext({ baseURL: test.info().project.use.baseURL });
+  const other = await otherContext.newPage();
+  await connect(other, dev.cs);
+  // Each reconnect closes the other's connection; after three such turns in a row one of them gives up and says why.
+  const gaveUp = (p) => p.getByRole('alert').filter({ hasText: 'IoT Hub allows one connection per device' });
+  await expect.poll(async () => (await gaveUp(page).count()) + (await gaveUp(other).count()), { timeout: 60_000 }).toBe(1);
+  const [quitter, stayer] = (await gaveUp(page).count()) ? [page, other] : [other, page];
+  await expect(quitter.getByRole('status')).toContainText('3 times in a row; not reconnecting');
+  await expect(stayer.getByRole('status')).toContainText('Connected');
+  // …and the one that stayed keeps its connection: the hub logs no replacement after the give-up.
+  const replaced = async () => (await api('GET', `/connections?device=${dev.id}&limit=1000`)).filter((r) => r.reason === 'replaced-by-new-connection').length;
+  const before = await replaced();
+  await stayer.getByRole('button', { name: 'Send', exact: true }).click();
+  await expect(stayer.locator('.counters')).toContainText('acknowledged 1');
+  expect(await replaced()).toBe(before);
+  await otherContext.close();
+});
+
 test('connects and sends telemetry with application properties and content type', async ({ page }) => {
   const dev = await newDevice('e2e-telemetry');
   await connect(page, dev.cs);
