@@ -33,6 +33,20 @@ async fn every_service_call_needs_a_policy_token_with_the_right_permission() {
     let service = emu.token("service");
     assert_eq!(get(&emu, "/devices", &[("authorization", &service)]).await.status, 401);
     assert_eq!(get(&emu, "/twins/victim", &[("authorization", &service)]).await.status, 200);
+    // …nor write it through an identity named like a ServiceConnect route (`…/close`, `…/commands`).
+    for (method, path) in [
+        ("PUT", "/devices/close"),
+        ("GET", "/devices/close"),
+        ("PUT", "/devices/commands"),
+        ("PUT", "/devices/victim/modules/close"),
+        ("DELETE", "/devices/victim/modules/commands"),
+    ] {
+        let h = [("host", "localhost"), ("authorization", service.as_str()), ("content-type", "application/json")];
+        let a = http_raw(emu.r().http_addr, method, path, &h, "{}").await;
+        assert_eq!(a.status, 401, "{method} {path}: {}", a.body);
+        assert!(!a.body.contains("primaryKey"), "{method} {path}: {}", a.body);
+    }
+    assert!(emu.hub().get_device("close").await.is_err(), "nothing was created");
     // An expired token and a token for another hub are refused.
     let cs = emu.owner();
     let expired = cs.token(now_unix() - 3600).to_string();

@@ -42,31 +42,35 @@ pub struct Gate {
 
 /// The permission a route needs; `None` for public routes (health, facts for the web app, the public CA
 /// certificate, the MQTT WebSocket endpoint whose devices authenticate in CONNECT, and the web app's files).
+///
+/// Matched segment by segment, as the router matches, with the method: an identity may be named `close`,
+/// `commands` or `query` (a path that merely ends so is not the route that needs less).
 pub fn required(method: &Method, path: &str) -> Option<Permission> {
-    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    use Permission::*;
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let read = matches!(*method, Method::GET | Method::HEAD);
-    match first {
-        "devices-bulk" => Some(Permission::RegistryWrite),
-        "devices" if path.contains("/messages/devicebound") => Some(Permission::ServiceConnect),
-        "devices" if path.ends_with("/close") => Some(Permission::ServiceConnect),
-        // IoT Hub: purging a C2D queue is ServiceConnect; a query only reads (RegistryRead).
-        "devices" if path.trim_end_matches('/').ends_with("/commands") => Some(Permission::ServiceConnect),
-        "devices" if *method == Method::POST && path.trim_end_matches('/') == "/devices/query" => {
-            Some(Permission::RegistryRead)
-        }
-        "devices" if read => Some(Permission::RegistryRead),
-        "devices" => Some(Permission::RegistryWrite),
-        "statistics" if path.trim_end_matches('/').ends_with("/service") => Some(Permission::ServiceConnect),
-        "statistics" => Some(Permission::RegistryRead),
-        "twins" | "events" | "connections" | "feedback" => Some(Permission::ServiceConnect),
+    let (post, delete) = (*method == Method::POST, *method == Method::DELETE);
+    Some(match segments.as_slice() {
+        ["devices-bulk", ..] => RegistryWrite,
+        // C2D: send, list. Closing a device's connection and purging its C2D queue are ServiceConnect in IoT Hub.
+        ["devices", _, "messages", "devicebound"] => ServiceConnect,
+        ["devices", _, "close"] if post => ServiceConnect,
+        ["devices", _, "commands"] if delete => ServiceConnect,
+        // A query only reads.
+        ["devices", "query"] if post => RegistryRead,
+        ["devices", ..] if read => RegistryRead,
+        ["devices", ..] => RegistryWrite,
+        ["statistics", "service"] => ServiceConnect,
+        ["statistics", ..] => RegistryRead,
+        ["twins" | "events" | "connections" | "feedback", ..] => ServiceConnect,
         // The local DPS's enrollments and registration states (DPS's own service API has its own policies;
         // here the registry permissions guard them). `POST …/query` only reads.
-        "enrollments" | "enrollmentGroups" | "registrations" if read || path.ends_with("/query") => {
-            Some(Permission::RegistryRead)
-        }
-        "enrollments" | "enrollmentGroups" | "registrations" => Some(Permission::RegistryWrite),
-        _ => None,
-    }
+        ["enrollments" | "enrollmentGroups" | "registrations", ..] if read => RegistryRead,
+        ["enrollments" | "enrollmentGroups", "query"] if post => RegistryRead,
+        ["registrations", _, "query"] if post => RegistryRead,
+        ["enrollments" | "enrollmentGroups" | "registrations", ..] => RegistryWrite,
+        _ => return None,
+    })
 }
 
 fn refuse(status: StatusCode, code: u32, message: String) -> Response {
@@ -258,6 +262,21 @@ mod tests {
         ];
         for (m, p, want) in cases {
             assert_eq!(required(&m, p), want, "{m} {p}");
+        }
+        // Identities named like the routes that need less are still registry writes and reads.
+        for (m, p, want) in [
+            (Method::PUT, "/devices/close", RegistryWrite),
+            (Method::GET, "/devices/close", RegistryRead),
+            (Method::DELETE, "/devices/close", RegistryWrite),
+            (Method::PUT, "/devices/commands", RegistryWrite),
+            (Method::PUT, "/devices/demo/modules/close", RegistryWrite),
+            (Method::DELETE, "/devices/demo/modules/commands", RegistryWrite),
+            (Method::PUT, "/devices/query", RegistryWrite),
+            (Method::DELETE, "/registrations/query", RegistryWrite),
+            (Method::PUT, "/enrollments/query", RegistryWrite),
+            (Method::POST, "/devices/x/close/close", RegistryWrite),
+        ] {
+            assert_eq!(required(&m, p), Some(want), "{m} {p}");
         }
     }
 
