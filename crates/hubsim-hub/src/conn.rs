@@ -290,11 +290,17 @@ pub async fn serve(
         }
         let timer = ctx.next_deadline(&session);
         let room = fl.acks.len() < MAX_PENDING_WRITES && fl.bytes < MAX_PENDING_BYTES && fl.owed == 0;
+        // Packets already received (one WebSocket message can hold thousands) are read a turn's worth at a time,
+        // under the same back-pressure as reads, before the transport is read again.
+        if room && session.wants_input() && session.input_pending() {
+            session.resume(hub.now());
+            continue;
+        }
         tokio::select! {
             // Back-pressure: not while too many writes are pending (the session's held PUBACKs, and the bytes of
             // all writes including QoS 0), nor while this connection owes the hub-wide budget: the device waits
             // in TCP's window.
-            r = transport.recv(), if room && session.wants_input() => match r {
+            r = transport.recv(), if room && session.wants_input() && !session.input_pending() => match r {
                 Ok(Some(b)) => session.handle_input(hub.now(), &b),
                 Ok(None) => session.handle_transport_closed("the device closed the connection"),
                 Err(e) => session.handle_transport_closed(e),

@@ -52,6 +52,12 @@ impl Default for HubConfig {
     }
 }
 
+/// Packets read from the buffer per turn ([`HubSession::handle_input`], [`HubSession::resume`]); the rest
+/// wait in it. One transport read can hold thousands of packets (a WebSocket message is up to 1 MiB: 32 767
+/// empty QoS 0 PUBLISHes, or as many twin GETs), and the work each asks of the task — a write to store, an
+/// answer to send — must be bounded per turn, as the task's back-pressure bounds it per read.
+pub const MAX_PACKETS_PER_TURN: usize = 64;
+
 /// A telemetry message as the hub receives it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReceivedTelemetry {
@@ -273,11 +279,23 @@ impl HubSession {
         self.process(now);
     }
 
-    /// Reads packets while the state reads them. The first frame must be a CONNECT ([MQTT-3.1.0-1]); its header
-    /// is inspected raw before mqttbytes decodes it, and a CONNECT frame on an accepted connection is refused
-    /// before decoding too ([MQTT-3.1.0-2]), so what mqttbytes would refuse still gets the spec's answer.
+    /// Whether whole packets (or a frame error) wait in the session's buffer: the task calls [`Self::resume`]
+    /// for them (when it has room for their work) before it reads the transport again.
+    pub fn input_pending(&self) -> bool {
+        !matches!(self.state, State::Closed | State::Authenticating { .. }) && !matches!(self.framer.peek(), Ok(None))
+    }
+
+    /// Reads the next packets waiting in the buffer (at most [`MAX_PACKETS_PER_TURN`]).
+    pub fn resume(&mut self, now: Instant) {
+        self.process(now);
+    }
+
+    /// Reads packets while the state reads them, at most [`MAX_PACKETS_PER_TURN`]. The first frame must be a
+    /// CONNECT ([MQTT-3.1.0-1]); its header is inspected raw before mqttbytes decodes it, and a CONNECT frame on
+    /// an accepted connection is refused before decoding too ([MQTT-3.1.0-2]), so what mqttbytes would refuse
+    /// still gets the spec's answer.
     fn process(&mut self, now: Instant) {
-        loop {
+        for _ in 0..MAX_PACKETS_PER_TURN {
             // `None` while awaiting CONNECT, the identity once connected.
             let identity = match &self.state {
                 State::AwaitingConnect { .. } => None,

@@ -61,6 +61,11 @@ impl Pair {
                 self.hub.handle_input(self.now, &b);
                 moved = true;
             }
+            // As the task does: what waits in the buffer is read a turn at a time.
+            if self.hub.input_pending() && self.hub.wants_input() {
+                self.hub.resume(self.now);
+                moved = true;
+            }
             while let Some(ev) = self.hub.poll_event() {
                 match &ev {
                     HubEvent::Authenticate(req) => {
@@ -477,6 +482,38 @@ fn a_module_is_not_subscribed_to_c2d_and_a_module_that_asks_for_it_is_closed() {
     p.hub.handle_input(p.now, &subscribe_bytes(&[("devices/dev1/messages/devicebound/#", QoS::AtLeastOnce)]));
     p.pump();
     assert!(matches!(p.closed(), Some(CloseReason::BadSubscription(_))), "{:?}", p.closed());
+}
+
+#[test]
+fn one_read_holding_thousands_of_packets_is_read_a_turn_at_a_time() {
+    let mut p = Pair::new(cfg());
+    p.connect();
+    p.hub_events.clear();
+    // One WebSocket message can carry 32 767 empty QoS 0 PUBLISHes: each asks the task for a write.
+    let mut burst = Vec::new();
+    for _ in 0..1000 {
+        burst.extend(publish_bytes("devices/dev1/messages/events/", QoS::AtMostOnce, vec![]));
+    }
+    p.hub.handle_input(p.now, &burst);
+    let telemetry = |hub: &mut HubSession| {
+        let mut n = 0;
+        while let Some(ev) = hub.poll_event() {
+            assert!(matches!(ev, HubEvent::Telemetry { ack: None, .. }), "{ev:?}");
+            n += 1;
+        }
+        n
+    };
+    assert_eq!(telemetry(&mut p.hub), MAX_PACKETS_PER_TURN);
+    assert!(p.hub.input_pending(), "the rest waits in the buffer");
+    let mut total = MAX_PACKETS_PER_TURN;
+    while p.hub.input_pending() {
+        p.hub.resume(p.now);
+        let n = telemetry(&mut p.hub);
+        assert!((1..=MAX_PACKETS_PER_TURN).contains(&n), "{n}");
+        total += n;
+    }
+    assert_eq!(total, 1000, "every packet is read in the end");
+    assert!(p.closed().is_none());
 }
 
 #[test]
