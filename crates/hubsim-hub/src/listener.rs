@@ -365,9 +365,16 @@ type TlsStream = Box<tokio_rustls::server::TlsStream<TcpStream>>;
 /// A place among the unauthenticated connections (see [`crate::pre_auth`]); `None` (logged) when none could
 /// be had in time.
 pub(crate) async fn pre_auth_place(hub: &Hub, remote: &SocketAddr) -> Option<Place> {
+    static BUDGET: LogBudget = LogBudget::new(HANDSHAKE_LOGS_PER_SECOND);
     let place = hub.pre_auth.take().await;
     if place.is_none() {
-        tracing::debug!(%remote, "closed: no place among the connections waiting to authenticate");
+        let why = "closed: no place among the connections waiting to authenticate freed within 10 s (too many \
+                   connections that do not authenticate: see --max-unauthenticated)";
+        match BUDGET.admit(crate::timefmt::unix_ms() / 1000) {
+            Some(0) => tracing::info!(%remote, "{why}"),
+            Some(n) => tracing::info!(%remote, "{why} ({n} more before this one not logged)"),
+            None => {}
+        }
     }
     place
 }
@@ -444,9 +451,16 @@ async fn accept_tls<F, Fut>(
         hub.tasks.spawn(async move {
             let _admission = admission;
             let place = match pre_auth {
-                true => match pre_auth_place(&h, &remote).await {
-                    Some(p) => Some(p),
-                    None => return,
+                // A place is taken once the client has sent something (its ClientHello): a socket opened and left
+                // silent holds no place, only itself, until the handshake deadline.
+                true => match tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.peek(&mut [0u8; 1])).await {
+                    Ok(Ok(0)) => return,
+                    Ok(Ok(_)) => match pre_auth_place(&h, &remote).await {
+                        Some(p) => Some(p),
+                        None => return,
+                    },
+                    Ok(Err(e)) => return handshake_failed(&remote, &e.to_string()),
+                    Err(_) => return handshake_failed(&remote, "nothing received before the handshake deadline"),
                 },
                 false => None,
             };

@@ -302,6 +302,28 @@ async fn a_connection_that_holds_its_place_without_authenticating_gives_it_to_a_
     assert!(!closed_within(&mut fill, Duration::from_millis(300)).await, "the younger place was taken");
 }
 
+#[tokio::test]
+async fn sockets_opened_and_left_silent_take_no_place() {
+    let emu = Emu::start_with(|c| {
+        c.limits.unauthenticated = 1;
+        c.limits.evict_unauthenticated_after = Duration::from_secs(60);
+    })
+    .await;
+    // Plain TCP connections that never send a byte (not even a TLS ClientHello).
+    let mut silent = Vec::new();
+    for _ in 0..5 {
+        silent.push(TcpStream::connect(emu.r().mqtt_addr).await.unwrap());
+    }
+    // The one place is still free: a device connects at once.
+    let key = emu.device("d1").await;
+    let mut d = TestDevice::new("d1", key.clone(), Via::Mqtt);
+    let event = tokio::time::timeout(Duration::from_secs(3), d.connect_with(&emu, token(&key, "d1", 600), None))
+        .await
+        .expect("a silent socket held the place");
+    assert!(matches!(event, hubsim_proto::device::Event::Connected { .. }), "{event:?}");
+    drop(silent);
+}
+
 /// The emulator's addresses, owned (for a task that outlives the borrow of the emulator).
 struct Addrs {
     mqtt: std::net::SocketAddr,
