@@ -396,8 +396,8 @@ pub(crate) fn evicted(remote: &dyn std::fmt::Display) {
 /// the next line, so a flood of handshakes cannot grow the log without bound.
 const HANDSHAKE_LOGS_PER_SECOND: u64 = 5;
 
-/// At most `per_second` log lines a second; what was left out is counted for the next line.
-struct LogBudget {
+/// At most `per_second` log lines (or records) a second; what was left out is counted for the next one.
+pub(crate) struct LogBudget {
     second: AtomicU64,
     in_second: AtomicU64,
     unlogged: AtomicU64,
@@ -405,12 +405,12 @@ struct LogBudget {
 }
 
 impl LogBudget {
-    const fn new(per_second: u64) -> Self {
+    pub(crate) const fn new(per_second: u64) -> Self {
         LogBudget { second: AtomicU64::new(0), in_second: AtomicU64::new(0), unlogged: AtomicU64::new(0), per_second }
     }
 
     /// `Some(lines left out before this one)` when a line may be logged at `now_s`, else `None` (counted).
-    fn admit(&self, now_s: u64) -> Option<u64> {
+    pub(crate) fn admit(&self, now_s: u64) -> Option<u64> {
         if self.second.swap(now_s, Ordering::Relaxed) != now_s {
             self.in_second.store(0, Ordering::Relaxed);
         }

@@ -1,9 +1,11 @@
 //! CONNECT validation and acknowledge-after-durable over real sockets (issue 8 C): the exact bytes a device
 //! sends, the exact bytes it gets back before the emulator closes the connection, and the logged reason.
 
+use hubsim_proto::device::Event;
 use hubsim_proto::mqttbytes::v4::{Connect, Login, Packet, Publish};
 use hubsim_proto::mqttbytes::QoS;
 use hubsim_testkit::*;
+use std::time::Duration;
 
 /// Everything received until the emulator closes the connection.
 async fn answer_to(emu: &Emu, bytes: &[u8], via: Via) -> Vec<u8> {
@@ -67,4 +69,44 @@ async fn a_reported_patch_is_acknowledged_after_it_is_stored() {
     // The PUBACK promises the write is durable: the store has it already.
     let twin = emu.hub().store.twin("d1").await.unwrap();
     assert_eq!(twin.reported["fw"], "2.0");
+}
+
+#[tokio::test]
+async fn refused_connects_cannot_flush_the_connection_log() {
+    let emu = Emu::start().await;
+    emu.device("d1").await;
+    let wrong = hubsim_proto::sas::DeviceKey::from_base64("d3Jvbmcga2V5IHdyb25nIGtleQ==").unwrap();
+    let stored_refusals = || async {
+        let log = emu.hub().store.connections(0, 1000, None).await.unwrap();
+        log.into_iter().filter(|r| r.operation == "connectRefused").collect::<Vec<_>>()
+    };
+    // A burst of CONNECTs with a wrong key: no credential needed, so only a few a second are stored.
+    let started = std::time::Instant::now();
+    for _ in 0..40 {
+        let mut d = TestDevice::new("d1", wrong.clone(), Via::Mqtt);
+        assert!(!matches!(d.connect_with(&emu, token(&wrong, "d1", 600), None).await, Event::Connected { .. }));
+    }
+    let seconds = started.elapsed().as_secs() + 1;
+    let stored = stored_refusals().await.len() as u64;
+    assert!(stored <= 10 * seconds && stored < 40, "{stored} of 40 refusals stored in {seconds} s");
+    // The next one stored (in a later second) says how many were left out.
+    let said = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let mut d = TestDevice::new("d1", wrong.clone(), Via::Mqtt);
+            d.connect_with(&emu, token(&wrong, "d1", 600), None).await;
+            if let Some(r) =
+                stored_refusals().await.iter().find(|r| r.description.contains("were shown live but not stored"))
+            {
+                return r.description.clone();
+            }
+        }
+    })
+    .await
+    .expect("no stored refusal counted the ones left out");
+    assert!(said.contains("more than 10 a second"), "{said}");
+    // A device that connects is always recorded.
+    let key = emu.device("d2").await;
+    let mut ok = TestDevice::new("d2", key.clone(), Via::Mqtt);
+    assert!(matches!(ok.connect_with(&emu, token(&key, "d2", 600), None).await, Event::Connected { .. }));
+    emu.wait_log(|r| r.operation == "deviceConnect" && r.device_id.as_deref() == Some("d2")).await;
 }

@@ -67,6 +67,9 @@ fn event_record(m: &ReceivedTelemetry, generation_id: &str, model_id: Option<&st
     enc.finish(&m.payload)
 }
 
+/// Refused CONNECTs stored in the connection log per second, at most (see [`Hub::log_connection`]).
+pub const STORED_REFUSALS_PER_SECOND: u64 = 10;
+
 impl Hub {
     /// Stores a telemetry message durably and publishes it on the event stream (the record for the stream is
     /// only built while somebody listens). Returns the event's sequence number.
@@ -95,9 +98,25 @@ impl Hub {
         Ok(seq)
     }
 
-    /// Appends to the connection log and its stream.
+    /// Appends to the connection log and its stream. Refused CONNECTs (a wrong key, an unknown device, a DPS
+    /// signature that does not verify) need no credential, so at most [`STORED_REFUSALS_PER_SECOND`] a second
+    /// are stored; the others are shown live only, and the next stored one counts them. Without this, anyone
+    /// could flush the whole connection log (100 000 records) in minutes.
     pub async fn log_connection(&self, rec: ConnectionRecord) {
+        static REFUSALS: crate::listener::LogBudget = crate::listener::LogBudget::new(STORED_REFUSALS_PER_SECOND);
         let mut rec = rec.bounded();
+        if matches!(rec.operation.as_str(), "connectRefused" | "dpsConnectRefused") {
+            match REFUSALS.admit(unix_ms() / 1000) {
+                None => return self.announce_connection(rec),
+                Some(0) => {}
+                Some(n) => {
+                    rec.description += &format!(
+                        " ({n} refused connections before this one were shown live but not stored: more than \
+                         {STORED_REFUSALS_PER_SECOND} a second)"
+                    )
+                }
+            }
+        }
         rec.time = iso8601(unix_ms());
         let stored = self
             .store
