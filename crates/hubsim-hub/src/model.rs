@@ -43,12 +43,12 @@ impl ConnectionRecord {
     /// The record with every peer-supplied field cut to [`PEER_TEXT_MAX`] bytes.
     pub fn bounded(mut self) -> Self {
         for s in [&mut self.operation, &mut self.transport, &mut self.remote, &mut self.reason, &mut self.description] {
-            if s.len() > PEER_TEXT_MAX {
+            if s.len() > PEER_TEXT_MAX || s.chars().any(char::is_control) {
                 *s = bounded(s);
             }
         }
         for s in [&mut self.device_id, &mut self.module_id].into_iter().flatten() {
-            if s.len() > PEER_TEXT_MAX {
+            if s.len() > PEER_TEXT_MAX || s.chars().any(char::is_control) {
                 *s = bounded(s);
             }
         }
@@ -350,5 +350,24 @@ mod tests {
             ..Twin::default()
         };
         assert_eq!(tw.mqtt_document(), json!({"desired": {"x": 1, "$version": 3}, "reported": {"$version": 7}}));
+    }
+}
+
+#[cfg(test)]
+mod peer_text_tests {
+    use super::*;
+
+    #[test]
+    fn peer_text_is_bounded_and_cannot_forge_a_log_line_or_drive_a_terminal() {
+        assert_eq!(bounded("plain"), "plain");
+        assert_eq!(bounded("a\r\n2026-01-01 INFO forged"), "a\\r\\n2026-01-01 INFO forged");
+        assert_eq!(bounded("\u{1b}]0;title\u{7}\u{0}"), "\\u{1b}]0;title\\u{7}\\u{0}");
+        let long = "é".repeat(200);
+        let cut = bounded(&long);
+        assert!(cut.starts_with(&"é".repeat(128)) && cut.ends_with("…(400 bytes)"), "{cut}");
+        let rec =
+            ConnectionRecord::new("dpsConnectRefused", Some("x\ny".into()), "mqtt", "r", 1, "k", "id 'a\rb'".into())
+                .bounded();
+        assert_eq!((rec.device_id.as_deref(), rec.description.as_str()), (Some("x\\ny"), "id 'a\\rb'"));
     }
 }

@@ -440,17 +440,26 @@ impl Hub {
     }
 }
 
-/// `s` cut to at most `max` bytes (on a character boundary) with the original length noted, for text a peer
-/// chose that goes into records, logs and error messages.
+/// `s` cut to at most `max` bytes (on a character boundary) with the original length noted, and its control
+/// characters escaped (`\r`, `\n`, `\u{1b}`), for text a peer chose that goes into records, logs, terminals and
+/// error messages: a CR or LF in it could otherwise forge a line of the log, an escape sequence drive a terminal.
 pub fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_owned();
-    }
-    let mut end = max;
+    let mut end = s.len().min(max);
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}…({} bytes)", &s[..end], s.len())
+    let mut out = String::with_capacity(end + 16);
+    for c in s[..end].chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    if end < s.len() {
+        out += &format!("…({} bytes)", s.len());
+    }
+    out
 }
 
 #[cfg(test)]
