@@ -277,6 +277,8 @@ pub struct Hub {
     pub telemetry_budget: Arc<tokio::sync::Semaphore>,
     /// Places of the connections that have not authenticated yet ([`crate::listener::Limits::unauthenticated`]).
     pub pre_auth: Arc<crate::pre_auth::Places>,
+    /// Refused CONNECTs stored this second ([`Hub::log_connection`]).
+    pub(crate) stored_refusals: crate::listener::LogBudget,
 }
 
 /// Most bytes of telemetry in flight (read, not yet durable) over all connections (16 MiB), counted as the
@@ -324,6 +326,7 @@ impl Hub {
             dps: Default::default(),
             telemetry_budget: Arc::new(tokio::sync::Semaphore::new(TELEMETRY_IN_FLIGHT_BYTES)),
             pre_auth,
+            stored_refusals: crate::listener::LogBudget::new(telemetry::STORED_REFUSALS_PER_SECOND),
         }
     }
 

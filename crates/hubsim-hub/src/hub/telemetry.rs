@@ -103,10 +103,9 @@ impl Hub {
     /// are stored; the others are shown live only, and the next stored one counts them. Without this, anyone
     /// could flush the whole connection log (100 000 records) in minutes.
     pub async fn log_connection(&self, rec: ConnectionRecord) {
-        static REFUSALS: crate::listener::LogBudget = crate::listener::LogBudget::new(STORED_REFUSALS_PER_SECOND);
         let mut rec = rec.bounded();
         if matches!(rec.operation.as_str(), "connectRefused" | "dpsConnectRefused") {
-            match REFUSALS.admit(unix_ms() / 1000) {
+            match self.stored_refusals.admit(unix_ms() / 1000) {
                 None => return self.announce_connection(rec),
                 Some(0) => {}
                 Some(n) => {
