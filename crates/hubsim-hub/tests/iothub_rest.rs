@@ -494,3 +494,27 @@ async fn bodies_the_framework_refuses_get_iot_hubs_json_error_too() {
     // Nothing was queued.
     assert!(emu.hub().store.c2d_queue("d1").await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn device_routes_do_not_take_a_module_s_registry_key() {
+    let emu = Emu::start().await;
+    emu.device("d1").await;
+    assert_eq!(call(&emu, "PUT", &format!("/devices/d1/modules/m1?{V}"), &[], json!({})).await.status, 200);
+    // `d1%2Fm1` is the module's registry key, not a device: every device route answers DeviceNotFound.
+    for (method, path, body) in [
+        ("POST", "/devices/d1%2Fm1/messages/devicebound", json!({"body": "x"})),
+        ("GET", "/devices/d1%2Fm1/messages/devicebound", Value::Null),
+        ("POST", "/devices/d1%2Fm1/disable", Value::Null),
+        ("POST", "/devices/d1%2Fm1/enable", Value::Null),
+        ("POST", "/devices/d1%2Fm1/close", Value::Null),
+        ("DELETE", "/devices/d1%2Fm1/commands", Value::Null),
+        ("GET", "/devices/d1%2Fm1", Value::Null),
+    ] {
+        let a = call(&emu, method, &format!("{path}?{V}"), &[], body).await;
+        assert_eq!((a.status, error_name(&a)), (404, "DeviceNotFound".to_owned()), "{method} {path}: {}", a.body);
+    }
+    assert!(emu.hub().store.c2d_queue("d1/m1").await.unwrap().is_empty(), "nothing queued for the module");
+    // The module is still there, untouched.
+    let m = call(&emu, "GET", &format!("/devices/d1/modules/m1?{V}"), &[], Value::Null).await;
+    assert_eq!((m.status, m.json()["moduleId"].as_str()), (200, Some("m1")), "{}", m.body);
+}

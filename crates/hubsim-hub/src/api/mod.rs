@@ -294,26 +294,35 @@ async fn bulk_devices(State(s): State<AppState>, Json(b): Json<Bulk>) -> ApiResu
     Ok(Json(list).into_response())
 }
 
-async fn get_device(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    if id.contains('/') {
-        // A module's registry key (`dev/mod`, sent as `dev%2Fmod`) is not a device.
-        return Err(ServiceError::device_not_found(&id));
+/// A route under `/devices/{id}` names a device: a module's registry key (`dev/mod`, sent as `dev%2Fmod`) is
+/// not one (a module has its own routes, and no C2D queue: IoT Hub sends C2D messages to devices only).
+pub(crate) fn device_only(id: &str) -> Result<(), ServiceError> {
+    match id.contains('/') {
+        true => Err(ServiceError::device_not_found(id)),
+        false => Ok(()),
     }
+}
+
+async fn get_device(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    device_only(&id)?;
     let d = s.hub.get_device(&id).await?;
     Ok(Json(device_json(&s.hub, &d).await).into_response())
 }
 
 async fn disable_device(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    device_only(&id)?;
     let d = s.hub.set_status(&id, false).await?;
     Ok(Json(device_json(&s.hub, &d).await).into_response())
 }
 
 async fn enable_device(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    device_only(&id)?;
     let d = s.hub.set_status(&id, true).await?;
     Ok(Json(device_json(&s.hub, &d).await).into_response())
 }
 
 async fn close_device(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    device_only(&id)?;
     s.hub.get_device(&id).await?;
     let closed = s.hub.close_connection(
         &id,
@@ -323,11 +332,13 @@ async fn close_device(State(s): State<AppState>, Path(id): Path<String>) -> ApiR
 }
 
 async fn send_c2d(State(s): State<AppState>, Path(id): Path<String>, Json(req): Json<SendC2d>) -> ApiResult {
+    device_only(&id)?;
     let m = s.hub.send_c2d(&id, req).await?;
     Ok((StatusCode::CREATED, Json(json!({ "messageId": m.message_id, "sequence": m.seq }))).into_response())
 }
 
 async fn list_c2d(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    device_only(&id)?;
     s.hub.get_device(&id).await?;
     Ok(Json(s.hub.store.c2d_queue(&id).await?).into_response())
 }

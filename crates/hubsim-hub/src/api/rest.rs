@@ -285,6 +285,7 @@ pub async fn bulk_registry(State(s): State<AppState>, body: Bytes) -> ApiResult 
 
 /// `DELETE /devices/{id}/commands`: purges the C2D queue.
 pub async fn purge_commands(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    super::device_only(&id)?;
     let n = s.hub.purge_c2d(&id).await?;
     Ok(Json(json!({ "totalMessagesPurged": n, "deviceId": id, "moduleId": null })).into_response())
 }
