@@ -140,6 +140,18 @@ async fn gate(g: &Gate, req: Request, next: Next) -> Response {
     if req.headers().get_all(header::HOST).iter().count() > 1 {
         return refuse(StatusCode::BAD_REQUEST, 400004, "the request has more than one Host header".into());
     }
+    // Origin and If-Match decide what is allowed: one of each at most, in ASCII, or the check could be skipped
+    // (a value the check cannot read was taken as absent) or depend on which one is read.
+    for name in [header::ORIGIN, header::IF_MATCH] {
+        let mut values = req.headers().get_all(&name).iter();
+        let (first, second) = (values.next(), values.next());
+        if second.is_some() {
+            return refuse(StatusCode::BAD_REQUEST, 400004, format!("the request has more than one {name} header"));
+        }
+        if first.is_some_and(|v| v.to_str().is_err()) {
+            return refuse(StatusCode::BAD_REQUEST, 400004, format!("the request's {name} header is not ASCII text"));
+        }
+    }
     if let Some(authority) = req.uri().authority() {
         if !g.host_allowed(authority.as_str()) {
             return refuse(

@@ -104,17 +104,19 @@ pub fn router(state: AppState, web_dir: Option<PathBuf>) -> Router {
     r.layer(cors(&state.access)).layer(axum::middleware::from_fn_with_state(gate, guard::check))
 }
 
-/// An error answer the framework wrote as plain text (a body over the size limit, a body that is not JSON or
-/// lacks its content type, a path parameter that does not parse, a method the route does not have) gets IoT
+/// An error answer the framework wrote as plain text or without a body (a body over the size limit, a body that
+/// is not JSON or lacks its content type, a path parameter that does not parse, a method the route does not
+/// have) gets IoT
 /// Hub's JSON error body like every other error of the API, keeping its status and headers (`Allow`): the
 /// service SDKs and the CLI read the reason from `Message`.
 async fn json_errors(res: Response) -> Response {
     let status = res.status();
+    // Plain text, or nothing at all (a 405 has an empty body and no content type).
     let plain = res
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|c| c.starts_with("text/plain"));
+        .is_none_or(|c| c.starts_with("text/plain"));
     if !plain || !(status.is_client_error() || status.is_server_error()) {
         return res;
     }
