@@ -324,6 +324,40 @@ async fn sockets_opened_and_left_silent_take_no_place() {
     drop(silent);
 }
 
+#[tokio::test]
+async fn live_streams_are_bounded_and_a_closed_one_gives_its_place_back() {
+    let emu = Emu::start().await;
+    let mut open = Vec::new();
+    for _ in 0..hubsim_hub::api::MAX_LIVE_STREAMS {
+        open.push(stuck_event_listener(&emu).await);
+    }
+    let owner = emu.token("iothubowner");
+    let h = [("host", "localhost"), ("authorization", owner.as_str())];
+    for path in ["/events/stream", "/connections/stream"] {
+        let a = http_raw(emu.r().http_addr, "GET", path, &h, "").await;
+        assert_eq!(a.status, 503, "{path}: {}", a.body);
+        assert!(a.body.contains("live streams are open"), "{}", a.body);
+    }
+    // The rest of the API is served meanwhile, and a stream that closes gives its place back.
+    assert_eq!(http_raw(emu.r().http_addr, "GET", "/devices", &h, "").await.status, 200);
+    drop(open.pop());
+    let back = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let owner = emu.token("iothubowner");
+            let mut s = TcpStream::connect(emu.r().http_addr).await.unwrap();
+            let req = format!("GET /connections/stream HTTP/1.1\r\nhost: localhost\r\nauthorization: {owner}\r\n\r\n");
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut head = [0u8; 12];
+            s.read_exact(&mut head).await.unwrap();
+            if &head == b"HTTP/1.1 200" {
+                return s;
+            }
+        }
+    })
+    .await;
+    assert!(back.is_ok(), "the closed stream's place did not come back");
+}
+
 /// The emulator's addresses, owned (for a task that outlives the borrow of the emulator).
 struct Addrs {
     mqtt: std::net::SocketAddr,

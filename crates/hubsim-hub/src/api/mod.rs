@@ -396,25 +396,51 @@ fn sse(stream: impl Stream<Item = Result<SseEvent, Infallible>> + Send + 'static
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(10)))
 }
 
-async fn events_stream(State(s): State<AppState>, Query(q): Query<PageQuery>) -> impl IntoResponse {
+/// Live streams (`/events/stream`, `/connections/stream`) open at a time, at most: each one that stops reading
+/// holds one serialized record (an event of up to 256 KB is about 600 KB as JSON), and each costs the
+/// serialization of every record.
+pub const MAX_LIVE_STREAMS: usize = 64;
+
+/// A place among the live streams, or IoT Hub's 503 when all are taken.
+fn live_stream_place(s: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, ServiceError> {
+    s.hub.live_streams.clone().try_acquire_owned().map_err(|_| {
+        ServiceError::new(
+            503,
+            503001,
+            format!("{MAX_LIVE_STREAMS} live streams are open, the most the emulator serves at once; close one"),
+        )
+    })
+}
+
+async fn events_stream(State(s): State<AppState>, Query(q): Query<PageQuery>) -> ApiResult {
     let device = q.device;
+    let place = live_stream_place(&s)?;
     // The hub's live feed is bounded in records and bytes (crate::hub::LIVE_EVENTS_MAX_BYTES).
     let records =
         futures_util::stream::unfold(s.hub.events.subscribe(), |mut l| async move { l.recv().await.map(|r| (r, l)) });
-    sse(records.filter_map(move |r| match r {
-        Recv::Record(e) if device.as_ref().is_none_or(|d| *d == e.device_id) => Some(sse_record(&*e)),
-        Recv::Record(_) => None,
-        Recv::Lagged(n) => Some(sse_lagged(n)),
+    Ok(sse(records.filter_map(move |r| {
+        let _place = &place;
+        match r {
+            Recv::Record(e) if device.as_ref().is_none_or(|d| *d == e.device_id) => Some(sse_record(&*e)),
+            Recv::Record(_) => None,
+            Recv::Lagged(n) => Some(sse_lagged(n)),
+        }
     }))
+    .into_response())
 }
 
-async fn connections_stream(State(s): State<AppState>, Query(q): Query<PageQuery>) -> impl IntoResponse {
+async fn connections_stream(State(s): State<AppState>, Query(q): Query<PageQuery>) -> ApiResult {
     let device = q.device;
-    sse(BroadcastStream::new(s.hub.connlog.subscribe()).filter_map(move |r| match r {
-        Ok(e) if device.as_ref().is_none_or(|d| e.device_id.as_deref() == Some(d.as_str())) => Some(sse_record(&e)),
-        Ok(_) => None,
-        Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => Some(sse_lagged(n)),
+    let place = live_stream_place(&s)?;
+    Ok(sse(BroadcastStream::new(s.hub.connlog.subscribe()).filter_map(move |r| {
+        let _place = &place;
+        match r {
+            Ok(e) if device.as_ref().is_none_or(|d| e.device_id.as_deref() == Some(d.as_str())) => Some(sse_record(&e)),
+            Ok(_) => None,
+            Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => Some(sse_lagged(n)),
+        }
     }))
+    .into_response())
 }
 
 /// JSON of a device for the API: IoT Hub's identity with hubsim's `connectionString`.

@@ -279,6 +279,8 @@ pub struct Hub {
     pub pre_auth: Arc<crate::pre_auth::Places>,
     /// Refused CONNECTs stored this second ([`Hub::log_connection`]).
     pub(crate) stored_refusals: crate::listener::LogBudget,
+    /// Places of the live streams ([`crate::api::MAX_LIVE_STREAMS`]).
+    pub live_streams: Arc<tokio::sync::Semaphore>,
 }
 
 /// Most bytes of telemetry in flight (read, not yet durable) over all connections (16 MiB), counted as the
@@ -327,6 +329,7 @@ impl Hub {
             telemetry_budget: Arc::new(tokio::sync::Semaphore::new(TELEMETRY_IN_FLIGHT_BYTES)),
             pre_auth,
             stored_refusals: crate::listener::LogBudget::new(telemetry::STORED_REFUSALS_PER_SECOND),
+            live_streams: Arc::new(tokio::sync::Semaphore::new(crate::api::MAX_LIVE_STREAMS)),
         }
     }
 
