@@ -82,7 +82,14 @@ fn refuse(status: StatusCode, code: u32, message: String) -> Response {
 fn host_only(v: &str) -> String {
     let v = v.trim();
     let h = if let Some(rest) = v.strip_prefix('[') {
-        rest.split(']').next().map(|h| format!("[{h}]")).unwrap_or_default()
+        // `[v6]` or `[v6]:port`, nothing else after the bracket (`[::1]evil.example` is not `[::1]`).
+        match rest.split_once(']') {
+            Some((h, "")) => format!("[{h}]"),
+            Some((h, port)) if port.strip_prefix(':').is_some_and(|p| p.chars().all(|c| c.is_ascii_digit())) => {
+                format!("[{h}]")
+            }
+            _ => v.to_owned(),
+        }
     } else {
         v.rsplit_once(':').map_or(v, |(h, p)| if p.chars().all(|c| c.is_ascii_digit()) { h } else { v }).to_owned()
     };
@@ -308,5 +315,9 @@ mod tests {
         assert_eq!(host_only("[::1]:443"), "[::1]");
         assert_eq!(host_only("rebind.example"), "rebind.example");
         assert_eq!(host_only("127.0.0.1"), "127.0.0.1");
+        assert_eq!(host_only("[::1]"), "[::1]");
+        // Nothing but a port may follow the bracket.
+        assert_eq!(host_only("[::1]evil.example"), "[::1]evil.example");
+        assert_eq!(host_only("[::1]:443x"), "[::1]:443x");
     }
 }
