@@ -505,6 +505,9 @@ impl Ctx {
                 let crate::hub::MethodCall { name, payload, reply } = *call;
                 let rid = self.hub.next_rid();
                 if session.send_method_request(&name, &RequestId(rid.clone()), payload) == Ok(true) {
+                    // Calls whose caller stopped waiting (timed out) are forgotten: a device that never answers
+                    // cannot grow the table with every invocation.
+                    self.methods.retain(|_, waiting| !waiting.is_closed());
                     self.methods.insert(rid, reply);
                 } else {
                     let _ = reply.send(MethodReply::NotSubscribed);
