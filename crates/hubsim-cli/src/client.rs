@@ -52,6 +52,17 @@ pub struct ServiceClient {
 /// The IoT Hub REST API version the client names (the service SDKs' current one).
 const API_VERSION: &str = "2021-04-12";
 
+impl ServiceClient {
+    /// ` --hub URL` when the client talks to another emulator than the default one, for command lines printed
+    /// for the user to paste (empty otherwise).
+    pub fn hub_arg(&self) -> String {
+        match self.base.trim_end_matches('/') {
+            "http://127.0.0.1:8080" => String::new(),
+            other => format!(" --hub {other}"),
+        }
+    }
+}
+
 /// The text of an error answer: hubsim's `message`, else IoT Hub's `Message` (`ErrorCode:Name;text`).
 fn error_message(v: &Value) -> String {
     if let Some(m) = v.get("message").and_then(Value::as_str) {

@@ -246,7 +246,8 @@ fn enrollment(cmd: EnrollmentCmd, hub: &ServiceClient) -> Result<()> {
             println!("secondary key:     {}", text(&e["attestation"]["symmetricKey"]["secondaryKey"]));
             println!("status:            {}", text(&e["provisioningStatus"]));
             println!(
-                "provision with:    hubsim provision --provisioning-host {host} --id-scope {scope} --registration-id {} --key {key}",
+                "provision with:    hubsim provision{} --provisioning-host {host} --id-scope {scope} --registration-id {} --key {key}",
+                hub.hub_arg(),
                 text(&e["registrationId"])
             );
         }
@@ -300,12 +301,14 @@ fn group(cmd: GroupCmd, hub: &ServiceClient) -> Result<()> {
                     let dk = derive(&key, &r)?;
                     println!("device key of '{}': {dk}", print::escape(&r));
                     println!(
-                        "provision with:    hubsim provision --provisioning-host {host} --id-scope {scope} --registration-id {} --key {dk}",
+                        "provision with:    hubsim provision{} --provisioning-host {host} --id-scope {scope} --registration-id {} --key {dk}",
+                        hub.hub_arg(),
                         print::escape(&r)
                     );
                 }
                 None => println!(
-                    "provision with:    hubsim provision --provisioning-host {host} --id-scope {scope} --registration-id <ID> --key <group key> --group-key"
+                    "provision with:    hubsim provision{} --provisioning-host {host} --id-scope {scope} --registration-id <ID> --key <group key> --group-key",
+                    hub.hub_arg()
                 ),
             }
         }

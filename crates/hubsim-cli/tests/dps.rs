@@ -42,7 +42,9 @@ async fn enrollments_from_the_cli_provision_over_tls_and_websocket() {
     let scope = field(&out, "ID scope:");
     assert_eq!(scope, scope_ready);
     let key = field(&out, "primary key:");
-    assert!(out.contains("hubsim provision --provisioning-host localhost"), "{out}");
+    // The line to paste names this emulator (not on the default port here), which gives `provision` its ports.
+    let http = p.ready.http.trim_end_matches('/');
+    assert!(out.contains(&format!("hubsim provision --hub {http} --provisioning-host localhost")), "{out}");
     let args = ["provision", "--provisioning-host", "localhost", "--port", &mqtt_port, "--id-scope", &scope];
     let mut cmd = hubsim(&p, &dir);
     cmd.args(args).args(["--registration-id", "cli-dev", "--key", &key, "--payload", r#"{"modelId":"dtmi:x;1"}"#]);

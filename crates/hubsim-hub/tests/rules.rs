@@ -517,6 +517,11 @@ async fn method_timeout_and_offline_device() {
     assert!(matches!(e, hubsim_hub::hub::ServiceError::Api { code: 404103, .. }));
     let e = emu.hub().invoke_method("d1", "x", json!(null), Duration::from_secs(1)).await.unwrap_err();
     assert!(matches!(e, hubsim_hub::hub::ServiceError::Api { status: 400, .. }), "timeout below 5 s is refused");
+    // A name holding MQTT's wildcards could not be put in the device's topic.
+    for name in ["a+b", "a#b", "#"] {
+        let e = emu.hub().invoke_method("d1", name, json!(null), Duration::from_secs(5)).await.unwrap_err();
+        assert!(e.to_string().contains("is an MQTT wildcard"), "{name}: {e}");
+    }
 }
 
 #[tokio::test]

@@ -27,6 +27,15 @@ impl Hub {
         if name.is_empty() || name.chars().any(|c| !c.is_ascii_graphic() || "$()<>@,;:\\\"/[]?={}".contains(c)) {
             return Err(ServiceError::new(400, 400004, format!("'{name}' is not a valid method name")));
         }
+        // The name goes into the device's topic `$iothub/methods/POST/{name}/…`, which may not hold MQTT's
+        // wildcards (MQTT-3.3.2-2): a device could not receive it.
+        if let Some(c) = name.chars().find(|c| matches!(c, '+' | '#')) {
+            return Err(ServiceError::new(
+                400,
+                400004,
+                format!("'{name}' cannot be a method name for an MQTT device: '{c}' is an MQTT wildcard, which a topic name may not hold"),
+            ));
+        }
         self.get_device(id).await?;
         let not_online = || {
             ServiceError::new(404, 404103, format!("device '{id}' is not online for methods: it is not connected or not subscribed to $iothub/methods/POST/#"))
