@@ -192,6 +192,11 @@ impl Controller {
             plan.cs.module_id.as_deref().unwrap_or_default()
         );
         if self.inner.borrow().driver_key != key {
+            // Another identity (not only another CleanSession choice): the previous one's twin is not this one's.
+            let identity = |k: &str| k.rsplit_once('|').map(|(i, _)| i.to_owned());
+            if identity(&self.inner.borrow().driver_key) != identity(&key) {
+                self.dispatch.dispatch(Action::NewIdentity);
+            }
             let old = self.inner.borrow_mut().driver.take();
             if let Some(old) = old {
                 old.disconnect();
@@ -246,6 +251,9 @@ impl Controller {
             (i.driver.clone(), i.plan.clone(), i.settings.clone(), i.attempt)
         };
         let (Some(driver), Some(plan)) = (driver, plan) else { return };
+        if self.given_token_expired() {
+            return;
+        }
         driver.with_session(|sess, _| {
             let c = sess.config_mut();
             c.clean_session = s.clean_session;
@@ -557,7 +565,7 @@ impl Controller {
                     let i = self.inner.borrow();
                     (i.user_disconnected, i.renewing)
                 };
-                if user || renewing || reason == LostReason::Disconnected {
+                if user || renewing || reason == LostReason::Disconnected || self.given_token_expired() {
                     return;
                 }
                 // A connection the hub closed soon after accepting it is a flap; one that lasted starts afresh.
@@ -604,6 +612,25 @@ impl Controller {
             application: m.properties.application,
             redelivered: m.redelivered,
         }));
+    }
+
+    /// Whether the connection string gives a SAS token (not a key) that has expired: then nothing is retried and
+    /// the status says why (a given token cannot be renewed; IoT Hub closes the connection when it expires).
+    fn given_token_expired(&self) -> bool {
+        let expiry = match self.inner.borrow().plan.as_ref().map(|p| &p.cs.credential) {
+            Some(Credential::Token(t)) => t.expiry(),
+            _ => return false,
+        };
+        if expiry > util::unix_now() {
+            return false;
+        }
+        let at = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(expiry as f64 * 1000.0)).to_iso_string();
+        let reason = ["the SAS token of the connection string expired at ", &String::from(at)].concat();
+        let hint = "A token given in the connection string (SharedAccessSignature) cannot be renewed: paste a new one, or a connection string with the device's key (SharedAccessKey), from which the page signs and renews its own tokens.";
+        self.stop_clocks();
+        self.inner.borrow_mut().reconnect = None;
+        self.status(ConnStatus::Disconnected { reason: Some(reason), hint: Some(hint.into()) });
+        true
     }
 
     /// Reports a loss and schedules a reconnect with exponential backoff and jitter when allowed.

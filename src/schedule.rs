@@ -60,26 +60,10 @@ impl Scheduler {
         DeviceState::new(device, (js_sys::Math::random() * 9.007_199_254_740_992e15) as u64)
     }
 
-    /// The next message of `msg` for `device` without advancing anything (the live preview).
-    pub fn preview(&self, msg: &Message, device: &str) -> Result<Rendered, String> {
-        let config = msg.config()?;
+    /// The index of the state of `msg` for `device`, made (with a fresh seed) when there is none.
+    fn state_index(states: &mut Vec<(String, DeviceState)>, device: &str, msg: &Message) -> usize {
         let key = state_key(device, msg);
-        let mut st = self
-            .states
-            .borrow()
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, s)| s.clone())
-            .unwrap_or_else(|| DeviceState::new(device, 0));
-        render(&config, &mut st)
-    }
-
-    /// Renders the next message of `msg`, advancing its state. A body meant as JSON is checked here.
-    fn next(&self, msg: &Message, device: &str) -> Result<Rendered, String> {
-        let config = msg.config()?;
-        let key = state_key(device, msg);
-        let mut states = self.states.borrow_mut();
-        let i = match states.iter().position(|(k, _)| *k == key) {
+        match states.iter().position(|(k, _)| *k == key) {
             Some(i) => i,
             None => {
                 if states.len() >= MAX_STATES {
@@ -88,7 +72,26 @@ impl Scheduler {
                 states.push((key, Self::fresh_state(device)));
                 states.len() - 1
             }
-        };
+        }
+    }
+
+    /// The next message of `msg` for `device` without advancing anything (the live preview): rendered from a
+    /// copy of the state the next send renders from, so the values drawn are the ones that will be sent (the
+    /// clock's may have moved on).
+    pub fn preview(&self, msg: &Message, device: &str) -> Result<Rendered, String> {
+        let config = msg.config()?;
+        let mut states = self.states.borrow_mut();
+        let i = Self::state_index(&mut states, device, msg);
+        let mut st = states[i].1.clone();
+        drop(states);
+        render(&config, &mut st)
+    }
+
+    /// Renders the next message of `msg`, advancing its state. A body meant as JSON is checked here.
+    fn next(&self, msg: &Message, device: &str) -> Result<Rendered, String> {
+        let config = msg.config()?;
+        let mut states = self.states.borrow_mut();
+        let i = Self::state_index(&mut states, device, msg);
         let r = render(&config, &mut states[i].1)?;
         if msg.is_json() {
             r.check_json().map_err(|e| ["the rendered body is not JSON: ", &e.to_string()].concat())?;

@@ -222,6 +222,10 @@ pub enum Action {
     Acked,
     /// `n` unacknowledged messages went with a replaced session.
     Dropped(u64),
+    /// The page connects as another device or module: what was shown of the previous one's twin (and its
+    /// desired updates) goes, and the traffic counters start again. The inbox and the log stay (they name
+    /// their device in `$.to` and in the log's lines).
+    NewIdentity,
     C2d(InboxItem),
     ClearInbox,
     MarkRead,
@@ -389,6 +393,11 @@ impl AppState {
             Action::Sent(n) => s.sent += n,
             Action::Acked => s.acked += 1,
             Action::Dropped(n) => s.dropped += n,
+            Action::NewIdentity => {
+                s.twin = Rc::default();
+                s.desired_updates = Rc::default();
+                (s.sent, s.acked, s.dropped) = (0, 0, 0);
+            }
             Action::C2d(mut item) => {
                 item.seq = s.seq();
                 let mut announcement = String::from("new cloud-to-device message: ");

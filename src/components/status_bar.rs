@@ -60,7 +60,10 @@ pub fn StatusBar(props: &StatusBarProps) -> Html {
             }) }
             if let Some(h) = hint { { super::el("div", &[("class", Static("hint")), ("role", Static("alert"))], Html::from(h)) } }
             <div class="counters">
-                if let Some(t) = token { <span title="The token is renewed automatically before it expires">{"token expires in "}{ super::el("b", &[], Html::from(t)) }</span> }
+                if let Some(t) = token {
+                    if t == "expired" { <span>{"token "}{ super::el("b", &[], Html::from(t)) }</span> }
+                    else { <span title="A token signed from the key is renewed automatically before it expires">{"token expires in "}{ super::el("b", &[], Html::from(t)) }</span> }
+                }
                 <span title="Telemetry handed to the device; while it is not connected, QoS 1 messages wait in its queue">{"sent "}{ super::el("b", &[], Html::from(app.sent)) }</span>
                 <span>{"acknowledged "}{ super::el("b", &[], Html::from(app.acked)) }</span>
                 // Not acknowledged yet: in flight while connected, queued for the next connection while not.

@@ -148,11 +148,12 @@ impl Controller {
     }
 
     /// After CONNACK and the subscriptions: the read-only properties, then the twin, whose unacknowledged desired
-    /// values are answered when it arrives ([`Controller::pnp_on_twin`]).
+    /// values are answered when it arrives ([`Controller::pnp_on_twin`]); the twin alone without a model.
     pub(super) fn pnp_on_connected(&self) {
         let s = self.pnp();
         if s.model.is_none() {
-            return;
+            // Without a model too: the twin panel shows this device's twin from the start.
+            return self.get_twin();
         }
         let (patch, bad) = pnp::initial_report(&s);
         for e in bad {

@@ -59,6 +59,43 @@ test('two clients as one device: the page stops taking turns with the other afte
   await otherContext.close();
 });
 
+test('a connection string whose SAS token has expired is stopped with the reason, not retried', async ({ page }) => {
+  const crypto = require('crypto');
+  const dev = await newDevice('e2e-expired');
+  const fields = Object.fromEntries(dev.cs.split(';').map((p) => [p.slice(0, p.indexOf('=')), p.slice(p.indexOf('=') + 1)]));
+  const sr = encodeURIComponent(`${fields.HostName}/devices/${dev.id}`);
+  const se = Math.floor(Date.now() / 1000) - 60;
+  const sig = crypto.createHmac('sha256', Buffer.from(fields.SharedAccessKey, 'base64')).update(`${sr}\n${se}`).digest('base64');
+  const cs = dev.cs.replace(/SharedAccessKey=[^;]*/, `SharedAccessSignature=SharedAccessSignature sr=${sr}&sig=${encodeURIComponent(sig)}&se=${se}`);
+  await page.goto('/');
+  await page.getByLabel('Connection string').fill(cs);
+  await page.getByRole('button', { name: 'Connect', exact: true }).click();
+  await expect(page.getByRole('status')).toContainText('Disconnected — the SAS token of the connection string expired at ' + new Date(se * 1000).toISOString());
+  await expect(page.getByRole('alert').filter({ hasText: 'cannot be renewed' })).toBeVisible();
+  // Nothing was sent to the hub (no CONNECT with a dead token), and no retry is scheduled.
+  expect(await api('GET', `/connections?device=${dev.id}`)).toEqual([]);
+});
+
+test('the twin is read at connect, and connecting as another device shows that device\'s, not the previous one\'s', async ({ page }) => {
+  const a = await newDevice('e2e-first');
+  const b = await newDevice('e2e-second');
+  await api('PATCH', `/twins/${a.id}`, { properties: { desired: { only: 'first' } } });
+  await connect(page, a.cs);
+  const desired = page.getByRole('region', { name: 'Device twin' }).getByRole('group', { name: 'Desired properties' });
+  // Read when the connection is accepted: no Get twin needed.
+  await expect(desired).toContainText('"only": "first"');
+  await page.getByRole('button', { name: 'Send', exact: true }).click();
+  await expect(page.locator('.counters')).toContainText('acknowledged 1');
+  await page.getByLabel('Connection string').fill(b.cs);
+  await page.getByRole('button', { name: 'Reconnect' }).click();
+  await expect(page.getByRole('status')).toContainText('Connected');
+  await expect(desired).toContainText('"$version": 1');
+  await expect(desired).not.toContainText('first');
+  // The counters are this device's.
+  await expect(page.locator('.counters')).toContainText('sent 0');
+  await expect(page.locator('.counters')).toContainText('acknowledged 0');
+});
+
 test('connects and sends telemetry with application properties and content type', async ({ page }) => {
   const dev = await newDevice('e2e-telemetry');
   await connect(page, dev.cs);

@@ -37,6 +37,8 @@ test('a template with a counter and a random range sends 1, 2, 3 within the rang
   await set(page, 'R: Max (exclusive)', '33');
   await expect(page.locator('.template-mode [role=alert]')).toHaveCount(0);
   await expect(page.getByLabel('Next body')).toContainText('{"n": 1, "r": ');
+  // The preview is the message the next send sends, random draws included.
+  const previewed = JSON.parse(await page.getByLabel('Next body').innerText());
   await axeClean(page, 'the template editor is shown');
   for (let i = 0; i < 3; i++) {
     await page.getByRole('button', { name: 'Send one' }).click();
@@ -44,6 +46,7 @@ test('a template with a counter and a random range sends 1, 2, 3 within the rang
   await counterAtLeast(page, 'acknowledged', 3);
   const evs = await events(dev);
   expect(evs.map((e) => e.json.n)).toEqual([1, 2, 3]);
+  expect(evs[0].json).toEqual(previewed);
   for (const e of evs) {
     expect(Number.isInteger(e.json.r)).toBe(true);
     expect(e.json.r).toBeGreaterThanOrEqual(23);
