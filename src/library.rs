@@ -483,9 +483,9 @@ pub fn new_variable(name: &str, kind: &str) -> Result<Variable, String> {
 pub fn fields(v: &Variable) -> &'static [(&'static str, &'static str)] {
     match kind_key(v) {
         "counter" => &[("min", "Start (min)"), ("max", "Wrap after (max)"), ("step", "Step")],
-        "random" | "randomDouble" => {
-            &[("min", "Min (inclusive)"), ("max", "Max (exclusive)"), ("decimals", "Decimals")]
-        }
+        // Decimals only where the numbers have a fraction (an integer with decimals would read 73.00).
+        "random" => &[("min", "Min (inclusive)"), ("max", "Max (exclusive)")],
+        "randomDouble" => &[("min", "Min (inclusive)"), ("max", "Max (exclusive)"), ("decimals", "Decimals")],
         "values" | "sequence" => &[("values", "Values (comma-separated)")],
         "weighted" => &[("values", "Values (comma-separated)"), ("weights", "Weights (comma-separated)")],
         "customLengthString" => &[("customLengthString", "Length")],
@@ -559,6 +559,9 @@ pub fn set_field(v: &Variable, field: &str, text: &str) -> Result<Variable, Stri
                     list.push(item(s));
                 }
             }
+            if list.is_empty() && field == "values" {
+                return Err(cat(&[&v.name, ".values: give at least one value (comma-separated)"]));
+            }
             Value::Array(list)
         }
         "format" => Value::String(t.to_owned()),
@@ -581,7 +584,8 @@ pub fn set_field(v: &Variable, field: &str, text: &str) -> Result<Variable, Stri
     let out = Variable::from_json(&Value::Object(o), &v.name).map_err(|e| e.to_string())?;
     // A range whose bounds are crossed is read by ITS's rules as "no range": say so instead of dropping it.
     if value != Value::Null && field != "name" && out.to_json().get(field).is_none() {
-        return Err(cat(&[&v.name, ".", field, ": min must be below max"]));
+        let why = if matches!(field, "min" | "max") { ": min must be below max" } else { ": not used as given" };
+        return Err(cat(&[&v.name, ".", field, why]));
     }
     Ok(out)
 }

@@ -27,6 +27,8 @@ pub const MAX_LOGGED_PROPERTIES: usize = 20;
 pub const MAX_METHODS: usize = 100;
 /// Most activity log lines kept.
 pub const MAX_LOG: usize = 500;
+/// Most bytes of one log entry's text; the rest is cut, and the entry says how long it was.
+pub const MAX_LOG_TEXT: usize = 2000;
 /// Most desired-property updates kept.
 pub const MAX_DESIRED: usize = 50;
 /// Most provisioning steps shown (a repeated poll replaces its line, so a registration needs about five).
@@ -321,7 +323,17 @@ impl AppState {
         self.next_seq
     }
 
-    fn log(&mut self, time: String, kind: LogKind, text: String) {
+    fn log(&mut self, time: String, kind: LogKind, mut text: String) {
+        // A line, not a document: a 256 KB payload or patch quoted whole made one entry of the page that size.
+        if text.len() > MAX_LOG_TEXT {
+            let mut end = MAX_LOG_TEXT;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            let total = text.chars().count();
+            text.truncate(end);
+            text += &["… (", &total.to_string(), " characters in all)"].concat();
+        }
         let seq = self.seq();
         push_bounded(&mut self.log, Rc::new(LogEntry { seq, time, kind, text }), MAX_LOG);
     }

@@ -38,7 +38,12 @@ pub fn view_inbox(app: &AppContext) -> Html {
                 { super::button("Clear messages", clear, app.inbox.is_empty()) }
             </div>
             if app.inbox.is_empty() {
-                { super::tx("p", &[("class", Static("note"))], "No messages yet. Messages sent to this device appear here with all their properties.") }
+                // IoT Hub sends C2D messages to devices only: a module is not subscribed to them.
+                if crate::form::plan(&app.settings, None).is_ok_and(|p| p.cs.module_id.is_some()) {
+                    { super::tx("p", &[("class", Static("note"))], "This is a module: IoT Hub sends cloud-to-device messages to devices only, so none arrive here.") }
+                } else {
+                    { super::tx("p", &[("class", Static("note"))], "No messages yet. Messages sent to this device appear here with all their properties.") }
+                }
             }
             <ol class="messages">{ for app.inbox.iter().map(|m| entry_view(m.seq, Entry::Inbox(m.clone()))) }</ol>
         </section>

@@ -97,6 +97,17 @@ fn the_variable_forms_edit_every_generator_through_the_engine() {
     let w = new_variable("W", "weighted").unwrap();
     let w = set_field(&w, "values", "on, off, 3, \"quoted\"").unwrap();
     assert_eq!(field_text(&w, "values"), "on, off, 3, quoted");
+    // An emptied list is said as such (it read as a crossed range), for a pick and a weighted choice.
+    for v in [&w, &new_variable("V", "values").unwrap()] {
+        assert_eq!(
+            set_field(v, "values", " , ").unwrap_err(),
+            [&v.name, ".values: give at least one value (comma-separated)"].concat()
+        );
+    }
+    // A counter that would never move is refused; a random integer has no decimals to set.
+    assert!(set_field(&c, "step", "0").unwrap_err().contains("must not be 0"));
+    assert!(!fields(&r).iter().any(|(k, _)| *k == "decimals"));
+    assert!(fields(&new_variable("D", "randomDouble").unwrap()).iter().any(|(k, _)| *k == "decimals"));
     assert_eq!(set_field(&w, "weights", "1, 2").unwrap_err(), "W.weights: needs one non-negative number per value");
     let p = new_variable("P", "probability").unwrap();
     assert_eq!(set_field(&p, "probability", "2").unwrap_err(), "P.probability: must be between 0 and 1");

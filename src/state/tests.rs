@@ -271,3 +271,25 @@ fn a_c2d_message_with_thousands_of_properties_logs_a_bounded_line_and_keeps_them
     assert!(s.log[0].text.ends_with("p19=\"1\", … and 4980 more)"), "{}", s.log[0].text);
     assert_eq!(s.inbox[0].application.len(), 5000);
 }
+
+#[test]
+fn a_log_entry_is_a_line_not_a_document_and_a_new_identity_forgets_the_previous_twin() {
+    let long = "é".repeat(3000);
+    let s = run(fresh(), [Action::Log { at: "t".into(), kind: LogKind::Sent, text: long }]);
+    let text = &s.log[0].text;
+    assert!(text.len() <= MAX_LOG_TEXT + 40, "{}", text.len());
+    assert!(text.ends_with("… (3000 characters in all)"), "{}", &text[text.len() - 40..]);
+    let s = run(
+        fresh(),
+        [
+            Action::Twin { desired: "{\"a\":1}".into(), reported: "{}".into() },
+            Action::Desired { at: "t".into(), patch: "{\"a\":2}".into() },
+            Action::Sent(3),
+            Action::Acked,
+            Action::NewIdentity,
+        ],
+    );
+    assert_eq!(*s.twin, TwinView::default());
+    assert!(s.desired_updates.is_empty());
+    assert_eq!((s.sent, s.acked, s.dropped), (0, 0, 0));
+}

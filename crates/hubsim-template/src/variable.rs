@@ -253,11 +253,11 @@ impl Variable {
                     return Err(d.range_err("max", "must not be below min (a counter counts from min up to max)"));
                 }
             }
-            Kind::Counter {
-                start: min.map_or(1, |m| m.trunc() as i64),
-                step: d.whole("step")?.unwrap_or(1),
-                max: max.unwrap_or(i32::MAX as f64),
+            let step = d.whole("step")?.unwrap_or(1);
+            if step == 0 {
+                return Err(d.range_err("step", "must not be 0 (the counter would never move)"));
             }
+            Kind::Counter { start: min.map_or(1, |m| m.trunc() as i64), step, max: max.unwrap_or(i32::MAX as f64) }
         };
         Ok(Variable { name, kind, decimals })
     }
@@ -544,6 +544,8 @@ mod tests {
         let e = Variable::parse_list("[{name: 'C', min: 10, max: 5}]").unwrap_err().to_string();
         assert!(e.contains("max") && e.contains("must not be below min"), "{e}");
         assert_eq!(run("{name: 'Counter', min: 7, max: 7}", 3), ["7", "7", "7"]);
+        let e = Variable::parse_list("[{name: 'C', step: 0}]").unwrap_err().to_string();
+        assert!(e.contains("step") && e.contains("must not be 0"), "{e}");
         // ITS PayloadGeneratorTest: min 1, max 5, step 2 gives 1, 3, 5, then back to 1.
         assert_eq!(run("{name: 'C', min: 1, max: 5, step: 2}", 4), ["1", "3", "5", "1"]);
         // Negative start, and restart once prev > max - step: 4 > 6 - 3, so 1, 4, 1.
