@@ -25,6 +25,10 @@ pub fn view_composer(app: &AppContext, ctl: &ControllerHandle) -> Html {
         html! {}
     } else if util::is_json(&s.body) {
         super::tx("span", &[("class", Static("ok-text"))], "valid JSON")
+    } else if s.content_type.trim().to_ascii_lowercase().starts_with("application/json") {
+        // IoT Hub routes on the body only when it is the JSON the content type says (otherwise routing queries on
+        // the body fail and storage gets base64).
+        super::tx("span", &[("class", Static("warn-text"))], "not JSON, but the content type says application/json")
     } else {
         super::tx("span", &[("class", Static("warn-text"))], "not JSON (sent as text)")
     };
