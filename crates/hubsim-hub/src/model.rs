@@ -132,6 +132,13 @@ pub struct Twin {
     pub desired_updated: Option<String>,
     #[serde(default)]
     pub reported_updated: Option<String>,
+    /// When each property and object last changed: trees mirroring `desired` and `reported` whose nodes hold
+    /// `$lastUpdated` (and, for desired, `$lastUpdatedVersion`), IoT Hub's per-property `$metadata` ("IoT Hub
+    /// maintains the timestamp of the last update for each JSON object"; see [`touch_metadata`]).
+    #[serde(default = "empty_object")]
+    pub desired_meta: Value,
+    #[serde(default = "empty_object")]
+    pub reported_meta: Value,
     /// The IoT Plug and Play model id the device last announced in CONNECT (the twin's `modelId`).
     #[serde(default)]
     pub model_id: Option<String>,
@@ -152,6 +159,8 @@ impl Default for Twin {
             tags_version: 0,
             desired_updated: None,
             reported_updated: None,
+            desired_meta: empty_object(),
+            reported_meta: empty_object(),
             model_id: None,
         }
     }
@@ -174,6 +183,40 @@ impl Twin {
     /// The twin's version as the service shows it: it moves with every desired, reported or tag change.
     pub fn version(&self) -> u64 {
         self.desired_version + self.reported_version + self.tags_version
+    }
+}
+
+/// Records in `meta` (a tree of [`Twin::desired_meta`]'s shape) that each property `patch` sets or deletes
+/// changed `now` (ISO 8601), at `version` for desired properties (`None` for reported ones, which IoT Hub does
+/// not version per property). An object's node is stamped along with the children the patch changes; a deleted
+/// property's node goes; a value that replaces an object drops that object's children.
+pub fn touch_metadata(meta: &mut Value, patch: &Value, now: &str, version: Option<u64>) {
+    let Value::Object(p) = patch else { return };
+    if !meta.is_object() {
+        *meta = empty_object();
+    }
+    let Value::Object(m) = meta else { return };
+    for (k, v) in p {
+        if k.starts_with('$') {
+            continue;
+        }
+        if v.is_null() {
+            m.remove(k);
+            continue;
+        }
+        let node = m.entry(k.clone()).or_insert_with(empty_object);
+        if !v.is_object() || !node.is_object() {
+            *node = empty_object();
+        }
+        if let Value::Object(n) = node {
+            n.insert("$lastUpdated".into(), now.into());
+            if let Some(version) = version {
+                n.insert("$lastUpdatedVersion".into(), version.into());
+            }
+        }
+        if v.is_object() {
+            touch_metadata(node, v, now, version);
+        }
     }
 }
 

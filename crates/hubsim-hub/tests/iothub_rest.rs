@@ -518,3 +518,40 @@ async fn device_routes_do_not_take_a_module_s_registry_key() {
     let m = call(&emu, "GET", &format!("/devices/d1/modules/m1?{V}"), &[], Value::Null).await;
     assert_eq!((m.status, m.json()["moduleId"].as_str()), (200, Some("m1")), "{}", m.body);
 }
+
+#[tokio::test]
+async fn twin_metadata_has_a_node_per_property_and_object_as_iot_hub_s_does() {
+    let emu = Emu::start().await;
+    let key = emu.device("d1").await;
+    let patch = |desired: Value| json!({"properties": {"desired": desired}});
+    call(&emu, "PATCH", "/twins/d1", &[], patch(json!({"a": 1, "obj": {"x": 1}, "gone": true}))).await;
+    let a = call(&emu, "PATCH", "/twins/d1", &[], patch(json!({"obj": {"y": 2}, "gone": null}))).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let meta = &a.json()["properties"]["desired"]["$metadata"];
+    let version = |p: &str| meta.pointer(p).and_then(Value::as_u64);
+    // Each property and object has its own $lastUpdated and $lastUpdatedVersion; an object moves with a child.
+    assert_eq!(version("/$lastUpdatedVersion"), Some(3), "{meta}");
+    assert_eq!(version("/a/$lastUpdatedVersion"), Some(2), "{meta}");
+    assert_eq!(version("/obj/$lastUpdatedVersion"), Some(3), "{meta}");
+    assert_eq!(version("/obj/x/$lastUpdatedVersion"), Some(2), "{meta}");
+    assert_eq!(version("/obj/y/$lastUpdatedVersion"), Some(3), "{meta}");
+    assert!(meta.get("gone").is_none(), "a deleted property has no metadata: {meta}");
+    let stamp = |p: &str| meta.pointer(p).and_then(Value::as_str).unwrap_or_default().to_owned();
+    assert!(stamp("/a/$lastUpdated").ends_with('Z') && stamp("/a/$lastUpdated") <= stamp("/obj/y/$lastUpdated"));
+    // Reported properties: a time per property, no version (IoT Hub versions desired ones only).
+    let mut d = TestDevice::new("d1", key, Via::Mqtt);
+    d.connect(&emu).await;
+    d.subscribe(&[TopicFilter::TwinResponses]).await;
+    let now = d.now();
+    d.session_mut().patch_reported(now, &br#"{"temp": {"now": 21}}"#[..]).unwrap();
+    d.flush().await;
+    d.expect("the patch's answer", |e| matches!(e, Event::TwinResponse { status: 204, .. })).await;
+    let t = call(&emu, "GET", "/twins/d1", &[], Value::Null).await.json();
+    let meta = &t["properties"]["reported"]["$metadata"];
+    assert!(meta.pointer("/temp/now/$lastUpdated").and_then(Value::as_str).is_some_and(|s| s.ends_with('Z')), "{meta}");
+    assert!(meta.pointer("/temp/now/$lastUpdatedVersion").is_none(), "{meta}");
+    // A replace starts the desired metadata again.
+    let a = call(&emu, "PUT", "/twins/d1", &[], patch(json!({"b": 1}))).await;
+    let meta = &a.json()["properties"]["desired"]["$metadata"];
+    assert!(meta.get("a").is_none() && meta.pointer("/b/$lastUpdatedVersion").is_some(), "{meta}");
+}

@@ -160,18 +160,42 @@ pub fn identity_json(d: &Device, live: Live) -> Value {
     v
 }
 
-/// `{…, "$metadata": {"$lastUpdated", "$lastUpdatedVersion"?}, "$version": n}` for one twin section.
-fn section(props: &Value, version: u64, updated: Option<&str>, with_version: bool) -> Value {
+/// `{…, "$metadata": {"$lastUpdated", "$lastUpdatedVersion"?, "{property}": {…}…}, "$version": n}` for one
+/// twin section: the metadata of every property and object, from `meta` (see `model::touch_metadata`); a
+/// property without a node (kept from before hubsim recorded them) takes its parent's.
+fn section(props: &Value, version: u64, updated: Option<&str>, meta: &Value, with_version: bool) -> Value {
     let mut v = if props.is_object() { props.clone() } else { json!({}) };
-    let mut meta = json!({ "$lastUpdated": updated.unwrap_or(NEVER) });
+    let mut root = serde_json::Map::new();
+    root.insert("$lastUpdated".into(), updated.unwrap_or(NEVER).into());
     if with_version {
-        meta["$lastUpdatedVersion"] = version.into();
+        root.insert("$lastUpdatedVersion".into(), version.into());
     }
+    metadata_of(&v, meta, &mut root);
     if let Value::Object(m) = &mut v {
-        m.insert("$metadata".into(), meta);
+        m.insert("$metadata".into(), Value::Object(root));
         m.insert("$version".into(), version.into());
     }
     v
+}
+
+/// Fills `node` (which holds its own `$lastUpdated` and maybe `$lastUpdatedVersion`) with a node per property of
+/// `props`, from the recorded `meta`.
+fn metadata_of(props: &Value, meta: &Value, node: &mut serde_json::Map<String, Value>) {
+    let Value::Object(p) = props else { return };
+    for (k, v) in p {
+        if k.starts_with('$') {
+            continue;
+        }
+        let recorded = meta.get(k).filter(|m| m.is_object());
+        let mut child = serde_json::Map::new();
+        for stamp in ["$lastUpdated", "$lastUpdatedVersion"] {
+            if let Some(x) = recorded.and_then(|m| m.get(stamp)).or_else(|| node.get(stamp)) {
+                child.insert(stamp.into(), x.clone());
+            }
+        }
+        metadata_of(v, recorded.unwrap_or(&Value::Null), &mut child);
+        node.insert(k.clone(), Value::Object(child));
+    }
 }
 
 /// A device or module twin as IoT Hub's REST API (and its query results) show it.
@@ -192,8 +216,8 @@ pub fn twin_json(d: &Device, t: &Twin, live: Live) -> Value {
         "version": t.version(),
         "tags": if t.tags.is_object() { t.tags.clone() } else { json!({}) },
         "properties": {
-            "desired": section(&t.desired, t.desired_version, t.desired_updated.as_deref(), true),
-            "reported": section(&t.reported, t.reported_version, t.reported_updated.as_deref(), false),
+            "desired": section(&t.desired, t.desired_version, t.desired_updated.as_deref(), &t.desired_meta, true),
+            "reported": section(&t.reported, t.reported_version, t.reported_updated.as_deref(), &t.reported_meta, false),
         },
     });
     let m = v.as_object_mut().expect("an object literal");

@@ -390,6 +390,12 @@ fn initial_twin(t: Option<&Value>) -> Twin {
     if let Some(t) = t {
         twin.tags = obj(t.get("tags"));
         twin.desired = obj(t.pointer("/properties/desired"));
+        if twin.desired.as_object().is_some_and(|d| !d.is_empty()) {
+            // Set when the device is registered, as IoT Hub stamps them.
+            let now = crate::timefmt::iso8601(crate::timefmt::unix_ms());
+            crate::model::touch_metadata(&mut twin.desired_meta, &twin.desired, &now, Some(twin.desired_version));
+            twin.desired_updated = Some(now);
+        }
     }
     twin
 }

@@ -196,7 +196,9 @@ impl Hub {
                     return Ok(Err(e));
                 }
                 t.desired_version += 1;
-                t.desired_updated = Some(iso8601(unix_ms()));
+                let now = iso8601(unix_ms());
+                crate::model::touch_metadata(&mut t.desired_meta, &p, &now, Some(t.desired_version));
+                t.desired_updated = Some(now);
                 tx.put_twin(&key, &t)?;
                 Ok(Ok(t))
             })
@@ -270,12 +272,14 @@ impl Hub {
                 if let Some(d) = &d2 {
                     if replace {
                         t.desired = Value::Object(Default::default());
+                        t.desired_meta = Value::Object(Default::default());
                     }
                     merge_patch(&mut t.desired, d);
                     if let Err(e) = check_size(&t.desired, Section::Desired) {
                         return Ok(Err(e.into()));
                     }
                     t.desired_version += 1;
+                    crate::model::touch_metadata(&mut t.desired_meta, d, &now, Some(t.desired_version));
                     t.desired_updated = Some(now);
                 }
                 tx.put_twin(&key, &t)?;
@@ -301,7 +305,9 @@ impl Hub {
                     return Ok(Err(e));
                 }
                 t.reported_version += 1;
-                t.reported_updated = Some(iso8601(unix_ms()));
+                let now = iso8601(unix_ms());
+                crate::model::touch_metadata(&mut t.reported_meta, &patch, &now, None);
+                t.reported_updated = Some(now);
                 tx.put_twin(&key, &t)?;
                 Ok(Ok(t.reported_version))
             })
