@@ -181,6 +181,17 @@ impl Controller {
         self.inner.borrow().driver.clone()
     }
 
+    /// What the current connection announced, `(hub, device[/module], model id)`, while one is up: the form may
+    /// have changed since (see the connect panel).
+    pub fn connected_as(&self) -> Option<(String, String, String)> {
+        let d = self.driver()?;
+        d.peek(|s| {
+            let c = s.config();
+            s.is_connected()
+                .then(|| (c.host_name.clone(), c.identity.to_string(), c.model_id.clone().unwrap_or_default()))
+        })
+    }
+
     /// Connects as `plan` says. The caller validated the form and, for a host other than the hub, asked the user.
     pub fn connect(&self, plan: Plan) {
         self.stop_provisioning();

@@ -73,6 +73,19 @@ pub fn view_connect_panel(app: &AppContext, ctl: &ControllerHandle, form: &Conne
         }
     };
     let active = !matches!(app.status, ConnStatus::Disconnected { .. });
+    // The connection keeps what it announced at CONNECT: a form (or a loaded model) that names another hub,
+    // device or model id since is said, since sends still go as the connected one.
+    let stale = match (ctl.0.connected_as(), plan(s, emulator)) {
+        (Some((hub, id, model)), Ok(p)) => {
+            let form = (p.cs.host_name.clone(), p.cs.identity().to_string(), s.model_id.trim().to_owned());
+            (form != (hub.clone(), id.clone(), model.clone())).then(|| {
+                let model = if model.is_empty() { String::new() } else { [" with model ", &model].concat() };
+                ["Connected as ", &id, " at ", &hub, &model, ": the form now says otherwise. Reconnect to use it."]
+                    .concat()
+            })
+        }
+        _ => None,
+    };
     let connect = {
         let (ctl, app, attempted) = (ctl.clone(), app.clone(), attempted.clone());
         Callback::from(move |e: SubmitEvent| {
@@ -191,6 +204,7 @@ pub fn view_connect_panel(app: &AppContext, ctl: &ControllerHandle, form: &Conne
                 if let Some(c) = &app.confirm {
                     { view_confirm_endpoint(c, primary.clone(), confirmed, cancel) }
                 }
+                if let Some(t) = stale { { super::el("p", &[("class", Static("warn-text stale"))], Html::from(t)) } }
                 <div class="buttons">
                     <button type="submit" class="primary">{ if provisioning { "Provision and connect" } else if active { "Reconnect" } else { "Connect" } }</button>
                     { super::button("Disconnect", disconnect, !active) }

@@ -87,10 +87,13 @@ test('the twin is read at connect, and connecting as another device shows that d
   await page.getByRole('button', { name: 'Send', exact: true }).click();
   await expect(page.locator('.counters')).toContainText('acknowledged 1');
   await page.getByLabel('Connection string').fill(b.cs);
+  // Until Reconnect, the connection is still the first device's, and the page says so.
+  await expect(page.locator('.stale')).toHaveText(`Connected as ${a.id} at localhost: the form now says otherwise. Reconnect to use it.`);
   await page.getByRole('button', { name: 'Reconnect' }).click();
   await expect(page.getByRole('status')).toContainText('Connected');
   await expect(desired).toContainText('"$version": 1');
   await expect(desired).not.toContainText('first');
+  await expect(page.locator('.stale')).toHaveCount(0);
   // The counters are this device's.
   await expect(page.locator('.counters')).toContainText('sent 0');
   await expect(page.locator('.counters')).toContainText('acknowledged 0');
