@@ -160,9 +160,18 @@ const BUNDLE_GOAL: u64 = 150 * 1024;
 /// that are not base64 explained in words; JSON numbers out of range; packets of a fixed size checked): 244.9 KB,
 /// rounded up, plus 2 KB; then 0.7 KB for the template draft kept across reloads, the twin read again after a
 /// reported patch and connection strings' ids over 128 characters refused: 245.6 KB; 0.4 KB for a key's padding
-/// explained and "disconnected" logged once: 246.0 KB. The app is over [`BUNDLE_GOAL`] (BENCHMARKS.md says why); the ceiling only stops it
-/// from growing unnoticed. Lower it with every cut; raise it only in a commit that says what the bytes buy.
-pub(crate) const BUNDLE_CEILING: u64 = 247 * 1024;
+/// explained and "disconnected" logged once: 246.0 KB. On 2026-11-30 (a second walk-through and attack run),
+/// 3.1 KB for fixes: refusals tied to their fields (`aria-describedby`), a saved message's whole schedule in its
+/// row, a missing value said only once Connect is pressed (0.4 KB); one id rule shared with the registry, quoted
+/// and wrapped connection strings read, a policy's string named, CSV numbers unguarded and a byte order mark,
+/// the C2D body's kind in the exports (0.7 KB); two clients as one device stopped after three flaps, the preview
+/// equal to the next send, an expired given SAS token stopped with its reason, the twin read at connect and a new
+/// identity's views cleared (0.8 KB); a non-JSON body under a JSON content type said, log entries cut at 2000
+/// bytes, a module's empty inbox explained, the variable editor's messages, the form that no longer matches the
+/// connection said (1.2 KB): 249.1 KB. The app is over [`BUNDLE_GOAL`] (BENCHMARKS.md says why); the ceiling only
+/// stops it from growing unnoticed. Lower it with every cut; raise it only in a commit that says what the bytes
+/// buy.
+pub(crate) const BUNDLE_CEILING: u64 = 250 * 1024;
 
 /// Fails when the built app is larger than [`BUNDLE_CEILING`]; prints the figure, the ceiling and the goal.
 fn bundle_size() -> Result {
