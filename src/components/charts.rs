@@ -57,12 +57,17 @@ impl Reducible for View {
         match act {
             Act::Source(s) => v.source = s,
             Act::Add(path) => {
-                let key = (v.source, path.trim().to_owned());
-                if key.1.is_empty() {
+                // JSONPath's root (`$.temperature`, as Iot-Telemetry-Simulator users write) names the same field.
+                let path = path.trim();
+                let path = path.strip_prefix("$.").unwrap_or(path);
+                let key = (v.source, path.to_owned());
+                if key.1.is_empty() || key.1.starts_with('$') {
                     v.error = Some("Enter the JSON path of a number, for example temperature or position.lat.");
+                } else if v.charts.contains(&key) {
+                    v.error = Some("That path is charted already.");
                 } else if v.charts.len() >= MAX_CHARTS {
                     v.error = Some("At most 8 charts are shown: remove one first.");
-                } else if !v.charts.contains(&key) {
+                } else {
                     v.charts.push(key);
                 }
             }

@@ -110,6 +110,16 @@ test('the numbers sent are charted by JSON path; hover, keys, last N and pause',
   await expect(charts.getByRole('alert').filter({ hasText: 'JSON path' })).toContainText('Enter the JSON path of a number');
   await charts.getByRole('button', { name: 'Remove the chart of position.lat' }).click();
   await expect(charts.locator('figure.chart')).toHaveCount(1);
+  // JSONPath's root names the same field; a path charted already is said, not silently ignored.
+  await charts.getByLabel('JSON path').fill('$.position.lat');
+  await charts.getByRole('button', { name: 'Add chart' }).click();
+  await expect(charts.locator('figure.chart')).toHaveCount(2);
+  await expect(charts.locator('figure.chart').nth(1).locator('figcaption')).toContainText('position.lat');
+  await charts.getByLabel('JSON path').fill('temperature');
+  await charts.getByRole('button', { name: 'Add chart' }).click();
+  await expect(charts.getByRole('alert').filter({ hasText: 'charted already' })).toHaveText('That path is charted already.');
+  await charts.getByRole('button', { name: 'Remove the chart of position.lat' }).click();
+  await expect(charts.locator('figure.chart')).toHaveCount(1);
   await shot(page, 'charts');
 
   // HUBSIM_DOCS=1 also writes the README's picture: a drifting temperature, one point hovered.
