@@ -370,11 +370,7 @@ pub(crate) async fn pre_auth_place(hub: &Hub, remote: &SocketAddr) -> Option<Pla
     if place.is_none() {
         let why = "closed: no place among the connections waiting to authenticate freed within 10 s (too many \
                    connections that do not authenticate: see --max-unauthenticated)";
-        match BUDGET.admit(crate::timefmt::unix_ms() / 1000) {
-            Some(0) => tracing::info!(%remote, "{why}"),
-            Some(n) => tracing::info!(%remote, "{why} ({n} more before this one not logged)"),
-            None => {}
-        }
+        BUDGET.info(remote, why);
     }
     place
 }
@@ -385,11 +381,7 @@ pub(crate) fn evicted(remote: &dyn std::fmt::Display) {
     static BUDGET: LogBudget = LogBudget::new(HANDSHAKE_LOGS_PER_SECOND);
     let why =
         "closed: it held a place among the connections waiting to authenticate past its time and a newcomer took it";
-    match BUDGET.admit(crate::timefmt::unix_ms() / 1000) {
-        Some(0) => tracing::info!(%remote, "{why}"),
-        Some(n) => tracing::info!(%remote, "{why} ({n} more before this one not logged)"),
-        None => {}
-    }
+    BUDGET.info(remote, why);
 }
 
 /// Failed TLS handshakes logged per second at most (one line each); the others of that second are counted in
@@ -410,6 +402,16 @@ impl LogBudget {
     }
 
     /// `Some(lines left out before this one)` when a line may be logged at `now_s`, else `None` (counted).
+    /// Logs `why` about `remote` at info level if this second's budget admits it, with the count of the lines
+    /// left out before it.
+    pub(crate) fn info(&self, remote: &dyn std::fmt::Display, why: &str) {
+        match self.admit(crate::timefmt::unix_ms() / 1000) {
+            Some(0) => tracing::info!(%remote, "{why}"),
+            Some(n) => tracing::info!(%remote, "{why} ({n} more before this one not logged)"),
+            None => {}
+        }
+    }
+
     pub(crate) fn admit(&self, now_s: u64) -> Option<u64> {
         if self.second.swap(now_s, Ordering::Relaxed) != now_s {
             self.in_second.store(0, Ordering::Relaxed);
@@ -425,11 +427,7 @@ impl LogBudget {
 
 fn handshake_failed(remote: &SocketAddr, why: &str) {
     static BUDGET: LogBudget = LogBudget::new(HANDSHAKE_LOGS_PER_SECOND);
-    match BUDGET.admit(crate::timefmt::unix_ms() / 1000) {
-        Some(0) => tracing::info!(%remote, "TLS handshake failed: {why}"),
-        Some(n) => tracing::info!(%remote, "TLS handshake failed: {why} ({n} more before this one not logged)"),
-        None => {}
-    }
+    BUDGET.info(remote, &["TLS handshake failed: ", why].concat());
 }
 
 /// Accepts TLS connections; with `pre_auth`, each first waits for a place among the unauthenticated ones (MQTT),
