@@ -181,13 +181,13 @@ async fn a_null_c2d_property_stays_apart_from_an_empty_one_through_the_browser_w
     api(
         "POST",
         &format!("/devices/{id}/messages/devicebound"),
-        Some(r#"{"body":"n","properties":{"p1":null,"p2":"","p3":"a b"}}"#.into()),
+        Some(r#"{"body":"n","properties":{"p1":null,"p2":"","p3":"a&b"}}"#.into()),
     )
     .await;
     let Event::C2d(m) = expect(&mut rx, "C2D", |e| matches!(e, Event::C2d(_))).await else { unreachable!() };
     assert_eq!(m.properties.get("p1"), Some(None));
     assert_eq!(m.properties.get("p2"), Some(Some("")));
-    assert_eq!(m.properties.get("p3"), Some(Some("a b")));
+    assert_eq!(m.properties.get("p3"), Some(Some("a&b")));
     d.disconnect();
 }
 

@@ -41,12 +41,12 @@ async function check(name, Protocol) {
 
   await api('POST', `/devices/${DEVICE}/messages/devicebound`, {
     body: `hello ${name}`, messageId: `c2d-node-${name}`, correlationId: 'corr-n', ack: 'full',
-    properties: { color: 'deep blue' },
+    properties: { color: 'deep&blue' },
   });
   const m = await until('the C2D message', async () => c2d.find((x) => x.messageId === `c2d-node-${name}`));
   assert(m.data.toString() === `hello ${name}`, 'C2D body');
   assert(m.correlationId === 'corr-n', 'C2D correlation id');
-  assert(m.properties.getValue('color') === 'deep blue', 'C2D property');
+  assert(m.properties.getValue('color') === 'deep&blue', 'C2D property');
 
   const r = await until('the method answer', async () => {
     try {

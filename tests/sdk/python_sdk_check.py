@@ -62,14 +62,14 @@ def check(transport_name, websockets):
     api("POST", "/devices/%s/messages/devicebound" % DEVICE, {
         "body": "hello " + transport_name, "messageId": "c2d-" + transport_name, "correlationId": "corr-1",
         "contentType": "text/plain", "contentEncoding": "utf-8", "ack": "full",
-        "properties": {"color": "deep blue", "count": "3"}})
+        "properties": {"color": "deep&blue", "count": "3"}})
     assert got_c2d.wait(TIMEOUT), "no C2D message"
     m = received[-1]
     assert m.data.decode() == "hello " + transport_name, m.data
     assert m.message_id == "c2d-" + transport_name, m.message_id
     assert m.correlation_id == "corr-1", m.correlation_id
     assert m.content_type == "text/plain", m.content_type
-    assert m.custom_properties.get("color") == "deep blue", m.custom_properties
+    assert m.custom_properties.get("color") == "deep&blue", m.custom_properties
     assert m.custom_properties.get("count") == "3", m.custom_properties
 
     # Direct method.
