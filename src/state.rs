@@ -326,7 +326,8 @@ impl AppState {
     fn log(&mut self, time: String, kind: LogKind, mut text: String) {
         // A line, not a document: a 256 KB payload or patch quoted whole made one entry of the page that size.
         if text.len() > MAX_LOG_TEXT {
-            let mut end = MAX_LOG_TEXT;
+            // Room for the note after the cut, so the entry stays within the bound.
+            let mut end = MAX_LOG_TEXT - 40;
             while !text.is_char_boundary(end) {
                 end -= 1;
             }
@@ -417,6 +418,9 @@ impl AppState {
                 s.announcement = announcement;
                 let mut text = String::from("cloud-to-device message: ");
                 text.extend(item.body.chars().take(200));
+                if item.body.chars().nth(200).is_some() {
+                    text.push('…');
+                }
                 if !item.application.is_empty() {
                     // Quoted values, and `null` unquoted: an exported log keeps a null apart from "".
                     text.push_str(" (properties: ");

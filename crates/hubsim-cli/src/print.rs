@@ -54,16 +54,20 @@ pub fn event(v: &Value, as_json: bool) {
     let _ = std::io::stdout().flush();
 }
 
-/// One connection-log record.
+/// One connection-log record (a module's identity as `device/module`).
 pub fn connection(v: &Value, as_json: bool) {
     if as_json {
         println!("{v}");
     } else {
+        let identity = match v["moduleId"].as_str() {
+            Some(m) => [text(&v["deviceId"], "-"), "/".into(), escape(m)].concat(),
+            None => text(&v["deviceId"], "-"),
+        };
         println!(
             "{} {:<16} {:<14} {:<5} {:>6} {}: {}",
             text(&v["time"], ""),
             text(&v["operation"], ""),
-            text(&v["deviceId"], "-"),
+            identity,
             text(&v["transport"], ""),
             v["resultType"],
             text(&v["reason"], ""),

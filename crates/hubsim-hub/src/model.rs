@@ -26,12 +26,18 @@ impl ConnectionRecord {
         reason: &str,
         description: String,
     ) -> Self {
+        // A module's connection names `{device}/{module}`: the record says both apart, as IoT Hub's logs do, so
+        // asking for a device's records shows its modules' too.
+        let (device_id, module_id) = match device_id.as_deref().and_then(|d| d.split_once('/')) {
+            Some((d, m)) => (Some(d.to_owned()), Some(m.to_owned())),
+            None => (device_id, None),
+        };
         ConnectionRecord {
             seq: 0,
             time: String::new(),
             operation: operation.into(),
             device_id,
-            module_id: None,
+            module_id,
             transport: transport.into(),
             remote: remote.into(),
             result_type,
@@ -43,12 +49,12 @@ impl ConnectionRecord {
     /// The record with every peer-supplied field cut to [`PEER_TEXT_MAX`] bytes.
     pub fn bounded(mut self) -> Self {
         for s in [&mut self.operation, &mut self.transport, &mut self.remote, &mut self.reason, &mut self.description] {
-            if s.len() > PEER_TEXT_MAX || s.chars().any(char::is_control) {
+            if s.len() > PEER_TEXT_MAX || s.chars().any(crate::hub::is_unsafe_char) {
                 *s = bounded(s);
             }
         }
         for s in [&mut self.device_id, &mut self.module_id].into_iter().flatten() {
-            if s.len() > PEER_TEXT_MAX || s.chars().any(char::is_control) {
+            if s.len() > PEER_TEXT_MAX || s.chars().any(crate::hub::is_unsafe_char) {
                 *s = bounded(s);
             }
         }
@@ -405,6 +411,7 @@ mod peer_text_tests {
         assert_eq!(bounded("plain"), "plain");
         assert_eq!(bounded("a\r\n2026-01-01 INFO forged"), "a\\r\\n2026-01-01 INFO forged");
         assert_eq!(bounded("\u{1b}]0;title\u{7}\u{0}"), "\\u{1b}]0;title\\u{7}\\u{0}");
+        assert_eq!(bounded("a\u{202e}b\u{2028}c"), "a\\u{202e}b\\u{2028}c");
         let long = "é".repeat(200);
         let cut = bounded(&long);
         assert!(cut.starts_with(&"é".repeat(128)) && cut.ends_with("…(400 bytes)"), "{cut}");
@@ -412,5 +419,8 @@ mod peer_text_tests {
             ConnectionRecord::new("dpsConnectRefused", Some("x\ny".into()), "mqtt", "r", 1, "k", "id 'a\rb'".into())
                 .bounded();
         assert_eq!((rec.device_id.as_deref(), rec.description.as_str()), (Some("x\\ny"), "id 'a\\rb'"));
+        // A module's record names its device and module apart.
+        let rec = ConnectionRecord::new("deviceConnect", Some("d1/m1".into()), "mqtt", "r", 0, "connected", "".into());
+        assert_eq!((rec.device_id.as_deref(), rec.module_id.as_deref()), (Some("d1"), Some("m1")));
     }
 }

@@ -509,6 +509,7 @@ async fn device_routes_do_not_take_a_module_s_registry_key() {
         ("POST", "/devices/d1%2Fm1/close", Value::Null),
         ("DELETE", "/devices/d1%2Fm1/commands", Value::Null),
         ("GET", "/devices/d1%2Fm1", Value::Null),
+        ("GET", "/devices/d1%2Fm1/modules", Value::Null),
     ] {
         let a = call(&emu, method, &format!("{path}?{V}"), &[], body).await;
         assert_eq!((a.status, error_name(&a)), (404, "DeviceNotFound".to_owned()), "{method} {path}: {}", a.body);
@@ -554,4 +555,27 @@ async fn twin_metadata_has_a_node_per_property_and_object_as_iot_hub_s_does() {
     let a = call(&emu, "PUT", "/twins/d1", &[], patch(json!({"b": 1}))).await;
     let meta = &a.json()["properties"]["desired"]["$metadata"];
     assert!(meta.get("a").is_none() && meta.pointer("/b/$lastUpdatedVersion").is_some(), "{meta}");
+}
+
+#[tokio::test]
+async fn an_unknown_path_under_the_api_gets_iot_hub_s_json_404_even_beside_the_web_app() {
+    let web = tempfile::tempdir().unwrap();
+    std::fs::write(web.path().join("index.html"), "<!doctype html><title>app</title>").unwrap();
+    let dir = web.path().to_path_buf();
+    let emu = Emu::start_with(move |c| c.web_dir = Some(dir)).await;
+    emu.device("d1").await;
+    for (method, path) in [
+        ("GET", "/twins/d1/x"),
+        ("GET", "/statistics"),
+        ("POST", "/devices/d1/messages/deviceBound"),
+        ("GET", "/devices/d1/modules/m/x"),
+    ] {
+        let a = call(&emu, method, path, &[], Value::Null).await;
+        assert_eq!(a.status, 404, "{method} {path}: {}", a.body);
+        assert!(a.json()["Message"].as_str().is_some_and(|m| m.contains("no such endpoint")), "{}", a.body);
+    }
+    // The web app's own files are still served.
+    let a = call(&emu, "GET", "/index.html", &[], Value::Null).await;
+    assert_eq!(a.status, 200);
+    assert!(a.body.contains("<title>app</title>"), "{}", a.body);
 }

@@ -378,6 +378,9 @@ async fn c2d_messages_are_bounded_like_iot_hubs() {
         ("a '=' in a value", prop("f", "=2+3")),
         ("a ',' in a value", prop("list", "a,b")),
         ("a messageId with a space", SendC2d { message_id: Some("m 1".into()), ..c2d("x") }),
+        ("an empty messageId", SendC2d { message_id: Some(String::new()), ..c2d("x") }),
+        ("a correlationId with a line feed", SendC2d { correlation_id: Some("c\n1".into()), ..c2d("x") }),
+        ("a contentType that is not ASCII", SendC2d { content_type: Some("text/é".into()), ..c2d("x") }),
     ] {
         cases.push((name, req, 400004));
     }
@@ -626,7 +629,7 @@ async fn a_module_identity_sends_telemetry_on_the_module_topic() {
     assert_eq!(ev.system_properties["iothub-connection-module-id"], "filter");
     // The connection is logged as the module, and the module may not use the device's telemetry topic.
     let rec = emu.wait_log(|r| r.operation == "deviceConnect").await;
-    assert_eq!(rec.device_id.as_deref(), Some("edge1/filter"));
+    assert_eq!((rec.device_id.as_deref(), rec.module_id.as_deref()), (Some("edge1"), Some("filter")));
     let p = hubsim_proto::mqttbytes::v4::Publish::new("devices/edge1/messages/events/", QoS::AtMostOnce, b"x".to_vec());
     let t = d.transport_mut().unwrap();
     t.send_raw(&wire(hubsim_proto::mqttbytes::v4::Packet::Publish(p))).await;

@@ -180,8 +180,9 @@ impl ConnectionString {
         if let Some(m) = &module {
             check_id("ModuleId", m)?;
         }
-        // A key wrapped over lines when copied: base64 has no line breaks, so they are dropped, not refused.
-        let key = key.map(|k| k.replace(['\r', '\n'], ""));
+        // A key wrapped over lines when copied (the next line maybe indented): base64 has no line breaks, so
+        // they are dropped with the blanks around them, not refused.
+        let key = key.map(|k| if k.contains('\n') { k.lines().map(str::trim).collect::<String>() } else { k });
         if let Some(g) = &gateway {
             check_chars("GatewayHostName", g, "/ ?#")?;
         }
@@ -258,8 +259,9 @@ fn check_id(field: &'static str, value: &str) -> Result<(), ConnectionStringErro
 /// shell line comes.
 fn unquote(s: &str) -> &str {
     let t = s.trim();
-    for q in ['"', '\''] {
-        if let Some(inner) = t.strip_prefix(q).and_then(|t| t.strip_suffix(q)) {
+    // Straight quotes, and the curly ones a word processor or a mail client puts around a pasted string.
+    for (open, close) in [('"', '"'), ('\'', '\''), ('\u{201c}', '\u{201d}'), ('\u{2018}', '\u{2019}')] {
+        if let Some(inner) = t.strip_prefix(open).and_then(|t| t.strip_suffix(close)) {
             return inner;
         }
     }
@@ -377,7 +379,9 @@ mod tests {
         for pasted in [
             "\"HostName=h;DeviceId=d;SharedAccessKey=a2V5\"",
             " 'HostName=h;DeviceId=d;SharedAccessKey=a2V5'\n",
+            "\u{201c}HostName=h;DeviceId=d;SharedAccessKey=a2V5\u{201d}",
             "HostName=h;DeviceId=d;SharedAccessKey=a2\r\nV5",
+            "HostName=h;DeviceId=d;SharedAccessKey=a2\n\t  V5",
         ] {
             let cs = ConnectionString::parse(pasted).unwrap_or_else(|e| panic!("{pasted}: {e}"));
             assert_eq!((cs.host_name.as_str(), cs.device_id.as_str()), ("h", "d"));

@@ -118,6 +118,13 @@ test('the numbers sent are charted by JSON path; hover, keys, last N and pause',
   await charts.getByLabel('JSON path').fill('temperature');
   await charts.getByRole('button', { name: 'Add chart' }).click();
   await expect(charts.getByRole('alert').filter({ hasText: 'charted already' })).toHaveText('That path is charted already.');
+  // JSONPath beyond the root would name nothing: refused, not charted empty for ever.
+  for (const p of ['$..temperature', "position['lat']", '.temperature']) {
+    await charts.getByLabel('JSON path').fill(p);
+    await charts.getByRole('button', { name: 'Add chart' }).click();
+    await expect(charts.getByRole('alert').filter({ hasText: 'JSON path' })).toContainText('as the buttons show it');
+  }
+  await expect(charts.locator('figure.chart')).toHaveCount(2);
   await charts.getByRole('button', { name: 'Remove the chart of position.lat' }).click();
   await expect(charts.locator('figure.chart')).toHaveCount(1);
   await shot(page, 'charts');

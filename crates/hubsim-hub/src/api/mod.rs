@@ -93,7 +93,23 @@ pub fn router(state: AppState, web_dir: Option<PathBuf>) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BODY))
         .with_state(state.clone());
     let r = match web_dir {
-        Some(dir) if dir.is_dir() => r.fallback_service(tower_http::services::ServeDir::new(dir)),
+        Some(dir) if dir.is_dir() => {
+            // The web app's files, except under the service API's own prefixes: an unknown API path gets IoT
+            // Hub's JSON 404 there, not the file server's empty answer.
+            let files = tower_http::services::ServeDir::new(dir);
+            r.fallback(move |req: axum::extract::Request| {
+                let files = files.clone();
+                async move {
+                    if is_api_path(req.uri().path()) {
+                        return no_such_endpoint();
+                    }
+                    match tower::ServiceExt::oneshot(files, req).await {
+                        Ok(res) => res.into_response(),
+                        Err(never) => match never {},
+                    }
+                }
+            })
+        }
         _ => r.fallback(|| async {
             (StatusCode::NOT_FOUND, Json(error_json(404000, "no such endpoint (and no web app folder is served)")))
         }),
@@ -149,6 +165,30 @@ async fn json_errors(res: Response) -> Response {
 /// Largest request body the service API buffers, bytes (axum's default limit, 2 MiB: a bulk registry request
 /// of 100 identities or a 128 KB method payload fits many times over).
 pub const MAX_REQUEST_BODY: usize = 2 * 1024 * 1024;
+
+/// Whether `path` is under one of the service API's prefixes (the first segment of its routes).
+fn is_api_path(path: &str) -> bool {
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    matches!(
+        first,
+        "devices"
+            | "devices-bulk"
+            | "twins"
+            | "statistics"
+            | "events"
+            | "connections"
+            | "feedback"
+            | "enrollments"
+            | "enrollmentGroups"
+            | "registrations"
+            | "$iothub"
+    )
+}
+
+fn no_such_endpoint() -> Response {
+    (StatusCode::NOT_FOUND, Json(iothub::error_body(404, 404000, "no such endpoint of the service API")))
+        .into_response()
+}
 
 /// Cross-origin reads are allowed only for the origins the user listed (`--allow-origin`); the server's own
 /// origin needs no CORS. Browsers then refuse every other page's cross-origin calls before they are sent.

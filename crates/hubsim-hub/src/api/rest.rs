@@ -194,6 +194,7 @@ pub async fn get_module(State(s): State<AppState>, Path((id, module)): Path<(Str
 
 /// `GET /devices/{id}/modules`.
 pub async fn list_modules(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    super::device_only(&id)?;
     let mut out = Vec::new();
     for d in s.hub.modules(&id).await? {
         out.push(identity(&s.hub, &d).await);

@@ -197,6 +197,20 @@ impl Hub {
                 return Err(ServiceError::new(400, 400004, format!("property '{}' {why}", super::truncate(k, 64))));
             }
         }
+        // The other system properties: printable ASCII (they go into the device's topic and its property bag).
+        for (name, v) in [
+            ("correlationId", &req.correlation_id),
+            ("userId", &req.user_id),
+            ("contentType", &req.content_type),
+            ("contentEncoding", &req.content_encoding),
+        ] {
+            if let Some(c) = v.as_deref().and_then(|v| v.chars().find(|c| !(' '..='~').contains(c))) {
+                return Err(ServiceError::new(400, 400004, format!("{name} has {c:?}; it must be printable ASCII")));
+            }
+        }
+        if req.message_id.as_deref() == Some("") {
+            return Err(ServiceError::new(400, 400004, "messageId is empty (leave it out for a generated one)"));
+        }
         // MessageId: "ASCII 7-bit alphanumeric characters + - : . + % _ # * ? ! ( ) , = @ ; $ '" (same doc).
         if let Some(c) = req
             .message_id

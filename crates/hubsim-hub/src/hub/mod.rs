@@ -446,6 +446,13 @@ impl Hub {
     }
 }
 
+/// Characters peer text may not carry raw into a log or a terminal: controls (CR, LF, ESC…), and Unicode's line
+/// and paragraph separators and bidirectional controls (which reorder or break what a reader sees).
+pub fn is_unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
 /// `s` cut to at most `max` bytes (on a character boundary) with the original length noted, and its control
 /// characters escaped (`\r`, `\n`, `\u{1b}`), for text a peer chose that goes into records, logs, terminals and
 /// error messages: a CR or LF in it could otherwise forge a line of the log, an escape sequence drive a terminal.
@@ -456,7 +463,7 @@ pub fn truncate(s: &str, max: usize) -> String {
     }
     let mut out = String::with_capacity(end + 16);
     for c in s[..end].chars() {
-        if c.is_control() {
+        if is_unsafe_char(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
