@@ -9,6 +9,10 @@ use hubsim_template::{DeviceState, RenderContext};
 use std::rc::Rc;
 
 use super::Controller;
+
+/// How long after a connection is accepted the twin of a device without a model is read (ms): after the frame
+/// that shows "Connected".
+const TWIN_READ_DELAY_MS: u32 = 50;
 use crate::pnp::{self, AckSent, CallRecord, Choice, PnpAction, PnpState};
 use crate::state::{Action, LogKind};
 use crate::util;
@@ -152,8 +156,16 @@ impl Controller {
     pub(super) fn pnp_on_connected(&self) {
         let s = self.pnp();
         if s.model.is_none() {
-            // Without a model too: the twin panel shows this device's twin from the start.
-            return self.get_twin();
+            // Without a model too: the twin panel shows this device's twin from the start — read once
+            // "Connected" is on screen (its answer and render would otherwise come before that frame).
+            let me = self.me.borrow().clone();
+            gloo::timers::callback::Timeout::new(TWIN_READ_DELAY_MS, move || {
+                if let Some(c) = me.upgrade().filter(|c| c.connected_as().is_some()) {
+                    c.get_twin();
+                }
+            })
+            .forget();
+            return;
         }
         let (patch, bad) = pnp::initial_report(&s);
         for e in bad {
