@@ -401,7 +401,6 @@ impl LogBudget {
         LogBudget { second: AtomicU64::new(0), in_second: AtomicU64::new(0), unlogged: AtomicU64::new(0), per_second }
     }
 
-    /// `Some(lines left out before this one)` when a line may be logged at `now_s`, else `None` (counted).
     /// Logs `why` about `remote` at info level if this second's budget admits it, with the count of the lines
     /// left out before it.
     pub(crate) fn info(&self, remote: &dyn std::fmt::Display, why: &str) {
@@ -412,6 +411,7 @@ impl LogBudget {
         }
     }
 
+    /// `Some(lines left out before this one)` when a line may be logged at `now_s`, else `None` (counted).
     pub(crate) fn admit(&self, now_s: u64) -> Option<u64> {
         if self.second.swap(now_s, Ordering::Relaxed) != now_s {
             self.in_second.store(0, Ordering::Relaxed);

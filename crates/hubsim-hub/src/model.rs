@@ -400,11 +400,6 @@ mod tests {
         };
         assert_eq!(tw.mqtt_document(), json!({"desired": {"x": 1, "$version": 3}, "reported": {"$version": 7}}));
     }
-}
-
-#[cfg(test)]
-mod peer_text_tests {
-    use super::*;
 
     #[test]
     fn peer_text_is_bounded_and_cannot_forge_a_log_line_or_drive_a_terminal() {

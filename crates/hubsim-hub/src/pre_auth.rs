@@ -2,8 +2,9 @@
 //!
 //! At most [`crate::listener::Limits::unauthenticated`] such connections are served at a time: what they may
 //! buffer before their CONNECT is accepted (a CONNECT, a WebSocket frame) is bounded by that number times the
-//! largest packet or frame, whatever their count. A place is taken before the TLS handshake and given back when
-//! the CONNECT is accepted (a DPS device's: once its CONNECT is read) or the connection ends.
+//! largest packet or frame, whatever their count. A place is taken once a connection has sent its first byte
+//! (before the TLS handshake; a WebSocket's at its upgrade) and given back when the CONNECT is accepted (a DPS
+//! device's: once its CONNECT is read) or the connection ends.
 //!
 //! Places cannot be hoarded: when every one is taken, a newcomer takes the place of the connection that has
 //! held one longest, provided it has held it at least [`crate::listener::Limits::evict_unauthenticated_after`]
@@ -94,11 +95,6 @@ impl Places {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         held.push_back((number, Instant::now(), evicted.clone()));
         Place { _permit: permit, number, evicted, places: self.clone() }
-    }
-
-    /// Places taken now (for tests and the logs).
-    pub fn held(&self) -> usize {
-        self.held.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 }
 

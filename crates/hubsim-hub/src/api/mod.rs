@@ -100,7 +100,7 @@ pub fn router(state: AppState, web_dir: Option<PathBuf>) -> Router {
             r.fallback(move |req: axum::extract::Request| {
                 let files = files.clone();
                 async move {
-                    if is_api_path(req.uri().path()) {
+                    if is_api_path(req.method(), req.uri().path()) {
                         return no_such_endpoint();
                     }
                     match tower::ServiceExt::oneshot(files, req).await {
@@ -122,9 +122,8 @@ pub fn router(state: AppState, web_dir: Option<PathBuf>) -> Router {
 
 /// An error answer the framework wrote as plain text or without a body (a body over the size limit, a body that
 /// is not JSON or lacks its content type, a path parameter that does not parse, a method the route does not
-/// have) gets IoT
-/// Hub's JSON error body like every other error of the API, keeping its status and headers (`Allow`): the
-/// service SDKs and the CLI read the reason from `Message`.
+/// have) gets IoT Hub's JSON error body like every other error of the API, keeping its status and headers
+/// (`Allow`): the service SDKs and the CLI read the reason from `Message`.
 async fn json_errors(res: Response) -> Response {
     let status = res.status();
     // Plain text, or nothing at all (a 405 has an empty body and no content type).
@@ -166,23 +165,10 @@ async fn json_errors(res: Response) -> Response {
 /// of 100 identities or a 128 KB method payload fits many times over).
 pub const MAX_REQUEST_BODY: usize = 2 * 1024 * 1024;
 
-/// Whether `path` is under one of the service API's prefixes (the first segment of its routes).
-fn is_api_path(path: &str) -> bool {
-    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
-    matches!(
-        first,
-        "devices"
-            | "devices-bulk"
-            | "twins"
-            | "statistics"
-            | "events"
-            | "connections"
-            | "feedback"
-            | "enrollments"
-            | "enrollmentGroups"
-            | "registrations"
-            | "$iothub"
-    )
+/// Whether `path` is under one of the service API's prefixes: a path the gate asks a permission for (its one list
+/// of them, [`guard::required`]), or the MQTT WebSocket's.
+fn is_api_path(method: &axum::http::Method, path: &str) -> bool {
+    guard::required(method, path).is_some() || path.trim_start_matches('/').split('/').next() == Some("$iothub")
 }
 
 fn no_such_endpoint() -> Response {
