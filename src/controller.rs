@@ -598,8 +598,7 @@ impl Controller {
                     ]
                     .concat();
                     let hint = "IoT Hub allows one connection per device and closes the older one when another client connects as the same device: is this device connected somewhere else (another tab, an SDK, hubsim simulate)? Connect again once it is not.";
-                    self.stop_clocks();
-                    return self.status(ConnStatus::Disconnected { reason: Some(reason), hint: Some(hint.into()) });
+                    return self.give_up(reason, Some(hint.into()));
                 }
                 self.lost(reason.to_string(), likely_cause, reason.is_retryable());
             }
@@ -638,10 +637,17 @@ impl Controller {
         let at = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(expiry as f64 * 1000.0)).to_iso_string();
         let reason = ["the SAS token of the connection string expired at ", &String::from(at)].concat();
         let hint = "A token given in the connection string (SharedAccessSignature) cannot be renewed: paste a new one, or a connection string with the device's key (SharedAccessKey), from which the page signs and renews its own tokens.";
-        self.stop_clocks();
         self.inner.borrow_mut().reconnect = None;
-        self.status(ConnStatus::Disconnected { reason: Some(reason), hint: Some(hint.into()) });
+        self.give_up(reason, Some(hint.into()));
         true
+    }
+
+    /// Ends the connection attempts with `reason` (and what to do, `hint`) on the status: as for Disconnect, the
+    /// repeat and the Plug and Play telemetry stop (they would otherwise keep queueing into a session nobody will
+    /// reconnect).
+    fn give_up(&self, reason: String, hint: Option<String>) {
+        self.stop_clocks();
+        self.status(ConnStatus::Disconnected { reason: Some(reason), hint });
     }
 
     /// Reports a loss and schedules a reconnect with exponential backoff and jitter when allowed.
@@ -652,10 +658,7 @@ impl Controller {
         };
         let hint = hint.map(|h| format!("The hub closed the connection right after {h}: that is the likely cause."));
         if !(retry && auto) {
-            // As for Disconnect (the repeat and the Plug and Play telemetry would otherwise keep queueing into a
-            // session nobody will reconnect).
-            self.stop_clocks();
-            return self.status(ConnStatus::Disconnected { reason: Some(reason), hint });
+            return self.give_up(reason, hint);
         }
         let base = 1000.0 * 2f64.powi(attempt.min(5) as i32);
         let delay = (base.min(30_000.0) * (0.8 + 0.4 * js_sys::Math::random())) as u32;

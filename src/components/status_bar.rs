@@ -8,9 +8,6 @@ use crate::state::{AppContext, ConnStatus};
 use crate::util;
 
 fn mmss(secs: i64) -> String {
-    if secs < 0 {
-        return "expired".into();
-    }
     format!("{}:{:02}", secs / 60, secs % 60)
 }
 
@@ -52,7 +49,7 @@ pub fn StatusBar(props: &StatusBarProps) -> Html {
         ConnStatus::Disconnected { reason: None, .. } => ("status idle", "Disconnected".to_owned(), None),
     };
     let connected = matches!(app.status, ConnStatus::Connected { .. });
-    let token = app.token_expiry.map(|t| mmss(t as i64 - util::unix_now() as i64));
+    let token = app.token_expiry.map(|t| t as i64 - util::unix_now() as i64);
     html! {
         <div class="statusbar">
             { super::el_dyn("div", &["class", "role", "aria-live"], &[class, "status", "polite"], html! {
@@ -60,9 +57,9 @@ pub fn StatusBar(props: &StatusBarProps) -> Html {
             }) }
             if let Some(h) = hint { { super::el("div", &[("class", Static("hint")), ("role", Static("alert"))], Html::from(h)) } }
             <div class="counters">
-                if let Some(t) = token {
-                    if t == "expired" { <span>{"token "}{ super::el("b", &[], Html::from(t)) }</span> }
-                    else { <span title="A token signed from the key is renewed automatically before it expires">{"token expires in "}{ super::el("b", &[], Html::from(t)) }</span> }
+                if let Some(secs) = token {
+                    if secs < 0 { <span>{"token "}{ super::el("b", &[], Html::from("expired")) }</span> }
+                    else { <span title="A token signed from the key is renewed automatically before it expires">{"token expires in "}{ super::el("b", &[], Html::from(mmss(secs))) }</span> }
                 }
                 <span title="Telemetry handed to the device; while it is not connected, QoS 1 messages wait in its queue">{"sent "}{ super::el("b", &[], Html::from(app.sent)) }</span>
                 <span>{"acknowledged "}{ super::el("b", &[], Html::from(app.acked)) }</span>
