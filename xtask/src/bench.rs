@@ -260,9 +260,12 @@ fn emulator_rows(bin: &Path, dir: &Path, idle_n: usize) -> Result<Value> {
     }))
 }
 
-/// Writes `floor.html` beside the built app: the app's header and connect form as static HTML with the app's
-/// stylesheet and no script, so the time-to-connected row also measures what the browser alone needs to paint
-/// such a form in a new context on this machine (the floor under the app's "form ready").
+/// Writes `floor.html` and `floor.js` beside the built app: the app's header and connect form as static HTML with
+/// the app's stylesheet, and the least script that can connect from it (on submit: a WebSocket to the hub in the
+/// page's fragment, `#ws=…&id=…&pw=…`, a hand-built MQTT CONNECT with the token given there, no signing, and the
+/// status set to "Connected" on a CONNACK that accepts). The time-to-connected row measures it the same way as the
+/// app: what the browser alone needs on this machine to paint such a form and to connect from it, in a new context
+/// (the floor under the app's "form ready" and "click → Connected", and under any page that would meet the goal).
 fn write_floor_page(dist: &Path) -> Result {
     let css = std::fs::read_dir(dist)
         .map_err(|e| format!("{}: {e}", dist.display()))?
@@ -271,13 +274,34 @@ fn write_floor_page(dist: &Path) -> Result {
         .ok_or("no app-*.css in the built app")?;
     let html = format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>hubsim floor</title>\
-         <link rel=\"stylesheet\" href=\"./{css}\"></head><body><div class=\"app\"><header class=\"top\">\
+         <link rel=\"stylesheet\" href=\"./{css}\"><script src=\"./floor.js\" defer></script></head><body><div class=\"app\"><header class=\"top\">\
          <div class=\"title\"><h1>hubsim</h1></div><div class=\"statusbar\"><div class=\"status\" role=\"status\">\
          Disconnected</div></div></header><main><div class=\"columns\"><div class=\"col\"><section class=\"panel \
          connect\"><h2>Connect</h2><form><label for=\"cs\">Connection string</label><textarea id=\"cs\"></textarea>\
          <button type=\"submit\" class=\"primary\">Connect</button></form></section></div></div></main></div>\
          </body></html>\n"
     );
+    // MQTT 3.1.1 CONNECT (§3.1): protocol "MQTT" level 4, flags username + password + clean session, keep-alive 60 s.
+    let script = "const p = new URLSearchParams(location.hash.slice(1));\n\
+        const utf8 = (s) => { const b = new TextEncoder().encode(s); return [b.length >> 8, b.length & 255, ...b]; };\n\
+        document.querySelector('form').addEventListener('submit', (e) => {\n  \
+        e.preventDefault();\n  \
+        const id = p.get('id');\n  \
+        const body = [0, 4, 77, 81, 84, 84, 4, 0xc2, 0, 60, ...utf8(id), ...utf8(`localhost/${id}/?api-version=2021-04-12`), ...utf8(p.get('pw'))];\n  \
+        const len = []; let n = body.length;\n  \
+        do { len.push((n % 128) | (n >= 128 ? 128 : 0)); n = Math.floor(n / 128); } while (n > 0);\n  \
+        const ws = new WebSocket(p.get('ws'), 'mqtt');\n  \
+        ws.binaryType = 'arraybuffer';\n  \
+        ws.onopen = () => ws.send(new Uint8Array([0x10, ...len, ...body]));\n  \
+        ws.onmessage = (m) => {\n    \
+        const b = new Uint8Array(m.data);\n    \
+        if (b[0] === 0x20 && b[3] === 0) document.querySelector('[role=status]').textContent = 'Connected';\n    \
+        else { window.__error = 'not accepted: ' + Array.from(b).join(' '); console.debug('ttc:error'); }\n    \
+        ws.close();\n  \
+        };\n  \
+        ws.onerror = () => { window.__error = 'WebSocket error'; console.debug('ttc:error'); };\n\
+        });\n";
+    std::fs::write(dist.join("floor.js"), script).map_err(|e| e.to_string())?;
     std::fs::write(dist.join("floor.html"), html).map_err(|e| e.to_string())
 }
 

@@ -133,12 +133,17 @@ pub fn render(r: &Value) -> String {
             ] {
                 line(format!("| {what} | {:.1} |", f(&st[key])));
             }
-            let floor = &br["timeToConnected"]["staticFormPaintedMedianMs"];
+            let floor = &br["timeToConnected"]["floorMedianMs"];
             if floor.is_number() {
                 line(String::new());
                 line(format!(
-                    "The floor, measured the same way in the same run: the same header and connect form as static HTML with the app's stylesheet and no script (`floor.html`) is painted {:.0} ms after navigation starts (median of 10 fresh contexts): what Chromium needs here to show any such page, before the app's own files, compile and render.",
-                    f(floor)
+                    "The floor, measured the same way in the same run: the same header and connect form as static HTML with the app's stylesheet and the least script that connects from it (`floor.html`: on submit, a WebSocket and a hand-built CONNECT with a token the bench made, nothing signed, no framework) is painted {:.0} ms after navigation starts and shows \"Connected\" {:.0} ms after the click (its WebSocket open after {:.0} ms): **{:.0} ms** (medians of 10 fresh contexts). That is what this browser on this machine needs for any page to meet the row, before an app's own files, compile and render; the goal ({}) is {}.",
+                    f(&br["timeToConnected"]["floorFormReadyMedianMs"]),
+                    f(&br["timeToConnected"]["floorClickToConnectedMedianMs"]),
+                    f(&br["timeToConnected"]["floorWsOpenMedianMs"]),
+                    f(floor),
+                    "≤ 100 ms",
+                    if f(floor) > 100.0 { "under this floor" } else { "above it" }
                 ));
             }
             let peer = &br["timeToConnected"]["mqttJsConnackMedianMs"];
@@ -291,8 +296,9 @@ pub fn render(r: &Value) -> String {
     let ttc = f(&br["timeToConnected"]["medianMs"]);
     if ttc > 100.0 {
         let st = &br["timeToConnected"]["stepsMedianMs"];
+        let floor = f(&br["timeToConnected"]["floorMedianMs"]);
         line(format!(
-            "- **Time to connected, {ttc:.0} ms instead of ≤ 100 ms** (form ready {:.0} ms + click → Connected {:.0} ms, §3). Since 2026-11-29 it is measured as the issue defines it, through the real form in the page; before, a benchmark entry point timed navigation → CONNACK, Playwright's round trips included. Where it goes (§3): Chromium has the HTML after {:.0} ms and the CSS, JS and wasm (preloaded together) after {:.0} ms; compiling and instantiating the wasm, `main` and the first render end at {:.0} ms; the first frame is painted at {:.0} ms. After the click, the token is signed and the WebSocket created in {:.0} ms, the socket is open at {:.0} ms, CONNACK arrives at {:.0} ms and \"Connected\" is painted at {:.0} ms. The same form as static HTML without any script is painted at {:.0} ms in the same run: a new browser context's renderer, commit and first frame (fonts, style, layout, compositor) cost that much here for any page, and opening the WebSocket on loopback took Chromium {:.0} ms more: {:.0} ms go to the browser alone before any of the app's own work (the goal is 100 ms for all of it). What the app adds is its files, the wasm's compile and the first render (about {:.0} ms over the static page): the connect form is now mounted first and every other panel once that frame is painted (their render and layout used to come before the first paint), and the rest scales with the wasm (the bundle's cut, above). On 2026-11-30 the bench stopped measuring itself: it polled the page for its marks with Playwright's `waitForFunction`, whose first call evaluates Playwright's 330 KB injected script in the page, about 20 ms of the page's main thread that a Chromium trace showed between the form's paint and the mark (and again before the \"Connected\" mark); the page now announces each mark on the console and the bench awaits that (the floor and the mqtt.js page too, so the three stay comparable). The same traces say where the app's part goes: after the files arrive the module script runs at DOMContentLoaded, V8 validates the whole wasm (about 10 ms), `main` renders the form while compiling each function it first calls (the app's view is one 70 KB function: binaryen inlines every panel called once into it), then the first frame lays out 80 boxes in a fresh renderer (11 to 16 ms); after the click, every network event re-renders the whole app (3 to 7 ms each), and Chromium takes about 10 ms to open a WebSocket whose upgrade the emulator answers in under 1 ms (`curl`). Tried that day and not kept, 11 to 21 alternating fresh loads each: the start module `async` (the form in the DOM 15 ms earlier, painted no earlier), the connect form as a static placeholder in `index.html` (painted early, but its layout took the main thread before the wasm started: no gain for the real form), the other panels mounted at background priority (`scheduler.postTask`) instead of after the first frame (within the noise), the panels `#[inline(never)]` (binaryen inlines them anyway; +1.1 KB).",
+            "- **Time to connected, {ttc:.0} ms instead of ≤ 100 ms** (form ready {:.0} ms + click → Connected {:.0} ms, §3). Since 2026-11-29 it is measured as the issue defines it, through the real form in the page; before, a benchmark entry point timed navigation → CONNACK, Playwright's round trips included. Where it goes (§3): Chromium has the HTML after {:.0} ms and the CSS, JS and wasm (preloaded together) after {:.0} ms; compiling and instantiating the wasm, `main` and the first render end at {:.0} ms; the first frame is painted at {:.0} ms. After the click, the token is signed and the WebSocket created in {:.0} ms, the socket is open at {:.0} ms, CONNACK arrives at {:.0} ms and \"Connected\" is painted at {:.0} ms (the click lands while the panels other than the form are being mounted, after the first frame, and waits for them: on a page left to settle for 300 ms, a probe of 5 loads on 2026-11-30 saw the WebSocket created 4 ms after the click and \"Connected\" in the frame 31 to 47 ms after it). The floor in the same run (§3): the same form as static HTML with the least script that connects from it is painted at {:.0} ms and shows \"Connected\" {:.0} ms after the click (the WebSocket open after {:.0} ms), **{:.0} ms** in all: what a new browser context's renderer, commit and first frame (fonts, style, layout, compositor) and Chromium's WebSocket on loopback cost here for any page, {}. What the app adds is its files, the wasm's compile and the first render (about {:.0} ms over the static page): the connect form is now mounted first and every other panel once that frame is painted (their render and layout used to come before the first paint), and the rest scales with the wasm (the bundle's cut, above). On 2026-11-30 the bench stopped measuring itself: it polled the page for its marks with Playwright's `waitForFunction`, whose first call evaluates Playwright's 330 KB injected script in the page, about 20 ms of the page's main thread that a Chromium trace showed between the form's paint and the mark (and again before the \"Connected\" mark); the page now announces each mark on the console and the bench awaits that (the floor and the mqtt.js page too, so the three stay comparable). The same traces say where the app's part goes: after the files arrive the module script runs at DOMContentLoaded, V8 validates the whole wasm (about 10 ms), `main` renders the form while compiling each function it first calls (the app's view is one 70 KB function: binaryen inlines every panel called once into it), then the first frame lays out 80 boxes in a fresh renderer (11 to 16 ms); after the click, every network event re-renders the whole app (3 to 7 ms each), and Chromium takes about 10 ms to open a WebSocket whose upgrade the emulator answers in under 1 ms (`curl`). Tried that day and not kept, 11 to 21 alternating fresh loads each: the start module `async` (the form in the DOM 15 ms earlier, painted no earlier), the connect form as a static placeholder in `index.html` (painted early, but its layout took the main thread before the wasm started: no gain for the real form), the other panels mounted at background priority (`scheduler.postTask`) instead of after the first frame (within the noise), the panels `#[inline(never)]` (binaryen inlines them anyway; +1.1 KB).",
             f(&br["timeToConnected"]["formReadyMedianMs"]),
             f(&br["timeToConnected"]["clickToConnectedMedianMs"]),
             f(&st["htmlMs"]),
@@ -303,10 +309,16 @@ pub fn render(r: &Value) -> String {
             f(&st["wsOpenMs"]),
             f(&st["connackMs"]),
             f(&st["connectedPaintedMs"]),
-            f(&br["timeToConnected"]["staticFormPaintedMedianMs"]),
-            f(&st["wsOpenMs"]) - f(&st["wsCreatedMs"]),
-            f(&br["timeToConnected"]["staticFormPaintedMedianMs"]) + f(&st["wsOpenMs"]) - f(&st["wsCreatedMs"]),
-            f(&st["formPaintedMs"]) - f(&br["timeToConnected"]["staticFormPaintedMedianMs"]),
+            f(&br["timeToConnected"]["floorFormReadyMedianMs"]),
+            f(&br["timeToConnected"]["floorClickToConnectedMedianMs"]),
+            f(&br["timeToConnected"]["floorWsOpenMedianMs"]),
+            floor,
+            if floor > 100.0 {
+                "over the goal already: no page, however small, meets 100 ms in this browser on this machine, and the goal can be met only where the floor is lower (a faster machine, a warm browser) or as a budget over the floor (the app adds its figure minus the floor)".to_owned()
+            } else {
+                format!("which leaves {:.0} ms of the goal for an app's own files, compile, first render and connect", 100.0 - floor)
+            },
+            f(&st["formPaintedMs"]) - f(&br["timeToConnected"]["floorFormReadyMedianMs"]),
         ));
     }
     if er < 1.0 {
