@@ -29,12 +29,8 @@ pub const MAX_PROPERTIES: usize = 20;
 pub const MAX_NAME: usize = 64;
 /// Largest import file, in bytes.
 pub const MAX_FILE: usize = 1024 * 1024;
-/// Shortest schedule interval, ms.
-pub const MIN_EVERY_MS: u32 = 10;
-/// Longest schedule interval, jitter or duration: one day in ms.
-pub const MAX_MS: u32 = 86_400_000;
-/// The most messages one schedule sends (its "Times").
-pub const MAX_COUNT: u32 = 1_000_000;
+/// The schedule's limits (interval, jitter, duration, count), shared with `hubsim simulate --template`.
+pub use hubsim_template::{MAX_COUNT, MAX_MS, MIN_EVERY_MS};
 
 /// One saved message, and the composer's template-mode draft.
 #[derive(Clone, Debug, PartialEq)]

@@ -77,12 +77,14 @@ pub struct SimArgs {
     #[arg(long, default_value = "sim")]
     pub prefix: String,
     /// Ticks per second per device (0 = as fast as acknowledgements allow). A tick is one message, or with
-    /// --model one message per component with telemetry.
-    #[arg(long, default_value_t = 1.0)]
-    pub rate: f64,
-    /// Ticks per device (0 = until --duration ends).
-    #[arg(long, default_value_t = 0)]
-    pub count: u64,
+    /// --model one message per component with telemetry. Default: 1, or with --template the file's schedule
+    /// (a saved message's `every` ± `jitter`, an Iot-Telemetry-Simulator configuration's `Intervals`).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Ticks per device (0 = until --duration ends). Default: 0, or with --template the file's `count` or
+    /// `MessageCount`.
+    #[arg(long)]
+    pub count: Option<u64>,
     /// MQTT QoS of telemetry (a saved message's `qos` takes precedence).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
     pub qos: u8,
@@ -91,7 +93,8 @@ pub struct SimArgs {
     pub size: usize,
     #[arg(long, value_parser = ["mqtt", "ws"], default_value = "mqtt")]
     pub transport: String,
-    /// Stop after this many seconds.
+    /// Stop sending after this many seconds (then wait up to 5 s for the acknowledgements of what was sent).
+    /// Default: until --count, Ctrl+C, or with --template the saved message's `duration`.
     #[arg(long)]
     pub duration: Option<u64>,
     /// Host to connect to (default: from the emulator, or the connection string's gateway or hub).

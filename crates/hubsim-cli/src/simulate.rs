@@ -5,7 +5,7 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use hubsim_device::fleet::{read_connection_strings, run, PayloadSource, SimConfig};
-use hubsim_device::message::MessageTemplate;
+use hubsim_device::message::{MessageTemplate, Schedule};
 use hubsim_device::pnp::ModelSpec;
 use hubsim_device::Via;
 use hubsim_proto::conn_str::ConnectionString;
@@ -36,9 +36,35 @@ fn payload_source(a: &SimArgs) -> Result<PayloadSource> {
             hubsim_dtdl::Model::parse(&text).map_err(|e| anyhow!("{m}: {e}"))?
         };
         let spec = ModelSpec::new(model, a.reject.clone()).map_err(|e| anyhow!("--model {m}: telemetry: {e}"))?;
+        spec.check_rejects().map_err(|e| anyhow!("{e}"))?;
         return Ok(PayloadSource::Model(Arc::new(spec)));
     }
     Ok(PayloadSource::Padded)
+}
+
+/// The schedule a run follows, in words: `every 500 ms ± 50 ms, 4 messages per device, for 9 s`.
+fn describe(s: &Schedule, by_template: bool, count: u64, duration: Option<std::time::Duration>) -> String {
+    let mut out = if by_template {
+        let list = |l: &[u32]| l.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
+        let mut t = format!("every {} ms", list(&s.intervals.default_ms));
+        if s.jitter_ms > 0 {
+            t += &format!(" ± {} ms", s.jitter_ms);
+        }
+        for (device, l) in &s.intervals.per_device {
+            t += &format!(" ({device}: {} ms)", list(l));
+        }
+        t
+    } else {
+        "--rate".to_owned()
+    };
+    out += &match count {
+        0 => ", no message limit".to_owned(),
+        n => format!(", {n} messages per device"),
+    };
+    if let Some(d) = duration {
+        out += &format!(", for {} s", d.as_secs_f64());
+    }
+    out
 }
 
 pub fn run_cli(a: SimArgs, hub: &ServiceClient) -> Result<()> {
@@ -96,6 +122,24 @@ pub fn run_cli(a: SimArgs, hub: &ServiceClient) -> Result<()> {
     if let Some(ca) = &a.ca {
         ca_pem = Some(std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?);
     }
+    // A template file's schedule applies where the command line says nothing.
+    let schedule = match &payload {
+        PayloadSource::Template(t) => Some(t.schedule.clone()),
+        _ => None,
+    };
+    let pace_by_template = schedule.is_some() && a.rate.is_none();
+    let count = a.count.or(schedule.as_ref().map(|s| u64::from(s.count))).unwrap_or(0);
+    let duration = match (a.duration, &schedule) {
+        (Some(secs), _) => Some(std::time::Duration::from_secs(secs)),
+        (None, Some(s)) if s.duration_ms > 0 => Some(std::time::Duration::from_millis(u64::from(s.duration_ms))),
+        _ => None,
+    };
+    if let Some(s) = schedule.as_ref().filter(|_| !a.quiet) {
+        eprintln!(
+            "(schedule: {}; --rate, --count and --duration override the file)",
+            describe(s, pace_by_template, count, duration)
+        );
+    }
     // Ctrl+C stops the devices cleanly (DISCONNECT) and still prints the summary.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let cfg = SimConfig {
@@ -105,18 +149,20 @@ pub fn run_cli(a: SimArgs, hub: &ServiceClient) -> Result<()> {
         ws_port: a.ws_port.unwrap_or(ws_port),
         ca_pem,
         via: if a.transport == "ws" { Via::Ws } else { Via::Mqtt },
-        rate: a.rate,
-        count: a.count,
+        rate: a.rate.unwrap_or(1.0),
+        pace_by_template,
+        count,
         qos: a.qos,
         size: a.size,
-        duration: a.duration.map(std::time::Duration::from_secs),
+        duration,
+        drain: hubsim_device::fleet::DRAIN,
         live: !a.quiet,
         payload,
         seed,
         events: None,
         stop: Some(stop_rx),
     };
-    if cfg.count == 0 && cfg.duration.is_none() {
+    if cfg.count == 0 && cfg.duration.is_none() && !a.quiet {
         eprintln!("(no --count or --duration: running until Ctrl+C)");
     }
     let rt = tokio::runtime::Runtime::new()?;

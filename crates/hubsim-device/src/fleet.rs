@@ -10,16 +10,18 @@
 //!   differ per device while the same `--seed` and the same times give the same messages. The header's entries
 //!   become application properties; a body meant to be JSON is checked before sending, and a render that fails
 //!   is counted as an error with its message in the summary's `failures`. Time comes from the system clock
-//!   (`$.LocalTime` and `$.Ticks` use UTC: the fleet knows no time zone), `$.MachineName` from `HOSTNAME`;
-//!   the ITS `Intervals` setting is not used: `rate` paces every device.
+//!   (`$.LocalTime` and `$.Ticks` use UTC: the fleet knows no time zone), `$.MachineName` from `HOSTNAME`.
+//!   With [`SimConfig::pace_by_template`] the file's schedule paces each device (its intervals for that
+//!   device, cycled, each wait ± its jitter, drawn from the device's seed) instead of `rate`.
 //! - [`PayloadSource::Model`] (`--model FILE`, see [`crate::pnp`]): the device becomes the model: `model-id` in
 //!   the CONNECT user name; per tick one message per interface with telemetry (`$.sub` on components'); on
 //!   every connection it subscribes to desired patches, reports its read-only properties, reads the twin and
 //!   acknowledges the desired values it has not acknowledged yet (writable properties with no value at all get
 //!   the device's initial value, `ac` 203); then it acknowledges each desired update and answers commands.
 //!
-//! A run ends when every device has sent `count` ticks and had them acknowledged, when `duration` passes, or
-//! when [`SimConfig::stop`] turns true. [`SimConfig::events`] reports what tests and tools wait for
+//! A run ends when every device has sent `count` ticks and had them acknowledged, when `duration` passes (no
+//! tick is sent after it, and each device waits up to [`SimConfig::drain`] more for the acknowledgements of
+//! what it sent), or when [`SimConfig::stop`] turns true. [`SimConfig::events`] reports what tests and tools wait for
 //! ([`FleetEvent`]), so nobody has to sleep and poll.
 
 use bytes::Bytes;
@@ -92,6 +94,9 @@ pub enum FleetEvent {
     CommandAnswered { device: String, method: String, status: u16 },
 }
 
+/// The default of [`SimConfig::drain`].
+pub const DRAIN: Duration = Duration::from_secs(5);
+
 /// What to simulate.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -105,12 +110,18 @@ pub struct SimConfig {
     /// Ticks per second per device; 0 sends as fast as the in-flight window allows. A tick is one message,
     /// or with a model one message per interface with telemetry.
     pub rate: f64,
+    /// With a template: pace each device by the template's schedule ([`crate::message::Schedule`]: its
+    /// intervals, cycled, ± its jitter) instead of `rate`.
+    pub pace_by_template: bool,
     /// Ticks per device; 0 means until the duration ends (or `stop`).
     pub count: u64,
     pub qos: u8,
     /// Size of the padded payload, bytes.
     pub size: usize,
     pub duration: Option<Duration>,
+    /// After `duration`, how long a device waits for the acknowledgements of what it sent before it
+    /// disconnects (default 5 s), so that the summary does not count in-flight messages as unacknowledged.
+    pub drain: Duration,
     /// Print the live line on stderr.
     pub live: bool,
     pub payload: PayloadSource,
@@ -134,10 +145,12 @@ impl SimConfig {
             ca_pem: None,
             via: Via::Mqtt,
             rate: 1.0,
+            pace_by_template: false,
             count: 0,
             qos: 1,
             size: 256,
             duration: None,
+            drain: DRAIN,
             live: false,
             payload: PayloadSource::Padded,
             seed: 0,
@@ -324,21 +337,29 @@ pub async fn run(cfg: SimConfig) -> Result<serde_json::Value, FleetError> {
     failures.sort();
     failures.dedup();
     failures.extend(stats.failures.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned());
-    let (template, model_id) = match &cfg.payload {
-        PayloadSource::Padded => (None, None),
-        PayloadSource::Template(t) => (Some(t.name.clone()), None),
-        PayloadSource::Model(m) => (None, Some(m.model.id().to_owned())),
+    let (template, model_id, size) = match &cfg.payload {
+        PayloadSource::Padded => (None, None, Some(cfg.size)),
+        PayloadSource::Template(t) => (Some(t.name.clone()), None, None),
+        PayloadSource::Model(m) => (None, Some(m.model.id().to_owned()), None),
+    };
+    let sent = stats.sent.load(Ordering::Relaxed);
+    let pacing = match (&cfg.payload, cfg.pace_by_template) {
+        (PayloadSource::Template(_), true) => "the template's schedule".to_owned(),
+        _ if cfg.rate > 0.0 => format!("{} per second per device", cfg.rate),
+        _ => "as fast as acknowledgements allow".to_owned(),
     };
     Ok(json!({
         "devices": cfg.devices.len(),
         "transport": if cfg.via == Via::Mqtt { "mqtt" } else { "ws" },
         "qos": cfg.qos,
-        "sizeBytes": cfg.size,
+        "sizeBytes": size,
+        "pacing": pacing,
         "template": template,
         "modelId": model_id,
         "seed": cfg.seed,
-        "sent": stats.sent.load(Ordering::Relaxed),
+        "sent": sent,
         "acknowledged": acked,
+        "pending": sent.saturating_sub(acked),
         "errors": stats.errors.load(Ordering::Relaxed),
         "reconnects": stats.reconnects.load(Ordering::Relaxed),
         "c2dReceived": stats.c2d.load(Ordering::Relaxed),
@@ -450,14 +471,31 @@ async fn device(
     let (mut ticks, mut queued, mut acked) = (0u64, 0u64, 0u64);
     let mut attempt = 0u32;
     let interval = (cfg.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / cfg.rate));
+    let schedule = match &cfg.payload {
+        PayloadSource::Template(t) if cfg.pace_by_template => Some(t.schedule.clone()),
+        _ => None,
+    };
+    let mut jitter = hubsim_template::Rng::new(device_seed(cfg.seed, &[&id, "/jitter"].concat()));
+    // The wait after tick `tick` (counted from 1).
+    let mut pause = |tick: u64| -> Option<Duration> {
+        let Some(s) = &schedule else { return interval };
+        let list = s.intervals.for_device(&id);
+        let ms = i64::from(list[(tick.saturating_sub(1) % list.len() as u64) as usize]);
+        let j = i64::from(s.jitter_ms);
+        Some(Duration::from_millis((ms + jitter.range_i64(-j, j + 1)).max(0) as u64))
+    };
     let mut next_send = tokio::time::Instant::now();
     let done = |ticks: u64, queued: u64, acked: u64| cfg.count > 0 && ticks >= cfg.count && acked >= queued;
-    let over = |stop: &Option<watch::Receiver<bool>>| {
-        deadline.is_some_and(|d| tokio::time::Instant::now() >= d)
-            || stop.as_ref().is_some_and(|s| *s.borrow() || s.has_changed().is_err())
+    let past = |t: Option<tokio::time::Instant>| t.is_some_and(|t| tokio::time::Instant::now() >= t);
+    let drained = deadline.map(|d| d + cfg.drain);
+    // Nothing is sent after the deadline; the device stays until what it sent is acknowledged or the drain ends.
+    let over = |stop: &Option<watch::Receiver<bool>>, queued: u64, acked: u64| {
+        stop.as_ref().is_some_and(|s| *s.borrow() || s.has_changed().is_err())
+            || (past(deadline) && (acked >= queued || past(drained)))
     };
     loop {
-        if over(&stop) || done(ticks, queued, acked) {
+        // No reconnection after the deadline: what a lost connection had in flight stays unacknowledged.
+        if over(&stop, queued, acked) || done(ticks, queued, acked) || past(deadline) {
             d.disconnect().await;
             return Ok(());
         }
@@ -486,6 +524,7 @@ async fn device(
         'conn: loop {
             // Send when due and the window has room.
             let can_send = connected
+                && !past(deadline)
                 && (cfg.count == 0 || ticks < cfg.count)
                 && d.session().unacked() < d.session().config().max_inflight;
             if can_send && tokio::time::Instant::now() >= next_send {
@@ -517,20 +556,21 @@ async fn device(
                     Err(e) => stats.error(format!("device {id}: {e}")),
                 }
                 d.flush().await;
-                next_send = match interval {
+                next_send = match pause(ticks) {
                     Some(i) => next_send.max(tokio::time::Instant::now() - i) + i,
                     None => tokio::time::Instant::now(),
                 };
                 continue;
             }
-            if over(&stop) || done(ticks, queued, acked) {
+            if over(&stop, queued, acked) || done(ticks, queued, acked) {
                 if connected {
                     stats.connected.fetch_sub(1, Ordering::Relaxed);
                 }
                 d.disconnect().await;
                 return Ok(());
             }
-            let wake = [can_send.then_some(next_send), deadline].into_iter().flatten().min();
+            let end = if past(deadline) { drained } else { deadline };
+            let wake = [can_send.then_some(next_send), end].into_iter().flatten().min();
             // The stop signal interrupts only the wait, never a write: the DISCONNECT after it is whole.
             let Some(ev) = d.next_event_or(wake, stopped(&mut stop)).await else { continue };
             let now = d.now();

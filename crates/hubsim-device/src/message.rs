@@ -10,7 +10,8 @@
 //!                 {"name": "Counter", "min": 1}],
 //!   "header": "{\"source\": \"$.DeviceId\"}",
 //!   "qos": 1,
-//!   "properties": {"kind": "telemetry"}
+//!   "properties": {"kind": "telemetry"},
+//!   "every": 1000, "jitter": 0, "count": 0, "duration": 0
 //! }
 //! ```
 //!
@@ -19,12 +20,16 @@
 //! used as its JSON text; `variables` is a list of ITS variable declarations (or that list as a relaxed-JSON
 //! string), absent meaning none; `header` renders to a JSON object whose entries become application
 //! properties; `qos` (0 or 1) overrides `--qos`; `properties` are fixed application properties (strings),
-//! sent before the header's. The file itself may be relaxed JSON, like ITS files.
+//! sent before the header's. `every`, `jitter`, `count` and `duration` are the saved message's schedule, as the
+//! web app runs it: a message every `every` ms (default 1000, from [`MIN_EVERY_MS`]) ± `jitter` ms, `count`
+//! messages (0: no limit), for `duration` ms (0: until stopped); ms up to [`MAX_MS`], counts up to
+//! [`MAX_COUNT`]. An ITS configuration's schedule is its `Intervals` (cycled, per device where it lists devices)
+//! and `MessageCount`. The file itself may be relaxed JSON, like ITS files.
 //!
 //! This module only reads text: the fleet renders (`Config::render`) with per-device state.
 
 use hubsim_proto::json::{self, Value};
-use hubsim_template::{Config, ConfigError, PayloadKind, Variable};
+use hubsim_template::{Config, ConfigError, Intervals, PayloadKind, Variable, MAX_COUNT, MAX_MS, MIN_EVERY_MS};
 use thiserror::Error;
 
 /// Why a template file cannot be used.
@@ -38,6 +43,22 @@ pub enum MessageFileError {
     Saved(ConfigError),
     #[error("saved message: {field}: expected {expected}")]
     WrongType { field: &'static str, expected: &'static str },
+    #[error("saved message: {field}: expected a whole number from {min} to {max}")]
+    OutOfRange { field: &'static str, min: u32, max: u32 },
+}
+
+/// When a template file's messages are sent (`hubsim simulate` uses it where `--rate`, `--count` and
+/// `--duration` are not given).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule {
+    /// Milliseconds between a device's messages, cycled (ITS `Intervals`; a saved message's `every`).
+    pub intervals: Intervals,
+    /// Each wait is drawn from `interval ± jitter_ms` (at least 0).
+    pub jitter_ms: u32,
+    /// Messages per device; 0: no limit.
+    pub count: u32,
+    /// How long to run, ms; 0: until stopped.
+    pub duration_ms: u32,
 }
 
 /// A loaded template file, ready for the fleet.
@@ -50,6 +71,8 @@ pub struct MessageTemplate {
     pub qos: Option<u8>,
     /// Fixed application properties, sent before the header's.
     pub properties: Vec<(String, String)>,
+    /// The file's schedule.
+    pub schedule: Schedule,
 }
 
 impl MessageTemplate {
@@ -59,11 +82,14 @@ impl MessageTemplate {
         let is_saved = root.get("name").is_some_and(|n| n.as_str().is_some()) && root.get("template").is_some();
         if !is_saved {
             let config = Config::from_its(&root).map_err(MessageFileError::Its)?;
+            let count = hubsim_template::config::message_count(&root).map_err(MessageFileError::Its)?;
+            let schedule = Schedule { intervals: config.intervals().clone(), jitter_ms: 0, count, duration_ms: 0 };
             return Ok(MessageTemplate {
                 name: "Iot-Telemetry-Simulator configuration".into(),
                 config,
                 qos: None,
                 properties: Vec::new(),
+                schedule,
             });
         }
         Self::saved(&root)
@@ -112,8 +138,26 @@ impl MessageTemplate {
                 .collect::<Result<_, _>>()?,
             Some(_) => return Err(MessageFileError::WrongType { field: "properties", expected: "an object" }),
         };
+        // The same fields and limits as the web app's saved messages.
+        let number = |field: &'static str, min: u32, max: u32, default: u32| match root.get(field) {
+            None | Some(Value::Null) => Ok(default),
+            Some(v) => v
+                .as_u64()
+                .filter(|n| (u64::from(min)..=u64::from(max)).contains(n))
+                .map(|n| n as u32)
+                .ok_or(MessageFileError::OutOfRange { field, min, max }),
+        };
+        let schedule = Schedule {
+            intervals: Intervals {
+                default_ms: vec![number("every", MIN_EVERY_MS, MAX_MS, 1000)?],
+                per_device: Vec::new(),
+            },
+            jitter_ms: number("jitter", 0, MAX_MS, 0)?,
+            count: number("count", 0, MAX_COUNT, 0)?,
+            duration_ms: number("duration", 0, MAX_MS, 0)?,
+        };
         let config = Config::new(&template, variables, header.as_deref()).map_err(MessageFileError::Saved)?;
-        Ok(MessageTemplate { name, config, qos, properties })
+        Ok(MessageTemplate { name, config, qos, properties, schedule })
     }
 
     /// Whether the payload at `index` (of `Config::payloads`) is meant to be JSON, so that its rendered body
@@ -152,6 +196,24 @@ mod tests {
         .unwrap();
         assert_eq!(m.name, "Iot-Telemetry-Simulator configuration");
         assert_eq!(m.config.variables().len(), 1);
+    }
+
+    #[test]
+    fn the_schedule_comes_from_the_file() {
+        let m = MessageTemplate::parse("{name: 'n', template: 'x', every: 500, jitter: 50, count: 4, duration: 9000}")
+            .unwrap();
+        let want = Intervals { default_ms: vec![500], per_device: Vec::new() };
+        assert_eq!(m.schedule, Schedule { intervals: want, jitter_ms: 50, count: 4, duration_ms: 9000 });
+        // A saved message without one: every second until stopped, as the web app runs it.
+        let m = MessageTemplate::parse("{name: 'n', template: 'x'}").unwrap();
+        assert_eq!((m.schedule.intervals.default_ms.as_slice(), m.schedule.count), (&[1000][..], 0));
+        let its = MessageTemplate::parse("{Template: 'x', Intervals: {d1: [100, 200]}, MessageCount: '3'}").unwrap();
+        assert_eq!(its.schedule.intervals.for_device("d1"), [100, 200]);
+        assert_eq!(its.schedule.intervals.for_device("d2"), [1000]);
+        assert_eq!(its.schedule.count, 3);
+        let e = MessageTemplate::parse("{name: 'n', template: 'x', every: 5}").unwrap_err();
+        assert_eq!(e.to_string(), "saved message: every: expected a whole number from 10 to 86400000");
+        assert!(MessageTemplate::parse("{Template: 'x', MessageCount: -1}").is_err());
     }
 
     #[test]

@@ -29,6 +29,38 @@ impl ModelSpec {
         Ok(ModelSpec { plans: telemetry_plans(&model)?, model, reject })
     }
 
+    /// Checks that each of `reject` names a writable property of the model: `prop` of some interface, or
+    /// `component.prop`.
+    ///
+    /// # Errors
+    /// The first that does not, with the model's writable properties (`--reject targetTemp: the model has no
+    /// writable property targetTemp; its writable properties: thermostat1.targetTemperature, …`).
+    pub fn check_rejects(&self) -> Result<(), String> {
+        let mut writable = Vec::new();
+        for (component, iface) in self.model.interfaces() {
+            for p in iface.properties.iter().filter(|p| p.writable) {
+                writable.push(component.map_or_else(|| p.name.clone(), |c| format!("{c}.{}", p.name)));
+            }
+        }
+        for r in &self.reject {
+            let found = self.model.interfaces().any(|(component, iface)| {
+                let name = match r.split_once('.') {
+                    Some((c, p)) if component == Some(c) => p,
+                    Some(_) => return false,
+                    None => r.as_str(),
+                };
+                iface.properties.iter().any(|p| p.writable && p.name == name)
+            });
+            if !found {
+                let list = if writable.is_empty() { "none".to_owned() } else { writable.join(", ") };
+                return Err(format!(
+                    "--reject {r}: the model has no writable property {r}; its writable properties: {list}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn rejects(&self, component: Option<&str>, property: &str) -> bool {
         self.reject.iter().any(|r| match r.split_once('.') {
             Some((c, p)) => component == Some(c) && p == property,
@@ -195,6 +227,32 @@ mod tests {
             doc.to_string(),
             r#"{"thermostat1":{"__t":"c","targetTemperature":{"value":25,"ac":200,"av":4,"ad":"accepted"}},"thermostat2":{"__t":"c","targetTemperature":{"value":30,"ac":400,"av":4,"ad":"rejected (--reject)"}}}"#
         );
+    }
+
+    #[test]
+    fn a_reject_must_name_a_writable_property_of_the_model() {
+        let spec = |reject: &[&str]| {
+            ModelSpec::new(
+                builtin::TEMPERATURE_CONTROLLER.load().unwrap(),
+                reject.iter().map(|s| s.to_string()).collect(),
+            )
+            .unwrap()
+            .check_rejects()
+        };
+        assert_eq!(spec(&["targetTemperature", "thermostat2.targetTemperature"]), Ok(()));
+        let list = "thermostat1.targetTemperature, thermostat2.targetTemperature";
+        assert_eq!(
+            spec(&["targetTemp"]),
+            Err(format!(
+                "--reject targetTemp: the model has no writable property targetTemp; its writable properties: {list}"
+            ))
+        );
+        // No such component; and a read-only property is never acknowledged, so it cannot be rejected.
+        assert!(spec(&["thermostat3.targetTemperature"])
+            .unwrap_err()
+            .starts_with("--reject thermostat3.targetTemperature:"));
+        assert!(spec(&["thermostat1.maxTempSinceLastReboot"]).is_err());
+        assert!(spec(&["serialNumber"]).is_err());
     }
 
     #[test]

@@ -129,6 +129,46 @@ async fn an_its_relaxed_json_configuration_loads_and_sends() {
 }
 
 #[tokio::test]
+async fn the_template_file_paces_each_device_by_its_own_intervals() {
+    let emu = Emu::start().await;
+    // An ITS configuration with per-device intervals: p1 waits 300 ms between messages, p2 100 ms.
+    let its = "{Template: '{\"n\": $.N}', Variables: [{name: 'N', min: 1}], Intervals: {p1: [300], p2: 100}, MessageCount: 3}";
+    let t = MessageTemplate::parse(its).unwrap();
+    assert_eq!(t.schedule.count, 3);
+    let mut cfg = fleet(&emu, &["p1", "p2"]).await;
+    cfg.payload = PayloadSource::Template(Arc::new(t));
+    (cfg.count, cfg.pace_by_template, cfg.rate) = (3, true, 0.0);
+    let summary = run(cfg).await.unwrap();
+    assert_eq!(summary["acknowledged"], 6, "{summary}");
+    assert_eq!(summary["pacing"], "the template's schedule", "{summary}");
+    // Enqueued times are ISO 8601 (`2026-11-30T09:40:01.123Z`): milliseconds of the day are enough here.
+    let ms = |t: &str| -> i64 {
+        let hms: Vec<f64> = t[11..t.len() - 1].split(':').map(|p| p.parse().unwrap()).collect();
+        ((hms[0] * 3600.0 + hms[1] * 60.0 + hms[2]) * 1000.0).round() as i64
+    };
+    let spread = |evs: &[hubsim_hub::model::EventRecord]| ms(&evs[2].enqueued_time) - ms(&evs[0].enqueued_time);
+    // Two waits each, 600 ms for p1 and 200 ms for p2 (rate 0 would send all three at once); the hub's clock
+    // sees them with the store's commit latency, so each bound allows 100 ms of it.
+    let (p1, p2) = (emu.wait_events("p1", 3).await, emu.wait_events("p2", 3).await);
+    assert!(spread(&p1) >= 500, "p1 sent its 3 messages within {} ms", spread(&p1));
+    assert!((100..500).contains(&spread(&p2)), "p2 sent its 3 messages within {} ms", spread(&p2));
+}
+
+#[tokio::test]
+async fn a_run_bound_by_duration_waits_for_what_it_sent_to_be_acknowledged() {
+    let emu = Emu::start().await;
+    let mut cfg = fleet(&emu, &["drain1", "drain2"]).await;
+    // As fast as acknowledgements allow: a whole window is in flight when the duration ends.
+    (cfg.rate, cfg.duration) = (0.0, Some(Duration::from_millis(700)));
+    let summary = run(cfg).await.unwrap();
+    let sent = summary["sent"].as_u64().unwrap();
+    assert!(sent > 10, "{summary}");
+    assert_eq!(summary["acknowledged"].as_u64(), Some(sent), "{summary}");
+    assert_eq!(summary["pending"], 0, "{summary}");
+    assert_eq!(summary["sizeBytes"], 256, "{summary}");
+}
+
+#[tokio::test]
 async fn a_failing_render_counts_as_an_error_with_its_message() {
     let emu = Emu::start().await;
     let mut cfg = fleet(&emu, &["bad1"]).await;

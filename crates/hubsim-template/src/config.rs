@@ -527,6 +527,14 @@ fn number_or_numeric_string(v: &Value) -> Option<f64> {
     v.as_f64().or_else(|| v.as_str().and_then(|s| hubsim_proto::num::parse_f64(s.trim())))
 }
 
+/// Shortest interval of a saved message's schedule (`every`), ms: the web app's saved messages and `hubsim
+/// simulate --template` read the same schedule.
+pub const MIN_EVERY_MS: u32 = 10;
+/// Longest schedule interval, jitter or duration: one day in ms.
+pub const MAX_MS: u32 = 86_400_000;
+/// The most messages one schedule sends (its `count`).
+pub const MAX_COUNT: u32 = 1_000_000;
+
 /// The `MessageCount` of an Iot-Telemetry-Simulator configuration `root` (messages per device; 0, the default,
 /// means no limit): a whole number from 0 to `u32::MAX`, written as a number or a numeric string. Read apart
 /// from [`Config`] (a runner's setting, like the intervals): the web app's import uses it as the schedule's

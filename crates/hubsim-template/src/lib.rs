@@ -58,9 +58,11 @@ pub mod template;
 mod time;
 pub mod variable;
 
-pub use config::{Config, ConfigError, Intervals, Payload, PayloadKind, ITS_DEFAULT_TEMPLATE};
+pub use config::{
+    Config, ConfigError, Intervals, Payload, PayloadKind, ITS_DEFAULT_TEMPLATE, MAX_COUNT, MAX_MS, MIN_EVERY_MS,
+};
 pub use render::{check_json, guid, DeviceState, RenderContext, RenderError, Rendered, MAX_RENDERED};
-pub use rng::device_seed;
+pub use rng::{device_seed, Rng};
 pub use template::{placeholder_names, Builtin, Template, TemplateError, TemplateErrorKind};
 pub use variable::{Kind, TimeFormat, Variable};
 
