@@ -6,7 +6,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
 use hubsim_device::provision::{Endpoint, ProvisionError};
 use hubsim_device::Via;
-use hubsim_proto::provisioning::{EnrollmentKey, Progress, ProvisioningConfig, Registration, GLOBAL_ENDPOINT};
+use hubsim_proto::provisioning::{
+    EnrollmentKey, Progress, ProvisioningConfig, ProvisioningError, Registration, GLOBAL_ENDPOINT,
+};
 use hubsim_proto::sas::DeviceKey;
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -179,6 +181,25 @@ pub fn run(cmd: DpsCmd, hub: &ServiceClient) -> Result<()> {
 /// DPS records of the connection log (operations `dpsRegister`, `dpsConnectRefused`, `dpsDisconnect`).
 fn is_dps_record(v: &Value) -> bool {
     v["operation"].as_str().is_some_and(|o| o.starts_with("dps"))
+}
+
+/// The reason of the newest refused DPS connection of `registration_id` in the emulator's connection log (refusals
+/// are stored at most 10 a second, so there may be none).
+fn refusal_reason(hub: &ServiceClient, registration_id: &str) -> Option<String> {
+    const PAGE: usize = 1000;
+    let (mut after, mut reason) = (0u64, None);
+    loop {
+        let items = hub.log_page(Log::Connections, after, PAGE, Some(registration_id)).ok()?;
+        for v in &items {
+            if v["operation"] == "dpsConnectRefused" {
+                reason = v["description"].as_str().map(str::to_owned);
+            }
+            after = v["seq"].as_u64().unwrap_or(after);
+        }
+        if items.len() < PAGE {
+            return reason;
+        }
+    }
 }
 
 fn log(hub: &ServiceClient, registration_id: Option<&str>, follow: bool, as_json: bool) -> Result<()> {
@@ -422,6 +443,20 @@ pub fn provision(a: ProvisionArgs, hub: &ServiceClient) -> Result<()> {
     let (registration, device_key) = match result {
         Ok(r) => r,
         Err(ProvisionError::Transport(e)) => bail!("{e}"),
+        // The emulator's DPS knows why: its connection log names the reason (a wrong scope, no enrollment, a key
+        // that verifies against nothing), which CONNACK's one code cannot say.
+        Err(e @ ProvisionError::Dps(ProvisioningError::Refused(_))) if is_loopback_name(&a.provisioning_host) => {
+            match refusal_reason(hub, &a.registration_id) {
+                Some(why) => {
+                    bail!("{}; the emulator's DPS log says: {}", print::escape(&e.to_string()), print::escape(&why))
+                }
+                None => bail!(
+                    "{} (`hubsim dps log {}` shows the emulator's reason)",
+                    print::escape(&e.to_string()),
+                    print::escape(&a.registration_id)
+                ),
+            }
+        }
         Err(e) => bail!("{}", print::escape(&e.to_string())),
     };
     match registration {

@@ -96,6 +96,9 @@ async fn enrollments_from_the_cli_provision_over_tls_and_websocket() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("DPS refused the connection (CONNACK 0x05)"), "{err}");
+    // The emulator's own reason, which CONNACK's code cannot carry, is fetched from its log.
+    assert!(err.contains("the emulator's DPS log says: "), "{err}");
+    assert!(err.contains("individual enrollment"), "{err}");
 
     // Registrations are listed.
     let mut cmd = hubsim(&p, &dir);
