@@ -143,8 +143,8 @@ impl SeriesStore {
 }
 
 /// Appends `(path, value)` for each finite number in `v`, in document order, at most [`MAX_FIELDS`]: object
-/// members join with `.` (`position.lat`), array items take `[i]` (`values[0]`), a bare number has the path
-/// `""`. `$` names are skipped, and so are paths longer than [`MAX_PATH`].
+/// members join with `.` (`position.lat`), array items take `[i]` (`values[0]`), a member whose name is empty or
+/// has `.`, `[`, `]` or `"` takes `["name"]` (JSON-escaped), a bare number has the path `""`. `$` names are skipped, and so are paths longer than [`MAX_PATH`].
 pub fn numeric_fields(v: &Value, path: &mut String, out: &mut Vec<(String, f64)>) {
     if out.len() >= MAX_FIELDS || path.len() > MAX_PATH {
         return;
@@ -160,6 +160,13 @@ pub fn numeric_fields(v: &Value, path: &mut String, out: &mut Vec<(String, f64)>
         Value::Object(o) => {
             for (k, item) in o.iter().filter(|(k, _)| !k.starts_with('$')) {
                 let join = |p: &mut String| {
+                    if k.is_empty() || k.contains(['.', '[', ']', '"']) {
+                        // A name that a dotted path would misread (`"a.b"` beside a nested `a.b`): `["a.b"]`.
+                        p.push('[');
+                        let _ = json::write_escaped(p, k);
+                        p.push(']');
+                        return;
+                    }
                     if !p.is_empty() {
                         p.push('.');
                     }
@@ -260,6 +267,10 @@ mod tests {
         ];
         assert_eq!(got, want.map(|(p, v)| (p.to_owned(), v)));
         assert_eq!(fields("42"), vec![(String::new(), 42.0)]);
+        // A dotted or bracketed name is not the nested path it would read as.
+        let got = fields(r#"{"a.b":1,"a":{"b":2},"x[0]":3,"":4,"q\"":{"n":5}}"#);
+        let want = [("[\"a.b\"]", 1.0), ("a.b", 2.0), ("[\"x[0]\"]", 3.0), ("[\"\"]", 4.0), ("[\"q\\\"\"].n", 5.0)];
+        assert_eq!(got, want.map(|(p, v)| (p.to_owned(), v)));
         assert_eq!(fields(r#""text""#), vec![]);
     }
 

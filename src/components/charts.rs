@@ -61,9 +61,14 @@ impl Reducible for View {
                 let path = path.trim();
                 let path = path.strip_prefix("$.").unwrap_or(path);
                 let key = (v.source, path.to_owned());
-                // Paths are written as the chips offer them (`position.lat`, `values[0]`): no JSONPath beyond the
-                // root, whose other forms (`$..x`, `x['y']`) would name nothing and chart nothing for ever.
-                let jsonpath = key.1.starts_with(['$', '.']) || key.1.contains("..") || key.1.contains(['\'', '"']);
+                // Paths are written as the chips offer them (`position.lat`, `values[0]`, `["a.b"]` for a name with
+                // a dot): no JSONPath beyond the root, whose other forms (`$..x`, `x['y']`) would name nothing and
+                // chart nothing for ever.
+                let p = &key.1;
+                let jsonpath = p.starts_with(['$', '.'])
+                    || p.contains("..")
+                    || p.contains('\'')
+                    || (p.contains('"') && !p.contains("[\""));
                 if key.1.is_empty() || jsonpath {
                     v.error = Some("Enter the JSON path of a number as the buttons show it, for example temperature, position.lat or values[0].");
                 } else if v.charts.contains(&key) {

@@ -144,6 +144,24 @@ test('the numbers sent are charted by JSON path; hover, keys, last N and pause',
   }
 });
 
+test('a name with a dot is its own series, not the nested path it reads as', async ({ page }) => {
+  const dev = await newDevice('e2e-chart-dot');
+  await connect(page, dev.cs);
+  for (const [i, n] of [1, 2].entries()) await send(page, JSON.stringify({ 'a.b': n, a: { b: 10 * n } }), i + 1);
+  const charts = page.getByRole('region', { name: 'Charts' });
+  const seen = charts.getByRole('group', { name: 'Numeric paths seen' });
+  await expect(seen.getByRole('button')).toHaveText(['+ ["a.b"]', '+ a.b']);
+  await seen.getByRole('button', { name: 'Chart ["a.b"]' }).click();
+  await charts.getByLabel('JSON path').fill('a.b');
+  await charts.getByRole('button', { name: 'Add chart' }).click();
+  expect(await values(charts.locator('figure.chart').nth(0))).toEqual(['1', '2']);
+  expect(await values(charts.locator('figure.chart').nth(1))).toEqual(['10', '20']);
+  // The bracketed form can be typed too; it is the same chart.
+  await charts.getByLabel('JSON path').fill('["a.b"]');
+  await charts.getByRole('button', { name: 'Add chart' }).click();
+  await expect(charts.getByRole('alert').filter({ hasText: 'charted already' })).toHaveText('That path is charted already.');
+});
+
 /** The exports' time: local date and time with the offset from UTC (ISO 8601), so days can be told apart. */
 const STAMP = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d$/;
 
