@@ -11,7 +11,7 @@ use hubsim_proto::conn_str::Credential;
 use hubsim_proto::device::{
     ConnectOptions, DeviceConfig, DeviceSession, Event, Granted, LostReason, RequestFailure, RequestKind, TelemetryQos,
 };
-use hubsim_proto::topic::{DeviceIdentity, TopicFilter};
+use hubsim_proto::topic::{DeviceIdentity, RequestId, TopicFilter};
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
@@ -32,6 +32,8 @@ const FLAP_MS: f64 = 10_000.0;
 /// Flaps in a row after which the page stops reconnecting and says why (two clients as one device take turns
 /// closing each other's connection for ever otherwise).
 const MAX_FLAPS: u32 = 3;
+/// Most reported patches remembered until answered (see `Inner::reported`).
+const MAX_REPORTED: usize = 32;
 
 #[derive(Default)]
 struct Inner {
@@ -46,9 +48,10 @@ struct Inner {
     renewing: bool,
     /// The browser refused to store the settings the last time they were stored.
     storage_refused: bool,
-    /// Reported patches sent from the twin panel and not answered yet: once saved, the twin is read again so the
-    /// panel shows the hub's document and version (the hub answers a patch with its version only).
-    user_patches: u32,
+    /// Reported patches sent and not answered yet, at most [`MAX_REPORTED`] (the oldest goes): `(request, patch,
+    /// from the twin panel)`. Once saved, the twin shown takes the patch and its version (the hub answers a patch
+    /// with its version only); the answer to one no longer here reads the twin again instead.
+    reported: Vec<(RequestId, String, bool)>,
     attempt: u32,
     /// When the current connection was accepted (`Date.now()` ms), and how many connections in a row the hub
     /// closed within [`FLAP_MS`] of accepting them (see [`Controller::lost`]).
@@ -430,8 +433,8 @@ impl Controller {
             (Some(why), _) => Err(why),
             (None, None) => Err("not sent: not connected".to_owned()),
             (None, Some(d)) => match d.with_session(|s, now| s.patch_reported(now, json.to_owned().into_bytes())) {
-                Ok(_) => {
-                    self.inner.borrow_mut().user_patches += 1;
+                Ok(rid) => {
+                    self.sent_reported(rid, json, true);
                     self.log_sent(&d, format!("reported properties {json}"));
                     Ok(String::new())
                 }
@@ -444,12 +447,21 @@ impl Controller {
         self.dispatch.dispatch(Action::Reported(result));
     }
 
-    /// A reported patch was answered: true if one sent from the twin panel was waiting (counted off).
-    fn answered_user_patch(&self) -> bool {
+    /// Remembers a reported patch until it is answered.
+    pub(crate) fn sent_reported(&self, rid: RequestId, patch: &str, user: bool) {
         let mut i = self.inner.borrow_mut();
-        let waiting = i.user_patches > 0;
-        i.user_patches = i.user_patches.saturating_sub(1);
-        waiting
+        if i.reported.len() >= MAX_REPORTED {
+            i.reported.remove(0);
+        }
+        i.reported.push((rid, patch.to_owned(), user));
+    }
+
+    /// The reported patch `rid` answered or failed: `(patch, from the twin panel)` if it was remembered.
+    fn answered_reported(&self, rid: &RequestId) -> Option<(String, bool)> {
+        let mut i = self.inner.borrow_mut();
+        let at = i.reported.iter().position(|r| r.0 == *rid)?;
+        let (_, patch, user) = i.reported.remove(at);
+        Some((patch, user))
     }
 
     fn on_event(&self, ev: DriverEvent) {
@@ -515,19 +527,28 @@ impl Controller {
                 });
                 self.log(LogKind::Received, "twin document");
             }
-            Event::TwinResponse { kind: RequestKind::TwinPatchReported, status: 204, version, .. } => {
+            Event::TwinResponse { rid, kind: RequestKind::TwinPatchReported, status: 204, version, .. } => {
                 let v = version.map(|v| v.to_string()).unwrap_or_default();
                 self.log(LogKind::Received, format!("reported properties saved, version {v}"));
-                self.dispatch.dispatch(Action::Reported(Ok(v)));
-                if self.answered_user_patch() {
-                    self.get_twin();
+                match (self.answered_reported(&rid), version) {
+                    (Some((patch, user)), Some(version)) => {
+                        if user {
+                            self.dispatch.dispatch(Action::Reported(Ok(v)));
+                        }
+                        self.dispatch.dispatch(Action::ReportedSaved { patch, version });
+                    }
+                    (sent, _) => {
+                        if sent.is_some_and(|s| s.1) {
+                            self.dispatch.dispatch(Action::Reported(Ok(v)));
+                        }
+                        self.get_twin();
+                    }
                 }
             }
-            Event::TwinResponse { kind, status, body, .. } => {
+            Event::TwinResponse { rid, kind, status, body, .. } => {
                 let why =
                     format!("{} failed with status {status}: {}", request_name(kind), String::from_utf8_lossy(&body));
-                if kind == RequestKind::TwinPatchReported {
-                    self.answered_user_patch();
+                if kind == RequestKind::TwinPatchReported && self.answered_reported(&rid).is_some_and(|s| s.1) {
                     self.dispatch.dispatch(Action::Reported(Err(why.clone())));
                 }
                 self.log(LogKind::Error, why)
@@ -540,7 +561,8 @@ impl Controller {
                     patch: String::from_utf8_lossy(&body).into_owned(),
                 })
             }
-            Event::RequestFailed { kind, reason, .. } => {
+            Event::RequestFailed { rid, kind, reason } => {
+                self.answered_reported(&rid);
                 let why = match reason {
                     RequestFailure::TimedOut => "the hub did not answer in time",
                     RequestFailure::ConnectionLost => "the connection was lost before the answer",

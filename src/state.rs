@@ -240,6 +240,11 @@ pub enum Action {
     },
     /// A reported patch was saved (`Ok(version)`) or refused (`Err(why)`, by the app or the hub).
     Reported(Result<String, String>),
+    /// The hub saved this reported patch (the user's or Plug and Play's) as `version`: the twin shown takes it.
+    ReportedSaved {
+        patch: String,
+        version: u64,
+    },
     Desired {
         at: String,
         patch: String,
@@ -472,12 +477,21 @@ impl AppState {
                 answers.push(a);
             }
             Action::RemoveAnswer(name) => Rc::make_mut(&mut s.answers).retain(|x| x.name != name),
-            // The last patch's result stays: the twin is read again right after a patch is saved.
+            // The last patch's result stays.
             Action::Twin { desired, reported } => {
                 s.twin = Rc::new(TwinView { desired, reported, patched: s.twin.patched.clone() })
             }
             Action::Reported(r) => Rc::make_mut(&mut s.twin).patched = r,
+            Action::ReportedSaved { patch, version } => {
+                if let Some(t) = patched_section(&s.twin.reported, &patch, Some(version)) {
+                    Rc::make_mut(&mut s.twin).reported = t;
+                }
+            }
             Action::Desired { at, patch } => {
+                // The patch carries its `$version`.
+                if let Some(t) = patched_section(&s.twin.desired, &patch, None) {
+                    Rc::make_mut(&mut s.twin).desired = t;
+                }
                 s.log(at.clone(), LogKind::Received, format!("desired properties changed: {patch}"));
                 push_bounded(&mut s.desired_updates, Rc::new((at, patch)), MAX_DESIRED);
             }
@@ -599,6 +613,21 @@ mod yew_glue {
 
 #[cfg(target_arch = "wasm32")]
 pub use yew_glue::AppContext;
+
+/// A twin section as the twin panel shows it (pretty JSON, as last read) with a patch applied as the hub applies
+/// it (JSON merge patch: `null` removes) and `$version` set when given: `None` before the twin was read, or when
+/// either is not a JSON object.
+fn patched_section(doc: &str, patch: &str, version: Option<u64>) -> Option<String> {
+    use hubsim_proto::json::{self, Value};
+    let (Ok(mut d @ Value::Object(_)), Ok(p @ Value::Object(_))) = (json::parse(doc), json::parse(patch)) else {
+        return None;
+    };
+    json::merge_patch(&mut d, &p);
+    if let (Some(v), Value::Object(o)) = (version, &mut d) {
+        o.insert("$version".into(), Value::Number(json::Number::Int(v as i64)));
+    }
+    Some(json::to_string_pretty(&d))
+}
 
 #[cfg(test)]
 mod tests;

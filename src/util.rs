@@ -1,6 +1,7 @@
 //! Small browser helpers: clocks, ids, JSON (through the browser's own `JSON`, so no JSON library ships in the
 //! bundle), clipboard and downloads.
 
+use hubsim_proto::json;
 use wasm_bindgen::JsValue;
 
 /// Unix seconds from the browser clock.
@@ -55,28 +56,20 @@ pub fn uuid() -> String {
     hubsim_template::guid(a, b)
 }
 
-/// `Ok(pretty)` if `text` is JSON, `Err(message)` otherwise.
+/// `Ok(pretty)` if `text` is JSON (read by the core's parser, indented by two spaces), `Err(message)` with the
+/// line and column otherwise.
 pub fn json_pretty(text: &str) -> Result<String, String> {
-    let v = js_sys::JSON::parse(text).map_err(|e| crate::driver::describe_js(&e))?;
-    js_sys::JSON::stringify_with_replacer_and_space(&v, &JsValue::NULL, &JsValue::from_f64(2.0))
-        .map(String::from)
-        .map_err(|e| crate::driver::describe_js(&e))
+    json::parse(text).map(|v| json::to_string_pretty(&v)).map_err(|e| e.to_string())
 }
 
 /// The member `name` of the JSON object `text`, pretty-printed (empty if there is none).
 pub fn json_member(text: &str, name: &str) -> String {
-    js_sys::JSON::parse(text)
-        .ok()
-        .and_then(|v| js_sys::Reflect::get(&v, &name.into()).ok())
-        .filter(|v| !v.is_undefined())
-        .and_then(|v| js_sys::JSON::stringify_with_replacer_and_space(&v, &JsValue::NULL, &2.into()).ok())
-        .map(String::from)
-        .unwrap_or_default()
+    json::parse(text).ok().and_then(|v| v.get(name).map(json::to_string_pretty)).unwrap_or_default()
 }
 
 /// True if `text` parses as JSON.
 pub fn is_json(text: &str) -> bool {
-    js_sys::JSON::parse(text).is_ok()
+    json::parse(text).is_ok()
 }
 
 /// Copies text to the clipboard.

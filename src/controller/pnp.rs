@@ -132,7 +132,8 @@ impl Controller {
         let Some(d) = self.driver() else { return false };
         let text = patch.to_string();
         match d.with_session(|s, now| s.patch_reported(now, text.clone().into_bytes())) {
-            Ok(_) => {
+            Ok(rid) => {
+                self.sent_reported(rid, &text, false);
                 self.log_sent(&d, [what, ": ", &text].concat());
                 true
             }

@@ -273,6 +273,22 @@ fn a_c2d_message_with_thousands_of_properties_logs_a_bounded_line_and_keeps_them
 }
 
 #[test]
+fn the_twin_shown_takes_desired_patches_and_saved_reported_patches() {
+    let twin = Action::Twin {
+        desired: "{\n  \"mode\": \"auto\",\n  \"keep\": 1,\n  \"$version\": 7\n}".into(),
+        reported: "{\n  \"fw\": \"1.0\",\n  \"$version\": 3\n}".into(),
+    };
+    let desired = Action::Desired { at: "t".into(), patch: r#"{"interval":30,"mode":null,"$version":8}"#.into() };
+    let saved = Action::ReportedSaved { patch: r#"{"fw":"2.0","t":{"ac":200}}"#.into(), version: 4 };
+    let s = run(fresh(), [twin, desired, saved]);
+    assert_eq!(s.twin.desired, "{\n  \"keep\": 1,\n  \"$version\": 8,\n  \"interval\": 30\n}");
+    assert_eq!(s.twin.reported, "{\n  \"fw\": \"2.0\",\n  \"$version\": 4,\n  \"t\": {\n    \"ac\": 200\n  }\n}");
+    // Before the twin was read there is nothing to patch: it stays empty until the read.
+    let s = run(fresh(), [Action::Desired { at: "t".into(), patch: r#"{"a":1,"$version":2}"#.into() }]);
+    assert_eq!(s.twin.desired, "");
+}
+
+#[test]
 fn a_log_entry_is_a_line_not_a_document_and_a_new_identity_forgets_the_previous_twin() {
     let long = "é".repeat(3000);
     let s = run(fresh(), [Action::Log { at: "t".into(), kind: LogKind::Sent, text: long }]);

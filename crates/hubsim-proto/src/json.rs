@@ -215,6 +215,67 @@ pub fn to_string(value: &Value) -> String {
     value.to_string()
 }
 
+/// JSON text of `value` indented by two spaces per level, as JavaScript's `JSON.stringify(value, null, 2)`
+/// writes it (`{}` and `[]` when empty, `"key": value`, one member or item per line).
+pub fn to_string_pretty(value: &Value) -> String {
+    let mut out = String::new();
+    pretty(&mut out, value, 0);
+    out
+}
+
+fn pretty(out: &mut String, value: &Value, depth: usize) {
+    let (open, close, items): (char, char, Vec<(Option<&str>, &Value)>) = match value {
+        Value::Array(a) if !a.is_empty() => ('[', ']', a.iter().map(|v| (None, v)).collect()),
+        Value::Object(o) if !o.is_empty() => ('{', '}', o.iter().map(|(k, v)| (Some(k), v)).collect()),
+        other => {
+            let _ = write!(out, "{other}");
+            return;
+        }
+    };
+    out.push(open);
+    for (i, (key, v)) in items.into_iter().enumerate() {
+        out.push_str(if i == 0 { "\n" } else { ",\n" });
+        out.push_str(&"  ".repeat(depth + 1));
+        if let Some(k) = key {
+            let _ = escape(out, k);
+            out.push_str(": ");
+        }
+        pretty(out, v, depth + 1);
+    }
+    out.push('\n');
+    out.push_str(&"  ".repeat(depth));
+    out.push(close);
+}
+
+/// Applies `patch` to `target` as a JSON merge patch (RFC 7396), as IoT Hub applies a twin patch ("Device twins",
+/// Back-end operations): members of an object patch are merged recursively into an object target, `null` removes
+/// the member, any other value replaces it; a patch that is not an object replaces the whole target.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(p) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !matches!(target, Value::Object(_)) {
+        *target = Value::Object(Object::new());
+    }
+    let Value::Object(t) = target else { return };
+    for (k, v) in p.iter() {
+        // Members keep their place; new ones go last.
+        match t.entries.iter().position(|(key, _)| key == k) {
+            Some(i) if v.is_null() => {
+                t.entries.remove(i);
+            }
+            Some(i) => merge_patch(&mut t.entries[i].1, v),
+            None if v.is_null() => {}
+            None => {
+                let mut slot = Value::Null;
+                merge_patch(&mut slot, v);
+                t.entries.push((k.to_owned(), slot));
+            }
+        }
+    }
+}
+
 /// Writes `s` as a quoted JSON string.
 pub fn write_escaped(out: &mut impl fmt::Write, s: &str) -> fmt::Result {
     escape(out, s)
@@ -701,6 +762,34 @@ impl<'a> Parser<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merge_patch_is_rfc_7396() {
+        // RFC 7396 §3's example.
+        let mut doc = parse(r#"{"title":"Goodbye!","author":{"givenName":"John","familyName":"Doe"},"tags":["example","sample"],"content":"This will be unchanged"}"#).unwrap();
+        let patch =
+            parse(r#"{"title":"Hello!","phoneNumber":"+01-555-1234","author":{"familyName":null},"tags":["example"]}"#)
+                .unwrap();
+        merge_patch(&mut doc, &patch);
+        assert_eq!(
+            doc.to_string(),
+            r#"{"title":"Hello!","author":{"givenName":"John"},"tags":["example"],"content":"This will be unchanged","phoneNumber":"+01-555-1234"}"#
+        );
+        // A new object loses its nulls; a scalar target becomes an object; a non-object patch replaces.
+        let mut doc = parse(r#"{"a":1}"#).unwrap();
+        merge_patch(&mut doc, &parse(r#"{"a":{"b":null,"c":2},"gone":null}"#).unwrap());
+        assert_eq!(doc.to_string(), r#"{"a":{"c":2}}"#);
+        merge_patch(&mut doc, &parse("[1]").unwrap());
+        assert_eq!(doc.to_string(), "[1]");
+    }
+
+    #[test]
+    fn pretty_text_is_what_json_stringify_with_two_spaces_writes() {
+        let v = parse(r#"{"a":1,"b":{"c":[1,"x",{}],"d":[]},"e":{},"f\"":null,"g":21.5}"#).unwrap();
+        let want = "{\n  \"a\": 1,\n  \"b\": {\n    \"c\": [\n      1,\n      \"x\",\n      {}\n    ],\n    \"d\": []\n  },\n  \"e\": {},\n  \"f\\\"\": null,\n  \"g\": 21.5\n}";
+        assert_eq!(to_string_pretty(&v), want);
+        assert_eq!(to_string_pretty(&parse("3").unwrap()), "3");
+    }
     use proptest::prelude::*;
 
     fn err(text: &str, relaxed: bool) -> String {

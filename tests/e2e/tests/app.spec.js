@@ -84,6 +84,11 @@ test('the twin is read at connect, and connecting as another device shows that d
   const desired = page.getByRole('region', { name: 'Device twin' }).getByRole('group', { name: 'Desired properties' });
   // Read when the connection is accepted: no Get twin needed.
   await expect(desired).toContainText('"only": "first"');
+  // A desired patch from the back end changes the document shown, with its version (no Get twin needed).
+  await api('PATCH', `/twins/${a.id}`, { properties: { desired: { interval: 30, only: null } } });
+  await expect(desired).toContainText('"interval": 30');
+  await expect(desired).toContainText('"$version": 3');
+  await expect(desired).not.toContainText('"only"');
   await page.getByRole('button', { name: 'Send', exact: true }).click();
   await expect(page.locator('.counters')).toContainText('acknowledged 1');
   await page.getByLabel('Connection string').fill(b.cs);

@@ -124,6 +124,10 @@ test('a desired value set while offline is acknowledged on the next connection',
   await page.getByRole('button', { name: 'Accept now' }).click();
   const done = await reported(dev.id, (x) => x.targetTemperature?.ac === 200);
   expect(done.targetTemperature).toEqual({ value: 23.5, ac: 200, av: version, ad: 'accepted' });
+  // The twin panel shows the acknowledgement and the version the hub gave it, without a Get twin.
+  const shown = page.getByRole('region', { name: 'Device twin' }).getByRole('group', { name: 'Reported properties' });
+  await expect(shown).toContainText('"ac": 200');
+  await expect(shown).toContainText(`"$version": ${(await api('GET', `/twins/${dev.id}`)).properties.reported.$version}`);
 });
 
 test('telemetry started before connecting keeps running and is sent once connected', async ({ page }) => {
