@@ -90,9 +90,17 @@ pub fn view_connect_panel(app: &AppContext, ctl: &ControllerHandle, form: &Conne
         let (ctl, app, attempted) = (ctl.clone(), app.clone(), attempted.clone());
         Callback::from(move |e: SubmitEvent| {
             e.prevent_default();
+            // Refused here, nothing sent: the fields say why, and the reason of an earlier attempt goes from the
+            // status bar (it would read as this attempt's).
+            let refused = || {
+                attempted.set(true);
+                if matches!(app.status, ConnStatus::Disconnected { reason: Some(_), .. }) {
+                    ctl.0.status(ConnStatus::Disconnected { reason: None, hint: None });
+                }
+            };
             if app.settings.use_dps && app.settings.assigned_hub.is_empty() {
                 let Ok(p) = dps_plan(&app.settings, app.emulator.as_deref()) else {
-                    attempted.set(true);
+                    refused();
                     return;
                 };
                 if p.needs_confirmation && app.confirmed_url.as_deref() != Some(p.url.as_str()) {
@@ -103,7 +111,7 @@ pub fn view_connect_panel(app: &AppContext, ctl: &ControllerHandle, form: &Conne
                 return ctl.0.provision(p, app.emulator.clone());
             }
             let Ok(p) = plan(&app.settings, app.emulator.as_deref()) else {
-                attempted.set(true);
+                refused();
                 return;
             };
             if p.needs_confirmation && app.confirmed_url.as_deref() != Some(p.url.as_str()) {

@@ -74,6 +74,11 @@ test('a wrong group key shows what DPS said, in words', async ({ page }) => {
   await expect(steps.locator('li.failed')).toHaveText(/DPS (refused the connection|answered 401)/);
   await expect(page.getByRole('button', { name: 'Provision and connect' })).toBeVisible();
   await shot(page, 'dps-wrong-key');
+  // A key the page refuses itself is not sent, and DPS's earlier answer no longer reads as this attempt's.
+  await page.getByLabel('Enrollment group key', { exact: true }).fill('notbase64!');
+  await page.getByRole('button', { name: 'Provision and connect' }).click();
+  await expect(page.getByRole('alert').filter({ hasText: 'base64' })).toBeVisible();
+  await expect(page.getByRole('status')).toHaveText(/^\s*Disconnected\s*$/);
 });
 
 test('a remembered assignment, never the key, goes straight to the hub after a reload', async ({ page }) => {
