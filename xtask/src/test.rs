@@ -168,10 +168,13 @@ const BUNDLE_GOAL: u64 = 150 * 1024;
 /// equal to the next send, an expired given SAS token stopped with its reason, the twin read at connect and a new
 /// identity's views cleared (0.8 KB); a non-JSON body under a JSON content type said, log entries cut at 2000
 /// bytes, a module's empty inbox explained, the variable editor's messages, the form that no longer matches the
-/// connection said (1.2 KB): 249.1 KB. The app is over [`BUNDLE_GOAL`] (BENCHMARKS.md says why); the ceiling only
+/// connection said (1.2 KB): 249.1 KB. On 2026-11-30 (a third walk-through), 1.7 KB for the twin panel that
+/// keeps up with desired patches and saved reported patches (a JSON merge patch and a pretty-printer in the core;
+/// the JavaScript `JSON` glue they replace gave 0.2 KB back), chart paths for names with a dot, and the status
+/// bar cleared when the page refuses an attempt itself: 250.8 KB. The app is over [`BUNDLE_GOAL`] (BENCHMARKS.md says why); the ceiling only
 /// stops it from growing unnoticed. Lower it with every cut; raise it only in a commit that says what the bytes
 /// buy.
-pub(crate) const BUNDLE_CEILING: u64 = 250 * 1024;
+pub(crate) const BUNDLE_CEILING: u64 = 251 * 1024;
 
 /// Fails when the built app is larger than [`BUNDLE_CEILING`]; prints the figure, the ceiling and the goal.
 fn bundle_size() -> Result {
