@@ -371,6 +371,23 @@ async fn query_subset_with_paging_count_and_clear_400s() {
     assert_eq!(call(&emu, "GET", "/devices/query", &[], Value::Null).await.json()["deviceId"], "query");
 }
 
+/// A number literal past f64's range is refused with 400 naming it, not turned into `null` that selects nothing.
+#[tokio::test]
+async fn an_out_of_range_number_in_a_query_is_a_400_naming_it() {
+    let emu = Emu::start().await;
+    emu.device("d1").await;
+    call(&emu, "PATCH", "/twins/d1", &[], json!({"tags": {"v": 5}})).await;
+    for lit in ["1e999", "-1e999"] {
+        let q = format!("SELECT * FROM devices WHERE tags.v < {lit}");
+        let a = call(&emu, "POST", "/devices/query", &[], json!({ "query": q })).await;
+        assert_eq!((a.status, error_name(&a).as_str()), (400, "ArgumentInvalid"), "{q}: {}", a.body);
+        assert!(a.json()["message"].as_str().unwrap().contains(lit), "{q}: {}", a.body);
+    }
+    let a =
+        call(&emu, "POST", "/devices/query", &[], json!({"query": "SELECT * FROM devices WHERE tags.v < 1e300"})).await;
+    assert_eq!(a.json().as_array().map(Vec::len), Some(1), "{}", a.body);
+}
+
 #[tokio::test]
 async fn purge_statistics_and_permissions() {
     let emu = Emu::start().await;

@@ -147,7 +147,16 @@ fn lex(q: &str) -> Result<Vec<(usize, Tok)>, QueryError> {
                     i += 1;
                 }
                 let text: String = b[start..i].iter().collect();
-                out.push((at, Tok::Num(text.parse().map_err(|_| syntax("bad number"))?)))
+                let n: f64 = text.parse().map_err(|_| syntax(&format!("'{}' is not a number", truncated(&text))))?;
+                // A literal past f64's range parses as ±infinity, which JSON cannot hold: it would compare as
+                // nothing and select nothing without a word. Refused, like IoT Hub's numbers out of range.
+                if !n.is_finite() {
+                    return Err(syntax(&format!(
+                        "the number {} is out of range (numbers are 64-bit floating point, at most about 1.8e308)",
+                        truncated(&text)
+                    )));
+                }
+                out.push((at, Tok::Num(n)))
             }
             c if c.is_alphanumeric() || matches!(c, '_' | '$' | '[' | ']') => {
                 let start = i;
@@ -160,6 +169,11 @@ fn lex(q: &str) -> Result<Vec<(usize, Tok)>, QueryError> {
         }
     }
     Ok(out)
+}
+
+/// A literal as an error message quotes it: at most 64 bytes of it.
+fn truncated(text: &str) -> String {
+    crate::hub::truncate(text, 64)
 }
 
 struct Parser {
@@ -330,7 +344,11 @@ impl Parser {
         };
         let value = match self.next() {
             Some(Tok::Str(s)) => Value::String(s),
-            Some(Tok::Num(n)) => serde_json::Number::from_f64(n).map(Value::Number).unwrap_or(Value::Null),
+            // Finite by the lexer: never the `null` a non-finite number would become.
+            Some(Tok::Num(n)) => match serde_json::Number::from_f64(n) {
+                Some(n) => Value::Number(n),
+                None => return Err(self.syntax("a number out of range")),
+            },
             Some(Tok::Word(w)) if w.eq_ignore_ascii_case("true") => Value::Bool(true),
             Some(Tok::Word(w)) if w.eq_ignore_ascii_case("false") => Value::Bool(false),
             Some(Tok::Word(w)) if w.eq_ignore_ascii_case("null") => Value::Null,
@@ -500,6 +518,19 @@ mod tests {
         ] {
             assert!(matches!(parse(q), Err(QueryError::Syntax { .. })), "{q}: {:?}", parse(q));
         }
+    }
+
+    #[test]
+    fn numbers_out_of_range_are_refused_naming_the_literal() {
+        for lit in ["1e999", "-1e999", "1.5E+400"] {
+            let q = format!("SELECT * FROM devices WHERE tags.v < {lit}");
+            match parse(&q) {
+                Err(e @ QueryError::Syntax { .. }) => assert!(e.to_string().contains(lit), "{q}: {e}"),
+                other => panic!("{q}: {other:?}"),
+            }
+        }
+        assert!(parse("SELECT * FROM devices WHERE tags.v < 1e308").is_ok());
+        assert!(parse("SELECT * FROM devices WHERE tags.v > 1e-999").is_ok(), "an underflow is 0, not an error");
     }
 
     #[test]
