@@ -192,6 +192,51 @@ impl Twin {
     }
 }
 
+/// A twin's versions and model id: what its ETag, `version` and `modelId` are made of ([`Twin::head`]).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct TwinHead {
+    pub desired_version: u64,
+    pub reported_version: u64,
+    #[serde(default)]
+    pub tags_version: u64,
+    #[serde(default)]
+    pub model_id: Option<String>,
+}
+
+impl TwinHead {
+    /// The twin's version as the service shows it ([`Twin::version`]).
+    pub fn version(&self) -> u64 {
+        self.desired_version + self.reported_version + self.tags_version
+    }
+}
+
+/// One of a twin's property trees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TwinTree {
+    Tags,
+    Desired,
+    Reported,
+}
+
+impl Twin {
+    pub fn head(&self) -> TwinHead {
+        TwinHead {
+            desired_version: self.desired_version,
+            reported_version: self.reported_version,
+            tags_version: self.tags_version,
+            model_id: self.model_id.clone(),
+        }
+    }
+
+    pub fn tree(&self, which: TwinTree) -> &Value {
+        match which {
+            TwinTree::Tags => &self.tags,
+            TwinTree::Desired => &self.desired,
+            TwinTree::Reported => &self.reported,
+        }
+    }
+}
+
 /// Records in `meta` (a tree of [`Twin::desired_meta`]'s shape) that each property `patch` sets or deletes
 /// changed `now` (ISO 8601), at `version` for desired properties (`None` for reported ones, which IoT Hub does
 /// not version per property). An object's node is stamped along with the children the patch changes; a deleted

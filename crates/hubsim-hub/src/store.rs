@@ -53,13 +53,14 @@ use redb::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::any::Any;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, RwLock};
 use std::time::{Duration, Instant};
 use thiserror::Error;
 use tokio::sync::{oneshot, watch};
 
-use crate::model::{C2dMessage, ConnectionRecord, Device, EventRecord, FeedbackRecord, Twin};
+use crate::model::{C2dMessage, ConnectionRecord, Device, EventRecord, FeedbackRecord, Twin, TwinHead, TwinTree};
 use crate::timefmt::unix_ms;
 
 mod dps;
@@ -623,6 +624,36 @@ impl Store {
         .await
     }
 
+    /// Reads the identities (devices and modules) after the id `after` (all of them with `None`), in id order,
+    /// in one read transaction on the blocking pool, handing each to `visit` until it answers
+    /// [`ControlFlow::Break`] or an error (which ends the scan and is returned). One identity at a time is held,
+    /// its twin and queue length read only if `visit` asks ([`RegistryEntry`]), so a scan's memory does not grow
+    /// with the registry. `visit` keeps what it needs in `state`, which is returned.
+    pub async fn scan_registry<S, F>(&self, after: Option<String>, mut state: S, mut visit: F) -> Result<S, StoreError>
+    where
+        S: Send + 'static,
+        F: FnMut(&mut S, RegistryEntry<'_>) -> Result<ControlFlow<()>, StoreError> + Send + 'static,
+    {
+        self.read(move |r| {
+            let devices = r.open_table(DEVICES).map_err(db)?;
+            let twins = r.open_table(TWINS).map_err(db)?;
+            let c2d = r.open_table(C2D).map_err(db)?;
+            let range = match after.as_deref() {
+                Some(a) => devices.range::<&str>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
+                None => devices.range::<&str>(..),
+            };
+            for e in range.map_err(db)? {
+                let (_, v) = e.map_err(db)?;
+                let entry = RegistryEntry { device: from_bytes(v.value())?, twins: &twins, c2d: &c2d };
+                if visit(&mut state, entry)?.is_break() {
+                    break;
+                }
+            }
+            Ok(state)
+        })
+        .await
+    }
+
     pub async fn twin(&self, id: &str) -> Result<Twin, StoreError> {
         Ok(self.read_json(TWINS, id).await?.unwrap_or_default())
     }
@@ -761,6 +792,91 @@ impl Store {
     pub async fn connection_count(&self) -> Result<u64, StoreError> {
         self.read(|r| r.open_table(CONNLOG).map_err(db)?.len().map_err(db)).await
     }
+}
+
+/// One identity as [`Store::scan_registry`] reads it: the record, with its twin and C2D queue read only when
+/// asked (a scan that decides on the record alone never decodes a twin).
+pub struct RegistryEntry<'a> {
+    pub device: Device,
+    twins: &'a redb::ReadOnlyTable<&'static str, &'static [u8]>,
+    c2d: &'a redb::ReadOnlyTable<(&'static str, u64), &'static [u8]>,
+}
+
+impl RegistryEntry<'_> {
+    /// The identity's twin (the default twin when none is stored).
+    pub fn twin(&self) -> Result<Twin, StoreError> {
+        let v = self.twins.get(self.device.device_id.as_str()).map_err(db)?;
+        Ok(v.map(|v| from_bytes(v.value())).transpose()?.unwrap_or_default())
+    }
+
+    /// The twin's versions and model id, the rest of the stored twin skipped (not built).
+    pub fn twin_head(&self) -> Result<TwinHead, StoreError> {
+        let v = self.twins.get(self.device.device_id.as_str()).map_err(db)?;
+        Ok(match v {
+            Some(v) => from_bytes(v.value())?,
+            None => Twin::default().head(),
+        })
+    }
+
+    /// One property tree of the twin as stored, the others and the metadata trees skipped (not built): a twin of
+    /// 32 KB of small desired properties holds some 300 KB of metadata, which a query's WHERE clause never reads.
+    pub fn twin_tree(&self, which: TwinTree) -> Result<serde_json::Value, StoreError> {
+        use serde_json::value::RawValue;
+        #[derive(serde::Deserialize)]
+        struct Trees<'a> {
+            #[serde(borrow)]
+            tags: Option<&'a RawValue>,
+            #[serde(borrow)]
+            desired: Option<&'a RawValue>,
+            #[serde(borrow)]
+            reported: Option<&'a RawValue>,
+        }
+        let Some(v) = self.twins.get(self.device.device_id.as_str()).map_err(db)? else {
+            return Ok(Twin::default().tree(which).clone());
+        };
+        let trees: Trees<'_> = serde_json::from_slice(v.value()).map_err(|e| StoreError::Record(e.to_string()))?;
+        let raw = match which {
+            TwinTree::Tags => trees.tags,
+            TwinTree::Desired => trees.desired,
+            TwinTree::Reported => trees.reported,
+        };
+        match raw {
+            Some(raw) => serde_json::from_str(raw.get()).map_err(|e| StoreError::Record(e.to_string())),
+            // Only tags may be missing (a twin stored before them): the whole decode fails as it would.
+            None if which == TwinTree::Tags => Ok(Twin::default().tags),
+            None => self.twin().map(|t| t.tree(which).clone()),
+        }
+    }
+
+    /// The identity's C2D messages whose expiry has not passed at `now_ms` (Unix ms).
+    pub fn c2d_count(&self, now_ms: u64) -> Result<usize, StoreError> {
+        live_c2d_count(self.c2d, &self.device.device_id, now_ms)
+    }
+}
+
+/// The C2D messages of `device` whose expiry is after `now_ms`; only each message's expiry is decoded.
+fn live_c2d_count(
+    t: &redb::ReadOnlyTable<(&'static str, u64), &'static [u8]>,
+    device: &str,
+    now_ms: u64,
+) -> Result<usize, StoreError> {
+    let mut n = 0;
+    for e in t.range((device, 0u64)..=(device, u64::MAX)).map_err(db)? {
+        if expiry_of(e.map_err(db)?.1.value())? > now_ms {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// A stored C2D message's expiry (Unix ms), without decoding its body and properties.
+fn expiry_of(record: &[u8]) -> Result<u64, StoreError> {
+    #[derive(serde::Deserialize)]
+    struct Expiry {
+        #[serde(rename = "expiryMs")]
+        expiry_ms: u64,
+    }
+    from_bytes::<Expiry>(record).map(|e| e.expiry_ms)
 }
 
 impl Tx<'_> {

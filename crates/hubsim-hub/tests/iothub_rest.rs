@@ -371,6 +371,99 @@ async fn query_subset_with_paging_count_and_clear_400s() {
     assert_eq!(call(&emu, "GET", "/devices/query", &[], Value::Null).await.json()["deviceId"], "query");
 }
 
+/// Twins of a query page, and its continuation token.
+async fn query_page(emu: &Emu, q: &str, page: usize, token: Option<&str>) -> (HttpAnswer, Vec<String>, Option<String>) {
+    let page = page.to_string();
+    let mut h = vec![("x-ms-max-item-count", page.as_str())];
+    if let Some(t) = token {
+        h.push(("x-ms-continuation", t));
+    }
+    let a = call(emu, "POST", &format!("/devices/query?{V}"), &h, json!({ "query": q })).await;
+    assert_eq!(a.status, 200, "{q}: {}", a.body);
+    let ids = a.json().as_array().unwrap().iter().map(|t| t["deviceId"].as_str().unwrap().to_owned()).collect();
+    let next = a.header("x-ms-continuation").map(str::to_owned);
+    (a, ids, next)
+}
+
+/// A query reads the registry once, device by device, and keeps only its page: the continuation token names the
+/// last twin returned (a device created before it shifts nothing), and a page stops at
+/// `QUERY_PAGE_BYTES` of twins whatever `x-ms-max-item-count` asks.
+#[tokio::test]
+async fn query_pages_are_bounded_and_continue_after_the_last_twin() {
+    use hubsim_hub::api::query::QUERY_PAGE_BYTES;
+    let emu = Emu::start().await;
+    for id in ["p1", "p2", "p3", "p4"] {
+        emu.device(id).await;
+    }
+    let (_, ids, next) = query_page(&emu, "SELECT * FROM devices", 2, None).await;
+    assert_eq!(ids, ["p1", "p2"]);
+    // A device created before the page's end shifts nothing: the next page is the rest, none of it twice.
+    emu.device("p0").await;
+    let (_, ids, next) = query_page(&emu, "SELECT * FROM devices", 2, next.as_deref()).await;
+    assert_eq!(ids, ["p3", "p4"]);
+    assert_eq!(next, None, "no token when nothing follows");
+    let a = call(
+        &emu,
+        "POST",
+        "/devices/query",
+        &[("x-ms-continuation", "c2tpcDoy")],
+        json!({"query": "SELECT * FROM devices"}),
+    )
+    .await;
+    assert_eq!((a.status, error_name(&a).as_str()), (400, "ArgumentInvalid"), "an offset token is not ours");
+
+    // Twins of some 330 KB each ($metadata of 4 000 small desired properties): a page of 1 000 holds 4 MiB.
+    let desired: serde_json::Map<String, Value> = (0..4000).map(|i| (format!("{i:x}"), json!(1))).collect();
+    let fat: Vec<String> = (0..16).map(|i| format!("f{i:02}")).collect();
+    for id in &fat {
+        emu.device(id).await;
+        let a = call(&emu, "PATCH", &format!("/twins/{id}"), &[], json!({"properties": {"desired": desired}})).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+    }
+    let q = "SELECT * FROM devices WHERE properties.desired.a = 1";
+    let (mut seen, mut token, mut pages) = (Vec::new(), None, 0);
+    loop {
+        let (a, ids, next) = query_page(&emu, q, 1000, token.as_deref()).await;
+        let largest = a.json().as_array().unwrap().iter().map(|t| t.to_string().len()).max().unwrap();
+        assert!(largest > 300_000, "fat twins: {largest} bytes");
+        assert!(a.body.len() <= QUERY_PAGE_BYTES + largest, "a page of {} bytes", a.body.len());
+        seen.extend(ids);
+        pages += 1;
+        match next {
+            Some(t) => token = Some(t),
+            None => break,
+        }
+    }
+    assert_eq!(seen, fat, "every fat twin once, in order");
+    assert!(pages >= 2, "the byte bound cut the 1 000-twin page ({pages} pages)");
+    let a = call(
+        &emu,
+        "POST",
+        "/devices/query",
+        &[],
+        json!({"query": "SELECT COUNT() AS n FROM devices WHERE properties.desired.a = 1"}),
+    )
+    .await;
+    assert_eq!(a.json(), json!([{"n": 16}]));
+}
+
+/// Queries beyond `MAX_CONCURRENT_QUERIES` running at once get IoT Hub's throttling answer, 429
+/// ThrottlingException; one runs again as soon as a place is free.
+#[tokio::test]
+async fn queries_beyond_the_concurrent_bound_are_throttled() {
+    use hubsim_hub::api::query::MAX_CONCURRENT_QUERIES;
+    let emu = Emu::start().await;
+    emu.device("d1").await;
+    // The places of running queries, all taken (as by queries still reading the registry).
+    let taken = emu.hub().queries.clone().acquire_many_owned(MAX_CONCURRENT_QUERIES as u32).await.unwrap();
+    let q = json!({"query": "SELECT * FROM devices"});
+    let a = call(&emu, "POST", "/devices/query", &[], q.clone()).await;
+    assert_eq!((a.status, error_name(&a).as_str()), (429, "ThrottlingException"), "{}", a.body);
+    drop(taken);
+    let a = call(&emu, "POST", "/devices/query", &[], q).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+}
+
 /// A number literal past f64's range is refused with 400 naming it, not turned into `null` that selects nothing.
 #[tokio::test]
 async fn an_out_of_range_number_in_a_query_is_a_400_naming_it() {

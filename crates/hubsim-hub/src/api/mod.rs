@@ -22,6 +22,7 @@ use tokio_stream::StreamExt as _;
 mod dps;
 mod guard;
 pub mod iothub;
+pub mod query;
 mod rest;
 
 pub use guard::{required, Access};

@@ -4,18 +4,15 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::time::Duration;
 
 use super::iothub::{identity_json, parse_body, twin_json, IfMatch, Live};
 use super::{ApiResult, AppState};
-use crate::hub::query::{self, Select};
 use crate::hub::{BulkMode, BulkOp, Hub, IdentitySpec, ServiceError};
 use crate::model::Device;
 
@@ -407,70 +404,10 @@ pub async fn service_statistics(State(s): State<AppState>) -> ApiResult {
     Ok(Json(json!({ "connectedDeviceCount": connected })).into_response())
 }
 
-/// Default and largest page of a query (IoT Hub: 100 by default, `x-ms-max-item-count` up to 1000 here).
-const QUERY_PAGE: usize = 100;
-const QUERY_PAGE_MAX: usize = 1000;
-
 /// `POST /devices/{id}` is only `POST /devices/query`; a device called `query` keeps GET, PUT and DELETE.
 pub async fn post_device(s: State<AppState>, Path(id): Path<String>, h: HeaderMap, body: Bytes) -> ApiResult {
     if id != "query" {
         return Err(ServiceError::new(405, 405000, format!("POST is not defined on /devices/{id}")));
     }
-    run_query(s, h, body).await
-}
-
-/// `POST /devices/query` with `{"query": "SELECT …"}`: twins (or `[{alias: n}]` for `COUNT()`), paged by
-/// `x-ms-max-item-count` and `x-ms-continuation` (sent back only when more results follow).
-async fn run_query(State(s): State<AppState>, h: HeaderMap, body: Bytes) -> ApiResult {
-    let body = parse_body(&body)?;
-    let text = body
-        .get("query")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ServiceError::new(400, 400004, "expected {\"query\": \"SELECT * FROM devices WHERE …\"}"))?;
-    let q = query::parse(text).map_err(|e| ServiceError::new(400, 400004, e.to_string()))?;
-    let header = |name: &str| h.get(name).and_then(|v| v.to_str().ok());
-    let page = header("x-ms-max-item-count")
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(QUERY_PAGE)
-        .min(QUERY_PAGE_MAX);
-    let start = match header("x-ms-continuation").filter(|c| !c.is_empty()) {
-        None => 0,
-        Some(c) => STANDARD
-            .decode(c)
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|t| t.strip_prefix("skip:").and_then(|n| n.parse().ok()))
-            .ok_or_else(|| ServiceError::new(400, 400004, "x-ms-continuation is not a token this hub gave out"))?,
-    };
-    let mut matched = Vec::new();
-    for (d, n) in s.hub.store.devices_with_queues().await? {
-        if d.device_id.contains('/') {
-            continue;
-        }
-        let t = s.hub.store.twin(&d.device_id).await?;
-        let live =
-            Live { connected: s.hub.is_connected(&d.device_id), c2d_count: n, presence: s.hub.presence(&d.device_id) };
-        let doc = twin_json(&d, &t, live);
-        if q.selects(&doc) {
-            matched.push(doc);
-        }
-    }
-    let (items, item_type, next) = match &q.select {
-        Select::Count(alias) => (vec![json!({ alias.clone(): matched.len() })], "Raw", None),
-        Select::All => {
-            let total = matched.len();
-            let items: Vec<Value> = matched.into_iter().skip(start).take(page).collect();
-            let next = (start + items.len() < total).then(|| STANDARD.encode(format!("skip:{}", start + items.len())));
-            (items, "Twin", next)
-        }
-    };
-    let mut resp = Json(items).into_response();
-    resp.headers_mut().insert("x-ms-item-type", HeaderValue::from_static(item_type));
-    if let Some(next) = next {
-        if let Ok(v) = HeaderValue::from_str(&next) {
-            resp.headers_mut().insert("x-ms-continuation", v);
-        }
-    }
-    Ok(resp)
+    super::query::run_query(s, h, body).await
 }

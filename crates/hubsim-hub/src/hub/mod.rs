@@ -281,6 +281,8 @@ pub struct Hub {
     pub(crate) stored_refusals: crate::listener::LogBudget,
     /// Places of the live streams ([`crate::api::MAX_LIVE_STREAMS`]).
     pub live_streams: Arc<tokio::sync::Semaphore>,
+    /// Places of the queries running ([`crate::api::query::MAX_CONCURRENT_QUERIES`]).
+    pub queries: Arc<tokio::sync::Semaphore>,
 }
 
 /// Most bytes of telemetry in flight (read, not yet durable) over all connections (16 MiB), counted as the
@@ -330,6 +332,7 @@ impl Hub {
             pre_auth,
             stored_refusals: crate::listener::LogBudget::new(telemetry::STORED_REFUSALS_PER_SECOND),
             live_streams: Arc::new(tokio::sync::Semaphore::new(crate::api::MAX_LIVE_STREAMS)),
+            queries: Arc::new(tokio::sync::Semaphore::new(crate::api::query::MAX_CONCURRENT_QUERIES)),
         }
     }
 

@@ -14,6 +14,8 @@
 //! `GROUP BY`, `ORDER BY`, functions, `FROM devices.modules`, …) is refused with an error naming the clause.
 
 use serde_json::Value;
+use std::borrow::Cow;
+use std::convert::Infallible;
 use thiserror::Error;
 
 /// Why a query was refused (the service answers 400).
@@ -368,37 +370,72 @@ pub fn parse(q: &str) -> Result<Query, QueryError> {
     Parser { toks, pos: 0, len, depth: 0, conditions: 0 }.query()
 }
 
+/// Where a WHERE clause reads its values: a twin document, or something that finds a twin's values without
+/// building the document (the emulator's registry scan, `api::iothub::twin_field`).
+pub trait Document {
+    type Error;
+    /// The value at `path`, its first name matched without case (`deviceid`, `ConnectionState`, as IoT Hub
+    /// matches them) and the others exactly; `None` when there is none.
+    fn value(&self, path: &[String]) -> Result<Option<Cow<'_, Value>>, Self::Error>;
+}
+
+impl Document for Value {
+    type Error = Infallible;
+    fn value(&self, path: &[String]) -> Result<Option<Cow<'_, Value>>, Infallible> {
+        let mut v = self;
+        for (i, seg) in path.iter().enumerate() {
+            let next = match v {
+                Value::Object(m) if i == 0 => {
+                    m.get(seg).or_else(|| m.iter().find(|(k, _)| k.eq_ignore_ascii_case(seg)).map(|(_, v)| v))
+                }
+                Value::Object(m) => m.get(seg),
+                _ => None,
+            };
+            match next {
+                Some(n) => v = n,
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(Cow::Borrowed(v)))
+    }
+}
+
 impl Cond {
     /// Three-valued evaluation on a twin document: `None` is undefined (a missing property).
     pub fn eval(&self, twin: &Value) -> Option<bool> {
-        match self {
-            Cond::And(a, b) => match (a.eval(twin), b.eval(twin)) {
-                (Some(false), _) | (_, Some(false)) => Some(false),
-                (Some(true), Some(true)) => Some(true),
-                _ => None,
-            },
-            Cond::Or(a, b) => match (a.eval(twin), b.eval(twin)) {
-                (Some(true), _) | (_, Some(true)) => Some(true),
-                (Some(false), Some(false)) => Some(false),
-                _ => None,
-            },
-            Cond::Not(a) => a.eval(twin).map(|v| !v),
-            Cond::Cmp(path, op, lit) => {
-                let mut v = twin;
-                for (i, seg) in path.iter().enumerate() {
-                    // Top-level names are matched without case (`deviceid`, `ConnectionState`), as IoT Hub does.
-                    let next = match v {
-                        Value::Object(m) if i == 0 => {
-                            m.get(seg).or_else(|| m.iter().find(|(k, _)| k.eq_ignore_ascii_case(seg)).map(|(_, v)| v))
-                        }
-                        Value::Object(m) => m.get(seg),
-                        _ => None,
-                    };
-                    v = next?;
-                }
-                compare(v, *op, lit)
-            }
+        match self.eval_in(twin) {
+            Ok(v) => v,
+            Err(never) => match never {},
         }
+    }
+
+    /// Three-valued evaluation on `doc`: `None` is undefined (a missing property). `AND` and `OR` look at their
+    /// right side only when the left one does not decide (the result is the same: evaluation has no effects), so
+    /// `deviceId = 'x' AND tags.a = 1` reads no twin for the other devices.
+    pub fn eval_in<D: Document + ?Sized>(&self, doc: &D) -> Result<Option<bool>, D::Error> {
+        Ok(match self {
+            Cond::And(a, b) => match a.eval_in(doc)? {
+                Some(false) => Some(false),
+                left => match (left, b.eval_in(doc)?) {
+                    (_, Some(false)) => Some(false),
+                    (Some(true), Some(true)) => Some(true),
+                    _ => None,
+                },
+            },
+            Cond::Or(a, b) => match a.eval_in(doc)? {
+                Some(true) => Some(true),
+                left => match (left, b.eval_in(doc)?) {
+                    (_, Some(true)) => Some(true),
+                    (Some(false), Some(false)) => Some(false),
+                    _ => None,
+                },
+            },
+            Cond::Not(a) => a.eval_in(doc)?.map(|v| !v),
+            Cond::Cmp(path, op, lit) => match doc.value(path)? {
+                Some(v) => compare(&v, *op, lit),
+                None => None,
+            },
+        })
     }
 }
 
@@ -427,6 +464,14 @@ impl Query {
     /// Does the twin document pass the `WHERE` clause?
     pub fn selects(&self, twin: &Value) -> bool {
         self.filter.as_ref().is_none_or(|c| c.eval(twin) == Some(true))
+    }
+
+    /// Does `doc` pass the `WHERE` clause? Reads only the values the clause needs.
+    pub fn selects_in<D: Document + ?Sized>(&self, doc: &D) -> Result<bool, D::Error> {
+        match &self.filter {
+            None => Ok(true),
+            Some(c) => Ok(c.eval_in(doc)? == Some(true)),
+        }
     }
 }
 

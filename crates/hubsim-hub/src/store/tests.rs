@@ -763,3 +763,45 @@ async fn a_damaged_chunk_does_not_stop_writes() {
     assert_eq!(marks().1, Some(2), "deleted");
     assert_eq!(seqs(&s.events(0, 2, None).await.unwrap()), vec![2, 3]);
 }
+
+#[tokio::test]
+async fn a_registry_scan_reads_a_twin_only_when_asked_and_starts_after_a_given_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), Retention::default());
+    s.write(|tx| {
+        for id in ["a", "b", "c"] {
+            tx.put_device(&device(id))?;
+        }
+        let twin = Twin { tags: serde_json::json!({"x": 1}), ..Twin::default() };
+        tx.put_twin("a", &twin)?;
+        // b's stored twin does not decode: only a read of it fails.
+        tx.tx.open_table(TWINS).map_err(db)?.insert("b", b"{not json".as_slice()).map_err(db)?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let ids = s
+        .scan_registry(None, Vec::new(), |seen, e| {
+            seen.push(e.device.device_id.clone());
+            Ok(ControlFlow::Continue(()))
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids, ["a", "b", "c"], "the records alone: b's twin is never decoded");
+    let tags = s
+        .scan_registry(Some("a".into()), Vec::new(), |seen, e| {
+            seen.push((e.device.device_id.clone(), e.twin_tree(TwinTree::Tags).is_ok()));
+            Ok(ControlFlow::Continue(()))
+        })
+        .await
+        .unwrap();
+    assert_eq!(tags, [("b".to_owned(), false), ("c".to_owned(), true)], "after 'a'; b's twin is an error when read");
+    let first = s
+        .scan_registry(None, None, |first, e| {
+            *first = Some((e.twin_tree(TwinTree::Tags)?, e.twin_head()?.version(), e.twin()?.tags));
+            Ok(ControlFlow::Break(()))
+        })
+        .await
+        .unwrap();
+    assert_eq!(first, Some((serde_json::json!({"x": 1}), 2, serde_json::json!({"x": 1}))));
+}
