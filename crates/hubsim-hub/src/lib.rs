@@ -94,7 +94,7 @@ pub struct Running {
     /// The generated CA certificate to trust, if the certificate was generated.
     pub ca_path: Option<PathBuf>,
     pub hub: Arc<Hub>,
-    /// The accept loops.
+    /// The accept loops (and the sweep of expired C2D messages).
     listeners: JoinSet<()>,
     stop: CancellationToken,
 }
@@ -195,6 +195,8 @@ pub async fn start(config: Config) -> Result<Running> {
         config.web_dir.clone(),
     );
     listeners.spawn(listener::serve_http(http, http_router, hub.clone(), gauge("http"), stop.clone()));
+    // Expired C2D messages are dead-lettered when they expire, also in the queues of devices that stay offline.
+    listeners.spawn(hub::c2d_sweeper(hub.clone(), hub::C2D_SWEEP_EVERY));
     Ok(Running { mqtt_addr, ws_addr, http_addr, ca_path: tls.ca_path, hub, listeners, stop })
 }
 

@@ -607,16 +607,18 @@ impl Store {
         .await
     }
 
-    /// Every device with the length of its C2D queue (one read transaction).
+    /// Every device with the length of its C2D queue, the messages whose expiry passed left out (one read
+    /// transaction).
     pub async fn devices_with_queues(&self) -> Result<Vec<(Device, usize)>, StoreError> {
         self.read(|r| {
             let t = r.open_table(DEVICES).map_err(db)?;
             let q = r.open_table(C2D).map_err(db)?;
+            let now = unix_ms();
             let mut out = Vec::new();
             for e in t.iter().map_err(db)? {
                 let (_, v) = e.map_err(db)?;
                 let d: Device = from_bytes(v.value())?;
-                let n = q.range((d.device_id.as_str(), 0u64)..=(d.device_id.as_str(), u64::MAX)).map_err(db)?.count();
+                let n = live_c2d_count(&q, &d.device_id, now)?;
                 out.push((d, n));
             }
             Ok(out)
@@ -662,13 +664,23 @@ impl Store {
         self.read_json(SESSIONS, id).await
     }
 
-    /// The device's C2D queue in order.
+    /// The device's C2D queue in order, without the messages whose expiry passed: IoT Hub dead-letters a message
+    /// when it expires (C2D doc, "Message expiration"), and the next write that looks at the queue, or the hub's
+    /// sweep, removes them with their feedback.
     pub async fn c2d_queue(&self, device: &str) -> Result<Vec<C2dMessage>, StoreError> {
         let device = device.to_owned();
         self.read(move |r| {
             let t = r.open_table(C2D).map_err(db)?;
             let range = t.range((device.as_str(), 0u64)..=(device.as_str(), u64::MAX)).map_err(db)?;
-            range.map(|e| e.map_err(db).and_then(|(_, v)| from_bytes(v.value()))).collect()
+            let now = unix_ms();
+            let mut out = Vec::new();
+            for e in range {
+                let m: C2dMessage = from_bytes(e.map_err(db)?.1.value())?;
+                if m.expiry_ms > now {
+                    out.push(m);
+                }
+            }
+            Ok(out)
         })
         .await
     }
@@ -972,6 +984,26 @@ impl Tx<'_> {
         let t = self.tx.open_table(C2D).map_err(db)?;
         let it = t.iter().map_err(db)?;
         it.map(|e| e.map_err(db).and_then(|(_, v)| from_bytes(v.value()))).collect()
+    }
+    /// The key and expiry (Unix ms) of at most `limit` C2D messages after the key `after` (from the first with
+    /// `None`), in key order, for the hub's sweep of expired messages; only the expiry of each is decoded.
+    pub fn c2d_expiries(
+        &mut self,
+        after: Option<(&str, u64)>,
+        limit: usize,
+    ) -> Result<Vec<(String, u64, u64)>, StoreError> {
+        let t = self.tx.open_table(C2D).map_err(db)?;
+        let range = match after {
+            Some(a) => t.range::<(&str, u64)>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
+            None => t.range::<(&str, u64)>(..),
+        };
+        let mut out = Vec::new();
+        for e in range.map_err(db)?.take(limit) {
+            let (k, v) = e.map_err(db)?;
+            let (device, seq) = k.value();
+            out.push((device.to_owned(), seq, expiry_of(v.value())?));
+        }
+        Ok(out)
     }
     pub fn put_c2d(&mut self, m: &C2dMessage) -> Result<(), StoreError> {
         let b = to_bytes(m)?;

@@ -143,7 +143,8 @@ impl Hub {
         Ok(self
             .store
             .write(move |tx| {
-                let queue = tx.c2d_queue(&key)?;
+                // Messages already expired are dead-lettered as such, not counted as purged.
+                let queue = expire_queue(tx, &key, unix_ms())?;
                 for m in &queue {
                     tx.remove_c2d(&key, m.seq)?;
                     if m.ack == "negative" || m.ack == "full" {
@@ -273,7 +274,9 @@ impl Hub {
         let stored = self
             .store
             .write(move |tx| {
-                let n = tx.c2d_queue(&key)?.len();
+                // Expired messages leave the queue first (dead-lettered, with their feedback): they no longer
+                // count toward the limit, as in IoT Hub.
+                let n = expire_queue(tx, &key, unix_ms())?.len();
                 if n >= max {
                     return Ok(Err(n));
                 }
@@ -299,6 +302,77 @@ impl Hub {
     }
 }
 
+/// How often the hub looks for expired C2D messages in every queue ([`c2d_sweeper`]): IoT Hub dead-letters a
+/// message when its expiry passes ("Message expiration (time to live)"), with `Expired` feedback, also for a device
+/// that stays offline. Between sweeps an expired message is already left out of every count and listing, and a
+/// send removes its device's expired messages before checking the queue's depth.
+pub const C2D_SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// Queued messages looked at per store transaction of a sweep (each decodes only the expiry), so a sweep never
+/// holds the writer long, whatever the number of queued messages.
+pub const C2D_SWEEP_STEP: usize = 1024;
+
+impl Hub {
+    /// One step of the sweep of expired C2D messages: looks at up to [`C2D_SWEEP_STEP`] queued messages after
+    /// the key `after` (from the first with `None`) and dead-letters those whose expiry passed, with `Expired`
+    /// feedback when their `ack` asks for it. Returns where the next step starts, `None` once the end is reached.
+    pub async fn c2d_sweep_step(&self, after: Option<(String, u64)>) -> Result<Option<(String, u64)>, StoreError> {
+        self.store
+            .write(move |tx| {
+                let now = unix_ms();
+                let seen = tx.c2d_expiries(after.as_ref().map(|(d, s)| (d.as_str(), *s)), C2D_SWEEP_STEP)?;
+                let next = (seen.len() == C2D_SWEEP_STEP).then(|| seen.last().map(|(d, s, _)| (d.clone(), *s)));
+                for (device, seq, expiry) in seen {
+                    if expiry <= now {
+                        if let Some(m) = tx.get_c2d(&device, seq)? {
+                            dead_letter(tx, &m, "Expired", EXPIRED)?;
+                        }
+                    }
+                }
+                Ok(next.flatten())
+            })
+            .await
+    }
+}
+
+/// Sweeps every C2D queue for expired messages every `every` ([`C2D_SWEEP_EVERY`]), step by step, until the
+/// task is stopped. A failed step is logged and the sweep starts over at the next period.
+pub async fn c2d_sweeper(hub: std::sync::Arc<Hub>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let mut at = None;
+        loop {
+            match hub.c2d_sweep_step(at).await {
+                Ok(Some(next)) => at = Some(next),
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!("the sweep of expired C2D messages failed: {e}");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// The feedback description of an expired message.
+const EXPIRED: &str = "the message expired before it was completed";
+
+/// The device's queue after its expired messages were dead-lettered (with `Expired` feedback when their `ack`
+/// asks for it): the messages still alive at `now` (Unix ms), in order.
+fn expire_queue(tx: &mut Tx<'_>, device: &str, now: u64) -> Result<Vec<C2dMessage>, StoreError> {
+    let mut alive = Vec::new();
+    for m in tx.c2d_queue(device)? {
+        if m.expiry_ms <= now {
+            dead_letter(tx, &m, "Expired", EXPIRED)?;
+        } else {
+            alive.push(m);
+        }
+    }
+    Ok(alive)
+}
+
 /// Largest C2D message, body and properties, bytes (IoT Hub: 64 KB).
 pub const MAX_C2D_SIZE: usize = 64 * 1024;
 /// Most bytes of `messageId`, `correlationId`, `userId`, `contentType`, `contentEncoding` (IoT Hub: 128).
@@ -316,7 +390,7 @@ fn lock_for_delivery(
     max: u32,
 ) -> Result<Option<C2dMessage>, StoreError> {
     if m.expiry_ms <= now {
-        dead_letter(tx, &m, "Expired", "the message expired before it was completed")?;
+        dead_letter(tx, &m, "Expired", EXPIRED)?;
         return Ok(None);
     }
     if m.delivery_count >= max {

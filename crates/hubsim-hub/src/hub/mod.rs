@@ -17,7 +17,7 @@ mod telemetry;
 pub mod twin;
 
 pub use auth::{filter_name, Admitted};
-pub use c2d::{c2d_properties, SendC2d};
+pub use c2d::{c2d_properties, c2d_sweeper, SendC2d, C2D_SWEEP_EVERY, C2D_SWEEP_STEP};
 pub use error::{error_json, ServiceError};
 pub use registry::{BulkError, BulkMode, BulkOp, IdentitySpec};
 
