@@ -421,6 +421,10 @@ impl Ctx {
             HubEvent::Telemetry { .. } => {}
             HubEvent::Subscribed(filters) => {
                 self.persist_subscriptions(session).await;
+                if filters.iter().any(|(f, _)| *f == TopicFilter::Methods) {
+                    // Method callers waiting for this device (`connectTimeoutInSeconds`) can hand it their call.
+                    self.hub.came_online(self.device());
+                }
                 if filters.iter().any(|(f, _)| *f == TopicFilter::C2d) {
                     self.deliver_c2d(session).await;
                 }

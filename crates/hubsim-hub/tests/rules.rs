@@ -635,3 +635,73 @@ async fn a_module_identity_sends_telemetry_on_the_module_topic() {
     t.send_raw(&wire(hubsim_proto::mqttbytes::v4::Packet::Publish(p))).await;
     assert_eq!(tokio::time::timeout(WAIT, t.recv_raw()).await.unwrap(), None);
 }
+
+/// `connectTimeoutInSeconds`: a call to a device that is offline waits, without polling, until the device connects
+/// and subscribes to methods, then goes through; with the default 0, or past the deadline, it is 404
+/// DeviceNotOnline. The waiting callers are counted, and their table empties when they are done.
+#[tokio::test]
+async fn a_method_call_waits_up_to_connect_timeout_for_the_device_to_come_online() {
+    use hubsim_hub::hub::ServiceError;
+    let emu = Emu::start().await;
+    let key = emu.device("d1").await;
+    let hub = emu.r().hub.clone();
+    let mut waiting = hub.method_callers_waiting_online();
+    let call = tokio::spawn({
+        let hub = hub.clone();
+        async move {
+            let t = Duration::from_secs(5);
+            hub.invoke_method_waiting("d1", "ping", json!({"n": 1}), t, Duration::from_secs(20)).await
+        }
+    });
+    // The call waits for the device: only then does the device connect, and later subscribe.
+    tokio::time::timeout(Duration::from_secs(10), waiting.wait_for(|n| *n == 1)).await.unwrap().unwrap();
+    let mut d = TestDevice::new("d1", key, Via::Mqtt);
+    d.connect(&emu).await;
+    d.subscribe(&[TopicFilter::Methods]).await;
+    let Event::MethodRequest { name, rid, .. } = d.expect("method", |e| matches!(e, Event::MethodRequest { .. })).await
+    else {
+        unreachable!()
+    };
+    assert_eq!(name, "ping");
+    let now = d.now();
+    d.session_mut().respond_to_method(now, &rid, 200, b"\"pong\"").unwrap();
+    d.flush().await;
+    assert_eq!(call.await.unwrap().unwrap(), (200, json!("pong")));
+    assert_eq!(*waiting.borrow(), 0, "the caller left the table");
+
+    // Without connectTimeoutInSeconds an offline device is 404 at once; with a short one, 404 at its deadline.
+    d.disconnect().await;
+    let offline = |e: ServiceError| matches!(e, ServiceError::Api { status: 404, code: 404103, .. });
+    let e = hub.invoke_method("d2", "ping", json!(null), Duration::from_secs(5)).await.unwrap_err();
+    assert!(matches!(e, ServiceError::Api { code: 404001, .. }), "an unknown device is not waited for: {e:?}");
+    emu.device("d2").await;
+    let started = tokio::time::Instant::now();
+    assert!(offline(hub.invoke_method("d2", "ping", json!(null), Duration::from_secs(5)).await.unwrap_err()));
+    let e = hub.invoke_method_waiting("d2", "ping", json!(null), Duration::from_secs(5), Duration::from_secs(1)).await;
+    assert!(offline(e.unwrap_err()));
+    assert!(started.elapsed() >= Duration::from_secs(1), "waited for the connect timeout");
+    let e =
+        hub.invoke_method_waiting("d2", "ping", json!(null), Duration::from_secs(5), Duration::from_secs(301)).await;
+    assert!(matches!(e.unwrap_err(), ServiceError::Api { status: 400, .. }), "at most 300 s");
+    assert_eq!(*waiting.borrow(), 0);
+
+    // At most MAX_ONLINE_WAITERS callers wait at once; the next is throttled. Callers that go away (their HTTP
+    // request dropped) leave the table.
+    let max = hubsim_hub::hub::MAX_ONLINE_WAITERS;
+    let callers: Vec<_> = (0..max)
+        .map(|_| {
+            let hub = hub.clone();
+            tokio::spawn(async move {
+                let (t, connect) = (Duration::from_secs(5), Duration::from_secs(300));
+                hub.invoke_method_waiting("d2", "ping", json!(null), t, connect).await
+            })
+        })
+        .collect();
+    tokio::time::timeout(Duration::from_secs(10), waiting.wait_for(|n| *n == max)).await.unwrap().unwrap();
+    let e = hub.invoke_method_waiting("d2", "ping", json!(null), Duration::from_secs(5), Duration::from_secs(9)).await;
+    assert!(matches!(e.unwrap_err(), ServiceError::Api { status: 429, code: 429001, .. }));
+    for c in &callers {
+        c.abort();
+    }
+    tokio::time::timeout(Duration::from_secs(10), waiting.wait_for(|n| *n == 0)).await.unwrap().unwrap();
+}

@@ -354,6 +354,8 @@ struct InvokeMethod {
     #[serde(default)]
     payload: Value,
     response_timeout_in_seconds: Option<u64>,
+    /// How long the device may take to come online (IoT Hub: default 0, at most 300).
+    connect_timeout_in_seconds: Option<u64>,
 }
 
 /// `POST /twins/{id}/methods` and `POST /twins/{id}/modules/{m}/methods`: `{status, payload}`.
@@ -376,11 +378,12 @@ async fn invoke(s: &AppState, key: &str, body: &[u8]) -> ApiResult {
         ServiceError::new(
             400,
             400004,
-            format!("expected {{\"methodName\", \"payload\", \"responseTimeoutInSeconds\"}}: {e}"),
+            format!("expected {{\"methodName\", \"payload\", \"responseTimeoutInSeconds\", \"connectTimeoutInSeconds\"}}: {e}"),
         )
     })?;
     let timeout = Duration::from_secs(req.response_timeout_in_seconds.unwrap_or(30));
-    let (status, payload) = s.hub.invoke_method(key, &req.method_name, req.payload, timeout).await?;
+    let connect = Duration::from_secs(req.connect_timeout_in_seconds.unwrap_or(0));
+    let (status, payload) = s.hub.invoke_method_waiting(key, &req.method_name, req.payload, timeout, connect).await?;
     Ok(Json(json!({ "status": status, "payload": payload })).into_response())
 }
 

@@ -19,6 +19,7 @@ pub mod twin;
 pub use auth::{filter_name, Admitted};
 pub use c2d::{c2d_properties, c2d_sweeper, SendC2d, C2D_SWEEP_EVERY, C2D_SWEEP_STEP};
 pub use error::{error_json, ServiceError};
+pub use methods::{MAX_CONNECT_TIMEOUT, MAX_ONLINE_WAITERS};
 pub use registry::{BulkError, BulkMode, BulkOp, IdentitySpec};
 
 use base64::engine::general_purpose::STANDARD;
@@ -283,6 +284,12 @@ pub struct Hub {
     pub live_streams: Arc<tokio::sync::Semaphore>,
     /// Places of the queries running ([`crate::api::query::MAX_CONCURRENT_QUERIES`]).
     pub queries: Arc<tokio::sync::Semaphore>,
+    /// Direct-method callers waiting for their device to come online (`connectTimeoutInSeconds`), by device:
+    /// one entry per device waited for, removed with its last waiter; at most [`methods::MAX_ONLINE_WAITERS`]
+    /// callers wait at once.
+    online: Mutex<HashMap<String, methods::Waiting>>,
+    /// How many callers wait in `online` (changed under its lock).
+    online_callers: tokio::sync::watch::Sender<usize>,
 }
 
 /// Most bytes of telemetry in flight (read, not yet durable) over all connections (16 MiB), counted as the
@@ -333,6 +340,8 @@ impl Hub {
             stored_refusals: crate::listener::LogBudget::new(telemetry::STORED_REFUSALS_PER_SECOND),
             live_streams: Arc::new(tokio::sync::Semaphore::new(crate::api::MAX_LIVE_STREAMS)),
             queries: Arc::new(tokio::sync::Semaphore::new(crate::api::query::MAX_CONCURRENT_QUERIES)),
+            online: Mutex::new(HashMap::new()),
+            online_callers: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -383,6 +392,7 @@ impl Hub {
             p.state_updated = Some(now.clone());
             p.last_activity = Some(now);
         });
+        self.came_online(device);
         id
     }
 
