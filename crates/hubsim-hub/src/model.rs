@@ -2,12 +2,52 @@
 //!
 //! Text a peer chose (client ids, user names, reasons quoting them) is stored and logged at most
 //! [`PEER_TEXT_MAX`] bytes long ([`bounded`]), so a hostile CONNECT cannot fill the disk or the terminal.
+//!
+//! JSON a peer chose is stored inside a record only when it nests at most a bounded depth, so every stored record
+//! can be read back: serde_json refuses to read more than 127 levels, and a record adds its own levels around
+//! what it holds (a 127-level twin patch, and later a 127-level DPS payload, once made their records unreadable).
+//! Twins keep IoT Hub's rule ([`crate::hub::twin::MAX_DEPTH`], 10);
+//! JSON for which neither IoT Hub nor DPS documents a bound (a DPS registration `payload`) is held to
+//! [`MAX_STORED_JSON_DEPTH`] ([`json_text_depth`]).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Most bytes of peer-supplied text kept in a record or a log line; the rest is replaced by `…(N bytes)`.
 pub const PEER_TEXT_MAX: usize = 256;
+
+/// Deepest nesting (arrays and objects, levels) of peer-supplied JSON hubsim stores inside a record where Azure
+/// documents no bound of its own: hubsim's choice, far below serde_json's 127-level reading limit, so the
+/// record's own levels and the API answers that embed the record (at most 3 more) always read back.
+pub const MAX_STORED_JSON_DEPTH: usize = 32;
+
+/// How deeply the JSON text `s` nests arrays and objects (levels; 0 for a scalar, 1 for `{}` or `[1]`), counted
+/// on the text without building it, so any input is measured in one pass with no recursion. Brackets inside
+/// strings do not count; `s` need not be valid JSON (what it is not is for the parser to say).
+pub fn json_text_depth(s: &str) -> usize {
+    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for b in s.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
 
 /// `s` cut to at most [`PEER_TEXT_MAX`] bytes (at a character boundary), followed by `…(N bytes)` giving the
 /// original length when it was cut.
@@ -409,6 +449,21 @@ mod tests {
         let mut t = json!({"a": 1, "b": {"c": 2, "d": 3}});
         merge_patch(&mut t, &json!({"a": null, "b": {"c": 5}, "e": [1], "$version": 9}));
         assert_eq!(t, json!({"b": {"c": 5, "d": 3}, "e": [1]}));
+    }
+
+    #[test]
+    fn json_text_depth_counts_levels_outside_strings() {
+        assert_eq!(json_text_depth("1"), 0);
+        assert_eq!(json_text_depth("\"[[{\""), 0);
+        assert_eq!(json_text_depth("{}"), 1);
+        assert_eq!(json_text_depth(r#"{"a":[1,{"b":"]]\"[["}],"c":{}}"#), 3);
+        assert_eq!(json_text_depth(&format!("{}{}", "[".repeat(127), "]".repeat(127))), 127);
+        // Unbalanced text is measured all the same (the parser refuses it).
+        assert_eq!(json_text_depth("]]]{"), 1);
+        // What the limit lets through reads back inside a record, with the levels the API answers add.
+        let inner = "[".repeat(MAX_STORED_JSON_DEPTH) + &"]".repeat(MAX_STORED_JSON_DEPTH);
+        let wrapped = format!(r#"{{"a":{{"b":{{"c":{{"d":{inner}}}}}}}}}"#);
+        assert!(serde_json::from_str::<Value>(&wrapped).is_ok());
     }
 
     #[test]

@@ -66,6 +66,8 @@ use crate::timefmt::unix_ms;
 mod dps;
 pub mod event;
 
+pub use dps::{DpsView, RecordHead};
+
 const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
 const TWINS: TableDefinition<&str, &[u8]> = TableDefinition::new("twins");
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
@@ -335,6 +337,7 @@ fn open_db(path: &Path) -> Result<Database, StoreError> {
         migrate_old_logs(&tx)?;
         migrate_events_v2(&tx)?;
         migrate_events_v3(&tx)?;
+        dps::open(&tx)?;
         // A database of a version that indexed every event as it was appended: all of them are indexed.
         let mut meta = tx.open_table(META).map_err(db)?;
         if meta.get(EVENTS_INDEXED).map_err(db)?.is_none() {

@@ -437,3 +437,202 @@ async fn enrollment_answers_keep_their_exact_dps_shape() {
         )
     );
 }
+
+// ---- bounds and robustness (security review, 2026-11-30) ---------------------------------------------------
+
+/// Creates an enrollment group with generated keys; its primary key.
+async fn group(emu: &Emu, id: &str) -> DeviceKey {
+    let put = call(emu, "PUT", &format!("/enrollmentGroups/{id}"), Some(json!({}))).await;
+    assert_eq!(put.status, 200, "{}", put.body);
+    DeviceKey::from_base64(put.json()["attestation"]["symmetricKey"]["primaryKey"].as_str().unwrap()).unwrap()
+}
+
+/// JSON text of arrays nested `levels` deep.
+fn nested_text(levels: usize) -> String {
+    format!("{}{}", "[".repeat(levels), "]".repeat(levels))
+}
+
+/// A JSON value of arrays nested `levels` deep.
+fn nested_value(levels: usize) -> Value {
+    let mut v = json!(1);
+    for _ in 1..levels {
+        v = json!([v]);
+    }
+    json!([v])
+}
+
+/// A registration record as a hubsim before the payload bound stored it: holding `payload` as it came.
+fn legacy_registration(id: &str, group: Option<&str>, payload: Value) -> hubsim_hub::hub::dps::RegistrationRecord {
+    hubsim_hub::hub::dps::RegistrationRecord {
+        registration_id: id.into(),
+        created_date_time_utc: "2026-11-01T00:00:00.000Z".into(),
+        assigned_hub: Some("localhost".into()),
+        device_id: Some(id.to_ascii_lowercase()),
+        status: "assigned".into(),
+        substatus: Some("initialAssignment".into()),
+        error_code: None,
+        error_message: None,
+        last_updated_date_time_utc: "2026-11-01T00:00:00.000Z".into(),
+        etag: "legacy".into(),
+        payload: None,
+        request_payload: Some(payload),
+        enrollment_group_id: group.map(str::to_owned),
+        operation_id: "4.legacy".into(),
+    }
+}
+
+#[tokio::test]
+async fn a_registration_payload_nested_too_deep_is_refused_and_every_record_stays_readable() {
+    let emu = Emu::start().await;
+    let gk = group(&emu, "deep-g").await;
+    // 127 levels: the core's parser takes it (the body is 128 deep), but the stored record would be 128 deep,
+    // past what serde_json reads back. Refused with DPS's 400, naming the limit; nothing is stored.
+    let deep = nested_text(127);
+    let (r, _, _) = register(&emu, Via::Mqtt, "deep-a", EnrollmentKey::Group(gk.clone()), Some(&deep)).await;
+    match r {
+        Err(ProvisionError::Dps(ProvisioningError::Service { status, error_code, message })) => {
+            assert_eq!((status, error_code), (400, Some(400004)), "{message}");
+            assert!(message.contains("127 levels") && message.contains("at most 32 levels"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(call(&emu, "GET", "/registrations/deep-a", None).await.status, 404);
+    assert!(emu.hub().get_device("deep-a").await.is_err());
+    let rec = emu.wait_log(|r| r.operation == "dpsRegister" && r.device_id.as_deref() == Some("deep-a")).await;
+    assert_eq!((rec.reason.as_str(), rec.result_type), ("failed", 400004), "{}", rec.description);
+
+    // At the limit the payload is kept and reads back everywhere it is shown.
+    let ok = nested_text(32);
+    let a = assigned(register(&emu, Via::Ws, "deep-b", EnrollmentKey::Group(gk), Some(&ok)).await.0);
+    assert_eq!(a.device_id, "deep-b");
+    let st = call(&emu, "GET", "/registrations/deep-b", None).await;
+    assert_eq!(st.status, 200, "{}", st.body);
+    assert_eq!(st.json()["requestPayload"], serde_json::from_str::<Value>(&ok).unwrap());
+    for (method, path) in
+        [("GET", "/registrations"), ("POST", "/registrations/deep-g/query"), ("GET", "/enrollmentGroups")]
+    {
+        let a = call(&emu, method, path, Some(json!({}))).await;
+        assert_eq!(a.status, 200, "{method} {path}: {}", a.body);
+    }
+    assert_eq!(call(&emu, "DELETE", "/enrollmentGroups/deep-g", None).await.status, 204);
+    assert_eq!(call(&emu, "GET", "/registrations/deep-b", None).await.status, 404);
+}
+
+#[tokio::test]
+async fn an_unreadable_stored_record_is_skipped_by_lists_and_can_still_be_deleted() {
+    let mut emu = Emu::start().await;
+    let gk = group(&emu, "old-g").await;
+    group(&emu, "innocent").await;
+    let good = assigned(register(&emu, Via::Mqtt, "good-1", EnrollmentKey::Group(gk.clone()), None).await.0);
+    assert_eq!(good.device_id, "good-1");
+    // Records an older hubsim stored: a 127-level payload inside makes each 128 levels deep, past what
+    // serde_json reads back.
+    let poisoned = ["old-1", "old-2", "old-3"];
+    for (i, id) in poisoned.into_iter().enumerate() {
+        let rec = legacy_registration(id, (i < 2).then_some("old-g"), nested_value(127));
+        emu.hub().store.write(move |tx| tx.put_registration(&rec)).await.unwrap();
+    }
+    // The same after a restart: the records are on disk.
+    emu.running.take().unwrap().shutdown().await;
+    emu.restart_with(|_| {}).await;
+
+    // Lists skip them; the others are listed and work.
+    let list = call(&emu, "GET", "/registrations", None).await;
+    assert_eq!(list.status, 200, "{}", list.body);
+    let ids: Vec<Value> = list.json().as_array().unwrap().iter().map(|r| r["registrationId"].clone()).collect();
+    assert_eq!(ids, vec![json!("good-1")]);
+    let of_group = call(&emu, "POST", "/registrations/old-g/query", Some(json!({}))).await;
+    assert_eq!(of_group.status, 200, "{}", of_group.body);
+    assert_eq!(of_group.json().as_array().map(Vec::len), Some(1));
+    // Reading one by id says what is wrong and how to get rid of it.
+    let one = call(&emu, "GET", "/registrations/old-1", None).await;
+    assert_eq!(one.status, 500, "{}", one.body);
+    assert!(one.body.contains("'old-1' cannot be read") && one.body.contains("DELETE /registrations/old-1"));
+    // Deleting another group is not disturbed by them.
+    assert_eq!(call(&emu, "DELETE", "/enrollmentGroups/innocent", None).await.status, 204);
+    // An unreadable record is deleted by id …
+    assert_eq!(call(&emu, "DELETE", "/registrations/old-3", None).await.status, 204);
+    assert_eq!(call(&emu, "GET", "/registrations/old-3", None).await.status, 404);
+    // … replaced when its device registers again …
+    let again = assigned(register(&emu, Via::Mqtt, "old-2", EnrollmentKey::Group(gk), None).await.0);
+    assert_eq!(again.substatus.as_deref(), Some("initialAssignment"));
+    assert_eq!(call(&emu, "GET", "/registrations/old-2", None).await.json()["enrollmentGroupId"], "old-g");
+    // … and deleted with its group (its group is read from the record even though the rest cannot be).
+    assert_eq!(call(&emu, "DELETE", "/enrollmentGroups/old-g", None).await.status, 204);
+    for id in ["old-1", "old-2", "good-1"] {
+        assert_eq!(call(&emu, "GET", &format!("/registrations/{id}"), None).await.status, 404, "{id}");
+    }
+    assert_eq!(call(&emu, "GET", "/registrations", None).await.json(), json!([]));
+}
+
+/// Sends a DPS CONNECT for `registration_id` signed with `key` on a raw transport; the CONNACK's code.
+async fn raw_dps_connect(
+    emu: &Emu,
+    registration_id: &str,
+    key: &DeviceKey,
+) -> (hubsim_device::Transport, hubsim_proto::mqttbytes::v4::ConnectReturnCode) {
+    use hubsim_proto::mqttbytes::v4::{Connect, Login, Packet};
+    use hubsim_proto::sas::SasToken;
+    let config = ProvisioningConfig::new(scope(emu), registration_id);
+    let token = SasToken::sign(key, &config.resource(), now_unix() + 600, Some("registration"));
+    let mut connect = Connect::new(registration_id);
+    connect.login = Some(Login { username: config.username().to_string(), password: token.to_string() });
+    let mut t = open_raw(emu, Via::Mqtt).await;
+    let mut framer = hubsim_proto::packet::Framer::new(1 << 20);
+    assert!(t.send_raw(&wire(Packet::Connect(connect))).await);
+    let code = next_packet(&mut t, &mut framer, |p| match p {
+        Packet::ConnAck(a) => Some(a.code),
+        _ => None,
+    })
+    .await;
+    (t, code)
+}
+
+#[tokio::test]
+async fn a_dps_connect_reads_the_enrollments_without_waiting_for_the_writer() {
+    use hubsim_proto::mqttbytes::v4::ConnectReturnCode;
+    let emu = Emu::start().await;
+    let gk = group(&emu, "line-9").await;
+    // Hold the store's single writer: a write that waits until the test lets it go.
+    let (started_tx, started) = tokio::sync::oneshot::channel();
+    let (release, release_rx) = std::sync::mpsc::channel::<()>();
+    let store = emu.hub().store.clone();
+    let held = tokio::spawn(async move {
+        store
+            .write(move |_| {
+                let _ = started_tx.send(());
+                let _ = release_rx.recv();
+                Ok(())
+            })
+            .await
+    });
+    started.await.unwrap();
+    // The CONNECT is checked against the enrollments all the same (a read transaction): accepted with the
+    // derived key while every write waits.
+    let (_t, code) = raw_dps_connect(&emu, "sensor-9", &gk.derive_for_registration("sensor-9")).await;
+    assert_eq!(code, ConnectReturnCode::Success);
+    release.send(()).unwrap();
+    held.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn enrollment_groups_are_capped_at_dps_quota() {
+    let emu = Emu::start().await;
+    // Azure DPS: "Maximum number of enrollment groups (symmetric key) | 100 | not adjustable".
+    for i in 0..100 {
+        group(&emu, &format!("cap-{i}")).await;
+    }
+    let over = call(&emu, "PUT", "/enrollmentGroups/cap-extra", Some(json!({}))).await;
+    assert_eq!(over.status, 409, "{}", over.body);
+    assert_eq!(over.json()["errorCode"], 409001);
+    assert!(over.body.contains("100 enrollment groups"), "{}", over.body);
+    assert_eq!(call(&emu, "GET", "/enrollmentGroups/cap-extra", None).await.status, 404);
+    // Replacing a group at the cap is fine; deleting one makes room.
+    assert_eq!(
+        call(&emu, "PUT", "/enrollmentGroups/cap-7", Some(json!({"provisioningStatus": "disabled"}))).await.status,
+        200
+    );
+    assert_eq!(call(&emu, "DELETE", "/enrollmentGroups/cap-3", None).await.status, 204);
+    assert_eq!(call(&emu, "PUT", "/enrollmentGroups/cap-extra", Some(json!({}))).await.status, 200);
+    assert_eq!(call(&emu, "GET", "/enrollmentGroups", None).await.json().as_array().map(Vec::len), Some(100));
+}

@@ -16,6 +16,7 @@ use super::{sleep_until, Transport};
 use crate::hub::dps::{Enrolled, RETRY_AFTER_S};
 use crate::hub::{random_id, truncate, ConnHandle, Hub, Inbound, ServiceError};
 use crate::model::ConnectionRecord;
+use crate::store::StoreError;
 use crate::timefmt::{iso8601, unix_ms};
 
 struct DpsCtx {
@@ -178,6 +179,16 @@ impl DpsCtx {
                         "operation '{}' is not the current operation of registration '{registration_id}'",
                         truncate(operation_id, 128)
                     ),
+                ),
+                None,
+            ),
+            // A record an older hubsim stored unreadable: retrying cannot help, registering again replaces it.
+            Err(StoreError::Record(why)) => session.respond_error(
+                &rid,
+                400,
+                &error_body(
+                    400004,
+                    &format!("the registration record cannot be read ({why}): send a register request again"),
                 ),
                 None,
             ),

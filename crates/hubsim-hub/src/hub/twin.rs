@@ -6,7 +6,8 @@
 //! make a twin unreadable nor disturb anyone else's write:
 //! - property names: at most 1 KB of UTF-8, no control characters (C0, C1), no `.`, `$` or space;
 //! - string values at most 4 KB of UTF-8; integers within ±4 503 599 627 370 495;
-//! - nesting at most [`MAX_DEPTH`] objects deep (a 127-level patch once made a twin unreadable);
+//! - nesting at most [`MAX_DEPTH`] objects deep (a 127-level patch once made a twin unreadable; the same rule
+//!   bounds every peer-supplied JSON stored in a record, see [`crate::model`]);
 //! - the desired and the reported sections at most [`MAX_SECTION`] bytes each after the patch is applied.
 
 use bytes::Bytes;

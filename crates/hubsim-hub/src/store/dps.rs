@@ -1,29 +1,91 @@
 //! The local DPS's part of the database: its settings (the ID scope), individual enrollments, enrollment groups
-//! and registration records, each a table of JSON records keyed by id. Tables are created by the first write
-//! that opens them, so older databases need no migration; everything goes through [`Store::write`], reads
-//! included, so a DPS answer never sees half of another caller's change.
+//! and registration records, each a table of JSON records keyed by id. The tables are created when the database
+//! opens ([`open`]).
+//!
+//! Changes go through [`Store::write`] (the service API's writes and the device's registration), so a change
+//! never sees half of another. Reads that change nothing run on a read transaction ([`Store::dps_read`],
+//! [`DpsView`]) on the blocking pool: a DPS CONNECT, which needs no credential to send (the ID scope is public),
+//! reads the enrollments there and never takes the single writer's time, and a status poll likewise.
+//!
+//! **Unreadable records.** A record that does not decode (one stored by an older hubsim before peer JSON was
+//! bounded, [`crate::model::MAX_STORED_JSON_DEPTH`]) is skipped by every list with a logged warning, so it
+//! cannot fail listing, deleting or working with the other records; it can still be deleted by id
+//! ([`Tx::remove_dps`]), and the few fields a deletion needs ([`RecordHead`]) are read even from such a record
+//! (serde_json skips the fields a struct does not name without a depth limit).
 
-use redb::{ReadableTable, TableDefinition};
+use redb::{ReadTransaction, ReadableTable, TableDefinition, TableError, TableHandle, WriteTransaction};
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 
-use super::{db, from_bytes, Store, StoreError, Tx};
+use super::{db, from_bytes, Store, StoreError, Tx, Undo};
 use crate::hub::dps::{EnrollmentGroup, IndividualEnrollment, RegistrationRecord};
 
-const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("dps.settings");
-const ENROLLMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("dps.enrollments");
-const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("dps.groups");
-const REGISTRATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("dps.registrations");
+type DpsTable = TableDefinition<'static, &'static str, &'static [u8]>;
+
+const SETTINGS: DpsTable = TableDefinition::new("dps.settings");
+/// Individual enrollments, by registration id.
+const ENROLLMENTS: DpsTable = TableDefinition::new("dps.enrollments");
+/// Enrollment groups, by group id.
+const GROUPS: DpsTable = TableDefinition::new("dps.groups");
+/// Registration records, by registration id.
+const REGISTRATIONS: DpsTable = TableDefinition::new("dps.registrations");
+
+/// The fields of a stored enrollment or registration that deleting it needs, read even from a record whose
+/// other fields cannot be (see the module docs).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordHead {
+    #[serde(default)]
+    pub etag: Option<String>,
+    /// A registration's enrollment group (absent for an individual enrollment's).
+    #[serde(default)]
+    pub enrollment_group_id: Option<String>,
+    #[serde(default)]
+    pub last_updated_date_time_utc: Option<String>,
+}
+
+impl RecordHead {
+    /// The head of a stored record; an empty head (and a warning) when even that does not decode.
+    fn of(table: DpsTable, key: &str, bytes: &[u8]) -> RecordHead {
+        serde_json::from_slice(bytes).unwrap_or_else(|e| {
+            tracing::warn!("the stored DPS record '{key}' in {} is not JSON: {e}", table.name());
+            RecordHead::default()
+        })
+    }
+}
+
+/// Creates the DPS tables, so read transactions find them. Runs in the opening transaction.
+pub(super) fn open(tx: &WriteTransaction) -> Result<(), StoreError> {
+    for table in [SETTINGS, ENROLLMENTS, GROUPS, REGISTRATIONS] {
+        tx.open_table(table).map_err(db)?;
+    }
+    Ok(())
+}
+
+/// Every record of a table that decodes; the others are skipped with a warning (see the module docs).
+fn all_readable<T: DeserializeOwned>(
+    table: DpsTable,
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<Vec<T>, StoreError> {
+    let mut out = Vec::new();
+    for e in t.iter().map_err(db)? {
+        let (k, v) = e.map_err(db)?;
+        match from_bytes(v.value()) {
+            Ok(r) => out.push(r),
+            Err(e) => tracing::warn!("skipped the DPS record '{}' in {}: {e}", k.value(), table.name()),
+        }
+    }
+    Ok(out)
+}
+
+fn one<T: DeserializeOwned>(
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<T>, StoreError> {
+    t.get(key).map_err(db)?.map(|v| from_bytes(v.value())).transpose()
+}
 
 impl Tx<'_> {
-    fn all<T: DeserializeOwned>(
-        &mut self,
-        table: TableDefinition<'static, &'static str, &'static [u8]>,
-    ) -> Result<Vec<T>, StoreError> {
-        let t = self.tx.open_table(table).map_err(db)?;
-        let it = t.iter().map_err(db)?;
-        it.map(|e| e.map_err(db).and_then(|(_, v)| from_bytes(v.value()))).collect()
-    }
-
     /// The ID scope, once generated.
     pub fn dps_id_scope(&mut self) -> Result<Option<String>, StoreError> {
         self.get(SETTINGS, "idScope")
@@ -32,19 +94,74 @@ impl Tx<'_> {
         self.put(SETTINGS, "idScope", &scope)
     }
 
-    pub fn enrollment(&mut self, registration_id: &str) -> Result<Option<IndividualEnrollment>, StoreError> {
-        self.get(ENROLLMENTS, registration_id)
-    }
-    pub fn put_enrollment(&mut self, e: &IndividualEnrollment) -> Result<(), StoreError> {
-        self.put(ENROLLMENTS, &e.registration_id, e)
-    }
-    pub fn delete_enrollment(&mut self, registration_id: &str) -> Result<bool, StoreError> {
-        let existed = self.enrollment(registration_id)?.is_some();
-        self.del(ENROLLMENTS, registration_id)?;
+    /// Deletes the record `key` of a DPS table without reading it (so an unreadable record can be deleted);
+    /// whether there was one.
+    fn remove_dps(&mut self, table: DpsTable, key: &str) -> Result<bool, StoreError> {
+        let mut t = self.tx.open_table(table).map_err(db)?;
+        let old = t.remove(key).map_err(db)?.map(|g| g.value().to_vec());
+        let existed = old.is_some();
+        if existed {
+            self.undo.push(Undo::Str(table, key.to_owned(), old));
+        }
         Ok(existed)
     }
-    pub fn enrollments(&mut self) -> Result<Vec<IndividualEnrollment>, StoreError> {
-        self.all(ENROLLMENTS)
+
+    /// The [`RecordHead`] of the record `key`, if there is one (read even when the record cannot be).
+    fn dps_head(&mut self, table: DpsTable, key: &str) -> Result<Option<RecordHead>, StoreError> {
+        let t = self.tx.open_table(table).map_err(db)?;
+        let v = t.get(key).map_err(db)?;
+        Ok(v.map(|v| RecordHead::of(table, key, v.value())))
+    }
+
+    /// Every registration's key and [`RecordHead`], unreadable records included.
+    pub fn registration_heads(&mut self) -> Result<Vec<(String, RecordHead)>, StoreError> {
+        let t = self.tx.open_table(REGISTRATIONS).map_err(db)?;
+        let mut out = Vec::new();
+        for e in t.iter().map_err(db)? {
+            let (k, v) = e.map_err(db)?;
+            out.push((k.value().to_owned(), RecordHead::of(REGISTRATIONS, k.value(), v.value())));
+        }
+        Ok(out)
+    }
+
+    /// How many enrollment groups there are.
+    pub fn enrollment_group_count(&mut self) -> Result<u64, StoreError> {
+        use redb::ReadableTableMetadata;
+        self.tx.open_table(GROUPS).map_err(db)?.len().map_err(db)
+    }
+
+    /// The [`RecordHead`] of the individual enrollment of a registration id, if there is one.
+    pub fn enrollment_head(&mut self, key: &str) -> Result<Option<RecordHead>, StoreError> {
+        self.dps_head(ENROLLMENTS, key)
+    }
+    /// Deletes the individual enrollment of a registration id without reading it; whether there was one.
+    pub fn remove_enrollment(&mut self, key: &str) -> Result<bool, StoreError> {
+        self.remove_dps(ENROLLMENTS, key)
+    }
+    /// The [`RecordHead`] of an enrollment group, if there is one.
+    pub fn enrollment_group_head(&mut self, id: &str) -> Result<Option<RecordHead>, StoreError> {
+        self.dps_head(GROUPS, id)
+    }
+    /// Deletes an enrollment group without reading it; whether there was one.
+    pub fn remove_enrollment_group(&mut self, id: &str) -> Result<bool, StoreError> {
+        self.remove_dps(GROUPS, id)
+    }
+    /// The [`RecordHead`] of the registration record of a registration id, if there is one.
+    pub fn registration_head(&mut self, key: &str) -> Result<Option<RecordHead>, StoreError> {
+        self.dps_head(REGISTRATIONS, key)
+    }
+    /// Deletes the registration record of a registration id without reading it; whether there was one.
+    pub fn remove_registration(&mut self, key: &str) -> Result<bool, StoreError> {
+        self.remove_dps(REGISTRATIONS, key)
+    }
+
+    /// The individual enrollment of a registration id.
+    pub fn enrollment(&mut self, key: &str) -> Result<Option<IndividualEnrollment>, StoreError> {
+        self.get(ENROLLMENTS, key)
+    }
+    /// Stores an individual enrollment under its `registration_id`.
+    pub fn put_enrollment(&mut self, e: &IndividualEnrollment) -> Result<(), StoreError> {
+        self.put(ENROLLMENTS, &e.registration_id, e)
     }
 
     pub fn enrollment_group(&mut self, id: &str) -> Result<Option<EnrollmentGroup>, StoreError> {
@@ -53,37 +170,77 @@ impl Tx<'_> {
     pub fn put_enrollment_group(&mut self, g: &EnrollmentGroup) -> Result<(), StoreError> {
         self.put(GROUPS, &g.enrollment_group_id, g)
     }
-    pub fn delete_enrollment_group(&mut self, id: &str) -> Result<bool, StoreError> {
-        let existed = self.enrollment_group(id)?.is_some();
-        self.del(GROUPS, id)?;
-        Ok(existed)
-    }
-    pub fn enrollment_groups(&mut self) -> Result<Vec<EnrollmentGroup>, StoreError> {
-        self.all(GROUPS)
-    }
 
-    pub fn registration(&mut self, registration_id: &str) -> Result<Option<RegistrationRecord>, StoreError> {
-        self.get(REGISTRATIONS, registration_id)
+    /// The registration record of a registration id.
+    pub fn registration(&mut self, key: &str) -> Result<Option<RegistrationRecord>, StoreError> {
+        self.get(REGISTRATIONS, key)
     }
+    /// Stores a registration record under its `registration_id`.
     pub fn put_registration(&mut self, r: &RegistrationRecord) -> Result<(), StoreError> {
         self.put(REGISTRATIONS, &r.registration_id, r)
     }
-    pub fn delete_registration(&mut self, registration_id: &str) -> Result<bool, StoreError> {
-        let existed = self.registration(registration_id)?.is_some();
-        self.del(REGISTRATIONS, registration_id)?;
-        Ok(existed)
+}
+
+/// A read transaction's view of the DPS tables ([`Store::dps_read`]).
+pub struct DpsView<'a> {
+    r: &'a ReadTransaction,
+}
+
+impl DpsView<'_> {
+    fn table(&self, table: DpsTable) -> Result<Option<redb::ReadOnlyTable<&'static str, &'static [u8]>>, StoreError> {
+        match self.r.open_table(table) {
+            Ok(t) => Ok(Some(t)),
+            // Created at open; absent only in a database another program made.
+            Err(TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(e) => Err(db(e)),
+        }
     }
-    pub fn registrations(&mut self) -> Result<Vec<RegistrationRecord>, StoreError> {
+    fn get<T: DeserializeOwned>(&self, table: DpsTable, key: &str) -> Result<Option<T>, StoreError> {
+        self.table(table)?.map_or(Ok(None), |t| one(&t, key))
+    }
+    fn all<T: DeserializeOwned>(&self, table: DpsTable) -> Result<Vec<T>, StoreError> {
+        self.table(table)?.map_or(Ok(Vec::new()), |t| all_readable(table, &t))
+    }
+
+    /// The individual enrollment of a registration id.
+    pub fn enrollment(&self, key: &str) -> Result<Option<IndividualEnrollment>, StoreError> {
+        self.get(ENROLLMENTS, key)
+    }
+    /// Every readable individual enrollment.
+    pub fn enrollments(&self) -> Result<Vec<IndividualEnrollment>, StoreError> {
+        self.all(ENROLLMENTS)
+    }
+    pub fn enrollment_group(&self, id: &str) -> Result<Option<EnrollmentGroup>, StoreError> {
+        self.get(GROUPS, id)
+    }
+    /// Every readable enrollment group.
+    pub fn enrollment_groups(&self) -> Result<Vec<EnrollmentGroup>, StoreError> {
+        self.all(GROUPS)
+    }
+    /// The registration record of a registration id.
+    pub fn registration(&self, key: &str) -> Result<Option<RegistrationRecord>, StoreError> {
+        self.get(REGISTRATIONS, key)
+    }
+    /// Every readable registration record.
+    pub fn registrations(&self) -> Result<Vec<RegistrationRecord>, StoreError> {
         self.all(REGISTRATIONS)
     }
 }
 
 impl Store {
-    /// Runs a DPS read in a write transaction (see the module docs).
+    /// Runs a DPS change in a write transaction (see the module docs).
     pub async fn dps<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Tx<'_>) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
         self.write(f).await
+    }
+
+    /// Runs a DPS read on a read transaction on the blocking pool, never on the writer (see the module docs).
+    pub async fn dps_read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&DpsView<'_>) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        self.read(move |r| f(&DpsView { r })).await
     }
 }
