@@ -6,7 +6,7 @@
 //! JSON a peer chose is stored inside a record only when it nests at most a bounded depth, so every stored record
 //! can be read back: serde_json refuses to read more than 127 levels, and a record adds its own levels around
 //! what it holds (a 127-level twin patch, and later a 127-level DPS payload, once made their records unreadable).
-//! Twins keep IoT Hub's rule ([`crate::hub::twin::MAX_DEPTH`], 10);
+//! Twins keep IoT Hub's rule ([`crate::hub::twin::MAX_DEPTH`], 10, applied to enrollments' `initialTwin` too);
 //! JSON for which neither IoT Hub nor DPS documents a bound (a DPS registration `payload`) is held to
 //! [`MAX_STORED_JSON_DEPTH`] ([`json_text_depth`]).
 

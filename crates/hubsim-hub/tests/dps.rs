@@ -565,6 +565,74 @@ async fn an_unreadable_stored_record_is_skipped_by_lists_and_can_still_be_delete
     assert_eq!(call(&emu, "GET", "/registrations", None).await.json(), json!([]));
 }
 
+#[tokio::test]
+async fn an_initial_twin_obeys_the_twin_rules() {
+    let emu = Emu::start().await;
+    let deep = {
+        let mut v = json!(1);
+        for _ in 0..60 {
+            v = json!({ "n": v });
+        }
+        v
+    };
+    let big: serde_json::Map<String, Value> = (0..9).map(|i| (format!("k{i}"), json!("x".repeat(4000)))).collect();
+    for (twin, what) in [
+        (
+            json!({"properties": {"desired": {"bad.name with space": 1}}}),
+            "initialTwin.properties.desired: property name 'bad.name with space'",
+        ),
+        (json!({"tags": {"$weird": 1}}), "initialTwin.tags: property name '$weird'"),
+        (json!({"properties": {"desired": {"deep": deep}}}), "nests deeper than 10 levels"),
+        (json!({"properties": {"desired": big}}), "desired would be"),
+        (json!({"tags": {"t": "y".repeat(4096), "u": "y".repeat(4096)}}), "tags would be"),
+        (json!({"tags": {"s": "y".repeat(4097)}}), "twin strings are at most 4096 bytes"),
+        (json!({"properties": "x"}), "initialTwin.properties must be a JSON object"),
+    ] {
+        for path in ["/enrollments/itwin-1", "/enrollmentGroups/itwin-g"] {
+            let a = call(&emu, "PUT", path, Some(json!({ "initialTwin": twin }))).await;
+            assert_eq!(a.status, 400, "{path} {what}: {}", a.body);
+            assert_eq!(a.json()["errorCode"], 400004);
+            assert!(a.body.contains(what), "{path}: {} should name {what}", a.body);
+        }
+    }
+    assert_eq!(call(&emu, "GET", "/enrollments/itwin-1", None).await.status, 404);
+
+    // A valid initial twin, with the system properties a client echoes from a twin it read: those are dropped.
+    let twin = json!({
+        "tags": {"site": "lab", "$version": 3},
+        "properties": {"desired": {"rate": 5, "$metadata": {"$lastUpdated": "x"}, "$version": 7}},
+    });
+    let e = call(&emu, "PUT", "/enrollments/itwin-1", Some(json!({ "initialTwin": twin }))).await;
+    assert_eq!(e.status, 200, "{}", e.body);
+    assert_eq!(e.json()["initialTwin"], json!({"tags": {"site": "lab"}, "properties": {"desired": {"rate": 5}}}));
+    let key = DeviceKey::from_base64(e.json()["attestation"]["symmetricKey"]["primaryKey"].as_str().unwrap()).unwrap();
+    assigned(register(&emu, Via::Mqtt, "itwin-1", EnrollmentKey::Individual(key), None).await.0);
+    let t = emu.hub().patch_desired("itwin-1", json!({"a": 1})).await.unwrap();
+    assert_eq!(
+        (t.desired["rate"].clone(), t.desired["a"].clone(), t.tags["site"].clone()),
+        (json!(5), json!(1), json!("lab"))
+    );
+
+    // An enrollment stored by an older hubsim with an initial twin that breaks the rules is not applied.
+    let mut legacy = emu.hub().get_enrollment("itwin-1").await.unwrap();
+    legacy.registration_id = "itwin-2".into();
+    legacy.enrollment.initial_twin = Some(json!({"properties": {"desired": {"bad.name": 1}}}));
+    let legacy_key = DeviceKey::from_base64(&legacy.enrollment.attestation.symmetric_key.primary_key).unwrap();
+    emu.hub().store.write(move |tx| tx.put_enrollment(&legacy)).await.unwrap();
+    let (r, _, _) = register(&emu, Via::Mqtt, "itwin-2", EnrollmentKey::Individual(legacy_key), None).await;
+    match r {
+        Err(ProvisionError::Dps(ProvisioningError::Service { status, message, .. })) => {
+            assert_eq!(status, 400);
+            assert!(
+                message.contains("initialTwin.properties.desired") && message.contains("PUT the enrollment again"),
+                "{message}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(emu.hub().get_device("itwin-2").await.is_err());
+}
+
 /// Sends a DPS CONNECT for `registration_id` signed with `key` on a raw transport; the CONNACK's code.
 async fn raw_dps_connect(
     emu: &Emu,

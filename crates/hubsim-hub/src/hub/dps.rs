@@ -22,6 +22,7 @@
 //!
 //! Rules DPS documents, enforced here:
 //! - At most [`MAX_ENROLLMENT_GROUPS`] enrollment groups (DPS's quota for symmetric-key groups).
+//! - An enrollment's `initialTwin` obeys the twin rules of [`super::twin`] (names, strings, depth, sizes).
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -318,19 +319,7 @@ fn parse_input(body: &Value) -> Result<EnrollmentInput, ServiceError> {
     };
     let initial_twin = match obj.get("initialTwin") {
         None | Some(Value::Null) => None,
-        Some(t @ Value::Object(_)) => {
-            for (path, what) in
-                [("/tags", "initialTwin.tags"), ("/properties/desired", "initialTwin.properties.desired")]
-            {
-                if let Some(v) = t.pointer(path) {
-                    if !v.is_object() && !v.is_null() {
-                        return Err(bad(format!("{what} must be a JSON object")));
-                    }
-                }
-            }
-            Some(t.clone())
-        }
-        Some(_) => return Err(bad("initialTwin must be a JSON object")),
+        Some(t) => Some(check_initial_twin(t)?),
     };
     let provisioning_status = match str_field("provisioningStatus")?.as_deref() {
         None => "enabled".to_owned(),
@@ -348,6 +337,45 @@ fn parse_input(body: &Value) -> Result<EnrollmentInput, ServiceError> {
         Some(p) => serde_json::from_value(p.clone()).map_err(|e| bad(format!("reprovisionPolicy: {e}")))?,
     };
     Ok(EnrollmentInput { device_id, keys, capabilities, initial_twin, provisioning_status, reprovision_policy })
+}
+
+/// An enrollment's `initialTwin` as it is stored: its `tags` and `properties.desired`, each checked by the twin
+/// rules the twin API applies ([`super::twin`]: names, string and integer bounds, depth 10, 8 KB of tags and
+/// 32 KB of desired properties), with the system properties a client echoes (`$metadata`, `$version`, …)
+/// removed. Anything else in it is dropped: DPS's `InitialTwin` has only these two. A broken rule is DPS's 400
+/// `400004`, naming the section and the rule.
+fn check_initial_twin(t: &Value) -> Result<Value, ServiceError> {
+    use super::twin::{check_size, strip_metadata, validate_patch, Section};
+    let Value::Object(t) = t else { return Err(bad("initialTwin must be a JSON object")) };
+    let section = |v: Option<&Value>, what: &str, rules: Section| -> Result<Option<Value>, ServiceError> {
+        match v {
+            None | Some(Value::Null) => Ok(None),
+            Some(v @ Value::Object(_)) => {
+                let mut v = v.clone();
+                strip_metadata(&mut v);
+                validate_patch(&v, rules)
+                    .and_then(|()| check_size(&v, rules))
+                    .map_err(|e| bad(format!("{what}: {e}")))?;
+                Ok(Some(v))
+            }
+            Some(_) => Err(bad(format!("{what} must be a JSON object"))),
+        }
+    };
+    let mut out = Map::new();
+    if let Some(tags) = section(t.get("tags"), "initialTwin.tags", Section::Tags)? {
+        out.insert("tags".into(), tags);
+    }
+    let desired = match t.get("properties") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(p)) => section(p.get("desired"), "initialTwin.properties.desired", Section::Desired)?,
+        Some(_) => return Err(bad("initialTwin.properties must be a JSON object")),
+    };
+    if let Some(desired) = desired {
+        let mut p = Map::new();
+        p.insert("desired".into(), desired);
+        out.insert("properties".into(), Value::Object(p));
+    }
+    Ok(Value::Object(out))
 }
 
 /// A register request's `payload` (JSON text the core has already parsed) as it is stored: refused with 400
@@ -494,7 +522,7 @@ impl Hub {
 
     /// Creates or replaces an individual enrollment (keys generated unless given, kept on update unless given).
     /// Errors: 400 `400004` for a registration id that breaks [`is_valid_registration_id`] or a body that breaks
-    /// a rule (attestation, …); 412 for a stale `If-Match`.
+    /// a rule (attestation, `initialTwin`'s twin rules, …); 412 for a stale `If-Match`.
     pub async fn put_enrollment(
         &self,
         registration_id: &str,
@@ -761,7 +789,8 @@ impl Hub {
     /// Handles a register request: allocates the device to this hub (creating or updating its identity) and
     /// stores the registration record with a new operation id. A disabled
     /// enrollment gives status `disabled`. Errors: 400 `400004` for a payload nested deeper than
-    /// [`crate::model::MAX_STORED_JSON_DEPTH`]; 404 when the enrollment went away since CONNECT.
+    /// [`crate::model::MAX_STORED_JSON_DEPTH`] or an enrollment whose stored `initialTwin` breaks the twin rules;
+    /// 404 when the enrollment went away since CONNECT.
     pub async fn dps_register(
         &self,
         enrolled: &Enrolled,
@@ -813,6 +842,11 @@ impl Hub {
                 }
                 let Enrollment { attestation, capabilities: caps, initial_twin: twin, reprovision_policy, .. } =
                     enrollment;
+                // An initial twin stored by an older hubsim, before the twin rules applied to it, is checked
+                // here: applied, it would make every later desired patch fail.
+                if let Some(Err(e)) = twin.as_ref().map(check_initial_twin) {
+                    return Ok(Err(bad(format!("the enrollment's {e}: PUT the enrollment again"))));
+                }
                 let keys = device_keys(&enrolled, &attestation.symmetric_key, &rid);
                 let reprovision = prev.as_ref().is_some_and(|p| p.status == "assigned");
                 let reset = reprovision && !reprovision_policy.migrate_device_data;
@@ -957,6 +991,8 @@ mod tests {
             .contains("primaryKey"));
         assert!(err(json!({"provisioningStatus": "maybe"})).1.contains("provisioningStatus"));
         assert!(err(json!({"initialTwin": {"tags": 3}})).1.contains("tags"));
+        assert!(err(json!({"initialTwin": {"properties": []}})).1.contains("initialTwin.properties"));
+        assert!(err(json!({"initialTwin": {"tags": {"$weird": 1}}})).1.contains("initialTwin.tags"));
         assert!(err(json!({"capabilities": {"iotEdge": "yes"}})).1.contains("iotEdge"));
         let ok = parse_input(&json!({
             "attestation": {"type": "symmetricKey"},

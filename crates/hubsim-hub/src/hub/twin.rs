@@ -145,7 +145,9 @@ fn check_value(v: &Value, path: &str, depth: usize) -> Result<(), TwinError> {
     }
 }
 
-fn check_size(section_value: &Value, section: Section) -> Result<(), TwinError> {
+/// Checks a whole section (after a patch is merged, or as given whole) against IoT Hub's size limit:
+/// [`MAX_TAGS`] bytes for tags, [`MAX_SECTION`] for desired or reported properties, as compact JSON.
+pub(crate) fn check_size(section_value: &Value, section: Section) -> Result<(), TwinError> {
     let size = serde_json::to_vec(section_value).map(|v| v.len()).unwrap_or(usize::MAX);
     let max = if section == Section::Tags { MAX_TAGS } else { MAX_SECTION };
     if size > max {
@@ -318,7 +320,7 @@ impl Hub {
 
 /// Removes the system properties a client echoes back from a twin it read (`$metadata`, `$version`,
 /// `$lastUpdated`, `$lastUpdatedVersion`); any other `$` name stays, so the twin rules refuse it (400).
-fn strip_metadata(v: &mut Value) {
+pub(crate) fn strip_metadata(v: &mut Value) {
     const SYSTEM: [&str; 4] = ["$metadata", "$version", "$lastUpdated", "$lastUpdatedVersion"];
     if let Value::Object(m) = v {
         m.retain(|k, _| !SYSTEM.contains(&k.as_str()));
