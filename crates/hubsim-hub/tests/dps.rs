@@ -704,3 +704,64 @@ async fn enrollment_groups_are_capped_at_dps_quota() {
     assert_eq!(call(&emu, "PUT", "/enrollmentGroups/cap-extra", Some(json!({}))).await.status, 200);
     assert_eq!(call(&emu, "GET", "/enrollmentGroups", None).await.json().as_array().map(Vec::len), Some(100));
 }
+
+#[tokio::test]
+async fn registration_ids_are_case_insensitive_and_follow_dps_rules() {
+    let emu = Emu::start().await;
+    let gk = group(&emu, "case-g").await;
+    // Three spellings of one id are one registration and one device, named by the lowercase id; each device
+    // keeps the key derived from its own spelling.
+    let first = assigned(register(&emu, Via::Mqtt, "Sensor-A", EnrollmentKey::Group(gk.clone()), None).await.0);
+    assert_eq!((first.device_id.as_str(), first.substatus.as_deref()), ("sensor-a", Some("initialAssignment")));
+    for spelling in ["sensor-a", "SENSOR-A"] {
+        let (r, _, device_key) = register(&emu, Via::Ws, spelling, EnrollmentKey::Group(gk.clone()), None).await;
+        let a = assigned(r);
+        assert_eq!(a.device_id, "sensor-a", "{spelling}");
+        assert_eq!(a.substatus.as_deref(), Some("reprovisionedToInitialAssignment"), "{spelling}");
+        assert_eq!(send_as(&emu, &a, device_key, Via::Mqtt, spelling).await, spelling);
+    }
+    let regs = call(&emu, "GET", "/registrations", None).await.json();
+    assert_eq!(regs.as_array().map(Vec::len), Some(1), "{regs}");
+    assert_eq!(regs[0]["registrationId"], "sensor-a");
+    for lookup in ["Sensor-A", "SENSOR-A"] {
+        assert_eq!(call(&emu, "GET", &format!("/registrations/{lookup}"), None).await.status, 200, "{lookup}");
+    }
+    assert!(emu.hub().get_device("Sensor-A").await.is_err() && emu.hub().get_device("SENSOR-A").await.is_err());
+    // A device that derives its key from the lowercase id DPS keeps is let in too.
+    let lower_key = gk.derive_for_registration("sensor-b");
+    let (_t, code) = raw_dps_connect(&emu, "Sensor-B", &lower_key).await;
+    assert_eq!(code, hubsim_proto::mqttbytes::v4::ConnectReturnCode::Success);
+
+    // Individual enrollments: one per id whatever the case, answered under the lowercase id.
+    let e = call(&emu, "PUT", "/enrollments/Dev-B", Some(json!({"registrationId": "DEV-B"}))).await;
+    assert_eq!(e.status, 200, "{}", e.body);
+    assert_eq!(e.json()["registrationId"], "dev-b");
+    assert_eq!(call(&emu, "PUT", "/enrollments/dev-b", Some(json!({}))).await.status, 200);
+    assert_eq!(call(&emu, "GET", "/enrollments", None).await.json().as_array().map(Vec::len), Some(1));
+    let key = DeviceKey::from_base64(
+        call(&emu, "GET", "/enrollments/DEV-b", None).await.json()["attestation"]["symmetricKey"]["primaryKey"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        assigned(register(&emu, Via::Mqtt, "Dev-B", EnrollmentKey::Individual(key), None).await.0).device_id,
+        "dev-b"
+    );
+
+    // DPS's character rule: a special character neither first nor last; refused at CONNECT (nothing is created)
+    // and in the service API, with DPS's "Invalid RegistrationId".
+    for bad in ["-lead", ".lead", ":lead", "_lead", "trail-", "trail."] {
+        let (r, _, _) = register(&emu, Via::Mqtt, bad, EnrollmentKey::Group(gk.clone()), None).await;
+        match r {
+            Err(ProvisionError::Dps(ProvisioningError::Refused(c))) => assert_eq!(c.0, 4, "{bad}"),
+            other => panic!("{bad}: {other:?}"),
+        }
+        assert!(emu.hub().get_device(bad).await.is_err(), "{bad}");
+        let a = call(&emu, "PUT", &format!("/enrollments/{bad}"), Some(json!({}))).await;
+        assert_eq!(a.status, 400, "{bad}: {}", a.body);
+        assert!(a.body.contains("Invalid RegistrationId"), "{}", a.body);
+    }
+    let rec = emu.wait_log(|r| r.operation == "dpsConnectRefused" && r.device_id.as_deref() == Some("-lead")).await;
+    assert!(rec.description.contains("Invalid RegistrationId"), "{}", rec.description);
+}

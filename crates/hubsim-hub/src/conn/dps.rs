@@ -222,6 +222,6 @@ impl DpsCtx {
 fn via(e: &Enrolled) -> String {
     match e {
         Enrolled::Individual(_) => "individual enrollment".into(),
-        Enrolled::Group(g) => format!("enrollment group '{g}'"),
+        Enrolled::Group { group, .. } => format!("enrollment group '{group}'"),
     }
 }

@@ -21,6 +21,9 @@
 //!   readable).
 //!
 //! Rules DPS documents, enforced here:
+//! - Registration ids ([`is_valid_registration_id`]) are case-insensitive: enrollments and registrations are
+//!   found and kept under the lowercase id ([`registration_key`]), and the device a registration creates is named
+//!   by it (README "Choices" says why).
 //! - At most [`MAX_ENROLLMENT_GROUPS`] enrollment groups (DPS's quota for symmetric-key groups).
 //! - An enrollment's `initialTwin` obeys the twin rules of [`super::twin`] (names, strings, depth, sizes).
 
@@ -199,10 +202,11 @@ impl RegistrationRecord {
 /// Which enrollment a device's token matched at CONNECT.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Enrolled {
-    /// Individual enrollment, by registration id.
+    /// Individual enrollment, by registration id key.
     Individual(String),
-    /// Enrollment group, by group id.
-    Group(String),
+    /// Enrollment group `group`; the device's key is the group key's derivation for `key_id`: the registration
+    /// id as the device spelled it, or its lowercase form, whichever its token verified with.
+    Group { group: String, key_id: String },
 }
 
 /// Live DPS state: the ID scope and the open DPS connections (closed at shutdown).
@@ -252,12 +256,42 @@ fn bad(message: impl Into<String>) -> ServiceError {
 /// that work too.
 pub const MAX_ENROLLMENT_GROUPS: u64 = 100;
 
-/// True for a valid DPS registration id: 1–128 of `a-z A-Z 0-9 - . _ :`, ending alphanumeric or `-`.
+/// What [`is_valid_registration_id`] checks, in words, for error messages.
+pub const REGISTRATION_ID_RULE: &str =
+    "1–128 of a–z A–Z 0–9 - . _ :, starting and ending with a letter or digit; case-insensitive";
+
+/// True for a valid DPS registration id: 1–128 ASCII letters, digits and `- . _ :`, the first and the last a
+/// letter or digit. Sources: DPS REST API, Runtime Registration `DeviceRegistration.registrationId` ("a
+/// case-insensitive string (up to 128 characters long) of alphanumeric characters plus certain special characters
+/// : . _ -. No special characters allowed at start or end"); the concept pages ("Registration ID") allow `-` last,
+/// which the REST reference does not: hubsim keeps the stricter rule (README "Choices").
 pub fn is_valid_registration_id(id: &str) -> bool {
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    id.len() <= 128
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':'))
+        && edge(id.chars().next())
+        && edge(id.chars().last())
+}
+
+/// The key a registration id is found and kept under, and the device id it names by default: its lowercase form
+/// (registration ids are case-insensitive, DPS "Registration ID"; README "Choices").
+pub fn registration_key(id: &str) -> String {
+    id.to_ascii_lowercase()
+}
+
+/// True for a valid enrollment group id: 1–128 of `a-z A-Z 0-9 - . _ :`, ending alphanumeric or `-` (hubsim's
+/// rule since enrollment groups came; group ids are case-sensitive).
+pub fn is_valid_group_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
         && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':'))
         && id.chars().last().is_some_and(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+/// DPS's answer to a registration id that breaks [`is_valid_registration_id`]: 400 `400004`, with the service's
+/// message "Invalid RegistrationId" (Azure/azure-iot-sdk-c#405 quotes it) followed by the id and the rule.
+fn invalid_registration_id(id: &str) -> ServiceError {
+    bad(format!("Invalid RegistrationId '{}': {REGISTRATION_ID_RULE}", super::truncate(id, 128)))
 }
 
 /// What a PUT body may set; everything else (allocation policies, linked hubs, webhooks) is accepted and ignored.
@@ -406,15 +440,14 @@ fn keys_of(k: &SymmetricKey) -> Vec<DeviceKey> {
     [&k.primary_key, &k.secondary_key].into_iter().filter_map(|k| DeviceKey::from_base64(k).ok()).collect()
 }
 
-/// The device's keys under an enrollment: its own, or derived from the group's for `registration_id`.
-fn device_keys(enrolled: &Enrolled, keys: &SymmetricKey, registration_id: &str) -> SymmetricKey {
+/// The device's keys under an enrollment: its own, or derived from the group's for the registration id the
+/// device's token was signed with ([`Enrolled::Group`]'s `key_id`).
+fn device_keys(enrolled: &Enrolled, keys: &SymmetricKey) -> SymmetricKey {
     match enrolled {
         Enrolled::Individual(_) => keys.clone(),
-        Enrolled::Group(_) => {
+        Enrolled::Group { key_id, .. } => {
             let derive = |k: &str| {
-                DeviceKey::from_base64(k)
-                    .map(|k| k.derive_for_registration(registration_id).to_base64())
-                    .unwrap_or_default()
+                DeviceKey::from_base64(k).map(|k| k.derive_for_registration(key_id).to_base64()).unwrap_or_default()
             };
             SymmetricKey { primary_key: derive(&keys.primary_key), secondary_key: derive(&keys.secondary_key) }
         }
@@ -521,6 +554,7 @@ impl Hub {
     // ---- service API ----------------------------------------------------------------------------------------
 
     /// Creates or replaces an individual enrollment (keys generated unless given, kept on update unless given).
+    /// The registration id is case-insensitive: the enrollment is kept, and answered, under its lowercase form.
     /// Errors: 400 `400004` for a registration id that breaks [`is_valid_registration_id`] or a body that breaks
     /// a rule (attestation, `initialTwin`'s twin rules, …); 412 for a stale `If-Match`.
     pub async fn put_enrollment(
@@ -529,14 +563,12 @@ impl Hub {
         body: &Value,
         if_match: Option<String>,
     ) -> Result<IndividualEnrollment, ServiceError> {
-        check_path_id(
-            registration_id,
-            body,
-            "registrationId",
-            "registration id (1–128 of a–z A–Z 0–9 - . _ :, ending alphanumeric or -)",
-        )?;
+        if !is_valid_registration_id(registration_id) {
+            return Err(invalid_registration_id(registration_id));
+        }
+        check_body_id(registration_id, body, "registrationId", true)?;
         let input = parse_input(body)?;
-        let id = registration_id.to_owned();
+        let id = registration_key(registration_id);
         self.store
             .dps(move |tx| {
                 let old = match tx.enrollment_head(&id)? {
@@ -563,7 +595,7 @@ impl Hub {
     /// The individual enrollment of a registration id (any case). Errors: 404 `404201`; 500 for a stored record
     /// that cannot be read.
     pub async fn get_enrollment(&self, registration_id: &str) -> Result<IndividualEnrollment, ServiceError> {
-        let id = registration_id.to_owned();
+        let id = registration_key(registration_id);
         self.store
             .dps_read(move |v| v.enrollment(&id))
             .await
@@ -579,7 +611,7 @@ impl Hub {
     /// Deletes an individual enrollment and its registration record (as DPS does), even when either cannot be
     /// read. Errors: 404 `404201`; 412 for a stale `If-Match`.
     pub async fn delete_enrollment(&self, registration_id: &str, if_match: Option<String>) -> Result<(), ServiceError> {
-        let id = registration_id.to_owned();
+        let id = registration_key(registration_id);
         self.store
             .dps(move |tx| {
                 let Some(head) = tx.enrollment_head(&id)? else { return Ok(Err(enrollment_not_found(&id))) };
@@ -603,7 +635,13 @@ impl Hub {
         body: &Value,
         if_match: Option<String>,
     ) -> Result<EnrollmentGroup, ServiceError> {
-        check_path_id(group_id, body, "enrollmentGroupId", "enrollment group id (1–128 of a–z A–Z 0–9 - . _ :)")?;
+        if !is_valid_group_id(group_id) {
+            return Err(bad(format!(
+                "'{}' is not a valid enrollment group id (1–128 of a–z A–Z 0–9 - . _ :, ending alphanumeric or -)",
+                super::truncate(group_id, 128)
+            )));
+        }
+        check_body_id(group_id, body, "enrollmentGroupId", false)?;
         let input = parse_input(body)?;
         let id = group_id.to_owned();
         self.store
@@ -689,7 +727,7 @@ impl Hub {
     /// The registration record of a registration id (any case). Errors: 404 `404203`; 500 for a stored record
     /// that cannot be read (deleting it by id still works).
     pub async fn registration(&self, registration_id: &str) -> Result<RegistrationRecord, ServiceError> {
-        let id = registration_id.to_owned();
+        let id = registration_key(registration_id);
         self.store
             .dps_read(move |v| v.registration(&id))
             .await
@@ -705,7 +743,7 @@ impl Hub {
     /// Deletes a registration record, read or not (the device identity stays, as with DPS); the next
     /// registration is an initial assignment again. Errors: 404 `404203`.
     pub async fn delete_registration(&self, registration_id: &str) -> Result<(), ServiceError> {
-        let id = registration_id.to_owned();
+        let id = registration_key(registration_id);
         if !self.store.dps(move |tx| tx.remove_registration(&id)).await? {
             return Err(registration_not_found(registration_id));
         }
@@ -715,7 +753,8 @@ impl Hub {
     // ---- the device side ------------------------------------------------------------------------------------
 
     /// Checks a DPS CONNECT: the ID scope, the registration id's form, then the token against the individual
-    /// enrollment's keys, else against every group's keys derived for the registration id. The enrollments are read on a read transaction, never on the single writer: the
+    /// enrollment's keys, else against every group's keys derived for the registration id (as the device spelled
+    /// it, and in lowercase). The enrollments are read on a read transaction, never on the single writer: the
     /// ID scope is public, so anyone can make the emulator do this. A refusal is CONNACK 0x05 (DPS's 401),
     /// 0x04 for an invalid registration id, or 0x03 when the store failed.
     pub async fn dps_authenticate(&self, req: &DpsConnectRequest) -> Result<Enrolled, (ConnectReturnCode, String)> {
@@ -729,21 +768,21 @@ impl Hub {
                 ),
             ));
         }
-        // The id becomes a hub device id: one IoT Hub would refuse (over 128 characters, other characters) is
-        // refused here, before anything is registered.
+        // The id becomes a hub device id: one DPS would refuse is refused here, before anything is registered.
         if !is_valid_registration_id(&req.registration_id) {
             return Err((
                 ConnectReturnCode::BadUserNamePassword,
                 format!(
-                    "400: '{}' is not a registration id (1–128 of a–z A–Z 0–9 - . _ :, ending alphanumeric or -)",
+                    "400: Invalid RegistrationId '{}': {REGISTRATION_ID_RULE}",
                     super::truncate(&req.registration_id, 64)
                 ),
             ));
         }
-        let id = req.registration_id.clone();
+        let key = registration_key(&req.registration_id);
+        let k2 = key.clone();
         let (individual, groups) = self
             .store
-            .dps_read(move |v| Ok((v.enrollment(&id)?, v.enrollment_groups()?)))
+            .dps_read(move |v| Ok((v.enrollment(&k2)?, v.enrollment_groups()?)))
             .await
             .map_err(|e| (ConnectReturnCode::ServiceUnavailable, e.to_string()))?;
         let resource = ResourceUri::Registration {
@@ -763,16 +802,24 @@ impl Hub {
                 )),
             };
         }
+        // A device derives its key from its registration id as it spells it (the DPS docs' samples); some
+        // clients derive it from the lowercase id DPS keeps. Either is the group key holder's.
+        let mut key_ids = vec![req.registration_id.clone()];
+        if key != req.registration_id {
+            key_ids.push(key);
+        }
         let mut last = None;
         for g in &groups {
-            let keys: Vec<DeviceKey> = keys_of(&g.enrollment.attestation.symmetric_key)
-                .iter()
-                .map(|k| k.derive_for_registration(&req.registration_id))
-                .collect();
-            let refs: Vec<&DeviceKey> = keys.iter().collect();
-            match req.token.verify(&refs, &resource, now_s) {
-                Ok(()) => return Ok(Enrolled::Group(g.enrollment_group_id.clone())),
-                Err(why) => last = Some(why),
+            let group_keys = keys_of(&g.enrollment.attestation.symmetric_key);
+            for key_id in &key_ids {
+                let keys: Vec<DeviceKey> = group_keys.iter().map(|k| k.derive_for_registration(key_id)).collect();
+                let refs: Vec<&DeviceKey> = keys.iter().collect();
+                match req.token.verify(&refs, &resource, now_s) {
+                    Ok(()) => {
+                        return Ok(Enrolled::Group { group: g.enrollment_group_id.clone(), key_id: key_id.clone() })
+                    }
+                    Err(why) => last = Some(why),
+                }
             }
         }
         Err((
@@ -787,7 +834,7 @@ impl Hub {
     }
 
     /// Handles a register request: allocates the device to this hub (creating or updating its identity) and
-    /// stores the registration record with a new operation id. A disabled
+    /// stores the registration record, under the lowercase registration id, with a new operation id. A disabled
     /// enrollment gives status `disabled`. Errors: 400 `400004` for a payload nested deeper than
     /// [`crate::model::MAX_STORED_JSON_DEPTH`] or an enrollment whose stored `initialTwin` breaks the twin rules;
     /// 404 when the enrollment went away since CONNECT.
@@ -798,7 +845,7 @@ impl Hub {
         request_payload: Option<String>,
     ) -> Result<RegistrationRecord, ServiceError> {
         let enrolled = enrolled.clone();
-        let rid = registration_id.to_owned();
+        let rid = registration_key(registration_id);
         let hub_name = self.settings.host_name.clone();
         let payload = request_payload.as_deref().map(check_payload).transpose()?;
         let (record, disable_conn) = self
@@ -812,7 +859,7 @@ impl Hub {
                         Some(e) => (e.device_id.unwrap_or_else(|| rid.clone()), None, e.enrollment),
                         None => return Ok(Err(enrollment_not_found(id))),
                     },
-                    Enrolled::Group(gid) => match tx.enrollment_group(gid)? {
+                    Enrolled::Group { group: gid, .. } => match tx.enrollment_group(gid)? {
                         Some(g) => (rid.clone(), Some(gid.clone()), g.enrollment),
                         None => return Ok(Err(group_not_found(gid))),
                     },
@@ -847,7 +894,7 @@ impl Hub {
                 if let Some(Err(e)) = twin.as_ref().map(check_initial_twin) {
                     return Ok(Err(bad(format!("the enrollment's {e}: PUT the enrollment again"))));
                 }
-                let keys = device_keys(&enrolled, &attestation.symmetric_key, &rid);
+                let keys = device_keys(&enrolled, &attestation.symmetric_key);
                 let reprovision = prev.as_ref().is_some_and(|p| p.status == "assigned");
                 let reset = reprovision && !reprovision_policy.migrate_device_data;
                 let mut replaced = None;
@@ -920,7 +967,7 @@ impl Hub {
         registration_id: &str,
         operation_id: &str,
     ) -> Result<Option<RegistrationRecord>, StoreError> {
-        let id = registration_id.to_owned();
+        let id = registration_key(registration_id);
         let rec = self.store.dps_read(move |v| v.registration(&id)).await?;
         Ok(rec.filter(|r| r.operation_id == operation_id))
     }
@@ -938,16 +985,16 @@ fn registration_not_found(id: &str) -> ServiceError {
     ServiceError::new(404, 404203, format!("there is no registration '{}'", super::truncate(id, 128)))
 }
 
-/// The id in a PUT path must be valid (`what` describes the rule) and match the body's `field` when it has one.
-fn check_path_id(path_id: &str, body: &Value, field: &str, what: &str) -> Result<(), ServiceError> {
-    if !is_valid_registration_id(path_id) {
-        return Err(bad(format!("'{}' is not a valid {what}", super::truncate(path_id, 128))));
-    }
+/// A PUT body's `field`, when it has one, must name the id in the path (compared ignoring case when
+/// `case_insensitive`, as registration ids are).
+fn check_body_id(path_id: &str, body: &Value, field: &str, case_insensitive: bool) -> Result<(), ServiceError> {
     if let Some(id) = body.get(field).and_then(Value::as_str) {
-        if id != path_id {
+        let same = if case_insensitive { id.eq_ignore_ascii_case(path_id) } else { id == path_id };
+        if !same {
             return Err(bad(format!(
-                "the body's {field} '{}' is not the one in the path '{path_id}'",
-                super::truncate(id, 128)
+                "the body's {field} '{}' is not the one in the path '{}'",
+                super::truncate(id, 128),
+                super::truncate(path_id, 128)
             )));
         }
     }
@@ -972,10 +1019,16 @@ mod tests {
     fn registration_ids_follow_dps_rules() {
         assert!(is_valid_registration_id("sn-007-888-abc-mac-a1-b2-c3-d4-e5-f6"));
         assert!(is_valid_registration_id("a.b_c:d"));
-        assert!(!is_valid_registration_id(""));
-        assert!(!is_valid_registration_id("ends."));
-        assert!(!is_valid_registration_id("has space"));
+        assert!(is_valid_registration_id("Sensor-A"));
+        assert!(is_valid_registration_id("x"));
+        assert!(is_valid_registration_id(&"a".repeat(128)));
+        for bad in ["", "ends.", "has space", "-lead", ".lead", ":lead", "_lead", "trail-", "trail_", "é", "a/b"] {
+            assert!(!is_valid_registration_id(bad), "{bad}");
+        }
         assert!(!is_valid_registration_id(&"a".repeat(129)));
+        assert_eq!(registration_key("Sensor-A"), "sensor-a");
+        // Group ids keep their own rule (case-sensitive, may end with '-').
+        assert!(is_valid_group_id("line-1") && is_valid_group_id("Line-") && !is_valid_group_id("a b"));
     }
 
     #[test]
@@ -1016,9 +1069,10 @@ mod tests {
             secondary_key: "8isrFI1sGsIlvvFSSFRiMfCNzv21fjbE/+ah/lSh3lF8e2YG1Te7w1KpZhJFFXJrqYKi9yegxkqIChbqOS9Egw=="
                 .into(),
         };
-        let k = device_keys(&Enrolled::Group("g".into()), &group, "sn-007-888-abc-mac-a1-b2-c3-d4-e5-f6");
+        let enrolled = Enrolled::Group { group: "g".into(), key_id: "sn-007-888-abc-mac-a1-b2-c3-d4-e5-f6".into() };
+        let k = device_keys(&enrolled, &group);
         assert_eq!(k.primary_key, "Jsm0lyGpjaVYVP2g3FnmnmG9dI/9qU24wNoykUmermc=");
-        assert_eq!(device_keys(&Enrolled::Individual("r".into()), &group, "r"), group);
+        assert_eq!(device_keys(&Enrolled::Individual("r".into()), &group), group);
     }
 
     /// Records as stored before the shared [`Enrollment`] part existed, byte for byte what the serializer wrote.

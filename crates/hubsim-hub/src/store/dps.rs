@@ -1,6 +1,6 @@
 //! The local DPS's part of the database: its settings (the ID scope), individual enrollments, enrollment groups
-//! and registration records, each a table of JSON records keyed by id. The tables are created when the database
-//! opens ([`open`]).
+//! and registration records, each a table of JSON records keyed by id (registration ids in their lowercase form,
+//! [`crate::hub::dps::registration_key`]). The tables are created when the database opens ([`open`]).
 //!
 //! Changes go through [`Store::write`] (the service API's writes and the device's registration), so a change
 //! never sees half of another. Reads that change nothing run on a read transaction ([`Store::dps_read`],
@@ -17,17 +17,17 @@ use redb::{ReadTransaction, ReadableTable, TableDefinition, TableError, TableHan
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use super::{db, from_bytes, Store, StoreError, Tx, Undo};
+use super::{db, from_bytes, to_bytes, Store, StoreError, Tx, Undo};
 use crate::hub::dps::{EnrollmentGroup, IndividualEnrollment, RegistrationRecord};
 
 type DpsTable = TableDefinition<'static, &'static str, &'static [u8]>;
 
 const SETTINGS: DpsTable = TableDefinition::new("dps.settings");
-/// Individual enrollments, by registration id.
+/// Individual enrollments, by lowercase registration id.
 const ENROLLMENTS: DpsTable = TableDefinition::new("dps.enrollments");
-/// Enrollment groups, by group id.
+/// Enrollment groups, by group id (case-sensitive, as DPS's).
 const GROUPS: DpsTable = TableDefinition::new("dps.groups");
-/// Registration records, by registration id.
+/// Registration records, by lowercase registration id.
 const REGISTRATIONS: DpsTable = TableDefinition::new("dps.registrations");
 
 /// The fields of a stored enrollment or registration that deleting it needs, read even from a record whose
@@ -54,10 +54,64 @@ impl RecordHead {
     }
 }
 
-/// Creates the DPS tables, so read transactions find them. Runs in the opening transaction.
+/// The setting that says [`open`] has moved the records to lowercase keys.
+const IDS_LOWERCASE: &str = "registrationIdsLowercase";
+
+/// Creates the DPS tables (so read transactions find them) and, once per database, moves records stored under a
+/// registration id with capital letters (hubsim before registration ids were case-insensitive) to the lowercase
+/// key. Of records whose ids differ only in case, the one updated last is kept; the others are dropped with a
+/// warning (they are the duplicates that case-sensitive ids made). Runs in the opening transaction.
 pub(super) fn open(tx: &WriteTransaction) -> Result<(), StoreError> {
     for table in [SETTINGS, ENROLLMENTS, GROUPS, REGISTRATIONS] {
         tx.open_table(table).map_err(db)?;
+    }
+    if tx.open_table(SETTINGS).map_err(db)?.get(IDS_LOWERCASE).map_err(db)?.is_some() {
+        return Ok(());
+    }
+    lowercase_keys::<IndividualEnrollment>(tx, ENROLLMENTS, |e, id| e.registration_id = id)?;
+    lowercase_keys::<RegistrationRecord>(tx, REGISTRATIONS, |r, id| r.registration_id = id)?;
+    tx.open_table(SETTINGS).map_err(db)?.insert(IDS_LOWERCASE, b"true".as_slice()).map_err(db)?;
+    Ok(())
+}
+
+fn lowercase_keys<T: DeserializeOwned + serde::Serialize>(
+    tx: &WriteTransaction,
+    table: DpsTable,
+    set_id: impl Fn(&mut T, String),
+) -> Result<(), StoreError> {
+    let mut t = tx.open_table(table).map_err(db)?;
+    let mut moves = Vec::new();
+    for e in t.iter().map_err(db)? {
+        let (k, v) = e.map_err(db)?;
+        if k.value().bytes().any(|b| b.is_ascii_uppercase()) {
+            moves.push((k.value().to_owned(), v.value().to_vec()));
+        }
+    }
+    for (old_key, bytes) in moves {
+        let key = old_key.to_ascii_lowercase();
+        let head = RecordHead::of(table, &old_key, &bytes);
+        let existing = t.get(key.as_str()).map_err(db)?.map(|g| RecordHead::of(table, &key, g.value()));
+        t.remove(old_key.as_str()).map_err(db)?;
+        if existing.is_some_and(|e| e.last_updated_date_time_utc >= head.last_updated_date_time_utc) {
+            tracing::warn!(
+                "dropped the DPS record '{old_key}' in {}: '{key}' is the same id, updated later",
+                table.name()
+            );
+            continue;
+        }
+        // The record's own id becomes the lowercase one too; a record that does not decode moves as it is.
+        let bytes = match serde_json::from_slice::<T>(&bytes) {
+            Ok(mut r) => {
+                set_id(&mut r, key.clone());
+                to_bytes(&r)?
+            }
+            Err(_) => bytes,
+        };
+        t.insert(key.as_str(), bytes.as_slice()).map_err(db)?;
+        tracing::info!(
+            "moved the DPS record '{old_key}' in {} to '{key}' (registration ids are case-insensitive)",
+            table.name()
+        );
     }
     Ok(())
 }
@@ -130,11 +184,11 @@ impl Tx<'_> {
         self.tx.open_table(GROUPS).map_err(db)?.len().map_err(db)
     }
 
-    /// The [`RecordHead`] of the individual enrollment of a registration id, if there is one.
+    /// The [`RecordHead`] of the individual enrollment of a registration id's key, if there is one.
     pub fn enrollment_head(&mut self, key: &str) -> Result<Option<RecordHead>, StoreError> {
         self.dps_head(ENROLLMENTS, key)
     }
-    /// Deletes the individual enrollment of a registration id without reading it; whether there was one.
+    /// Deletes the individual enrollment of a registration id's key without reading it; whether there was one.
     pub fn remove_enrollment(&mut self, key: &str) -> Result<bool, StoreError> {
         self.remove_dps(ENROLLMENTS, key)
     }
@@ -146,20 +200,20 @@ impl Tx<'_> {
     pub fn remove_enrollment_group(&mut self, id: &str) -> Result<bool, StoreError> {
         self.remove_dps(GROUPS, id)
     }
-    /// The [`RecordHead`] of the registration record of a registration id, if there is one.
+    /// The [`RecordHead`] of the registration record of a registration id's key, if there is one.
     pub fn registration_head(&mut self, key: &str) -> Result<Option<RecordHead>, StoreError> {
         self.dps_head(REGISTRATIONS, key)
     }
-    /// Deletes the registration record of a registration id without reading it; whether there was one.
+    /// Deletes the registration record of a registration id's key without reading it; whether there was one.
     pub fn remove_registration(&mut self, key: &str) -> Result<bool, StoreError> {
         self.remove_dps(REGISTRATIONS, key)
     }
 
-    /// The individual enrollment of a registration id.
+    /// The individual enrollment of a registration id's key ([`crate::hub::dps::registration_key`]).
     pub fn enrollment(&mut self, key: &str) -> Result<Option<IndividualEnrollment>, StoreError> {
         self.get(ENROLLMENTS, key)
     }
-    /// Stores an individual enrollment under its `registration_id`.
+    /// Stores an individual enrollment under its `registration_id`, which must be the lowercase key.
     pub fn put_enrollment(&mut self, e: &IndividualEnrollment) -> Result<(), StoreError> {
         self.put(ENROLLMENTS, &e.registration_id, e)
     }
@@ -171,11 +225,11 @@ impl Tx<'_> {
         self.put(GROUPS, &g.enrollment_group_id, g)
     }
 
-    /// The registration record of a registration id.
+    /// The registration record of a registration id's key.
     pub fn registration(&mut self, key: &str) -> Result<Option<RegistrationRecord>, StoreError> {
         self.get(REGISTRATIONS, key)
     }
-    /// Stores a registration record under its `registration_id`.
+    /// Stores a registration record under its `registration_id`, which must be the lowercase key.
     pub fn put_registration(&mut self, r: &RegistrationRecord) -> Result<(), StoreError> {
         self.put(REGISTRATIONS, &r.registration_id, r)
     }
@@ -202,7 +256,7 @@ impl DpsView<'_> {
         self.table(table)?.map_or(Ok(Vec::new()), |t| all_readable(table, &t))
     }
 
-    /// The individual enrollment of a registration id.
+    /// The individual enrollment of a registration id's key.
     pub fn enrollment(&self, key: &str) -> Result<Option<IndividualEnrollment>, StoreError> {
         self.get(ENROLLMENTS, key)
     }
@@ -217,7 +271,7 @@ impl DpsView<'_> {
     pub fn enrollment_groups(&self) -> Result<Vec<EnrollmentGroup>, StoreError> {
         self.all(GROUPS)
     }
-    /// The registration record of a registration id.
+    /// The registration record of a registration id's key.
     pub fn registration(&self, key: &str) -> Result<Option<RegistrationRecord>, StoreError> {
         self.get(REGISTRATIONS, key)
     }

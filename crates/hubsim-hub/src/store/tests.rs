@@ -805,3 +805,76 @@ async fn a_registry_scan_reads_a_twin_only_when_asked_and_starts_after_a_given_i
         .unwrap();
     assert_eq!(first, Some((serde_json::json!({"x": 1}), 2, serde_json::json!({"x": 1}))));
 }
+
+/// A registration record as an older hubsim stored it, under `id` as the device spelled it.
+fn legacy_registration(id: &str, updated: &str, payload: serde_json::Value) -> Vec<u8> {
+    let r = crate::hub::dps::RegistrationRecord {
+        registration_id: id.into(),
+        created_date_time_utc: "2026-11-01T00:00:00.000Z".into(),
+        assigned_hub: Some("localhost".into()),
+        device_id: Some(id.into()),
+        status: "assigned".into(),
+        substatus: Some("initialAssignment".into()),
+        error_code: None,
+        error_message: None,
+        last_updated_date_time_utc: updated.into(),
+        etag: "e".into(),
+        payload: None,
+        request_payload: Some(payload),
+        enrollment_group_id: Some("g".into()),
+        operation_id: "4.x".into(),
+    };
+    serde_json::to_vec(&r).unwrap()
+}
+
+#[tokio::test]
+async fn dps_records_under_capitalised_registration_ids_move_to_the_lowercase_id_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("hubsim.redb");
+    let deep = (0..127).fold(serde_json::json!(1), |v, _| serde_json::json!([v]));
+    {
+        // A database as an older hubsim left it: ids as the devices spelled them, duplicates by case, and a
+        // record too deep to read back.
+        let database = Database::create(&path).unwrap();
+        let tx = database.begin_write().unwrap();
+        {
+            let mut t = tx.open_table(TableDefinition::<&str, &[u8]>::new("dps.registrations")).unwrap();
+            let rows = [
+                ("Sensor-A", legacy_registration("Sensor-A", "2026-11-02T00:00:00.000Z", serde_json::json!(1))),
+                ("SENSOR-A", legacy_registration("SENSOR-A", "2026-11-03T00:00:00.000Z", serde_json::json!(2))),
+                ("sensor-a", legacy_registration("sensor-a", "2026-11-01T00:00:00.000Z", serde_json::json!(3))),
+                ("Deep-B", legacy_registration("Deep-B", "2026-11-01T00:00:00.000Z", deep)),
+                ("plain", legacy_registration("plain", "2026-11-01T00:00:00.000Z", serde_json::json!(4))),
+            ];
+            for (k, v) in &rows {
+                t.insert(*k, v.as_slice()).unwrap();
+            }
+        }
+        tx.commit().unwrap();
+    }
+    let s = open(tmp.path(), Retention::default());
+    let (a, all, deep_b) = s
+        .dps_read(|v| {
+            let deep_b = v.registration("deep-b").map(|_| ()).map_err(|e| e.to_string());
+            Ok((v.registration("sensor-a")?, v.registrations()?, deep_b))
+        })
+        .await
+        .unwrap();
+    // The spelling updated last wins, under the lowercase id; the others are gone.
+    let a = a.unwrap();
+    assert_eq!((a.registration_id.as_str(), a.request_payload), ("sensor-a", Some(serde_json::json!(2))));
+    let mut ids: Vec<_> = all.iter().map(|r| r.registration_id.clone()).collect();
+    ids.sort();
+    assert_eq!(ids, ["plain", "sensor-a"]);
+    // The unreadable record moved as it was: still unreadable, skipped by the list, there to delete by id.
+    assert!(deep_b.is_err_and(|e| e.contains("recursion limit")));
+    assert!(s.write(|tx| tx.remove_registration("deep-b")).await.unwrap());
+    // Once: a record stored under a capital afterwards (no current code does) is left where it is.
+    let later = legacy_registration("Later-C", "2026-11-04T00:00:00.000Z", serde_json::json!(5));
+    let r: crate::hub::dps::RegistrationRecord = serde_json::from_slice(&later).unwrap();
+    s.write(move |tx| tx.put_registration(&r)).await.unwrap();
+    drop(s);
+    let s = open(tmp.path(), Retention::default());
+    let later = s.dps_read(|v| Ok((v.registration("Later-C")?, v.registration("later-c")?))).await.unwrap();
+    assert!(later.0.is_some() && later.1.is_none());
+}
