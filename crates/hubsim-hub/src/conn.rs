@@ -479,9 +479,13 @@ impl Ctx {
                 return;
             }
         };
-        if patch.len() > 32 * 1024 {
-            let _ =
-                session.twin_response(&rid, 400, None, error_body(400004, "reported properties are limited to 32 KB"));
+        if patch.len() > crate::hub::twin::MAX_SECTION_JSON {
+            let why = format!(
+                "the patch is {} bytes; reported properties are at most {} bytes of JSON",
+                patch.len(),
+                crate::hub::twin::MAX_SECTION_JSON
+            );
+            let _ = session.twin_response(&rid, 400, None, error_body(400004, &why));
             return;
         }
         let _ = match self.hub.patch_reported(self.device(), value).await {

@@ -72,6 +72,29 @@ async fn bad_reported_patches_get_400_and_poison_nothing() {
 }
 
 #[tokio::test]
+async fn a_section_is_sized_by_characters_as_iot_hub_counts_it() {
+    let emu = Emu::start().await;
+    let key = emu.device("u").await;
+    let mut d = TestDevice::new("u", key, Via::Mqtt);
+    d.connect(&emu).await;
+    d.subscribe(&[TopicFilter::TwinResponses]).await;
+    // 9 strings of 1 900 "é": 17 100 characters of IoT Hub's 32 KB, though 34 200 bytes of UTF-8.
+    for i in 0..9 {
+        let (status, body) = report(&mut d, &format!(r#"{{"k{i}":"{}"}}"#, "é".repeat(1900))).await;
+        assert_eq!(status, 204, "{body}");
+    }
+    for i in 9..17 {
+        let (status, body) = report(&mut d, &format!(r#"{{"k{i}":"{}"}}"#, "é".repeat(1900))).await;
+        assert_eq!(status, 204, "{body}");
+    }
+    // Past 32 768 characters it is refused, saying how IoT Hub counts.
+    let (status, body) = report(&mut d, &format!(r#"{{"k17":"{}"}}"#, "é".repeat(1900))).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("by IoT Hub's count") && body.contains("IoT Hub allows 32768"), "{body}");
+    assert_eq!(emu.hub().get_twin("u").await.unwrap().reported.as_object().unwrap().len(), 17);
+}
+
+#[tokio::test]
 async fn bad_desired_patches_get_400_from_the_service() {
     let emu = Emu::start().await;
     emu.device("x").await;

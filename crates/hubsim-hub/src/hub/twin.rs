@@ -8,7 +8,10 @@
 //! - string values at most 4 KB of UTF-8; integers within ±4 503 599 627 370 495;
 //! - nesting at most [`MAX_DEPTH`] objects deep (a 127-level patch once made a twin unreadable; the same rule
 //!   bounds every peer-supplied JSON stored in a record, see [`crate::model`]);
-//! - the desired and the reported sections at most [`MAX_SECTION`] bytes each after the patch is applied.
+//! - the desired and the reported sections at most [`MAX_SECTION`] each after the patch is applied, tags at most
+//!   [`MAX_TAGS`], counted as IoT Hub counts ([`twin_size`]: characters of keys and strings, 8 per number, 4 per
+//!   boolean), and at most [`MAX_SECTION_JSON`] / [`MAX_TAGS_JSON`] bytes of compact JSON (hubsim's own bound:
+//!   IoT Hub's count leaves control characters out, so it alone would not bound what is stored).
 
 use bytes::Bytes;
 use serde_json::Value;
@@ -22,10 +25,16 @@ use crate::timefmt::{iso8601, unix_ms};
 
 /// Deepest nesting of objects in a twin section (IoT Hub: 10).
 pub const MAX_DEPTH: usize = 10;
-/// Largest desired or reported section, bytes of compact JSON (IoT Hub: 32 KB each).
+/// Largest desired or reported section by IoT Hub's count ([`twin_size`]; IoT Hub: 32 KB each).
 pub const MAX_SECTION: usize = 32 * 1024;
-/// Largest tags section, bytes of compact JSON (IoT Hub: 8 KB).
+/// Largest tags section by IoT Hub's count ([`twin_size`]; IoT Hub: 8 KB).
 pub const MAX_TAGS: usize = 8 * 1024;
+/// Largest desired or reported section as compact JSON, bytes: hubsim's bound on what is stored and sent (both
+/// sections of a twin GET stay within MQTT's 256 KB packet). Three bytes per counted character allows any
+/// section IoT Hub takes, short of one written mostly in escaped control characters.
+pub const MAX_SECTION_JSON: usize = 96 * 1024;
+/// Largest tags section as compact JSON, bytes (hubsim's bound, as [`MAX_SECTION_JSON`]).
+pub const MAX_TAGS_JSON: usize = 32 * 1024;
 /// Longest property name, bytes (IoT Hub: 1 KB).
 pub const MAX_NAME: usize = 1024;
 /// Longest string value, bytes (IoT Hub: 4 KB).
@@ -65,8 +74,10 @@ pub enum TwinError {
     StringTooLong { path: String, len: usize },
     #[error("the number at '{path}' is outside IoT Hub's integer range (±{MAX_INT})")]
     NumberOutOfRange { path: String },
-    #[error("{section} would be {size} bytes; IoT Hub allows {max}")]
+    #[error("{section} would be {size} by IoT Hub's count (characters of names and strings, 8 per number, 4 per boolean); IoT Hub allows {max}")]
     TooLarge { section: Section, size: usize, max: usize },
+    #[error("{section} would be {size} bytes of JSON; hubsim stores at most {max}")]
+    TooManyBytes { section: Section, size: usize, max: usize },
 }
 
 /// Checks a patch against IoT Hub's twin rules (see the module docs).
@@ -145,13 +156,35 @@ fn check_value(v: &Value, path: &str, depth: usize) -> Result<(), TwinError> {
     }
 }
 
-/// Checks a whole section (after a patch is merged, or as given whole) against IoT Hub's size limit:
-/// [`MAX_TAGS`] bytes for tags, [`MAX_SECTION`] for desired or reported properties, as compact JSON.
+/// A twin section's size as IoT Hub computes it ("Understand and use device twins", Device twin size): for each
+/// property, the length of its name plus the size of its value; a string's length counts its characters except
+/// control characters (C0 and C1); a number is 8, a boolean 4; an object (or an array) is the sum of what it
+/// holds. Names starting with `$` (`$version`, `$metadata`) are read-only elements and not counted.
+pub fn twin_size(v: &Value) -> usize {
+    let chars = |s: &str| s.chars().filter(|c| !c.is_control()).count();
+    match v {
+        Value::Object(m) => m.iter().filter(|(k, _)| !k.starts_with('$')).map(|(k, v)| chars(k) + twin_size(v)).sum(),
+        Value::Array(items) => items.iter().map(twin_size).sum(),
+        Value::String(s) => chars(s),
+        Value::Number(_) => 8,
+        Value::Bool(_) => 4,
+        Value::Null => 0,
+    }
+}
+
+/// Checks a whole section (after a patch is merged, or as given whole) against IoT Hub's size limit,
+/// [`MAX_TAGS`] for tags and [`MAX_SECTION`] for desired or reported properties by [`twin_size`], and against
+/// hubsim's bound on its JSON ([`MAX_TAGS_JSON`], [`MAX_SECTION_JSON`]).
 pub(crate) fn check_size(section_value: &Value, section: Section) -> Result<(), TwinError> {
-    let size = serde_json::to_vec(section_value).map(|v| v.len()).unwrap_or(usize::MAX);
-    let max = if section == Section::Tags { MAX_TAGS } else { MAX_SECTION };
+    let (max, max_json) =
+        if section == Section::Tags { (MAX_TAGS, MAX_TAGS_JSON) } else { (MAX_SECTION, MAX_SECTION_JSON) };
+    let size = twin_size(section_value);
     if size > max {
         return Err(TwinError::TooLarge { section, size, max });
+    }
+    let bytes = serde_json::to_vec(section_value).map(|v| v.len()).unwrap_or(usize::MAX);
+    if bytes > max_json {
+        return Err(TwinError::TooManyBytes { section, size: bytes, max: max_json });
     }
     Ok(())
 }
@@ -380,5 +413,27 @@ mod tests {
             merge_patch(&mut big, &json!({ format!("k{i}"): "x".repeat(4000) }));
         }
         assert!(matches!(check_size(&big, Section::Reported), Err(TwinError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn the_size_is_counted_as_iot_hub_counts_it() {
+        // Names and strings by character (not UTF-8 byte), numbers 8, booleans 4, `$` names not at all.
+        let v = json!({"é": "ab\u{1}", "n": 1.5, "b": true, "o": {"k": [1, "xy"]}, "$version": 4});
+        assert_eq!(twin_size(&v), (1 + 2) + (1 + 8) + (1 + 4) + (1 + (1 + (8 + 2))));
+        // 17 100 characters of "é" (34 200 bytes of UTF-8) fit IoT Hub's 32 KB; 33 000 do not.
+        let fits = json!({"a": "é".repeat(4000), "b": "é".repeat(4000), "c": "é".repeat(4000), "d": "é".repeat(4000), "e": "é".repeat(1100)});
+        assert_eq!(check_size(&fits, Section::Desired), Ok(()));
+        let mut over = json!({});
+        for i in 0..9 {
+            merge_patch(&mut over, &json!({ format!("k{i}"): "é".repeat(3700) }));
+        }
+        assert!(matches!(check_size(&over, Section::Desired), Err(TwinError::TooLarge { .. })));
+        // Control characters are not counted, but what is stored stays bounded by hubsim's own JSON limit.
+        let mut hidden = json!({});
+        for i in 0..24 {
+            merge_patch(&mut hidden, &json!({ format!("k{i}"): "\u{1}".repeat(700) }));
+        }
+        assert!(twin_size(&hidden) < 100);
+        assert!(matches!(check_size(&hidden, Section::Reported), Err(TwinError::TooManyBytes { .. })));
     }
 }
