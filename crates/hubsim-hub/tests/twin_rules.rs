@@ -94,6 +94,43 @@ async fn a_section_is_sized_by_characters_as_iot_hub_counts_it() {
     assert_eq!(emu.hub().get_twin("u").await.unwrap().reported.as_object().unwrap().len(), 17);
 }
 
+// Several worker threads: the writers' tasks resume on any of them after their commit, as HTTP handlers do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_desired_writes_reach_the_device_in_version_order() {
+    let emu = Emu::start().await;
+    let key = emu.device("o").await;
+    let mut d = TestDevice::new("o", key, Via::Mqtt);
+    d.connect(&emu).await;
+    d.subscribe(&[TopicFilter::TwinDesired]).await;
+    // 8 writers at once, 10 patches each, all setting the same key: the device must see them in $version order,
+    // or the value it applies last is not the twin's.
+    let mut writers = tokio::task::JoinSet::new();
+    for w in 0..8 {
+        let hub = emu.r().hub.clone();
+        writers.spawn(async move {
+            for i in 0..10 {
+                hub.patch_desired("o", json!({"k": format!("{w}-{i}")})).await.unwrap();
+            }
+        });
+    }
+    while let Some(r) = writers.join_next().await {
+        r.unwrap();
+    }
+    let mut last = (0, serde_json::Value::Null);
+    for _ in 0..80 {
+        let Event::DesiredPropertiesPatch { version, body } =
+            d.expect("desired", |e| matches!(e, Event::DesiredPropertiesPatch { .. })).await
+        else {
+            unreachable!()
+        };
+        let version = version.unwrap();
+        assert!(version > last.0, "version {version} after {}", last.0);
+        last = (version, serde_json::from_slice::<serde_json::Value>(&body).unwrap()["k"].clone());
+    }
+    let twin = emu.hub().get_twin("o").await.unwrap();
+    assert_eq!((last.0, &last.1), (twin.desired_version, &twin.desired["k"]));
+}
+
 #[tokio::test]
 async fn bad_desired_patches_get_400_from_the_service() {
     let emu = Emu::start().await;

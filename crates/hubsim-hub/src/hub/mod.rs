@@ -290,6 +290,11 @@ pub struct Hub {
     online: Mutex<HashMap<String, methods::Waiting>>,
     /// How many callers wait in `online` (changed under its lock).
     online_callers: tokio::sync::watch::Sender<usize>,
+    /// Held by a desired-properties write from before it is stored until its notification is queued, so that
+    /// notifications leave in `$version` order however many service calls write at once (a device applies them
+    /// in the order they arrive). One lock for the hub: desired writes are service calls, which IoT Hub throttles
+    /// far below what one lock passes.
+    pub(crate) desired_order: tokio::sync::Mutex<()>,
 }
 
 /// Most bytes of telemetry in flight (read, not yet durable) over all connections (16 MiB), counted as the
@@ -342,6 +347,7 @@ impl Hub {
             queries: Arc::new(tokio::sync::Semaphore::new(crate::api::query::MAX_CONCURRENT_QUERIES)),
             online: Mutex::new(HashMap::new()),
             online_callers: tokio::sync::watch::Sender::new(0),
+            desired_order: tokio::sync::Mutex::new(()),
         }
     }
 

@@ -222,6 +222,7 @@ impl Hub {
         validate_patch(&patch, Section::Desired)?;
         let key = id.to_owned();
         let p = patch.clone();
+        let _order = self.desired_order.lock().await;
         let twin = self
             .store
             .write(move |tx| {
@@ -287,6 +288,10 @@ impl Hub {
         // Reported properties in a replaced twin are the device's: ignored, as IoT Hub does.
         let key = id.to_owned();
         let d2 = desired.clone();
+        let _order = match desired {
+            Some(_) => Some(self.desired_order.lock().await),
+            None => None,
+        };
         let twin = self
             .store
             .write(move |tx| {
