@@ -92,6 +92,17 @@ async fn a_section_is_sized_by_characters_as_iot_hub_counts_it() {
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("by IoT Hub's count") && body.contains("IoT Hub allows 32768"), "{body}");
     assert_eq!(emu.hub().get_twin("u").await.unwrap().reported.as_object().unwrap().len(), 17);
+    // The same 17 100 characters written with `\u00e9` escapes (as Python's json.dumps writes them): 102 690
+    // bytes of text, still 17 100 characters.
+    let key = emu.device("esc").await;
+    let mut e = TestDevice::new("esc", key, Via::Mqtt);
+    e.connect(&emu).await;
+    e.subscribe(&[TopicFilter::TwinResponses]).await;
+    let members: Vec<String> = (0..9).map(|i| format!(r#""k{i}":"{}""#, "\\u00e9".repeat(1900))).collect();
+    let patch = format!("{{{}}}", members.join(","));
+    assert!(patch.len() > 100_000);
+    let (status, body) = report(&mut e, &patch).await;
+    assert_eq!(status, 204, "{body}");
 }
 
 // Several worker threads: the writers' tasks resume on any of them after their commit, as HTTP handlers do.
