@@ -615,13 +615,18 @@ mod yew_glue {
 pub use yew_glue::AppContext;
 
 /// A twin section as the twin panel shows it (pretty JSON, as last read) with a patch applied as the hub applies
-/// it (JSON merge patch: `null` removes) and `$version` set when given: `None` before the twin was read, or when
-/// either is not a JSON object.
+/// it (JSON merge patch: `null` removes) and `$version` set when given: `None` before the twin was read, when
+/// either is not a JSON object, or for a desired patch whose `$version` is not newer than the document's.
 fn patched_section(doc: &str, patch: &str, version: Option<u64>) -> Option<String> {
     use hubsim_proto::json::{self, Value};
     let (Ok(mut d @ Value::Object(_)), Ok(p @ Value::Object(_))) = (json::parse(doc), json::parse(patch)) else {
         return None;
     };
+    // A patch older than the document shown changes nothing (as IoT Hub's twin docs tell devices to do).
+    let v = |x: &Value| x.get("$version").and_then(Value::as_i64);
+    if version.is_none() && v(&p).is_some_and(|pv| v(&d).is_some_and(|dv| pv <= dv)) {
+        return None;
+    }
     json::merge_patch(&mut d, &p);
     if let (Some(v), Value::Object(o)) = (version, &mut d) {
         o.insert("$version".into(), Value::Number(json::Number::Int(v as i64)));

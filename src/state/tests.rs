@@ -283,6 +283,9 @@ fn the_twin_shown_takes_desired_patches_and_saved_reported_patches() {
     let s = run(fresh(), [twin, desired, saved]);
     assert_eq!(s.twin.desired, "{\n  \"keep\": 1,\n  \"$version\": 8,\n  \"interval\": 30\n}");
     assert_eq!(s.twin.reported, "{\n  \"fw\": \"2.0\",\n  \"$version\": 4,\n  \"t\": {\n    \"ac\": 200\n  }\n}");
+    // A desired patch older than what is shown is ignored.
+    let s = run(s, [Action::Desired { at: "t".into(), patch: r#"{"keep":0,"$version":8}"#.into() }]);
+    assert!(s.twin.desired.contains("\"keep\": 1"), "{}", s.twin.desired);
     // Before the twin was read there is nothing to patch: it stays empty until the read.
     let s = run(fresh(), [Action::Desired { at: "t".into(), patch: r#"{"a":1,"$version":2}"#.into() }]);
     assert_eq!(s.twin.desired, "");
