@@ -183,15 +183,16 @@ fn is_dps_record(v: &Value) -> bool {
     v["operation"].as_str().is_some_and(|o| o.starts_with("dps"))
 }
 
-/// The reason of the newest refused DPS connection of `registration_id` in the emulator's connection log (refusals
-/// are stored at most 10 a second, so there may be none).
-fn refusal_reason(hub: &ServiceClient, registration_id: &str) -> Option<String> {
+/// The reason of the newest refused DPS connection of `registration_id` in the emulator's connection log at or
+/// after `since` (ISO 8601 UTC, as the log writes its times: this attempt's, not an earlier one's). Refusals are
+/// stored at most 10 a second, so there may be none.
+fn refusal_reason(hub: &ServiceClient, registration_id: &str, since: &str) -> Option<String> {
     const PAGE: usize = 1000;
     let (mut after, mut reason) = (0u64, None);
     loop {
         let items = hub.log_page(Log::Connections, after, PAGE, Some(registration_id)).ok()?;
         for v in &items {
-            if v["operation"] == "dpsConnectRefused" {
+            if v["operation"] == "dpsConnectRefused" && v["time"].as_str().is_some_and(|t| t >= since) {
                 reason = v["description"].as_str().map(str::to_owned);
             }
             after = v["seq"].as_u64().unwrap_or(after);
@@ -199,6 +200,19 @@ fn refusal_reason(hub: &ServiceClient, registration_id: &str) -> Option<String> 
         if items.len() < PAGE {
             return reason;
         }
+    }
+}
+
+/// `refused` (a refusal by the emulator's DPS of `registration_id`, in words) with the reason its log gives for
+/// this attempt, or the command that shows it.
+fn with_reason(hub: &ServiceClient, registration_id: &str, since: &str, refused: &str) -> String {
+    match refusal_reason(hub, registration_id, since) {
+        Some(why) => format!("{}; the emulator's DPS log says: {}", print::escape(refused), print::escape(&why)),
+        None => format!(
+            "{} (`hubsim dps log --registration-id {}` shows the emulator's reason)",
+            print::escape(refused),
+            print::escape(registration_id)
+        ),
     }
 }
 
@@ -413,7 +427,7 @@ pub fn provision(a: ProvisionArgs, hub: &ServiceClient) -> Result<()> {
             None => None,
         };
     if let Some(n) = a.count {
-        return provision_many(&a, n, ca.as_deref(), port, via, key);
+        return provision_many(&a, n, ca.as_deref(), port, via, key, hub);
     }
     let tls = hubsim_device::tls_config(ca.as_deref())?;
     let mut config = ProvisioningConfig::new(&a.id_scope, &a.registration_id);
@@ -428,6 +442,7 @@ pub fn provision(a: ProvisionArgs, hub: &ServiceClient) -> Result<()> {
         a.transport
     );
     let rt = tokio::runtime::Runtime::new()?;
+    let since = hubsim_hub::timefmt::iso8601(hubsim_hub::timefmt::unix_ms());
     let result = rt.block_on(hubsim_device::provision::provision(tls, &endpoint, config, &key, |p| match p {
         Progress::Connecting => eprintln!("  connecting to DPS"),
         Progress::Registering { attempt } => eprintln!("  registering (attempt {attempt})"),
@@ -446,16 +461,7 @@ pub fn provision(a: ProvisionArgs, hub: &ServiceClient) -> Result<()> {
         // The emulator's DPS knows why: its connection log names the reason (a wrong scope, no enrollment, a key
         // that verifies against nothing), which CONNACK's one code cannot say.
         Err(e @ ProvisionError::Dps(ProvisioningError::Refused(_))) if is_loopback_name(&a.provisioning_host) => {
-            match refusal_reason(hub, &a.registration_id) {
-                Some(why) => {
-                    bail!("{}; the emulator's DPS log says: {}", print::escape(&e.to_string()), print::escape(&why))
-                }
-                None => bail!(
-                    "{} (`hubsim dps log {}` shows the emulator's reason)",
-                    print::escape(&e.to_string()),
-                    print::escape(&a.registration_id)
-                ),
-            }
+            bail!("{}", with_reason(hub, &a.registration_id, &since, &e.to_string()))
         }
         Err(e) => bail!("{}", print::escape(&e.to_string())),
     };
@@ -486,9 +492,24 @@ pub fn provision(a: ProvisionArgs, hub: &ServiceClient) -> Result<()> {
 /// Devices provisioned at once by `hubsim provision --count`.
 const FLEET_CONCURRENCY: usize = 16;
 
+/// One registration of `hubsim provision --count N`: its connection string, or (registration id, why, whether DPS
+/// refused the connection).
+type FleetLine = Result<String, (String, String, bool)>;
+
+/// How many failed registrations of `hubsim provision --count N` get the emulator's reason looked up.
+const MAX_REASONS_LOOKED_UP: u32 = 5;
+
 /// `hubsim provision --count N`: N devices of a group, 16 registrations in flight; a line per device on stderr,
 /// the connection strings on stdout in registration-id order. Fails (after the others finish) if any failed.
-fn provision_many(a: &ProvisionArgs, n: u32, ca: Option<&[u8]>, port: u16, via: Via, key: EnrollmentKey) -> Result<()> {
+fn provision_many(
+    a: &ProvisionArgs,
+    n: u32,
+    ca: Option<&[u8]>,
+    port: u16,
+    via: Via,
+    key: EnrollmentKey,
+    hub: &ServiceClient,
+) -> Result<()> {
     let tls = hubsim_device::tls_config(ca)?;
     let endpoint = Endpoint { host: a.provisioning_host.clone(), port, via };
     eprintln!(
@@ -501,7 +522,10 @@ fn provision_many(a: &ProvisionArgs, n: u32, ca: Option<&[u8]>, port: u16, via: 
         a.transport
     );
     let rt = tokio::runtime::Runtime::new()?;
-    let results: Vec<Result<String, String>> = rt.block_on(async {
+    let since = hubsim_hub::timefmt::iso8601(hubsim_hub::timefmt::unix_ms());
+    // Refused by the emulator's DPS: its log says why (for the first few; the rest are likely the same).
+    let local = is_loopback_name(&a.provisioning_host);
+    let results: Vec<FleetLine> = rt.block_on(async {
         let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(FLEET_CONCURRENCY));
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..n {
@@ -523,27 +547,40 @@ fn provision_many(a: &ProvisionArgs, n: u32, ca: Option<&[u8]>, port: u16, via: 
                         );
                         Ok(asg.connection_string(&dk).to_string())
                     }
-                    Ok((other, _)) => Err(format!("{id}: {other:?}")),
-                    Err(e) => Err(format!("{id}: {e}")),
+                    Ok((other, _)) => Err((id, format!("{other:?}"), false)),
+                    Err(e) => {
+                        let refused = matches!(e, ProvisionError::Dps(ProvisioningError::Refused(_)));
+                        Err((id, e.to_string(), refused))
+                    }
                 };
                 (i, line)
             });
         }
-        let mut out: Vec<Option<Result<String, String>>> = (0..n).map(|_| None).collect();
+        let mut out: Vec<Option<FleetLine>> = (0..n).map(|_| None).collect();
         while let Some(joined) = tasks.join_next().await {
             if let Ok((i, line)) = joined {
                 out[i as usize] = Some(line);
             }
         }
-        out.into_iter().map(|o| o.unwrap_or_else(|| Err("the task failed".into()))).collect()
+        out.into_iter()
+            .enumerate()
+            .map(|(i, o)| {
+                o.unwrap_or_else(|| Err((format!("{}-{i}", a.registration_id), "the task failed".into(), false)))
+            })
+            .collect()
     });
     let mut failed = 0;
     for r in &results {
         match r {
             Ok(cs) => println!("{cs}"),
-            Err(e) => {
+            Err((id, e, refused)) => {
                 failed += 1;
-                eprintln!("  failed: {}", print::escape(e));
+                let text = if *refused && local && failed <= MAX_REASONS_LOOKED_UP {
+                    with_reason(hub, id, &since, e)
+                } else {
+                    print::escape(e)
+                };
+                eprintln!("  failed: {}: {text}", print::escape(id));
             }
         }
     }

@@ -134,6 +134,23 @@ pub fn run_cli(a: SimArgs, hub: &ServiceClient) -> Result<()> {
         (None, Some(s)) if s.duration_ms > 0 => Some(std::time::Duration::from_millis(u64::from(s.duration_ms))),
         _ => None,
     };
+    if let Some(s) = schedule.as_ref().filter(|_| pace_by_template) {
+        // An Intervals map keyed by devices of another run: say so rather than pace by the default unnoticed.
+        let unknown: Vec<&str> = s
+            .intervals
+            .per_device
+            .iter()
+            .map(|(d, _)| d.as_str())
+            .filter(|d| !devices.iter().any(|c| c.device_id == *d))
+            .collect();
+        if !unknown.is_empty() {
+            eprintln!(
+                "(the file's Intervals name devices not simulated here: {}; devices without their own intervals use {} ms)",
+                crate::print::escape(&unknown.join(", ")),
+                s.intervals.default_ms.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
     if let Some(s) = schedule.as_ref().filter(|_| !a.quiet) {
         eprintln!(
             "(schedule: {}; --rate, --count and --duration override the file)",

@@ -89,6 +89,14 @@ async fn enrollments_from_the_cli_provision_over_tls_and_websocket() {
         assert_eq!(cs.credential, Credential::Key(group.derive_for_registration(&format!("fleet-{i}"))));
     }
 
+    // A wrong ID scope first: the emulator's reason says so.
+    let mut cmd = hubsim(&p, &dir);
+    cmd.args(["provision", "--provisioning-host", "localhost", "--port", &mqtt_port, "--id-scope", "0ne00000000"]);
+    cmd.args(["--registration-id", "cli-dev", "--key", &key]);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("the emulator's DPS log says: ") && err.contains("is not this DPS's"), "{err}");
+
     // A wrong key: a clear refusal and a failing exit.
     let mut cmd = hubsim(&p, &dir);
     cmd.args(args).args(["--registration-id", "cli-dev", "--key", &derived]);
@@ -99,6 +107,18 @@ async fn enrollments_from_the_cli_provision_over_tls_and_websocket() {
     // The emulator's own reason, which CONNACK's code cannot carry, is fetched from its log.
     assert!(err.contains("the emulator's DPS log says: "), "{err}");
     assert!(err.contains("individual enrollment"), "{err}");
+    // This attempt's reason, not the earlier one's.
+    assert!(!err.contains("is not this DPS's"), "{err}");
+    // A fleet's refusals say the emulator's reason too, on each device's line.
+    let mut cmd = hubsim(&p, &dir);
+    cmd.args(args).args(["--registration-id", "badfleet", "--key", &derived, "--group-key", "--count", "2"]);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for id in ["badfleet-0", "badfleet-1"] {
+        let line = err.lines().find(|l| l.contains(&format!("failed: {id}:"))).unwrap_or_else(|| panic!("{err}"));
+        assert!(line.contains("the emulator's DPS log says: "), "{line}");
+    }
 
     // Registrations are listed.
     let mut cmd = hubsim(&p, &dir);

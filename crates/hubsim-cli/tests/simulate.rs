@@ -73,4 +73,34 @@ async fn simulate_with_a_template_and_with_a_model() {
     assert!(err.contains("no built-in model \"toaster\"; built-in: thermostat, temperature-controller"), "{err}");
     let (ok, _, err) = simulate(&p, &["--devices", "1", "--count", "1", "--reject", "x"]).await;
     assert!(!ok && err.contains("--model"), "{err}");
+    // A property the model does not have (a typo) is refused, naming the writable ones.
+    let args =
+        ["--devices", "1", "--count", "1", "--model", "builtin:temperature-controller", "--reject", "targetTemp"];
+    let (ok, _, err) = simulate(&p, &args).await;
+    assert!(!ok, "{err}");
+    assert!(err.contains("--reject targetTemp: the model has no writable property targetTemp; its writable properties: thermostat1.targetTemperature"), "{err}");
+}
+
+#[tokio::test]
+async fn a_template_file_schedule_is_followed_and_said() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = Proc::spawn(Path::new(env!("CARGO_BIN_EXE_hubsim")), tmp.path());
+    // An Iot-Telemetry-Simulator configuration: MessageCount bounds the run without --count, and Intervals keyed
+    // by a device of another run is pointed out.
+    let file = tmp.path().join("its.json");
+    std::fs::write(
+        &file,
+        "{Template: '{\"n\": $.N}', Variables: [{name: 'N'}], Intervals: {elsewhere: 50}, MessageCount: 2}",
+    )
+    .unwrap();
+    let (ok, s, err) = simulate(&p, &["--devices", "2", "--prefix", "its", "--template", file.to_str().unwrap()]).await;
+    assert!(ok, "{err}");
+    assert_eq!(
+        (s["sent"].as_u64(), s["acknowledged"].as_u64(), s["pending"].as_u64()),
+        (Some(4), Some(4), Some(0)),
+        "{s}"
+    );
+    assert_eq!(s["pacing"], "the template's schedule", "{s}");
+    assert_eq!(s["sizeBytes"], Value::Null, "{s}");
+    assert!(err.contains("the file's Intervals name devices not simulated here: elsewhere"), "{err}");
 }
