@@ -319,26 +319,15 @@ async fn next_packet<T>(
 
 #[tokio::test]
 async fn unknown_operations_get_404_and_bad_bodies_400_on_the_device_endpoint() {
-    use hubsim_proto::mqttbytes::v4::{Connect, Login, Packet, Publish, Subscribe};
+    use hubsim_proto::mqttbytes::v4::{Packet, Publish, Subscribe};
     use hubsim_proto::mqttbytes::QoS;
-    use hubsim_proto::sas::SasToken;
     use hubsim_proto::topic::{DeviceIdentity, DeviceTopic, HubTopic, RequestId, TopicFilter};
     let emu = Emu::start().await;
     let e = call(&emu, "PUT", "/enrollments/raw-dev", Some(json!({}))).await.json();
     let key = DeviceKey::from_base64(e["attestation"]["symmetricKey"]["primaryKey"].as_str().unwrap()).unwrap();
-    let config = ProvisioningConfig::new(scope(&emu), "raw-dev");
     // The Python SDK's form: no skn.
-    let token = SasToken::sign(&key, &config.resource(), now_unix() + 600, None);
-    let mut connect = Connect::new("raw-dev");
-    connect.login = Some(Login { username: config.username().to_string(), password: token.to_string() });
-    let mut t = open_raw(&emu, Via::Mqtt).await;
+    let (mut t, code) = raw_dps_connect(&emu, "raw-dev", &key, None).await;
     let mut framer = hubsim_proto::packet::Framer::new(1 << 20);
-    assert!(t.send_raw(&wire(Packet::Connect(connect))).await);
-    let code = next_packet(&mut t, &mut framer, |p| match p {
-        Packet::ConnAck(a) => Some(a.code),
-        _ => None,
-    })
-    .await;
     assert_eq!(code, hubsim_proto::mqttbytes::v4::ConnectReturnCode::Success);
     let mut sub = Subscribe::new(TopicFilter::DpsResponses.to_filter(&DeviceIdentity::device("")), QoS::AtLeastOnce);
     sub.pkid = 1;
@@ -633,16 +622,18 @@ async fn an_initial_twin_obeys_the_twin_rules() {
     assert!(emu.hub().get_device("itwin-2").await.is_err());
 }
 
-/// Sends a DPS CONNECT for `registration_id` signed with `key` on a raw transport; the CONNACK's code.
+/// Sends a DPS CONNECT for `registration_id` signed with `key` (and `skn`, `registration` as the C and Node SDKs
+/// sign, none as Python's) on a raw transport; the CONNACK's code.
 async fn raw_dps_connect(
     emu: &Emu,
     registration_id: &str,
     key: &DeviceKey,
+    skn: Option<&str>,
 ) -> (hubsim_device::Transport, hubsim_proto::mqttbytes::v4::ConnectReturnCode) {
     use hubsim_proto::mqttbytes::v4::{Connect, Login, Packet};
     use hubsim_proto::sas::SasToken;
     let config = ProvisioningConfig::new(scope(emu), registration_id);
-    let token = SasToken::sign(key, &config.resource(), now_unix() + 600, Some("registration"));
+    let token = SasToken::sign(key, &config.resource(), now_unix() + 600, skn);
     let mut connect = Connect::new(registration_id);
     connect.login = Some(Login { username: config.username().to_string(), password: token.to_string() });
     let mut t = open_raw(emu, Via::Mqtt).await;
@@ -677,7 +668,8 @@ async fn a_dps_connect_reads_the_enrollments_without_waiting_for_the_writer() {
     started.await.unwrap();
     // The CONNECT is checked against the enrollments all the same (a read transaction): accepted with the
     // derived key while every write waits.
-    let (_t, code) = raw_dps_connect(&emu, "sensor-9", &gk.derive_for_registration("sensor-9")).await;
+    let (_t, code) =
+        raw_dps_connect(&emu, "sensor-9", &gk.derive_for_registration("sensor-9"), Some("registration")).await;
     assert_eq!(code, ConnectReturnCode::Success);
     release.send(()).unwrap();
     held.await.unwrap().unwrap();
@@ -729,7 +721,7 @@ async fn registration_ids_are_case_insensitive_and_follow_dps_rules() {
     assert!(emu.hub().get_device("Sensor-A").await.is_err() && emu.hub().get_device("SENSOR-A").await.is_err());
     // A device that derives its key from the lowercase id DPS keeps is let in too.
     let lower_key = gk.derive_for_registration("sensor-b");
-    let (_t, code) = raw_dps_connect(&emu, "Sensor-B", &lower_key).await;
+    let (_t, code) = raw_dps_connect(&emu, "Sensor-B", &lower_key, Some("registration")).await;
     assert_eq!(code, hubsim_proto::mqttbytes::v4::ConnectReturnCode::Success);
 
     // Individual enrollments: one per id whatever the case, answered under the lowercase id.
