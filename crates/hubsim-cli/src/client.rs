@@ -342,6 +342,29 @@ impl ServiceClient {
         Ok(page.as_array().cloned().unwrap_or_default())
     }
 
+    /// Reads a log from its start, page by page (1 000 records a page), calling `each` for every record of
+    /// `device` (all devices with `None`); returns the last record's `seq` (0 for none), where following it
+    /// goes on from.
+    pub fn each_record(
+        &self,
+        log: Log,
+        device: Option<&str>,
+        mut each: impl FnMut(&Value),
+    ) -> Result<u64, ClientError> {
+        const PAGE: usize = 1000;
+        let mut after = 0u64;
+        loop {
+            let items = self.log_page(log, after, PAGE, device)?;
+            for v in &items {
+                each(v);
+                after = v["seq"].as_u64().unwrap_or(after);
+            }
+            if items.len() < PAGE {
+                return Ok(after);
+            }
+        }
+    }
+
     /// Follows a log's Server-Sent Events stream, calling `each` for every record (until the stream ends).
     pub fn follow(&self, log: Log, device: Option<&str>, mut each: impl FnMut(Value)) -> Result<(), ClientError> {
         let q = device.map(|d| format!("device={}", seg(d))).unwrap_or_default();

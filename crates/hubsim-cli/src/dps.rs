@@ -187,20 +187,14 @@ fn is_dps_record(v: &Value) -> bool {
 /// after `since` (ISO 8601 UTC, as the log writes its times: this attempt's, not an earlier one's). Refusals are
 /// stored at most 10 a second, so there may be none.
 fn refusal_reason(hub: &ServiceClient, registration_id: &str, since: &str) -> Option<String> {
-    const PAGE: usize = 1000;
-    let (mut after, mut reason) = (0u64, None);
-    loop {
-        let items = hub.log_page(Log::Connections, after, PAGE, Some(registration_id)).ok()?;
-        for v in &items {
-            if v["operation"] == "dpsConnectRefused" && v["time"].as_str().is_some_and(|t| t >= since) {
-                reason = v["description"].as_str().map(str::to_owned);
-            }
-            after = v["seq"].as_u64().unwrap_or(after);
+    let mut reason = None;
+    hub.each_record(Log::Connections, Some(registration_id), |v| {
+        if v["operation"] == "dpsConnectRefused" && v["time"].as_str().is_some_and(|t| t >= since) {
+            reason = v["description"].as_str().map(str::to_owned);
         }
-        if items.len() < PAGE {
-            return reason;
-        }
-    }
+    })
+    .ok()?;
+    reason
 }
 
 /// `refused` (a refusal by the emulator's DPS of `registration_id`, in words) with the reason its log gives for
@@ -217,20 +211,11 @@ fn with_reason(hub: &ServiceClient, registration_id: &str, since: &str, refused:
 }
 
 fn log(hub: &ServiceClient, registration_id: Option<&str>, follow: bool, as_json: bool) -> Result<()> {
-    const PAGE: usize = 1000;
-    let mut after = 0u64;
-    loop {
-        let items = hub.log_page(Log::Connections, after, PAGE, registration_id)?;
-        for v in &items {
-            if is_dps_record(v) {
-                print::connection(v, as_json);
-            }
-            after = v["seq"].as_u64().unwrap_or(after);
+    let after = hub.each_record(Log::Connections, registration_id, |v| {
+        if is_dps_record(v) {
+            print::connection(v, as_json);
         }
-        if items.len() < PAGE {
-            break;
-        }
-    }
+    })?;
     if follow {
         hub.follow(Log::Connections, registration_id, |v| {
             if is_dps_record(&v) && v["seq"].as_u64().is_some_and(|s| s > after) {

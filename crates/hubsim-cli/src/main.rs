@@ -164,18 +164,7 @@ fn c2d_send(s: C2dSend, hub: &ServiceClient) -> Result<()> {
 
 /// Prints a log from the start, then (with `--follow`) what arrives after.
 fn stream(a: StreamArgs, hub: &ServiceClient, log: Log, print: fn(&Value, bool)) -> Result<()> {
-    const PAGE: usize = 1000;
-    let mut after = 0u64;
-    loop {
-        let items = hub.log_page(log, after, PAGE, a.device.as_deref())?;
-        for v in &items {
-            print(v, a.json);
-            after = v["seq"].as_u64().unwrap_or(after);
-        }
-        if items.len() < PAGE {
-            break;
-        }
-    }
+    let after = hub.each_record(log, a.device.as_deref(), |v| print(v, a.json))?;
     if a.follow {
         hub.follow(log, a.device.as_deref(), |v| {
             if v["seq"].as_u64().is_some_and(|s| s > after) {
