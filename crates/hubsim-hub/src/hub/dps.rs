@@ -267,10 +267,15 @@ pub const REGISTRATION_ID_RULE: &str =
 /// which the REST reference does not: hubsim keeps the stricter rule (README "Choices").
 pub fn is_valid_registration_id(id: &str) -> bool {
     let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
-    id.len() <= 128
+    has_dps_id_chars(id) && edge(id.chars().next()) && edge(id.chars().last())
+}
+
+/// 1–128 characters, each an ASCII letter or digit or one of `- . _ :`: the alphabet of DPS's registration ids
+/// and of hubsim's enrollment group ids.
+fn has_dps_id_chars(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
         && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':'))
-        && edge(id.chars().next())
-        && edge(id.chars().last())
 }
 
 /// The key a registration id is found and kept under, and the device id it names by default: its lowercase form
@@ -282,10 +287,7 @@ pub fn registration_key(id: &str) -> String {
 /// True for a valid enrollment group id: 1–128 of `a-z A-Z 0-9 - . _ :`, ending alphanumeric or `-` (hubsim's
 /// rule since enrollment groups came; group ids are case-sensitive).
 pub fn is_valid_group_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':'))
-        && id.chars().last().is_some_and(|c| c.is_ascii_alphanumeric() || c == '-')
+    has_dps_id_chars(id) && id.chars().last().is_some_and(|c| c.is_ascii_alphanumeric() || c == '-')
 }
 
 /// DPS's answer to a registration id that breaks [`is_valid_registration_id`]: 400 `400004`, with the service's
