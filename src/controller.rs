@@ -530,19 +530,15 @@ impl Controller {
             Event::TwinResponse { rid, kind: RequestKind::TwinPatchReported, status: 204, version, .. } => {
                 let v = version.map(|v| v.to_string()).unwrap_or_default();
                 self.log(LogKind::Received, format!("reported properties saved, version {v}"));
-                match (self.answered_reported(&rid), version) {
-                    (Some((patch, user)), Some(version)) => {
-                        if user {
-                            self.dispatch.dispatch(Action::Reported(Ok(v)));
-                        }
-                        self.dispatch.dispatch(Action::ReportedSaved { patch, version });
+                let sent = self.answered_reported(&rid);
+                if sent.as_ref().is_some_and(|s| s.1) {
+                    self.dispatch.dispatch(Action::Reported(Ok(v)));
+                }
+                match (sent, version) {
+                    (Some((patch, _)), Some(version)) => {
+                        self.dispatch.dispatch(Action::ReportedSaved { patch, version })
                     }
-                    (sent, _) => {
-                        if sent.is_some_and(|s| s.1) {
-                            self.dispatch.dispatch(Action::Reported(Ok(v)));
-                        }
-                        self.get_twin();
-                    }
+                    _ => self.get_twin(),
                 }
             }
             Event::TwinResponse { rid, kind, status, body, .. } => {
