@@ -54,6 +54,10 @@ pub enum ConfigError {
     Duplicate { field: String, name: String },
     #[error("{field}: unknown payload type {}; accepted types are template and fix", hubsim_proto::quote::quote(.found))]
     UnknownPayloadType { field: String, found: String },
+    /// A declaration key that neither ITS nor hubsim reads (a typo such as `radnom` would otherwise turn the
+    /// variable silently into a counter). `suggestion` is the closest known key, if one is close.
+    #[error("{field}: unknown key{}", crate::variable::unknown_key_text(.suggestion))]
+    UnknownKey { field: String, suggestion: Option<&'static str> },
     #[error("{field}: no top-level key {} holds a template", hubsim_proto::quote::quote(.name))]
     UnknownNamedTemplate { field: String, name: String },
     #[error("{field}: not valid base64")]

@@ -229,24 +229,22 @@ pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-/// The known name closest to `name`, if it is close enough to be a likely typo.
+/// The known name closest to `name`, if it is close enough to be a likely typo: variables, then built-ins.
 fn suggest<'a>(name: &str, variables: &'a [Variable]) -> Option<&'a str> {
+    closest(name, variables.iter().map(|v| v.name.as_str()).chain(Builtin::ALL.iter().map(|b| b.name())))
+}
+
+/// The first of `known` closest to `name` (ASCII case ignored), if within a third of its length (at least 2 edits).
+pub(crate) fn closest<'a>(name: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     let limit = (name.chars().count() / 3).max(2);
-    // The first of the closest within the limit: variables, then built-ins.
     let mut best: Option<(usize, &str)> = None;
-    let mut consider = |known: &'a str| {
-        let d = edit_distance(name, known);
+    for k in known {
+        let d = edit_distance(name, k);
         if d <= limit && best.is_none_or(|(b, _)| d < b) {
-            best = Some((d, known));
+            best = Some((d, k));
         }
-    };
-    for v in variables {
-        consider(&v.name);
     }
-    for b in Builtin::ALL {
-        consider(b.name());
-    }
-    best.map(|(_, known)| known)
+    best.map(|(_, k)| k)
 }
 
 #[cfg(test)]

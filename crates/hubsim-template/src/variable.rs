@@ -140,11 +140,65 @@ impl Decl<'_> {
     }
 }
 
+/// Every key a declaration may have: ITS's (`TelemetryVariable.cs`: `name`, `random`, `randomDouble`, `min`,
+/// `max`, `step`, `customLengthString`, `values`, `sequence`) and hubsim's.
+const KEYS: [&str; 22] = [
+    "name",
+    "random",
+    "randomDouble",
+    "min",
+    "max",
+    "step",
+    "customLengthString",
+    "values",
+    "sequence",
+    "decimals",
+    "walk",
+    "start",
+    "sine",
+    "period",
+    "amplitude",
+    "offset",
+    "noise",
+    "probability",
+    "timestamp",
+    "jitter",
+    "format",
+    "weights",
+];
+
+/// The tail of [`ConfigError::UnknownKey`]'s text: the likely key, or the list of keys.
+pub(crate) fn unknown_key_text(suggestion: &Option<&'static str>) -> String {
+    match suggestion {
+        Some(s) => format!("; did you mean {s}?"),
+        None => {
+            let mut t = String::from("; a variable's keys are ");
+            for (i, k) in KEYS.iter().enumerate() {
+                if i > 0 {
+                    t.push_str(", ");
+                }
+                t.push_str(k);
+            }
+            t
+        }
+    }
+}
+
 impl Variable {
     /// Reads one declaration (see the module docs). `path` names it in errors, e.g. `Variables[2]`.
+    ///
+    /// # Errors
+    /// A key that is not one of the declaration's keys (ASCII case ignored) is
+    /// [`ConfigError::UnknownKey`]; wrong types, missing and out-of-range values are the other variants.
     pub fn from_json(v: &Value, path: &str) -> Result<Variable, ConfigError> {
         let obj = v.as_object().ok_or_else(|| ConfigError::WrongType { field: path.into(), expected: "an object" })?;
         let d = Decl { obj, path };
+        for (key, _) in obj.iter() {
+            if !KEYS.iter().any(|k| k.eq_ignore_ascii_case(key)) {
+                let suggestion = crate::template::closest(key, KEYS.into_iter());
+                return Err(ConfigError::UnknownKey { field: d.field(key), suggestion });
+            }
+        }
         let name = match d.get("name") {
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
             Some(_) => return Err(ConfigError::WrongType { field: d.field("name"), expected: "a non-empty string" }),
@@ -798,5 +852,37 @@ mod tests {
         let dup =
             Variable::list_from_json(&parse_relaxed("[{name: 'A'}, {name: 'A'}]").unwrap(), "Variables").unwrap_err();
         assert_eq!(dup.to_string(), "Variables[1]: variable A is declared twice");
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_with_the_likely_one_so_a_typo_does_not_make_a_counter() {
+        let err = |d: &str| Variable::from_json(&parse_relaxed(d).unwrap(), "Variables[0]").unwrap_err().to_string();
+        // Without the check this would be a counter from 23: every message 23, 24, 25...
+        assert_eq!(
+            err("{name: 'T', radnom: true, min: 23, max: 33}"),
+            "Variables[0].radnom: unknown key; did you mean random?"
+        );
+        assert_eq!(
+            err("{name: 'T', walk: true, min: 0, max: 9, stpe: 1}"),
+            "Variables[0].stpe: unknown key; did you mean step?"
+        );
+        let far = err("{name: 'T', randomDouble: true, min: 0, max: 1, precision: 2}");
+        assert!(far.starts_with("Variables[0].precision: unknown key; a variable's keys are name, random, "), "{far}");
+        assert!(far.ends_with("decimals, walk, start, sine, period, amplitude, offset, noise, probability, timestamp, jitter, format, weights"), "{far}");
+        // Keys ignore ASCII case, as ITS's .NET binder does; every key the editor writes reads back.
+        assert!(Variable::from_json(&parse_relaxed("{NAME: 'c', MIN: 1, Max: 3}").unwrap(), "v").is_ok());
+        for decl in [
+            "{name: 'a', walk: true, min: 0, max: 10, step: 1, start: 5, decimals: 1}",
+            "{name: 'b', sine: true, period: 1000, amplitude: 2, offset: 1, noise: 0.1}",
+            "{name: 'c', timestamp: true, jitter: 5, format: 'epochMs'}",
+            "{name: 'd', values: ['x', 'y'], weights: [1, 2]}",
+            "{name: 'e', probability: 0.5}",
+            "{name: 'f', customLengthString: 4}",
+            "{name: 'g', sequence: true, values: [1]}",
+            "{name: 'h', random: true, min: 1, max: 2}",
+        ] {
+            let v = Variable::from_json(&parse_relaxed(decl).unwrap(), "v").unwrap();
+            assert_eq!(Variable::from_json(&v.to_json(), "v").unwrap(), v, "{decl}");
+        }
     }
 }
