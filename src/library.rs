@@ -15,7 +15,7 @@
 //! Variables are written with [`Variable::to_json`], so they load in Iot-Telemetry-Simulator too.
 
 use hubsim_proto::json::{self, Number, Object, Value};
-use hubsim_template::{Config, PayloadKind, Variable};
+use hubsim_template::{check_keys, Config, PayloadKind, Variable, SAVED_MESSAGE_KEYS};
 
 /// Most saved messages.
 pub const MAX_SAVED: usize = 50;
@@ -145,6 +145,9 @@ impl Message {
 
     fn read(v: &Value, at: &str, check: bool) -> Result<Message, String> {
         let o = v.as_object().ok_or_else(|| cat(&[at, ": expected an object"]))?;
+        if check {
+            check_keys(o, SAVED_MESSAGE_KEYS, false, at).map_err(|e| e.to_string())?;
+        }
         let field = |k: &str| cat(&[at, ".", k]);
         // As `hubsim simulate` reads them: a template or header may be a JSON object, used as its JSON text.
         let text = |k: &str, max: usize| -> Result<String, String> {

@@ -62,6 +62,15 @@ fn bad_files_are_refused_with_the_reason_and_change_nothing() {
         "messages[0].every: expected a whole number from 10 to 86400000"
     );
     assert_eq!(err("{hubsimMessages: 1, messages: [{name: 'a'}]}"), "messages[0]: needs a template or a text");
+    // A misspelt key would leave its default (every second, forever) without a word.
+    assert_eq!(
+        err("{hubsimMessages: 1, messages: [{name: 'a', text: 'x', evry: 5000}]}"),
+        "messages[0].evry: unknown key; did you mean every?"
+    );
+    assert_eq!(
+        err("{name: 'a', template: '$.T', variables: [{name: 'T', radnom: true, min: 1, max: 5}]}"),
+        "message.variables[0].radnom: unknown key; did you mean random?"
+    );
     assert!(err(&" ".repeat(MAX_FILE + 1)).starts_with("the file is larger than"));
     // Merging is all or nothing: a full library takes no part of an import.
     let full: Vec<Message> = (0..MAX_SAVED).map(|i| Message { name: i.to_string(), ..Message::default() }).collect();

@@ -29,7 +29,10 @@
 //! This module only reads text: the fleet renders (`Config::render`) with per-device state.
 
 use hubsim_proto::json::{self, Value};
-use hubsim_template::{Config, ConfigError, Intervals, PayloadKind, Variable, MAX_COUNT, MAX_MS, MIN_EVERY_MS};
+use hubsim_template::{
+    check_keys, Config, ConfigError, Intervals, PayloadKind, Variable, MAX_COUNT, MAX_MS, MIN_EVERY_MS,
+    SAVED_MESSAGE_KEYS,
+};
 use thiserror::Error;
 
 /// Why a template file cannot be used.
@@ -96,6 +99,9 @@ impl MessageTemplate {
     }
 
     fn saved(root: &Value) -> Result<MessageTemplate, MessageFileError> {
+        if let Some(o) = root.as_object() {
+            check_keys(o, SAVED_MESSAGE_KEYS, false, "").map_err(MessageFileError::Saved)?;
+        }
         let name = root.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
         let text = |field: &'static str| -> Result<Option<String>, MessageFileError> {
             match root.get(field) {
@@ -222,5 +228,19 @@ mod tests {
         assert_eq!(e.to_string(), "saved message: qos: expected 0 or 1");
         let e = MessageTemplate::parse("{name: 'n', template: '$.Nope'}").unwrap_err();
         assert!(e.to_string().starts_with("saved message: Template:"), "{e}");
+        // A misspelt key would leave its default without a word: every second instead of every 5.
+        let e = MessageTemplate::parse("{name: 'n', template: 'x', evry: 5000}").unwrap_err();
+        assert_eq!(e.to_string(), "saved message: evry: unknown key; did you mean every?");
+        let e = MessageTemplate::parse("{name: 'n', template: 'x', Every: 5000}").unwrap_err();
+        assert_eq!(e.to_string(), "saved message: Every: unknown key; did you mean every?");
+        let e = MessageTemplate::parse("{name: 'n', template: '$.T', variables: [{name: 'T', randomdoubel: true}]}")
+            .unwrap_err();
+        assert_eq!(e.to_string(), "saved message: variables[0].randomdoubel: unknown key; did you mean randomDouble?");
+        // What the web app exports reads back (every key it writes is known).
+        MessageTemplate::parse(
+            "{name: 'n', template: 'x', header: '{}', variables: [], properties: {a: 'b'}, qos: 1, every: 1000, \
+             jitter: 0, count: 0, duration: 0}",
+        )
+        .unwrap();
     }
 }

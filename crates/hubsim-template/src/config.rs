@@ -54,10 +54,11 @@ pub enum ConfigError {
     Duplicate { field: String, name: String },
     #[error("{field}: unknown payload type {}; accepted types are template and fix", hubsim_proto::quote::quote(.found))]
     UnknownPayloadType { field: String, found: String },
-    /// A declaration key that neither ITS nor hubsim reads (a typo such as `radnom` would otherwise turn the
-    /// variable silently into a counter). `suggestion` is the closest known key, if one is close.
-    #[error("{field}: unknown key{}", crate::variable::unknown_key_text(.suggestion))]
-    UnknownKey { field: String, suggestion: Option<&'static str> },
+    /// A key the object's reader does not read (in a variable declaration, a typo such as `radnom` would
+    /// otherwise turn the variable silently into a counter): see [`check_keys`]. `suggestion` is the closest
+    /// of `keys`, if one is close; without one the text lists `keys`.
+    #[error("{field}: unknown key{}", unknown_key_text(.suggestion, .keys))]
+    UnknownKey { field: String, suggestion: Option<&'static str>, keys: &'static [&'static str] },
     #[error("{field}: no top-level key {} holds a template", hubsim_proto::quote::quote(.name))]
     UnknownNamedTemplate { field: String, name: String },
     #[error("{field}: not valid base64")]
@@ -65,6 +66,52 @@ pub enum ConfigError {
     #[error("{field}: percentages add up to {total}; they must reach 100")]
     DistributionTotal { field: String, total: u32 },
 }
+
+/// Refuses the first key of `obj` that is not one of `keys`, naming it `{path}.{key}` (or `{key}`) with the closest known
+/// key. `ignore_case` for readers that ignore ASCII case (ITS files, as .NET's configuration binder reads them).
+///
+/// # Errors
+/// [`ConfigError::UnknownKey`].
+pub fn check_keys(
+    obj: &Object,
+    keys: &'static [&'static str],
+    ignore_case: bool,
+    path: &str,
+) -> Result<(), ConfigError> {
+    for (key, _) in obj.iter() {
+        if !keys.iter().any(|k| if ignore_case { k.eq_ignore_ascii_case(key) } else { *k == key }) {
+            let mut field = String::from(path);
+            if !path.is_empty() {
+                field.push('.');
+            }
+            field.push_str(key);
+            let suggestion = crate::template::closest(key, keys.iter().copied());
+            return Err(ConfigError::UnknownKey { field, suggestion, keys });
+        }
+    }
+    Ok(())
+}
+
+/// The tail of [`ConfigError::UnknownKey`]'s text: the likely key, or the list of keys.
+fn unknown_key_text(suggestion: &Option<&'static str>, keys: &[&str]) -> String {
+    match suggestion {
+        Some(s) => format!("; did you mean {s}?"),
+        None => {
+            let mut t = String::from("; the keys are ");
+            for (i, k) in keys.iter().enumerate() {
+                if i > 0 {
+                    t.push_str(", ");
+                }
+                t.push_str(k);
+            }
+            t
+        }
+    }
+}
+
+/// The keys of a saved message (`hubsim simulate --template` and the web app's saved messages), read exactly.
+pub const SAVED_MESSAGE_KEYS: &[&str] =
+    &["name", "template", "text", "header", "variables", "properties", "qos", "every", "jitter", "count", "duration"];
 
 /// What a payload sends.
 #[derive(Debug, Clone, PartialEq)]

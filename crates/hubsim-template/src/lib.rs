@@ -59,7 +59,8 @@ mod time;
 pub mod variable;
 
 pub use config::{
-    Config, ConfigError, Intervals, Payload, PayloadKind, ITS_DEFAULT_TEMPLATE, MAX_COUNT, MAX_MS, MIN_EVERY_MS,
+    check_keys, Config, ConfigError, Intervals, Payload, PayloadKind, ITS_DEFAULT_TEMPLATE, MAX_COUNT, MAX_MS,
+    MIN_EVERY_MS, SAVED_MESSAGE_KEYS,
 };
 pub use render::{check_json, guid, DeviceState, RenderContext, RenderError, Rendered, MAX_RENDERED};
 pub use rng::{device_seed, Rng};

@@ -142,7 +142,7 @@ impl Decl<'_> {
 
 /// Every key a declaration may have: ITS's (`TelemetryVariable.cs`: `name`, `random`, `randomDouble`, `min`,
 /// `max`, `step`, `customLengthString`, `values`, `sequence`) and hubsim's.
-const KEYS: [&str; 22] = [
+pub const VARIABLE_KEYS: &[&str] = &[
     "name",
     "random",
     "randomDouble",
@@ -167,38 +167,16 @@ const KEYS: [&str; 22] = [
     "weights",
 ];
 
-/// The tail of [`ConfigError::UnknownKey`]'s text: the likely key, or the list of keys.
-pub(crate) fn unknown_key_text(suggestion: &Option<&'static str>) -> String {
-    match suggestion {
-        Some(s) => format!("; did you mean {s}?"),
-        None => {
-            let mut t = String::from("; a variable's keys are ");
-            for (i, k) in KEYS.iter().enumerate() {
-                if i > 0 {
-                    t.push_str(", ");
-                }
-                t.push_str(k);
-            }
-            t
-        }
-    }
-}
-
 impl Variable {
     /// Reads one declaration (see the module docs). `path` names it in errors, e.g. `Variables[2]`.
     ///
     /// # Errors
     /// A key that is not one of the declaration's keys (ASCII case ignored) is
-    /// [`ConfigError::UnknownKey`]; wrong types, missing and out-of-range values are the other variants.
+    /// [`ConfigError::UnknownKey`] (see [`VARIABLE_KEYS`]); wrong types, missing and out-of-range values are the other variants.
     pub fn from_json(v: &Value, path: &str) -> Result<Variable, ConfigError> {
         let obj = v.as_object().ok_or_else(|| ConfigError::WrongType { field: path.into(), expected: "an object" })?;
         let d = Decl { obj, path };
-        for (key, _) in obj.iter() {
-            if !KEYS.iter().any(|k| k.eq_ignore_ascii_case(key)) {
-                let suggestion = crate::template::closest(key, KEYS.into_iter());
-                return Err(ConfigError::UnknownKey { field: d.field(key), suggestion });
-            }
-        }
+        crate::config::check_keys(obj, VARIABLE_KEYS, true, path)?;
         let name = match d.get("name") {
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
             Some(_) => return Err(ConfigError::WrongType { field: d.field("name"), expected: "a non-empty string" }),
@@ -867,7 +845,7 @@ mod tests {
             "Variables[0].stpe: unknown key; did you mean step?"
         );
         let far = err("{name: 'T', randomDouble: true, min: 0, max: 1, precision: 2}");
-        assert!(far.starts_with("Variables[0].precision: unknown key; a variable's keys are name, random, "), "{far}");
+        assert!(far.starts_with("Variables[0].precision: unknown key; the keys are name, random, "), "{far}");
         assert!(far.ends_with("decimals, walk, start, sine, period, amplitude, offset, noise, probability, timestamp, jitter, format, weights"), "{far}");
         // Keys ignore ASCII case, as ITS's .NET binder does; every key the editor writes reads back.
         assert!(Variable::from_json(&parse_relaxed("{NAME: 'c', MIN: 1, Max: 3}").unwrap(), "v").is_ok());
