@@ -120,7 +120,8 @@ pub struct SimArgs {
     /// Become the device a DTDL model describes (IoT Plug and Play): a model file, or `builtin:thermostat`,
     /// `builtin:temperature-controller`, `builtin:every-schema`. Each device announces the model id, sends one
     /// message per component per tick, reports read-only properties, acknowledges desired properties (also
-    /// those set while it was offline) and answers the model's commands.
+    /// those set while it was offline) and answers the model's commands, with values generated per schema as
+    /// its telemetry is.
     #[arg(long, value_name = "FILE|builtin:NAME")]
     pub model: Option<String>,
     /// With --model: acknowledge this writable property with 400 instead of 200; `prop` (any component) or

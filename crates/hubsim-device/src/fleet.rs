@@ -255,6 +255,11 @@ fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+/// The render context of this instant: UTC, the fleet's machine name.
+fn render_ctx(machine: &str) -> RenderContext<'_> {
+    RenderContext { now_unix_ms: unix_now_ms(), local_offset_min: 0, machine_name: machine }
+}
+
 fn unix_now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
@@ -437,6 +442,13 @@ impl Producer {
             _ => None,
         }
     }
+
+    fn model_mut(&mut self) -> Option<&mut PnpDevice> {
+        match self {
+            Producer::Model(p) => Some(p),
+            _ => None,
+        }
+    }
 }
 
 /// One simulated device until its count is sent and acknowledged, the deadline passes or the run is stopped.
@@ -528,7 +540,7 @@ async fn device(
                 && (cfg.count == 0 || ticks < cfg.count)
                 && d.session().unacked() < d.session().config().max_inflight;
             if can_send && tokio::time::Instant::now() >= next_send {
-                let ctx = RenderContext { now_unix_ms: unix_now_ms(), local_offset_min: 0, machine_name: &machine };
+                let ctx = render_ctx(&machine);
                 let messages = producer.tick(ticks, &cfg, &ctx);
                 ticks += 1;
                 match messages {
@@ -580,12 +592,12 @@ async fn device(
                     attempt = 0;
                     stats.connected.fetch_add(1, Ordering::Relaxed);
                     let mut filters = vec![TopicFilter::C2d, TopicFilter::Methods];
-                    if let Some(p) = producer.model() {
+                    if let Some(p) = producer.model_mut() {
                         // Subscribed before the twin GET: the hub handles them in order, so no desired update
                         // falls between the document read and the first patch received.
                         filters.extend([TopicFilter::TwinResponses, TopicFilter::TwinDesired]);
                         d.session_mut().subscribe(now, &filters).map_err(session_err)?;
-                        if let Some(report) = p.initial_report() {
+                        if let Some(report) = p.initial_report(&render_ctx(&machine)) {
                             d.session_mut()
                                 .patch_reported(now, Bytes::from(report.to_string()))
                                 .map_err(session_err)?;
@@ -608,10 +620,10 @@ async fn device(
                 }
                 Event::MethodRequest { name, rid, payload } => {
                     stats.methods.fetch_add(1, Ordering::Relaxed);
-                    let (status, body) = match producer.model() {
+                    let (status, body) = match producer.model_mut() {
                         Some(p) => {
                             stats.commands.fetch_add(1, Ordering::Relaxed);
-                            let (status, body) = p.answer_command(&name, &payload);
+                            let (status, body) = p.answer_command(&name, &payload, &render_ctx(&machine));
                             (status, if body.is_null() { String::new() } else { body.to_string() })
                         }
                         None => (200, "{}".to_owned()),
@@ -622,11 +634,11 @@ async fn device(
                     }
                 }
                 Event::TwinResponse { kind: RequestKind::TwinGet, status, body, .. } => {
-                    let Some(p) = producer.model() else { continue };
+                    let Some(p) = producer.model_mut() else { continue };
                     let twin = std::str::from_utf8(&body).ok().and_then(|t| json::parse(t).ok());
                     match twin {
                         Some(twin) if status == 200 => {
-                            if let Some((patch, acks)) = p.answer_twin(&twin) {
+                            if let Some((patch, acks)) = p.answer_twin(&twin, &render_ctx(&machine)) {
                                 let rid = d.session_mut().patch_reported(now, Bytes::from(patch.to_string()));
                                 ack_patches.insert(rid.map_err(session_err)?, acks);
                             }

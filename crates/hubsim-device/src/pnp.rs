@@ -2,16 +2,16 @@
 //! by the IoT Plug and Play conventions of `hubsim_dtdl::pnp`. Decisions only; the fleet does the I/O:
 //! telemetry per tick (one message per interface, `$.sub` for components), the read-only properties' report
 //! on connect, what to report after reading the twin ([`PnpDevice::answer_twin`]), acknowledgements of desired values (accepted with 200, or 400 when the value does not fit the
-//! schema or the property is named by `--reject`), and command answers (the response schema's default value
+//! schema or the property is named by `--reject`), and command answers (the response's next generated value
 //! with 200; 400 for a request that fails the request schema; 404 for a command the model lacks).
 
 use bytes::Bytes;
 use hubsim_dtdl::pnp::{self, Ack, CommandError, DesiredPatch};
-use hubsim_dtdl::{default_value, telemetry_plans, Model, TelemetryPlan};
+use hubsim_dtdl::{default_value, telemetry_plans, value_config, Model, TelemetryPlan};
 use hubsim_proto::device::Telemetry;
 use hubsim_proto::json::{self, Object, Value};
 use hubsim_proto::property_bag::SystemProperty;
-use hubsim_template::{device_seed, DeviceState, RenderContext};
+use hubsim_template::{device_seed, Config, DeviceState, RenderContext};
 use std::sync::Arc;
 
 /// A model ready to simulate: parsed, with its telemetry plans and the properties to reject.
@@ -21,12 +21,37 @@ pub struct ModelSpec {
     pub plans: Vec<TelemetryPlan>,
     /// Writable properties answered with 400: `prop` (in any component) or `component.prop`.
     pub reject: Vec<String>,
+    /// A generator per property and per command with a response (`hubsim_dtdl::value_config`), so that
+    /// reported values and command answers look like a running device's, not the schema's zeros.
+    values: Vec<ValuePlan>,
+}
+
+/// Where a generated value goes: a property (`command` false) or a command's response.
+#[derive(Debug, Clone)]
+struct ValuePlan {
+    component: Option<String>,
+    name: String,
+    command: bool,
+    config: Config,
 }
 
 impl ModelSpec {
-    /// Builds the telemetry plans of `model`.
+    /// Builds the telemetry plans of `model` and the generators of its properties and command responses.
     pub fn new(model: Model, reject: Vec<String>) -> Result<ModelSpec, hubsim_template::ConfigError> {
-        Ok(ModelSpec { plans: telemetry_plans(&model)?, model, reject })
+        let mut values = Vec::new();
+        for (component, iface) in model.interfaces() {
+            let component = component.map(str::to_owned);
+            for p in &iface.properties {
+                let config = value_config(&p.schema, &p.name, &p.semantics)?;
+                values.push(ValuePlan { component: component.clone(), name: p.name.clone(), command: false, config });
+            }
+            for c in &iface.commands {
+                let Some(r) = &c.response else { continue };
+                let config = value_config(&r.schema, &r.name, &Default::default())?;
+                values.push(ValuePlan { component: component.clone(), name: c.name.clone(), command: true, config });
+            }
+        }
+        Ok(ModelSpec { plans: telemetry_plans(&model)?, model, reject, values })
     }
 
     /// Checks that each of `reject` names a writable property of the model: `prop` of some interface, or
@@ -77,10 +102,12 @@ pub struct AckSent {
     pub ack: Ack,
 }
 
-/// One simulated device of a model: the spec and its telemetry state per plan.
+/// One simulated device of a model: the spec and its telemetry state per plan, and the state of each value
+/// generator (so a command's answers move from call to call, as telemetry does).
 pub struct PnpDevice {
     spec: Arc<ModelSpec>,
     states: Vec<DeviceState>,
+    value_states: Vec<DeviceState>,
 }
 
 impl PnpDevice {
@@ -95,7 +122,28 @@ impl PnpDevice {
                 DeviceState::new(device_id, device_seed(seed, &key))
             })
             .collect();
-        PnpDevice { spec, states }
+        let value_states = spec
+            .values
+            .iter()
+            .map(|v| {
+                let kind = if v.command { "command" } else { "property" };
+                let key = format!("{device_id}/{}/{kind}/{}", v.component.as_deref().unwrap_or(""), v.name);
+                DeviceState::new(device_id, device_seed(seed, &key))
+            })
+            .collect();
+        PnpDevice { spec, states, value_states }
+    }
+
+    /// The next generated value of a property or a command's response; `None` if the model has no such
+    /// property or response (or the generator fails, which its generated template cannot).
+    fn generate(&mut self, component: Option<&str>, name: &str, command: bool, ctx: &RenderContext) -> Option<Value> {
+        let i = self
+            .spec
+            .values
+            .iter()
+            .position(|v| v.command == command && v.component.as_deref() == component && v.name == name)?;
+        let r = self.spec.values[i].config.render(&mut self.value_states[i], ctx).ok()?;
+        json::parse(std::str::from_utf8(&r.body).ok()?).ok()
     }
 
     pub fn model(&self) -> &Model {
@@ -119,10 +167,19 @@ impl PnpDevice {
         out
     }
 
-    /// The reported patch sent on connect: every read-only property at its default; `None` when the model
-    /// has none.
-    pub fn initial_report(&self) -> Option<Value> {
-        let v = pnp::read_only_defaults(&self.spec.model);
+    /// The reported patch sent on connect: every read-only property at a generated value (as telemetry of its
+    /// schema and semantic type would be: a `Temperature` double 21, a string `name-1`...), components
+    /// wrapped; `None` when the model has none.
+    pub fn initial_report(&mut self, ctx: &RenderContext) -> Option<Value> {
+        let mut v = pnp::read_only_defaults(&self.spec.model);
+        let spec = Arc::clone(&self.spec);
+        for (component, iface) in spec.model.interfaces() {
+            for p in iface.properties.iter().filter(|p| !p.writable) {
+                if let Some(value) = self.generate(component, &p.name, false, ctx) {
+                    pnp::merge_patch(&mut v, pnp::reported_patch(component, &p.name, value));
+                }
+            }
+        }
         (!v.as_object().is_some_and(Object::is_empty)).then_some(v)
     }
 
@@ -151,8 +208,9 @@ impl PnpDevice {
     /// has not acknowledged yet (`unacknowledged`), and, for writable properties that have neither a desired
     /// nor a reported value, the device's own initial value (`ac` 203, `av` 0: [`Ack::initial`]), as the
     /// convention describes for a first start. The returned acks list only the answers to desired values.
-    pub fn answer_twin(&self, twin: &Value) -> Option<(Value, Vec<AckSent>)> {
-        let model = &self.spec.model;
+    pub fn answer_twin(&mut self, twin: &Value, ctx: &RenderContext) -> Option<(Value, Vec<AckSent>)> {
+        let spec = Arc::clone(&self.spec);
+        let model = &spec.model;
         let (mut doc, acks) = self
             .answer_desired(&pnp::unacknowledged(model, twin))
             .unwrap_or_else(|| (Value::Object(Object::new()), Vec::new()));
@@ -169,16 +227,19 @@ impl PnpDevice {
                 if has_desired || section.and_then(|s| s.get(&p.name)).is_some() {
                     continue;
                 }
-                let ack = Ack { description: Some("initial value".into()), ..Ack::initial(default_value(&p.schema)) };
+                let value = self.generate(component, &p.name, false, ctx).unwrap_or_else(|| default_value(&p.schema));
+                let ack = Ack { description: Some("initial value".into()), ..Ack::initial(value) };
                 pnp::merge_patch(&mut doc, pnp::ack_patch(component, &p.name, &ack));
             }
         }
         (!doc.as_object().is_some_and(Object::is_empty)).then_some((doc, acks))
     }
 
-    /// Answers a direct method by the model: (status, JSON body).
-    pub fn answer_command(&self, method: &str, payload: &[u8]) -> (u16, Value) {
-        let (_, command) = match pnp::find_command(&self.spec.model, method) {
+    /// Answers a direct method by the model: (status, JSON body); the body is the response's next generated
+    /// value.
+    pub fn answer_command(&mut self, method: &str, payload: &[u8], ctx: &RenderContext) -> (u16, Value) {
+        let spec = Arc::clone(&self.spec);
+        let (component, command) = match pnp::find_command(&spec.model, method) {
             Ok(found) => found,
             Err(e) => return (404, error_body(&e.to_string())),
         };
@@ -193,7 +254,10 @@ impl PnpDevice {
         if let Err(e) = pnp::validate_request(command, &request) {
             return (400, error_body(&CommandError::Request(e).to_string()));
         }
-        (200, command.response.as_ref().map_or(Value::Null, |r| default_value(&r.schema)))
+        let Some(response) = &command.response else { return (200, Value::Null) };
+        let value =
+            self.generate(component, &command.name, true, ctx).unwrap_or_else(|| default_value(&response.schema));
+        (200, value)
     }
 }
 
@@ -274,23 +338,72 @@ mod tests {
                 "reported": {"thermostat1": {"targetTemperature": {"value": 20, "ac": 200, "av": 2}}, "$version": 5}}"#,
         )
         .unwrap();
-        let (doc, acks) = d.answer_twin(&twin).unwrap();
+        let mut d = d;
+        let (doc, acks) = d.answer_twin(&twin, &CTX).unwrap();
         assert_eq!(acks.len(), 1);
+        // The device's own initial value of a Temperature is what its telemetry starts from (21), not 0.
         assert_eq!(
             doc.to_string(),
-            r#"{"thermostat1":{"__t":"c","targetTemperature":{"value":25,"ac":200,"av":3,"ad":"accepted"}},"thermostat2":{"__t":"c","targetTemperature":{"value":0.0,"ac":203,"av":0,"ad":"initial value"}}}"#
+            r#"{"thermostat1":{"__t":"c","targetTemperature":{"value":25,"ac":200,"av":3,"ad":"accepted"}},"thermostat2":{"__t":"c","targetTemperature":{"value":21.0,"ac":203,"av":0,"ad":"initial value"}}}"#
         );
     }
 
+    const CTX: RenderContext<'static> =
+        RenderContext { now_unix_ms: 1_764_500_000_000, local_offset_min: 0, machine_name: "m" };
+
     #[test]
-    fn commands_answer_by_the_model() {
-        let d = device(&[]);
-        let (status, body) = d.answer_command("thermostat1*getMaxMinReport", br#""2024-01-01T00:00:00Z""#);
-        assert_eq!(status, 200, "{body}");
-        assert!(body.get("maxTemp").is_some());
-        assert_eq!(d.answer_command("thermostat1*getMaxMinReport", b"42").0, 400);
-        assert_eq!(d.answer_command("thermostat9*getMaxMinReport", b"").0, 404);
-        assert_eq!(d.answer_command("nope", b"").0, 404);
+    fn commands_answer_by_the_model_with_generated_values_that_move() {
+        let mut d = device(&[]);
+        let since = br#""2024-01-01T00:00:00Z""#;
+        let (status, first) = d.answer_command("thermostat1*getMaxMinReport", since, &CTX);
+        assert_eq!(status, 200, "{first}");
+        // The response schema's fields, generated as telemetry is: doubles from 50, the time of the answer.
+        assert_eq!(first.get("maxTemp").and_then(Value::as_f64), Some(50.0), "{first}");
+        assert_eq!(first.get("endTime").and_then(Value::as_str), Some("2025-11-30T10:53:20.000Z"), "{first}");
+        hubsim_dtdl::validate(
+            &d.model()
+                .interface(Some("thermostat1"))
+                .unwrap()
+                .command("getMaxMinReport")
+                .unwrap()
+                .response
+                .as_ref()
+                .unwrap()
+                .schema,
+            &first,
+            "tempReport",
+        )
+        .unwrap();
+        let answers: Vec<Value> =
+            (0..5).map(|_| d.answer_command("thermostat1*getMaxMinReport", since, &CTX).1).collect();
+        assert!(answers.iter().any(|a| a.get("maxTemp") != first.get("maxTemp")), "the walk moves: {answers:?}");
+        assert_eq!(d.answer_command("thermostat1*getMaxMinReport", b"42", &CTX).0, 400);
+        assert_eq!(d.answer_command("thermostat9*getMaxMinReport", b"", &CTX).0, 404);
+        assert_eq!(d.answer_command("nope", b"", &CTX).0, 404);
+        // Same seed, same answers.
+        let mut again = device(&[]);
+        assert_eq!(again.answer_command("thermostat1*getMaxMinReport", since, &CTX).1, first);
+    }
+
+    fn at(v: &Value, path: &[&str]) -> String {
+        path.iter().try_fold(v, |v, k| v.get(k)).map_or_else(|| "missing".into(), Value::to_string)
+    }
+
+    #[test]
+    fn read_only_properties_are_reported_as_generated_values() {
+        let mut d = device(&[]);
+        let report = d.initial_report(&CTX).unwrap();
+        // maxTempSinceLastReboot is a Temperature: where the thermostat's telemetry starts, not 0.
+        assert_eq!(at(&report, &["thermostat1", "maxTempSinceLastReboot"]), "21.0", "{report}");
+        assert_eq!(at(&report, &["thermostat1", "__t"]), "\"c\"");
+        // A string property gets a name-derived value, not "".
+        assert_eq!(at(&report, &["serialNumber"]), "\"serialNumber-1\"", "{report}");
+        for (component, iface) in d.model().interfaces() {
+            for p in iface.properties.iter().filter(|p| !p.writable) {
+                let section = component.map_or(Some(&report), |c| report.get(c)).unwrap();
+                hubsim_dtdl::validate(&p.schema, section.get(&p.name).unwrap(), &p.name).unwrap();
+            }
+        }
     }
 
     #[test]

@@ -262,11 +262,13 @@ async fn model_device_acknowledges_rejects_answers_and_sends_component_telemetry
     );
     let t2 = &reported["thermostat2"]["targetTemperature"];
     assert_eq!((&t2["ac"], &t2["av"], &t2["value"]), (&json!(400), &json!(version), &json!(30)), "{t2}");
-    // The read-only properties were reported on connect (deviceInformation is a component).
-    assert_eq!(reported["thermostat1"]["maxTempSinceLastReboot"], 0.0, "{reported}");
+    // The read-only properties were reported on connect (deviceInformation is a component), generated as
+    // telemetry of their schema is: a Temperature where the thermostat's starts, a string from its name.
+    assert_eq!(reported["thermostat1"]["maxTempSinceLastReboot"], 21.0, "{reported}");
+    assert_eq!(reported["deviceInformation"]["manufacturer"], "manufacturer-1", "{reported}");
     assert_eq!(reported["deviceInformation"]["__t"], "c", "{reported}");
 
-    // A component command answered with its response schema's default value.
+    // A component command answered with a generated value of its response schema (doubles from 50).
     let (status, payload) = emu
         .hub()
         .invoke_method("pnp1", "thermostat1*getMaxMinReport", json!("2024-01-01T00:00:00Z"), Duration::from_secs(10))
@@ -278,7 +280,7 @@ async fn model_device_acknowledges_rejects_answers_and_sends_component_telemetry
     let schema = &command.response.as_ref().unwrap().schema;
     let payload_value = hubsim_proto::json::parse(&payload.to_string()).unwrap();
     hubsim_dtdl::validate(schema, &payload_value, "tempReport").unwrap();
-    assert!(payload.get("maxTemp").is_some(), "{payload}");
+    assert_eq!(payload["maxTemp"], 50.0, "{payload}");
     // A request that does not fit the request schema: 400 with an error; an unknown command: 404.
     let (status, payload) = emu
         .hub()

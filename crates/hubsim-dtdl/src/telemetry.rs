@@ -74,6 +74,17 @@ pub fn interface_template(iface: &Interface) -> (String, Vec<Variable>) {
     (out, vars)
 }
 
+/// A generator of single values of `schema` (a read-only property's or a command response's), chosen as for
+/// telemetry (the table above); each render of it gives the next value.
+///
+/// # Errors
+/// None in practice: the generated template and variables always agree; the `Result` is `Config::new`'s.
+pub fn value_config(schema: &Schema, name: &str, semantics: &Semantics) -> Result<Config, ConfigError> {
+    let (mut out, mut vars) = (String::new(), Vec::new());
+    generator(schema, name, semantics, &mut vars, &mut out);
+    Config::new(&out, vars, None)
+}
+
 /// Appends the template text of a value of `schema` to `out`, declaring its variables.
 pub fn generator(schema: &Schema, name: &str, semantics: &Semantics, vars: &mut Vec<Variable>, out: &mut String) {
     match schema {

@@ -284,3 +284,32 @@ fn patches_merge_component_sections_key_by_key_and_replace_other_values() {
         r#"{"thermostat1":{"__t":"c","a":1,"b":{"value":2}},"serial":"y","n":null}"#
     );
 }
+
+#[test]
+fn generated_values_fit_their_schema_for_every_schema() {
+    use hubsim_template::{DeviceState, RenderContext};
+    let ctx =
+        |i: i64| RenderContext { now_unix_ms: 1_764_500_000_000 + i * 1000, local_offset_min: 0, machine_name: "m" };
+    let every = builtin::EVERY_SCHEMA.load().unwrap();
+    let mut schemas: Vec<(&str, &Schema, hubsim_dtdl::Semantics)> = Vec::new();
+    for t in &every.root.telemetry {
+        schemas.push((&t.name, &t.schema, t.semantics.clone()));
+    }
+    for p in &every.root.properties {
+        schemas.push((&p.name, &p.schema, p.semantics.clone()));
+    }
+    for c in &every.root.commands {
+        if let Some(r) = &c.response {
+            schemas.push((&r.name, &r.schema, Default::default()));
+        }
+    }
+    for (name, schema, semantics) in schemas {
+        let config = hubsim_dtdl::value_config(schema, name, &semantics).unwrap();
+        let mut state = DeviceState::new("d", 7);
+        for i in 0..4 {
+            let body = config.render(&mut state, &ctx(i)).unwrap().body;
+            let v = parse(std::str::from_utf8(&body).unwrap()).unwrap();
+            assert_eq!(hubsim_dtdl::validate(schema, &v, name), Ok(()), "{name}: {v}");
+        }
+    }
+}
