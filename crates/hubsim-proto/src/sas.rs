@@ -66,7 +66,8 @@ pub enum Base64Error {
     InvalidLength(usize),
     #[error("it ends with bits left over at character {} ({}): the end of the key was cut or changed", .0 + 1, describe_byte(*.1))]
     InvalidLastSymbol(usize, u8),
-    #[error("the = padding at the end is wrong (it only completes the last group of 4 characters)")]
+    /// The last group is short of 4 characters with its `=` padding: `YQ=` (one `=` missing) or `bad` (none).
+    #[error("the last group of 4 characters is incomplete (base64 pads it with =): part of the key is missing")]
     InvalidPadding,
 }
 
@@ -527,8 +528,11 @@ mod tests {
         assert!(why("abcde").ends_with("5 characters cannot be base64: it comes in groups of 4 (the last padded with =); part of the key is missing"));
         assert!(why("YR==")
             .ends_with("it ends with bits left over at character 2 ('R'): the end of the key was cut or changed"));
-        assert!(why("YQ=")
-            .ends_with("the = padding at the end is wrong (it only completes the last group of 4 characters)"));
+        let incomplete =
+            "the last group of 4 characters is incomplete (base64 pads it with =): part of the key is missing";
+        assert!(why("YQ=").ends_with(incomplete));
+        // Without any '=' too: the text stops inside a group.
+        assert!(why("bad").ends_with(incomplete), "{}", why("bad"));
         // A key two characters short, still ending in '=': the padding is where a group does not end.
         let short = &"+XLy+MVZ+aTeOnVzN2kLeB16O+kSxmz6g3rS6fAf6rw="[2..];
         let said = why(short);
