@@ -45,7 +45,10 @@ pub enum Command {
     Twin(TwinCmd),
     /// Query device twins with IoT Hub's query language, e.g.
     /// "SELECT * FROM devices WHERE tags.site = 'oslo' AND connectionState = 'Connected'".
-    Query { sql: String },
+    Query {
+        /// The query, e.g. "SELECT * FROM devices WHERE properties.reported.fw = '1.2'".
+        sql: String,
+    },
     /// Print a SAS token for a device connection string (works without an emulator).
     Sas(SasArgs),
     /// Simulate devices: telemetry at a rate (padded, from a --template, or a DTDL --model's), method answers,
@@ -207,32 +210,60 @@ pub struct ServeArgs {
     pub max_event_megabytes: u64,
 }
 
+/// A device, or with `--module` one of its modules (IoT Hub's module identities, as IoT Edge uses them).
+#[derive(Args)]
+pub struct Target {
+    /// The device id (1–128 of A–Z a–z 0–9 and -.%_*?!(),:=@$').
+    pub id: String,
+    /// A module of the device instead of the device itself.
+    #[arg(long)]
+    pub module: Option<String>,
+}
+
 #[derive(Subcommand)]
 pub enum DeviceCmd {
     /// Create a device (or, with --module, a module of an existing device) and print its connection string.
     Create {
-        id: String,
-        /// Create a module identity of device ID instead.
-        #[arg(long)]
-        module: Option<String>,
+        #[command(flatten)]
+        target: Target,
+        /// The primary key, base64 of 16 to 64 bytes (default: generated).
         #[arg(long)]
         primary_key: Option<String>,
+        /// The secondary key, base64 of 16 to 64 bytes (default: generated).
         #[arg(long)]
         secondary_key: Option<String>,
     },
     /// List devices.
     List {
+        /// The registry's JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
-    /// Show one device as JSON.
-    Show { id: String },
-    /// Disable a device (closes its connection; new ones are refused with CONNACK 0x03).
-    Disable { id: String },
+    /// List a device's modules with their connection state, as JSON.
+    Modules {
+        /// The device id.
+        id: String,
+    },
+    /// Show one device (or module) as JSON.
+    Show {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Disable a device (closes its connection and its modules'; new ones are refused with CONNACK 0x03).
+    Disable {
+        /// The device id.
+        id: String,
+    },
     /// Enable a disabled device.
-    Enable { id: String },
-    /// Delete a device.
-    Delete { id: String },
+    Enable {
+        /// The device id.
+        id: String,
+    },
+    /// Delete a device with its modules (or, with --module, one module).
+    Delete {
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 #[derive(Subcommand)]
@@ -240,23 +271,32 @@ pub enum C2dCmd {
     /// Queue a message for a device.
     Send(C2dSend),
     /// Delete every message queued for a device.
-    Purge { id: String },
+    Purge {
+        /// The device id.
+        id: String,
+    },
 }
 
 #[derive(Args)]
 pub struct C2dSend {
+    /// The device id (IoT Hub sends cloud-to-device messages to devices, not to modules).
     pub id: String,
+    /// The message body, as text.
     #[arg(long, default_value = "")]
     pub body: String,
-    /// Application property name=value (repeatable).
+    /// Application property `NAME=VALUE` (repeatable); a bare `NAME` sends the property with no value.
     #[arg(long = "prop", value_name = "NAME=VALUE")]
     pub props: Vec<String>,
+    /// `$.mid` (default: a new GUID).
     #[arg(long)]
     pub message_id: Option<String>,
+    /// `$.cid`.
     #[arg(long)]
     pub correlation_id: Option<String>,
+    /// `$.ct`, e.g. application/json.
     #[arg(long)]
     pub content_type: Option<String>,
+    /// `$.ce`, e.g. utf-8.
     #[arg(long)]
     pub content_encoding: Option<String>,
     #[arg(long, value_parser = ["none", "positive", "negative", "full"])]
@@ -268,6 +308,7 @@ pub struct C2dSend {
 
 #[derive(Args)]
 pub struct StreamArgs {
+    /// Only this device's records (with its modules'); `DEVICE/MODULE` for one module's.
     #[arg(long)]
     pub device: Option<String>,
     /// Keep printing new records as they arrive.
@@ -280,10 +321,13 @@ pub struct StreamArgs {
 
 #[derive(Subcommand)]
 pub enum MethodCmd {
-    /// Invoke a direct method and print the device's status and payload.
+    /// Invoke a direct method and print the device's (or module's) status and payload.
     Invoke {
-        id: String,
+        #[command(flatten)]
+        target: Target,
+        /// The method name (Plug and Play: `component*command`).
         name: String,
+        /// The request payload, JSON.
         #[arg(long, default_value = "null")]
         payload: String,
         /// Seconds to wait for the device's answer, 5 to 300 (IoT Hub's range).
@@ -294,12 +338,25 @@ pub enum MethodCmd {
 
 #[derive(Subcommand)]
 pub enum TwinCmd {
-    /// Print the twin.
-    Show { id: String },
-    /// Patch desired properties with a JSON object.
-    SetDesired { id: String, json: String },
+    /// Print the twin (a device's, or with --module a module's).
+    Show {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Patch desired properties with a JSON object (`null` removes a property).
+    SetDesired {
+        #[command(flatten)]
+        target: Target,
+        /// The patch, a JSON object.
+        json: String,
+    },
     /// Merge tags (service-only twin data, usable in queries) from a JSON object.
-    SetTags { id: String, json: String },
+    SetTags {
+        #[command(flatten)]
+        target: Target,
+        /// The tags, a JSON object.
+        json: String,
+    },
 }
 
 #[derive(Args)]

@@ -17,8 +17,15 @@ pub enum ClientError {
     /// The service answered with an error status; `message` is its IoT Hub-style error text.
     #[error("{message} (HTTP {status})")]
     Service { status: u16, message: String },
+    /// `--hub` is not an `http://` URL (this client speaks plain HTTP to the emulator's service port).
+    #[error(
+        "--hub {0}: give the emulator's service API as an http:// URL, e.g. http://127.0.0.1:8080 (its --http-port)"
+    )]
+    BadBase(String),
     #[error("reading the answer: {0}")]
     Read(String),
+    #[error("the emulator at {0} ended the stream: it stopped or restarted (run the command again)")]
+    StreamEnded(String),
     #[error("no service credential ({0}); pass --login 'HostName=…;SharedAccessKeyName=iothubowner;SharedAccessKey=…' (printed by `hubsim serve`), or --data with the emulator's data folder")]
     NoLogin(String),
 }
@@ -85,6 +92,14 @@ fn seg(id: &str) -> String {
     hubsim_proto::percent::encode(id)
 }
 
+/// A device's path segment, or a module's (`{device}/modules/{module}`), as IoT Hub's routes name them.
+fn identity(device: &str, module: Option<&str>) -> String {
+    match module {
+        Some(m) => [seg(device), "/modules/".into(), seg(m)].concat(),
+        None => seg(device),
+    }
+}
+
 impl ServiceClient {
     pub fn new(base: &str, login: Login) -> ServiceClient {
         let agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
@@ -116,6 +131,14 @@ impl ServiceClient {
         };
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         Ok(self.token.get_or_init(|| cs.token(now + TOKEN_LIFETIME_SECS).to_string()))
+    }
+
+    /// Why a request got no answer: a `--hub` that is not `http://…`, or no emulator there.
+    fn unreachable(&self, e: &ureq::Error) -> ClientError {
+        if !self.base.starts_with("http://") {
+            return ClientError::BadBase(self.base.clone());
+        }
+        ClientError::Unreachable { base: self.base.clone(), message: e.to_string() }
     }
 
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, ClientError> {
@@ -153,15 +176,22 @@ impl ServiceClient {
             ("PUT", None) => with_headers!(a.put(&url)).send_empty(),
             (_, b) => with_headers!(a.patch(&url)).send_json(b.unwrap_or(Value::Null)),
         };
-        let mut resp =
-            resp.map_err(|e| ClientError::Unreachable { base: self.base.clone(), message: e.to_string() })?;
+        let mut resp = resp.map_err(|e| self.unreachable(&e))?;
         let status = resp.status().as_u16();
         let continuation = resp.headers().get("x-ms-continuation").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let text = resp.body_mut().read_to_string().map_err(|e| ClientError::Read(e.to_string()))?;
         let value: Value =
             if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
         if status >= 400 {
-            return Err(ClientError::Service { status, message: error_message(&value) });
+            let mut message = error_message(&value);
+            if let (401, Login::DataFolder(dir)) = (status, &self.login) {
+                message.push_str(&format!(
+                    "; the iothubowner key in {} is not this emulator's: is --data the data folder of the emulator at {}? (or pass --login)",
+                    dir.join("policies.json").display(),
+                    self.base
+                ));
+            }
+            return Err(ClientError::Service { status, message });
         }
         Ok((value, continuation))
     }
@@ -169,11 +199,7 @@ impl ServiceClient {
     /// `GET /hubsim-emulator.json` (public): host name and ports.
     pub fn info(&self) -> Result<Value, ClientError> {
         let url = format!("{}/hubsim-emulator.json", self.base);
-        let mut r = self
-            .agent
-            .get(&url)
-            .call()
-            .map_err(|e| ClientError::Unreachable { base: self.base.clone(), message: e.to_string() })?;
+        let mut r = self.agent.get(&url).call().map_err(|e| self.unreachable(&e))?;
         let text = r.body_mut().read_to_string().map_err(|e| ClientError::Read(e.to_string()))?;
         serde_json::from_str(&text).map_err(|e| ClientError::Read(format!("{url}: {e}")))
     }
@@ -181,11 +207,7 @@ impl ServiceClient {
     /// `GET /ca.pem`: the generated CA certificate (PEM bytes).
     pub fn ca_pem(&self) -> Result<Vec<u8>, ClientError> {
         let url = format!("{}/ca.pem", self.base);
-        let mut r = self
-            .agent
-            .get(&url)
-            .call()
-            .map_err(|e| ClientError::Unreachable { base: self.base.clone(), message: e.to_string() })?;
+        let mut r = self.agent.get(&url).call().map_err(|e| self.unreachable(&e))?;
         if r.status().as_u16() >= 400 {
             return Err(ClientError::Service {
                 status: r.status().as_u16(),
@@ -195,8 +217,14 @@ impl ServiceClient {
         r.body_mut().read_to_vec().map_err(|e| ClientError::Read(e.to_string()))
     }
 
-    pub fn device(&self, id: &str) -> Result<Value, ClientError> {
-        self.call("GET", &format!("/devices/{}", seg(id)), None)
+    /// A device's (or with `module`, a module's) identity.
+    pub fn device(&self, id: &str, module: Option<&str>) -> Result<Value, ClientError> {
+        self.call("GET", &format!("/devices/{}", identity(id, module)), None)
+    }
+
+    /// A device's module identities.
+    pub fn modules(&self, id: &str) -> Result<Value, ClientError> {
+        self.call("GET", &format!("/devices/{}/modules", seg(id)), None)
     }
 
     pub fn devices(&self) -> Result<Value, ClientError> {
@@ -204,9 +232,11 @@ impl ServiceClient {
     }
 
     /// Creates a device; keys are generated unless given.
-    pub fn create_device(
+    /// Creates a device, or with `module` a module of device `id`; keys are generated unless given.
+    pub fn create_identity(
         &self,
         id: &str,
+        module: Option<&str>,
         primary: Option<&str>,
         secondary: Option<&str>,
     ) -> Result<Value, ClientError> {
@@ -215,25 +245,22 @@ impl ServiceClient {
         } else {
             json!({})
         };
-        self.call("PUT", &format!("/devices/{}", seg(id)), Some(json!({ "authentication": auth })))
-    }
-
-    pub fn create_module(&self, device: &str, module: &str) -> Result<Value, ClientError> {
-        self.call("PUT", &format!("/devices/{}/modules/{}", seg(device), seg(module)), Some(json!({})))
+        self.call("PUT", &format!("/devices/{}", identity(id, module)), Some(json!({ "authentication": auth })))
     }
 
     /// Enables or disables a device the IoT Hub way: read it, then replace it under its ETag (`If-Match`), so a
     /// concurrent change is refused (412) rather than overwritten.
     pub fn set_enabled(&self, id: &str, enabled: bool) -> Result<Value, ClientError> {
-        let mut d = self.device(id)?;
+        let mut d = self.device(id, None)?;
         let etag = format!("\"{}\"", d["etag"].as_str().unwrap_or("*"));
         d["status"] = if enabled { "enabled" } else { "disabled" }.into();
         self.call_with("PUT", &format!("/devices/{}", seg(id)), &[("if-match", &etag)], Some(d)).map(|(v, _)| v)
     }
 
-    /// Deletes a device (with its modules) whatever its ETag (`If-Match: *`, as the SDKs do).
-    pub fn delete_device(&self, id: &str) -> Result<Value, ClientError> {
-        self.call_with("DELETE", &format!("/devices/{}", seg(id)), &[("if-match", "*")], None).map(|(v, _)| v)
+    /// Deletes a device (with its modules), or a module, whatever its ETag (`If-Match: *`, as the SDKs do).
+    pub fn delete_device(&self, id: &str, module: Option<&str>) -> Result<Value, ClientError> {
+        let path = format!("/devices/{}", identity(id, module));
+        self.call_with("DELETE", &path, &[("if-match", "*")], None).map(|(v, _)| v)
     }
 
     /// Empties a device's C2D queue; the answer has `totalMessagesPurged`.
@@ -264,17 +291,27 @@ impl ServiceClient {
         self.call("POST", &format!("/devices/{}/messages/devicebound", seg(id)), Some(message))
     }
 
-    pub fn invoke_method(&self, id: &str, name: &str, payload: Value, timeout_s: u64) -> Result<Value, ClientError> {
+    /// Invokes a direct method on a device, or on one of its modules.
+    pub fn invoke_method(
+        &self,
+        id: &str,
+        module: Option<&str>,
+        name: &str,
+        payload: Value,
+        timeout_s: u64,
+    ) -> Result<Value, ClientError> {
         let body = json!({"methodName": name, "payload": payload, "responseTimeoutInSeconds": timeout_s});
-        self.call("POST", &format!("/twins/{}/methods", seg(id)), Some(body))
+        self.call("POST", &format!("/twins/{}/methods", identity(id, module)), Some(body))
     }
 
-    pub fn twin(&self, id: &str) -> Result<Value, ClientError> {
-        self.call("GET", &format!("/twins/{}", seg(id)), None)
+    /// A device's twin, or a module's.
+    pub fn twin(&self, id: &str, module: Option<&str>) -> Result<Value, ClientError> {
+        self.call("GET", &format!("/twins/{}", identity(id, module)), None)
     }
 
-    pub fn patch_desired(&self, id: &str, desired: Value) -> Result<Value, ClientError> {
-        self.call("PATCH", &format!("/twins/{}", seg(id)), Some(json!({"properties": {"desired": desired}})))
+    pub fn patch_desired(&self, id: &str, module: Option<&str>, desired: Value) -> Result<Value, ClientError> {
+        let body = json!({"properties": {"desired": desired}});
+        self.call("PATCH", &format!("/twins/{}", identity(id, module)), Some(body))
     }
 
     /// `PUT /enrollments/{id}`: creates or replaces an individual enrollment (DPS `IndividualEnrollment` JSON).
@@ -325,8 +362,8 @@ impl ServiceClient {
     }
 
     /// Merges tags into the twin (IoT Hub's `PATCH /twins/{id}` with `tags`).
-    pub fn patch_tags(&self, id: &str, tags: Value) -> Result<Value, ClientError> {
-        self.call("PATCH", &format!("/twins/{}", seg(id)), Some(json!({ "tags": tags })))
+    pub fn patch_tags(&self, id: &str, module: Option<&str>, tags: Value) -> Result<Value, ClientError> {
+        self.call("PATCH", &format!("/twins/{}", identity(id, module)), Some(json!({ "tags": tags })))
     }
 
     /// One page of a log (`events` or `connections`) after sequence number `after`.
@@ -369,12 +406,8 @@ impl ServiceClient {
     pub fn follow(&self, log: Log, device: Option<&str>, mut each: impl FnMut(Value)) -> Result<(), ClientError> {
         let q = device.map(|d| format!("device={}", seg(d))).unwrap_or_default();
         let url = format!("{}/{}/stream?{q}", self.base, log.path());
-        let mut resp = self
-            .agent
-            .get(&url)
-            .header("authorization", self.token()?)
-            .call()
-            .map_err(|e| ClientError::Unreachable { base: self.base.clone(), message: e.to_string() })?;
+        let mut resp =
+            self.agent.get(&url).header("authorization", self.token()?).call().map_err(|e| self.unreachable(&e))?;
         if resp.status().as_u16() >= 400 {
             let status = resp.status().as_u16();
             let text = resp.body_mut().read_to_string().unwrap_or_default();
@@ -385,7 +418,7 @@ impl ServiceClient {
             return Err(ClientError::Service { status, message });
         }
         for line in BufReader::new(resp.body_mut().as_reader()).lines() {
-            let line = line.map_err(|e| ClientError::Read(e.to_string()))?;
+            let line = line.map_err(|_| ClientError::StreamEnded(self.base.clone()))?;
             if let Some(data) = line.strip_prefix("data:") {
                 if let Ok(v) = serde_json::from_str::<Value>(data.trim()) {
                     each(v);

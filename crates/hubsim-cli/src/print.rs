@@ -35,7 +35,15 @@ pub fn json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string()));
 }
 
-/// One telemetry event.
+/// A record's identity: `device`, or a module's `device/module`.
+fn identity(v: &Value) -> String {
+    match v["moduleId"].as_str() {
+        Some(m) => [text(&v["deviceId"], "-"), "/".into(), escape(m)].concat(),
+        None => text(&v["deviceId"], "-"),
+    }
+}
+
+/// One telemetry event (a module's identity as `device/module`).
 pub fn event(v: &Value, as_json: bool) {
     if as_json {
         let out = serde_json::json!({
@@ -45,7 +53,7 @@ pub fn event(v: &Value, as_json: bool) {
         });
         println!("{out}");
     } else {
-        println!("{} {} {}", text(&v["enqueuedTime"], ""), text(&v["deviceId"], ""), text(&v["body"], "<binary>"));
+        println!("{} {} {}", text(&v["enqueuedTime"], ""), identity(v), text(&v["body"], "<binary>"));
         for (k, val) in v["applicationProperties"].as_object().into_iter().flatten() {
             // A property sent without `=` has no value (null), which differs from an empty one (reference §5).
             println!("    {}: {}", escape(k), if val.is_null() { "(no value)".to_owned() } else { text(val, "") });
@@ -59,10 +67,7 @@ pub fn connection(v: &Value, as_json: bool) {
     if as_json {
         println!("{v}");
     } else {
-        let identity = match v["moduleId"].as_str() {
-            Some(m) => [text(&v["deviceId"], "-"), "/".into(), escape(m)].concat(),
-            None => text(&v["deviceId"], "-"),
-        };
+        let identity = identity(v);
         println!(
             "{} {:<16} {:<14} {:<5} {:>6} {}: {}",
             text(&v["time"], ""),

@@ -86,9 +86,9 @@ pub fn run_cli(a: SimArgs, hub: &ServiceClient) -> Result<()> {
         let mut out = Vec::with_capacity(n);
         for i in 0..n {
             let id = format!("{}-{i}", a.prefix);
-            let d = match hub.device(&id) {
+            let d = match hub.device(&id, None) {
                 Ok(d) => d,
-                Err(e) if e.status() == Some(404) => hub.create_device(&id, None, None)?,
+                Err(e) if e.status() == Some(404) => hub.create_identity(&id, None, None, None)?,
                 Err(e) => return Err(e.into()),
             };
             let cs =

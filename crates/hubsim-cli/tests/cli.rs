@@ -197,3 +197,104 @@ async fn simulate_a_local_connection_string_finds_ports_and_ca_and_fails_loudly_
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("no message was acknowledged") && err.contains("refused"), "{err}");
 }
+
+#[tokio::test]
+async fn modules_are_managed_with_their_own_keys_twins_and_log_filter() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = Proc::spawn(Path::new(env!("CARGO_BIN_EXE_hubsim")), tmp.path());
+    let (http, login) = (p.ready.http.clone(), p.ready.service.to_string());
+    let run = move |args: &[&str]| {
+        let (http, login) = (http.clone(), login.clone());
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let out = hubsim().args(&args).args(["--hub", &http, "--login", &login]).output().unwrap();
+                (
+                    out.status.success(),
+                    String::from_utf8_lossy(&out.stdout).into_owned(),
+                    String::from_utf8_lossy(&out.stderr).into_owned(),
+                )
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let (ok, _, err) = run(&["device", "create", "edge"]).await;
+    assert!(ok, "{err}");
+    // The keys given are the module's keys (they used to be dropped for generated ones).
+    let key = "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE=";
+    let (ok, out, err) = run(&["device", "create", "edge", "--module", "filter", "--primary-key", key]).await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), format!("HostName=localhost;DeviceId=edge;ModuleId=filter;SharedAccessKey={key}"));
+    let (ok, _, err) = run(&["device", "create", "edge", "--module", "m2", "--primary-key", "bad"]).await;
+    assert!(!ok && err.contains("base64") && err.contains("incomplete"), "{err}");
+    // Ids: an empty module, a '/' in a device id and a long module id are each said for what they are.
+    let (ok, _, err) = run(&["device", "create", "edge", "--module", ""]).await;
+    assert!(!ok && err.contains("--module is empty"), "{err}");
+    let (ok, _, err) = run(&["twin", "show", "edge/filter"]).await;
+    assert!(!ok && err.contains("`edge --module filter`"), "{err}");
+    let long = "m".repeat(129);
+    let (ok, _, err) = run(&["device", "show", "edge", "--module", &long]).await;
+    assert!(!ok && err.contains("is not a valid module id") && !err.contains("edge/"), "{err}");
+    // The module's own twin, desired patch, identity, listing and a log filtered to it.
+    let (ok, out, err) = run(&["twin", "set-desired", "edge", "--module", "filter", r#"{"threshold": 7}"#]).await;
+    assert!(ok && out.contains("\"threshold\": 7"), "{out} {err}");
+    let module_twin = p.api("GET", "/twins/edge/modules/filter", None).await;
+    assert_eq!(module_twin["properties"]["desired"]["threshold"], 7);
+    assert!(p.api("GET", "/twins/edge", None).await["properties"]["desired"].get("threshold").is_none());
+    let (ok, out, _) = run(&["twin", "show", "edge", "--module", "filter"]).await;
+    assert!(ok && out.contains("\"moduleId\": \"filter\""), "{out}");
+    let (ok, out, _) = run(&["device", "show", "edge", "--module", "filter"]).await;
+    assert!(ok && out.contains("\"moduleId\": \"filter\""), "{out}");
+    let (ok, out, _) = run(&["device", "modules", "edge"]).await;
+    assert!(ok && out.contains("\"filter\""), "{out}");
+    let cs = hubsim_proto::ConnectionString::parse(&format!(
+        "HostName=localhost;DeviceId=edge;ModuleId=filter;SharedAccessKey={key}"
+    ))
+    .unwrap();
+    let mut dev = TestDevice::with_config(
+        hubsim_proto::DeviceConfig::new("localhost", hubsim_proto::DeviceIdentity::module("edge", "filter")),
+        DeviceKey::from_base64(key).unwrap(),
+        Via::Mqtt,
+    );
+    let token = cs.password(now_unix() + 600).unwrap().to_string();
+    assert!(matches!(dev.connect_with(&p, token, None).await, Event::Connected { .. }));
+    dev.send(Telemetry::new("from-module")).await;
+    dev.expect("PUBACK", |e| matches!(e, Event::TelemetryAcked { .. })).await;
+    let (ok, out, _) = run(&["events", "--device", "edge/filter"]).await;
+    assert!(ok && out.contains(" edge/filter from-module"), "{out}");
+    let (ok, out, _) = run(&["events", "--device", "edge/other"]).await;
+    assert!(ok && out.is_empty(), "{out}");
+    let (ok, out, _) = run(&["connections", "--device", "edge/filter"]).await;
+    assert!(ok && out.contains("edge/filter"), "{out}");
+    // Deleting the device says its modules went with it.
+    let (ok, out, err) = run(&["device", "delete", "edge"]).await;
+    assert!(ok && out.trim() == "device 'edge' deleted, with its 1 module(s)", "{out} {err}");
+}
+
+#[test]
+fn a_hub_url_without_http_and_a_closed_pipe_are_said_or_quiet() {
+    for hub in ["127.0.0.1:8080", "https://127.0.0.1:8443"] {
+        let out = hubsim().args(["--hub", hub, "--login", "HostName=localhost;SharedAccessKeyName=iothubowner;SharedAccessKey=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "device", "list"]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(err.contains("give the emulator's service API as an http:// URL"), "{hub}: {err}");
+    }
+    // `hubsim sas … | head -c 1`-style: the reader goes before the writer is done. With SIGPIPE ignored, as
+    // Rust starts programs, println! panicked ("failed printing to stdout"); now the command ends quietly.
+    #[cfg(unix)]
+    {
+        use std::process::Stdio;
+        let cs = "HostName=h.azure-devices.net;DeviceId=d;SharedAccessKey=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+        let mut child = hubsim()
+            .args(["sas", "--connection-string", cs])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
