@@ -298,3 +298,25 @@ fn a_hub_url_without_http_and_a_closed_pipe_are_said_or_quiet() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+#[tokio::test]
+async fn the_data_folder_of_another_emulator_is_named_as_the_likely_cause_of_a_401() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = Proc::spawn(Path::new(env!("CARGO_BIN_EXE_hubsim")), tmp.path());
+    let other = tempfile::tempdir().unwrap();
+    let key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    std::fs::write(
+        other.path().join("policies.json"),
+        format!(r#"[{{"keyName":"iothubowner","primaryKey":"{key}"}}]"#),
+    )
+    .unwrap();
+    let (http, data) = (p.ready.http.clone(), other.path().to_owned());
+    let out = tokio::task::spawn_blocking(move || {
+        hubsim().args(["device", "list", "--hub", &http]).arg("--data").arg(&data).output().unwrap()
+    })
+    .await
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("is not this emulator's: is --data the data folder of the emulator at"), "{err}");
+}
