@@ -108,6 +108,9 @@ pub struct PnpDevice {
     spec: Arc<ModelSpec>,
     states: Vec<DeviceState>,
     value_states: Vec<DeviceState>,
+    /// The read-only properties' report, generated at the first connection and sent again at each reconnection
+    /// (a serial number does not change when the network drops).
+    report: Option<Value>,
 }
 
 impl PnpDevice {
@@ -131,7 +134,7 @@ impl PnpDevice {
                 DeviceState::new(device_id, device_seed(seed, &key))
             })
             .collect();
-        PnpDevice { spec, states, value_states }
+        PnpDevice { spec, states, value_states, report: None }
     }
 
     /// The next generated value of a property or a command's response; `None` if the model has no such
@@ -169,8 +172,11 @@ impl PnpDevice {
 
     /// The reported patch sent on connect: every read-only property at a generated value (as telemetry of its
     /// schema and semantic type would be: a `Temperature` double 21, a string `name-1`...), components
-    /// wrapped; `None` when the model has none.
+    /// wrapped; the same at every connection of this device; `None` when the model has none.
     pub fn initial_report(&mut self, ctx: &RenderContext) -> Option<Value> {
+        if let Some(v) = &self.report {
+            return Some(v.clone());
+        }
         let mut v = pnp::read_only_defaults(&self.spec.model);
         let spec = Arc::clone(&self.spec);
         for (component, iface) in spec.model.interfaces() {
@@ -180,7 +186,9 @@ impl PnpDevice {
                 }
             }
         }
-        (!v.as_object().is_some_and(Object::is_empty)).then_some(v)
+        let v = (!v.as_object().is_some_and(Object::is_empty)).then_some(v)?;
+        self.report = Some(v.clone());
+        Some(v)
     }
 
     /// The acknowledgements for a desired patch (or the unacknowledged part of a twin) and the one reported
@@ -393,6 +401,7 @@ mod tests {
     fn read_only_properties_are_reported_as_generated_values() {
         let mut d = device(&[]);
         let report = d.initial_report(&CTX).unwrap();
+        assert_eq!(d.initial_report(&CTX), Some(report.clone()), "a reconnection reports the same values");
         // maxTempSinceLastReboot is a Temperature: where the thermostat's telemetry starts, not 0.
         assert_eq!(at(&report, &["thermostat1", "maxTempSinceLastReboot"]), "21.0", "{report}");
         assert_eq!(at(&report, &["thermostat1", "__t"]), "\"c\"");
