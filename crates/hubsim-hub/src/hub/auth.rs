@@ -37,6 +37,26 @@ impl Hub {
         if !device.enabled() {
             return Err((ConnectReturnCode::ServiceUnavailable, format!("device '{id}' is disabled")));
         }
+        // A module connects only while its device is enabled, and is refused as the device would be (IoT Hub:
+        // azure-iot-sdk-csharp#1541, Azure/iotedge#2334).
+        if req.identity.module_id.is_some() {
+            let parent = &req.identity.device_id;
+            match self.store.device(parent).await.map_err(internal)? {
+                Some(p) if p.enabled() => {}
+                Some(_) => {
+                    return Err((
+                        ConnectReturnCode::ServiceUnavailable,
+                        format!("module '{id}' cannot connect: its parent device '{parent}' is disabled"),
+                    ))
+                }
+                None => {
+                    return Err((
+                        ConnectReturnCode::NotAuthorized,
+                        format!("module '{id}' cannot connect: its parent device '{parent}' is not registered"),
+                    ))
+                }
+            }
+        }
         // A token signed with a policy key (`skn=device`) is accepted when the policy grants DeviceConnect, as IoT
         // Hub does ("Control access to IoT Hub using SAS": a device-scoped token from a policy).
         let keys: Vec<DeviceKey> = match req.token.policy() {

@@ -101,7 +101,8 @@ impl Hub {
     }
 
     /// `PUT` with `If-Match`: replaces the identity's status, status reason, capabilities and keys (keys not
-    /// given are kept); 404 if missing, 412 on a stale ETag. Disabling closes the device's connection.
+    /// given are kept); 404 if missing, 412 on a stale ETag. Disabling closes the identity's connection (a
+    /// device's: its modules' too).
     pub async fn replace_identity(
         &self,
         id: &str,
@@ -135,7 +136,8 @@ impl Hub {
             })
             .await??;
         if !d.enabled() {
-            self.close_connection(id, CloseReason::DeviceDisabled);
+            // A module's key names only itself; a device's closes its modules too.
+            self.close_device_and_modules(id, CloseReason::DeviceDisabled);
         }
         Ok(d)
     }
@@ -280,7 +282,7 @@ impl Hub {
             })
             .await?;
         for id in closed {
-            self.close_connection(&id, CloseReason::DeviceDisabled);
+            self.close_device_and_modules(&id, CloseReason::DeviceDisabled);
         }
         Ok(errors)
     }
@@ -344,7 +346,8 @@ impl Hub {
         .to_string()
     }
 
-    /// Enables or disables a device; disabling closes its connection.
+    /// Enables or disables a device; disabling closes its connection and its modules' (which cannot connect
+    /// while it is disabled, [`Hub::authenticate`]).
     pub async fn set_status(&self, id: &str, enabled: bool) -> Result<Device, ServiceError> {
         let key = id.to_owned();
         let d = self
@@ -363,7 +366,7 @@ impl Hub {
             .await?
             .ok_or_else(|| ServiceError::device_not_found(id))?;
         if !enabled {
-            self.close_connection(id, CloseReason::DeviceDisabled);
+            self.close_device_and_modules(id, CloseReason::DeviceDisabled);
         }
         Ok(d)
     }
@@ -397,7 +400,7 @@ fn new_record(id: &str, primary: Option<String>, secondary: Option<String>, enab
 }
 
 /// Is `id` a module identity (`{device}/{module}`) of `device`?
-fn is_module_of(id: &str, device: &str) -> bool {
+pub(super) fn is_module_of(id: &str, device: &str) -> bool {
     id.strip_prefix(device).is_some_and(|rest| rest.starts_with('/'))
 }
 
