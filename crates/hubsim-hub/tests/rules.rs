@@ -31,6 +31,10 @@ async fn connect_both_transports(via: Via) {
     assert_eq!(ev.body.as_deref(), Some("{\"temp\":21}"));
     assert_eq!(ev.system_properties["content-type"], "application/json");
     assert_eq!(ev.system_properties["iothub-connection-device-id"], "d1");
+    assert_eq!(
+        ev.system_properties["iothub-connection-auth-method"],
+        r#"{"scope":"device","type":"sas","issuer":"iothub","acceptingIpFilterRule":null}"#
+    );
     let props = serde_json::to_string(&ev.system_properties).unwrap();
     assert!(!props.contains("victim"), "{props}");
     assert_eq!(ev.application_properties["level"], "high & mighty");
@@ -627,6 +631,10 @@ async fn a_module_identity_sends_telemetry_on_the_module_topic() {
     let ev = &emu.wait_events("edge1", 1).await[0];
     assert_eq!(ev.module_id.as_deref(), Some("filter"));
     assert_eq!(ev.system_properties["iothub-connection-module-id"], "filter");
+    assert_eq!(
+        ev.system_properties["iothub-connection-auth-method"],
+        r#"{"scope":"module","type":"sas","issuer":"iothub","acceptingIpFilterRule":null}"#
+    );
     // The connection is logged as the module, and the module may not use the device's telemetry topic.
     let rec = emu.wait_log(|r| r.operation == "deviceConnect").await;
     assert_eq!((rec.device_id.as_deref(), rec.module_id.as_deref()), (Some("edge1"), Some("filter")));
