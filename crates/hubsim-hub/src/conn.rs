@@ -157,6 +157,8 @@ impl InFlight {
 struct Ctx {
     hub: Arc<Hub>,
     kind: &'static str,
+    /// The listener's port (a device token for `{host name}:{port}` is accepted, [`Hub::authenticate`]).
+    port: u16,
     remote: String,
     device: Option<String>,
     conn_id: u64,
@@ -201,13 +203,15 @@ async fn sniff(hub: &Hub, transport: &mut Transport) -> Sniffed {
     }
 }
 
-/// Serves one connection until it closes: a DPS device ([`dps`]) or a hub device. `place` is its place among the
-/// connections that have not authenticated yet (`listener::Limits::unauthenticated`), given back once its CONNECT
-/// is accepted (a DPS device's: once its whole CONNECT is read).
+/// Serves one connection, arrived on listener port `port`, until it closes: a DPS device ([`dps`]) or a hub
+/// device. `place` is its place among the connections that have not authenticated yet
+/// (`listener::Limits::unauthenticated`), given back once its CONNECT is accepted (a DPS device's: once its whole
+/// CONNECT is read).
 pub async fn serve(
     hub: Arc<Hub>,
     mut transport: Transport,
     kind: &'static str,
+    port: u16,
     remote: String,
     mut place: Option<crate::pre_auth::Place>,
 ) {
@@ -237,6 +241,7 @@ pub async fn serve(
     let mut ctx = Ctx {
         hub: hub.clone(),
         kind,
+        port,
         remote,
         device: None,
         conn_id: 0,
@@ -389,7 +394,7 @@ impl Ctx {
                 self.device = Some(id.clone());
                 self.model_id = req.username.model_id.clone();
                 self.clean_session = req.clean_session;
-                match self.hub.authenticate(&req).await {
+                match self.hub.authenticate(&req, self.port).await {
                     Ok(adm) => {
                         self.generation_id = adm.generation_id;
                         self.conn_id = self.hub.register(&id, self.handle.clone());
@@ -641,7 +646,7 @@ mod tests {
     /// queued command. A regression here multiplies by the number of idle connections (BENCHMARKS.md §6).
     #[test]
     fn an_idle_connection_task_stays_small() {
-        fn future_size<A, B, C, D, E, F: std::future::Future>(_: fn(A, B, C, D, E) -> F) -> usize {
+        fn future_size<A, B, C, D, E, G, F: std::future::Future>(_: fn(A, B, C, D, E, G) -> F) -> usize {
             std::mem::size_of::<F>()
         }
         let serve = future_size(super::serve);

@@ -186,12 +186,22 @@ pub async fn start(config: Config) -> Result<Running> {
             ca_pem: ca_pem.clone(),
             access: access.clone(),
             scheme: "https",
+            port: ws_addr.port(),
         },
         config.web_dir.clone(),
     );
     listeners.spawn(listener::accept_https(wss, acceptor, tls_router, hub.clone(), gauge("wss"), stop.clone()));
     let http_router = api::router(
-        AppState { hub: hub.clone(), websocket: plain_ws, transport: "ws", info, ca_pem, access, scheme: "http" },
+        AppState {
+            hub: hub.clone(),
+            websocket: plain_ws,
+            transport: "ws",
+            info,
+            ca_pem,
+            access,
+            scheme: "http",
+            port: http_addr.port(),
+        },
         config.web_dir.clone(),
     );
     listeners.spawn(listener::serve_http(http, http_router, hub.clone(), gauge("http"), stop.clone()));

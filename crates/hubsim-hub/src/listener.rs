@@ -491,9 +491,11 @@ pub(crate) async fn accept_mqtt(
     stop: CancellationToken,
 ) {
     let h = hub.clone();
+    // Device tokens for `{host name}:{this port}` are accepted here (`Hub::authenticate`).
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
     accept_tls(listener, acceptor, hub, gauge, stop, true, move |tls, remote, place| {
         let hub = h.clone();
-        async move { conn::serve(hub, conn::Transport::Stream(tls), "mqtt", remote.to_string(), place).await }
+        async move { conn::serve(hub, conn::Transport::Stream(tls), "mqtt", port, remote.to_string(), place).await }
     })
     .await
 }

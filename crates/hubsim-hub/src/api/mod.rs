@@ -48,6 +48,9 @@ pub struct AppState {
     pub access: Arc<Access>,
     /// `https` or `http`, for the same-origin check.
     pub scheme: &'static str,
+    /// The port of the listener this router serves: tokens for `{host name}:{port}` are accepted on it, from
+    /// service calls and WebSocket devices alike.
+    pub port: u16,
 }
 
 /// Builds the router; `web_dir` is served for everything else.
@@ -115,7 +118,8 @@ pub fn router(state: AppState, web_dir: Option<PathBuf>) -> Router {
             (StatusCode::NOT_FOUND, Json(error_json(404000, "no such endpoint (and no web app folder is served)")))
         }),
     };
-    let gate = guard::Gate { hub: state.hub.clone(), access: state.access.clone(), scheme: state.scheme };
+    let gate =
+        guard::Gate { hub: state.hub.clone(), access: state.access.clone(), scheme: state.scheme, port: state.port };
     // Layers run outside-in: the gate checks Host (preflights too) and adds the anti-framing headers to every
     // answer, CORS answers preflights, and the gate's Origin and Authorization checks apply to the rest.
     r.layer(cors(&state.access)).layer(axum::middleware::from_fn_with_state(gate, guard::check))
@@ -260,7 +264,7 @@ async fn websocket(
             .into_response();
     };
     let hub = s.hub.clone();
-    let kind = s.transport;
+    let (kind, port) = (s.transport, s.port);
     ws.protocols([hubsim_proto::endpoint::WEBSOCKET_SUBPROTOCOL])
         // A frame is checked against the limit before it is buffered (tungstenite), not only the message.
         .max_message_size(MAX_WS_MESSAGE)
@@ -269,7 +273,7 @@ async fn websocket(
         .on_upgrade(move |socket| {
             let tracked = hub.tasks.clone();
             let transport = Transport::WebSocket(Box::new(socket));
-            tracked.track_future(conn::serve(hub, transport, kind, remote.to_string(), Some(place)))
+            tracked.track_future(conn::serve(hub, transport, kind, port, remote.to_string(), Some(place)))
         })
 }
 
