@@ -104,9 +104,39 @@ async fn device_identities_create_get_replace_delete_with_etags() {
     assert_eq!(a.status, 204, "{}", a.body);
     let a = call(&emu, "GET", "/devices/d1", &[], Value::Null).await;
     assert_eq!((a.status, error_name(&a).as_str()), (404, "DeviceNotFound"));
-    // The device's modules went with it.
+    // The device's modules went with it (a module of a missing device: the device is not found).
     let a = call(&emu, "GET", "/devices/d1/modules/m1", &[], Value::Null).await;
-    assert_eq!((a.status, error_name(&a).as_str()), (404, "ModuleNotFound"));
+    assert_eq!((a.status, error_name(&a).as_str()), (404, "DeviceNotFound"));
+}
+
+/// Every module route answers as IoT Hub does when something is missing: 404001 `DeviceNotFound` when the
+/// device is missing, 404010 `ModuleNotFound` when the device exists and the module does not.
+#[tokio::test]
+async fn a_module_route_names_the_missing_device_before_the_module() {
+    let emu = Emu::start().await;
+    emu.device("pdev").await;
+    let method = json!({"methodName": "m", "payload": null, "responseTimeoutInSeconds": 5});
+    let routes = |d: &str| {
+        vec![
+            ("GET", format!("/twins/{d}/modules/m?{V}"), vec![], Value::Null),
+            ("PATCH", format!("/twins/{d}/modules/m?{V}"), vec![], json!({"tags": {"a": 1}})),
+            ("PUT", format!("/twins/{d}/modules/m?{V}"), vec![], json!({"tags": {"a": 1}})),
+            ("POST", format!("/twins/{d}/modules/m/methods?{V}"), vec![], method.clone()),
+            ("GET", format!("/devices/{d}/modules/m?{V}"), vec![], Value::Null),
+            ("PUT", format!("/devices/{d}/modules/m?{V}"), vec![("if-match", "\"*\"")], json!({"moduleId": "m"})),
+            ("DELETE", format!("/devices/{d}/modules/m?{V}"), vec![("if-match", "\"*\"")], Value::Null),
+        ]
+    };
+    for (device, code, name) in [("nosuch", 404001, "DeviceNotFound"), ("pdev", 404010, "ModuleNotFound")] {
+        for (method, path, extra, body) in routes(device) {
+            let a = call(&emu, method, &path, &extra, body).await;
+            assert_eq!((a.status, error_name(&a).as_str()), (404, name), "{method} {path}: {}", a.body);
+            assert_eq!(a.json()["errorCode"], code, "{method} {path}: {}", a.body);
+        }
+    }
+    // Creating a module of a missing device (PUT without If-Match) was already DeviceNotFound.
+    let a = call(&emu, "PUT", &format!("/devices/nosuch/modules/m?{V}"), &[], json!({})).await;
+    assert_eq!((a.status, error_name(&a).as_str()), (404, "DeviceNotFound"), "{}", a.body);
 }
 
 #[tokio::test]

@@ -114,7 +114,7 @@ impl Hub {
         let d = self
             .store
             .write(move |tx| {
-                let Some(mut d) = tx.device(&key)? else { return Ok(Err(not_found(&key))) };
+                let Some(mut d) = tx.device(&key)? else { return Ok(Err(not_found(tx, &key)?)) };
                 if let Err(e) = if_match.check(&device_etag(&d), "the identity") {
                     return Ok(Err(e));
                 }
@@ -154,7 +154,7 @@ impl Hub {
         let removed = modules.clone();
         self.store
             .write(move |tx| {
-                let Some(d) = tx.device(&key)? else { return Ok(Err(not_found(&key))) };
+                let Some(d) = tx.device(&key)? else { return Ok(Err(not_found(tx, &key)?)) };
                 if let Err(e) = if_match.check(&device_etag(&d), "the identity") {
                     return Ok(Err(e));
                 }
@@ -315,9 +315,19 @@ impl Hub {
             .await?)
     }
 
-    /// A device or module identity (`dev/mod`), with IoT Hub's `DeviceNotFound` or `ModuleNotFound`.
+    /// A device or module identity (`dev/mod`). Errors: IoT Hub's 404 `DeviceNotFound` (404001) for a missing
+    /// device, also when a module's device is missing, and `ModuleNotFound` (404010) for a missing module of an
+    /// existing device; 500/503 from the store.
     pub async fn get_identity(&self, id: &str) -> Result<Device, ServiceError> {
-        self.store.device(id).await?.ok_or_else(|| not_found(id))
+        if let Some(d) = self.store.device(id).await? {
+            return Ok(d);
+        }
+        match id.split_once('/') {
+            Some((device, _)) if self.store.device(device).await?.is_none() => {
+                Err(ServiceError::device_not_found(device))
+            }
+            _ => Err(missing(id)),
+        }
     }
 
     pub async fn get_device(&self, id: &str) -> Result<Device, ServiceError> {
@@ -404,7 +414,17 @@ pub(super) fn is_module_of(id: &str, device: &str) -> bool {
     id.strip_prefix(device).is_some_and(|rest| rest.starts_with('/'))
 }
 
-fn not_found(id: &str) -> ServiceError {
+/// Why identity `id` is not in the registry, read in the transaction: its device is missing (`DeviceNotFound`,
+/// for a module too, as IoT Hub answers) or the module is (`ModuleNotFound`).
+fn not_found(tx: &mut crate::store::Tx<'_>, id: &str) -> Result<ServiceError, crate::store::StoreError> {
+    Ok(match id.split_once('/') {
+        Some((device, _)) if tx.device(device)?.is_none() => ServiceError::device_not_found(device),
+        _ => missing(id),
+    })
+}
+
+/// `DeviceNotFound` or, for `{device}/{module}`, `ModuleNotFound`.
+fn missing(id: &str) -> ServiceError {
     match id.split_once('/') {
         Some((d, m)) => ServiceError::new(404, 404010, format!("module '{m}' of device '{d}' does not exist")),
         None => ServiceError::device_not_found(id),
