@@ -719,4 +719,34 @@ async fn an_unknown_path_under_the_api_gets_iot_hub_s_json_404_even_beside_the_w
     let a = call(&emu, "GET", "/index.html", &[], Value::Null).await;
     assert_eq!(a.status, 200);
     assert!(a.body.contains("<title>app</title>"), "{}", a.body);
+    // An API call (api-version) to a path that is no route is not a page either.
+    let a = call(&emu, "GET", &format!("/nosuch?{V}"), &[], Value::Null).await;
+    assert_eq!((a.status, error_name(&a).as_str()), (404, "NotFound"), "{}", a.body);
+}
+
+/// Without a web app, an API call to a route that does not exist gets IoT Hub's error body naming its method and
+/// path (a C2D send to a module is told why there is none); a page a browser asks for gets the plain answer.
+#[tokio::test]
+async fn an_unknown_route_is_named_in_iot_hub_s_error_body_and_a_page_gets_the_plain_answer() {
+    let emu = Emu::start().await;
+    emu.device("pdev").await;
+    emu.hub().create_module("pdev", "pmod").await.unwrap();
+    let path = format!("/devices/pdev/modules/pmod/messages/devicebound?{V}");
+    let a = call(&emu, "POST", &path, &[], json!({"body": "hi"})).await;
+    assert_eq!((a.status, error_name(&a).as_str()), (404, "NotFound"), "{}", a.body);
+    assert_eq!(a.json()["errorCode"], 404000);
+    let message = a.json()["message"].as_str().unwrap_or_default().to_owned();
+    assert!(message.contains("POST /devices/pdev/modules/pmod/messages/devicebound"), "{message}");
+    assert!(message.contains("does not send cloud-to-device messages to modules"), "{message}");
+    // Outside the API's prefixes: an api-version or an Authorization header makes it an API call.
+    let a = http_raw(emu.r().http_addr, "GET", &format!("/nosuch/x?{V}"), &[("host", "localhost")], "").await;
+    assert_eq!((a.status, error_name(&a).as_str()), (404, "NotFound"), "{}", a.body);
+    assert!(a.json()["message"].as_str().is_some_and(|m| m.contains("GET /nosuch/x ")), "{}", a.body);
+    let a = call(&emu, "DELETE", "/nosuch", &[], Value::Null).await;
+    assert!(a.json()["message"].as_str().is_some_and(|m| m.contains("DELETE /nosuch ")), "{}", a.body);
+    // A browser's page request.
+    let a = http_raw(emu.r().http_addr, "GET", "/page.html", &[("host", "localhost")], "").await;
+    assert_eq!(a.status, 404);
+    assert_eq!(a.json()["message"], "no such endpoint (and no web app folder is served)", "{}", a.body);
+    assert!(a.json().get("Message").is_none(), "{}", a.body);
 }
