@@ -128,11 +128,16 @@ impl Running {
 pub async fn start(config: Config) -> Result<Running> {
     // Private from creation: the folder 0700, the database and keys 0600 (see `files`).
     files::create_private_dir(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
-    let tls = tls::load(&config.data_dir, &config.host_name, config.tls_cert.as_deref(), config.tls_key.as_deref())?;
+    // The database first: its lock tells a second emulator on this folder to stop before it changes anything
+    // (it would otherwise regenerate the running one's certificate for its own host name).
     let (db_path, retention) = (config.data_dir.join("hubsim.redb"), config.retention.clone());
-    let store = tokio::task::spawn_blocking(move || store::Store::open(&db_path, retention))
-        .await?
-        .context("opening the database")?;
+    let store = match tokio::task::spawn_blocking(move || store::Store::open(&db_path, retention)).await? {
+        Ok(store) => store,
+        // It names the folder and what to do.
+        Err(e @ store::StoreError::InUse { .. }) => return Err(e.into()),
+        Err(e) => return Err(anyhow::Error::new(e).context("opening the database")),
+    };
+    let tls = tls::load(&config.data_dir, &config.host_name, config.tls_cert.as_deref(), config.tls_key.as_deref())?;
     let mut settings = Settings::new(config.host_name.clone());
     settings.protocol = config.protocol.clone();
     settings.protocol.retain_property = config.retain_property.clone();

@@ -40,3 +40,22 @@ async fn the_data_folder_its_database_and_keys_are_private() {
         assert_eq!(mode(&old.join(f)), 0o600, "{f} narrowed at start");
     }
 }
+
+/// A second emulator on a data folder in use stops at once, saying so (not redb's "Cannot acquire lock"), and
+/// changes nothing of the running one's (its certificate stays, even for another host name).
+#[tokio::test]
+async fn a_second_emulator_on_the_same_data_folder_says_another_uses_it_and_changes_nothing() {
+    let emu = Emu::start().await;
+    let ca = std::fs::read(emu.dir.join("ca.pem")).unwrap();
+    let mut c = hubsim_hub::Config::new(&emu.dir);
+    (c.mqtt_port, c.ws_port, c.http_port) = (0, 0, 0);
+    c.host_name = "other.example".into();
+    let Err(e) = hubsim_hub::start(c).await else { panic!("a second emulator started on the same folder") };
+    let text = format!("{e:#}");
+    let says = format!("another hubsim serve is already using the data folder {}", emu.dir.display());
+    assert!(text.contains(&says) && text.contains("another folder with --data"), "{text}");
+    assert!(!text.contains("Cannot acquire lock"), "{text}");
+    assert_eq!(std::fs::read(emu.dir.join("ca.pem")).unwrap(), ca, "the running emulator's CA is untouched");
+    // The first one still serves.
+    emu.device("d1").await;
+}
