@@ -8,6 +8,7 @@
 pub mod api;
 pub mod conn;
 pub mod files;
+mod host_name;
 pub mod hub;
 pub mod listener;
 pub mod model;
@@ -27,12 +28,15 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::AppState;
+pub use crate::host_name::{check_host_name, HostNameError, MAX_HOST_NAME, MAX_LABEL};
 use crate::hub::{Hub, Settings};
 
 /// How to run the emulator.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub data_dir: PathBuf,
+    /// HostName of connection strings, SAS audiences and the generated certificate: a DNS name or an IP address
+    /// ([`check_host_name`]).
     pub host_name: String,
     /// Address every listener binds to.
     pub bind: IpAddr,
@@ -125,7 +129,11 @@ impl Running {
 }
 
 /// Binds every listener and starts serving. Port 0 picks a free port (see the addresses in [`Running`]).
+/// Errors: a host name that is not a DNS name or IP address ([`HostNameError`], before anything is created), a
+/// data folder another emulator uses ([`store::StoreError::InUse`]), a port in use, a certificate that does not
+/// load.
 pub async fn start(config: Config) -> Result<Running> {
+    check_host_name(&config.host_name)?;
     // Private from creation: the folder 0700, the database and keys 0600 (see `files`).
     files::create_private_dir(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
     // The database first: its lock tells a second emulator on this folder to stop before it changes anything

@@ -59,3 +59,16 @@ async fn a_second_emulator_on_the_same_data_folder_says_another_uses_it_and_chan
     // The first one still serves.
     emu.device("d1").await;
 }
+
+/// A host name no client could dial is refused before the data folder, its CA or its database exist.
+#[tokio::test]
+async fn a_host_name_that_is_not_a_dns_name_or_ip_address_is_refused_before_anything_is_made() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join(".hubsim");
+    let mut c = hubsim_hub::Config::new(&data);
+    (c.mqtt_port, c.ws_port, c.http_port) = (0, 0, 0);
+    c.host_name = "bad host".into();
+    let Err(e) = hubsim_hub::start(c).await else { panic!("started with the host name 'bad host'") };
+    assert!(e.to_string().contains("'bad host' (--host-name) is not a valid DNS name or IP address"), "{e:#}");
+    assert!(!data.exists(), "nothing was created");
+}
