@@ -45,7 +45,7 @@ impl Transport {
                 let mut out = match s.fill_buf().await {
                     Ok([]) => return Ok(None),
                     Ok(data) => bytes::BytesMut::from(data),
-                    Err(e) => return Err(e.to_string()),
+                    Err(e) => return Err(plain_reason(&e)),
                 };
                 s.consume(out.len());
                 while out.len() < READ_GATHER_MAX {
@@ -71,7 +71,7 @@ impl Transport {
                         return Err("[MQTT-6.0.0-1] a text WebSocket frame; MQTT needs binary frames".into())
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                    Some(Err(e)) => return Err(e.to_string()),
+                    Some(Err(e)) => return Err(plain_reason(&e)),
                 }
             },
         }
@@ -102,6 +102,20 @@ impl Transport {
                 let _ = ws.send(Message::Close(None)).await;
             }
         }
+    }
+}
+
+/// A transport's error in words for the connection log: rustls's "peer closed connection without sending TLS
+/// close_notify: https://docs.rs/rustls/…" (the device dropped its TCP connection without closing TLS) is said
+/// plainly, and a documentation URL that ends any other error's text is dropped.
+pub(crate) fn plain_reason(e: &dyn std::fmt::Display) -> String {
+    let text = e.to_string();
+    if text.contains("closed connection without sending TLS close_notify") {
+        return "the peer closed the TLS connection without close_notify".into();
+    }
+    match text.rfind(": http") {
+        Some(i) if !text[i + 2..].contains(char::is_whitespace) => text[..i].to_owned(),
+        _ => text,
     }
 }
 
@@ -642,6 +656,22 @@ fn error_body(code: u32, message: &str) -> Bytes {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn transport_errors_are_said_without_documentation_urls() {
+        let eof = std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "peer closed connection without sending TLS close_notify: \
+             https://docs.rs/rustls/latest/rustls/manual/_03_howto/index.html#unexpected-eof",
+        );
+        assert_eq!(super::plain_reason(&eof), "the peer closed the TLS connection without close_notify");
+        let other = std::io::Error::other("something failed: https://example.com/why");
+        assert_eq!(super::plain_reason(&other), "something failed");
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert_eq!(super::plain_reason(&reset), reset.to_string());
+        let words = "read failed: http is not spoken here";
+        assert_eq!(super::plain_reason(&words), words, "only a URL at the end is dropped");
+    }
+
     /// What every connection holds for its whole life: the task's future (rare paths are boxed) and a slot per
     /// queued command. A regression here multiplies by the number of idle connections (BENCHMARKS.md §6).
     #[test]

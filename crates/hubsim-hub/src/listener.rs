@@ -475,7 +475,7 @@ async fn accept_tls<F, Fut>(
             let tls = match handshake.await {
                 None => return evicted(&remote),
                 Some(Ok(Ok(tls))) => Box::new(tls),
-                Some(Ok(Err(e))) => return handshake_failed(&remote, &e.to_string()),
+                Some(Ok(Err(e))) => return handshake_failed(&remote, &conn::plain_reason(&e)),
                 Some(Err(_)) => return handshake_failed(&remote, "timed out"),
             };
             serve(tls, remote, place).await

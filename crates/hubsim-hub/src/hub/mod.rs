@@ -419,7 +419,7 @@ impl Hub {
             })
             .await;
         if let Err(e) = r {
-            tracing::warn!(device, "cannot record the model id: {e}");
+            tracing::warn!(device = %device, "cannot record the model id: {e}");
         }
     }
 

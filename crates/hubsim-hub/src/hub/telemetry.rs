@@ -137,7 +137,7 @@ impl Hub {
             .await;
         match stored {
             Ok(rec) => {
-                tracing::info!(device = ?rec.device_id, op = %rec.operation, code = rec.result_type, reason = %rec.reason, "{}", rec.description);
+                tracing::info!(device = %rec.identity(), op = %rec.operation, code = rec.result_type, reason = %rec.reason, "{}", rec.description);
                 let _ = self.connlog.send(rec);
             }
             Err(e) if e.is_unavailable() => tracing::debug!("cannot write the connection log: {e}"),
@@ -151,7 +151,7 @@ impl Hub {
         let mut rec = rec.bounded();
         rec.time = iso8601(unix_ms());
         rec.seq = 0;
-        tracing::debug!(op = %rec.operation, code = rec.result_type, reason = %rec.reason, "{}", rec.description);
+        tracing::debug!(device = %rec.identity(), op = %rec.operation, code = rec.result_type, reason = %rec.reason, "{}", rec.description);
         if self.connlog.receiver_count() > 0 {
             let _ = self.connlog.send(rec);
         }
