@@ -45,7 +45,7 @@ impl Transport {
                 let mut out = match s.fill_buf().await {
                     Ok([]) => return Ok(None),
                     Ok(data) => bytes::BytesMut::from(data),
-                    Err(e) => return Err(e.to_string()),
+                    Err(e) => return Err(plain_reason(&e)),
                 };
                 s.consume(out.len());
                 while out.len() < READ_GATHER_MAX {
@@ -71,7 +71,7 @@ impl Transport {
                         return Err("[MQTT-6.0.0-1] a text WebSocket frame; MQTT needs binary frames".into())
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                    Some(Err(e)) => return Err(e.to_string()),
+                    Some(Err(e)) => return Err(plain_reason(&e)),
                 }
             },
         }
@@ -102,6 +102,20 @@ impl Transport {
                 let _ = ws.send(Message::Close(None)).await;
             }
         }
+    }
+}
+
+/// A transport's error in words for the connection log: rustls's "peer closed connection without sending TLS
+/// close_notify: https://docs.rs/rustls/…" (the device dropped its TCP connection without closing TLS) is said
+/// plainly, and a documentation URL that ends any other error's text is dropped.
+pub(crate) fn plain_reason(e: &dyn std::fmt::Display) -> String {
+    let text = e.to_string();
+    if text.contains("closed connection without sending TLS close_notify") {
+        return "the peer closed the TLS connection without close_notify".into();
+    }
+    match text.rfind(": http") {
+        Some(i) if !text[i + 2..].contains(char::is_whitespace) => text[..i].to_owned(),
+        _ => text,
     }
 }
 
@@ -157,6 +171,8 @@ impl InFlight {
 struct Ctx {
     hub: Arc<Hub>,
     kind: &'static str,
+    /// The listener's port (a device token for `{host name}:{port}` is accepted, [`Hub::authenticate`]).
+    port: u16,
     remote: String,
     device: Option<String>,
     conn_id: u64,
@@ -201,13 +217,15 @@ async fn sniff(hub: &Hub, transport: &mut Transport) -> Sniffed {
     }
 }
 
-/// Serves one connection until it closes: a DPS device ([`dps`]) or a hub device. `place` is its place among the
-/// connections that have not authenticated yet (`listener::Limits::unauthenticated`), given back once its CONNECT
-/// is accepted (a DPS device's: once its whole CONNECT is read).
+/// Serves one connection, arrived on listener port `port`, until it closes: a DPS device ([`dps`]) or a hub
+/// device. `place` is its place among the connections that have not authenticated yet
+/// (`listener::Limits::unauthenticated`), given back once its CONNECT is accepted (a DPS device's: once its whole
+/// CONNECT is read).
 pub async fn serve(
     hub: Arc<Hub>,
     mut transport: Transport,
     kind: &'static str,
+    port: u16,
     remote: String,
     mut place: Option<crate::pre_auth::Place>,
 ) {
@@ -237,6 +255,7 @@ pub async fn serve(
     let mut ctx = Ctx {
         hub: hub.clone(),
         kind,
+        port,
         remote,
         device: None,
         conn_id: 0,
@@ -389,7 +408,7 @@ impl Ctx {
                 self.device = Some(id.clone());
                 self.model_id = req.username.model_id.clone();
                 self.clean_session = req.clean_session;
-                match self.hub.authenticate(&req).await {
+                match self.hub.authenticate(&req, self.port).await {
                     Ok(adm) => {
                         self.generation_id = adm.generation_id;
                         self.conn_id = self.hub.register(&id, self.handle.clone());
@@ -637,11 +656,27 @@ fn error_body(code: u32, message: &str) -> Bytes {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn transport_errors_are_said_without_documentation_urls() {
+        let eof = std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "peer closed connection without sending TLS close_notify: \
+             https://docs.rs/rustls/latest/rustls/manual/_03_howto/index.html#unexpected-eof",
+        );
+        assert_eq!(super::plain_reason(&eof), "the peer closed the TLS connection without close_notify");
+        let other = std::io::Error::other("something failed: https://example.com/why");
+        assert_eq!(super::plain_reason(&other), "something failed");
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert_eq!(super::plain_reason(&reset), reset.to_string());
+        let words = "read failed: http is not spoken here";
+        assert_eq!(super::plain_reason(&words), words, "only a URL at the end is dropped");
+    }
+
     /// What every connection holds for its whole life: the task's future (rare paths are boxed) and a slot per
     /// queued command. A regression here multiplies by the number of idle connections (BENCHMARKS.md §6).
     #[test]
     fn an_idle_connection_task_stays_small() {
-        fn future_size<A, B, C, D, E, F: std::future::Future>(_: fn(A, B, C, D, E) -> F) -> usize {
+        fn future_size<A, B, C, D, E, G, F: std::future::Future>(_: fn(A, B, C, D, E, G) -> F) -> usize {
             std::mem::size_of::<F>()
         }
         let serve = future_size(super::serve);

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod conn;
 pub mod files;
+mod host_name;
 pub mod hub;
 pub mod listener;
 pub mod model;
@@ -27,12 +28,15 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::AppState;
+pub use crate::host_name::{check_host_name, HostNameError, MAX_HOST_NAME, MAX_LABEL};
 use crate::hub::{Hub, Settings};
 
 /// How to run the emulator.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub data_dir: PathBuf,
+    /// HostName of connection strings, SAS audiences and the generated certificate: a DNS name or an IP address
+    /// ([`check_host_name`]).
     pub host_name: String,
     /// Address every listener binds to.
     pub bind: IpAddr,
@@ -125,14 +129,23 @@ impl Running {
 }
 
 /// Binds every listener and starts serving. Port 0 picks a free port (see the addresses in [`Running`]).
+/// Errors: a host name that is not a DNS name or IP address ([`HostNameError`], before anything is created), a
+/// data folder another emulator uses ([`store::StoreError::InUse`]), a port in use, a certificate that does not
+/// load.
 pub async fn start(config: Config) -> Result<Running> {
+    check_host_name(&config.host_name)?;
     // Private from creation: the folder 0700, the database and keys 0600 (see `files`).
     files::create_private_dir(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
-    let tls = tls::load(&config.data_dir, &config.host_name, config.tls_cert.as_deref(), config.tls_key.as_deref())?;
+    // The database first: its lock tells a second emulator on this folder to stop before it changes anything
+    // (it would otherwise regenerate the running one's certificate for its own host name).
     let (db_path, retention) = (config.data_dir.join("hubsim.redb"), config.retention.clone());
-    let store = tokio::task::spawn_blocking(move || store::Store::open(&db_path, retention))
-        .await?
-        .context("opening the database")?;
+    let store = match tokio::task::spawn_blocking(move || store::Store::open(&db_path, retention)).await? {
+        Ok(store) => store,
+        // It names the folder and what to do.
+        Err(e @ store::StoreError::InUse { .. }) => return Err(e.into()),
+        Err(e) => return Err(anyhow::Error::new(e).context("opening the database")),
+    };
+    let tls = tls::load(&config.data_dir, &config.host_name, config.tls_cert.as_deref(), config.tls_key.as_deref())?;
     let mut settings = Settings::new(config.host_name.clone());
     settings.protocol = config.protocol.clone();
     settings.protocol.retain_property = config.retain_property.clone();
@@ -186,12 +199,22 @@ pub async fn start(config: Config) -> Result<Running> {
             ca_pem: ca_pem.clone(),
             access: access.clone(),
             scheme: "https",
+            port: ws_addr.port(),
         },
         config.web_dir.clone(),
     );
     listeners.spawn(listener::accept_https(wss, acceptor, tls_router, hub.clone(), gauge("wss"), stop.clone()));
     let http_router = api::router(
-        AppState { hub: hub.clone(), websocket: plain_ws, transport: "ws", info, ca_pem, access, scheme: "http" },
+        AppState {
+            hub: hub.clone(),
+            websocket: plain_ws,
+            transport: "ws",
+            info,
+            ca_pem,
+            access,
+            scheme: "http",
+            port: http_addr.port(),
+        },
         config.web_dir.clone(),
     );
     listeners.spawn(listener::serve_http(http, http_router, hub.clone(), gauge("http"), stop.clone()));

@@ -475,7 +475,7 @@ async fn accept_tls<F, Fut>(
             let tls = match handshake.await {
                 None => return evicted(&remote),
                 Some(Ok(Ok(tls))) => Box::new(tls),
-                Some(Ok(Err(e))) => return handshake_failed(&remote, &e.to_string()),
+                Some(Ok(Err(e))) => return handshake_failed(&remote, &conn::plain_reason(&e)),
                 Some(Err(_)) => return handshake_failed(&remote, "timed out"),
             };
             serve(tls, remote, place).await
@@ -491,9 +491,11 @@ pub(crate) async fn accept_mqtt(
     stop: CancellationToken,
 ) {
     let h = hub.clone();
+    // Device tokens for `{host name}:{this port}` are accepted here (`Hub::authenticate`).
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
     accept_tls(listener, acceptor, hub, gauge, stop, true, move |tls, remote, place| {
         let hub = h.clone();
-        async move { conn::serve(hub, conn::Transport::Stream(tls), "mqtt", remote.to_string(), place).await }
+        async move { conn::serve(hub, conn::Transport::Stream(tls), "mqtt", port, remote.to_string(), place).await }
     })
     .await
 }

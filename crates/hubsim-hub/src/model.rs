@@ -86,6 +86,21 @@ impl ConnectionRecord {
         }
     }
 
+    /// The identity as the logs print it: `device`, `device/module`, or `-` when no valid CONNECT named one.
+    pub fn identity(&self) -> impl std::fmt::Display + '_ {
+        struct Identity<'a>(&'a ConnectionRecord);
+        impl std::fmt::Display for Identity<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                match (&self.0.device_id, &self.0.module_id) {
+                    (Some(d), Some(m)) => write!(f, "{d}/{m}"),
+                    (Some(d), None) => f.write_str(d),
+                    (None, _) => f.write_str("-"),
+                }
+            }
+        }
+        Identity(self)
+    }
+
     /// The record with every peer-supplied field cut to [`PEER_TEXT_MAX`] bytes.
     pub fn bounded(mut self) -> Self {
         for s in [&mut self.operation, &mut self.transport, &mut self.remote, &mut self.reason, &mut self.description] {

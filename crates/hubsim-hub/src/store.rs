@@ -185,6 +185,13 @@ pub enum StoreError {
     /// A stored record that does not decode, or a value that does not encode.
     #[error("a stored record is not valid: {0}")]
     Record(String),
+    /// The database is open in another process: redb locks the file (`DatabaseError::DatabaseAlreadyOpen`), so a
+    /// second `hubsim serve` on the same data folder cannot start.
+    #[error(
+        "another hubsim serve is already using the data folder {folder} (its database is locked): stop that one, \
+         or give this one another folder with --data"
+    )]
+    InUse { folder: String },
 }
 
 impl StoreError {
@@ -318,7 +325,12 @@ pub const CACHE_BYTES: usize = 8 * 1024 * 1024;
 /// readable by others, not even for a moment.
 fn open_db(path: &Path) -> Result<Database, StoreError> {
     crate::files::ensure_private_file(path).map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))?;
-    let database = Database::builder().set_cache_size(CACHE_BYTES).create(path).map_err(db)?;
+    let database = Database::builder().set_cache_size(CACHE_BYTES).create(path).map_err(|e| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => {
+            StoreError::InUse { folder: path.parent().unwrap_or(path).display().to_string() }
+        }
+        other => db(other),
+    })?;
     let tx = database.begin_write().map_err(db)?;
     {
         tx.open_table(DEVICES).map_err(db)?;
@@ -504,7 +516,9 @@ fn old_device(log: Log, json: &[u8]) -> String {
 }
 
 impl Store {
-    /// Opens (or creates) the database at `path` (the file 0600) and starts the writer thread.
+    /// Opens (or creates) the database at `path` (the file 0600) and starts the writer thread. Errors:
+    /// [`StoreError::InUse`] when another process has it open, [`StoreError::Unavailable`] for I/O failures, and
+    /// [`StoreError::Db`] for the rest (a damaged file redb cannot repair).
     pub fn open(path: &Path, retention: Retention) -> Result<Store, StoreError> {
         Self::open_with_queue(path, retention, MAX_QUEUED)
     }

@@ -40,3 +40,35 @@ async fn the_data_folder_its_database_and_keys_are_private() {
         assert_eq!(mode(&old.join(f)), 0o600, "{f} narrowed at start");
     }
 }
+
+/// A second emulator on a data folder in use stops at once, saying so (not redb's "Cannot acquire lock"), and
+/// changes nothing of the running one's (its certificate stays, even for another host name).
+#[tokio::test]
+async fn a_second_emulator_on_the_same_data_folder_says_another_uses_it_and_changes_nothing() {
+    let emu = Emu::start().await;
+    let ca = std::fs::read(emu.dir.join("ca.pem")).unwrap();
+    let mut c = hubsim_hub::Config::new(&emu.dir);
+    (c.mqtt_port, c.ws_port, c.http_port) = (0, 0, 0);
+    c.host_name = "other.example".into();
+    let Err(e) = hubsim_hub::start(c).await else { panic!("a second emulator started on the same folder") };
+    let text = format!("{e:#}");
+    let says = format!("another hubsim serve is already using the data folder {}", emu.dir.display());
+    assert!(text.contains(&says) && text.contains("another folder with --data"), "{text}");
+    assert!(!text.contains("Cannot acquire lock"), "{text}");
+    assert_eq!(std::fs::read(emu.dir.join("ca.pem")).unwrap(), ca, "the running emulator's CA is untouched");
+    // The first one still serves.
+    emu.device("d1").await;
+}
+
+/// A host name no client could dial is refused before the data folder, its CA or its database exist.
+#[tokio::test]
+async fn a_host_name_that_is_not_a_dns_name_or_ip_address_is_refused_before_anything_is_made() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join(".hubsim");
+    let mut c = hubsim_hub::Config::new(&data);
+    (c.mqtt_port, c.ws_port, c.http_port) = (0, 0, 0);
+    c.host_name = "bad host".into();
+    let Err(e) = hubsim_hub::start(c).await else { panic!("started with the host name 'bad host'") };
+    assert!(e.to_string().contains("'bad host' (--host-name) is not a valid DNS name or IP address"), "{e:#}");
+    assert!(!data.exists(), "nothing was created");
+}

@@ -104,9 +104,39 @@ async fn device_identities_create_get_replace_delete_with_etags() {
     assert_eq!(a.status, 204, "{}", a.body);
     let a = call(&emu, "GET", "/devices/d1", &[], Value::Null).await;
     assert_eq!((a.status, error_name(&a).as_str()), (404, "DeviceNotFound"));
-    // The device's modules went with it.
+    // The device's modules went with it (a module of a missing device: the device is not found).
     let a = call(&emu, "GET", "/devices/d1/modules/m1", &[], Value::Null).await;
-    assert_eq!((a.status, error_name(&a).as_str()), (404, "ModuleNotFound"));
+    assert_eq!((a.status, error_name(&a).as_str()), (404, "DeviceNotFound"));
+}
+
+/// Every module route answers as IoT Hub does when something is missing: 404001 `DeviceNotFound` when the
+/// device is missing, 404010 `ModuleNotFound` when the device exists and the module does not.
+#[tokio::test]
+async fn a_module_route_names_the_missing_device_before_the_module() {
+    let emu = Emu::start().await;
+    emu.device("pdev").await;
+    let method = json!({"methodName": "m", "payload": null, "responseTimeoutInSeconds": 5});
+    let routes = |d: &str| {
+        vec![
+            ("GET", format!("/twins/{d}/modules/m?{V}"), vec![], Value::Null),
+            ("PATCH", format!("/twins/{d}/modules/m?{V}"), vec![], json!({"tags": {"a": 1}})),
+            ("PUT", format!("/twins/{d}/modules/m?{V}"), vec![], json!({"tags": {"a": 1}})),
+            ("POST", format!("/twins/{d}/modules/m/methods?{V}"), vec![], method.clone()),
+            ("GET", format!("/devices/{d}/modules/m?{V}"), vec![], Value::Null),
+            ("PUT", format!("/devices/{d}/modules/m?{V}"), vec![("if-match", "\"*\"")], json!({"moduleId": "m"})),
+            ("DELETE", format!("/devices/{d}/modules/m?{V}"), vec![("if-match", "\"*\"")], Value::Null),
+        ]
+    };
+    for (device, code, name) in [("nosuch", 404001, "DeviceNotFound"), ("pdev", 404010, "ModuleNotFound")] {
+        for (method, path, extra, body) in routes(device) {
+            let a = call(&emu, method, &path, &extra, body).await;
+            assert_eq!((a.status, error_name(&a).as_str()), (404, name), "{method} {path}: {}", a.body);
+            assert_eq!(a.json()["errorCode"], code, "{method} {path}: {}", a.body);
+        }
+    }
+    // Creating a module of a missing device (PUT without If-Match) was already DeviceNotFound.
+    let a = call(&emu, "PUT", &format!("/devices/nosuch/modules/m?{V}"), &[], json!({})).await;
+    assert_eq!((a.status, error_name(&a).as_str()), (404, "DeviceNotFound"), "{}", a.body);
 }
 
 #[tokio::test]
@@ -689,4 +719,34 @@ async fn an_unknown_path_under_the_api_gets_iot_hub_s_json_404_even_beside_the_w
     let a = call(&emu, "GET", "/index.html", &[], Value::Null).await;
     assert_eq!(a.status, 200);
     assert!(a.body.contains("<title>app</title>"), "{}", a.body);
+    // An API call (api-version) to a path that is no route is not a page either.
+    let a = call(&emu, "GET", &format!("/nosuch?{V}"), &[], Value::Null).await;
+    assert_eq!((a.status, error_name(&a).as_str()), (404, "NotFound"), "{}", a.body);
+}
+
+/// Without a web app, an API call to a route that does not exist gets IoT Hub's error body naming its method and
+/// path (a C2D send to a module is told why there is none); a page a browser asks for gets the plain answer.
+#[tokio::test]
+async fn an_unknown_route_is_named_in_iot_hub_s_error_body_and_a_page_gets_the_plain_answer() {
+    let emu = Emu::start().await;
+    emu.device("pdev").await;
+    emu.hub().create_module("pdev", "pmod").await.unwrap();
+    let path = format!("/devices/pdev/modules/pmod/messages/devicebound?{V}");
+    let a = call(&emu, "POST", &path, &[], json!({"body": "hi"})).await;
+    assert_eq!((a.status, error_name(&a).as_str()), (404, "NotFound"), "{}", a.body);
+    assert_eq!(a.json()["errorCode"], 404000);
+    let message = a.json()["message"].as_str().unwrap_or_default().to_owned();
+    assert!(message.contains("POST /devices/pdev/modules/pmod/messages/devicebound"), "{message}");
+    assert!(message.contains("does not send cloud-to-device messages to modules"), "{message}");
+    // Outside the API's prefixes: an api-version or an Authorization header makes it an API call.
+    let a = http_raw(emu.r().http_addr, "GET", &format!("/nosuch/x?{V}"), &[("host", "localhost")], "").await;
+    assert_eq!((a.status, error_name(&a).as_str()), (404, "NotFound"), "{}", a.body);
+    assert!(a.json()["message"].as_str().is_some_and(|m| m.contains("GET /nosuch/x ")), "{}", a.body);
+    let a = call(&emu, "DELETE", "/nosuch", &[], Value::Null).await;
+    assert!(a.json()["message"].as_str().is_some_and(|m| m.contains("DELETE /nosuch ")), "{}", a.body);
+    // A browser's page request.
+    let a = http_raw(emu.r().http_addr, "GET", "/page.html", &[("host", "localhost")], "").await;
+    assert_eq!(a.status, 404);
+    assert_eq!(a.json()["message"], "no such endpoint (and no web app folder is served)", "{}", a.body);
+    assert!(a.json().get("Message").is_none(), "{}", a.body);
 }

@@ -31,6 +31,10 @@ async fn connect_both_transports(via: Via) {
     assert_eq!(ev.body.as_deref(), Some("{\"temp\":21}"));
     assert_eq!(ev.system_properties["content-type"], "application/json");
     assert_eq!(ev.system_properties["iothub-connection-device-id"], "d1");
+    assert_eq!(
+        ev.system_properties["iothub-connection-auth-method"],
+        r#"{"scope":"device","type":"sas","issuer":"iothub","acceptingIpFilterRule":null}"#
+    );
     let props = serde_json::to_string(&ev.system_properties).unwrap();
     assert!(!props.contains("victim"), "{props}");
     assert_eq!(ev.application_properties["level"], "high & mighty");
@@ -627,6 +631,10 @@ async fn a_module_identity_sends_telemetry_on_the_module_topic() {
     let ev = &emu.wait_events("edge1", 1).await[0];
     assert_eq!(ev.module_id.as_deref(), Some("filter"));
     assert_eq!(ev.system_properties["iothub-connection-module-id"], "filter");
+    assert_eq!(
+        ev.system_properties["iothub-connection-auth-method"],
+        r#"{"scope":"module","type":"sas","issuer":"iothub","acceptingIpFilterRule":null}"#
+    );
     // The connection is logged as the module, and the module may not use the device's telemetry topic.
     let rec = emu.wait_log(|r| r.operation == "deviceConnect").await;
     assert_eq!((rec.device_id.as_deref(), rec.module_id.as_deref()), (Some("edge1"), Some("filter")));
@@ -704,4 +712,80 @@ async fn a_method_call_waits_up_to_connect_timeout_for_the_device_to_come_online
         c.abort();
     }
     tokio::time::timeout(Duration::from_secs(10), waiting.wait_for(|n| *n == 0)).await.unwrap().unwrap();
+}
+
+/// A module of `device` as a test device, with a fresh token for it.
+async fn module_device(emu: &Emu, device: &str, module: &str, via: Via) -> (TestDevice, String) {
+    let m = match emu.hub().get_identity(&format!("{device}/{module}")).await {
+        Ok(m) => m,
+        Err(_) => emu.hub().create_module(device, module).await.unwrap(),
+    };
+    let cs = hubsim_proto::ConnectionString::parse(&emu.hub().connection_string(&m)).unwrap();
+    let token = cs.password(now_unix() + 600).unwrap().to_string();
+    let hubsim_proto::conn_str::Credential::Key(key) = cs.credential else { panic!("a key") };
+    let cfg = hubsim_proto::DeviceConfig::new("localhost", hubsim_proto::DeviceIdentity::module(device, module));
+    (TestDevice::with_config(cfg, key, via), token)
+}
+
+/// A service-API call as iothubowner (with `If-Match: "*"`), which must answer 200.
+async fn service_call(emu: &Emu, method: &str, path: &str, body: serde_json::Value) {
+    let owner = emu.token("iothubowner");
+    let h = [
+        ("host", "localhost"),
+        ("authorization", owner.as_str()),
+        ("content-type", "application/json"),
+        ("if-match", "\"*\""),
+    ];
+    let a = http_raw(emu.r().http_addr, method, path, &h, &body.to_string()).await;
+    assert_eq!(a.status, 200, "{method} {path}: {}", a.body);
+}
+
+/// Disabling a device (the emulator's `POST /devices/{id}/disable`, or IoT Hub's `PUT /devices/{id}` with
+/// status disabled) closes its modules' connections as the device's own (403012 device-disabled), and their
+/// CONNECTs are refused as the device's (CONNACK 0x03) until it is enabled again (azure-iot-sdk-csharp#1541).
+#[tokio::test]
+async fn disabling_a_device_closes_its_modules_and_refuses_them_until_it_is_enabled() {
+    let emu = Emu::start().await;
+    let key = emu.device("ddev").await;
+    // A device whose id starts like ddev's is not one of its modules.
+    emu.device("ddev2").await;
+    let (mut other, other_token) = module_device(&emu, "ddev2", "dm", Via::Mqtt).await;
+    assert!(matches!(other.connect_with(&emu, other_token, None).await, Event::Connected { .. }));
+    let disables = [
+        ("POST", "/devices/ddev/disable", json!({})),
+        ("PUT", "/devices/ddev?api-version=2021-04-12", json!({"deviceId": "ddev", "status": "disabled"})),
+    ];
+    for (via, (method, path, body)) in [Via::Mqtt, Via::Ws].into_iter().zip(disables) {
+        let mut d = TestDevice::new("ddev", key.clone(), via);
+        d.connect(&emu).await;
+        let (mut m, token) = module_device(&emu, "ddev", "dm", via).await;
+        assert!(matches!(m.connect_with(&emu, token, None).await, Event::Connected { .. }));
+        let mut log = emu.hub().connlog.subscribe();
+        service_call(&emu, method, path, body).await;
+        d.expect_closed().await;
+        m.expect_closed().await;
+        let rec = wait_live(&mut log, |r| r.operation == "deviceDisconnect" && r.module_id.is_some()).await;
+        assert_eq!(
+            (rec.device_id.as_deref(), rec.module_id.as_deref(), rec.reason.as_str(), rec.result_type),
+            (Some("ddev"), Some("dm"), "device-disabled", 403012),
+            "{method} {path}"
+        );
+        // While the device is disabled its module is refused as the device is: CONNACK 0x03, logged with why.
+        let (mut m, token) = module_device(&emu, "ddev", "dm", via).await;
+        match m.connect_with(&emu, token, None).await {
+            Event::ConnectionLost { reason: LostReason::Refused(r), .. } => assert_eq!(r.0, 3, "{method} {path}"),
+            other => panic!("{method} {path}: {other:?}"),
+        }
+        let rec = wait_live(&mut log, |r| r.operation == "connectRefused").await;
+        assert_eq!((rec.module_id.as_deref(), rec.result_type), (Some("dm"), 403012));
+        assert!(rec.description.contains("parent device 'ddev' is disabled"), "{}", rec.description);
+        // Enabled again, the module connects.
+        service_call(&emu, "POST", "/devices/ddev/enable", json!({})).await;
+        let (mut m, token) = module_device(&emu, "ddev", "dm", via).await;
+        assert!(matches!(m.connect_with(&emu, token, None).await, Event::Connected { .. }));
+        m.disconnect().await;
+    }
+    // The module of the other device was never touched.
+    other.send(Telemetry::new("still here")).await;
+    other.expect("PUBACK", |e| matches!(e, Event::TelemetryAcked { .. })).await;
 }

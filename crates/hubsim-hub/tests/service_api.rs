@@ -270,3 +270,62 @@ async fn an_event_page_is_bounded_in_bytes_and_paging_reaches_everything() {
     assert_eq!(seen, 20);
     assert!(pages >= 3);
 }
+
+/// A GET over HTTPS to the WebSocket port (where the service SDKs reach the emulator); the status.
+async fn https_get_status(emu: &Emu, path: &str, auth: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let port = emu.r().ws_addr.port();
+    let mut s = tls_stream(emu, emu.r().ws_addr).await;
+    let req =
+        format!("GET {path} HTTP/1.1\r\nhost: localhost:{port}\r\nauthorization: {auth}\r\nconnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out);
+    text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("an HTTP answer: {text}"))
+}
+
+/// The Python service SDK signs for its connection string's `HostName`, port included (`HostName=localhost:28443`
+/// for an emulator whose WebSocket/HTTPS port is 28443): a token whose audience is the host name with the port the
+/// request or connection arrived on is accepted there, and only there.
+#[tokio::test]
+async fn a_token_for_the_host_name_with_this_listeners_port_is_accepted_on_that_port_only() {
+    let emu = Emu::start().await;
+    let key = emu.device("d1").await;
+    let (http, wss, mqtt) = (emu.r().http_addr.port(), emu.r().ws_addr.port(), emu.r().mqtt_addr.port());
+    let service = |port: u16| {
+        let cs = emu.hub().policies.connection_string(&format!("LocalHost:{port}"), "iothubowner").unwrap();
+        cs.token(now_unix() + 600).to_string()
+    };
+    // The service API over plain HTTP and over HTTPS on the WebSocket port.
+    let host = format!("localhost:{http}");
+    let a =
+        http_raw(emu.r().http_addr, "GET", "/devices/d1", &[("host", &host), ("authorization", &service(http))], "")
+            .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let a = http_raw(emu.r().http_addr, "GET", "/devices/d1", &[("host", &host), ("authorization", &service(wss))], "")
+        .await;
+    assert_eq!(a.status, 401, "{}", a.body);
+    let says = format!("the token is for 'LocalHost:{wss}', not for 'localhost' or 'localhost:{http}'");
+    assert!(a.json()["message"].as_str().is_some_and(|m| m.contains(&says)), "{}", a.body);
+    assert_eq!(https_get_status(&emu, "/devices/d1?api-version=2021-04-12", &service(wss)).await, 200);
+    assert_eq!(https_get_status(&emu, "/devices/d1?api-version=2021-04-12", &service(http)).await, 401);
+    assert_eq!(https_get_status(&emu, "/devices/d1", &service(wss + 1)).await, 401);
+    // Device tokens over MQTT/TLS and MQTT/WebSocket alike.
+    let device = |port: u16| {
+        let r = ResourceUri::Device { host: format!("localhost:{port}"), device_id: "d1".into() };
+        SasToken::sign(&key, &r, now_unix() + 600, None).to_string()
+    };
+    for (via, own, other) in [(Via::Mqtt, mqtt, wss), (Via::Ws, wss, mqtt)] {
+        let mut d = TestDevice::new("d1", key.clone(), via);
+        assert!(matches!(d.connect_with(&emu, device(own), None).await, Event::Connected { .. }), "{via:?}");
+        d.disconnect().await;
+        let mut d = TestDevice::new("d1", key.clone(), via);
+        match d.connect_with(&emu, device(other), None).await {
+            Event::ConnectionLost { reason: hubsim_proto::device::LostReason::Refused(r), .. } => {
+                assert_eq!(r.0, 5, "{via:?}")
+            }
+            e => panic!("{via:?}: {e:?}"),
+        }
+    }
+}

@@ -6,7 +6,8 @@
 //!    (`--allow-origin`) for the WebSocket endpoint and every state-changing method: a page on another site can
 //!    neither open MQTT connections here nor fire "simple" cross-site POSTs (HTTP 403).
 //! 3. **Authorization**: every service-API route needs a shared access policy token with the permission the
-//!    route needs ([`required`]), checked by [`Policies::authorize`] (HTTP 401, IoT Hub's `401002`).
+//!    route needs ([`required`]), checked by [`Policies::authorize`] (HTTP 401, IoT Hub's `401002`); its
+//!    audience is the hub's host name, or the host name with this listener's port.
 //!
 //! Every response also carries `X-Frame-Options: DENY` and `Content-Security-Policy: frame-ancestors 'none'`,
 //! so no other site can frame the web app or the API.
@@ -38,6 +39,9 @@ pub struct Gate {
     pub access: Arc<Access>,
     /// `https` on the TLS listener, `http` on the plain one (for the same-origin check).
     pub scheme: &'static str,
+    /// The listener's port: a token for `{host name}:{port}` is accepted on it
+    /// ([`crate::hub::policy::Policies::authorize`]).
+    pub port: u16,
 }
 
 /// The permission a route needs; `None` for public routes (health, facts for the web app, the public CA
@@ -214,7 +218,7 @@ async fn gate(g: &Gate, req: Request, next: Next) -> Response {
     if let Some(needed) = required(req.method(), &path).filter(|_| !preflight) {
         let auth = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         let now = unix_ms() / 1000;
-        if let Err(e) = g.hub.policies.authorize(&g.hub.settings.host_name, auth, needed, now) {
+        if let Err(e) = g.hub.policies.authorize(&g.hub.settings.host_name, Some(g.port), auth, needed, now) {
             return refuse(StatusCode::UNAUTHORIZED, 401002, e.to_string());
         }
     }

@@ -48,6 +48,9 @@ pub struct AppState {
     pub access: Arc<Access>,
     /// `https` or `http`, for the same-origin check.
     pub scheme: &'static str,
+    /// The port of the listener this router serves: tokens for `{host name}:{port}` are accepted on it, from
+    /// service calls and WebSocket devices alike.
+    pub port: u16,
 }
 
 /// Builds the router; `web_dir` is served for everything else.
@@ -95,27 +98,41 @@ pub fn router(state: AppState, web_dir: Option<PathBuf>) -> Router {
         .with_state(state.clone());
     let r = match web_dir {
         Some(dir) if dir.is_dir() => {
-            // The web app's files, except under the service API's own prefixes: an unknown API path gets IoT
-            // Hub's JSON 404 there, not the file server's empty answer.
+            // The web app's files, except under the service API's prefixes: an unknown API path gets IoT Hub's
+            // JSON 404 there, not the file server's empty answer; so does an API call for a file that is not there.
             let files = tower_http::services::ServeDir::new(dir);
             r.fallback(move |req: axum::extract::Request| {
                 let files = files.clone();
                 async move {
                     if is_api_path(req.method(), req.uri().path()) {
-                        return no_such_endpoint();
+                        return no_such_endpoint(req.method(), req.uri().path());
                     }
-                    match tower::ServiceExt::oneshot(files, req).await {
+                    let api_call =
+                        looks_like_api_call(&req).then(|| (req.method().clone(), req.uri().path().to_owned()));
+                    let res = match tower::ServiceExt::oneshot(files, req).await {
                         Ok(res) => res.into_response(),
                         Err(never) => match never {},
+                    };
+                    match api_call {
+                        Some((method, path)) if res.status() == StatusCode::NOT_FOUND => {
+                            no_such_endpoint(&method, &path)
+                        }
+                        _ => res,
                     }
                 }
             })
         }
-        _ => r.fallback(|| async {
+        _ => r.fallback(|req: axum::extract::Request| async move {
+            if looks_like_api_call(&req) {
+                return no_such_endpoint(req.method(), req.uri().path());
+            }
+            // A page a browser asked for.
             (StatusCode::NOT_FOUND, Json(error_json(404000, "no such endpoint (and no web app folder is served)")))
+                .into_response()
         }),
     };
-    let gate = guard::Gate { hub: state.hub.clone(), access: state.access.clone(), scheme: state.scheme };
+    let gate =
+        guard::Gate { hub: state.hub.clone(), access: state.access.clone(), scheme: state.scheme, port: state.port };
     // Layers run outside-in: the gate checks Host (preflights too) and adds the anti-framing headers to every
     // answer, CORS answers preflights, and the gate's Origin and Authorization checks apply to the rest.
     r.layer(cors(&state.access)).layer(axum::middleware::from_fn_with_state(gate, guard::check))
@@ -172,9 +189,31 @@ fn is_api_path(method: &axum::http::Method, path: &str) -> bool {
     guard::required(method, path).is_some() || path.trim_start_matches('/').split('/').next() == Some("$iothub")
 }
 
-fn no_such_endpoint() -> Response {
-    (StatusCode::NOT_FOUND, Json(iothub::error_body(404, 404000, "no such endpoint of the service API")))
-        .into_response()
+/// Whether a request no route took is an API call rather than a page a browser asked for: a path under the
+/// service API's prefixes ([`is_api_path`]), an `api-version` in the query (the official SDKs send it with every
+/// call) or an `Authorization` header.
+fn looks_like_api_call(req: &axum::extract::Request) -> bool {
+    is_api_path(req.method(), req.uri().path())
+        || req.headers().contains_key(axum::http::header::AUTHORIZATION)
+        || req.uri().query().is_some_and(|q| {
+            q.split('&').any(|p| p.split('=').next().is_some_and(|k| k.eq_ignore_ascii_case("api-version")))
+        })
+}
+
+/// IoT Hub's 404 (`404000`, in the error body the rest of the API uses) for an API call to a route that does not
+/// exist, naming its method and path; a C2D send to a module is told that IoT Hub sends C2D to devices only.
+fn no_such_endpoint(method: &axum::http::Method, path: &str) -> Response {
+    let shown = crate::hub::truncate(path, 256);
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let message = match segments.as_slice() {
+        ["devices", device, "modules", _, "messages", c2d, ..] if c2d.eq_ignore_ascii_case("devicebound") => format!(
+            "no such endpoint: {method} {shown} is not a route of the service API — IoT Hub does not send \
+             cloud-to-device messages to modules, only to devices (POST /devices/{}/messages/devicebound)",
+            crate::hub::truncate(device, 128)
+        ),
+        _ => format!("no such endpoint: {method} {shown} is not a route of the service API"),
+    };
+    (StatusCode::NOT_FOUND, Json(iothub::error_body(404, 404000, &message))).into_response()
 }
 
 /// Cross-origin reads are allowed only for the origins the user listed (`--allow-origin`); the server's own
@@ -260,7 +299,7 @@ async fn websocket(
             .into_response();
     };
     let hub = s.hub.clone();
-    let kind = s.transport;
+    let (kind, port) = (s.transport, s.port);
     ws.protocols([hubsim_proto::endpoint::WEBSOCKET_SUBPROTOCOL])
         // A frame is checked against the limit before it is buffered (tungstenite), not only the message.
         .max_message_size(MAX_WS_MESSAGE)
@@ -269,7 +308,7 @@ async fn websocket(
         .on_upgrade(move |socket| {
             let tracked = hub.tasks.clone();
             let transport = Transport::WebSocket(Box::new(socket));
-            tracked.track_future(conn::serve(hub, transport, kind, remote.to_string(), Some(place)))
+            tracked.track_future(conn::serve(hub, transport, kind, port, remote.to_string(), Some(place)))
         })
 }
 

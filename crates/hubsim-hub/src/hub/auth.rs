@@ -5,7 +5,7 @@
 use hubsim_proto::hub::ConnectRequest;
 use hubsim_proto::mqttbytes::v4::ConnectReturnCode;
 use hubsim_proto::mqttbytes::QoS;
-use hubsim_proto::sas::{DeviceKey, ResourceUri};
+use hubsim_proto::sas::{DeviceKey, ResourceUri, SasToken, SasVerifyError};
 use hubsim_proto::topic::TopicFilter;
 use hubsim_proto::Instant;
 use std::time::Duration;
@@ -23,8 +23,10 @@ pub struct Admitted {
 }
 
 impl Hub {
-    /// Checks a CONNECT against the registry and sets up the stored session.
-    pub async fn authenticate(&self, req: &ConnectRequest) -> Result<Admitted, (ConnectReturnCode, String)> {
+    /// Checks a CONNECT that arrived on listener port `port` against the registry and sets up the stored session.
+    /// Refusals: CONNACK 0x05 (unknown identity, token not valid, see [`verify_token`] for its audience), 0x03
+    /// (the identity or a module's device disabled, the store unavailable).
+    pub async fn authenticate(&self, req: &ConnectRequest, port: u16) -> Result<Admitted, (ConnectReturnCode, String)> {
         let internal = |e: StoreError| (ConnectReturnCode::ServiceUnavailable, e.to_string());
         // Modules are registry records named `{device}/{module}` (a name no device id can have).
         let id = req.identity.to_string();
@@ -36,6 +38,26 @@ impl Hub {
             .ok_or((ConnectReturnCode::NotAuthorized, format!("device '{id}' is not registered")))?;
         if !device.enabled() {
             return Err((ConnectReturnCode::ServiceUnavailable, format!("device '{id}' is disabled")));
+        }
+        // A module connects only while its device is enabled, and is refused as the device would be (IoT Hub:
+        // azure-iot-sdk-csharp#1541, Azure/iotedge#2334).
+        if req.identity.module_id.is_some() {
+            let parent = &req.identity.device_id;
+            match self.store.device(parent).await.map_err(internal)? {
+                Some(p) if p.enabled() => {}
+                Some(_) => {
+                    return Err((
+                        ConnectReturnCode::ServiceUnavailable,
+                        format!("module '{id}' cannot connect: its parent device '{parent}' is disabled"),
+                    ))
+                }
+                None => {
+                    return Err((
+                        ConnectReturnCode::NotAuthorized,
+                        format!("module '{id}' cannot connect: its parent device '{parent}' is not registered"),
+                    ))
+                }
+            }
         }
         // A token signed with a policy key (`skn=device`) is accepted when the policy grants DeviceConnect, as IoT
         // Hub does ("Control access to IoT Hub using SAS": a device-scoped token from a policy).
@@ -57,13 +79,11 @@ impl Hub {
             }
         };
         let refs: Vec<&DeviceKey> = keys.iter().collect();
-        let resource = ResourceUri::for_identity(
-            &self.settings.host_name,
-            &req.identity.device_id,
-            req.identity.module_id.as_deref(),
-        );
+        let resource =
+            |host: &str| ResourceUri::for_identity(host, &req.identity.device_id, req.identity.module_id.as_deref());
         let now_s = unix_ms() / 1000;
-        req.token.verify(&refs, &resource, now_s).map_err(|e| (ConnectReturnCode::NotAuthorized, e.to_string()))?;
+        verify_token(&req.token, &refs, &self.settings.host_name, Some(port), resource, now_s)
+            .map_err(|e| (ConnectReturnCode::NotAuthorized, e))?;
         let expiry = req.token.expiry();
         // Accepted within the clock skew: close when the skew runs out instead.
         let close_at = if expiry > now_s { expiry } else { expiry + hubsim_proto::sas::MAX_CLOCK_SKEW_SECS };
@@ -115,6 +135,35 @@ impl Hub {
         let id = device.to_owned();
         let names: Vec<(String, u8)> = subs.into_iter().map(|(f, q)| (filter_name(&f).to_owned(), q as u8)).collect();
         self.store.write(move |tx| tx.put_session(&id, &names)).await
+    }
+}
+
+/// Verifies `token` (audience, expiry, signature against `keys`) for the resource `resource(host)` of hub `host`.
+/// The audience's host may also be `host:{port}` for `port`, the listener the connection or request arrived on
+/// (and only that one): the official service SDKs (Python `azure-iot-hub`) sign for the connection string's
+/// `HostName` and connect to it, so `HostName=localhost:28443` reaches an emulator whose WebSocket/HTTPS port is
+/// 28443 with tokens for `localhost:28443`. The host is compared without case, as IoT Hub does. The error is the
+/// core's reason ([`SasVerifyError`]) as text, naming the port that would have been accepted.
+pub(crate) fn verify_token(
+    token: &SasToken,
+    keys: &[&DeviceKey],
+    host: &str,
+    port: Option<u16>,
+    resource: impl Fn(&str) -> ResourceUri,
+    now_unix: u64,
+) -> Result<(), String> {
+    match (token.verify(keys, &resource(host), now_unix), port) {
+        (Err(SasVerifyError::WrongAudience { .. }), Some(port)) => {
+            let with_port = format!("{host}:{port}");
+            token.verify(keys, &resource(&with_port), now_unix).map_err(|e| match e {
+                SasVerifyError::WrongAudience { expected, actual } => format!(
+                    "the token is for '{actual}', not for '{}' or '{expected}' (the port of this listener)",
+                    resource(host)
+                ),
+                other => other.to_string(),
+            })
+        }
+        (r, _) => r.map_err(|e| e.to_string()),
     }
 }
 

@@ -419,7 +419,7 @@ impl Hub {
             })
             .await;
         if let Err(e) = r {
-            tracing::warn!(device, "cannot record the model id: {e}");
+            tracing::warn!(device = %device, "cannot record the model id: {e}");
         }
     }
 
@@ -452,6 +452,25 @@ impl Hub {
     /// Closes a device's connection; false if it has none.
     pub fn close_connection(&self, id: &str, reason: CloseReason) -> bool {
         self.conn(id).map(|h| h.close(reason)).is_some()
+    }
+
+    /// Closes the connection of device `device` and those of its modules (`{device}/{module}`), as disabling or
+    /// deleting a device does: a module cannot stay connected without its device (IoT Hub:
+    /// azure-iot-sdk-csharp#1541).
+    pub fn close_device_and_modules(&self, device: &str, reason: CloseReason) {
+        let handles: Vec<_> = self
+            .conns
+            .lock()
+            .map(|c| {
+                c.iter()
+                    .filter(|(id, _)| id.as_str() == device || registry::is_module_of(id, device))
+                    .map(|(_, e)| e.handle.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for h in handles {
+            h.close(reason.clone());
+        }
     }
 
     /// Closes every connection (shutdown).

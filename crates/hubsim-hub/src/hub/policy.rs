@@ -150,10 +150,13 @@ impl Policies {
         })
     }
 
-    /// Checks an `Authorization` header value for a call needing `needed` on hub `host`; returns the policy name.
+    /// Checks an `Authorization` header value for a call needing `needed` on hub `host`, arrived on listener port
+    /// `port` (a token for `host:{port}` is accepted too, see [`super::auth::verify_token`]); returns the policy
+    /// name.
     pub fn authorize(
         &self,
         host: &str,
+        port: Option<u16>,
         header: Option<&str>,
         needed: Permission,
         now_unix: u64,
@@ -164,9 +167,8 @@ impl Policies {
         let policy = self.get(name).ok_or_else(|| AuthError::UnknownPolicy(name.to_owned()))?;
         let keys = policy.keys();
         let refs: Vec<&DeviceKey> = keys.iter().collect();
-        token
-            .verify(&refs, &ResourceUri::Hub { host: host.to_owned() }, now_unix)
-            .map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let hub = |host: &str| ResourceUri::Hub { host: host.to_owned() };
+        super::auth::verify_token(&token, &refs, host, port, hub, now_unix).map_err(AuthError::Invalid)?;
         if !policy.grants(needed) {
             return Err(AuthError::Forbidden { policy: policy.key_name.clone(), needed });
         }
@@ -193,20 +195,23 @@ mod tests {
         let ps = Policies::generate();
         let owner = ps.connection_string("localhost", "iothubowner").unwrap();
         let token = owner.token(now() + 60).to_string();
-        assert_eq!(ps.authorize("localhost", Some(&token), Permission::RegistryWrite, now()).unwrap(), "iothubowner");
-        assert_eq!(ps.authorize("localhost", None, Permission::RegistryRead, now()), Err(AuthError::Missing));
+        assert_eq!(
+            ps.authorize("localhost", None, Some(&token), Permission::RegistryWrite, now()).unwrap(),
+            "iothubowner"
+        );
+        assert_eq!(ps.authorize("localhost", None, None, Permission::RegistryRead, now()), Err(AuthError::Missing));
         assert!(matches!(
-            ps.authorize("other", Some(&token), Permission::RegistryRead, now()),
+            ps.authorize("other", None, Some(&token), Permission::RegistryRead, now()),
             Err(AuthError::Invalid(_))
         ));
         assert!(matches!(
-            ps.authorize("localhost", Some(&token), Permission::RegistryRead, now() + 3600),
+            ps.authorize("localhost", None, Some(&token), Permission::RegistryRead, now() + 3600),
             Err(AuthError::Invalid(_))
         ));
         let read = ps.connection_string("localhost", "registryRead").unwrap().token(now() + 60).to_string();
-        assert!(ps.authorize("localhost", Some(&read), Permission::RegistryRead, now()).is_ok());
+        assert!(ps.authorize("localhost", None, Some(&read), Permission::RegistryRead, now()).is_ok());
         assert_eq!(
-            ps.authorize("localhost", Some(&read), Permission::RegistryWrite, now()),
+            ps.authorize("localhost", None, Some(&read), Permission::RegistryWrite, now()),
             Err(AuthError::Forbidden { policy: "registryRead".into(), needed: Permission::RegistryWrite })
         );
         // A token signed with another policy's key under this name fails the signature.
@@ -214,13 +219,36 @@ mod tests {
         forged.key_name = "iothubowner".into();
         let forged = forged.token(now() + 60).to_string();
         assert!(matches!(
-            ps.authorize("localhost", Some(&forged), Permission::RegistryRead, now()),
+            ps.authorize("localhost", None, Some(&forged), Permission::RegistryRead, now()),
             Err(AuthError::Invalid(_))
         ));
         assert!(matches!(
-            ps.authorize("localhost", Some("Bearer x"), Permission::RegistryRead, now()),
+            ps.authorize("localhost", None, Some("Bearer x"), Permission::RegistryRead, now()),
             Err(AuthError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn a_token_for_the_host_with_the_listeners_port_is_accepted_on_that_port_only() {
+        let ps = Policies::generate();
+        let token = |host: &str| ps.connection_string(host, "iothubowner").unwrap().token(now() + 60).to_string();
+        let with_port = token("LOCALHOST:28443");
+        let ok = |host, port, t: &str| ps.authorize(host, port, Some(t), Permission::RegistryRead, now()).is_ok();
+        assert!(ok("localhost", Some(28443), &with_port));
+        assert!(!ok("localhost", Some(28444), &with_port));
+        assert!(!ok("localhost", None, &with_port));
+        assert!(!ok("other", Some(28443), &with_port));
+        // The plain host name stays accepted on every port; another name with the port is not.
+        assert!(ok("localhost", Some(28443), &token("localhost")));
+        assert!(!ok("localhost", Some(28443), &token("localhost.evil:28443")));
+        assert!(!ok("localhost", Some(28443), &token("localhost:28443/devices")));
+        assert_eq!(
+            ps.authorize("localhost", Some(8080), Some(&with_port), Permission::RegistryRead, now()),
+            Err(AuthError::Invalid(
+                "the token is for 'LOCALHOST:28443', not for 'localhost' or 'localhost:8080' (the port of this listener)"
+                    .into()
+            ))
+        );
     }
 
     #[test]

@@ -101,7 +101,8 @@ impl Hub {
     }
 
     /// `PUT` with `If-Match`: replaces the identity's status, status reason, capabilities and keys (keys not
-    /// given are kept); 404 if missing, 412 on a stale ETag. Disabling closes the device's connection.
+    /// given are kept); 404 if missing, 412 on a stale ETag. Disabling closes the identity's connection (a
+    /// device's: its modules' too).
     pub async fn replace_identity(
         &self,
         id: &str,
@@ -113,7 +114,7 @@ impl Hub {
         let d = self
             .store
             .write(move |tx| {
-                let Some(mut d) = tx.device(&key)? else { return Ok(Err(not_found(&key))) };
+                let Some(mut d) = tx.device(&key)? else { return Ok(Err(not_found(tx, &key)?)) };
                 if let Err(e) = if_match.check(&device_etag(&d), "the identity") {
                     return Ok(Err(e));
                 }
@@ -135,7 +136,8 @@ impl Hub {
             })
             .await??;
         if !d.enabled() {
-            self.close_connection(id, CloseReason::DeviceDisabled);
+            // A module's key names only itself; a device's closes its modules too.
+            self.close_device_and_modules(id, CloseReason::DeviceDisabled);
         }
         Ok(d)
     }
@@ -152,7 +154,7 @@ impl Hub {
         let removed = modules.clone();
         self.store
             .write(move |tx| {
-                let Some(d) = tx.device(&key)? else { return Ok(Err(not_found(&key))) };
+                let Some(d) = tx.device(&key)? else { return Ok(Err(not_found(tx, &key)?)) };
                 if let Err(e) = if_match.check(&device_etag(&d), "the identity") {
                     return Ok(Err(e));
                 }
@@ -280,7 +282,7 @@ impl Hub {
             })
             .await?;
         for id in closed {
-            self.close_connection(&id, CloseReason::DeviceDisabled);
+            self.close_device_and_modules(&id, CloseReason::DeviceDisabled);
         }
         Ok(errors)
     }
@@ -313,9 +315,19 @@ impl Hub {
             .await?)
     }
 
-    /// A device or module identity (`dev/mod`), with IoT Hub's `DeviceNotFound` or `ModuleNotFound`.
+    /// A device or module identity (`dev/mod`). Errors: IoT Hub's 404 `DeviceNotFound` (404001) for a missing
+    /// device, also when a module's device is missing, and `ModuleNotFound` (404010) for a missing module of an
+    /// existing device; 500/503 from the store.
     pub async fn get_identity(&self, id: &str) -> Result<Device, ServiceError> {
-        self.store.device(id).await?.ok_or_else(|| not_found(id))
+        if let Some(d) = self.store.device(id).await? {
+            return Ok(d);
+        }
+        match id.split_once('/') {
+            Some((device, _)) if self.store.device(device).await?.is_none() => {
+                Err(ServiceError::device_not_found(device))
+            }
+            _ => Err(missing(id)),
+        }
     }
 
     pub async fn get_device(&self, id: &str) -> Result<Device, ServiceError> {
@@ -344,7 +356,8 @@ impl Hub {
         .to_string()
     }
 
-    /// Enables or disables a device; disabling closes its connection.
+    /// Enables or disables a device; disabling closes its connection and its modules' (which cannot connect
+    /// while it is disabled, [`Hub::authenticate`]).
     pub async fn set_status(&self, id: &str, enabled: bool) -> Result<Device, ServiceError> {
         let key = id.to_owned();
         let d = self
@@ -363,7 +376,7 @@ impl Hub {
             .await?
             .ok_or_else(|| ServiceError::device_not_found(id))?;
         if !enabled {
-            self.close_connection(id, CloseReason::DeviceDisabled);
+            self.close_device_and_modules(id, CloseReason::DeviceDisabled);
         }
         Ok(d)
     }
@@ -397,11 +410,21 @@ fn new_record(id: &str, primary: Option<String>, secondary: Option<String>, enab
 }
 
 /// Is `id` a module identity (`{device}/{module}`) of `device`?
-fn is_module_of(id: &str, device: &str) -> bool {
+pub(super) fn is_module_of(id: &str, device: &str) -> bool {
     id.strip_prefix(device).is_some_and(|rest| rest.starts_with('/'))
 }
 
-fn not_found(id: &str) -> ServiceError {
+/// Why identity `id` is not in the registry, read in the transaction: its device is missing (`DeviceNotFound`,
+/// for a module too, as IoT Hub answers) or the module is (`ModuleNotFound`).
+fn not_found(tx: &mut crate::store::Tx<'_>, id: &str) -> Result<ServiceError, crate::store::StoreError> {
+    Ok(match id.split_once('/') {
+        Some((device, _)) if tx.device(device)?.is_none() => ServiceError::device_not_found(device),
+        _ => missing(id),
+    })
+}
+
+/// `DeviceNotFound` or, for `{device}/{module}`, `ModuleNotFound`.
+fn missing(id: &str) -> ServiceError {
     match id.split_once('/') {
         Some((d, m)) => ServiceError::new(404, 404010, format!("module '{m}' of device '{d}' does not exist")),
         None => ServiceError::device_not_found(id),

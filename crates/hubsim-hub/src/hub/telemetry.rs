@@ -13,6 +13,11 @@ use crate::timefmt::{iso8601, unix_ms};
 use hubsim_proto::hub::ReceivedTelemetry;
 use hubsim_proto::property_bag::SystemProperty;
 
+/// `iothub-connection-auth-method` of a device's message (a symmetric-key SAS token), as IoT Hub writes it.
+const AUTH_METHOD_DEVICE: &str = r#"{"scope":"device","type":"sas","issuer":"iothub","acceptingIpFilterRule":null}"#;
+/// `iothub-connection-auth-method` of a module identity's message.
+const AUTH_METHOD_MODULE: &str = r#"{"scope":"module","type":"sas","issuer":"iothub","acceptingIpFilterRule":null}"#;
+
 /// The stored record of a telemetry message ([`crate::store::event`]): the system properties IoT Hub adds, the
 /// message's own, its application properties and the body, written straight into the record's bytes.
 fn event_record(m: &ReceivedTelemetry, generation_id: &str, model_id: Option<&str>, enqueued: &str) -> Vec<u8> {
@@ -50,7 +55,12 @@ fn event_record(m: &ReceivedTelemetry, generation_id: &str, model_id: Option<&st
     if let Some(mid) = &m.identity.module_id {
         enc.prop("iothub-connection-module-id", Some(mid));
     }
-    enc.prop("iothub-connection-auth-method", Some(r#"{"scope":"device","type":"sas","issuer":"iothub"}"#));
+    // As IoT Hub writes it ([DOC-MSG]): the scope is the identity that authenticated, a module's own.
+    let auth_method = match m.identity.module_id {
+        Some(_) => AUTH_METHOD_MODULE,
+        None => AUTH_METHOD_DEVICE,
+    };
+    enc.prop("iothub-connection-auth-method", Some(auth_method));
     enc.prop("iothub-connection-auth-generation-id", Some(generation_id));
     enc.prop("iothub-enqueuedtime", Some(enqueued));
     enc.prop("iothub-message-source", Some("Telemetry"));
@@ -127,7 +137,7 @@ impl Hub {
             .await;
         match stored {
             Ok(rec) => {
-                tracing::info!(device = ?rec.device_id, op = %rec.operation, code = rec.result_type, reason = %rec.reason, "{}", rec.description);
+                tracing::info!(device = %rec.identity(), op = %rec.operation, code = rec.result_type, reason = %rec.reason, "{}", rec.description);
                 let _ = self.connlog.send(rec);
             }
             Err(e) if e.is_unavailable() => tracing::debug!("cannot write the connection log: {e}"),
@@ -141,7 +151,7 @@ impl Hub {
         let mut rec = rec.bounded();
         rec.time = iso8601(unix_ms());
         rec.seq = 0;
-        tracing::debug!(op = %rec.operation, code = rec.result_type, reason = %rec.reason, "{}", rec.description);
+        tracing::debug!(device = %rec.identity(), op = %rec.operation, code = rec.result_type, reason = %rec.reason, "{}", rec.description);
         if self.connlog.receiver_count() > 0 {
             let _ = self.connlog.send(rec);
         }
