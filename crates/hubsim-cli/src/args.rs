@@ -139,8 +139,8 @@ pub struct SimArgs {
 
 #[derive(Args)]
 pub struct ServeArgs {
-    /// HostName used in connection strings and SAS audiences.
-    #[arg(long, default_value = "localhost")]
+    /// HostName used in connection strings and SAS audiences: a DNS name or an IP address.
+    #[arg(long, default_value = "localhost", value_parser = host_name)]
     pub host_name: String,
     /// Address to bind every listener to. MQTT over plain WebSocket is only offered on a loopback address.
     #[arg(long, default_value = "127.0.0.1")]
@@ -370,4 +370,9 @@ pub struct SasArgs {
     /// Absolute expiry, Unix seconds.
     #[arg(long)]
     pub expiry: Option<u64>,
+}
+
+/// `--host-name`: refused by clap, naming the flag, unless a DNS name or an IP address (`check_host_name`).
+fn host_name(s: &str) -> Result<String, hubsim_hub::HostNameError> {
+    hubsim_hub::check_host_name(s).map(|()| s.to_owned())
 }

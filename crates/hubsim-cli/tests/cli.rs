@@ -46,7 +46,9 @@ fn out_of_range_lifetimes_are_refused_by_name() {
 
 #[test]
 fn retention_flags_are_checked_by_name() {
-    for (flag, bad) in [("--retention-hours", "0"), ("--retention-hours", "8761"), ("--max-events", "0")] {
+    for (flag, bad) in
+        [("--retention-hours", "0"), ("--retention-hours", "8761"), ("--max-events", "0"), ("--host-name", "bad host")]
+    {
         let out = hubsim().args(["serve", flag, bad]).output().unwrap();
         assert!(!out.status.success(), "{flag} {bad} was accepted");
         assert!(String::from_utf8_lossy(&out.stderr).contains(flag), "{flag} {bad}");
