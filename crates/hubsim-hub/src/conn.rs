@@ -412,6 +412,10 @@ impl Ctx {
                     Ok(adm) => {
                         self.generation_id = adm.generation_id;
                         self.conn_id = self.hub.register(&id, self.handle.clone());
+                        // A disable that landed after the check above and swept before the registration.
+                        if !self.hub.still_admitted(&id).await {
+                            self.handle.close(CloseReason::DeviceDisabled);
+                        }
                         self.hub.set_model_id(&id, self.model_id.clone()).await;
                         self.connected = true;
                         if let Err(e) =

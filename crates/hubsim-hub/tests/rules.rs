@@ -789,3 +789,20 @@ async fn disabling_a_device_closes_its_modules_and_refuses_them_until_it_is_enab
     other.send(Telemetry::new("still here")).await;
     other.expect("PUBACK", |e| matches!(e, Event::TelemetryAcked { .. })).await;
 }
+
+/// What a connection asks once more after registering (for a disable that lands between its CONNECT check and
+/// its registration): an identity is still admitted while it and, for a module, its device exist and are enabled.
+#[tokio::test]
+async fn still_admitted_follows_the_status_of_the_identity_and_of_a_modules_device() {
+    let emu = Emu::start().await;
+    emu.device("sa").await;
+    module_device(&emu, "sa", "m", Via::Mqtt).await;
+    let hub = emu.hub();
+    assert!(hub.still_admitted("sa").await && hub.still_admitted("sa/m").await);
+    hub.set_status("sa", false).await.unwrap();
+    assert!(!hub.still_admitted("sa").await && !hub.still_admitted("sa/m").await);
+    hub.set_status("sa", true).await.unwrap();
+    assert!(hub.still_admitted("sa/m").await);
+    assert!(!hub.still_admitted("sa/other").await, "a module that does not exist");
+    assert!(!hub.still_admitted("nosuch").await);
+}

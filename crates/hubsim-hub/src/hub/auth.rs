@@ -138,6 +138,24 @@ impl Hub {
     }
 }
 
+impl Hub {
+    /// Whether identity `id` (`device` or `device/module`) may still be connected: it and, for a module, its
+    /// device exist and are enabled. Asked once more after a connection is registered, so that a disable (or a
+    /// delete) that lands between [`Hub::authenticate`]'s read and the registration, and whose close sweep missed
+    /// the connection, still ends it: the disable writes, then closes what is registered; the connection
+    /// registers, then reads. A store error answers true (the connection stays, as it would have).
+    pub async fn still_admitted(&self, id: &str) -> bool {
+        let enabled = |id: String| async move { self.store.device(&id).await.map(|d| d.is_some_and(|d| d.enabled())) };
+        let parent = id.split_once('/').map(|(d, _)| d.to_owned());
+        for who in std::iter::once(id.to_owned()).chain(parent) {
+            if let Ok(false) = enabled(who).await {
+                return false;
+            }
+        }
+        true
+    }
+}
+
 /// Verifies `token` (audience, expiry, signature against `keys`) for the resource `resource(host)` of hub `host`.
 /// The audience's host may also be `host:{port}` for `port`, the listener the connection or request arrived on
 /// (and only that one): the official service SDKs (Python `azure-iot-hub`) sign for the connection string's
