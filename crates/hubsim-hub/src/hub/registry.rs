@@ -381,14 +381,6 @@ impl Hub {
         Ok(d)
     }
 
-    pub async fn delete_device(&self, id: &str) -> Result<(), ServiceError> {
-        let key = id.to_owned();
-        if !self.store.write(move |tx| tx.delete_device(&key)).await? {
-            return Err(ServiceError::device_not_found(id));
-        }
-        self.close_connection(id, CloseReason::DeviceDisabled);
-        Ok(())
-    }
 }
 
 /// A new SAS-authenticated identity record; keys are generated where not given.
