@@ -7,7 +7,7 @@
 
 use bytes::Bytes;
 use hubsim_dtdl::pnp::{self, Ack, CommandError, DesiredPatch};
-use hubsim_dtdl::{default_value, telemetry_plans, value_config, Model, TelemetryPlan};
+use hubsim_dtdl::{default_value, order_extremes, telemetry_plans, value_config, Model, TelemetryPlan};
 use hubsim_proto::device::Telemetry;
 use hubsim_proto::json::{self, Object, Value};
 use hubsim_proto::property_bag::SystemProperty;
@@ -146,7 +146,9 @@ impl PnpDevice {
             .iter()
             .position(|v| v.command == command && v.component.as_deref() == component && v.name == name)?;
         let r = self.spec.values[i].config.render(&mut self.value_states[i], ctx).ok()?;
-        json::parse(std::str::from_utf8(&r.body).ok()?).ok()
+        let mut v = json::parse(std::str::from_utf8(&r.body).ok()?).ok()?;
+        order_extremes(&mut v);
+        Some(v)
     }
 
     pub fn model(&self) -> &Model {
@@ -365,8 +367,9 @@ mod tests {
         let since = br#""2024-01-01T00:00:00Z""#;
         let (status, first) = d.answer_command("thermostat1*getMaxMinReport", since, &CTX);
         assert_eq!(status, 200, "{first}");
-        // The response schema's fields, generated as telemetry is: doubles from 50, the time of the answer.
-        assert_eq!(first.get("maxTemp").and_then(Value::as_f64), Some(50.0), "{first}");
+        // The response schema's fields, generated as telemetry is: temperatures (by their names) from 21, the
+        // time of the answer.
+        assert_eq!(first.get("maxTemp").and_then(Value::as_f64), Some(21.0), "{first}");
         assert_eq!(first.get("endTime").and_then(Value::as_str), Some("2025-11-30T10:53:20.000Z"), "{first}");
         hubsim_dtdl::validate(
             &d.model()
@@ -385,6 +388,11 @@ mod tests {
         let answers: Vec<Value> =
             (0..5).map(|_| d.answer_command("thermostat1*getMaxMinReport", since, &CTX).1).collect();
         assert!(answers.iter().any(|a| a.get("maxTemp") != first.get("maxTemp")), "the walk moves: {answers:?}");
+        for a in &answers {
+            let t = |k: &str| a.get(k).and_then(Value::as_f64).unwrap();
+            assert!(t("minTemp") <= t("avgTemp") && t("avgTemp") <= t("maxTemp"), "min ≤ avg ≤ max: {a}");
+            assert!((15.0..=35.0).contains(&t("maxTemp")), "a temperature's range: {a}");
+        }
         assert_eq!(d.answer_command("thermostat1*getMaxMinReport", b"42", &CTX).0, 400);
         assert_eq!(d.answer_command("thermostat9*getMaxMinReport", b"", &CTX).0, 404);
         assert_eq!(d.answer_command("nope", b"", &CTX).0, 404);

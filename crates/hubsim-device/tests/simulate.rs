@@ -268,7 +268,8 @@ async fn model_device_acknowledges_rejects_answers_and_sends_component_telemetry
     assert_eq!(reported["deviceInformation"]["manufacturer"], "manufacturer-1", "{reported}");
     assert_eq!(reported["deviceInformation"]["__t"], "c", "{reported}");
 
-    // A component command answered with a generated value of its response schema (doubles from 50).
+    // A component command answered with a generated value of its response schema (temperatures, by their
+    // names, from 21).
     let (status, payload) = emu
         .hub()
         .invoke_method("pnp1", "thermostat1*getMaxMinReport", json!("2024-01-01T00:00:00Z"), Duration::from_secs(10))
@@ -280,7 +281,7 @@ async fn model_device_acknowledges_rejects_answers_and_sends_component_telemetry
     let schema = &command.response.as_ref().unwrap().schema;
     let payload_value = hubsim_proto::json::parse(&payload.to_string()).unwrap();
     hubsim_dtdl::validate(schema, &payload_value, "tempReport").unwrap();
-    assert_eq!(payload["maxTemp"], 50.0, "{payload}");
+    assert_eq!(payload["maxTemp"], 21.0, "{payload}");
     // A request that does not fit the request schema: 400 with an error; an unknown command: 404.
     let (status, payload) = emu
         .hub()

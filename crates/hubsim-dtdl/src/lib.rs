@@ -38,5 +38,5 @@ pub use model::{
 };
 pub use parse::{ModelError, ModelErrorKind};
 pub use pnp::{Ack, CommandError, CommandName, DesiredPatch, DesiredUpdate};
-pub use telemetry::{telemetry_plans, value_config, TelemetryPlan};
+pub use telemetry::{order_extremes, telemetry_plans, value_config, TelemetryPlan};
 pub use values::{default_value, validate, ValueError};

@@ -79,14 +79,40 @@ pub fn interface_template(iface: &Interface) -> (String, Vec<Variable>) {
 ///
 /// # Errors
 /// None in practice: the generated template and variables always agree; the `Result` is `Config::new`'s.
+///
+/// Here a double without a semantic type takes one from its own name (an object's field: the field's name), so
+/// that a command response's `maxTemp` reads like the device's temperature, not a 0-100 walk: a name containing
+/// `temp` is a `Temperature`, `humid` a `Humidity` (ASCII case ignored).
 pub fn value_config(schema: &Schema, name: &str, semantics: &Semantics) -> Result<Config, ConfigError> {
     let (mut out, mut vars) = (String::new(), Vec::new());
-    generator(schema, name, semantics, &mut vars, &mut out);
+    let own = named_semantics(semantics, name);
+    gen(schema, name, &own, true, &mut vars, &mut out);
     Config::new(&out, vars, None)
+}
+
+/// `semantics`, or when it has no type, the type `name` suggests (see [`value_config`]).
+fn named_semantics(semantics: &Semantics, name: &str) -> Semantics {
+    let mut s = semantics.clone();
+    if s.types.is_empty() {
+        let lower = name.to_ascii_lowercase();
+        if lower.contains("humid") {
+            s.types.push("Humidity".into());
+        } else if lower.contains("temp") {
+            s.types.push("Temperature".into());
+        }
+    }
+    s
 }
 
 /// Appends the template text of a value of `schema` to `out`, declaring its variables.
 pub fn generator(schema: &Schema, name: &str, semantics: &Semantics, vars: &mut Vec<Variable>, out: &mut String) {
+    gen(schema, name, semantics, false, vars, out);
+}
+
+/// [`generator`]; with `by_name`, an object's fields take their semantic type from their names.
+fn gen(schema: &Schema, name: &str, semantics: &Semantics, by_name: bool, vars: &mut Vec<Variable>, out: &mut String) {
+    let field_semantics =
+        |field: &str| if by_name { named_semantics(&Semantics::default(), field) } else { Semantics::default() };
     match schema {
         Schema::Primitive(p) => {
             let (kind, decimals, quoted) = primitive_kind(*p, name, semantics);
@@ -111,7 +137,7 @@ pub fn generator(schema: &Schema, name: &str, semantics: &Semantics, vars: &mut 
                 }
                 let _ = write_escaped(out, &f.name);
                 out.push(':');
-                generator(&f.schema, &format!("{name}_{}", f.name), &Semantics::default(), vars, out);
+                gen(&f.schema, &format!("{name}_{}", f.name), &field_semantics(&f.name), by_name, vars, out);
             }
             out.push('}');
         }
@@ -124,7 +150,7 @@ pub fn generator(schema: &Schema, name: &str, semantics: &Semantics, vars: &mut 
                 let key = format!("{key_name}{i}");
                 let _ = write_escaped(out, &key);
                 out.push(':');
-                generator(value, &format!("{name}_{key}"), &Semantics::default(), vars, out);
+                gen(value, &format!("{name}_{key}"), &Semantics::default(), by_name, vars, out);
             }
             out.push('}');
         }
@@ -134,7 +160,7 @@ pub fn generator(schema: &Schema, name: &str, semantics: &Semantics, vars: &mut 
                 if i > 0 {
                     out.push(',');
                 }
-                generator(element, &format!("{name}_{i}"), &Semantics::default(), vars, out);
+                gen(element, &format!("{name}_{i}"), &Semantics::default(), by_name, vars, out);
             }
             out.push(']');
         }
@@ -205,4 +231,66 @@ fn placeholder(name: String, quoted: bool, out: &mut String) {
     if quoted {
         out.push('"');
     }
+}
+
+/// Puts the generated values of sibling numeric fields named as extremes of one quantity in order: `minX` ≤
+/// `avgX` (or `averageX`, `meanX`) ≤ `maxX`, ASCII case ignored, `_` after the prefix allowed (`max_temp`), at any
+/// depth. Each generator walks on its own, so a report such as the thermostat's `getMaxMinReport` would
+/// otherwise say `maxTemp` 49.7 and `minTemp` 50.1. The values are permuted, not changed.
+pub fn order_extremes(v: &mut Value) {
+    match v {
+        Value::Object(o) => {
+            let mut entries: Vec<(String, Value)> = o.iter().map(|(k, v)| (k.to_owned(), v.clone())).collect();
+            for (_, v) in entries.iter_mut() {
+                order_extremes(v);
+            }
+            let ranked: Vec<Option<(u8, String)>> =
+                entries.iter().map(|(k, v)| v.as_f64().and_then(|_| extreme(k))).collect();
+            for (i, r) in ranked.iter().enumerate() {
+                let Some((_, quantity)) = r else { continue };
+                let same = |r: &Option<(u8, String)>| r.as_ref().is_some_and(|(_, q)| q == quantity);
+                if ranked[..i].iter().any(same) {
+                    continue; // the group was ordered at its first member
+                }
+                let mut members: Vec<(u8, usize)> = Vec::new();
+                for (j, r) in ranked.iter().enumerate().skip(i) {
+                    if let Some((rank, q)) = r {
+                        if q == quantity {
+                            members.push((*rank, j));
+                        }
+                    }
+                }
+                if members.len() < 2 {
+                    continue;
+                }
+                members.sort_unstable();
+                let mut values: Vec<Value> = members.iter().map(|&(_, j)| entries[j].1.clone()).collect();
+                values.sort_by(|a, b| a.as_f64().partial_cmp(&b.as_f64()).unwrap_or(core::cmp::Ordering::Equal));
+                for ((_, j), value) in members.into_iter().zip(values) {
+                    entries[j].1 = value;
+                }
+            }
+            *o = entries.into_iter().collect();
+        }
+        Value::Array(a) => {
+            for x in a.iter_mut() {
+                order_extremes(x);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `minTemp` → (0, "temp"), `avgTemp` → (1, "temp"), `max_temp` → (2, "temp"); other names `None`.
+fn extreme(key: &str) -> Option<(u8, String)> {
+    let lower = key.to_ascii_lowercase();
+    for (prefix, rank) in [("min", 0), ("average", 1), ("avg", 1), ("mean", 1), ("max", 2)] {
+        if let Some(rest) = lower.strip_prefix(prefix) {
+            let rest = rest.trim_start_matches('_');
+            if !rest.is_empty() {
+                return Some((rank, rest.to_owned()));
+            }
+        }
+    }
+    None
 }

@@ -313,3 +313,34 @@ fn generated_values_fit_their_schema_for_every_schema() {
         }
     }
 }
+
+#[test]
+fn extremes_of_one_quantity_are_put_in_order_and_nothing_else_moves() {
+    let mut v = parse(
+        r#"{"maxTemp": 1.5, "minTemp": 9.0, "avgTemp": 3.0, "max_load": 2, "min_load": 7, "minute": 5, "maxHum": "x",
+            "minHum": 4, "nested": [{"MinSpeed": 8, "MaxSpeed": 1}], "startTime": "b", "endTime": "a"}"#,
+    )
+    .unwrap();
+    hubsim_dtdl::order_extremes(&mut v);
+    assert_eq!(
+        v.to_string(),
+        r#"{"maxTemp":9.0,"minTemp":1.5,"avgTemp":3.0,"max_load":7,"min_load":2,"minute":5,"maxHum":"x","minHum":4,"nested":[{"MinSpeed":1,"MaxSpeed":8}],"startTime":"b","endTime":"a"}"#
+    );
+}
+
+#[test]
+fn a_value_without_a_semantic_type_takes_one_from_its_name() {
+    use hubsim_template::{DeviceState, RenderContext};
+    let ctx = RenderContext { now_unix_ms: 0, local_offset_min: 0, machine_name: "m" };
+    let first = |schema: &str, name: &str| {
+        let schema = match schema {
+            "double" => Schema::Primitive(hubsim_dtdl::Primitive::Double),
+            _ => unreachable!(),
+        };
+        let config = hubsim_dtdl::value_config(&schema, name, &Default::default()).unwrap();
+        String::from_utf8(config.render(&mut DeviceState::new("d", 1), &ctx).unwrap().body).unwrap()
+    };
+    assert_eq!(first("double", "maxTempSinceBoot"), "21.00");
+    assert_eq!(first("double", "relativeHumidity"), "45.00");
+    assert_eq!(first("double", "pressure"), "50.00");
+}

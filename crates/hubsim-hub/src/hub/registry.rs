@@ -380,7 +380,6 @@ impl Hub {
         }
         Ok(d)
     }
-
 }
 
 /// A new SAS-authenticated identity record; keys are generated where not given.
