@@ -231,6 +231,8 @@ mod tests {
         // A misspelt key would leave its default without a word: every second instead of every 5.
         let e = MessageTemplate::parse("{name: 'n', template: 'x', evry: 5000}").unwrap_err();
         assert_eq!(e.to_string(), "saved message: evry: unknown key; did you mean every?");
+        let e = MessageTemplate::parse("{name: 'n', template: 'x', interval: 5000}").unwrap_err();
+        assert_eq!(e.to_string(), "saved message: interval: unknown key; did you mean every?");
         let e = MessageTemplate::parse("{name: 'n', template: 'x', Every: 5000}").unwrap_err();
         assert_eq!(e.to_string(), "saved message: Every: unknown key; did you mean every?");
         let e = MessageTemplate::parse("{name: 'n', template: '$.T', variables: [{name: 'T', randomdoubel: true}]}")

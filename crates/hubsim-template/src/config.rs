@@ -85,7 +85,15 @@ pub fn check_keys(
                 field.push('.');
             }
             field.push_str(key);
-            let suggestion = crate::template::closest(key, keys.iter().copied());
+            let suggestion = crate::template::closest(key, keys.iter().copied()).or_else(|| {
+                // Other tools' names for a key (a typo search cannot find them).
+                const ALIASES: [(&str, &str); 4] =
+                    [("precision", "decimals"), ("digits", "decimals"), ("interval", "every"), ("period", "every")];
+                ALIASES
+                    .iter()
+                    .find(|(other, _)| other.eq_ignore_ascii_case(key))
+                    .and_then(|(_, ours)| keys.iter().copied().find(|k| k == ours))
+            });
             return Err(ConfigError::UnknownKey { field, suggestion, keys });
         }
     }
@@ -107,6 +115,46 @@ fn unknown_key_text(suggestion: &Option<&'static str>, keys: &[&str]) -> String 
             t
         }
     }
+}
+
+/// ITS's settings (its README, `RunnerConfiguration.cs` and Helm chart), which a configuration file may hold
+/// beside what hubsim reads.
+pub const ITS_KEYS: &[&str] = &[
+    "IotHubConnectionString",
+    "EventHubConnectionString",
+    "KafkaConnectionProperties",
+    "KafkaTopic",
+    "DevicePrefix",
+    "DeviceIndex",
+    "DeviceCount",
+    "DeviceList",
+    "MessageCount",
+    "Interval",
+    "Intervals",
+    "FixPayload",
+    "FixPayloadSize",
+    "Template",
+    "Header",
+    "Variables",
+    "PayloadDistribution",
+    "Payloads",
+];
+
+/// A top-level key of an ITS configuration that is not one of [`ITS_KEYS`] but within a typo of one
+/// (`MesageCount`, `Varaibles`) is refused with it: ITS, like hubsim, would ignore it, and the run would go on
+/// without the setting (no message limit, the default variables). Other keys are left alone: they may be named
+/// templates that `PayloadDistribution` refers to, or the user's own notes.
+fn check_its_keys(root: &Object) -> Result<(), ConfigError> {
+    let distribution = root.get_ignore_case("PayloadDistribution").and_then(Value::as_str).unwrap_or("");
+    for (key, _) in root.iter() {
+        if ITS_KEYS.iter().any(|k| k.eq_ignore_ascii_case(key)) || distribution.contains(key) {
+            continue;
+        }
+        if let Some(likely) = crate::template::closest(key, ITS_KEYS.iter().copied()) {
+            return Err(ConfigError::UnknownKey { field: key.to_owned(), suggestion: Some(likely), keys: ITS_KEYS });
+        }
+    }
+    Ok(())
 }
 
 /// The keys of a saved message (`hubsim simulate --template` and the web app's saved messages), read exactly.
@@ -238,6 +286,7 @@ impl Config {
     pub fn from_its(root: &Value) -> Result<Config, ConfigError> {
         let root =
             root.as_object().ok_or(ConfigError::WrongType { field: "configuration".into(), expected: "an object" })?;
+        check_its_keys(root)?;
         let get = |k: &str| root.get_ignore_case(k).filter(|v| **v != Value::Null);
 
         let variables = match get("Variables") {

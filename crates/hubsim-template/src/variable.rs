@@ -844,8 +844,13 @@ mod tests {
             err("{name: 'T', walk: true, min: 0, max: 9, stpe: 1}"),
             "Variables[0].stpe: unknown key; did you mean step?"
         );
-        let far = err("{name: 'T', randomDouble: true, min: 0, max: 1, precision: 2}");
-        assert!(far.starts_with("Variables[0].precision: unknown key; the keys are name, random, "), "{far}");
+        // Another tool's name for a key is pointed to ours.
+        assert_eq!(
+            err("{name: 'T', randomDouble: true, min: 0, max: 1, precision: 2}"),
+            "Variables[0].precision: unknown key; did you mean decimals?"
+        );
+        let far = err("{name: 'T', randomDouble: true, min: 0, max: 1, colour: 2}");
+        assert!(far.starts_with("Variables[0].colour: unknown key; the keys are name, random, "), "{far}");
         assert!(far.ends_with("decimals, walk, start, sine, period, amplitude, offset, noise, probability, timestamp, jitter, format, weights"), "{far}");
         // Keys ignore ASCII case, as ITS's .NET binder does; every key the editor writes reads back.
         assert!(Variable::from_json(&parse_relaxed("{NAME: 'c', MIN: 1, Max: 3}").unwrap(), "v").is_ok());

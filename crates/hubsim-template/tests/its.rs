@@ -388,3 +388,19 @@ fn configuration_errors_name_field_position_and_problem() {
     );
     assert_eq!(err("[]"), "configuration: expected an object");
 }
+
+#[test]
+fn a_typo_of_an_its_setting_is_refused_with_the_setting_and_other_keys_are_left_alone() {
+    let err = |t: &str| Config::from_its(&hubsim_proto::json::parse_relaxed(t).unwrap()).unwrap_err().to_string();
+    // Each would run without its setting: no message limit, ITS's default variables.
+    assert_eq!(err("{Template: 'x', MesageCount: 5}"), "MesageCount: unknown key; did you mean MessageCount?");
+    assert_eq!(
+        err("{Template: '$.Temp', Varaibles: [{name: 'Temp', random: true}]}"),
+        "Varaibles: unknown key; did you mean Variables?"
+    );
+    assert_eq!(err("{Template: 'x', Paylods: []}"), "Paylods: unknown key; did you mean Payloads?");
+    // ITS's own settings (any case), a named template PayloadDistribution uses, and unrelated keys load.
+    its("{iotHubConnectionString: 'HostName=h', DEVICECOUNT: 3, DevicePrefix: 'sim', KafkaTopic: 't', Template: 'x'}");
+    its("{Template: 'a', Templat2: 'b', PayloadDistribution: 'template(50) template(50, Templat2)'}");
+    its("{Template: 'x', notes: 'my config for the lab'}");
+}
