@@ -719,9 +719,17 @@ async fn an_unknown_path_under_the_api_gets_iot_hub_s_json_404_even_beside_the_w
     let a = call(&emu, "GET", "/index.html", &[], Value::Null).await;
     assert_eq!(a.status, 200);
     assert!(a.body.contains("<title>app</title>"), "{}", a.body);
-    // An API call (api-version) to a path that is no route is not a page either.
-    let a = call(&emu, "GET", &format!("/nosuch?{V}"), &[], Value::Null).await;
-    assert_eq!((a.status, error_name(&a).as_str()), (404, "NotFound"), "{}", a.body);
+    // An API call (api-version) to a path that is no route is not a page either, whatever its method (the file
+    // server answers any but GET and HEAD 405) or the length of its names (over 255 bytes, the file system's
+    // limit, the file server answers 500).
+    let long = "a".repeat(300);
+    for (method, path) in [("GET", "/nosuch"), ("PUT", "/jobs/v2/j1"), ("PATCH", "/digitaltwins/d1"), ("GET", &long)] {
+        let a = call(&emu, method, &format!("/{}?{V}", path.trim_start_matches('/')), &[], Value::Null).await;
+        assert_eq!((a.status, error_name(&a).as_str()), (404, "NotFound"), "{method} {path}: {}", a.body);
+    }
+    // A page with such a name (no Authorization, no api-version) is not there either (no 500).
+    let a = http_raw(emu.r().http_addr, "GET", &format!("/{long}"), &[("host", "localhost")], "").await;
+    assert_eq!(a.status, 404, "{}", a.body);
 }
 
 /// Without a web app, an API call to a route that does not exist gets IoT Hub's error body naming its method and

@@ -113,10 +113,17 @@ pub fn router(state: AppState, web_dir: Option<PathBuf>) -> Router {
                         Ok(res) => res.into_response(),
                         Err(never) => match never {},
                     };
+                    // The file server answers a method other than GET and HEAD 405, and a name longer than the
+                    // file system takes (a segment over 255 bytes) 500: for an API call, neither is about a file.
+                    let status = res.status();
+                    let not_a_file = matches!(
+                        status,
+                        StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED | StatusCode::INTERNAL_SERVER_ERROR
+                    );
                     match api_call {
-                        Some((method, path)) if res.status() == StatusCode::NOT_FOUND => {
-                            no_such_endpoint(&method, &path)
-                        }
+                        Some((method, path)) if not_a_file => no_such_endpoint(&method, &path),
+                        // A page: no file can have such a name, so it is not there.
+                        None if status == StatusCode::INTERNAL_SERVER_ERROR => StatusCode::NOT_FOUND.into_response(),
                         _ => res,
                     }
                 }
