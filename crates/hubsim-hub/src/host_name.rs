@@ -19,23 +19,31 @@ pub const MAX_HOST_NAME: usize = 253;
 /// Longest DNS label (RFC 1035 §2.3.4).
 pub const MAX_LABEL: usize = 63;
 
-/// Checks that `name` is a host name clients can dial and a certificate can name: an IPv4 or IPv6 literal
-/// (`127.0.0.1`, `::1`, without brackets), or a DNS name of RFC 1123 labels (letters, digits and hyphens, 1–63
+/// Checks that `name` is a host name clients can dial and a certificate can name: an IPv4 literal
+/// (`127.0.0.1`), or a DNS name of RFC 1123 labels (letters, digits and hyphens, 1–63
 /// characters each, not starting or ending with a hyphen, separated by dots, at most 253 characters in all,
 /// whose last label is not all digits, RFC 3696 §2). Case is free. Errors: [`HostNameError`] naming the first
-/// rule broken (a port, a space, an empty or long label…).
+/// rule broken (a port, a space, an empty or long label…). An IPv6 literal is refused: IoT Hub connection strings
+/// and SAS audiences write `HostName` bare, where its colons would read as a port (`HostName=::1` cannot be told
+/// from a name with a port), and the HTTP `Host` header writes it in brackets.
 pub fn check_host_name(name: &str) -> Result<(), HostNameError> {
-    if name.parse::<Ipv4Addr>().is_ok() || name.parse::<Ipv6Addr>().is_ok() {
+    if name.parse::<Ipv4Addr>().is_ok() {
         return Ok(());
     }
     let refuse = |reason: String| Err(HostNameError { name: crate::hub::truncate(name, 300), reason });
     if name.is_empty() {
         return refuse("it is empty".into());
     }
-    if let Some(inner) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
-        if inner.parse::<Ipv6Addr>().is_ok() {
-            return refuse(format!("write an IPv6 address without brackets ({inner})"));
-        }
+    let inner = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')).unwrap_or(name);
+    if inner.parse::<Ipv6Addr>().is_ok() {
+        return refuse(
+            "an IPv6 address cannot be the hub's host name (connection strings write HostName without brackets, \
+             where its colons read as a port): use a DNS name such as localhost, or an IPv4 address"
+                .into(),
+        );
+    }
+    if let Some((scheme, _)) = name.split_once("://") {
+        return refuse(format!("give the name alone, without '{scheme}://' or a path"));
     }
     if let Some((host, port)) = name.rsplit_once(':') {
         if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && !host.contains(':') {
@@ -86,9 +94,6 @@ mod tests {
             "x",
             "0ne.example",
             "127.0.0.1",
-            "::1",
-            "fe80::1",
-            "2001:db8::8a2e:370:7334",
             long_label.as_str(),
             longest.as_str(),
         ] {
@@ -110,7 +115,10 @@ mod tests {
             ("-hub.local", "hyphen"),
             ("hub-.local", "hyphen"),
             ("localhost:28443", "no port"),
-            ("[::1]", "without brackets"),
+            ("[::1]", "IPv6"),
+            ("::1", "IPv6"),
+            ("2001:db8::8a2e:370:7334", "IPv6"),
+            ("https://myhub.local", "without 'https://'"),
             ("1.2.3", "all digits"),
             ("256.0.0.1", "all digits"),
             ("hüb.local", "not 'ü'"),
