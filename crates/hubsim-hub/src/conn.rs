@@ -431,7 +431,7 @@ impl Ctx {
                             req.clean_session as u8,
                             req.keep_alive.as_secs(),
                             adm.session_present,
-                            req.username.api_version.as_deref().unwrap_or("none")
+                            shown_api_version(req.username.api_version.as_deref())
                         ));
                     }
                     Err((code, why)) => {
@@ -625,6 +625,17 @@ impl Ctx {
     }
 }
 
+/// The user name's `api-version` as the connection log shows it: as sent when it looks like one (`2021-04-12`,
+/// `2020-09-30-preview`: letters, digits, `-` and `.`, at most 32), else quoted and cut, so that text a device
+/// chose (`2021-04-12 device=victim op=…`) cannot pose as the log line's own fields.
+fn shown_api_version(v: Option<&str>) -> String {
+    match v {
+        None => "none".into(),
+        Some(v) if v.len() <= 32 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') => v.into(),
+        Some(v) => hubsim_proto::quote::quote(&crate::hub::truncate(v, 64)),
+    }
+}
+
 /// Most bytes gathered into one write (the rest waits for the next turn of the loop).
 const MAX_GATHER: usize = 64 * 1024;
 
@@ -674,6 +685,16 @@ mod tests {
         assert_eq!(super::plain_reason(&reset), reset.to_string());
         let words = "read failed: http is not spoken here";
         assert_eq!(super::plain_reason(&words), words, "only a URL at the end is dropped");
+    }
+
+    #[test]
+    fn an_api_version_is_shown_as_sent_only_when_it_looks_like_one() {
+        assert_eq!(super::shown_api_version(Some("2021-04-12")), "2021-04-12");
+        assert_eq!(super::shown_api_version(Some("2020-09-30-preview")), "2020-09-30-preview");
+        assert_eq!(super::shown_api_version(None), "none");
+        let forged = "2021-04-12 device=victim op=deviceConnect code=0";
+        assert_eq!(super::shown_api_version(Some(forged)), format!("\"{forged}\""));
+        assert!(super::shown_api_version(Some(&"9".repeat(5000))).len() < 100);
     }
 
     /// What every connection holds for its whole life: the task's future (rare paths are boxed) and a slot per
