@@ -758,3 +758,26 @@ async fn an_unknown_route_is_named_in_iot_hub_s_error_body_and_a_page_gets_the_p
     assert_eq!(a.json()["message"], "no such endpoint (and no web app folder is served)", "{}", a.body);
     assert!(a.json().get("Message").is_none(), "{}", a.body);
 }
+
+/// What a caller sends and an error answer repeats (the method of an unknown route, a token's audience) is cut:
+/// the answer stays small whatever it sent.
+#[tokio::test]
+async fn an_error_answer_repeats_a_callers_long_method_or_audience_cut() {
+    let emu = Emu::start().await;
+    let method = "X".repeat(5000);
+    let a = http_raw(emu.r().http_addr, &method, &format!("/nosuch?{V}"), &[("host", "localhost")], "").await;
+    assert_eq!(a.status, 404, "{}", &a.body[..a.body.len().min(300)]);
+    assert!(a.body.len() < 2000, "{} bytes", a.body.len());
+    let audience = "a".repeat(20_000);
+    let forged = format!("SharedAccessSignature sr={audience}&sig=x&se=9999999999&skn=iothubowner");
+    let a = http_raw(
+        emu.r().http_addr,
+        "GET",
+        &format!("/devices?{V}"),
+        &[("host", "localhost"), ("authorization", &forged)],
+        "",
+    )
+    .await;
+    assert_eq!(a.status, 401, "{}", &a.body[..a.body.len().min(300)]);
+    assert!(a.body.len() < 2000, "{} bytes", a.body.len());
+}

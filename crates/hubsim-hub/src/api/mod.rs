@@ -211,6 +211,7 @@ fn looks_like_api_call(req: &axum::extract::Request) -> bool {
 /// exist, naming its method and path; a C2D send to a module is told that IoT Hub sends C2D to devices only.
 fn no_such_endpoint(method: &axum::http::Method, path: &str) -> Response {
     let shown = crate::hub::truncate(path, 256);
+    let method = crate::hub::truncate(method.as_str(), 32);
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let message = match segments.as_slice() {
         ["devices", device, "modules", _, "messages", c2d, ..] if c2d.eq_ignore_ascii_case("devicebound") => format!(

@@ -170,18 +170,20 @@ pub(crate) fn verify_token(
     resource: impl Fn(&str) -> ResourceUri,
     now_unix: u64,
 ) -> Result<(), String> {
+    // The audience is the caller's text: cut, so an error answer stays small whatever it sent.
+    let said = |e: String| super::truncate(&e, 512);
     match (token.verify(keys, &resource(host), now_unix), port) {
         (Err(SasVerifyError::WrongAudience { .. }), Some(port)) => {
             let with_port = format!("{host}:{port}");
             token.verify(keys, &resource(&with_port), now_unix).map_err(|e| match e {
-                SasVerifyError::WrongAudience { expected, actual } => format!(
+                SasVerifyError::WrongAudience { expected, actual } => said(format!(
                     "the token is for '{actual}', not for '{}' or '{expected}' (the port of this listener)",
                     resource(host)
-                ),
-                other => other.to_string(),
+                )),
+                other => said(other.to_string()),
             })
         }
-        (r, _) => r.map_err(|e| e.to_string()),
+        (r, _) => r.map_err(|e| said(e.to_string())),
     }
 }
 
