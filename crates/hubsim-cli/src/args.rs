@@ -76,7 +76,7 @@ pub struct SimArgs {
     /// Number of devices to create on the emulator given by --hub.
     #[arg(long)]
     pub devices: Option<usize>,
-    /// Device id prefix for --devices.
+    /// Device id prefix for --devices: `sim` gives sim-0, sim-1…; `th-` gives th-0 (no second dash).
     #[arg(long, default_value = "sim")]
     pub prefix: String,
     /// Ticks per second per device (0 = as fast as acknowledgements allow). A tick is one message, or with

@@ -19,7 +19,7 @@ pub enum ClientError {
     Service { status: u16, message: String },
     /// `--hub` is not an `http://` URL (this client speaks plain HTTP to the emulator's service port).
     #[error(
-        "--hub {0}: give the emulator's service API as an http:// URL, e.g. http://127.0.0.1:8080 (its --http-port)"
+        "--hub (or HUBSIM_HUB) {0}: give the emulator's service API as an http:// URL, e.g. http://127.0.0.1:8080 (its --http-port)"
     )]
     BadBase(String),
     #[error("reading the answer: {0}")]

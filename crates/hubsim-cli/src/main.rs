@@ -236,6 +236,12 @@ fn stream(a: StreamArgs, hub: &ServiceClient, log: Log, print: fn(&Value, bool))
     let (device, module) = match a.device.as_deref().map(|d| d.split_once('/').map_or((d, None), |(d, m)| (d, Some(m))))
     {
         Some((d, m)) => {
+            if m == Some("") {
+                bail!(
+                    "--device {}: the module id after '/' is empty",
+                    print::escape(a.device.as_deref().unwrap_or(""))
+                );
+            }
             check_target(&Target { id: d.to_owned(), module: m.map(str::to_owned) })?;
             (Some(d), m)
         }

@@ -84,8 +84,14 @@ pub fn run_cli(a: SimArgs, hub: &ServiceClient) -> Result<()> {
             .devices
             .ok_or_else(|| anyhow!("give --connection-string, --connection-strings FILE, or --devices N with --hub"))?;
         let mut out = Vec::with_capacity(n);
+        // `sim` gives sim-0, sim-1…; a prefix that ends in a separator already (`th-`, `th_`) gets no other.
+        let sep = if a.prefix.ends_with(['-', '_', '.', ':']) { "" } else { "-" };
+        if n > 0 {
+            let last = if n > 1 { format!(" … {}{sep}{}", a.prefix, n - 1) } else { String::new() };
+            eprintln!("devices: {}{sep}0{last}", a.prefix);
+        }
         for i in 0..n {
-            let id = format!("{}-{i}", a.prefix);
+            let id = format!("{}{sep}{i}", a.prefix);
             let d = match hub.device(&id, None) {
                 Ok(d) => d,
                 Err(e) if e.status() == Some(404) => hub.create_identity(&id, None, None, None)?,

@@ -269,6 +269,11 @@ async fn modules_are_managed_with_their_own_keys_twins_and_log_filter() {
     assert!(ok && out.is_empty(), "{out}");
     let (ok, out, _) = run(&["connections", "--device", "edge/filter"]).await;
     assert!(ok && out.contains("edge/filter"), "{out}");
+    let (ok, _, err) = run(&["events", "--device", "edge/"]).await;
+    assert!(!ok && err.contains("the module id after '/' is empty"), "{err}");
+    // Not subscribed to methods: the module is named as a module.
+    let (ok, _, err) = run(&["method", "invoke", "edge", "--module", "filter", "reboot", "--timeout", "5"]).await;
+    assert!(!ok && err.contains("module 'filter' of device 'edge' is not online for methods"), "{err}");
     // Deleting the device says its modules went with it.
     let (ok, out, err) = run(&["device", "delete", "edge"]).await;
     assert!(ok && out.trim() == "device 'edge' deleted, with its 1 module(s)", "{out} {err}");

@@ -33,8 +33,13 @@ async fn simulate_with_a_template_and_with_a_model() {
     )
     .await;
     assert!(ok, "{err}");
+    assert!(err.contains("devices: t-0 … t-1"), "the ids are said: {err}");
     assert_eq!((s["acknowledged"].as_u64(), s["errors"].as_u64()), (Some(6), Some(0)), "{s}");
     assert_eq!((s["template"].as_str(), s["seed"].as_u64()), (Some("counter"), Some(9)), "{s}");
+    // A prefix ending in a dash gets no second one.
+    let (ok, _, err) = simulate(&p, &["--devices", "1", "--prefix", "th-", "--count", "1", "--rate", "0"]).await;
+    assert!(ok && err.contains("devices: th-0"), "{err}");
+    assert_eq!(p.api("GET", "/devices/th-0", None).await["deviceId"], "th-0");
     let evs = p.api("GET", "/events?device=t-1", None).await;
     let body = evs.to_string();
     assert!(body.contains(r#"{\"n\": 3, \"d\": \"t-1\"}"#), "{body}");

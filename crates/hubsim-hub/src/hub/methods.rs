@@ -114,7 +114,17 @@ impl Hub {
             ));
         }
         let not_online = || {
-            ServiceError::new(404, 404103, format!("device '{id}' is not online for methods: it is not connected or not subscribed to $iothub/methods/POST/#"))
+            let who = match id.split_once('/') {
+                Some((d, m)) => format!("module '{m}' of device '{d}'"),
+                None => format!("device '{id}'"),
+            };
+            ServiceError::new(
+                404,
+                404103,
+                format!(
+                    "{who} is not online for methods: it is not connected or not subscribed to $iothub/methods/POST/#"
+                ),
+            )
         };
         let deadline = tokio::time::Instant::now() + connect_timeout;
         let wait = if connect_timeout.is_zero() { None } else { Some(self.wait_online(id)?) };
