@@ -87,6 +87,17 @@ pub fn run(a: ServeArgs, data: &Path) -> Result<()> {
             .unwrap_or_default();
         banner(&running, &a, web_dir.as_ref());
         println!("  service connection string (iothubowner; for --login and the service SDKs):\n    {owner}");
+        // Python's azure-iot-hub dials https://{HostName}: with a WebSocket/HTTPS port other than 443 it needs the
+        // port in HostName (the emulator accepts a token for host:port on that port).
+        let ws_port = running.ws_addr.port();
+        if ws_port != 443 {
+            let with_port = owner.replacen(
+                &format!("HostName={};", a.host_name),
+                &format!("HostName={}:{ws_port};", a.host_name),
+                1,
+            );
+            println!("  the same for Python's azure-iot-hub on port {ws_port}:\n    {with_port}");
+        }
         if let Some((id, cs)) = &demo {
             println!("demo device:    {id}");
             println!("connection string:\n  {cs}");
