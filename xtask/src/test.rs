@@ -171,9 +171,10 @@ const BUNDLE_GOAL: u64 = 150 * 1024;
 /// connection said (1.2 KB): 249.1 KB. On 2026-11-30 (a third walk-through), 1.7 KB for the twin panel that
 /// keeps up with desired patches and saved reported patches (a JSON merge patch and a pretty-printer in the core;
 /// the JavaScript `JSON` glue they replace gave 0.2 KB back), chart paths for names with a dot, and the status
-/// bar cleared when the page refuses an attempt itself: 250.8 KB. On 2026-11-30 (a fourth session), 0.5 KB for an
+/// bar cleared when the page refuses an attempt itself: 250.8 KB. On 2026-11-30 (a fourth session), 0.9 KB for an
 /// unknown key of a variable declaration or a saved message refused with the likely one (`radnom` made a counter,
-/// `evry` a message every second): 251.3 KB. The app is over [`BUNDLE_GOAL`] (BENCHMARKS.md says why); the ceiling only
+/// `evry` a message every second), other tools' names pointed to ours (`precision`), and a typo of an
+/// Iot-Telemetry-Simulator setting refused (`MesageCount` ran without a limit): 251.7 KB. The app is over [`BUNDLE_GOAL`] (BENCHMARKS.md says why); the ceiling only
 /// stops it from growing unnoticed. Lower it with every cut; raise it only in a commit that says what the bytes
 /// buy.
 pub(crate) const BUNDLE_CEILING: u64 = 252 * 1024;
