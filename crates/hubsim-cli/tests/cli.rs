@@ -11,6 +11,22 @@ fn hubsim() -> Command {
     Command::new(env!("CARGO_BIN_EXE_hubsim"))
 }
 
+/// Runs `hubsim ARGS --hub … --login …` against `p`: (success, stdout, stderr).
+async fn run(p: &Proc, args: &[&str]) -> (bool, String, String) {
+    let (http, login) = (p.ready.http.clone(), p.ready.service.to_string());
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let out = hubsim().args(&args).args(["--hub", &http, "--login", &login]).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
 #[test]
 fn hub_is_a_global_option() {
     // Before: `hubsim --hub URL device create x` was refused by the argument parser. Now it reaches the network
@@ -102,50 +118,33 @@ async fn ready_file_is_private_and_complete_and_events_are_printed_safely() {
 async fn registry_twin_tags_query_and_purge_through_the_iot_hub_api() {
     let tmp = tempfile::tempdir().unwrap();
     let p = Proc::spawn(Path::new(env!("CARGO_BIN_EXE_hubsim")), tmp.path());
-    let (http, login) = (p.ready.http.clone(), p.ready.service.to_string());
-    let run = move |args: Vec<String>| {
-        let (http, login) = (http.clone(), login.clone());
-        async move {
-            tokio::task::spawn_blocking(move || {
-                let out = hubsim().args(&args).args(["--hub", &http, "--login", &login]).output().unwrap();
-                (
-                    out.status.success(),
-                    String::from_utf8_lossy(&out.stdout).into_owned(),
-                    String::from_utf8_lossy(&out.stderr).into_owned(),
-                )
-            })
-            .await
-            .unwrap()
-        }
-    };
-    let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     for id in ["t1", "t2"] {
-        let (ok, out, err) = run(args(&["device", "create", id])).await;
+        let (ok, out, err) = run(&p, &["device", "create", id]).await;
         assert!(ok && out.contains(&format!("DeviceId={id};")), "{out} {err}");
     }
     // A second create reports IoT Hub's error.
-    let (ok, _, err) = run(args(&["device", "create", "t1"])).await;
+    let (ok, _, err) = run(&p, &["device", "create", "t1"]).await;
     assert!(!ok && err.contains("already exists") && err.contains("409"), "{err}");
-    let (ok, out, err) = run(args(&["twin", "set-tags", "t1", r#"{"site":"oslo"}"#])).await;
+    let (ok, out, err) = run(&p, &["twin", "set-tags", "t1", r#"{"site":"oslo"}"#]).await;
     assert!(ok && out.contains("oslo"), "{out} {err}");
-    let (ok, out, err) = run(args(&["query", "SELECT * FROM devices WHERE tags.site = 'oslo'"])).await;
+    let (ok, out, err) = run(&p, &["query", "SELECT * FROM devices WHERE tags.site = 'oslo'"]).await;
     assert!(ok, "{err}");
     let found: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(found.as_array().unwrap().len(), 1);
     assert_eq!(found[0]["deviceId"], "t1");
-    let (ok, _, err) = run(args(&["query", "SELECT * FROM devices ORDER BY deviceId"])).await;
+    let (ok, _, err) = run(&p, &["query", "SELECT * FROM devices ORDER BY deviceId"]).await;
     assert!(!ok && err.contains("ORDER"), "{err}");
     // Disable goes through the device's ETag; the twin and the registry agree.
-    let (ok, _, err) = run(args(&["device", "disable", "t2"])).await;
+    let (ok, _, err) = run(&p, &["device", "disable", "t2"]).await;
     assert!(ok, "{err}");
     assert_eq!(p.api("GET", "/devices/t2", None).await["status"], "disabled");
-    let (ok, _, err) = run(args(&["c2d", "send", "t1", "--body", "x"])).await;
+    let (ok, _, err) = run(&p, &["c2d", "send", "t1", "--body", "x"]).await;
     assert!(ok, "{err}");
-    let (ok, out, err) = run(args(&["c2d", "purge", "t1"])).await;
+    let (ok, out, err) = run(&p, &["c2d", "purge", "t1"]).await;
     assert!(ok && out.starts_with("1 message(s) purged"), "{out} {err}");
-    let (ok, _, err) = run(args(&["device", "delete", "t2"])).await;
+    let (ok, _, err) = run(&p, &["device", "delete", "t2"]).await;
     assert!(ok, "{err}");
-    let (ok, out, _) = run(args(&["device", "list", "--json"])).await;
+    let (ok, out, _) = run(&p, &["device", "list", "--json"]).await;
     assert!(ok && out.contains("\"t1\"") && !out.contains("\"t2\""), "{out}");
 }
 
@@ -204,51 +203,34 @@ async fn simulate_a_local_connection_string_finds_ports_and_ca_and_fails_loudly_
 async fn modules_are_managed_with_their_own_keys_twins_and_log_filter() {
     let tmp = tempfile::tempdir().unwrap();
     let p = Proc::spawn(Path::new(env!("CARGO_BIN_EXE_hubsim")), tmp.path());
-    let (http, login) = (p.ready.http.clone(), p.ready.service.to_string());
-    let run = move |args: &[&str]| {
-        let (http, login) = (http.clone(), login.clone());
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        async move {
-            tokio::task::spawn_blocking(move || {
-                let out = hubsim().args(&args).args(["--hub", &http, "--login", &login]).output().unwrap();
-                (
-                    out.status.success(),
-                    String::from_utf8_lossy(&out.stdout).into_owned(),
-                    String::from_utf8_lossy(&out.stderr).into_owned(),
-                )
-            })
-            .await
-            .unwrap()
-        }
-    };
-    let (ok, _, err) = run(&["device", "create", "edge"]).await;
+    let (ok, _, err) = run(&p, &["device", "create", "edge"]).await;
     assert!(ok, "{err}");
     // The keys given are the module's keys (they used to be dropped for generated ones).
     let key = "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE=";
-    let (ok, out, err) = run(&["device", "create", "edge", "--module", "filter", "--primary-key", key]).await;
+    let (ok, out, err) = run(&p, &["device", "create", "edge", "--module", "filter", "--primary-key", key]).await;
     assert!(ok, "{err}");
     assert_eq!(out.trim(), format!("HostName=localhost;DeviceId=edge;ModuleId=filter;SharedAccessKey={key}"));
-    let (ok, _, err) = run(&["device", "create", "edge", "--module", "m2", "--primary-key", "bad"]).await;
+    let (ok, _, err) = run(&p, &["device", "create", "edge", "--module", "m2", "--primary-key", "bad"]).await;
     assert!(!ok && err.contains("base64") && err.contains("incomplete"), "{err}");
     // Ids: an empty module, a '/' in a device id and a long module id are each said for what they are.
-    let (ok, _, err) = run(&["device", "create", "edge", "--module", ""]).await;
+    let (ok, _, err) = run(&p, &["device", "create", "edge", "--module", ""]).await;
     assert!(!ok && err.contains("--module is empty"), "{err}");
-    let (ok, _, err) = run(&["twin", "show", "edge/filter"]).await;
+    let (ok, _, err) = run(&p, &["twin", "show", "edge/filter"]).await;
     assert!(!ok && err.contains("`edge --module filter`"), "{err}");
     let long = "m".repeat(129);
-    let (ok, _, err) = run(&["device", "show", "edge", "--module", &long]).await;
+    let (ok, _, err) = run(&p, &["device", "show", "edge", "--module", &long]).await;
     assert!(!ok && err.contains("is not a valid module id") && !err.contains("edge/"), "{err}");
     // The module's own twin, desired patch, identity, listing and a log filtered to it.
-    let (ok, out, err) = run(&["twin", "set-desired", "edge", "--module", "filter", r#"{"threshold": 7}"#]).await;
+    let (ok, out, err) = run(&p, &["twin", "set-desired", "edge", "--module", "filter", r#"{"threshold": 7}"#]).await;
     assert!(ok && out.contains("\"threshold\": 7"), "{out} {err}");
     let module_twin = p.api("GET", "/twins/edge/modules/filter", None).await;
     assert_eq!(module_twin["properties"]["desired"]["threshold"], 7);
     assert!(p.api("GET", "/twins/edge", None).await["properties"]["desired"].get("threshold").is_none());
-    let (ok, out, _) = run(&["twin", "show", "edge", "--module", "filter"]).await;
+    let (ok, out, _) = run(&p, &["twin", "show", "edge", "--module", "filter"]).await;
     assert!(ok && out.contains("\"moduleId\": \"filter\""), "{out}");
-    let (ok, out, _) = run(&["device", "show", "edge", "--module", "filter"]).await;
+    let (ok, out, _) = run(&p, &["device", "show", "edge", "--module", "filter"]).await;
     assert!(ok && out.contains("\"moduleId\": \"filter\""), "{out}");
-    let (ok, out, _) = run(&["device", "modules", "edge"]).await;
+    let (ok, out, _) = run(&p, &["device", "modules", "edge"]).await;
     assert!(ok && out.contains("\"filter\""), "{out}");
     let cs = hubsim_proto::ConnectionString::parse(&format!(
         "HostName=localhost;DeviceId=edge;ModuleId=filter;SharedAccessKey={key}"
@@ -263,19 +245,19 @@ async fn modules_are_managed_with_their_own_keys_twins_and_log_filter() {
     assert!(matches!(dev.connect_with(&p, token, None).await, Event::Connected { .. }));
     dev.send(Telemetry::new("from-module")).await;
     dev.expect("PUBACK", |e| matches!(e, Event::TelemetryAcked { .. })).await;
-    let (ok, out, _) = run(&["events", "--device", "edge/filter"]).await;
+    let (ok, out, _) = run(&p, &["events", "--device", "edge/filter"]).await;
     assert!(ok && out.contains(" edge/filter from-module"), "{out}");
-    let (ok, out, _) = run(&["events", "--device", "edge/other"]).await;
+    let (ok, out, _) = run(&p, &["events", "--device", "edge/other"]).await;
     assert!(ok && out.is_empty(), "{out}");
-    let (ok, out, _) = run(&["connections", "--device", "edge/filter"]).await;
+    let (ok, out, _) = run(&p, &["connections", "--device", "edge/filter"]).await;
     assert!(ok && out.contains("edge/filter"), "{out}");
-    let (ok, _, err) = run(&["events", "--device", "edge/"]).await;
+    let (ok, _, err) = run(&p, &["events", "--device", "edge/"]).await;
     assert!(!ok && err.contains("the module id after '/' is empty"), "{err}");
     // Not subscribed to methods: the module is named as a module.
-    let (ok, _, err) = run(&["method", "invoke", "edge", "--module", "filter", "reboot", "--timeout", "5"]).await;
+    let (ok, _, err) = run(&p, &["method", "invoke", "edge", "--module", "filter", "reboot", "--timeout", "5"]).await;
     assert!(!ok && err.contains("module 'filter' of device 'edge' is not online for methods"), "{err}");
     // Deleting the device says its modules went with it.
-    let (ok, out, err) = run(&["device", "delete", "edge"]).await;
+    let (ok, out, err) = run(&p, &["device", "delete", "edge"]).await;
     assert!(ok && out.trim() == "device 'edge' deleted, with its 1 module(s)", "{out} {err}");
 }
 

@@ -164,29 +164,9 @@ proptest! {
 
 /// Variable declarations built from the keys the loader knows, with values of any JSON kind.
 fn declaration() -> impl Strategy<Value = String> {
-    let key = prop::sample::select(vec![
-        "random",
-        "randomDouble",
-        "sequence",
-        "values",
-        "weights",
-        "min",
-        "max",
-        "step",
-        "start",
-        "customLengthString",
-        "walk",
-        "sine",
-        "period",
-        "amplitude",
-        "offset",
-        "noise",
-        "probability",
-        "timestamp",
-        "jitter",
-        "format",
-        "decimals",
-    ]);
+    // Every key but `name`, which the strategy writes itself.
+    let keys: Vec<&str> = hubsim_template::variable::VARIABLE_KEYS.iter().copied().filter(|k| *k != "name").collect();
+    let key = prop::sample::select(keys);
     let value = prop_oneof![
         Just("true".to_owned()),
         Just("false".to_owned()),
