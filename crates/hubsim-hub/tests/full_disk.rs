@@ -13,27 +13,6 @@ use hubsim_testkit::*;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex};
-
-/// Collects what is logged, to count the store's state-change messages.
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Log {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Log {
-    fn count(&self, needle: &str) -> usize {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).matches(needle).count()
-    }
-}
 
 /// Exit code of the re-run in a namespace that could not mount either.
 const SKIP_CODE: i32 = 77;
@@ -99,7 +78,7 @@ async fn a_full_disk_refuses_new_work_with_a_reason_and_recovers_when_space_retu
         eprintln!("SKIPPED: cannot mount a tmpfs here (not root, no user namespaces); the full-disk test needs one");
         return;
     };
-    let log = Log::default();
+    let log = LogSink::default();
     let sink = log.clone();
     tracing_subscriber::fmt()
         .with_max_level(tracing::Level::INFO)

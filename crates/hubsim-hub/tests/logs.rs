@@ -5,27 +5,11 @@
 use hubsim_proto::device::Event;
 use hubsim_proto::mqttbytes::v4::{Connect, Login, Packet};
 use hubsim_testkit::*;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// The log's text.
-#[derive(Clone, Default)]
-struct Sink(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Sink {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 #[tokio::test]
 async fn connection_lines_name_the_identity_plainly_and_a_dropped_tls_connection_is_said_in_words() {
-    let sink = Sink::default();
+    let sink = LogSink::default();
     let writer = sink.clone();
     // What `hubsim serve` logs by default (info), without colours.
     tracing_subscriber::fmt()
@@ -63,7 +47,7 @@ async fn connection_lines_name_the_identity_plainly_and_a_dropped_tls_connection
     // The record is sent live after its log line is written.
     wait_live(&mut live, |r| r.operation == "deviceConnect" && r.module_id.is_some()).await;
 
-    let log = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+    let log = sink.text();
     let line = |needle: &str| log.lines().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle} in:\n{log}"));
     assert!(line("op=deviceConnect").contains("device=pdev op=deviceConnect"), "{log}");
     assert!(line("op=deviceDisconnect").contains("device=pdev op=deviceDisconnect"), "{log}");
