@@ -131,9 +131,23 @@ impl Running {
 /// Binds every listener and starts serving. Port 0 picks a free port (see the addresses in [`Running`]).
 /// Errors: a host name that is not a DNS name or IP address ([`HostNameError`], before anything is created), a
 /// data folder another emulator uses ([`store::StoreError::InUse`]), a port in use, a certificate that does not
-/// load.
+/// load. A start that fails leaves no data folder behind that it created itself (a new CA, keys and database
+/// for a run that never served).
 pub async fn start(config: Config) -> Result<Running> {
     check_host_name(&config.host_name)?;
+    let dir = config.data_dir.clone();
+    let fresh = !dir.exists();
+    let started = start_in(config).await;
+    if started.is_err() && fresh {
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            tracing::warn!("cannot remove {} after the failed start: {e}", dir.display());
+        }
+    }
+    started
+}
+
+/// [`start`] once the host name is checked.
+async fn start_in(config: Config) -> Result<Running> {
     // Private from creation: the folder 0700, the database and keys 0600 (see `files`).
     files::create_private_dir(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
     // The database first: its lock tells a second emulator on this folder to stop before it changes anything

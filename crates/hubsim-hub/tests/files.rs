@@ -72,3 +72,25 @@ async fn a_host_name_that_is_not_a_dns_name_or_ip_address_is_refused_before_anyt
     assert!(e.to_string().contains("'bad host' (--host-name) is not a valid DNS name or IP address"), "{e:#}");
     assert!(!data.exists(), "nothing was created");
 }
+
+/// A start that fails on a port in use leaves no new data folder (CA, keys, database) behind; a folder that was
+/// there before is kept.
+#[tokio::test]
+async fn a_start_that_fails_on_a_busy_port_leaves_no_new_data_folder() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join(".hubsim");
+    let mut c = hubsim_hub::Config::new(&data);
+    (c.mqtt_port, c.ws_port, c.http_port) = (port, 0, 0);
+    let Err(e) = hubsim_hub::start(c).await else { panic!("started on a port in use") };
+    assert!(format!("{e:#}").contains(&format!("binding MQTT port {port}")), "{e:#}");
+    assert!(!data.exists(), "the folder this start made is gone");
+    // An existing folder (another run's keys) stays.
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("keep"), "x").unwrap();
+    let mut c = hubsim_hub::Config::new(&data);
+    (c.mqtt_port, c.ws_port, c.http_port) = (port, 0, 0);
+    assert!(hubsim_hub::start(c).await.is_err());
+    assert!(data.join("keep").exists());
+}
