@@ -111,6 +111,8 @@ pub struct PnpDevice {
     /// The read-only properties' report, generated at the first connection and sent again at each reconnection
     /// (a serial number does not change when the network drops).
     report: Option<Value>,
+    /// When this device first connected (Unix ms): where a command's report starts (`startTime`).
+    started_ms: Option<i64>,
 }
 
 impl PnpDevice {
@@ -134,7 +136,7 @@ impl PnpDevice {
                 DeviceState::new(device_id, device_seed(seed, &key))
             })
             .collect();
-        PnpDevice { spec, states, value_states, report: None }
+        PnpDevice { spec, states, value_states, report: None, started_ms: None }
     }
 
     /// The next generated value of a property or a command's response; `None` if the model has no such
@@ -176,6 +178,7 @@ impl PnpDevice {
     /// schema and semantic type would be: a `Temperature` double 21, a string `name-1`...), components
     /// wrapped; the same at every connection of this device; `None` when the model has none.
     pub fn initial_report(&mut self, ctx: &RenderContext) -> Option<Value> {
+        self.started_ms.get_or_insert(ctx.now_unix_ms);
         if let Some(v) = &self.report {
             return Some(v.clone());
         }
@@ -265,9 +268,32 @@ impl PnpDevice {
             return (400, error_body(&CommandError::Request(e).to_string()));
         }
         let Some(response) = &command.response else { return (200, Value::Null) };
-        let value =
+        let mut value =
             self.generate(component, &command.name, true, ctx).unwrap_or_else(|| default_value(&response.schema));
+        let started = *self.started_ms.get_or_insert(ctx.now_unix_ms);
+        report_from(&mut value, started);
         (200, value)
+    }
+}
+
+/// A report's period starts when the device did: in a response object with a date-time field named `start…`
+/// and one named `end…` (the thermostat's `getMaxMinReport`: `startTime`, `endTime`), the start is the time of
+/// the device's first connection, not the time of the answer, which the end keeps.
+fn report_from(v: &mut Value, started_ms: i64) {
+    let Value::Object(o) = v else { return };
+    let named = |k: &str, prefix: &str| {
+        k.len() > prefix.len() && k.is_char_boundary(prefix.len()) && k[..prefix.len()].eq_ignore_ascii_case(prefix)
+    };
+    if !o.iter().any(|(k, _)| named(k, "end")) {
+        return;
+    }
+    let starts: Vec<String> = o
+        .iter()
+        .filter(|(k, v)| named(k, "start") && v.as_str().is_some_and(hubsim_dtdl::values::is_date_time))
+        .map(|(k, _)| k.to_owned())
+        .collect();
+    for k in starts {
+        o.insert(k, Value::String(hubsim_template::iso_utc_ms(started_ms)));
     }
 }
 
@@ -393,6 +419,11 @@ mod tests {
             assert!(t("minTemp") <= t("avgTemp") && t("avgTemp") <= t("maxTemp"), "min ≤ avg ≤ max: {a}");
             assert!((15.0..=35.0).contains(&t("maxTemp")), "a temperature's range: {a}");
         }
+        // The report covers the time since the device first connected: its start stays, its end is the answer's.
+        let later = RenderContext { now_unix_ms: CTX.now_unix_ms + 60_000, ..CTX };
+        let (_, report) = d.answer_command("thermostat1*getMaxMinReport", since, &later);
+        assert_eq!(report.get("startTime").and_then(Value::as_str), Some("2025-11-30T10:53:20.000Z"), "{report}");
+        assert_eq!(report.get("endTime").and_then(Value::as_str), Some("2025-11-30T10:54:20.000Z"), "{report}");
         assert_eq!(d.answer_command("thermostat1*getMaxMinReport", b"42", &CTX).0, 400);
         assert_eq!(d.answer_command("thermostat9*getMaxMinReport", b"", &CTX).0, 404);
         assert_eq!(d.answer_command("nope", b"", &CTX).0, 404);

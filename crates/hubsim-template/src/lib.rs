@@ -65,6 +65,7 @@ pub use config::{
 pub use render::{check_json, guid, DeviceState, RenderContext, RenderError, Rendered, MAX_RENDERED};
 pub use rng::{device_seed, Rng};
 pub use template::{placeholder_names, Builtin, Template, TemplateError, TemplateErrorKind};
+pub use time::iso_utc_ms;
 pub use variable::{Kind, TimeFormat, Variable};
 
 /// Stable insertion sort. Our lists are a handful of items, and each `slice::sort_by` instantiation
