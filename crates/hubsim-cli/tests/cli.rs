@@ -309,3 +309,57 @@ async fn the_data_folder_of_another_emulator_is_named_as_the_likely_cause_of_a_4
     assert!(!out.status.success());
     assert!(err.contains("is not this emulator's: is --data the data folder of the emulator at"), "{err}");
 }
+
+/// `events --follow` whose emulator stops says the stream ended and why, rather than a transport error.
+#[tokio::test]
+async fn a_follow_whose_emulator_stops_says_the_stream_ended() {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let tmp = tempfile::tempdir().unwrap();
+    let p = Proc::spawn(Path::new(env!("CARGO_BIN_EXE_hubsim")), tmp.path());
+    let d = p.api("PUT", "/devices/f1", None).await;
+    let key = DeviceKey::from_base64(d["authentication"]["symmetricKey"]["primaryKey"].as_str().unwrap()).unwrap();
+    let mut dev = TestDevice::new("f1", key, Via::Mqtt);
+    dev.connect(&p).await;
+    let mut child = hubsim()
+        .args(["events", "--follow", "--hub", &p.ready.http, "--login", &p.ready.service.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // Markers until one arrives after the follow's stream is open (the first ones may come from the initial read).
+    let mut following = false;
+    for i in 0..20 {
+        dev.send(Telemetry::new(format!("marker-{i}"))).await;
+        dev.expect("PUBACK", |e| matches!(e, Event::TelemetryAcked { .. })).await;
+        // Earlier lines are skipped; a marker lost between the initial read and the stream's start is not waited
+        // for past 2 s.
+        let marker = format!("marker-{i}");
+        let seen = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+            while let Some(line) = rx.recv().await {
+                if line.contains(&marker) {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        if seen == Ok(true) && i > 0 {
+            following = true;
+            break;
+        }
+    }
+    assert!(following, "the follow never printed a marker");
+    p.kill9();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("ended the stream: it stopped or restarted"), "{err}");
+}
