@@ -22,6 +22,13 @@ pub struct Admitted {
     pub generation_id: String,
 }
 
+/// Why an identity may not be connected: the store could not say, or the registry refuses it (with the CONNACK
+/// code and the reason logged).
+enum Inadmissible {
+    Store(StoreError),
+    Refused(ConnectReturnCode, String),
+}
+
 impl Hub {
     /// Checks a CONNECT that arrived on listener port `port` against the registry and sets up the stored session.
     /// Refusals: CONNACK 0x05 (unknown identity, token not valid, see [`verify_token`] for its audience), 0x03
@@ -30,35 +37,11 @@ impl Hub {
         let internal = |e: StoreError| (ConnectReturnCode::ServiceUnavailable, e.to_string());
         // Modules are registry records named `{device}/{module}` (a name no device id can have).
         let id = req.identity.to_string();
-        let device = self
-            .store
-            .device(&id)
-            .await
-            .map_err(internal)?
-            .ok_or((ConnectReturnCode::NotAuthorized, format!("device '{id}' is not registered")))?;
-        if !device.enabled() {
-            return Err((ConnectReturnCode::ServiceUnavailable, format!("device '{id}' is disabled")));
-        }
-        // A module connects only while its device is enabled, and is refused as the device would be (IoT Hub:
-        // azure-iot-sdk-csharp#1541, Azure/iotedge#2334).
-        if req.identity.module_id.is_some() {
-            let parent = &req.identity.device_id;
-            match self.store.device(parent).await.map_err(internal)? {
-                Some(p) if p.enabled() => {}
-                Some(_) => {
-                    return Err((
-                        ConnectReturnCode::ServiceUnavailable,
-                        format!("module '{id}' cannot connect: its parent device '{parent}' is disabled"),
-                    ))
-                }
-                None => {
-                    return Err((
-                        ConnectReturnCode::NotAuthorized,
-                        format!("module '{id}' cannot connect: its parent device '{parent}' is not registered"),
-                    ))
-                }
-            }
-        }
+        let device = match self.admission(&id).await {
+            Ok(device) => device,
+            Err(Inadmissible::Store(e)) => return Err(internal(e)),
+            Err(Inadmissible::Refused(code, why)) => return Err((code, why)),
+        };
         // A token signed with a policy key (`skn=device`) is accepted when the policy grants DeviceConnect, as IoT
         // Hub does ("Control access to IoT Hub using SAS": a device-scoped token from a policy).
         let keys: Vec<DeviceKey> = match req.token.policy() {
@@ -136,23 +119,45 @@ impl Hub {
         let names: Vec<(String, u8)> = subs.into_iter().map(|(f, q)| (filter_name(&f).to_owned(), q as u8)).collect();
         self.store.write(move |tx| tx.put_session(&id, &names)).await
     }
-}
 
-impl Hub {
-    /// Whether identity `id` (`device` or `device/module`) may still be connected: it and, for a module, its
-    /// device exist and are enabled. Asked once more after a connection is registered, so that a disable (or a
-    /// delete) that lands between [`Hub::authenticate`]'s read and the registration, and whose close sweep missed
-    /// the connection, still ends it: the disable writes, then closes what is registered; the connection
-    /// registers, then reads. A store error answers true (the connection stays, as it would have).
-    pub async fn still_admitted(&self, id: &str) -> bool {
-        let enabled = |id: String| async move { self.store.device(&id).await.map(|d| d.is_some_and(|d| d.enabled())) };
-        let parent = id.split_once('/').map(|(d, _)| d.to_owned());
-        for who in std::iter::once(id.to_owned()).chain(parent) {
-            if let Ok(false) = enabled(who).await {
-                return false;
+    /// The registry record of identity `id` (`device` or `device/module`) if it may be connected: it and, for a
+    /// module, its device exist and are enabled. A module is refused as its device would be (IoT Hub:
+    /// azure-iot-sdk-csharp#1541, Azure/iotedge#2334).
+    async fn admission(&self, id: &str) -> Result<crate::model::Device, Inadmissible> {
+        let refused = |code, why: String| Err(Inadmissible::Refused(code, why));
+        let Some(device) = self.store.device(id).await.map_err(Inadmissible::Store)? else {
+            return refused(ConnectReturnCode::NotAuthorized, format!("device '{id}' is not registered"));
+        };
+        if !device.enabled() {
+            return refused(ConnectReturnCode::ServiceUnavailable, format!("device '{id}' is disabled"));
+        }
+        if let Some((parent, _)) = id.split_once('/') {
+            match self.store.device(parent).await.map_err(Inadmissible::Store)? {
+                Some(p) if p.enabled() => {}
+                Some(_) => {
+                    return refused(
+                        ConnectReturnCode::ServiceUnavailable,
+                        format!("module '{id}' cannot connect: its parent device '{parent}' is disabled"),
+                    )
+                }
+                None => {
+                    return refused(
+                        ConnectReturnCode::NotAuthorized,
+                        format!("module '{id}' cannot connect: its parent device '{parent}' is not registered"),
+                    )
+                }
             }
         }
-        true
+        Ok(device)
+    }
+
+    /// Whether identity `id` may still be connected ([`Hub::admission`]'s rule). Asked once more after a
+    /// connection is registered, so that a disable (or a delete) that lands between [`Hub::authenticate`]'s read
+    /// and the registration, and whose close sweep missed the connection, still ends it: the disable writes, then
+    /// closes what is registered; the connection registers, then reads. A store error answers true (the
+    /// connection stays, as it would have).
+    pub async fn still_admitted(&self, id: &str) -> bool {
+        !matches!(self.admission(id).await, Err(Inadmissible::Refused(..)))
     }
 }
 
