@@ -231,7 +231,6 @@ impl ServiceClient {
         self.call("GET", "/devices", None)
     }
 
-    /// Creates a device; keys are generated unless given.
     /// Creates a device, or with `module` a module of device `id`; keys are generated unless given.
     pub fn create_identity(
         &self,

@@ -133,8 +133,17 @@ fn check_device_id(id: &str) -> Result<()> {
             print::escape(m)
         );
     }
+    check_id("device", id)
+}
+
+/// IoT Hub's rule for a device or module id (`kind`), said with the characters it takes.
+fn check_id(kind: &str, id: &str) -> Result<()> {
     if !hubsim_proto::topic::is_valid_device_id(id) {
-        bail!("'{}' is not a valid device id: use 1–128 of A–Z a–z 0–9 and -.%_*?!(),:=@$'", print::escape(id));
+        bail!(
+            "'{}' is not a valid {kind} id: use 1–128 of A–Z a–z 0–9 and {}",
+            print::escape(id),
+            hubsim_proto::topic::ID_SPECIALS
+        );
     }
     Ok(())
 }
@@ -144,10 +153,8 @@ fn check_target(t: &Target) -> Result<Option<&str>> {
     check_device_id(&t.id)?;
     match t.module.as_deref() {
         Some("") => bail!("--module is empty: give the module's id"),
-        Some(m) if !hubsim_proto::topic::is_valid_device_id(m) => {
-            bail!("'{}' is not a valid module id: use 1–128 of A–Z a–z 0–9 and -.%_*?!(),:=@$'", print::escape(m))
-        }
-        m => Ok(m),
+        Some(m) => check_id("module", m).map(|()| Some(m)),
+        None => Ok(None),
     }
 }
 
